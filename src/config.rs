@@ -1,0 +1,325 @@
+//! The one typed configuration of Strata, loaded once from a TOML file.
+//!
+//! Nothing else in the crate reads files or the environment for settings: `main` loads a
+//! [`Config`] and hands the parts each component needs down to it. Relative paths in the file
+//! are resolved against the folder that holds the file, so a config works from any working
+//! directory. `config/strata.toml` documents every key.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub dicom: DicomConfig,
+    pub storage: StorageConfig,
+    pub locator: LocatorConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// `[dicom]`: our application entity and who may talk to it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DicomConfig {
+    /// Our AE title; associations calling another title are rejected.
+    pub aet: String,
+    /// Address to listen on; port 0 picks a free port (printed at start).
+    pub listen: SocketAddr,
+    /// Accept associations from calling AE titles missing from `peers`.
+    #[serde(default)]
+    pub accept_unknown_callers: bool,
+    /// Known application entities.
+    #[serde(default)]
+    pub peers: Vec<PeerConfig>,
+    /// Most associations served at once; more are rejected as "local limit exceeded".
+    #[serde(default = "defaults::max_associations")]
+    pub max_associations: usize,
+    /// Largest P-DATA-TF PDU we accept (bytes); bigger ones abort the association.
+    #[serde(default = "defaults::max_pdu_length")]
+    pub max_pdu_length: u32,
+    /// ARTIM: how long a new connection may take to send its A-ASSOCIATE-RQ (seconds).
+    #[serde(default = "defaults::artim_timeout_secs")]
+    pub artim_timeout_secs: u64,
+    /// How long we wait for the next PDU while a DIMSE message is in progress (seconds).
+    #[serde(default = "defaults::dimse_timeout_secs")]
+    pub dimse_timeout_secs: u64,
+    /// How long an association may sit idle between messages before we abort it (seconds).
+    #[serde(default = "defaults::idle_timeout_secs")]
+    pub idle_timeout_secs: u64,
+    /// On SIGTERM/SIGINT, how long in-flight operations may take to finish (seconds).
+    #[serde(default = "defaults::shutdown_grace_secs")]
+    pub shutdown_grace_secs: u64,
+}
+
+/// One `[[dicom.peers]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    pub aet: String,
+    pub host: String,
+    pub port: u16,
+    /// DIMSE services this peer may request of us.
+    #[serde(default = "defaults::allow_all")]
+    pub allow: Vec<Service>,
+}
+
+/// A DIMSE service a peer may be allowed to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Service {
+    Echo,
+    Store,
+    Find,
+    Move,
+    Get,
+}
+
+/// `[storage]`: the online tier.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Root folder of the online tier (one sub-folder per study).
+    pub online_dir: PathBuf,
+    /// What a C-STORE of an already stored SOP Instance UID does.
+    #[serde(default)]
+    pub duplicate_policy: DuplicatePolicy,
+}
+
+/// Policy for an incoming instance whose SOP Instance UID is already stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DuplicatePolicy {
+    /// Keep the stored copy, discard the new one, answer Success.
+    #[default]
+    Keep,
+    /// Replace the stored copy with the new one.
+    Overwrite,
+}
+
+/// `[locator]`: the database that indexes and locates every instance.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocatorConfig {
+    /// `sqlite://PATH` (relative to the config file's folder, created if missing).
+    pub url: String,
+    /// Connections in the pool.
+    #[serde(default = "defaults::max_connections")]
+    pub max_connections: u32,
+}
+
+/// `[log]`: diagnostics.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// A `tracing` filter, e.g. `info` or `strata=debug,info`.
+    #[serde(default = "defaults::log_level")]
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: defaults::log_level(),
+        }
+    }
+}
+
+mod defaults {
+    use super::Service;
+    pub fn max_associations() -> usize {
+        64
+    }
+    pub fn max_pdu_length() -> u32 {
+        262_144
+    }
+    pub fn artim_timeout_secs() -> u64 {
+        30
+    }
+    pub fn dimse_timeout_secs() -> u64 {
+        60
+    }
+    pub fn idle_timeout_secs() -> u64 {
+        300
+    }
+    pub fn shutdown_grace_secs() -> u64 {
+        30
+    }
+    pub fn allow_all() -> Vec<Service> {
+        vec![
+            Service::Echo,
+            Service::Store,
+            Service::Find,
+            Service::Move,
+            Service::Get,
+        ]
+    }
+    pub fn max_connections() -> u32 {
+        8
+    }
+    pub fn log_level() -> String {
+        "info".to_string()
+    }
+}
+
+impl Config {
+    /// Reads, parses, validates and resolves the config file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut config: Config = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        config.resolve_paths(base);
+        config.validate().map_err(|message| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        })?;
+        Ok(config)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        self.storage.online_dir = base.join(&self.storage.online_dir);
+        if let Some(rest) = self.locator.url.strip_prefix("sqlite://") {
+            let file = Path::new(rest);
+            if file.is_relative() {
+                self.locator.url = format!("sqlite://{}", base.join(file).display());
+            }
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let aet_ok = |aet: &str| !aet.trim().is_empty() && aet.len() <= 16 && aet.is_ascii();
+        if !aet_ok(&self.dicom.aet) {
+            return Err(format!(
+                "dicom.aet {:?} must be 1-16 ASCII characters",
+                self.dicom.aet
+            ));
+        }
+        let mut seen = HashSet::new();
+        for peer in &self.dicom.peers {
+            if !aet_ok(&peer.aet) {
+                return Err(format!(
+                    "dicom.peers aet {:?} must be 1-16 ASCII characters",
+                    peer.aet
+                ));
+            }
+            if !seen.insert(peer.aet.trim()) {
+                return Err(format!("dicom.peers lists {:?} twice", peer.aet));
+            }
+        }
+        if self.dicom.max_associations == 0 {
+            return Err("dicom.max_associations must be at least 1".into());
+        }
+        if !(4096..=16_777_216).contains(&self.dicom.max_pdu_length) {
+            return Err("dicom.max_pdu_length must be between 4096 and 16777216".into());
+        }
+        if !self.locator.url.starts_with("sqlite://") {
+            return Err(format!(
+                "locator.url {:?}: only sqlite:// is supported so far",
+                self.locator.url
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl DicomConfig {
+    pub fn artim_timeout(&self) -> Duration {
+        Duration::from_secs(self.artim_timeout_secs)
+    }
+    pub fn dimse_timeout(&self) -> Duration {
+        Duration::from_secs(self.dimse_timeout_secs)
+    }
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_secs)
+    }
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_paths_follow_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("strata.toml");
+        std::fs::write(
+            &path,
+            r#"
+            [dicom]
+            aet = "STRATA"
+            listen = "127.0.0.1:0"
+            [[dicom.peers]]
+            aet = "VIEWER"
+            host = "127.0.0.1"
+            port = 11113
+            allow = ["echo", "find"]
+            [storage]
+            online_dir = "var/online"
+            [locator]
+            url = "sqlite://var/locator.db"
+            "#,
+        )
+        .unwrap();
+        let config = Config::load(&path).unwrap();
+        assert_eq!(config.storage.online_dir, dir.path().join("var/online"));
+        assert_eq!(
+            config.locator.url,
+            format!("sqlite://{}", dir.path().join("var/locator.db").display())
+        );
+        assert_eq!(
+            config.dicom.peers[0].allow,
+            vec![Service::Echo, Service::Find]
+        );
+        assert_eq!(config.storage.duplicate_policy, DuplicatePolicy::Keep);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_titles_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "[dicom]\naet = \"\"\nlisten = \"127.0.0.1:0\"\n[storage]\nonline_dir = \"x\"\n[locator]\nurl = \"sqlite://x.db\"\n").unwrap();
+        assert!(matches!(
+            Config::load(&path),
+            Err(ConfigError::Invalid { .. })
+        ));
+        std::fs::write(&path, "[dicom]\naet = \"A\"\nlisten = \"127.0.0.1:0\"\nbogus = 1\n[storage]\nonline_dir = \"x\"\n[locator]\nurl = \"sqlite://x.db\"\n").unwrap();
+        assert!(matches!(
+            Config::load(&path),
+            Err(ConfigError::Parse { .. })
+        ));
+    }
+}

@@ -1,0 +1,292 @@
+//! C-STORE into the online tier: stream the data set to a temporary Part-10 file, fsync it,
+//! read and check its attributes, rename it into its study folder, commit the locator row,
+//! and only then answer Success.
+//!
+//! A crash at any point leaves either nothing visible (the temporary is removed at the next
+//! start) or, between rename and commit, an unindexed file at its final location; the sender
+//! got no Success and retries, and the retry overwrites that file by the same name.
+
+mod attributes;
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::Mutex;
+use tracing::{debug, info, warn};
+
+pub use attributes::{read_attributes, AttributeError};
+
+use crate::config::DuplicatePolicy;
+use crate::locator::{now_millis, Locator, NewInstance};
+use crate::model::{StoredObject, Tier};
+use crate::net::{
+    AssociationContext, Outcome, Services, Status, StoreRequest, StoreSink, StoreStart,
+};
+use crate::online::{part10_header, OnlineStore, Part10Writer, WrittenFile};
+
+/// Instances whose SOP Instance UIDs hash to the same stripe are committed one at a time,
+/// so two associations storing the same instance cannot interleave.
+const LOCK_STRIPES: usize = 64;
+
+/// The store service: online tier plus locator.
+#[derive(Debug, Clone)]
+pub struct Ingest {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    online: Arc<OnlineStore>,
+    locator: Arc<Locator>,
+    duplicates: DuplicatePolicy,
+    stripes: Vec<Mutex<()>>,
+}
+
+impl Ingest {
+    pub fn new(
+        online: Arc<OnlineStore>,
+        locator: Arc<Locator>,
+        duplicates: DuplicatePolicy,
+    ) -> Ingest {
+        Ingest {
+            inner: Arc::new(Inner {
+                online,
+                locator,
+                duplicates,
+                stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+            }),
+        }
+    }
+}
+
+impl Inner {
+    fn stripe(&self, sop_instance_uid: &str) -> &Mutex<()> {
+        &self.stripes[crc32c::crc32c(sop_instance_uid.as_bytes()) as usize % LOCK_STRIPES]
+    }
+
+    /// Turns a written temporary file into an indexed, durable instance.
+    async fn commit(
+        &self,
+        written: WrittenFile,
+        request: &StoreRequest,
+        source_ae: &str,
+    ) -> Outcome {
+        let temp = written.path.clone();
+        let parsed = tokio::task::spawn_blocking(move || read_attributes(&temp)).await;
+        let attributes = match parsed {
+            Ok(Ok(a)) => a,
+            Ok(Err(e)) => {
+                self.discard_temp(&written.path).await;
+                let status = match e {
+                    AttributeError::Parse(_) => Status::CannotUnderstand,
+                    AttributeError::Missing(_) => Status::DataSetDoesNotMatchSopClass,
+                };
+                return Outcome::failure(status, e.to_string());
+            }
+            Err(join) => {
+                self.discard_temp(&written.path).await;
+                return Outcome::failure(Status::ProcessingFailure, join.to_string());
+            }
+        };
+        let instance = &attributes.instance;
+        if instance.sop_instance_uid != request.sop_instance_uid
+            || instance.sop_class_uid != request.sop_class_uid
+        {
+            self.discard_temp(&written.path).await;
+            return Outcome::failure(
+                Status::DataSetDoesNotMatchSopClass,
+                "SOP Class/Instance UID in the data set differ from the command",
+            );
+        }
+
+        let _guard = self.stripe(&request.sop_instance_uid).lock().await;
+        let existing = match self.locator.find_instance(&request.sop_instance_uid).await {
+            Ok(existing) => existing,
+            Err(e) => {
+                self.discard_temp(&written.path).await;
+                return Outcome::failure(Status::ProcessingFailure, e.to_string());
+            }
+        };
+        if existing.is_some() && self.duplicates == DuplicatePolicy::Keep {
+            // Another association stored it while this one was receiving.
+            self.discard_temp(&written.path).await;
+            return Outcome::success();
+        }
+        let variant = existing.as_ref().map(|_| now_millis() as u64);
+        let location = OnlineStore::instance_location(
+            &attributes.study.study_instance_uid,
+            &request.sop_instance_uid,
+            variant,
+        );
+        let online = self.online.clone();
+        let (temp, target) = (written.path.clone(), location.clone());
+        let published = tokio::task::spawn_blocking(move || online.publish(&temp, &target)).await;
+        match published {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                self.discard_temp(&written.path).await;
+                return Outcome::failure(io_status(e.io()), e.to_string());
+            }
+            Err(join) => {
+                self.discard_temp(&written.path).await;
+                return Outcome::failure(Status::ProcessingFailure, join.to_string());
+            }
+        }
+        let object = StoredObject {
+            tier: Tier::Online,
+            location: location.clone(),
+            offset: 0,
+            length: written.length,
+            crc32c: written.crc32c,
+            transfer_syntax_uid: request.transfer_syntax_uid.clone(),
+        };
+        let recorded = self
+            .locator
+            .record_instance(&NewInstance {
+                attributes: &attributes,
+                object: &object,
+                source_ae,
+                received_at: now_millis(),
+            })
+            .await;
+        if let Err(e) = recorded {
+            // Not acknowledged, so not kept: the sender will retry.
+            self.remove_location(&location).await;
+            return Outcome::failure(Status::ProcessingFailure, e.to_string());
+        }
+        if let Some(old) = existing {
+            info!(sop_instance_uid = %request.sop_instance_uid, calling_ae = %source_ae, "replaced a stored instance");
+            if old.tier == Tier::Online && old.location != location {
+                self.remove_location(&old.location).await;
+            }
+        }
+        debug!(sop_instance_uid = %request.sop_instance_uid, bytes = written.length, "stored");
+        Outcome::success()
+    }
+
+    async fn discard_temp(&self, path: &std::path::Path) {
+        let path: PathBuf = path.to_owned();
+        let _ = tokio::task::spawn_blocking(move || std::fs::remove_file(path)).await;
+    }
+
+    async fn remove_location(&self, location: &str) {
+        let online = self.online.clone();
+        let target = location.to_string();
+        match tokio::task::spawn_blocking(move || online.remove(&target)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(error = %e, "cannot remove file"),
+            Err(e) => warn!(error = %e, "cannot remove file"),
+        }
+    }
+}
+
+/// Maps an I/O failure to the C-STORE status a sender can act on.
+fn io_status(e: &io::Error) -> Status {
+    match e.raw_os_error() {
+        // ENOSPC, EDQUOT: out of resources, retry later.
+        Some(28) | Some(122) => Status::OutOfResources,
+        _ => Status::ProcessingFailure,
+    }
+}
+
+/// One C-STORE data set on its way to disk.
+#[derive(Debug)]
+pub struct IngestSink {
+    ingest: Arc<Inner>,
+    request: StoreRequest,
+    source_ae: String,
+    writer: Part10Writer,
+}
+
+impl Services for Ingest {
+    type Sink = IngestSink;
+
+    async fn begin_store(
+        &self,
+        association: &AssociationContext,
+        request: StoreRequest,
+    ) -> StoreStart<IngestSink> {
+        let inner = &self.inner;
+        if inner.duplicates == DuplicatePolicy::Keep {
+            // Checked again under the stripe lock at commit; this only saves the disk write.
+            match inner.locator.find_instance(&request.sop_instance_uid).await {
+                Ok(Some(_)) => {
+                    debug!(association = association.id, sop_instance_uid = %request.sop_instance_uid, "duplicate kept");
+                    return StoreStart::Answer(Outcome::success());
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    return StoreStart::Answer(Outcome::failure(
+                        Status::ProcessingFailure,
+                        e.to_string(),
+                    ))
+                }
+            }
+        }
+        let header = match part10_header(
+            &request.sop_class_uid,
+            &request.sop_instance_uid,
+            &request.transfer_syntax_uid,
+            &association.calling_ae,
+        ) {
+            Ok(h) => h,
+            Err(e) => {
+                return StoreStart::Answer(Outcome::failure(
+                    Status::CannotUnderstand,
+                    format!("cannot build file meta: {e}"),
+                ))
+            }
+        };
+        let online = inner.online.clone();
+        let created = tokio::task::spawn_blocking(move || online.create_temp()).await;
+        let (path, file) = match created {
+            Ok(Ok(pf)) => pf,
+            Ok(Err(e)) => {
+                return StoreStart::Answer(Outcome::failure(io_status(e.io()), e.to_string()))
+            }
+            Err(e) => {
+                return StoreStart::Answer(Outcome::failure(
+                    Status::ProcessingFailure,
+                    e.to_string(),
+                ))
+            }
+        };
+        StoreStart::Receive(IngestSink {
+            ingest: inner.clone(),
+            source_ae: association.calling_ae.clone(),
+            request,
+            writer: Part10Writer::new(path, file, header),
+        })
+    }
+}
+
+impl StoreSink for IngestSink {
+    async fn write(&mut self, fragment: Vec<u8>) -> Result<(), Outcome> {
+        self.writer
+            .write(&fragment)
+            .await
+            .map_err(|e| Outcome::failure(io_status(&e), format!("writing: {e}")))
+    }
+
+    async fn finish(self) -> Outcome {
+        let IngestSink {
+            ingest,
+            request,
+            source_ae,
+            writer,
+        } = self;
+        let temp = writer.path().to_owned();
+        match writer.finish().await {
+            Ok(written) => ingest.commit(written, &request, &source_ae).await,
+            Err(e) => {
+                ingest.discard_temp(&temp).await;
+                Outcome::failure(io_status(&e), format!("writing: {e}"))
+            }
+        }
+    }
+
+    async fn abandon(self) {
+        self.writer.discard().await;
+    }
+}

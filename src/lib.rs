@@ -1,0 +1,11 @@
+//! Strata: PACS storage middleware. Modalities push studies over DICOM into the online tier;
+//! the locator indexes where every instance lives. See README.md for the architecture map.
+
+pub mod admin;
+pub mod config;
+pub mod ingest;
+pub mod locator;
+pub mod model;
+pub mod net;
+pub mod online;
+pub mod server;

@@ -1,0 +1,484 @@
+//! The locator database: the patient/study/series/instance index, where every instance's
+//! bytes live, and the audit log. All SQL in Strata lives in this module.
+//!
+//! SQLite runs in WAL mode with `synchronous = FULL`, so a committed row survives power loss.
+//! SQLite allows one writer at a time; writes take an in-process lock first so they queue here
+//! instead of failing with SQLITE_BUSY. Keep the SQL portable: PostgreSQL follows.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Serialize;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, Transaction};
+use tokio::sync::Mutex;
+
+use crate::config::LocatorConfig;
+use crate::model::{IndexedAttributes, StoredObject, Tier};
+
+/// Why a locator operation failed; each variant names the operation.
+#[derive(Debug, thiserror::Error)]
+pub enum LocatorError {
+    #[error("invalid locator url {url:?}: {source}")]
+    Url { url: String, source: sqlx::Error },
+    #[error("cannot open the locator database: {0}")]
+    Connect(#[source] sqlx::Error),
+    #[error("cannot apply locator migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("cannot look up instance {uid}: {source}")]
+    Lookup { uid: String, source: sqlx::Error },
+    #[error("cannot record instance {uid}: {source}")]
+    Record { uid: String, source: sqlx::Error },
+    #[error("cannot read locator statistics: {0}")]
+    Stats(#[source] sqlx::Error),
+    #[error("unknown tier {0:?} in the locator")]
+    UnknownTier(String),
+}
+
+/// Facts about one instance as it is stored, beyond its attributes.
+#[derive(Debug, Clone)]
+pub struct NewInstance<'a> {
+    pub attributes: &'a IndexedAttributes,
+    pub object: &'a StoredObject,
+    /// Calling AE title of the sender.
+    pub source_ae: &'a str,
+    /// Unix milliseconds.
+    pub received_at: i64,
+}
+
+/// Totals for `strata status`.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Totals {
+    pub patients: u64,
+    pub studies: u64,
+    pub series: u64,
+    pub instances: u64,
+    pub bytes: u64,
+}
+
+/// Count and bytes held by one tier.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct TierTotals {
+    pub instances: u64,
+    pub bytes: u64,
+}
+
+/// The locator database.
+#[derive(Debug)]
+pub struct Locator {
+    pool: SqlitePool,
+    write_lock: Mutex<()>,
+}
+
+impl Locator {
+    /// Connects (creating the database if missing) and applies pending migrations.
+    pub async fn open(config: &LocatorConfig) -> Result<Locator, LocatorError> {
+        let options = SqliteConnectOptions::from_str(&config.url)
+            .map_err(|source| LocatorError::Url {
+                url: config.url.clone(),
+                source,
+            })?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(30));
+        if let Some(parent) = std::path::Path::new(options.get_filename()).parent() {
+            // A missing folder is the most common first-run failure; create it.
+            let _ = std::fs::create_dir_all(parent);
+        }
+        let pool = SqlitePoolOptions::new()
+            .max_connections(config.max_connections.max(1))
+            .connect_with(options)
+            .await
+            .map_err(LocatorError::Connect)?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Locator {
+            pool,
+            write_lock: Mutex::new(()),
+        })
+    }
+
+    /// Closes the pool, checkpointing the WAL.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Where an instance is stored, if it is.
+    pub async fn find_instance(
+        &self,
+        sop_instance_uid: &str,
+    ) -> Result<Option<StoredObject>, LocatorError> {
+        let lookup = |source| LocatorError::Lookup {
+            uid: sop_instance_uid.to_string(),
+            source,
+        };
+        let row = sqlx::query(
+            "SELECT tier, location, byte_offset, byte_length, crc32c, transfer_syntax_uid \
+             FROM instances WHERE sop_instance_uid = ?",
+        )
+        .bind(sop_instance_uid)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(lookup)?;
+        let Some(row) = row else { return Ok(None) };
+        let tier: String = row.get(0);
+        Ok(Some(StoredObject {
+            tier: Tier::parse(&tier).ok_or(LocatorError::UnknownTier(tier))?,
+            location: row.get(1),
+            offset: row.get::<i64, _>(2) as u64,
+            length: row.get::<i64, _>(3) as u64,
+            crc32c: row.get::<i64, _>(4) as u32,
+            transfer_syntax_uid: row.get(5),
+        }))
+    }
+
+    /// Indexes an instance and records where it is, in one transaction with its audit entry.
+    /// An existing row for the same SOP Instance UID is replaced.
+    pub async fn record_instance(&self, new: &NewInstance<'_>) -> Result<(), LocatorError> {
+        let uid = &new.attributes.instance.sop_instance_uid;
+        let record = |source| LocatorError::Record {
+            uid: uid.clone(),
+            source,
+        };
+        let _writer = self.write_lock.lock().await;
+        let mut tx = self.pool.begin().await.map_err(record)?;
+        let series_fk = upsert_hierarchy(&mut tx, new.attributes)
+            .await
+            .map_err(record)?;
+        let a = &new.attributes.instance;
+        let o = new.object;
+        sqlx::query(
+            "INSERT INTO instances (series_fk, sop_instance_uid, sop_class_uid, instance_number, \
+               specific_character_set, transfer_syntax_uid, tier, location, byte_offset, \
+               byte_length, crc32c, received_at, source_ae) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (sop_instance_uid) DO UPDATE SET series_fk = excluded.series_fk, \
+               sop_class_uid = excluded.sop_class_uid, instance_number = excluded.instance_number, \
+               specific_character_set = excluded.specific_character_set, \
+               transfer_syntax_uid = excluded.transfer_syntax_uid, tier = excluded.tier, \
+               location = excluded.location, byte_offset = excluded.byte_offset, \
+               byte_length = excluded.byte_length, crc32c = excluded.crc32c, \
+               received_at = excluded.received_at, source_ae = excluded.source_ae",
+        )
+        .bind(series_fk)
+        .bind(&a.sop_instance_uid)
+        .bind(&a.sop_class_uid)
+        .bind(a.instance_number)
+        .bind(&a.specific_character_set)
+        .bind(&o.transfer_syntax_uid)
+        .bind(o.tier.as_str())
+        .bind(&o.location)
+        .bind(o.offset as i64)
+        .bind(o.length as i64)
+        .bind(i64::from(o.crc32c))
+        .bind(new.received_at)
+        .bind(new.source_ae)
+        .execute(&mut *tx)
+        .await
+        .map_err(record)?;
+        insert_audit(
+            &mut tx,
+            new.received_at,
+            "stored",
+            new.source_ae,
+            Some(uid),
+            "",
+        )
+        .await
+        .map_err(record)?;
+        tx.commit().await.map_err(record)
+    }
+
+    /// Appends an audit entry on its own.
+    pub async fn audit(
+        &self,
+        event: &str,
+        ae: &str,
+        sop_instance_uid: Option<&str>,
+        detail: &str,
+    ) -> Result<(), LocatorError> {
+        let _writer = self.write_lock.lock().await;
+        let mut tx = self.pool.begin().await.map_err(LocatorError::Connect)?;
+        let record = |source| LocatorError::Record {
+            uid: sop_instance_uid.unwrap_or_default().to_string(),
+            source,
+        };
+        insert_audit(&mut tx, now_millis(), event, ae, sop_instance_uid, detail)
+            .await
+            .map_err(record)?;
+        tx.commit().await.map_err(record)
+    }
+
+    /// Overall counts and bytes.
+    pub async fn totals(&self) -> Result<Totals, LocatorError> {
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM patients), (SELECT COUNT(*) FROM studies), \
+               (SELECT COUNT(*) FROM series), (SELECT COUNT(*) FROM instances), \
+               (SELECT COALESCE(SUM(byte_length), 0) FROM instances)",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(LocatorError::Stats)?;
+        let n = |i| row.get::<i64, _>(i) as u64;
+        Ok(Totals {
+            patients: n(0),
+            studies: n(1),
+            series: n(2),
+            instances: n(3),
+            bytes: n(4),
+        })
+    }
+
+    /// Counts and bytes per tier; tiers holding nothing are absent.
+    pub async fn tier_totals(&self) -> Result<Vec<(Tier, TierTotals)>, LocatorError> {
+        let rows = sqlx::query(
+            "SELECT tier, COUNT(*), COALESCE(SUM(byte_length), 0) FROM instances GROUP BY tier",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(LocatorError::Stats)?;
+        rows.into_iter()
+            .map(|row| {
+                let tier: String = row.get(0);
+                Ok((
+                    Tier::parse(&tier).ok_or(LocatorError::UnknownTier(tier))?,
+                    TierTotals {
+                        instances: row.get::<i64, _>(1) as u64,
+                        bytes: row.get::<i64, _>(2) as u64,
+                    },
+                ))
+            })
+            .collect()
+    }
+}
+
+/// Finds or creates the patient, study and series rows; returns the series id.
+/// The first instance of a study or series sets its attributes.
+async fn upsert_hierarchy(
+    tx: &mut Transaction<'_, Sqlite>,
+    attributes: &IndexedAttributes,
+) -> Result<i64, sqlx::Error> {
+    let p = &attributes.patient;
+    let patient = sqlx::query_scalar::<_, i64>(
+        "SELECT id FROM patients WHERE patient_id = ? AND issuer_of_patient_id = ?",
+    )
+    .bind(&p.patient_id)
+    .bind(&p.issuer_of_patient_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let patient = match patient {
+        Some(id) => id,
+        None => {
+            sqlx::query_scalar(
+                "INSERT INTO patients (patient_id, issuer_of_patient_id, patient_name, \
+                   patient_birth_date, patient_sex) VALUES (?, ?, ?, ?, ?) RETURNING id",
+            )
+            .bind(&p.patient_id)
+            .bind(&p.issuer_of_patient_id)
+            .bind(&p.patient_name)
+            .bind(&p.patient_birth_date)
+            .bind(&p.patient_sex)
+            .fetch_one(&mut **tx)
+            .await?
+        }
+    };
+
+    let s = &attributes.study;
+    let study = sqlx::query_scalar::<_, i64>("SELECT id FROM studies WHERE study_instance_uid = ?")
+        .bind(&s.study_instance_uid)
+        .fetch_optional(&mut **tx)
+        .await?;
+    let study = match study {
+        Some(id) => id,
+        None => {
+            sqlx::query_scalar(
+                "INSERT INTO studies (patient_fk, study_instance_uid, study_date, study_time, \
+                   accession_number, study_id, study_description, referring_physician_name) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            )
+            .bind(patient)
+            .bind(&s.study_instance_uid)
+            .bind(&s.study_date)
+            .bind(&s.study_time)
+            .bind(&s.accession_number)
+            .bind(&s.study_id)
+            .bind(&s.study_description)
+            .bind(&s.referring_physician_name)
+            .fetch_one(&mut **tx)
+            .await?
+        }
+    };
+
+    let r = &attributes.series;
+    let series =
+        sqlx::query_scalar::<_, i64>("SELECT id FROM series WHERE series_instance_uid = ?")
+            .bind(&r.series_instance_uid)
+            .fetch_optional(&mut **tx)
+            .await?;
+    match series {
+        Some(id) => Ok(id),
+        None => {
+            sqlx::query_scalar(
+                "INSERT INTO series (study_fk, series_instance_uid, modality, series_number, \
+                   series_description, body_part_examined) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+            )
+            .bind(study)
+            .bind(&r.series_instance_uid)
+            .bind(&r.modality)
+            .bind(r.series_number)
+            .bind(&r.series_description)
+            .bind(&r.body_part_examined)
+            .fetch_one(&mut **tx)
+            .await
+        }
+    }
+}
+
+async fn insert_audit(
+    tx: &mut Transaction<'_, Sqlite>,
+    at: i64,
+    event: &str,
+    ae: &str,
+    sop_instance_uid: Option<&str>,
+    detail: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO audit_log (at, event, ae, sop_instance_uid, detail) VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(at)
+    .bind(event)
+    .bind(ae)
+    .bind(sop_instance_uid)
+    .bind(detail)
+    .execute(&mut **tx)
+    .await
+    .map(|_| ())
+}
+
+/// Current time in Unix milliseconds.
+pub fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::*;
+
+    fn attributes(sop: &str, series: &str) -> IndexedAttributes {
+        IndexedAttributes {
+            patient: PatientAttributes {
+                patient_id: "P1".into(),
+                patient_name: "Doe^Jane".into(),
+                ..Default::default()
+            },
+            study: StudyAttributes {
+                study_instance_uid: "1.2.3".into(),
+                study_date: "20240101".into(),
+                ..Default::default()
+            },
+            series: SeriesAttributes {
+                series_instance_uid: series.into(),
+                modality: "CT".into(),
+                ..Default::default()
+            },
+            instance: InstanceAttributes {
+                sop_instance_uid: sop.into(),
+                sop_class_uid: "1.2.840.10008.5.1.4.1.1.2".into(),
+                ..Default::default()
+            },
+        }
+    }
+
+    fn object(location: &str, length: u64) -> StoredObject {
+        StoredObject {
+            tier: Tier::Online,
+            location: location.into(),
+            offset: 0,
+            length,
+            crc32c: 0xDEADBEEF,
+            transfer_syntax_uid: "1.2.840.10008.1.2.1".into(),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn records_hierarchy_once_and_replaces_instances() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LocatorConfig {
+            url: format!("sqlite://{}", dir.path().join("l.db").display()),
+            max_connections: 2,
+        };
+        let locator = Locator::open(&config).await.unwrap();
+        for (sop, series, len) in [
+            ("1.2.3.1.1", "1.2.3.1", 100),
+            ("1.2.3.1.2", "1.2.3.1", 50),
+            ("1.2.3.2.1", "1.2.3.2", 25),
+        ] {
+            let a = attributes(sop, series);
+            let o = object(sop, len);
+            locator
+                .record_instance(&NewInstance {
+                    attributes: &a,
+                    object: &o,
+                    source_ae: "MOD",
+                    received_at: 1,
+                })
+                .await
+                .unwrap();
+        }
+        // Storing the same instance again replaces its row rather than adding one.
+        let a = attributes("1.2.3.1.1", "1.2.3.1");
+        let o = object("elsewhere", 10);
+        locator
+            .record_instance(&NewInstance {
+                attributes: &a,
+                object: &o,
+                source_ae: "MOD",
+                received_at: 2,
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            locator.totals().await.unwrap(),
+            Totals {
+                patients: 1,
+                studies: 1,
+                series: 2,
+                instances: 3,
+                bytes: 85
+            }
+        );
+        let found = locator.find_instance("1.2.3.1.1").await.unwrap().unwrap();
+        assert_eq!(found.location, "elsewhere");
+        assert_eq!(found.crc32c, 0xDEADBEEF);
+        assert!(locator.find_instance("9.9").await.unwrap().is_none());
+        let tiers = locator.tier_totals().await.unwrap();
+        assert_eq!(
+            tiers,
+            vec![(
+                Tier::Online,
+                TierTotals {
+                    instances: 3,
+                    bytes: 85
+                }
+            )]
+        );
+
+        // The audit log refuses changes.
+        let err = sqlx::query("DELETE FROM audit_log")
+            .execute(&locator.pool)
+            .await;
+        assert!(err.is_err());
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_log")
+            .fetch_one(&locator.pool)
+            .await
+            .unwrap();
+        assert_eq!(n, 4);
+    }
+}

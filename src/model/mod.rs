@@ -1,0 +1,102 @@
+//! Pure domain types: tiers, the attributes Strata indexes, and the UID tables it negotiates.
+//! No I/O here.
+
+pub mod sop_class;
+pub mod transfer_syntax;
+
+use serde::Serialize;
+
+/// Where an instance's bytes live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    /// Plain Part-10 files on fast local or SAN storage.
+    Online,
+    /// Inside an S-DICOM container on the archive store.
+    Archive,
+}
+
+impl Tier {
+    /// The name used in the locator and in JSON output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Online => "online",
+            Tier::Archive => "archive",
+        }
+    }
+
+    /// Parses the locator's spelling.
+    pub fn parse(s: &str) -> Option<Tier> {
+        match s {
+            "online" => Some(Tier::Online),
+            "archive" => Some(Tier::Archive),
+            _ => None,
+        }
+    }
+}
+
+/// Patient-level attributes, decoded to UTF-8 from whatever Specific Character Set was declared.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PatientAttributes {
+    pub patient_id: String,
+    pub issuer_of_patient_id: String,
+    pub patient_name: String,
+    pub patient_birth_date: String,
+    pub patient_sex: String,
+}
+
+/// Study-level attributes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StudyAttributes {
+    pub study_instance_uid: String,
+    pub study_date: String,
+    pub study_time: String,
+    pub accession_number: String,
+    pub study_id: String,
+    pub study_description: String,
+    pub referring_physician_name: String,
+}
+
+/// Series-level attributes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SeriesAttributes {
+    pub series_instance_uid: String,
+    pub modality: String,
+    pub series_number: Option<i64>,
+    pub series_description: String,
+    pub body_part_examined: String,
+}
+
+/// Instance-level attributes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InstanceAttributes {
+    pub sop_instance_uid: String,
+    pub sop_class_uid: String,
+    pub instance_number: Option<i64>,
+    pub specific_character_set: String,
+}
+
+/// Everything the locator indexes about one instance, level by level.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IndexedAttributes {
+    pub patient: PatientAttributes,
+    pub study: StudyAttributes,
+    pub series: SeriesAttributes,
+    pub instance: InstanceAttributes,
+}
+
+/// Where and how one instance is stored, as the locator records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredObject {
+    pub tier: Tier,
+    /// Tier-specific location: a path relative to the online root, or a container name.
+    pub location: String,
+    /// Byte offset of the Part-10 file inside `location` (0 for a plain file).
+    pub offset: u64,
+    /// Length of the Part-10 file in bytes.
+    pub length: u64,
+    /// CRC-32C of the Part-10 file bytes.
+    pub crc32c: u32,
+    /// Transfer syntax of the stored dataset, as received.
+    pub transfer_syntax_uid: String,
+}

@@ -1,0 +1,28 @@
+//! Transfer syntaxes Strata accepts for storage. Encapsulated data is stored as received, so
+//! accepting a compressed syntax needs no codec.
+
+pub const IMPLICIT_VR_LITTLE_ENDIAN: &str = "1.2.840.10008.1.2";
+pub const EXPLICIT_VR_LITTLE_ENDIAN: &str = "1.2.840.10008.1.2.1";
+pub const DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN: &str = "1.2.840.10008.1.2.1.99";
+
+/// Accepted for storage, in no particular order: the requestor's order of preference decides.
+pub const STORAGE_TRANSFER_SYNTAXES: &[&str] = &[
+    IMPLICIT_VR_LITTLE_ENDIAN,
+    EXPLICIT_VR_LITTLE_ENDIAN,
+    DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
+    "1.2.840.10008.1.2.4.50",  // JPEG Baseline (Process 1)
+    "1.2.840.10008.1.2.4.51",  // JPEG Extended (Process 2 & 4)
+    "1.2.840.10008.1.2.4.57",  // JPEG Lossless, Non-Hierarchical (Process 14)
+    "1.2.840.10008.1.2.4.70",  // JPEG Lossless, First-Order Prediction (Process 14 SV1)
+    "1.2.840.10008.1.2.4.80",  // JPEG-LS Lossless
+    "1.2.840.10008.1.2.4.81",  // JPEG-LS Near-Lossless
+    "1.2.840.10008.1.2.4.90",  // JPEG 2000 Lossless Only
+    "1.2.840.10008.1.2.4.91",  // JPEG 2000
+    "1.2.840.10008.1.2.4.201", // High-Throughput JPEG 2000 Lossless Only
+    "1.2.840.10008.1.2.4.202", // High-Throughput JPEG 2000 with RPCL Options Lossless Only
+    "1.2.840.10008.1.2.4.203", // High-Throughput JPEG 2000
+    "1.2.840.10008.1.2.5",     // RLE Lossless
+];
+
+/// Verification SOP Class (C-ECHO).
+pub const VERIFICATION_SOP_CLASS: &str = "1.2.840.10008.1.1";

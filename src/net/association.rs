@@ -1,0 +1,422 @@
+//! One established association: receive PDUs, assemble DIMSE messages, dispatch them to the
+//! services, send responses. Reading, dispatching and storing are separate concerns: this
+//! module only moves messages between the wire and [`Services`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dicom_ul::association::AsyncServerAssociation;
+use dicom_ul::pdu::{PDataValue, PDataValueType, PresentationContextResultReason};
+use dicom_ul::Pdu;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use super::access::AccessPolicy;
+use super::command::{CommandField, CommandSet, Response};
+use super::dimse::{DimseEvent, MessageAssembler};
+use super::handler::{AssociationContext, Outcome, Services, StoreRequest, StoreSink, StoreStart};
+use super::status::Status;
+use crate::config::Service;
+use crate::model::transfer_syntax::VERIFICATION_SOP_CLASS;
+
+/// Timeouts that apply inside an association.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// Wait for the next PDU while a message is in progress.
+    pub dimse: Duration,
+    /// Wait for the next message.
+    pub idle: Duration,
+}
+
+/// Why an association ended; for the closing log line.
+#[derive(Debug)]
+enum End {
+    Released,
+    AbortedByPeer,
+    Closed(String),
+    Aborted(String),
+    Shutdown,
+}
+
+/// A message whose data set is still arriving.
+struct InFlight<K> {
+    header: Header,
+    state: Receiving<K>,
+}
+
+enum Receiving<K> {
+    /// Fragments go to the sink.
+    Writing(K),
+    /// The answer is already known; fragments are discarded.
+    Draining(Outcome),
+}
+
+/// A negotiated presentation context.
+struct Context {
+    abstract_syntax: String,
+    transfer_syntax: String,
+}
+
+/// Serves one association until it is released, aborted, times out or the server shuts down.
+/// In-flight operations finish before a shutdown aborts the association.
+pub(crate) async fn serve<S: Services>(
+    mut assoc: AsyncServerAssociation<TcpStream>,
+    ctx: AssociationContext,
+    services: Arc<S>,
+    policy: Arc<AccessPolicy>,
+    timeouts: Timeouts,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let contexts: HashMap<u8, Context> = assoc
+        .presentation_contexts()
+        .iter()
+        .filter(|pc| pc.reason == PresentationContextResultReason::Acceptance)
+        .map(|pc| {
+            (
+                pc.id,
+                Context {
+                    abstract_syntax: pc.abstract_syntax.clone(),
+                    transfer_syntax: pc.transfer_syntax.clone(),
+                },
+            )
+        })
+        .collect();
+    info!(
+        association = ctx.id,
+        calling_ae = %ctx.calling_ae,
+        peer = %ctx.peer,
+        accepted_contexts = contexts.len(),
+        max_pdu = assoc.requestor_max_pdu_length(),
+        "association established"
+    );
+    let mut session = Session {
+        ctx,
+        services,
+        policy,
+        contexts,
+        assembler: MessageAssembler::default(),
+        in_flight: None,
+        stored: 0,
+        failed: 0,
+    };
+
+    let end = loop {
+        let in_message = session.assembler.in_message();
+        let received = if in_message {
+            tokio::time::timeout(timeouts.dimse, assoc.receive()).await
+        } else {
+            if *shutdown.borrow() {
+                break End::Shutdown;
+            }
+            tokio::select! {
+                received = tokio::time::timeout(timeouts.idle, assoc.receive()) => received,
+                _ = shutdown.wait_for(|stop| *stop) => break End::Shutdown,
+            }
+        };
+        let pdu = match received {
+            Err(_) if in_message => break End::Aborted("DIMSE timeout".into()),
+            Err(_) => break End::Aborted("idle timeout".into()),
+            Ok(Err(e)) => break classify_receive_error(e),
+            Ok(Ok(pdu)) => pdu,
+        };
+        match pdu {
+            Pdu::PData { data } => {
+                if let Err(reason) = session.on_pdata(&mut assoc, data).await {
+                    break End::Aborted(reason);
+                }
+            }
+            Pdu::ReleaseRQ => {
+                if let Err(e) = assoc.send(&Pdu::ReleaseRP).await {
+                    break End::Closed(format!("sending A-RELEASE-RP: {e}"));
+                }
+                break End::Released;
+            }
+            Pdu::AbortRQ { .. } => break End::AbortedByPeer,
+            other => break End::Aborted(format!("unexpected PDU {}", pdu_name(&other))),
+        }
+    };
+
+    if let Some(in_flight) = session.in_flight.take() {
+        if let Receiving::Writing(sink) = in_flight.state {
+            sink.abandon().await;
+        }
+    }
+    let Session {
+        ctx,
+        stored,
+        failed,
+        ..
+    } = session;
+    match end {
+        End::Released | End::AbortedByPeer => {
+            info!(association = ctx.id, calling_ae = %ctx.calling_ae, stored, failed, how = ?end, "association ended");
+        }
+        End::Closed(reason) => {
+            info!(association = ctx.id, calling_ae = %ctx.calling_ae, stored, failed, %reason, "connection closed");
+        }
+        End::Aborted(reason) => {
+            warn!(association = ctx.id, calling_ae = %ctx.calling_ae, stored, failed, %reason, "aborting association");
+            let _ = assoc.abort().await;
+        }
+        End::Shutdown => {
+            info!(association = ctx.id, calling_ae = %ctx.calling_ae, stored, failed, "server shutting down: aborting idle association");
+            let _ = assoc.abort().await;
+        }
+    }
+}
+
+fn classify_receive_error(e: dicom_ul::association::Error) -> End {
+    let text = e.to_string();
+    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(&e);
+    let mut detail = text.clone();
+    while let Some(s) = source {
+        detail = format!("{detail}: {s}");
+        source = s.source();
+    }
+    if matches!(e, dicom_ul::association::Error::ConnectionClosed { .. }) {
+        End::Closed("peer closed the connection".into())
+    } else {
+        End::Aborted(detail)
+    }
+}
+
+fn pdu_name(pdu: &Pdu) -> &'static str {
+    match pdu {
+        Pdu::AssociationRQ(_) => "A-ASSOCIATE-RQ",
+        Pdu::AssociationAC(_) => "A-ASSOCIATE-AC",
+        Pdu::AssociationRJ(_) => "A-ASSOCIATE-RJ",
+        Pdu::ReleaseRP => "A-RELEASE-RP",
+        _ => "unknown",
+    }
+}
+
+struct Session<S: Services> {
+    ctx: AssociationContext,
+    services: Arc<S>,
+    policy: Arc<AccessPolicy>,
+    contexts: HashMap<u8, Context>,
+    assembler: MessageAssembler,
+    in_flight: Option<InFlight<S::Sink>>,
+    stored: u64,
+    failed: u64,
+}
+
+impl<S: Services> Session<S> {
+    /// Handles one P-DATA-TF PDU. An error is a protocol violation: abort.
+    async fn on_pdata(
+        &mut self,
+        assoc: &mut AsyncServerAssociation<TcpStream>,
+        values: Vec<PDataValue>,
+    ) -> Result<(), String> {
+        for pdv in values {
+            if !self.contexts.contains_key(&pdv.presentation_context_id) {
+                return Err(format!(
+                    "P-DATA on presentation context {} which was not accepted",
+                    pdv.presentation_context_id
+                ));
+            }
+            match self.assembler.push(pdv).map_err(|e| e.to_string())? {
+                None => {}
+                Some(DimseEvent::Command {
+                    context_id,
+                    command,
+                }) => self.on_command(assoc, context_id, command).await?,
+                Some(DimseEvent::Data { bytes, last, .. }) => {
+                    self.on_data(assoc, bytes, last).await?
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_command(
+        &mut self,
+        assoc: &mut AsyncServerAssociation<TcpStream>,
+        context_id: u8,
+        command: CommandSet,
+    ) -> Result<(), String> {
+        let field = command.command_field().map_err(|e| e.to_string())?;
+        let has_data_set = command.has_data_set().map_err(|e| e.to_string())?;
+        if field == CommandField::CCancelRq {
+            // Nothing we run yet can be cancelled; C-FIND/C-MOVE/C-GET will watch for this.
+            debug!(
+                association = self.ctx.id,
+                "C-CANCEL-RQ with nothing to cancel"
+            );
+            return Ok(());
+        }
+        let Some(response) = field.response() else {
+            return Err(format!("unexpected command {field:?} from the requestor"));
+        };
+        let message_id = command.message_id().map_err(|e| e.to_string())?;
+        let abstract_syntax = &self.contexts[&context_id].abstract_syntax;
+        let sop_class_uid = command.affected_sop_class_uid();
+        let sop_instance_uid = command.affected_sop_instance_uid();
+
+        let decision: Result<(), Outcome> = match field {
+            CommandField::CEchoRq => {
+                self.check(Service::Echo, abstract_syntax == VERIFICATION_SOP_CLASS)
+            }
+            CommandField::CStoreRq => self
+                .check(
+                    Service::Store,
+                    sop_class_uid.as_deref() == Some(abstract_syntax.as_str()),
+                )
+                .and_then(|()| match (&sop_instance_uid, has_data_set) {
+                    (Some(uid), true) if !uid.is_empty() => Ok(()),
+                    (_, false) => Err(Outcome::failure(
+                        Status::CannotUnderstand,
+                        "C-STORE-RQ without a data set",
+                    )),
+                    _ => Err(Outcome::failure(
+                        Status::MissingAttribute,
+                        "Affected SOP Instance UID missing",
+                    )),
+                }),
+            _ => Err(Outcome::failure(
+                Status::UnrecognizedOperation,
+                "operation not supported",
+            )),
+        };
+
+        let state = match decision {
+            Err(outcome) => Receiving::Draining(outcome),
+            Ok(()) if field == CommandField::CEchoRq => Receiving::Draining(Outcome::success()),
+            Ok(()) => {
+                let request = StoreRequest {
+                    sop_class_uid: sop_class_uid.clone().unwrap_or_default(),
+                    sop_instance_uid: sop_instance_uid.clone().unwrap_or_default(),
+                    transfer_syntax_uid: self.contexts[&context_id].transfer_syntax.clone(),
+                    move_originator_ae: command.move_originator_ae_title(),
+                };
+                match self.services.begin_store(&self.ctx, request).await {
+                    StoreStart::Receive(sink) => Receiving::Writing(sink),
+                    StoreStart::Answer(outcome) => Receiving::Draining(outcome),
+                }
+            }
+        };
+        let header = Header {
+            context_id,
+            response,
+            message_id,
+            sop_class_uid,
+            sop_instance_uid,
+        };
+        if has_data_set {
+            self.in_flight = Some(InFlight { header, state });
+            Ok(())
+        } else {
+            let outcome = match state {
+                Receiving::Draining(outcome) => outcome,
+                // begin_store only runs for commands with a data set.
+                Receiving::Writing(sink) => {
+                    sink.abandon().await;
+                    Outcome::failure(Status::ProcessingFailure, "internal error")
+                }
+            };
+            self.respond(assoc, &header, outcome).await
+        }
+    }
+
+    async fn on_data(
+        &mut self,
+        assoc: &mut AsyncServerAssociation<TcpStream>,
+        bytes: Vec<u8>,
+        last: bool,
+    ) -> Result<(), String> {
+        let Some(in_flight) = self.in_flight.as_mut() else {
+            return Err("data set fragment without a command".into());
+        };
+        if let Receiving::Writing(sink) = &mut in_flight.state {
+            if let Err(outcome) = sink.write(bytes).await {
+                let Receiving::Writing(sink) =
+                    std::mem::replace(&mut in_flight.state, Receiving::Draining(outcome))
+                else {
+                    unreachable!("state was Writing just above");
+                };
+                sink.abandon().await;
+            }
+        }
+        if !last {
+            return Ok(());
+        }
+        let in_flight = self.in_flight.take().expect("checked above");
+        let outcome = match in_flight.state {
+            Receiving::Writing(sink) => sink.finish().await,
+            Receiving::Draining(outcome) => outcome,
+        };
+        if in_flight.header.response == CommandField::CStoreRsp {
+            if outcome.status.is_failure() {
+                self.failed += 1;
+                warn!(
+                    association = self.ctx.id,
+                    calling_ae = %self.ctx.calling_ae,
+                    sop_instance_uid = in_flight.header.sop_instance_uid.as_deref().unwrap_or(""),
+                    status = %outcome.status,
+                    comment = outcome.comment.as_deref().unwrap_or(""),
+                    "C-STORE failed"
+                );
+            } else {
+                self.stored += 1;
+            }
+        }
+        self.respond(assoc, &in_flight.header, outcome).await
+    }
+
+    /// Access and context checks shared by every command.
+    fn check(&self, service: Service, context_matches: bool) -> Result<(), Outcome> {
+        if !self.policy.allows(&self.ctx.calling_ae, service) {
+            return Err(Outcome::failure(
+                Status::NotAuthorized,
+                format!("{:?} not allowed for this AE title", service),
+            ));
+        }
+        if !context_matches {
+            return Err(Outcome::failure(
+                Status::SopClassNotSupported,
+                "SOP class does not match the presentation context",
+            ));
+        }
+        Ok(())
+    }
+
+    async fn respond(
+        &self,
+        assoc: &mut AsyncServerAssociation<TcpStream>,
+        header: &Header,
+        outcome: Outcome,
+    ) -> Result<(), String> {
+        let command = CommandSet::response(&Response {
+            field: header.response,
+            message_id: header.message_id,
+            status: outcome.status,
+            sop_class_uid: header.sop_class_uid.as_deref(),
+            sop_instance_uid: header.sop_instance_uid.as_deref(),
+            error_comment: outcome.comment.as_deref(),
+            has_data_set: false,
+        });
+        let pdu = Pdu::PData {
+            data: vec![PDataValue {
+                presentation_context_id: header.context_id,
+                value_type: PDataValueType::Command,
+                is_last: true,
+                data: command.encode(),
+            }],
+        };
+        assoc
+            .send(&pdu)
+            .await
+            .map_err(|e| format!("sending {:?}: {e}", header.response))
+    }
+}
+
+/// What a response needs to know about its request.
+struct Header {
+    context_id: u8,
+    response: CommandField,
+    message_id: u16,
+    sop_class_uid: Option<String>,
+    sop_instance_uid: Option<String>,
+}

@@ -1,0 +1,86 @@
+//! What the network layer asks of the services behind it. The network layer knows nothing of
+//! storage: it hands each C-STORE data set to a [`StoreSink`] fragment by fragment and sends
+//! back whatever [`Outcome`] the sink reports.
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use super::status::Status;
+
+/// Who is on the other end of an association.
+#[derive(Debug, Clone)]
+pub struct AssociationContext {
+    /// Process-unique association number, for logs.
+    pub id: u64,
+    /// Calling AE title of the requestor.
+    pub calling_ae: String,
+    /// Remote socket address.
+    pub peer: SocketAddr,
+}
+
+/// The command-level facts of one C-STORE request.
+#[derive(Debug, Clone)]
+pub struct StoreRequest {
+    pub sop_class_uid: String,
+    pub sop_instance_uid: String,
+    /// Transfer syntax negotiated for the presentation context, i.e. the data set's encoding.
+    pub transfer_syntax_uid: String,
+    /// Set when the store is a sub-operation of someone's C-MOVE.
+    pub move_originator_ae: Option<String>,
+}
+
+/// The result of an operation: a status and, for failures, a short reason for the peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub status: Status,
+    pub comment: Option<String>,
+}
+
+impl Outcome {
+    pub fn success() -> Outcome {
+        Outcome {
+            status: Status::Success,
+            comment: None,
+        }
+    }
+
+    pub fn failure(status: Status, comment: impl Into<String>) -> Outcome {
+        Outcome {
+            status,
+            comment: Some(comment.into()),
+        }
+    }
+}
+
+/// Receives one data set as it arrives.
+pub trait StoreSink: Send + Sync + 'static {
+    /// Takes the next fragment. An error ends the write; the rest of the data set is drained
+    /// and discarded, and the error is the response.
+    fn write(&mut self, fragment: Vec<u8>) -> impl Future<Output = Result<(), Outcome>> + Send;
+
+    /// The last fragment arrived: make the instance durable and report the response status.
+    /// Success must only be reported once the data and its index are durable.
+    fn finish(self) -> impl Future<Output = Outcome> + Send;
+
+    /// The data set will never complete (abort, timeout, shutdown): drop everything written.
+    fn abandon(self) -> impl Future<Output = ()> + Send;
+}
+
+/// How a C-STORE starts: receive the data set into a sink, or answer at once (the data set is
+/// then drained and discarded), e.g. for a duplicate that is kept or a refusal.
+pub enum StoreStart<K> {
+    Receive(K),
+    Answer(Outcome),
+}
+
+/// The DIMSE services behind the network layer.
+pub trait Services: Send + Sync + 'static {
+    type Sink: StoreSink;
+
+    /// Starts a C-STORE.
+    fn begin_store(
+        &self,
+        association: &AssociationContext,
+        request: StoreRequest,
+    ) -> impl Future<Output = StoreStart<Self::Sink>> + Send;
+}

@@ -1,0 +1,16 @@
+//! The DICOM network layer: associations over `dicom-ul`, our own DIMSE layer (command sets,
+//! message assembly, typed statuses), AE access control, and the traits that services
+//! implement. It knows nothing of storage.
+
+pub mod access;
+mod association;
+pub mod command;
+pub mod dimse;
+pub mod handler;
+pub mod listener;
+pub mod status;
+
+pub use association::Timeouts;
+pub use handler::{AssociationContext, Outcome, Services, StoreRequest, StoreSink, StoreStart};
+pub use listener::{serve, NetConfig};
+pub use status::Status;

@@ -1,0 +1,57 @@
+//! DIMSE status values (PS3.7 Annex C) as a type, so handlers never write raw hex.
+
+/// A DIMSE response status. Codes are service-specific, so two variants may share a code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Success,
+    /// More responses follow (C-FIND, C-MOVE, C-GET).
+    Pending,
+    /// Operation stopped by C-CANCEL.
+    Cancel,
+    /// Refused: the SOP class is not supported on this presentation context.
+    SopClassNotSupported,
+    /// Refused: the calling AE is not allowed this service.
+    NotAuthorized,
+    /// Refused: a command element is missing or wrong.
+    MissingAttribute,
+    /// The DIMSE command is not one we implement.
+    UnrecognizedOperation,
+    /// Refused: out of resources (e.g. disk full) while storing.
+    OutOfResources,
+    /// Error: the data set does not match the SOP class or the command.
+    DataSetDoesNotMatchSopClass,
+    /// Error: the data set cannot be parsed.
+    CannotUnderstand,
+    /// Failure: processing failed for a reason of our own (I/O, database).
+    ProcessingFailure,
+}
+
+impl Status {
+    /// The 16-bit code carried in the Status (0000,0900) element.
+    pub fn code(self) -> u16 {
+        match self {
+            Status::Success => 0x0000,
+            Status::Pending => 0xFF00,
+            Status::Cancel => 0xFE00,
+            Status::SopClassNotSupported => 0x0122,
+            Status::NotAuthorized => 0x0124,
+            Status::MissingAttribute => 0x0120,
+            Status::UnrecognizedOperation => 0x0211,
+            Status::OutOfResources => 0xA700,
+            Status::DataSetDoesNotMatchSopClass => 0xA900,
+            Status::CannotUnderstand => 0xC000,
+            Status::ProcessingFailure => 0x0110,
+        }
+    }
+
+    /// Whether the status ends an operation in failure.
+    pub fn is_failure(self) -> bool {
+        !matches!(self, Status::Success | Status::Pending | Status::Cancel)
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?} (0x{:04X})", self, self.code())
+    }
+}

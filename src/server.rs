@@ -1,0 +1,92 @@
+//! Wires the configuration, stores, locator and network layer into a running server, and
+//! shuts it down cleanly: stop accepting, let in-flight operations finish, close the locator.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::info;
+
+use crate::config::Config;
+use crate::ingest::Ingest;
+use crate::locator::{Locator, LocatorError};
+use crate::model::sop_class::STORAGE_SOP_CLASSES;
+use crate::model::transfer_syntax::{STORAGE_TRANSFER_SYNTAXES, VERIFICATION_SOP_CLASS};
+use crate::net::access::AccessPolicy;
+use crate::net::{self, NetConfig, Timeouts};
+use crate::online::{OnlineError, OnlineStore};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Online(#[from] OnlineError),
+    #[error(transparent)]
+    Locator(#[from] LocatorError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Runs the server until `shutdown` turns true. `on_listening` is told the bound address
+/// (useful with port 0) once associations can be accepted.
+pub async fn run(
+    config: Config,
+    shutdown: watch::Receiver<bool>,
+    on_listening: impl FnOnce(SocketAddr),
+) -> Result<(), ServerError> {
+    let online_dir = config.storage.online_dir.clone();
+    let online = Arc::new(
+        tokio::task::spawn_blocking(move || OnlineStore::open(&online_dir))
+            .await
+            .expect("blocking task")?,
+    );
+    let locator = Arc::new(Locator::open(&config.locator).await?);
+    let listener = TcpListener::bind(config.dicom.listen)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: config.dicom.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ServerError::Bind {
+        addr: config.dicom.listen,
+        source,
+    })?;
+    let ingest = Arc::new(Ingest::new(
+        online.clone(),
+        locator.clone(),
+        config.storage.duplicate_policy,
+    ));
+    let net_config = net_config(&config);
+    info!(%addr, aet = %config.dicom.aet, online = %online.root().display(), "listening");
+    on_listening(addr);
+    net::serve(listener, net_config, ingest, shutdown).await;
+    locator.close().await;
+    info!("stopped");
+    Ok(())
+}
+
+fn net_config(config: &Config) -> NetConfig {
+    let d = &config.dicom;
+    let mut abstract_syntaxes = vec![VERIFICATION_SOP_CLASS.to_string()];
+    abstract_syntaxes.extend(STORAGE_SOP_CLASSES.iter().map(|(uid, _)| uid.to_string()));
+    NetConfig {
+        policy: AccessPolicy::from_config(d),
+        abstract_syntaxes,
+        transfer_syntaxes: STORAGE_TRANSFER_SYNTAXES
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        max_associations: d.max_associations,
+        max_pdu_length: d.max_pdu_length,
+        artim_timeout: d.artim_timeout(),
+        timeouts: Timeouts {
+            dimse: d.dimse_timeout(),
+            idle: d.idle_timeout(),
+        },
+        shutdown_grace: d.shutdown_grace(),
+    }
+}

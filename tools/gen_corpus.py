@@ -1,0 +1,203 @@
+#!/usr/bin/env python3
+"""Generates a synthetic DICOM corpus for Strata's tests and benchmarks.
+
+CT studies: 512x512, 16-bit (12 stored), a body-like phantom (soft tissue, lungs, spine,
+table) that changes along the slices, plus noise. MR studies: 256x256, 16-bit, a head-like
+phantom. Patients carry names in several character sets (ASCII, ISO_IR 100 accents,
+ISO_IR 192 with Chinese, Greek and Cyrillic, GB18030), studies spread over several years.
+
+Output: OUT/<study index>/<instance index>.dcm, and OUT/manifest.json listing every file
+with its UIDs, patient and study attributes. The same --seed gives the same corpus.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import sys
+
+import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import (
+    CTImageStorage,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    MRImageStorage,
+    generate_uid,
+)
+from pydicom.filewriter import dcmwrite
+
+# (family^given, character set, patient sex): a mix a regional hospital really sees.
+PATIENTS = [
+    ("DOE^JANE", "", "F"),
+    ("SMITH^JOHN^A", "", "M"),
+    ("Müller^Jürgen", "ISO_IR 100", "M"),
+    ("Lefèvre^Hélène", "ISO_IR 100", "F"),
+    ("张^伟", "ISO_IR 192", "M"),
+    ("Παπαδόπουλος^Γιώργος", "ISO_IR 192", "M"),
+    ("Иванова^Мария", "ISO_IR 192", "F"),
+    ("王^小明", "GB18030", "M"),
+    ("MARTIN^MARIE", "", "F"),
+    ("GARCÍA^JOSÉ", "ISO_IR 100", "M"),
+]
+
+TRANSFER_SYNTAXES = {"explicit": ExplicitVRLittleEndian, "implicit": ImplicitVRLittleEndian}
+
+
+def uid(args, *parts):
+    return generate_uid(entropy_srcs=[str(args.seed)] + [str(p) for p in parts])
+
+
+def ellipse(shape, cy, cx, ry, rx):
+    y, x = np.ogrid[: shape[0], : shape[1]]
+    return ((y - cy) / ry) ** 2 + ((x - cx) / rx) ** 2 <= 1.0
+
+
+def ct_slice(rng, z, n):
+    """Hounsfield-like values stored as unsigned with intercept -1024."""
+    shape = (512, 512)
+    t = z / max(n - 1, 1)
+    img = np.full(shape, -1000.0)
+    body_ry, body_rx = 170 + 20 * np.sin(np.pi * t), 230 - 10 * t
+    img[ellipse(shape, 256, 256, body_ry, body_rx)] = 40.0  # soft tissue
+    img[ellipse(shape, 256, 256, body_ry - 12, body_rx - 12)] = 30.0
+    lung = 0.5 + 0.5 * np.sin(np.pi * min(1.0, t * 1.5))
+    img[ellipse(shape, 240, 170, 95 * lung + 5, 60 * lung + 5)] = -820.0
+    img[ellipse(shape, 240, 342, 95 * lung + 5, 60 * lung + 5)] = -820.0
+    img[ellipse(shape, 350, 256, 22, 22)] = 700.0  # vertebra
+    img[ellipse(shape, 350, 256, 10, 10)] = 60.0  # canal
+    img[ellipse(shape, 200, 300, 30 * (1 - t) + 5, 35 * (1 - t) + 5)] = 55.0  # heart / liver
+    img[440:452, 60:452] = 300.0  # table
+    img += rng.normal(0.0, 12.0, shape)
+    return np.clip(img + 1024.0, 0, 4095).astype(np.uint16)
+
+
+def mr_slice(rng, z, n):
+    shape = (256, 256)
+    t = z / max(n - 1, 1)
+    img = np.zeros(shape)
+    r = 100 * np.sqrt(max(0.05, 1 - (2 * t - 1) ** 2))
+    img[ellipse(shape, 128, 128, r * 1.15, r)] = 900.0  # scalp
+    img[ellipse(shape, 128, 128, r * 1.05, r * 0.9)] = 600.0  # grey matter
+    img[ellipse(shape, 128, 128, r * 0.8, r * 0.65)] = 800.0  # white matter
+    img[ellipse(shape, 120, 115, r * 0.2, r * 0.08)] = 1800.0  # ventricles
+    img[ellipse(shape, 120, 141, r * 0.2, r * 0.08)] = 1800.0
+    img += np.abs(rng.normal(0.0, 25.0, shape))
+    return np.clip(img, 0, 4095).astype(np.uint16)
+
+
+def base_dataset(args, study_no, patient, modality, study_date):
+    name, charset, sex = patient
+    ds = Dataset()
+    if charset:
+        ds.SpecificCharacterSet = charset
+    ds.PatientName = name
+    ds.PatientID = f"PID{PATIENTS.index(patient):04d}"
+    ds.IssuerOfPatientID = "STRATA-TEST"
+    ds.PatientBirthDate = f"{1940 + 5 * PATIENTS.index(patient)}0{1 + study_no % 9}15"
+    ds.PatientSex = sex
+    ds.StudyInstanceUID = uid(args, "study", study_no)
+    ds.StudyDate = study_date.strftime("%Y%m%d")
+    ds.StudyTime = f"{8 + study_no % 10:02d}{(study_no * 7) % 60:02d}00"
+    ds.AccessionNumber = f"ACC{study_no:06d}"
+    ds.StudyID = str(study_no)
+    ds.StudyDescription = f"{modality} {'CHEST' if modality == 'CT' else 'HEAD'} {study_no}"
+    ds.ReferringPhysicianName = "HOUSE^GREGORY"
+    ds.Modality = modality
+    ds.SeriesInstanceUID = uid(args, "series", study_no)
+    ds.SeriesNumber = 1
+    ds.SeriesDescription = "AXIAL"
+    ds.BodyPartExamined = "CHEST" if modality == "CT" else "HEAD"
+    ds.Manufacturer = "STRATA SYNTHETIC"
+    ds.FrameOfReferenceUID = uid(args, "for", study_no)
+    return ds
+
+
+def write_instance(args, ds, sop_class, sop_uid, path, pixels, extra):
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = TRANSFER_SYNTAXES[args.transfer_syntax]
+    ds = ds.copy()
+    ds.file_meta = meta
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = sop_uid
+    for k, v in extra.items():
+        setattr(ds, k, v)
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows, ds.Columns = pixels.shape
+    ds.BitsAllocated = 16
+    ds.BitsStored = 12
+    ds.HighBit = 11
+    ds.PixelRepresentation = 0
+    ds.PixelData = pixels.tobytes()
+    dcmwrite(path, ds, enforce_file_format=True)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True)
+    p.add_argument("--ct-studies", type=int, default=1)
+    p.add_argument("--ct-images", type=int, default=10)
+    p.add_argument("--mr-studies", type=int, default=1)
+    p.add_argument("--mr-images", type=int, default=10)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--transfer-syntax", choices=sorted(TRANSFER_SYNTAXES), default="explicit")
+    args = p.parse_args()
+
+    rng = np.random.default_rng(args.seed)
+    os.makedirs(args.out, exist_ok=True)
+    manifest = []
+    total = 0
+    plan = [("CT", args.ct_images)] * args.ct_studies + [("MR", args.mr_images)] * args.mr_studies
+    for study_no, (modality, n) in enumerate(plan):
+        patient = PATIENTS[(study_no + args.seed) % len(PATIENTS)]
+        study_date = datetime.date(2019, 1, 1) + datetime.timedelta(days=(study_no * 137 + args.seed * 11) % 2000)
+        ds = base_dataset(args, study_no, patient, modality, study_date)
+        folder = os.path.join(args.out, f"{study_no:03d}")
+        os.makedirs(folder, exist_ok=True)
+        for i in range(n):
+            sop_uid = uid(args, "instance", study_no, i)
+            path = os.path.join(folder, f"{i:04d}.dcm")
+            if modality == "CT":
+                pixels = ct_slice(rng, i, n)
+                extra = {"InstanceNumber": i + 1, "SliceThickness": "1.25", "SliceLocation": f"{-i * 1.25:.2f}",
+                         "ImagePositionPatient": ["-250", "-250", f"{-i * 1.25:.2f}"],
+                         "ImageOrientationPatient": ["1", "0", "0", "0", "1", "0"],
+                         "PixelSpacing": ["0.976562", "0.976562"], "KVP": "120",
+                         "RescaleIntercept": "-1024", "RescaleSlope": "1", "RescaleType": "HU",
+                         "WindowCenter": "40", "WindowWidth": "400"}
+                sop_class = CTImageStorage
+            else:
+                pixels = mr_slice(rng, i, n)
+                extra = {"InstanceNumber": i + 1, "SliceThickness": "5", "SliceLocation": f"{i * 5.0:.1f}",
+                         "ImagePositionPatient": ["-120", "-120", f"{i * 5.0:.1f}"],
+                         "ImageOrientationPatient": ["1", "0", "0", "0", "1", "0"],
+                         "PixelSpacing": ["0.9375", "0.9375"], "MagneticFieldStrength": "1.5",
+                         "EchoTime": "90", "RepetitionTime": "4000", "ScanningSequence": "SE",
+                         "SequenceVariant": "NONE", "ScanOptions": "", "MRAcquisitionType": "2D"}
+                sop_class = MRImageStorage
+            write_instance(args, ds, sop_class, sop_uid, path, pixels, extra)
+            size = os.path.getsize(path)
+            total += size
+            manifest.append({
+                "path": os.path.relpath(path, args.out),
+                "sop_instance_uid": sop_uid,
+                "sop_class_uid": sop_class,
+                "study_instance_uid": ds.StudyInstanceUID,
+                "series_instance_uid": ds.SeriesInstanceUID,
+                "patient_id": ds.PatientID,
+                "patient_name": patient[0],
+                "specific_character_set": patient[1],
+                "modality": modality,
+                "study_date": ds.StudyDate,
+                "size": size,
+            })
+    with open(os.path.join(args.out, "manifest.json"), "w", encoding="utf-8") as f:
+        json.dump(manifest, f, ensure_ascii=False, indent=1)
+    print(f"generated {len(manifest)} instances in {len(plan)} studies, {total} bytes, in {args.out}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
