@@ -16,7 +16,10 @@ use sqlx::{Row, Sqlite, Transaction};
 use tokio::sync::Mutex;
 
 use crate::config::LocatorConfig;
-use crate::model::{IndexedAttributes, StoredObject, Tier};
+use crate::model::{
+    IndexedAttributes, InstanceAttributes, PatientAttributes, SeriesAttributes, StoredObject,
+    StudyAttributes, Tier,
+};
 
 /// Why a locator operation failed; each variant names the operation.
 #[derive(Debug, thiserror::Error)]
@@ -132,6 +135,62 @@ impl Locator {
             length: row.get::<i64, _>(3) as u64,
             crc32c: row.get::<i64, _>(4) as u32,
             transfer_syntax_uid: row.get(5),
+        }))
+    }
+
+    /// The attributes indexed for an instance, level by level, if it is stored.
+    pub async fn indexed_attributes(
+        &self,
+        sop_instance_uid: &str,
+    ) -> Result<Option<IndexedAttributes>, LocatorError> {
+        let row = sqlx::query(
+            "SELECT p.patient_id, p.issuer_of_patient_id, p.patient_name, p.patient_birth_date, \
+               p.patient_sex, st.study_instance_uid, st.study_date, st.study_time, \
+               st.accession_number, st.study_id, st.study_description, \
+               st.referring_physician_name, se.series_instance_uid, se.modality, \
+               se.series_number, se.series_description, se.body_part_examined, \
+               i.sop_instance_uid, i.sop_class_uid, i.instance_number, i.specific_character_set \
+             FROM instances i JOIN series se ON se.id = i.series_fk \
+               JOIN studies st ON st.id = se.study_fk JOIN patients p ON p.id = st.patient_fk \
+             WHERE i.sop_instance_uid = ?",
+        )
+        .bind(sop_instance_uid)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|source| LocatorError::Lookup {
+            uid: sop_instance_uid.to_string(),
+            source,
+        })?;
+        Ok(row.map(|r| IndexedAttributes {
+            patient: PatientAttributes {
+                patient_id: r.get(0),
+                issuer_of_patient_id: r.get(1),
+                patient_name: r.get(2),
+                patient_birth_date: r.get(3),
+                patient_sex: r.get(4),
+            },
+            study: StudyAttributes {
+                study_instance_uid: r.get(5),
+                study_date: r.get(6),
+                study_time: r.get(7),
+                accession_number: r.get(8),
+                study_id: r.get(9),
+                study_description: r.get(10),
+                referring_physician_name: r.get(11),
+            },
+            series: SeriesAttributes {
+                series_instance_uid: r.get(12),
+                modality: r.get(13),
+                series_number: r.get(14),
+                series_description: r.get(15),
+                body_part_examined: r.get(16),
+            },
+            instance: InstanceAttributes {
+                sop_instance_uid: r.get(17),
+                sop_class_uid: r.get(18),
+                instance_number: r.get(19),
+                specific_character_set: r.get(20),
+            },
         }))
     }
 
@@ -458,6 +517,12 @@ mod tests {
         assert_eq!(found.location, "elsewhere");
         assert_eq!(found.crc32c, 0xDEADBEEF);
         assert!(locator.find_instance("9.9").await.unwrap().is_none());
+        let indexed = locator
+            .indexed_attributes("1.2.3.2.1")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(indexed, attributes("1.2.3.2.1", "1.2.3.2"));
         let tiers = locator.tier_totals().await.unwrap();
         assert_eq!(
             tiers,

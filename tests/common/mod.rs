@@ -1,0 +1,385 @@
+//! Shared harness for integration tests: a real `strata` server process on port 0 in a temp
+//! folder, real DCMTK tools, pynetdicom through `tools/scu.py`, and generated corpora.
+//! `tools/test.sh` installs DCMTK and the Python venv; a missing tool fails the test.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The venv Python with pydicom and pynetdicom.
+pub fn python() -> PathBuf {
+    let path = std::env::var_os("STRATA_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join(".venv/bin/python"));
+    assert!(
+        path.exists(),
+        "{} missing: run tools/test.sh, which installs it",
+        path.display()
+    );
+    path
+}
+
+/// A DCMTK tool from Debian (not pynetdicom's same-named scripts), with Nagle off.
+pub fn dcmtk(tool: &str) -> Command {
+    let path = Path::new("/usr/bin").join(tool);
+    assert!(
+        path.exists(),
+        "{} missing: run tools/test.sh, which installs dcmtk",
+        path.display()
+    );
+    let mut cmd = Command::new(path);
+    cmd.env("TCP_NODELAY", "1");
+    cmd
+}
+
+/// One manifest entry written by tools/gen_corpus.py.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct CorpusFile {
+    pub path: String,
+    pub sop_instance_uid: String,
+    pub study_instance_uid: String,
+    pub patient_id: String,
+    pub patient_name: String,
+    pub specific_character_set: String,
+}
+
+/// A generated corpus in its own temp folder.
+pub struct Corpus {
+    pub dir: tempfile::TempDir,
+    pub files: Vec<CorpusFile>,
+}
+
+impl Corpus {
+    /// Runs tools/gen_corpus.py with these arguments.
+    pub fn generate(args: &[&str]) -> Corpus {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new(python())
+            .arg(repo().join("tools/gen_corpus.py"))
+            .arg("--out")
+            .arg(dir.path())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "gen_corpus failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let manifest = std::fs::read_to_string(dir.path().join("manifest.json")).unwrap();
+        let files = serde_json::from_str(&manifest).unwrap();
+        Corpus { dir, files }
+    }
+
+    pub fn path(&self, f: &CorpusFile) -> PathBuf {
+        self.dir.path().join(&f.path)
+    }
+
+    pub fn paths(&self) -> Vec<PathBuf> {
+        self.files.iter().map(|f| self.path(f)).collect()
+    }
+
+    /// Files of one study (by index in generation order).
+    pub fn study_paths(&self, study_instance_uid: &str) -> Vec<PathBuf> {
+        self.files
+            .iter()
+            .filter(|f| f.study_instance_uid == study_instance_uid)
+            .map(|f| self.path(f))
+            .collect()
+    }
+
+    pub fn study_uids(&self) -> Vec<String> {
+        let mut uids: Vec<String> = Vec::new();
+        for f in &self.files {
+            if !uids.contains(&f.study_instance_uid) {
+                uids.push(f.study_instance_uid.clone());
+            }
+        }
+        uids
+    }
+}
+
+/// The data set bytes of a Part-10 file: everything after the file meta group.
+pub fn data_set_bytes(path: &Path) -> Vec<u8> {
+    let bytes = std::fs::read(path).unwrap();
+    assert_eq!(
+        &bytes[128..132],
+        b"DICM",
+        "{} is not Part-10",
+        path.display()
+    );
+    // (0002,0000) UL: tag(4) VR(2) len(2) value(4) right after DICM.
+    let group_len = u32::from_le_bytes(bytes[140..144].try_into().unwrap()) as usize;
+    bytes[144 + group_len..].to_vec()
+}
+
+/// Peers every test server knows.
+pub const PEERS: &str = r#"
+[[dicom.peers]]
+aet = "MODALITY"
+host = "127.0.0.1"
+port = 1
+allow = ["echo", "store"]
+
+[[dicom.peers]]
+aet = "VIEWER"
+host = "127.0.0.1"
+port = 1
+
+[[dicom.peers]]
+aet = "ECHOONLY"
+host = "127.0.0.1"
+port = 1
+allow = ["echo"]
+"#;
+
+/// A running `strata serve` in a temp folder.
+pub struct TestServer {
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub port: u16,
+    child: Option<Child>,
+    stderr_log: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl TestServer {
+    /// Starts a server with the default test config plus `extra` lines in `[dicom]`.
+    pub fn start(dicom_extra: &str) -> TestServer {
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path().to_owned();
+        let mut server = TestServer::start_in(&dir, dicom_extra, "");
+        server._temp = Some(temp);
+        server
+    }
+
+    /// Starts (or restarts) a server whose files live in `dir`.
+    pub fn start_in(dir: &Path, dicom_extra: &str, storage_extra: &str) -> TestServer {
+        let config = dir.join("strata.toml");
+        if !config.exists() {
+            std::fs::write(
+                &config,
+                format!(
+                    "[dicom]\naet = \"STRATA\"\nlisten = \"127.0.0.1:0\"\nartim_timeout_secs = 3\n\
+                     dimse_timeout_secs = 10\nshutdown_grace_secs = 20\n{dicom_extra}\n{PEERS}\n\
+                     [storage]\nonline_dir = \"online\"\n{storage_extra}\n\
+                     [locator]\nurl = \"sqlite://locator.db\"\n[log]\nlevel = \"strata=debug,info\"\n"
+                ),
+            )
+            .unwrap();
+        }
+        let stderr_log = dir.join(format!(
+            "server-{}.log",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr_log).unwrap())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "server did not start: {}",
+                    std::fs::read_to_string(&stderr_log).unwrap_or_default()
+                )
+            });
+        let port = line
+            .strip_prefix("listening on ")
+            .and_then(|a| a.rsplit(':').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+        TestServer {
+            dir: dir.to_owned(),
+            config,
+            port,
+            child: Some(child),
+            stderr_log,
+            _temp: None,
+        }
+    }
+
+    pub fn online_dir(&self) -> PathBuf {
+        self.dir.join("online")
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
+    }
+
+    /// `strata status --json`.
+    pub fn status(&self) -> serde_json::Value {
+        let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+            .args(["status", "--json", "--config"])
+            .arg(&self.config)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "status failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    pub fn instances(&self) -> u64 {
+        self.status()["instances"].as_u64().unwrap()
+    }
+
+    /// tools/scu.py with the server's address filled in.
+    pub fn scu<S: AsRef<std::ffi::OsStr>>(&self, sub: &str, aet: &str, args: &[S]) -> Output {
+        Command::new(python())
+            .arg(repo().join("tools/scu.py"))
+            .args([sub, "127.0.0.1", &self.port.to_string(), "--aet", aet])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// DCMTK echoscu; returns (success, stderr+stdout).
+    pub fn echoscu(&self, aet: &str, aec: &str) -> (bool, String) {
+        let out = dcmtk("echoscu")
+            .args([
+                "-aet",
+                aet,
+                "-aec",
+                aec,
+                "127.0.0.1",
+                &self.port.to_string(),
+            ])
+            .output()
+            .unwrap();
+        (out.status.success(), text(&out))
+    }
+
+    /// DCMTK storescu of these files on one association.
+    pub fn storescu(&self, aet: &str, files: &[PathBuf]) -> Output {
+        dcmtk("storescu")
+            .args([
+                "-aet",
+                aet,
+                "-aec",
+                "STRATA",
+                "127.0.0.1",
+                &self.port.to_string(),
+            ])
+            .args(files)
+            .output()
+            .unwrap()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// SIGKILL, no chance to clean up.
+    pub fn kill9(mut self) {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// SIGTERM and wait for the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().unwrap();
+        signal(child.id(), "TERM");
+        child.wait().unwrap()
+    }
+
+    pub fn child_mut(&mut self) -> &mut Child {
+        self.child.as_mut().unwrap()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn signal(pid: u32, name: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{name} {pid} failed");
+}
+
+pub fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Parses scu.py store output: SOP Instance UIDs acknowledged with Success, and other codes.
+pub fn acknowledged(out: &str) -> (Vec<String>, Vec<(u16, String)>) {
+    let mut ok = Vec::new();
+    let mut other = Vec::new();
+    for line in out.lines() {
+        let mut parts = line.split_whitespace();
+        if parts.next() == Some("STATUS") {
+            let code =
+                u16::from_str_radix(parts.next().unwrap().trim_start_matches("0x"), 16).unwrap();
+            let uid = parts.next().unwrap().to_string();
+            if code == 0 {
+                ok.push(uid);
+            } else {
+                other.push((code, uid));
+            }
+        }
+    }
+    (ok, other)
+}
+
+/// Every regular file below `dir`.
+pub fn files_below(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// Opens the server's locator through Strata's own code.
+pub async fn locator(server_dir: &Path) -> strata::locator::Locator {
+    strata::locator::Locator::open(&strata::config::LocatorConfig {
+        url: format!("sqlite://{}", server_dir.join("locator.db").display()),
+        max_connections: 2,
+    })
+    .await
+    .unwrap()
+}

@@ -1,0 +1,255 @@
+//! Bad input and limits: every case gets the right rejection or abort, and the server keeps
+//! serving afterwards.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::*;
+use dicom_ul::pdu::{AssociationRQ, PresentationContextProposed, UserVariableItem};
+use dicom_ul::Pdu;
+
+const VERIFICATION: &str = "1.2.840.10008.1.1";
+const IMPLICIT_LE: &str = "1.2.840.10008.1.2";
+
+fn assert_still_serving(server: &TestServer) {
+    let (ok, out) = server.echoscu("VIEWER", "STRATA");
+    assert!(ok, "server stopped serving: {out}\n{}", server.log());
+}
+
+fn connect(server: &TestServer) -> TcpStream {
+    let stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    stream
+}
+
+/// Reads until the server closes the connection; returns what it sent.
+fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return got,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return got,
+            Err(e) => panic!("server did not close the connection: {e}"),
+        }
+    }
+}
+
+fn association_rq(calling: &str, max_pdu: u32) -> Vec<u8> {
+    let rq = Pdu::AssociationRQ(AssociationRQ {
+        protocol_version: 1,
+        calling_ae_title: calling.into(),
+        called_ae_title: "STRATA".into(),
+        application_context_name: "1.2.840.10008.3.1.1.1".into(),
+        presentation_contexts: vec![PresentationContextProposed {
+            id: 1,
+            abstract_syntax: VERIFICATION.into(),
+            transfer_syntaxes: vec![IMPLICIT_LE.into()],
+        }],
+        user_variables: vec![UserVariableItem::MaxLength(max_pdu)],
+    });
+    let mut out = Vec::new();
+    dicom_ul::write_pdu(&mut out, &rq).unwrap();
+    out
+}
+
+#[test]
+fn wrong_called_ae_and_unknown_caller_are_rejected_with_the_standard_reasons() {
+    let server = TestServer::start("");
+    let (ok, out) = server.echoscu("VIEWER", "NOT-STRATA");
+    assert!(!ok);
+    assert!(out.contains("Called AE Title Not Recognized"), "{out}");
+    let (ok, out) = server.echoscu("STRANGER", "STRATA");
+    assert!(!ok);
+    assert!(out.contains("Calling AE Title Not Recognized"), "{out}");
+    assert_still_serving(&server);
+}
+
+#[test]
+fn unknown_callers_are_accepted_when_configured() {
+    let server = TestServer::start("accept_unknown_callers = true");
+    let (ok, out) = server.echoscu("STRANGER", "STRATA");
+    assert!(ok, "{out}");
+}
+
+#[test]
+fn unknown_sop_class_context_is_rejected_and_storage_classes_accepted() {
+    let server = TestServer::start("");
+    let out = server.scu(
+        "propose",
+        "VIEWER",
+        &[
+            "1.2.3.4.5.6.7",
+            "1.2.840.10008.5.1.4.1.1.481.2",
+            "1.2.840.10008.5.1.4.1.1.6",
+        ],
+    );
+    let out = text(&out);
+    // Reason 3: abstract syntax not supported (PS3.8 9.3.3.2).
+    assert!(out.contains("REJECTED 1.2.3.4.5.6.7 3"), "{out}");
+    // RT Dose and the retired Ultrasound class are storage classes like any other.
+    assert!(
+        out.contains("ACCEPTED 1.2.840.10008.5.1.4.1.1.481.2"),
+        "{out}"
+    );
+    assert!(out.contains("ACCEPTED 1.2.840.10008.5.1.4.1.1.6"), "{out}");
+    assert!(out.contains("ECHO 0x0000"), "{out}");
+}
+
+#[test]
+fn peers_may_only_use_the_services_they_are_allowed() {
+    let corpus = Corpus::generate(&["--ct-studies", "1", "--ct-images", "1", "--mr-studies", "0"]);
+    let server = TestServer::start("");
+    let path = corpus.paths().remove(0);
+    let out = server.scu("store", "ECHOONLY", &[&path]);
+    let (ok, other) = acknowledged(&text(&out));
+    assert!(ok.is_empty());
+    assert_eq!(other.len(), 1);
+    assert_eq!(other[0].0, 0x0124, "Refused: Not Authorized expected");
+    assert_eq!(server.instances(), 0);
+    let (ok, _) = server.echoscu("ECHOONLY", "STRATA");
+    assert!(ok);
+}
+
+#[test]
+fn garbage_bytes_are_dropped_and_server_keeps_serving() {
+    let server = TestServer::start("");
+    let mut stream = connect(&server);
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let got = read_to_close(&mut stream);
+    // Either nothing or an A-ABORT/A-ASSOCIATE-RJ PDU, never a DICOM acceptance.
+    assert!(
+        got.is_empty() || got[0] == 0x07 || got[0] == 0x03,
+        "{got:?}"
+    );
+    assert_still_serving(&server);
+}
+
+#[test]
+fn truncated_association_request_times_out_under_artim() {
+    let server = TestServer::start("");
+    let rq = association_rq("VIEWER", 16384);
+    let mut stream = connect(&server);
+    stream.write_all(&rq[..20]).unwrap();
+    let started = Instant::now();
+    read_to_close(&mut stream);
+    // ARTIM is 3 s in the test config.
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // The socket closes as the timer fires; the log line follows a moment later.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !server.log().contains("ARTIM expired") {
+        assert!(
+            Instant::now() < deadline,
+            "no ARTIM log line: {}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A truncated request followed by a close is also harmless.
+    let mut stream = connect(&server);
+    stream.write_all(&rq[..7]).unwrap();
+    drop(stream);
+    assert_still_serving(&server);
+}
+
+#[test]
+fn pdu_larger_than_negotiated_aborts_the_association() {
+    let server = TestServer::start("max_pdu_length = 16384");
+    let mut stream = connect(&server);
+    stream.write_all(&association_rq("VIEWER", 16384)).unwrap();
+    let mut header = [0u8; 6];
+    stream.read_exact(&mut header).unwrap();
+    assert_eq!(header[0], 0x02, "expected A-ASSOCIATE-AC");
+    let len = u32::from_be_bytes(header[2..6].try_into().unwrap()) as usize;
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body).unwrap();
+
+    // A P-DATA-TF claiming 20000 bytes, more than the 16384 we advertised.
+    let mut pdu = vec![0x04, 0x00];
+    pdu.extend_from_slice(&20_000u32.to_be_bytes());
+    pdu.extend_from_slice(&vec![0u8; 20_000]);
+    let _ = stream.write_all(&pdu);
+    let got = read_to_close(&mut stream);
+    assert_eq!(got.first(), Some(&0x07), "expected A-ABORT, got {got:?}");
+    assert_still_serving(&server);
+}
+
+#[test]
+fn unparseable_data_set_is_refused_and_nothing_is_stored() {
+    let corpus = Corpus::generate(&["--ct-studies", "1", "--ct-images", "1", "--mr-studies", "0"]);
+    let server = TestServer::start("");
+    // Keep the file meta and the SOP Class/Instance UID elements (clients read them to build
+    // the command), then an element whose length runs past the end, then noise.
+    let good = std::fs::read(corpus.paths().remove(0)).unwrap();
+    let group_len = u32::from_le_bytes(good[140..144].try_into().unwrap()) as usize;
+    let data_set = 144 + group_len;
+    let sop_instance = good[data_set..]
+        .windows(6)
+        .position(|w| w == [0x08, 0x00, 0x18, 0x00, b'U', b'I'])
+        .unwrap()
+        + data_set;
+    let end = sop_instance
+        + 8
+        + u16::from_le_bytes([good[sop_instance + 6], good[sop_instance + 7]]) as usize;
+    let mut bad = good[..end].to_vec();
+    bad.extend_from_slice(&[0x08, 0x00, 0x20, 0x00, b'D', b'A', 0xF0, 0xFF]);
+    bad.extend((0..300u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8));
+    let path = corpus.dir.path().join("bad.dcm");
+    std::fs::write(&path, bad).unwrap();
+
+    let out = server.scu("store", "VIEWER", &[&path]);
+    let (ok, other) = acknowledged(&text(&out));
+    assert!(ok.is_empty(), "{}", text(&out));
+    assert_eq!(other.len(), 1, "{}", text(&out));
+    let code = other[0].0;
+    assert!(
+        (0xC000..=0xCFFF).contains(&code) || (0xA900..=0xA9FF).contains(&code),
+        "status 0x{code:04X}"
+    );
+    assert_eq!(server.instances(), 0);
+    assert!(
+        files_below(&server.online_dir()).is_empty(),
+        "partial files left"
+    );
+    assert_still_serving(&server);
+}
+
+#[test]
+fn association_limit_rejects_with_local_limit_exceeded() {
+    let server = TestServer::start("max_associations = 2");
+    let open = || {
+        dicom_ul::ClientAssociationOptions::new()
+            .with_abstract_syntax(VERIFICATION)
+            .calling_ae_title("VIEWER")
+            .called_ae_title("STRATA")
+            .establish(format!("127.0.0.1:{}", server.port))
+    };
+    let first = open().expect("first association");
+    let second = open().expect("second association");
+    let third = open();
+    let err = format!(
+        "{:?}",
+        third.err().expect("third association must be rejected")
+    );
+    assert!(err.contains("LocalLimitExceeded"), "{err}");
+    drop(first);
+    drop(second);
+    // Slots free up once associations end.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (ok, out) = server.echoscu("VIEWER", "STRATA");
+        if ok {
+            break;
+        }
+        assert!(Instant::now() < deadline, "slots never freed: {out}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

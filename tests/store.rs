@@ -1,0 +1,237 @@
+//! C-ECHO and C-STORE against the real server with DCMTK and pynetdicom.
+
+mod common;
+
+use common::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dcmtk_store_keeps_data_sets_byte_identical_and_indexed() {
+    let corpus = Corpus::generate(&[
+        "--ct-studies",
+        "1",
+        "--ct-images",
+        "3",
+        "--mr-studies",
+        "1",
+        "--mr-images",
+        "2",
+    ]);
+    let server = TestServer::start("");
+    let (ok, out) = server.echoscu("MODALITY", "STRATA");
+    assert!(ok, "echoscu failed: {out}");
+
+    let out = server.storescu("MODALITY", &corpus.paths());
+    assert!(out.status.success(), "storescu failed: {}", text(&out));
+
+    let status = server.status();
+    let total_bytes: u64 = files_below(&server.online_dir())
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+    assert_eq!(
+        status,
+        serde_json::json!({
+            "patients": 2, "studies": 2, "series": 2, "instances": 5, "bytes": total_bytes,
+            "tiers": {"online": {"instances": 5, "bytes": total_bytes}}
+        })
+    );
+
+    let locator = locator(&server.dir).await;
+    for f in &corpus.files {
+        let object = locator
+            .find_instance(&f.sop_instance_uid)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{} not indexed", f.sop_instance_uid));
+        let stored = server.online_dir().join(&object.location);
+        assert_eq!(
+            data_set_bytes(&stored),
+            data_set_bytes(&corpus.path(f)),
+            "data set differs for {}",
+            f.path
+        );
+        let bytes = std::fs::read(&stored).unwrap();
+        assert_eq!(bytes.len() as u64, object.length);
+        assert_eq!(crc32c::crc32c(&bytes), object.crc32c);
+        // Paths are opaque: neither patient data nor UIDs appear in them.
+        assert!(!object.location.contains(&f.patient_id));
+        assert!(!object.location.contains(&f.study_instance_uid));
+        // DCMTK accepts the stored file as valid Part-10.
+        let check = dcmtk("dcmftest").arg(&stored).output().unwrap();
+        assert!(
+            text(&check).starts_with("yes:"),
+            "dcmftest: {}",
+            text(&check)
+        );
+    }
+    // One folder per study.
+    let study_dirs: std::collections::HashSet<_> = files_below(&server.online_dir())
+        .iter()
+        .map(|p| p.parent().unwrap().to_owned())
+        .collect();
+    assert_eq!(study_dirs.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pynetdicom_store_indexes_names_in_every_character_set() {
+    // Ten one-image studies: one per test patient, so every character set appears.
+    let corpus = Corpus::generate(&[
+        "--ct-studies",
+        "5",
+        "--ct-images",
+        "1",
+        "--mr-studies",
+        "5",
+        "--mr-images",
+        "1",
+        "--seed",
+        "3",
+    ]);
+    let charsets: std::collections::HashSet<_> = corpus
+        .files
+        .iter()
+        .map(|f| f.specific_character_set.as_str())
+        .collect();
+    assert!(
+        charsets.contains("GB18030")
+            && charsets.contains("ISO_IR 192")
+            && charsets.contains("ISO_IR 100")
+    );
+
+    let server = TestServer::start("");
+    let paths = corpus.paths();
+    let args: Vec<&std::path::Path> = paths.iter().map(|p| p.as_path()).collect();
+    let out = server.scu("store", "VIEWER", &args);
+    let (ok, other) = acknowledged(&text(&out));
+    assert_eq!(ok.len(), 10, "{}", text(&out));
+    assert!(other.is_empty());
+
+    let locator = locator(&server.dir).await;
+    for f in &corpus.files {
+        let indexed = locator
+            .indexed_attributes(&f.sop_instance_uid)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            indexed.patient.patient_name, f.patient_name,
+            "charset {}",
+            f.specific_character_set
+        );
+        assert_eq!(indexed.patient.patient_id, f.patient_id);
+        assert_eq!(
+            indexed.instance.specific_character_set,
+            f.specific_character_set
+        );
+        let object = locator
+            .find_instance(&f.sop_instance_uid)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            data_set_bytes(&server.online_dir().join(&object.location)),
+            data_set_bytes(&corpus.path(f))
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn eight_parallel_associations_all_land() {
+    let corpus = Corpus::generate(&["--ct-studies", "8", "--ct-images", "4", "--mr-studies", "0"]);
+    let server = TestServer::start("");
+    let children: Vec<_> = corpus
+        .study_uids()
+        .iter()
+        .map(|study| {
+            dcmtk("storescu")
+                .args([
+                    "-aet",
+                    "MODALITY",
+                    "-aec",
+                    "STRATA",
+                    "127.0.0.1",
+                    &server.port.to_string(),
+                ])
+                .args(corpus.study_paths(study))
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(children.len(), 8);
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "storescu failed: {}", text(&out));
+    }
+    let status = server.status();
+    assert_eq!(status["instances"], 32);
+    assert_eq!(status["studies"], 8);
+    let locator = locator(&server.dir).await;
+    for f in &corpus.files {
+        assert!(locator
+            .find_instance(&f.sop_instance_uid)
+            .await
+            .unwrap()
+            .is_some());
+    }
+    // Each of the 8 associations stored its own study.
+    assert_eq!(
+        server.log().matches("stored=4").count(),
+        8,
+        "{}",
+        server.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn duplicates_keep_the_stored_copy_by_default() {
+    let corpus = Corpus::generate(&["--ct-studies", "1", "--ct-images", "1", "--mr-studies", "0"]);
+    let server = TestServer::start("");
+    let path = corpus.paths().remove(0);
+    for _ in 0..2 {
+        let out = server.scu("store", "VIEWER", &[&path]);
+        assert_eq!(acknowledged(&text(&out)).0.len(), 1, "{}", text(&out));
+    }
+    assert_eq!(server.instances(), 1);
+    let files: Vec<_> = files_below(&server.online_dir());
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(server.log().contains("duplicate kept"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn overwrite_policy_replaces_the_stored_copy() {
+    let corpus = Corpus::generate(&["--ct-studies", "1", "--ct-images", "1", "--mr-studies", "0"]);
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_in(dir.path(), "", "duplicate_policy = \"overwrite\"");
+    let f = &corpus.files[0];
+    let path = corpus.path(f);
+    let out = server.scu("store", "VIEWER", &[&path]);
+    assert_eq!(acknowledged(&text(&out)).0.len(), 1);
+    let first = locator(&server.dir)
+        .await
+        .find_instance(&f.sop_instance_uid)
+        .await
+        .unwrap()
+        .unwrap();
+
+    let out = server.scu("store", "VIEWER", &[&path]);
+    assert_eq!(acknowledged(&text(&out)).0.len(), 1);
+    let second = locator(&server.dir)
+        .await
+        .find_instance(&f.sop_instance_uid)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(first.location, second.location);
+    assert!(
+        !server.online_dir().join(&first.location).exists(),
+        "old copy left behind"
+    );
+    assert_eq!(
+        data_set_bytes(&server.online_dir().join(&second.location)),
+        data_set_bytes(&path)
+    );
+    assert_eq!(server.instances(), 1);
+    assert!(server.log().contains("replaced a stored instance"));
+}

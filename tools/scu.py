@@ -1,0 +1,106 @@
+#!/usr/bin/env python3
+"""A pynetdicom client for Strata's tests: one association per call.
+
+  scu.py store  HOST PORT --aet A --aec B FILE...   send files as stored (dataset bytes unchanged)
+  scu.py propose HOST PORT --aet A --aec B UID...   propose these abstract syntaxes, print results
+  scu.py echo   HOST PORT --aet A --aec B
+
+store prints one line per file, flushed at once, so a caller killing the server mid-way
+knows exactly which instances were acknowledged:  `STATUS 0x0000 <SOP Instance UID>`.
+It ends with `DONE ok=N failed=M` or `ABORTED ok=N` when the association broke.
+"""
+
+import argparse
+import sys
+
+from pydicom.filereader import read_file_meta_info
+from pynetdicom import AE, build_context
+from pynetdicom.sop_class import Verification
+
+
+def connect(args, contexts):
+    ae = AE(ae_title=args.aet)
+    ae.acse_timeout = 10
+    ae.dimse_timeout = 30
+    ae.network_timeout = 30
+    for ctx in contexts:
+        ae.add_requested_context(*ctx)
+    return ae.associate(args.host, args.port, ae_title=args.aec)
+
+
+def cmd_store(args):
+    metas = []
+    for path in args.files:
+        # File meta only: the data set is sent as stored, never parsed here.
+        meta = read_file_meta_info(path)
+        metas.append((path, meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID, meta.TransferSyntaxUID))
+    contexts = sorted({(m[1], m[3]) for m in metas})
+    assoc = connect(args, [(c, [t]) for c, t in contexts])
+    if not assoc.is_established:
+        print("NOT_ESTABLISHED", flush=True)
+        return 2
+    ok = failed = 0
+    for path, _, uid, _ in metas:
+        if not assoc.is_established:
+            print(f"ABORTED ok={ok}", flush=True)
+            return 3
+        status = assoc.send_c_store(path)
+        if status is None or "Status" not in status:
+            print(f"ABORTED ok={ok}", flush=True)
+            return 3
+        code = int(status.Status)
+        print(f"STATUS 0x{code:04X} {uid}", flush=True)
+        if code == 0:
+            ok += 1
+        else:
+            failed += 1
+    assoc.release()
+    print(f"DONE ok={ok} failed={failed}", flush=True)
+    return 0
+
+
+def cmd_propose(args):
+    assoc = connect(args, [(Verification,)] + [(uid,) for uid in args.uids])
+    if not assoc.is_established:
+        print("NOT_ESTABLISHED", flush=True)
+        return 2
+    for cx in assoc.accepted_contexts:
+        print(f"ACCEPTED {cx.abstract_syntax}", flush=True)
+    for cx in assoc.rejected_contexts:
+        print(f"REJECTED {cx.abstract_syntax} {cx.result} {cx.reason if hasattr(cx, 'reason') else ''}".strip(), flush=True)
+    status = assoc.send_c_echo()
+    print(f"ECHO 0x{int(status.Status):04X}" if status and "Status" in status else "ECHO none", flush=True)
+    assoc.release()
+    return 0
+
+
+def cmd_echo(args):
+    assoc = connect(args, [(Verification,)])
+    if not assoc.is_established:
+        print("NOT_ESTABLISHED", flush=True)
+        return 2
+    status = assoc.send_c_echo()
+    print(f"ECHO 0x{int(status.Status):04X}", flush=True)
+    assoc.release()
+    return 0
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    for name in ("store", "propose", "echo"):
+        s = sub.add_parser(name)
+        s.add_argument("host")
+        s.add_argument("port", type=int)
+        s.add_argument("--aet", default="PYNETDICOM")
+        s.add_argument("--aec", default="STRATA")
+        if name == "store":
+            s.add_argument("files", nargs="+")
+        if name == "propose":
+            s.add_argument("uids", nargs="+")
+    args = p.parse_args()
+    return {"store": cmd_store, "propose": cmd_propose, "echo": cmd_echo}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
