@@ -1,0 +1,247 @@
+//! No acknowledged image is ever lost: kill -9 mid-ingest, SIGTERM mid-ingest, a full disk.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use common::*;
+
+/// Starts a pynetdicom store of `files` and returns it with its stdout lines.
+fn spawn_store(
+    server: &TestServer,
+    files: &[std::path::PathBuf],
+) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    let mut child = Command::new(python())
+        .arg(repo().join("tools/scu.py"))
+        .args([
+            "store",
+            "127.0.0.1",
+            &server.port.to_string(),
+            "--aet",
+            "MODALITY",
+        ])
+        .args(files)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    (child, rx)
+}
+
+/// Waits for `n` Success lines; returns every line read so far.
+fn wait_for_acks(rx: &std::sync::mpsc::Receiver<String>, n: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    while lines
+        .iter()
+        .filter(|l: &&String| l.starts_with("STATUS 0x0000"))
+        .count()
+        < n
+    {
+        lines.push(
+            rx.recv_timeout(std::time::Duration::from_secs(60))
+                .expect("store stalled"),
+        );
+    }
+    lines
+}
+
+/// Every acknowledged instance is indexed, its file exists with the recorded length and CRC,
+/// and its data set is the one sent. Every indexed instance has its file.
+async fn assert_acknowledged_are_durable(dir: &Path, corpus: &Corpus, acked: &[String]) -> usize {
+    let locator = locator(dir).await;
+    let online = dir.join("online");
+    for uid in acked {
+        let object = locator
+            .find_instance(uid)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("acknowledged instance {uid} lost"));
+        let bytes =
+            std::fs::read(online.join(&object.location)).expect("file of an acknowledged instance");
+        assert_eq!(bytes.len() as u64, object.length);
+        assert_eq!(crc32c::crc32c(&bytes), object.crc32c, "{uid} corrupted");
+        let source = corpus
+            .files
+            .iter()
+            .find(|f| &f.sop_instance_uid == uid)
+            .unwrap();
+        assert_eq!(
+            data_set_bytes(&online.join(&object.location)),
+            data_set_bytes(&corpus.path(source))
+        );
+    }
+    let mut indexed = 0;
+    for f in &corpus.files {
+        if let Some(object) = locator.find_instance(&f.sop_instance_uid).await.unwrap() {
+            assert!(
+                online.join(&object.location).exists(),
+                "indexed without a file: {}",
+                f.sop_instance_uid
+            );
+            indexed += 1;
+        }
+    }
+    locator.close().await;
+    indexed
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_during_ingest_loses_nothing_acknowledged() {
+    let corpus = Corpus::generate(&[
+        "--ct-studies",
+        "1",
+        "--ct-images",
+        "120",
+        "--mr-studies",
+        "0",
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_in(dir.path(), "", "");
+    let (mut client, rx) = spawn_store(&server, &corpus.paths());
+    let mut lines = wait_for_acks(&rx, 25);
+    server.kill9();
+    let _ = client.wait();
+    // The reader thread ends at the client's EOF, so this collects every line.
+    lines.extend(rx.iter());
+    let (acked, failed) = acknowledged(&lines.join("\n"));
+    assert!(
+        acked.len() >= 25 && acked.len() < 120,
+        "kill came too late: {} acked",
+        acked.len()
+    );
+    assert!(failed.is_empty());
+
+    // Restart on the same folder: temporaries are cleaned, acknowledged data is all there.
+    let server = TestServer::start_in(dir.path(), "", "");
+    assert!(
+        std::fs::read_dir(server.online_dir().join("tmp"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "temporary files survived the restart"
+    );
+    let indexed = assert_acknowledged_are_durable(dir.path(), &corpus, &acked).await;
+    // At most the one instance in flight may have been committed without its response.
+    assert!(
+        indexed <= acked.len() + 1,
+        "{indexed} indexed for {} acknowledged",
+        acked.len()
+    );
+
+    // The sender retries the whole study; everything lands exactly once.
+    let out = server.storescu("MODALITY", &corpus.paths());
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(server.instances(), 120);
+    let all: Vec<String> = corpus
+        .files
+        .iter()
+        .map(|f| f.sop_instance_uid.clone())
+        .collect();
+    assert_eq!(
+        assert_acknowledged_are_durable(dir.path(), &corpus, &all).await,
+        120
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_finishes_the_in_flight_store_then_exits_cleanly() {
+    let corpus = Corpus::generate(&[
+        "--ct-studies",
+        "1",
+        "--ct-images",
+        "80",
+        "--mr-studies",
+        "0",
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_in(dir.path(), "", "");
+    let (mut client, rx) = spawn_store(&server, &corpus.paths());
+    let mut lines = wait_for_acks(&rx, 10);
+    let status = server.terminate();
+    assert!(status.success(), "server exit status {status:?}");
+    let _ = client.wait();
+    lines.extend(rx.iter());
+    let out = lines.join("\n");
+    let (acked, failed) = acknowledged(&out);
+    assert!(failed.is_empty(), "{out}");
+    assert!(
+        acked.len() < 80,
+        "shutdown did not stop the association: {out}"
+    );
+
+    let server = TestServer::start_in(dir.path(), "", "");
+    let indexed = assert_acknowledged_are_durable(dir.path(), &corpus, &acked).await;
+    // Every store the server started was finished and answered before it stopped.
+    assert_eq!(indexed, acked.len(), "stored without acknowledgement");
+    assert_eq!(server.instances() as usize, acked.len());
+}
+
+/// A small tmpfs mounted over the online folder; unmounted on drop.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(at: &Path, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(at).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mounting a tmpfs needs root: {}",
+            text(&out)
+        );
+        SmallDisk(at.to_owned())
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn full_disk_answers_out_of_resources_and_leaves_nothing_partial() {
+    let corpus = Corpus::generate(&["--ct-studies", "1", "--ct-images", "6", "--mr-studies", "0"]);
+    let dir = tempfile::tempdir().unwrap();
+    // Room for two 512 KiB CT images, not three.
+    let _disk = SmallDisk::mount(&dir.path().join("online"), "1300k");
+    let server = TestServer::start_in(dir.path(), "", "");
+    let out = server.scu("store", "MODALITY", &corpus.paths());
+    let (acked, failed) = acknowledged(&text(&out));
+    assert_eq!(acked.len(), 2, "{}", text(&out));
+    assert_eq!(failed.len(), 4, "{}", text(&out));
+    for (code, _) in &failed {
+        assert_eq!(
+            code & 0xFF00,
+            0xA700,
+            "expected Refused: Out of Resources, got 0x{code:04X}"
+        );
+    }
+    assert!(
+        std::fs::read_dir(server.online_dir().join("tmp"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "partial file left in tmp"
+    );
+    assert_eq!(server.instances(), 2);
+    assert_eq!(
+        assert_acknowledged_are_durable(dir.path(), &corpus, &acked).await,
+        2
+    );
+    let (ok, _) = server.echoscu("MODALITY", "STRATA");
+    assert!(ok, "server stopped serving after a full disk");
+    drop(server);
+}

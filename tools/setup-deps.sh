@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs what Strata's tests and benchmarks use, idempotently: Debian packages given as
+# arguments (only those missing) and the Python venv in .venv from tools/requirements.txt.
+# Sourced by tools/test.sh and tools/bench.sh.
+set -euo pipefail
+
+strata_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+install_debian() {
+    local missing=()
+    for pkg in "$@"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    echo "installing Debian packages: ${missing[*]}"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+install_venv() {
+    local venv="$strata_root/.venv" stamp="$strata_root/.venv/.requirements"
+    if [ -x "$venv/bin/python" ] && cmp -s "$strata_root/tools/requirements.txt" "$stamp"; then
+        return 0
+    fi
+    echo "installing the Python venv in .venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check -r "$strata_root/tools/requirements.txt"
+    cp "$strata_root/tools/requirements.txt" "$stamp"
+}
