@@ -4,6 +4,7 @@ use std::path::Path;
 
 use dicom_core::Tag;
 use dicom_dictionary_std::tags;
+use dicom_object::file::ReadPreamble;
 use dicom_object::{DefaultDicomObject, OpenFileOptions};
 
 use crate::model::{
@@ -27,6 +28,31 @@ pub fn read_attributes(path: &Path) -> Result<IndexedAttributes, AttributeError>
         .open_file(path)
         .map_err(|e| AttributeError::Parse(error_chain(&e)))?;
     extract(&object)
+}
+
+/// Like [`read_attributes`], but parses `head` (the first bytes of the file, preamble
+/// included) when it surely holds every attribute before Pixel Data: when it is the whole
+/// file, or when the Pixel Data tag appears in it. Otherwise reads the file.
+pub fn read_attributes_with_head(
+    path: &Path,
+    head: &[u8],
+    file_length: u64,
+) -> Result<IndexedAttributes, AttributeError> {
+    const PIXEL_DATA_TAG: [u8; 4] = [0xE0, 0x7F, 0x10, 0x00];
+    let complete = head.len() as u64 == file_length || head.windows(4).any(|w| w == PIXEL_DATA_TAG);
+    if !complete {
+        return read_attributes(path);
+    }
+    let object = OpenFileOptions::new()
+        .read_until(tags::PIXEL_DATA)
+        .read_preamble(ReadPreamble::Always)
+        .from_reader(head);
+    match object {
+        Ok(object) => extract(&object),
+        // A false Pixel Data match cut the header short: the file is the authority.
+        Err(_) if head.len() as u64 != file_length => read_attributes(path),
+        Err(e) => Err(AttributeError::Parse(error_chain(&e))),
+    }
 }
 
 fn extract(object: &DefaultDicomObject) -> Result<IndexedAttributes, AttributeError> {
@@ -91,4 +117,80 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
+
+    /// Writes a small CT-like file; `filler` bytes of a private element sit before Pixel Data.
+    fn write_file(path: &Path, filler: usize) {
+        let mut obj = InMemDicomObject::new_empty();
+        let mut put =
+            |tag, vr, v: &str| obj.put(DataElement::new(tag, vr, PrimitiveValue::from(v)));
+        put(tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 192");
+        put(tags::SOP_CLASS_UID, VR::UI, "1.2.840.10008.5.1.4.1.1.2");
+        put(tags::SOP_INSTANCE_UID, VR::UI, "1.2.3.4.5");
+        put(tags::PATIENT_NAME, VR::PN, "张^伟");
+        put(tags::PATIENT_ID, VR::LO, "P7");
+        put(tags::STUDY_INSTANCE_UID, VR::UI, "1.2.3");
+        put(tags::SERIES_INSTANCE_UID, VR::UI, "1.2.3.4");
+        obj.put(DataElement::new(
+            Tag(0x0029, 0x1010),
+            VR::OB,
+            PrimitiveValue::from(vec![0x55u8; filler]),
+        ));
+        // After the private element: must still be indexed when the head is too short.
+        obj.put(DataElement::new(
+            tags::INSTANCE_NUMBER,
+            VR::IS,
+            PrimitiveValue::from("42"),
+        ));
+        obj.put(DataElement::new(
+            tags::PIXEL_DATA,
+            VR::OW,
+            PrimitiveValue::from(vec![0u8; 512]),
+        ));
+        let file = obj
+            .with_meta(
+                FileMetaTableBuilder::new()
+                    .media_storage_sop_class_uid("1.2.840.10008.5.1.4.1.1.2")
+                    .media_storage_sop_instance_uid("1.2.3.4.5")
+                    .transfer_syntax("1.2.840.10008.1.2.1"),
+            )
+            .unwrap();
+        file.write_to_file(path).unwrap();
+    }
+
+    fn head_of(path: &Path) -> (Vec<u8>, u64) {
+        let bytes = std::fs::read(path).unwrap();
+        let head = bytes[..bytes.len().min(crate::online::HEAD_LEN)].to_vec();
+        (head, bytes.len() as u64)
+    }
+
+    #[test]
+    fn head_parse_matches_file_parse() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("small.dcm");
+        write_file(&path, 100);
+        let (head, len) = head_of(&path);
+        let from_head = read_attributes_with_head(&path, &head, len).unwrap();
+        assert_eq!(from_head, read_attributes(&path).unwrap());
+        assert_eq!(from_head.patient.patient_name, "张^伟");
+        assert_eq!(from_head.instance.instance_number, Some(42));
+    }
+
+    #[test]
+    fn header_longer_than_the_head_is_read_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big-header.dcm");
+        write_file(&path, 100_000);
+        let (head, len) = head_of(&path);
+        assert!((head.len() as u64) < len);
+        let attributes = read_attributes_with_head(&path, &head, len).unwrap();
+        assert_eq!(attributes.instance.instance_number, Some(42));
+        assert_eq!(attributes.series.series_instance_uid, "1.2.3.4");
+    }
 }

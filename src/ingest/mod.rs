@@ -15,11 +15,11 @@ use std::sync::Arc;
 use tokio::sync::Mutex;
 use tracing::{debug, info, warn};
 
-pub use attributes::{read_attributes, AttributeError};
+pub use attributes::{read_attributes, read_attributes_with_head, AttributeError};
 
 use crate::config::DuplicatePolicy;
 use crate::locator::{now_millis, Locator, NewInstance};
-use crate::model::{StoredObject, Tier};
+use crate::model::{IndexedAttributes, StoredObject, Tier};
 use crate::net::{
     AssociationContext, Outcome, Services, Status, StoreRequest, StoreSink, StoreStart,
 };
@@ -65,28 +65,23 @@ impl Inner {
         &self.stripes[crc32c::crc32c(sop_instance_uid.as_bytes()) as usize % LOCK_STRIPES]
     }
 
-    /// Turns a written temporary file into an indexed, durable instance.
+    /// Turns a written, fsynced temporary file into an indexed, durable instance.
     async fn commit(
         &self,
         written: WrittenFile,
+        parsed: Result<IndexedAttributes, AttributeError>,
         request: &StoreRequest,
         source_ae: &str,
     ) -> Outcome {
-        let temp = written.path.clone();
-        let parsed = tokio::task::spawn_blocking(move || read_attributes(&temp)).await;
         let attributes = match parsed {
-            Ok(Ok(a)) => a,
-            Ok(Err(e)) => {
+            Ok(a) => a,
+            Err(e) => {
                 self.discard_temp(&written.path).await;
                 let status = match e {
                     AttributeError::Parse(_) => Status::CannotUnderstand,
                     AttributeError::Missing(_) => Status::DataSetDoesNotMatchSopClass,
                 };
                 return Outcome::failure(status, e.to_string());
-            }
-            Err(join) => {
-                self.discard_temp(&written.path).await;
-                return Outcome::failure(Status::ProcessingFailure, join.to_string());
             }
         };
         let instance = &attributes.instance;
@@ -277,8 +272,13 @@ impl StoreSink for IngestSink {
             writer,
         } = self;
         let temp = writer.path().to_owned();
-        match writer.finish().await {
-            Ok(written) => ingest.commit(written, &request, &source_ae).await,
+        // Parse in the same blocking call as the fsync, from memory when possible.
+        let length = writer.length();
+        let parse = move |path: &std::path::Path, head: &[u8]| {
+            read_attributes_with_head(path, head, length)
+        };
+        match writer.finish_then(parse).await {
+            Ok((written, parsed)) => ingest.commit(written, parsed, &request, &source_ae).await,
             Err(e) => {
                 ingest.discard_temp(&temp).await;
                 Outcome::failure(io_status(&e), format!("writing: {e}"))

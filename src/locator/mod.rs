@@ -5,6 +5,7 @@
 //! SQLite allows one writer at a time; writes take an in-process lock first so they queue here
 //! instead of failing with SQLITE_BUSY. Keep the SQL portable: PostgreSQL follows.
 
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -68,11 +69,18 @@ pub struct TierTotals {
     pub bytes: u64,
 }
 
+/// Series ids remembered, at most; the cache is simply emptied when full.
+const SERIES_CACHE_LIMIT: usize = 4096;
+
 /// The locator database.
 #[derive(Debug)]
 pub struct Locator {
     pool: SqlitePool,
     write_lock: Mutex<()>,
+    /// Series Instance UID -> series row id, for rows known to be committed. Instances arrive
+    /// series by series, so this skips three lookups for all but the first of each series.
+    /// Nothing deletes series rows yet; whatever does must remove them from here.
+    series_ids: std::sync::Mutex<HashMap<String, i64>>,
 }
 
 impl Locator {
@@ -101,6 +109,7 @@ impl Locator {
         Ok(Locator {
             pool,
             write_lock: Mutex::new(()),
+            series_ids: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -202,11 +211,16 @@ impl Locator {
             uid: uid.clone(),
             source,
         };
+        let series_uid = &new.attributes.series.series_instance_uid;
         let _writer = self.write_lock.lock().await;
         let mut tx = self.pool.begin().await.map_err(record)?;
-        let series_fk = upsert_hierarchy(&mut tx, new.attributes)
-            .await
-            .map_err(record)?;
+        let cached = self.cached_series(series_uid);
+        let series_fk = match cached {
+            Some(id) => id,
+            None => upsert_hierarchy(&mut tx, new.attributes)
+                .await
+                .map_err(record)?,
+        };
         let a = &new.attributes.instance;
         let o = new.object;
         sqlx::query(
@@ -248,7 +262,23 @@ impl Locator {
         )
         .await
         .map_err(record)?;
-        tx.commit().await.map_err(record)
+        tx.commit().await.map_err(record)?;
+        if cached.is_none() {
+            let mut ids = self.series_ids.lock().expect("series cache lock");
+            if ids.len() >= SERIES_CACHE_LIMIT {
+                ids.clear();
+            }
+            ids.insert(series_uid.clone(), series_fk);
+        }
+        Ok(())
+    }
+
+    fn cached_series(&self, series_instance_uid: &str) -> Option<i64> {
+        self.series_ids
+            .lock()
+            .expect("series cache lock")
+            .get(series_instance_uid)
+            .copied()
     }
 
     /// Appends an audit entry on its own.

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
 
-pub use part10::{part10_header, Part10Writer, WrittenFile};
+pub use part10::{part10_header, Part10Writer, WrittenFile, HEAD_LEN};
 
 /// Why an online-tier operation failed.
 #[derive(Debug, thiserror::Error)]

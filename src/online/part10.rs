@@ -5,8 +5,14 @@ use std::path::{Path, PathBuf};
 
 use dicom_object::meta::FileMetaTableBuilder;
 
-/// Fragments are gathered up to this size before one write to the file.
-const WRITE_CHUNK: usize = 256 * 1024;
+/// Fragments are gathered up to this size before one write to the file. Large enough that a
+/// typical CT/MR image is written in one go when it completes, which saves thread hand-offs;
+/// small enough to bound memory per association.
+const WRITE_CHUNK: usize = 1024 * 1024;
+
+/// The first bytes of each file are kept in memory, so the header can be parsed without
+/// reading the file back.
+pub const HEAD_LEN: usize = 64 * 1024;
 
 /// Our implementation identity, written into every file meta group we create.
 /// A UUID-derived UID (PS3.5 B.2): no registered root needed.
@@ -56,6 +62,8 @@ pub struct Part10Writer {
     path: PathBuf,
     file: Option<std::fs::File>,
     buffer: Vec<u8>,
+    /// The first [`HEAD_LEN`] bytes of the file (fewer if the file is shorter).
+    head: Vec<u8>,
     crc32c: u32,
     length: u64,
     data_set_offset: u64,
@@ -64,16 +72,22 @@ pub struct Part10Writer {
 impl Part10Writer {
     /// Starts a file with its header already buffered.
     pub fn new(path: PathBuf, file: std::fs::File, header: Vec<u8>) -> Part10Writer {
-        let mut buffer = Vec::with_capacity(WRITE_CHUNK + 64 * 1024);
+        let mut buffer = Vec::new();
         buffer.extend_from_slice(&header);
         Part10Writer {
             path,
             file: Some(file),
+            head: header.clone(),
             crc32c: crc32c::crc32c(&header),
             length: header.len() as u64,
             data_set_offset: header.len() as u64,
             buffer,
         }
+    }
+
+    /// Bytes written so far, header included.
+    pub fn length(&self) -> u64 {
+        self.length
     }
 
     /// The temporary path being written.
@@ -85,6 +99,10 @@ impl Part10Writer {
     pub async fn write(&mut self, fragment: &[u8]) -> io::Result<()> {
         self.crc32c = crc32c::crc32c_append(self.crc32c, fragment);
         self.length += fragment.len() as u64;
+        if self.head.len() < HEAD_LEN {
+            let take = fragment.len().min(HEAD_LEN - self.head.len());
+            self.head.extend_from_slice(&fragment[..take]);
+        }
         self.buffer.extend_from_slice(fragment);
         if self.buffer.len() >= WRITE_CHUNK {
             self.flush_buffer().await?;
@@ -108,18 +126,38 @@ impl Part10Writer {
     }
 
     /// Writes what is buffered and fsyncs the file.
-    pub async fn finish(mut self) -> io::Result<WrittenFile> {
-        self.flush_buffer().await?;
-        let file = self.file.take().ok_or_else(closed)?;
-        tokio::task::spawn_blocking(move || file.sync_all())
+    pub async fn finish(self) -> io::Result<WrittenFile> {
+        self.finish_then(|_, _| ())
             .await
-            .map_err(io::Error::other)??;
-        Ok(WrittenFile {
+            .map(|(written, ())| written)
+    }
+
+    /// Writes what is buffered, fsyncs the file, then runs `after` on the durable file and
+    /// its first [`HEAD_LEN`] bytes, all in one trip to the blocking pool.
+    pub async fn finish_then<T, F>(mut self, after: F) -> io::Result<(WrittenFile, T)>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Path, &[u8]) -> T + Send + 'static,
+    {
+        let mut file = self.file.take().ok_or_else(closed)?;
+        let buffer = std::mem::take(&mut self.buffer);
+        let head = std::mem::take(&mut self.head);
+        let path = self.path.clone();
+        let after = tokio::task::spawn_blocking(move || {
+            file.write_all(&buffer)?;
+            // fdatasync: the data and the size needed to read it back; no timestamps.
+            file.sync_data()?;
+            Ok::<_, io::Error>(after(&path, &head))
+        })
+        .await
+        .map_err(io::Error::other)??;
+        let written = WrittenFile {
             path: self.path.clone(),
             length: self.length,
             crc32c: self.crc32c,
             data_set_offset: self.data_set_offset,
-        })
+        };
+        Ok((written, after))
     }
 
     /// Gives up: closes and deletes the temporary file.

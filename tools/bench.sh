@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# Ingest benchmark: Strata, DCMTK storescp and Orthanc side by side, in one run, on the same
+# generated corpus (default 10 CT studies x 200 images + 3 MR x 100), with DCMTK storescu as
+# the sender. Prints MB/s, CPU per instance and peak RSS for each server, and the ratios.
+#
+#   tools/bench.sh [--ct-studies N] [--ct-images N] [--mr-studies N] [--mr-images N]
+#
+# Everything runs inside a private network namespace (unshare -n) with only loopback, so
+# Orthanc, which cannot bind to 127.0.0.1 alone, is reachable from nothing else.
+# Sequential: one association per study, studies one after another.
+# Parallel: 4 storescu processes at once, studies dealt round-robin.
+# Each phase starts each server on empty storage (so no phase stores duplicates).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+CT_STUDIES=10 CT_IMAGES=200 MR_STUDIES=3 MR_IMAGES=100
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --ct-studies) CT_STUDIES=$2; shift 2 ;;
+        --ct-images) CT_IMAGES=$2; shift 2 ;;
+        --mr-studies) MR_STUDIES=$2; shift 2 ;;
+        --mr-images) MR_IMAGES=$2; shift 2 ;;
+        *) echo "unknown argument $1" >&2; exit 2 ;;
+    esac
+done
+
+if [ -z "${STRATA_BENCH_NETNS:-}" ]; then
+    source tools/setup-deps.sh
+    install_debian dcmtk orthanc iproute2 bc
+    install_venv
+    cargo build --release --quiet
+    exec unshare -n env STRATA_BENCH_NETNS=1 "$0" --ct-studies "$CT_STUDIES" --ct-images "$CT_IMAGES" \
+        --mr-studies "$MR_STUDIES" --mr-images "$MR_IMAGES"
+fi
+ip link set lo up
+export TCP_NODELAY=1   # DCMTK (and Orthanc, built on it) leave Nagle on otherwise
+
+corpus="$root/.cache/bench-corpus-$CT_STUDIES-$CT_IMAGES-$MR_STUDIES-$MR_IMAGES"
+if [ ! -f "$corpus/manifest.json" ]; then
+    rm -rf "$corpus"
+    "$root/.venv/bin/python" tools/gen_corpus.py --out "$corpus" --ct-studies "$CT_STUDIES" \
+        --ct-images "$CT_IMAGES" --mr-studies "$MR_STUDIES" --mr-images "$MR_IMAGES" --seed 7
+fi
+studies=("$corpus"/[0-9]*)
+instances=$(find "$corpus" -name '*.dcm' | wc -l)
+bytes=$(find "$corpus" -name '*.dcm' -printf '%s\n' | awk '{s+=$1} END {print s}')
+echo "corpus: ${#studies[@]} studies, $instances instances, $((bytes / 1048576)) MiB"
+
+work="$root/.cache/bench-run"
+port=11200
+pid=""
+
+clock_ticks=$(getconf CLK_TCK)
+cpu_ticks() { awk '{print $14 + $15 + $16 + $17}' "/proc/$1/stat"; }   # utime+stime, self and children
+peak_rss_kib() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
+
+wait_port() {   # until C-ECHO answers
+    for _ in $(seq 1 200); do
+        /usr/bin/echoscu -aet MODALITY -aec "$1" 127.0.0.1 "$2" >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    echo "server $1 did not come up" >&2
+    return 1
+}
+
+start_server() {   # name phase -> sets pid, aet
+    local name=$1 dir="$work/$1-$2"
+    rm -rf "$dir" && mkdir -p "$dir"
+    port=$((port + 1))
+    case "$name" in
+        strata)
+            aet=STRATA
+            cat > "$dir/strata.toml" <<EOF
+[dicom]
+aet = "STRATA"
+listen = "127.0.0.1:$port"
+accept_unknown_callers = true
+[storage]
+online_dir = "online"
+[locator]
+url = "sqlite://locator.db"
+[log]
+level = "warn"
+EOF
+            "$root/target/release/strata" serve --config "$dir/strata.toml" >"$dir/out.log" 2>"$dir/err.log" &
+            ;;
+        storescp)
+            aet=STORESCP
+            mkdir -p "$dir/files"
+            # --fork serves associations in parallel (one process each), like the others do.
+            /usr/bin/storescp --fork -aet STORESCP -od "$dir/files" "$port" >"$dir/out.log" 2>&1 &
+            ;;
+        orthanc)
+            aet=ORTHANC
+            cat > "$dir/orthanc.json" <<EOF
+{
+  "Name": "bench", "StorageDirectory": "$dir/storage", "IndexDirectory": "$dir/index",
+  "DicomAet": "ORTHANC", "DicomPort": $port, "HttpPort": $((port + 1000)),
+  "RemoteAccessAllowed": false, "AuthenticationEnabled": false, "HttpServerEnabled": true,
+  "DicomModalities": { "modality": ["MODALITY", "127.0.0.1", 1] },
+  "StorageCompression": false, "SyncStorageArea": true, "Plugins": []
+}
+EOF
+            Orthanc "$dir/orthanc.json" >"$dir/out.log" 2>&1 &
+            ;;
+    esac
+    pid=$!
+    wait_port "$aet" "$port"
+}
+
+stop_server() {
+    kill -TERM "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+send_study() { /usr/bin/storescu -aet MODALITY -aec "$aet" 127.0.0.1 "$port" "$1"/*.dcm >/dev/null 2>&1; }
+
+declare -A seq_mbs par_mbs cpu_us rss_mib
+for name in strata storescp orthanc; do
+    # Sequential: one association per study.
+    start_server "$name" seq
+    cpu0=$(cpu_ticks "$pid")
+    t0=$(date +%s.%N)
+    for s in "${studies[@]}"; do send_study "$s"; done
+    t1=$(date +%s.%N)
+    cpu1=$(cpu_ticks "$pid")
+    rss=$(peak_rss_kib "$pid")
+    stop_server
+    seq_mbs[$name]=$(echo "$bytes / ($t1 - $t0) / 1048576" | bc -l)
+    cpu_us[$name]=$(echo "($cpu1 - $cpu0) * 1000000 / $clock_ticks / $instances" | bc -l)
+
+    # Parallel: 4 senders at once.
+    start_server "$name" par
+    t0=$(date +%s.%N)
+    senders=()
+    for lane in 0 1 2 3; do
+        (for i in "${!studies[@]}"; do
+            if [ $((i % 4)) -eq $lane ]; then send_study "${studies[$i]}"; fi
+        done) &
+        senders+=($!)
+    done
+    wait "${senders[@]}"
+    t1=$(date +%s.%N)
+    rss2=$(peak_rss_kib "$pid")
+    stop_server
+    par_mbs[$name]=$(echo "$bytes / ($t1 - $t0) / 1048576" | bc -l)
+    [ "$rss2" -gt "$rss" ] && rss=$rss2
+    rss_mib[$name]=$(echo "$rss / 1024" | bc -l)
+    printf '%-9s sequential %7.1f MB/s   4 parallel %7.1f MB/s   CPU %6.0f us/instance   peak RSS %6.1f MiB\n' \
+        "$name" "${seq_mbs[$name]}" "${par_mbs[$name]}" "${cpu_us[$name]}" "${rss_mib[$name]}"
+done
+
+# Every server must really have stored the whole corpus in each phase.
+strata_count=$(find "$work/strata-par/online" -name '*.dcm' | wc -l)
+storescp_count=$(find "$work/storescp-par/files" -type f | wc -l)
+echo "stored in the parallel phase: strata $strata_count, storescp $storescp_count (of $instances)"
+
+ratio() { echo "$1 / $2" | bc -l; }
+echo
+echo "ratios (target in brackets):"
+printf '  sequential strata/storescp   %5.2fx  [>= 1.0]\n' "$(ratio "${seq_mbs[strata]}" "${seq_mbs[storescp]}")"
+printf '  sequential strata/orthanc    %5.2fx  [>= 2.5]\n' "$(ratio "${seq_mbs[strata]}" "${seq_mbs[orthanc]}")"
+printf '  4 parallel strata/orthanc    %5.2fx  [>= 2.0]\n' "$(ratio "${par_mbs[strata]}" "${par_mbs[orthanc]}")"
+printf '  CPU/instance strata/storescp %5.2fx  [<= 1.0]\n' "$(ratio "${cpu_us[strata]}" "${cpu_us[storescp]}")"
+printf '  strata peak RSS              %5.1f MiB [<= 64]\n' "${rss_mib[strata]}"
+rm -rf "$work"
