@@ -253,3 +253,56 @@ fn association_limit_rejects_with_local_limit_exceeded() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn abort_in_the_middle_of_a_data_set_leaves_nothing_behind() {
+    use dicom_ul::pdu::{PDataValue, PDataValueType};
+    use strata::net::command::{CommandField, CommandSet};
+
+    let corpus = Corpus::generate(&["--ct-studies", "1", "--ct-images", "1", "--mr-studies", "0"]);
+    let server = TestServer::start("");
+    let file = corpus.files[0].clone();
+    let data_set = data_set_bytes(&corpus.path(&file));
+    let ct = "1.2.840.10008.5.1.4.1.1.2";
+    let mut assoc = dicom_ul::ClientAssociationOptions::new()
+        .with_presentation_context(ct, vec!["1.2.840.10008.1.2.1"])
+        .calling_ae_title("MODALITY")
+        .called_ae_title("STRATA")
+        .establish(format!("127.0.0.1:{}", server.port))
+        .unwrap();
+    let context = assoc.presentation_contexts()[0].id;
+    let command = CommandSet::request(CommandField::CStoreRq, 1, ct)
+        .with_data_set(&file.sop_instance_uid)
+        .encode();
+    let pdu = |value_type, is_last, data: Vec<u8>| Pdu::PData {
+        data: vec![PDataValue {
+            presentation_context_id: context,
+            value_type,
+            is_last,
+            data,
+        }],
+    };
+    assoc
+        .send(&pdu(PDataValueType::Command, true, command))
+        .unwrap();
+    // Half of the data set, then A-ABORT.
+    assoc
+        .send(&pdu(PDataValueType::Data, false, data_set[..8000].to_vec()))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let tmp = server.online_dir().join("tmp");
+    assert_eq!(
+        std::fs::read_dir(&tmp).unwrap().count(),
+        1,
+        "the partial instance streams to tmp/"
+    );
+    assoc.abort().unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::fs::read_dir(&tmp).unwrap().count() > 0 {
+        assert!(Instant::now() < deadline, "partial file left after A-ABORT");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(server.instances(), 0);
+    assert_still_serving(&server);
+}

@@ -45,7 +45,9 @@ TRANSFER_SYNTAXES = {"explicit": ExplicitVRLittleEndian, "implicit": ImplicitVRL
 
 
 def uid(args, *parts):
-    return generate_uid(entropy_srcs=[str(args.seed)] + [str(p) for p in parts])
+    # One separated string: pydicom concatenates entropy sources as they are, so ["1", "10"]
+    # and ["11", "0"] would give the same UID.
+    return generate_uid(entropy_srcs=["|".join([str(args.seed)] + [str(p) for p in parts])])
 
 
 def ellipse(shape, cy, cx, ry, rx):
@@ -194,6 +196,9 @@ def main():
                 "study_date": ds.StudyDate,
                 "size": size,
             })
+    uids = [m["sop_instance_uid"] for m in manifest]
+    if len(set(uids)) != len(uids):
+        sys.exit("generated duplicate SOP Instance UIDs")
     with open(os.path.join(args.out, "manifest.json"), "w", encoding="utf-8") as f:
         json.dump(manifest, f, ensure_ascii=False, indent=1)
     print(f"generated {len(manifest)} instances in {len(plan)} studies, {total} bytes, in {args.out}")

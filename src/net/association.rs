@@ -93,6 +93,7 @@ pub(crate) async fn serve<S: Services>(
     );
     let mut session = Session {
         ctx,
+        send_timeout: timeouts.dimse,
         services,
         policy,
         contexts,
@@ -194,6 +195,8 @@ fn pdu_name(pdu: &Pdu) -> &'static str {
 
 struct Session<S: Services> {
     ctx: AssociationContext,
+    /// A peer that stops reading must not hold the association forever.
+    send_timeout: Duration,
     services: Arc<S>,
     policy: Arc<AccessPolicy>,
     contexts: HashMap<u8, Context>,
@@ -405,10 +408,11 @@ impl<S: Services> Session<S> {
                 data: command.encode(),
             }],
         };
-        assoc
-            .send(&pdu)
-            .await
-            .map_err(|e| format!("sending {:?}: {e}", header.response))
+        match tokio::time::timeout(self.send_timeout, assoc.send(&pdu)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("sending {:?}: {e}", header.response)),
+            Err(_) => Err(format!("sending {:?}: timed out", header.response)),
+        }
     }
 }
 

@@ -110,6 +110,8 @@ pub async fn serve<S: Services>(
         }
     }
 
+    // Close the socket now so new connections are refused at once rather than queued.
+    drop(listener);
     info!(
         in_flight = tasks.len(),
         "stopped accepting; waiting for in-flight operations"
