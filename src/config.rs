@@ -37,7 +37,30 @@ pub struct Config {
     pub storage: StorageConfig,
     pub locator: LocatorConfig,
     #[serde(default)]
+    pub query: QueryConfig,
+    #[serde(default)]
     pub log: LogConfig,
+}
+
+/// `[query]`: C-FIND behaviour.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryConfig {
+    /// A C-FIND with more matches returns this many, then Refused: Out of Resources.
+    #[serde(default = "defaults::max_matches")]
+    pub max_matches: usize,
+    /// Match Person Name keys regardless of case.
+    #[serde(default)]
+    pub case_insensitive_names: bool,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        QueryConfig {
+            max_matches: defaults::max_matches(),
+            case_insensitive_names: false,
+        }
+    }
 }
 
 /// `[dicom]`: our application entity and who may talk to it.
@@ -178,6 +201,9 @@ mod defaults {
     }
     pub fn max_connections() -> u32 {
         8
+    }
+    pub fn max_matches() -> usize {
+        10_000
     }
     pub fn log_level() -> String {
         "info".to_string()

@@ -8,4 +8,5 @@ pub mod locator;
 pub mod model;
 pub mod net;
 pub mod online;
+pub mod query;
 pub mod server;

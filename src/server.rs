@@ -10,12 +10,17 @@ use tracing::info;
 
 use crate::config::Config;
 use crate::ingest::Ingest;
+use crate::ingest::IngestSink;
 use crate::locator::{Locator, LocatorError};
 use crate::model::sop_class::STORAGE_SOP_CLASSES;
 use crate::model::transfer_syntax::{STORAGE_TRANSFER_SYNTAXES, VERIFICATION_SOP_CLASS};
 use crate::net::access::AccessPolicy;
-use crate::net::{self, NetConfig, Timeouts};
+use crate::net::{
+    self, AssociationContext, FindRequest, NetConfig, Outcome, Services, StoreRequest, StoreStart,
+    Timeouts,
+};
 use crate::online::{OnlineError, OnlineStore};
+use crate::query::{Matches, Query, QueryOptions, PATIENT_ROOT_FIND, STUDY_ROOT_FIND};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -55,15 +60,25 @@ pub async fn run(
         addr: config.dicom.listen,
         source,
     })?;
-    let ingest = Arc::new(Ingest::new(
-        online.clone(),
-        locator.clone(),
-        config.storage.duplicate_policy,
-    ));
+    let services = Arc::new(Strata {
+        ingest: Ingest::new(
+            online.clone(),
+            locator.clone(),
+            config.storage.duplicate_policy,
+        ),
+        query: Query::new(
+            locator.clone(),
+            QueryOptions {
+                our_aet: config.dicom.aet.clone(),
+                max_matches: config.query.max_matches,
+                case_insensitive_names: config.query.case_insensitive_names,
+            },
+        ),
+    });
     let net_config = net_config(&config);
     info!(%addr, aet = %config.dicom.aet, online = %online.root().display(), "listening");
     on_listening(addr);
-    net::serve(listener, net_config, ingest, shutdown).await;
+    net::serve(listener, net_config, services, shutdown).await;
     locator.close().await;
     info!("stopped");
     Ok(())
@@ -71,7 +86,11 @@ pub async fn run(
 
 fn net_config(config: &Config) -> NetConfig {
     let d = &config.dicom;
-    let mut abstract_syntaxes = vec![VERIFICATION_SOP_CLASS.to_string()];
+    let mut abstract_syntaxes = vec![
+        VERIFICATION_SOP_CLASS.to_string(),
+        PATIENT_ROOT_FIND.to_string(),
+        STUDY_ROOT_FIND.to_string(),
+    ];
     abstract_syntaxes.extend(STORAGE_SOP_CLASSES.iter().map(|(uid, _)| uid.to_string()));
     NetConfig {
         policy: AccessPolicy::from_config(d),
@@ -88,5 +107,32 @@ fn net_config(config: &Config) -> NetConfig {
             idle: d.idle_timeout(),
         },
         shutdown_grace: d.shutdown_grace(),
+    }
+}
+
+/// The DIMSE services Strata offers, each delegated to its module.
+struct Strata {
+    ingest: Ingest,
+    query: Query,
+}
+
+impl Services for Strata {
+    type Sink = IngestSink;
+    type Matches = Matches;
+
+    async fn begin_store(
+        &self,
+        association: &AssociationContext,
+        request: StoreRequest,
+    ) -> StoreStart<IngestSink> {
+        self.ingest.begin(association, request).await
+    }
+
+    async fn begin_find(
+        &self,
+        association: &AssociationContext,
+        request: FindRequest,
+    ) -> Result<Matches, Outcome> {
+        self.query.begin(association, request).await
     }
 }

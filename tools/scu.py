@@ -4,6 +4,8 @@
   scu.py store  HOST PORT --aet A --aec B FILE...   send files as stored (dataset bytes unchanged)
   scu.py propose HOST PORT --aet A --aec B UID...   propose these abstract syntaxes, print results
   scu.py echo   HOST PORT --aet A --aec B
+  scu.py find   HOST PORT --level STUDY [--model study|patient] [--charset CS]
+                [--cancel-after N] -k KEY=VALUE...     one `MATCH {json}` line per match
 
 store prints one line per file, flushed at once, so a caller killing the server mid-way
 knows exactly which instances were acknowledged:  `STATUS 0x0000 <SOP Instance UID>`.
@@ -11,7 +13,10 @@ It ends with `DONE ok=N failed=M` or `ABORTED ok=N` when the association broke.
 """
 
 import argparse
+import json
 import sys
+
+from pydicom.dataset import Dataset
 
 from pydicom.filereader import read_file_meta_info
 from pynetdicom import AE, build_context
@@ -74,6 +79,45 @@ def cmd_propose(args):
     return 0
 
 
+def cmd_find(args):
+    from pynetdicom.sop_class import (
+        PatientRootQueryRetrieveInformationModelFind as PatientRoot,
+        StudyRootQueryRetrieveInformationModelFind as StudyRoot,
+    )
+    model = PatientRoot if args.model == "patient" else StudyRoot
+    ds = Dataset()
+    if args.charset:
+        ds.SpecificCharacterSet = args.charset
+    ds.QueryRetrieveLevel = args.level
+    for kv in args.keys:
+        key, value = kv.split("=", 1)
+        setattr(ds, key, value)
+    assoc = connect(args, [(model,)])
+    if not assoc.is_established:
+        print("NOT_ESTABLISHED", flush=True)
+        return 2
+    context_id = assoc.accepted_contexts[0].context_id
+    matches = 0
+    for status, identifier in assoc.send_c_find(ds, model, msg_id=7):
+        if status is None or "Status" not in status:
+            print("ABORTED", flush=True)
+            return 3
+        code = int(status.Status)
+        if code in (0xFF00, 0xFF01):
+            identifier.decode()
+            values = {e.keyword: ("\\".join(str(v) for v in e.value) if e.VM > 1 else str(e.value))
+                      for e in identifier if e.keyword and e.VR != "SQ"}
+            print("MATCH " + json.dumps(values, ensure_ascii=False), flush=True)
+            matches += 1
+            if args.cancel_after and matches == args.cancel_after:
+                assoc.send_c_cancel(7, context_id)
+        else:
+            comment = str(status.get("ErrorComment", ""))
+            print(f"FINAL 0x{code:04X} {comment}".strip(), flush=True)
+    assoc.release()
+    return 0
+
+
 def cmd_echo(args):
     assoc = connect(args, [(Verification,)])
     if not assoc.is_established:
@@ -88,7 +132,7 @@ def cmd_echo(args):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
-    for name in ("store", "propose", "echo"):
+    for name in ("store", "propose", "echo", "find"):
         s = sub.add_parser(name)
         s.add_argument("host")
         s.add_argument("port", type=int)
@@ -98,8 +142,14 @@ def main():
             s.add_argument("files", nargs="+")
         if name == "propose":
             s.add_argument("uids", nargs="+")
+        if name == "find":
+            s.add_argument("--level", default="STUDY")
+            s.add_argument("--model", choices=["study", "patient"], default="study")
+            s.add_argument("--charset", default="")
+            s.add_argument("--cancel-after", type=int, default=0)
+            s.add_argument("-k", dest="keys", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args()
-    return {"store": cmd_store, "propose": cmd_propose, "echo": cmd_echo}[args.cmd](args)
+    return {"store": cmd_store, "propose": cmd_propose, "echo": cmd_echo, "find": cmd_find}[args.cmd](args)
 
 
 if __name__ == "__main__":

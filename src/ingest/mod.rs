@@ -20,9 +20,7 @@ pub use attributes::{read_attributes, read_attributes_with_head, AttributeError}
 use crate::config::DuplicatePolicy;
 use crate::locator::{now_millis, Locator, NewInstance};
 use crate::model::{IndexedAttributes, StoredObject, Tier};
-use crate::net::{
-    AssociationContext, Outcome, Services, Status, StoreRequest, StoreSink, StoreStart,
-};
+use crate::net::{AssociationContext, Outcome, Status, StoreRequest, StoreSink, StoreStart};
 use crate::online::{part10_header, OnlineStore, Part10Writer, WrittenFile};
 
 /// Instances whose SOP Instance UIDs hash to the same stripe are committed one at a time,
@@ -194,10 +192,10 @@ pub struct IngestSink {
     writer: Part10Writer,
 }
 
-impl Services for Ingest {
-    type Sink = IngestSink;
-
-    async fn begin_store(
+impl Ingest {
+    /// Starts a C-STORE: a duplicate that is kept is answered at once, anything else streams
+    /// into a temporary file.
+    pub async fn begin(
         &self,
         association: &AssociationContext,
         request: StoreRequest,

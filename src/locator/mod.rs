@@ -5,6 +5,8 @@
 //! SQLite allows one writer at a time; writes take an in-process lock first so they queue here
 //! instead of failing with SQLITE_BUSY. Keep the SQL portable: PostgreSQL follows.
 
+pub mod find;
+
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
@@ -35,6 +37,8 @@ pub enum LocatorError {
     Lookup { uid: String, source: sqlx::Error },
     #[error("cannot record instance {uid}: {source}")]
     Record { uid: String, source: sqlx::Error },
+    #[error("cannot run the query: {0}")]
+    Find(#[source] sqlx::Error),
     #[error("cannot read locator statistics: {0}")]
     Stats(#[source] sqlx::Error),
     #[error("unknown tier {0:?} in the locator")]
@@ -95,6 +99,8 @@ impl Locator {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
+            // C-FIND wildcards are case-sensitive except where a query folds case itself.
+            .pragma("case_sensitive_like", "ON")
             .busy_timeout(Duration::from_secs(30));
         if let Some(parent) = std::path::Path::new(options.get_filename()).parent() {
             // A missing folder is the most common first-run failure; create it.

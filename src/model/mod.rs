@@ -1,6 +1,8 @@
 //! Pure domain types: tiers, the attributes Strata indexes, and the UID tables it negotiates.
 //! No I/O here.
 
+pub mod matching;
+pub mod query;
 pub mod sop_class;
 pub mod transfer_syntax;
 

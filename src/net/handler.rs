@@ -66,6 +66,26 @@ pub trait StoreSink: Send + Sync + 'static {
     fn abandon(self) -> impl Future<Output = ()> + Send;
 }
 
+/// The command-level facts of one C-FIND request, with its identifier still encoded.
+#[derive(Debug, Clone)]
+pub struct FindRequest {
+    /// The information model (Patient Root, Study Root, ...).
+    pub sop_class_uid: String,
+    /// Transfer syntax of the presentation context: the identifier's encoding, and the one
+    /// responses must use.
+    pub transfer_syntax_uid: String,
+    /// The identifier data set, as received.
+    pub identifier: Vec<u8>,
+}
+
+/// The matches of one C-FIND, produced one at a time so that large result sets stream and a
+/// C-CANCEL stops them between two responses.
+pub trait FindResults: Send + Sync + 'static {
+    /// The next match as an encoded identifier, `None` when there are no more, or a failure
+    /// that ends the operation.
+    fn next(&mut self) -> impl Future<Output = Option<Result<Vec<u8>, Outcome>>> + Send;
+}
+
 /// How a C-STORE starts: receive the data set into a sink, or answer at once (the data set is
 /// then drained and discarded), e.g. for a duplicate that is kept or a refusal.
 pub enum StoreStart<K> {
@@ -76,6 +96,7 @@ pub enum StoreStart<K> {
 /// The DIMSE services behind the network layer.
 pub trait Services: Send + Sync + 'static {
     type Sink: StoreSink;
+    type Matches: FindResults;
 
     /// Starts a C-STORE.
     fn begin_store(
@@ -83,4 +104,12 @@ pub trait Services: Send + Sync + 'static {
         association: &AssociationContext,
         request: StoreRequest,
     ) -> impl Future<Output = StoreStart<Self::Sink>> + Send;
+
+    /// Starts a C-FIND: checks the identifier and prepares the matches. An error is the
+    /// final response.
+    fn begin_find(
+        &self,
+        association: &AssociationContext,
+        request: FindRequest,
+    ) -> impl Future<Output = Result<Self::Matches, Outcome>> + Send;
 }

@@ -11,6 +11,9 @@ pub mod listener;
 pub mod status;
 
 pub use association::Timeouts;
-pub use handler::{AssociationContext, Outcome, Services, StoreRequest, StoreSink, StoreStart};
+pub use handler::{
+    AssociationContext, FindRequest, FindResults, Outcome, Services, StoreRequest, StoreSink,
+    StoreStart,
+};
 pub use listener::{serve, NetConfig};
 pub use status::Status;

@@ -2,6 +2,8 @@
 //! services, send responses. Reading, dispatching and storing are separate concerns: this
 //! module only moves messages between the wire and [`Services`].
 
+mod find;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,9 +51,14 @@ struct InFlight<K> {
 enum Receiving<K> {
     /// Fragments go to the sink.
     Writing(K),
+    /// A C-FIND identifier: small, gathered whole (up to [`MAX_IDENTIFIER_LEN`]).
+    Collecting(Vec<u8>),
     /// The answer is already known; fragments are discarded.
     Draining(Outcome),
 }
+
+/// Identifiers larger than this are refused; real ones are a few kilobytes.
+const MAX_IDENTIFIER_LEN: usize = 1024 * 1024;
 
 /// A negotiated presentation context.
 struct Context {
@@ -278,6 +285,21 @@ impl<S: Services> Session<S> {
                         "Affected SOP Instance UID missing",
                     )),
                 }),
+            CommandField::CFindRq => self
+                .check(
+                    Service::Find,
+                    sop_class_uid.as_deref() == Some(abstract_syntax.as_str()),
+                )
+                .and_then(|()| {
+                    if has_data_set {
+                        Ok(())
+                    } else {
+                        Err(Outcome::failure(
+                            Status::CannotUnderstand,
+                            "C-FIND-RQ without an identifier",
+                        ))
+                    }
+                }),
             _ => Err(Outcome::failure(
                 Status::UnrecognizedOperation,
                 "operation not supported",
@@ -287,6 +309,7 @@ impl<S: Services> Session<S> {
         let state = match decision {
             Err(outcome) => Receiving::Draining(outcome),
             Ok(()) if field == CommandField::CEchoRq => Receiving::Draining(Outcome::success()),
+            Ok(()) if field == CommandField::CFindRq => Receiving::Collecting(Vec::new()),
             Ok(()) => {
                 let request = StoreRequest {
                     sop_class_uid: sop_class_uid.clone().unwrap_or_default(),
@@ -313,9 +336,12 @@ impl<S: Services> Session<S> {
         } else {
             let outcome = match state {
                 Receiving::Draining(outcome) => outcome,
-                // begin_store only runs for commands with a data set.
+                // Only commands with a data set write or collect.
                 Receiving::Writing(sink) => {
                     sink.abandon().await;
+                    Outcome::failure(Status::ProcessingFailure, "internal error")
+                }
+                Receiving::Collecting(_) => {
                     Outcome::failure(Status::ProcessingFailure, "internal error")
                 }
             };
@@ -332,15 +358,28 @@ impl<S: Services> Session<S> {
         let Some(in_flight) = self.in_flight.as_mut() else {
             return Err("data set fragment without a command".into());
         };
-        if let Receiving::Writing(sink) = &mut in_flight.state {
-            if let Err(outcome) = sink.write(bytes).await {
-                let Receiving::Writing(sink) =
-                    std::mem::replace(&mut in_flight.state, Receiving::Draining(outcome))
-                else {
-                    unreachable!("state was Writing just above");
-                };
-                sink.abandon().await;
+        match &mut in_flight.state {
+            Receiving::Writing(sink) => {
+                if let Err(outcome) = sink.write(bytes).await {
+                    let Receiving::Writing(sink) =
+                        std::mem::replace(&mut in_flight.state, Receiving::Draining(outcome))
+                    else {
+                        unreachable!("state was Writing just above");
+                    };
+                    sink.abandon().await;
+                }
             }
+            Receiving::Collecting(identifier) => {
+                if identifier.len() + bytes.len() > MAX_IDENTIFIER_LEN {
+                    in_flight.state = Receiving::Draining(Outcome::failure(
+                        Status::OutOfResources,
+                        "identifier too large",
+                    ));
+                } else {
+                    identifier.extend_from_slice(&bytes);
+                }
+            }
+            Receiving::Draining(_) => {}
         }
         if !last {
             return Ok(());
@@ -349,6 +388,9 @@ impl<S: Services> Session<S> {
         let outcome = match in_flight.state {
             Receiving::Writing(sink) => sink.finish().await,
             Receiving::Draining(outcome) => outcome,
+            Receiving::Collecting(identifier) => {
+                return self.run_find(assoc, &in_flight.header, identifier).await;
+            }
         };
         if in_flight.header.response == CommandField::CStoreRsp {
             if outcome.status.is_failure() {
@@ -385,11 +427,24 @@ impl<S: Services> Session<S> {
         Ok(())
     }
 
+    /// Sends a response without a data set.
     async fn respond(
         &self,
         assoc: &mut AsyncServerAssociation<TcpStream>,
         header: &Header,
         outcome: Outcome,
+    ) -> Result<(), String> {
+        self.respond_with(assoc, header, outcome, None).await
+    }
+
+    /// Sends a response, followed by its data set if there is one, split into P-DATA
+    /// fragments no larger than the requestor accepts.
+    async fn respond_with(
+        &self,
+        assoc: &mut AsyncServerAssociation<TcpStream>,
+        header: &Header,
+        outcome: Outcome,
+        data_set: Option<&[u8]>,
     ) -> Result<(), String> {
         let command = CommandSet::response(&Response {
             field: header.response,
@@ -398,14 +453,49 @@ impl<S: Services> Session<S> {
             sop_class_uid: header.sop_class_uid.as_deref(),
             sop_instance_uid: header.sop_instance_uid.as_deref(),
             error_comment: outcome.comment.as_deref(),
-            has_data_set: false,
+            has_data_set: data_set.is_some(),
         });
+        self.send_pdv(
+            assoc,
+            header,
+            PDataValueType::Command,
+            true,
+            command.encode(),
+        )
+        .await?;
+        if let Some(data) = data_set {
+            // The PDV item header takes 6 bytes of the PDU's variable field.
+            let room = (assoc.requestor_max_pdu_length() as usize)
+                .saturating_sub(6)
+                .max(1024);
+            let mut chunks = data.chunks(room).peekable();
+            if chunks.peek().is_none() {
+                self.send_pdv(assoc, header, PDataValueType::Data, true, Vec::new())
+                    .await?;
+            }
+            while let Some(chunk) = chunks.next() {
+                let last = chunks.peek().is_none();
+                self.send_pdv(assoc, header, PDataValueType::Data, last, chunk.to_vec())
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn send_pdv(
+        &self,
+        assoc: &mut AsyncServerAssociation<TcpStream>,
+        header: &Header,
+        value_type: PDataValueType,
+        is_last: bool,
+        data: Vec<u8>,
+    ) -> Result<(), String> {
         let pdu = Pdu::PData {
             data: vec![PDataValue {
                 presentation_context_id: header.context_id,
-                value_type: PDataValueType::Command,
-                is_last: true,
-                data: command.encode(),
+                value_type,
+                is_last,
+                data,
             }],
         };
         match tokio::time::timeout(self.send_timeout, assoc.send(&pdu)).await {

@@ -1,0 +1,312 @@
+//! C-FIND queries over the index. The SQL is built from a fixed set of column expressions;
+//! every value from the network is a bound parameter, never spliced into the text.
+
+use sqlx::sqlite::SqliteRow;
+use sqlx::Row;
+
+use super::{Locator, LocatorError};
+use crate::model::matching::{like_pattern, time_range_high, Matcher};
+use crate::model::query::{Attribute, FindQuery, QueryLevel};
+use crate::model::{
+    InstanceAttributes, PatientAttributes, SeriesAttributes, StudyAttributes, Tier,
+};
+
+/// One match, with the entities at and above the query level filled in.
+#[derive(Debug, Clone, Default)]
+pub struct FindRow {
+    pub patient: PatientAttributes,
+    pub study: StudyAttributes,
+    pub series: SeriesAttributes,
+    pub instance: InstanceAttributes,
+    /// The tier of the instance (IMAGE level); the "worst" tier of the entity otherwise.
+    pub tier: Option<Tier>,
+    /// Number of related studies, series and instances below the matched entity.
+    pub related_studies: u64,
+    pub related_series: u64,
+    pub related_instances: u64,
+    /// Distinct modalities and SOP classes of a study, in no particular order.
+    pub modalities: Vec<String>,
+    pub sop_classes: Vec<String>,
+}
+
+fn column(a: Attribute) -> &'static str {
+    use Attribute::*;
+    match a {
+        PatientId => "p.patient_id",
+        IssuerOfPatientId => "p.issuer_of_patient_id",
+        PatientName => "p.patient_name",
+        PatientBirthDate => "p.patient_birth_date",
+        PatientSex => "p.patient_sex",
+        StudyInstanceUid => "st.study_instance_uid",
+        StudyDate => "st.study_date",
+        StudyTime => "st.study_time",
+        AccessionNumber => "st.accession_number",
+        StudyId => "st.study_id",
+        StudyDescription => "st.study_description",
+        ReferringPhysicianName => "st.referring_physician_name",
+        SeriesInstanceUid => "se.series_instance_uid",
+        Modality => "se.modality",
+        SeriesNumber => "se.series_number",
+        SeriesDescription => "se.series_description",
+        BodyPartExamined => "se.body_part_examined",
+        SopInstanceUid => "i.sop_instance_uid",
+        SopClassUid => "i.sop_class_uid",
+        InstanceNumber => "i.instance_number",
+    }
+}
+
+fn is_integer(a: Attribute) -> bool {
+    matches!(a, Attribute::SeriesNumber | Attribute::InstanceNumber)
+}
+
+fn is_person_name(a: Attribute) -> bool {
+    matches!(
+        a,
+        Attribute::PatientName | Attribute::ReferringPhysicianName
+    )
+}
+
+/// A bound value.
+enum Bind {
+    Text(String),
+    Integer(Option<i64>),
+}
+
+/// Builds the statement for a query. Returns the SQL and its bound values in order.
+fn build(query: &FindQuery) -> (String, Vec<Bind>) {
+    let level = query.level;
+    let mut select = vec![
+        "p.patient_id",
+        "p.issuer_of_patient_id",
+        "p.patient_name",
+        "p.patient_birth_date",
+        "p.patient_sex",
+    ];
+    let from = match level {
+        QueryLevel::Patient => "patients p",
+        QueryLevel::Study => "studies st JOIN patients p ON p.id = st.patient_fk",
+        QueryLevel::Series => {
+            "series se JOIN studies st ON st.id = se.study_fk \
+             JOIN patients p ON p.id = st.patient_fk"
+        }
+        QueryLevel::Image => {
+            "instances i JOIN series se ON se.id = i.series_fk \
+             JOIN studies st ON st.id = se.study_fk JOIN patients p ON p.id = st.patient_fk"
+        }
+    };
+    if level >= QueryLevel::Study {
+        select.extend([
+            "st.study_instance_uid",
+            "st.study_date",
+            "st.study_time",
+            "st.accession_number",
+            "st.study_id",
+            "st.study_description",
+            "st.referring_physician_name",
+        ]);
+    }
+    if level >= QueryLevel::Series {
+        select.extend([
+            "se.series_instance_uid",
+            "se.modality",
+            "se.series_number",
+            "se.series_description",
+            "se.body_part_examined",
+        ]);
+    }
+    if level == QueryLevel::Image {
+        select.extend([
+            "i.sop_instance_uid",
+            "i.sop_class_uid",
+            "i.instance_number",
+            "i.specific_character_set",
+            "i.tier",
+        ]);
+    }
+    if query.with_computed {
+        match level {
+            QueryLevel::Patient => select.extend([
+                "(SELECT COUNT(*) FROM studies x WHERE x.patient_fk = p.id)",
+                "(SELECT COUNT(*) FROM series x JOIN studies y ON y.id = x.study_fk \
+                  WHERE y.patient_fk = p.id)",
+                "(SELECT COUNT(*) FROM instances x JOIN series y ON y.id = x.series_fk \
+                  JOIN studies z ON z.id = y.study_fk WHERE z.patient_fk = p.id)",
+            ]),
+            QueryLevel::Study => select.extend([
+                "0",
+                "(SELECT COUNT(*) FROM series x WHERE x.study_fk = st.id)",
+                "(SELECT COUNT(*) FROM instances x JOIN series y ON y.id = x.series_fk \
+                  WHERE y.study_fk = st.id)",
+                "(SELECT GROUP_CONCAT(DISTINCT x.modality) FROM series x \
+                  WHERE x.study_fk = st.id)",
+                "(SELECT GROUP_CONCAT(DISTINCT x.sop_class_uid) FROM instances x \
+                  JOIN series y ON y.id = x.series_fk WHERE y.study_fk = st.id)",
+            ]),
+            QueryLevel::Series => select.extend([
+                "0",
+                "0",
+                "(SELECT COUNT(*) FROM instances x WHERE x.series_fk = se.id)",
+            ]),
+            QueryLevel::Image => {}
+        }
+    }
+
+    let mut clauses = Vec::new();
+    let mut binds = Vec::new();
+    for (attribute, matcher) in &query.conditions {
+        let col = column(*attribute);
+        let fold = query.case_insensitive_names && is_person_name(*attribute);
+        let (lhs, rhs) = if fold {
+            (format!("lower({col})"), "lower(?)")
+        } else {
+            (col.to_string(), "?")
+        };
+        match matcher {
+            Matcher::Universal => {}
+            Matcher::Single(v) if is_integer(*attribute) => {
+                clauses.push(format!("{col} = ?"));
+                binds.push(Bind::Integer(v.trim().parse().ok()));
+            }
+            Matcher::Single(v) => {
+                clauses.push(format!("{lhs} = {rhs}"));
+                binds.push(Bind::Text(v.clone()));
+            }
+            Matcher::UidList(uids) => {
+                let marks = vec!["?"; uids.len()].join(", ");
+                clauses.push(format!("{col} IN ({marks})"));
+                binds.extend(uids.iter().cloned().map(Bind::Text));
+            }
+            Matcher::Wildcard(pattern) => {
+                clauses.push(format!("{lhs} LIKE {rhs} ESCAPE '\\'"));
+                binds.push(Bind::Text(like_pattern(pattern)));
+            }
+            Matcher::Range { low, high } => {
+                if let Some(low) = low {
+                    clauses.push(format!("{col} >= ?"));
+                    binds.push(Bind::Text(low.clone()));
+                }
+                if let Some(high) = high {
+                    // An empty (unknown) value is not below any bound.
+                    clauses.push(format!("{col} <> '' AND {col} <= ?"));
+                    let high = if *attribute == Attribute::StudyTime {
+                        time_range_high(high)
+                    } else {
+                        high.clone()
+                    };
+                    binds.push(Bind::Text(high));
+                }
+            }
+        }
+    }
+    let order = match level {
+        QueryLevel::Patient => "p.patient_name, p.id",
+        QueryLevel::Study => "st.study_date DESC, st.study_time DESC, st.id DESC",
+        QueryLevel::Series => {
+            "st.study_date DESC, st.study_time DESC, st.id DESC, se.series_number, se.id"
+        }
+        QueryLevel::Image => {
+            "st.study_date DESC, st.study_time DESC, st.id DESC, se.series_number, se.id, \
+             i.instance_number, i.id"
+        }
+    };
+    let mut sql = format!("SELECT {} FROM {from}", select.join(", "));
+    if !clauses.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&clauses.join(" AND "));
+    }
+    sql.push_str(&format!(" ORDER BY {order} LIMIT {}", query.limit + 1));
+    (sql, binds)
+}
+
+fn row_to_match(row: &SqliteRow, query: &FindQuery) -> Result<FindRow, sqlx::Error> {
+    let mut out = FindRow::default();
+    let level = query.level;
+    let int = |row: &SqliteRow, i: usize| -> Result<Option<i64>, sqlx::Error> { row.try_get(i) };
+    let s = |row: &SqliteRow, i: usize| -> Result<String, sqlx::Error> {
+        Ok(row.try_get::<Option<String>, _>(i)?.unwrap_or_default())
+    };
+    out.patient = PatientAttributes {
+        patient_id: s(row, 0)?,
+        issuer_of_patient_id: s(row, 1)?,
+        patient_name: s(row, 2)?,
+        patient_birth_date: s(row, 3)?,
+        patient_sex: s(row, 4)?,
+    };
+    // Columns follow the order `build` selects them in.
+    let mut i = 5;
+    if level >= QueryLevel::Study {
+        out.study = StudyAttributes {
+            study_instance_uid: s(row, i)?,
+            study_date: s(row, i + 1)?,
+            study_time: s(row, i + 2)?,
+            accession_number: s(row, i + 3)?,
+            study_id: s(row, i + 4)?,
+            study_description: s(row, i + 5)?,
+            referring_physician_name: s(row, i + 6)?,
+        };
+        i += 7;
+    }
+    if level >= QueryLevel::Series {
+        out.series = SeriesAttributes {
+            series_instance_uid: s(row, i)?,
+            modality: s(row, i + 1)?,
+            series_number: int(row, i + 2)?,
+            series_description: s(row, i + 3)?,
+            body_part_examined: s(row, i + 4)?,
+        };
+        i += 5;
+    }
+    if level == QueryLevel::Image {
+        out.instance = InstanceAttributes {
+            sop_instance_uid: s(row, i)?,
+            sop_class_uid: s(row, i + 1)?,
+            instance_number: int(row, i + 2)?,
+            specific_character_set: s(row, i + 3)?,
+        };
+        out.tier = Tier::parse(&s(row, i + 4)?);
+        i += 5;
+    } else {
+        out.tier = Some(Tier::Online);
+    }
+    if query.with_computed && level != QueryLevel::Image {
+        let n = |row: &SqliteRow, i: usize| -> Result<u64, sqlx::Error> {
+            Ok(row.try_get::<i64, _>(i)? as u64)
+        };
+        out.related_studies = n(row, i)?;
+        out.related_series = n(row, i + 1)?;
+        out.related_instances = n(row, i + 2)?;
+        if level == QueryLevel::Study {
+            let list = |v: String| -> Vec<String> {
+                v.split(',')
+                    .filter(|x| !x.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            };
+            out.modalities = list(s(row, i + 3)?);
+            out.sop_classes = list(s(row, i + 4)?);
+        }
+    }
+    Ok(out)
+}
+
+impl Locator {
+    /// Runs a C-FIND query: at most `limit + 1` matches, newest study first.
+    pub async fn find(&self, query: &FindQuery) -> Result<Vec<FindRow>, LocatorError> {
+        let (sql, binds) = build(query);
+        // Safe: `build` assembles the text from fixed fragments only; values are bound.
+        let mut statement = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for bind in binds {
+            statement = match bind {
+                Bind::Text(v) => statement.bind(v),
+                Bind::Integer(v) => statement.bind(v),
+            };
+        }
+        let rows = statement
+            .fetch_all(&self.pool)
+            .await
+            .map_err(LocatorError::Find)?;
+        rows.iter()
+            .map(|row| row_to_match(row, query).map_err(LocatorError::Find))
+            .collect()
+    }
+}

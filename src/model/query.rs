@@ -1,0 +1,94 @@
+//! What a C-FIND asks of the locator, independent of DICOM encoding and of SQL.
+
+use super::matching::Matcher;
+
+/// Query/Retrieve level (0008,0052).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum QueryLevel {
+    Patient,
+    Study,
+    Series,
+    Image,
+}
+
+impl QueryLevel {
+    pub fn parse(value: &str) -> Option<QueryLevel> {
+        match value.trim() {
+            "PATIENT" => Some(QueryLevel::Patient),
+            "STUDY" => Some(QueryLevel::Study),
+            "SERIES" => Some(QueryLevel::Series),
+            "IMAGE" => Some(QueryLevel::Image),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueryLevel::Patient => "PATIENT",
+            QueryLevel::Study => "STUDY",
+            QueryLevel::Series => "SERIES",
+            QueryLevel::Image => "IMAGE",
+        }
+    }
+}
+
+/// An indexed attribute that can be matched on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Attribute {
+    PatientId,
+    IssuerOfPatientId,
+    PatientName,
+    PatientBirthDate,
+    PatientSex,
+    StudyInstanceUid,
+    StudyDate,
+    StudyTime,
+    AccessionNumber,
+    StudyId,
+    StudyDescription,
+    ReferringPhysicianName,
+    SeriesInstanceUid,
+    Modality,
+    SeriesNumber,
+    SeriesDescription,
+    BodyPartExamined,
+    SopInstanceUid,
+    SopClassUid,
+    InstanceNumber,
+}
+
+impl Attribute {
+    /// The level whose entity holds the attribute.
+    pub fn level(self) -> QueryLevel {
+        use Attribute::*;
+        match self {
+            PatientId | IssuerOfPatientId | PatientName | PatientBirthDate | PatientSex => {
+                QueryLevel::Patient
+            }
+            StudyInstanceUid
+            | StudyDate
+            | StudyTime
+            | AccessionNumber
+            | StudyId
+            | StudyDescription
+            | ReferringPhysicianName => QueryLevel::Study,
+            SeriesInstanceUid | Modality | SeriesNumber | SeriesDescription | BodyPartExamined => {
+                QueryLevel::Series
+            }
+            SopInstanceUid | SopClassUid | InstanceNumber => QueryLevel::Image,
+        }
+    }
+}
+
+/// One C-FIND as the locator sees it.
+#[derive(Debug, Clone)]
+pub struct FindQuery {
+    pub level: QueryLevel,
+    pub conditions: Vec<(Attribute, Matcher)>,
+    /// Person names match regardless of case.
+    pub case_insensitive_names: bool,
+    /// Compute the Number of ... Related, Modalities and SOP Classes in Study attributes.
+    pub with_computed: bool,
+    /// At most this many rows are returned (plus one, to tell that there were more).
+    pub limit: usize,
+}

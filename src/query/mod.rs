@@ -1,0 +1,272 @@
+//! The C-FIND service: Patient Root and Study Root information models at every level. It
+//! decodes the identifier (in whatever Specific Character Set it declares), turns its keys
+//! into a [`FindQuery`], asks the locator, and encodes one response identifier per match in
+//! UTF-8 (ISO_IR 192), every requested key present.
+
+mod keys;
+
+use std::sync::Arc;
+
+use dicom_core::header::Header;
+use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
+use dicom_dictionary_std::tags;
+use dicom_encoding::text::SpecificCharacterSet;
+use dicom_encoding::TransferSyntaxIndex;
+use dicom_object::InMemDicomObject;
+use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+
+use crate::locator::find::FindRow;
+use crate::locator::Locator;
+use crate::model::matching::Matcher;
+use crate::model::query::{Attribute, FindQuery, QueryLevel};
+use crate::net::{AssociationContext, FindRequest, FindResults, Outcome, Status};
+
+pub use keys::{attribute_for, Computed};
+
+/// Patient Root Query/Retrieve Information Model - FIND.
+pub const PATIENT_ROOT_FIND: &str = "1.2.840.10008.5.1.4.1.2.1.1";
+/// Study Root Query/Retrieve Information Model - FIND.
+pub const STUDY_ROOT_FIND: &str = "1.2.840.10008.5.1.4.1.2.2.1";
+
+/// Settings of the query service.
+#[derive(Debug, Clone)]
+pub struct QueryOptions {
+    /// Our AE title, returned as Retrieve AE Title.
+    pub our_aet: String,
+    /// More matches than this end the C-FIND with Out of Resources after this many.
+    pub max_matches: usize,
+    /// Person names match regardless of case.
+    pub case_insensitive_names: bool,
+}
+
+/// The C-FIND service.
+#[derive(Debug, Clone)]
+pub struct Query {
+    locator: Arc<Locator>,
+    options: Arc<QueryOptions>,
+}
+
+/// A key of the identifier: the attribute asked for and how it was asked.
+#[derive(Debug, Clone)]
+struct RequestedKey {
+    tag: Tag,
+    vr: VR,
+}
+
+/// The matches of one C-FIND, encoded one at a time as they are sent.
+#[derive(Debug)]
+pub struct Matches {
+    rows: std::vec::IntoIter<FindRow>,
+    keys: Vec<RequestedKey>,
+    level: QueryLevel,
+    transfer_syntax_uid: String,
+    options: Arc<QueryOptions>,
+    /// Set when the locator had more matches than allowed.
+    truncated: bool,
+}
+
+fn refuse(status: Status, comment: impl Into<String>) -> Outcome {
+    Outcome::failure(status, comment)
+}
+
+impl Query {
+    pub fn new(locator: Arc<Locator>, options: QueryOptions) -> Query {
+        Query {
+            locator,
+            options: Arc::new(options),
+        }
+    }
+
+    /// Checks the request and runs the query.
+    pub async fn begin(
+        &self,
+        _association: &AssociationContext,
+        request: FindRequest,
+    ) -> Result<Matches, Outcome> {
+        let model = request.sop_class_uid.as_str();
+        if model != PATIENT_ROOT_FIND && model != STUDY_ROOT_FIND {
+            return Err(refuse(
+                Status::SopClassNotSupported,
+                "only Patient Root and Study Root FIND",
+            ));
+        }
+        let ts = TransferSyntaxRegistry
+            .get(&request.transfer_syntax_uid)
+            .ok_or_else(|| refuse(Status::CannotUnderstand, "unknown transfer syntax"))?;
+        let identifier = InMemDicomObject::read_dataset_with_ts(&request.identifier[..], ts)
+            .map_err(|e| refuse(Status::CannotUnderstand, format!("bad identifier: {e}")))?;
+
+        let level = identifier
+            .element_opt(tags::QUERY_RETRIEVE_LEVEL)
+            .ok()
+            .flatten()
+            .and_then(|e| e.to_str().ok())
+            .and_then(|v| QueryLevel::parse(&v))
+            .ok_or_else(|| {
+                refuse(
+                    Status::DataSetDoesNotMatchSopClass,
+                    "missing or invalid QueryRetrieveLevel",
+                )
+            })?;
+        if model == STUDY_ROOT_FIND && level == QueryLevel::Patient {
+            return Err(refuse(
+                Status::DataSetDoesNotMatchSopClass,
+                "Study Root has no PATIENT level",
+            ));
+        }
+
+        let mut conditions = Vec::new();
+        let mut keys = Vec::new();
+        let mut with_computed = false;
+        for element in identifier.iter() {
+            let tag = element.tag();
+            if tag == tags::SPECIFIC_CHARACTER_SET || tag == tags::QUERY_RETRIEVE_LEVEL {
+                continue;
+            }
+            keys.push(RequestedKey {
+                tag,
+                vr: element.vr(),
+            });
+            if Computed::for_tag(tag).is_some() {
+                with_computed = true;
+                continue;
+            }
+            let Some(attribute) = attribute_for(tag) else {
+                continue;
+            };
+            if attribute.level() > level || element.vr() == VR::SQ {
+                continue;
+            }
+            let value = element.to_str().map(|v| v.to_string()).unwrap_or_default();
+            let matcher = Matcher::parse(element.vr().to_string(), &value)
+                .map_err(|e| refuse(Status::DataSetDoesNotMatchSopClass, e.to_string()))?;
+            conditions.push((attribute, matcher));
+        }
+        check_unique_keys(model, level, &conditions)?;
+
+        let query = FindQuery {
+            level,
+            conditions,
+            case_insensitive_names: self.options.case_insensitive_names,
+            with_computed,
+            limit: self.options.max_matches,
+        };
+        let mut rows = self
+            .locator
+            .find(&query)
+            .await
+            .map_err(|e| refuse(Status::ProcessingFailure, e.to_string()))?;
+        let truncated = rows.len() > self.options.max_matches;
+        rows.truncate(self.options.max_matches);
+        Ok(Matches {
+            rows: rows.into_iter(),
+            keys,
+            level,
+            transfer_syntax_uid: request.transfer_syntax_uid,
+            options: self.options.clone(),
+            truncated,
+        })
+    }
+}
+
+/// Hierarchical queries need a unique key (single value or UID list) for every level above.
+fn check_unique_keys(
+    model: &str,
+    level: QueryLevel,
+    conditions: &[(Attribute, Matcher)],
+) -> Result<(), Outcome> {
+    let has = |attribute: Attribute| {
+        conditions
+            .iter()
+            .any(|(a, m)| *a == attribute && matches!(m, Matcher::Single(_) | Matcher::UidList(_)))
+    };
+    let mut required = Vec::new();
+    if model == PATIENT_ROOT_FIND && level > QueryLevel::Patient {
+        required.push((Attribute::PatientId, "PatientID"));
+    }
+    if level > QueryLevel::Study {
+        required.push((Attribute::StudyInstanceUid, "StudyInstanceUID"));
+    }
+    if level > QueryLevel::Series {
+        required.push((Attribute::SeriesInstanceUid, "SeriesInstanceUID"));
+    }
+    for (attribute, name) in required {
+        if !has(attribute) {
+            return Err(refuse(
+                Status::DataSetDoesNotMatchSopClass,
+                format!("{} level needs a unique {name}", level.as_str()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl Matches {
+    fn encode(&self, row: &FindRow) -> Result<Vec<u8>, Outcome> {
+        let mut out = InMemDicomObject::new_empty();
+        let text = |tag: Tag, vr: VR, value: &str| {
+            if value.is_empty() {
+                DataElement::new(tag, vr, PrimitiveValue::Empty)
+            } else {
+                DataElement::new(tag, vr, PrimitiveValue::from(value))
+            }
+        };
+        out.put(text(tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 192"));
+        out.put(text(
+            tags::QUERY_RETRIEVE_LEVEL,
+            VR::CS,
+            self.level.as_str(),
+        ));
+        out.put(text(tags::RETRIEVE_AE_TITLE, VR::AE, &self.options.our_aet));
+        out.put(text(tags::INSTANCE_AVAILABILITY, VR::CS, availability(row)));
+        for key in &self.keys {
+            if key.tag == tags::RETRIEVE_AE_TITLE || key.tag == tags::INSTANCE_AVAILABILITY {
+                continue;
+            }
+            if let Some(computed) = Computed::for_tag(key.tag) {
+                out.put(computed.element(row, self.level));
+                continue;
+            }
+            let value = attribute_for(key.tag)
+                .filter(|a| a.level() <= self.level)
+                .map(|a| keys::value(row, a))
+                .unwrap_or_default();
+            if key.vr == VR::SQ {
+                out.put(DataElement::new(key.tag, VR::SQ, PrimitiveValue::Empty));
+            } else {
+                out.put(text(key.tag, key.vr, &value));
+            }
+        }
+        let ts = TransferSyntaxRegistry
+            .get(&self.transfer_syntax_uid)
+            .ok_or_else(|| refuse(Status::ProcessingFailure, "transfer syntax vanished"))?;
+        let mut bytes = Vec::new();
+        out.write_dataset_with_ts_cs(&mut bytes, ts, SpecificCharacterSet::ISO_IR_192)
+            .map_err(|e| refuse(Status::ProcessingFailure, format!("encoding a match: {e}")))?;
+        Ok(bytes)
+    }
+}
+
+/// ONLINE while the data is on the online tier; the archive issue refines this.
+fn availability(row: &FindRow) -> &'static str {
+    match row.tier {
+        Some(crate::model::Tier::Online) | None => "ONLINE",
+        Some(crate::model::Tier::Archive) => "ONLINE",
+    }
+}
+
+impl FindResults for Matches {
+    async fn next(&mut self) -> Option<Result<Vec<u8>, Outcome>> {
+        match self.rows.next() {
+            Some(row) => Some(self.encode(&row)),
+            None if self.truncated => {
+                self.truncated = false;
+                Some(Err(refuse(
+                    Status::OutOfResources,
+                    format!("more than {} matches", self.options.max_matches),
+                )))
+            }
+            None => None,
+        }
+    }
+}

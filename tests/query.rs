@@ -1,0 +1,433 @@
+//! C-FIND against the real server with DCMTK findscu and pynetdicom.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::*;
+use serde_json::Value;
+
+/// A server holding ten one-image studies per modality pair, one per test patient.
+fn server_with_corpus(dicom_extra: &str, corpus_args: &[&str]) -> (TestServer, Corpus) {
+    let corpus = Corpus::generate(corpus_args);
+    let server = TestServer::start(dicom_extra);
+    let paths: Vec<PathBuf> = corpus.paths();
+    let out = server.storescu("VIEWER", &paths);
+    assert!(out.status.success(), "{}", text(&out));
+    (server, corpus)
+}
+
+fn ten_patients() -> Vec<&'static str> {
+    vec![
+        "--ct-studies",
+        "5",
+        "--ct-images",
+        "2",
+        "--mr-studies",
+        "5",
+        "--mr-images",
+        "1",
+        "--seed",
+        "3",
+    ]
+}
+
+/// Runs `scu.py find`; returns the matches and the final status line.
+fn find(server: &TestServer, options: &[&str], keys: &[&str]) -> (Vec<Value>, String) {
+    let mut args: Vec<String> = options.iter().map(|s| s.to_string()).collect();
+    for k in keys {
+        args.push("-k".into());
+        args.push(k.to_string());
+    }
+    let out = server.scu("find", "VIEWER", &args);
+    let out = text(&out);
+    let matches = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("MATCH "))
+        .map(|j| serde_json::from_str(j).unwrap())
+        .collect();
+    let last = out
+        .lines()
+        .find(|l| l.starts_with("FINAL"))
+        .unwrap_or_else(|| panic!("no final status: {out}"))
+        .to_string();
+    (matches, last)
+}
+
+fn field<'a>(m: &'a Value, key: &str) -> &'a str {
+    m[key]
+        .as_str()
+        .unwrap_or_else(|| panic!("{key} missing in {m}"))
+}
+
+#[test]
+fn study_level_matching_rules() {
+    let (server, corpus) = server_with_corpus("", &ten_patients());
+    // Universal matching returns every study, newest first, with every requested key.
+    let (all, last) = find(
+        &server,
+        &[],
+        &[
+            "StudyDate=",
+            "PatientName=",
+            "StudyInstanceUID=",
+            "AccessionNumber=",
+            "StudyComments=",
+        ],
+    );
+    assert_eq!(last, "FINAL 0x0000");
+    assert_eq!(all.len(), 10);
+    let dates: Vec<&str> = all.iter().map(|m| field(m, "StudyDate")).collect();
+    let mut sorted = dates.clone();
+    sorted.sort_by(|a, b| b.cmp(a));
+    assert_eq!(dates, sorted, "not newest first");
+    for m in &all {
+        // An attribute we do not index still comes back, empty.
+        assert_eq!(field(m, "StudyComments"), "");
+        assert_eq!(field(m, "RetrieveAETitle"), "STRATA");
+        assert_eq!(field(m, "InstanceAvailability"), "ONLINE");
+    }
+
+    // Single value, wildcard (* and ?), and case sensitivity by default.
+    let (m, _) = find(&server, &[], &["PatientID=PID0004", "PatientName="]);
+    assert_eq!(m.len(), 1);
+    assert_eq!(field(&m[0], "PatientName"), "张^伟");
+    let (m, _) = find(&server, &[], &["PatientName=M*"]);
+    let names: Vec<&str> = m.iter().map(|x| field(x, "PatientName")).collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(names.iter().all(|n| n.starts_with('M')));
+    let (m, _) = find(&server, &[], &["PatientName=m*"]);
+    assert!(m.is_empty(), "matching must be case-sensitive by default");
+    let (m, _) = find(&server, &[], &["PatientID=PID000?"]);
+    assert_eq!(m.len(), 10);
+
+    // List of UIDs.
+    let uids = corpus.study_uids();
+    let list = format!("StudyInstanceUID={}\\{}", uids[0], uids[3]);
+    let (m, _) = find(&server, &[], &[&list]);
+    let mut got: Vec<&str> = m.iter().map(|x| field(x, "StudyInstanceUID")).collect();
+    got.sort();
+    let mut want = vec![uids[0].as_str(), uids[3].as_str()];
+    want.sort();
+    assert_eq!(got, want);
+
+    // Date ranges: closed, open at either end; every date checked against the full list.
+    let mut all_dates: Vec<String> = dates.iter().map(|s| s.to_string()).collect();
+    all_dates.sort();
+    let (low, high) = (all_dates[2].clone(), all_dates[6].clone());
+    for (key, expect) in [
+        (
+            format!("StudyDate={low}-{high}"),
+            all_dates
+                .iter()
+                .filter(|d| **d >= low && **d <= high)
+                .count(),
+        ),
+        (
+            format!("StudyDate={low}-"),
+            all_dates.iter().filter(|d| **d >= low).count(),
+        ),
+        (
+            format!("StudyDate=-{high}"),
+            all_dates.iter().filter(|d| **d <= high).count(),
+        ),
+    ] {
+        let (m, last) = find(&server, &[], &[&key]);
+        assert_eq!(last, "FINAL 0x0000");
+        assert_eq!(m.len(), expect, "{key}");
+    }
+
+    // SQL wildcards and quotes in values are plain characters.
+    for key in [
+        "PatientName=%",
+        "PatientName=_*",
+        "PatientID=' OR '1'='1",
+        "PatientName=O'Brien*",
+    ] {
+        let (m, last) = find(&server, &[], &[key]);
+        assert!(m.is_empty(), "{key} matched {m:?}");
+        assert_eq!(last, "FINAL 0x0000");
+    }
+}
+
+#[test]
+fn computed_keys_and_all_levels_of_both_models() {
+    let (server, corpus) = server_with_corpus(
+        "",
+        &[
+            "--ct-studies",
+            "1",
+            "--ct-images",
+            "3",
+            "--mr-studies",
+            "1",
+            "--mr-images",
+            "2",
+            "--seed",
+            "5",
+        ],
+    );
+    let ct = corpus
+        .files
+        .iter()
+        .find(|f| f.path.starts_with("000"))
+        .unwrap()
+        .clone();
+    let study = format!("StudyInstanceUID={}", ct.study_instance_uid);
+
+    let (m, _) = find(
+        &server,
+        &[],
+        &[
+            &study,
+            "ModalitiesInStudy=",
+            "NumberOfStudyRelatedSeries=",
+            "NumberOfStudyRelatedInstances=",
+            "SOPClassesInStudy=",
+        ],
+    );
+    assert_eq!(m.len(), 1);
+    assert_eq!(field(&m[0], "ModalitiesInStudy"), "CT");
+    assert_eq!(field(&m[0], "NumberOfStudyRelatedSeries"), "1");
+    assert_eq!(field(&m[0], "NumberOfStudyRelatedInstances"), "3");
+    assert_eq!(
+        field(&m[0], "SOPClassesInStudy"),
+        "1.2.840.10008.5.1.4.1.1.2"
+    );
+
+    // Patient Root: PATIENT level with related counts.
+    let pid = format!("PatientID={}", ct.patient_id);
+    let (m, _) = find(
+        &server,
+        &["--model", "patient", "--level", "PATIENT"],
+        &[
+            &pid,
+            "PatientName=",
+            "NumberOfPatientRelatedStudies=",
+            "NumberOfPatientRelatedInstances=",
+        ],
+    );
+    assert_eq!(m.len(), 1);
+    assert_eq!(field(&m[0], "NumberOfPatientRelatedStudies"), "1");
+    assert_eq!(field(&m[0], "NumberOfPatientRelatedInstances"), "3");
+
+    // SERIES and IMAGE levels under their unique keys, in both models.
+    let (series, _) = find(
+        &server,
+        &["--level", "SERIES"],
+        &[
+            &study,
+            "SeriesInstanceUID=",
+            "Modality=",
+            "NumberOfSeriesRelatedInstances=",
+        ],
+    );
+    assert_eq!(series.len(), 1);
+    assert_eq!(field(&series[0], "Modality"), "CT");
+    assert_eq!(field(&series[0], "NumberOfSeriesRelatedInstances"), "3");
+    let series_key = format!(
+        "SeriesInstanceUID={}",
+        field(&series[0], "SeriesInstanceUID")
+    );
+    for options in [
+        vec!["--level", "IMAGE"],
+        vec!["--level", "IMAGE", "--model", "patient"],
+    ] {
+        let mut keys = vec![
+            study.as_str(),
+            series_key.as_str(),
+            "SOPInstanceUID=",
+            "InstanceNumber=",
+        ];
+        if options.contains(&"patient") {
+            keys.push(&pid);
+        }
+        let (images, last) = find(&server, &options, &keys);
+        assert_eq!(last, "FINAL 0x0000");
+        let numbers: Vec<&str> = images.iter().map(|x| field(x, "InstanceNumber")).collect();
+        assert_eq!(numbers, ["1", "2", "3"]);
+    }
+    let (images, _) = find(
+        &server,
+        &["--level", "IMAGE"],
+        &[&study, &series_key, "InstanceNumber=2", "SOPInstanceUID="],
+    );
+    assert_eq!(images.len(), 1);
+}
+
+#[test]
+fn bad_queries_get_failure_statuses_with_a_reason() {
+    let (server, _) = server_with_corpus(
+        "",
+        &["--ct-studies", "1", "--ct-images", "1", "--mr-studies", "0"],
+    );
+    for (options, keys, why) in [
+        (
+            vec!["--level", "SERIES"],
+            vec!["Modality="],
+            "unique StudyInstanceUID",
+        ),
+        (
+            vec!["--level", "IMAGE", "--model", "patient"],
+            vec!["StudyInstanceUID=1.2", "SeriesInstanceUID=1.2.3"],
+            "unique PatientID",
+        ),
+        (
+            vec!["--level", "PATIENT"],
+            vec!["PatientID="],
+            "Study Root has no PATIENT",
+        ),
+        (
+            vec!["--level", "NONSENSE"],
+            vec!["PatientID="],
+            "QueryRetrieveLevel",
+        ),
+        (vec![], vec!["StudyDate=2024"], "invalid matching value"),
+        (
+            vec![],
+            vec!["StudyInstanceUID=1.2.*"],
+            "invalid matching value",
+        ),
+    ] {
+        let (m, last) = find(&server, &options, &keys);
+        assert!(m.is_empty());
+        assert!(last.starts_with("FINAL 0xA9"), "{keys:?}: {last}");
+        assert!(last.contains(why), "{keys:?}: {last}");
+    }
+    let (ok, out) = server.echoscu("VIEWER", "STRATA");
+    assert!(ok, "{out}");
+}
+
+#[test]
+fn queries_in_other_character_sets_match_names_stored_in_utf8_and_others() {
+    let (server, _) = server_with_corpus("", &ten_patients());
+    for (charset, name) in [
+        ("GB18030", "王^小明"),
+        ("ISO_IR 100", "Müller^Jürgen"),
+        ("ISO_IR 192", "Παπαδόπουλος^Γιώργος"),
+        ("ISO_IR 192", "张^伟"),
+    ] {
+        let key = format!("PatientName={name}");
+        let (m, last) = find(&server, &["--charset", charset], &[&key, "PatientID="]);
+        assert_eq!(last, "FINAL 0x0000");
+        assert_eq!(m.len(), 1, "{charset} {name}");
+        assert_eq!(field(&m[0], "PatientName"), name);
+    }
+    // Wildcards work on non-Latin text too.
+    let (m, _) = find(
+        &server,
+        &["--charset", "ISO_IR 192"],
+        &["PatientName=Иван*"],
+    );
+    assert_eq!(m.len(), 1);
+}
+
+#[test]
+fn case_insensitive_person_names_by_config() {
+    let corpus = Corpus::generate(&ten_patients());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("strata.toml"),
+        format!(
+            "[dicom]\naet = \"STRATA\"\nlisten = \"127.0.0.1:0\"\n{PEERS}\n[storage]\nonline_dir = \"online\"\n\
+             [locator]\nurl = \"sqlite://locator.db\"\n[query]\ncase_insensitive_names = true\n"
+        ),
+    )
+    .unwrap();
+    let server = TestServer::start_in(dir.path(), "", "");
+    assert!(server.storescu("VIEWER", &corpus.paths()).status.success());
+    let (m, _) = find(&server, &[], &["PatientName=m*"]);
+    assert_eq!(m.len(), 2);
+    let (m, _) = find(&server, &[], &["PatientName=doe^jane"]);
+    assert_eq!(m.len(), 1);
+}
+
+#[test]
+fn cancel_stops_the_stream_and_max_matches_is_enforced() {
+    let (server, _) = server_with_corpus(
+        "",
+        &[
+            "--ct-studies",
+            "0",
+            "--mr-studies",
+            "150",
+            "--mr-images",
+            "1",
+        ],
+    );
+    let (m, last) = find(&server, &["--cancel-after", "1"], &["PatientName="]);
+    assert_eq!(last, "FINAL 0xFE00", "cancel not honoured");
+    assert!(m.len() < 150, "{} matches after cancel", m.len());
+
+    let corpus = Corpus::generate(&ten_patients());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("strata.toml"),
+        format!(
+            "[dicom]\naet = \"STRATA\"\nlisten = \"127.0.0.1:0\"\n{PEERS}\n[storage]\nonline_dir = \"online\"\n\
+             [locator]\nurl = \"sqlite://locator.db\"\n[query]\nmax_matches = 3\n"
+        ),
+    )
+    .unwrap();
+    let limited = TestServer::start_in(dir.path(), "", "");
+    assert!(limited.storescu("VIEWER", &corpus.paths()).status.success());
+    let (m, last) = find(&limited, &[], &["PatientName="]);
+    assert_eq!(m.len(), 3);
+    assert!(last.starts_with("FINAL 0xA700"), "{last}");
+}
+
+#[test]
+fn dcmtk_findscu_sees_pending_matches_and_success() {
+    let (server, _) = server_with_corpus("", &ten_patients());
+    let out = dcmtk("findscu")
+        .args([
+            "-v",
+            "-S",
+            "-aet",
+            "VIEWER",
+            "-aec",
+            "STRATA",
+            "127.0.0.1",
+            &server.port.to_string(),
+        ])
+        .args([
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            "PatientName=M*",
+            "-k",
+            "StudyInstanceUID=",
+            "-k",
+            "ModalitiesInStudy=",
+        ])
+        .output()
+        .unwrap();
+    let out = text(&out);
+    assert_eq!(out.matches("(Pending)").count(), 2, "{out}");
+    assert!(
+        out.contains("Received Final Find Response (Success)"),
+        "{out}"
+    );
+    // An AE allowed only to store may not query.
+    let out = dcmtk("findscu")
+        .args([
+            "-v",
+            "-S",
+            "-aet",
+            "MODALITY",
+            "-aec",
+            "STRATA",
+            "127.0.0.1",
+            &server.port.to_string(),
+        ])
+        .args(["-k", "QueryRetrieveLevel=STUDY", "-k", "PatientName="])
+        .output()
+        .unwrap();
+    let out = text(&out);
+    // DCMTK names no C-FIND status 0124H and prints it raw.
+    assert!(
+        out.contains("Final Find Response (Unknown Status: 0x124)"),
+        "{out}"
+    );
+    assert!(!out.contains("(Pending)"), "{out}");
+}
