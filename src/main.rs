@@ -21,6 +21,17 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Ingest folders of Part-10 files through the same path as C-STORE.
+    Import {
+        #[arg(long)]
+        config: PathBuf,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Files or folders (walked recursively).
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
     /// Show what is stored, per tier.
     Status {
         #[arg(long)]
@@ -65,6 +76,31 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let config = Config::load(&config)?;
             init_logging(&config.log.level)?;
             runtime.block_on(serve(config))
+        }
+        Command::Import {
+            config,
+            json,
+            paths,
+        } => {
+            let config = Config::load(&config)?;
+            init_logging("warn")?;
+            let summary = runtime.block_on(strata::admin::import(&config, &paths))?;
+            if json {
+                println!("{}", serde_json::to_string(&summary)?);
+            } else {
+                println!(
+                    "imported {} of {} files ({} failed), {:.1} MB in {:.1} s",
+                    summary.stored,
+                    summary.files,
+                    summary.failed,
+                    summary.bytes as f64 / 1e6,
+                    summary.seconds
+                );
+            }
+            if summary.failed > 0 {
+                anyhow::bail!("{} files were not imported", summary.failed);
+            }
+            Ok(())
         }
         Command::Status { config, json } => {
             let config = Config::load(&config)?;

@@ -57,11 +57,23 @@ impl OnlineStore {
         };
         let tmp = root.join("tmp");
         std::fs::create_dir_all(&tmp).map_err(|e| prepare(&tmp, e))?;
+        // Temporaries are named `<pid>-<n>.part`. Those of a live process (a server, an import
+        // running beside this one) are in use; the rest were left by a crash.
         let mut removed = 0usize;
         for entry in std::fs::read_dir(&tmp).map_err(|e| prepare(&tmp, e))? {
             let path = entry.map_err(|e| prepare(&tmp, e))?.path();
-            std::fs::remove_file(&path).map_err(|e| prepare(&path, e))?;
-            removed += 1;
+            let owner = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.split('-').next())
+                .and_then(|pid| pid.parse::<u32>().ok());
+            let in_use = owner.is_some_and(|pid| {
+                pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists()
+            });
+            if !in_use {
+                std::fs::remove_file(&path).map_err(|e| prepare(&path, e))?;
+                removed += 1;
+            }
         }
         if removed > 0 {
             tracing::warn!(removed, folder = %tmp.display(), "removed partial files left by an interrupted run");

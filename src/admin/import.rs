@@ -1,0 +1,218 @@
+//! `strata import`: walks folders of Part-10 files and ingests each through the same code
+//! path as a C-STORE (temp file, fsync, parse, rename, commit), several at a time. Files that
+//! are not readable DICOM are reported and skipped; nothing is half-indexed.
+
+use std::io::{IsTerminal, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+use tokio::task::JoinSet;
+
+use crate::config::Config;
+use crate::ingest::Ingest;
+use crate::locator::{Locator, LocatorError};
+use crate::net::{AssociationContext, Outcome, StoreRequest, StoreSink, StoreStart};
+use crate::online::{OnlineError, OnlineStore};
+
+/// Files ingested at once.
+const PARALLEL: usize = 4;
+/// Bytes read from a file per write to the ingest sink.
+const CHUNK: usize = 256 * 1024;
+/// The calling AE title recorded for imported instances.
+pub const IMPORT_AE: &str = "STRATA-IMPORT";
+
+/// Why an import could not run at all (single files failing are counted, not errors).
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error(transparent)]
+    Online(#[from] OnlineError),
+    #[error(transparent)]
+    Locator(#[from] LocatorError),
+    #[error("cannot read folder {path}: {source}")]
+    Walk {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// What an import did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ImportSummary {
+    pub files: u64,
+    pub stored: u64,
+    pub failed: u64,
+    pub bytes: u64,
+    pub seconds: f64,
+    /// `path: reason` for every file that was not stored.
+    pub failures: Vec<String>,
+}
+
+/// Imports every regular file below `roots`.
+pub async fn import(config: &Config, roots: &[PathBuf]) -> Result<ImportSummary, ImportError> {
+    let mut files = Vec::new();
+    for root in roots {
+        walk(root, &mut files)?;
+    }
+    files.sort();
+    let online = Arc::new(OnlineStore::open(&config.storage.online_dir)?);
+    let locator = Arc::new(Locator::open(&config.locator).await?);
+    let ingest = Ingest::new(online, locator.clone(), config.storage.duplicate_policy);
+
+    let started = Instant::now();
+    let mut summary = ImportSummary {
+        files: files.len() as u64,
+        ..Default::default()
+    };
+    let progress = std::io::stderr().is_terminal();
+    let mut tasks = JoinSet::new();
+    let mut pending = files.into_iter();
+    let mut done = 0u64;
+    loop {
+        while tasks.len() < PARALLEL {
+            let Some(path) = pending.next() else { break };
+            let ingest = ingest.clone();
+            tasks.spawn(async move {
+                let result = import_file(&ingest, &path).await;
+                (path, result)
+            });
+        }
+        let Some(joined) = tasks.join_next().await else {
+            break;
+        };
+        let (path, result) = joined.expect("import task panicked");
+        done += 1;
+        match result {
+            Ok(bytes) => {
+                summary.stored += 1;
+                summary.bytes += bytes;
+            }
+            Err(reason) => {
+                summary.failed += 1;
+                if progress {
+                    eprint!("\r\x1b[K");
+                }
+                eprintln!("skipped {}: {reason}", path.display());
+                summary
+                    .failures
+                    .push(format!("{}: {reason}", path.display()));
+            }
+        }
+        if progress {
+            let secs = started.elapsed().as_secs_f64().max(1e-3);
+            eprint!(
+                "\r\x1b[K[{done}/{}] stored {} failed {} {:.1} MB/s",
+                summary.files,
+                summary.stored,
+                summary.failed,
+                summary.bytes as f64 / secs / 1e6
+            );
+            let _ = std::io::stderr().flush();
+        }
+    }
+    if progress {
+        eprintln!();
+    }
+    summary.seconds = started.elapsed().as_secs_f64();
+    locator.close().await;
+    Ok(summary)
+}
+
+/// Regular files below `path` (or `path` itself); symbolic links are not followed.
+fn walk(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), ImportError> {
+    let walk_err = |source| ImportError::Walk {
+        path: path.to_owned(),
+        source,
+    };
+    let meta = std::fs::symlink_metadata(path).map_err(walk_err)?;
+    if meta.is_file() {
+        out.push(path.to_owned());
+    } else if meta.is_dir() {
+        for entry in std::fs::read_dir(path).map_err(walk_err)? {
+            walk(&entry.map_err(walk_err)?.path(), out)?;
+        }
+    }
+    Ok(())
+}
+
+/// Ingests one file like a C-STORE; returns its size or why it was not stored.
+async fn import_file(ingest: &Ingest, path: &Path) -> Result<u64, String> {
+    let path_owned = path.to_owned();
+    let opened = tokio::task::spawn_blocking(move || open_part10(&path_owned))
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut file, request, size) = opened?;
+    let association = AssociationContext {
+        id: 0,
+        calling_ae: IMPORT_AE.to_string(),
+        peer: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+    };
+    let mut sink = match ingest.begin(&association, request).await {
+        StoreStart::Receive(sink) => sink,
+        StoreStart::Answer(outcome) => return outcome_result(outcome, size),
+    };
+    loop {
+        let read = tokio::task::spawn_blocking(move || {
+            let mut buf = vec![0u8; CHUNK];
+            let n = file.read(&mut buf).map(|n| {
+                buf.truncate(n);
+                buf
+            });
+            (file, n)
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        file = read.0;
+        let chunk = match read.1 {
+            Ok(chunk) => chunk,
+            Err(e) => {
+                sink.abandon().await;
+                return Err(format!("read failed: {e}"));
+            }
+        };
+        if chunk.is_empty() {
+            break;
+        }
+        if let Err(outcome) = sink.write(chunk).await {
+            sink.abandon().await;
+            return outcome_result(outcome, size);
+        }
+    }
+    outcome_result(sink.finish().await, size)
+}
+
+fn outcome_result(outcome: Outcome, size: u64) -> Result<u64, String> {
+    if outcome.status.is_failure() {
+        Err(format!(
+            "{} {}",
+            outcome.status,
+            outcome.comment.unwrap_or_default()
+        ))
+    } else {
+        Ok(size)
+    }
+}
+
+/// Opens a Part-10 file and positions it at the data set. Blocking.
+fn open_part10(path: &Path) -> Result<(std::fs::File, StoreRequest, u64), String> {
+    let mut file = std::fs::File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut preamble = [0u8; 128];
+    file.read_exact(&mut preamble)
+        .map_err(|_| "not a DICOM Part-10 file (too short)".to_string())?;
+    let meta = dicom_object::meta::FileMetaTable::from_reader(&mut file)
+        .map_err(|_| "not a DICOM Part-10 file (no DICM file meta)".to_string())?;
+    let trim = |s: &str| s.trim_end_matches(['\0', ' ']).to_string();
+    let request = StoreRequest {
+        sop_class_uid: trim(meta.media_storage_sop_class_uid()),
+        sop_instance_uid: trim(meta.media_storage_sop_instance_uid()),
+        transfer_syntax_uid: trim(meta.transfer_syntax()),
+        move_originator_ae: None,
+    };
+    if request.sop_instance_uid.is_empty() || request.transfer_syntax_uid.is_empty() {
+        return Err("file meta lacks SOP Instance UID or transfer syntax".into());
+    }
+    Ok((file, request, size))
+}
