@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod dataset;
 pub mod ingest;
 pub mod locator;
 pub mod model;

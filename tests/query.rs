@@ -195,6 +195,15 @@ fn computed_keys_and_all_levels_of_both_models() {
         "1.2.840.10008.5.1.4.1.1.2"
     );
 
+    // ModalitiesInStudy also filters: one value, a list, a wildcard.
+    let (m, _) = find(&server, &[], &["ModalitiesInStudy=MR", "StudyInstanceUID="]);
+    assert_eq!(m.len(), 1);
+    assert_ne!(field(&m[0], "StudyInstanceUID"), ct.study_instance_uid);
+    let (m, _) = find(&server, &[], &["ModalitiesInStudy=CT\\MR"]);
+    assert_eq!(m.len(), 2);
+    let (m, _) = find(&server, &[], &["ModalitiesInStudy=C*"]);
+    assert_eq!(m.len(), 1);
+
     // Patient Root: PATIENT level with related counts.
     let pid = format!("PatientID={}", ct.patient_id);
     let (m, _) = find(

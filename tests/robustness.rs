@@ -306,3 +306,104 @@ fn abort_in_the_middle_of_a_data_set_leaves_nothing_behind() {
     assert_eq!(server.instances(), 0);
     assert_still_serving(&server);
 }
+
+/// Sends one request with a data set on a raw association; returns the final status code.
+fn raw_request(
+    server: &TestServer,
+    abstract_syntax: &str,
+    command: Vec<u8>,
+    data_set: Vec<u8>,
+) -> u16 {
+    use dicom_ul::pdu::{PDataValue, PDataValueType};
+    use strata::net::command::CommandSet;
+    let mut assoc = dicom_ul::ClientAssociationOptions::new()
+        .with_presentation_context(abstract_syntax, vec!["1.2.840.10008.1.2.1"])
+        .calling_ae_title("VIEWER")
+        .called_ae_title("STRATA")
+        .establish(format!("127.0.0.1:{}", server.port))
+        .unwrap();
+    let context = assoc.presentation_contexts()[0].id;
+    let pdv = |value_type, data| Pdu::PData {
+        data: vec![PDataValue {
+            presentation_context_id: context,
+            value_type,
+            is_last: true,
+            data,
+        }],
+    };
+    assoc.send(&pdv(PDataValueType::Command, command)).unwrap();
+    assoc.send(&pdv(PDataValueType::Data, data_set)).unwrap();
+    loop {
+        match assoc.receive().expect("the server must answer, not die") {
+            Pdu::PData { data } => {
+                for value in data {
+                    if value.value_type == PDataValueType::Command {
+                        let status = CommandSet::decode(&value.data)
+                            .unwrap()
+                            .status_code()
+                            .unwrap();
+                        if status != 0xFF00 && status != 0xFF01 {
+                            let _ = assoc.release();
+                            return status;
+                        }
+                    }
+                }
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+/// `levels` nested (0008,1115) sequences of undefined length, each with one item.
+fn nested_sequences(levels: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    for _ in 0..levels {
+        out.extend_from_slice(&[
+            0x08, 0x00, 0x15, 0x11, b'S', b'Q', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF,
+        ]);
+        out.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF]);
+    }
+    for _ in 0..levels {
+        out.extend_from_slice(&[0xFE, 0xFF, 0x0D, 0xE0, 0, 0, 0, 0]);
+        out.extend_from_slice(&[0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]);
+    }
+    out
+}
+
+fn explicit_element(tag: (u16, u16), vr: &[u8; 2], value: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&tag.0.to_le_bytes());
+    out.extend_from_slice(&tag.1.to_le_bytes());
+    out.extend_from_slice(vr);
+    out.extend_from_slice(&(value.len() as u16).to_le_bytes());
+    out.extend_from_slice(value);
+    out
+}
+
+#[test]
+fn deeply_nested_sequences_are_refused_without_killing_the_server() {
+    use strata::net::command::{CommandField, CommandSet};
+    let server = TestServer::start("");
+    let ct = "1.2.840.10008.5.1.4.1.1.2";
+
+    // C-STORE: valid SOP Class/Instance UIDs, then 4000 levels of nesting.
+    let mut data_set = explicit_element((0x0008, 0x0016), b"UI", b"1.2.840.10008.5.1.4.1.1.2\0");
+    data_set.extend(explicit_element((0x0008, 0x0018), b"UI", b"1.2.3.4.5.6"));
+    data_set.extend(nested_sequences(4000));
+    let command = CommandSet::request(CommandField::CStoreRq, 1, ct)
+        .with_data_set("1.2.3.4.5.6")
+        .encode();
+    let status = raw_request(&server, ct, command, data_set);
+    assert_eq!(status, 0xC000, "status 0x{status:04X}");
+    assert_eq!(server.instances(), 0);
+
+    // C-FIND: the same nesting in an identifier.
+    let find = "1.2.840.10008.5.1.4.1.2.2.1";
+    let mut identifier = explicit_element((0x0008, 0x0052), b"CS", b"STUDY ");
+    identifier.extend(nested_sequences(4000));
+    let mut command = CommandSet::request(CommandField::CFindRq, 2, find);
+    command = command.with_data_set("");
+    let status = raw_request(&server, find, command.encode(), identifier);
+    assert_eq!(status, 0xC000, "status 0x{status:04X}");
+    assert_still_serving(&server);
+}

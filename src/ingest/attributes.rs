@@ -4,8 +4,15 @@ use std::path::Path;
 
 use dicom_core::Tag;
 use dicom_dictionary_std::tags;
+use std::io::Read;
+
+use dicom_encoding::TransferSyntaxIndex;
 use dicom_object::file::ReadPreamble;
+use dicom_object::meta::FileMetaTable;
 use dicom_object::{DefaultDicomObject, OpenFileOptions};
+use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+
+use crate::dataset::{scan, ScanEnd};
 
 use crate::model::{
     IndexedAttributes, InstanceAttributes, PatientAttributes, SeriesAttributes, StudyAttributes,
@@ -20,39 +27,78 @@ pub enum AttributeError {
     Missing(&'static str),
 }
 
-/// Reads everything up to Pixel Data and extracts the indexed attributes, decoding text with
-/// the data set's Specific Character Set. Blocking.
+/// Every attribute the locator indexes sits below this tag. Reading stops here, so large
+/// elements after it (pixel data, encapsulated documents, vendor blobs in higher groups) are
+/// never loaded to index an instance.
+const STOP_AT: Tag = Tag(0x0021, 0x0000);
+
+/// Bytes of data set before [`STOP_AT`] we are willing to look through.
+const HEADER_LIMIT: u64 = 64 * 1024 * 1024;
+
+/// Reads the attributes below [`STOP_AT`] from a Part-10 file and extracts the indexed ones,
+/// decoding text with the data set's Specific Character Set. The data set is scanned first,
+/// so hostile nesting is refused instead of overflowing the stack. Blocking.
 pub fn read_attributes(path: &Path) -> Result<IndexedAttributes, AttributeError> {
+    let parse = |e: &dyn std::fmt::Display| AttributeError::Parse(e.to_string());
+    let mut file = std::io::BufReader::new(std::fs::File::open(path).map_err(|e| parse(&e))?);
+    let mut preamble = [0u8; 128];
+    file.read_exact(&mut preamble).map_err(|e| parse(&e))?;
+    let meta = FileMetaTable::from_reader(&mut file).map_err(|e| parse(&e))?;
+    let ts = transfer_syntax(&meta)?;
+    match scan(file, ts, Some(STOP_AT), HEADER_LIMIT) {
+        Ok(ScanEnd::ReachedStop | ScanEnd::End) => {}
+        Ok(ScanEnd::Truncated) => {
+            return Err(AttributeError::Parse("data set is truncated".into()))
+        }
+        Err(e) => return Err(parse(&e)),
+    }
     let object = OpenFileOptions::new()
-        .read_until(tags::PIXEL_DATA)
+        .read_until(STOP_AT)
         .open_file(path)
         .map_err(|e| AttributeError::Parse(error_chain(&e)))?;
     extract(&object)
 }
 
 /// Like [`read_attributes`], but parses `head` (the first bytes of the file, preamble
-/// included) when it surely holds every attribute before Pixel Data: when it is the whole
-/// file, or when the Pixel Data tag appears in it. Otherwise reads the file.
+/// included) when a scan shows it holds everything below [`STOP_AT`]: when it is the whole
+/// file, or when the stop tag is reached inside it. Otherwise reads the file.
 pub fn read_attributes_with_head(
     path: &Path,
     head: &[u8],
     file_length: u64,
 ) -> Result<IndexedAttributes, AttributeError> {
-    const PIXEL_DATA_TAG: [u8; 4] = [0xE0, 0x7F, 0x10, 0x00];
-    let complete = head.len() as u64 == file_length || head.windows(4).any(|w| w == PIXEL_DATA_TAG);
-    if !complete {
+    let whole_file = head.len() as u64 == file_length;
+    let Some(data_set) = head.get(128..) else {
         return read_attributes(path);
+    };
+    let mut cursor = std::io::Cursor::new(data_set);
+    let Ok(meta) = FileMetaTable::from_reader(&mut cursor) else {
+        return read_attributes(path);
+    };
+    let ts = transfer_syntax(&meta)?;
+    let rest = data_set[cursor.position() as usize..].to_vec();
+    match scan(std::io::Cursor::new(rest), ts, Some(STOP_AT), HEADER_LIMIT) {
+        Ok(ScanEnd::ReachedStop) => {}
+        Ok(ScanEnd::End) if whole_file => {}
+        Err(e) if whole_file => return Err(AttributeError::Parse(e.to_string())),
+        // Cut short by the head's size: the file is the authority.
+        _ => return read_attributes(path),
     }
     let object = OpenFileOptions::new()
-        .read_until(tags::PIXEL_DATA)
+        .read_until(STOP_AT)
         .read_preamble(ReadPreamble::Always)
-        .from_reader(head);
-    match object {
-        Ok(object) => extract(&object),
-        // A false Pixel Data match cut the header short: the file is the authority.
-        Err(_) if head.len() as u64 != file_length => read_attributes(path),
-        Err(e) => Err(AttributeError::Parse(error_chain(&e))),
-    }
+        .from_reader(head)
+        .map_err(|e| AttributeError::Parse(error_chain(&e)))?;
+    extract(&object)
+}
+
+fn transfer_syntax(
+    meta: &FileMetaTable,
+) -> Result<&'static dicom_encoding::TransferSyntax, AttributeError> {
+    let uid = meta.transfer_syntax().trim_end_matches(['\0', ' ']);
+    TransferSyntaxRegistry
+        .get(uid)
+        .ok_or_else(|| AttributeError::Parse(format!("unknown transfer syntax {uid}")))
 }
 
 fn extract(object: &DefaultDicomObject) -> Result<IndexedAttributes, AttributeError> {

@@ -3,8 +3,12 @@
 //! and only then answer Success.
 //!
 //! A crash at any point leaves either nothing visible (the temporary is removed at the next
-//! start) or, between rename and commit, an unindexed file at its final location; the sender
-//! got no Success and retries, and the retry overwrites that file by the same name.
+//! start) or, between rename and commit, an unindexed file under a name no row refers to; the
+//! sender got no Success and retries. Such orphans are harmless; a scrub (`strata verify`,
+//! backup issue) is where they will be found and removed.
+//!
+//! Duplicates are decided by the locator in the same transaction that records the instance,
+//! so concurrent stores of one SOP Instance UID, even from two processes, keep exactly one.
 
 mod attributes;
 
@@ -12,20 +16,15 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use tokio::sync::Mutex;
 use tracing::{debug, info, warn};
 
 pub use attributes::{read_attributes, read_attributes_with_head, AttributeError};
 
 use crate::config::DuplicatePolicy;
-use crate::locator::{now_millis, Locator, NewInstance};
+use crate::locator::{now_millis, Locator, NewInstance, Recorded};
 use crate::model::{IndexedAttributes, StoredObject, Tier};
 use crate::net::{AssociationContext, Outcome, Status, StoreRequest, StoreSink, StoreStart};
 use crate::online::{part10_header, OnlineStore, Part10Writer, WrittenFile};
-
-/// Instances whose SOP Instance UIDs hash to the same stripe are committed one at a time,
-/// so two associations storing the same instance cannot interleave.
-const LOCK_STRIPES: usize = 64;
 
 /// The store service: online tier plus locator.
 #[derive(Debug, Clone)]
@@ -38,7 +37,6 @@ struct Inner {
     online: Arc<OnlineStore>,
     locator: Arc<Locator>,
     duplicates: DuplicatePolicy,
-    stripes: Vec<Mutex<()>>,
 }
 
 impl Ingest {
@@ -52,17 +50,12 @@ impl Ingest {
                 online,
                 locator,
                 duplicates,
-                stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             }),
         }
     }
 }
 
 impl Inner {
-    fn stripe(&self, sop_instance_uid: &str) -> &Mutex<()> {
-        &self.stripes[crc32c::crc32c(sop_instance_uid.as_bytes()) as usize % LOCK_STRIPES]
-    }
-
     /// Turns a written, fsynced temporary file into an indexed, durable instance.
     async fn commit(
         &self,
@@ -93,24 +86,9 @@ impl Inner {
             );
         }
 
-        let _guard = self.stripe(&request.sop_instance_uid).lock().await;
-        let existing = match self.locator.find_instance(&request.sop_instance_uid).await {
-            Ok(existing) => existing,
-            Err(e) => {
-                self.discard_temp(&written.path).await;
-                return Outcome::failure(Status::ProcessingFailure, e.to_string());
-            }
-        };
-        if existing.is_some() && self.duplicates == DuplicatePolicy::Keep {
-            // Another association stored it while this one was receiving.
-            self.discard_temp(&written.path).await;
-            return Outcome::success();
-        }
-        let variant = existing.as_ref().map(|_| now_millis() as u64);
-        let location = OnlineStore::instance_location(
+        let location = self.online.new_location(
             &attributes.study.study_instance_uid,
             &request.sop_instance_uid,
-            variant,
         );
         let online = self.online.clone();
         let (temp, target) = (written.path.clone(), location.clone());
@@ -136,22 +114,34 @@ impl Inner {
         };
         let recorded = self
             .locator
-            .record_instance(&NewInstance {
-                attributes: &attributes,
-                object: &object,
-                source_ae,
-                received_at: now_millis(),
-            })
+            .record_instance(
+                &NewInstance {
+                    attributes: &attributes,
+                    object: &object,
+                    source_ae,
+                    received_at: now_millis(),
+                },
+                self.duplicates == DuplicatePolicy::Overwrite,
+            )
             .await;
-        if let Err(e) = recorded {
-            // Not acknowledged, so not kept: the sender will retry.
-            self.remove_location(&location).await;
-            return Outcome::failure(Status::ProcessingFailure, e.to_string());
-        }
-        if let Some(old) = existing {
-            info!(sop_instance_uid = %request.sop_instance_uid, calling_ae = %source_ae, "replaced a stored instance");
-            if old.tier == Tier::Online && old.location != location {
-                self.remove_location(&old.location).await;
+        // Only files no row points at are removed: our new copy when it is not recorded,
+        // the old copy once the row points at the new one.
+        match recorded {
+            Ok(Recorded::Stored) => {}
+            Ok(Recorded::Kept) => {
+                debug!(sop_instance_uid = %request.sop_instance_uid, "duplicate kept");
+                self.remove_location(&location).await;
+            }
+            Ok(Recorded::Replaced(old)) => {
+                info!(sop_instance_uid = %request.sop_instance_uid, calling_ae = %source_ae, "replaced a stored instance");
+                if old.tier == Tier::Online && old.location != location {
+                    self.remove_location(&old.location).await;
+                }
+            }
+            Err(e) => {
+                // Not acknowledged, so not kept: the sender will retry.
+                self.remove_location(&location).await;
+                return Outcome::failure(Status::ProcessingFailure, e.to_string());
             }
         }
         debug!(sop_instance_uid = %request.sop_instance_uid, bytes = written.length, "stored");

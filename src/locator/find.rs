@@ -52,6 +52,7 @@ fn column(a: Attribute) -> &'static str {
         SopInstanceUid => "i.sop_instance_uid",
         SopClassUid => "i.sop_class_uid",
         InstanceNumber => "i.instance_number",
+        ModalitiesInStudy => unreachable!("matched through the study's series"),
     }
 }
 
@@ -154,6 +155,24 @@ fn build(query: &FindQuery) -> (String, Vec<Bind>) {
     let mut clauses = Vec::new();
     let mut binds = Vec::new();
     for (attribute, matcher) in &query.conditions {
+        if *attribute == Attribute::ModalitiesInStudy {
+            // Matches a study when any of its series has a matching modality.
+            let (test, bind) = match matcher {
+                Matcher::Universal => continue,
+                Matcher::Single(v) => ("x.modality = ?", v.clone()),
+                Matcher::Wildcard(p) => ("x.modality LIKE ? ESCAPE '\\'", like_pattern(p)),
+                Matcher::UidList(list) => (
+                    "x.modality IN (SELECT value FROM json_each(?))",
+                    serde_json::to_string(list).expect("strings serialize"),
+                ),
+                Matcher::Range { .. } => continue,
+            };
+            clauses.push(format!(
+                "EXISTS (SELECT 1 FROM series x WHERE x.study_fk = st.id AND {test})"
+            ));
+            binds.push(Bind::Text(bind));
+            continue;
+        }
         let col = column(*attribute);
         let fold = query.case_insensitive_names && is_person_name(*attribute);
         let (lhs, rhs) = if fold {
@@ -172,9 +191,11 @@ fn build(query: &FindQuery) -> (String, Vec<Bind>) {
                 binds.push(Bind::Text(v.clone()));
             }
             Matcher::UidList(uids) => {
-                let marks = vec!["?"; uids.len()].join(", ");
-                clauses.push(format!("{col} IN ({marks})"));
-                binds.extend(uids.iter().cloned().map(Bind::Text));
+                // One bound JSON array: no limit on the number of SQL variables.
+                clauses.push(format!("{col} IN (SELECT value FROM json_each(?))"));
+                binds.push(Bind::Text(
+                    serde_json::to_string(uids).expect("strings serialize"),
+                ));
             }
             Matcher::Wildcard(pattern) => {
                 clauses.push(format!("{lhs} LIKE {rhs} ESCAPE '\\'"));

@@ -56,6 +56,17 @@ pub struct NewInstance<'a> {
     pub received_at: i64,
 }
 
+/// What recording an instance did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recorded {
+    /// A new instance.
+    Stored,
+    /// The instance was already stored and kept; the new copy is not referenced.
+    Kept,
+    /// The row now points at the new copy; the old one is no longer referenced.
+    Replaced(StoredObject),
+}
+
 /// Totals for `strata status`.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct Totals {
@@ -129,28 +140,13 @@ impl Locator {
         &self,
         sop_instance_uid: &str,
     ) -> Result<Option<StoredObject>, LocatorError> {
-        let lookup = |source| LocatorError::Lookup {
-            uid: sop_instance_uid.to_string(),
-            source,
-        };
-        let row = sqlx::query(
-            "SELECT tier, location, byte_offset, byte_length, crc32c, transfer_syntax_uid \
-             FROM instances WHERE sop_instance_uid = ?",
-        )
-        .bind(sop_instance_uid)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(lookup)?;
-        let Some(row) = row else { return Ok(None) };
-        let tier: String = row.get(0);
-        Ok(Some(StoredObject {
-            tier: Tier::parse(&tier).ok_or(LocatorError::UnknownTier(tier))?,
-            location: row.get(1),
-            offset: row.get::<i64, _>(2) as u64,
-            length: row.get::<i64, _>(3) as u64,
-            crc32c: row.get::<i64, _>(4) as u32,
-            transfer_syntax_uid: row.get(5),
-        }))
+        let mut conn = self.pool.acquire().await.map_err(LocatorError::Connect)?;
+        select_object(&mut conn, sop_instance_uid)
+            .await
+            .map_err(|source| LocatorError::Lookup {
+                uid: sop_instance_uid.to_string(),
+                source,
+            })
     }
 
     /// The attributes indexed for an instance, level by level, if it is stored.
@@ -210,8 +206,14 @@ impl Locator {
     }
 
     /// Indexes an instance and records where it is, in one transaction with its audit entry.
-    /// An existing row for the same SOP Instance UID is replaced.
-    pub async fn record_instance(&self, new: &NewInstance<'_>) -> Result<(), LocatorError> {
+    /// If the SOP Instance UID is already stored, the existing row is kept unless `replace`.
+    /// The decision and the write are one IMMEDIATE transaction, so two processes storing
+    /// the same instance at once (a server and an import) cannot both win.
+    pub async fn record_instance(
+        &self,
+        new: &NewInstance<'_>,
+        replace: bool,
+    ) -> Result<Recorded, LocatorError> {
         let uid = &new.attributes.instance.sop_instance_uid;
         let record = |source| LocatorError::Record {
             uid: uid.clone(),
@@ -219,7 +221,18 @@ impl Locator {
         };
         let series_uid = &new.attributes.series.series_instance_uid;
         let _writer = self.write_lock.lock().await;
-        let mut tx = self.pool.begin().await.map_err(record)?;
+        // IMMEDIATE takes the write lock up front: a deferred transaction that reads and then
+        // writes fails at once (SQLITE_BUSY_SNAPSHOT) if another process wrote in between.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(record)?;
+        let existing = select_object(&mut tx, uid).await.map_err(record)?;
+        if existing.is_some() && !replace {
+            tx.rollback().await.map_err(record)?;
+            return Ok(Recorded::Kept);
+        }
         let cached = self.cached_series(series_uid);
         let series_fk = match cached {
             Some(id) => id,
@@ -258,10 +271,15 @@ impl Locator {
         .execute(&mut *tx)
         .await
         .map_err(record)?;
+        let event = if existing.is_some() {
+            "replaced"
+        } else {
+            "stored"
+        };
         insert_audit(
             &mut tx,
             new.received_at,
-            "stored",
+            event,
             new.source_ae,
             Some(uid),
             "",
@@ -276,7 +294,10 @@ impl Locator {
             }
             ids.insert(series_uid.clone(), series_fk);
         }
-        Ok(())
+        Ok(match existing {
+            Some(old) => Recorded::Replaced(old),
+            None => Recorded::Stored,
+        })
     }
 
     fn cached_series(&self, series_instance_uid: &str) -> Option<i64> {
@@ -348,6 +369,32 @@ impl Locator {
             })
             .collect()
     }
+}
+
+/// Where an instance is stored, read through any connection or transaction.
+async fn select_object(
+    conn: &mut sqlx::SqliteConnection,
+    sop_instance_uid: &str,
+) -> Result<Option<StoredObject>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT tier, location, byte_offset, byte_length, crc32c, transfer_syntax_uid \
+         FROM instances WHERE sop_instance_uid = ?",
+    )
+    .bind(sop_instance_uid)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let tier: String = row.get(0);
+    let tier = Tier::parse(&tier)
+        .ok_or_else(|| sqlx::Error::Decode(format!("unknown tier {tier:?}").into()))?;
+    Ok(Some(StoredObject {
+        tier,
+        location: row.get(1),
+        offset: row.get::<i64, _>(2) as u64,
+        length: row.get::<i64, _>(3) as u64,
+        crc32c: row.get::<i64, _>(4) as u32,
+        transfer_syntax_uid: row.get(5),
+    }))
 }
 
 /// Finds or creates the patient, study and series rows; returns the series id.
@@ -517,28 +564,35 @@ mod tests {
         ] {
             let a = attributes(sop, series);
             let o = object(sop, len);
-            locator
-                .record_instance(&NewInstance {
-                    attributes: &a,
-                    object: &o,
-                    source_ae: "MOD",
-                    received_at: 1,
-                })
+            let recorded = locator
+                .record_instance(
+                    &NewInstance {
+                        attributes: &a,
+                        object: &o,
+                        source_ae: "MOD",
+                        received_at: 1,
+                    },
+                    false,
+                )
                 .await
                 .unwrap();
+            assert_eq!(recorded, Recorded::Stored);
         }
-        // Storing the same instance again replaces its row rather than adding one.
+        // Again without replace: the stored row is kept. With replace: the old one is reported.
         let a = attributes("1.2.3.1.1", "1.2.3.1");
         let o = object("elsewhere", 10);
-        locator
-            .record_instance(&NewInstance {
-                attributes: &a,
-                object: &o,
-                source_ae: "MOD",
-                received_at: 2,
-            })
-            .await
-            .unwrap();
+        let again = NewInstance {
+            attributes: &a,
+            object: &o,
+            source_ae: "MOD",
+            received_at: 2,
+        };
+        assert_eq!(
+            locator.record_instance(&again, false).await.unwrap(),
+            Recorded::Kept
+        );
+        let replaced = locator.record_instance(&again, true).await.unwrap();
+        assert_eq!(replaced, Recorded::Replaced(object("1.2.3.1.1", 100)));
         assert_eq!(
             locator.totals().await.unwrap(),
             Totals {

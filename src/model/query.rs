@@ -55,6 +55,8 @@ pub enum Attribute {
     SopInstanceUid,
     SopClassUid,
     InstanceNumber,
+    /// Computed from the study's series; matchable at STUDY level.
+    ModalitiesInStudy,
 }
 
 impl Attribute {
@@ -71,7 +73,8 @@ impl Attribute {
             | AccessionNumber
             | StudyId
             | StudyDescription
-            | ReferringPhysicianName => QueryLevel::Study,
+            | ReferringPhysicianName
+            | ModalitiesInStudy => QueryLevel::Study,
             SeriesInstanceUid | Modality | SeriesNumber | SeriesDescription | BodyPartExamined => {
                 QueryLevel::Series
             }

@@ -170,7 +170,8 @@ async fn reject_busy(mut stream: TcpStream, artim: Duration, _permit: OwnedSemap
     let mut buffer = bytes_buffer();
     let read = tokio::time::timeout(
         artim,
-        dicom_ul::association::read_pdu_from_wire_async(&mut stream, &mut buffer, 65_536, false),
+        // Strict: a bogus length must not make the buffer grow.
+        dicom_ul::association::read_pdu_from_wire_async(&mut stream, &mut buffer, 65_536, true),
     )
     .await;
     if !matches!(read, Ok(Ok(Pdu::AssociationRQ(_)))) {

@@ -79,6 +79,14 @@ impl OnlineStore {
             tracing::warn!(removed, folder = %tmp.display(), "removed partial files left by an interrupted run");
         }
         sync_dir(&tmp).map_err(|e| prepare(&tmp, e))?;
+        // The 256 fan-out folders exist, durably, before any store: then a store only has to
+        // make its study folder and file durable, whatever other associations are doing.
+        for fan in 0..=255u8 {
+            let dir = root.join(format!("{fan:02x}"));
+            if !dir.is_dir() {
+                std::fs::create_dir(&dir).map_err(|e| prepare(&dir, e))?;
+            }
+        }
         sync_dir(root).map_err(|e| prepare(root, e))?;
         Ok(OnlineStore {
             root: root.to_owned(),
@@ -107,20 +115,22 @@ impl OnlineStore {
             })
     }
 
-    /// The location (relative to the root) for an instance. `variant` distinguishes a
-    /// replacement copy from the one it replaces, so the old file stays valid until the
-    /// locator points at the new one.
-    pub fn instance_location(
-        study_instance_uid: &str,
-        sop_instance_uid: &str,
-        variant: Option<u64>,
-    ) -> String {
+    /// A new, never used location (relative to the root) for a copy of an instance. Every
+    /// copy gets its own name, so publishing one can never replace another: a copy the
+    /// locator still points at stays valid until the locator points elsewhere.
+    pub fn new_location(&self, study_instance_uid: &str, sop_instance_uid: &str) -> String {
         let study = key(study_instance_uid);
         let instance = key(sop_instance_uid);
-        match variant {
-            None => format!("{}/{study}/{instance}.dcm", &study[..2]),
-            Some(v) => format!("{}/{study}/{instance}.{v:x}.dcm", &study[..2]),
-        }
+        let n = self.next_temp.fetch_add(1, Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        format!(
+            "{}/{study}/{instance}.{nanos:x}{:x}{n:x}.dcm",
+            &study[..2],
+            std::process::id()
+        )
     }
 
     /// Absolute path of a location.
@@ -137,18 +147,13 @@ impl OnlineStore {
             source,
         };
         let study_dir = target.parent().expect("locations have a folder");
-        if !study_dir.is_dir() {
-            // New folders must be durable in their parents too.
-            let fan_dir = study_dir.parent().expect("locations have two folders");
-            let fan_is_new = !fan_dir.is_dir();
-            std::fs::create_dir_all(study_dir).map_err(publish_err)?;
-            if fan_is_new {
-                sync_dir(&self.root).map_err(publish_err)?;
-            }
-            sync_dir(fan_dir).map_err(publish_err)?;
-        }
+        let fan_dir = study_dir.parent().expect("locations have two folders");
+        std::fs::create_dir_all(study_dir).map_err(publish_err)?;
         std::fs::rename(temp, &target).map_err(publish_err)?;
-        sync_dir(study_dir).map_err(publish_err)
+        // Both, always: the study folder may have been created by another association
+        // that has not made it durable yet.
+        sync_dir(study_dir).map_err(publish_err)?;
+        sync_dir(fan_dir).map_err(publish_err)
     }
 
     /// Deletes a file of the tier, durably. Blocking.
@@ -184,17 +189,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn locations_are_opaque_and_grouped_by_study() {
-        let a = OnlineStore::instance_location("1.2.3", "1.2.3.4", None);
-        let b = OnlineStore::instance_location("1.2.3", "1.2.3.5", None);
+    fn locations_are_opaque_grouped_by_study_and_never_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = OnlineStore::open(dir.path()).unwrap();
+        let a = store.new_location("1.2.3", "1.2.3.4");
+        let b = store.new_location("1.2.3", "1.2.3.5");
         let (dir_a, _) = a.rsplit_once('/').unwrap();
         let (dir_b, _) = b.rsplit_once('/').unwrap();
         assert_eq!(dir_a, dir_b);
         assert!(!a.contains("1.2.3"));
-        assert_ne!(
-            a,
-            OnlineStore::instance_location("1.2.3", "1.2.3.4", Some(7))
-        );
+        assert_ne!(a, store.new_location("1.2.3", "1.2.3.4"));
     }
 
     #[test]
@@ -211,7 +215,7 @@ mod tests {
         let (temp, file) = store.create_temp().unwrap();
         drop(file);
         std::fs::write(&temp, b"complete").unwrap();
-        let location = OnlineStore::instance_location("1.2", "1.2.3", None);
+        let location = store.new_location("1.2", "1.2.3");
         store.publish(&temp, &location).unwrap();
         assert!(!temp.exists());
         assert_eq!(std::fs::read(store.path(&location)).unwrap(), b"complete");

@@ -60,6 +60,7 @@ pub fn value(row: &FindRow, attribute: Attribute) -> String {
         SopInstanceUid => row.instance.sop_instance_uid.clone(),
         SopClassUid => row.instance.sop_class_uid.clone(),
         InstanceNumber => number(row.instance.instance_number),
+        ModalitiesInStudy => row.modalities.join("\\"),
     }
 }
 

@@ -15,6 +15,7 @@ use dicom_encoding::TransferSyntaxIndex;
 use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
+use crate::dataset::{scan, ScanError};
 use crate::locator::find::FindRow;
 use crate::locator::Locator;
 use crate::model::matching::Matcher;
@@ -27,6 +28,9 @@ pub use keys::{attribute_for, Computed};
 pub const PATIENT_ROOT_FIND: &str = "1.2.840.10008.5.1.4.1.2.1.1";
 /// Study Root Query/Retrieve Information Model - FIND.
 pub const STUDY_ROOT_FIND: &str = "1.2.840.10008.5.1.4.1.2.2.1";
+
+/// Decoded identifier bytes we look through (a deflated one may expand).
+const MAX_IDENTIFIER_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Settings of the query service.
 #[derive(Debug, Clone)]
@@ -93,6 +97,17 @@ impl Query {
         let ts = TransferSyntaxRegistry
             .get(&request.transfer_syntax_uid)
             .ok_or_else(|| refuse(Status::CannotUnderstand, "unknown transfer syntax"))?;
+        // Scan first: nesting is refused before the (recursive) object builder sees it.
+        scan(
+            std::io::Cursor::new(request.identifier.clone()),
+            ts,
+            None,
+            MAX_IDENTIFIER_BYTES,
+        )
+        .map_err(|e| match e {
+            ScanError::TooLarge(_) => refuse(Status::OutOfResources, e.to_string()),
+            _ => refuse(Status::CannotUnderstand, format!("bad identifier: {e}")),
+        })?;
         let identifier = InMemDicomObject::read_dataset_with_ts(&request.identifier[..], ts)
             .map_err(|e| refuse(Status::CannotUnderstand, format!("bad identifier: {e}")))?;
 
@@ -129,6 +144,23 @@ impl Query {
             });
             if Computed::for_tag(tag).is_some() {
                 with_computed = true;
+                let value = element.to_str().map(|v| v.to_string()).unwrap_or_default();
+                if tag == tags::MODALITIES_IN_STUDY && level == QueryLevel::Study {
+                    // A list of modalities: any of them.
+                    let values: Vec<String> = value
+                        .split('\\')
+                        .map(|v| v.trim().to_string())
+                        .filter(|v| !v.is_empty())
+                        .collect();
+                    let matcher = match values.as_slice() {
+                        [] => Matcher::Universal,
+                        [one] => Matcher::parse("CS", one).map_err(|e| {
+                            refuse(Status::DataSetDoesNotMatchSopClass, e.to_string())
+                        })?,
+                        _ => Matcher::UidList(values),
+                    };
+                    conditions.push((Attribute::ModalitiesInStudy, matcher));
+                }
                 continue;
             }
             let Some(attribute) = attribute_for(tag) else {

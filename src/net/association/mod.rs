@@ -136,8 +136,10 @@ pub(crate) async fn serve<S: Services>(
                 }
             }
             Pdu::ReleaseRQ => {
-                if let Err(e) = assoc.send(&Pdu::ReleaseRP).await {
-                    break End::Closed(format!("sending A-RELEASE-RP: {e}"));
+                match tokio::time::timeout(timeouts.dimse, assoc.send(&Pdu::ReleaseRP)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => break End::Closed(format!("sending A-RELEASE-RP: {e}")),
+                    Err(_) => break End::Closed("sending A-RELEASE-RP timed out".into()),
                 }
                 break End::Released;
             }
@@ -166,11 +168,13 @@ pub(crate) async fn serve<S: Services>(
         }
         End::Aborted(reason) => {
             warn!(association = ctx.id, calling_ae = %ctx.calling_ae, stored, failed, %reason, "aborting association");
-            let _ = assoc.abort().await;
+            // A peer that stopped reading must not keep the permit.
+            let _ = tokio::time::timeout(timeouts.dimse, assoc.abort()).await;
         }
         End::Shutdown => {
             info!(association = ctx.id, calling_ae = %ctx.calling_ae, stored, failed, "server shutting down: aborting idle association");
-            let _ = assoc.abort().await;
+            // A peer that stopped reading must not keep the permit.
+            let _ = tokio::time::timeout(timeouts.dimse, assoc.abort()).await;
         }
     }
 }
@@ -467,7 +471,7 @@ impl<S: Services> Session<S> {
             // The PDV item header takes 6 bytes of the PDU's variable field.
             let room = (assoc.requestor_max_pdu_length() as usize)
                 .saturating_sub(6)
-                .max(1024);
+                .max(1);
             let mut chunks = data.chunks(room).peekable();
             if chunks.peek().is_none() {
                 self.send_pdv(assoc, header, PDataValueType::Data, true, Vec::new())
