@@ -353,20 +353,42 @@ fn case_insensitive_person_names_by_config() {
 
 #[test]
 fn cancel_stops_the_stream_and_max_matches_is_enforced() {
-    let (server, _) = server_with_corpus(
-        "",
-        &[
-            "--ct-studies",
-            "0",
-            "--mr-studies",
-            "150",
-            "--mr-images",
-            "1",
-        ],
+    // More matches than socket buffers hold, so the server is still sending when the cancel
+    // arrives. C-FIND needs only the index: tools/fill_locator.py fills it directly.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("strata.toml"),
+        format!(
+            "[dicom]\naet = \"STRATA\"\nlisten = \"127.0.0.1:0\"\n{PEERS}\n[storage]\n\
+             online_dir = \"online\"\n[locator]\nurl = \"sqlite://locator.db\"\n\
+             [query]\nmax_matches = 100000\n"
+        ),
+    )
+    .unwrap();
+    let server = TestServer::start_in(dir.path(), "", "");
+    let fill = std::process::Command::new(python())
+        .arg(repo().join("tools/fill_locator.py"))
+        .arg("--db")
+        .arg(dir.path().join("locator.db"))
+        .args([
+            "--studies",
+            "20000",
+            "--instances",
+            "20000",
+            "--patients",
+            "1000",
+        ])
+        .output()
+        .unwrap();
+    assert!(fill.status.success(), "{}", text(&fill));
+    let (m, last) = find(
+        &server,
+        &["--cancel-after", "1"],
+        &["PatientName=", "StudyDescription="],
     );
-    let (m, last) = find(&server, &["--cancel-after", "1"], &["PatientName="]);
     assert_eq!(last, "FINAL 0xFE00", "cancel not honoured");
-    assert!(m.len() < 150, "{} matches after cancel", m.len());
+    assert!(m.len() < 20000, "{} matches after cancel", m.len());
+    assert!(server.log().contains("status=Cancel"), "{}", server.log());
 
     let corpus = Corpus::generate(&ten_patients());
     let dir = tempfile::tempdir().unwrap();
