@@ -64,9 +64,9 @@ wait_port() {   # until C-ECHO answers
     return 1
 }
 
-start_server() {   # name phase -> sets pid, aet
+start_server() {   # name phase [keep] -> sets pid, aet; "keep" restarts on stored data
     local name=$1 dir="$work/$1-$2"
-    rm -rf "$dir" && mkdir -p "$dir"
+    if [ "${3:-}" != keep ]; then rm -rf "$dir" && mkdir -p "$dir"; fi
     port=$((port + 1))
     case "$name" in
         strata)
@@ -151,6 +151,44 @@ for name in strata storescp orthanc; do
         "$name" "${seq_mbs[$name]}" "${par_mbs[$name]}" "${cpu_us[$name]}" "${rss_mib[$name]}"
 done
 
+# C-FIND latency inside one association, on what each server stored in the parallel phase.
+first_pid=$("$root/.venv/bin/python" -c "import json,sys; print(json.load(open(sys.argv[1]))[0]['patient_id'])" "$corpus/manifest.json")
+declare -A find_p95
+echo
+echo "C-FIND inside one association (pynetdicom, Nagle off), 50 runs each: p50 / p95 ms, matches"
+for name in strata orthanc; do
+    start_server "$name" par keep
+    while read -r query p50 p95 matches; do
+        printf '  %-8s %-10s %8.2f %8.2f %6s\n' "$name" "$query" "$p50" "$p95" "$matches"
+        find_p95[$name-$query]=$p95
+    done < <("$root/.venv/bin/python" tools/bench_find.py 127.0.0.1 "$port" --aec "$aet" --runs 50 \
+        --query "patient-id:PatientID=$first_pid" --query "name-M*:PatientName=M*" \
+        --query "year:StudyDate=20200101-20201231")
+    stop_server
+done
+
+# The same on a locator of 1,000,000 instances in 50,000 studies (index only, no files).
+big="$work/strata-1m"
+mkdir -p "$big"
+printf '[dicom]\naet = "STRATA"\nlisten = "127.0.0.1:0"\naccept_unknown_callers = true\n[storage]\nonline_dir = "online"\n[locator]\nurl = "sqlite://locator.db"\n[log]\nlevel = "warn"\n' > "$big/strata.toml"
+"$root/target/release/strata" status --config "$big/strata.toml" >/dev/null
+"$root/.venv/bin/python" tools/fill_locator.py --db "$big/locator.db"
+"$root/target/release/strata" serve --config "$big/strata.toml" >"$big/out.log" 2>"$big/err.log" &
+pid=$!
+for _ in $(seq 1 100); do grep -q listening "$big/out.log" && break; sleep 0.1; done
+big_port=$(grep -o '[0-9]*$' "$big/out.log")
+echo "C-FIND on 1,000,000 instances, STUDY level: p50 / p95 ms, matches"
+"$root/.venv/bin/python" tools/bench_find.py 127.0.0.1 "$big_port" --aec STRATA --runs 50 \
+    --query "patient-id:PatientID=FILL0001234" --query "name-MO*:PatientName=MOORE^*" \
+    --query "month:StudyDate=20200301-20200331" | sed 's/^/  /'
+t0=$(date +%s.%N)
+TCP_NODELAY=1 /usr/bin/findscu -S -aet MODALITY -aec STRATA 127.0.0.1 "$big_port" \
+    -k QueryRetrieveLevel=STUDY -k "PatientName=M*" -k StudyDate= -k PatientID= \
+    -k StudyInstanceUID= >/dev/null 2>&1 || true
+t1=$(date +%s.%N)
+printf '  findscu (DCMTK) PatientName=M*, all matches received: %.2f s\n' "$(echo "$t1 - $t0" | bc -l)"
+kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
+
 # Every server must really have stored the whole corpus in each phase.
 strata_count=$(find "$work/strata-par/online" -name '*.dcm' | wc -l)
 storescp_count=$(find "$work/storescp-par/files" -type f | wc -l)
@@ -164,4 +202,8 @@ printf '  sequential strata/orthanc    %5.2fx  [>= 2.5]\n' "$(ratio "${seq_mbs[s
 printf '  4 parallel strata/orthanc    %5.2fx  [>= 2.0]\n' "$(ratio "${par_mbs[strata]}" "${par_mbs[orthanc]}")"
 printf '  CPU/instance strata/storescp %5.2fx  [<= 1.0]\n' "$(ratio "${cpu_us[strata]}" "${cpu_us[storescp]}")"
 printf '  strata peak RSS              %5.1f MiB [<= 64]\n' "${rss_mib[strata]}"
+for q in patient-id name-M* year; do
+    printf '  C-FIND %-10s p95 strata/orthanc %5.2fx [<= 0.5]\n' "$q" \
+        "$(ratio "${find_p95[strata-$q]}" "${find_p95[orthanc-$q]}")"
+done
 rm -rf "$work"
