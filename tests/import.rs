@@ -32,15 +32,7 @@ async fn import_ingests_folders_and_skips_what_is_not_dicom() {
     std::fs::write(corpus.dir.path().join("cut.dcm"), cut).unwrap();
 
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("strata.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[dicom]\naet = \"STRATA\"\nlisten = \"127.0.0.1:0\"\n{PEERS}\n[storage]\n\
-             online_dir = \"online\"\n[locator]\nurl = \"sqlite://locator.db\"\n"
-        ),
-    )
-    .unwrap();
+    let config = write_config(dir.path(), "");
     let out = Command::new(env!("CARGO_BIN_EXE_strata"))
         .args(["import", "--json", "--config"])
         .arg(&config)

@@ -335,14 +335,7 @@ fn queries_in_other_character_sets_match_names_stored_in_utf8_and_others() {
 fn case_insensitive_person_names_by_config() {
     let corpus = Corpus::generate(&ten_patients());
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("strata.toml"),
-        format!(
-            "[dicom]\naet = \"STRATA\"\nlisten = \"127.0.0.1:0\"\n{PEERS}\n[storage]\nonline_dir = \"online\"\n\
-             [locator]\nurl = \"sqlite://locator.db\"\n[query]\ncase_insensitive_names = true\n"
-        ),
-    )
-    .unwrap();
+    write_config(dir.path(), "[query]\ncase_insensitive_names = true");
     let server = TestServer::start_in(dir.path(), "", "");
     assert!(server.storescu("VIEWER", &corpus.paths()).status.success());
     let (m, _) = find(&server, &[], &["PatientName=m*"]);
@@ -356,15 +349,7 @@ fn cancel_stops_the_stream_and_max_matches_is_enforced() {
     // More matches than socket buffers hold, so the server is still sending when the cancel
     // arrives. C-FIND needs only the index: tools/fill_locator.py fills it directly.
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("strata.toml"),
-        format!(
-            "[dicom]\naet = \"STRATA\"\nlisten = \"127.0.0.1:0\"\n{PEERS}\n[storage]\n\
-             online_dir = \"online\"\n[locator]\nurl = \"sqlite://locator.db\"\n\
-             [query]\nmax_matches = 100000\n"
-        ),
-    )
-    .unwrap();
+    write_config(dir.path(), "[query]\nmax_matches = 100000");
     let server = TestServer::start_in(dir.path(), "", "");
     let fill = std::process::Command::new(python())
         .arg(repo().join("tools/fill_locator.py"))
@@ -392,14 +377,7 @@ fn cancel_stops_the_stream_and_max_matches_is_enforced() {
 
     let corpus = Corpus::generate(&ten_patients());
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("strata.toml"),
-        format!(
-            "[dicom]\naet = \"STRATA\"\nlisten = \"127.0.0.1:0\"\n{PEERS}\n[storage]\nonline_dir = \"online\"\n\
-             [locator]\nurl = \"sqlite://locator.db\"\n[query]\nmax_matches = 3\n"
-        ),
-    )
-    .unwrap();
+    write_config(dir.path(), "[query]\nmax_matches = 3");
     let limited = TestServer::start_in(dir.path(), "", "");
     assert!(limited.storescu("VIEWER", &corpus.paths()).status.success());
     let (m, last) = find(&limited, &[], &["PatientName="]);

@@ -139,6 +139,21 @@ port = 1
 allow = ["echo"]
 "#;
 
+/// Writes `dir/strata.toml`: our AE on port 0, the test peers, `online/` and `locator.db`
+/// in `dir`, plus `extra` TOML sections (e.g. `[query]`). Returns the config path.
+pub fn write_config(dir: &Path, extra: &str) -> PathBuf {
+    let config = dir.join("strata.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[dicom]\naet = \"STRATA\"\nlisten = \"127.0.0.1:0\"\n{PEERS}\n[storage]\n\
+             online_dir = \"online\"\n[locator]\nurl = \"sqlite://locator.db\"\n{extra}\n"
+        ),
+    )
+    .unwrap();
+    config
+}
+
 /// A running `strata serve` in a temp folder.
 pub struct TestServer {
     pub dir: PathBuf,
