@@ -81,19 +81,6 @@ async fn import_ingests_folders_and_skips_what_is_not_dicom() {
 
     // The imported studies answer C-FIND like stored ones.
     let server = TestServer::start_in(dir.path(), "", "");
-    let out = dcmtk("findscu")
-        .args([
-            "-v",
-            "-S",
-            "-aet",
-            "VIEWER",
-            "-aec",
-            "STRATA",
-            "127.0.0.1",
-            &server.port.to_string(),
-        ])
-        .args(["-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID="])
-        .output()
-        .unwrap();
-    assert_eq!(text(&out).matches("(Pending)").count(), 3, "{}", text(&out));
+    let out = server.findscu("VIEWER", &["QueryRetrieveLevel=STUDY", "StudyInstanceUID="]);
+    assert_eq!(out.matches("(Pending)").count(), 3, "{out}");
 }

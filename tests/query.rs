@@ -388,51 +388,22 @@ fn cancel_stops_the_stream_and_max_matches_is_enforced() {
 #[test]
 fn dcmtk_findscu_sees_pending_matches_and_success() {
     let (server, _) = server_with_corpus("", &ten_patients());
-    let out = dcmtk("findscu")
-        .args([
-            "-v",
-            "-S",
-            "-aet",
-            "VIEWER",
-            "-aec",
-            "STRATA",
-            "127.0.0.1",
-            &server.port.to_string(),
-        ])
-        .args([
-            "-k",
+    let out = server.findscu(
+        "VIEWER",
+        &[
             "QueryRetrieveLevel=STUDY",
-            "-k",
             "PatientName=M*",
-            "-k",
             "StudyInstanceUID=",
-            "-k",
             "ModalitiesInStudy=",
-        ])
-        .output()
-        .unwrap();
-    let out = text(&out);
+        ],
+    );
     assert_eq!(out.matches("(Pending)").count(), 2, "{out}");
     assert!(
         out.contains("Received Final Find Response (Success)"),
         "{out}"
     );
     // An AE allowed only to store may not query.
-    let out = dcmtk("findscu")
-        .args([
-            "-v",
-            "-S",
-            "-aet",
-            "MODALITY",
-            "-aec",
-            "STRATA",
-            "127.0.0.1",
-            &server.port.to_string(),
-        ])
-        .args(["-k", "QueryRetrieveLevel=STUDY", "-k", "PatientName="])
-        .output()
-        .unwrap();
-    let out = text(&out);
+    let out = server.findscu("MODALITY", &["QueryRetrieveLevel=STUDY", "PatientName="]);
     // DCMTK names no C-FIND status 0124H and prints it raw.
     assert!(
         out.contains("Final Find Response (Unknown Status: 0x124)"),

@@ -183,30 +183,15 @@ pub struct IngestSink {
 }
 
 impl Ingest {
-    /// Starts a C-STORE: a duplicate that is kept is answered at once, anything else streams
-    /// into a temporary file.
+    /// Starts a C-STORE: the data set streams into a temporary file.
     pub async fn begin(
         &self,
         association: &AssociationContext,
         request: StoreRequest,
     ) -> StoreStart<IngestSink> {
         let inner = &self.inner;
-        if inner.duplicates == DuplicatePolicy::Keep {
-            // Checked again under the stripe lock at commit; this only saves the disk write.
-            match inner.locator.find_instance(&request.sop_instance_uid).await {
-                Ok(Some(_)) => {
-                    debug!(association = association.id, sop_instance_uid = %request.sop_instance_uid, "duplicate kept");
-                    return StoreStart::Answer(Outcome::success());
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    return StoreStart::Answer(Outcome::failure(
-                        Status::ProcessingFailure,
-                        e.to_string(),
-                    ))
-                }
-            }
-        }
+        // Duplicates are decided when the instance is recorded, in the same transaction:
+        // checking here as well would cost a locator round trip on every instance.
         let header = match part10_header(
             &request.sop_class_uid,
             &request.sop_instance_uid,

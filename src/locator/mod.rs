@@ -308,26 +308,6 @@ impl Locator {
             .copied()
     }
 
-    /// Appends an audit entry on its own.
-    pub async fn audit(
-        &self,
-        event: &str,
-        ae: &str,
-        sop_instance_uid: Option<&str>,
-        detail: &str,
-    ) -> Result<(), LocatorError> {
-        let _writer = self.write_lock.lock().await;
-        let mut tx = self.pool.begin().await.map_err(LocatorError::Connect)?;
-        let record = |source| LocatorError::Record {
-            uid: sop_instance_uid.unwrap_or_default().to_string(),
-            source,
-        };
-        insert_audit(&mut tx, now_millis(), event, ae, sop_instance_uid, detail)
-            .await
-            .map_err(record)?;
-        tx.commit().await.map_err(record)
-    }
-
     /// Overall counts and bytes.
     pub async fn totals(&self) -> Result<Totals, LocatorError> {
         let row = sqlx::query(

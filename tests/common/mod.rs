@@ -287,6 +287,25 @@ impl TestServer {
         (out.status.success(), text(&out))
     }
 
+    /// DCMTK findscu (Study Root, verbose) with `-k` keys; returns its whole output.
+    pub fn findscu(&self, aet: &str, keys: &[&str]) -> String {
+        let mut cmd = dcmtk("findscu");
+        cmd.args([
+            "-v",
+            "-S",
+            "-aet",
+            aet,
+            "-aec",
+            "STRATA",
+            "127.0.0.1",
+            &self.port.to_string(),
+        ]);
+        for key in keys {
+            cmd.args(["-k", key]);
+        }
+        text(&cmd.output().unwrap())
+    }
+
     /// DCMTK storescu of these files on one association.
     pub fn storescu(&self, aet: &str, files: &[PathBuf]) -> Output {
         dcmtk("storescu")
