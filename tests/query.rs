@@ -411,3 +411,103 @@ fn dcmtk_findscu_sees_pending_matches_and_success() {
     );
     assert!(!out.contains("(Pending)"), "{out}");
 }
+
+/// Twelve one-image studies, one per patient, including multi-group and sparse names.
+fn twelve_patients() -> Vec<&'static str> {
+    vec![
+        "--ct-studies",
+        "6",
+        "--ct-images",
+        "1",
+        "--mr-studies",
+        "6",
+        "--mr-images",
+        "1",
+        "--seed",
+        "3",
+        "--extra-patients",
+    ]
+}
+
+fn names(m: &[Value]) -> Vec<String> {
+    let mut n: Vec<String> = m.iter().map(|x| field(x, "PatientName").to_string()).collect();
+    n.sort();
+    n
+}
+
+#[test]
+fn person_names_match_by_component_and_component_group() {
+    let (server, _) = server_with_corpus("", &twelve_patients());
+    let yamada = "Yamada^Tarou=山田^太郎=やまだ^たろう";
+    for (key, want) in [
+        // An empty component in the key matches anything.
+        ("SMITH", vec!["SMITH^JOHN^A"]),
+        ("SMITH^JOHN", vec!["SMITH^JOHN^A"]),
+        ("^JANE", vec!["DOE^JANE"]),
+        ("SMITH^JANE", vec![]),
+        ("SMI", vec![]),
+        // Trailing empty components are the same name.
+        ("WHITE^^^DR", vec!["WHITE^^^DR^"]),
+        ("WHITE^^^DR^^", vec!["WHITE^^^DR^"]),
+        ("WHITE^^^MR", vec![]),
+        // Wildcards stay in their component, and the whole value is tried too.
+        ("S*^J*", vec!["SMITH^JOHN^A"]),
+        ("*^JOHN", vec!["SMITH^JOHN^A"]),
+        ("*JOHN*", vec!["SMITH^JOHN^A"]),
+        ("^^A", vec!["SMITH^JOHN^A"]),
+        // Component groups: alphabetic, ideographic, phonetic.
+        ("Yamada^Tarou", vec![yamada]),
+        ("山田^太郎", vec![yamada]),
+        ("やまだ", vec![yamada]),
+        ("=山田^太郎", vec![yamada]),
+        ("Yamada=山田", vec![yamada]),
+        ("Yamada=田中", vec![]),
+        ("==やま*", vec![yamada]),
+    ] {
+        let k = format!("PatientName={key}");
+        let (m, last) = find(&server, &["--charset", "ISO_IR 192"], &[&k]);
+        assert_eq!(last, "FINAL 0x0000", "{key}");
+        assert_eq!(names(&m), want, "{key}");
+    }
+    // DCMTK agrees on the plain case.
+    let out = server.findscu("VIEWER", &["QueryRetrieveLevel=STUDY", "PatientName=SMITH"]);
+    assert_eq!(out.matches("(Pending)").count(), 1, "{out}");
+}
+
+#[test]
+fn combined_study_date_and_time_range_when_negotiated() {
+    let (server, _) = server_with_corpus("", &twelve_patients());
+    let (all, _) = find(&server, &[], &["StudyDate=", "StudyTime="]);
+    let mut stamps: Vec<(String, String)> = all
+        .iter()
+        .map(|m| (field(m, "StudyDate").to_string(), field(m, "StudyTime").to_string()))
+        .collect();
+    stamps.sort();
+    // A window whose start time is later in the day than its end time, so the two readings
+    // of the standard give different answers.
+    let (lo, hi) = (0..stamps.len())
+        .flat_map(|a| (a + 2..stamps.len()).map(move |b| (a, b)))
+        .map(|(a, b)| (stamps[a].clone(), stamps[b].clone()))
+        .find(|(a, b)| a.1 > b.1 && a.0 < b.0)
+        .expect("corpus has a window with a later start time");
+    let date_key = format!("StudyDate={}-{}", lo.0, hi.0);
+    let time_key = format!("StudyTime={}-{}", lo.1, hi.1);
+    let combined_want = stamps
+        .iter()
+        .filter(|s| format!("{}{}", s.0, s.1) >= format!("{}{}", lo.0, lo.1))
+        .filter(|s| format!("{}{}", s.0, s.1) <= format!("{}{}", hi.0, hi.1))
+        .count();
+    assert!(combined_want >= 3);
+    let (m, last) = find(&server, &["--combined-datetime"], &[&date_key, &time_key]);
+    assert_eq!(last, "FINAL 0x0000");
+    assert_eq!(m.len(), combined_want, "{date_key} {time_key} combined");
+    // Without the negotiation each key is its own range; this one is empty for times.
+    let (m, _) = find(&server, &[], &[&date_key, &time_key]);
+    assert_eq!(m.len(), 0, "{date_key} {time_key} separate");
+    // Combined with a single date: that day between the two times.
+    let day = format!("StudyDate={}", lo.0);
+    let from = format!("StudyTime={}-", lo.1);
+    let (m, _) = find(&server, &["--combined-datetime"], &[&day, &from]);
+    let want = stamps.iter().filter(|s| s.0 == lo.0 && s.1 >= lo.1).count();
+    assert_eq!(m.len(), want);
+}

@@ -41,6 +41,12 @@ PATIENTS = [
     ("GARCÍA^JOSÉ", "ISO_IR 100", "M"),
 ]
 
+# With --extra-patients: names that exercise component groups and empty components.
+EXTRA_PATIENTS = [
+    ("Yamada^Tarou=山田^太郎=やまだ^たろう", "ISO_IR 192", "M"),
+    ("WHITE^^^DR^", "", "F"),
+]
+
 TRANSFER_SYNTAXES = {"explicit": ExplicitVRLittleEndian, "implicit": ImplicitVRLittleEndian}
 
 
@@ -94,9 +100,9 @@ def base_dataset(args, study_no, patient, modality, study_date):
     if charset:
         ds.SpecificCharacterSet = charset
     ds.PatientName = name
-    ds.PatientID = f"PID{PATIENTS.index(patient):04d}"
+    ds.PatientID = f"PID{args.patients.index(patient):04d}"
     ds.IssuerOfPatientID = "STRATA-TEST"
-    ds.PatientBirthDate = f"{1940 + 5 * PATIENTS.index(patient)}0{1 + study_no % 9}15"
+    ds.PatientBirthDate = f"{1940 + 5 * args.patients.index(patient)}0{1 + study_no % 9}15"
     ds.PatientSex = sex
     ds.StudyInstanceUID = uid(args, "study", study_no)
     ds.StudyDate = study_date.strftime("%Y%m%d")
@@ -146,7 +152,10 @@ def main():
     p.add_argument("--mr-images", type=int, default=10)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--transfer-syntax", choices=sorted(TRANSFER_SYNTAXES), default="explicit")
+    p.add_argument("--extra-patients", action="store_true",
+                   help="add patients with multi-group and sparse names")
     args = p.parse_args()
+    args.patients = PATIENTS + (EXTRA_PATIENTS if args.extra_patients else [])
 
     rng = np.random.default_rng(args.seed)
     os.makedirs(args.out, exist_ok=True)
@@ -154,7 +163,7 @@ def main():
     total = 0
     plan = [("CT", args.ct_images)] * args.ct_studies + [("MR", args.mr_images)] * args.mr_studies
     for study_no, (modality, n) in enumerate(plan):
-        patient = PATIENTS[(study_no + args.seed) % len(PATIENTS)]
+        patient = args.patients[(study_no + args.seed) % len(args.patients)]
         study_date = datetime.date(2019, 1, 1) + datetime.timedelta(days=(study_no * 137 + args.seed * 11) % 2000)
         ds = base_dataset(args, study_no, patient, modality, study_date)
         folder = os.path.join(args.out, f"{study_no:03d}")

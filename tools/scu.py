@@ -5,7 +5,7 @@
   scu.py propose HOST PORT --aet A --aec B UID...   propose these abstract syntaxes, print results
   scu.py echo   HOST PORT --aet A --aec B
   scu.py find   HOST PORT --level STUDY [--model study|patient] [--charset CS]
-                [--cancel-after N] -k KEY=VALUE...     one `MATCH {json}` line per match
+                [--cancel-after N] [--combined-datetime] -k KEY=VALUE...     one `MATCH {json}` line per match
 
 store prints one line per file, flushed at once, so a caller killing the server mid-way
 knows exactly which instances were acknowledged:  `STATUS 0x0000 <SOP Instance UID>`.
@@ -23,14 +23,14 @@ from pynetdicom import AE, build_context
 from pynetdicom.sop_class import Verification
 
 
-def connect(args, contexts):
+def connect(args, contexts, ext_neg=None):
     ae = AE(ae_title=args.aet)
     ae.acse_timeout = 10
     ae.dimse_timeout = 30
     ae.network_timeout = 30
     for ctx in contexts:
         ae.add_requested_context(*ctx)
-    return ae.associate(args.host, args.port, ae_title=args.aec)
+    return ae.associate(args.host, args.port, ae_title=args.aec, ext_neg=ext_neg)
 
 
 def cmd_store(args):
@@ -92,7 +92,15 @@ def cmd_find(args):
     for kv in args.keys:
         key, value = kv.split("=", 1)
         setattr(ds, key, value)
-    assoc = connect(args, [(model,)])
+    ext_neg = None
+    if args.combined_datetime:
+        from pynetdicom.pdu_primitives import SOPClassExtendedNegotiation
+        item = SOPClassExtendedNegotiation()
+        item.sop_class_uid = model
+        # PS3.4 Table C.5-2: byte 1 relational queries, byte 2 combined date-time matching.
+        item.service_class_application_information = b"\x00\x01"
+        ext_neg = [item]
+    assoc = connect(args, [(model,)], ext_neg)
     if not assoc.is_established:
         print("NOT_ESTABLISHED", flush=True)
         return 2
@@ -147,6 +155,8 @@ def main():
             s.add_argument("--model", choices=["study", "patient"], default="study")
             s.add_argument("--charset", default="")
             s.add_argument("--cancel-after", type=int, default=0)
+            s.add_argument("--combined-datetime", action="store_true",
+                           help="ask for combined StudyDate+StudyTime range matching")
             s.add_argument("-k", dest="keys", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args()
     return {"store": cmd_store, "propose": cmd_propose, "echo": cmd_echo, "find": cmd_find}[args.cmd](args)

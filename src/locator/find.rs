@@ -2,10 +2,13 @@
 //! every value from the network is a bound parameter, never spliced into the text.
 
 use sqlx::sqlite::SqliteRow;
+use futures_util::TryStreamExt;
 use sqlx::Row;
+use tokio::sync::mpsc;
 
 use super::{Locator, LocatorError};
 use crate::model::matching::{like_pattern, time_range_high, Matcher};
+use crate::model::person_name;
 use crate::model::query::{Attribute, FindQuery, QueryLevel};
 use crate::model::{
     InstanceAttributes, PatientAttributes, SeriesAttributes, StudyAttributes, Tier,
@@ -60,11 +63,46 @@ fn is_integer(a: Attribute) -> bool {
     matches!(a, Attribute::SeriesNumber | Attribute::InstanceNumber)
 }
 
-fn is_person_name(a: Attribute) -> bool {
-    matches!(
-        a,
-        Attribute::PatientName | Attribute::ReferringPhysicianName
-    )
+/// The search-key column of a Person Name attribute (see `model::person_name`).
+fn person_name_key(a: Attribute) -> Option<&'static str> {
+    match a {
+        Attribute::PatientName => Some("p.patient_name_key"),
+        Attribute::ReferringPhysicianName => Some("st.referring_physician_name_key"),
+        _ => None,
+    }
+}
+
+/// StudyDate and StudyTime as one date-time range (PS3.4 C.2.2.2.5), when the peer negotiated
+/// combined matching and both keys restrict. Returns the inclusive bounds over
+/// `study_date || study_time`.
+fn combined_study_datetime(query: &FindQuery) -> Option<(Option<String>, Option<String>)> {
+    if !query.combined_datetime {
+        return None;
+    }
+    let find = |a: Attribute| {
+        query
+            .conditions
+            .iter()
+            .find(|(x, m)| *x == a && !matches!(m, Matcher::Universal))
+            .map(|(_, m)| m)
+    };
+    let (date, time) = (find(Attribute::StudyDate)?, find(Attribute::StudyTime)?);
+    if !matches!(date, Matcher::Range { .. }) && !matches!(time, Matcher::Range { .. }) {
+        return None;
+    }
+    let bounds = |m: &Matcher| -> Option<(Option<String>, Option<String>)> {
+        match m {
+            Matcher::Single(v) => Some((Some(v.clone()), Some(v.clone()))),
+            Matcher::Range { low, high } => Some((low.clone(), high.clone())),
+            _ => None,
+        }
+    };
+    let (date_low, date_high) = bounds(date)?;
+    let (time_low, time_high) = bounds(time)?;
+    // An open date end stays open: a time alone has no day to attach to.
+    let low = date_low.map(|d| d + time_low.as_deref().unwrap_or(""));
+    let high = date_high.map(|d| d + &time_range_high(time_high.as_deref().unwrap_or("23")));
+    Some((low, high))
 }
 
 /// A bound value.
@@ -154,7 +192,23 @@ fn build(query: &FindQuery) -> (String, Vec<Bind>) {
 
     let mut clauses = Vec::new();
     let mut binds = Vec::new();
+    let combined = combined_study_datetime(query);
+    if let Some((low, high)) = &combined {
+        if let Some(low) = low {
+            clauses.push("(st.study_date || st.study_time) >= ?".to_string());
+            binds.push(Bind::Text(low.clone()));
+        }
+        if let Some(high) = high {
+            clauses.push("st.study_date <> '' AND (st.study_date || st.study_time) <= ?".to_string());
+            binds.push(Bind::Text(high.clone()));
+        }
+    }
     for (attribute, matcher) in &query.conditions {
+        if combined.is_some()
+            && matches!(attribute, Attribute::StudyDate | Attribute::StudyTime)
+        {
+            continue;
+        }
         if *attribute == Attribute::ModalitiesInStudy {
             // Matches a study when any of its series has a matching modality.
             let (test, bind) = match matcher {
@@ -174,12 +228,31 @@ fn build(query: &FindQuery) -> (String, Vec<Bind>) {
             continue;
         }
         let col = column(*attribute);
-        let fold = query.case_insensitive_names && is_person_name(*attribute);
-        let (lhs, rhs) = if fold {
-            (format!("lower({col})"), "lower(?)")
-        } else {
-            (col.to_string(), "?")
-        };
+        if let (Some(key), Matcher::Single(v) | Matcher::Wildcard(v)) =
+            (person_name_key(*attribute), matcher)
+        {
+            let fold = |x: &str| {
+                if query.case_insensitive_names {
+                    format!("lower({x})")
+                } else {
+                    x.to_string()
+                }
+            };
+            let mut any = Vec::new();
+            for pattern in person_name::key_patterns(v) {
+                any.push(format!("{} LIKE {} ESCAPE '\\'", fold(key), fold("?")));
+                binds.push(Bind::Text(pattern));
+            }
+            if matches!(matcher, Matcher::Wildcard(_)) {
+                // The whole value too: `*JOHN*` finds SMITH^JOHN across components.
+                any.push(format!("{} LIKE {} ESCAPE '\\'", fold(col), fold("?")));
+                binds.push(Bind::Text(like_pattern(v)));
+            }
+            if !any.is_empty() {
+                clauses.push(format!("({})", any.join(" OR ")));
+            }
+            continue;
+        }
         match matcher {
             Matcher::Universal => {}
             Matcher::Single(v) if is_integer(*attribute) => {
@@ -187,7 +260,7 @@ fn build(query: &FindQuery) -> (String, Vec<Bind>) {
                 binds.push(Bind::Integer(v.trim().parse().ok()));
             }
             Matcher::Single(v) => {
-                clauses.push(format!("{lhs} = {rhs}"));
+                clauses.push(format!("{col} = ?"));
                 binds.push(Bind::Text(v.clone()));
             }
             Matcher::UidList(uids) => {
@@ -198,7 +271,7 @@ fn build(query: &FindQuery) -> (String, Vec<Bind>) {
                 ));
             }
             Matcher::Wildcard(pattern) => {
-                clauses.push(format!("{lhs} LIKE {rhs} ESCAPE '\\'"));
+                clauses.push(format!("{col} LIKE ? ESCAPE '\\'"));
                 binds.push(Bind::Text(like_pattern(pattern)));
             }
             Matcher::Range { low, high } => {
@@ -310,24 +383,40 @@ fn row_to_match(row: &SqliteRow, query: &FindQuery) -> Result<FindRow, sqlx::Err
     Ok(out)
 }
 
+/// Rows buffered between the database and the association; the query waits when the peer is
+/// slow instead of holding every match in memory.
+const ROWS_IN_FLIGHT: usize = 64;
+
 impl Locator {
-    /// Runs a C-FIND query: at most `limit + 1` matches, newest study first.
-    pub async fn find(&self, query: &FindQuery) -> Result<Vec<FindRow>, LocatorError> {
-        let (sql, binds) = build(query);
-        // Safe: `build` assembles the text from fixed fragments only; values are bound.
-        let mut statement = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for bind in binds {
-            statement = match bind {
-                Bind::Text(v) => statement.bind(v),
-                Bind::Integer(v) => statement.bind(v),
-            };
-        }
-        let rows = statement
-            .fetch_all(&self.pool)
-            .await
-            .map_err(LocatorError::Find)?;
-        rows.iter()
-            .map(|row| row_to_match(row, query).map_err(LocatorError::Find))
-            .collect()
+    /// Runs a C-FIND query, newest study first, at most `limit + 1` matches (one more than
+    /// allowed tells the caller there were too many). Rows stream through a bounded channel
+    /// from a task that stops as soon as the receiver is dropped (C-CANCEL, abort).
+    pub fn find(&self, query: FindQuery) -> mpsc::Receiver<Result<FindRow, LocatorError>> {
+        let (tx, rx) = mpsc::channel(ROWS_IN_FLIGHT);
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            let (sql, binds) = build(&query);
+            // Safe: `build` assembles the text from fixed fragments only; values are bound.
+            let mut statement = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for bind in binds {
+                statement = match bind {
+                    Bind::Text(v) => statement.bind(v),
+                    Bind::Integer(v) => statement.bind(v),
+                };
+            }
+            let mut rows = statement.fetch(&pool);
+            loop {
+                let item = match rows.try_next().await {
+                    Ok(None) => break,
+                    Ok(Some(row)) => row_to_match(&row, &query).map_err(LocatorError::Find),
+                    Err(e) => Err(LocatorError::Find(e)),
+                };
+                let failed = item.is_err();
+                if tx.send(item).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        rx
     }
 }

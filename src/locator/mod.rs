@@ -19,6 +19,7 @@ use sqlx::{Row, Sqlite, Transaction};
 use tokio::sync::Mutex;
 
 use crate::config::LocatorConfig;
+use crate::model::person_name;
 use crate::model::{
     IndexedAttributes, InstanceAttributes, PatientAttributes, SeriesAttributes, StoredObject,
     StudyAttributes, Tier,
@@ -41,6 +42,8 @@ pub enum LocatorError {
     Find(#[source] sqlx::Error),
     #[error("cannot read locator statistics: {0}")]
     Stats(#[source] sqlx::Error),
+    #[error("cannot fill person-name search keys: {0}")]
+    Backfill(#[source] sqlx::Error),
     #[error("unknown tier {0:?} in the locator")]
     UnknownTier(String),
 }
@@ -123,6 +126,9 @@ impl Locator {
             .await
             .map_err(LocatorError::Connect)?;
         sqlx::migrate!("./migrations").run(&pool).await?;
+        fill_person_name_keys(&pool)
+            .await
+            .map_err(LocatorError::Backfill)?;
         Ok(Locator {
             pool,
             write_lock: Mutex::new(()),
@@ -396,13 +402,15 @@ async fn upsert_hierarchy(
         None => {
             sqlx::query_scalar(
                 "INSERT INTO patients (patient_id, issuer_of_patient_id, patient_name, \
-                   patient_birth_date, patient_sex) VALUES (?, ?, ?, ?, ?) RETURNING id",
+                   patient_birth_date, patient_sex, patient_name_key) \
+                 VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
             )
             .bind(&p.patient_id)
             .bind(&p.issuer_of_patient_id)
             .bind(&p.patient_name)
             .bind(&p.patient_birth_date)
             .bind(&p.patient_sex)
+            .bind(person_name::search_key(&p.patient_name))
             .fetch_one(&mut **tx)
             .await?
         }
@@ -418,8 +426,9 @@ async fn upsert_hierarchy(
         None => {
             sqlx::query_scalar(
                 "INSERT INTO studies (patient_fk, study_instance_uid, study_date, study_time, \
-                   accession_number, study_id, study_description, referring_physician_name) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                   accession_number, study_id, study_description, referring_physician_name, \
+                   referring_physician_name_key) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             )
             .bind(patient)
             .bind(&s.study_instance_uid)
@@ -429,6 +438,7 @@ async fn upsert_hierarchy(
             .bind(&s.study_id)
             .bind(&s.study_description)
             .bind(&s.referring_physician_name)
+            .bind(person_name::search_key(&s.referring_physician_name))
             .fetch_one(&mut **tx)
             .await?
         }
@@ -486,6 +496,36 @@ pub fn now_millis() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// Gives names written before migration 0003 (or by tools writing SQL directly) their search
+/// keys. A no-op scan when every key is present.
+async fn fill_person_name_keys(pool: &sqlx::SqlitePool) -> Result<(), sqlx::Error> {
+    for (table, name, key) in [
+        ("patients", "patient_name", "patient_name_key"),
+        ("studies", "referring_physician_name", "referring_physician_name_key"),
+    ] {
+        // Safe: table and column names are the constants above.
+        let rows: Vec<(i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT id, {name} FROM {table} WHERE {key} = ''"
+        )))
+        .fetch_all(pool)
+        .await?;
+        if rows.is_empty() {
+            continue;
+        }
+        let mut tx = pool.begin().await?;
+        let update = format!("UPDATE {table} SET {key} = ? WHERE id = ?");
+        for (id, value) in rows {
+            sqlx::query(sqlx::AssertSqlSafe(update.clone()))
+                .bind(person_name::search_key(&value))
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! No I/O here.
 
 pub mod matching;
+pub mod person_name;
 pub mod query;
 pub mod sop_class;
 pub mod transfer_syntax;

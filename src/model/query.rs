@@ -90,6 +90,9 @@ pub struct FindQuery {
     pub conditions: Vec<(Attribute, Matcher)>,
     /// Person names match regardless of case.
     pub case_insensitive_names: bool,
+    /// StudyDate and StudyTime ranges match as one date-time range (negotiated per
+    /// association, PS3.4 C.5.1.1.2).
+    pub combined_datetime: bool,
     /// Compute the Number of ... Related, Modalities and SOP Classes in Study attributes.
     pub with_computed: bool,
     /// At most this many rows are returned (plus one, to tell that there were more).

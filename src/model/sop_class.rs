@@ -739,3 +739,21 @@ pub fn storage_sop_class_name(uid: &str) -> Option<&'static str> {
         .find(|(u, _)| *u == uid)
         .map(|(_, name)| *name)
 }
+
+/// Patient Root Query/Retrieve Information Model - FIND.
+pub const PATIENT_ROOT_FIND: &str = "1.2.840.10008.5.1.4.1.2.1.1";
+/// Patient Root Query/Retrieve Information Model - MOVE.
+pub const PATIENT_ROOT_MOVE: &str = "1.2.840.10008.5.1.4.1.2.1.2";
+/// Patient Root Query/Retrieve Information Model - GET.
+pub const PATIENT_ROOT_GET: &str = "1.2.840.10008.5.1.4.1.2.1.3";
+/// Study Root Query/Retrieve Information Model - FIND.
+pub const STUDY_ROOT_FIND: &str = "1.2.840.10008.5.1.4.1.2.2.1";
+/// Study Root Query/Retrieve Information Model - MOVE.
+pub const STUDY_ROOT_MOVE: &str = "1.2.840.10008.5.1.4.1.2.2.2";
+/// Study Root Query/Retrieve Information Model - GET.
+pub const STUDY_ROOT_GET: &str = "1.2.840.10008.5.1.4.1.2.2.3";
+
+/// Whether a UID is one of the Q/R FIND information models we serve.
+pub fn is_query_find(uid: &str) -> bool {
+    uid == PATIENT_ROOT_FIND || uid == STUDY_ROOT_FIND
+}

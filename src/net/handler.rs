@@ -76,6 +76,8 @@ pub struct FindRequest {
     pub transfer_syntax_uid: String,
     /// The identifier data set, as received.
     pub identifier: Vec<u8>,
+    /// The peer negotiated combined date-time matching for this information model.
+    pub combined_datetime: bool,
 }
 
 /// The matches of one C-FIND, produced one at a time so that large result sets stream and a

@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use dicom_ul::association::server::DefaultNegotiation;
 use dicom_ul::pdu::{
     AssociationRJ, AssociationRJResult, AssociationRJServiceProviderPresentationReason,
     AssociationRJSource,
@@ -21,6 +20,7 @@ use tracing::{debug, info, warn};
 use super::access::AccessPolicy;
 use super::association::{self, Timeouts};
 use super::handler::{AssociationContext, Services};
+use super::negotiation::Negotiator;
 
 /// Everything the network layer needs to know, decided by the caller.
 #[derive(Debug, Clone)]
@@ -37,7 +37,7 @@ pub struct NetConfig {
     pub shutdown_grace: Duration,
 }
 
-type Options = ServerAssociationOptions<'static, AccessPolicy, DefaultNegotiation>;
+type Options = ServerAssociationOptions<'static, AccessPolicy, Negotiator>;
 
 /// Serves associations on `listener` until `shutdown` turns true, then waits up to the grace
 /// period for in-flight operations before returning.
@@ -52,7 +52,8 @@ pub async fn serve<S: Services>(
         .ae_title(config.policy.our_aet().to_string())
         .max_pdu_length(config.max_pdu_length)
         // Strict: a PDU longer than we advertised aborts instead of growing a buffer.
-        .strict(true);
+        .strict(true)
+        .with_negotiation(Negotiator);
     for uid in &config.abstract_syntaxes {
         options = options.with_abstract_syntax(Cow::Owned(uid.clone()));
     }

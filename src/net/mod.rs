@@ -8,6 +8,7 @@ pub mod command;
 pub mod dimse;
 pub mod handler;
 pub mod listener;
+pub mod negotiation;
 pub mod status;
 
 pub use association::Timeouts;

@@ -24,10 +24,7 @@ use crate::net::{AssociationContext, FindRequest, FindResults, Outcome, Status};
 
 pub use keys::{attribute_for, Computed};
 
-/// Patient Root Query/Retrieve Information Model - FIND.
-pub const PATIENT_ROOT_FIND: &str = "1.2.840.10008.5.1.4.1.2.1.1";
-/// Study Root Query/Retrieve Information Model - FIND.
-pub const STUDY_ROOT_FIND: &str = "1.2.840.10008.5.1.4.1.2.2.1";
+pub use crate::model::sop_class::{PATIENT_ROOT_FIND, STUDY_ROOT_FIND};
 
 /// Decoded identifier bytes we look through (a deflated one may expand).
 const MAX_IDENTIFIER_BYTES: u64 = 4 * 1024 * 1024;
@@ -60,13 +57,13 @@ struct RequestedKey {
 /// The matches of one C-FIND, encoded one at a time as they are sent.
 #[derive(Debug)]
 pub struct Matches {
-    rows: std::vec::IntoIter<FindRow>,
+    rows: tokio::sync::mpsc::Receiver<Result<FindRow, crate::locator::LocatorError>>,
+    /// Matches sent so far.
+    sent: usize,
     keys: Vec<RequestedKey>,
     level: QueryLevel,
     transfer_syntax_uid: String,
     options: Arc<QueryOptions>,
-    /// Set when the locator had more matches than allowed.
-    truncated: bool,
 }
 
 fn refuse(status: Status, comment: impl Into<String>) -> Outcome {
@@ -180,23 +177,17 @@ impl Query {
             level,
             conditions,
             case_insensitive_names: self.options.case_insensitive_names,
+            combined_datetime: request.combined_datetime,
             with_computed,
             limit: self.options.max_matches,
         };
-        let mut rows = self
-            .locator
-            .find(&query)
-            .await
-            .map_err(|e| refuse(Status::ProcessingFailure, e.to_string()))?;
-        let truncated = rows.len() > self.options.max_matches;
-        rows.truncate(self.options.max_matches);
         Ok(Matches {
-            rows: rows.into_iter(),
+            rows: self.locator.find(query),
+            sent: 0,
             keys,
             level,
             transfer_syntax_uid: request.transfer_syntax_uid,
             options: self.options.clone(),
-            truncated,
         })
     }
 }
@@ -289,16 +280,19 @@ fn availability(row: &FindRow) -> &'static str {
 
 impl FindResults for Matches {
     async fn next(&mut self) -> Option<Result<Vec<u8>, Outcome>> {
-        match self.rows.next() {
-            Some(row) => Some(self.encode(&row)),
-            None if self.truncated => {
-                self.truncated = false;
-                Some(Err(refuse(
-                    Status::OutOfResources,
-                    format!("more than {} matches", self.options.max_matches),
-                )))
-            }
-            None => None,
+        let row = match self.rows.recv().await? {
+            Ok(row) => row,
+            Err(e) => return Some(Err(refuse(Status::ProcessingFailure, e.to_string()))),
+        };
+        if self.sent == self.options.max_matches {
+            // The locator returns one row beyond the limit only when there are more.
+            self.rows.close();
+            return Some(Err(refuse(
+                Status::OutOfResources,
+                format!("more than {} matches", self.options.max_matches),
+            )));
         }
+        self.sent += 1;
+        Some(self.encode(&row))
     }
 }

@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::task::Poll;
 
-use dicom_ul::association::AsyncServerAssociation;
+use dicom_ul::association::{Association, AsyncServerAssociation};
 use dicom_ul::Pdu;
 use tokio::net::TcpStream;
 use tracing::info;
@@ -24,10 +24,16 @@ impl<S: Services> Session<S> {
         header: &Header,
         identifier: Vec<u8>,
     ) -> Result<(), String> {
+        let sop_class_uid = header.sop_class_uid.clone().unwrap_or_default();
+        // Byte 2 of the Q/R extended negotiation (PS3.4 C.5.1.1.2).
+        let combined_datetime = assoc
+            .extended_negotiation_for(&sop_class_uid)
+            .is_some_and(|flags| flags.get(1).copied().unwrap_or(0) == 1);
         let request = FindRequest {
-            sop_class_uid: header.sop_class_uid.clone().unwrap_or_default(),
+            sop_class_uid,
             transfer_syntax_uid: self.contexts[&header.context_id].transfer_syntax.clone(),
             identifier,
+            combined_datetime,
         };
         let mut matches = match self.services.begin_find(&self.ctx, request).await {
             Ok(matches) => matches,
