@@ -39,7 +39,38 @@ pub struct Config {
     #[serde(default)]
     pub query: QueryConfig,
     #[serde(default)]
+    pub retrieve: RetrieveConfig,
+    #[serde(default)]
     pub log: LogConfig,
+}
+
+/// `[retrieve]`: C-MOVE and C-GET behaviour.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrieveConfig {
+    /// Associations opened in parallel to one C-MOVE destination (large studies).
+    #[serde(default = "defaults::move_associations")]
+    pub move_associations: usize,
+    /// Instances read ahead of the network, in parallel, per sub-operation stream.
+    #[serde(default = "defaults::prefetch")]
+    pub prefetch: usize,
+    /// Most instances one C-MOVE/C-GET may send; more is refused (0xA702).
+    #[serde(default = "defaults::max_retrieve_instances")]
+    pub max_instances: usize,
+    /// How long connecting to a C-MOVE destination may take (seconds).
+    #[serde(default = "defaults::connect_timeout_secs")]
+    pub connect_timeout_secs: u64,
+}
+
+impl Default for RetrieveConfig {
+    fn default() -> Self {
+        RetrieveConfig {
+            move_associations: defaults::move_associations(),
+            prefetch: defaults::prefetch(),
+            max_instances: defaults::max_retrieve_instances(),
+            connect_timeout_secs: defaults::connect_timeout_secs(),
+        }
+    }
 }
 
 /// `[query]`: C-FIND behaviour.
@@ -205,6 +236,18 @@ mod defaults {
     pub fn max_matches() -> usize {
         10_000
     }
+    pub fn move_associations() -> usize {
+        1
+    }
+    pub fn prefetch() -> usize {
+        4
+    }
+    pub fn max_retrieve_instances() -> usize {
+        100_000
+    }
+    pub fn connect_timeout_secs() -> u64 {
+        10
+    }
     pub fn log_level() -> String {
         "info".to_string()
     }
@@ -262,6 +305,12 @@ impl Config {
             if !seen.insert(peer.aet.trim()) {
                 return Err(format!("dicom.peers lists {:?} twice", peer.aet));
             }
+        }
+        if !(1..=16).contains(&self.retrieve.move_associations) {
+            return Err("retrieve.move_associations must be between 1 and 16".into());
+        }
+        if !(1..=64).contains(&self.retrieve.prefetch) {
+            return Err("retrieve.prefetch must be between 1 and 64".into());
         }
         if self.dicom.max_associations == 0 {
             return Err("dicom.max_associations must be at least 1".into());

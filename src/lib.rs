@@ -10,4 +10,6 @@ pub mod model;
 pub mod net;
 pub mod online;
 pub mod query;
+pub mod reader;
+pub mod retrieve;
 pub mod server;

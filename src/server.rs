@@ -12,15 +12,19 @@ use crate::config::Config;
 use crate::ingest::Ingest;
 use crate::ingest::IngestSink;
 use crate::locator::{Locator, LocatorError};
-use crate::model::sop_class::STORAGE_SOP_CLASSES;
+use crate::model::sop_class::{
+    PATIENT_ROOT_GET, PATIENT_ROOT_MOVE, STORAGE_SOP_CLASSES, STUDY_ROOT_GET, STUDY_ROOT_MOVE,
+};
 use crate::model::transfer_syntax::{STORAGE_TRANSFER_SYNTAXES, VERIFICATION_SOP_CLASS};
 use crate::net::access::AccessPolicy;
 use crate::net::{
-    self, AssociationContext, FindRequest, NetConfig, Outcome, Services, StoreRequest, StoreStart,
-    Timeouts,
+    self, AssociationContext, FindRequest, NetConfig, Outcome, RetrieveRequest, RetrieveSettings,
+    Services, StoreRequest, StoreStart, Timeouts,
 };
 use crate::online::{OnlineError, OnlineStore};
 use crate::query::{Matches, Query, QueryOptions, PATIENT_ROOT_FIND, STUDY_ROOT_FIND};
+use crate::reader::Reader;
+use crate::retrieve::{Instances, Retrieve, RetrieveOptions};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +70,14 @@ pub async fn run(
             locator.clone(),
             config.storage.duplicate_policy,
         ),
+        retrieve: Retrieve::new(
+            locator.clone(),
+            Reader::new(online.clone()),
+            RetrieveOptions {
+                max_instances: config.retrieve.max_instances,
+                prefetch: config.retrieve.prefetch,
+            },
+        ),
         query: Query::new(
             locator.clone(),
             QueryOptions {
@@ -86,11 +98,18 @@ pub async fn run(
 
 fn net_config(config: &Config) -> NetConfig {
     let d = &config.dicom;
-    let mut abstract_syntaxes = vec![
-        VERIFICATION_SOP_CLASS.to_string(),
-        PATIENT_ROOT_FIND.to_string(),
-        STUDY_ROOT_FIND.to_string(),
-    ];
+    let mut abstract_syntaxes: Vec<String> = [
+        VERIFICATION_SOP_CLASS,
+        PATIENT_ROOT_FIND,
+        STUDY_ROOT_FIND,
+        PATIENT_ROOT_MOVE,
+        STUDY_ROOT_MOVE,
+        PATIENT_ROOT_GET,
+        STUDY_ROOT_GET,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     abstract_syntaxes.extend(STORAGE_SOP_CLASSES.iter().map(|(uid, _)| uid.to_string()));
     NetConfig {
         policy: AccessPolicy::from_config(d),
@@ -107,6 +126,11 @@ fn net_config(config: &Config) -> NetConfig {
             idle: d.idle_timeout(),
         },
         shutdown_grace: d.shutdown_grace(),
+        retrieve: RetrieveSettings {
+            move_associations: config.retrieve.move_associations,
+            max_pdu_length: d.max_pdu_length,
+            connect_timeout: std::time::Duration::from_secs(config.retrieve.connect_timeout_secs),
+        },
     }
 }
 
@@ -114,11 +138,13 @@ fn net_config(config: &Config) -> NetConfig {
 struct Strata {
     ingest: Ingest,
     query: Query,
+    retrieve: Retrieve,
 }
 
 impl Services for Strata {
     type Sink = IngestSink;
     type Matches = Matches;
+    type Retrieval = Instances;
 
     async fn begin_store(
         &self,
@@ -134,5 +160,13 @@ impl Services for Strata {
         request: FindRequest,
     ) -> Result<Matches, Outcome> {
         self.query.begin(association, request).await
+    }
+
+    async fn begin_retrieve(
+        &self,
+        association: &AssociationContext,
+        request: RetrieveRequest,
+    ) -> Result<Instances, Outcome> {
+        self.retrieve.begin(association, request).await
     }
 }

@@ -4,6 +4,11 @@
   scu.py store  HOST PORT --aet A --aec B FILE...   send files as stored (dataset bytes unchanged)
   scu.py propose HOST PORT --aet A --aec B UID...   propose these abstract syntaxes, print results
   scu.py echo   HOST PORT --aet A --aec B
+  scu.py move   HOST PORT --dest AE --level STUDY -k KEY=VALUE... [--cancel-after N]
+  scu.py get    HOST PORT --out DIR --level STUDY -k KEY=VALUE... [--cancel-after N]
+                [--abort-after N] [--implicit-only]
+                move/get print `PENDING|FINAL 0xSTATUS remaining= completed= failed= warning=`
+                and `FAILED_UIDS ...` for a Failed SOP Instance UID List
   scu.py find   HOST PORT --level STUDY [--model study|patient] [--charset CS]
                 [--cancel-after N] [--combined-datetime] -k KEY=VALUE...     one `MATCH {json}` line per match
 
@@ -126,6 +131,122 @@ def cmd_find(args):
     return 0
 
 
+def retrieve_identifier(args):
+    ds = Dataset()
+    ds.QueryRetrieveLevel = args.level
+    for kv in args.keys:
+        key, value = kv.split("=", 1)
+        setattr(ds, key, value)
+    return ds
+
+
+def print_retrieve_status(status):
+    """One line per response: PENDING/FINAL with the sub-operation counts."""
+    code = int(status.Status)
+    counts = " ".join(
+        f"{name}={int(status.get(kw, -1)) if status.get(kw) is not None else '-'}"
+        for name, kw in (("remaining", "NumberOfRemainingSuboperations"),
+                         ("completed", "NumberOfCompletedSuboperations"),
+                         ("failed", "NumberOfFailedSuboperations"),
+                         ("warning", "NumberOfWarningSuboperations")))
+    kind = "PENDING" if code in (0xFF00, 0xFF01) else "FINAL"
+    comment = str(status.get("ErrorComment", ""))
+    print(f"{kind} 0x{code:04X} {counts} {comment}".strip(), flush=True)
+    return kind == "FINAL"
+
+
+def print_failed_list(identifier):
+    if identifier is not None and "FailedSOPInstanceUIDList" in identifier:
+        value = identifier.FailedSOPInstanceUIDList
+        uids = list(value) if isinstance(value, (list, tuple)) or hasattr(value, "__iter__") and not isinstance(value, str) else [value]
+        print("FAILED_UIDS " + " ".join(str(u) for u in uids), flush=True)
+
+
+def cmd_move(args):
+    from pynetdicom.sop_class import (
+        PatientRootQueryRetrieveInformationModelMove as PatientRoot,
+        StudyRootQueryRetrieveInformationModelMove as StudyRoot,
+    )
+    model = PatientRoot if args.model == "patient" else StudyRoot
+    assoc = connect(args, [(model,)])
+    if not assoc.is_established:
+        print("NOT_ESTABLISHED", flush=True)
+        return 2
+    context_id = assoc.accepted_contexts[0].context_id
+    pending = 0
+    for status, identifier in assoc.send_c_move(retrieve_identifier(args), args.dest, model, msg_id=9):
+        if status is None or "Status" not in status:
+            print("ABORTED", flush=True)
+            return 3
+        if print_retrieve_status(status):
+            print_failed_list(identifier)
+        else:
+            pending += 1
+            if args.cancel_after and pending == args.cancel_after:
+                assoc.send_c_cancel(9, context_id)
+    assoc.release()
+    return 0
+
+
+def cmd_get(args):
+    import os
+    from pynetdicom import build_role, evt
+    from pynetdicom.sop_class import (
+        CTImageStorage,
+        MRImageStorage,
+        PatientRootQueryRetrieveInformationModelGet as PatientRoot,
+        StudyRootQueryRetrieveInformationModelGet as StudyRoot,
+    )
+    from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+    model = PatientRoot if args.model == "patient" else StudyRoot
+    syntaxes = [ImplicitVRLittleEndian] if args.implicit_only else [ExplicitVRLittleEndian]
+    received = [0]
+    state = {"assoc": None}
+
+    def on_store(event):
+        # The data set exactly as it came off the wire, in the negotiated syntax.
+        raw = event.request.DataSet.getvalue()
+        uid = event.request.AffectedSOPInstanceUID
+        with open(os.path.join(args.out, f"{uid}.{event.context.transfer_syntax}"), "wb") as f:
+            f.write(raw)
+        received[0] += 1
+        print(f"RECEIVED {uid}", flush=True)
+        if args.abort_after and received[0] == args.abort_after:
+            state["assoc"].abort()
+        return 0x0000
+
+    ae = AE(ae_title=args.aet)
+    ae.acse_timeout = 10
+    # After our own A-ABORT there is nothing left to wait for.
+    ae.dimse_timeout = 3 if args.abort_after else 30
+    ae.network_timeout = 3 if args.abort_after else 30
+    ae.add_requested_context(model)
+    for cls in (CTImageStorage, MRImageStorage):
+        ae.add_requested_context(cls, syntaxes)
+    roles = [build_role(CTImageStorage, scp_role=True), build_role(MRImageStorage, scp_role=True)]
+    assoc = ae.associate(args.host, args.port, ae_title=args.aec, ext_neg=roles,
+                         evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    state["assoc"] = assoc
+    if not assoc.is_established:
+        print("NOT_ESTABLISHED", flush=True)
+        return 2
+    context_id = [c for c in assoc.accepted_contexts if c.abstract_syntax == model][0].context_id
+    pending = 0
+    for status, identifier in assoc.send_c_get(retrieve_identifier(args), model, msg_id=11):
+        if status is None or "Status" not in status:
+            print("ABORTED", flush=True)
+            return 3
+        if print_retrieve_status(status):
+            print_failed_list(identifier)
+        else:
+            pending += 1
+            if args.cancel_after and pending == args.cancel_after:
+                assoc.send_c_cancel(11, context_id)
+    if assoc.is_established:
+        assoc.release()
+    return 0
+
+
 def cmd_echo(args):
     assoc = connect(args, [(Verification,)])
     if not assoc.is_established:
@@ -140,7 +261,7 @@ def cmd_echo(args):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
-    for name in ("store", "propose", "echo", "find"):
+    for name in ("store", "propose", "echo", "find", "move", "get"):
         s = sub.add_parser(name)
         s.add_argument("host")
         s.add_argument("port", type=int)
@@ -158,8 +279,20 @@ def main():
             s.add_argument("--combined-datetime", action="store_true",
                            help="ask for combined StudyDate+StudyTime range matching")
             s.add_argument("-k", dest="keys", action="append", default=[], metavar="KEY=VALUE")
+        if name in ("move", "get"):
+            s.add_argument("--level", default="STUDY")
+            s.add_argument("--model", choices=["study", "patient"], default="study")
+            s.add_argument("--cancel-after", type=int, default=0, help="C-CANCEL after N pending responses")
+            s.add_argument("-k", dest="keys", action="append", default=[], metavar="KEY=VALUE")
+        if name == "move":
+            s.add_argument("--dest", required=True)
+        if name == "get":
+            s.add_argument("--out", required=True)
+            s.add_argument("--implicit-only", action="store_true")
+            s.add_argument("--abort-after", type=int, default=0, help="A-ABORT after N instances")
     args = p.parse_args()
-    return {"store": cmd_store, "propose": cmd_propose, "echo": cmd_echo, "find": cmd_find}[args.cmd](args)
+    return {"store": cmd_store, "propose": cmd_propose, "echo": cmd_echo, "find": cmd_find,
+            "move": cmd_move, "get": cmd_get}[args.cmd](args)
 
 
 if __name__ == "__main__":

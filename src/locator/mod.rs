@@ -6,6 +6,7 @@
 //! instead of failing with SQLITE_BUSY. Keep the SQL portable: PostgreSQL follows.
 
 pub mod find;
+pub mod retrieve;
 
 use std::collections::HashMap;
 use std::str::FromStr;

@@ -14,6 +14,8 @@ pub struct AccessPolicy {
     our_aet: String,
     accept_unknown_callers: bool,
     peers: HashMap<String, HashSet<Service>>,
+    /// Network addresses of known peers: C-MOVE destinations.
+    addresses: HashMap<String, (String, u16)>,
 }
 
 /// Services granted to callers missing from the peer list when they are accepted at all.
@@ -31,12 +33,24 @@ impl AccessPolicy {
                 .iter()
                 .map(|p| (p.aet.trim().to_string(), p.allow.iter().copied().collect()))
                 .collect(),
+            addresses: config
+                .peers
+                .iter()
+                .map(|p| (p.aet.trim().to_string(), (p.host.clone(), p.port)))
+                .collect(),
         }
     }
 
     /// Our own AE title.
     pub fn our_aet(&self) -> &str {
         &self.our_aet
+    }
+
+    /// Host and port of a known peer, for C-MOVE.
+    pub fn destination(&self, aet: &str) -> Option<(&str, u16)> {
+        self.addresses
+            .get(aet.trim())
+            .map(|(host, port)| (host.as_str(), *port))
     }
 
     /// Whether `calling_ae` may use `service`.

@@ -21,6 +21,10 @@ const ERROR_COMMENT: u16 = 0x0902;
 const AFFECTED_SOP_INSTANCE_UID: u16 = 0x1000;
 const MOVE_ORIGINATOR_AE_TITLE: u16 = 0x1030;
 const MOVE_ORIGINATOR_MESSAGE_ID: u16 = 0x1031;
+const NUMBER_OF_REMAINING_SUB_OPERATIONS: u16 = 0x1020;
+const NUMBER_OF_COMPLETED_SUB_OPERATIONS: u16 = 0x1021;
+const NUMBER_OF_FAILED_SUB_OPERATIONS: u16 = 0x1022;
+const NUMBER_OF_WARNING_SUB_OPERATIONS: u16 = 0x1023;
 
 /// Command Data Set Type value meaning "no data set follows".
 const NO_DATA_SET: u16 = 0x0101;
@@ -265,6 +269,15 @@ impl CommandSet {
         if let Some(uid) = request.sop_instance_uid {
             rsp.set_uid(AFFECTED_SOP_INSTANCE_UID, uid);
         }
+        if let Some(counts) = &request.sub_operations {
+            let clamp = |n: u32| n.min(u32::from(u16::MAX)) as u16;
+            if let Some(remaining) = counts.remaining {
+                rsp.set_us(NUMBER_OF_REMAINING_SUB_OPERATIONS, clamp(remaining));
+            }
+            rsp.set_us(NUMBER_OF_COMPLETED_SUB_OPERATIONS, clamp(counts.completed));
+            rsp.set_us(NUMBER_OF_FAILED_SUB_OPERATIONS, clamp(counts.failed));
+            rsp.set_us(NUMBER_OF_WARNING_SUB_OPERATIONS, clamp(counts.warning));
+        }
         if let Some(comment) = request.error_comment {
             // Error Comment is LO: at most 64 characters.
             let comment: String = comment.chars().filter(char::is_ascii).take(64).collect();
@@ -273,7 +286,14 @@ impl CommandSet {
         rsp
     }
 
-    /// Builds a request; used by tests and, later, by our SCU side.
+    /// Names the C-MOVE this C-STORE is a sub-operation of.
+    pub fn with_move_originator(mut self, ae_title: &str, message_id: u16) -> CommandSet {
+        self.set_text(MOVE_ORIGINATOR_AE_TITLE, ae_title);
+        self.set_us(MOVE_ORIGINATOR_MESSAGE_ID, message_id);
+        self
+    }
+
+    /// Builds a request (our SCU side: C-STORE sub-operations, and tests).
     pub fn request(field: CommandField, message_id: u16, sop_class_uid: &str) -> CommandSet {
         let mut rq = CommandSet::default();
         rq.set_us(COMMAND_FIELD, field.code());
@@ -302,6 +322,18 @@ pub struct Response<'a> {
     pub sop_instance_uid: Option<&'a str>,
     pub error_comment: Option<&'a str>,
     pub has_data_set: bool,
+    /// C-MOVE/C-GET sub-operation counts.
+    pub sub_operations: Option<SubOperations>,
+}
+
+/// Sub-operation counts of a C-MOVE or C-GET response (PS3.7 9.3.4, 9.3.3).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SubOperations {
+    /// Omitted from final responses other than Cancel.
+    pub remaining: Option<u32>,
+    pub completed: u32,
+    pub failed: u32,
+    pub warning: u32,
 }
 
 fn put_element(out: &mut Vec<u8>, element: u16, value: &[u8]) {
@@ -345,6 +377,7 @@ mod tests {
             sop_instance_uid: Some("1.2.3"),
             error_comment: Some("disk full"),
             has_data_set: false,
+            sub_operations: None,
         });
         let back = CommandSet::decode(&rsp.encode()).unwrap();
         assert_eq!(back.status_code(), Some(0xA700));

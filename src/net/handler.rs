@@ -88,6 +88,50 @@ pub trait FindResults: Send + Sync + 'static {
     fn next(&mut self) -> impl Future<Output = Option<Result<Vec<u8>, Outcome>>> + Send;
 }
 
+/// The command-level facts of one C-MOVE or C-GET request, with its identifier still encoded.
+#[derive(Debug, Clone)]
+pub struct RetrieveRequest {
+    /// The information model (Patient Root or Study Root, MOVE or GET).
+    pub sop_class_uid: String,
+    /// Transfer syntax of the presentation context: the identifier's encoding.
+    pub transfer_syntax_uid: String,
+    /// The identifier data set, as received.
+    pub identifier: Vec<u8>,
+}
+
+/// One instance a C-MOVE or C-GET will send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetrieveItem {
+    pub sop_class_uid: String,
+    pub sop_instance_uid: String,
+    /// The transfer syntax the instance is stored in.
+    pub transfer_syntax_uid: String,
+}
+
+/// The data set of one instance, as a retrieve's reader hands it over, in plan order.
+#[derive(Debug)]
+pub enum Piece {
+    /// The data set of plan entry `index` begins; `length` bytes of `Data` follow.
+    Start { index: usize, length: u64 },
+    /// The next bytes of the current data set.
+    Data(bytes::Bytes),
+    /// Plan entry `index` cannot be sent (unreadable, damaged, cannot be transcoded). Comes
+    /// instead of `Start`, or after some `Data` when damage is found late; the sub-operation
+    /// then fails.
+    Failed { index: usize, reason: String },
+}
+
+/// The instances of one C-MOVE or C-GET, and their bytes on demand.
+pub trait Retrieval: Send + Sync + 'static {
+    /// Every matching instance, in the order they should be sent.
+    fn items(&self) -> &[RetrieveItem];
+
+    /// Starts reading: for each plan entry `(item index, transfer syntax to send in)`, the
+    /// data set bytes in that syntax, as [`Piece`]s through a bounded channel. Reading runs
+    /// ahead of the network and stops when the receiver is dropped.
+    fn read(&self, plan: Vec<(usize, String)>) -> tokio::sync::mpsc::Receiver<Piece>;
+}
+
 /// How a C-STORE starts: receive the data set into a sink, or answer at once (the data set is
 /// then drained and discarded), e.g. for a duplicate that is kept or a refusal.
 pub enum StoreStart<K> {
@@ -99,6 +143,7 @@ pub enum StoreStart<K> {
 pub trait Services: Send + Sync + 'static {
     type Sink: StoreSink;
     type Matches: FindResults;
+    type Retrieval: Retrieval;
 
     /// Starts a C-STORE.
     fn begin_store(
@@ -114,4 +159,12 @@ pub trait Services: Send + Sync + 'static {
         association: &AssociationContext,
         request: FindRequest,
     ) -> impl Future<Output = Result<Self::Matches, Outcome>> + Send;
+
+    /// Starts a C-MOVE or C-GET: checks the identifier and finds the instances. An error is
+    /// the final response.
+    fn begin_retrieve(
+        &self,
+        association: &AssociationContext,
+        request: RetrieveRequest,
+    ) -> impl Future<Output = Result<Self::Retrieval, Outcome>> + Send;
 }

@@ -18,7 +18,7 @@ use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use super::access::AccessPolicy;
-use super::association::{self, Timeouts};
+use super::association::{self, RetrieveSettings, Timeouts};
 use super::handler::{AssociationContext, Services};
 use super::negotiation::Negotiator;
 
@@ -34,6 +34,7 @@ pub struct NetConfig {
     pub max_pdu_length: u32,
     pub artim_timeout: Duration,
     pub timeouts: Timeouts,
+    pub retrieve: RetrieveSettings,
     pub shutdown_grace: Duration,
 }
 
@@ -163,7 +164,16 @@ async fn handle_connection<S: Services>(
             .to_string(),
         peer,
     };
-    association::serve(assoc, ctx, services, policy, config.timeouts, shutdown).await;
+    association::serve(
+        assoc,
+        ctx,
+        services,
+        policy,
+        config.timeouts,
+        config.retrieve.clone(),
+        shutdown,
+    )
+    .await;
 }
 
 /// Reads the A-ASSOCIATE-RQ and answers A-ASSOCIATE-RJ (transient, local limit exceeded).

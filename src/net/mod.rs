@@ -11,10 +11,10 @@ pub mod listener;
 pub mod negotiation;
 pub mod status;
 
-pub use association::Timeouts;
+pub use association::{RetrieveSettings, Timeouts};
 pub use handler::{
-    AssociationContext, FindRequest, FindResults, Outcome, Services, StoreRequest, StoreSink,
-    StoreStart,
+    AssociationContext, FindRequest, FindResults, Outcome, Piece, RetrieveItem, RetrieveRequest,
+    Retrieval, Services, StoreRequest, StoreSink, StoreStart,
 };
 pub use listener::{serve, NetConfig};
 pub use status::Status;

@@ -24,6 +24,17 @@ pub enum Status {
     CannotUnderstand,
     /// Failure: processing failed for a reason of our own (I/O, database).
     ProcessingFailure,
+    /// C-MOVE refused: the Move Destination is not a known AE title.
+    MoveDestinationUnknown,
+    /// C-MOVE/C-GET refused: no sub-operation could be performed (destination down, nothing
+    /// it accepts).
+    SubOperationsRefused,
+    /// C-MOVE/C-GET warning: sub-operations complete, one or more failed or had warnings.
+    SubOperationsWithFailures,
+    /// C-STORE warning statuses a destination may answer (coercion, elements discarded).
+    StoreWarning(u16),
+    /// Any other status a peer answered, kept as received.
+    Other(u16),
 }
 
 impl Status {
@@ -41,12 +52,33 @@ impl Status {
             Status::DataSetDoesNotMatchSopClass => 0xA900,
             Status::CannotUnderstand => 0xC000,
             Status::ProcessingFailure => 0x0110,
+            Status::MoveDestinationUnknown => 0xA801,
+            Status::SubOperationsRefused => 0xA702,
+            Status::SubOperationsWithFailures => 0xB000,
+            Status::StoreWarning(code) | Status::Other(code) => code,
         }
     }
 
     /// Whether the status ends an operation in failure.
     pub fn is_failure(self) -> bool {
-        !matches!(self, Status::Success | Status::Pending | Status::Cancel)
+        !matches!(
+            self,
+            Status::Success
+                | Status::Pending
+                | Status::Cancel
+                | Status::SubOperationsWithFailures
+                | Status::StoreWarning(_)
+        )
+    }
+
+    /// Classifies a C-STORE response status from a peer (PS3.4 B.2.3).
+    pub fn from_store_response(code: u16) -> Status {
+        match code {
+            0x0000 => Status::Success,
+            0xB000 | 0xB006 | 0xB007 => Status::StoreWarning(code),
+            0x0001 | 0x0107 | 0x0116 => Status::StoreWarning(code),
+            other => Status::Other(other),
+        }
     }
 }
 

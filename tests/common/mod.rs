@@ -45,6 +45,7 @@ pub struct CorpusFile {
     pub path: String,
     pub sop_instance_uid: String,
     pub study_instance_uid: String,
+    pub series_instance_uid: String,
     pub patient_id: String,
     pub patient_name: String,
     pub specific_character_set: String,

@@ -70,7 +70,7 @@ impl<S: Services> Session<S> {
 
     /// Whether a C-CANCEL-RQ for `message_id` is waiting, without blocking. Anything else that
     /// arrives mid-operation ends the association: we negotiate no asynchronous operations.
-    async fn cancel_requested(
+    pub(super) async fn cancel_requested(
         &mut self,
         assoc: &mut AsyncServerAssociation<TcpStream>,
         message_id: u16,
@@ -85,11 +85,11 @@ impl<S: Services> Session<S> {
             };
             let pdu = match polled {
                 Poll::Pending => return Ok(false),
-                Poll::Ready(Err(e)) => return Err(format!("while answering C-FIND: {e}")),
+                Poll::Ready(Err(e)) => return Err(format!("while answering: {e}")),
                 Poll::Ready(Ok(pdu)) => pdu,
             };
             let Pdu::PData { data } = pdu else {
-                return Err("A-RELEASE or A-ABORT while answering C-FIND".into());
+                return Err("A-RELEASE or A-ABORT while an operation is in progress".into());
             };
             for pdv in data {
                 match self.assembler.push(pdv).map_err(|e| e.to_string())? {
@@ -102,7 +102,7 @@ impl<S: Services> Session<S> {
                         }
                     }
                     Some(_) => {
-                        return Err("new request while a C-FIND is in progress".into());
+                        return Err("new request while an operation is in progress".into());
                     }
                 }
             }

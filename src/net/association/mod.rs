@@ -3,6 +3,10 @@
 //! module only moves messages between the wire and [`Services`].
 
 mod find;
+mod retrieve;
+mod store_scu;
+
+pub use retrieve::RetrieveSettings;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,7 +20,7 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use super::access::AccessPolicy;
-use super::command::{CommandField, CommandSet, Response};
+use super::command::{CommandField, CommandSet, Response, SubOperations};
 use super::dimse::{DimseEvent, MessageAssembler};
 use super::handler::{AssociationContext, Outcome, Services, StoreRequest, StoreSink, StoreStart};
 use super::status::Status;
@@ -51,7 +55,8 @@ struct InFlight<K> {
 enum Receiving<K> {
     /// Fragments go to the sink.
     Writing(K),
-    /// A C-FIND identifier: small, gathered whole (up to [`MAX_IDENTIFIER_LEN`]).
+    /// A C-FIND/C-MOVE/C-GET identifier: small, gathered whole (up to
+    /// [`MAX_IDENTIFIER_LEN`]).
     Collecting(Vec<u8>),
     /// The answer is already known; fragments are discarded.
     Draining(Outcome),
@@ -74,6 +79,7 @@ pub(crate) async fn serve<S: Services>(
     services: Arc<S>,
     policy: Arc<AccessPolicy>,
     timeouts: Timeouts,
+    retrieve: RetrieveSettings,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let contexts: HashMap<u8, Context> = assoc
@@ -103,6 +109,7 @@ pub(crate) async fn serve<S: Services>(
         send_timeout: timeouts.dimse,
         services,
         policy,
+        retrieve,
         contexts,
         assembler: MessageAssembler::default(),
         in_flight: None,
@@ -210,6 +217,7 @@ struct Session<S: Services> {
     send_timeout: Duration,
     services: Arc<S>,
     policy: Arc<AccessPolicy>,
+    retrieve: RetrieveSettings,
     contexts: HashMap<u8, Context>,
     assembler: MessageAssembler,
     in_flight: Option<InFlight<S::Sink>>,
@@ -304,6 +312,27 @@ impl<S: Services> Session<S> {
                         ))
                     }
                 }),
+            CommandField::CMoveRq | CommandField::CGetRq => {
+                let service = if field == CommandField::CMoveRq {
+                    Service::Move
+                } else {
+                    Service::Get
+                };
+                self.check(
+                    service,
+                    sop_class_uid.as_deref() == Some(abstract_syntax.as_str()),
+                )
+                .and_then(|()| {
+                    if has_data_set {
+                        Ok(())
+                    } else {
+                        Err(Outcome::failure(
+                            Status::CannotUnderstand,
+                            "retrieve request without an identifier",
+                        ))
+                    }
+                })
+            }
             _ => Err(Outcome::failure(
                 Status::UnrecognizedOperation,
                 "operation not supported",
@@ -313,7 +342,14 @@ impl<S: Services> Session<S> {
         let state = match decision {
             Err(outcome) => Receiving::Draining(outcome),
             Ok(()) if field == CommandField::CEchoRq => Receiving::Draining(Outcome::success()),
-            Ok(()) if field == CommandField::CFindRq => Receiving::Collecting(Vec::new()),
+            Ok(())
+                if matches!(
+                    field,
+                    CommandField::CFindRq | CommandField::CMoveRq | CommandField::CGetRq
+                ) =>
+            {
+                Receiving::Collecting(Vec::new())
+            }
             Ok(()) => {
                 let request = StoreRequest {
                     sop_class_uid: sop_class_uid.clone().unwrap_or_default(),
@@ -333,6 +369,7 @@ impl<S: Services> Session<S> {
             message_id,
             sop_class_uid,
             sop_instance_uid,
+            move_destination: command.move_destination(),
         };
         if has_data_set {
             self.in_flight = Some(InFlight { header, state });
@@ -393,7 +430,16 @@ impl<S: Services> Session<S> {
             Receiving::Writing(sink) => sink.finish().await,
             Receiving::Draining(outcome) => outcome,
             Receiving::Collecting(identifier) => {
-                return self.run_find(assoc, &in_flight.header, identifier).await;
+                let header = &in_flight.header;
+                return match header.response {
+                    CommandField::CMoveRsp => {
+                        self.run_retrieve(assoc, header, identifier, true).await
+                    }
+                    CommandField::CGetRsp => {
+                        self.run_retrieve(assoc, header, identifier, false).await
+                    }
+                    _ => self.run_find(assoc, header, identifier).await,
+                };
             }
         };
         if in_flight.header.response == CommandField::CStoreRsp {
@@ -450,6 +496,31 @@ impl<S: Services> Session<S> {
         outcome: Outcome,
         data_set: Option<&[u8]>,
     ) -> Result<(), String> {
+        self.send_response(assoc, header, outcome, None, data_set)
+            .await
+    }
+
+    /// Sends a C-MOVE/C-GET response with its sub-operation counts.
+    async fn respond_counts(
+        &self,
+        assoc: &mut AsyncServerAssociation<TcpStream>,
+        header: &Header,
+        outcome: Outcome,
+        counts: SubOperations,
+        data_set: Option<&[u8]>,
+    ) -> Result<(), String> {
+        self.send_response(assoc, header, outcome, Some(counts), data_set)
+            .await
+    }
+
+    async fn send_response(
+        &self,
+        assoc: &mut AsyncServerAssociation<TcpStream>,
+        header: &Header,
+        outcome: Outcome,
+        sub_operations: Option<SubOperations>,
+        data_set: Option<&[u8]>,
+    ) -> Result<(), String> {
         let command = CommandSet::response(&Response {
             field: header.response,
             message_id: header.message_id,
@@ -458,6 +529,7 @@ impl<S: Services> Session<S> {
             sop_instance_uid: header.sop_instance_uid.as_deref(),
             error_comment: outcome.comment.as_deref(),
             has_data_set: data_set.is_some(),
+            sub_operations,
         });
         self.send_pdv(
             assoc,
@@ -517,4 +589,6 @@ struct Header {
     message_id: u16,
     sop_class_uid: Option<String>,
     sop_instance_uid: Option<String>,
+    /// C-MOVE only: where the instances go.
+    move_destination: Option<String>,
 }

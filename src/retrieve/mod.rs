@@ -1,0 +1,216 @@
+//! The C-MOVE and C-GET service: turns a retrieve identifier into the list of instances to
+//! send (through the locator) and hands their data sets to the network layer through the
+//! [`Reader`], whichever tier holds them, prefetching ahead of the network.
+
+mod stream;
+
+use std::sync::Arc;
+
+use dicom_dictionary_std::tags;
+use dicom_encoding::TransferSyntaxIndex;
+use dicom_object::InMemDicomObject;
+use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+use tokio::sync::mpsc;
+
+use crate::dataset::{scan, ScanError};
+use crate::locator::retrieve::{required_key, RetrieveKeys, RetrieveRow};
+use crate::locator::Locator;
+use crate::model::query::QueryLevel;
+use crate::model::sop_class::{
+    PATIENT_ROOT_GET, PATIENT_ROOT_MOVE, STUDY_ROOT_GET, STUDY_ROOT_MOVE,
+};
+use crate::model::StoredObject;
+use crate::net::{
+    AssociationContext, Outcome, Piece, RetrieveItem, RetrieveRequest, Retrieval, Status,
+};
+use crate::reader::Reader;
+
+/// Decoded identifier bytes we look through.
+const MAX_IDENTIFIER_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Settings of the retrieve service.
+#[derive(Debug, Clone)]
+pub struct RetrieveOptions {
+    /// Most instances one C-MOVE/C-GET may send; more is refused with Out of Resources.
+    pub max_instances: usize,
+    /// Instances read ahead of the network, in parallel.
+    pub prefetch: usize,
+}
+
+/// The C-MOVE/C-GET service.
+#[derive(Debug, Clone)]
+pub struct Retrieve {
+    locator: Arc<Locator>,
+    reader: Reader,
+    options: RetrieveOptions,
+}
+
+/// The instances of one C-MOVE or C-GET.
+#[derive(Debug)]
+pub struct Instances {
+    items: Vec<RetrieveItem>,
+    objects: Arc<Vec<StoredObject>>,
+    reader: Reader,
+    prefetch: usize,
+}
+
+fn refuse(status: Status, comment: impl Into<String>) -> Outcome {
+    Outcome::failure(status, comment)
+}
+
+impl Retrieve {
+    pub fn new(locator: Arc<Locator>, reader: Reader, options: RetrieveOptions) -> Retrieve {
+        Retrieve {
+            locator,
+            reader,
+            options,
+        }
+    }
+
+    /// Checks the identifier and lists the instances it names.
+    pub async fn begin(
+        &self,
+        _association: &AssociationContext,
+        request: RetrieveRequest,
+    ) -> Result<Instances, Outcome> {
+        let model = request.sop_class_uid.as_str();
+        let study_root = match model {
+            STUDY_ROOT_MOVE | STUDY_ROOT_GET => true,
+            PATIENT_ROOT_MOVE | PATIENT_ROOT_GET => false,
+            _ => {
+                return Err(refuse(
+                    Status::SopClassNotSupported,
+                    "only Patient Root and Study Root MOVE/GET",
+                ))
+            }
+        };
+        let keys = parse_identifier(&request, study_root)?;
+        let rows = self
+            .locator
+            .retrieve_instances(&keys, self.options.max_instances)
+            .await
+            .map_err(|e| refuse(Status::ProcessingFailure, e.to_string()))?;
+        if rows.len() > self.options.max_instances {
+            return Err(refuse(
+                Status::SubOperationsRefused,
+                format!("more than {} instances", self.options.max_instances),
+            ));
+        }
+        let (items, objects) = rows
+            .into_iter()
+            .map(|RetrieveRow { sop_class_uid, sop_instance_uid, object }| {
+                let item = RetrieveItem {
+                    sop_class_uid,
+                    sop_instance_uid,
+                    transfer_syntax_uid: object.transfer_syntax_uid.clone(),
+                };
+                (item, object)
+            })
+            .unzip();
+        Ok(Instances {
+            items,
+            objects: Arc::new(objects),
+            reader: self.reader.clone(),
+            prefetch: self.options.prefetch.max(1),
+        })
+    }
+}
+
+/// The level and unique keys of a retrieve identifier.
+fn parse_identifier(request: &RetrieveRequest, study_root: bool) -> Result<RetrieveKeys, Outcome> {
+    let bad = |comment: String| refuse(Status::DataSetDoesNotMatchSopClass, comment);
+    let ts = TransferSyntaxRegistry
+        .get(&request.transfer_syntax_uid)
+        .ok_or_else(|| refuse(Status::CannotUnderstand, "unknown transfer syntax"))?;
+    scan(
+        std::io::Cursor::new(request.identifier.clone()),
+        ts,
+        None,
+        MAX_IDENTIFIER_BYTES,
+    )
+    .map_err(|e| match e {
+        ScanError::TooLarge(_) => refuse(Status::OutOfResources, e.to_string()),
+        _ => refuse(Status::CannotUnderstand, format!("bad identifier: {e}")),
+    })?;
+    let identifier = InMemDicomObject::read_dataset_with_ts(&request.identifier[..], ts)
+        .map_err(|e| refuse(Status::CannotUnderstand, format!("bad identifier: {e}")))?;
+    let text = |tag| {
+        identifier
+            .element_opt(tag)
+            .ok()
+            .flatten()
+            .and_then(|e| e.to_str().ok().map(|v| v.trim_matches(['\0', ' ']).to_string()))
+            .unwrap_or_default()
+    };
+    let list = |tag| -> Result<Vec<String>, Outcome> {
+        let value = text(tag);
+        let uids: Vec<String> = value
+            .split('\\')
+            .map(|u| u.trim_matches(['\0', ' ']).to_string())
+            .filter(|u| !u.is_empty())
+            .collect();
+        if uids
+            .iter()
+            .any(|u| u.contains(['*', '?']) || !u.chars().all(|c| c.is_ascii_digit() || c == '.'))
+        {
+            return Err(bad(format!("invalid UID list {value:?}")));
+        }
+        Ok(uids)
+    };
+    let level = QueryLevel::parse(&text(tags::QUERY_RETRIEVE_LEVEL))
+        .ok_or_else(|| bad("missing or invalid QueryRetrieveLevel".into()))?;
+    if study_root && level == QueryLevel::Patient {
+        return Err(bad("Study Root has no PATIENT level".into()));
+    }
+    let patient_id = Some(text(tags::PATIENT_ID)).filter(|p| !p.is_empty());
+    if patient_id.as_deref().is_some_and(|p| p.contains(['*', '?', '\\'])) {
+        return Err(bad("PatientID must be a single value".into()));
+    }
+    let keys = RetrieveKeys {
+        patient_id,
+        study_instance_uids: if level >= QueryLevel::Study {
+            list(tags::STUDY_INSTANCE_UID)?
+        } else {
+            Vec::new()
+        },
+        series_instance_uids: if level >= QueryLevel::Series {
+            list(tags::SERIES_INSTANCE_UID)?
+        } else {
+            Vec::new()
+        },
+        sop_instance_uids: if level == QueryLevel::Image {
+            list(tags::SOP_INSTANCE_UID)?
+        } else {
+            Vec::new()
+        },
+    };
+    let has_level_key = match level {
+        QueryLevel::Patient => keys.patient_id.is_some(),
+        QueryLevel::Study => !keys.study_instance_uids.is_empty(),
+        QueryLevel::Series => !keys.series_instance_uids.is_empty(),
+        QueryLevel::Image => !keys.sop_instance_uids.is_empty(),
+    };
+    if !has_level_key {
+        return Err(bad(format!(
+            "{} level needs a unique {}",
+            level.as_str(),
+            required_key(level)
+        )));
+    }
+    Ok(keys)
+}
+
+impl Retrieval for Instances {
+    fn items(&self) -> &[RetrieveItem] {
+        &self.items
+    }
+
+    fn read(&self, plan: Vec<(usize, String)>) -> mpsc::Receiver<Piece> {
+        stream::start(
+            self.reader.clone(),
+            self.objects.clone(),
+            plan,
+            self.prefetch,
+        )
+    }
+}

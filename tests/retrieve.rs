@@ -1,0 +1,473 @@
+//! C-MOVE and C-GET against the real server: DCMTK movescu/getscu with a DCMTK storescp
+//! destination, pynetdicom as requestor and as a choosy destination, and the failure cases.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+const EXPLICIT: &str = "1.2.840.10008.1.2.1";
+const IMPLICIT: &str = "1.2.840.10008.1.2";
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process killed when dropped.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// DCMTK storescp writing data sets exactly as received (+B).
+fn dcmtk_storescp(aet: &str, port: u16, out: &Path) -> Running {
+    let running = Running(dcmtk("storescp")
+        .args(["-aet", aet, "+B", "-od"])
+        .arg(out)
+        .arg(port.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap());
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return running;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("storescp did not start");
+}
+
+/// tools/scp.py: a pynetdicom destination accepting only some SOP classes.
+fn py_storescp(aet: &str, port: u16, out: &Path, extra: &[&str]) -> Running {
+    let mut child = Command::new(python())
+        .arg(repo().join("tools/scp.py"))
+        .arg(port.to_string())
+        .args(["--aet", aet, "--out"])
+        .arg(out)
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "LISTENING");
+    Running(child)
+}
+
+/// A server that knows DEST (on `dest_port`) and DOWN (a port nobody listens on).
+fn server(dest_port: u16, retrieve: &str) -> TestServer {
+    let down = free_port();
+    TestServer::start(&format!(
+        "[[dicom.peers]]\naet = \"DEST\"\nhost = \"127.0.0.1\"\nport = {dest_port}\n\
+         [[dicom.peers]]\naet = \"DOWN\"\nhost = \"127.0.0.1\"\nport = {down}\n{retrieve}"
+    ))
+}
+
+fn corpus(ct_images: &str, mr_images: &str) -> Corpus {
+    Corpus::generate(&[
+        "--ct-studies",
+        "1",
+        "--ct-images",
+        ct_images,
+        "--mr-studies",
+        "1",
+        "--mr-images",
+        mr_images,
+        "--seed",
+        "5",
+    ])
+}
+
+/// SOP Instance UID -> data set bytes of every file below `dir` (DCMTK names Part-10 files
+/// `<modality>.<uid>` or `<modality><uid>`, our pynetdicom tools `<uid>.<transfer syntax>`
+/// with raw data sets).
+fn received(dir: &Path) -> HashMap<String, Vec<u8>> {
+    files_below(dir)
+        .into_iter()
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().to_string();
+            let bytes = std::fs::read(&p).unwrap();
+            if bytes.len() > 132 && &bytes[128..132] == b"DICM" {
+                let uid = name
+                    .trim_start_matches(|c: char| !c.is_ascii_digit())
+                    .to_string();
+                (uid, data_set_bytes(&p))
+            } else {
+                let uid = name
+                    .strip_suffix(&format!(".{EXPLICIT}"))
+                    .or_else(|| name.strip_suffix(&format!(".{IMPLICIT}")))
+                    .unwrap_or(&name)
+                    .to_string();
+                (uid, bytes)
+            }
+        })
+        .collect()
+}
+
+fn originals(corpus: &Corpus, study: &str) -> HashMap<String, Vec<u8>> {
+    corpus
+        .files
+        .iter()
+        .filter(|f| f.study_instance_uid == study)
+        .map(|f| (f.sop_instance_uid.clone(), data_set_bytes(&corpus.path(f))))
+        .collect()
+}
+
+fn assert_identical(got: &HashMap<String, Vec<u8>>, want: &HashMap<String, Vec<u8>>) {
+    let mut g: Vec<&String> = got.keys().collect();
+    let mut w: Vec<&String> = want.keys().collect();
+    g.sort();
+    w.sort();
+    assert_eq!(g, w, "received a different set of instances");
+    for (uid, bytes) in want {
+        assert!(got[uid] == *bytes, "{uid} differs from what was stored");
+    }
+}
+
+/// Every line of `scu.py move|get` output that starts with FINAL.
+fn final_line(out: &str) -> &str {
+    out.lines()
+        .find(|l| l.starts_with("FINAL"))
+        .unwrap_or_else(|| panic!("no final response: {out}"))
+}
+
+fn stored_state(server: &TestServer) -> (u64, usize) {
+    (server.instances(), files_below(&server.online_dir()).len())
+}
+
+#[test]
+fn dcmtk_movescu_and_getscu_receive_bit_identical_instances() {
+    let corpus = corpus("6", "4");
+    let dest_dir = tempfile::tempdir().unwrap();
+    let dest_port = free_port();
+    let _dest = dcmtk_storescp("DEST", dest_port, dest_dir.path());
+    let server = server(dest_port, "");
+    assert!(server.storescu("MODALITY", &corpus.paths()).status.success());
+    let uids = corpus.study_uids();
+    let (ct, mr) = (&uids[0], &uids[1]);
+
+    // Study Root, STUDY level.
+    let out = text(
+        &dcmtk("movescu")
+            .args(["-v", "-S", "-aet", "VIEWER", "-aec", "STRATA", "-aem", "DEST"])
+            .args(["-k", "QueryRetrieveLevel=STUDY", "-k"])
+            .arg(format!("StudyInstanceUID={ct}"))
+            .args(["127.0.0.1", &server.port.to_string()])
+            .output()
+            .unwrap(),
+    );
+    assert!(out.contains("Received Final Move Response (Success)"), "{out}");
+    assert_identical(&received(dest_dir.path()), &originals(&corpus, ct));
+
+    // Patient Root, SERIES level, into a clean folder.
+    for f in files_below(dest_dir.path()) {
+        std::fs::remove_file(f).unwrap();
+    }
+    let mr_file = corpus.files.iter().find(|f| &f.study_instance_uid == mr).unwrap();
+    let out = text(
+        &dcmtk("movescu")
+            .args(["-v", "-P", "-aet", "VIEWER", "-aec", "STRATA", "-aem", "DEST"])
+            .args(["-k", "QueryRetrieveLevel=SERIES", "-k"])
+            .arg(format!("PatientID={}", mr_file.patient_id))
+            .arg("-k")
+            .arg(format!("StudyInstanceUID={mr}"))
+            .arg("-k")
+            .arg(format!("SeriesInstanceUID={}", mr_file.series_instance_uid))
+            .args(["127.0.0.1", &server.port.to_string()])
+            .output()
+            .unwrap(),
+    );
+    assert!(out.contains("Received Final Move Response (Success)"), "{out}");
+    assert_identical(&received(dest_dir.path()), &originals(&corpus, mr));
+
+    // C-GET, STUDY level and IMAGE level, with getscu keeping the bytes as received.
+    let get_dir = tempfile::tempdir().unwrap();
+    let getscu = |keys: &[String], dir: &Path| {
+        let mut cmd = dcmtk("getscu");
+        cmd.args(["-v", "-S", "-aet", "VIEWER", "-aec", "STRATA", "+B", "-od"])
+            .arg(dir);
+        for k in keys {
+            cmd.args(["-k", k]);
+        }
+        text(&cmd.args(["127.0.0.1", &server.port.to_string()]).output().unwrap())
+    };
+    let out = getscu(
+        &["QueryRetrieveLevel=STUDY".into(), format!("StudyInstanceUID={ct}")],
+        get_dir.path(),
+    );
+    assert!(out.contains("Received C-GET Response (Success)"), "{out}");
+    assert_identical(&received(get_dir.path()), &originals(&corpus, ct));
+
+    let one = corpus.files.iter().find(|f| &f.study_instance_uid == ct).unwrap();
+    let image_dir = tempfile::tempdir().unwrap();
+    let out = getscu(
+        &[
+            "QueryRetrieveLevel=IMAGE".into(),
+            format!("StudyInstanceUID={ct}"),
+            format!("SeriesInstanceUID={}", one.series_instance_uid),
+            format!("SOPInstanceUID={}", one.sop_instance_uid),
+        ],
+        image_dir.path(),
+    );
+    assert!(out.contains("Received C-GET Response (Success)"), "{out}");
+    let got = received(image_dir.path());
+    assert_eq!(got.len(), 1);
+    assert!(got[&one.sop_instance_uid] == data_set_bytes(&corpus.path(one)));
+}
+
+#[test]
+fn pynetdicom_move_and_get_report_counts_and_deliver_identical_bytes() {
+    let corpus = corpus("5", "3");
+    let dest_dir = tempfile::tempdir().unwrap();
+    let dest_port = free_port();
+    let _dest = py_storescp("DEST", dest_port, dest_dir.path(), &[]);
+    let server = server(dest_port, "[retrieve]\nmove_associations = 2\n");
+    assert!(server.storescu("MODALITY", &corpus.paths()).status.success());
+    let uids = corpus.study_uids();
+
+    // Two parallel associations to the destination; Pending counts after each instance.
+    let key = format!("StudyInstanceUID={}", uids[0]);
+    let out = text(&server.scu("move", "VIEWER", &["--dest", "DEST", "-k", &key]));
+    let pending: Vec<&str> = out.lines().filter(|l| l.starts_with("PENDING")).collect();
+    assert_eq!(pending.len(), 5, "{out}");
+    assert!(pending[0].contains("remaining=4 completed=1 failed=0"), "{out}");
+    assert_eq!(
+        final_line(&out),
+        "FINAL 0x0000 remaining=- completed=5 failed=0 warning=0",
+        "{out}"
+    );
+    assert_identical(&received(dest_dir.path()), &originals(&corpus, &uids[0]));
+
+    // Patient Root C-GET at PATIENT level: everything of that patient.
+    let mr = corpus.files.iter().find(|f| f.study_instance_uid == uids[1]).unwrap();
+    let get_dir = tempfile::tempdir().unwrap();
+    let out = text(&server.scu(
+        "get",
+        "VIEWER",
+        &[
+            "--model".to_string(),
+            "patient".into(),
+            "--level".into(),
+            "PATIENT".into(),
+            "--out".into(),
+            get_dir.path().display().to_string(),
+            "-k".into(),
+            format!("PatientID={}", mr.patient_id),
+        ],
+    ));
+    assert_eq!(
+        final_line(&out),
+        "FINAL 0x0000 remaining=- completed=3 failed=0 warning=0",
+        "{out}"
+    );
+    assert_identical(&received(get_dir.path()), &originals(&corpus, &uids[1]));
+}
+
+#[test]
+fn retrieve_failures_get_the_right_status_and_change_nothing() {
+    let corpus = corpus("5", "3");
+    let dest_dir = tempfile::tempdir().unwrap();
+    let dest_port = free_port();
+    // This destination takes MR only.
+    let _dest = py_storescp("DEST", dest_port, dest_dir.path(), &["--accept", "MR"]);
+    let server = server(dest_port, "");
+    assert!(server.storescu("MODALITY", &corpus.paths()).status.success());
+    let before = stored_state(&server);
+    let uids = corpus.study_uids();
+    let both = format!("StudyInstanceUID={}\\{}", uids[0], uids[1]);
+
+    // Unknown destination: refused at once.
+    let out = text(&server.scu("move", "VIEWER", &["--dest", "NOWHERE", "-k", &both]));
+    assert!(final_line(&out).starts_with("FINAL 0xA801"), "{out}");
+
+    // Destination down: every sub-operation fails.
+    let out = text(&server.scu("move", "VIEWER", &["--dest", "DOWN", "-k", &both]));
+    assert!(
+        final_line(&out).starts_with("FINAL 0xA702 remaining=- completed=0 failed=8"),
+        "{out}"
+    );
+
+    // Destination refusing CT: MR arrives, CT is listed as failed.
+    let out = text(&server.scu("move", "VIEWER", &["--dest", "DEST", "-k", &both]));
+    assert!(
+        final_line(&out).starts_with("FINAL 0xB000 remaining=- completed=3 failed=5"),
+        "{out}"
+    );
+    let failed: Vec<&str> = out
+        .lines()
+        .find_map(|l| l.strip_prefix("FAILED_UIDS "))
+        .unwrap_or_else(|| panic!("no failed list: {out}"))
+        .split(' ')
+        .collect();
+    let mut ct: Vec<&str> = corpus
+        .files
+        .iter()
+        .filter(|f| f.study_instance_uid == uids[0])
+        .map(|f| f.sop_instance_uid.as_str())
+        .collect();
+    let mut failed_sorted = failed.clone();
+    failed_sorted.sort();
+    ct.sort();
+    assert_eq!(failed_sorted, ct);
+    assert_eq!(received(dest_dir.path()).len(), 3);
+
+    // Bad identifiers.
+    let out = text(&server.scu("move", "VIEWER", &["--dest", "DEST", "-k", "StudyInstanceUID="]));
+    assert!(final_line(&out).starts_with("FINAL 0xA900"), "{out}");
+    let out = text(&server.scu(
+        "move",
+        "VIEWER",
+        &["--dest", "DEST", "--level", "PATIENT", "-k", "PatientID=X"],
+    ));
+    assert!(final_line(&out).starts_with("FINAL 0xA900"), "{out}");
+    // An AE allowed only to store may not retrieve.
+    let out = text(&server.scu("move", "MODALITY", &["--dest", "DEST", "-k", &both]));
+    assert!(final_line(&out).starts_with("FINAL 0x0124"), "{out}");
+
+    // Nothing matched: success with nothing sent.
+    let out = text(&server.scu("move", "VIEWER", &["--dest", "DEST", "-k", "StudyInstanceUID=1.2.3"]));
+    assert_eq!(final_line(&out), "FINAL 0x0000 remaining=- completed=0 failed=0 warning=0");
+
+    assert_eq!(stored_state(&server), before);
+    let (ok, log) = server.echoscu("VIEWER", "STRATA");
+    assert!(ok, "{log}");
+}
+
+#[test]
+fn cancel_and_abort_mid_study_stop_cleanly() {
+    let corpus = corpus("40", "1");
+    let dest_dir = tempfile::tempdir().unwrap();
+    let dest_port = free_port();
+    let _dest = py_storescp("DEST", dest_port, dest_dir.path(), &[]);
+    let server = server(dest_port, "");
+    assert!(server.storescu("MODALITY", &corpus.paths()).status.success());
+    let before = stored_state(&server);
+    let ct = format!("StudyInstanceUID={}", corpus.study_uids()[0]);
+
+    // C-MOVE cancelled after two Pending responses.
+    let out = text(&server.scu(
+        "move",
+        "VIEWER",
+        &["--dest", "DEST", "--cancel-after", "2", "-k", &ct],
+    ));
+    let last = final_line(&out);
+    assert!(last.starts_with("FINAL 0xFE00"), "{out}");
+    let completed: u32 = last
+        .split(' ')
+        .find_map(|w| w.strip_prefix("completed="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((2..40).contains(&completed), "{out}");
+
+    // C-GET cancelled the same way.
+    let get_dir = tempfile::tempdir().unwrap();
+    let out = text(&server.scu(
+        "get",
+        "VIEWER",
+        &[
+            "--out".to_string(),
+            get_dir.path().display().to_string(),
+            "--cancel-after".into(),
+            "2".into(),
+            "-k".into(),
+            ct.clone(),
+        ],
+    ));
+    assert!(final_line(&out).starts_with("FINAL 0xFE00"), "{out}");
+    assert!(received(get_dir.path()).len() < 40, "{out}");
+
+    // The requestor aborts mid-study: the server notices and keeps serving.
+    let abort_dir = tempfile::tempdir().unwrap();
+    let out = text(&server.scu(
+        "get",
+        "VIEWER",
+        &[
+            "--out".to_string(),
+            abort_dir.path().display().to_string(),
+            "--abort-after".into(),
+            "3".into(),
+            "-k".into(),
+            ct.clone(),
+        ],
+    ));
+    assert!(!out.contains("FINAL 0x0000"), "{out}");
+    let (ok, log) = server.echoscu("VIEWER", "STRATA");
+    assert!(ok, "{log}");
+    assert_eq!(stored_state(&server), before);
+    // And a whole retrieve still works afterwards.
+    let again = tempfile::tempdir().unwrap();
+    let out = text(&server.scu(
+        "get",
+        "VIEWER",
+        &[
+            "--out".to_string(),
+            again.path().display().to_string(),
+            "-k".into(),
+            ct,
+        ],
+    ));
+    assert!(final_line(&out).starts_with("FINAL 0x0000"), "{out}");
+    assert_eq!(received(again.path()).len(), 40);
+}
+
+#[test]
+fn destinations_that_take_only_implicit_vr_get_a_transcoded_copy() {
+    let corpus = corpus("2", "1");
+    let dest_dir = tempfile::tempdir().unwrap();
+    let dest_port = free_port();
+    let _dest = py_storescp("DEST", dest_port, dest_dir.path(), &["--implicit-only"]);
+    let server = server(dest_port, "");
+    assert!(server.storescu("MODALITY", &corpus.paths()).status.success());
+    let ct = format!("StudyInstanceUID={}", corpus.study_uids()[0]);
+    let out = text(&server.scu("move", "VIEWER", &["--dest", "DEST", "-k", &ct]));
+    assert!(final_line(&out).starts_with("FINAL 0x0000"), "{out}");
+    let files: Vec<PathBuf> = files_below(dest_dir.path());
+    assert_eq!(files.len(), 2);
+    for path in files {
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let uid = name.strip_suffix(&format!(".{IMPLICIT}")).expect("sent as Implicit VR");
+        let original = corpus.files.iter().find(|f| f.sop_instance_uid == uid).unwrap();
+        let implicit = dicom_object::InMemDicomObject::read_dataset_with_ts(
+            &std::fs::read(&path).unwrap()[..],
+            &dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN.erased(),
+        )
+        .unwrap();
+        let explicit = dicom_object::InMemDicomObject::read_dataset_with_ts(
+            &data_set_bytes(&corpus.path(original))[..],
+            &dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN.erased(),
+        )
+        .unwrap();
+        let pixels = |o: &dicom_object::InMemDicomObject| {
+            o.element(dicom_dictionary_std::tags::PIXEL_DATA)
+                .unwrap()
+                .to_bytes()
+                .unwrap()
+                .to_vec()
+        };
+        assert!(pixels(&implicit) == pixels(&explicit), "{uid}: pixels differ");
+        assert_eq!(
+            implicit.element(dicom_dictionary_std::tags::SOP_INSTANCE_UID).unwrap().to_str().unwrap(),
+            uid
+        );
+    }
+}

@@ -1,0 +1,54 @@
+#!/usr/bin/env python3
+"""A pynetdicom Storage SCP for Strata's tests: a C-MOVE destination that accepts only some
+SOP classes, so tests can see a destination refuse part of a study.
+
+  scp.py PORT --aet DEST --out DIR [--accept CT,MR] [--implicit-only]
+
+Prints `LISTENING` once it accepts associations. Each data set is written exactly as received to DIR/<SOP Instance UID>.<transfer syntax UID>.
+"""
+
+import argparse
+import logging
+import os
+import sys
+
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import CTImageStorage, MRImageStorage, Verification
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+CLASSES = {"CT": CTImageStorage, "MR": MRImageStorage}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("port", type=int)
+    p.add_argument("--aet", default="DEST")
+    p.add_argument("--out", required=True)
+    p.add_argument("--accept", default="CT,MR")
+    p.add_argument("--implicit-only", action="store_true")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
+
+    def on_store(event):
+        uid = event.request.AffectedSOPInstanceUID
+        path = os.path.join(args.out, f"{uid}.{event.context.transfer_syntax}")
+        with open(path, "wb") as f:
+            f.write(event.request.DataSet.getvalue())
+        return 0x0000
+
+    ae = AE(ae_title=args.aet)
+    syntaxes = [ImplicitVRLittleEndian] if args.implicit_only else [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
+    for name in args.accept.split(","):
+        ae.add_supported_context(CLASSES[name], syntaxes)
+    ae.add_supported_context(Verification)
+    server = ae.start_server(("127.0.0.1", args.port), block=False,
+                             evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    print("LISTENING", flush=True)
+    try:
+        sys.stdin.read()  # runs until the test closes our stdin or kills us
+    finally:
+        server.shutdown()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
