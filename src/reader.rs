@@ -112,8 +112,19 @@ pub fn data_set_offset(head: &[u8]) -> Result<usize, String> {
         let vr = &h[4..6];
         let long = matches!(
             vr,
-            b"OB" | b"OW" | b"OF" | b"OD" | b"OL" | b"OV" | b"SQ" | b"UT" | b"UN" | b"UC" | b"UR"
-                | b"SV" | b"UV"
+            b"OB"
+                | b"OW"
+                | b"OF"
+                | b"OD"
+                | b"OL"
+                | b"OV"
+                | b"SQ"
+                | b"UT"
+                | b"UN"
+                | b"UC"
+                | b"UR"
+                | b"SV"
+                | b"UV"
         );
         let (len, header) = if long {
             let l = head.get(pos + 8..pos + 12).ok_or("truncated file meta")?;

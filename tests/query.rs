@@ -430,7 +430,10 @@ fn twelve_patients() -> Vec<&'static str> {
 }
 
 fn names(m: &[Value]) -> Vec<String> {
-    let mut n: Vec<String> = m.iter().map(|x| field(x, "PatientName").to_string()).collect();
+    let mut n: Vec<String> = m
+        .iter()
+        .map(|x| field(x, "PatientName").to_string())
+        .collect();
     n.sort();
     n
 }
@@ -480,7 +483,12 @@ fn combined_study_date_and_time_range_when_negotiated() {
     let (all, _) = find(&server, &[], &["StudyDate=", "StudyTime="]);
     let mut stamps: Vec<(String, String)> = all
         .iter()
-        .map(|m| (field(m, "StudyDate").to_string(), field(m, "StudyTime").to_string()))
+        .map(|m| {
+            (
+                field(m, "StudyDate").to_string(),
+                field(m, "StudyTime").to_string(),
+            )
+        })
         .collect();
     stamps.sort();
     // A window whose start time is later in the day than its end time, so the two readings

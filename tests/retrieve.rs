@@ -35,14 +35,16 @@ impl Drop for Running {
 
 /// DCMTK storescp writing data sets exactly as received (+B).
 fn dcmtk_storescp(aet: &str, port: u16, out: &Path) -> Running {
-    let running = Running(dcmtk("storescp")
-        .args(["-aet", aet, "+B", "-od"])
-        .arg(out)
-        .arg(port.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap());
+    let running = Running(
+        dcmtk("storescp")
+            .args(["-aet", aet, "+B", "-od"])
+            .arg(out)
+            .arg(port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     for _ in 0..100 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return running;
@@ -161,31 +163,45 @@ fn dcmtk_movescu_and_getscu_receive_bit_identical_instances() {
     let dest_port = free_port();
     let _dest = dcmtk_storescp("DEST", dest_port, dest_dir.path());
     let server = server(dest_port, "");
-    assert!(server.storescu("MODALITY", &corpus.paths()).status.success());
+    assert!(server
+        .storescu("MODALITY", &corpus.paths())
+        .status
+        .success());
     let uids = corpus.study_uids();
     let (ct, mr) = (&uids[0], &uids[1]);
 
     // Study Root, STUDY level.
     let out = text(
         &dcmtk("movescu")
-            .args(["-v", "-S", "-aet", "VIEWER", "-aec", "STRATA", "-aem", "DEST"])
+            .args([
+                "-v", "-S", "-aet", "VIEWER", "-aec", "STRATA", "-aem", "DEST",
+            ])
             .args(["-k", "QueryRetrieveLevel=STUDY", "-k"])
             .arg(format!("StudyInstanceUID={ct}"))
             .args(["127.0.0.1", &server.port.to_string()])
             .output()
             .unwrap(),
     );
-    assert!(out.contains("Received Final Move Response (Success)"), "{out}");
+    assert!(
+        out.contains("Received Final Move Response (Success)"),
+        "{out}"
+    );
     assert_identical(&received(dest_dir.path()), &originals(&corpus, ct));
 
     // Patient Root, SERIES level, into a clean folder.
     for f in files_below(dest_dir.path()) {
         std::fs::remove_file(f).unwrap();
     }
-    let mr_file = corpus.files.iter().find(|f| &f.study_instance_uid == mr).unwrap();
+    let mr_file = corpus
+        .files
+        .iter()
+        .find(|f| &f.study_instance_uid == mr)
+        .unwrap();
     let out = text(
         &dcmtk("movescu")
-            .args(["-v", "-P", "-aet", "VIEWER", "-aec", "STRATA", "-aem", "DEST"])
+            .args([
+                "-v", "-P", "-aet", "VIEWER", "-aec", "STRATA", "-aem", "DEST",
+            ])
             .args(["-k", "QueryRetrieveLevel=SERIES", "-k"])
             .arg(format!("PatientID={}", mr_file.patient_id))
             .arg("-k")
@@ -196,7 +212,10 @@ fn dcmtk_movescu_and_getscu_receive_bit_identical_instances() {
             .output()
             .unwrap(),
     );
-    assert!(out.contains("Received Final Move Response (Success)"), "{out}");
+    assert!(
+        out.contains("Received Final Move Response (Success)"),
+        "{out}"
+    );
     assert_identical(&received(dest_dir.path()), &originals(&corpus, mr));
 
     // C-GET, STUDY level and IMAGE level, with getscu keeping the bytes as received.
@@ -208,16 +227,27 @@ fn dcmtk_movescu_and_getscu_receive_bit_identical_instances() {
         for k in keys {
             cmd.args(["-k", k]);
         }
-        text(&cmd.args(["127.0.0.1", &server.port.to_string()]).output().unwrap())
+        text(
+            &cmd.args(["127.0.0.1", &server.port.to_string()])
+                .output()
+                .unwrap(),
+        )
     };
     let out = getscu(
-        &["QueryRetrieveLevel=STUDY".into(), format!("StudyInstanceUID={ct}")],
+        &[
+            "QueryRetrieveLevel=STUDY".into(),
+            format!("StudyInstanceUID={ct}"),
+        ],
         get_dir.path(),
     );
     assert!(out.contains("Received C-GET Response (Success)"), "{out}");
     assert_identical(&received(get_dir.path()), &originals(&corpus, ct));
 
-    let one = corpus.files.iter().find(|f| &f.study_instance_uid == ct).unwrap();
+    let one = corpus
+        .files
+        .iter()
+        .find(|f| &f.study_instance_uid == ct)
+        .unwrap();
     let image_dir = tempfile::tempdir().unwrap();
     let out = getscu(
         &[
@@ -241,7 +271,10 @@ fn pynetdicom_move_and_get_report_counts_and_deliver_identical_bytes() {
     let dest_port = free_port();
     let _dest = py_storescp("DEST", dest_port, dest_dir.path(), &[]);
     let server = server(dest_port, "[retrieve]\nmove_associations = 2\n");
-    assert!(server.storescu("MODALITY", &corpus.paths()).status.success());
+    assert!(server
+        .storescu("MODALITY", &corpus.paths())
+        .status
+        .success());
     let uids = corpus.study_uids();
 
     // Two parallel associations to the destination; Pending counts after each instance.
@@ -249,7 +282,10 @@ fn pynetdicom_move_and_get_report_counts_and_deliver_identical_bytes() {
     let out = text(&server.scu("move", "VIEWER", &["--dest", "DEST", "-k", &key]));
     let pending: Vec<&str> = out.lines().filter(|l| l.starts_with("PENDING")).collect();
     assert_eq!(pending.len(), 5, "{out}");
-    assert!(pending[0].contains("remaining=4 completed=1 failed=0"), "{out}");
+    assert!(
+        pending[0].contains("remaining=4 completed=1 failed=0"),
+        "{out}"
+    );
     assert_eq!(
         final_line(&out),
         "FINAL 0x0000 remaining=- completed=5 failed=0 warning=0",
@@ -258,7 +294,11 @@ fn pynetdicom_move_and_get_report_counts_and_deliver_identical_bytes() {
     assert_identical(&received(dest_dir.path()), &originals(&corpus, &uids[0]));
 
     // Patient Root C-GET at PATIENT level: everything of that patient.
-    let mr = corpus.files.iter().find(|f| f.study_instance_uid == uids[1]).unwrap();
+    let mr = corpus
+        .files
+        .iter()
+        .find(|f| f.study_instance_uid == uids[1])
+        .unwrap();
     let get_dir = tempfile::tempdir().unwrap();
     let out = text(&server.scu(
         "get",
@@ -290,7 +330,10 @@ fn retrieve_failures_get_the_right_status_and_change_nothing() {
     // This destination takes MR only.
     let _dest = py_storescp("DEST", dest_port, dest_dir.path(), &["--accept", "MR"]);
     let server = server(dest_port, "");
-    assert!(server.storescu("MODALITY", &corpus.paths()).status.success());
+    assert!(server
+        .storescu("MODALITY", &corpus.paths())
+        .status
+        .success());
     let before = stored_state(&server);
     let uids = corpus.study_uids();
     let both = format!("StudyInstanceUID={}\\{}", uids[0], uids[1]);
@@ -331,7 +374,11 @@ fn retrieve_failures_get_the_right_status_and_change_nothing() {
     assert_eq!(received(dest_dir.path()).len(), 3);
 
     // Bad identifiers.
-    let out = text(&server.scu("move", "VIEWER", &["--dest", "DEST", "-k", "StudyInstanceUID="]));
+    let out = text(&server.scu(
+        "move",
+        "VIEWER",
+        &["--dest", "DEST", "-k", "StudyInstanceUID="],
+    ));
     assert!(final_line(&out).starts_with("FINAL 0xA900"), "{out}");
     let out = text(&server.scu(
         "move",
@@ -344,8 +391,15 @@ fn retrieve_failures_get_the_right_status_and_change_nothing() {
     assert!(final_line(&out).starts_with("FINAL 0x0124"), "{out}");
 
     // Nothing matched: success with nothing sent.
-    let out = text(&server.scu("move", "VIEWER", &["--dest", "DEST", "-k", "StudyInstanceUID=1.2.3"]));
-    assert_eq!(final_line(&out), "FINAL 0x0000 remaining=- completed=0 failed=0 warning=0");
+    let out = text(&server.scu(
+        "move",
+        "VIEWER",
+        &["--dest", "DEST", "-k", "StudyInstanceUID=1.2.3"],
+    ));
+    assert_eq!(
+        final_line(&out),
+        "FINAL 0x0000 remaining=- completed=0 failed=0 warning=0"
+    );
 
     assert_eq!(stored_state(&server), before);
     let (ok, log) = server.echoscu("VIEWER", "STRATA");
@@ -359,7 +413,10 @@ fn cancel_and_abort_mid_study_stop_cleanly() {
     let dest_port = free_port();
     let _dest = py_storescp("DEST", dest_port, dest_dir.path(), &[]);
     let server = server(dest_port, "");
-    assert!(server.storescu("MODALITY", &corpus.paths()).status.success());
+    assert!(server
+        .storescu("MODALITY", &corpus.paths())
+        .status
+        .success());
     let before = stored_state(&server);
     let ct = format!("StudyInstanceUID={}", corpus.study_uids()[0]);
 
@@ -437,7 +494,10 @@ fn destinations_that_take_only_implicit_vr_get_a_transcoded_copy() {
     let dest_port = free_port();
     let _dest = py_storescp("DEST", dest_port, dest_dir.path(), &["--implicit-only"]);
     let server = server(dest_port, "");
-    assert!(server.storescu("MODALITY", &corpus.paths()).status.success());
+    assert!(server
+        .storescu("MODALITY", &corpus.paths())
+        .status
+        .success());
     let ct = format!("StudyInstanceUID={}", corpus.study_uids()[0]);
     let out = text(&server.scu("move", "VIEWER", &["--dest", "DEST", "-k", &ct]));
     assert!(final_line(&out).starts_with("FINAL 0x0000"), "{out}");
@@ -445,8 +505,14 @@ fn destinations_that_take_only_implicit_vr_get_a_transcoded_copy() {
     assert_eq!(files.len(), 2);
     for path in files {
         let name = path.file_name().unwrap().to_string_lossy().to_string();
-        let uid = name.strip_suffix(&format!(".{IMPLICIT}")).expect("sent as Implicit VR");
-        let original = corpus.files.iter().find(|f| f.sop_instance_uid == uid).unwrap();
+        let uid = name
+            .strip_suffix(&format!(".{IMPLICIT}"))
+            .expect("sent as Implicit VR");
+        let original = corpus
+            .files
+            .iter()
+            .find(|f| f.sop_instance_uid == uid)
+            .unwrap();
         let implicit = dicom_object::InMemDicomObject::read_dataset_with_ts(
             &std::fs::read(&path).unwrap()[..],
             &dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN.erased(),
@@ -464,9 +530,16 @@ fn destinations_that_take_only_implicit_vr_get_a_transcoded_copy() {
                 .unwrap()
                 .to_vec()
         };
-        assert!(pixels(&implicit) == pixels(&explicit), "{uid}: pixels differ");
+        assert!(
+            pixels(&implicit) == pixels(&explicit),
+            "{uid}: pixels differ"
+        );
         assert_eq!(
-            implicit.element(dicom_dictionary_std::tags::SOP_INSTANCE_UID).unwrap().to_str().unwrap(),
+            implicit
+                .element(dicom_dictionary_std::tags::SOP_INSTANCE_UID)
+                .unwrap()
+                .to_str()
+                .unwrap(),
             uid
         );
     }

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Ingest benchmark: Strata, DCMTK storescp and Orthanc side by side, in one run, on the same
-# generated corpus (default 10 CT studies x 200 images + 3 MR x 100), with DCMTK storescu as
-# the sender. Prints MB/s, CPU per instance and peak RSS for each server, and the ratios.
+# Benchmark: Strata, DCMTK storescp and Orthanc side by side, in one run, on the same
+# generated corpus (default 10 CT studies x 200 images + 3 MR x 100). Ingest with DCMTK
+# storescu as the sender (MB/s, CPU per instance, peak RSS); C-FIND latency; C-MOVE and C-GET
+# of one 200-image study (MB/s, time to first instance); C-FIND on a 1,000,000-instance
+# locator. Prints the ratios against the targets at the end.
 #
 #   tools/bench.sh [--ct-studies N] [--ct-images N] [--mr-studies N] [--mr-images N]
 #
@@ -49,6 +51,8 @@ echo "corpus: ${#studies[@]} studies, $instances instances, $((bytes / 1048576))
 
 work="$root/.cache/bench-run"
 port=11200
+DEST_PORT=11190      # DCMTK storescp --ignore: the C-MOVE destination for throughput
+PYDEST_PORT=11191    # tools/bench_retrieve.py's own destination for time to first instance
 pid=""
 
 clock_ticks=$(getconf CLK_TCK)
@@ -76,6 +80,18 @@ start_server() {   # name phase [keep] -> sets pid, aet; "keep" restarts on stor
 aet = "STRATA"
 listen = "127.0.0.1:$port"
 accept_unknown_callers = true
+[[dicom.peers]]
+aet = "MODALITY"
+host = "127.0.0.1"
+port = 1
+[[dicom.peers]]
+aet = "DEST"
+host = "127.0.0.1"
+port = $DEST_PORT
+[[dicom.peers]]
+aet = "PYDEST"
+host = "127.0.0.1"
+port = $PYDEST_PORT
 [storage]
 online_dir = "online"
 [locator]
@@ -98,7 +114,9 @@ EOF
   "Name": "bench", "StorageDirectory": "$dir/storage", "IndexDirectory": "$dir/index",
   "DicomAet": "ORTHANC", "DicomPort": $port, "HttpPort": $((port + 1000)),
   "RemoteAccessAllowed": false, "AuthenticationEnabled": false, "HttpServerEnabled": true,
-  "DicomModalities": { "modality": ["MODALITY", "127.0.0.1", 1] },
+  "DicomModalities": { "modality": ["MODALITY", "127.0.0.1", 1],
+                       "dest": ["DEST", "127.0.0.1", $DEST_PORT],
+                       "pydest": ["PYDEST", "127.0.0.1", $PYDEST_PORT] },
   "StorageCompression": false, "SyncStorageArea": true, "Plugins": []
 }
 EOF
@@ -167,6 +185,53 @@ for name in strata orthanc; do
     stop_server
 done
 
+# C-MOVE and C-GET of one CT study (the first, the largest), on what each server stored in the
+# parallel phase. The receiver discards the data (storescp/getscu --ignore), so the sender is
+# measured, not the receiver's disk. 3 runs each, median.
+study_fact() {   # uid | bytes | count of the first study in the manifest
+    "$root/.venv/bin/python" - "$corpus/manifest.json" "$1" <<'PY'
+import json, sys
+m = json.load(open(sys.argv[1])); u = m[0]["study_instance_uid"]
+s = [x for x in m if x["study_instance_uid"] == u]
+print({"uid": u, "bytes": sum(x["size"] for x in s), "count": len(s)}[sys.argv[2]])
+PY
+}
+ct_study=$(study_fact uid); ct_bytes=$(study_fact bytes); ct_count=$(study_fact count)
+mkdir -p "$work/dest"
+/usr/bin/storescp --ignore -aet DEST "$DEST_PORT" >"$work/dest/out.log" 2>&1 &
+dest_pid=$!
+median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+declare -A move_mbs get_mbs first_get first_move
+echo
+echo "Retrieve of one study ($ct_count instances, $((ct_bytes / 1048576)) MiB): MB/s (median of 3), time to first instance p50 / p95 ms"
+for name in strata orthanc; do
+    start_server "$name" par keep
+    move_t=(); get_t=()
+    for _ in 1 2 3; do
+        t0=$(date +%s.%N)
+        /usr/bin/movescu -S -aet MODALITY -aec "$aet" -aem DEST -k QueryRetrieveLevel=STUDY \
+            -k "StudyInstanceUID=$ct_study" 127.0.0.1 "$port" >/dev/null 2>&1
+        t1=$(date +%s.%N)
+        move_t+=("$(echo "$t1 - $t0" | bc -l)")
+        t0=$(date +%s.%N)
+        /usr/bin/getscu -S --ignore -aet MODALITY -aec "$aet" -k QueryRetrieveLevel=STUDY \
+            -k "StudyInstanceUID=$ct_study" 127.0.0.1 "$port" >/dev/null 2>&1
+        t1=$(date +%s.%N)
+        get_t+=("$(echo "$t1 - $t0" | bc -l)")
+    done
+    move_mbs[$name]=$(echo "$ct_bytes / $(printf '%s\n' "${move_t[@]}" | median) / 1048576" | bc -l)
+    get_mbs[$name]=$(echo "$ct_bytes / $(printf '%s\n' "${get_t[@]}" | median) / 1048576" | bc -l)
+    firsts=$("$root/.venv/bin/python" tools/bench_retrieve.py 127.0.0.1 "$port" --aec "$aet" \
+        --study "$ct_study" --dest-port "$PYDEST_PORT" --runs 5)
+    read -r _ fg50 fg95 <<<"$(grep first-get <<<"$firsts")"
+    read -r _ fm50 fm95 <<<"$(grep first-move <<<"$firsts")"
+    first_get[$name]=$fg95; first_move[$name]=$fm95
+    printf '  %-8s C-MOVE %7.1f MB/s   C-GET %7.1f MB/s   first instance: C-GET %6.1f / %6.1f ms   C-MOVE %6.1f / %6.1f ms\n' \
+        "$name" "${move_mbs[$name]}" "${get_mbs[$name]}" "$fg50" "$fg95" "$fm50" "$fm95"
+    stop_server
+done
+kill -TERM "$dest_pid" 2>/dev/null || true; wait "$dest_pid" 2>/dev/null || true
+
 # The same on a locator of 1,000,000 instances in 50,000 studies (index only, no files).
 big="$work/strata-1m"
 mkdir -p "$big"
@@ -206,4 +271,7 @@ for q in patient-id name-M* year; do
     printf '  C-FIND %-10s p95 strata/orthanc %5.2fx [<= 0.5]\n' "$q" \
         "$(ratio "${find_p95[strata-$q]}" "${find_p95[orthanc-$q]}")"
 done
+printf '  C-MOVE MB/s strata/orthanc   %5.2fx  [>= 1.3]\n' "$(ratio "${move_mbs[strata]}" "${move_mbs[orthanc]}")"
+printf '  C-GET MB/s strata/orthanc    %5.2fx  [>= 1.3]\n' "$(ratio "${get_mbs[strata]}" "${get_mbs[orthanc]}")"
+printf '  strata first instance p95    C-GET %.1f ms, C-MOVE %.1f ms [<= 50]\n' "${first_get[strata]}" "${first_move[strata]}"
 rm -rf "$work"

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source tools/setup-deps.sh
 
-install_debian dcmtk
+install_debian dcmtk orthanc iproute2
 install_venv
 export STRATA_PYTHON="$PWD/.venv/bin/python"
 

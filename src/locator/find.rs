@@ -1,8 +1,8 @@
 //! C-FIND queries over the index. The SQL is built from a fixed set of column expressions;
 //! every value from the network is a bound parameter, never spliced into the text.
 
-use sqlx::sqlite::SqliteRow;
 use futures_util::TryStreamExt;
+use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 use tokio::sync::mpsc;
 
@@ -199,14 +199,13 @@ fn build(query: &FindQuery) -> (String, Vec<Bind>) {
             binds.push(Bind::Text(low.clone()));
         }
         if let Some(high) = high {
-            clauses.push("st.study_date <> '' AND (st.study_date || st.study_time) <= ?".to_string());
+            clauses
+                .push("st.study_date <> '' AND (st.study_date || st.study_time) <= ?".to_string());
             binds.push(Bind::Text(high.clone()));
         }
     }
     for (attribute, matcher) in &query.conditions {
-        if combined.is_some()
-            && matches!(attribute, Attribute::StudyDate | Attribute::StudyTime)
-        {
+        if combined.is_some() && matches!(attribute, Attribute::StudyDate | Attribute::StudyTime) {
             continue;
         }
         if *attribute == Attribute::ModalitiesInStudy {

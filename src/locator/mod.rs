@@ -504,7 +504,11 @@ pub fn now_millis() -> i64 {
 async fn fill_person_name_keys(pool: &sqlx::SqlitePool) -> Result<(), sqlx::Error> {
     for (table, name, key) in [
         ("patients", "patient_name", "patient_name_key"),
-        ("studies", "referring_physician_name", "referring_physician_name_key"),
+        (
+            "studies",
+            "referring_physician_name",
+            "referring_physician_name_key",
+        ),
     ] {
         // Safe: table and column names are the constants above.
         let rows: Vec<(i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(

@@ -13,8 +13,8 @@ pub mod status;
 
 pub use association::{RetrieveSettings, Timeouts};
 pub use handler::{
-    AssociationContext, FindRequest, FindResults, Outcome, Piece, RetrieveItem, RetrieveRequest,
-    Retrieval, Services, StoreRequest, StoreSink, StoreStart,
+    AssociationContext, FindRequest, FindResults, Outcome, Piece, Retrieval, RetrieveItem,
+    RetrieveRequest, Services, StoreRequest, StoreSink, StoreStart,
 };
 pub use listener::{serve, NetConfig};
 pub use status::Status;

@@ -21,7 +21,7 @@ use crate::model::sop_class::{
 };
 use crate::model::StoredObject;
 use crate::net::{
-    AssociationContext, Outcome, Piece, RetrieveItem, RetrieveRequest, Retrieval, Status,
+    AssociationContext, Outcome, Piece, Retrieval, RetrieveItem, RetrieveRequest, Status,
 };
 use crate::reader::Reader;
 
@@ -98,14 +98,20 @@ impl Retrieve {
         }
         let (items, objects) = rows
             .into_iter()
-            .map(|RetrieveRow { sop_class_uid, sop_instance_uid, object }| {
-                let item = RetrieveItem {
-                    sop_class_uid,
-                    sop_instance_uid,
-                    transfer_syntax_uid: object.transfer_syntax_uid.clone(),
-                };
-                (item, object)
-            })
+            .map(
+                |RetrieveRow {
+                     sop_class_uid,
+                     sop_instance_uid,
+                     object,
+                 }| {
+                    let item = RetrieveItem {
+                        sop_class_uid,
+                        sop_instance_uid,
+                        transfer_syntax_uid: object.transfer_syntax_uid.clone(),
+                    };
+                    (item, object)
+                },
+            )
             .unzip();
         Ok(Instances {
             items,
@@ -139,7 +145,11 @@ fn parse_identifier(request: &RetrieveRequest, study_root: bool) -> Result<Retri
             .element_opt(tag)
             .ok()
             .flatten()
-            .and_then(|e| e.to_str().ok().map(|v| v.trim_matches(['\0', ' ']).to_string()))
+            .and_then(|e| {
+                e.to_str()
+                    .ok()
+                    .map(|v| v.trim_matches(['\0', ' ']).to_string())
+            })
             .unwrap_or_default()
     };
     let list = |tag| -> Result<Vec<String>, Outcome> {
@@ -163,7 +173,10 @@ fn parse_identifier(request: &RetrieveRequest, study_root: bool) -> Result<Retri
         return Err(bad("Study Root has no PATIENT level".into()));
     }
     let patient_id = Some(text(tags::PATIENT_ID)).filter(|p| !p.is_empty());
-    if patient_id.as_deref().is_some_and(|p| p.contains(['*', '?', '\\'])) {
+    if patient_id
+        .as_deref()
+        .is_some_and(|p| p.contains(['*', '?', '\\']))
+    {
         return Err(bad("PatientID must be a single value".into()));
     }
     let keys = RetrieveKeys {

@@ -165,7 +165,15 @@ async fn stream_large(
         let len = LARGE_CHUNK.min(object.length - at);
         let chunk = match reader.read_range(object, at, len).await {
             Ok(chunk) => chunk,
-            Err(e) => return tx.send(Piece::Failed { index, reason: e.to_string() }).await.is_ok(),
+            Err(e) => {
+                return tx
+                    .send(Piece::Failed {
+                        index,
+                        reason: e.to_string(),
+                    })
+                    .await
+                    .is_ok()
+            }
         };
         crc = crc32c::crc32c_append(crc, &chunk);
         let data = if started {

@@ -23,7 +23,7 @@ use super::{Header, Session};
 use crate::model::transfer_syntax::{EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN};
 use crate::net::command::{CommandField, SubOperations};
 use crate::net::dimse::{DimseEvent, MessageAssembler};
-use crate::net::handler::{Outcome, Piece, RetrieveItem, RetrieveRequest, Retrieval, Services};
+use crate::net::handler::{Outcome, Piece, Retrieval, RetrieveItem, RetrieveRequest, Services};
 use crate::net::status::Status;
 
 /// Settings of the retrieve side of the network layer.
@@ -136,8 +136,16 @@ impl<S: Services> Session<S> {
         let mut first_failure = None;
         let cancelled = match destination {
             Some((aet, address)) => {
-                self.move_to(assoc, header, &retrieval, &aet, &address, &mut tally, &mut first_failure)
-                    .await?
+                self.move_to(
+                    assoc,
+                    header,
+                    &retrieval,
+                    &aet,
+                    &address,
+                    &mut tally,
+                    &mut first_failure,
+                )
+                .await?
             }
             None => {
                 self.get_back(assoc, header, &retrieval, &mut tally, &mut first_failure)
@@ -156,7 +164,12 @@ impl<S: Services> Session<S> {
         };
         info!(association = self.ctx.id, calling_ae = %self.ctx.calling_ae, completed = tally.completed, failed = tally.failed, warning = tally.warning, status = %status, "{op} done");
         let failed_list = (!tally.failed_uids.is_empty())
-            .then(|| failed_uid_list(&tally.failed_uids, &self.contexts[&header.context_id].transfer_syntax))
+            .then(|| {
+                failed_uid_list(
+                    &tally.failed_uids,
+                    &self.contexts[&header.context_id].transfer_syntax,
+                )
+            })
             .flatten();
         let outcome = Outcome { status, comment };
         self.respond_counts(
@@ -184,7 +197,13 @@ impl<S: Services> Session<S> {
             .iter()
             .filter(|pc| pc.reason == PresentationContextResultReason::Acceptance)
             .filter(|pc| assoc.requestor_roles_for(&pc.abstract_syntax).scp)
-            .map(|pc| (pc.id, pc.abstract_syntax.clone(), pc.transfer_syntax.clone()))
+            .map(|pc| {
+                (
+                    pc.id,
+                    pc.abstract_syntax.clone(),
+                    pc.transfer_syntax.clone(),
+                )
+            })
             .collect();
         let items = retrieval.items();
         let mut plan = Vec::new();
@@ -273,7 +292,8 @@ impl<S: Services> Session<S> {
         let (report_tx, mut reports) = mpsc::channel::<WorkerReport>(64);
         let (cancel_tx, cancel_rx) = watch::channel(false);
         for w in 0..workers {
-            let share: Vec<usize> = (w * per_worker..((w + 1) * per_worker).min(items.len())).collect();
+            let share: Vec<usize> =
+                (w * per_worker..((w + 1) * per_worker).min(items.len())).collect();
             let job = MoveJob {
                 retrieval: retrieval.clone(),
                 share,
@@ -447,7 +467,10 @@ impl<R: Retrieval> MoveJob<R> {
         let mut proposals: Vec<(String, Vec<String>)> = Vec::new();
         for &i in &self.share {
             let item = &items[i];
-            let exact = (item.sop_class_uid.clone(), vec![item.transfer_syntax_uid.clone()]);
+            let exact = (
+                item.sop_class_uid.clone(),
+                vec![item.transfer_syntax_uid.clone()],
+            );
             let fallback = (
                 item.sop_class_uid.clone(),
                 vec![
@@ -468,18 +491,29 @@ impl<R: Retrieval> MoveJob<R> {
         for (abstract_syntax, ts) in &proposals {
             options = options.with_presentation_context(abstract_syntax.clone(), ts.clone());
         }
-        let established =
-            tokio::time::timeout(self.settings.connect_timeout, options.establish_async(self.address.as_str())).await;
+        let established = tokio::time::timeout(
+            self.settings.connect_timeout,
+            options.establish_async(self.address.as_str()),
+        )
+        .await;
         let mut sub = match established {
             Ok(Ok(sub)) => sub,
             Ok(Err(e)) => {
                 warn!(association = self.association, destination = %self.destination_aet, error = %e, "cannot associate with the move destination");
-                fail_all(format!("cannot associate with {}: {e}", self.destination_aet), 0).await;
+                fail_all(
+                    format!("cannot associate with {}: {e}", self.destination_aet),
+                    0,
+                )
+                .await;
                 return;
             }
             Err(_) => {
                 warn!(association = self.association, destination = %self.destination_aet, "move destination did not answer in time");
-                fail_all(format!("{} did not answer in time", self.destination_aet), 0).await;
+                fail_all(
+                    format!("{} did not answer in time", self.destination_aet),
+                    0,
+                )
+                .await;
                 return;
             }
         };
@@ -488,7 +522,13 @@ impl<R: Retrieval> MoveJob<R> {
             .presentation_contexts()
             .iter()
             .filter(|pc| pc.reason == PresentationContextResultReason::Acceptance)
-            .map(|pc| (pc.id, pc.abstract_syntax.clone(), pc.transfer_syntax.clone()))
+            .map(|pc| {
+                (
+                    pc.id,
+                    pc.abstract_syntax.clone(),
+                    pc.transfer_syntax.clone(),
+                )
+            })
             .collect();
 
         let mut plan = Vec::new();
@@ -532,18 +572,33 @@ impl<R: Retrieval> MoveJob<R> {
                         length,
                     };
                     message_id = message_id.wrapping_add(1).max(1);
-                    match store_scu::store(&mut sub, &mut assembler, self.timeout, command, &mut pieces, None).await {
+                    match store_scu::store(
+                        &mut sub,
+                        &mut assembler,
+                        self.timeout,
+                        command,
+                        &mut pieces,
+                        None,
+                    )
+                    .await
+                    {
                         Ok(answer) => classify(answer.status),
                         Err(e) => {
                             let reason = e.to_string();
                             warn!(association = self.association, destination = %self.destination_aet, %reason, "move sub-association lost");
                             let _ = reports
-                                .send(WorkerReport { index: *index, done: Done::Failed(reason.clone()) })
+                                .send(WorkerReport {
+                                    index: *index,
+                                    done: Done::Failed(reason.clone()),
+                                })
                                 .await;
                             let rest: Vec<usize> = plan[n + 1..].iter().map(|(i, _)| *i).collect();
                             for index in rest {
                                 let _ = reports
-                                    .send(WorkerReport { index, done: Done::Failed(reason.clone()) })
+                                    .send(WorkerReport {
+                                        index,
+                                        done: Done::Failed(reason.clone()),
+                                    })
                                     .await;
                             }
                             if matches!(e, SubOpError::ReaderMidway(_)) {
@@ -554,7 +609,14 @@ impl<R: Retrieval> MoveJob<R> {
                     }
                 }
             };
-            if reports.send(WorkerReport { index: *index, done }).await.is_err() {
+            if reports
+                .send(WorkerReport {
+                    index: *index,
+                    done,
+                })
+                .await
+                .is_err()
+            {
                 let _ = sub.abort().await;
                 return;
             }

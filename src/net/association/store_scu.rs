@@ -72,7 +72,15 @@ where
         rq = rq.with_move_originator(ae, id);
     }
     let ctx = command.context_id;
-    send(assoc, timeout, ctx, PDataValueType::Command, true, rq.encode()).await?;
+    send(
+        assoc,
+        timeout,
+        ctx,
+        PDataValueType::Command,
+        true,
+        rq.encode(),
+    )
+    .await?;
 
     // The PDV item header takes 6 bytes of the PDU's variable field; 0 means "no limit".
     let peer_max = match assoc.peer_max_pdu_length() {
@@ -95,12 +103,22 @@ where
             }
         };
         if bytes.len() as u64 > remaining {
-            return Err(SubOpError::ReaderMidway("data set longer than announced".into()));
+            return Err(SubOpError::ReaderMidway(
+                "data set longer than announced".into(),
+            ));
         }
         for chunk in bytes.chunks(room) {
             remaining -= chunk.len() as u64;
             let last = remaining == 0;
-            send(assoc, timeout, ctx, PDataValueType::Data, last, chunk.to_vec()).await?;
+            send(
+                assoc,
+                timeout,
+                ctx,
+                PDataValueType::Data,
+                last,
+                chunk.to_vec(),
+            )
+            .await?;
         }
     }
 
@@ -114,9 +132,7 @@ where
         let data = match pdu {
             Pdu::PData { data } => data,
             Pdu::AbortRQ { .. } => return Err(SubOpError::Link("peer aborted".into())),
-            Pdu::ReleaseRQ => {
-                return Err(SubOpError::Link("peer released mid-operation".into()))
-            }
+            Pdu::ReleaseRQ => return Err(SubOpError::Link("peer released mid-operation".into())),
             _ => return Err(SubOpError::Link("unexpected PDU".into())),
         };
         for pdv in data {
