@@ -488,6 +488,35 @@ fn cancel_and_abort_mid_study_stop_cleanly() {
 }
 
 #[test]
+fn a_destination_aborting_mid_study_fails_the_rest_and_the_server_keeps_serving() {
+    let corpus = corpus("10", "1");
+    let dest_dir = tempfile::tempdir().unwrap();
+    let dest_port = free_port();
+    let _dest = py_storescp(
+        "DEST",
+        dest_port,
+        dest_dir.path(),
+        &["--abort-after", "3"],
+    );
+    let server = server(dest_port, "");
+    assert!(server.storescu("MODALITY", &corpus.paths()).status.success());
+    let before = stored_state(&server);
+    let ct = format!("StudyInstanceUID={}", corpus.study_uids()[0]);
+    let out = text(&server.scu("move", "VIEWER", &["--dest", "DEST", "-k", &ct]));
+    let last = final_line(&out);
+    // Two or three made it before the abort (the third's response may be lost with it).
+    assert!(
+        last.starts_with("FINAL 0xB000 remaining=- completed=2 failed=8")
+            || last.starts_with("FINAL 0xB000 remaining=- completed=3 failed=7"),
+        "{out}"
+    );
+    assert!(out.contains("FAILED_UIDS "), "{out}");
+    assert_eq!(stored_state(&server), before);
+    let (ok, log) = server.echoscu("VIEWER", "STRATA");
+    assert!(ok, "{log}");
+}
+
+#[test]
 fn destinations_that_take_only_implicit_vr_get_a_transcoded_copy() {
     let corpus = corpus("2", "1");
     let dest_dir = tempfile::tempdir().unwrap();

@@ -31,7 +31,7 @@ if [ -z "${STRATA_BENCH_NETNS:-}" ]; then
     source tools/setup-deps.sh
     install_debian dcmtk orthanc iproute2 bc
     install_venv
-    cargo build --release --quiet
+    cargo build --release --quiet --bins --examples
     exec unshare -n env STRATA_BENCH_NETNS=1 "$0" --ct-studies "$CT_STUDIES" --ct-images "$CT_IMAGES" \
         --mr-studies "$MR_STUDIES" --mr-images "$MR_IMAGES"
 fi
@@ -171,7 +171,7 @@ done
 
 # C-FIND latency inside one association, on what each server stored in the parallel phase.
 first_pid=$("$root/.venv/bin/python" -c "import json,sys; print(json.load(open(sys.argv[1]))[0]['patient_id'])" "$corpus/manifest.json")
-declare -A find_p95
+declare -A find_p95 find_fast_p95
 echo
 echo "C-FIND inside one association (pynetdicom, Nagle off), 50 runs each: p50 / p95 ms, matches"
 for name in strata orthanc; do
@@ -182,6 +182,13 @@ for name in strata orthanc; do
     done < <("$root/.venv/bin/python" tools/bench_find.py 127.0.0.1 "$port" --aec "$aet" --runs 50 \
         --query "patient-id:PatientID=$first_pid" --query "name-M*:PatientName=M*" \
         --query "year:StudyDate=20200101-20201231")
+    # The same queries with a client that costs microseconds per response (our own DIMSE
+    # layer, target/release/examples/find_latency), so the server is what is measured.
+    while read -r query p50 p95 matches; do
+        printf '  %-8s %-10s %8.2f %8.2f %6s  (find_latency)\n' "$name" "$query" "$p50" "$p95" "$matches"
+        find_fast_p95[$name-$query]=$p95
+    done < <("$root/target/release/examples/find_latency" "127.0.0.1:$port" --aec "$aet" --runs 50 \
+        "patient-id:PatientID=$first_pid" "name-M*:PatientName=M*" "year:StudyDate=20200101-20201231")
     stop_server
 done
 
@@ -246,6 +253,9 @@ echo "C-FIND on 1,000,000 instances, STUDY level: p50 / p95 ms, matches"
 "$root/.venv/bin/python" tools/bench_find.py 127.0.0.1 "$big_port" --aec STRATA --runs 50 \
     --query "patient-id:PatientID=FILL0001234" --query "name-MO*:PatientName=MOORE^*" \
     --query "month:StudyDate=20200301-20200331" | sed 's/^/  /'
+"$root/target/release/examples/find_latency" "127.0.0.1:$big_port" --aec STRATA --runs 50 \
+    "patient-id:PatientID=FILL0001234" "name-MO*:PatientName=MOORE^*" \
+    "month:StudyDate=20200301-20200331" | sed 's/^/  /; s/$/  (find_latency)/'
 t0=$(date +%s.%N)
 TCP_NODELAY=1 /usr/bin/findscu -S -aet MODALITY -aec STRATA 127.0.0.1 "$big_port" \
     -k QueryRetrieveLevel=STUDY -k "PatientName=M*" -k StudyDate= -k PatientID= \
@@ -268,8 +278,9 @@ printf '  4 parallel strata/orthanc    %5.2fx  [>= 2.0]\n' "$(ratio "${par_mbs[s
 printf '  CPU/instance strata/storescp %5.2fx  [<= 1.0]\n' "$(ratio "${cpu_us[strata]}" "${cpu_us[storescp]}")"
 printf '  strata peak RSS              %5.1f MiB [<= 64]\n' "${rss_mib[strata]}"
 for q in patient-id name-M* year; do
-    printf '  C-FIND %-10s p95 strata/orthanc %5.2fx [<= 0.5]\n' "$q" \
-        "$(ratio "${find_p95[strata-$q]}" "${find_p95[orthanc-$q]}")"
+    printf '  C-FIND %-10s p95 strata/orthanc %5.2fx pynetdicom, %5.2fx find_latency [<= 0.5]\n' "$q" \
+        "$(ratio "${find_p95[strata-$q]}" "${find_p95[orthanc-$q]}")" \
+        "$(ratio "${find_fast_p95[strata-$q]}" "${find_fast_p95[orthanc-$q]}")"
 done
 printf '  C-MOVE MB/s strata/orthanc   %5.2fx  [>= 1.3]\n' "$(ratio "${move_mbs[strata]}" "${move_mbs[orthanc]}")"
 printf '  C-GET MB/s strata/orthanc    %5.2fx  [>= 1.3]\n' "$(ratio "${get_mbs[strata]}" "${get_mbs[orthanc]}")"

@@ -2,7 +2,7 @@
 """A pynetdicom Storage SCP for Strata's tests: a C-MOVE destination that accepts only some
 SOP classes, so tests can see a destination refuse part of a study.
 
-  scp.py PORT --aet DEST --out DIR [--accept CT,MR] [--implicit-only]
+  scp.py PORT --aet DEST --out DIR [--accept CT,MR] [--implicit-only] [--abort-after N]
 
 Prints `LISTENING` once it accepts associations. Each data set is written exactly as received to DIR/<SOP Instance UID>.<transfer syntax UID>.
 """
@@ -26,14 +26,20 @@ def main():
     p.add_argument("--out", required=True)
     p.add_argument("--accept", default="CT,MR")
     p.add_argument("--implicit-only", action="store_true")
+    p.add_argument("--abort-after", type=int, default=0, help="A-ABORT after receiving N instances")
     args = p.parse_args()
     logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
+
+    received = [0]
 
     def on_store(event):
         uid = event.request.AffectedSOPInstanceUID
         path = os.path.join(args.out, f"{uid}.{event.context.transfer_syntax}")
         with open(path, "wb") as f:
             f.write(event.request.DataSet.getvalue())
+        received[0] += 1
+        if args.abort_after and received[0] == args.abort_after:
+            event.assoc.abort()
         return 0x0000
 
     ae = AE(ae_title=args.aet)

@@ -162,29 +162,70 @@ fn build(query: &FindQuery) -> (String, Vec<Bind>) {
             "i.tier",
         ]);
     }
-    if query.with_computed {
+    let computed = query.computed;
+    if computed.any() {
+        let counts = computed.related_counts;
+        let pick = |wanted: bool, sql: &'static str, otherwise: &'static str| {
+            if wanted {
+                sql
+            } else {
+                otherwise
+            }
+        };
         match level {
             QueryLevel::Patient => select.extend([
-                "(SELECT COUNT(*) FROM studies x WHERE x.patient_fk = p.id)",
-                "(SELECT COUNT(*) FROM series x JOIN studies y ON y.id = x.study_fk \
-                  WHERE y.patient_fk = p.id)",
-                "(SELECT COUNT(*) FROM instances x JOIN series y ON y.id = x.series_fk \
-                  JOIN studies z ON z.id = y.study_fk WHERE z.patient_fk = p.id)",
+                pick(
+                    counts,
+                    "(SELECT COUNT(*) FROM studies x WHERE x.patient_fk = p.id)",
+                    "0",
+                ),
+                pick(
+                    counts,
+                    "(SELECT COUNT(*) FROM series x JOIN studies y ON y.id = x.study_fk \
+                      WHERE y.patient_fk = p.id)",
+                    "0",
+                ),
+                pick(
+                    counts,
+                    "(SELECT COUNT(*) FROM instances x JOIN series y ON y.id = x.series_fk \
+                      JOIN studies z ON z.id = y.study_fk WHERE z.patient_fk = p.id)",
+                    "0",
+                ),
             ]),
             QueryLevel::Study => select.extend([
                 "0",
-                "(SELECT COUNT(*) FROM series x WHERE x.study_fk = st.id)",
-                "(SELECT COUNT(*) FROM instances x JOIN series y ON y.id = x.series_fk \
-                  WHERE y.study_fk = st.id)",
-                "(SELECT GROUP_CONCAT(DISTINCT x.modality) FROM series x \
-                  WHERE x.study_fk = st.id)",
-                "(SELECT GROUP_CONCAT(DISTINCT x.sop_class_uid) FROM instances x \
-                  JOIN series y ON y.id = x.series_fk WHERE y.study_fk = st.id)",
+                pick(
+                    counts,
+                    "(SELECT COUNT(*) FROM series x WHERE x.study_fk = st.id)",
+                    "0",
+                ),
+                pick(
+                    counts,
+                    "(SELECT COUNT(*) FROM instances x JOIN series y ON y.id = x.series_fk \
+                      WHERE y.study_fk = st.id)",
+                    "0",
+                ),
+                pick(
+                    computed.modalities,
+                    "(SELECT GROUP_CONCAT(DISTINCT x.modality) FROM series x \
+                      WHERE x.study_fk = st.id)",
+                    "''",
+                ),
+                pick(
+                    computed.sop_classes,
+                    "(SELECT GROUP_CONCAT(DISTINCT x.sop_class_uid) FROM instances x \
+                      JOIN series y ON y.id = x.series_fk WHERE y.study_fk = st.id)",
+                    "''",
+                ),
             ]),
             QueryLevel::Series => select.extend([
                 "0",
                 "0",
-                "(SELECT COUNT(*) FROM instances x WHERE x.series_fk = se.id)",
+                pick(
+                    counts,
+                    "(SELECT COUNT(*) FROM instances x WHERE x.series_fk = se.id)",
+                    "0",
+                ),
             ]),
             QueryLevel::Image => {}
         }
@@ -361,7 +402,7 @@ fn row_to_match(row: &SqliteRow, query: &FindQuery) -> Result<FindRow, sqlx::Err
     } else {
         out.tier = Some(Tier::Online);
     }
-    if query.with_computed && level != QueryLevel::Image {
+    if query.computed.any() && level != QueryLevel::Image {
         let n = |row: &SqliteRow, i: usize| -> Result<u64, sqlx::Error> {
             Ok(row.try_get::<i64, _>(i)? as u64)
         };

@@ -93,8 +93,25 @@ pub struct FindQuery {
     /// StudyDate and StudyTime ranges match as one date-time range (negotiated per
     /// association, PS3.4 C.5.1.1.2).
     pub combined_datetime: bool,
-    /// Compute the Number of ... Related, Modalities and SOP Classes in Study attributes.
-    pub with_computed: bool,
+    /// Which computed attributes were asked for; the rest are not computed.
+    pub computed: ComputedKeys,
     /// At most this many rows are returned (plus one, to tell that there were more).
     pub limit: usize,
+}
+
+/// The computed return keys a C-FIND asks for, so that only those cost a subquery.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ComputedKeys {
+    /// Number of Patient/Study/Series Related Studies, Series, Instances.
+    pub related_counts: bool,
+    /// Modalities in Study.
+    pub modalities: bool,
+    /// SOP Classes in Study.
+    pub sop_classes: bool,
+}
+
+impl ComputedKeys {
+    pub fn any(self) -> bool {
+        self.related_counts || self.modalities || self.sop_classes
+    }
 }

@@ -303,6 +303,13 @@ impl CommandSet {
         rq
     }
 
+    /// Marks that an identifier follows (C-FIND-RQ, C-MOVE-RQ, C-GET-RQ), medium priority.
+    pub fn with_identifier(mut self) -> CommandSet {
+        self.set_us(COMMAND_DATA_SET_TYPE, 0x0000);
+        self.set_us(PRIORITY, 0);
+        self
+    }
+
     /// Marks that a data set follows, with the given affected instance (C-STORE-RQ).
     pub fn with_data_set(mut self, sop_instance_uid: &str) -> CommandSet {
         self.set_us(COMMAND_DATA_SET_TYPE, 0x0000);

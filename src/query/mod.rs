@@ -19,7 +19,7 @@ use crate::dataset::{scan, ScanError};
 use crate::locator::find::FindRow;
 use crate::locator::Locator;
 use crate::model::matching::Matcher;
-use crate::model::query::{Attribute, FindQuery, QueryLevel};
+use crate::model::query::{Attribute, ComputedKeys, FindQuery, QueryLevel};
 use crate::net::{AssociationContext, FindRequest, FindResults, Outcome, Status};
 
 pub use keys::{attribute_for, Computed};
@@ -129,7 +129,7 @@ impl Query {
 
         let mut conditions = Vec::new();
         let mut keys = Vec::new();
-        let mut with_computed = false;
+        let mut computed = ComputedKeys::default();
         for element in identifier.iter() {
             let tag = element.tag();
             if tag == tags::SPECIFIC_CHARACTER_SET || tag == tags::QUERY_RETRIEVE_LEVEL {
@@ -139,8 +139,12 @@ impl Query {
                 tag,
                 vr: element.vr(),
             });
-            if Computed::for_tag(tag).is_some() {
-                with_computed = true;
+            if let Some(which) = Computed::for_tag(tag) {
+                match which {
+                    Computed::ModalitiesInStudy => computed.modalities = true,
+                    Computed::SopClassesInStudy => computed.sop_classes = true,
+                    _ => computed.related_counts = true,
+                }
                 let value = element.to_str().map(|v| v.to_string()).unwrap_or_default();
                 if tag == tags::MODALITIES_IN_STUDY && level == QueryLevel::Study {
                     // A list of modalities: any of them.
@@ -178,7 +182,7 @@ impl Query {
             conditions,
             case_insensitive_names: self.options.case_insensitive_names,
             combined_datetime: request.combined_datetime,
-            with_computed,
+            computed,
             limit: self.options.max_matches,
         };
         Ok(Matches {
