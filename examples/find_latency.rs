@@ -54,7 +54,9 @@ fn identifier(keys: &[(String, String)]) -> Vec<u8> {
         let (t, vr) = tag(k);
         obj.put(DataElement::new(t, vr, PrimitiveValue::from(v.as_str())));
     }
-    let ts = TransferSyntaxRegistry.get(EXPLICIT_VR_LITTLE_ENDIAN).unwrap();
+    let ts = TransferSyntaxRegistry
+        .get(EXPLICIT_VR_LITTLE_ENDIAN)
+        .unwrap();
     let mut out = Vec::new();
     obj.write_dataset_with_ts(&mut out, ts).unwrap();
     out

@@ -492,14 +492,12 @@ fn a_destination_aborting_mid_study_fails_the_rest_and_the_server_keeps_serving(
     let corpus = corpus("10", "1");
     let dest_dir = tempfile::tempdir().unwrap();
     let dest_port = free_port();
-    let _dest = py_storescp(
-        "DEST",
-        dest_port,
-        dest_dir.path(),
-        &["--abort-after", "3"],
-    );
+    let _dest = py_storescp("DEST", dest_port, dest_dir.path(), &["--abort-after", "3"]);
     let server = server(dest_port, "");
-    assert!(server.storescu("MODALITY", &corpus.paths()).status.success());
+    assert!(server
+        .storescu("MODALITY", &corpus.paths())
+        .status
+        .success());
     let before = stored_state(&server);
     let ct = format!("StudyInstanceUID={}", corpus.study_uids()[0]);
     let out = text(&server.scu("move", "VIEWER", &["--dest", "DEST", "-k", &ct]));

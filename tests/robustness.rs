@@ -237,7 +237,7 @@ fn association_limit_rejects_with_local_limit_exceeded() {
     let third = open();
     let err = format!(
         "{:?}",
-        third.err().expect("third association must be rejected")
+        third.expect_err("third association must be rejected")
     );
     assert!(err.contains("LocalLimitExceeded"), "{err}");
     drop(first);

@@ -95,12 +95,14 @@ impl<S: Services> Session<S> {
                 match self.assembler.push(pdv).map_err(|e| e.to_string())? {
                     None => {}
                     Some(DimseEvent::Command { command, .. })
-                        if command.command_field() == Ok(CommandField::CCancelRq) =>
+                        if command.command_field() == Ok(CommandField::CCancelRq)
+                            && command.message_id_being_responded_to() == Ok(message_id) =>
                     {
-                        if command.message_id_being_responded_to() == Ok(message_id) {
-                            return Ok(true);
-                        }
+                        return Ok(true);
                     }
+                    // A cancel of some other message: nothing of ours to stop.
+                    Some(DimseEvent::Command { command, .. })
+                        if command.command_field() == Ok(CommandField::CCancelRq) => {}
                     Some(_) => {
                         return Err("new request while an operation is in progress".into());
                     }
