@@ -41,7 +41,77 @@ pub struct Config {
     #[serde(default)]
     pub retrieve: RetrieveConfig,
     #[serde(default)]
+    pub archive: ArchiveConfig,
+    #[serde(default)]
+    pub tiering: TieringConfig,
+    #[serde(default)]
     pub log: LogConfig,
+}
+
+/// `[archive]`: where S-DICOM containers go.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveConfig {
+    /// `local` (a folder, possibly a NAS mount) or `hdfs`.
+    #[serde(default = "defaults::archive_backend")]
+    pub backend: ArchiveBackend,
+    /// The folder, or the path inside HDFS.
+    #[serde(default = "defaults::archive_path")]
+    pub path: PathBuf,
+    /// `hdfs://host:port` or a name service (`hdfs://ns1`, with `HADOOP_CONF_DIR` for HA).
+    #[serde(default)]
+    pub hdfs_url: Option<String>,
+}
+
+/// The archive store backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ArchiveBackend {
+    Local,
+    Hdfs,
+}
+
+impl Default for ArchiveConfig {
+    fn default() -> Self {
+        ArchiveConfig {
+            backend: defaults::archive_backend(),
+            path: defaults::archive_path(),
+            hdfs_url: None,
+        }
+    }
+}
+
+/// `[tiering]`: when studies move from the online tier to the archive.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TieringConfig {
+    /// Studies whose newest instance is older than this are archived.
+    #[serde(default = "defaults::min_age_days")]
+    pub min_age_days: u32,
+    /// When the server runs the converter by itself: `HH:MM-HH:MM` in UTC (may wrap past
+    /// midnight). Empty: never; run `strata tier run` instead.
+    #[serde(default)]
+    pub window: String,
+}
+
+impl Default for TieringConfig {
+    fn default() -> Self {
+        TieringConfig {
+            min_age_days: defaults::min_age_days(),
+            window: String::new(),
+        }
+    }
+}
+
+/// Parses `HH:MM-HH:MM` into minutes since midnight (start, end).
+pub fn parse_window(window: &str) -> Option<(u32, u32)> {
+    let minutes = |t: &str| -> Option<u32> {
+        let (h, m) = t.trim().split_once(':')?;
+        let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+        (h < 24 && m < 60).then_some(h * 60 + m)
+    };
+    let (a, b) = window.split_once('-')?;
+    Some((minutes(a)?, minutes(b)?))
 }
 
 /// `[retrieve]`: C-MOVE and C-GET behaviour.
@@ -236,6 +306,15 @@ mod defaults {
     pub fn max_matches() -> usize {
         10_000
     }
+    pub fn archive_backend() -> super::ArchiveBackend {
+        super::ArchiveBackend::Local
+    }
+    pub fn archive_path() -> std::path::PathBuf {
+        "archive".into()
+    }
+    pub fn min_age_days() -> u32 {
+        90
+    }
     pub fn move_associations() -> usize {
         1
     }
@@ -278,6 +357,9 @@ impl Config {
 
     fn resolve_paths(&mut self, base: &Path) {
         self.storage.online_dir = base.join(&self.storage.online_dir);
+        if self.archive.backend == ArchiveBackend::Local {
+            self.archive.path = base.join(&self.archive.path);
+        }
         if let Some(rest) = self.locator.url.strip_prefix("sqlite://") {
             let file = Path::new(rest);
             if file.is_relative() {
@@ -305,6 +387,15 @@ impl Config {
             if !seen.insert(peer.aet.trim()) {
                 return Err(format!("dicom.peers lists {:?} twice", peer.aet));
             }
+        }
+        if !self.tiering.window.is_empty() && parse_window(&self.tiering.window).is_none() {
+            return Err(format!(
+                "tiering.window {:?} must look like \"01:00-05:00\"",
+                self.tiering.window
+            ));
+        }
+        if self.archive.backend == ArchiveBackend::Hdfs && self.archive.hdfs_url.is_none() {
+            return Err("archive.hdfs_url is required with backend = \"hdfs\"".into());
         }
         if !(1..=16).contains(&self.retrieve.move_associations) {
             return Err("retrieve.move_associations must be between 1 and 16".into());

@@ -2,7 +2,9 @@
 //! the locator indexes where every instance lives. See README.md for the architecture map.
 
 pub mod admin;
+pub mod archive;
 pub mod config;
+pub mod convert;
 pub mod dataset;
 pub mod ingest;
 pub mod locator;

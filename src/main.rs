@@ -32,11 +32,48 @@ enum Command {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
+    /// Archive aged studies into S-DICOM containers now, then exit.
+    Tier {
+        #[command(subcommand)]
+        action: TierAction,
+    },
+    /// Bring an archived study back to the online tier.
+    Restore {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        study: String,
+    },
+    /// Show where each instance of a study lives.
+    Locate {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        study: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show what is stored, per tier.
     Status {
         #[arg(long)]
         config: PathBuf,
         /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum TierAction {
+    /// Archive every study whose newest instance is older than the minimum age.
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+        /// Overrides `[tiering] min_age_days`.
+        #[arg(long)]
+        min_age_days: Option<u32>,
+        /// Print the summary as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -99,6 +136,68 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             if summary.failed > 0 {
                 anyhow::bail!("{} files were not imported", summary.failed);
+            }
+            Ok(())
+        }
+        Command::Tier {
+            action:
+                TierAction::Run {
+                    config,
+                    min_age_days,
+                    json,
+                },
+        } => {
+            let config = Config::load(&config)?;
+            init_logging("warn")?;
+            let age = min_age_days.unwrap_or(config.tiering.min_age_days);
+            let summary = runtime.block_on(strata::admin::tier_run(&config, age))?;
+            if json {
+                println!("{}", serde_json::to_string(&summary)?);
+            } else {
+                println!(
+                    "archived {} of {} studies ({} failed), {} instances, {:.1} MB in {:.1} s",
+                    summary.archived,
+                    summary.studies,
+                    summary.failed,
+                    summary.instances,
+                    summary.bytes as f64 / 1e6,
+                    summary.seconds
+                );
+            }
+            if summary.failed > 0 {
+                anyhow::bail!("{} studies were not archived", summary.failed);
+            }
+            Ok(())
+        }
+        Command::Restore { config, study } => {
+            let config = Config::load(&config)?;
+            init_logging("warn")?;
+            let (instances, bytes) = runtime.block_on(strata::admin::restore(&config, &study))?;
+            println!(
+                "restored {instances} instances ({:.1} MB) of {study} online",
+                bytes as f64 / 1e6
+            );
+            Ok(())
+        }
+        Command::Locate {
+            config,
+            study,
+            json,
+        } => {
+            let config = Config::load(&config)?;
+            let located = runtime.block_on(strata::admin::locate(&config, &study))?;
+            if located.is_empty() {
+                anyhow::bail!("study {study} is not stored");
+            }
+            if json {
+                println!("{}", serde_json::to_string(&located)?);
+            } else {
+                for l in &located {
+                    println!(
+                        "{} {} {} {}+{}",
+                        l.sop_instance_uid, l.tier, l.location, l.offset, l.length
+                    );
+                }
             }
             Ok(())
         }

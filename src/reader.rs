@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::archive::{Archive, ArchiveStore};
 use crate::model::{StoredObject, Tier};
 use crate::online::OnlineStore;
 
@@ -26,8 +27,8 @@ pub enum ReadError {
         found: u32,
         expected: u32,
     },
-    #[error("the {0} tier has no reader yet")]
-    NoTier(&'static str),
+    #[error(transparent)]
+    Archive(#[from] crate::archive::ArchiveError),
     #[error("{location} is not a Part-10 file: {reason}")]
     NotPart10 { location: String, reason: String },
 }
@@ -36,11 +37,12 @@ pub enum ReadError {
 #[derive(Debug, Clone)]
 pub struct Reader {
     online: Arc<OnlineStore>,
+    archive: Arc<Archive>,
 }
 
 impl Reader {
-    pub fn new(online: Arc<OnlineStore>) -> Reader {
-        Reader { online }
+    pub fn new(online: Arc<OnlineStore>, archive: Arc<Archive>) -> Reader {
+        Reader { online, archive }
     }
 
     /// `length` bytes at `at` bytes into the instance's Part-10 file.
@@ -70,7 +72,11 @@ impl Reader {
                 .await
                 .expect("blocking read task")
             }
-            Tier::Archive => Err(ReadError::NoTier("archive")),
+            // One positioned read inside the study's container.
+            Tier::Archive => Ok(self
+                .archive
+                .read_at(&object.location, offset, length)
+                .await?),
         }
     }
 

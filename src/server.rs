@@ -8,6 +8,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::info;
 
+use crate::archive::{Archive, ArchiveError};
 use crate::config::Config;
 use crate::ingest::Ingest;
 use crate::ingest::IngestSink;
@@ -33,6 +34,8 @@ pub enum ServerError {
     Online(#[from] OnlineError),
     #[error(transparent)]
     Locator(#[from] LocatorError),
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -54,6 +57,7 @@ pub async fn run(
             .expect("blocking task")?,
     );
     let locator = Arc::new(Locator::open(&config.locator).await?);
+    let archive = Arc::new(Archive::open(&config.archive)?);
     let listener = TcpListener::bind(config.dicom.listen)
         .await
         .map_err(|source| ServerError::Bind {
@@ -72,7 +76,7 @@ pub async fn run(
         ),
         retrieve: Retrieve::new(
             locator.clone(),
-            Reader::new(online.clone()),
+            Reader::new(online.clone(), archive.clone()),
             RetrieveOptions {
                 max_instances: config.retrieve.max_instances,
                 prefetch: config.retrieve.prefetch,

@@ -73,6 +73,7 @@ fn study_level_matching_rules() {
             "StudyInstanceUID=",
             "AccessionNumber=",
             "StudyComments=",
+            "InstanceAvailability=",
         ],
     );
     assert_eq!(last, "FINAL 0x0000");

@@ -1,7 +1,10 @@
-//! Admin commands behind the CLI: reports over the locator and the tiers.
+//! Admin commands behind the CLI: reports over the locator and the tiers, and the jobs an
+//! admin runs by hand.
 
 mod import;
 mod status;
+mod tier;
 
 pub use import::{import, ImportError, ImportSummary, IMPORT_AE};
 pub use status::{status, StatusReport};
+pub use tier::{locate, restore, tier_run, Located, TierError, TierSummary};

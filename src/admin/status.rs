@@ -16,7 +16,7 @@ pub struct StatusReport {
     pub series: u64,
     pub instances: u64,
     pub bytes: u64,
-    /// Per tier; the online tier is always present.
+    /// Per tier; `online` and `archive` are always present.
     pub tiers: BTreeMap<&'static str, TierTotals>,
 }
 
@@ -26,6 +26,7 @@ pub async fn status(config: &Config) -> Result<StatusReport, LocatorError> {
     let totals = locator.totals().await?;
     let mut tiers = BTreeMap::new();
     tiers.insert(Tier::Online.as_str(), TierTotals::default());
+    tiers.insert(Tier::Archive.as_str(), TierTotals::default());
     for (tier, t) in locator.tier_totals().await? {
         tiers.insert(tier.as_str(), t);
     }

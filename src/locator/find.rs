@@ -162,6 +162,25 @@ fn build(query: &FindQuery) -> (String, Vec<Bind>) {
             "i.tier",
         ]);
     }
+    if query.availability {
+        // 1 when any instance below the match is off the online tier.
+        select.push(match level {
+            QueryLevel::Patient => {
+                "EXISTS (SELECT 1 FROM instances x JOIN series y ON y.id = x.series_fk \
+                  JOIN studies z ON z.id = y.study_fk WHERE z.patient_fk = p.id \
+                  AND x.tier <> 'online')"
+            }
+            QueryLevel::Study => {
+                "EXISTS (SELECT 1 FROM instances x JOIN series y ON y.id = x.series_fk \
+                  WHERE y.study_fk = st.id AND x.tier <> 'online')"
+            }
+            QueryLevel::Series => {
+                "EXISTS (SELECT 1 FROM instances x WHERE x.series_fk = se.id \
+                  AND x.tier <> 'online')"
+            }
+            QueryLevel::Image => "0",
+        });
+    }
     let computed = query.computed;
     if computed.any() {
         let counts = computed.related_counts;
@@ -401,6 +420,12 @@ fn row_to_match(row: &SqliteRow, query: &FindQuery) -> Result<FindRow, sqlx::Err
         i += 5;
     } else {
         out.tier = Some(Tier::Online);
+    }
+    if query.availability {
+        if level != QueryLevel::Image && row.try_get::<i64, _>(i)? == 1 {
+            out.tier = Some(Tier::Archive);
+        }
+        i += 1;
     }
     if query.computed.any() && level != QueryLevel::Image {
         let n = |row: &SqliteRow, i: usize| -> Result<u64, sqlx::Error> {

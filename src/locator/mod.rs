@@ -5,6 +5,7 @@
 //! SQLite allows one writer at a time; writes take an in-process lock first so they queue here
 //! instead of failing with SQLITE_BUSY. Keep the SQL portable: PostgreSQL follows.
 
+pub mod archive;
 pub mod find;
 pub mod retrieve;
 
@@ -45,6 +46,8 @@ pub enum LocatorError {
     Stats(#[source] sqlx::Error),
     #[error("cannot fill person-name search keys: {0}")]
     Backfill(#[source] sqlx::Error),
+    #[error("cannot update the tier-move journal: {0}")]
+    Journal(#[source] sqlx::Error),
     #[error("unknown tier {0:?} in the locator")]
     UnknownTier(String),
 }

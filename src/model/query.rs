@@ -93,6 +93,8 @@ pub struct FindQuery {
     /// StudyDate and StudyTime ranges match as one date-time range (negotiated per
     /// association, PS3.4 C.5.1.1.2).
     pub combined_datetime: bool,
+    /// Instance Availability was asked for: find the tiers below each match.
+    pub availability: bool,
     /// Which computed attributes were asked for; the rest are not computed.
     pub computed: ComputedKeys,
     /// At most this many rows are returned (plus one, to tell that there were more).

@@ -182,6 +182,7 @@ impl Query {
             conditions,
             case_insensitive_names: self.options.case_insensitive_names,
             combined_datetime: request.combined_datetime,
+            availability: keys.iter().any(|k| k.tag == tags::INSTANCE_AVAILABILITY),
             computed,
             limit: self.options.max_matches,
         };
@@ -245,7 +246,14 @@ impl Matches {
             self.level.as_str(),
         ));
         out.put(text(tags::RETRIEVE_AE_TITLE, VR::AE, &self.options.our_aet));
-        out.put(text(tags::INSTANCE_AVAILABILITY, VR::CS, availability(row)));
+        if self.level == QueryLevel::Image
+            || self
+                .keys
+                .iter()
+                .any(|k| k.tag == tags::INSTANCE_AVAILABILITY)
+        {
+            out.put(text(tags::INSTANCE_AVAILABILITY, VR::CS, availability(row)));
+        }
         for key in &self.keys {
             if key.tag == tags::RETRIEVE_AE_TITLE || key.tag == tags::INSTANCE_AVAILABILITY {
                 continue;
@@ -274,11 +282,12 @@ impl Matches {
     }
 }
 
-/// ONLINE while the data is on the online tier; the archive issue refines this.
+/// ONLINE when every instance below the match is on the online tier; NEARLINE when some are
+/// in archive containers (still retrievable, from slower storage).
 fn availability(row: &FindRow) -> &'static str {
     match row.tier {
         Some(crate::model::Tier::Online) | None => "ONLINE",
-        Some(crate::model::Tier::Archive) => "ONLINE",
+        Some(crate::model::Tier::Archive) => "NEARLINE",
     }
 }
 

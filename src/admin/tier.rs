@@ -1,0 +1,141 @@
+//! `strata tier run`, `strata restore` and `strata locate`: the converter from the command
+//! line, and where each instance of a study lives.
+
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::archive::{Archive, ArchiveError};
+use crate::config::Config;
+use crate::convert::{ConvertError, Converter};
+use crate::locator::{now_millis, Locator, LocatorError};
+use crate::online::{OnlineError, OnlineStore};
+use crate::reader::Reader;
+
+/// Why a tier command could not run at all (single studies failing are counted).
+#[derive(Debug, thiserror::Error)]
+pub enum TierError {
+    #[error(transparent)]
+    Online(#[from] OnlineError),
+    #[error(transparent)]
+    Locator(#[from] LocatorError),
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+    #[error(transparent)]
+    Convert(#[from] ConvertError),
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TierSummary {
+    pub studies: u64,
+    pub archived: u64,
+    pub failed: u64,
+    pub instances: u64,
+    pub bytes: u64,
+    pub seconds: f64,
+    /// `study: reason` for every study that was not archived.
+    pub failures: Vec<String>,
+}
+
+/// Where one instance lives (`strata locate --json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Located {
+    pub sop_instance_uid: String,
+    pub tier: &'static str,
+    pub location: String,
+    pub offset: u64,
+    pub length: u64,
+}
+
+async fn open(config: &Config) -> Result<(Arc<Locator>, Converter), TierError> {
+    let online_dir = config.storage.online_dir.clone();
+    let online = Arc::new(
+        tokio::task::spawn_blocking(move || OnlineStore::open(&online_dir))
+            .await
+            .expect("blocking open")?,
+    );
+    let locator = Arc::new(Locator::open(&config.locator).await?);
+    let archive = Arc::new(Archive::open(&config.archive)?);
+    let reader = Reader::new(online.clone(), archive.clone());
+    let converter = Converter::new(locator.clone(), online, archive, reader);
+    Ok((locator, converter))
+}
+
+/// Archives every study whose newest instance is older than `min_age_days`.
+pub async fn tier_run(config: &Config, min_age_days: u32) -> Result<TierSummary, TierError> {
+    let (locator, converter) = open(config).await?;
+    converter.recover().await?;
+    let cutoff = now_millis() - i64::from(min_age_days) * 86_400_000;
+    let studies = locator.studies_due(cutoff).await?;
+    let started = Instant::now();
+    let progress = std::io::stderr().is_terminal();
+    let mut summary = TierSummary {
+        studies: studies.len() as u64,
+        ..TierSummary::default()
+    };
+    for (n, study) in studies.iter().enumerate() {
+        match converter.archive_study(study).await {
+            Ok(moved) => {
+                summary.archived += 1;
+                summary.instances += moved.instances as u64;
+                summary.bytes += moved.bytes;
+            }
+            Err(e) => {
+                summary.failed += 1;
+                if progress {
+                    eprint!("\r\x1b[K");
+                }
+                eprintln!("study {study} not archived: {e}");
+                summary.failures.push(format!("{study}: {e}"));
+            }
+        }
+        if progress {
+            let secs = started.elapsed().as_secs_f64().max(1e-3);
+            eprint!(
+                "\r\x1b[K[{}/{}] archived {} failed {} {:.1} MB/s",
+                n + 1,
+                summary.studies,
+                summary.archived,
+                summary.failed,
+                summary.bytes as f64 / secs / 1e6
+            );
+            let _ = std::io::stderr().flush();
+        }
+    }
+    if progress {
+        eprintln!();
+    }
+    summary.seconds = started.elapsed().as_secs_f64();
+    locator.close().await;
+    Ok(summary)
+}
+
+/// Brings a study back online.
+pub async fn restore(config: &Config, study: &str) -> Result<(u64, u64), TierError> {
+    let (locator, converter) = open(config).await?;
+    converter.recover().await?;
+    let moved = converter.restore_study(study).await;
+    locator.close().await;
+    let moved = moved?;
+    Ok((moved.instances as u64, moved.bytes))
+}
+
+/// Where every instance of a study is.
+pub async fn locate(config: &Config, study: &str) -> Result<Vec<Located>, TierError> {
+    let locator = Locator::open(&config.locator).await?;
+    let instances = locator.study_instances(study).await;
+    locator.close().await;
+    Ok(instances?
+        .into_iter()
+        .map(|i| Located {
+            sop_instance_uid: i.sop_instance_uid,
+            tier: i.object.tier.as_str(),
+            location: i.object.location,
+            offset: i.object.offset,
+            length: i.object.length,
+        })
+        .collect())
+}

@@ -1,0 +1,192 @@
+//! The archive tier: S-DICOM containers (one Hadoop SequenceFile per study, see [`seqfile`])
+//! on an archive store. The store is one trait with two backends: a local or NAS folder and
+//! HDFS. Containers are written under a temporary name, made durable, verified, and only then
+//! renamed to their final name; temporaries of interrupted runs are removed by
+//! [`ArchiveStore::remove_temporaries`].
+
+pub mod container;
+pub mod local;
+pub mod seqfile;
+
+use std::future::Future;
+
+use bytes::Bytes;
+
+pub use local::LocalStore;
+
+/// Why an archive-store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error("cannot prepare the archive at {path}: {source}")]
+    Prepare {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot write container {name}: {source}")]
+    Write {
+        name: String,
+        source: std::io::Error,
+    },
+    #[error("cannot read container {name} at {offset}+{length}: {source}")]
+    Read {
+        name: String,
+        offset: u64,
+        length: u64,
+        source: std::io::Error,
+    },
+    #[error("cannot rename container {from} to {to}: {source}")]
+    Rename {
+        from: String,
+        to: String,
+        source: std::io::Error,
+    },
+    #[error("cannot delete container {name}: {source}")]
+    Delete {
+        name: String,
+        source: std::io::Error,
+    },
+}
+
+/// A container being written: bytes go out in order, `finish` makes them durable.
+pub trait ContainerWriter: Send {
+    fn write(&mut self, bytes: &[u8]) -> impl Future<Output = Result<(), ArchiveError>> + Send;
+    /// Flushes, syncs and closes; returns the length written.
+    fn finish(self) -> impl Future<Output = Result<u64, ArchiveError>> + Send;
+}
+
+/// Where containers live. Names are relative, `/`-separated, and never contain patient data.
+pub trait ArchiveStore: Send + Sync + 'static {
+    type Writer: ContainerWriter;
+
+    /// Creates (replacing any leftover) the temporary `name` for writing.
+    fn create_temp(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Self::Writer, ArchiveError>> + Send;
+
+    /// `length` bytes at `offset` of container `name` (a final or temporary name).
+    fn read_at(
+        &self,
+        name: &str,
+        offset: u64,
+        length: u64,
+    ) -> impl Future<Output = Result<Bytes, ArchiveError>> + Send;
+
+    /// Length of container `name`.
+    fn len(&self, name: &str) -> impl Future<Output = Result<u64, ArchiveError>> + Send;
+
+    /// Atomically and durably gives temporary `temp` its final name `name`.
+    fn publish(
+        &self,
+        temp: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<(), ArchiveError>> + Send;
+
+    /// Removes container `name` (a missing one is not an error).
+    fn delete(&self, name: &str) -> impl Future<Output = Result<(), ArchiveError>> + Send;
+
+    /// Removes temporaries left by interrupted runs; returns how many.
+    fn remove_temporaries(&self) -> impl Future<Output = Result<usize, ArchiveError>> + Send;
+}
+
+/// The configured archive store.
+#[derive(Debug)]
+pub enum Archive {
+    Local(LocalStore),
+}
+
+impl Archive {
+    /// Opens the store the configuration names.
+    pub fn open(config: &crate::config::ArchiveConfig) -> Result<Archive, ArchiveError> {
+        match config.backend {
+            crate::config::ArchiveBackend::Local => {
+                Ok(Archive::Local(LocalStore::open(&config.path)?))
+            }
+            crate::config::ArchiveBackend::Hdfs => Err(ArchiveError::Prepare {
+                path: config.hdfs_url.clone().unwrap_or_default(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::Unsupported,
+                    "the HDFS backend is not built yet (issue 5)",
+                ),
+            }),
+        }
+    }
+}
+
+/// The writer of the configured store.
+pub enum AnyWriter {
+    Local(local::LocalWriter),
+}
+
+impl ContainerWriter for AnyWriter {
+    async fn write(&mut self, bytes: &[u8]) -> Result<(), ArchiveError> {
+        match self {
+            AnyWriter::Local(w) => w.write(bytes).await,
+        }
+    }
+
+    async fn finish(self) -> Result<u64, ArchiveError> {
+        match self {
+            AnyWriter::Local(w) => w.finish().await,
+        }
+    }
+}
+
+impl ArchiveStore for Archive {
+    type Writer = AnyWriter;
+
+    async fn create_temp(&self, name: &str) -> Result<AnyWriter, ArchiveError> {
+        match self {
+            Archive::Local(s) => s.create_temp(name).await.map(AnyWriter::Local),
+        }
+    }
+
+    async fn read_at(&self, name: &str, offset: u64, length: u64) -> Result<Bytes, ArchiveError> {
+        match self {
+            Archive::Local(s) => s.read_at(name, offset, length).await,
+        }
+    }
+
+    async fn len(&self, name: &str) -> Result<u64, ArchiveError> {
+        match self {
+            Archive::Local(s) => s.len(name).await,
+        }
+    }
+
+    async fn publish(&self, temp: &str, name: &str) -> Result<(), ArchiveError> {
+        match self {
+            Archive::Local(s) => s.publish(temp, name).await,
+        }
+    }
+
+    async fn delete(&self, name: &str) -> Result<(), ArchiveError> {
+        match self {
+            Archive::Local(s) => s.delete(name).await,
+        }
+    }
+
+    async fn remove_temporaries(&self) -> Result<usize, ArchiveError> {
+        match self {
+            Archive::Local(s) => s.remove_temporaries().await,
+        }
+    }
+}
+
+/// The final name of a new container for a study: a digest of the UID (no patient data),
+/// fanned out over 256 folders, with a unique suffix so a re-archived study never replaces
+/// a container the locator may still point at.
+pub fn container_name(study_instance_uid: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(study_instance_uid.as_bytes());
+    let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{}/{hex}.{nanos:x}.sdcm", &hex[..2])
+}
+
+/// The temporary name a container is written under before it is published.
+pub fn temp_name(name: &str) -> String {
+    format!("tmp/{}.{}.part", name.replace('/', "_"), std::process::id())
+}

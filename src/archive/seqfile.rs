@@ -1,0 +1,431 @@
+//! The S-DICOM container: a Hadoop SequenceFile, version 6, uncompressed. I/O-free: this
+//! module turns headers and records into bytes and back; stores move the bytes.
+//!
+//! Layout (Hadoop's `SequenceFile.Writer`, which `SequenceFile.Reader` and `hadoop fs -text`
+//! read unmodified):
+//!
+//! ```text
+//! "SEQ" 06
+//! Text  key class    "org.apache.hadoop.io.Text"
+//! Text  value class  "org.apache.hadoop.io.BytesWritable"
+//! u8    compressed = 0, u8 block-compressed = 0
+//! i32   metadata count, then (Text key, Text value) pairs
+//! [16]  sync marker
+//! records, each optionally preceded by  i32 -1, [16] sync  (at least every 2000 bytes)
+//!   i32 record length (key + value bytes), i32 key length,
+//!   key   = Text: vint length + UTF-8 SOP Instance UID
+//!   value = BytesWritable: i32 length + the Part-10 file bytes
+//! ```
+//! Integers are big-endian; `Text` lengths are Hadoop's zero-compressed vints. Metadata
+//! carries `strata.format` = [`FORMAT`], `strata.study_instance_uid` and
+//! `strata.instance_count`.
+
+/// Metadata value naming this container format and its version.
+pub const FORMAT: &str = "S-DICOM 1";
+const KEY_CLASS: &str = "org.apache.hadoop.io.Text";
+const VALUE_CLASS: &str = "org.apache.hadoop.io.BytesWritable";
+const VERSION: u8 = 6;
+const SYNC_ESCAPE: i32 = -1;
+/// Hadoop's SYNC_INTERVAL: a sync marker precedes a record once this many bytes have passed.
+const SYNC_INTERVAL: u64 = 100 * (4 + 16);
+/// Records larger than this are refused when reading (BytesWritable holds an i32 anyway).
+const MAX_RECORD: usize = i32::MAX as usize;
+
+/// Why bytes are not a container we can read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FormatError {
+    #[error("not a SequenceFile (bad magic)")]
+    Magic,
+    #[error("SequenceFile version {0} is not supported (need 6)")]
+    Version(u8),
+    #[error("key/value classes {0}/{1} are not Text/BytesWritable")]
+    Classes(String, String),
+    #[error("compressed SequenceFiles are not S-DICOM containers")]
+    Compressed,
+    #[error("truncated at byte {0}")]
+    Truncated(u64),
+    #[error("malformed {what} at byte {at}")]
+    Malformed { what: &'static str, at: u64 },
+}
+
+/// What the header says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    pub metadata: Vec<(String, String)>,
+    pub sync: [u8; 16],
+    /// Length of the header in bytes: the first record starts here.
+    pub length: u64,
+}
+
+impl Header {
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.metadata
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Encodes a header.
+pub fn encode_header(metadata: &[(String, String)], sync: [u8; 16]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(b"SEQ");
+    out.push(VERSION);
+    put_text(&mut out, KEY_CLASS);
+    put_text(&mut out, VALUE_CLASS);
+    out.push(0);
+    out.push(0);
+    out.extend_from_slice(&(metadata.len() as i32).to_be_bytes());
+    for (k, v) in metadata {
+        put_text(&mut out, k);
+        put_text(&mut out, v);
+    }
+    out.extend_from_slice(&sync);
+    out
+}
+
+/// Writes records, tracking the position so sync markers land where Hadoop puts them and
+/// each value's offset is known.
+#[derive(Debug, Clone)]
+pub struct RecordWriter {
+    sync: [u8; 16],
+    position: u64,
+    last_sync: u64,
+}
+
+/// Where a record's value landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placed {
+    /// Offset of the value's payload (the Part-10 bytes) in the container.
+    pub offset: u64,
+    pub length: u64,
+}
+
+impl RecordWriter {
+    /// Starts after a header of `header_len` bytes.
+    pub fn new(sync: [u8; 16], header_len: u64) -> RecordWriter {
+        RecordWriter {
+            sync,
+            position: header_len,
+            // Hadoop's writer starts counting from 0, not from the end of the header.
+            last_sync: 0,
+        }
+    }
+
+    /// The bytes that precede the value payload of a record with this key and value length
+    /// (a sync marker if due, the record and key lengths, the key, the value length). The
+    /// caller then writes the `value_len` payload bytes themselves.
+    pub fn begin_record(&mut self, key: &str, value_len: u64) -> (Vec<u8>, Placed) {
+        let mut out = Vec::with_capacity(64 + key.len());
+        if self.position >= self.last_sync + SYNC_INTERVAL {
+            out.extend_from_slice(&SYNC_ESCAPE.to_be_bytes());
+            out.extend_from_slice(&self.sync);
+            self.last_sync = self.position + out.len() as u64;
+        }
+        let mut key_bytes = Vec::with_capacity(key.len() + 5);
+        put_text(&mut key_bytes, key);
+        let value_bytes = 4 + value_len;
+        let record_len = key_bytes.len() as u64 + value_bytes;
+        out.extend_from_slice(&(record_len as i32).to_be_bytes());
+        out.extend_from_slice(&(key_bytes.len() as i32).to_be_bytes());
+        out.extend_from_slice(&key_bytes);
+        out.extend_from_slice(&(value_len as i32).to_be_bytes());
+        let offset = self.position + out.len() as u64;
+        self.position = offset + value_len;
+        (
+            out,
+            Placed {
+                offset,
+                length: value_len,
+            },
+        )
+    }
+
+    /// Total bytes written so far, header included.
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+}
+
+/// Parses the header from the start of a container; `bytes` must hold all of it (a few
+/// hundred bytes; 64 KiB is plenty).
+pub fn decode_header(bytes: &[u8]) -> Result<Header, FormatError> {
+    let mut c = Cursor { bytes, at: 0 };
+    if c.take(3)? != b"SEQ" {
+        return Err(FormatError::Magic);
+    }
+    let version = c.take(1)?[0];
+    if version != VERSION {
+        return Err(FormatError::Version(version));
+    }
+    let key_class = c.text()?;
+    let value_class = c.text()?;
+    if key_class != KEY_CLASS || value_class != VALUE_CLASS {
+        return Err(FormatError::Classes(key_class, value_class));
+    }
+    let flags = c.take(2)?;
+    if flags != [0, 0] {
+        return Err(FormatError::Compressed);
+    }
+    let count = c.i32()?;
+    if !(0..=10_000).contains(&count) {
+        return Err(FormatError::Malformed {
+            what: "metadata count",
+            at: c.at as u64,
+        });
+    }
+    let mut metadata = Vec::new();
+    for _ in 0..count {
+        let k = c.text()?;
+        let v = c.text()?;
+        metadata.push((k, v));
+    }
+    let sync: [u8; 16] = c.take(16)?.try_into().expect("16 bytes");
+    Ok(Header {
+        metadata,
+        sync,
+        length: c.at as u64,
+    })
+}
+
+/// One record as found by [`next_record`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordHead {
+    pub key: String,
+    /// Where the value payload starts and how long it is.
+    pub value: Placed,
+    /// Where the next record (or sync marker) starts.
+    pub next: u64,
+}
+
+/// Reads the record at `at` (skipping a sync marker there) from `bytes`, which start at
+/// container offset `base` and must hold at least the record's head (sync, lengths, key,
+/// value length); the payload itself need not be present. `Ok(None)` at the end of file.
+pub fn next_record(
+    bytes: &[u8],
+    base: u64,
+    at: u64,
+    file_len: u64,
+    sync: &[u8; 16],
+) -> Result<Option<RecordHead>, FormatError> {
+    if at == file_len {
+        return Ok(None);
+    }
+    let mut c = Cursor {
+        bytes,
+        at: (at - base) as usize,
+    };
+    let mut record_len = c.i32()?;
+    if record_len == SYNC_ESCAPE {
+        let marker = c.take(16)?;
+        if marker != sync {
+            return Err(FormatError::Malformed {
+                what: "sync marker",
+                at: base + c.at as u64 - 16,
+            });
+        }
+        if base + c.at as u64 == file_len {
+            return Ok(None);
+        }
+        record_len = c.i32()?;
+    }
+    let key_len = c.i32()?;
+    let here = base + c.at as u64;
+    if record_len < 0 || key_len < 0 || key_len > record_len || record_len as usize > MAX_RECORD {
+        return Err(FormatError::Malformed {
+            what: "record lengths",
+            at: here,
+        });
+    }
+    let key_start = c.at;
+    let key = c.text()?;
+    if c.at - key_start != key_len as usize {
+        return Err(FormatError::Malformed {
+            what: "key length",
+            at: here,
+        });
+    }
+    let value_len = c.i32()?;
+    if value_len < 0 || 4 + value_len as i64 + key_len as i64 != record_len as i64 {
+        return Err(FormatError::Malformed {
+            what: "value length",
+            at: here,
+        });
+    }
+    let offset = base + c.at as u64;
+    let next = offset + value_len as u64;
+    if next > file_len {
+        return Err(FormatError::Truncated(file_len));
+    }
+    Ok(Some(RecordHead {
+        key,
+        value: Placed {
+            offset,
+            length: value_len as u64,
+        },
+        next,
+    }))
+}
+
+/// Hadoop's `Text.write`: a zero-compressed vint length, then UTF-8.
+fn put_text(out: &mut Vec<u8>, s: &str) {
+    put_vlong(out, s.len() as i64);
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// Hadoop's `WritableUtils.writeVLong`.
+fn put_vlong(out: &mut Vec<u8>, mut i: i64) {
+    if (-112..=127).contains(&i) {
+        out.push(i as u8);
+        return;
+    }
+    let mut len: i64 = -112;
+    if i < 0 {
+        i ^= -1;
+        len = -120;
+    }
+    let mut tmp = i;
+    while tmp != 0 {
+        tmp >>= 8;
+        len -= 1;
+    }
+    out.push(len as u8);
+    let len = if len < -120 {
+        -(len + 120)
+    } else {
+        -(len + 112)
+    };
+    for idx in (1..=len).rev() {
+        let shift = (idx - 1) * 8;
+        out.push(((i >> shift) & 0xFF) as u8);
+    }
+}
+
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], FormatError> {
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|e| *e <= self.bytes.len())
+            .ok_or(FormatError::Truncated(self.at as u64))?;
+        let out = &self.bytes[self.at..end];
+        self.at = end;
+        Ok(out)
+    }
+
+    fn i32(&mut self) -> Result<i32, FormatError> {
+        Ok(i32::from_be_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
+    }
+
+    /// Hadoop's `WritableUtils.readVLong`.
+    fn vlong(&mut self) -> Result<i64, FormatError> {
+        let first = self.take(1)?[0] as i8;
+        if first >= -112 {
+            return Ok(first as i64);
+        }
+        let size = if first < -120 {
+            -119 - first as i64
+        } else {
+            -111 - first as i64
+        };
+        let mut v: i64 = 0;
+        for &b in self.take(size as usize - 1)? {
+            v = (v << 8) | b as i64;
+        }
+        Ok(if first < -120 { v ^ -1 } else { v })
+    }
+
+    fn text(&mut self) -> Result<String, FormatError> {
+        let at = self.at as u64;
+        let len = self.vlong()?;
+        if !(0..=1 << 20).contains(&len) {
+            return Err(FormatError::Malformed { what: "text", at });
+        }
+        let bytes = self.take(len as usize)?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| FormatError::Malformed { what: "text", at })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vlongs_match_hadoop() {
+        // Values and encodings from WritableUtils' zero-compressed format.
+        for (v, bytes) in [
+            (0i64, vec![0u8]),
+            (127, vec![127]),
+            (-112, vec![0x90]),
+            (128, vec![0x8F, 0x80]),
+            (255, vec![0x8F, 0xFF]),
+            (256, vec![0x8E, 0x01, 0x00]),
+            (-113, vec![0x87, 0x70]),
+            (1 << 20, vec![0x8D, 0x10, 0x00, 0x00]),
+        ] {
+            let mut out = Vec::new();
+            put_vlong(&mut out, v);
+            assert_eq!(out, bytes, "{v}");
+            let mut c = Cursor { bytes: &out, at: 0 };
+            assert_eq!(c.vlong().unwrap(), v);
+        }
+    }
+
+    #[test]
+    fn containers_round_trip_with_sync_markers() {
+        let sync = [7u8; 16];
+        let meta = vec![("strata.format".to_string(), FORMAT.to_string())];
+        let mut file = encode_header(&meta, sync);
+        let header = decode_header(&file).unwrap();
+        assert_eq!(header.get("strata.format"), Some(FORMAT));
+        assert_eq!(header.length, file.len() as u64);
+        let mut writer = RecordWriter::new(sync, file.len() as u64);
+        let values: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 1500 + i as usize]).collect();
+        let mut placed = Vec::new();
+        for (i, v) in values.iter().enumerate() {
+            let (head, p) = writer.begin_record(&format!("1.2.{i}"), v.len() as u64);
+            file.extend_from_slice(&head);
+            assert_eq!(p.offset, file.len() as u64);
+            file.extend_from_slice(v);
+            placed.push(p);
+        }
+        assert_eq!(writer.position(), file.len() as u64);
+        // Sync markers were written (each 1.5 KB record crosses the 2000-byte interval).
+        let escapes = file
+            .windows(20)
+            .filter(|w| w[..4] == [0xFF; 4] && w[4..] == sync)
+            .count();
+        assert!(escapes >= 2, "{escapes}");
+        let mut at = header.length;
+        let mut keys = Vec::new();
+        while let Some(r) = next_record(&file, 0, at, file.len() as u64, &sync).unwrap() {
+            let v = &file[r.value.offset as usize..(r.value.offset + r.value.length) as usize];
+            assert_eq!(v, &values[keys.len()][..]);
+            assert_eq!(r.value, placed[keys.len()]);
+            keys.push(r.key);
+            at = r.next;
+        }
+        assert_eq!(keys, ["1.2.0", "1.2.1", "1.2.2", "1.2.3", "1.2.4"]);
+        // Damage is an error, not a panic.
+        assert!(next_record(
+            &file[..file.len() - 3],
+            0,
+            header.length,
+            file.len() as u64 - 3,
+            &sync
+        )
+        .is_ok());
+        let mut bad = file.clone();
+        bad[header.length as usize + 3] ^= 0x55;
+        let _ = next_record(&bad, 0, header.length, bad.len() as u64, &sync);
+        assert_eq!(decode_header(b"SEQ\x05"), Err(FormatError::Version(5)));
+        assert_eq!(decode_header(b"PK\x03\x04"), Err(FormatError::Magic));
+    }
+}

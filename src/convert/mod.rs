@@ -1,0 +1,316 @@
+//! The converter: moves aged studies from the online tier into one S-DICOM container each,
+//! folds late arrivals into a new container, and restores studies back online.
+//!
+//! Every move is journaled in the locator (`archive_jobs`) and ordered so that a kill at any
+//! step loses nothing and never shows an instance twice:
+//!
+//! 1. journal the job (`writing`, with the copies about to be created);
+//! 2. write the container (or the online copies) under temporary names, make them durable,
+//!    read them back and check length, structure and every checksum, publish them;
+//! 3. in one locator transaction, point every instance that is still where the job found it
+//!    at its new copy, and mark the job `committed` with the old copies;
+//! 4. delete the old copies nothing references any more; drop the job.
+//!
+//! Until step 3 commits, readers use the old copies, which stay in place; after it, the new
+//! ones, which are durable. [`Converter::recover`] finishes committed jobs and undoes the
+//! others (deleting what they may have written) before any new work.
+//!
+//! Late arrivals: an instance that arrives for an archived study is stored online as usual and
+//! served from there. The study then has online instances again, so once its newest instance
+//! is older than `min_age_days` the next run archives it again: the new container holds every
+//! instance of the study (the archived ones copied from the old container), and the old
+//! container is deleted once nothing points at it.
+
+use std::sync::Arc;
+
+use crc32c::crc32c;
+use tracing::{info, warn};
+
+use crate::archive::container::{verify, ContainerBuilder, Expected};
+use crate::archive::{container_name, temp_name, Archive, ArchiveError, ArchiveStore};
+use crate::locator::archive::{PlacedInstance, Switch};
+use crate::locator::{Locator, LocatorError};
+use crate::model::{StoredObject, Tier};
+use crate::online::{OnlineError, OnlineStore};
+use crate::reader::{ReadError, Reader};
+
+/// Why a study could not be moved.
+#[derive(Debug, thiserror::Error)]
+pub enum ConvertError {
+    #[error(transparent)]
+    Locator(#[from] LocatorError),
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+    #[error(transparent)]
+    Online(#[from] OnlineError),
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    #[error("verification of {0}")]
+    Verify(String),
+    #[error("study {0} is not in the locator")]
+    UnknownStudy(String),
+}
+
+/// What one study's move did.
+#[derive(Debug, Clone, Default)]
+pub struct Moved {
+    pub instances: usize,
+    pub bytes: u64,
+}
+
+/// Moves studies between the online tier and the archive.
+pub struct Converter {
+    locator: Arc<Locator>,
+    online: Arc<OnlineStore>,
+    archive: Arc<Archive>,
+    reader: Reader,
+}
+
+impl Converter {
+    pub fn new(
+        locator: Arc<Locator>,
+        online: Arc<OnlineStore>,
+        archive: Arc<Archive>,
+        reader: Reader,
+    ) -> Converter {
+        Converter {
+            locator,
+            online,
+            archive,
+            reader,
+        }
+    }
+
+    /// Finishes or undoes moves interrupted by a crash, and removes temporaries. Run before
+    /// any new move.
+    pub async fn recover(&self) -> Result<usize, ConvertError> {
+        let temporaries = self.archive.remove_temporaries().await?;
+        let jobs = self.locator.pending_jobs().await?;
+        for job in &jobs {
+            if job.committed {
+                info!(job = job.id, study = %job.study_instance_uid, "finishing an interrupted move");
+            } else {
+                warn!(job = job.id, study = %job.study_instance_uid, kind = %job.kind, "undoing an interrupted move");
+                if job.kind == "archive" {
+                    self.delete_unreferenced(Tier::Archive, &job.container)
+                        .await?;
+                }
+            }
+            // Committed: the old copies; not committed: the copies the job was creating.
+            for (tier, location) in &job.old_locations {
+                self.delete_unreferenced(*tier, location).await?;
+            }
+            self.locator.finish_job(job.id).await?;
+        }
+        if temporaries > 0 || !jobs.is_empty() {
+            info!(
+                temporaries,
+                jobs = jobs.len(),
+                "recovered interrupted moves"
+            );
+        }
+        Ok(jobs.len())
+    }
+
+    async fn delete_unreferenced(&self, tier: Tier, location: &str) -> Result<(), ConvertError> {
+        if self.locator.location_in_use(tier, location).await? {
+            return Ok(());
+        }
+        match tier {
+            Tier::Archive => self.archive.delete(location).await?,
+            Tier::Online => {
+                let online = self.online.clone();
+                let location = location.to_string();
+                let result = tokio::task::spawn_blocking(move || match online.remove(&location) {
+                    Err(e) if e.io().kind() == std::io::ErrorKind::NotFound => Ok(()),
+                    other => other,
+                })
+                .await
+                .expect("blocking remove");
+                result?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Archives one study: every instance, online or already archived, into a new container.
+    /// A study with nothing online is left alone.
+    pub async fn archive_study(&self, study_instance_uid: &str) -> Result<Moved, ConvertError> {
+        let instances = self.locator.study_instances(study_instance_uid).await?;
+        if instances.is_empty() {
+            return Err(ConvertError::UnknownStudy(study_instance_uid.to_string()));
+        }
+        if !instances.iter().any(|i| i.object.tier == Tier::Online) {
+            return Ok(Moved::default());
+        }
+        let name = container_name(study_instance_uid);
+        let temp = temp_name(&name);
+        let job = self
+            .locator
+            .begin_job("archive", study_instance_uid, &name, &[])
+            .await?;
+        match self
+            .write_container(study_instance_uid, &instances, &temp, &name)
+            .await
+        {
+            Ok((switches, moved)) => {
+                self.locator.commit_job(job, &switches).await?;
+                self.finish(job).await?;
+                info!(study = %study_instance_uid, container = %name, instances = moved.instances, bytes = moved.bytes, "study archived");
+                Ok(moved)
+            }
+            Err(e) => {
+                // Nothing points at what was written: remove it and forget the job.
+                let _ = self.archive.delete(&temp).await;
+                let _ = self.delete_unreferenced(Tier::Archive, &name).await;
+                let _ = self.locator.finish_job(job).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn write_container(
+        &self,
+        study_instance_uid: &str,
+        instances: &[PlacedInstance],
+        temp: &str,
+        name: &str,
+    ) -> Result<(Vec<Switch>, Moved), ConvertError> {
+        let writer = self.archive.create_temp(temp).await?;
+        let mut builder =
+            ContainerBuilder::start(writer, study_instance_uid, instances.len()).await?;
+        let mut expected = Vec::with_capacity(instances.len());
+        for instance in instances {
+            let bytes = self.reader.read_verified(&instance.object).await?;
+            let placed = builder.add(&instance.sop_instance_uid, &bytes).await?;
+            expected.push(Expected {
+                sop_instance_uid: instance.sop_instance_uid.clone(),
+                placed,
+                crc32c: crc32c(&bytes),
+            });
+        }
+        let length = builder.finish().await?;
+        verify(self.archive.as_ref(), temp, &expected, length)
+            .await
+            .map_err(ConvertError::Verify)?;
+        self.archive.publish(temp, name).await?;
+        let switches = instances
+            .iter()
+            .zip(&expected)
+            .map(|(instance, e)| Switch {
+                sop_instance_uid: instance.sop_instance_uid.clone(),
+                from_tier: instance.object.tier,
+                from_location: instance.object.location.clone(),
+                to: StoredObject {
+                    tier: Tier::Archive,
+                    location: name.to_string(),
+                    offset: e.placed.offset,
+                    length: e.placed.length,
+                    crc32c: e.crc32c,
+                    transfer_syntax_uid: instance.object.transfer_syntax_uid.clone(),
+                },
+            })
+            .collect();
+        let moved = Moved {
+            instances: expected.len(),
+            bytes: length,
+        };
+        Ok((switches, moved))
+    }
+
+    /// Brings every archived instance of a study back to the online tier.
+    pub async fn restore_study(&self, study_instance_uid: &str) -> Result<Moved, ConvertError> {
+        let instances = self.locator.study_instances(study_instance_uid).await?;
+        if instances.is_empty() {
+            return Err(ConvertError::UnknownStudy(study_instance_uid.to_string()));
+        }
+        let archived: Vec<&PlacedInstance> = instances
+            .iter()
+            .filter(|i| i.object.tier == Tier::Archive)
+            .collect();
+        if archived.is_empty() {
+            return Ok(Moved::default());
+        }
+        let targets: Vec<String> = archived
+            .iter()
+            .map(|i| {
+                self.online
+                    .new_location(study_instance_uid, &i.sop_instance_uid)
+            })
+            .collect();
+        let planned: Vec<(Tier, String)> =
+            targets.iter().map(|t| (Tier::Online, t.clone())).collect();
+        let job = self
+            .locator
+            .begin_job(
+                "restore",
+                study_instance_uid,
+                &archived[0].object.location,
+                &planned,
+            )
+            .await?;
+        let mut switches = Vec::new();
+        let mut moved = Moved::default();
+        let result: Result<(), ConvertError> = async {
+            for (instance, target) in archived.iter().zip(&targets) {
+                let bytes = self.reader.read_verified(&instance.object).await?;
+                moved.bytes += bytes.len() as u64;
+                moved.instances += 1;
+                let online = self.online.clone();
+                let target_owned = target.clone();
+                let data = bytes.clone();
+                tokio::task::spawn_blocking(move || -> Result<(), OnlineError> {
+                    use std::io::Write;
+                    let (path, mut file) = online.create_temp()?;
+                    let io = |source| OnlineError::CreateTemp {
+                        path: path.clone(),
+                        source,
+                    };
+                    file.write_all(&data).map_err(io)?;
+                    file.sync_all().map_err(io)?;
+                    online.publish(&path, &target_owned)
+                })
+                .await
+                .expect("blocking write")?;
+                switches.push(Switch {
+                    sop_instance_uid: instance.sop_instance_uid.clone(),
+                    from_tier: Tier::Archive,
+                    from_location: instance.object.location.clone(),
+                    to: StoredObject {
+                        tier: Tier::Online,
+                        location: target.clone(),
+                        offset: 0,
+                        length: bytes.len() as u64,
+                        crc32c: crc32c(&bytes),
+                        transfer_syntax_uid: instance.object.transfer_syntax_uid.clone(),
+                    },
+                });
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = result {
+            for t in &targets {
+                let _ = self.delete_unreferenced(Tier::Online, t).await;
+            }
+            let _ = self.locator.finish_job(job).await;
+            return Err(e);
+        }
+        self.locator.commit_job(job, &switches).await?;
+        self.finish(job).await?;
+        info!(study = %study_instance_uid, instances = moved.instances, "study restored online");
+        Ok(moved)
+    }
+
+    /// Step 4 of a committed job: delete the old copies nothing references, drop the job.
+    async fn finish(&self, job: i64) -> Result<(), ConvertError> {
+        let jobs = self.locator.pending_jobs().await?;
+        if let Some(j) = jobs.iter().find(|j| j.id == job) {
+            for (tier, location) in &j.old_locations {
+                self.delete_unreferenced(*tier, location).await?;
+            }
+        }
+        self.locator.finish_job(job).await?;
+        Ok(())
+    }
+}

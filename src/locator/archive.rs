@@ -1,0 +1,215 @@
+//! The locator side of moving studies between tiers: which studies are due, their instances,
+//! the journal of moves in progress, and switching every instance of a move in one
+//! transaction.
+
+use sqlx::Row;
+
+use super::{Locator, LocatorError};
+use crate::model::{StoredObject, Tier};
+
+/// One instance of a study with where it is now.
+#[derive(Debug, Clone)]
+pub struct PlacedInstance {
+    pub sop_instance_uid: String,
+    pub object: StoredObject,
+}
+
+/// A move in progress, from the journal.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub id: i64,
+    pub kind: String,
+    pub study_instance_uid: String,
+    pub container: String,
+    pub committed: bool,
+    pub old_locations: Vec<(Tier, String)>,
+}
+
+/// Point one instance at a new copy, if it still is where the move found it.
+#[derive(Debug, Clone)]
+pub struct Switch {
+    pub sop_instance_uid: String,
+    pub from_tier: Tier,
+    pub from_location: String,
+    pub to: StoredObject,
+}
+
+fn err(e: sqlx::Error) -> LocatorError {
+    LocatorError::Journal(e)
+}
+
+fn object(row: &sqlx::sqlite::SqliteRow, first: usize) -> Result<StoredObject, LocatorError> {
+    let tier: String = row.get(first);
+    Ok(StoredObject {
+        tier: Tier::parse(&tier).ok_or(LocatorError::UnknownTier(tier))?,
+        location: row.get(first + 1),
+        offset: row.get::<i64, _>(first + 2) as u64,
+        length: row.get::<i64, _>(first + 3) as u64,
+        crc32c: row.get::<i64, _>(first + 4) as u32,
+        transfer_syntax_uid: row.get(first + 5),
+    })
+}
+
+impl Locator {
+    /// Studies with at least one online instance whose newest instance arrived before
+    /// `cutoff_ms` (Unix milliseconds), oldest first.
+    pub async fn studies_due(&self, cutoff_ms: i64) -> Result<Vec<String>, LocatorError> {
+        sqlx::query_scalar(
+            "SELECT st.study_instance_uid FROM studies st \
+             JOIN series se ON se.study_fk = st.id JOIN instances i ON i.series_fk = se.id \
+             GROUP BY st.id \
+             HAVING MAX(i.received_at) < ? AND SUM(i.tier = 'online') > 0 \
+             ORDER BY MAX(i.received_at)",
+        )
+        .bind(cutoff_ms)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err)
+    }
+
+    /// Every instance of a study, in series and instance order.
+    pub async fn study_instances(
+        &self,
+        study_instance_uid: &str,
+    ) -> Result<Vec<PlacedInstance>, LocatorError> {
+        let rows = sqlx::query(
+            "SELECT i.sop_instance_uid, i.tier, i.location, i.byte_offset, i.byte_length, \
+               i.crc32c, i.transfer_syntax_uid \
+             FROM instances i JOIN series se ON se.id = i.series_fk \
+             JOIN studies st ON st.id = se.study_fk WHERE st.study_instance_uid = ? \
+             ORDER BY se.series_number, se.id, i.instance_number, i.id",
+        )
+        .bind(study_instance_uid)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err)?;
+        rows.iter()
+            .map(|row| {
+                Ok(PlacedInstance {
+                    sop_instance_uid: row.get(0),
+                    object: object(row, 1)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Journals a move about to write `container` (archive) or the online copies in
+    /// `creating` (restore): what recovery deletes if the move never commits.
+    pub async fn begin_job(
+        &self,
+        kind: &str,
+        study_instance_uid: &str,
+        container: &str,
+        creating: &[(Tier, String)],
+    ) -> Result<i64, LocatorError> {
+        let creating: Vec<(&str, &str)> = creating
+            .iter()
+            .map(|(t, l)| (t.as_str(), l.as_str()))
+            .collect();
+        sqlx::query_scalar(
+            "INSERT INTO archive_jobs (kind, study_instance_uid, container, state, \
+               old_locations, started_at) VALUES (?, ?, ?, 'writing', ?, ?) RETURNING id",
+        )
+        .bind(kind)
+        .bind(study_instance_uid)
+        .bind(container)
+        .bind(serde_json::to_string(&creating).expect("strings serialize"))
+        .bind(super::now_millis())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(err)
+    }
+
+    /// In one transaction: switches every instance that is still where the move found it,
+    /// and marks the job committed with the copies to delete. Returns how many switched.
+    pub async fn commit_job(&self, job: i64, switches: &[Switch]) -> Result<usize, LocatorError> {
+        let _guard = self.write_lock.lock().await;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(err)?;
+        let mut old = Vec::new();
+        let mut switched = 0;
+        for s in switches {
+            let done = sqlx::query(
+                "UPDATE instances SET tier = ?, location = ?, byte_offset = ?, byte_length = ?, \
+                   crc32c = ? WHERE sop_instance_uid = ? AND tier = ? AND location = ?",
+            )
+            .bind(s.to.tier.as_str())
+            .bind(&s.to.location)
+            .bind(s.to.offset as i64)
+            .bind(s.to.length as i64)
+            .bind(s.to.crc32c as i64)
+            .bind(&s.sop_instance_uid)
+            .bind(s.from_tier.as_str())
+            .bind(&s.from_location)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?
+            .rows_affected();
+            if done == 1 {
+                switched += 1;
+                let entry = (s.from_tier.as_str(), s.from_location.as_str());
+                if !old.contains(&entry) {
+                    old.push(entry);
+                }
+            }
+        }
+        sqlx::query("UPDATE archive_jobs SET state = 'committed', old_locations = ? WHERE id = ?")
+            .bind(serde_json::to_string(&old).expect("strings serialize"))
+            .bind(job)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        tx.commit().await.map_err(err)?;
+        Ok(switched)
+    }
+
+    /// Moves not yet finished, oldest first.
+    pub async fn pending_jobs(&self) -> Result<Vec<Job>, LocatorError> {
+        let rows = sqlx::query(
+            "SELECT id, kind, study_instance_uid, container, state, old_locations \
+             FROM archive_jobs ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err)?;
+        rows.iter()
+            .map(|row| {
+                let old: Vec<(String, String)> =
+                    serde_json::from_str(row.get::<&str, _>(5)).unwrap_or_default();
+                Ok(Job {
+                    id: row.get(0),
+                    kind: row.get(1),
+                    study_instance_uid: row.get(2),
+                    container: row.get(3),
+                    committed: row.get::<&str, _>(4) == "committed",
+                    old_locations: old
+                        .into_iter()
+                        .filter_map(|(t, l)| Tier::parse(&t).map(|t| (t, l)))
+                        .collect(),
+                })
+            })
+            .collect()
+    }
+
+    /// Removes a finished job from the journal.
+    pub async fn finish_job(&self, job: i64) -> Result<(), LocatorError> {
+        sqlx::query("DELETE FROM archive_jobs WHERE id = ?")
+            .bind(job)
+            .execute(&self.pool)
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    /// Whether any instance points at `location` on `tier`.
+    pub async fn location_in_use(&self, tier: Tier, location: &str) -> Result<bool, LocatorError> {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT EXISTS (SELECT 1 FROM instances WHERE location = ? AND tier = ?)",
+        )
+        .bind(location)
+        .bind(tier.as_str())
+        .fetch_one(&self.pool)
+        .await
+        .map(|n| n == 1)
+        .map_err(err)
+    }
+}
