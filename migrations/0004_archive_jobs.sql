@@ -11,6 +11,7 @@ CREATE TABLE archive_jobs (
     container          TEXT NOT NULL,          -- the container written (archive) or read (restore)
     state              TEXT NOT NULL,          -- 'writing' | 'committed'
     old_locations      TEXT NOT NULL DEFAULT '[]',
-    started_at         BIGINT NOT NULL
+    started_at         BIGINT NOT NULL,
+    owner_pid          INTEGER NOT NULL        -- recovery leaves a live process's jobs alone
 );
 CREATE INDEX instances_location ON instances (location);

@@ -89,9 +89,12 @@ pub struct TieringConfig {
     #[serde(default = "defaults::min_age_days")]
     pub min_age_days: u32,
     /// When the server runs the converter by itself: `HH:MM-HH:MM` in UTC (may wrap past
-    /// midnight). Empty: never; run `strata tier run` instead.
+    /// midnight; `00:00-00:00` is all day). Empty: never; run `strata tier run` instead.
     #[serde(default)]
     pub window: String,
+    /// How often the server looks for due studies inside the window (seconds).
+    #[serde(default = "defaults::tiering_poll_secs")]
+    pub poll_secs: u64,
 }
 
 impl Default for TieringConfig {
@@ -99,6 +102,7 @@ impl Default for TieringConfig {
         TieringConfig {
             min_age_days: defaults::min_age_days(),
             window: String::new(),
+            poll_secs: defaults::tiering_poll_secs(),
         }
     }
 }
@@ -314,6 +318,9 @@ mod defaults {
     }
     pub fn min_age_days() -> u32 {
         90
+    }
+    pub fn tiering_poll_secs() -> u64 {
+        60
     }
     pub fn move_associations() -> usize {
         1

@@ -15,3 +15,4 @@ pub mod query;
 pub mod reader;
 pub mod retrieve;
 pub mod server;
+pub mod tiering;

@@ -10,6 +10,7 @@ use tracing::info;
 
 use crate::archive::{Archive, ArchiveError};
 use crate::config::Config;
+use crate::convert::Converter;
 use crate::ingest::Ingest;
 use crate::ingest::IngestSink;
 use crate::locator::{Locator, LocatorError};
@@ -26,6 +27,7 @@ use crate::online::{OnlineError, OnlineStore};
 use crate::query::{Matches, Query, QueryOptions, PATIENT_ROOT_FIND, STUDY_ROOT_FIND};
 use crate::reader::Reader;
 use crate::retrieve::{Instances, Retrieve, RetrieveOptions};
+use crate::tiering::{self, TieringSchedule};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -92,9 +94,32 @@ pub async fn run(
         ),
     });
     let net_config = net_config(&config);
+    let tiering = crate::config::parse_window(&config.tiering.window).map(|window| {
+        let converter = Arc::new(Converter::new(
+            locator.clone(),
+            online.clone(),
+            archive.clone(),
+            Reader::new(online.clone(), archive.clone()),
+        ));
+        let schedule = TieringSchedule {
+            window,
+            min_age_days: config.tiering.min_age_days,
+            poll: std::time::Duration::from_secs(config.tiering.poll_secs.max(1)),
+        };
+        tokio::spawn(tiering::run(
+            converter,
+            locator.clone(),
+            schedule,
+            shutdown.clone(),
+        ))
+    });
     info!(%addr, aet = %config.dicom.aet, online = %online.root().display(), "listening");
     on_listening(addr);
     net::serve(listener, net_config, services, shutdown).await;
+    if let Some(worker) = tiering {
+        // It stops between two studies once shutdown is signalled.
+        let _ = worker.await;
+    }
     locator.close().await;
     info!("stopped");
     Ok(())

@@ -342,3 +342,46 @@ fn kill_9_during_tier_moves_loses_nothing_and_shows_nothing_twice() {
         "orphan temporaries left behind"
     );
 }
+
+#[test]
+fn the_server_archives_due_studies_inside_its_window() {
+    let corpus = Corpus::generate(&[
+        "--ct-studies",
+        "1",
+        "--ct-images",
+        "4",
+        "--mr-studies",
+        "1",
+        "--mr-images",
+        "2",
+        "--seed",
+        "13",
+    ]);
+    let server =
+        TestServer::start("[tiering]\nmin_age_days = 0\nwindow = \"00:00-00:00\"\npoll_secs = 1\n");
+    assert!(server
+        .storescu("MODALITY", &corpus.paths())
+        .status
+        .success());
+    let studies = corpus.study_uids();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while studies
+        .iter()
+        .any(|s| tiers(&server, s).contains_key("online"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not archived in time: {}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for s in &studies {
+        assert_same(
+            &get_study(&server, s),
+            &originals(&corpus, s, &[]),
+            "archived by the server",
+        );
+    }
+    assert_eq!(containers(&server).len(), 2);
+}

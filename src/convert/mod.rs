@@ -34,6 +34,11 @@ use crate::model::{StoredObject, Tier};
 use crate::online::{OnlineError, OnlineStore};
 use crate::reader::{ReadError, Reader};
 
+/// Whether a process (of this host) is running, other than ourselves: its jobs are its own.
+fn process_alive(pid: u32) -> bool {
+    pid != std::process::id() && std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
 /// Why a study could not be moved.
 #[derive(Debug, thiserror::Error)]
 pub enum ConvertError {
@@ -85,7 +90,13 @@ impl Converter {
     /// any new move.
     pub async fn recover(&self) -> Result<usize, ConvertError> {
         let temporaries = self.archive.remove_temporaries().await?;
-        let jobs = self.locator.pending_jobs().await?;
+        let jobs: Vec<_> = self
+            .locator
+            .pending_jobs()
+            .await?
+            .into_iter()
+            .filter(|job| !process_alive(job.owner_pid))
+            .collect();
         for job in &jobs {
             if job.committed {
                 info!(job = job.id, study = %job.study_instance_uid, "finishing an interrupted move");
@@ -112,6 +123,7 @@ impl Converter {
         Ok(jobs.len())
     }
 
+    /// Deletes a copy if no instance points at it (any more).
     async fn delete_unreferenced(&self, tier: Tier, location: &str) -> Result<(), ConvertError> {
         if self.locator.location_in_use(tier, location).await? {
             return Ok(());
@@ -154,8 +166,14 @@ impl Converter {
             .await
         {
             Ok((switches, moved)) => {
-                self.locator.commit_job(job, &switches).await?;
+                let switched = self.locator.commit_job(job, &switches).await?;
                 self.finish(job).await?;
+                if switched < switches.len() {
+                    // Someone else moved some instances meanwhile (another converter, an
+                    // overwrite): the new container may hold nothing anyone points at.
+                    warn!(study = %study_instance_uid, switched, of = switches.len(), "instances moved during archiving");
+                    self.delete_unreferenced(Tier::Archive, &name).await?;
+                }
                 info!(study = %study_instance_uid, container = %name, instances = moved.instances, bytes = moved.bytes, "study archived");
                 Ok(moved)
             }

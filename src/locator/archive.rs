@@ -23,6 +23,8 @@ pub struct Job {
     pub container: String,
     pub committed: bool,
     pub old_locations: Vec<(Tier, String)>,
+    /// Process that runs (or ran) the job.
+    pub owner_pid: u32,
 }
 
 /// Point one instance at a new copy, if it still is where the move found it.
@@ -108,13 +110,15 @@ impl Locator {
             .collect();
         sqlx::query_scalar(
             "INSERT INTO archive_jobs (kind, study_instance_uid, container, state, \
-               old_locations, started_at) VALUES (?, ?, ?, 'writing', ?, ?) RETURNING id",
+               old_locations, started_at, owner_pid) VALUES (?, ?, ?, 'writing', ?, ?, ?) \
+             RETURNING id",
         )
         .bind(kind)
         .bind(study_instance_uid)
         .bind(container)
         .bind(serde_json::to_string(&creating).expect("strings serialize"))
         .bind(super::now_millis())
+        .bind(std::process::id() as i64)
         .fetch_one(&self.pool)
         .await
         .map_err(err)
@@ -165,7 +169,7 @@ impl Locator {
     /// Moves not yet finished, oldest first.
     pub async fn pending_jobs(&self) -> Result<Vec<Job>, LocatorError> {
         let rows = sqlx::query(
-            "SELECT id, kind, study_instance_uid, container, state, old_locations \
+            "SELECT id, kind, study_instance_uid, container, state, old_locations, owner_pid \
              FROM archive_jobs ORDER BY id",
         )
         .fetch_all(&self.pool)
@@ -185,6 +189,7 @@ impl Locator {
                         .into_iter()
                         .filter_map(|(t, l)| Tier::parse(&t).map(|t| (t, l)))
                         .collect(),
+                    owner_pid: row.get::<i64, _>(6) as u32,
                 })
             })
             .collect()
