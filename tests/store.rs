@@ -32,7 +32,10 @@ async fn dcmtk_store_keeps_data_sets_byte_identical_and_indexed() {
         status,
         serde_json::json!({
             "patients": 2, "studies": 2, "series": 2, "instances": 5, "bytes": total_bytes,
-            "tiers": {"online": {"instances": 5, "bytes": total_bytes}}
+            "tiers": {
+                "online": {"instances": 5, "bytes": total_bytes},
+                "archive": {"instances": 0, "bytes": 0}
+            }
         })
     );
 
