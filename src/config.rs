@@ -61,6 +61,18 @@ pub struct ArchiveConfig {
     /// `hdfs://host:port` or a name service (`hdfs://ns1`, with `HADOOP_CONF_DIR` for HA).
     #[serde(default)]
     pub hdfs_url: Option<String>,
+    /// Hadoop config folder for name services and HA; else `HADOOP_CONF_DIR` is used.
+    #[serde(default)]
+    pub hadoop_conf_dir: Option<String>,
+    /// User name presented to HDFS (simple authentication); else the process user.
+    #[serde(default)]
+    pub hdfs_user: Option<String>,
+    /// HDFS block size for containers (MiB); else the cluster default.
+    #[serde(default)]
+    pub block_size_mb: Option<u64>,
+    /// HDFS replication for containers; else the cluster default.
+    #[serde(default)]
+    pub replication: Option<u32>,
 }
 
 /// The archive store backend.
@@ -77,6 +89,10 @@ impl Default for ArchiveConfig {
             backend: defaults::archive_backend(),
             path: defaults::archive_path(),
             hdfs_url: None,
+            hadoop_conf_dir: None,
+            hdfs_user: None,
+            block_size_mb: None,
+            replication: None,
         }
     }
 }

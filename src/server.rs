@@ -59,7 +59,7 @@ pub async fn run(
             .expect("blocking task")?,
     );
     let locator = Arc::new(Locator::open(&config.locator).await?);
-    let archive = Arc::new(Archive::open(&config.archive)?);
+    let archive = Arc::new(Archive::open(&config.archive).await?);
     let listener = TcpListener::bind(config.dicom.listen)
         .await
         .map_err(|source| ServerError::Bind {

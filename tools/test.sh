@@ -8,6 +8,10 @@ source tools/setup-deps.sh
 
 install_debian dcmtk orthanc iproute2
 install_venv
+# The HDFS tests run a real Hadoop NameNode and DataNode (tools/hdfs-dev.sh) and compile
+# small Java programs against its jars: fetch those once, and a JDK if there is none.
+command -v javac >/dev/null || install_debian default-jdk-headless
+tools/hdfs-dev.sh fetch
 export STRATA_PYTHON="$PWD/.venv/bin/python"
 
 # Release profile: the tests drive the real server binary, and it shares the dependency

@@ -58,7 +58,7 @@ async fn open(config: &Config) -> Result<(Arc<Locator>, Converter), TierError> {
             .expect("blocking open")?,
     );
     let locator = Arc::new(Locator::open(&config.locator).await?);
-    let archive = Arc::new(Archive::open(&config.archive)?);
+    let archive = Arc::new(Archive::open(&config.archive).await?);
     let reader = Reader::new(online.clone(), archive.clone());
     let converter = Converter::new(locator.clone(), online, archive, reader);
     Ok((locator, converter))

@@ -1,7 +1,5 @@
 //! Writing one S-DICOM container and checking it against what was meant to go in.
 
-use crc32c::crc32c;
-
 use super::seqfile::{self, Placed, RecordWriter, FORMAT};
 use super::{ArchiveError, ArchiveStore, ContainerWriter};
 
@@ -94,15 +92,18 @@ pub async fn verify<S: ArchiveStore>(
         .await
         .map_err(|e| e.to_string())?;
     let header = seqfile::decode_header(&head).map_err(|e| format!("{name}: {e}"))?;
+    // One sequential pass in large windows: few reads however many records.
+    let mut window = Window {
+        base: 0,
+        bytes: head,
+    };
     let mut at = header.length;
     for e in expected {
         // Sync marker, lengths, key and value length: well under 1 KiB.
-        let window = (length - at).min(1024);
-        let bytes = store
-            .read_at(name, at, window)
-            .await
-            .map_err(|e| e.to_string())?;
-        let record = seqfile::next_record(&bytes, at, at, length, &header.sync)
+        window
+            .cover(store, name, at, (length - at).min(1024), length)
+            .await?;
+        let record = seqfile::next_record(&window.bytes, window.base, at, length, &header.sync)
             .map_err(|err| format!("{name}: {err}"))?
             .ok_or_else(|| format!("{name}: ends before {}", e.sop_instance_uid))?;
         if record.key != e.sop_instance_uid || record.value != e.placed {
@@ -111,11 +112,17 @@ pub async fn verify<S: ArchiveStore>(
                 e.sop_instance_uid
             ));
         }
-        let payload = store
-            .read_at(name, e.placed.offset, e.placed.length)
-            .await
-            .map_err(|e| e.to_string())?;
-        if crc32c(&payload) != e.crc32c {
+        let mut crc = 0u32;
+        let mut cur = e.placed.offset;
+        let end = e.placed.offset + e.placed.length;
+        while cur < end {
+            window.cover(store, name, cur, 1, length).await?;
+            let from = (cur - window.base) as usize;
+            let take = ((end - cur) as usize).min(window.bytes.len() - from);
+            crc = crc32c::crc32c_append(crc, &window.bytes[from..from + take]);
+            cur += take as u64;
+        }
+        if crc != e.crc32c {
             return Err(format!("{name}: {} fails its checksum", e.sop_instance_uid));
         }
         at = record.next;
@@ -127,4 +134,37 @@ pub async fn verify<S: ArchiveStore>(
         ));
     }
     Ok(())
+}
+
+/// Bytes read during verification.
+const WINDOW: u64 = 8 << 20;
+
+/// The part of the container in memory during verification.
+struct Window {
+    base: u64,
+    bytes: bytes::Bytes,
+}
+
+impl Window {
+    /// Makes sure `[at, at + need)` is in memory, reading a new window from `at` if not.
+    async fn cover<S: ArchiveStore>(
+        &mut self,
+        store: &S,
+        name: &str,
+        at: u64,
+        need: u64,
+        length: u64,
+    ) -> Result<(), String> {
+        let end = self.base + self.bytes.len() as u64;
+        if at >= self.base && at + need <= end {
+            return Ok(());
+        }
+        let size = WINDOW.max(need).min(length - at);
+        self.bytes = store
+            .read_at(name, at, size)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.base = at;
+        Ok(())
+    }
 }

@@ -9,6 +9,15 @@ use bytes::Bytes;
 
 use super::{ArchiveError, ArchiveStore, ContainerWriter};
 
+/// Whether a temporary (`<name>.<pid>.part`) belongs to another running process.
+pub(super) fn temporary_is_live(file_name: &str) -> bool {
+    let pid = file_name
+        .strip_suffix(".part")
+        .and_then(|s| s.rsplit('.').next())
+        .and_then(|p| p.parse::<u32>().ok());
+    pid.is_some_and(|p| p != std::process::id() && Path::new(&format!("/proc/{p}")).exists())
+}
+
 /// An archive folder.
 #[derive(Debug, Clone)]
 pub struct LocalStore {
@@ -188,15 +197,8 @@ impl ArchiveStore for LocalStore {
             let mut removed = 0;
             for entry in std::fs::read_dir(&tmp)? {
                 let path = entry?.path();
-                // `<name>.<pid>.part`: a live process's temporary is in use.
-                let pid = path
-                    .file_stem()
-                    .and_then(|s| s.to_str())
-                    .and_then(|s| s.rsplit('.').next())
-                    .and_then(|p| p.parse::<u32>().ok());
-                let live = pid.is_some_and(|p| {
-                    p != std::process::id() && Path::new(&format!("/proc/{p}")).exists()
-                });
+                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                let live = temporary_is_live(name);
                 if !live {
                     std::fs::remove_file(&path)?;
                     removed += 1;

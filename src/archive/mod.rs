@@ -5,6 +5,7 @@
 //! [`ArchiveStore::remove_temporaries`].
 
 pub mod container;
+pub mod hdfs;
 pub mod local;
 pub mod seqfile;
 
@@ -12,6 +13,7 @@ use std::future::Future;
 
 use bytes::Bytes;
 
+pub use hdfs::{HdfsOptions, HdfsStore};
 pub use local::LocalStore;
 
 /// Why an archive-store operation failed.
@@ -93,22 +95,27 @@ pub trait ArchiveStore: Send + Sync + 'static {
 #[derive(Debug)]
 pub enum Archive {
     Local(LocalStore),
+    Hdfs(HdfsStore),
 }
 
 impl Archive {
     /// Opens the store the configuration names.
-    pub fn open(config: &crate::config::ArchiveConfig) -> Result<Archive, ArchiveError> {
+    pub async fn open(config: &crate::config::ArchiveConfig) -> Result<Archive, ArchiveError> {
         match config.backend {
             crate::config::ArchiveBackend::Local => {
                 Ok(Archive::Local(LocalStore::open(&config.path)?))
             }
-            crate::config::ArchiveBackend::Hdfs => Err(ArchiveError::Prepare {
-                path: config.hdfs_url.clone().unwrap_or_default(),
-                source: std::io::Error::new(
-                    std::io::ErrorKind::Unsupported,
-                    "the HDFS backend is not built yet (issue 5)",
-                ),
-            }),
+            crate::config::ArchiveBackend::Hdfs => Ok(Archive::Hdfs(
+                HdfsStore::open(HdfsOptions {
+                    url: config.hdfs_url.clone().unwrap_or_default(),
+                    root: config.path.display().to_string(),
+                    conf_dir: config.hadoop_conf_dir.clone(),
+                    user: config.hdfs_user.clone(),
+                    block_size: config.block_size_mb.map(|mb| mb << 20),
+                    replication: config.replication,
+                })
+                .await?,
+            )),
         }
     }
 }
@@ -116,18 +123,21 @@ impl Archive {
 /// The writer of the configured store.
 pub enum AnyWriter {
     Local(local::LocalWriter),
+    Hdfs(hdfs::HdfsWriter),
 }
 
 impl ContainerWriter for AnyWriter {
     async fn write(&mut self, bytes: &[u8]) -> Result<(), ArchiveError> {
         match self {
             AnyWriter::Local(w) => w.write(bytes).await,
+            AnyWriter::Hdfs(w) => w.write(bytes).await,
         }
     }
 
     async fn finish(self) -> Result<u64, ArchiveError> {
         match self {
             AnyWriter::Local(w) => w.finish().await,
+            AnyWriter::Hdfs(w) => w.finish().await,
         }
     }
 }
@@ -138,36 +148,42 @@ impl ArchiveStore for Archive {
     async fn create_temp(&self, name: &str) -> Result<AnyWriter, ArchiveError> {
         match self {
             Archive::Local(s) => s.create_temp(name).await.map(AnyWriter::Local),
+            Archive::Hdfs(s) => s.create_temp(name).await.map(AnyWriter::Hdfs),
         }
     }
 
     async fn read_at(&self, name: &str, offset: u64, length: u64) -> Result<Bytes, ArchiveError> {
         match self {
             Archive::Local(s) => s.read_at(name, offset, length).await,
+            Archive::Hdfs(s) => s.read_at(name, offset, length).await,
         }
     }
 
     async fn len(&self, name: &str) -> Result<u64, ArchiveError> {
         match self {
             Archive::Local(s) => s.len(name).await,
+            Archive::Hdfs(s) => s.len(name).await,
         }
     }
 
     async fn publish(&self, temp: &str, name: &str) -> Result<(), ArchiveError> {
         match self {
             Archive::Local(s) => s.publish(temp, name).await,
+            Archive::Hdfs(s) => s.publish(temp, name).await,
         }
     }
 
     async fn delete(&self, name: &str) -> Result<(), ArchiveError> {
         match self {
             Archive::Local(s) => s.delete(name).await,
+            Archive::Hdfs(s) => s.delete(name).await,
         }
     }
 
     async fn remove_temporaries(&self) -> Result<usize, ArchiveError> {
         match self {
             Archive::Local(s) => s.remove_temporaries().await,
+            Archive::Hdfs(s) => s.remove_temporaries().await,
         }
     }
 }

@@ -1,0 +1,263 @@
+//! The archive tier on a real HDFS (Apache Hadoop 2.7.3 NameNode and DataNode on loopback,
+//! started by tools/hdfs-dev.sh): containers are one file per study on the NameNode, served
+//! bit-identically, and interoperate with Hadoop's own SequenceFile reader, writer and
+//! `FsShell -text`.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+use serde_json::Value;
+use strata::archive::seqfile;
+
+/// A dev HDFS, stopped when dropped.
+struct Hdfs {
+    dir: tempfile::TempDir,
+    env: HashMap<String, String>,
+}
+
+impl Hdfs {
+    fn start() -> Hdfs {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new(repo().join("tools/hdfs-dev.sh"))
+            .arg("start")
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "HDFS did not start: {}", text(&out));
+        let env = std::fs::read_to_string(dir.path().join("env"))
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Hdfs { dir, env }
+    }
+
+    fn url(&self) -> &str {
+        &self.env["HDFS_URL"]
+    }
+
+    fn files_total(&self) -> u64 {
+        let out = Command::new(repo().join("tools/hdfs-dev.sh"))
+            .arg("status")
+            .arg(self.dir.path())
+            .output()
+            .unwrap();
+        let state: Value = serde_json::from_slice(&out.stdout).unwrap();
+        state["FilesTotal"].as_u64().unwrap()
+    }
+
+    /// Runs a Java class from `classes` with the Hadoop classpath.
+    fn java(&self, classes: &Path, args: &[&str]) -> std::process::Output {
+        Command::new("java")
+            .arg("-cp")
+            .arg(format!(
+                "{}:{}",
+                classes.display(),
+                self.env["HDFS_CLASSPATH"]
+            ))
+            .args(args)
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Hdfs {
+    fn drop(&mut self) {
+        let _ = Command::new(repo().join("tools/hdfs-dev.sh"))
+            .arg("stop")
+            .arg(self.dir.path())
+            .output();
+    }
+}
+
+fn strata(args: &[&str], config: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn containers_on_hdfs_are_one_file_per_study_and_hadoop_reads_and_writes_the_format() {
+    let hdfs = Hdfs::start();
+    let corpus = Corpus::generate(&[
+        "--ct-studies",
+        "2",
+        "--ct-images",
+        "5",
+        "--mr-studies",
+        "1",
+        "--mr-images",
+        "3",
+        "--seed",
+        "21",
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    write_config(
+        dir.path(),
+        &format!(
+            "[archive]\nbackend = \"hdfs\"\npath = \"/strata-test\"\nhdfs_url = \"{}\"\n",
+            hdfs.url()
+        ),
+    );
+    let server = TestServer::start_in(dir.path(), "", "");
+    assert!(server
+        .storescu("MODALITY", &corpus.paths())
+        .status
+        .success());
+    let before = hdfs.files_total();
+
+    let out = strata(
+        &["tier", "run", "--min-age-days", "0", "--json"],
+        &server.config,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["archived"], 3, "{summary}");
+
+    // One file per study on the NameNode (plus a fan-out folder the first time one is used),
+    // not one per instance.
+    let mut containers = Vec::new();
+    for study in corpus.study_uids() {
+        let out = strata(&["locate", "--json", "--study", &study], &server.config);
+        let located: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+        let names: Vec<&str> = located
+            .iter()
+            .map(|l| l["location"].as_str().unwrap())
+            .collect();
+        assert!(located.iter().all(|l| l["tier"] == "archive"));
+        assert!(
+            names.iter().all(|n| *n == names[0]),
+            "one container per study"
+        );
+        containers.push((study.clone(), names[0].to_string()));
+    }
+    let folders: std::collections::HashSet<&str> = containers
+        .iter()
+        .map(|(_, c)| c.split('/').next().unwrap())
+        .collect();
+    assert_eq!(
+        hdfs.files_total() - before,
+        (containers.len() + folders.len()) as u64,
+        "NameNode files grew by more than one per study"
+    );
+
+    // Served from HDFS, byte for byte.
+    for (study, _) in &containers {
+        let got = dir
+            .path()
+            .join(format!("get-{}", &study[study.len() - 6..]));
+        std::fs::create_dir_all(&got).unwrap();
+        let out = text(&server.scu(
+            "get",
+            "VIEWER",
+            &[
+                "--out".to_string(),
+                got.display().to_string(),
+                "-k".into(),
+                format!("StudyInstanceUID={study}"),
+            ],
+        ));
+        assert!(out.lines().any(|l| l.starts_with("FINAL 0x0000")), "{out}");
+        for f in corpus
+            .files
+            .iter()
+            .filter(|f| &f.study_instance_uid == study)
+        {
+            let received = got.join(format!("{}.1.2.840.10008.1.2.1", f.sop_instance_uid));
+            assert!(
+                std::fs::read(&received).unwrap() == data_set_bytes(&corpus.path(f)),
+                "{} differs",
+                f.sop_instance_uid
+            );
+        }
+    }
+
+    // Hadoop's own SequenceFile.Reader reads our containers from HDFS.
+    let classes = tempfile::tempdir().unwrap();
+    let javac = Command::new("javac")
+        .arg("-cp")
+        .arg(&hdfs.env["HDFS_CLASSPATH"])
+        .arg("-d")
+        .arg(classes.path())
+        .arg(repo().join("tools/hadoop/SeqRead.java"))
+        .arg(repo().join("tools/hadoop/SeqWrite.java"))
+        .output()
+        .unwrap();
+    assert!(javac.status.success(), "{}", text(&javac));
+    for (study, container) in &containers {
+        let dump = tempfile::tempdir().unwrap();
+        let url = format!("{}/strata-test/{container}", hdfs.url());
+        let out = hdfs.java(
+            classes.path(),
+            &["SeqRead", &url, dump.path().to_str().unwrap()],
+        );
+        let log = text(&out);
+        assert!(out.status.success(), "{log}");
+        let files: Vec<_> = corpus
+            .files
+            .iter()
+            .filter(|f| &f.study_instance_uid == study)
+            .collect();
+        assert_eq!(log.matches("KEY ").count(), files.len(), "{log}");
+        assert!(
+            log.contains(&format!("META strata.study_instance_uid={study}")),
+            "{log}"
+        );
+        assert!(log.contains("META strata.format=S-DICOM 1"), "{log}");
+        for f in files {
+            let value = dump.path().join(&f.sop_instance_uid);
+            assert!(
+                data_set_bytes(&value) == data_set_bytes(&corpus.path(f)),
+                "Hadoop read different bytes for {}",
+                f.sop_instance_uid
+            );
+        }
+        // And `hadoop fs -text` prints one line per record.
+        let out = hdfs.java(
+            classes.path(),
+            &["org.apache.hadoop.fs.FsShell", "-text", &url],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let lines = String::from_utf8_lossy(&out.stdout).lines().count();
+        assert_eq!(lines, log.matches("KEY ").count());
+    }
+
+    // What Hadoop's SequenceFile.Writer writes, our reader reads.
+    let written = dir.path().join("hadoop.seq");
+    let inputs: Vec<PathBuf> = corpus.paths().into_iter().take(3).collect();
+    let mut args = vec!["SeqWrite".to_string(), written.display().to_string()];
+    args.extend(inputs.iter().map(|p| p.display().to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = hdfs.java(classes.path(), &args);
+    assert!(out.status.success(), "{}", text(&out));
+    let bytes = std::fs::read(&written).unwrap();
+    let header = seqfile::decode_header(&bytes).unwrap();
+    assert_eq!(header.get("written.by"), Some("hadoop"));
+    let mut at = header.length;
+    let mut seen = Vec::new();
+    while let Some(r) =
+        seqfile::next_record(&bytes, 0, at, bytes.len() as u64, &header.sync).unwrap()
+    {
+        let value = &bytes[r.value.offset as usize..(r.value.offset + r.value.length) as usize];
+        let input = inputs
+            .iter()
+            .find(|p| p.file_name().unwrap().to_string_lossy() == r.key)
+            .unwrap();
+        assert!(value == std::fs::read(input).unwrap(), "{} differs", r.key);
+        seen.push(r.key);
+        at = r.next;
+    }
+    assert_eq!(seen.len(), 3);
+}
