@@ -123,7 +123,7 @@ impl Archive {
 /// The writer of the configured store.
 pub enum AnyWriter {
     Local(local::LocalWriter),
-    Hdfs(hdfs::HdfsWriter),
+    Hdfs(Box<hdfs::HdfsWriter>),
 }
 
 impl ContainerWriter for AnyWriter {
@@ -148,7 +148,10 @@ impl ArchiveStore for Archive {
     async fn create_temp(&self, name: &str) -> Result<AnyWriter, ArchiveError> {
         match self {
             Archive::Local(s) => s.create_temp(name).await.map(AnyWriter::Local),
-            Archive::Hdfs(s) => s.create_temp(name).await.map(AnyWriter::Hdfs),
+            Archive::Hdfs(s) => s
+                .create_temp(name)
+                .await
+                .map(|w| AnyWriter::Hdfs(Box::new(w))),
         }
     }
 
