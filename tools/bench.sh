@@ -2,8 +2,9 @@
 # Benchmark: Strata, DCMTK storescp and Orthanc side by side, in one run, on the same
 # generated corpus (default 10 CT studies x 200 images + 3 MR x 100). Ingest with DCMTK
 # storescu as the sender (MB/s, CPU per instance, peak RSS); C-FIND latency; C-MOVE and C-GET
-# of one 200-image study (MB/s, time to first instance); C-FIND on a 1,000,000-instance
-# locator. Prints the ratios against the targets at the end.
+# of one 200-image study (MB/s, time to first instance); the archive converter on a real HDFS
+# beside Hadoop's FsShell -put, and C-MOVE of an archived study; C-FIND on a
+# 1,000,000-instance locator. Prints the ratios against the targets at the end.
 #
 #   tools/bench.sh [--ct-studies N] [--ct-images N] [--mr-studies N] [--mr-images N]
 #
@@ -30,6 +31,7 @@ done
 if [ -z "${STRATA_BENCH_NETNS:-}" ]; then
     source tools/setup-deps.sh
     install_debian dcmtk orthanc iproute2 bc
+    tools/hdfs-dev.sh fetch
     install_venv
     cargo build --release --quiet --bins --examples
     exec unshare -n env STRATA_BENCH_NETNS=1 "$0" --ct-studies "$CT_STUDIES" --ct-images "$CT_IMAGES" \
@@ -239,6 +241,78 @@ for name in strata orthanc; do
 done
 kill -TERM "$dest_pid" 2>/dev/null || true; wait "$dest_pid" 2>/dev/null || true
 
+# Archive tier on a real HDFS (tools/hdfs-dev.sh, inside this namespace): the converter's
+# MB/s beside Hadoop's own `FsShell -put` of the same bytes (one file per study, as the
+# containers are), and C-MOVE of the first study online, then archived.
+hdfs_dir="$work/hdfs"
+tools/hdfs-dev.sh start "$hdfs_dir" >/dev/null
+source "$hdfs_dir/env"
+arch="$work/strata-hdfs"
+mkdir -p "$arch"
+port=$((port + 1))
+cat > "$arch/strata.toml" <<EOF
+[dicom]
+aet = "STRATA"
+listen = "127.0.0.1:$port"
+accept_unknown_callers = true
+[[dicom.peers]]
+aet = "MODALITY"
+host = "127.0.0.1"
+port = 1
+[[dicom.peers]]
+aet = "DEST"
+host = "127.0.0.1"
+port = $DEST_PORT
+[storage]
+online_dir = "online"
+[locator]
+url = "sqlite://locator.db"
+[archive]
+backend = "hdfs"
+path = "/strata-bench"
+hdfs_url = "$HDFS_URL"
+[log]
+level = "warn"
+EOF
+"$root/target/release/strata" import --config "$arch/strata.toml" "${studies[@]}" >/dev/null
+"$root/target/release/strata" serve --config "$arch/strata.toml" >"$arch/out.log" 2>"$arch/err.log" &
+pid=$!; aet=STRATA
+wait_port STRATA "$port"
+/usr/bin/storescp --ignore -aet DEST "$DEST_PORT" >"$work/dest/out2.log" 2>&1 &
+dest_pid=$!
+move_median() {
+    local t=()
+    for _ in 1 2 3; do
+        t0=$(date +%s.%N)
+        /usr/bin/movescu -S -aet MODALITY -aec STRATA -aem DEST -k QueryRetrieveLevel=STUDY \
+            -k "StudyInstanceUID=$ct_study" 127.0.0.1 "$port" >/dev/null 2>&1
+        t1=$(date +%s.%N)
+        t+=("$(echo "$t1 - $t0" | bc -l)")
+    done
+    echo "$ct_bytes / $(printf '%s\n' "${t[@]}" | median) / 1048576" | bc -l
+}
+move_online=$(move_median)
+t0=$(date +%s.%N)
+"$root/target/release/strata" tier run --config "$arch/strata.toml" --min-age-days 0 >/dev/null
+t1=$(date +%s.%N)
+convert_mbs=$(echo "$bytes / ($t1 - $t0) / 1048576" | bc -l)
+move_archived=$(move_median)
+kill -TERM "$dest_pid" 2>/dev/null || true; wait "$dest_pid" 2>/dev/null || true
+stop_server
+# The same bytes through Hadoop's client: one file per study.
+mkdir -p "$work/put"
+for s in "${studies[@]}"; do cat "$s"/*.dcm > "$work/put/$(basename "$s").bin"; done
+t0=$(date +%s.%N)
+java -cp "$HDFS_CLASSPATH" org.apache.hadoop.fs.FsShell -put "$work/put" "$HDFS_URL/put-bench" 2>/dev/null
+t1=$(date +%s.%N)
+put_mbs=$(echo "$bytes / ($t1 - $t0) / 1048576" | bc -l)
+files_total=$(tools/hdfs-dev.sh status "$hdfs_dir" | "$root/.venv/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["FilesTotal"])')
+tools/hdfs-dev.sh stop "$hdfs_dir"
+echo
+echo "Archive on HDFS ($instances instances, $((bytes / 1048576)) MiB, ${#studies[@]} studies; NameNode files now $files_total)"
+printf '  converter %7.1f MB/s   FsShell -put %7.1f MB/s (JVM start included)\n' "$convert_mbs" "$put_mbs"
+printf '  C-MOVE of one study: online %7.1f MB/s   archived %7.1f MB/s\n' "$move_online" "$move_archived"
+
 # The same on a locator of 1,000,000 instances in 50,000 studies (index only, no files).
 big="$work/strata-1m"
 mkdir -p "$big"
@@ -285,4 +359,6 @@ done
 printf '  C-MOVE MB/s strata/orthanc   %5.2fx  [>= 1.3]\n' "$(ratio "${move_mbs[strata]}" "${move_mbs[orthanc]}")"
 printf '  C-GET MB/s strata/orthanc    %5.2fx  [>= 1.3]\n' "$(ratio "${get_mbs[strata]}" "${get_mbs[orthanc]}")"
 printf '  strata first instance p95    C-GET %.1f ms, C-MOVE %.1f ms [<= 50]\n' "${first_get[strata]}" "${first_move[strata]}"
+printf '  converter/FsShell -put      %5.2fx  [>= 0.8]\n' "$(ratio "$convert_mbs" "$put_mbs")"
+printf '  C-MOVE archived/online      %5.2fx  [>= 0.8]\n' "$(ratio "$move_archived" "$move_online")"
 rm -rf "$work"

@@ -49,7 +49,9 @@ pub struct Retrieve {
 #[derive(Debug)]
 pub struct Instances {
     items: Vec<RetrieveItem>,
+    uids: Arc<Vec<String>>,
     objects: Arc<Vec<StoredObject>>,
+    locator: Arc<Locator>,
     reader: Reader,
     prefetch: usize,
 }
@@ -96,7 +98,7 @@ impl Retrieve {
                 format!("more than {} instances", self.options.max_instances),
             ));
         }
-        let (items, objects) = rows
+        let (items, objects): (Vec<RetrieveItem>, Vec<StoredObject>) = rows
             .into_iter()
             .map(
                 |RetrieveRow {
@@ -113,9 +115,12 @@ impl Retrieve {
                 },
             )
             .unzip();
+        let uids = items.iter().map(|i: &RetrieveItem| i.sop_instance_uid.clone()).collect();
         Ok(Instances {
             items,
+            uids: Arc::new(uids),
             objects: Arc::new(objects),
+            locator: self.locator.clone(),
             reader: self.reader.clone(),
             prefetch: self.options.prefetch.max(1),
         })
@@ -220,7 +225,11 @@ impl Retrieval for Instances {
 
     fn read(&self, plan: Vec<(usize, String)>) -> mpsc::Receiver<Piece> {
         stream::start(
-            self.reader.clone(),
+            stream::Relocating {
+                reader: self.reader.clone(),
+                locator: self.locator.clone(),
+                sop_instance_uids: self.uids.clone(),
+            },
             self.objects.clone(),
             plan,
             self.prefetch,

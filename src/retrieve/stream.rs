@@ -33,7 +33,7 @@ const LARGE_CHUNK: u64 = 4 << 20;
 
 /// Starts the reader task for `plan` (item index, transfer syntax to send in).
 pub(super) fn start(
-    reader: Reader,
+    reader: Relocating,
     objects: Arc<Vec<StoredObject>>,
     plan: Vec<(usize, String)>,
     prefetch: usize,
@@ -50,7 +50,7 @@ struct Ahead {
 }
 
 async fn produce(
-    reader: Reader,
+    reader: Relocating,
     objects: Arc<Vec<StoredObject>>,
     plan: Vec<(usize, String)>,
     prefetch: usize,
@@ -64,7 +64,7 @@ async fn produce(
             next += 1;
             let object = objects[index].clone();
             let whole = (object.length <= WHOLE_LIMIT || ts != object.transfer_syntax_uid)
-                .then(|| tokio::spawn(prepare_whole(reader.clone(), object, ts)));
+                .then(|| tokio::spawn(prepare_whole(reader.clone(), index, object, ts)));
             ahead.push_back(Ahead { index, whole });
         }
         let Some(Ahead { index, whole }) = ahead.pop_front() else {
@@ -80,7 +80,7 @@ async fn produce(
                     Err(reason) => tx.send(Piece::Failed { index, reason }).await.is_ok(),
                 }
             }
-            None => stream_large(&reader, &objects[index], index, &tx).await,
+            None => stream_large(&reader.reader, &objects[index], index, &tx).await,
         };
         if !sent {
             // The network side is gone (cancel, abort): stop reading.
@@ -105,12 +105,39 @@ async fn send_whole(tx: &mpsc::Sender<Piece>, index: usize, data: Bytes) -> bool
     true
 }
 
+/// The reader, plus a way to find an instance again when its copy moved away meanwhile (a
+/// tier move finished between listing the instances and reading this one).
+#[derive(Clone)]
+pub(super) struct Relocating {
+    pub reader: Reader,
+    pub locator: Arc<crate::locator::Locator>,
+    pub sop_instance_uids: Arc<Vec<String>>,
+}
+
 /// Reads and verifies the whole file, cuts off the file meta, transcodes if asked.
-async fn prepare_whole(reader: Reader, object: StoredObject, ts: String) -> Result<Bytes, String> {
-    let file = reader
-        .read_verified(&object)
-        .await
-        .map_err(|e| e.to_string())?;
+async fn prepare_whole(
+    reader: Relocating,
+    index: usize,
+    object: StoredObject,
+    ts: String,
+) -> Result<Bytes, String> {
+    let file = match reader.reader.read_verified(&object).await {
+        Ok(file) => file,
+        Err(first) => {
+            let uid = &reader.sop_instance_uids[index];
+            match reader.locator.find_instance(uid).await {
+                Ok(Some(now)) if now.location != object.location || now.tier != object.tier => {
+                    tracing::info!(sop_instance_uid = %uid, from = %object.location, to = %now.location, "instance moved while being retrieved; reading its new copy");
+                    reader
+                        .reader
+                        .read_verified(&now)
+                        .await
+                        .map_err(|e| e.to_string())?
+                }
+                _ => return Err(first.to_string()),
+            }
+        }
+    };
     let start = data_set_offset(&file).map_err(|e| format!("{}: {e}", object.location))?;
     let data = file.slice(start..);
     if ts == object.transfer_syntax_uid {
