@@ -1,7 +1,7 @@
 //! The archive tier on a real HDFS (Apache Hadoop 2.7.3 NameNode and DataNode on loopback,
 //! started by tools/hdfs-dev.sh): containers are one file per study on the NameNode, served
 //! bit-identically, and interoperate with Hadoop's own SequenceFile reader, writer and
-//! `FsShell -text`.
+//! `FsShell -text`; kill -9 of the converter and of restore loses nothing on HDFS either.
 
 mod common;
 
@@ -85,7 +85,7 @@ fn strata(args: &[&str], config: &Path) -> std::process::Output {
 }
 
 #[test]
-fn containers_on_hdfs_are_one_file_per_study_and_hadoop_reads_and_writes_the_format() {
+fn hdfs_containers_are_one_file_per_study_interoperate_with_hadoop_and_survive_kill_9() {
     let hdfs = Hdfs::start();
     let corpus = Corpus::generate(&[
         "--ct-studies",
@@ -260,4 +260,86 @@ fn containers_on_hdfs_are_one_file_per_study_and_hadoop_reads_and_writes_the_for
         at = r.next;
     }
     assert_eq!(seen.len(), 3);
+
+    // Kill -9 of the converter and of restore on HDFS: served throughout, every instance
+    // exactly once, and a final run leaves no temporaries and one container per study.
+    let studies = corpus.study_uids();
+    let mut interrupted = 0;
+    for round in 0..12u64 {
+        let archived = studies.iter().find(|s| {
+            let out = strata(&["locate", "--json", "--study", s], &server.config);
+            String::from_utf8_lossy(&out.stdout).contains("\"archive\"")
+        });
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_strata"));
+        match (round % 2, archived) {
+            (1, Some(study)) => cmd.args(["restore", "--study", study]),
+            _ => cmd.args(["tier", "run", "--min-age-days", "0"]),
+        };
+        let mut child = cmd.arg("--config").arg(&server.config).spawn().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(40 + round * 35));
+        let _ = child.kill();
+        let _ = child.wait();
+        let pending = tokio::runtime::Runtime::new().unwrap().block_on(async {
+            let locator = locator(dir.path()).await;
+            let jobs = locator.pending_jobs().await.unwrap();
+            locator.close().await;
+            jobs.len()
+        });
+        interrupted += usize::from(pending > 0);
+        for study in &studies {
+            let out = strata(&["locate", "--json", "--study", study], &server.config);
+            let located: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+            let want = corpus
+                .files
+                .iter()
+                .filter(|f| &f.study_instance_uid == study)
+                .count();
+            assert_eq!(located.len(), want, "round {round}");
+            let got = tempfile::tempdir().unwrap();
+            let out = text(&server.scu(
+                "get",
+                "VIEWER",
+                &[
+                    "--out".to_string(),
+                    got.path().display().to_string(),
+                    "-k".into(),
+                    format!("StudyInstanceUID={study}"),
+                ],
+            ));
+            assert!(
+                out.lines().any(|l| l.starts_with("FINAL 0x0000")),
+                "round {round}: {out}"
+            );
+            for f in corpus
+                .files
+                .iter()
+                .filter(|f| &f.study_instance_uid == study)
+            {
+                let received = got
+                    .path()
+                    .join(format!("{}.1.2.840.10008.1.2.1", f.sop_instance_uid));
+                assert!(
+                    std::fs::read(&received).unwrap() == data_set_bytes(&corpus.path(f)),
+                    "round {round}: {} differs",
+                    f.sop_instance_uid
+                );
+            }
+        }
+    }
+    eprintln!("{interrupted} of 12 kills interrupted a move on HDFS");
+    assert!(interrupted >= 2, "the kills rarely hit a move in progress");
+    let out = strata(&["tier", "run", "--min-age-days", "0"], &server.config);
+    assert!(out.status.success(), "{}", text(&out));
+    let listing = hdfs.java(
+        classes.path(),
+        &[
+            "org.apache.hadoop.fs.FsShell",
+            "-ls",
+            "-R",
+            &format!("{}/strata-test", hdfs.url()),
+        ],
+    );
+    let listing = String::from_utf8_lossy(&listing.stdout).to_string();
+    assert_eq!(listing.matches(".sdcm").count(), studies.len(), "{listing}");
+    assert!(!listing.contains(".part"), "temporaries left: {listing}");
 }

@@ -115,7 +115,10 @@ impl Retrieve {
                 },
             )
             .unzip();
-        let uids = items.iter().map(|i: &RetrieveItem| i.sop_instance_uid.clone()).collect();
+        let uids = items
+            .iter()
+            .map(|i: &RetrieveItem| i.sop_instance_uid.clone())
+            .collect();
         Ok(Instances {
             items,
             uids: Arc::new(uids),
