@@ -6,6 +6,7 @@ pub mod archive;
 pub mod config;
 pub mod convert;
 pub mod dataset;
+pub mod identifier;
 pub mod ingest;
 pub mod locator;
 pub mod model;

@@ -15,7 +15,7 @@ use dicom_encoding::TransferSyntaxIndex;
 use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
-use crate::dataset::{scan, ScanError};
+use crate::identifier::{self, Identifier};
 use crate::locator::find::FindRow;
 use crate::locator::Locator;
 use crate::model::matching::Matcher;
@@ -25,9 +25,6 @@ use crate::net::{AssociationContext, FindRequest, FindResults, Outcome, Status};
 pub use keys::{attribute_for, Computed};
 
 pub use crate::model::sop_class::{PATIENT_ROOT_FIND, STUDY_ROOT_FIND};
-
-/// Decoded identifier bytes we look through (a deflated one may expand).
-const MAX_IDENTIFIER_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Settings of the query service.
 #[derive(Debug, Clone)]
@@ -62,6 +59,8 @@ pub struct Matches {
     sent: usize,
     keys: Vec<RequestedKey>,
     level: QueryLevel,
+    /// Instance Availability goes into every match (asked for, or IMAGE level).
+    availability: bool,
     transfer_syntax_uid: String,
     options: Arc<QueryOptions>,
 }
@@ -91,41 +90,14 @@ impl Query {
                 "only Patient Root and Study Root FIND",
             ));
         }
-        let ts = TransferSyntaxRegistry
-            .get(&request.transfer_syntax_uid)
-            .ok_or_else(|| refuse(Status::CannotUnderstand, "unknown transfer syntax"))?;
-        // Scan first: nesting is refused before the (recursive) object builder sees it.
-        scan(
-            std::io::Cursor::new(request.identifier.clone()),
-            ts,
-            None,
-            MAX_IDENTIFIER_BYTES,
-        )
-        .map_err(|e| match e {
-            ScanError::TooLarge(_) => refuse(Status::OutOfResources, e.to_string()),
-            _ => refuse(Status::CannotUnderstand, format!("bad identifier: {e}")),
-        })?;
-        let identifier = InMemDicomObject::read_dataset_with_ts(&request.identifier[..], ts)
-            .map_err(|e| refuse(Status::CannotUnderstand, format!("bad identifier: {e}")))?;
-
-        let level = identifier
-            .element_opt(tags::QUERY_RETRIEVE_LEVEL)
-            .ok()
-            .flatten()
-            .and_then(|e| e.to_str().ok())
-            .and_then(|v| QueryLevel::parse(&v))
-            .ok_or_else(|| {
-                refuse(
-                    Status::DataSetDoesNotMatchSopClass,
-                    "missing or invalid QueryRetrieveLevel",
-                )
-            })?;
-        if model == STUDY_ROOT_FIND && level == QueryLevel::Patient {
-            return Err(refuse(
-                Status::DataSetDoesNotMatchSopClass,
-                "Study Root has no PATIENT level",
-            ));
-        }
+        let Identifier {
+            object: identifier,
+            level,
+        } = identifier::decode(
+            &request.identifier,
+            &request.transfer_syntax_uid,
+            model == STUDY_ROOT_FIND,
+        )?;
 
         let mut conditions = Vec::new();
         let mut keys = Vec::new();
@@ -177,12 +149,13 @@ impl Query {
         }
         check_unique_keys(model, level, &conditions)?;
 
+        let availability = keys.iter().any(|k| k.tag == tags::INSTANCE_AVAILABILITY);
         let query = FindQuery {
             level,
             conditions,
             case_insensitive_names: self.options.case_insensitive_names,
             combined_datetime: request.combined_datetime,
-            availability: keys.iter().any(|k| k.tag == tags::INSTANCE_AVAILABILITY),
+            availability,
             computed,
             limit: self.options.max_matches,
         };
@@ -191,6 +164,7 @@ impl Query {
             sent: 0,
             keys,
             level,
+            availability: availability || level == QueryLevel::Image,
             transfer_syntax_uid: request.transfer_syntax_uid,
             options: self.options.clone(),
         })
@@ -246,12 +220,7 @@ impl Matches {
             self.level.as_str(),
         ));
         out.put(text(tags::RETRIEVE_AE_TITLE, VR::AE, &self.options.our_aet));
-        if self.level == QueryLevel::Image
-            || self
-                .keys
-                .iter()
-                .any(|k| k.tag == tags::INSTANCE_AVAILABILITY)
-        {
+        if self.availability {
             out.put(text(tags::INSTANCE_AVAILABILITY, VR::CS, availability(row)));
         }
         for key in &self.keys {

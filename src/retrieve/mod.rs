@@ -7,14 +7,12 @@ mod stream;
 use std::sync::Arc;
 
 use dicom_dictionary_std::tags;
-use dicom_encoding::TransferSyntaxIndex;
-use dicom_object::InMemDicomObject;
-use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use tokio::sync::mpsc;
 
-use crate::dataset::{scan, ScanError};
+use crate::identifier::{self, Identifier};
 use crate::locator::retrieve::{required_key, RetrieveKeys, RetrieveRow};
 use crate::locator::Locator;
+use crate::model::matching::Matcher;
 use crate::model::query::QueryLevel;
 use crate::model::sop_class::{
     PATIENT_ROOT_GET, PATIENT_ROOT_MOVE, STUDY_ROOT_GET, STUDY_ROOT_MOVE,
@@ -24,9 +22,6 @@ use crate::net::{
     AssociationContext, Outcome, Piece, Retrieval, RetrieveItem, RetrieveRequest, Status,
 };
 use crate::reader::Reader;
-
-/// Decoded identifier bytes we look through.
-const MAX_IDENTIFIER_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Settings of the retrieve service.
 #[derive(Debug, Clone)]
@@ -133,21 +128,14 @@ impl Retrieve {
 /// The level and unique keys of a retrieve identifier.
 fn parse_identifier(request: &RetrieveRequest, study_root: bool) -> Result<RetrieveKeys, Outcome> {
     let bad = |comment: String| refuse(Status::DataSetDoesNotMatchSopClass, comment);
-    let ts = TransferSyntaxRegistry
-        .get(&request.transfer_syntax_uid)
-        .ok_or_else(|| refuse(Status::CannotUnderstand, "unknown transfer syntax"))?;
-    scan(
-        std::io::Cursor::new(request.identifier.clone()),
-        ts,
-        None,
-        MAX_IDENTIFIER_BYTES,
-    )
-    .map_err(|e| match e {
-        ScanError::TooLarge(_) => refuse(Status::OutOfResources, e.to_string()),
-        _ => refuse(Status::CannotUnderstand, format!("bad identifier: {e}")),
-    })?;
-    let identifier = InMemDicomObject::read_dataset_with_ts(&request.identifier[..], ts)
-        .map_err(|e| refuse(Status::CannotUnderstand, format!("bad identifier: {e}")))?;
+    let Identifier {
+        object: identifier,
+        level,
+    } = identifier::decode(
+        &request.identifier,
+        &request.transfer_syntax_uid,
+        study_root,
+    )?;
     let text = |tag| {
         identifier
             .element_opt(tag)
@@ -160,26 +148,15 @@ fn parse_identifier(request: &RetrieveRequest, study_root: bool) -> Result<Retri
             })
             .unwrap_or_default()
     };
+    // Lists of UIDs follow C-FIND's rules for UI values (no wildcards, digits and dots).
     let list = |tag| -> Result<Vec<String>, Outcome> {
-        let value = text(tag);
-        let uids: Vec<String> = value
-            .split('\\')
-            .map(|u| u.trim_matches(['\0', ' ']).to_string())
-            .filter(|u| !u.is_empty())
-            .collect();
-        if uids
-            .iter()
-            .any(|u| u.contains(['*', '?']) || !u.chars().all(|c| c.is_ascii_digit() || c == '.'))
-        {
-            return Err(bad(format!("invalid UID list {value:?}")));
+        match Matcher::parse("UI", &text(tag)) {
+            Ok(Matcher::Single(uid)) => Ok(vec![uid]),
+            Ok(Matcher::UidList(uids)) => Ok(uids),
+            Ok(_) => Ok(Vec::new()),
+            Err(e) => Err(bad(e.to_string())),
         }
-        Ok(uids)
     };
-    let level = QueryLevel::parse(&text(tags::QUERY_RETRIEVE_LEVEL))
-        .ok_or_else(|| bad("missing or invalid QueryRetrieveLevel".into()))?;
-    if study_root && level == QueryLevel::Patient {
-        return Err(bad("Study Root has no PATIENT level".into()));
-    }
     let patient_id = Some(text(tags::PATIENT_ID)).filter(|p| !p.is_empty());
     if patient_id
         .as_deref()
