@@ -108,10 +108,7 @@ impl Converter {
                 }
             }
             // Committed: the old copies; not committed: the copies the job was creating.
-            for (tier, location) in &job.old_locations {
-                self.delete_unreferenced(*tier, location).await?;
-            }
-            self.locator.finish_job(job.id).await?;
+            self.finish(job.id, &job.old_locations).await?;
         }
         if temporaries > 0 || !jobs.is_empty() {
             info!(
@@ -166,8 +163,9 @@ impl Converter {
             .await
         {
             Ok((switches, moved)) => {
-                let switched = self.locator.commit_job(job, &switches).await?;
-                self.finish(job).await?;
+                let committed = self.locator.commit_job(job, &switches).await?;
+                self.finish(job, &committed.old_locations).await?;
+                let switched = committed.switched;
                 if switched < switches.len() {
                     // Someone else moved some instances meanwhile (another converter, an
                     // overwrite): the new container may hold nothing anyone points at.
@@ -314,19 +312,16 @@ impl Converter {
             let _ = self.locator.finish_job(job).await;
             return Err(e);
         }
-        self.locator.commit_job(job, &switches).await?;
-        self.finish(job).await?;
+        let committed = self.locator.commit_job(job, &switches).await?;
+        self.finish(job, &committed.old_locations).await?;
         info!(study = %study_instance_uid, instances = moved.instances, "study restored online");
         Ok(moved)
     }
 
     /// Step 4 of a committed job: delete the old copies nothing references, drop the job.
-    async fn finish(&self, job: i64) -> Result<(), ConvertError> {
-        let jobs = self.locator.pending_jobs().await?;
-        if let Some(j) = jobs.iter().find(|j| j.id == job) {
-            for (tier, location) in &j.old_locations {
-                self.delete_unreferenced(*tier, location).await?;
-            }
+    async fn finish(&self, job: i64, old_locations: &[(Tier, String)]) -> Result<(), ConvertError> {
+        for (tier, location) in old_locations {
+            self.delete_unreferenced(*tier, location).await?;
         }
         self.locator.finish_job(job).await?;
         Ok(())

@@ -4,7 +4,7 @@
 
 use sqlx::Row;
 
-use super::{Locator, LocatorError};
+use super::{stored_object, Locator, LocatorError};
 use crate::model::{StoredObject, Tier};
 
 /// One instance of a study with where it is now.
@@ -27,6 +27,15 @@ pub struct Job {
     pub owner_pid: u32,
 }
 
+/// What a committed job switched.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    /// Instances now pointing at their new copy.
+    pub switched: usize,
+    /// The copies they left, to delete once nothing references them.
+    pub old_locations: Vec<(Tier, String)>,
+}
+
 /// Point one instance at a new copy, if it still is where the move found it.
 #[derive(Debug, Clone)]
 pub struct Switch {
@@ -38,18 +47,6 @@ pub struct Switch {
 
 fn err(e: sqlx::Error) -> LocatorError {
     LocatorError::Journal(e)
-}
-
-fn object(row: &sqlx::sqlite::SqliteRow, first: usize) -> Result<StoredObject, LocatorError> {
-    let tier: String = row.get(first);
-    Ok(StoredObject {
-        tier: Tier::parse(&tier).ok_or(LocatorError::UnknownTier(tier))?,
-        location: row.get(first + 1),
-        offset: row.get::<i64, _>(first + 2) as u64,
-        length: row.get::<i64, _>(first + 3) as u64,
-        crc32c: row.get::<i64, _>(first + 4) as u32,
-        transfer_syntax_uid: row.get(first + 5),
-    })
 }
 
 impl Locator {
@@ -89,7 +86,7 @@ impl Locator {
             .map(|row| {
                 Ok(PlacedInstance {
                     sop_instance_uid: row.get(0),
-                    object: object(row, 1)?,
+                    object: stored_object(row, 1).map_err(err)?,
                 })
             })
             .collect()
@@ -125,8 +122,12 @@ impl Locator {
     }
 
     /// In one transaction: switches every instance that is still where the move found it,
-    /// and marks the job committed with the copies to delete. Returns how many switched.
-    pub async fn commit_job(&self, job: i64, switches: &[Switch]) -> Result<usize, LocatorError> {
+    /// and marks the job committed with the copies to delete.
+    pub async fn commit_job(
+        &self,
+        job: i64,
+        switches: &[Switch],
+    ) -> Result<Committed, LocatorError> {
         let _guard = self.write_lock.lock().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(err)?;
         let mut old = Vec::new();
@@ -163,7 +164,13 @@ impl Locator {
             .await
             .map_err(err)?;
         tx.commit().await.map_err(err)?;
-        Ok(switched)
+        Ok(Committed {
+            switched,
+            old_locations: old
+                .into_iter()
+                .filter_map(|(t, l)| Tier::parse(t).map(|t| (t, l.to_string())))
+                .collect(),
+        })
     }
 
     /// Moves not yet finished, oldest first.

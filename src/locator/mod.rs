@@ -373,18 +373,26 @@ async fn select_object(
     .bind(sop_instance_uid)
     .fetch_optional(&mut *conn)
     .await?;
-    let Some(row) = row else { return Ok(None) };
-    let tier: String = row.get(0);
+    row.map(|row| stored_object(&row, 0)).transpose()
+}
+
+/// The copy described by the columns `tier, location, byte_offset, byte_length, crc32c,
+/// transfer_syntax_uid` of `instances`, selected in that order from column `first` on.
+pub(crate) fn stored_object(
+    row: &sqlx::sqlite::SqliteRow,
+    first: usize,
+) -> Result<StoredObject, sqlx::Error> {
+    let tier: String = row.try_get(first)?;
     let tier = Tier::parse(&tier)
         .ok_or_else(|| sqlx::Error::Decode(format!("unknown tier {tier:?}").into()))?;
-    Ok(Some(StoredObject {
+    Ok(StoredObject {
         tier,
-        location: row.get(1),
-        offset: row.get::<i64, _>(2) as u64,
-        length: row.get::<i64, _>(3) as u64,
-        crc32c: row.get::<i64, _>(4) as u32,
-        transfer_syntax_uid: row.get(5),
-    }))
+        location: row.try_get(first + 1)?,
+        offset: row.try_get::<i64, _>(first + 2)? as u64,
+        length: row.try_get::<i64, _>(first + 3)? as u64,
+        crc32c: row.try_get::<i64, _>(first + 4)? as u32,
+        transfer_syntax_uid: row.try_get(first + 5)?,
+    })
 }
 
 /// Finds or creates the patient, study and series rows; returns the series id.

@@ -2,9 +2,9 @@
 
 use sqlx::Row;
 
-use super::{Locator, LocatorError};
+use super::{stored_object, Locator, LocatorError};
 use crate::model::query::QueryLevel;
-use crate::model::{StoredObject, Tier};
+use crate::model::StoredObject;
 
 /// Unique keys of a retrieve identifier; an empty list does not restrict.
 #[derive(Debug, Clone, Default)]
@@ -82,19 +82,10 @@ impl Locator {
             .map_err(LocatorError::Find)?;
         rows.iter()
             .map(|row| {
-                let tier: String = row.get(2);
-                let tier = Tier::parse(&tier).ok_or(LocatorError::UnknownTier(tier))?;
                 Ok(RetrieveRow {
                     sop_class_uid: row.get(0),
                     sop_instance_uid: row.get(1),
-                    object: StoredObject {
-                        tier,
-                        location: row.get(3),
-                        offset: row.get::<i64, _>(4) as u64,
-                        length: row.get::<i64, _>(5) as u64,
-                        crc32c: row.get::<i64, _>(6) as u32,
-                        transfer_syntax_uid: row.get(7),
-                    },
+                    object: stored_object(row, 2).map_err(LocatorError::Find)?,
                 })
             })
             .collect()
