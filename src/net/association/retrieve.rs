@@ -192,78 +192,41 @@ impl<S: Services> Session<S> {
         tally: &mut Tally,
         first_failure: &mut Option<String>,
     ) -> Result<bool, String> {
-        let accepted: Vec<(u8, String, String)> = assoc
-            .presentation_contexts()
-            .iter()
-            .filter(|pc| pc.reason == PresentationContextResultReason::Acceptance)
-            .filter(|pc| assoc.requestor_roles_for(&pc.abstract_syntax).scp)
-            .map(|pc| {
-                (
-                    pc.id,
-                    pc.abstract_syntax.clone(),
-                    pc.transfer_syntax.clone(),
-                )
-            })
-            .collect();
         let items = retrieval.items();
-        let mut plan = Vec::new();
-        let mut contexts = Vec::new();
-        for (index, item) in items.iter().enumerate() {
-            match choose_context(item, &accepted) {
-                Some((id, ts)) => {
-                    plan.push((index, ts));
-                    contexts.push(id);
-                }
-                None => {
-                    let done = Done::Failed(format!(
-                        "no presentation context with the Storage SCP role for {}",
-                        item.sop_class_uid
-                    ));
-                    self.note_done(item, &done, first_failure);
-                    tally.record(item, &done);
-                }
-            }
+        let plan = plan(items, 0..items.len(), &accepted_contexts(&*assoc, true));
+        for &index in &plan.unsendable {
+            let done = Done::Failed(format!(
+                "no presentation context with the Storage SCP role for {}",
+                items[index].sop_class_uid
+            ));
+            self.note_done(&items[index], &done, first_failure);
+            tally.record(&items[index], &done);
         }
-        let mut pieces = retrieval.read(plan.clone());
+        let mut pieces = retrieval.read(plan.reads());
         let mut message_id: u16 = 1;
-        for (n, (index, _)) in plan.iter().enumerate() {
+        for planned in &plan.entries {
             if self.cancel_requested(assoc, header.message_id).await? {
                 return Ok(true);
             }
-            let item = &items[*index];
-            let done = match next_start(&mut pieces, *index).await {
-                Err(reason) => Done::Failed(reason),
-                Ok(length) => {
-                    let command = StoreCommand {
-                        context_id: contexts[n],
-                        message_id,
-                        sop_class_uid: &item.sop_class_uid,
-                        sop_instance_uid: &item.sop_instance_uid,
-                        originator: None,
-                        length,
-                    };
-                    message_id = message_id.wrapping_add(1).max(1);
-                    let answer = store_scu::store(
-                        assoc,
-                        &mut self.assembler,
-                        self.send_timeout,
-                        command,
-                        &mut pieces,
-                        Some(header.message_id),
-                    )
-                    .await
-                    .map_err(|e| format!("C-GET sub-operation: {e}"))?;
-                    let done = classify(answer.status);
-                    if answer.cancel_seen {
-                        self.note_done(item, &done, first_failure);
-                        tally.record(item, &done);
-                        return Ok(true);
-                    }
-                    done
-                }
-            };
+            let item = &items[planned.index];
+            let (done, cancel_seen) = sub_operation(
+                assoc,
+                &mut self.assembler,
+                self.send_timeout,
+                &mut pieces,
+                planned,
+                item,
+                &mut message_id,
+                None,
+                Some(header.message_id),
+            )
+            .await
+            .map_err(|e| format!("C-GET sub-operation: {e}"))?;
             self.note_done(item, &done, first_failure);
             tally.record(item, &done);
+            if cancel_seen {
+                return Ok(true);
+            }
             self.respond_counts(assoc, header, pending(), tally.counts(true), None)
                 .await?;
         }
@@ -395,9 +358,75 @@ async fn next_start(pieces: &mut mpsc::Receiver<Piece>, index: usize) -> Result<
     }
 }
 
+/// An accepted presentation context: id, abstract syntax, transfer syntax.
+type Accepted = (u8, String, String);
+
+/// The contexts of an association we may send C-STOREs on: all accepted ones, or (C-GET)
+/// those for which the requestor took the Storage SCP role.
+fn accepted_contexts(assoc: &impl Association, scp_role_only: bool) -> Vec<Accepted> {
+    assoc
+        .presentation_contexts()
+        .iter()
+        .filter(|pc| pc.reason == PresentationContextResultReason::Acceptance)
+        .filter(|pc| !scp_role_only || assoc.requestor_roles_for(&pc.abstract_syntax).scp)
+        .map(|pc| {
+            (
+                pc.id,
+                pc.abstract_syntax.clone(),
+                pc.transfer_syntax.clone(),
+            )
+        })
+        .collect()
+}
+
+/// One instance to send: on which context, in which transfer syntax.
+struct Planned {
+    index: usize,
+    context: u8,
+    transfer_syntax: String,
+}
+
+/// What can be sent over an association, and what cannot (no suitable context).
+struct Plan {
+    entries: Vec<Planned>,
+    unsendable: Vec<usize>,
+}
+
+impl Plan {
+    /// What the reader is asked for: item and transfer syntax, in sending order.
+    fn reads(&self) -> Vec<(usize, String)> {
+        self.entries
+            .iter()
+            .map(|p| (p.index, p.transfer_syntax.clone()))
+            .collect()
+    }
+}
+
+fn plan(
+    items: &[RetrieveItem],
+    indexes: impl IntoIterator<Item = usize>,
+    accepted: &[Accepted],
+) -> Plan {
+    let mut plan = Plan {
+        entries: Vec::new(),
+        unsendable: Vec::new(),
+    };
+    for index in indexes {
+        match choose_context(&items[index], accepted) {
+            Some((context, transfer_syntax)) => plan.entries.push(Planned {
+                index,
+                context,
+                transfer_syntax,
+            }),
+            None => plan.unsendable.push(index),
+        }
+    }
+    plan
+}
+
 /// The context to send `item` on: its stored transfer syntax if accepted (bytes unchanged),
 /// else Explicit, then Implicit VR Little Endian (transcoded).
-fn choose_context(item: &RetrieveItem, accepted: &[(u8, String, String)]) -> Option<(u8, String)> {
+fn choose_context(item: &RetrieveItem, accepted: &[Accepted]) -> Option<(u8, String)> {
     let find = |ts: &str| {
         accepted
             .iter()
@@ -407,6 +436,41 @@ fn choose_context(item: &RetrieveItem, accepted: &[(u8, String, String)]) -> Opt
     find(&item.transfer_syntax_uid)
         .or_else(|| find(EXPLICIT_VR_LITTLE_ENDIAN))
         .or_else(|| find(IMPLICIT_VR_LITTLE_ENDIAN))
+}
+
+/// One C-STORE sub-operation for a planned instance: waits for the reader to start it, sends
+/// it, and returns what happened and whether a watched C-CANCEL arrived meanwhile. An
+/// instance the reader could not provide fails without being sent.
+#[allow(clippy::too_many_arguments)]
+async fn sub_operation<A>(
+    assoc: &mut A,
+    assembler: &mut MessageAssembler,
+    timeout: Duration,
+    pieces: &mut mpsc::Receiver<Piece>,
+    planned: &Planned,
+    item: &RetrieveItem,
+    message_id: &mut u16,
+    originator: Option<(&str, u16)>,
+    watch_cancel: Option<u16>,
+) -> Result<(Done, bool), SubOpError>
+where
+    A: dicom_ul::association::AsyncAssociation<TcpStream> + Send,
+{
+    let length = match next_start(pieces, planned.index).await {
+        Ok(length) => length,
+        Err(reason) => return Ok((Done::Failed(reason), false)),
+    };
+    let command = StoreCommand {
+        context_id: planned.context,
+        message_id: *message_id,
+        sop_class_uid: &item.sop_class_uid,
+        sop_instance_uid: &item.sop_instance_uid,
+        originator,
+        length,
+    };
+    *message_id = message_id.wrapping_add(1).max(1);
+    let answer = store_scu::store(assoc, assembler, timeout, command, pieces, watch_cancel).await?;
+    Ok((classify(answer.status), answer.cancel_seen))
 }
 
 /// The identifier of a final response with failures: Failed SOP Instance UID List.
@@ -518,105 +582,68 @@ impl<R: Retrieval> MoveJob<R> {
             }
         };
         let _ = sub.inner_stream().set_nodelay(true);
-        let accepted: Vec<(u8, String, String)> = sub
-            .presentation_contexts()
-            .iter()
-            .filter(|pc| pc.reason == PresentationContextResultReason::Acceptance)
-            .map(|pc| {
-                (
-                    pc.id,
-                    pc.abstract_syntax.clone(),
-                    pc.transfer_syntax.clone(),
-                )
-            })
-            .collect();
-
-        let mut plan = Vec::new();
-        let mut contexts = Vec::new();
-        for &index in &self.share {
-            let item = &items[index];
-            match choose_context(item, &accepted) {
-                Some((id, ts)) => {
-                    plan.push((index, ts));
-                    contexts.push(id);
-                }
-                None => {
-                    let done = Done::Failed(format!(
-                        "{} accepted no context for SOP class {}",
-                        self.destination_aet, item.sop_class_uid
-                    ));
-                    if reports.send(WorkerReport { index, done }).await.is_err() {
-                        let _ = sub.abort().await;
-                        return;
-                    }
-                }
+        let plan = plan(
+            items,
+            self.share.iter().copied(),
+            &accepted_contexts(&sub, false),
+        );
+        for &index in &plan.unsendable {
+            let done = Done::Failed(format!(
+                "{} accepted no context for SOP class {}",
+                self.destination_aet, items[index].sop_class_uid
+            ));
+            if reports.send(WorkerReport { index, done }).await.is_err() {
+                let _ = sub.abort().await;
+                return;
             }
         }
-        let mut pieces = self.retrieval.read(plan.clone());
+        let mut pieces = self.retrieval.read(plan.reads());
         let mut assembler = MessageAssembler::default();
         let mut message_id: u16 = 1;
-        for (n, (index, _)) in plan.iter().enumerate() {
+        let originator = Some((self.originator.0.as_str(), self.originator.1));
+        for (n, planned) in plan.entries.iter().enumerate() {
             if *cancel.borrow() {
                 break;
             }
-            let item = &items[*index];
-            let done = match next_start(&mut pieces, *index).await {
-                Err(reason) => Done::Failed(reason),
-                Ok(length) => {
-                    let command = StoreCommand {
-                        context_id: contexts[n],
-                        message_id,
-                        sop_class_uid: &item.sop_class_uid,
-                        sop_instance_uid: &item.sop_instance_uid,
-                        originator: Some((self.originator.0.as_str(), self.originator.1)),
-                        length,
-                    };
-                    message_id = message_id.wrapping_add(1).max(1);
-                    match store_scu::store(
-                        &mut sub,
-                        &mut assembler,
-                        self.timeout,
-                        command,
-                        &mut pieces,
-                        None,
-                    )
-                    .await
-                    {
-                        Ok(answer) => classify(answer.status),
-                        Err(e) => {
-                            let reason = e.to_string();
-                            warn!(association = self.association, destination = %self.destination_aet, %reason, "move sub-association lost");
-                            let _ = reports
-                                .send(WorkerReport {
-                                    index: *index,
-                                    done: Done::Failed(reason.clone()),
-                                })
-                                .await;
-                            let rest: Vec<usize> = plan[n + 1..].iter().map(|(i, _)| *i).collect();
-                            for index in rest {
-                                let _ = reports
-                                    .send(WorkerReport {
-                                        index,
-                                        done: Done::Failed(reason.clone()),
-                                    })
-                                    .await;
-                            }
-                            if matches!(e, SubOpError::ReaderMidway(_)) {
-                                let _ = sub.abort().await;
-                            }
-                            return;
-                        }
+            let item = &items[planned.index];
+            let done = match sub_operation(
+                &mut sub,
+                &mut assembler,
+                self.timeout,
+                &mut pieces,
+                planned,
+                item,
+                &mut message_id,
+                originator,
+                None,
+            )
+            .await
+            {
+                Ok((done, _)) => done,
+                Err(e) => {
+                    // This and every later instance of the share fail with the association.
+                    let reason = e.to_string();
+                    warn!(association = self.association, destination = %self.destination_aet, %reason, "move sub-association lost");
+                    for p in &plan.entries[n..] {
+                        let done = Done::Failed(reason.clone());
+                        let _ = reports
+                            .send(WorkerReport {
+                                index: p.index,
+                                done,
+                            })
+                            .await;
                     }
+                    if matches!(e, SubOpError::ReaderMidway(_)) {
+                        let _ = sub.abort().await;
+                    }
+                    return;
                 }
             };
-            if reports
-                .send(WorkerReport {
-                    index: *index,
-                    done,
-                })
-                .await
-                .is_err()
-            {
+            let report = WorkerReport {
+                index: planned.index,
+                done,
+            };
+            if reports.send(report).await.is_err() {
                 let _ = sub.abort().await;
                 return;
             }
