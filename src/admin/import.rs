@@ -2,15 +2,15 @@
 //! path as a C-STORE (temp file, fsync, parse, rename, commit), several at a time. Files that
 //! are not readable DICOM are reported and skipped; nothing is half-indexed.
 
-use std::io::{IsTerminal, Read, Write};
+use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
 
 use serde::Serialize;
 use tokio::task::JoinSet;
 
+use super::progress::Progress;
 use crate::config::Config;
 use crate::ingest::Ingest;
 use crate::locator::{Locator, LocatorError};
@@ -61,12 +61,11 @@ pub async fn import(config: &Config, roots: &[PathBuf]) -> Result<ImportSummary,
     let locator = Arc::new(Locator::open(&config.locator).await?);
     let ingest = Ingest::new(online, locator.clone(), config.storage.duplicate_policy);
 
-    let started = Instant::now();
+    let progress = Progress::start();
     let mut summary = ImportSummary {
         files: files.len() as u64,
         ..Default::default()
     };
-    let progress = std::io::stderr().is_terminal();
     let mut tasks = JoinSet::new();
     let mut pending = files.into_iter();
     let mut done = 0u64;
@@ -91,31 +90,16 @@ pub async fn import(config: &Config, roots: &[PathBuf]) -> Result<ImportSummary,
             }
             Err(reason) => {
                 summary.failed += 1;
-                if progress {
-                    eprint!("\r\x1b[K");
-                }
-                eprintln!("skipped {}: {reason}", path.display());
+                progress.note(&format!("skipped {}: {reason}", path.display()));
                 summary
                     .failures
                     .push(format!("{}: {reason}", path.display()));
             }
         }
-        if progress {
-            let secs = started.elapsed().as_secs_f64().max(1e-3);
-            eprint!(
-                "\r\x1b[K[{done}/{}] stored {} failed {} {:.1} MB/s",
-                summary.files,
-                summary.stored,
-                summary.failed,
-                summary.bytes as f64 / secs / 1e6
-            );
-            let _ = std::io::stderr().flush();
-        }
+        let counts = format!("stored {} failed {}", summary.stored, summary.failed);
+        progress.update(done, summary.files, &counts, summary.bytes);
     }
-    if progress {
-        eprintln!();
-    }
-    summary.seconds = started.elapsed().as_secs_f64();
+    summary.seconds = progress.finish();
     locator.close().await;
     Ok(summary)
 }

@@ -2,6 +2,7 @@
 //! admin runs by hand.
 
 mod import;
+mod progress;
 mod status;
 mod tier;
 

@@ -1,12 +1,11 @@
 //! `strata tier run`, `strata restore` and `strata locate`: the converter from the command
 //! line, and where each instance of a study lives.
 
-use std::io::{IsTerminal, Write};
 use std::sync::Arc;
-use std::time::Instant;
 
 use serde::Serialize;
 
+use super::progress::Progress;
 use crate::archive::{Archive, ArchiveError};
 use crate::config::Config;
 use crate::convert::{ConvertError, Converter};
@@ -70,8 +69,7 @@ pub async fn tier_run(config: &Config, min_age_days: u32) -> Result<TierSummary,
     converter.recover().await?;
     let cutoff = now_millis() - i64::from(min_age_days) * 86_400_000;
     let studies = locator.studies_due(cutoff).await?;
-    let started = Instant::now();
-    let progress = std::io::stderr().is_terminal();
+    let progress = Progress::start();
     let mut summary = TierSummary {
         studies: studies.len() as u64,
         ..TierSummary::default()
@@ -85,30 +83,14 @@ pub async fn tier_run(config: &Config, min_age_days: u32) -> Result<TierSummary,
             }
             Err(e) => {
                 summary.failed += 1;
-                if progress {
-                    eprint!("\r\x1b[K");
-                }
-                eprintln!("study {study} not archived: {e}");
+                progress.note(&format!("study {study} not archived: {e}"));
                 summary.failures.push(format!("{study}: {e}"));
             }
         }
-        if progress {
-            let secs = started.elapsed().as_secs_f64().max(1e-3);
-            eprint!(
-                "\r\x1b[K[{}/{}] archived {} failed {} {:.1} MB/s",
-                n + 1,
-                summary.studies,
-                summary.archived,
-                summary.failed,
-                summary.bytes as f64 / secs / 1e6
-            );
-            let _ = std::io::stderr().flush();
-        }
+        let counts = format!("archived {} failed {}", summary.archived, summary.failed);
+        progress.update(n as u64 + 1, summary.studies, &counts, summary.bytes);
     }
-    if progress {
-        eprintln!();
-    }
-    summary.seconds = started.elapsed().as_secs_f64();
+    summary.seconds = progress.finish();
     locator.close().await;
     Ok(summary)
 }
