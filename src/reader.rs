@@ -29,8 +29,6 @@ pub enum ReadError {
     },
     #[error(transparent)]
     Archive(#[from] crate::archive::ArchiveError),
-    #[error("{location} is not a Part-10 file: {reason}")]
-    NotPart10 { location: String, reason: String },
 }
 
 /// Reads instances from the tiers.

@@ -48,10 +48,6 @@ impl LocalStore {
         })
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     fn path(&self, name: &str) -> PathBuf {
         self.root.join(name)
     }
