@@ -8,29 +8,14 @@ line per query: `NAME p50_ms p95_ms matches`.
 """
 
 import argparse
-import socket
 import statistics
 import sys
 import time
 
+import nodelay  # noqa: F401  (TCP_NODELAY on pynetdicom sockets)
 from pydicom.dataset import Dataset
 from pynetdicom import AE
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind as StudyRoot
-
-# pynetdicom leaves Nagle on: a request's command and identifier go out as two small writes,
-# and the second waits for a delayed ACK (~40 ms). Measure the servers, not that.
-_connect = socket.socket.connect
-
-
-def _connect_nodelay(self, address):
-    try:
-        self.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    except OSError:
-        pass
-    return _connect(self, address)
-
-
-socket.socket.connect = _connect_nodelay
 
 RETURN_KEYS = ["PatientName", "PatientID", "StudyDate", "StudyTime", "AccessionNumber",
                "StudyDescription", "StudyInstanceUID", "ModalitiesInStudy"]

@@ -10,12 +10,11 @@ received and discarded; throughput is measured with DCMTK in tools/bench.sh.
 """
 
 import argparse
-import socket
 import statistics
 import sys
-import threading
 import time
 
+import nodelay  # noqa: F401  (TCP_NODELAY on pynetdicom sockets)
 from pydicom.dataset import Dataset
 from pynetdicom import AE, StoragePresentationContexts, build_role, evt
 from pynetdicom.sop_class import (
@@ -24,19 +23,6 @@ from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelGet as GetModel,
     StudyRootQueryRetrieveInformationModelMove as MoveModel,
 )
-
-_connect = socket.socket.connect
-
-
-def _connect_nodelay(self, address):  # pynetdicom leaves Nagle on
-    try:
-        self.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    except OSError:
-        pass
-    return _connect(self, address)
-
-
-socket.socket.connect = _connect_nodelay
 
 
 def main():
