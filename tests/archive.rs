@@ -6,33 +6,21 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
 
-fn strata(args: &[&str], config: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .output()
-        .unwrap()
-}
-
 fn tier_run(server: &TestServer) -> Value {
-    let out = strata(
-        &["tier", "run", "--min-age-days", "0", "--json"],
-        &server.config,
-    );
+    let out = server.cli(&["tier", "run", "--min-age-days", "0", "--json"]);
     assert!(out.status.success(), "{}", text(&out));
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
 fn locate(server: &TestServer, study: &str) -> Vec<Value> {
-    let out = strata(&["locate", "--json", "--study", study], &server.config);
+    let out = server.cli(&["locate", "--json", "--study", study]);
     assert!(out.status.success(), "{}", text(&out));
     serde_json::from_slice(&out.stdout).unwrap()
 }
@@ -45,57 +33,6 @@ fn tiers(server: &TestServer, study: &str) -> HashMap<String, usize> {
             .or_insert(0) += 1;
     }
     count
-}
-
-/// C-GET of a whole study with pynetdicom; SOP Instance UID -> data set bytes as received.
-fn get_study(server: &TestServer, study: &str) -> HashMap<String, Vec<u8>> {
-    let dir = tempfile::tempdir().unwrap();
-    let out = text(&server.scu(
-        "get",
-        "VIEWER",
-        &[
-            "--out".to_string(),
-            dir.path().display().to_string(),
-            "-k".into(),
-            format!("StudyInstanceUID={study}"),
-        ],
-    ));
-    assert!(
-        out.lines().any(|l| l.starts_with("FINAL 0x0000")),
-        "C-GET failed: {out}"
-    );
-    files_below(dir.path())
-        .into_iter()
-        .map(|p| {
-            let name = p.file_name().unwrap().to_string_lossy().to_string();
-            let uid = name
-                .rsplitn(2, ".1.2.840.10008.")
-                .last()
-                .unwrap()
-                .to_string();
-            (uid, std::fs::read(&p).unwrap())
-        })
-        .collect()
-}
-
-fn originals(corpus: &Corpus, study: &str, skip: &[PathBuf]) -> HashMap<String, Vec<u8>> {
-    corpus
-        .files
-        .iter()
-        .filter(|f| f.study_instance_uid == study && !skip.contains(&corpus.path(f)))
-        .map(|f| (f.sop_instance_uid.clone(), data_set_bytes(&corpus.path(f))))
-        .collect()
-}
-
-fn assert_same(got: &HashMap<String, Vec<u8>>, want: &HashMap<String, Vec<u8>>, what: &str) {
-    let mut g: Vec<&String> = got.keys().collect();
-    let mut w: Vec<&String> = want.keys().collect();
-    g.sort();
-    w.sort();
-    assert_eq!(g, w, "{what}: different instances");
-    for (uid, bytes) in want {
-        assert!(got[uid] == *bytes, "{what}: {uid} differs");
-    }
 }
 
 fn containers(server: &TestServer) -> Vec<PathBuf> {
@@ -147,14 +84,18 @@ fn archived_studies_are_served_identically_late_arrivals_fold_in_and_restore_wor
     assert_eq!(status["tiers"]["online"]["instances"], 0, "{status}");
 
     // Served from the containers, byte for byte; found by C-FIND as before.
-    assert_same(
-        &get_study(&server, &ct),
-        &originals(&corpus, &ct, std::slice::from_ref(&late)),
-        "CT archived",
-    );
-    assert_same(
-        &get_study(&server, &mr),
-        &originals(&corpus, &mr, &[]),
+    let late_uid = &corpus
+        .files
+        .iter()
+        .find(|f| corpus.path(f) == late)
+        .unwrap()
+        .sop_instance_uid;
+    let mut first_ct = originals(&corpus, &ct);
+    first_ct.remove(late_uid);
+    assert_same_data_sets(&server.get_study(&ct), &first_ct, "CT archived");
+    assert_same_data_sets(
+        &server.get_study(&mr),
+        &originals(&corpus, &mr),
         "MR archived",
     );
     let out = text(&server.scu(
@@ -189,31 +130,27 @@ fn archived_studies_are_served_identically_late_arrivals_fold_in_and_restore_wor
         tiers(&server, &ct),
         HashMap::from([("archive".into(), 5), ("online".into(), 1)])
     );
-    assert_same(
-        &get_study(&server, &ct),
-        &originals(&corpus, &ct, &[]),
-        "CT mixed",
-    );
+    assert_same_data_sets(&server.get_study(&ct), &originals(&corpus, &ct), "CT mixed");
     // The next run folds it in: one new container for the whole study, the old one deleted.
     let summary = tier_run(&server);
     assert_eq!(summary["archived"], 1, "{summary}");
     assert_eq!(tiers(&server, &ct), HashMap::from([("archive".into(), 6)]));
     assert_eq!(containers(&server).len(), 2);
     assert_eq!(online_files(&server), 0);
-    assert_same(
-        &get_study(&server, &ct),
-        &originals(&corpus, &ct, &[]),
+    assert_same_data_sets(
+        &server.get_study(&ct),
+        &originals(&corpus, &ct),
         "CT folded",
     );
 
     // Restore brings it back online; the container goes.
-    let out = strata(&["restore", "--study", &ct], &server.config);
+    let out = server.cli(&["restore", "--study", &ct]);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(tiers(&server, &ct), HashMap::from([("online".into(), 6)]));
     assert_eq!(containers(&server).len(), 1);
-    assert_same(
-        &get_study(&server, &ct),
-        &originals(&corpus, &ct, &[]),
+    assert_same_data_sets(
+        &server.get_study(&ct),
+        &originals(&corpus, &ct),
         "CT restored",
     );
     let out = text(&server.scu(
@@ -257,7 +194,7 @@ fn kill_9_during_tier_moves_loses_nothing_and_shows_nothing_twice() {
     let studies = corpus.study_uids();
     let want: HashMap<String, HashMap<String, Vec<u8>>> = studies
         .iter()
-        .map(|s| (s.clone(), originals(&corpus, s, &[])))
+        .map(|s| (s.clone(), originals(&corpus, s)))
         .collect();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let mut interrupted = 0;
@@ -315,8 +252,8 @@ fn kill_9_during_tier_moves_loses_nothing_and_shows_nothing_twice() {
                 "round {round}: {s} has {} rows",
                 located.len()
             );
-            assert_same(
-                &get_study(&server, s),
+            assert_same_data_sets(
+                &server.get_study(s),
                 &want[s],
                 &format!("round {round} after kill"),
             );
@@ -329,7 +266,7 @@ fn kill_9_during_tier_moves_loses_nothing_and_shows_nothing_twice() {
     assert_eq!(summary["failed"], 0, "{summary}");
     for s in &studies {
         assert_eq!(tiers(&server, s), HashMap::from([("archive".into(), 30)]));
-        assert_same(&get_study(&server, s), &want[s], "after recovery");
+        assert_same_data_sets(&server.get_study(s), &want[s], "after recovery");
     }
     assert_eq!(
         containers(&server).len(),
@@ -377,9 +314,9 @@ fn the_server_archives_due_studies_inside_its_window() {
         std::thread::sleep(Duration::from_millis(200));
     }
     for s in &studies {
-        assert_same(
-            &get_study(&server, s),
-            &originals(&corpus, s, &[]),
+        assert_same_data_sets(
+            &server.get_study(s),
+            &originals(&corpus, s),
             "archived by the server",
         );
     }

@@ -75,15 +75,6 @@ impl Drop for Hdfs {
     }
 }
 
-fn strata(args: &[&str], config: &Path) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .output()
-        .unwrap()
-}
-
 #[test]
 fn hdfs_containers_are_one_file_per_study_interoperate_with_hadoop_and_survive_kill_9() {
     let hdfs = Hdfs::start();
@@ -114,10 +105,7 @@ fn hdfs_containers_are_one_file_per_study_interoperate_with_hadoop_and_survive_k
         .success());
     let before = hdfs.files_total();
 
-    let out = strata(
-        &["tier", "run", "--min-age-days", "0", "--json"],
-        &server.config,
-    );
+    let out = server.cli(&["tier", "run", "--min-age-days", "0", "--json"]);
     assert!(out.status.success(), "{}", text(&out));
     let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(summary["archived"], 3, "{summary}");
@@ -126,7 +114,7 @@ fn hdfs_containers_are_one_file_per_study_interoperate_with_hadoop_and_survive_k
     // not one per instance.
     let mut containers = Vec::new();
     for study in corpus.study_uids() {
-        let out = strata(&["locate", "--json", "--study", &study], &server.config);
+        let out = server.cli(&["locate", "--json", "--study", &study]);
         let located: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
         let names: Vec<&str> = located
             .iter()
@@ -151,33 +139,11 @@ fn hdfs_containers_are_one_file_per_study_interoperate_with_hadoop_and_survive_k
 
     // Served from HDFS, byte for byte.
     for (study, _) in &containers {
-        let got = dir
-            .path()
-            .join(format!("get-{}", &study[study.len() - 6..]));
-        std::fs::create_dir_all(&got).unwrap();
-        let out = text(&server.scu(
-            "get",
-            "VIEWER",
-            &[
-                "--out".to_string(),
-                got.display().to_string(),
-                "-k".into(),
-                format!("StudyInstanceUID={study}"),
-            ],
-        ));
-        assert!(out.lines().any(|l| l.starts_with("FINAL 0x0000")), "{out}");
-        for f in corpus
-            .files
-            .iter()
-            .filter(|f| &f.study_instance_uid == study)
-        {
-            let received = got.join(format!("{}.1.2.840.10008.1.2.1", f.sop_instance_uid));
-            assert!(
-                std::fs::read(&received).unwrap() == data_set_bytes(&corpus.path(f)),
-                "{} differs",
-                f.sop_instance_uid
-            );
-        }
+        assert_same_data_sets(
+            &server.get_study(study),
+            &originals(&corpus, study),
+            "served from HDFS",
+        );
     }
 
     // Hadoop's own SequenceFile.Reader reads our containers from HDFS.
@@ -267,7 +233,7 @@ fn hdfs_containers_are_one_file_per_study_interoperate_with_hadoop_and_survive_k
     let mut interrupted = 0;
     for round in 0..12u64 {
         let archived = studies.iter().find(|s| {
-            let out = strata(&["locate", "--json", "--study", s], &server.config);
+            let out = server.cli(&["locate", "--json", "--study", s]);
             String::from_utf8_lossy(&out.stdout).contains("\"archive\"")
         });
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_strata"));
@@ -287,7 +253,7 @@ fn hdfs_containers_are_one_file_per_study_interoperate_with_hadoop_and_survive_k
         });
         interrupted += usize::from(pending > 0);
         for study in &studies {
-            let out = strata(&["locate", "--json", "--study", study], &server.config);
+            let out = server.cli(&["locate", "--json", "--study", study]);
             let located: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
             let want = corpus
                 .files
@@ -295,40 +261,16 @@ fn hdfs_containers_are_one_file_per_study_interoperate_with_hadoop_and_survive_k
                 .filter(|f| &f.study_instance_uid == study)
                 .count();
             assert_eq!(located.len(), want, "round {round}");
-            let got = tempfile::tempdir().unwrap();
-            let out = text(&server.scu(
-                "get",
-                "VIEWER",
-                &[
-                    "--out".to_string(),
-                    got.path().display().to_string(),
-                    "-k".into(),
-                    format!("StudyInstanceUID={study}"),
-                ],
-            ));
-            assert!(
-                out.lines().any(|l| l.starts_with("FINAL 0x0000")),
-                "round {round}: {out}"
+            assert_same_data_sets(
+                &server.get_study(study),
+                &originals(&corpus, study),
+                &format!("round {round}"),
             );
-            for f in corpus
-                .files
-                .iter()
-                .filter(|f| &f.study_instance_uid == study)
-            {
-                let received = got
-                    .path()
-                    .join(format!("{}.1.2.840.10008.1.2.1", f.sop_instance_uid));
-                assert!(
-                    std::fs::read(&received).unwrap() == data_set_bytes(&corpus.path(f)),
-                    "round {round}: {} differs",
-                    f.sop_instance_uid
-                );
-            }
         }
     }
     eprintln!("{interrupted} of 12 kills interrupted a move on HDFS");
     assert!(interrupted >= 2, "the kills rarely hit a move in progress");
-    let out = strata(&["tier", "run", "--min-age-days", "0"], &server.config);
+    let out = server.cli(&["tier", "run", "--min-age-days", "0"]);
     assert!(out.status.success(), "{}", text(&out));
     let listing = hdfs.java(
         classes.path(),

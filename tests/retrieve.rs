@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -12,7 +11,6 @@ use std::time::Duration;
 
 use common::*;
 
-const EXPLICIT: &str = "1.2.840.10008.1.2.1";
 const IMPLICIT: &str = "1.2.840.10008.1.2";
 
 fn free_port() -> u16 {
@@ -99,52 +97,6 @@ fn corpus(ct_images: &str, mr_images: &str) -> Corpus {
     ])
 }
 
-/// SOP Instance UID -> data set bytes of every file below `dir` (DCMTK names Part-10 files
-/// `<modality>.<uid>` or `<modality><uid>`, our pynetdicom tools `<uid>.<transfer syntax>`
-/// with raw data sets).
-fn received(dir: &Path) -> HashMap<String, Vec<u8>> {
-    files_below(dir)
-        .into_iter()
-        .map(|p| {
-            let name = p.file_name().unwrap().to_string_lossy().to_string();
-            let bytes = std::fs::read(&p).unwrap();
-            if bytes.len() > 132 && &bytes[128..132] == b"DICM" {
-                let uid = name
-                    .trim_start_matches(|c: char| !c.is_ascii_digit())
-                    .to_string();
-                (uid, data_set_bytes(&p))
-            } else {
-                let uid = name
-                    .strip_suffix(&format!(".{EXPLICIT}"))
-                    .or_else(|| name.strip_suffix(&format!(".{IMPLICIT}")))
-                    .unwrap_or(&name)
-                    .to_string();
-                (uid, bytes)
-            }
-        })
-        .collect()
-}
-
-fn originals(corpus: &Corpus, study: &str) -> HashMap<String, Vec<u8>> {
-    corpus
-        .files
-        .iter()
-        .filter(|f| f.study_instance_uid == study)
-        .map(|f| (f.sop_instance_uid.clone(), data_set_bytes(&corpus.path(f))))
-        .collect()
-}
-
-fn assert_identical(got: &HashMap<String, Vec<u8>>, want: &HashMap<String, Vec<u8>>) {
-    let mut g: Vec<&String> = got.keys().collect();
-    let mut w: Vec<&String> = want.keys().collect();
-    g.sort();
-    w.sort();
-    assert_eq!(g, w, "received a different set of instances");
-    for (uid, bytes) in want {
-        assert!(got[uid] == *bytes, "{uid} differs from what was stored");
-    }
-}
-
 /// Every line of `scu.py move|get` output that starts with FINAL.
 fn final_line(out: &str) -> &str {
     out.lines()
@@ -186,7 +138,11 @@ fn dcmtk_movescu_and_getscu_receive_bit_identical_instances() {
         out.contains("Received Final Move Response (Success)"),
         "{out}"
     );
-    assert_identical(&received(dest_dir.path()), &originals(&corpus, ct));
+    assert_same_data_sets(
+        &received(dest_dir.path()),
+        &originals(&corpus, ct),
+        "C-MOVE",
+    );
 
     // Patient Root, SERIES level, into a clean folder.
     for f in files_below(dest_dir.path()) {
@@ -216,7 +172,11 @@ fn dcmtk_movescu_and_getscu_receive_bit_identical_instances() {
         out.contains("Received Final Move Response (Success)"),
         "{out}"
     );
-    assert_identical(&received(dest_dir.path()), &originals(&corpus, mr));
+    assert_same_data_sets(
+        &received(dest_dir.path()),
+        &originals(&corpus, mr),
+        "C-MOVE",
+    );
 
     // C-GET, STUDY level and IMAGE level, with getscu keeping the bytes as received.
     let get_dir = tempfile::tempdir().unwrap();
@@ -241,7 +201,7 @@ fn dcmtk_movescu_and_getscu_receive_bit_identical_instances() {
         get_dir.path(),
     );
     assert!(out.contains("Received C-GET Response (Success)"), "{out}");
-    assert_identical(&received(get_dir.path()), &originals(&corpus, ct));
+    assert_same_data_sets(&received(get_dir.path()), &originals(&corpus, ct), "C-GET");
 
     let one = corpus
         .files
@@ -291,7 +251,11 @@ fn pynetdicom_move_and_get_report_counts_and_deliver_identical_bytes() {
         "FINAL 0x0000 remaining=- completed=5 failed=0 warning=0",
         "{out}"
     );
-    assert_identical(&received(dest_dir.path()), &originals(&corpus, &uids[0]));
+    assert_same_data_sets(
+        &received(dest_dir.path()),
+        &originals(&corpus, &uids[0]),
+        "C-MOVE",
+    );
 
     // Patient Root C-GET at PATIENT level: everything of that patient.
     let mr = corpus
@@ -319,7 +283,11 @@ fn pynetdicom_move_and_get_report_counts_and_deliver_identical_bytes() {
         "FINAL 0x0000 remaining=- completed=3 failed=0 warning=0",
         "{out}"
     );
-    assert_identical(&received(get_dir.path()), &originals(&corpus, &uids[1]));
+    assert_same_data_sets(
+        &received(get_dir.path()),
+        &originals(&corpus, &uids[1]),
+        "C-GET",
+    );
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! `tools/test.sh` installs DCMTK and the Python venv; a missing tool fails the test.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -262,6 +263,37 @@ impl TestServer {
         self.status()["instances"].as_u64().unwrap()
     }
 
+    /// `strata ARGS --config <this server's config>`: the admin CLI beside the server.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_strata"))
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .output()
+            .unwrap()
+    }
+
+    /// C-GET of a whole study with pynetdicom (Explicit VR Little Endian); SOP Instance UID
+    /// -> data set bytes as received. Fails the test unless the C-GET succeeds.
+    pub fn get_study(&self, study: &str) -> HashMap<String, Vec<u8>> {
+        let dir = tempfile::tempdir().unwrap();
+        let out = text(&self.scu(
+            "get",
+            "VIEWER",
+            &[
+                "--out".to_string(),
+                dir.path().display().to_string(),
+                "-k".into(),
+                format!("StudyInstanceUID={study}"),
+            ],
+        ));
+        assert!(
+            out.lines().any(|l| l.starts_with("FINAL 0x0000")),
+            "C-GET failed: {out}"
+        );
+        received(dir.path())
+    }
+
     /// tools/scu.py with the server's address filled in.
     pub fn scu<S: AsRef<std::ffi::OsStr>>(&self, sub: &str, aet: &str, args: &[S]) -> Output {
         Command::new(python())
@@ -417,4 +449,61 @@ pub async fn locator(server_dir: &Path) -> strata::locator::Locator {
     })
     .await
     .unwrap()
+}
+
+/// SOP Instance UID -> data set bytes of every file below `dir` (DCMTK names Part-10 files
+/// `<modality>.<uid>` or `<modality><uid>`, our pynetdicom tools `<uid>.<transfer syntax>`
+/// with raw data sets).
+pub fn received(dir: &Path) -> HashMap<String, Vec<u8>> {
+    const EXPLICIT: &str = "1.2.840.10008.1.2.1";
+    const IMPLICIT: &str = "1.2.840.10008.1.2";
+    files_below(dir)
+        .into_iter()
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().to_string();
+            let bytes = std::fs::read(&p).unwrap();
+            if bytes.len() > 132 && &bytes[128..132] == b"DICM" {
+                let uid = name
+                    .trim_start_matches(|c: char| !c.is_ascii_digit())
+                    .to_string();
+                (uid, data_set_bytes(&p))
+            } else {
+                let uid = name
+                    .strip_suffix(&format!(".{EXPLICIT}"))
+                    .or_else(|| name.strip_suffix(&format!(".{IMPLICIT}")))
+                    .unwrap_or(&name)
+                    .to_string();
+                (uid, bytes)
+            }
+        })
+        .collect()
+}
+
+/// SOP Instance UID -> data set bytes of the corpus files of one study.
+pub fn originals(corpus: &Corpus, study: &str) -> HashMap<String, Vec<u8>> {
+    corpus
+        .files
+        .iter()
+        .filter(|f| f.study_instance_uid == study)
+        .map(|f| (f.sop_instance_uid.clone(), data_set_bytes(&corpus.path(f))))
+        .collect()
+}
+
+/// The same instances with the same data set bytes.
+pub fn assert_same_data_sets(
+    got: &HashMap<String, Vec<u8>>,
+    want: &HashMap<String, Vec<u8>>,
+    what: &str,
+) {
+    let mut g: Vec<&String> = got.keys().collect();
+    let mut w: Vec<&String> = want.keys().collect();
+    g.sort();
+    w.sort();
+    assert_eq!(g, w, "{what}: received a different set of instances");
+    for (uid, bytes) in want {
+        assert!(
+            got[uid] == *bytes,
+            "{what}: {uid} differs from what was stored"
+        );
+    }
 }
