@@ -539,3 +539,118 @@ fn destinations_that_take_only_implicit_vr_get_a_transcoded_copy() {
         );
     }
 }
+
+/// Compresses `input` with a DCMTK tool (`dcmcjpeg`, `dcmcrle`, `dcmcjpls`) into `output`.
+fn compress(tool: &str, input: &Path, output: &Path) {
+    let out = dcmtk(tool).arg(input).arg(output).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{tool}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn read_data_set(bytes: &[u8], ts: &str) -> dicom_object::InMemDicomObject {
+    use dicom_encoding::TransferSyntaxIndex;
+    let ts = dicom_transfer_syntax_registry::TransferSyntaxRegistry
+        .get(ts)
+        .unwrap_or_else(|| panic!("unknown transfer syntax {ts}"));
+    dicom_object::InMemDicomObject::read_dataset_with_ts(bytes, ts).unwrap()
+}
+
+fn element_bytes(o: &dicom_object::InMemDicomObject, tag: dicom_core::Tag) -> Vec<u8> {
+    o.element(tag).unwrap().to_bytes().unwrap().to_vec()
+}
+
+#[test]
+fn compressed_instances_are_decoded_for_destinations_that_take_only_uncompressed_data() {
+    use dicom_dictionary_std::tags;
+    let corpus = corpus("3", "1");
+    let study = corpus.study_uids()[0].clone();
+    let ct: Vec<&CorpusFile> = corpus
+        .files
+        .iter()
+        .filter(|f| f.study_instance_uid == study)
+        .collect();
+    let compressed = tempfile::tempdir().unwrap();
+    // JPEG Lossless (process 14, SV1), RLE Lossless, and JPEG-LS, which this build cannot decode.
+    // Each with the storescu option that proposes its syntax.
+    let tools = [
+        ("dcmcjpeg", "1.2.840.10008.1.2.4.70", "-xs"),
+        ("dcmcrle", "1.2.840.10008.1.2.5", "-xr"),
+        ("dcmcjpls", "1.2.840.10008.1.2.4.80", "-xt"),
+    ];
+    let mut sent = Vec::new();
+    for ((tool, ts, _), file) in tools.iter().zip(&ct) {
+        let path = compressed.path().join(format!("{tool}.dcm"));
+        compress(tool, &corpus.path(file), &path);
+        sent.push((path, *ts, file.sop_instance_uid.clone(), corpus.path(file)));
+    }
+    let dest_dir = tempfile::tempdir().unwrap();
+    let dest_port = free_port();
+    let _dest = py_storescp("DEST", dest_port, dest_dir.path(), &["--implicit-only"]);
+    let all_dir = tempfile::tempdir().unwrap();
+    let all_port = free_port();
+    let _all = py_storescp("ALL", all_port, all_dir.path(), &["--compressed"]);
+    let server = server(
+        dest_port,
+        &format!("[[dicom.peers]]\naet = \"ALL\"\nhost = \"127.0.0.1\"\nport = {all_port}\n"),
+    );
+    for ((path, ..), (_, _, propose)) in sent.iter().zip(tools) {
+        let stored = dcmtk("storescu")
+            .args([propose, "-aet", "MODALITY", "-aec", "STRATA", "127.0.0.1"])
+            .arg(server.port.to_string())
+            .arg(path)
+            .output()
+            .unwrap();
+        assert!(stored.status.success(), "{}", text(&stored));
+    }
+    let before = stored_state(&server);
+
+    let key = format!("StudyInstanceUID={study}");
+    let out = text(&server.scu("move", "VIEWER", &["--dest", "DEST", "-k", &key]));
+    let jpeg_ls_uid = &sent[2].2;
+    assert!(
+        final_line(&out).starts_with("FINAL 0xB000 remaining=- completed=2 failed=1"),
+        "{out}"
+    );
+    assert!(out.contains(&format!("FAILED_UIDS {jpeg_ls_uid}")), "{out}");
+    assert!(
+        server.log().contains("no decoder for it"),
+        "the JPEG-LS failure is logged with its reason: {}",
+        server.log()
+    );
+    for (_, ts, uid, original) in &sent[..2] {
+        let path = dest_dir.path().join(format!("{uid}.{IMPLICIT}"));
+        let received = read_data_set(&std::fs::read(&path).unwrap(), IMPLICIT);
+        let original = read_data_set(
+            &data_set_bytes(original),
+            "1.2.840.10008.1.2.1", // the corpus is Explicit VR Little Endian
+        );
+        assert!(
+            element_bytes(&received, tags::PIXEL_DATA) == element_bytes(&original, tags::PIXEL_DATA),
+            "{ts}: decoded pixels differ from the uncompressed original"
+        );
+        for tag in [
+            tags::SOP_INSTANCE_UID,
+            tags::PHOTOMETRIC_INTERPRETATION,
+            tags::BITS_STORED,
+            tags::ROWS,
+        ] {
+            assert_eq!(
+                received.element(tag).unwrap().to_str().unwrap(),
+                original.element(tag).unwrap().to_str().unwrap(),
+                "{ts}: {tag}"
+            );
+        }
+    }
+    assert_eq!(stored_state(&server), before, "retrieval changes nothing stored");
+
+    // A destination that takes the compressed syntaxes gets the stored bytes unchanged.
+    let out = text(&server.scu("move", "VIEWER", &["--dest", "ALL", "-k", &key]));
+    assert!(final_line(&out).starts_with("FINAL 0x0000"), "{out}");
+    for (path, ts, uid, _) in &sent {
+        let received = std::fs::read(all_dir.path().join(format!("{uid}.{ts}"))).unwrap();
+        assert!(received == data_set_bytes(path), "{ts}: not bit-identical");
+    }
+}

@@ -2,7 +2,8 @@
 """A pynetdicom Storage SCP for Strata's tests: a C-MOVE destination that accepts only some
 SOP classes, so tests can see a destination refuse part of a study.
 
-  scp.py PORT --aet DEST --out DIR [--accept CT,MR] [--implicit-only] [--abort-after N]
+  scp.py PORT --aet DEST --out DIR [--accept CT,MR] [--implicit-only | --compressed]
+         [--abort-after N]
 
 Prints `LISTENING` once it accepts associations. Each data set is written exactly as received to DIR/<SOP Instance UID>.<transfer syntax UID>.
 """
@@ -14,7 +15,8 @@ import sys
 
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import CTImageStorage, MRImageStorage, Verification
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import (ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEGLosslessSV1,
+                         JPEGLSLossless, RLELossless)
 
 CLASSES = {"CT": CTImageStorage, "MR": MRImageStorage}
 
@@ -26,6 +28,8 @@ def main():
     p.add_argument("--out", required=True)
     p.add_argument("--accept", default="CT,MR")
     p.add_argument("--implicit-only", action="store_true")
+    p.add_argument("--compressed", action="store_true",
+                   help="also accept JPEG Lossless, JPEG-LS Lossless and RLE")
     p.add_argument("--abort-after", type=int, default=0, help="A-ABORT after receiving N instances")
     args = p.parse_args()
     logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
@@ -44,6 +48,8 @@ def main():
 
     ae = AE(ae_title=args.aet)
     syntaxes = [ImplicitVRLittleEndian] if args.implicit_only else [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
+    if args.compressed:
+        syntaxes = [JPEGLosslessSV1, JPEGLSLossless, RLELossless] + syntaxes
     for name in args.accept.split(","):
         ae.add_supported_context(CLASSES[name], syntaxes)
     ae.add_supported_context(Verification)

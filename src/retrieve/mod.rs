@@ -3,6 +3,7 @@
 //! [`Reader`], whichever tier holds them, prefetching ahead of the network.
 
 mod stream;
+mod transcode;
 
 use std::sync::Arc;
 

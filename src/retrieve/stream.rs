@@ -12,14 +12,12 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use dicom_encoding::TransferSyntaxIndex;
-use dicom_object::InMemDicomObject;
-use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::model::StoredObject;
 use crate::net::Piece;
+use super::transcode::transcode;
 use crate::reader::{data_set_offset, Reader};
 
 /// Size of the `Data` pieces handed to the network layer.
@@ -139,40 +137,13 @@ async fn prepare_whole(
         }
     };
     let start = data_set_offset(&file).map_err(|e| format!("{}: {e}", object.location))?;
-    let data = file.slice(start..);
     if ts == object.transfer_syntax_uid {
-        return Ok(data);
+        return Ok(file.slice(start..));
     }
     let from = object.transfer_syntax_uid.clone();
-    tokio::task::spawn_blocking(move || transcode(&data, &from, &ts).map(Bytes::from))
+    tokio::task::spawn_blocking(move || transcode(&file, start, &from, &ts).map(Bytes::from))
         .await
         .map_err(|e| format!("transcoding task failed: {e}"))?
-}
-
-/// Re-encodes a data set in another transfer syntax. Only between syntaxes that need no
-/// pixel codec: decompressing for a destination that takes only uncompressed data is not
-/// supported yet, and the sub-operation fails with that reason.
-fn transcode(data: &[u8], from: &str, to: &str) -> Result<Vec<u8>, String> {
-    let from_ts = TransferSyntaxRegistry
-        .get(from)
-        .ok_or_else(|| format!("unknown transfer syntax {from}"))?;
-    let to_ts = TransferSyntaxRegistry
-        .get(to)
-        .ok_or_else(|| format!("unknown transfer syntax {to}"))?;
-    if from_ts.is_encapsulated_pixel_data() != to_ts.is_encapsulated_pixel_data() {
-        return Err(format!(
-            "cannot convert {} to {}: decompression is not supported yet",
-            from_ts.name(),
-            to_ts.name()
-        ));
-    }
-    let object = InMemDicomObject::read_dataset_with_ts(data, from_ts)
-        .map_err(|e| format!("cannot parse the stored data set: {e}"))?;
-    let mut out = Vec::with_capacity(data.len() + 1024);
-    object
-        .write_dataset_with_ts(&mut out, to_ts)
-        .map_err(|e| format!("cannot encode in {}: {e}", to_ts.name()))?;
-    Ok(out)
 }
 
 /// Streams a large instance in chunks, verifying its CRC-32C at the end. The last piece is
