@@ -21,9 +21,14 @@ struct Hdfs {
 
 impl Hdfs {
     fn start() -> Hdfs {
+        Hdfs::start_with("start")
+    }
+
+    /// `start` for one NameNode, `start-ha` for an HA pair (nn1 active, nn2 standby).
+    fn start_with(mode: &str) -> Hdfs {
         let dir = tempfile::tempdir().unwrap();
         let out = Command::new(repo().join("tools/hdfs-dev.sh"))
-            .arg("start")
+            .arg(mode)
             .arg(dir.path())
             .output()
             .unwrap();
@@ -42,9 +47,15 @@ impl Hdfs {
     }
 
     fn files_total(&self) -> u64 {
+        self.files_total_on("")
+    }
+
+    /// FilesTotal as NameNode `nn` ("1", "2" in an HA pair; "" for the only one) sees it.
+    fn files_total_on(&self, nn: &str) -> u64 {
         let out = Command::new(repo().join("tools/hdfs-dev.sh"))
             .arg("status")
             .arg(self.dir.path())
+            .arg(nn)
             .output()
             .unwrap();
         let state: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -63,6 +74,26 @@ impl Hdfs {
             .args(args)
             .output()
             .unwrap()
+    }
+}
+
+impl Hdfs {
+    /// Hadoop's DFSHAAdmin on the pair; its standard output.
+    fn haadmin(&self, args: &[&str]) -> String {
+        let out = Command::new(repo().join("tools/hdfs-dev.sh"))
+            .arg("haadmin")
+            .arg(self.dir.path())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "haadmin {args:?}: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// kill -9 of NameNode `nn` of the pair.
+    fn kill_namenode(&self, nn: u8) {
+        let pid = std::fs::read_to_string(self.dir.path().join(format!("namenode{nn}.pid"))).unwrap();
+        signal(pid.trim().parse().unwrap(), "KILL");
     }
 }
 
@@ -284,4 +315,79 @@ fn hdfs_containers_are_one_file_per_study_interoperate_with_hadoop_and_survive_k
     let listing = String::from_utf8_lossy(&listing.stdout).to_string();
     assert_eq!(listing.matches(".sdcm").count(), studies.len(), "{listing}");
     assert!(!listing.contains(".part"), "temporaries left: {listing}");
+}
+
+#[test]
+fn an_archive_on_an_ha_name_service_keeps_serving_across_a_namenode_failover() {
+    let hdfs = Hdfs::start_with("start-ha");
+    assert_eq!(hdfs.url(), "hdfs://ns1");
+    let corpus = Corpus::generate(&[
+        "--ct-studies",
+        "2",
+        "--ct-images",
+        "4",
+        "--mr-studies",
+        "0",
+        "--seed",
+        "23",
+    ]);
+    let studies = corpus.study_uids();
+    let dir = tempfile::tempdir().unwrap();
+    write_config(
+        dir.path(),
+        &format!(
+            "[archive]\nbackend = \"hdfs\"\npath = \"/strata-ha\"\nhdfs_url = \"hdfs://ns1\"\n\
+             hadoop_conf_dir = \"{}\"\n",
+            hdfs.env["HDFS_CONF_DIR"]
+        ),
+    );
+    let server = TestServer::start_in(dir.path(), "", "");
+    assert!(server
+        .storescu("MODALITY", &corpus.study_paths(&studies[0]))
+        .status
+        .success());
+    let out = server.cli(&["tier", "run", "--min-age-days", "0", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["archived"], 1, "{summary}");
+    assert_same_data_sets(
+        &server.get_study(&studies[0]),
+        &originals(&corpus, &studies[0]),
+        "served through nn1",
+    );
+
+    // The active NameNode dies; the standby takes over by hand, as an admin would do.
+    assert_eq!(hdfs.haadmin(&["-getServiceState", "nn1"]), "active");
+    hdfs.kill_namenode(1);
+    // --forceactive: DFSHAAdmin otherwise insists on asking the dead nn1 for its state first.
+    hdfs.haadmin(&["-transitionToActive", "--forceactive", "nn2"]);
+    assert_eq!(hdfs.haadmin(&["-getServiceState", "nn2"]), "active");
+
+    // The running server's client fails over: the archived study is still served.
+    assert_same_data_sets(
+        &server.get_study(&studies[0]),
+        &originals(&corpus, &studies[0]),
+        "served through nn2 after failover",
+    );
+    // And the converter archives the next study through nn2.
+    assert!(server
+        .storescu("MODALITY", &corpus.study_paths(&studies[1]))
+        .status
+        .success());
+    let out = server.cli(&["tier", "run", "--min-age-days", "0", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["archived"], 1, "{summary}");
+    let out = server.cli(&["locate", "--json", "--study", &studies[1]]);
+    let located: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(located.iter().all(|l| l["tier"] == "archive"), "{located:?}");
+    for study in &studies {
+        assert_same_data_sets(
+            &server.get_study(study),
+            &originals(&corpus, study),
+            "served after failover",
+        );
+    }
+    // nn2 knows both containers (plus the folders above them), written before and after.
+    assert!(hdfs.files_total_on("2") >= 3, "{}", hdfs.files_total_on("2"));
 }
