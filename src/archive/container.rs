@@ -77,6 +77,9 @@ pub struct Expected {
 
 /// Reads a written container back: its length, its header, every record's key and place in
 /// order, and every payload's CRC-32C. An `Err` names the first difference.
+///
+/// One sequential pass in large windows, read one window ahead of the checking so the store
+/// never waits for the CPU: few reads however many records, at most three windows in memory.
 pub async fn verify<S: ArchiveStore>(
     store: &S,
     name: &str,
@@ -87,22 +90,46 @@ pub async fn verify<S: ArchiveStore>(
     if actual != length {
         return Err(format!("{name}: {actual} bytes, expected {length}"));
     }
-    let head = store
-        .read_at(name, 0, length.min(64 * 1024))
-        .await
-        .map_err(|e| e.to_string())?;
-    let header = seqfile::decode_header(&head).map_err(|e| format!("{name}: {e}"))?;
-    // One sequential pass in large windows: few reads however many records.
-    let mut window = Window {
-        base: 0,
-        bytes: head,
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let read = async move {
+        let mut at = 0;
+        while at < length {
+            let size = WINDOW.min(length - at);
+            let window = store.read_at(name, at, size).await.map_err(|e| e.to_string());
+            let failed = window.is_err();
+            if tx.send(window).await.is_err() || failed {
+                // The checking side stopped (a difference found) or the read failed.
+                return;
+            }
+            at += size;
+        }
     };
+    let check = check_records(
+        Window {
+            base: 0,
+            bytes: bytes::Bytes::new(),
+            next: rx,
+            length,
+        },
+        name,
+        expected,
+        length,
+    );
+    tokio::join!(read, check).1
+}
+
+async fn check_records(
+    mut window: Window,
+    name: &str,
+    expected: &[Expected],
+    length: u64,
+) -> Result<(), String> {
+    window.cover(0, (64 * 1024).min(length)).await?;
+    let header = seqfile::decode_header(&window.bytes).map_err(|e| format!("{name}: {e}"))?;
     let mut at = header.length;
     for e in expected {
         // Sync marker, lengths, key and value length: well under 1 KiB.
-        window
-            .cover(store, name, at, (length - at).min(1024), length)
-            .await?;
+        window.cover(at, (length - at).min(1024)).await?;
         let record = seqfile::next_record(&window.bytes, window.base, at, length, &header.sync)
             .map_err(|err| format!("{name}: {err}"))?
             .ok_or_else(|| format!("{name}: ends before {}", e.sop_instance_uid))?;
@@ -116,7 +143,7 @@ pub async fn verify<S: ArchiveStore>(
         let mut cur = e.placed.offset;
         let end = e.placed.offset + e.placed.length;
         while cur < end {
-            window.cover(store, name, cur, 1, length).await?;
+            window.cover(cur, 1).await?;
             let from = (cur - window.base) as usize;
             let take = ((end - cur) as usize).min(window.bytes.len() - from);
             crc = crc32c::crc32c_append(crc, &window.bytes[from..from + take]);
@@ -136,35 +163,41 @@ pub async fn verify<S: ArchiveStore>(
     Ok(())
 }
 
-/// Bytes read during verification.
+/// Bytes read at a time during verification.
 const WINDOW: u64 = 8 << 20;
 
-/// The part of the container in memory during verification.
+/// The part of the container in memory during verification, fed in order by the reader.
 struct Window {
     base: u64,
     bytes: bytes::Bytes,
+    next: tokio::sync::mpsc::Receiver<Result<bytes::Bytes, String>>,
+    length: u64,
 }
 
 impl Window {
-    /// Makes sure `[at, at + need)` is in memory, reading a new window from `at` if not.
-    async fn cover<S: ArchiveStore>(
-        &mut self,
-        store: &S,
-        name: &str,
-        at: u64,
-        need: u64,
-        length: u64,
-    ) -> Result<(), String> {
-        let end = self.base + self.bytes.len() as u64;
-        if at >= self.base && at + need <= end {
-            return Ok(());
+    /// Makes sure `[at, at + need)` is in memory (`at` never goes backwards), taking the next
+    /// windows as needed; a record straddling two windows is joined (at most 1 KiB copied).
+    async fn cover(&mut self, at: u64, need: u64) -> Result<(), String> {
+        while at + need > self.base + self.bytes.len() as u64 {
+            let end = self.base + self.bytes.len() as u64;
+            let Some(chunk) = self.next.recv().await else {
+                return Err(format!(
+                    "container shorter than expected: {end} of {} bytes read",
+                    self.length
+                ));
+            };
+            let chunk = chunk?;
+            if at >= end {
+                self.base = end;
+                self.bytes = chunk;
+            } else {
+                let mut joined = Vec::with_capacity((end - at) as usize + chunk.len());
+                joined.extend_from_slice(&self.bytes[(at - self.base) as usize..]);
+                joined.extend_from_slice(&chunk);
+                self.base = at;
+                self.bytes = joined.into();
+            }
         }
-        let size = WINDOW.max(need).min(length - at);
-        self.bytes = store
-            .read_at(name, at, size)
-            .await
-            .map_err(|e| e.to_string())?;
-        self.base = at;
         Ok(())
     }
 }

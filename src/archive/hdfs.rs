@@ -201,6 +201,13 @@ impl ArchiveStore for HdfsStore {
                 reader
             }
         };
+        // hdfs-native panics on a range past the end: a truncated container is an error.
+        if offset.saturating_add(length) > reader.file_length() as u64 {
+            return Err(err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("the file has only {} bytes", reader.file_length()),
+            )));
+        }
         reader
             .read_range(offset as usize, length as usize)
             .await

@@ -24,7 +24,8 @@
 use std::sync::Arc;
 
 use crc32c::crc32c;
-use tracing::{info, warn};
+use futures_util::StreamExt;
+use tracing::{debug, info, warn};
 
 use crate::archive::container::{verify, ContainerBuilder, Expected};
 use crate::archive::{container_name, temp_name, Archive, ArchiveError, ArchiveStore};
@@ -33,6 +34,9 @@ use crate::locator::{Locator, LocatorError};
 use crate::model::{StoredObject, Tier};
 use crate::online::{OnlineError, OnlineStore};
 use crate::reader::{ReadError, Reader};
+
+/// Instances read ahead of the container being written.
+const READ_AHEAD: usize = 4;
 
 /// Whether a process (of this host) is running, other than ourselves: its jobs are its own.
 fn process_alive(pid: u32) -> bool {
@@ -192,12 +196,23 @@ impl Converter {
         temp: &str,
         name: &str,
     ) -> Result<(Vec<Switch>, Moved), ConvertError> {
+        let started = std::time::Instant::now();
         let writer = self.archive.create_temp(temp).await?;
         let mut builder =
             ContainerBuilder::start(writer, study_instance_uid, instances.len()).await?;
         let mut expected = Vec::with_capacity(instances.len());
+        // Reads run ahead of the container's writes, so neither waits for the other.
+        // Owned futures: borrowing ones make the tiering task's future not provably Send.
+        let objects: Vec<StoredObject> = instances.iter().map(|i| i.object.clone()).collect();
+        let reader = self.reader.clone();
+        let mut files = futures_util::stream::iter(objects)
+            .map(move |object| {
+                let reader = reader.clone();
+                async move { reader.read_verified(&object).await }
+            })
+            .buffered(READ_AHEAD);
         for instance in instances {
-            let bytes = self.reader.read_verified(&instance.object).await?;
+            let bytes = files.next().await.expect("one read per instance")?;
             let placed = builder.add(&instance.sop_instance_uid, &bytes).await?;
             expected.push(Expected {
                 sop_instance_uid: instance.sop_instance_uid.clone(),
@@ -206,9 +221,12 @@ impl Converter {
             });
         }
         let length = builder.finish().await?;
+        let written = started.elapsed();
         verify(self.archive.as_ref(), temp, &expected, length)
             .await
             .map_err(ConvertError::Verify)?;
+        debug!(study = %study_instance_uid, bytes = length, write_ms = written.as_millis() as u64,
+            verify_ms = (started.elapsed() - written).as_millis() as u64, "container written and verified");
         self.archive.publish(temp, name).await?;
         let switches = instances
             .iter()
@@ -320,8 +338,30 @@ impl Converter {
 
     /// Step 4 of a committed job: delete the old copies nothing references, drop the job.
     async fn finish(&self, job: i64, old_locations: &[(Tier, String)]) -> Result<(), ConvertError> {
-        for (tier, location) in old_locations {
-            self.delete_unreferenced(*tier, location).await?;
+        for tier in [Tier::Online, Tier::Archive] {
+            let of_tier: Vec<String> = old_locations
+                .iter()
+                .filter(|(t, _)| *t == tier)
+                .map(|(_, l)| l.clone())
+                .collect();
+            if of_tier.is_empty() {
+                continue;
+            }
+            let in_use = self.locator.locations_in_use(tier, &of_tier).await?;
+            let unused: Vec<String> = of_tier.into_iter().filter(|l| !in_use.contains(l)).collect();
+            match tier {
+                Tier::Online => {
+                    let online = self.online.clone();
+                    tokio::task::spawn_blocking(move || online.remove_all(&unused))
+                        .await
+                        .expect("blocking remove")?;
+                }
+                Tier::Archive => {
+                    for location in &unused {
+                        self.archive.delete(location).await?;
+                    }
+                }
+            }
         }
         self.locator.finish_job(job).await?;
         Ok(())

@@ -212,6 +212,25 @@ impl Locator {
         Ok(())
     }
 
+    /// Which of `locations` on `tier` some instance still points at (one query for many).
+    pub async fn locations_in_use(
+        &self,
+        tier: Tier,
+        locations: &[String],
+    ) -> Result<std::collections::HashSet<String>, LocatorError> {
+        let list = serde_json::to_string(locations).expect("a list of strings");
+        sqlx::query_scalar::<_, String>(
+            "SELECT DISTINCT location FROM instances \
+             WHERE tier = ? AND location IN (SELECT value FROM json_each(?))",
+        )
+        .bind(tier.as_str())
+        .bind(list)
+        .fetch_all(&self.pool)
+        .await
+        .map(|found| found.into_iter().collect())
+        .map_err(err)
+    }
+
     /// Whether any instance points at `location` on `tier`.
     pub async fn location_in_use(&self, tier: Tier, location: &str) -> Result<bool, LocatorError> {
         sqlx::query_scalar::<_, i64>(

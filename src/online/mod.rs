@@ -173,6 +173,30 @@ impl OnlineStore {
     }
 }
 
+impl OnlineStore {
+    /// Deletes many copies (already gone counts as deleted), then fsyncs each folder they were
+    /// in once, so the deletions are durable together: a study's copies share one folder.
+    pub fn remove_all(&self, locations: &[String]) -> Result<(), OnlineError> {
+        let mut dirs = std::collections::BTreeSet::new();
+        for location in locations {
+            let path = self.path(location);
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    return Err(OnlineError::Remove { path, source: e })
+                }
+                _ => {}
+            }
+            if let Some(dir) = path.parent() {
+                dirs.insert(dir.to_owned());
+            }
+        }
+        for dir in dirs {
+            sync_dir(&dir).map_err(|source| OnlineError::Remove { path: dir, source })?;
+        }
+        Ok(())
+    }
+}
+
 /// A 128-bit hex digest of a UID: opaque, fixed-length, filesystem-safe.
 fn key(uid: &str) -> String {
     let digest = Sha256::digest(uid.as_bytes());
