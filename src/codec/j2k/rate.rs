@@ -56,9 +56,14 @@ pub fn allocate(tiles: &mut [Tile], budgets: &[Option<usize>], overhead: usize) 
                     let prev = if layer == 0 { 0 } else { b.cuts[layer - 1] };
                     let mut n = b.min_passes.min(b.coded.passes.len()).max(prev);
                     // Slopes decrease along the hull: take the last point still above lambda.
-                    let k = h.partition_point(|p| p.1 >= lambda);
-                    if k > 0 {
-                        n = n.max(h[k - 1].0);
+                    if lambda == f64::NEG_INFINITY {
+                        // Everything, including trailing passes without measured gain.
+                        n = b.coded.passes.len();
+                    } else {
+                        let k = h.partition_point(|p| p.1 >= lambda);
+                        if k > 0 {
+                            n = n.max(h[k - 1].0);
+                        }
                     }
                     b.cuts[layer] = n;
                 }
