@@ -103,6 +103,8 @@ pub struct MqEncoder {
     /// element is the byte register B, which may still receive a carry.
     buf: Vec<u8>,
     ctx: [u8; NUM_CTX],
+    log: Vec<u8>,
+    logging: bool,
 }
 
 impl Default for MqEncoder {
@@ -114,7 +116,15 @@ impl Default for MqEncoder {
 impl MqEncoder {
     /// A fresh encoder with the tier-1 initial context states (Table D.7).
     pub fn new() -> Self {
-        let mut e = MqEncoder { a: 0x8000, c: 0, ct: 12, buf: Vec::with_capacity(4096), ctx: [0; NUM_CTX] };
+        let mut e = MqEncoder {
+            a: 0x8000,
+            c: 0,
+            ct: 12,
+            buf: Vec::with_capacity(4096),
+            ctx: [0; NUM_CTX],
+            log: Vec::new(),
+            logging: false,
+        };
         e.buf.push(0);
         e.reset_contexts();
         e
@@ -128,6 +138,8 @@ impl MqEncoder {
         self.buf.clear();
         self.buf.push(0);
         self.reset_contexts();
+        self.logging = false;
+        self.log.clear();
     }
 
     fn reset_contexts(&mut self) {
@@ -140,6 +152,9 @@ impl MqEncoder {
     /// Codes one binary decision `d` (0 or 1) in context `cx`.
     #[inline(always)]
     pub fn encode(&mut self, d: u32, cx: usize) {
+        if self.logging {
+            self.log.push(((cx as u8) << 1) | d as u8);
+        }
         let st = self.ctx[cx];
         let t = TRANS[st as usize];
         self.a -= t.qe;
@@ -230,99 +245,127 @@ impl MqEncoder {
     }
 }
 
+impl MqEncoder {
+    /// Starts recording every (context, symbol) pair coded from now on.
+    pub fn start_log(&mut self) {
+        self.log.clear();
+        self.logging = true;
+    }
+
+    /// Stops recording; returns the symbols logged so far as `cx << 1 | d`.
+    pub fn take_log(&mut self) -> Vec<u8> {
+        self.logging = false;
+        std::mem::take(&mut self.log)
+    }
+
+    /// Symbols logged so far.
+    pub fn log_len(&self) -> usize {
+        self.log.len()
+    }
+}
+
+/// Whether `prefix` (what a decoder receives, padded with ones past its end) decodes to
+/// exactly the `cx << 1 | d` symbols in `log`.
+pub fn prefix_decodes(prefix: &[u8], log: &[u8]) -> bool {
+    let mut dec = MqDecoder::new(prefix);
+    log.iter().all(|&s| dec.decode((s >> 1) as usize) == (s & 1) as u32)
+}
+
+/// MQ decoder (C.3). The encoder uses it to prove that a truncated ROI codeword still
+/// decodes every ROI symbol; the tests use it to check the encoder.
+pub struct MqDecoder<'a> {
+    data: &'a [u8],
+    pos: usize,
+    a: u32,
+    c: u32,
+    ct: u32,
+    ctx: [u8; NUM_CTX],
+}
+
+impl<'a> MqDecoder<'a> {
+    pub fn new(data: &'a [u8]) -> Self {
+        let mut d = MqDecoder { data, pos: 0, a: 0, c: 0, ct: 0, ctx: [0; NUM_CTX] };
+        d.ctx[0] = 8;
+        d.ctx[CTX_RL] = 6;
+        d.ctx[CTX_UNI] = 92;
+        d.c = (d.byte(0) as u32) << 16;
+        d.byte_in();
+        d.c <<= 7;
+        d.ct -= 7;
+        d.a = 0x8000;
+        d
+    }
+    fn byte(&self, i: usize) -> u8 {
+        // Past the end the decoder sees 0xFF 0xFF, i.e. a marker, i.e. ones.
+        *self.data.get(i).unwrap_or(&0xFF)
+    }
+    fn byte_in(&mut self) {
+        if self.byte(self.pos) == 0xFF {
+            if self.byte(self.pos + 1) > 0x8F {
+                self.c += 0xFF00;
+                self.ct = 8;
+            } else {
+                self.pos += 1;
+                self.c += (self.byte(self.pos) as u32) << 9;
+                self.ct = 7;
+            }
+        } else {
+            self.pos += 1;
+            self.c += (self.byte(self.pos) as u32) << 8;
+            self.ct = 8;
+        }
+    }
+    fn renorm(&mut self) {
+        loop {
+            if self.ct == 0 {
+                self.byte_in();
+            }
+            self.a <<= 1;
+            self.c <<= 1;
+            self.ct -= 1;
+            if self.a & 0x8000 != 0 {
+                break;
+            }
+        }
+    }
+    pub fn decode(&mut self, cx: usize) -> u32 {
+        let t = TRANS[self.ctx[cx] as usize];
+        self.a -= t.qe;
+        let d;
+        if (self.c >> 16) < t.qe {
+            // LPS exchange or MPS exchange in the lower sub-interval.
+            if self.a < t.qe {
+                d = t.mps as u32;
+                self.ctx[cx] = t.next_mps;
+            } else {
+                d = 1 - t.mps as u32;
+                self.ctx[cx] = t.next_lps;
+            }
+            self.a = t.qe;
+            self.renorm();
+        } else {
+            self.c -= t.qe << 16;
+            if self.a & 0x8000 == 0 {
+                if self.a < t.qe {
+                    d = 1 - t.mps as u32;
+                    self.ctx[cx] = t.next_lps;
+                } else {
+                    d = t.mps as u32;
+                    self.ctx[cx] = t.next_mps;
+                }
+                self.renorm();
+            } else {
+                d = t.mps as u32;
+            }
+        }
+        d
+    }
+}
+
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-
-    /// Minimal MQ decoder (C.3) used only to check the encoder.
-    pub(crate) struct MqDecoder<'a> {
-        data: &'a [u8],
-        pos: usize,
-        a: u32,
-        c: u32,
-        ct: u32,
-        pub ctx: [u8; NUM_CTX],
-    }
-
-    impl<'a> MqDecoder<'a> {
-        pub(crate) fn new(data: &'a [u8]) -> Self {
-            let mut d = MqDecoder { data, pos: 0, a: 0, c: 0, ct: 0, ctx: [0; NUM_CTX] };
-            d.ctx[0] = 8;
-            d.ctx[CTX_RL] = 6;
-            d.ctx[CTX_UNI] = 92;
-            d.c = (d.byte(0) as u32) << 16;
-            d.byte_in();
-            d.c <<= 7;
-            d.ct -= 7;
-            d.a = 0x8000;
-            d
-        }
-        fn byte(&self, i: usize) -> u8 {
-            // Past the end the decoder sees 0xFF 0xFF, i.e. a marker, i.e. ones.
-            *self.data.get(i).unwrap_or(&0xFF)
-        }
-        fn byte_in(&mut self) {
-            if self.byte(self.pos) == 0xFF {
-                if self.byte(self.pos + 1) > 0x8F {
-                    self.c += 0xFF00;
-                    self.ct = 8;
-                } else {
-                    self.pos += 1;
-                    self.c += (self.byte(self.pos) as u32) << 9;
-                    self.ct = 7;
-                }
-            } else {
-                self.pos += 1;
-                self.c += (self.byte(self.pos) as u32) << 8;
-                self.ct = 8;
-            }
-        }
-        fn renorm(&mut self) {
-            loop {
-                if self.ct == 0 {
-                    self.byte_in();
-                }
-                self.a <<= 1;
-                self.c <<= 1;
-                self.ct -= 1;
-                if self.a & 0x8000 != 0 {
-                    break;
-                }
-            }
-        }
-        pub(crate) fn decode(&mut self, cx: usize) -> u32 {
-            let t = TRANS[self.ctx[cx] as usize];
-            self.a -= t.qe;
-            let d;
-            if (self.c >> 16) < t.qe {
-                // LPS exchange or MPS exchange in the lower sub-interval.
-                if self.a < t.qe {
-                    d = t.mps as u32;
-                    self.ctx[cx] = t.next_mps;
-                } else {
-                    d = 1 - t.mps as u32;
-                    self.ctx[cx] = t.next_lps;
-                }
-                self.a = t.qe;
-                self.renorm();
-            } else {
-                self.c -= t.qe << 16;
-                if self.a & 0x8000 == 0 {
-                    if self.a < t.qe {
-                        d = 1 - t.mps as u32;
-                        self.ctx[cx] = t.next_lps;
-                    } else {
-                        d = t.mps as u32;
-                        self.ctx[cx] = t.next_mps;
-                    }
-                    self.renorm();
-                } else {
-                    d = t.mps as u32;
-                }
-            }
-            d
-        }
-    }
 
     struct Lcg(u64);
     impl Lcg {

@@ -11,7 +11,8 @@
 //! the context of a coefficient is a table lookup on its low flag bits and no bounds checks
 //! are needed at block edges.
 
-use super::mq::{MqEncoder, CTX_RL, CTX_UNI};
+use super::mq::{prefix_decodes, MqEncoder, CTX_RL, CTX_UNI};
+use super::roi::roi_passes;
 
 const N_SIG: u32 = 1 << 0;
 const S_SIG: u32 = 1 << 1;
@@ -182,6 +183,14 @@ pub fn encode_block(
     let roi_scale = 0.25f64.powi(roi_shift as i32);
     let mut ctx = Ctx { w, h, fw, mags, negs, zc, flags, mq, dist: 0.0, roi_thresh, roi_shift, roi_scale };
     let mut passes = Vec::with_capacity(numbps as usize * 3);
+    // ROI passes must survive truncation exactly, so their symbols are logged for a check.
+    let roi_n = if roi_shift > 0 { roi_passes(numbps, roi_shift) } else { 0 };
+    let total_passes = 3 * numbps as usize - 2;
+    let check_roi = roi_n > 0 && roi_n < total_passes;
+    if check_roi {
+        ctx.mq.start_log();
+    }
+    let mut roi_symbols = 0;
     for p in (0..numbps).rev() {
         if p + 1 < numbps {
             ctx.sig_prop(p);
@@ -191,7 +200,11 @@ pub fn encode_block(
         }
         ctx.cleanup(p);
         passes.push(PassInfo { rate: ctx.mq.committed() as u32 + 3, dist: ctx.dist });
+        if passes.len() == roi_n {
+            roi_symbols = ctx.mq.log_len();
+        }
     }
+    let log = if check_roi { ctx.mq.take_log() } else { Vec::new() };
     let data = ctx.mq.flush().to_vec();
     let total = data.len() as u32;
     let mut prev = 0u32;
@@ -206,6 +219,18 @@ pub fn encode_block(
     }
     if let Some(last) = passes.last_mut() {
         last.rate = total;
+    }
+    if check_roi {
+        // The rate estimate after a pass is almost always enough, but the ROI must be
+        // bit-exact: grow the truncation length until a real decode reproduces every ROI
+        // symbol (the full codeword always does).
+        let mut r = passes[roi_n - 1].rate as usize;
+        while r < data.len() && !prefix_decodes(&data[..r], &log[..roi_symbols]) {
+            r += 1;
+        }
+        for pass in passes[roi_n - 1..].iter_mut() {
+            pass.rate = pass.rate.max(r as u32);
+        }
     }
     CodedBlock { data, passes, numbps: numbps as u8 }
 }
@@ -406,7 +431,7 @@ pub(crate) mod tests {
     //! A reference tier-1 decoder written straight from Annex D (no flag tricks), used to
     //! check that the encoder's passes decode back to the coefficients, both in full and
     //! when truncated at every recorded pass length.
-    use super::super::mq::tests::MqDecoder;
+    use super::super::mq::MqDecoder;
     use super::*;
 
     pub(crate) fn decode_block(
@@ -586,6 +611,31 @@ pub(crate) mod tests {
         assert!(dists.windows(2).all(|d| d[1] >= d[0] - 1e-9), "distortion reduction must accumulate");
         let total: f64 = mags.iter().map(|&m| (m as f64) * (m as f64)).sum();
         assert!((dists.last().unwrap() - total).abs() < 1e-6 * total, "full decode removes all error");
+    }
+
+    #[test]
+    fn roi_truncation_point_decodes_every_roi_bit() {
+        let mut scratch = T1Scratch::default();
+        let (w, h, shift) = (32usize, 32usize, 9u8);
+        for seed in 0..200u64 {
+            let (mut mags, negs) = random_block(1000 + seed, w, h, 8);
+            // Random ROI subset: shifted above every (< 2^8) background magnitude.
+            for (i, m) in mags.iter_mut().enumerate() {
+                if (i as u64 * 2654435761 + seed) % 3 == 0 && *m > 0 {
+                    *m <<= shift;
+                }
+            }
+            let cb = encode_block(w, h, &mags, &negs, (seed % 4) as u8, shift, &mut scratch);
+            let n = roi_passes(cb.numbps, shift);
+            let cut = cb.passes[n - 1].rate as usize;
+            let got = decode_block(&cb.data[..cut], w, h, cb.numbps, n, (seed % 4) as u8);
+            for i in 0..w * h {
+                if mags[i] >= 1 << shift {
+                    let want = if negs[i] { -(mags[i] as i64) } else { mags[i] as i64 };
+                    assert_eq!(got[i], want, "seed {seed} coeff {i}: ROI value after truncation at {cut}");
+                }
+            }
+        }
     }
 
     #[test]
