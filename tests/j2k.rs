@@ -399,3 +399,45 @@ fn bad_input_is_an_error_not_a_panic() {
     assert!(matches!(e(&ok, &EncodeParams { mode: Mode::Lossy { ratio: 0.5 }, ..Default::default() }), J2kError::InvalidRatio(_)));
     assert!(matches!(e(&ok, &EncodeParams { layers: 0, ..Default::default() }), J2kError::InvalidLayers(0)));
 }
+
+// ---------- tiling and signed data in the lossy paths ----------
+
+#[test]
+fn lossy_and_roi_with_tiles_and_signed_samples() {
+    let dir = tempfile::tempdir().unwrap();
+    let px = ct_phantom(512, 512);
+    let img = gray(512, 512, 12, &px);
+    let orig = samples_i32(&img);
+    let p = EncodeParams { mode: Mode::Lossy { ratio: 15.0 }, tile: Some((256, 128)), layers: 2, ..Default::default() };
+    let enc = encode(&img, &p).unwrap();
+    assert!((enc.achieved_ratio / 15.0 - 1.0).abs() <= 0.1, "tiled lossy ratio {}", enc.achieved_ratio);
+    for (who, d) in decode_all(dir.path(), "tiled_lossy", &enc, &img) {
+        let q = psnr(&orig, &d.samples, 12, |_| true);
+        println!("tiled lossy 15:1 {who}: PSNR {q:.2}");
+        assert!(q > 48.0, "{who}: tiled lossy PSNR {q}");
+    }
+
+    // A disk straddling four tiles.
+    let mut mask = Mask::new(512, 512);
+    mask.add_ellipse(256.0, 256.0, 40.0, 25.0);
+    let enc = encode(&img, &EncodeParams { mode: Mode::Roi { mask: &mask, background_ratio: 20.0 }, tile: Some((256, 256)), ..Default::default() }).unwrap();
+    assert!(enc.roi_shift.is_some(), "{:?}", enc.note);
+    for (who, d) in decode_all(dir.path(), "tiled_roi", &enc, &img) {
+        let bad = (0..orig.len()).filter(|&i| mask.bits()[i] && d.samples[i] != orig[i]).count();
+        assert_eq!(bad, 0, "tiled ROI: {who}");
+        let bg = psnr(&orig, &d.samples, 12, |i| !mask.bits()[i]);
+        println!("tiled ROI {who}: background PSNR {bg:.2}, ratio {:.2}", enc.achieved_ratio);
+        assert!(bg.is_finite() && bg > 35.0);
+    }
+
+    let sp = signed_image(120, 90);
+    let simg = Image { width: 120, height: 90, components: 1, bits_stored: 16, signed: true, samples: Samples::I16(&sp) };
+    let sorig = samples_i32(&simg);
+    let enc = encode(&simg, &EncodeParams { mode: Mode::Lossy { ratio: 6.0 }, ..Default::default() }).unwrap();
+    assert!((enc.achieved_ratio / 6.0 - 1.0).abs() <= 0.1, "signed lossy ratio {}", enc.achieved_ratio);
+    for (who, d) in decode_all(dir.path(), "signed_lossy", &enc, &simg) {
+        let q = psnr(&sorig, &d.samples, 16, |_| true);
+        println!("signed 16-bit 6:1 {who}: PSNR {q:.2}");
+        assert!(q > 50.0, "{who}: signed lossy PSNR {q}");
+    }
+}
