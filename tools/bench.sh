@@ -6,7 +6,12 @@
 # beside Hadoop's FsShell -put, and C-MOVE of an archived study; C-FIND on a
 # 1,000,000-instance locator. Prints the ratios against the targets at the end.
 #
-#   tools/bench.sh [--ct-studies N] [--ct-images N] [--mr-studies N] [--mr-images N]
+#   tools/bench.sh [--ct-studies N] [--ct-images N] [--mr-studies N] [--mr-images N] [--j2k-only]
+#
+# The JPEG 2000 section (last; alone with --j2k-only) times Strata's encoder
+# (examples/j2k_bench) against OpenJPEG's opj_compress on the same generated CT (512x512
+# 12-bit) and MR (256x256 16-bit) images with matching settings: 5 levels (-n 6), 64x64
+# code-blocks, one layer, all cores; lossless, lossy at 20:1 of the stored bytes, and ROI.
 #
 # Everything runs inside a private network namespace (unshare -n) with only loopback, so
 # Orthanc, which cannot bind to 127.0.0.1 alone, is reachable from nothing else.
@@ -17,9 +22,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
-CT_STUDIES=10 CT_IMAGES=200 MR_STUDIES=3 MR_IMAGES=100
+CT_STUDIES=10 CT_IMAGES=200 MR_STUDIES=3 MR_IMAGES=100 J2K_ONLY=""
 while [ $# -gt 0 ]; do
     case "$1" in
+        --j2k-only) J2K_ONLY=1; shift ;;
         --ct-studies) CT_STUDIES=$2; shift 2 ;;
         --ct-images) CT_IMAGES=$2; shift 2 ;;
         --mr-studies) MR_STUDIES=$2; shift 2 ;;
@@ -28,9 +34,96 @@ while [ $# -gt 0 ]; do
     esac
 done
 
+# JPEG 2000: our encoder against opj_compress. Self-contained: needs only the j2k_bench
+# example, /usr/bin/opj_compress and /usr/bin/opj_decompress, and the venv's numpy for PSNR.
+j2k_section() {
+    local bench="$root/target/release/examples/j2k_bench" dir="$root/.cache/j2k-bench" runs=20
+    if [ ! -x /usr/bin/opj_compress ] || [ ! -x "$bench" ]; then
+        echo "J2K: opj_compress or $bench missing; skipping the J2K section" >&2
+        return 0
+    fi
+    mkdir -p "$dir"
+    "$bench" --write-pgm "$dir"
+    # Mean wall-clock ms of `runs` runs of a command (process start and file I/O included,
+    # which favours our in-memory example slightly).
+    mean_ms() {
+        local t0 t1
+        "$@" >/dev/null 2>&1
+        t0=$(date +%s%N)
+        for _ in $(seq "$runs"); do "$@" >/dev/null 2>&1; done
+        t1=$(date +%s%N)
+        echo "($t1 - $t0) / 1000000 / $runs" | bc -l
+    }
+    field() { grep -o " $1=[^ ]*" <<<"$2" | cut -d= -f2; }
+    pgm_psnr() {
+        "$root/.venv/bin/python" - "$1" "$2" "$3" <<'PY'
+import sys, numpy as np
+def pgm(p):
+    d = open(p, "rb").read()
+    parts, pos = [], 0
+    while len(parts) < 4:
+        while d[pos:pos+1].isspace(): pos += 1
+        if d[pos:pos+1] == b"#":
+            pos = d.index(b"\n", pos)
+            continue
+        end = pos
+        while not d[end:end+1].isspace(): end += 1
+        parts.append(d[pos:end]); pos = end
+    pos += 1
+    w, h, maxv = int(parts[1]), int(parts[2]), int(parts[3])
+    return np.frombuffer(d[pos:], dtype=">u2" if maxv > 255 else "u1")[: w * h].astype(np.float64)
+a, b, bits = pgm(sys.argv[1]), pgm(sys.argv[2]), int(sys.argv[3])
+mse = np.mean((a - b) ** 2)
+print("inf" if mse == 0 else "%.2f" % (10 * np.log10(((1 << bits) - 1) ** 2 / mse)))
+PY
+    }
+    echo
+    echo "JPEG 2000 encoder vs opj_compress (OpenJPEG $(opj_compress -h 2>&1 | grep -o 'v[0-9][0-9.]*[0-9]' | head -1)), $runs runs each, all cores"
+    declare -gA j2k_speed j2k_size
+    for spec in ct:12 mr:16; do
+        local img=${spec%%:*} bits=${spec##*:} ours ours_ms opj_ms opj_bytes
+        ours=$("$bench" --image "$img" --mode lossless --runs "$runs")
+        ours_ms=$(field ms "$ours")
+        opj_ms=$(mean_ms opj_compress -i "$dir/$img.pgm" -o "$dir/$img.j2k" -n 6 -b 64,64 -threads ALL_CPUS)
+        opj_bytes=$(stat -c %s "$dir/$img.j2k")
+        j2k_speed[$img]=$(echo "$opj_ms / $ours_ms" | bc -l)
+        j2k_size[$img]=$(echo "$(field bytes "$ours") / $opj_bytes" | bc -l)
+        printf '  %s lossless: ours %.1f ms %s bytes | opj_compress %.1f ms %s bytes\n' \
+            "$img" "$ours_ms" "$(field bytes "$ours")" "$opj_ms" "$opj_bytes"
+    done
+    # Lossy 20:1 of the stored (16-bit) bytes; opj_compress -r counts 12-bit samples.
+    local ours opj_ms opj_psnr
+    ours=$("$bench" --image ct --mode lossy:20 --runs "$runs")
+    opj_ms=$(mean_ms opj_compress -i "$dir/ct.pgm" -o "$dir/ct_lossy.j2k" -n 6 -b 64,64 -I -r 15 -threads ALL_CPUS)
+    opj_decompress -i "$dir/ct_lossy.j2k" -o "$dir/ct_lossy.pgm" >/dev/null 2>&1
+    opj_psnr=$(pgm_psnr "$dir/ct.pgm" "$dir/ct_lossy.pgm" 12)
+    j2k_speed[lossy]=$(echo "$opj_ms / $(field ms "$ours")" | bc -l)
+    printf '  ct lossy 20:1: ours %.1f ms %s bytes PSNR %s dB | opj_compress %.1f ms %s bytes PSNR %s dB\n' \
+        "$(field ms "$ours")" "$(field bytes "$ours")" "$(field psnr "$ours")" \
+        "$opj_ms" "$(stat -c %s "$dir/ct_lossy.j2k")" "$opj_psnr"
+    ours=$("$bench" --image ct --mode roi:30 --runs "$runs")
+    printf '  ct ROI (lesion disk, background 30:1): %.1f ms, ratio %s, ROI exact %s, background PSNR %s dB, shift %s\n' \
+        "$(field ms "$ours")" "$(field ratio "$ours")" "$(field roi_exact "$ours")" "$(field bg_psnr "$ours")" "$(field shift "$ours")"
+    echo "  ratios (target in brackets):"
+    for img in ct mr; do
+        printf '    %s lossless speed ours/opj %5.2fx [>= 1.0], size ours/opj %5.3f [<= 1.03]\n' \
+            "$img" "${j2k_speed[$img]}" "${j2k_size[$img]}"
+    done
+    printf '    ct lossy speed ours/opj      %5.2fx [>= 1.0]\n' "${j2k_speed[lossy]}"
+}
+
+if [ -n "$J2K_ONLY" ]; then
+    source tools/setup-deps.sh
+    install_debian libopenjp2-tools bc
+    install_venv
+    cargo build --release --quiet --example j2k_bench
+    j2k_section
+    exit 0
+fi
+
 if [ -z "${STRATA_BENCH_NETNS:-}" ]; then
     source tools/setup-deps.sh
-    install_debian dcmtk orthanc iproute2 bc
+    install_debian dcmtk orthanc iproute2 bc libopenjp2-tools
     tools/hdfs-dev.sh fetch
     install_venv
     cargo build --release --quiet --bins --examples
@@ -362,3 +455,4 @@ printf '  strata first instance p95    C-GET %.1f ms, C-MOVE %.1f ms [<= 50]\n' 
 printf '  converter/FsShell -put      %5.2fx  [>= 0.8]\n' "$(ratio "$convert_mbs" "$put_mbs")"
 printf '  C-MOVE archived/online      %5.2fx  [>= 0.8]\n' "$(ratio "$move_archived" "$move_online")"
 rm -rf "$work"
+j2k_section
