@@ -73,6 +73,21 @@ pub struct ArchiveConfig {
     /// HDFS replication for containers; else the cluster default.
     #[serde(default)]
     pub replication: Option<u32>,
+    /// `none` keeps instances as stored; `j2k-lossless` re-encodes uncompressed images as
+    /// JPEG 2000 lossless on their way into a container, each checked by decoding it again.
+    #[serde(default)]
+    pub compression: ArchiveCompression,
+}
+
+/// What the converter does to images on their way into the archive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ArchiveCompression {
+    /// Bytes unchanged.
+    #[default]
+    None,
+    /// Uncompressed images become JPEG 2000 lossless (1.2.840.10008.1.2.4.90).
+    J2kLossless,
 }
 
 /// The archive store backend.
@@ -93,6 +108,7 @@ impl Default for ArchiveConfig {
             hdfs_user: None,
             block_size_mb: None,
             replication: None,
+            compression: ArchiveCompression::None,
         }
     }
 }

@@ -54,6 +54,23 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Transcode one Part-10 file to JPEG 2000.
+    Transcode {
+        /// `j2k-lossless`, or `j2k-roi` (ROI lossless, background lossy; marked lossy).
+        #[arg(long, value_parser = ["j2k-lossless", "j2k-roi"])]
+        to: String,
+        /// Region of interest for `j2k-roi`: `auto` (from the grey histogram) or `x,y,w,h`.
+        #[arg(long, default_value = "auto")]
+        roi: String,
+        /// Overall compression ratio the background is truncated towards (`j2k-roi`).
+        #[arg(long, default_value_t = 10.0)]
+        ratio: f32,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+        input: PathBuf,
+        output: PathBuf,
+    },
     /// Show what is stored, per tier.
     Status {
         #[arg(long)]
@@ -198,6 +215,41 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         l.sop_instance_uid, l.tier, l.location, l.offset, l.length
                     );
                 }
+            }
+            Ok(())
+        }
+        Command::Transcode {
+            to,
+            roi,
+            ratio,
+            json,
+            input,
+            output,
+        } => {
+            // Our own info lines (the automatic ROI's size); the decoder's chatter stays out.
+            init_logging("strata=info,warn")?;
+            let target = match to.as_str() {
+                "j2k-lossless" => strata::codec::dicom::Target::Lossless,
+                _ => strata::codec::dicom::Target::Roi {
+                    roi: strata::admin::parse_roi(&roi).map_err(anyhow::Error::msg)?,
+                    ratio,
+                },
+            };
+            let summary = strata::admin::transcode(&input, &output, &target)?;
+            if json {
+                println!("{}", serde_json::to_string(&summary)?);
+            } else {
+                let roi = summary
+                    .roi_fraction
+                    .map(|(lo, hi)| format!(", ROI {:.1}-{:.1}% of the image", lo * 100.0, hi * 100.0))
+                    .unwrap_or_default();
+                println!(
+                    "wrote {} ({}, {}), ratio {:.2}:1{roi}",
+                    summary.output.display(),
+                    summary.transfer_syntax_uid,
+                    if summary.lossless { "lossless" } else { "lossy, marked" },
+                    summary.ratio
+                );
             }
             Ok(())
         }

@@ -100,7 +100,8 @@ pub async fn run(
             online.clone(),
             archive.clone(),
             Reader::new(online.clone(), archive.clone()),
-        ));
+        )
+        .with_compression(config.archive.compression));
         let schedule = TieringSchedule {
             window,
             min_age_days: config.tiering.min_age_days,

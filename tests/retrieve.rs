@@ -3,33 +3,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
 
 const IMPLICIT: &str = "1.2.840.10008.1.2";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A child process killed when dropped.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// DCMTK storescp writing data sets exactly as received (+B).
 fn dcmtk_storescp(aet: &str, port: u16, out: &Path) -> Running {
@@ -50,27 +30,6 @@ fn dcmtk_storescp(aet: &str, port: u16, out: &Path) -> Running {
         std::thread::sleep(Duration::from_millis(50));
     }
     panic!("storescp did not start");
-}
-
-/// tools/scp.py: a pynetdicom destination accepting only some SOP classes.
-fn py_storescp(aet: &str, port: u16, out: &Path, extra: &[&str]) -> Running {
-    let mut child = Command::new(python())
-        .arg(repo().join("tools/scp.py"))
-        .arg(port.to_string())
-        .args(["--aet", aet, "--out"])
-        .arg(out)
-        .args(extra)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "LISTENING");
-    Running(child)
 }
 
 /// A server that knows DEST (on `dest_port`) and DOWN (a port nobody listens on).

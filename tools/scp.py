@@ -16,7 +16,7 @@ import sys
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import CTImageStorage, MRImageStorage, Verification
 from pydicom.uid import (ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEGLosslessSV1,
-                         JPEGLSLossless, RLELossless)
+                         JPEGLSLossless, RLELossless, JPEG2000Lossless, JPEG2000)
 
 CLASSES = {"CT": CTImageStorage, "MR": MRImageStorage}
 
@@ -29,7 +29,7 @@ def main():
     p.add_argument("--accept", default="CT,MR")
     p.add_argument("--implicit-only", action="store_true")
     p.add_argument("--compressed", action="store_true",
-                   help="also accept JPEG Lossless, JPEG-LS Lossless and RLE")
+                   help="also accept JPEG Lossless, JPEG-LS Lossless, RLE and JPEG 2000")
     p.add_argument("--abort-after", type=int, default=0, help="A-ABORT after receiving N instances")
     args = p.parse_args()
     logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
@@ -49,7 +49,7 @@ def main():
     ae = AE(ae_title=args.aet)
     syntaxes = [ImplicitVRLittleEndian] if args.implicit_only else [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
     if args.compressed:
-        syntaxes = [JPEGLosslessSV1, JPEGLSLossless, RLELossless] + syntaxes
+        syntaxes = [JPEGLosslessSV1, JPEGLSLossless, RLELossless, JPEG2000Lossless, JPEG2000] + syntaxes
     for name in args.accept.split(","):
         ae.add_supported_context(CLASSES[name], syntaxes)
     ae.add_supported_context(Verification)

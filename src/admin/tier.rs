@@ -59,7 +59,8 @@ async fn open(config: &Config) -> Result<(Arc<Locator>, Converter), TierError> {
     let locator = Arc::new(Locator::open(&config.locator).await?);
     let archive = Arc::new(Archive::open(&config.archive).await?);
     let reader = Reader::new(online.clone(), archive.clone());
-    let converter = Converter::new(locator.clone(), online, archive, reader);
+    let converter = Converter::new(locator.clone(), online, archive, reader)
+        .with_compression(config.archive.compression);
     Ok((locator, converter))
 }
 

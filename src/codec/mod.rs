@@ -1,3 +1,6 @@
-//! Image codecs implemented inside Strata. Pure computation: no I/O, no DICOM knowledge.
+//! Image codecs. `j2k` is our JPEG 2000 encoder: pure computation, no I/O, no DICOM
+//! knowledge. `dicom` applies it to Part-10 instances (encapsulation, lossy marking, the
+//! decode-and-compare check).
 
+pub mod dicom;
 pub mod j2k;

@@ -33,6 +33,7 @@ use crate::locator::archive::{PlacedInstance, Switch};
 use crate::locator::{Locator, LocatorError};
 use crate::model::{StoredObject, Tier};
 use crate::online::{OnlineError, OnlineStore};
+use crate::config::ArchiveCompression;
 use crate::reader::{ReadError, Reader};
 
 /// Instances read ahead of the container being written.
@@ -73,6 +74,7 @@ pub struct Converter {
     online: Arc<OnlineStore>,
     archive: Arc<Archive>,
     reader: Reader,
+    compression: ArchiveCompression,
 }
 
 impl Converter {
@@ -87,7 +89,14 @@ impl Converter {
             online,
             archive,
             reader,
+            compression: ArchiveCompression::None,
         }
+    }
+
+    /// Sets what happens to images on their way into a container (`[archive] compression`).
+    pub fn with_compression(mut self, compression: ArchiveCompression) -> Converter {
+        self.compression = compression;
+        self
     }
 
     /// Finishes or undoes moves interrupted by a crash, and removes temporaries. Run before
@@ -205,20 +214,27 @@ impl Converter {
         // Owned futures: borrowing ones make the tiering task's future not provably Send.
         let objects: Vec<StoredObject> = instances.iter().map(|i| i.object.clone()).collect();
         let reader = self.reader.clone();
+        let compression = self.compression;
         let mut files = futures_util::stream::iter(objects)
             .map(move |object| {
                 let reader = reader.clone();
-                async move { reader.read_verified(&object).await }
+                async move {
+                    let bytes = reader.read_verified(&object).await?;
+                    Ok::<_, ConvertError>(compress(compression, &object, bytes).await)
+                }
             })
             .buffered(READ_AHEAD);
+        let mut stored_as = Vec::with_capacity(instances.len());
         for instance in instances {
-            let bytes = files.next().await.expect("one read per instance")?;
+            let (bytes, transfer_syntax_uid) =
+                files.next().await.expect("one read per instance")?;
             let placed = builder.add(&instance.sop_instance_uid, &bytes).await?;
             expected.push(Expected {
                 sop_instance_uid: instance.sop_instance_uid.clone(),
                 placed,
                 crc32c: crc32c(&bytes),
             });
+            stored_as.push(transfer_syntax_uid);
         }
         let length = builder.finish().await?;
         let written = started.elapsed();
@@ -231,7 +247,8 @@ impl Converter {
         let switches = instances
             .iter()
             .zip(&expected)
-            .map(|(instance, e)| Switch {
+            .zip(stored_as)
+            .map(|((instance, e), transfer_syntax_uid)| Switch {
                 sop_instance_uid: instance.sop_instance_uid.clone(),
                 from_tier: instance.object.tier,
                 from_location: instance.object.location.clone(),
@@ -241,7 +258,7 @@ impl Converter {
                     offset: e.placed.offset,
                     length: e.placed.length,
                     crc32c: e.crc32c,
-                    transfer_syntax_uid: instance.object.transfer_syntax_uid.clone(),
+                    transfer_syntax_uid,
                 },
             })
             .collect();
@@ -365,5 +382,42 @@ impl Converter {
         }
         self.locator.finish_job(job).await?;
         Ok(())
+    }
+}
+
+/// An instance's bytes as they go into the container, and their transfer syntax: unchanged,
+/// or JPEG 2000 lossless when configured, the image is uncompressed, and the result is
+/// smaller (the encoder checks every sample by decoding before it returns). An image that
+/// cannot be compressed goes in unchanged, with the reason in the log.
+async fn compress(
+    compression: ArchiveCompression,
+    object: &StoredObject,
+    bytes: bytes::Bytes,
+) -> (bytes::Bytes, String) {
+    let unchanged = |bytes| (bytes, object.transfer_syntax_uid.clone());
+    if compression == ArchiveCompression::None
+        || !crate::model::transfer_syntax::is_native(&object.transfer_syntax_uid)
+    {
+        return unchanged(bytes);
+    }
+    let input = bytes.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        crate::codec::dicom::to_j2k(&input, &crate::codec::dicom::Target::Lossless)
+    })
+    .await
+    .expect("compression task");
+    match result {
+        Ok(done) if done.lossless && done.file.len() < bytes.len() => (
+            bytes::Bytes::from(done.file),
+            done.transfer_syntax_uid.to_string(),
+        ),
+        Ok(done) => {
+            debug!(location = %object.location, ratio = done.ratio, "JPEG 2000 not smaller; archived as stored");
+            unchanged(bytes)
+        }
+        Err(e) => {
+            info!(location = %object.location, reason = %e, "not compressed; archived as stored");
+            unchanged(bytes)
+        }
     }
 }

@@ -135,13 +135,15 @@ impl Locator {
         for s in switches {
             let done = sqlx::query(
                 "UPDATE instances SET tier = ?, location = ?, byte_offset = ?, byte_length = ?, \
-                   crc32c = ? WHERE sop_instance_uid = ? AND tier = ? AND location = ?",
+                   crc32c = ?, transfer_syntax_uid = ? \
+                 WHERE sop_instance_uid = ? AND tier = ? AND location = ?",
             )
             .bind(s.to.tier.as_str())
             .bind(&s.to.location)
             .bind(s.to.offset as i64)
             .bind(s.to.length as i64)
             .bind(s.to.crc32c as i64)
+            .bind(&s.to.transfer_syntax_uid)
             .bind(&s.sop_instance_uid)
             .bind(s.from_tier.as_str())
             .bind(&s.from_location)

@@ -24,5 +24,16 @@ pub const STORAGE_TRANSFER_SYNTAXES: &[&str] = &[
     "1.2.840.10008.1.2.5",     // RLE Lossless
 ];
 
+/// Whether pixel data in this syntax is native (not encapsulated): the uncompressed ones.
+pub fn is_native(transfer_syntax_uid: &str) -> bool {
+    matches!(
+        transfer_syntax_uid,
+        IMPLICIT_VR_LITTLE_ENDIAN
+            | EXPLICIT_VR_LITTLE_ENDIAN
+            | DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN
+            | "1.2.840.10008.1.2.2" // Explicit VR Big Endian (retired)
+    )
+}
+
 /// Verification SOP Class (C-ECHO).
 pub const VERIFICATION_SOP_CLASS: &str = "1.2.840.10008.1.1";

@@ -507,3 +507,43 @@ pub fn assert_same_data_sets(
         );
     }
 }
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process killed when dropped.
+pub struct Running(pub Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// tools/scp.py: a pynetdicom destination accepting only some SOP classes.
+pub fn py_storescp(aet: &str, port: u16, out: &Path, extra: &[&str]) -> Running {
+    let mut child = Command::new(python())
+        .arg(repo().join("tools/scp.py"))
+        .arg(port.to_string())
+        .args(["--aet", aet, "--out"])
+        .arg(out)
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "LISTENING");
+    Running(child)
+}
+
