@@ -342,14 +342,17 @@ fn an_archive_on_an_ha_name_service_keeps_serving_across_a_namenode_failover() {
         ),
     );
     let server = TestServer::start_in(dir.path(), "", "");
-    assert!(server
-        .storescu("MODALITY", &corpus.study_paths(&studies[0]))
-        .status
-        .success());
-    let out = server.cli(&["tier", "run", "--min-age-days", "0", "--json"]);
-    assert!(out.status.success(), "{}", text(&out));
-    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(summary["archived"], 1, "{summary}");
+    let store_and_archive = |study: &str| {
+        assert!(server
+            .storescu("MODALITY", &corpus.study_paths(study))
+            .status
+            .success());
+        let out = server.cli(&["tier", "run", "--min-age-days", "0", "--json"]);
+        assert!(out.status.success(), "{}", text(&out));
+        let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(summary["archived"], 1, "{summary}");
+    };
+    store_and_archive(&studies[0]);
     assert_same_data_sets(
         &server.get_study(&studies[0]),
         &originals(&corpus, &studies[0]),
@@ -370,14 +373,7 @@ fn an_archive_on_an_ha_name_service_keeps_serving_across_a_namenode_failover() {
         "served through nn2 after failover",
     );
     // And the converter archives the next study through nn2.
-    assert!(server
-        .storescu("MODALITY", &corpus.study_paths(&studies[1]))
-        .status
-        .success());
-    let out = server.cli(&["tier", "run", "--min-age-days", "0", "--json"]);
-    assert!(out.status.success(), "{}", text(&out));
-    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(summary["archived"], 1, "{summary}");
+    store_and_archive(&studies[1]);
     let out = server.cli(&["locate", "--json", "--study", &studies[1]]);
     let located: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
     assert!(located.iter().all(|l| l["tier"] == "archive"), "{located:?}");
