@@ -312,11 +312,26 @@ impl Ctx<'_> {
         fl[fi + fw + 1] |= NW_SIG;
     }
 
+    /// OR of the flags of one stripe column, to skip columns with nothing to code.
+    #[inline(always)]
+    fn column_or(&self, y0: usize, y1: usize, x: usize) -> u32 {
+        let mut acc = 0;
+        let mut fi = (y0 + 1) * self.fw + x + 1;
+        for _ in y0..y1 {
+            acc |= self.flags[fi];
+            fi += self.fw;
+        }
+        acc
+    }
+
     fn sig_prop(&mut self, p: u8) {
         let (w, h, fw) = (self.w, self.h, self.fw);
         for y0 in (0..h).step_by(4) {
             let y1 = (y0 + 4).min(h);
             for x in 0..w {
+                if self.column_or(y0, y1, x) & NEIGHBOURS == 0 {
+                    continue; // nothing in this column has a significant neighbour
+                }
                 for y in y0..y1 {
                     let fi = (y + 1) * fw + x + 1;
                     let f = self.flags[fi];
@@ -342,6 +357,9 @@ impl Ctx<'_> {
         for y0 in (0..h).step_by(4) {
             let y1 = (y0 + 4).min(h);
             for x in 0..w {
+                if self.column_or(y0, y1, x) & SIG == 0 {
+                    continue;
+                }
                 for y in y0..y1 {
                     let fi = (y + 1) * fw + x + 1;
                     let f = self.flags[fi];
