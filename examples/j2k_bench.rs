@@ -4,7 +4,7 @@
 //! ROI pixels are exact and the background PSNR). tools/bench.sh runs it beside
 //! `opj_compress`; `--write-pgm DIR` writes the generated images for that.
 //!
-//!   j2k_bench [--image ct|mr|rgb] [--raw FILE,W,H,BITS] [--mode lossless|lossy:R|roi:R]
+//!   j2k_bench [--image ct|mr|rgb] [--raw FILE,W,H,BITS] [--mode lossless|lossy:R|psnr:DB|roi:R]
 //!             [--runs N] [--threads N] [--layers N] [--write-pgm DIR]
 
 #[path = "../tests/common/j2k_images.rs"]
@@ -142,8 +142,9 @@ fn main() {
     let mode = match args.mode.split_once(':') {
         None if args.mode == "lossless" => Mode::Lossless,
         Some(("lossy", r)) => Mode::Lossy { ratio: r.parse().expect("lossy:RATIO") },
+        Some(("psnr", r)) => Mode::Quality { psnr: r.parse().expect("psnr:DB") },
         Some(("roi", r)) => Mode::Roi { mask: &mask, background_ratio: r.parse().expect("roi:RATIO") },
-        _ => panic!("--mode lossless|lossy:R|roi:R"),
+        _ => panic!("--mode lossless|lossy:R|psnr:DB|roi:R"),
     };
     let params = EncodeParams { mode, threads: args.threads, layers: args.layers, ..Default::default() };
     let first = encode(&img, &params).expect("encode");

@@ -441,3 +441,22 @@ fn lossy_and_roi_with_tiles_and_signed_samples() {
         assert!(q > 50.0, "{who}: signed lossy PSNR {q}");
     }
 }
+
+#[test]
+fn psnr_target_is_met_without_overshooting_much() {
+    let dir = tempfile::tempdir().unwrap();
+    let px = ct_phantom(512, 512);
+    let img = gray(512, 512, 12, &px);
+    let orig = samples_i32(&img);
+    let mut last_size = 0;
+    for &target in &[46.0f32, 52.0, 58.0] {
+        let enc = encode(&img, &EncodeParams { mode: Mode::Quality { psnr: target }, layers: 2, ..Default::default() }).unwrap();
+        assert!(enc.codestream.len() > last_size, "higher PSNR must cost more bytes");
+        last_size = enc.codestream.len();
+        for (who, d) in decode_all(dir.path(), &format!("q{target}"), &enc, &img) {
+            let p = psnr(&orig, &d.samples, 12, |_| true);
+            println!("target {target} dB: {who} {p:.2} dB at ratio {:.2}", enc.achieved_ratio);
+            assert!(p >= target as f64 - 0.1 && p <= target as f64 + 2.0, "{who}: target {target}, got {p:.2}");
+        }
+    }
+}

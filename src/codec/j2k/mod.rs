@@ -2,8 +2,8 @@
 //! payload DICOM encapsulates for transfer syntaxes 1.2.840.10008.1.2.4.90 (lossless only)
 //! and .91 (lossless or lossy). Pure computation: no I/O.
 //!
-//! Three modes: lossless (reversible 5/3, RCT for RGB), lossy to a compression ratio
-//! (irreversible 9/7, ICT for RGB, PCRD-opt rate control over quality layers), and MAXSHIFT
+//! Four modes: lossless (reversible 5/3, RCT for RGB), lossy to a compression ratio or to a
+//! PSNR (irreversible 9/7, ICT for RGB, PCRD-opt rate control over quality layers), and MAXSHIFT
 //! region of interest (reversible 5/3; ROI pixels decode bit-exact while the background is
 //! truncated to a ratio). The pipeline is: DC shift -> colour transform -> DWT ->
 //! quantisation -> ROI scaling -> tier-1 per code-block (parallel) -> rate allocation ->
@@ -48,6 +48,8 @@ pub enum J2kError {
     InvalidTile { width: u32, height: u32, reason: &'static str },
     #[error("invalid compression ratio {0} (must be finite and >= 1)")]
     InvalidRatio(f32),
+    #[error("invalid PSNR target {0} dB (must be finite and positive)")]
+    InvalidPsnr(f32),
     #[error("invalid layer count {0} (1..=64)")]
     InvalidLayers(u8),
     #[error("coefficients need {0} guard bits; at most 7 can be signalled")]
@@ -144,6 +146,9 @@ pub enum Mode<'m> {
     Lossless,
     /// Irreversible 9/7 truncated to `raw_bytes / ratio` bytes.
     Lossy { ratio: f32 },
+    /// Irreversible 9/7 truncated to the fewest bytes whose estimated PSNR (peak
+    /// `2^bits - 1`, over all samples) reaches `psnr` dB.
+    Quality { psnr: f32 },
     /// Reversible 5/3 with MAXSHIFT: pixels inside `mask` decode exactly; the whole
     /// codestream is truncated towards `raw_bytes / background_ratio` bytes by dropping
     /// background coding passes only.
@@ -208,6 +213,7 @@ pub fn encode(image: &Image<'_>, params: &EncodeParams<'_>) -> Result<Encoded, J
         Mode::Lossy { ratio } | Mode::Roi { background_ratio: ratio, .. } if !(ratio.is_finite() && ratio >= 1.0) => {
             return Err(J2kError::InvalidRatio(ratio));
         }
+        Mode::Quality { psnr } if !(psnr.is_finite() && psnr > 0.0) => return Err(J2kError::InvalidPsnr(psnr)),
         Mode::Roi { mask, .. } if (mask.width(), mask.height()) != (image.width, image.height) => {
             return Err(J2kError::MaskSizeMismatch {
                 mask: (mask.width(), mask.height()),
@@ -313,7 +319,7 @@ fn encode_planes(image: &Image<'_>, params: &EncodeParams<'_>, planes: &[Vec<i32
     let (w, h) = (image.width as usize, image.height as usize);
     let nc = image.components as usize;
     let bits = image.bits_stored;
-    let reversible = !matches!(params.mode, Mode::Lossy { .. });
+    let reversible = !matches!(params.mode, Mode::Lossy { .. } | Mode::Quality { .. });
     let (cbw, cbh) = params.code_block;
     let roi_mask = match params.mode {
         Mode::Roi { mask, .. } => Some(mask),
@@ -539,6 +545,14 @@ fn encode_planes(image: &Image<'_>, params: &EncodeParams<'_>, planes: &[Vec<i32
     let final_budget = match params.mode {
         Mode::Lossless => None,
         Mode::Lossy { ratio } | Mode::Roi { background_ratio: ratio, .. } => Some((raw as f64 / ratio as f64) as usize),
+        Mode::Quality { psnr } => {
+            let peak = ((1u64 << bits) - 1) as f64;
+            let samples = (w * h * nc) as f64;
+            // The error model (mid-interval reconstruction, orthogonal-basis energy) runs
+            // about 0.3 dB optimistic against OpenJPEG at high rates: aim that much higher.
+            let max_error = peak * peak * samples / 10f64.powf((psnr as f64 + 0.3) / 10.0);
+            Some(rate::budget_for_error(&mut t2tiles, max_error, overhead))
+        }
     };
     let top = match final_budget {
         Some(b) => b,
