@@ -129,7 +129,7 @@ impl Mask {
 /// Otsu's threshold: the value maximising between-class variance over a 1024-bin histogram.
 fn otsu(values: &[f64]) -> f64 {
     let (min, max) = values.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
-    if !(max > min) {
+    if max <= min {
         return max;
     }
     const BINS: usize = 1024;

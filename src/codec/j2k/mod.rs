@@ -9,12 +9,12 @@
 //! quantisation -> ROI scaling -> tier-1 per code-block (parallel) -> rate allocation ->
 //! tier-2 packets -> codestream markers.
 //!
-//! Module map: [`dwt`] transforms, `mq`/`t1` tier-1 coding, `tagtree`/`t2` packets, `rate`
+//! Module map: `dwt` transforms, `mq`/`t1` tier-1 coding, `tagtree`/`t2` packets, `rate`
 //! PCRD-opt, `codestream` markers, `color` RCT/ICT, `roi` MAXSHIFT, [`mask`] ROI masks.
 
 mod codestream;
 mod color;
-pub mod dwt;
+mod dwt;
 pub mod mask;
 mod mq;
 mod rate;

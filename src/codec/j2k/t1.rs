@@ -232,7 +232,7 @@ pub fn encode_block(
             pass.rate = pass.rate.max(r as u32);
         }
     }
-    CodedBlock { data, passes, numbps: numbps as u8 }
+    CodedBlock { data, passes, numbps }
 }
 
 struct Ctx<'a> {

@@ -140,9 +140,9 @@ pub fn encode_tile(tile: &Tile, nlayers: usize) -> Vec<u8> {
     let mut out = Vec::new();
     for layer in 0..nlayers {
         for r in 0..nres {
-            for (c, comp) in tile.comps.iter().enumerate() {
-                if let Some(res) = comp.resolutions.get(r) {
-                    encode_packet(res, &mut states[c][r], layer, &mut out);
+            for (comp, state) in tile.comps.iter().zip(states.iter_mut()) {
+                if let (Some(res), Some(st)) = (comp.resolutions.get(r), state.get_mut(r)) {
+                    encode_packet(res, st, layer, &mut out);
                 }
             }
         }
