@@ -196,6 +196,20 @@ fn lossless_odd_and_tiny_sizes() {
 }
 
 #[test]
+fn lossless_low_bit_depths() {
+    let dir = tempfile::tempdir().unwrap();
+    for bits in [1u8, 2, 5, 7] {
+        let max = (1u32 << bits) - 1;
+        let px: Vec<u8> = ct_phantom(67, 45).iter().map(|&v| (v as u32 * max / 4095) as u8).collect();
+        let img = Image { width: 67, height: 45, components: 1, bits_stored: bits, signed: false, samples: Samples::U8(&px) };
+        assert_lossless(dir.path(), &format!("bits{bits}"), &img, &EncodeParams::default());
+    }
+    let sp: Vec<i16> = signed_image(40, 30).iter().map(|&v| v >> 8).collect();
+    let img = Image { width: 40, height: 30, components: 1, bits_stored: 8, signed: true, samples: Samples::I16(&sp) };
+    assert_lossless(dir.path(), "signed8", &img, &EncodeParams::default());
+}
+
+#[test]
 fn lossless_signed_16bit() {
     let dir = tempfile::tempdir().unwrap();
     let px = signed_image(97, 83);
