@@ -181,31 +181,33 @@ pub fn encode_block(
     let zc = &ZC_LUT[orient as usize & 3];
     let roi_thresh = if roi_shift > 0 { 1u32 << roi_shift } else { u32::MAX };
     let roi_scale = 0.25f64.powi(roi_shift as i32);
-    let mut ctx = Ctx { w, h, fw, mags, negs, zc, flags, mq, dist: 0.0, roi_thresh, roi_shift, roi_scale };
+    let blk = Blk { w, h, fw, mags, negs, zc, roi_thresh, roi_shift, roi_scale };
+    let flags = &mut flags[..];
+    let mut dist = 0.0;
     let mut passes = Vec::with_capacity(numbps as usize * 3);
     // ROI passes must survive truncation exactly, so their symbols are logged for a check.
     let roi_n = if roi_shift > 0 { roi_passes(numbps, roi_shift) } else { 0 };
     let total_passes = 3 * numbps as usize - 2;
     let check_roi = roi_n > 0 && roi_n < total_passes;
     if check_roi {
-        ctx.mq.start_log();
+        mq.start_log();
     }
     let mut roi_symbols = 0;
     for p in (0..numbps).rev() {
         if p + 1 < numbps {
-            ctx.sig_prop(p);
-            passes.push(PassInfo { rate: ctx.mq.committed() as u32 + 3, dist: ctx.dist });
-            ctx.mag_ref(p);
-            passes.push(PassInfo { rate: ctx.mq.committed() as u32 + 3, dist: ctx.dist });
+            dist += sig_prop(&blk, flags, mq, p);
+            passes.push(PassInfo { rate: mq.committed() as u32 + 3, dist });
+            dist += mag_ref(&blk, flags, mq, p);
+            passes.push(PassInfo { rate: mq.committed() as u32 + 3, dist });
         }
-        ctx.cleanup(p);
-        passes.push(PassInfo { rate: ctx.mq.committed() as u32 + 3, dist: ctx.dist });
+        dist += cleanup(&blk, flags, mq, p);
+        passes.push(PassInfo { rate: mq.committed() as u32 + 3, dist });
         if passes.len() == roi_n {
-            roi_symbols = ctx.mq.log_len();
+            roi_symbols = mq.log_len();
         }
     }
-    let log = if check_roi { ctx.mq.take_log() } else { Vec::new() };
-    let data = ctx.mq.flush().to_vec();
+    let log = if check_roi { mq.take_log() } else { Vec::new() };
+    let data = mq.flush().to_vec();
     let total = data.len() as u32;
     let mut prev = 0u32;
     for pass in passes.iter_mut() {
@@ -235,22 +237,22 @@ pub fn encode_block(
     CodedBlock { data, passes, numbps }
 }
 
-struct Ctx<'a> {
+/// Read-only description of the block being coded. The mutable state (flags, MQ coder) is
+/// passed to the pass functions as separate `&mut` arguments so the compiler knows they do
+/// not alias and can keep the coder's registers in CPU registers through a pass.
+struct Blk<'a> {
     w: usize,
     h: usize,
     fw: usize,
     mags: &'a [u32],
     negs: &'a [bool],
     zc: &'a [u8; 256],
-    flags: &'a mut Vec<u32>,
-    mq: &'a mut MqEncoder,
-    dist: f64,
     roi_thresh: u32,
     roi_shift: u8,
     roi_scale: f64,
 }
 
-impl Ctx<'_> {
+impl Blk<'_> {
     /// Weighs an error reduction measured at plane `p` for magnitude `m`: ROI coefficients
     /// are scaled back to image units, and their bits below the shift carry no information.
     #[inline(always)]
@@ -262,6 +264,8 @@ impl Ctx<'_> {
         }
     }
 
+    /// Error reduction when magnitude `m` becomes significant at plane `p` (reconstruction
+    /// moves from 0 to the middle of [2^p, 2^(p+1)), or to `m` itself at plane 0).
     #[inline(always)]
     fn sig_dist(&self, m: u32, p: u8) -> f64 {
         let mf = m as f64;
@@ -270,6 +274,7 @@ impl Ctx<'_> {
         self.weigh(m, p, d)
     }
 
+    /// Error reduction when plane `p` of an already significant magnitude is refined.
     #[inline(always)]
     fn ref_dist(&self, m: u32, p: u8) -> f64 {
         let one = 1u64 << p;
@@ -286,162 +291,167 @@ impl Ctx<'_> {
         self.weigh(m, p, d)
     }
 
-    #[inline(always)]
-    fn code_sign_and_mark(&mut self, fi: usize, ci: usize) {
-        let f = self.flags[fi];
-        let sc = SC_LUT[((f & 0xF) | ((f >> 4) & 0xF0)) as usize];
-        let neg = self.negs[ci];
-        self.mq.encode((neg as u32) ^ (sc as u32 >> 7), (sc & 0x1F) as usize);
-        let fw = self.fw;
-        let fl = &mut self.flags[..];
-        fl[fi] |= SIG;
-        if neg {
-            fl[fi - fw] |= S_SIG | S_NEG;
-            fl[fi + fw] |= N_SIG | N_NEG;
-            fl[fi - 1] |= E_SIG | E_NEG;
-            fl[fi + 1] |= W_SIG | W_NEG;
-        } else {
-            fl[fi - fw] |= S_SIG;
-            fl[fi + fw] |= N_SIG;
-            fl[fi - 1] |= E_SIG;
-            fl[fi + 1] |= W_SIG;
-        }
-        fl[fi - fw - 1] |= SE_SIG;
-        fl[fi - fw + 1] |= SW_SIG;
-        fl[fi + fw - 1] |= NE_SIG;
-        fl[fi + fw + 1] |= NW_SIG;
-    }
-
     /// OR of the flags of one stripe column, to skip columns with nothing to code.
     #[inline(always)]
-    fn column_or(&self, y0: usize, y1: usize, x: usize) -> u32 {
+    fn column_or(&self, flags: &[u32], y0: usize, y1: usize, x: usize) -> u32 {
         let mut acc = 0;
         let mut fi = (y0 + 1) * self.fw + x + 1;
         for _ in y0..y1 {
-            acc |= self.flags[fi];
+            acc |= flags[fi];
             fi += self.fw;
         }
         acc
     }
+}
 
-    fn sig_prop(&mut self, p: u8) {
-        let (w, h, fw) = (self.w, self.h, self.fw);
-        for y0 in (0..h).step_by(4) {
-            let y1 = (y0 + 4).min(h);
-            for x in 0..w {
-                if self.column_or(y0, y1, x) & NEIGHBOURS == 0 {
-                    continue; // nothing in this column has a significant neighbour
-                }
-                for y in y0..y1 {
-                    let fi = (y + 1) * fw + x + 1;
-                    let f = self.flags[fi];
-                    if f & SIG != 0 || f & NEIGHBOURS == 0 {
-                        continue;
-                    }
-                    let ci = y * w + x;
-                    let m = self.mags[ci];
-                    let bit = (m >> p) & 1;
-                    self.mq.encode(bit, self.zc[(f & NEIGHBOURS) as usize] as usize);
-                    if bit != 0 {
-                        self.code_sign_and_mark(fi, ci);
-                        self.dist += self.sig_dist(m, p);
-                    }
-                    self.flags[fi] |= VISIT;
-                }
-            }
-        }
+#[inline(always)]
+fn code_sign_and_mark(b: &Blk, flags: &mut [u32], mq: &mut MqEncoder, fi: usize, ci: usize) {
+    let f = flags[fi];
+    let sc = SC_LUT[((f & 0xF) | ((f >> 4) & 0xF0)) as usize];
+    let neg = b.negs[ci];
+    mq.encode((neg as u32) ^ (sc as u32 >> 7), (sc & 0x1F) as usize);
+    let fw = b.fw;
+    flags[fi] |= SIG;
+    if neg {
+        flags[fi - fw] |= S_SIG | S_NEG;
+        flags[fi + fw] |= N_SIG | N_NEG;
+        flags[fi - 1] |= E_SIG | E_NEG;
+        flags[fi + 1] |= W_SIG | W_NEG;
+    } else {
+        flags[fi - fw] |= S_SIG;
+        flags[fi + fw] |= N_SIG;
+        flags[fi - 1] |= E_SIG;
+        flags[fi + 1] |= W_SIG;
     }
+    flags[fi - fw - 1] |= SE_SIG;
+    flags[fi - fw + 1] |= SW_SIG;
+    flags[fi + fw - 1] |= NE_SIG;
+    flags[fi + fw + 1] |= NW_SIG;
+}
 
-    fn mag_ref(&mut self, p: u8) {
-        let (w, h, fw) = (self.w, self.h, self.fw);
-        for y0 in (0..h).step_by(4) {
-            let y1 = (y0 + 4).min(h);
-            for x in 0..w {
-                if self.column_or(y0, y1, x) & SIG == 0 {
+/// Significance propagation pass at plane `p`; returns its distortion reduction.
+fn sig_prop(b: &Blk, flags: &mut [u32], mq: &mut MqEncoder, p: u8) -> f64 {
+    let (w, h, fw) = (b.w, b.h, b.fw);
+    let mut dist = 0.0;
+    for y0 in (0..h).step_by(4) {
+        let y1 = (y0 + 4).min(h);
+        for x in 0..w {
+            if b.column_or(flags, y0, y1, x) & NEIGHBOURS == 0 {
+                continue; // nothing in this column has a significant neighbour
+            }
+            for y in y0..y1 {
+                let fi = (y + 1) * fw + x + 1;
+                let f = flags[fi];
+                if f & SIG != 0 || f & NEIGHBOURS == 0 {
                     continue;
                 }
-                for y in y0..y1 {
-                    let fi = (y + 1) * fw + x + 1;
-                    let f = self.flags[fi];
-                    if f & (SIG | VISIT) != SIG {
-                        continue;
-                    }
-                    let ci = y * w + x;
-                    let m = self.mags[ci];
-                    let cx = if f & REFINED != 0 {
-                        16
-                    } else if f & NEIGHBOURS != 0 {
-                        15
-                    } else {
-                        14
-                    };
-                    self.mq.encode((m >> p) & 1, cx);
-                    self.dist += self.ref_dist(m, p);
-                    self.flags[fi] = f | REFINED;
+                let ci = y * w + x;
+                let m = b.mags[ci];
+                let bit = (m >> p) & 1;
+                mq.encode(bit, b.zc[(f & NEIGHBOURS) as usize] as usize);
+                if bit != 0 {
+                    code_sign_and_mark(b, flags, mq, fi, ci);
+                    dist += b.sig_dist(m, p);
                 }
+                flags[fi] |= VISIT;
             }
         }
     }
+    dist
+}
 
-    #[inline(always)]
-    fn cleanup_one(&mut self, fi: usize, ci: usize, p: u8) {
-        let f = self.flags[fi];
-        if f & (SIG | VISIT) == 0 {
-            let m = self.mags[ci];
-            let bit = (m >> p) & 1;
-            self.mq.encode(bit, self.zc[(f & NEIGHBOURS) as usize] as usize);
-            if bit != 0 {
-                self.code_sign_and_mark(fi, ci);
-                self.dist += self.sig_dist(m, p);
+/// Magnitude refinement pass at plane `p`; returns its distortion reduction.
+fn mag_ref(b: &Blk, flags: &mut [u32], mq: &mut MqEncoder, p: u8) -> f64 {
+    let (w, h, fw) = (b.w, b.h, b.fw);
+    let mut dist = 0.0;
+    for y0 in (0..h).step_by(4) {
+        let y1 = (y0 + 4).min(h);
+        for x in 0..w {
+            if b.column_or(flags, y0, y1, x) & SIG == 0 {
+                continue;
+            }
+            for y in y0..y1 {
+                let fi = (y + 1) * fw + x + 1;
+                let f = flags[fi];
+                if f & (SIG | VISIT) != SIG {
+                    continue;
+                }
+                let m = b.mags[y * w + x];
+                let cx = if f & REFINED != 0 {
+                    16
+                } else if f & NEIGHBOURS != 0 {
+                    15
+                } else {
+                    14
+                };
+                mq.encode((m >> p) & 1, cx);
+                dist += b.ref_dist(m, p);
+                flags[fi] = f | REFINED;
             }
         }
-        self.flags[fi] &= !VISIT;
     }
+    dist
+}
 
-    fn cleanup(&mut self, p: u8) {
-        let (w, h, fw) = (self.w, self.h, self.fw);
-        for y0 in (0..h).step_by(4) {
-            let full = y0 + 4 <= h;
-            let y1 = (y0 + 4).min(h);
-            for x in 0..w {
-                let fi0 = (y0 + 1) * fw + x + 1;
-                let mut start = y0;
-                if full {
-                    let quiet = (self.flags[fi0]
-                        | self.flags[fi0 + fw]
-                        | self.flags[fi0 + 2 * fw]
-                        | self.flags[fi0 + 3 * fw])
-                        & (SIG | VISIT | NEIGHBOURS)
-                        == 0;
-                    if quiet {
-                        // Run-length mode: one symbol says whether any of the four becomes
-                        // significant, then the position of the first one.
-                        let ci0 = y0 * w + x;
-                        let first = (0..4).find(|&k| (self.mags[ci0 + k * w] >> p) & 1 != 0);
-                        match first {
-                            None => {
-                                self.mq.encode(0, CTX_RL);
-                                continue;
-                            }
-                            Some(k) => {
-                                self.mq.encode(1, CTX_RL);
-                                self.mq.encode((k >> 1) as u32, CTX_UNI);
-                                self.mq.encode((k & 1) as u32, CTX_UNI);
-                                let fi = fi0 + k * fw;
-                                let ci = ci0 + k * w;
-                                self.code_sign_and_mark(fi, ci);
-                                self.dist += self.sig_dist(self.mags[ci], p);
-                                start = y0 + k + 1;
-                            }
+#[inline(always)]
+fn cleanup_one(b: &Blk, flags: &mut [u32], mq: &mut MqEncoder, fi: usize, ci: usize, p: u8) -> f64 {
+    let f = flags[fi];
+    let mut dist = 0.0;
+    if f & (SIG | VISIT) == 0 {
+        let m = b.mags[ci];
+        let bit = (m >> p) & 1;
+        mq.encode(bit, b.zc[(f & NEIGHBOURS) as usize] as usize);
+        if bit != 0 {
+            code_sign_and_mark(b, flags, mq, fi, ci);
+            dist = b.sig_dist(m, p);
+        }
+    }
+    flags[fi] &= !VISIT;
+    dist
+}
+
+/// Cleanup pass at plane `p` (with run-length mode); returns its distortion reduction.
+fn cleanup(b: &Blk, flags: &mut [u32], mq: &mut MqEncoder, p: u8) -> f64 {
+    let (w, h, fw) = (b.w, b.h, b.fw);
+    let mut dist = 0.0;
+    for y0 in (0..h).step_by(4) {
+        let full = y0 + 4 <= h;
+        let y1 = (y0 + 4).min(h);
+        for x in 0..w {
+            let fi0 = (y0 + 1) * fw + x + 1;
+            let mut start = y0;
+            if full {
+                let quiet = (flags[fi0] | flags[fi0 + fw] | flags[fi0 + 2 * fw] | flags[fi0 + 3 * fw])
+                    & (SIG | VISIT | NEIGHBOURS)
+                    == 0;
+                if quiet {
+                    // Run-length mode: one symbol says whether any of the four becomes
+                    // significant, then the position of the first one.
+                    let ci0 = y0 * w + x;
+                    let first = (0..4).find(|&k| (b.mags[ci0 + k * w] >> p) & 1 != 0);
+                    match first {
+                        None => {
+                            mq.encode(0, CTX_RL);
+                            continue;
+                        }
+                        Some(k) => {
+                            mq.encode(1, CTX_RL);
+                            mq.encode((k >> 1) as u32, CTX_UNI);
+                            mq.encode((k & 1) as u32, CTX_UNI);
+                            let ci = ci0 + k * w;
+                            code_sign_and_mark(b, flags, mq, fi0 + k * fw, ci);
+                            dist += b.sig_dist(b.mags[ci], p);
+                            start = y0 + k + 1;
                         }
                     }
                 }
-                for y in start..y1 {
-                    self.cleanup_one((y + 1) * fw + x + 1, y * w + x, p);
-                }
+            }
+            for y in start..y1 {
+                dist += cleanup_one(b, flags, mq, (y + 1) * fw + x + 1, y * w + x, p);
             }
         }
     }
+    dist
 }
 
 #[cfg(test)]
