@@ -359,7 +359,7 @@ fn roi_auto_mask_on_ct() {
     let dir = tempfile::tempdir().unwrap();
     let px = ct_phantom(256, 256);
     let img = gray(256, 256, 12, &px);
-    let auto = Mask::auto(&img, 0.001).unwrap();
+    let auto = Mask::auto(&img).unwrap();
     println!("auto mask covers {:.1}% of the image", auto.fraction * 100.0);
     assert!(auto.fraction > 0.3 && auto.fraction < 0.6, "body ellipse is ~44% of the image, got {}", auto.fraction);
     let enc = check_roi(dir.path(), "roi_auto", &img, &auto.mask, 4.0);

@@ -42,6 +42,8 @@ pub enum J2kError {
     SampleOutOfRange { index: usize, value: i64, bits: u8, signedness: &'static str },
     #[error("ROI mask is {}x{} but the image is {}x{}", mask.0, mask.1, image.0, image.1)]
     MaskSizeMismatch { mask: (u32, u32), image: (u32, u32) },
+    #[error("mask bitmap has {actual} entries, {expected} expected")]
+    MaskBitmapLength { expected: usize, actual: usize },
     #[error("invalid code-block size {0}x{1} (powers of two, 4..=1024, area <= 4096)")]
     InvalidCodeBlock(u32, u32),
     #[error("invalid tile size {width}x{height}: {reason}")]
@@ -59,9 +61,13 @@ pub enum J2kError {
 /// Sample storage of an [`Image`]; interleaved (R, G, B, R, ...) for colour.
 #[derive(Clone, Copy, Debug)]
 pub enum Samples<'a> {
+    /// 8-bit storage (BitsAllocated 8).
     U8(&'a [u8]),
+    /// 16-bit unsigned storage (BitsAllocated 16, PixelRepresentation 0).
     U16(&'a [u16]),
+    /// 16-bit two's complement storage (PixelRepresentation 1).
     I16(&'a [i16]),
+    /// Any values already widened to 32 bits.
     I32(&'a [i32]),
 }
 
@@ -104,12 +110,18 @@ impl Samples<'_> {
 /// An image to encode. Values must fit `bits_stored` (two's complement range when `signed`).
 #[derive(Clone, Copy, Debug)]
 pub struct Image<'a> {
+    /// Columns.
     pub width: u32,
+    /// Rows.
     pub height: u32,
     /// 1 (grey) or 3 (RGB, interleaved).
     pub components: u16,
+    /// Significant bits per sample (DICOM BitsStored), 1..=16; higher bits must be clear
+    /// (or sign extension for signed data).
     pub bits_stored: u8,
+    /// Two's complement samples (DICOM PixelRepresentation 1); unsigned ones are DC-shifted.
     pub signed: bool,
+    /// Row-major samples, `width * height * components` of them.
     pub samples: Samples<'a>,
 }
 
@@ -159,6 +171,7 @@ pub enum Mode<'m> {
 /// one tile, all cores.
 #[derive(Clone, Copy, Debug)]
 pub struct EncodeParams<'m> {
+    /// Lossless, lossy (ratio or PSNR) or ROI.
     pub mode: Mode<'m>,
     /// Decomposition levels; reduced to what the image (tile) size allows.
     pub levels: u8,
@@ -332,7 +345,9 @@ fn encode_planes(image: &Image<'_>, params: &EncodeParams<'_>, planes: &[Vec<i32
     let (tw, th) = ((tw as usize).min(w), (th as usize).min(h));
     let max_levels = (usize::BITS - 1 - tw.min(th).leading_zeros()) as u8;
     let levels = params.levels.min(max_levels).min(15);
-    if params.tile.is_some() && (tw % (1 << levels) != 0 || th % (1 << levels) != 0) && (tw < w || th < h) {
+    // Tile origins must be multiples of 2^levels so every band starts at an even position
+    // (one tile along an axis has origin 0 there).
+    if (tw < w && tw % (1 << levels) != 0) || (th < h && th % (1 << levels) != 0) {
         return Err(J2kError::InvalidTile { width: tw as u32, height: th as u32, reason: "tile size must be a multiple of 2^levels" });
     }
     let (ntx, nty) = (w.div_ceil(tw), h.div_ceil(th));
