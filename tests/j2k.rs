@@ -474,3 +474,16 @@ fn psnr_target_is_met_without_overshooting_much() {
         }
     }
 }
+
+#[test]
+fn output_does_not_depend_on_thread_count() {
+    let px = ct_phantom(300, 200);
+    let img = gray(300, 200, 12, &px);
+    let mut mask = Mask::new(300, 200);
+    mask.add_rect(100, 50, 60, 40);
+    for mode in [Mode::Lossless, Mode::Lossy { ratio: 12.0 }, Mode::Roi { mask: &mask, background_ratio: 10.0 }] {
+        let one = encode(&img, &EncodeParams { mode, threads: 1, layers: 2, tile: Some((128, 128)), ..Default::default() }).unwrap();
+        let many = encode(&img, &EncodeParams { mode, threads: 5, layers: 2, tile: Some((128, 128)), ..Default::default() }).unwrap();
+        assert!(one.codestream == many.codestream, "{mode:?}: 1 vs 5 threads differ");
+    }
+}

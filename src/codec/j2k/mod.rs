@@ -482,7 +482,9 @@ fn encode_planes(image: &Image<'_>, params: &EncodeParams<'_>, planes: &[Vec<i32
         0
     };
 
-    // Tier-1 over every code-block, in parallel.
+    // Tier-1 over every code-block, in parallel. A single lossless layer truncates nothing,
+    // so it needs no distortion figures.
+    let need_dist = !(matches!(params.mode, Mode::Lossless) && params.layers == 1);
     let mut jobs = Vec::new();
     let mut tc_geoms = Vec::with_capacity(tcs.len());
     for (i, tc) in tcs.iter().enumerate() {
@@ -503,7 +505,7 @@ fn encode_planes(image: &Image<'_>, params: &EncodeParams<'_>, planes: &[Vec<i32
             mags.extend_from_slice(&tc.mags[row..row + job.w]);
             negs.extend_from_slice(&tc.negs[row..row + job.w]);
         }
-        t1::encode_block(job.w, job.h, &mags, &negs, g.orient, shift, scratch)
+        t1::encode_block(job.w, job.h, &mags, &negs, g.orient, shift, need_dist, scratch)
     });
 
     // Assemble the tier-2 tree.

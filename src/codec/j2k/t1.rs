@@ -157,7 +157,8 @@ pub struct T1Scratch {
 }
 
 /// Codes one code-block. `mags` and `negs` are row-major `w*h`; `roi_shift` is the MAXSHIFT
-/// value already applied to ROI magnitudes (0 = no ROI), used only to weigh distortion.
+/// value already applied to ROI magnitudes (0 = no ROI). Without `need_dist` (nothing will
+/// be truncated) every pass reports zero distortion reduction, which saves the arithmetic.
 pub fn encode_block(
     w: usize,
     h: usize,
@@ -165,6 +166,7 @@ pub fn encode_block(
     negs: &[bool],
     orient: u8,
     roi_shift: u8,
+    need_dist: bool,
     scratch: &mut T1Scratch,
 ) -> CodedBlock {
     let max = mags.iter().fold(0u32, |a, &b| a | b);
@@ -181,7 +183,7 @@ pub fn encode_block(
     let zc = &ZC_LUT[orient as usize & 3];
     let roi_thresh = if roi_shift > 0 { 1u32 << roi_shift } else { u32::MAX };
     let roi_scale = 0.25f64.powi(roi_shift as i32);
-    let blk = Blk { w, h, fw, mags, negs, zc, roi_thresh, roi_shift, roi_scale };
+    let blk = Blk { w, h, fw, mags, negs, zc, roi_thresh, roi_shift, roi_scale, need_dist };
     let flags = &mut flags[..];
     let mut dist = 0.0;
     let mut passes = Vec::with_capacity(numbps as usize * 3);
@@ -250,6 +252,7 @@ struct Blk<'a> {
     roi_thresh: u32,
     roi_shift: u8,
     roi_scale: f64,
+    need_dist: bool,
 }
 
 impl Blk<'_> {
@@ -268,6 +271,9 @@ impl Blk<'_> {
     /// moves from 0 to the middle of [2^p, 2^(p+1)), or to `m` itself at plane 0).
     #[inline(always)]
     fn sig_dist(&self, m: u32, p: u8) -> f64 {
+        if !self.need_dist {
+            return 0.0;
+        }
         let mf = m as f64;
         let rec = if p == 0 { mf } else { 1.5 * (1u64 << p) as f64 };
         let d = mf * mf - (mf - rec) * (mf - rec);
@@ -277,6 +283,9 @@ impl Blk<'_> {
     /// Error reduction when plane `p` of an already significant magnitude is refined.
     #[inline(always)]
     fn ref_dist(&self, m: u32, p: u8) -> f64 {
+        if !self.need_dist {
+            return 0.0;
+        }
         let one = 1u64 << p;
         let t = (m as u64 & (2 * one - 1)) as f64;
         let onef = one as f64;
@@ -610,7 +619,7 @@ pub(crate) mod tests {
         for (i, &(w, h)) in [(64, 64), (1, 1), (3, 5), (17, 9), (64, 7), (5, 64), (32, 33)].iter().enumerate() {
             for orient in 0..4u8 {
                 let (mags, negs) = random_block(i as u64 * 4 + orient as u64, w, h, 12);
-                let cb = encode_block(w, h, &mags, &negs, orient, 0, &mut scratch);
+                let cb = encode_block(w, h, &mags, &negs, orient, 0, true, &mut scratch);
                 let dec = decode_block(&cb.data, w, h, cb.numbps, cb.passes.len(), orient);
                 for k in 0..w * h {
                     let want = if negs[k] && mags[k] != 0 { -(mags[k] as i64) } else { mags[k] as i64 };
@@ -625,7 +634,7 @@ pub(crate) mod tests {
         let mut scratch = T1Scratch::default();
         let (w, h) = (32, 32);
         let (mags, negs) = random_block(99, w, h, 10);
-        let cb = encode_block(w, h, &mags, &negs, 3, 0, &mut scratch);
+        let cb = encode_block(w, h, &mags, &negs, 3, 0, true, &mut scratch);
         let full = decode_block(&cb.data, w, h, cb.numbps, cb.passes.len(), 3);
         assert_eq!(cb.passes.len(), 3 * cb.numbps as usize - 2);
         for (k, pass) in cb.passes.iter().enumerate() {
@@ -653,7 +662,7 @@ pub(crate) mod tests {
                     *m <<= shift;
                 }
             }
-            let cb = encode_block(w, h, &mags, &negs, (seed % 4) as u8, shift, &mut scratch);
+            let cb = encode_block(w, h, &mags, &negs, (seed % 4) as u8, shift, true, &mut scratch);
             let n = roi_passes(cb.numbps, shift);
             let cut = cb.passes[n - 1].rate as usize;
             let got = decode_block(&cb.data[..cut], w, h, cb.numbps, n, (seed % 4) as u8);
@@ -669,7 +678,7 @@ pub(crate) mod tests {
     #[test]
     fn all_zero_block_has_no_passes() {
         let mut scratch = T1Scratch::default();
-        let cb = encode_block(4, 4, &[0; 16], &[false; 16], 0, 0, &mut scratch);
+        let cb = encode_block(4, 4, &[0; 16], &[false; 16], 0, 0, true, &mut scratch);
         assert_eq!(cb.numbps, 0);
         assert!(cb.passes.is_empty() && cb.data.is_empty());
     }
