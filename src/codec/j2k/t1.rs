@@ -269,11 +269,24 @@ impl Blk<'_> {
 
     /// Error reduction when magnitude `m` becomes significant at plane `p` (reconstruction
     /// moves from 0 to the middle of [2^p, 2^(p+1)), or to `m` itself at plane 0).
+    /// Adds to `acc` only when there is something to add: a running floating-point sum
+    /// updated for every visited coefficient would serialise the scan on add latency.
+    #[inline(always)]
+    fn add_sig_dist(&self, acc: &mut f64, m: u32, p: u8) {
+        if self.need_dist {
+            *acc += self.sig_dist(m, p);
+        }
+    }
+
+    #[inline(always)]
+    fn add_ref_dist(&self, acc: &mut f64, m: u32, p: u8) {
+        if self.need_dist {
+            *acc += self.ref_dist(m, p);
+        }
+    }
+
     #[inline(always)]
     fn sig_dist(&self, m: u32, p: u8) -> f64 {
-        if !self.need_dist {
-            return 0.0;
-        }
         let mf = m as f64;
         let rec = if p == 0 { mf } else { 1.5 * (1u64 << p) as f64 };
         let d = mf * mf - (mf - rec) * (mf - rec);
@@ -283,9 +296,6 @@ impl Blk<'_> {
     /// Error reduction when plane `p` of an already significant magnitude is refined.
     #[inline(always)]
     fn ref_dist(&self, m: u32, p: u8) -> f64 {
-        if !self.need_dist {
-            return 0.0;
-        }
         let one = 1u64 << p;
         let t = (m as u64 & (2 * one - 1)) as f64;
         let onef = one as f64;
@@ -298,18 +308,6 @@ impl Blk<'_> {
         };
         let d = (t - onef) * (t - onef) - (t - rec) * (t - rec);
         self.weigh(m, p, d)
-    }
-
-    /// OR of the flags of one stripe column, to skip columns with nothing to code.
-    #[inline(always)]
-    fn column_or(&self, flags: &[u32], y0: usize, y1: usize, x: usize) -> u32 {
-        let mut acc = 0;
-        let mut fi = (y0 + 1) * self.fw + x + 1;
-        for _ in y0..y1 {
-            acc |= flags[fi];
-            fi += self.fw;
-        }
-        acc
     }
 }
 
@@ -338,85 +336,108 @@ fn code_sign_and_mark(b: &Blk, flags: &mut [u32], mq: &mut MqEncoder, fi: usize,
     flags[fi + fw + 1] |= NW_SIG;
 }
 
-/// Significance propagation pass at plane `p`; returns its distortion reduction.
-fn sig_prop(b: &Blk, flags: &mut [u32], mq: &mut MqEncoder, p: u8) -> f64 {
-    let (w, h, fw) = (b.w, b.h, b.fw);
-    let mut dist = 0.0;
-    for y0 in (0..h).step_by(4) {
-        let y1 = (y0 + 4).min(h);
-        for x in 0..w {
-            if b.column_or(flags, y0, y1, x) & NEIGHBOURS == 0 {
-                continue; // nothing in this column has a significant neighbour
-            }
-            for y in y0..y1 {
-                let fi = (y + 1) * fw + x + 1;
-                let f = flags[fi];
-                if f & SIG != 0 || f & NEIGHBOURS == 0 {
-                    continue;
-                }
-                let ci = y * w + x;
-                let m = b.mags[ci];
-                let bit = (m >> p) & 1;
-                mq.encode(bit, b.zc[(f & NEIGHBOURS) as usize] as usize);
-                if bit != 0 {
-                    code_sign_and_mark(b, flags, mq, fi, ci);
-                    dist += b.sig_dist(m, p);
-                }
-                flags[fi] |= VISIT;
-            }
-        }
+#[inline(always)]
+fn sig_prop_one(b: &Blk, flags: &mut [u32], mq: &mut MqEncoder, fi: usize, ci: usize, p: u8, dist: &mut f64) {
+    let f = flags[fi];
+    if f & SIG != 0 || f & NEIGHBOURS == 0 {
+        return;
     }
-    dist
-}
-
-/// Magnitude refinement pass at plane `p`; returns its distortion reduction.
-fn mag_ref(b: &Blk, flags: &mut [u32], mq: &mut MqEncoder, p: u8) -> f64 {
-    let (w, h, fw) = (b.w, b.h, b.fw);
-    let mut dist = 0.0;
-    for y0 in (0..h).step_by(4) {
-        let y1 = (y0 + 4).min(h);
-        for x in 0..w {
-            if b.column_or(flags, y0, y1, x) & SIG == 0 {
-                continue;
-            }
-            for y in y0..y1 {
-                let fi = (y + 1) * fw + x + 1;
-                let f = flags[fi];
-                if f & (SIG | VISIT) != SIG {
-                    continue;
-                }
-                let m = b.mags[y * w + x];
-                let cx = if f & REFINED != 0 {
-                    16
-                } else if f & NEIGHBOURS != 0 {
-                    15
-                } else {
-                    14
-                };
-                mq.encode((m >> p) & 1, cx);
-                dist += b.ref_dist(m, p);
-                flags[fi] = f | REFINED;
-            }
-        }
+    let m = b.mags[ci];
+    let bit = (m >> p) & 1;
+    mq.encode(bit, b.zc[(f & NEIGHBOURS) as usize] as usize);
+    if bit != 0 {
+        code_sign_and_mark(b, flags, mq, fi, ci);
+        b.add_sig_dist(dist, m, p);
     }
-    dist
+    flags[fi] |= VISIT;
 }
 
 #[inline(always)]
-fn cleanup_one(b: &Blk, flags: &mut [u32], mq: &mut MqEncoder, fi: usize, ci: usize, p: u8) -> f64 {
+fn mag_ref_one(b: &Blk, flags: &mut [u32], mq: &mut MqEncoder, fi: usize, ci: usize, p: u8, dist: &mut f64) {
     let f = flags[fi];
-    let mut dist = 0.0;
+    if f & (SIG | VISIT) != SIG {
+        return;
+    }
+    let m = b.mags[ci];
+    let cx = if f & REFINED != 0 {
+        16
+    } else if f & NEIGHBOURS != 0 {
+        15
+    } else {
+        14
+    };
+    mq.encode((m >> p) & 1, cx);
+    flags[fi] = f | REFINED;
+    b.add_ref_dist(dist, m, p);
+}
+
+#[inline(always)]
+fn cleanup_one(b: &Blk, flags: &mut [u32], mq: &mut MqEncoder, fi: usize, ci: usize, p: u8, dist: &mut f64) {
+    let f = flags[fi];
     if f & (SIG | VISIT) == 0 {
         let m = b.mags[ci];
         let bit = (m >> p) & 1;
         mq.encode(bit, b.zc[(f & NEIGHBOURS) as usize] as usize);
         if bit != 0 {
             code_sign_and_mark(b, flags, mq, fi, ci);
-            dist = b.sig_dist(m, p);
+            b.add_sig_dist(dist, m, p);
         }
     }
     flags[fi] &= !VISIT;
+}
+
+/// OR of the four flags of a full stripe column starting at `fi`.
+#[inline(always)]
+fn column4(flags: &[u32], fi: usize, fw: usize) -> u32 {
+    flags[fi] | flags[fi + fw] | flags[fi + 2 * fw] | flags[fi + 3 * fw]
+}
+
+/// Runs `one` over every stripe column in scan order. Full stripes use a fixed trip count
+/// of 4 (unrolled) and are skipped when `skip(OR of their flags)` says there is nothing to
+/// code; the short last stripe takes the general path.
+#[inline(always)]
+fn scan(
+    b: &Blk,
+    flags: &mut [u32],
+    mq: &mut MqEncoder,
+    p: u8,
+    skip: impl Fn(u32) -> bool,
+    one: impl Fn(&Blk, &mut [u32], &mut MqEncoder, usize, usize, u8, &mut f64),
+) -> f64 {
+    let (w, h, fw) = (b.w, b.h, b.fw);
+    let mut dist = 0.0;
+    for y0 in (0..h).step_by(4) {
+        let rows = (h - y0).min(4);
+        let fbase = (y0 + 1) * fw + 1;
+        let cbase = y0 * w;
+        for x in 0..w {
+            let (fi, ci) = (fbase + x, cbase + x);
+            if rows == 4 {
+                if skip(column4(flags, fi, fw)) {
+                    continue;
+                }
+                for k in 0..4 {
+                    one(b, flags, mq, fi + k * fw, ci + k * w, p, &mut dist);
+                }
+            } else {
+                for k in 0..rows {
+                    one(b, flags, mq, fi + k * fw, ci + k * w, p, &mut dist);
+                }
+            }
+        }
+    }
     dist
+}
+
+/// Significance propagation pass at plane `p`; returns its distortion reduction.
+fn sig_prop(b: &Blk, flags: &mut [u32], mq: &mut MqEncoder, p: u8) -> f64 {
+    // A column where nothing has a significant neighbour has nothing to code.
+    scan(b, flags, mq, p, |f| f & NEIGHBOURS == 0, sig_prop_one)
+}
+
+/// Magnitude refinement pass at plane `p`; returns its distortion reduction.
+fn mag_ref(b: &Blk, flags: &mut [u32], mq: &mut MqEncoder, p: u8) -> f64 {
+    scan(b, flags, mq, p, |f| f & SIG == 0, mag_ref_one)
 }
 
 /// Cleanup pass at plane `p` (with run-length mode); returns its distortion reduction.
@@ -424,39 +445,40 @@ fn cleanup(b: &Blk, flags: &mut [u32], mq: &mut MqEncoder, p: u8) -> f64 {
     let (w, h, fw) = (b.w, b.h, b.fw);
     let mut dist = 0.0;
     for y0 in (0..h).step_by(4) {
-        let full = y0 + 4 <= h;
-        let y1 = (y0 + 4).min(h);
+        let rows = (h - y0).min(4);
+        let fbase = (y0 + 1) * fw + 1;
+        let cbase = y0 * w;
         for x in 0..w {
-            let fi0 = (y0 + 1) * fw + x + 1;
-            let mut start = y0;
-            if full {
-                let quiet = (flags[fi0] | flags[fi0 + fw] | flags[fi0 + 2 * fw] | flags[fi0 + 3 * fw])
-                    & (SIG | VISIT | NEIGHBOURS)
-                    == 0;
-                if quiet {
-                    // Run-length mode: one symbol says whether any of the four becomes
-                    // significant, then the position of the first one.
-                    let ci0 = y0 * w + x;
-                    let first = (0..4).find(|&k| (b.mags[ci0 + k * w] >> p) & 1 != 0);
-                    match first {
-                        None => {
-                            mq.encode(0, CTX_RL);
-                            continue;
-                        }
-                        Some(k) => {
-                            mq.encode(1, CTX_RL);
-                            mq.encode((k >> 1) as u32, CTX_UNI);
-                            mq.encode((k & 1) as u32, CTX_UNI);
-                            let ci = ci0 + k * w;
-                            code_sign_and_mark(b, flags, mq, fi0 + k * fw, ci);
-                            dist += b.sig_dist(b.mags[ci], p);
-                            start = y0 + k + 1;
-                        }
+            let (fi0, ci0) = (fbase + x, cbase + x);
+            if rows < 4 {
+                for k in 0..rows {
+                    cleanup_one(b, flags, mq, fi0 + k * fw, ci0 + k * w, p, &mut dist);
+                }
+                continue;
+            }
+            let mut start = 0;
+            if column4(flags, fi0, fw) & (SIG | VISIT | NEIGHBOURS) == 0 {
+                // Run-length mode: one symbol says whether any of the four becomes
+                // significant, then the position of the first one.
+                let first = (0..4).find(|&k| (b.mags[ci0 + k * w] >> p) & 1 != 0);
+                match first {
+                    None => {
+                        mq.encode(0, CTX_RL);
+                        continue;
+                    }
+                    Some(k) => {
+                        mq.encode(1, CTX_RL);
+                        mq.encode((k >> 1) as u32, CTX_UNI);
+                        mq.encode((k & 1) as u32, CTX_UNI);
+                        let ci = ci0 + k * w;
+                        code_sign_and_mark(b, flags, mq, fi0 + k * fw, ci);
+                        b.add_sig_dist(&mut dist, b.mags[ci], p);
+                        start = k + 1;
                     }
                 }
             }
-            for y in start..y1 {
-                dist += cleanup_one(b, flags, mq, (y + 1) * fw + x + 1, y * w + x, p);
+            for k in start..4 {
+                cleanup_one(b, flags, mq, fi0 + k * fw, ci0 + k * w, p, &mut dist);
             }
         }
     }
