@@ -227,6 +227,11 @@ fn lossless_tiled_and_small_code_blocks() {
     let rgb = rgb_image(100, 90);
     let img = Image { width: 100, height: 90, components: 3, bits_stored: 8, signed: false, samples: Samples::U8(&rgb) };
     assert_lossless(dir.path(), "tiled_rgb", &img, &EncodeParams { tile: Some((32, 32)), levels: 2, ..Default::default() });
+    // Edge tiles one sample wide/high: their high-pass bands are empty at every level.
+    let px = ct_phantom(33, 65);
+    let img = gray(33, 65, 12, &px);
+    let enc = assert_lossless(dir.path(), "tiled_sliver", &img, &EncodeParams { tile: Some((32, 32)), ..Default::default() });
+    assert_eq!(enc.levels, 5);
 }
 
 /// Lossless size against opj_compress on the same image and settings (5 levels, 64x64).
