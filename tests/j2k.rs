@@ -492,3 +492,44 @@ fn output_does_not_depend_on_thread_count() {
         assert!(one.codestream == many.codestream, "{mode:?}: 1 vs 5 threads differ");
     }
 }
+
+/// Across bit depths the ROI either applies (and is exact in every decoder) or falls back to
+/// lossless with a note: never a codestream a decoder rejects. Full-range noise pushes the
+/// coefficient bit-planes (and so the MAXSHIFT total) to the maximum for each depth.
+#[test]
+fn roi_near_the_decoder_bit_plane_limit_never_breaks() {
+    let dir = tempfile::tempdir().unwrap();
+    let (w, h) = (96u32, 80u32);
+    let mut mask = Mask::new(w, h);
+    mask.add_rect(30, 20, 25, 30);
+    for bits in 10u8..=16 {
+        let mut s = 0x1234_5678_9abc_def0u64 ^ bits as u64;
+        let px: Vec<u16> = (0..w * h)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s % (1u64 << bits)) as u16
+            })
+            .collect();
+        let img = gray(w, h, bits, &px);
+        let enc = encode(&img, &EncodeParams { mode: Mode::Roi { mask: &mask, background_ratio: 3.0 }, ..Default::default() }).unwrap();
+        let orig = samples_i32(&img);
+        let decoded = decode_all(dir.path(), &format!("limit{bits}"), &enc, &img);
+        match enc.roi_shift {
+            Some(shift) => {
+                for (who, d) in &decoded {
+                    assert!((0..orig.len()).all(|i| !mask.bits()[i] || d.samples[i] == orig[i]), "{bits}-bit: {who}: ROI not exact");
+                }
+                println!("{bits}-bit noise: ROI applied, shift {shift}, ratio {:.2}", enc.achieved_ratio);
+            }
+            None => {
+                assert!(enc.lossless && enc.note.as_deref().is_some_and(|n| n.contains("lossless")), "{bits}-bit: {:?}", enc.note);
+                for (who, d) in &decoded {
+                    assert_eq!(d.samples, orig, "{bits}-bit fallback: {who}");
+                }
+                println!("{bits}-bit noise: fallback ({})", enc.note.unwrap());
+            }
+        }
+    }
+}
