@@ -576,7 +576,7 @@ fn encode_planes(image: &Image<'_>, params: &EncodeParams<'_>, planes: &[Vec<i32
         None => {
             // Intermediate lossless layers are fractions of the full size.
             rate::allocate(&mut t2tiles, &[None], overhead);
-            overhead + t2tiles.iter().map(|t| t2::encode_tile(t, 1).len()).sum::<usize>()
+            overhead + t2tiles.iter().map(|t| t2::tile_len(t, 1)).sum::<usize>()
         }
     };
     let budgets: Vec<Option<usize>> = (0..nl)

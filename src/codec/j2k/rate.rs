@@ -4,7 +4,7 @@
 //! Sizes are measured by running tier-2 for real, so packet headers are accounted exactly.
 
 use super::t1::PassInfo;
-use super::t2::{encode_tile, Tile};
+use super::t2::{tile_len, Tile};
 
 /// Feasible truncation points of one block: (cumulative passes, slope dD/dR) with strictly
 /// decreasing slopes, starting after `start` mandatory passes.
@@ -70,7 +70,7 @@ pub fn allocate(tiles: &mut [Tile], budgets: &[Option<usize>], overhead: usize) 
             }
         };
         let size = |tiles: &[Tile]| -> usize {
-            overhead + tiles.iter().map(|t| encode_tile(t, layer + 1).len()).sum::<usize>()
+            overhead + tiles.iter().map(|t| tile_len(t, layer + 1)).sum::<usize>()
         };
         let Some(budget) = *budget else {
             set(tiles, f64::NEG_INFINITY);
@@ -163,7 +163,7 @@ pub fn budget_for_error(tiles: &mut [Tile], max_error: f64, overhead: usize) -> 
             b.cuts = vec![n];
         }
     }
-    overhead + tiles.iter().map(|t| encode_tile(t, 1).len()).sum::<usize>()
+    overhead + tiles.iter().map(|t| tile_len(t, 1)).sum::<usize>()
 }
 
 #[cfg(test)]
