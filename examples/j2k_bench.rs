@@ -4,8 +4,8 @@
 //! ROI pixels are exact and the background PSNR). tools/bench.sh runs it beside
 //! `opj_compress`; `--write-pgm DIR` writes the generated images for that.
 //!
-//!   j2k_bench [--image ct|mr|rgb] [--raw FILE,W,H,BITS] [--mode lossless|lossy:R|roi:R]
-//!             [--runs N] [--threads N] [--layers N] [--write-pgm DIR]
+//!   j2k_bench [--image ct|mr|rgb] [--raw FILE,W,H,BITS] [--mode lossless|lossy:R|psnr:DB|roi:R]
+//!             [--runs N] [--threads N] [--layers N] [--write-pgm DIR] [--out FILE.j2c]
 
 #[path = "../tests/common/j2k_images.rs"]
 mod images;
@@ -22,10 +22,11 @@ struct Args {
     threads: usize,
     layers: u8,
     write_pgm: Option<String>,
+    out: Option<String>,
 }
 
 fn parse() -> Args {
-    let mut a = Args { image: "ct".into(), raw: None, mode: "lossless".into(), runs: 10, threads: 0, layers: 1, write_pgm: None };
+    let mut a = Args { image: "ct".into(), raw: None, mode: "lossless".into(), runs: 10, threads: 0, layers: 1, write_pgm: None, out: None };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
         let mut v = || it.next().unwrap_or_else(|| panic!("{k} needs a value"));
@@ -36,6 +37,7 @@ fn parse() -> Args {
             "--threads" => a.threads = v().parse().expect("--threads N"),
             "--layers" => a.layers = v().parse().expect("--layers N"),
             "--write-pgm" => a.write_pgm = Some(v()),
+            "--out" => a.out = Some(v()),
             "--raw" => {
                 let s = v();
                 let p: Vec<&str> = s.split(',').collect();
@@ -142,11 +144,15 @@ fn main() {
     let mode = match args.mode.split_once(':') {
         None if args.mode == "lossless" => Mode::Lossless,
         Some(("lossy", r)) => Mode::Lossy { ratio: r.parse().expect("lossy:RATIO") },
+        Some(("psnr", r)) => Mode::Quality { psnr: r.parse().expect("psnr:DB") },
         Some(("roi", r)) => Mode::Roi { mask: &mask, background_ratio: r.parse().expect("roi:RATIO") },
-        _ => panic!("--mode lossless|lossy:R|roi:R"),
+        _ => panic!("--mode lossless|lossy:R|psnr:DB|roi:R"),
     };
     let params = EncodeParams { mode, threads: args.threads, layers: args.layers, ..Default::default() };
     let first = encode(&img, &params).expect("encode");
+    if let Some(out) = &args.out {
+        std::fs::write(out, &first.codestream).expect("write --out codestream");
+    }
     let start = Instant::now();
     for _ in 0..args.runs {
         std::hint::black_box(encode(&img, &params).expect("encode"));

@@ -196,6 +196,20 @@ fn lossless_odd_and_tiny_sizes() {
 }
 
 #[test]
+fn lossless_low_bit_depths() {
+    let dir = tempfile::tempdir().unwrap();
+    for bits in [1u8, 2, 5, 7] {
+        let max = (1u32 << bits) - 1;
+        let px: Vec<u8> = ct_phantom(67, 45).iter().map(|&v| (v as u32 * max / 4095) as u8).collect();
+        let img = Image { width: 67, height: 45, components: 1, bits_stored: bits, signed: false, samples: Samples::U8(&px) };
+        assert_lossless(dir.path(), &format!("bits{bits}"), &img, &EncodeParams::default());
+    }
+    let sp: Vec<i16> = signed_image(40, 30).iter().map(|&v| v >> 8).collect();
+    let img = Image { width: 40, height: 30, components: 1, bits_stored: 8, signed: true, samples: Samples::I16(&sp) };
+    assert_lossless(dir.path(), "signed8", &img, &EncodeParams::default());
+}
+
+#[test]
 fn lossless_signed_16bit() {
     let dir = tempfile::tempdir().unwrap();
     let px = signed_image(97, 83);
@@ -213,6 +227,11 @@ fn lossless_tiled_and_small_code_blocks() {
     let rgb = rgb_image(100, 90);
     let img = Image { width: 100, height: 90, components: 3, bits_stored: 8, signed: false, samples: Samples::U8(&rgb) };
     assert_lossless(dir.path(), "tiled_rgb", &img, &EncodeParams { tile: Some((32, 32)), levels: 2, ..Default::default() });
+    // Edge tiles one sample wide/high: their high-pass bands are empty at every level.
+    let px = ct_phantom(33, 65);
+    let img = gray(33, 65, 12, &px);
+    let enc = assert_lossless(dir.path(), "tiled_sliver", &img, &EncodeParams { tile: Some((32, 32)), ..Default::default() });
+    assert_eq!(enc.levels, 5);
 }
 
 /// Lossless size against opj_compress on the same image and settings (5 levels, 64x64).
@@ -345,7 +364,7 @@ fn roi_auto_mask_on_ct() {
     let dir = tempfile::tempdir().unwrap();
     let px = ct_phantom(256, 256);
     let img = gray(256, 256, 12, &px);
-    let auto = Mask::auto(&img, 0.001).unwrap();
+    let auto = Mask::auto(&img).unwrap();
     println!("auto mask covers {:.1}% of the image", auto.fraction * 100.0);
     assert!(auto.fraction > 0.3 && auto.fraction < 0.6, "body ellipse is ~44% of the image, got {}", auto.fraction);
     let enc = check_roi(dir.path(), "roi_auto", &img, &auto.mask, 4.0);
@@ -439,5 +458,78 @@ fn lossy_and_roi_with_tiles_and_signed_samples() {
         let q = psnr(&sorig, &d.samples, 16, |_| true);
         println!("signed 16-bit 6:1 {who}: PSNR {q:.2}");
         assert!(q > 50.0, "{who}: signed lossy PSNR {q}");
+    }
+}
+
+#[test]
+fn psnr_target_is_met_without_overshooting_much() {
+    let dir = tempfile::tempdir().unwrap();
+    let px = ct_phantom(512, 512);
+    let img = gray(512, 512, 12, &px);
+    let orig = samples_i32(&img);
+    let mut last_size = 0;
+    for &target in &[46.0f32, 52.0, 58.0] {
+        let enc = encode(&img, &EncodeParams { mode: Mode::Quality { psnr: target }, layers: 2, ..Default::default() }).unwrap();
+        assert!(enc.codestream.len() > last_size, "higher PSNR must cost more bytes");
+        last_size = enc.codestream.len();
+        for (who, d) in decode_all(dir.path(), &format!("q{target}"), &enc, &img) {
+            let p = psnr(&orig, &d.samples, 12, |_| true);
+            println!("target {target} dB: {who} {p:.2} dB at ratio {:.2}", enc.achieved_ratio);
+            assert!(p >= target as f64 - 0.1 && p <= target as f64 + 2.0, "{who}: target {target}, got {p:.2}");
+        }
+    }
+}
+
+#[test]
+fn output_does_not_depend_on_thread_count() {
+    let px = ct_phantom(300, 200);
+    let img = gray(300, 200, 12, &px);
+    let mut mask = Mask::new(300, 200);
+    mask.add_rect(100, 50, 60, 40);
+    for mode in [Mode::Lossless, Mode::Lossy { ratio: 12.0 }, Mode::Roi { mask: &mask, background_ratio: 10.0 }] {
+        let one = encode(&img, &EncodeParams { mode, threads: 1, layers: 2, tile: Some((128, 128)), ..Default::default() }).unwrap();
+        let many = encode(&img, &EncodeParams { mode, threads: 5, layers: 2, tile: Some((128, 128)), ..Default::default() }).unwrap();
+        assert!(one.codestream == many.codestream, "{mode:?}: 1 vs 5 threads differ");
+    }
+}
+
+/// Across bit depths the ROI either applies (and is exact in every decoder) or falls back to
+/// lossless with a note: never a codestream a decoder rejects. Full-range noise pushes the
+/// coefficient bit-planes (and so the MAXSHIFT total) to the maximum for each depth.
+#[test]
+fn roi_near_the_decoder_bit_plane_limit_never_breaks() {
+    let dir = tempfile::tempdir().unwrap();
+    let (w, h) = (96u32, 80u32);
+    let mut mask = Mask::new(w, h);
+    mask.add_rect(30, 20, 25, 30);
+    for bits in 10u8..=16 {
+        let mut s = 0x1234_5678_9abc_def0u64 ^ bits as u64;
+        let px: Vec<u16> = (0..w * h)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s % (1u64 << bits)) as u16
+            })
+            .collect();
+        let img = gray(w, h, bits, &px);
+        let enc = encode(&img, &EncodeParams { mode: Mode::Roi { mask: &mask, background_ratio: 3.0 }, ..Default::default() }).unwrap();
+        let orig = samples_i32(&img);
+        let decoded = decode_all(dir.path(), &format!("limit{bits}"), &enc, &img);
+        match enc.roi_shift {
+            Some(shift) => {
+                for (who, d) in &decoded {
+                    assert!((0..orig.len()).all(|i| !mask.bits()[i] || d.samples[i] == orig[i]), "{bits}-bit: {who}: ROI not exact");
+                }
+                println!("{bits}-bit noise: ROI applied, shift {shift}, ratio {:.2}", enc.achieved_ratio);
+            }
+            None => {
+                assert!(enc.lossless && enc.note.as_deref().is_some_and(|n| n.contains("lossless")), "{bits}-bit: {:?}", enc.note);
+                for (who, d) in &decoded {
+                    assert_eq!(d.samples, orig, "{bits}-bit fallback: {who}");
+                }
+                println!("{bits}-bit noise: fallback ({})", enc.note.unwrap());
+            }
+        }
     }
 }

@@ -25,9 +25,6 @@ pub const JPEG_2000_LOSSLESS: &str = "1.2.840.10008.1.2.4.90";
 /// JPEG 2000 Image Compression (lossless or lossy).
 pub const JPEG_2000: &str = "1.2.840.10008.1.2.4.91";
 
-/// Fraction of an image below which an automatic ROI component is dropped as noise.
-const AUTO_MIN_COMPONENT: f64 = 0.001;
-
 /// What to turn an instance into.
 #[derive(Debug, Clone)]
 pub enum Target {
@@ -201,7 +198,7 @@ pub fn to_j2k(part10: &[u8], target: &Target) -> Result<Transcoded, CodecError> 
             Target::Roi { roi, ratio } => {
                 mask = match roi {
                     Roi::Auto => {
-                        let auto = Mask::auto(&image, AUTO_MIN_COMPONENT)?;
+                        let auto = Mask::auto(&image)?;
                         let (lo, hi) = roi_fraction.unwrap_or((1.0, 0.0));
                         roi_fraction = Some((lo.min(auto.fraction), hi.max(auto.fraction)));
                         auto.mask

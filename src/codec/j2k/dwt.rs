@@ -126,8 +126,8 @@ fn horiz97_fwd(x: &mut [f32], tmp: &mut Vec<f32>) {
             x[i] += coef * (x[left(i)] + x[right(i, n)]);
         }
     }
-    for i in 0..n {
-        x[i] *= if i & 1 == 0 { 1.0 / K } else { K };
+    for (i, v) in x.iter_mut().enumerate() {
+        *v *= if i & 1 == 0 { 1.0 / K } else { K };
     }
     deinterleave(x, tmp);
 }
@@ -138,8 +138,8 @@ fn horiz97_inv(x: &mut [f32], tmp: &mut Vec<f32>) {
         return;
     }
     interleave(x, tmp);
-    for i in 0..n {
-        x[i] *= if i & 1 == 0 { K } else { 1.0 / K };
+    for (i, v) in x.iter_mut().enumerate() {
+        *v *= if i & 1 == 0 { K } else { 1.0 / K };
     }
     for (coef, start) in [(DELTA, 0), (GAMMA, 1), (BETA, 0), (ALPHA, 1)] {
         for i in (start..n).step_by(2) {
@@ -171,21 +171,24 @@ fn row(r: usize, stride: usize, cw: usize) -> std::ops::Range<usize> {
     r * stride..r * stride + cw
 }
 
-/// Applies `dst[k] = f(dst[k], a[k], b[k])` with rows a, b, dst of one buffer (a or b may be
-/// the same row).
+/// Applies `dst[k] = f(dst[k], a[k], b[k])` to rows of one buffer (`a` may equal `b`; neither
+/// equals `dst`).
 fn lift_rows<T: Copy>(buf: &mut [T], dst: usize, a: usize, b: usize, stride: usize, cw: usize, f: impl Fn(T, T, T) -> T) {
-    let ra = row(a, stride, cw);
-    let rb = row(b, stride, cw);
     let rd = row(dst, stride, cw);
-    // Copy the two source rows' values out first: dst never equals a or b, but the borrow
-    // checker cannot see that across one slice.
+    // Split around the destination row so the source rows can be borrowed beside it.
     let (lo, hi) = buf.split_at_mut(rd.start);
     let (drow, rest) = hi.split_at_mut(cw);
-    let get = |r: &std::ops::Range<usize>, k: usize| -> T {
-        if r.start < rd.start { lo[r.start + k] } else { rest[r.start - rd.start - cw + k] }
+    let src = |r: usize| -> &[T] {
+        let s = r * stride;
+        if s < rd.start {
+            &lo[s..s + cw]
+        } else {
+            let o = s - rd.end;
+            &rest[o..o + cw]
+        }
     };
-    for k in 0..cw {
-        drow[k] = f(drow[k], get(&ra, k), get(&rb, k));
+    for ((d, &x), &y) in drow.iter_mut().zip(src(a)).zip(src(b)) {
+        *d = f(*d, x, y);
     }
 }
 

@@ -15,6 +15,7 @@ pub struct Mask {
 /// Result of [`Mask::auto`].
 #[derive(Clone, Debug)]
 pub struct AutoMask {
+    /// The cleaned foreground mask.
     pub mask: Mask,
     /// Fraction of the image's pixels inside the mask (0..=1), for the caller to log.
     pub fraction: f64,
@@ -28,21 +29,20 @@ impl Mask {
         Mask { width, height, bits: vec![false; width as usize * height as usize] }
     }
 
-    /// A mask from a row-major bitmap.
+    /// A mask from a row-major bitmap of `width * height` entries.
     pub fn from_bits(width: u32, height: u32, bits: Vec<bool>) -> Result<Self, J2kError> {
         if bits.len() != width as usize * height as usize {
-            return Err(J2kError::MaskSizeMismatch {
-                mask: (width, height),
-                image: (bits.len() as u32, 1),
-            });
+            return Err(J2kError::MaskBitmapLength { expected: width as usize * height as usize, actual: bits.len() });
         }
         Ok(Mask { width, height, bits })
     }
 
+    /// Width in pixels.
     pub fn width(&self) -> u32 {
         self.width
     }
 
+    /// Height in pixels.
     pub fn height(&self) -> u32 {
         self.height
     }
@@ -95,9 +95,14 @@ impl Mask {
     }
 
     /// Foreground mask: Otsu threshold of the grey (or luma) histogram, opening then closing
-    /// with a 3x3 square, then removal of connected components smaller than
-    /// `min_component_fraction` of the image (e.g. 0.001 for 0.1 %).
-    pub fn auto(image: &Image<'_>, min_component_fraction: f64) -> Result<AutoMask, J2kError> {
+    /// with a 3x3 square, then removal of connected components smaller than 0.1 % of the
+    /// image. [`AutoMask::fraction`] says how much of the image was chosen.
+    pub fn auto(image: &Image<'_>) -> Result<AutoMask, J2kError> {
+        Self::auto_with(image, 0.001)
+    }
+
+    /// [`Mask::auto`] with the smallest kept component given as a fraction of the image.
+    pub fn auto_with(image: &Image<'_>, min_component_fraction: f64) -> Result<AutoMask, J2kError> {
         image.validate()?;
         let (w, h) = (image.width as usize, image.height as usize);
         let nc = image.components as usize;
@@ -129,7 +134,7 @@ impl Mask {
 /// Otsu's threshold: the value maximising between-class variance over a 1024-bin histogram.
 fn otsu(values: &[f64]) -> f64 {
     let (min, max) = values.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
-    if !(max > min) {
+    if max <= min {
         return max;
     }
     const BINS: usize = 1024;
@@ -269,7 +274,7 @@ mod tests {
             }
         }
         let img = Image { width: w, height: h, components: 1, bits_stored: 12, signed: false, samples: Samples::U16(&px) };
-        let auto = Mask::auto(&img, 0.001).unwrap();
+        let auto = Mask::auto(&img).unwrap();
         let disk_area = std::f64::consts::PI * 625.0;
         let frac_expect = disk_area / (w * h) as f64;
         assert!((auto.fraction - frac_expect).abs() < 0.01, "fraction {} vs {}", auto.fraction, frac_expect);
@@ -283,7 +288,7 @@ mod tests {
     fn auto_mask_of_flat_image_is_empty() {
         let px = vec![7u8; 64];
         let img = Image { width: 8, height: 8, components: 1, bits_stored: 8, signed: false, samples: Samples::U8(&px) };
-        let auto = Mask::auto(&img, 0.001).unwrap();
+        let auto = Mask::auto(&img).unwrap();
         assert_eq!(auto.fraction, 0.0);
     }
 }

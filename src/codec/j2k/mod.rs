@@ -2,19 +2,19 @@
 //! payload DICOM encapsulates for transfer syntaxes 1.2.840.10008.1.2.4.90 (lossless only)
 //! and .91 (lossless or lossy). Pure computation: no I/O.
 //!
-//! Three modes: lossless (reversible 5/3, RCT for RGB), lossy to a compression ratio
-//! (irreversible 9/7, ICT for RGB, PCRD-opt rate control over quality layers), and MAXSHIFT
+//! Four modes: lossless (reversible 5/3, RCT for RGB), lossy to a compression ratio or to a
+//! PSNR (irreversible 9/7, ICT for RGB, PCRD-opt rate control over quality layers), and MAXSHIFT
 //! region of interest (reversible 5/3; ROI pixels decode bit-exact while the background is
 //! truncated to a ratio). The pipeline is: DC shift -> colour transform -> DWT ->
 //! quantisation -> ROI scaling -> tier-1 per code-block (parallel) -> rate allocation ->
 //! tier-2 packets -> codestream markers.
 //!
-//! Module map: [`dwt`] transforms, `mq`/`t1` tier-1 coding, `tagtree`/`t2` packets, `rate`
+//! Module map: `dwt` transforms, `mq`/`t1` tier-1 coding, `tagtree`/`t2` packets, `rate`
 //! PCRD-opt, `codestream` markers, `color` RCT/ICT, `roi` MAXSHIFT, [`mask`] ROI masks.
 
 mod codestream;
 mod color;
-pub mod dwt;
+mod dwt;
 pub mod mask;
 mod mq;
 mod rate;
@@ -42,12 +42,16 @@ pub enum J2kError {
     SampleOutOfRange { index: usize, value: i64, bits: u8, signedness: &'static str },
     #[error("ROI mask is {}x{} but the image is {}x{}", mask.0, mask.1, image.0, image.1)]
     MaskSizeMismatch { mask: (u32, u32), image: (u32, u32) },
+    #[error("mask bitmap has {actual} entries, {expected} expected")]
+    MaskBitmapLength { expected: usize, actual: usize },
     #[error("invalid code-block size {0}x{1} (powers of two, 4..=1024, area <= 4096)")]
     InvalidCodeBlock(u32, u32),
     #[error("invalid tile size {width}x{height}: {reason}")]
     InvalidTile { width: u32, height: u32, reason: &'static str },
     #[error("invalid compression ratio {0} (must be finite and >= 1)")]
     InvalidRatio(f32),
+    #[error("invalid PSNR target {0} dB (must be finite and positive)")]
+    InvalidPsnr(f32),
     #[error("invalid layer count {0} (1..=64)")]
     InvalidLayers(u8),
     #[error("coefficients need {0} guard bits; at most 7 can be signalled")]
@@ -57,9 +61,13 @@ pub enum J2kError {
 /// Sample storage of an [`Image`]; interleaved (R, G, B, R, ...) for colour.
 #[derive(Clone, Copy, Debug)]
 pub enum Samples<'a> {
+    /// 8-bit storage (BitsAllocated 8).
     U8(&'a [u8]),
+    /// 16-bit unsigned storage (BitsAllocated 16, PixelRepresentation 0).
     U16(&'a [u16]),
+    /// 16-bit two's complement storage (PixelRepresentation 1).
     I16(&'a [i16]),
+    /// Any values already widened to 32 bits.
     I32(&'a [i32]),
 }
 
@@ -102,12 +110,18 @@ impl Samples<'_> {
 /// An image to encode. Values must fit `bits_stored` (two's complement range when `signed`).
 #[derive(Clone, Copy, Debug)]
 pub struct Image<'a> {
+    /// Columns.
     pub width: u32,
+    /// Rows.
     pub height: u32,
     /// 1 (grey) or 3 (RGB, interleaved).
     pub components: u16,
+    /// Significant bits per sample (DICOM BitsStored), 1..=16; higher bits must be clear
+    /// (or sign extension for signed data).
     pub bits_stored: u8,
+    /// Two's complement samples (DICOM PixelRepresentation 1); unsigned ones are DC-shifted.
     pub signed: bool,
+    /// Row-major samples, `width * height * components` of them.
     pub samples: Samples<'a>,
 }
 
@@ -144,6 +158,9 @@ pub enum Mode<'m> {
     Lossless,
     /// Irreversible 9/7 truncated to `raw_bytes / ratio` bytes.
     Lossy { ratio: f32 },
+    /// Irreversible 9/7 truncated to the fewest bytes whose estimated PSNR (peak
+    /// `2^bits - 1`, over all samples) reaches `psnr` dB.
+    Quality { psnr: f32 },
     /// Reversible 5/3 with MAXSHIFT: pixels inside `mask` decode exactly; the whole
     /// codestream is truncated towards `raw_bytes / background_ratio` bytes by dropping
     /// background coding passes only.
@@ -154,6 +171,7 @@ pub enum Mode<'m> {
 /// one tile, all cores.
 #[derive(Clone, Copy, Debug)]
 pub struct EncodeParams<'m> {
+    /// Lossless, lossy (ratio or PSNR) or ROI.
     pub mode: Mode<'m>,
     /// Decomposition levels; reduced to what the image (tile) size allows.
     pub levels: u8,
@@ -208,6 +226,7 @@ pub fn encode(image: &Image<'_>, params: &EncodeParams<'_>) -> Result<Encoded, J
         Mode::Lossy { ratio } | Mode::Roi { background_ratio: ratio, .. } if !(ratio.is_finite() && ratio >= 1.0) => {
             return Err(J2kError::InvalidRatio(ratio));
         }
+        Mode::Quality { psnr } if !(psnr.is_finite() && psnr > 0.0) => return Err(J2kError::InvalidPsnr(psnr)),
         Mode::Roi { mask, .. } if (mask.width(), mask.height()) != (image.width, image.height) => {
             return Err(J2kError::MaskSizeMismatch {
                 mask: (mask.width(), mask.height()),
@@ -313,7 +332,7 @@ fn encode_planes(image: &Image<'_>, params: &EncodeParams<'_>, planes: &[Vec<i32
     let (w, h) = (image.width as usize, image.height as usize);
     let nc = image.components as usize;
     let bits = image.bits_stored;
-    let reversible = !matches!(params.mode, Mode::Lossy { .. });
+    let reversible = !matches!(params.mode, Mode::Lossy { .. } | Mode::Quality { .. });
     let (cbw, cbh) = params.code_block;
     let roi_mask = match params.mode {
         Mode::Roi { mask, .. } => Some(mask),
@@ -326,7 +345,9 @@ fn encode_planes(image: &Image<'_>, params: &EncodeParams<'_>, planes: &[Vec<i32
     let (tw, th) = ((tw as usize).min(w), (th as usize).min(h));
     let max_levels = (usize::BITS - 1 - tw.min(th).leading_zeros()) as u8;
     let levels = params.levels.min(max_levels).min(15);
-    if params.tile.is_some() && (tw % (1 << levels) != 0 || th % (1 << levels) != 0) && (tw < w || th < h) {
+    // Tile origins must be multiples of 2^levels so every band starts at an even position
+    // (one tile along an axis has origin 0 there).
+    if (tw < w && tw % (1 << levels) != 0) || (th < h && th % (1 << levels) != 0) {
         return Err(J2kError::InvalidTile { width: tw as u32, height: th as u32, reason: "tile size must be a multiple of 2^levels" });
     }
     let (ntx, nty) = (w.div_ceil(tw), h.div_ceil(th));
@@ -461,7 +482,9 @@ fn encode_planes(image: &Image<'_>, params: &EncodeParams<'_>, planes: &[Vec<i32
         0
     };
 
-    // Tier-1 over every code-block, in parallel.
+    // Tier-1 over every code-block, in parallel. A single lossless layer truncates nothing,
+    // so it needs no distortion figures.
+    let need_dist = !(matches!(params.mode, Mode::Lossless) && params.layers == 1);
     let mut jobs = Vec::new();
     let mut tc_geoms = Vec::with_capacity(tcs.len());
     for (i, tc) in tcs.iter().enumerate() {
@@ -482,7 +505,7 @@ fn encode_planes(image: &Image<'_>, params: &EncodeParams<'_>, planes: &[Vec<i32
             mags.extend_from_slice(&tc.mags[row..row + job.w]);
             negs.extend_from_slice(&tc.negs[row..row + job.w]);
         }
-        t1::encode_block(job.w, job.h, &mags, &negs, g.orient, shift, scratch)
+        t1::encode_block(job.w, job.h, &mags, &negs, g.orient, shift, need_dist, scratch)
     });
 
     // Assemble the tier-2 tree.
@@ -539,13 +562,21 @@ fn encode_planes(image: &Image<'_>, params: &EncodeParams<'_>, planes: &[Vec<i32
     let final_budget = match params.mode {
         Mode::Lossless => None,
         Mode::Lossy { ratio } | Mode::Roi { background_ratio: ratio, .. } => Some((raw as f64 / ratio as f64) as usize),
+        Mode::Quality { psnr } => {
+            let peak = ((1u64 << bits) - 1) as f64;
+            let samples = (w * h * nc) as f64;
+            // The error model (mid-interval reconstruction, orthogonal-basis energy) runs
+            // about 0.3 dB optimistic against OpenJPEG at high rates: aim that much higher.
+            let max_error = peak * peak * samples / 10f64.powf((psnr as f64 + 0.3) / 10.0);
+            Some(rate::budget_for_error(&mut t2tiles, max_error, overhead))
+        }
     };
     let top = match final_budget {
         Some(b) => b,
         None => {
             // Intermediate lossless layers are fractions of the full size.
             rate::allocate(&mut t2tiles, &[None], overhead);
-            overhead + t2tiles.iter().map(|t| t2::encode_tile(t, 1).len()).sum::<usize>()
+            overhead + t2tiles.iter().map(|t| t2::tile_len(t, 1)).sum::<usize>()
         }
     };
     let budgets: Vec<Option<usize>> = (0..nl)

@@ -181,19 +181,22 @@ impl MqEncoder {
         }
     }
 
+    /// RENORME: shifts until A >= 0x8000, emitting a byte whenever CT runs out. Shifts in
+    /// runs (up to the next byte boundary) rather than bit by bit.
     #[inline(always)]
     fn renorm(&mut self) {
-        loop {
-            self.a <<= 1;
-            self.c <<= 1;
-            self.ct -= 1;
-            if self.ct == 0 {
-                self.byte_out();
-            }
-            if self.a & 0x8000 != 0 {
-                break;
-            }
+        let mut n = self.a.leading_zeros() - 16;
+        while n >= self.ct {
+            let k = self.ct;
+            self.a <<= k;
+            self.c <<= k;
+            n -= k;
+            self.ct = 0;
+            self.byte_out();
         }
+        self.a <<= n;
+        self.c <<= n;
+        self.ct -= n;
     }
 
     fn byte_out(&mut self) {

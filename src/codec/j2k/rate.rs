@@ -4,7 +4,7 @@
 //! Sizes are measured by running tier-2 for real, so packet headers are accounted exactly.
 
 use super::t1::PassInfo;
-use super::t2::{encode_tile, Tile};
+use super::t2::{tile_len, Tile};
 
 /// Feasible truncation points of one block: (cumulative passes, slope dD/dR) with strictly
 /// decreasing slopes, starting after `start` mandatory passes.
@@ -70,7 +70,7 @@ pub fn allocate(tiles: &mut [Tile], budgets: &[Option<usize>], overhead: usize) 
             }
         };
         let size = |tiles: &[Tile]| -> usize {
-            overhead + tiles.iter().map(|t| encode_tile(t, layer + 1).len()).sum::<usize>()
+            overhead + tiles.iter().map(|t| tile_len(t, layer + 1)).sum::<usize>()
         };
         let Some(budget) = *budget else {
             set(tiles, f64::NEG_INFINITY);
@@ -110,6 +110,60 @@ pub fn allocate(tiles: &mut [Tile], budgets: &[Option<usize>], overhead: usize) 
         }
         set(tiles, hi.exp());
     }
+}
+
+/// Estimated squared error (image units, summed over samples) left when every block is
+/// cut at the last hull point with slope >= `lambda`.
+fn remaining_error(tiles: &[Tile], hulls: &[Vec<Vec<(usize, f64)>>], lambda: f64) -> f64 {
+    let mut err = 0.0;
+    for (t, th) in tiles.iter().zip(hulls) {
+        for (b, h) in t.blocks().zip(th) {
+            let Some(last) = b.coded.passes.last() else { continue };
+            let k = h.partition_point(|p| p.1 >= lambda);
+            let n = if k > 0 { h[k - 1].0 } else { 0 };
+            let done = if n == 0 { 0.0 } else { b.coded.passes[n - 1].dist };
+            err += (last.dist - done) * b.weight;
+        }
+    }
+    err
+}
+
+/// Quality target instead of a size: returns the codestream byte budget at which the
+/// estimated remaining squared error first drops to `max_error` (the budget then goes
+/// through [`allocate`] like any ratio target). `overhead` as in [`allocate`].
+pub fn budget_for_error(tiles: &mut [Tile], max_error: f64, overhead: usize) -> usize {
+    let hulls: Vec<Vec<Vec<(usize, f64)>>> =
+        tiles.iter().map(|t| t.blocks().map(|b| hull(&b.coded.passes, b.weight, 0)).collect()).collect();
+    let (mut lo, mut hi) = (f64::INFINITY, 0f64);
+    for h in hulls.iter().flatten().flatten() {
+        if h.1.is_finite() && h.1 > 0.0 {
+            lo = lo.min(h.1);
+            hi = hi.max(h.1);
+        }
+    }
+    let lambda = if !lo.is_finite() || remaining_error(tiles, &hulls, lo * 0.5) > max_error {
+        f64::NEG_INFINITY // unreachable target (or nothing to code): keep everything
+    } else {
+        // Largest lambda (fewest bytes) that still meets the error target.
+        let (mut good, mut bad) = ((lo * 0.5).ln(), (hi * 2.0).ln());
+        for _ in 0..50 {
+            let mid = 0.5 * (good + bad);
+            if remaining_error(tiles, &hulls, mid.exp()) <= max_error {
+                good = mid;
+            } else {
+                bad = mid;
+            }
+        }
+        good.exp()
+    };
+    for (t, th) in tiles.iter_mut().zip(&hulls) {
+        for (b, h) in t.blocks_mut().zip(th) {
+            let k = h.partition_point(|p| p.1 >= lambda);
+            let n = if lambda == f64::NEG_INFINITY { b.coded.passes.len() } else if k > 0 { h[k - 1].0 } else { 0 };
+            b.cuts = vec![n];
+        }
+    }
+    overhead + tiles.iter().map(|t| tile_len(t, 1)).sum::<usize>()
 }
 
 #[cfg(test)]

@@ -157,7 +157,8 @@ pub struct T1Scratch {
 }
 
 /// Codes one code-block. `mags` and `negs` are row-major `w*h`; `roi_shift` is the MAXSHIFT
-/// value already applied to ROI magnitudes (0 = no ROI), used only to weigh distortion.
+/// value already applied to ROI magnitudes (0 = no ROI). Without `need_dist` (nothing will
+/// be truncated) every pass reports zero distortion reduction, which saves the arithmetic.
 pub fn encode_block(
     w: usize,
     h: usize,
@@ -165,6 +166,7 @@ pub fn encode_block(
     negs: &[bool],
     orient: u8,
     roi_shift: u8,
+    need_dist: bool,
     scratch: &mut T1Scratch,
 ) -> CodedBlock {
     let max = mags.iter().fold(0u32, |a, &b| a | b);
@@ -181,31 +183,33 @@ pub fn encode_block(
     let zc = &ZC_LUT[orient as usize & 3];
     let roi_thresh = if roi_shift > 0 { 1u32 << roi_shift } else { u32::MAX };
     let roi_scale = 0.25f64.powi(roi_shift as i32);
-    let mut ctx = Ctx { w, h, fw, mags, negs, zc, flags, mq, dist: 0.0, roi_thresh, roi_shift, roi_scale };
+    let blk = Blk { w, h, fw, mags, negs, zc, roi_thresh, roi_shift, roi_scale, need_dist };
+    let flags = &mut flags[..];
+    let mut dist = 0.0;
     let mut passes = Vec::with_capacity(numbps as usize * 3);
     // ROI passes must survive truncation exactly, so their symbols are logged for a check.
     let roi_n = if roi_shift > 0 { roi_passes(numbps, roi_shift) } else { 0 };
     let total_passes = 3 * numbps as usize - 2;
     let check_roi = roi_n > 0 && roi_n < total_passes;
     if check_roi {
-        ctx.mq.start_log();
+        mq.start_log();
     }
     let mut roi_symbols = 0;
     for p in (0..numbps).rev() {
         if p + 1 < numbps {
-            ctx.sig_prop(p);
-            passes.push(PassInfo { rate: ctx.mq.committed() as u32 + 3, dist: ctx.dist });
-            ctx.mag_ref(p);
-            passes.push(PassInfo { rate: ctx.mq.committed() as u32 + 3, dist: ctx.dist });
+            dist += sig_prop(&blk, flags, mq, p);
+            passes.push(PassInfo { rate: mq.committed() as u32 + 3, dist });
+            dist += mag_ref(&blk, flags, mq, p);
+            passes.push(PassInfo { rate: mq.committed() as u32 + 3, dist });
         }
-        ctx.cleanup(p);
-        passes.push(PassInfo { rate: ctx.mq.committed() as u32 + 3, dist: ctx.dist });
+        dist += cleanup(&blk, flags, mq, p);
+        passes.push(PassInfo { rate: mq.committed() as u32 + 3, dist });
         if passes.len() == roi_n {
-            roi_symbols = ctx.mq.log_len();
+            roi_symbols = mq.log_len();
         }
     }
-    let log = if check_roi { ctx.mq.take_log() } else { Vec::new() };
-    let data = ctx.mq.flush().to_vec();
+    let log = if check_roi { mq.take_log() } else { Vec::new() };
+    let data = mq.flush().to_vec();
     let total = data.len() as u32;
     let mut prev = 0u32;
     for pass in passes.iter_mut() {
@@ -232,25 +236,26 @@ pub fn encode_block(
             pass.rate = pass.rate.max(r as u32);
         }
     }
-    CodedBlock { data, passes, numbps: numbps as u8 }
+    CodedBlock { data, passes, numbps }
 }
 
-struct Ctx<'a> {
+/// Read-only description of the block being coded. The mutable state (flags, MQ coder) is
+/// passed to the pass functions as separate `&mut` arguments so the compiler knows they do
+/// not alias and can keep the coder's registers in CPU registers through a pass.
+struct Blk<'a> {
     w: usize,
     h: usize,
     fw: usize,
     mags: &'a [u32],
     negs: &'a [bool],
     zc: &'a [u8; 256],
-    flags: &'a mut Vec<u32>,
-    mq: &'a mut MqEncoder,
-    dist: f64,
     roi_thresh: u32,
     roi_shift: u8,
     roi_scale: f64,
+    need_dist: bool,
 }
 
-impl Ctx<'_> {
+impl Blk<'_> {
     /// Weighs an error reduction measured at plane `p` for magnitude `m`: ROI coefficients
     /// are scaled back to image units, and their bits below the shift carry no information.
     #[inline(always)]
@@ -262,6 +267,24 @@ impl Ctx<'_> {
         }
     }
 
+    /// Error reduction when magnitude `m` becomes significant at plane `p` (reconstruction
+    /// moves from 0 to the middle of [2^p, 2^(p+1)), or to `m` itself at plane 0).
+    /// Adds to `acc` only when there is something to add: a running floating-point sum
+    /// updated for every visited coefficient would serialise the scan on add latency.
+    #[inline(always)]
+    fn add_sig_dist(&self, acc: &mut f64, m: u32, p: u8) {
+        if self.need_dist {
+            *acc += self.sig_dist(m, p);
+        }
+    }
+
+    #[inline(always)]
+    fn add_ref_dist(&self, acc: &mut f64, m: u32, p: u8) {
+        if self.need_dist {
+            *acc += self.ref_dist(m, p);
+        }
+    }
+
     #[inline(always)]
     fn sig_dist(&self, m: u32, p: u8) -> f64 {
         let mf = m as f64;
@@ -270,6 +293,7 @@ impl Ctx<'_> {
         self.weigh(m, p, d)
     }
 
+    /// Error reduction when plane `p` of an already significant magnitude is refined.
     #[inline(always)]
     fn ref_dist(&self, m: u32, p: u8) -> f64 {
         let one = 1u64 << p;
@@ -285,145 +309,180 @@ impl Ctx<'_> {
         let d = (t - onef) * (t - onef) - (t - rec) * (t - rec);
         self.weigh(m, p, d)
     }
+}
 
-    #[inline(always)]
-    fn code_sign_and_mark(&mut self, fi: usize, ci: usize) {
-        let f = self.flags[fi];
-        let sc = SC_LUT[((f & 0xF) | ((f >> 4) & 0xF0)) as usize];
-        let neg = self.negs[ci];
-        self.mq.encode((neg as u32) ^ (sc as u32 >> 7), (sc & 0x1F) as usize);
-        let fw = self.fw;
-        let fl = &mut self.flags[..];
-        fl[fi] |= SIG;
-        if neg {
-            fl[fi - fw] |= S_SIG | S_NEG;
-            fl[fi + fw] |= N_SIG | N_NEG;
-            fl[fi - 1] |= E_SIG | E_NEG;
-            fl[fi + 1] |= W_SIG | W_NEG;
-        } else {
-            fl[fi - fw] |= S_SIG;
-            fl[fi + fw] |= N_SIG;
-            fl[fi - 1] |= E_SIG;
-            fl[fi + 1] |= W_SIG;
-        }
-        fl[fi - fw - 1] |= SE_SIG;
-        fl[fi - fw + 1] |= SW_SIG;
-        fl[fi + fw - 1] |= NE_SIG;
-        fl[fi + fw + 1] |= NW_SIG;
+#[inline(always)]
+fn code_sign_and_mark(b: &Blk, flags: &mut [u32], mq: &mut MqEncoder, fi: usize, ci: usize) {
+    let f = flags[fi];
+    let sc = SC_LUT[((f & 0xF) | ((f >> 4) & 0xF0)) as usize];
+    let neg = b.negs[ci];
+    mq.encode((neg as u32) ^ (sc as u32 >> 7), (sc & 0x1F) as usize);
+    let fw = b.fw;
+    flags[fi] |= SIG;
+    if neg {
+        flags[fi - fw] |= S_SIG | S_NEG;
+        flags[fi + fw] |= N_SIG | N_NEG;
+        flags[fi - 1] |= E_SIG | E_NEG;
+        flags[fi + 1] |= W_SIG | W_NEG;
+    } else {
+        flags[fi - fw] |= S_SIG;
+        flags[fi + fw] |= N_SIG;
+        flags[fi - 1] |= E_SIG;
+        flags[fi + 1] |= W_SIG;
     }
+    flags[fi - fw - 1] |= SE_SIG;
+    flags[fi - fw + 1] |= SW_SIG;
+    flags[fi + fw - 1] |= NE_SIG;
+    flags[fi + fw + 1] |= NW_SIG;
+}
 
-    fn sig_prop(&mut self, p: u8) {
-        let (w, h, fw) = (self.w, self.h, self.fw);
-        for y0 in (0..h).step_by(4) {
-            let y1 = (y0 + 4).min(h);
-            for x in 0..w {
-                for y in y0..y1 {
-                    let fi = (y + 1) * fw + x + 1;
-                    let f = self.flags[fi];
-                    if f & SIG != 0 || f & NEIGHBOURS == 0 {
+#[inline(always)]
+fn sig_prop_one(b: &Blk, flags: &mut [u32], mq: &mut MqEncoder, fi: usize, ci: usize, p: u8, dist: &mut f64) {
+    let f = flags[fi];
+    if f & SIG != 0 || f & NEIGHBOURS == 0 {
+        return;
+    }
+    let m = b.mags[ci];
+    let bit = (m >> p) & 1;
+    mq.encode(bit, b.zc[(f & NEIGHBOURS) as usize] as usize);
+    if bit != 0 {
+        code_sign_and_mark(b, flags, mq, fi, ci);
+        b.add_sig_dist(dist, m, p);
+    }
+    flags[fi] |= VISIT;
+}
+
+#[inline(always)]
+fn mag_ref_one(b: &Blk, flags: &mut [u32], mq: &mut MqEncoder, fi: usize, ci: usize, p: u8, dist: &mut f64) {
+    let f = flags[fi];
+    if f & (SIG | VISIT) != SIG {
+        return;
+    }
+    let m = b.mags[ci];
+    let cx = if f & REFINED != 0 {
+        16
+    } else if f & NEIGHBOURS != 0 {
+        15
+    } else {
+        14
+    };
+    mq.encode((m >> p) & 1, cx);
+    flags[fi] = f | REFINED;
+    b.add_ref_dist(dist, m, p);
+}
+
+#[inline(always)]
+fn cleanup_one(b: &Blk, flags: &mut [u32], mq: &mut MqEncoder, fi: usize, ci: usize, p: u8, dist: &mut f64) {
+    let f = flags[fi];
+    if f & (SIG | VISIT) == 0 {
+        let m = b.mags[ci];
+        let bit = (m >> p) & 1;
+        mq.encode(bit, b.zc[(f & NEIGHBOURS) as usize] as usize);
+        if bit != 0 {
+            code_sign_and_mark(b, flags, mq, fi, ci);
+            b.add_sig_dist(dist, m, p);
+        }
+    }
+    flags[fi] &= !VISIT;
+}
+
+/// OR of the four flags of a full stripe column starting at `fi`.
+#[inline(always)]
+fn column4(flags: &[u32], fi: usize, fw: usize) -> u32 {
+    flags[fi] | flags[fi + fw] | flags[fi + 2 * fw] | flags[fi + 3 * fw]
+}
+
+/// Runs `one` over every stripe column in scan order. Full stripes use a fixed trip count
+/// of 4 (unrolled) and are skipped when `skip(OR of their flags)` says there is nothing to
+/// code; the short last stripe takes the general path.
+#[inline(always)]
+fn scan(
+    b: &Blk,
+    flags: &mut [u32],
+    mq: &mut MqEncoder,
+    p: u8,
+    skip: impl Fn(u32) -> bool,
+    one: impl Fn(&Blk, &mut [u32], &mut MqEncoder, usize, usize, u8, &mut f64),
+) -> f64 {
+    let (w, h, fw) = (b.w, b.h, b.fw);
+    let mut dist = 0.0;
+    for y0 in (0..h).step_by(4) {
+        let rows = (h - y0).min(4);
+        let fbase = (y0 + 1) * fw + 1;
+        let cbase = y0 * w;
+        for x in 0..w {
+            let (fi, ci) = (fbase + x, cbase + x);
+            if rows == 4 {
+                if skip(column4(flags, fi, fw)) {
+                    continue;
+                }
+                for k in 0..4 {
+                    one(b, flags, mq, fi + k * fw, ci + k * w, p, &mut dist);
+                }
+            } else {
+                for k in 0..rows {
+                    one(b, flags, mq, fi + k * fw, ci + k * w, p, &mut dist);
+                }
+            }
+        }
+    }
+    dist
+}
+
+/// Significance propagation pass at plane `p`; returns its distortion reduction.
+fn sig_prop(b: &Blk, flags: &mut [u32], mq: &mut MqEncoder, p: u8) -> f64 {
+    // A column where nothing has a significant neighbour has nothing to code.
+    scan(b, flags, mq, p, |f| f & NEIGHBOURS == 0, sig_prop_one)
+}
+
+/// Magnitude refinement pass at plane `p`; returns its distortion reduction.
+fn mag_ref(b: &Blk, flags: &mut [u32], mq: &mut MqEncoder, p: u8) -> f64 {
+    scan(b, flags, mq, p, |f| f & SIG == 0, mag_ref_one)
+}
+
+/// Cleanup pass at plane `p` (with run-length mode); returns its distortion reduction.
+fn cleanup(b: &Blk, flags: &mut [u32], mq: &mut MqEncoder, p: u8) -> f64 {
+    let (w, h, fw) = (b.w, b.h, b.fw);
+    let mut dist = 0.0;
+    for y0 in (0..h).step_by(4) {
+        let rows = (h - y0).min(4);
+        let fbase = (y0 + 1) * fw + 1;
+        let cbase = y0 * w;
+        for x in 0..w {
+            let (fi0, ci0) = (fbase + x, cbase + x);
+            if rows < 4 {
+                for k in 0..rows {
+                    cleanup_one(b, flags, mq, fi0 + k * fw, ci0 + k * w, p, &mut dist);
+                }
+                continue;
+            }
+            let mut start = 0;
+            if column4(flags, fi0, fw) & (SIG | VISIT | NEIGHBOURS) == 0 {
+                // Run-length mode: one symbol says whether any of the four becomes
+                // significant, then the position of the first one.
+                let first = (0..4).find(|&k| (b.mags[ci0 + k * w] >> p) & 1 != 0);
+                match first {
+                    None => {
+                        mq.encode(0, CTX_RL);
                         continue;
                     }
-                    let ci = y * w + x;
-                    let m = self.mags[ci];
-                    let bit = (m >> p) & 1;
-                    self.mq.encode(bit, self.zc[(f & NEIGHBOURS) as usize] as usize);
-                    if bit != 0 {
-                        self.code_sign_and_mark(fi, ci);
-                        self.dist += self.sig_dist(m, p);
-                    }
-                    self.flags[fi] |= VISIT;
-                }
-            }
-        }
-    }
-
-    fn mag_ref(&mut self, p: u8) {
-        let (w, h, fw) = (self.w, self.h, self.fw);
-        for y0 in (0..h).step_by(4) {
-            let y1 = (y0 + 4).min(h);
-            for x in 0..w {
-                for y in y0..y1 {
-                    let fi = (y + 1) * fw + x + 1;
-                    let f = self.flags[fi];
-                    if f & (SIG | VISIT) != SIG {
-                        continue;
-                    }
-                    let ci = y * w + x;
-                    let m = self.mags[ci];
-                    let cx = if f & REFINED != 0 {
-                        16
-                    } else if f & NEIGHBOURS != 0 {
-                        15
-                    } else {
-                        14
-                    };
-                    self.mq.encode((m >> p) & 1, cx);
-                    self.dist += self.ref_dist(m, p);
-                    self.flags[fi] = f | REFINED;
-                }
-            }
-        }
-    }
-
-    #[inline(always)]
-    fn cleanup_one(&mut self, fi: usize, ci: usize, p: u8) {
-        let f = self.flags[fi];
-        if f & (SIG | VISIT) == 0 {
-            let m = self.mags[ci];
-            let bit = (m >> p) & 1;
-            self.mq.encode(bit, self.zc[(f & NEIGHBOURS) as usize] as usize);
-            if bit != 0 {
-                self.code_sign_and_mark(fi, ci);
-                self.dist += self.sig_dist(m, p);
-            }
-        }
-        self.flags[fi] &= !VISIT;
-    }
-
-    fn cleanup(&mut self, p: u8) {
-        let (w, h, fw) = (self.w, self.h, self.fw);
-        for y0 in (0..h).step_by(4) {
-            let full = y0 + 4 <= h;
-            let y1 = (y0 + 4).min(h);
-            for x in 0..w {
-                let fi0 = (y0 + 1) * fw + x + 1;
-                let mut start = y0;
-                if full {
-                    let quiet = (self.flags[fi0]
-                        | self.flags[fi0 + fw]
-                        | self.flags[fi0 + 2 * fw]
-                        | self.flags[fi0 + 3 * fw])
-                        & (SIG | VISIT | NEIGHBOURS)
-                        == 0;
-                    if quiet {
-                        // Run-length mode: one symbol says whether any of the four becomes
-                        // significant, then the position of the first one.
-                        let ci0 = y0 * w + x;
-                        let first = (0..4).find(|&k| (self.mags[ci0 + k * w] >> p) & 1 != 0);
-                        match first {
-                            None => {
-                                self.mq.encode(0, CTX_RL);
-                                continue;
-                            }
-                            Some(k) => {
-                                self.mq.encode(1, CTX_RL);
-                                self.mq.encode((k >> 1) as u32, CTX_UNI);
-                                self.mq.encode((k & 1) as u32, CTX_UNI);
-                                let fi = fi0 + k * fw;
-                                let ci = ci0 + k * w;
-                                self.code_sign_and_mark(fi, ci);
-                                self.dist += self.sig_dist(self.mags[ci], p);
-                                start = y0 + k + 1;
-                            }
-                        }
+                    Some(k) => {
+                        mq.encode(1, CTX_RL);
+                        mq.encode((k >> 1) as u32, CTX_UNI);
+                        mq.encode((k & 1) as u32, CTX_UNI);
+                        let ci = ci0 + k * w;
+                        code_sign_and_mark(b, flags, mq, fi0 + k * fw, ci);
+                        b.add_sig_dist(&mut dist, b.mags[ci], p);
+                        start = k + 1;
                     }
                 }
-                for y in start..y1 {
-                    self.cleanup_one((y + 1) * fw + x + 1, y * w + x, p);
-                }
+            }
+            for k in start..4 {
+                cleanup_one(b, flags, mq, fi0 + k * fw, ci0 + k * w, p, &mut dist);
             }
         }
     }
+    dist
 }
 
 #[cfg(test)]
@@ -582,7 +641,7 @@ pub(crate) mod tests {
         for (i, &(w, h)) in [(64, 64), (1, 1), (3, 5), (17, 9), (64, 7), (5, 64), (32, 33)].iter().enumerate() {
             for orient in 0..4u8 {
                 let (mags, negs) = random_block(i as u64 * 4 + orient as u64, w, h, 12);
-                let cb = encode_block(w, h, &mags, &negs, orient, 0, &mut scratch);
+                let cb = encode_block(w, h, &mags, &negs, orient, 0, true, &mut scratch);
                 let dec = decode_block(&cb.data, w, h, cb.numbps, cb.passes.len(), orient);
                 for k in 0..w * h {
                     let want = if negs[k] && mags[k] != 0 { -(mags[k] as i64) } else { mags[k] as i64 };
@@ -597,7 +656,7 @@ pub(crate) mod tests {
         let mut scratch = T1Scratch::default();
         let (w, h) = (32, 32);
         let (mags, negs) = random_block(99, w, h, 10);
-        let cb = encode_block(w, h, &mags, &negs, 3, 0, &mut scratch);
+        let cb = encode_block(w, h, &mags, &negs, 3, 0, true, &mut scratch);
         let full = decode_block(&cb.data, w, h, cb.numbps, cb.passes.len(), 3);
         assert_eq!(cb.passes.len(), 3 * cb.numbps as usize - 2);
         for (k, pass) in cb.passes.iter().enumerate() {
@@ -625,7 +684,7 @@ pub(crate) mod tests {
                     *m <<= shift;
                 }
             }
-            let cb = encode_block(w, h, &mags, &negs, (seed % 4) as u8, shift, &mut scratch);
+            let cb = encode_block(w, h, &mags, &negs, (seed % 4) as u8, shift, true, &mut scratch);
             let n = roi_passes(cb.numbps, shift);
             let cut = cb.passes[n - 1].rate as usize;
             let got = decode_block(&cb.data[..cut], w, h, cb.numbps, n, (seed % 4) as u8);
@@ -641,7 +700,7 @@ pub(crate) mod tests {
     #[test]
     fn all_zero_block_has_no_passes() {
         let mut scratch = T1Scratch::default();
-        let cb = encode_block(4, 4, &[0; 16], &[false; 16], 0, 0, &mut scratch);
+        let cb = encode_block(4, 4, &[0; 16], &[false; 16], 0, 0, true, &mut scratch);
         assert_eq!(cb.numbps, 0);
         assert!(cb.passes.is_empty() && cb.data.is_empty());
     }

@@ -105,6 +105,34 @@ fn write_num_passes(bw: &mut BitWriter, n: usize) {
 /// Forms the packets of layers `0..nlayers` of one tile in LRCP order and returns the
 /// concatenated packet bytes (the tile-part body).
 pub fn encode_tile(tile: &Tile, nlayers: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    form_packets(tile, nlayers, &mut Sink::Bytes(&mut out));
+    out
+}
+
+/// Length of what [`encode_tile`] would return, without copying packet bodies: rate
+/// control calls this many times per layer.
+pub fn tile_len(tile: &Tile, nlayers: usize) -> usize {
+    let mut n = 0;
+    form_packets(tile, nlayers, &mut Sink::Count(&mut n));
+    n
+}
+
+enum Sink<'a> {
+    Bytes(&'a mut Vec<u8>),
+    Count(&'a mut usize),
+}
+
+impl Sink<'_> {
+    fn put(&mut self, b: &[u8]) {
+        match self {
+            Sink::Bytes(v) => v.extend_from_slice(b),
+            Sink::Count(n) => **n += b.len(),
+        }
+    }
+}
+
+fn form_packets(tile: &Tile, nlayers: usize, out: &mut Sink) {
     let mut states: Vec<Vec<Vec<BandState>>> = tile
         .comps
         .iter()
@@ -137,27 +165,25 @@ pub fn encode_tile(tile: &Tile, nlayers: usize) -> Vec<u8> {
         })
         .collect();
     let nres = tile.comps.iter().map(|c| c.resolutions.len()).max().unwrap_or(0);
-    let mut out = Vec::new();
     for layer in 0..nlayers {
         for r in 0..nres {
-            for (c, comp) in tile.comps.iter().enumerate() {
-                if let Some(res) = comp.resolutions.get(r) {
-                    encode_packet(res, &mut states[c][r], layer, &mut out);
+            for (comp, state) in tile.comps.iter().zip(states.iter_mut()) {
+                if let (Some(res), Some(st)) = (comp.resolutions.get(r), state.get_mut(r)) {
+                    encode_packet(res, st, layer, out);
                 }
             }
         }
     }
-    out
 }
 
-fn encode_packet(res: &Resolution, states: &mut [BandState], layer: usize, out: &mut Vec<u8>) {
+fn encode_packet(res: &Resolution, states: &mut [BandState], layer: usize, out: &mut Sink) {
     let mut bw = BitWriter::default();
     let any = res.bands.iter().zip(states.iter()).any(|(b, s)| {
         b.blocks.iter().zip(&s.blocks).any(|(blk, st)| blk.cuts[layer] > st.sent)
     });
     if !any {
         bw.bit(0);
-        out.extend(bw.finish());
+        out.put(&bw.finish());
         return;
     }
     bw.bit(1);
@@ -195,9 +221,9 @@ fn encode_packet(res: &Resolution, states: &mut [BandState], layer: usize, out: 
             body.push((&blk.coded.data, start, end));
         }
     }
-    out.extend(bw.finish());
+    out.put(&bw.finish());
     for (data, s, e) in body {
-        out.extend_from_slice(&data[s..e]);
+        out.put(&data[s..e]);
     }
 }
 
@@ -216,6 +242,7 @@ mod tests {
             }],
         };
         assert_eq!(encode_tile(&tile, 2), vec![0, 0]);
+        assert_eq!(tile_len(&tile, 2), 2);
     }
 
     #[test]
@@ -237,6 +264,7 @@ mod tests {
             }],
         };
         let out = encode_tile(&tile, 1);
+        assert_eq!(tile_len(&tile, 1), out.len());
         // 1 (non-empty) | 1 (included, tag tree) | 001 (zbp=2) | 10 (2 passes) | 0 (no Lblock
         // increase) | 1010 (len 10 in 3+1 bits) -> 1100 1100 1010 + pad.
         assert_eq!(&out[..2], &[0b1100_1100, 0b1010_0000]);
