@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod archive;
+pub mod backup;
 pub mod config;
 pub mod convert;
 pub mod dataset;

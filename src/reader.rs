@@ -137,7 +137,7 @@ impl Reader {
         let Some(recovery) = &self.recovery else {
             return Err(failure);
         };
-        let (bytes, copy) = match self.read_good_copy(uid).await {
+        let (bytes, copy) = match self.read_good_copy(uid, primary).await {
             Ok(found) => found,
             Err(ReadError::NoGoodCopy { uid, tried }) => {
                 return Err(ReadError::Unrecoverable {
@@ -163,7 +163,13 @@ impl Reader {
     }
 
     /// The bytes of the first of `uid`'s extra copies that reads back intact, and that copy.
-    pub async fn read_good_copy(&self, uid: &str) -> Result<(Bytes, Copy), ReadError> {
+    /// Only copies of the same bytes as `primary` count (same CRC-32C): a copy taken before
+    /// the instance was overwritten is another version.
+    pub async fn read_good_copy(
+        &self,
+        uid: &str,
+        primary: &StoredObject,
+    ) -> Result<(Bytes, Copy), ReadError> {
         let recovery = self.recovery.as_ref().ok_or_else(|| ReadError::NoGoodCopy {
             uid: uid.to_string(),
             tried: 0,
@@ -177,7 +183,7 @@ impl Reader {
                 source,
             })?;
         let mut tried = 0;
-        for copy in copies {
+        for copy in copies.into_iter().filter(|c| c.crc32c == primary.crc32c) {
             tried += 1;
             match self.read_copy(&copy).await {
                 Ok(bytes) => return Ok((bytes, copy)),

@@ -409,6 +409,33 @@ impl Locator {
         Ok(())
     }
 
+    /// How many extra copies are recorded.
+    pub async fn copy_count(&self) -> Result<u64, LocatorError> {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM copies")
+            .fetch_one(&self.pool)
+            .await
+            .map(|n| n as u64)
+            .map_err(err)
+    }
+
+    /// Instances with at least one copy, per kind.
+    pub async fn copy_totals(&self) -> Result<Vec<(CopyKind, u64)>, LocatorError> {
+        let rows = sqlx::query(
+            "SELECT kind, COUNT(DISTINCT sop_instance_uid) FROM copies GROUP BY kind",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err)?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    CopyKind::parse(r.get(0)).map_err(err)?,
+                    r.get::<i64, _>(1) as u64,
+                ))
+            })
+            .collect()
+    }
+
     /// How long the work queues are.
     pub async fn queue_lengths(&self) -> Result<QueueLengths, LocatorError> {
         let row = sqlx::query(
