@@ -583,12 +583,30 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("backup.toml");
         let base = "[dicom]\naet = \"A\"\nlisten = \"127.0.0.1:0\"\n[storage]\nonline_dir = \"x\"\n[locator]\nurl = \"sqlite://x.db\"\n";
-        std::fs::write(&path, format!("{base}[backup]\nformat = \"jpeg2000-roi\"\n")).unwrap();
+        std::fs::write(
+            &path,
+            format!("{base}[backup]\nformat = \"jpeg2000-roi\"\n"),
+        )
+        .unwrap();
         let err = Config::load(&path).unwrap_err().to_string();
-        assert!(err.contains("backup.format \"jpeg2000-roi\" is not supported"), "{err}");
-        std::fs::write(&path, format!("{base}[backup]\nformat = \"original\"\nwindow = \"25:00-01:00\"\n")).unwrap();
-        assert!(matches!(Config::load(&path), Err(ConfigError::Invalid { .. })));
-        std::fs::write(&path, format!("{base}[backup]\nnearline_dir = \"nl\"\nthrottle_mb_s = 5\n")).unwrap();
+        assert!(
+            err.contains("backup.format \"jpeg2000-roi\" is not supported"),
+            "{err}"
+        );
+        std::fs::write(
+            &path,
+            format!("{base}[backup]\nformat = \"original\"\nwindow = \"25:00-01:00\"\n"),
+        )
+        .unwrap();
+        assert!(matches!(
+            Config::load(&path),
+            Err(ConfigError::Invalid { .. })
+        ));
+        std::fs::write(
+            &path,
+            format!("{base}[backup]\nnearline_dir = \"nl\"\nthrottle_mb_s = 5\n"),
+        )
+        .unwrap();
         let config = Config::load(&path).unwrap();
         assert_eq!(config.backup.nearline_dir, dir.path().join("nl"));
         assert_eq!(config.backup.throttle_mb_s, 5.0);

@@ -170,10 +170,13 @@ impl Reader {
         uid: &str,
         primary: &StoredObject,
     ) -> Result<(Bytes, Copy), ReadError> {
-        let recovery = self.recovery.as_ref().ok_or_else(|| ReadError::NoGoodCopy {
-            uid: uid.to_string(),
-            tried: 0,
-        })?;
+        let recovery = self
+            .recovery
+            .as_ref()
+            .ok_or_else(|| ReadError::NoGoodCopy {
+                uid: uid.to_string(),
+                tried: 0,
+            })?;
         let copies = recovery
             .locator
             .copies_of(uid)

@@ -249,7 +249,10 @@ impl Backup {
             return Err(BackupError::Busy(study_instance_uid.to_string()));
         }
         let temp = temp_name(&name);
-        match self.write(study_instance_uid, &instances, &temp, &name).await {
+        match self
+            .write(study_instance_uid, &instances, &temp, &name)
+            .await
+        {
             Ok((copies, backed)) => {
                 let unused = self
                     .locator
@@ -348,7 +351,10 @@ impl Backup {
             self.locator.finish_repair(sop_instance_uid).await?;
             return Ok(Repaired::AlreadyIntact);
         }
-        let (bytes, copy) = self.reader.read_good_copy(sop_instance_uid, &primary).await?;
+        let (bytes, copy) = self
+            .reader
+            .read_good_copy(sop_instance_uid, &primary)
+            .await?;
         let study = self
             .locator
             .study_of(sop_instance_uid)
@@ -396,7 +402,11 @@ pub struct BackupSchedule {
 /// The server's worker, until `shutdown` turns true: re-creates queued damaged primaries at
 /// every poll, and works through the backup queue inside the window, stopping between two
 /// studies when the window closes or the server shuts down.
-pub async fn run(backup: Arc<Backup>, schedule: BackupSchedule, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(
+    backup: Arc<Backup>,
+    schedule: BackupSchedule,
+    mut shutdown: watch::Receiver<bool>,
+) {
     info!(window = ?schedule.window, "backup worker ready");
     loop {
         match backup.repair_pending().await {

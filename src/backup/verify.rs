@@ -153,7 +153,8 @@ impl Backup {
         report.remaining = report.found();
 
         if repair {
-            self.repair(&mut report, &bad_primaries, &bad_copies).await?;
+            self.repair(&mut report, &bad_primaries, &bad_copies)
+                .await?;
         }
         report.seconds = started.elapsed().as_secs_f64();
         Ok(report)

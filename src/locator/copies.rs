@@ -321,14 +321,12 @@ impl Locator {
             .await
             .map_err(err)?;
         }
-        sqlx::query(
-            "DELETE FROM backup_queue WHERE study_instance_uid = ? AND enqueued_at <= ?",
-        )
-        .bind(study_instance_uid)
-        .bind(listed_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(err)?;
+        sqlx::query("DELETE FROM backup_queue WHERE study_instance_uid = ? AND enqueued_at <= ?")
+            .bind(study_instance_uid)
+            .bind(listed_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
         sqlx::query(
             "UPDATE backup_queue SET container = NULL, owner_pid = NULL \
              WHERE study_instance_uid = ?",
@@ -420,12 +418,11 @@ impl Locator {
 
     /// Instances with at least one copy, per kind.
     pub async fn copy_totals(&self) -> Result<Vec<(CopyKind, u64)>, LocatorError> {
-        let rows = sqlx::query(
-            "SELECT kind, COUNT(DISTINCT sop_instance_uid) FROM copies GROUP BY kind",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(err)?;
+        let rows =
+            sqlx::query("SELECT kind, COUNT(DISTINCT sop_instance_uid) FROM copies GROUP BY kind")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(err)?;
         rows.iter()
             .map(|r| {
                 Ok((

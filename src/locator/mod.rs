@@ -302,9 +302,13 @@ impl Locator {
         .await
         .map_err(record)?;
         if new.enqueue_backup {
-            copies::enqueue_in(&mut tx, &new.attributes.study.study_instance_uid, "received")
-                .await
-                .map_err(record)?;
+            copies::enqueue_in(
+                &mut tx,
+                &new.attributes.study.study_instance_uid,
+                "received",
+            )
+            .await
+            .map_err(record)?;
         }
         tx.commit().await.map_err(record)?;
         if cached.is_none() {
