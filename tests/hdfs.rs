@@ -92,8 +92,7 @@ impl Hdfs {
 
     /// kill -9 of NameNode `nn` of the pair.
     fn kill_namenode(&self, nn: u8) {
-        let pid =
-            std::fs::read_to_string(self.dir.path().join(format!("namenode{nn}.pid"))).unwrap();
+        let pid = std::fs::read_to_string(self.dir.path().join(format!("namenode{nn}.pid"))).unwrap();
         signal(pid.trim().parse().unwrap(), "KILL");
     }
 }
@@ -381,10 +380,7 @@ fn an_archive_on_an_ha_name_service_keeps_serving_across_a_namenode_failover() {
     assert_eq!(summary["archived"], 1, "{summary}");
     let out = server.cli(&["locate", "--json", "--study", &studies[1]]);
     let located: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(
-        located.iter().all(|l| l["tier"] == "archive"),
-        "{located:?}"
-    );
+    assert!(located.iter().all(|l| l["tier"] == "archive"), "{located:?}");
     for study in &studies {
         assert_same_data_sets(
             &server.get_study(study),
@@ -393,9 +389,5 @@ fn an_archive_on_an_ha_name_service_keeps_serving_across_a_namenode_failover() {
         );
     }
     // nn2 knows both containers (plus the folders above them), written before and after.
-    assert!(
-        hdfs.files_total_on("2") >= 3,
-        "{}",
-        hdfs.files_total_on("2")
-    );
+    assert!(hdfs.files_total_on("2") >= 3, "{}", hdfs.files_total_on("2"));
 }

@@ -413,10 +413,7 @@ impl Converter {
                 continue;
             }
             let in_use = self.locator.locations_in_use(tier, &of_tier).await?;
-            let unused: Vec<String> = of_tier
-                .into_iter()
-                .filter(|l| !in_use.contains(l))
-                .collect();
+            let unused: Vec<String> = of_tier.into_iter().filter(|l| !in_use.contains(l)).collect();
             match tier {
                 Tier::Online => {
                     let online = self.online.clone();
