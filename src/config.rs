@@ -45,7 +45,50 @@ pub struct Config {
     #[serde(default)]
     pub tiering: TieringConfig,
     #[serde(default)]
+    pub backup: BackupConfig,
+    #[serde(default)]
     pub log: LogConfig,
+}
+
+/// `[backup]`: near-line copies of every study, and recovery from them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupConfig {
+    /// The near-line folder (a NAS mount): one S-DICOM container per backed-up study.
+    #[serde(default = "defaults::nearline_dir")]
+    pub nearline_dir: PathBuf,
+    /// Format of near-line copies. Only `original` (bytes as stored) exists so far; JPEG 2000
+    /// ROI copies wait for the JPEG 2000 encoder.
+    #[serde(default = "defaults::backup_format")]
+    pub format: String,
+    /// Queue a study for backup as soon as an instance of it is received (not only when it
+    /// is archived).
+    #[serde(default)]
+    pub enqueue_on_receive: bool,
+    /// When the server runs the backup queue by itself: `HH:MM-HH:MM` in UTC, like
+    /// `[tiering] window`. Empty: never; run `strata backup run` instead.
+    #[serde(default)]
+    pub window: String,
+    /// Bandwidth limit of backup writes in MB/s; 0 is unlimited.
+    #[serde(default)]
+    pub throttle_mb_s: f64,
+    /// How often the server looks at the backup queue (inside the window) and at the repair
+    /// queue (always), in seconds.
+    #[serde(default = "defaults::tiering_poll_secs")]
+    pub poll_secs: u64,
+}
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        BackupConfig {
+            nearline_dir: defaults::nearline_dir(),
+            format: defaults::backup_format(),
+            enqueue_on_receive: false,
+            window: String::new(),
+            throttle_mb_s: 0.0,
+            poll_secs: defaults::tiering_poll_secs(),
+        }
+    }
 }
 
 /// `[archive]`: where S-DICOM containers go.
@@ -366,6 +409,12 @@ mod defaults {
     pub fn connect_timeout_secs() -> u64 {
         10
     }
+    pub fn nearline_dir() -> std::path::PathBuf {
+        "nearline".into()
+    }
+    pub fn backup_format() -> String {
+        "original".into()
+    }
     pub fn log_level() -> String {
         "info".to_string()
     }
@@ -396,6 +445,7 @@ impl Config {
 
     fn resolve_paths(&mut self, base: &Path) {
         self.storage.online_dir = base.join(&self.storage.online_dir);
+        self.backup.nearline_dir = base.join(&self.backup.nearline_dir);
         if self.archive.backend == ArchiveBackend::Local {
             self.archive.path = base.join(&self.archive.path);
         }
@@ -432,6 +482,22 @@ impl Config {
                 "tiering.window {:?} must look like \"01:00-05:00\"",
                 self.tiering.window
             ));
+        }
+        if !self.backup.window.is_empty() && parse_window(&self.backup.window).is_none() {
+            return Err(format!(
+                "backup.window {:?} must look like \"01:00-05:00\"",
+                self.backup.window
+            ));
+        }
+        if self.backup.format != "original" {
+            return Err(format!(
+                "backup.format {:?} is not supported yet: only \"original\" (JPEG 2000 ROI \
+                 backups need the JPEG 2000 encoder, which this build lacks)",
+                self.backup.format
+            ));
+        }
+        if !(self.backup.throttle_mb_s >= 0.0 && self.backup.throttle_mb_s.is_finite()) {
+            return Err("backup.throttle_mb_s must be 0 (unlimited) or a positive number".into());
         }
         if self.archive.backend == ArchiveBackend::Hdfs && self.archive.hdfs_url.is_none() {
             return Err("archive.hdfs_url is required with backend = \"hdfs\"".into());
@@ -526,5 +592,40 @@ mod tests {
             Config::load(&path),
             Err(ConfigError::Parse { .. })
         ));
+    }
+
+    #[test]
+    fn backup_formats_other_than_original_are_refused_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("backup.toml");
+        let base = "[dicom]\naet = \"A\"\nlisten = \"127.0.0.1:0\"\n[storage]\nonline_dir = \"x\"\n[locator]\nurl = \"sqlite://x.db\"\n";
+        std::fs::write(
+            &path,
+            format!("{base}[backup]\nformat = \"jpeg2000-roi\"\n"),
+        )
+        .unwrap();
+        let err = Config::load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("backup.format \"jpeg2000-roi\" is not supported"),
+            "{err}"
+        );
+        std::fs::write(
+            &path,
+            format!("{base}[backup]\nformat = \"original\"\nwindow = \"25:00-01:00\"\n"),
+        )
+        .unwrap();
+        assert!(matches!(
+            Config::load(&path),
+            Err(ConfigError::Invalid { .. })
+        ));
+        std::fs::write(
+            &path,
+            format!("{base}[backup]\nnearline_dir = \"nl\"\nthrottle_mb_s = 5\n"),
+        )
+        .unwrap();
+        let config = Config::load(&path).unwrap();
+        assert_eq!(config.backup.nearline_dir, dir.path().join("nl"));
+        assert_eq!(config.backup.throttle_mb_s, 5.0);
+        assert!(!config.backup.enqueue_on_receive);
     }
 }

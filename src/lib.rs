@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod archive;
 pub mod codec;
+pub mod backup;
 pub mod config;
 pub mod convert;
 pub mod dataset;

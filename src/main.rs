@@ -71,6 +71,22 @@ enum Command {
         input: PathBuf,
         output: PathBuf,
     },
+    /// Near-line backup copies.
+    Backup {
+        #[command(subcommand)]
+        action: BackupAction,
+    },
+    /// Check every primary and backup copy against its checksum.
+    Verify {
+        #[arg(long)]
+        config: PathBuf,
+        /// Re-create damaged primaries from backup copies and rewrite damaged near-line copies.
+        #[arg(long)]
+        repair: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show what is stored, per tier.
     Status {
         #[arg(long)]
@@ -90,6 +106,18 @@ enum TierAction {
         /// Overrides `[tiering] min_age_days`.
         #[arg(long)]
         min_age_days: Option<u32>,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum BackupAction {
+    /// Write near-line copies of every queued study now, then exit.
+    Run {
+        #[arg(long)]
+        config: PathBuf,
         /// Print the summary as JSON.
         #[arg(long)]
         json: bool,
@@ -250,6 +278,48 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     if summary.lossless { "lossless" } else { "lossy, marked" },
                     summary.ratio
                 );
+            }
+            Ok(())
+        }
+        Command::Backup {
+            action: BackupAction::Run { config, json },
+        } => {
+            let config = Config::load(&config)?;
+            init_logging("warn")?;
+            let summary = runtime.block_on(strata::admin::backup_run(&config))?;
+            if json {
+                println!("{}", serde_json::to_string(&summary)?);
+            } else {
+                println!(
+                    "backed up {} of {} studies ({} failed), {} instances, {:.1} MB in {:.1} s",
+                    summary.backed_up,
+                    summary.studies,
+                    summary.failed,
+                    summary.instances,
+                    summary.bytes as f64 / 1e6,
+                    summary.seconds
+                );
+            }
+            if summary.failed > 0 {
+                anyhow::bail!("{} studies were not backed up", summary.failed);
+            }
+            Ok(())
+        }
+        Command::Verify {
+            config,
+            repair,
+            json,
+        } => {
+            let config = Config::load(&config)?;
+            init_logging("error")?;
+            let report = runtime.block_on(strata::admin::verify(&config, repair))?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{report}");
+            }
+            if report.remaining > 0 {
+                anyhow::bail!("{} damaged or missing copies remain", report.remaining);
             }
             Ok(())
         }

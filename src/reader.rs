@@ -1,13 +1,21 @@
 //! The reader: "give me the bytes of this instance", whichever tier holds them. Retrieve asks
 //! here with the locator's [`StoredObject`]; each tier answers positioned range reads, so the
 //! archive tier (S-DICOM containers) plugs in beside the online one without retrieve changing.
+//!
+//! With recovery attached ([`Reader::with_recovery`]), a primary copy that is missing or
+//! fails its CRC-32C is answered from the instance's next good copy (near-line), and the
+//! instance is queued in the locator for its primary to be re-created in the background.
 
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use tracing::warn;
 
-use crate::archive::{Archive, ArchiveStore};
+use crate::archive::{Archive, ArchiveStore, LocalStore};
+use crate::locator::copies::{Copy, CopyKind};
+use crate::locator::Locator;
 use crate::model::{StoredObject, Tier};
 use crate::online::OnlineStore;
 
@@ -29,6 +37,35 @@ pub enum ReadError {
     },
     #[error(transparent)]
     Archive(#[from] crate::archive::ArchiveError),
+    #[error("cannot list the copies of {uid}: {source}")]
+    Copies {
+        uid: String,
+        source: crate::locator::LocatorError,
+    },
+    #[error("{uid}: no intact backup copy ({tried} tried)")]
+    NoGoodCopy { uid: String, tried: usize },
+    #[error("{primary}; and {uid} has no intact backup copy ({tried} tried)")]
+    Unrecoverable {
+        uid: String,
+        tried: usize,
+        primary: Box<ReadError>,
+    },
+    #[error("{location}: offline copies are read only by `strata backup import-volume`")]
+    Offline { location: String },
+}
+
+impl ReadError {
+    /// Whether the copy is absent (file or container gone) rather than damaged.
+    pub fn is_missing(&self) -> bool {
+        let not_found = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
+        match self {
+            ReadError::Io { source, .. } => not_found(source),
+            ReadError::Archive(crate::archive::ArchiveError::Read { source, .. }) => {
+                not_found(source)
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Reads instances from the tiers.
@@ -36,11 +73,150 @@ pub enum ReadError {
 pub struct Reader {
     online: Arc<OnlineStore>,
     archive: Arc<Archive>,
+    recovery: Option<Arc<Recovery>>,
+}
+
+/// What a reader needs to fall back to other copies.
+#[derive(Debug)]
+struct Recovery {
+    locator: Arc<Locator>,
+    nearline: LocalStore,
+    /// Reads answered from a copy other than the primary since start.
+    fallbacks: AtomicU64,
 }
 
 impl Reader {
     pub fn new(online: Arc<OnlineStore>, archive: Arc<Archive>) -> Reader {
-        Reader { online, archive }
+        Reader {
+            online,
+            archive,
+            recovery: None,
+        }
+    }
+
+    /// Lets [`Reader::read_instance`] fall back to the copies the locator lists, read from
+    /// the near-line store.
+    pub fn with_recovery(mut self, locator: Arc<Locator>, nearline: LocalStore) -> Reader {
+        self.recovery = Some(Arc::new(Recovery {
+            locator,
+            nearline,
+            fallbacks: AtomicU64::new(0),
+        }));
+        self
+    }
+
+    /// Reads answered from a copy other than the primary since this reader was made.
+    pub fn fallbacks(&self) -> u64 {
+        self.recovery
+            .as_ref()
+            .map_or(0, |r| r.fallbacks.load(Ordering::Relaxed))
+    }
+
+    /// Instance `uid` whose primary is `primary`, checked against its CRC-32C; if the primary
+    /// is missing or damaged, from its next good copy (see [`Reader::read_fallback`]).
+    pub async fn read_instance(
+        &self,
+        uid: &str,
+        primary: &StoredObject,
+    ) -> Result<Bytes, ReadError> {
+        match self.read_verified(primary).await {
+            Ok(bytes) => Ok(bytes),
+            Err(e) => self.read_fallback(uid, primary, e).await,
+        }
+    }
+
+    /// After the primary of `uid` failed with `failure`: the bytes of its next good copy. The
+    /// fallback is logged and counted, and the instance is queued for its primary to be
+    /// re-created. Without recovery, or without a good copy, the error says so.
+    pub async fn read_fallback(
+        &self,
+        uid: &str,
+        primary: &StoredObject,
+        failure: ReadError,
+    ) -> Result<Bytes, ReadError> {
+        let Some(recovery) = &self.recovery else {
+            return Err(failure);
+        };
+        let (bytes, copy) = match self.read_good_copy(uid, primary).await {
+            Ok(found) => found,
+            Err(ReadError::NoGoodCopy { uid, tried }) => {
+                return Err(ReadError::Unrecoverable {
+                    uid,
+                    tried,
+                    primary: Box::new(failure),
+                })
+            }
+            Err(e) => return Err(e),
+        };
+        let count = recovery.fallbacks.fetch_add(1, Ordering::Relaxed) + 1;
+        warn!(sop_instance_uid = %uid, primary_tier = primary.tier.as_str(),
+            primary = %primary.location, error = %failure, copy_kind = copy.kind.as_str(),
+            copy = %copy.location, fallbacks = count, "primary copy unreadable; served from a backup copy");
+        if let Err(e) = recovery
+            .locator
+            .enqueue_repair(uid, &failure.to_string())
+            .await
+        {
+            warn!(sop_instance_uid = %uid, error = %e, "cannot queue the primary for re-creation");
+        }
+        Ok(bytes)
+    }
+
+    /// The bytes of the first of `uid`'s extra copies that reads back intact, and that copy.
+    /// Only copies of the same bytes as `primary` count (same CRC-32C): a copy taken before
+    /// the instance was overwritten is another version.
+    pub async fn read_good_copy(
+        &self,
+        uid: &str,
+        primary: &StoredObject,
+    ) -> Result<(Bytes, Copy), ReadError> {
+        let recovery = self
+            .recovery
+            .as_ref()
+            .ok_or_else(|| ReadError::NoGoodCopy {
+                uid: uid.to_string(),
+                tried: 0,
+            })?;
+        let copies = recovery
+            .locator
+            .copies_of(uid)
+            .await
+            .map_err(|source| ReadError::Copies {
+                uid: uid.to_string(),
+                source,
+            })?;
+        let mut tried = 0;
+        for copy in copies.into_iter().filter(|c| c.crc32c == primary.crc32c) {
+            tried += 1;
+            match self.read_copy(&copy).await {
+                Ok(bytes) => return Ok((bytes, copy)),
+                Err(e) => {
+                    warn!(sop_instance_uid = %uid, copy_kind = copy.kind.as_str(), copy = %copy.location, error = %e, "backup copy unreadable too")
+                }
+            }
+        }
+        Err(ReadError::NoGoodCopy {
+            uid: uid.to_string(),
+            tried,
+        })
+    }
+
+    /// An extra copy's bytes, checked against its CRC-32C.
+    pub async fn read_copy(&self, copy: &Copy) -> Result<Bytes, ReadError> {
+        let recovery = self.recovery.as_ref().ok_or_else(|| ReadError::Offline {
+            location: copy.location.clone(),
+        })?;
+        if copy.kind != CopyKind::Nearline {
+            return Err(ReadError::Offline {
+                location: copy.location.clone(),
+            });
+        }
+        let bytes = recovery
+            .nearline
+            .read_at(&copy.location, copy.offset, copy.length)
+            .await?;
+        check(&copy.location, &bytes, copy.crc32c)?;
+        Ok(bytes)
     }
 
     /// `length` bytes at `at` bytes into the instance's Part-10 file.
@@ -81,16 +257,21 @@ impl Reader {
     /// The whole Part-10 file, checked against its stored CRC-32C.
     pub async fn read_verified(&self, object: &StoredObject) -> Result<Bytes, ReadError> {
         let bytes = self.read_range(object, 0, object.length).await?;
-        let found = crc32c::crc32c(&bytes);
-        if found != object.crc32c {
-            return Err(ReadError::Checksum {
-                location: object.location.clone(),
-                found,
-                expected: object.crc32c,
-            });
-        }
+        check(&object.location, &bytes, object.crc32c)?;
         Ok(bytes)
     }
+}
+
+fn check(location: &str, bytes: &[u8], expected: u32) -> Result<(), ReadError> {
+    let found = crc32c::crc32c(bytes);
+    if found != expected {
+        return Err(ReadError::Checksum {
+            location: location.to_string(),
+            found,
+            expected,
+        });
+    }
+    Ok(())
 }
 
 /// Where the data set starts in a Part-10 file: after the 128-byte preamble, `DICM` and the

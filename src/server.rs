@@ -8,7 +8,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::info;
 
-use crate::archive::{Archive, ArchiveError};
+use crate::archive::{Archive, ArchiveError, LocalStore};
+use crate::backup::{self, Backup, BackupError, BackupSchedule};
 use crate::config::Config;
 use crate::convert::Converter;
 use crate::ingest::Ingest;
@@ -38,6 +39,8 @@ pub enum ServerError {
     Locator(#[from] LocatorError),
     #[error(transparent)]
     Archive(#[from] ArchiveError),
+    #[error(transparent)]
+    Backup(#[from] BackupError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -60,6 +63,11 @@ pub async fn run(
     );
     let locator = Arc::new(Locator::open(&config.locator).await?);
     let archive = Arc::new(Archive::open(&config.archive).await?);
+    // Every read falls back to a backup copy when the primary is missing or damaged.
+    let reader = Reader::new(online.clone(), archive.clone()).with_recovery(
+        locator.clone(),
+        LocalStore::open(&config.backup.nearline_dir)?,
+    );
     let listener = TcpListener::bind(config.dicom.listen)
         .await
         .map_err(|source| ServerError::Bind {
@@ -75,10 +83,11 @@ pub async fn run(
             online.clone(),
             locator.clone(),
             config.storage.duplicate_policy,
-        ),
+        )
+        .backup_on_receive(config.backup.enqueue_on_receive),
         retrieve: Retrieve::new(
             locator.clone(),
-            Reader::new(online.clone(), archive.clone()),
+            reader.clone(),
             RetrieveOptions {
                 max_instances: config.retrieve.max_instances,
                 prefetch: config.retrieve.prefetch,
@@ -94,26 +103,45 @@ pub async fn run(
         ),
     });
     let net_config = net_config(&config);
-    let tiering = crate::config::parse_window(&config.tiering.window).map(|window| {
-        let converter = Arc::new(Converter::new(
+    let converter = Arc::new(
+        Converter::new(
             locator.clone(),
             online.clone(),
             archive.clone(),
-            Reader::new(online.clone(), archive.clone()),
+            reader.clone(),
         )
-        .with_compression(config.archive.compression));
+        .with_compression(config.archive.compression),
+    );
+    let tiering = crate::config::parse_window(&config.tiering.window).map(|window| {
         let schedule = TieringSchedule {
             window,
             min_age_days: config.tiering.min_age_days,
             poll: std::time::Duration::from_secs(config.tiering.poll_secs.max(1)),
         };
         tokio::spawn(tiering::run(
-            converter,
+            converter.clone(),
             locator.clone(),
             schedule,
             shutdown.clone(),
         ))
     });
+    // Always running: it re-creates damaged primaries found by reads; it works through the
+    // backup queue only inside its window.
+    let backup = Arc::new(Backup::new(
+        locator.clone(),
+        reader.clone(),
+        &config.backup.nearline_dir,
+        converter,
+        config.backup.throttle_mb_s,
+    )?);
+    let backup_worker = tokio::spawn(backup::run(
+        backup,
+        BackupSchedule {
+            window: crate::config::parse_window(&config.backup.window),
+            poll: std::time::Duration::from_secs(config.backup.poll_secs.max(1)),
+        },
+        shutdown.clone(),
+    ));
     info!(%addr, aet = %config.dicom.aet, online = %online.root().display(), "listening");
     on_listening(addr);
     net::serve(listener, net_config, services, shutdown).await;
@@ -121,6 +149,7 @@ pub async fn run(
         // It stops between two studies once shutdown is signalled.
         let _ = worker.await;
     }
+    let _ = backup_worker.await;
     locator.close().await;
     info!("stopped");
     Ok(())

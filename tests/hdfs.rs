@@ -1,7 +1,8 @@
 //! The archive tier on a real HDFS (Apache Hadoop 2.7.3 NameNode and DataNode on loopback,
 //! started by tools/hdfs-dev.sh): containers are one file per study on the NameNode, served
 //! bit-identically, and interoperate with Hadoop's own SequenceFile reader, writer and
-//! `FsShell -text`; kill -9 of the converter and of restore loses nothing on HDFS either.
+//! `FsShell -text`; kill -9 of the converter and of restore loses nothing on HDFS either; a
+//! container truncated by Hadoop is served from its near-line copy and repaired.
 
 mod common;
 
@@ -386,4 +387,92 @@ fn an_archive_on_an_ha_name_service_keeps_serving_across_a_namenode_failover() {
     }
     // nn2 knows both containers (plus the folders above them), written before and after.
     assert!(hdfs.files_total_on("2") >= 3, "{}", hdfs.files_total_on("2"));
+}
+
+#[test]
+fn a_container_truncated_on_hdfs_is_served_from_its_near_line_copy_and_repaired() {
+    let hdfs = Hdfs::start();
+    let corpus = Corpus::generate(&[
+        "--ct-studies",
+        "1",
+        "--ct-images",
+        "5",
+        "--mr-studies",
+        "0",
+        "--seed",
+        "24",
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    write_config(
+        dir.path(),
+        &format!(
+            "[archive]\nbackend = \"hdfs\"\npath = \"/strata-backup\"\nhdfs_url = \"{}\"\n\
+             [backup]\npoll_secs = 1\n",
+            hdfs.url()
+        ),
+    );
+    let server = TestServer::start_in(dir.path(), "", "");
+    assert!(server
+        .storescu("MODALITY", &corpus.paths())
+        .status
+        .success());
+    let study = corpus.study_uids()[0].clone();
+    let out = server.cli(&["tier", "run", "--min-age-days", "0"]);
+    assert!(out.status.success(), "{}", text(&out));
+    // Archiving queued the study; the backup copies it from HDFS to near-line.
+    let out = server.cli(&["backup", "run", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["backed_up"], 1, "{summary}");
+    assert_eq!(summary["instances"], 5, "{summary}");
+
+    // Hadoop truncates the container inside its last instance.
+    let out = server.cli(&["locate", "--json", "--study", &study]);
+    let mut located: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    located.sort_by_key(|l| l["offset"].as_u64().unwrap());
+    let last = located.last().unwrap();
+    assert_eq!(last["tier"], "archive");
+    let url = format!(
+        "{}/strata-backup/{}",
+        hdfs.url(),
+        last["location"].as_str().unwrap()
+    );
+    let cut = (last["offset"].as_u64().unwrap() + 100).to_string();
+    let no_classes = tempfile::tempdir().unwrap();
+    let out = hdfs.java(
+        no_classes.path(),
+        &["org.apache.hadoop.fs.FsShell", "-truncate", "-w", &cut, &url],
+    );
+    assert!(out.status.success(), "truncate failed: {}", text(&out));
+
+    // verify sees exactly one damaged archive copy; C-GET is still bit-identical.
+    let out = server.cli(&["verify", "--json"]);
+    assert!(!out.status.success(), "verify must fail: {}", text(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report["primaries"]["archive"],
+        serde_json::json!({"ok": 4, "missing": 0, "damaged": 1}),
+        "{report}"
+    );
+    assert_eq!(report["copies"]["nearline"]["ok"], 5, "{report}");
+    assert_same_data_sets(
+        &server.get_study(&study),
+        &originals(&corpus, &study),
+        "truncated on HDFS",
+    );
+    // The damaged primary is re-created online (by the server, or by --repair, whichever
+    // comes first); afterwards verify is clean.
+    let out = server.cli(&["verify", "--repair", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = server.cli(&["verify", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = server.cli(&["locate", "--json", "--study", &study]);
+    let located: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let online = located.iter().filter(|l| l["tier"] == "online").count();
+    assert_eq!(online, 1, "{located:?}");
+    assert_same_data_sets(
+        &server.get_study(&study),
+        &originals(&corpus, &study),
+        "repaired",
+    );
 }

@@ -35,7 +35,9 @@ async fn dcmtk_store_keeps_data_sets_byte_identical_and_indexed() {
             "tiers": {
                 "online": {"instances": 5, "bytes": total_bytes},
                 "archive": {"instances": 0, "bytes": 0}
-            }
+            },
+            "copies": {"nearline": 0, "offline": 0},
+            "queues": {"backup": 0, "repairs": 0}
         })
     );
 

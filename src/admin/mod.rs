@@ -1,13 +1,15 @@
 //! Admin commands behind the CLI: reports over the locator and the tiers, and the jobs an
-//! admin runs by hand.
+//! admin runs by hand (tiering, restore, backup, verify).
 
+mod backup;
 mod import;
 mod progress;
 mod status;
 mod tier;
 mod transcode;
 
+pub use backup::{backup_run, verify, BackupCommandError, BackupSummary};
 pub use import::{import, ImportError, ImportSummary, IMPORT_AE};
 pub use status::{status, StatusReport};
-pub use tier::{locate, restore, tier_run, Located, TierError, TierSummary};
+pub use tier::{locate, restore, tier_run, Located, LocatedCopy, TierError, TierSummary};
 pub use transcode::{parse_roi, transcode, TranscodeError, TranscodeSummary};

@@ -1,10 +1,11 @@
-//! `strata status`: what is stored, per tier.
+//! `strata status`: what is stored, per tier and per backup kind, and what is queued.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
 use crate::config::Config;
+use crate::locator::copies::{CopyKind, QueueLengths};
 use crate::locator::{Locator, LocatorError, TierTotals};
 use crate::model::Tier;
 
@@ -18,6 +19,10 @@ pub struct StatusReport {
     pub bytes: u64,
     /// Per tier; `online` and `archive` are always present.
     pub tiers: BTreeMap<&'static str, TierTotals>,
+    /// Backup copies per kind (`nearline`, `offline`).
+    pub copies: BTreeMap<&'static str, u64>,
+    /// Studies waiting for a near-line copy, instances waiting for their primary's repair.
+    pub queues: QueueLengths,
 }
 
 /// Builds the report from the locator.
@@ -30,6 +35,13 @@ pub async fn status(config: &Config) -> Result<StatusReport, LocatorError> {
     for (tier, t) in locator.tier_totals().await? {
         tiers.insert(tier.as_str(), t);
     }
+    let mut copies = BTreeMap::new();
+    copies.insert(CopyKind::Nearline.as_str(), 0);
+    copies.insert(CopyKind::Offline.as_str(), 0);
+    for (kind, n) in locator.copy_totals().await? {
+        copies.insert(kind.as_str(), n);
+    }
+    let queues = locator.queue_lengths().await?;
     locator.close().await;
     Ok(StatusReport {
         patients: totals.patients,
@@ -38,6 +50,8 @@ pub async fn status(config: &Config) -> Result<StatusReport, LocatorError> {
         instances: totals.instances,
         bytes: totals.bytes,
         tiers,
+        copies,
+        queues,
     })
 }
 
@@ -55,6 +69,14 @@ impl std::fmt::Display for StatusReport {
                 t.instances, t.bytes
             )?;
         }
+        for (kind, n) in &self.copies {
+            writeln!(f, "copies {kind:<8} {n} instances")?;
+        }
+        writeln!(
+            f,
+            "queued     {} studies for backup, {} primaries for repair",
+            self.queues.backup, self.queues.repairs
+        )?;
         Ok(())
     }
 }

@@ -47,6 +47,17 @@ pub struct Located {
     pub location: String,
     pub offset: u64,
     pub length: u64,
+    /// Backup copies (near-line, offline) besides the primary.
+    pub copies: Vec<LocatedCopy>,
+}
+
+/// Where one backup copy of an instance is (`strata locate --json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct LocatedCopy {
+    pub kind: &'static str,
+    pub location: String,
+    pub offset: u64,
+    pub length: u64,
 }
 
 async fn open(config: &Config) -> Result<(Arc<Locator>, Converter), TierError> {
@@ -58,7 +69,10 @@ async fn open(config: &Config) -> Result<(Arc<Locator>, Converter), TierError> {
     );
     let locator = Arc::new(Locator::open(&config.locator).await?);
     let archive = Arc::new(Archive::open(&config.archive).await?);
-    let reader = Reader::new(online.clone(), archive.clone());
+    // With recovery: a restore reads each instance from whichever intact copy exists.
+    let nearline = crate::archive::LocalStore::open(&config.backup.nearline_dir)?;
+    let reader =
+        Reader::new(online.clone(), archive.clone()).with_recovery(locator.clone(), nearline);
     let converter = Converter::new(locator.clone(), online, archive, reader)
         .with_compression(config.archive.compression);
     Ok((locator, converter))
@@ -109,16 +123,32 @@ pub async fn restore(config: &Config, study: &str) -> Result<(u64, u64), TierErr
 /// Where every instance of a study is.
 pub async fn locate(config: &Config, study: &str) -> Result<Vec<Located>, TierError> {
     let locator = Locator::open(&config.locator).await?;
-    let instances = locator.study_instances(study).await;
+    let located = async {
+        let mut located = Vec::new();
+        for i in locator.study_instances(study).await? {
+            let copies = locator
+                .copies_of(&i.sop_instance_uid)
+                .await?
+                .into_iter()
+                .map(|c| LocatedCopy {
+                    kind: c.kind.as_str(),
+                    location: c.location,
+                    offset: c.offset,
+                    length: c.length,
+                })
+                .collect();
+            located.push(Located {
+                sop_instance_uid: i.sop_instance_uid,
+                tier: i.object.tier.as_str(),
+                location: i.object.location,
+                offset: i.object.offset,
+                length: i.object.length,
+                copies,
+            });
+        }
+        Ok::<_, LocatorError>(located)
+    }
+    .await;
     locator.close().await;
-    Ok(instances?
-        .into_iter()
-        .map(|i| Located {
-            sop_instance_uid: i.sop_instance_uid,
-            tier: i.object.tier.as_str(),
-            location: i.object.location,
-            offset: i.object.offset,
-            length: i.object.length,
-        })
-        .collect())
+    Ok(located?)
 }

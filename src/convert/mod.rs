@@ -212,14 +212,19 @@ impl Converter {
         let mut expected = Vec::with_capacity(instances.len());
         // Reads run ahead of the container's writes, so neither waits for the other.
         // Owned futures: borrowing ones make the tiering task's future not provably Send.
-        let objects: Vec<StoredObject> = instances.iter().map(|i| i.object.clone()).collect();
+        // A damaged or missing source copy is read from its backup copy (and queued for
+        // repair), so the new container gets intact bytes.
+        let objects: Vec<(String, StoredObject)> = instances
+            .iter()
+            .map(|i| (i.sop_instance_uid.clone(), i.object.clone()))
+            .collect();
         let reader = self.reader.clone();
         let compression = self.compression;
         let mut files = futures_util::stream::iter(objects)
-            .map(move |object| {
+            .map(move |(uid, object)| {
                 let reader = reader.clone();
                 async move {
-                    let bytes = reader.read_verified(&object).await?;
+                    let bytes = reader.read_instance(&uid, &object).await?;
                     Ok::<_, ConvertError>(compress(compression, &object, bytes).await)
                 }
             })
@@ -304,25 +309,14 @@ impl Converter {
         let mut moved = Moved::default();
         let result: Result<(), ConvertError> = async {
             for (instance, target) in archived.iter().zip(&targets) {
-                let bytes = self.reader.read_verified(&instance.object).await?;
+                // From the container, or from whichever backup copy survives.
+                let bytes = self
+                    .reader
+                    .read_instance(&instance.sop_instance_uid, &instance.object)
+                    .await?;
                 moved.bytes += bytes.len() as u64;
                 moved.instances += 1;
-                let online = self.online.clone();
-                let target_owned = target.clone();
-                let data = bytes.clone();
-                tokio::task::spawn_blocking(move || -> Result<(), OnlineError> {
-                    use std::io::Write;
-                    let (path, mut file) = online.create_temp()?;
-                    let io = |source| OnlineError::CreateTemp {
-                        path: path.clone(),
-                        source,
-                    };
-                    file.write_all(&data).map_err(io)?;
-                    file.sync_all().map_err(io)?;
-                    online.publish(&path, &target_owned)
-                })
-                .await
-                .expect("blocking write")?;
+                self.write_online(target, bytes.clone()).await?;
                 switches.push(Switch {
                     sop_instance_uid: instance.sop_instance_uid.clone(),
                     from_tier: Tier::Archive,
@@ -351,6 +345,77 @@ impl Converter {
         self.finish(job, &committed.old_locations).await?;
         info!(study = %study_instance_uid, instances = moved.instances, "study restored online");
         Ok(moved)
+    }
+
+    /// Writes one Part-10 file to `target` on the online tier through the atomic path:
+    /// temporary file, fsync, rename, folder fsync.
+    async fn write_online(&self, target: &str, data: bytes::Bytes) -> Result<(), ConvertError> {
+        let online = self.online.clone();
+        let target = target.to_string();
+        tokio::task::spawn_blocking(move || -> Result<(), OnlineError> {
+            use std::io::Write;
+            let (path, mut file) = online.create_temp()?;
+            let io = |source| OnlineError::CreateTemp {
+                path: path.clone(),
+                source,
+            };
+            file.write_all(&data).map_err(io)?;
+            file.sync_all().map_err(io)?;
+            online.publish(&path, &target)
+        })
+        .await
+        .expect("blocking write")?;
+        Ok(())
+    }
+
+    /// Re-creates a damaged or missing primary copy on the online tier from `bytes` (intact,
+    /// read from a backup copy), journaled like a restore: the new file is made durable, the
+    /// instance switched to it only if it is still where `instance` says, then the damaged
+    /// copy deleted once nothing points at it. Returns whether the instance was switched.
+    pub async fn replace_with_online(
+        &self,
+        study_instance_uid: &str,
+        instance: &PlacedInstance,
+        bytes: bytes::Bytes,
+    ) -> Result<bool, ConvertError> {
+        let target = self
+            .online
+            .new_location(study_instance_uid, &instance.sop_instance_uid);
+        let job = self
+            .locator
+            .begin_job(
+                "repair",
+                study_instance_uid,
+                &instance.object.location,
+                &[(Tier::Online, target.clone())],
+            )
+            .await?;
+        if let Err(e) = self.write_online(&target, bytes.clone()).await {
+            let _ = self.delete_unreferenced(Tier::Online, &target).await;
+            let _ = self.locator.finish_job(job).await;
+            return Err(e);
+        }
+        let switch = Switch {
+            sop_instance_uid: instance.sop_instance_uid.clone(),
+            from_tier: instance.object.tier,
+            from_location: instance.object.location.clone(),
+            to: StoredObject {
+                tier: Tier::Online,
+                location: target.clone(),
+                offset: 0,
+                length: bytes.len() as u64,
+                crc32c: crc32c(&bytes),
+                transfer_syntax_uid: instance.object.transfer_syntax_uid.clone(),
+            },
+        };
+        let committed = self.locator.commit_job(job, &[switch]).await?;
+        self.finish(job, &committed.old_locations).await?;
+        if committed.switched == 0 {
+            // Moved meanwhile: the new file is not referenced.
+            self.delete_unreferenced(Tier::Online, &target).await?;
+        }
+        info!(sop_instance_uid = %instance.sop_instance_uid, from = %instance.object.location, to = %target, "primary copy re-created online");
+        Ok(committed.switched == 1)
     }
 
     /// Step 4 of a committed job: delete the old copies nothing references, drop the job.

@@ -32,11 +32,13 @@ pub struct Ingest {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Inner {
     online: Arc<OnlineStore>,
     locator: Arc<Locator>,
     duplicates: DuplicatePolicy,
+    /// `[backup] enqueue_on_receive`: queue the study for backup with each new instance.
+    enqueue_backup: bool,
 }
 
 impl Ingest {
@@ -50,8 +52,16 @@ impl Ingest {
                 online,
                 locator,
                 duplicates,
+                enqueue_backup: false,
             }),
         }
+    }
+
+    /// Queues each received instance's study for a near-line copy, in the same locator
+    /// transaction that records the instance (`[backup] enqueue_on_receive`).
+    pub fn backup_on_receive(mut self, on: bool) -> Ingest {
+        Arc::make_mut(&mut self.inner).enqueue_backup = on;
+        self
     }
 }
 
@@ -120,6 +130,7 @@ impl Inner {
                     object: &object,
                     source_ae,
                     received_at: now_millis(),
+                    enqueue_backup: self.enqueue_backup,
                 },
                 self.duplicates == DuplicatePolicy::Overwrite,
             )

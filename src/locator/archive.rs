@@ -159,6 +159,21 @@ impl Locator {
                 }
             }
         }
+        if switched > 0 {
+            // A newly archived study enters the backup queue in the same transaction, so no
+            // crash can archive it without queueing it.
+            sqlx::query(
+                "INSERT INTO backup_queue (study_instance_uid, enqueued_at, reason) \
+                 SELECT study_instance_uid, ?, 'archived' FROM archive_jobs \
+                 WHERE id = ? AND kind = 'archive' \
+                 ON CONFLICT (study_instance_uid) DO UPDATE SET enqueued_at = excluded.enqueued_at",
+            )
+            .bind(super::now_millis())
+            .bind(job)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        }
         sqlx::query("UPDATE archive_jobs SET state = 'committed', old_locations = ? WHERE id = ?")
             .bind(serde_json::to_string(&old).expect("strings serialize"))
             .bind(job)

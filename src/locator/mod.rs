@@ -6,6 +6,7 @@
 //! instead of failing with SQLITE_BUSY. Keep the SQL portable: PostgreSQL follows.
 
 pub mod archive;
+pub mod copies;
 pub mod find;
 pub mod retrieve;
 
@@ -48,6 +49,8 @@ pub enum LocatorError {
     Backfill(#[source] sqlx::Error),
     #[error("cannot update the tier-move journal: {0}")]
     Journal(#[source] sqlx::Error),
+    #[error("cannot update the copies or the backup queues: {0}")]
+    Copies(#[source] sqlx::Error),
     #[error("unknown tier {0:?} in the locator")]
     UnknownTier(String),
 }
@@ -61,6 +64,8 @@ pub struct NewInstance<'a> {
     pub source_ae: &'a str,
     /// Unix milliseconds.
     pub received_at: i64,
+    /// Queue the instance's study for a near-line copy in the same transaction.
+    pub enqueue_backup: bool,
 }
 
 /// What recording an instance did.
@@ -296,6 +301,15 @@ impl Locator {
         )
         .await
         .map_err(record)?;
+        if new.enqueue_backup {
+            copies::enqueue_in(
+                &mut tx,
+                &new.attributes.study.study_instance_uid,
+                "received",
+            )
+            .await
+            .map_err(record)?;
+        }
         tx.commit().await.map_err(record)?;
         if cached.is_none() {
             let mut ids = self.series_ids.lock().expect("series cache lock");
@@ -607,6 +621,7 @@ mod tests {
                         object: &o,
                         source_ae: "MOD",
                         received_at: 1,
+                        enqueue_backup: false,
                     },
                     false,
                 )
@@ -622,12 +637,15 @@ mod tests {
             object: &o,
             source_ae: "MOD",
             received_at: 2,
+            enqueue_backup: true,
         };
         assert_eq!(
             locator.record_instance(&again, false).await.unwrap(),
             Recorded::Kept
         );
         let replaced = locator.record_instance(&again, true).await.unwrap();
+        // Only the recorded (replacing) copy queued its study for backup.
+        assert_eq!(locator.queue_lengths().await.unwrap().backup, 1);
         assert_eq!(replaced, Recorded::Replaced(object("1.2.3.1.1", 100)));
         assert_eq!(
             locator.totals().await.unwrap(),

@@ -1,9 +1,10 @@
-//! Pure domain types: tiers, the attributes Strata indexes, and the UID tables it negotiates.
-//! No I/O here.
+//! Pure domain types: tiers, the attributes Strata indexes, the UID tables it negotiates, and
+//! the workers' daily windows. No I/O here (beyond reading the clock).
 
 pub mod matching;
 pub mod person_name;
 pub mod query;
+pub mod schedule;
 pub mod sop_class;
 pub mod transfer_syntax;
 

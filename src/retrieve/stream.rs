@@ -128,11 +128,17 @@ async fn prepare_whole(
                     tracing::info!(sop_instance_uid = %uid, from = %object.location, to = %now.location, "instance moved while being retrieved; reading its new copy");
                     reader
                         .reader
-                        .read_verified(&now)
+                        .read_instance(uid, &now)
                         .await
                         .map_err(|e| e.to_string())?
                 }
-                _ => return Err(first.to_string()),
+                // Missing or damaged where it still is: its next good backup copy, if any
+                // (the primary is then queued for re-creation).
+                _ => reader
+                    .reader
+                    .read_fallback(uid, &object, first)
+                    .await
+                    .map_err(|e| e.to_string())?,
             }
         }
     };

@@ -23,21 +23,7 @@ pub struct TieringSchedule {
     pub poll: Duration,
 }
 
-/// Whether `minute` (since midnight) falls in `window`; equal ends mean all day.
-pub fn in_window(window: (u32, u32), minute: u32) -> bool {
-    let (start, end) = window;
-    if start == end {
-        true
-    } else if start < end {
-        (start..end).contains(&minute)
-    } else {
-        minute >= start || minute < end
-    }
-}
-
-fn minute_now() -> u32 {
-    ((now_millis() / 60_000) % 1440) as u32
-}
+pub use crate::model::schedule::{in_window, minute_now};
 
 /// Runs until `shutdown` turns true.
 pub async fn run(
@@ -71,20 +57,5 @@ pub async fn run(
             _ = tokio::time::sleep(schedule.poll) => {}
             _ = shutdown.wait_for(|stop| *stop) => return,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn windows_wrap_past_midnight() {
-        assert!(in_window((60, 300), 60));
-        assert!(!in_window((60, 300), 300));
-        assert!(in_window((22 * 60, 2 * 60), 23 * 60));
-        assert!(in_window((22 * 60, 2 * 60), 30));
-        assert!(!in_window((22 * 60, 2 * 60), 12 * 60));
-        assert!(in_window((0, 0), 23 * 60 + 59));
     }
 }

@@ -1,0 +1,165 @@
+//! `strata backup run` and `strata verify`: the backup worker from the command line.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::progress::Progress;
+use crate::archive::{Archive, ArchiveError, LocalStore};
+use crate::backup::{Backup, BackupError, VerifyReport};
+use crate::config::Config;
+use crate::convert::{ConvertError, Converter};
+use crate::locator::{Locator, LocatorError};
+use crate::online::{OnlineError, OnlineStore};
+use crate::reader::Reader;
+
+/// Why a backup command could not run at all (single studies failing are counted).
+#[derive(Debug, thiserror::Error)]
+pub enum BackupCommandError {
+    #[error(transparent)]
+    Online(#[from] OnlineError),
+    #[error(transparent)]
+    Locator(#[from] LocatorError),
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+    #[error(transparent)]
+    Convert(#[from] ConvertError),
+    #[error(transparent)]
+    Backup(#[from] BackupError),
+}
+
+/// What `strata backup run` did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BackupSummary {
+    /// Studies that were queued.
+    pub studies: u64,
+    pub backed_up: u64,
+    pub failed: u64,
+    pub instances: u64,
+    pub bytes: u64,
+    pub seconds: f64,
+    /// `study: reason` for every study not backed up.
+    pub failures: Vec<String>,
+}
+
+/// The stores, locator, reader (with recovery), converter and backup worker of a config.
+pub(super) struct Stack {
+    pub locator: Arc<Locator>,
+    pub converter: Arc<Converter>,
+    pub backup: Backup,
+}
+
+impl Stack {
+    pub async fn open(config: &Config) -> Result<Stack, BackupCommandError> {
+        let online_dir = config.storage.online_dir.clone();
+        let online = Arc::new(
+            tokio::task::spawn_blocking(move || OnlineStore::open(&online_dir))
+                .await
+                .expect("blocking open")?,
+        );
+        let locator = Arc::new(Locator::open(&config.locator).await?);
+        let archive = Arc::new(Archive::open(&config.archive).await?);
+        let nearline = LocalStore::open(&config.backup.nearline_dir)?;
+        let reader =
+            Reader::new(online.clone(), archive.clone()).with_recovery(locator.clone(), nearline);
+        let converter = Arc::new(Converter::new(
+            locator.clone(),
+            online,
+            archive,
+            reader.clone(),
+        ));
+        let backup = Backup::new(
+            locator.clone(),
+            reader,
+            &config.backup.nearline_dir,
+            converter.clone(),
+            config.backup.throttle_mb_s,
+        )?;
+        Ok(Stack {
+            locator,
+            converter,
+            backup,
+        })
+    }
+}
+
+/// Backs up every queued study now.
+pub async fn backup_run(config: &Config) -> Result<BackupSummary, BackupCommandError> {
+    let stack = Stack::open(config).await?;
+    stack.converter.recover().await?;
+    stack.backup.recover().await?;
+    let progress = Progress::start();
+    let mut summary = BackupSummary::default();
+    stack
+        .backup
+        .run_queue(
+            || true,
+            |study, result, done, total| {
+                summary.studies = total;
+                match result {
+                    Ok(backed) => {
+                        summary.backed_up += 1;
+                        summary.instances += backed.instances as u64;
+                        summary.bytes += backed.bytes;
+                    }
+                    Err(e) => {
+                        summary.failed += 1;
+                        progress.note(&format!("study {study} not backed up: {e}"));
+                        summary.failures.push(format!("{study}: {e}"));
+                    }
+                }
+                let counts = format!("backed up {} failed {}", summary.backed_up, summary.failed);
+                progress.update(done, total, &counts, summary.bytes);
+            },
+        )
+        .await?;
+    summary.seconds = progress.finish();
+    stack.locator.close().await;
+    Ok(summary)
+}
+
+/// Scrubs every copy; with `repair`, mends what it can.
+pub async fn verify(config: &Config, repair: bool) -> Result<VerifyReport, BackupCommandError> {
+    let stack = Stack::open(config).await?;
+    if repair {
+        stack.converter.recover().await?;
+        stack.backup.recover().await?;
+    }
+    let progress = Progress::start();
+    let report = stack
+        .backup
+        .verify(repair, |done, total, bytes| {
+            progress.update(done, total, "checked", bytes)
+        })
+        .await;
+    progress.finish();
+    stack.locator.close().await;
+    Ok(report?)
+}
+
+impl std::fmt::Display for VerifyReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for problem in &self.problems {
+            writeln!(f, "{problem}")?;
+        }
+        for (name, c) in &self.primaries {
+            writeln!(
+                f,
+                "primary {name:<9} ok {} missing {} damaged {}",
+                c.ok, c.missing, c.damaged
+            )?;
+        }
+        for (name, c) in &self.copies {
+            writeln!(
+                f,
+                "copy    {name:<9} ok {} missing {} damaged {}",
+                c.ok, c.missing, c.damaged
+            )?;
+        }
+        writeln!(
+            f,
+            "repaired {} primaries, {} near-line studies; {} damaged or missing copies remain ({:.1} s)",
+            self.repaired_primaries, self.repaired_studies, self.remaining, self.seconds
+        )
+    }
+}

@@ -1,0 +1,441 @@
+//! The backup worker: near-line copies of whole studies, and re-creation of damaged primary
+//! copies from them.
+//!
+//! A study in the backup queue gets ONE near-line S-DICOM container (the archive's format,
+//! in `[backup] nearline_dir`) holding every instance as stored, read through the [`Reader`]
+//! from whichever tier holds it and checked against its CRC-32C. Order, so that a kill at any
+//! step loses nothing and never records a copy that is not durable:
+//!
+//! 1. claim the queued study in the locator, journaling the container name;
+//! 2. write the container under a temporary name, fsync, read it back and check every
+//!    record and checksum, rename it into place (folders fsynced);
+//! 3. in one locator transaction, record every instance's copy (replacing older near-line
+//!    copies), take the study off the queue and drop the claim;
+//! 4. delete the older near-line containers nothing points at any more.
+//!
+//! [`Backup::recover`] (run before work) deletes temporaries of dead processes, releases
+//! their claims and deletes near-line containers no copy points at (a kill between 2 and 3,
+//! or between 3 and 4). Writes are paced to `[backup] throttle_mb_s`.
+//!
+//! Repairs: an instance whose primary was found missing or damaged (by a read, or by
+//! [`verify`]) is re-created on the online tier from an intact copy through the converter's
+//! journaled online write, and the locator switched to it.
+
+pub mod verify;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use crc32c::crc32c;
+use futures_util::StreamExt;
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use crate::archive::container::{verify as verify_container, ContainerBuilder, Expected};
+use crate::archive::{container_name, temp_name, ArchiveError, ArchiveStore, LocalStore};
+use crate::convert::{ConvertError, Converter};
+use crate::locator::archive::PlacedInstance;
+use crate::locator::copies::{Copy, CopyKind};
+use crate::locator::{now_millis, Locator, LocatorError};
+use crate::model::schedule::{in_window, minute_now};
+use crate::reader::{ReadError, Reader};
+
+pub use verify::{Counts, VerifyReport};
+
+/// Instances read ahead of the near-line container being written.
+const READ_AHEAD: usize = 2;
+
+/// Why a backup or repair step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error(transparent)]
+    Locator(#[from] LocatorError),
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    #[error(transparent)]
+    Convert(#[from] ConvertError),
+    #[error("verification of near-line container {0}")]
+    Verify(String),
+    #[error("study {0} is not in the locator")]
+    UnknownStudy(String),
+    #[error("study {0} is being backed up by another process")]
+    Busy(String),
+    #[error("cannot tidy the near-line folder {path}: {source}")]
+    Tidy {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// What backing up one study did.
+#[derive(Debug, Clone, Default)]
+pub struct BackedUp {
+    pub instances: usize,
+    pub bytes: u64,
+}
+
+/// What re-creating one primary did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Repaired {
+    /// Re-created online from a backup copy.
+    Recreated,
+    /// The primary reads back intact now (moved or repaired meanwhile): nothing to do.
+    AlreadyIntact,
+    /// The instance is no longer stored.
+    Gone,
+}
+
+/// Paces writes to a bandwidth limit by sleeping between them.
+struct Throttle {
+    bytes_per_sec: Option<f64>,
+    started: Instant,
+    written: u64,
+}
+
+impl Throttle {
+    fn new(mb_s: f64) -> Throttle {
+        Throttle {
+            bytes_per_sec: (mb_s > 0.0).then_some(mb_s * 1e6),
+            started: Instant::now(),
+            written: 0,
+        }
+    }
+
+    async fn pace(&mut self, bytes: u64) {
+        self.written += bytes;
+        if let Some(rate) = self.bytes_per_sec {
+            let due = Duration::from_secs_f64(self.written as f64 / rate);
+            let elapsed = self.started.elapsed();
+            if due > elapsed {
+                tokio::time::sleep(due - elapsed).await;
+            }
+        }
+    }
+}
+
+/// Writes near-line copies and re-creates damaged primaries.
+pub struct Backup {
+    locator: Arc<Locator>,
+    reader: Reader,
+    nearline: LocalStore,
+    nearline_dir: PathBuf,
+    converter: Arc<Converter>,
+    throttle_mb_s: f64,
+}
+
+impl Backup {
+    /// `reader` should have recovery attached (so a study whose primary is damaged can still
+    /// be backed up from an older copy); `nearline` is the store rooted at `nearline_dir`.
+    pub fn new(
+        locator: Arc<Locator>,
+        reader: Reader,
+        nearline_dir: &Path,
+        converter: Arc<Converter>,
+        throttle_mb_s: f64,
+    ) -> Result<Backup, BackupError> {
+        Ok(Backup {
+            locator,
+            reader,
+            nearline: LocalStore::open(nearline_dir)?,
+            nearline_dir: nearline_dir.to_owned(),
+            converter,
+            throttle_mb_s,
+        })
+    }
+
+    /// The reader this worker uses (with recovery).
+    pub fn reader(&self) -> &Reader {
+        &self.reader
+    }
+
+    /// Cleans up after interrupted runs: temporaries and claims of dead processes, and
+    /// near-line containers no copy points at. Returns how many files were removed.
+    pub async fn recover(&self) -> Result<usize, BackupError> {
+        // The folder may have been lost as a whole; it is ours to re-create.
+        LocalStore::open(&self.nearline_dir)?;
+        let mut removed = self.nearline.remove_temporaries().await?;
+        let mut live_claims = Vec::new();
+        for queued in self.locator.backup_queue().await? {
+            let Some(container) = queued.container else {
+                continue;
+            };
+            let alive = queued.owner_pid.is_some_and(|pid| {
+                pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists()
+            });
+            if alive {
+                live_claims.push(container);
+            } else {
+                warn!(study = %queued.study_instance_uid, container = %container, "releasing an interrupted backup");
+                self.locator
+                    .release_backup(&queued.study_instance_uid)
+                    .await?;
+            }
+        }
+        for name in self.containers_on_disk()? {
+            if live_claims.contains(&name)
+                || self
+                    .locator
+                    .copy_location_in_use(CopyKind::Nearline, &name)
+                    .await?
+            {
+                continue;
+            }
+            warn!(container = %name, "deleting a near-line container no copy points at");
+            self.nearline.delete(&name).await?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
+    /// Names of the published containers in the near-line folder (`<aa>/<name>.sdcm`).
+    fn containers_on_disk(&self) -> Result<Vec<String>, BackupError> {
+        let tidy = |path: &Path| {
+            let path = path.to_owned();
+            move |source| BackupError::Tidy { path, source }
+        };
+        let mut names = Vec::new();
+        let root = &self.nearline_dir;
+        for fan in std::fs::read_dir(root).map_err(tidy(root))? {
+            let fan = fan.map_err(tidy(root))?;
+            let fan_name = fan.file_name().to_string_lossy().to_string();
+            if fan_name == "tmp" || !fan.path().is_dir() {
+                continue;
+            }
+            for file in std::fs::read_dir(fan.path()).map_err(tidy(&fan.path()))? {
+                let file = file.map_err(tidy(&fan.path()))?;
+                let name = file.file_name().to_string_lossy().to_string();
+                if name.ends_with(".sdcm") {
+                    names.push(format!("{fan_name}/{name}"));
+                }
+            }
+        }
+        Ok(names)
+    }
+
+    /// Backs up every queued study, one at a time, while `keep_going()` says so; reports
+    /// each study's result to `done` (study, result, studies so far, studies queued).
+    pub async fn run_queue(
+        &self,
+        keep_going: impl Fn() -> bool,
+        mut done: impl FnMut(&str, &Result<BackedUp, BackupError>, u64, u64),
+    ) -> Result<(), BackupError> {
+        let queue = self.locator.backup_queue().await?;
+        let total = queue.len() as u64;
+        for (n, queued) in queue.iter().enumerate() {
+            if !keep_going() {
+                break;
+            }
+            let study = &queued.study_instance_uid;
+            let result = self.backup_study(study).await;
+            done(study, &result, n as u64 + 1, total);
+        }
+        Ok(())
+    }
+
+    /// Writes one near-line container with every instance of a queued study and records
+    /// the copies (steps 1-4 above).
+    pub async fn backup_study(&self, study_instance_uid: &str) -> Result<BackedUp, BackupError> {
+        let listed_at = now_millis();
+        let instances = self.locator.study_instances(study_instance_uid).await?;
+        if instances.is_empty() {
+            return Err(BackupError::UnknownStudy(study_instance_uid.to_string()));
+        }
+        let name = container_name(study_instance_uid);
+        if !self.locator.claim_backup(study_instance_uid, &name).await? {
+            return Err(BackupError::Busy(study_instance_uid.to_string()));
+        }
+        let temp = temp_name(&name);
+        match self
+            .write(study_instance_uid, &instances, &temp, &name)
+            .await
+        {
+            Ok((copies, backed)) => {
+                let unused = self
+                    .locator
+                    .record_nearline(study_instance_uid, &name, listed_at, &copies)
+                    .await?;
+                for old in &unused {
+                    self.nearline.delete(old).await?;
+                }
+                info!(study = %study_instance_uid, container = %name, instances = backed.instances,
+                    bytes = backed.bytes, replaced = unused.len(), "near-line copy recorded");
+                Ok(backed)
+            }
+            Err(e) => {
+                // Nothing points at what was written.
+                let _ = self.nearline.delete(&temp).await;
+                let _ = self.nearline.delete(&name).await;
+                let _ = self.locator.release_backup(study_instance_uid).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn write(
+        &self,
+        study_instance_uid: &str,
+        instances: &[PlacedInstance],
+        temp: &str,
+        name: &str,
+    ) -> Result<(Vec<Copy>, BackedUp), BackupError> {
+        // The temporaries' folder goes with a lost near-line folder; bring it back.
+        LocalStore::open(&self.nearline_dir)?;
+        let started = Instant::now();
+        let writer = self.nearline.create_temp(temp).await?;
+        let mut builder =
+            ContainerBuilder::start(writer, study_instance_uid, instances.len()).await?;
+        let mut throttle = Throttle::new(self.throttle_mb_s);
+        let mut expected = Vec::with_capacity(instances.len());
+        // One instance at a time in memory, plus the read-ahead and the builder's buffer.
+        let reader = self.reader.clone();
+        let sources: Vec<(String, crate::model::StoredObject)> = instances
+            .iter()
+            .map(|i| (i.sop_instance_uid.clone(), i.object.clone()))
+            .collect();
+        let mut files = futures_util::stream::iter(sources)
+            .map(move |(uid, object)| {
+                let reader = reader.clone();
+                async move { reader.read_instance(&uid, &object).await }
+            })
+            .buffered(READ_AHEAD);
+        for instance in instances {
+            let bytes: Bytes = files.next().await.expect("one read per instance")?;
+            let placed = builder.add(&instance.sop_instance_uid, &bytes).await?;
+            throttle.pace(bytes.len() as u64).await;
+            expected.push(Expected {
+                sop_instance_uid: instance.sop_instance_uid.clone(),
+                placed,
+                crc32c: crc32c(&bytes),
+            });
+        }
+        let length = builder.finish().await?;
+        verify_container(&self.nearline, temp, &expected, length)
+            .await
+            .map_err(BackupError::Verify)?;
+        self.nearline.publish(temp, name).await?;
+        debug!(study = %study_instance_uid, bytes = length, ms = started.elapsed().as_millis() as u64, "near-line container written and verified");
+        let created_at = now_millis();
+        let copies = expected
+            .into_iter()
+            .map(|e| Copy {
+                sop_instance_uid: e.sop_instance_uid,
+                kind: CopyKind::Nearline,
+                location: name.to_string(),
+                member: String::new(),
+                offset: e.placed.offset,
+                length: e.placed.length,
+                crc32c: e.crc32c,
+                format: "original".into(),
+                created_at,
+            })
+            .collect::<Vec<_>>();
+        let backed = BackedUp {
+            instances: copies.len(),
+            bytes: length,
+        };
+        Ok((copies, backed))
+    }
+
+    /// Re-creates the primary copy of one instance from an intact backup copy, unless it
+    /// reads back intact after all. Takes the instance off the repair queue when done.
+    pub async fn repair_instance(&self, sop_instance_uid: &str) -> Result<Repaired, BackupError> {
+        let Some(primary) = self.locator.find_instance(sop_instance_uid).await? else {
+            self.locator.finish_repair(sop_instance_uid).await?;
+            return Ok(Repaired::Gone);
+        };
+        if self.reader.read_verified(&primary).await.is_ok() {
+            self.locator.finish_repair(sop_instance_uid).await?;
+            return Ok(Repaired::AlreadyIntact);
+        }
+        let (bytes, copy) = self
+            .reader
+            .read_good_copy(sop_instance_uid, &primary)
+            .await?;
+        let study = self
+            .locator
+            .study_of(sop_instance_uid)
+            .await?
+            .ok_or_else(|| BackupError::UnknownStudy(sop_instance_uid.to_string()))?;
+        let instance = PlacedInstance {
+            sop_instance_uid: sop_instance_uid.to_string(),
+            object: primary,
+        };
+        self.converter
+            .replace_with_online(&study, &instance, bytes)
+            .await?;
+        self.locator.finish_repair(sop_instance_uid).await?;
+        info!(sop_instance_uid = %sop_instance_uid, copy_kind = copy.kind.as_str(), copy = %copy.location, "primary re-created from a backup copy");
+        Ok(Repaired::Recreated)
+    }
+
+    /// Works through the repair queue; returns (re-created, failed).
+    pub async fn repair_pending(&self) -> Result<(u64, u64), BackupError> {
+        let (mut recreated, mut failed) = (0, 0);
+        for uid in self.locator.pending_repairs().await? {
+            match self.repair_instance(&uid).await {
+                Ok(Repaired::Recreated) => recreated += 1,
+                Ok(_) => {}
+                Err(e) => {
+                    failed += 1;
+                    warn!(sop_instance_uid = %uid, error = %e, "primary not re-created");
+                }
+            }
+        }
+        Ok((recreated, failed))
+    }
+}
+
+/// When the server's backup worker runs.
+#[derive(Debug, Clone)]
+pub struct BackupSchedule {
+    /// Minutes since midnight UTC (start, end), as `[tiering] window`; `None`: the queue is
+    /// left to `strata backup run`.
+    pub window: Option<(u32, u32)>,
+    /// How often the worker looks at its queues.
+    pub poll: Duration,
+}
+
+/// The server's worker, until `shutdown` turns true: re-creates queued damaged primaries at
+/// every poll, and works through the backup queue inside the window, stopping between two
+/// studies when the window closes or the server shuts down.
+pub async fn run(
+    backup: Arc<Backup>,
+    schedule: BackupSchedule,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    info!(window = ?schedule.window, "backup worker ready");
+    loop {
+        match backup.repair_pending().await {
+            Ok((0, 0)) => {}
+            Ok((recreated, failed)) => info!(recreated, failed, "repair queue worked through"),
+            Err(e) => warn!(error = %e, "backup: cannot read the repair queue"),
+        }
+        if let Some(window) = schedule.window.filter(|w| in_window(*w, minute_now())) {
+            if let Err(e) = backup.recover().await {
+                warn!(error = %e, "backup: recovery failed");
+            }
+            let stop = shutdown.clone();
+            let result = backup
+                .run_queue(
+                    || !*stop.borrow() && in_window(window, minute_now()),
+                    |study, result, _, _| {
+                        if let Err(e) = result {
+                            warn!(study = %study, error = %e, "backup: study not backed up");
+                        }
+                    },
+                )
+                .await;
+            if let Err(e) = result {
+                warn!(error = %e, "backup: cannot read the queue");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(schedule.poll) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+    }
+}

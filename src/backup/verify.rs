@@ -1,0 +1,227 @@
+//! `verify`: scrubs every primary copy and every near-line copy against its CRC-32C, and with
+//! `repair` mends what it found: damaged or missing primaries are re-created online from an
+//! intact backup copy, damaged or missing near-line copies by rewriting their study's
+//! near-line container from the (by then intact) primaries.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use futures_util::StreamExt;
+use serde::Serialize;
+use tracing::warn;
+
+use super::{Backup, BackupError, Repaired};
+use crate::locator::copies::CopyKind;
+use crate::reader::ReadError;
+
+/// Rows read from the locator at a time.
+const PAGE: u32 = 1000;
+/// Copies read and checked at once.
+const PARALLEL: usize = 4;
+
+/// How many copies of one tier or kind were found intact, missing or damaged.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct Counts {
+    pub ok: u64,
+    pub missing: u64,
+    pub damaged: u64,
+}
+
+impl Counts {
+    fn add(&mut self, result: &Result<(), ReadError>) -> bool {
+        match result {
+            Ok(()) => self.ok += 1,
+            Err(e) if e.is_missing() => self.missing += 1,
+            Err(_) => self.damaged += 1,
+        }
+        result.is_ok()
+    }
+}
+
+/// What a scrub found and, with repair, mended. Its JSON form is printed by `strata verify
+/// --json`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct VerifyReport {
+    /// Primary copies per tier (`online`, `archive`).
+    pub primaries: BTreeMap<&'static str, Counts>,
+    /// Extra copies per kind (`nearline`).
+    pub copies: BTreeMap<&'static str, Counts>,
+    /// Primaries re-created from a backup copy.
+    pub repaired_primaries: u64,
+    /// Studies whose near-line container was rewritten.
+    pub repaired_studies: u64,
+    /// Damaged or missing copies still so after this run (0 after a complete repair).
+    pub remaining: u64,
+    /// One line per problem found or left.
+    pub problems: Vec<String>,
+    pub seconds: f64,
+}
+
+impl VerifyReport {
+    /// Damaged or missing copies found by the scrub.
+    pub fn found(&self) -> u64 {
+        self.primaries
+            .values()
+            .chain(self.copies.values())
+            .map(|c| c.missing + c.damaged)
+            .sum()
+    }
+}
+
+impl Backup {
+    /// Scrubs everything; with `repair`, mends what can be mended. `progress` hears (checked,
+    /// total, bytes) as the scrub goes.
+    pub async fn verify(
+        &self,
+        repair: bool,
+        mut progress: impl FnMut(u64, u64, u64),
+    ) -> Result<VerifyReport, BackupError> {
+        let started = std::time::Instant::now();
+        let mut report = VerifyReport::default();
+        report.primaries.insert("online", Counts::default());
+        report.primaries.insert("archive", Counts::default());
+        report.copies.insert("nearline", Counts::default());
+        let total = self.locator.totals().await?.instances + self.locator.copy_count().await?;
+        let (mut checked, mut bytes) = (0u64, 0u64);
+
+        // Primaries, page by page, a few reads at a time.
+        let mut bad_primaries: Vec<String> = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = self.locator.primaries_page(after, PAGE).await?;
+            let Some(last) = page.last() else { break };
+            after = last.id;
+            let reader = self.reader.clone();
+            let mut results = futures_util::stream::iter(page)
+                .map(|p| {
+                    let reader = reader.clone();
+                    async move {
+                        let result = reader.read_verified(&p.object).await.map(|_| ());
+                        (p, result)
+                    }
+                })
+                .buffered(PARALLEL);
+            while let Some((p, result)) = results.next().await {
+                checked += 1;
+                bytes += p.object.length;
+                let tier = p.object.tier.as_str();
+                let counts = report.primaries.entry(tier).or_default();
+                if let Err(e) = &result {
+                    warn!(sop_instance_uid = %p.sop_instance_uid, tier, location = %p.object.location, error = %e, "verify: primary copy unreadable");
+                    report
+                        .problems
+                        .push(format!("{} primary ({tier}): {e}", p.sop_instance_uid));
+                    bad_primaries.push(p.sop_instance_uid.clone());
+                }
+                counts.add(&result);
+                progress(checked, total, bytes);
+            }
+        }
+
+        // Near-line copies; offline volumes are checked when imported.
+        let mut bad_copies: Vec<String> = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = self.locator.copies_page(after, PAGE).await?;
+            let Some((last, _)) = page.last() else { break };
+            after = *last;
+            let reader = self.reader.clone();
+            let mut results = futures_util::stream::iter(page)
+                .filter(|(_, c)| std::future::ready(c.kind == CopyKind::Nearline))
+                .map(|(_, c)| {
+                    let reader = reader.clone();
+                    async move {
+                        let result = reader.read_copy(&c).await.map(|_| ());
+                        (c, result)
+                    }
+                })
+                .buffered(PARALLEL);
+            while let Some((c, result)) = results.next().await {
+                checked += 1;
+                bytes += c.length;
+                let counts = report.copies.entry(c.kind.as_str()).or_default();
+                if let Err(e) = &result {
+                    warn!(sop_instance_uid = %c.sop_instance_uid, container = %c.location, error = %e, "verify: near-line copy unreadable");
+                    report
+                        .problems
+                        .push(format!("{} near-line copy: {e}", c.sop_instance_uid));
+                    bad_copies.push(c.sop_instance_uid.clone());
+                }
+                counts.add(&result);
+                progress(checked, total, bytes);
+            }
+        }
+        report.remaining = report.found();
+
+        if repair {
+            self.repair(&mut report, &bad_primaries, &bad_copies)
+                .await?;
+        }
+        report.seconds = started.elapsed().as_secs_f64();
+        Ok(report)
+    }
+
+    /// Primaries first (from backup copies), then the near-line containers of the studies
+    /// with bad copies (from the primaries).
+    async fn repair(
+        &self,
+        report: &mut VerifyReport,
+        bad_primaries: &[String],
+        bad_copies: &[String],
+    ) -> Result<(), BackupError> {
+        for uid in bad_primaries {
+            // Queued first: a kill part-way leaves the work for the next run or the server.
+            self.locator.enqueue_repair(uid, "found by verify").await?;
+        }
+        for uid in self.locator.pending_repairs().await? {
+            match self.repair_instance(&uid).await {
+                Ok(Repaired::Recreated) => report.repaired_primaries += 1,
+                Ok(_) => {}
+                Err(e) => report
+                    .problems
+                    .push(format!("{uid} primary not re-created: {e}")),
+            }
+        }
+        let mut studies = BTreeSet::new();
+        for uid in bad_copies {
+            if let Some(study) = self.locator.study_of(uid).await? {
+                studies.insert(study);
+            }
+        }
+        for study in studies {
+            self.locator.enqueue_backup(&study, "repair").await?;
+            match self.backup_study(&study).await {
+                Ok(_) => {
+                    report.repaired_studies += 1;
+                }
+                Err(e) => report
+                    .problems
+                    .push(format!("study {study}: near-line copy not rewritten: {e}")),
+            }
+        }
+        // What is left: look again at what was bad (few reads, and exact).
+        let mut left = 0;
+        for uid in bad_copies {
+            let copies = self.locator.copies_of(uid).await?;
+            let mut intact = false;
+            for c in copies.iter().filter(|c| c.kind == CopyKind::Nearline) {
+                if self.reader.read_copy(c).await.is_ok() {
+                    intact = true;
+                    break;
+                }
+            }
+            if !intact {
+                left += 1;
+            }
+        }
+        let mut primaries_bad_now = 0;
+        for uid in bad_primaries {
+            if let Some(p) = self.locator.find_instance(uid).await? {
+                if self.reader.read_verified(&p).await.is_err() {
+                    primaries_bad_now += 1;
+                }
+            }
+        }
+        report.remaining = primaries_bad_now + left;
+        Ok(())
+    }
+}

@@ -1,0 +1,449 @@
+//! The locator side of backup and recovery: each instance's extra copies (near-line,
+//! offline), the backup queue, and the queue of primaries to re-create.
+//!
+//! Invariant: a `copies` row exists only for bytes that are durable and verified; the backup
+//! worker records a study's copies in one transaction after its container is published.
+
+use serde::Serialize;
+use sqlx::Row;
+
+use super::{now_millis, stored_object, Locator, LocatorError};
+use crate::model::StoredObject;
+
+fn err(e: sqlx::Error) -> LocatorError {
+    LocatorError::Copies(e)
+}
+
+/// What kind of store an extra copy is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum CopyKind {
+    /// An S-DICOM container in the near-line folder.
+    Nearline,
+    /// A member of an offline volume file.
+    Offline,
+}
+
+impl CopyKind {
+    /// The locator's and JSON's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CopyKind::Nearline => "nearline",
+            CopyKind::Offline => "offline",
+        }
+    }
+
+    fn parse(s: &str) -> Result<CopyKind, sqlx::Error> {
+        match s {
+            "nearline" => Ok(CopyKind::Nearline),
+            "offline" => Ok(CopyKind::Offline),
+            other => Err(sqlx::Error::Decode(
+                format!("unknown copy kind {other:?}").into(),
+            )),
+        }
+    }
+}
+
+/// One extra copy of an instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Copy {
+    pub sop_instance_uid: String,
+    pub kind: CopyKind,
+    /// Container name (near-line) or volume id (offline).
+    pub location: String,
+    /// Member name inside an offline volume; empty for near-line copies.
+    pub member: String,
+    pub offset: u64,
+    pub length: u64,
+    pub crc32c: u32,
+    /// `original`: the Part-10 file byte for byte as stored.
+    pub format: String,
+    /// Unix milliseconds.
+    pub created_at: i64,
+}
+
+/// A study waiting in the backup queue.
+#[derive(Debug, Clone)]
+pub struct QueuedStudy {
+    pub study_instance_uid: String,
+    pub enqueued_at: i64,
+    pub reason: String,
+    /// A container some process is (or was) writing for it.
+    pub container: Option<String>,
+    pub owner_pid: Option<u32>,
+}
+
+/// One primary copy, for scrubbing.
+#[derive(Debug, Clone)]
+pub struct Primary {
+    pub id: i64,
+    pub sop_instance_uid: String,
+    pub study_instance_uid: String,
+    pub object: StoredObject,
+}
+
+/// Lengths of the work queues, for `strata status` and `strata schedule`.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct QueueLengths {
+    pub backup: u64,
+    pub repairs: u64,
+}
+
+fn copy_row(row: &sqlx::sqlite::SqliteRow) -> Result<Copy, sqlx::Error> {
+    Ok(Copy {
+        sop_instance_uid: row.try_get(0)?,
+        kind: CopyKind::parse(row.try_get(1)?)?,
+        location: row.try_get(2)?,
+        member: row.try_get(3)?,
+        offset: row.try_get::<i64, _>(4)? as u64,
+        length: row.try_get::<i64, _>(5)? as u64,
+        crc32c: row.try_get::<i64, _>(6)? as u32,
+        format: row.try_get(7)?,
+        created_at: row.try_get(8)?,
+    })
+}
+
+const COPY_COLUMNS: &str =
+    "sop_instance_uid, kind, location, member, byte_offset, byte_length, crc32c, format, created_at";
+
+/// Adds a study to the backup queue (or moves its time forward, so a backup already running
+/// does not dequeue instances that arrived after it listed the study). Runs inside the
+/// caller's transaction.
+pub(super) async fn enqueue_in(
+    conn: &mut sqlx::SqliteConnection,
+    study_instance_uid: &str,
+    reason: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO backup_queue (study_instance_uid, enqueued_at, reason) VALUES (?, ?, ?) \
+         ON CONFLICT (study_instance_uid) DO UPDATE SET enqueued_at = excluded.enqueued_at",
+    )
+    .bind(study_instance_uid)
+    .bind(now_millis())
+    .bind(reason)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+impl Locator {
+    /// Every extra copy of an instance: near-line first, then offline, newest first.
+    pub async fn copies_of(&self, sop_instance_uid: &str) -> Result<Vec<Copy>, LocatorError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COPY_COLUMNS} FROM copies WHERE sop_instance_uid = ? \
+             ORDER BY kind = 'offline', created_at DESC, id DESC"
+        )))
+        .bind(sop_instance_uid)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err)?;
+        rows.iter().map(|r| copy_row(r).map_err(err)).collect()
+    }
+
+    /// Up to `limit` copies with row id above `after`, in id order, with their ids (paging).
+    pub async fn copies_page(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<(i64, Copy)>, LocatorError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COPY_COLUMNS}, id FROM copies WHERE id > ? ORDER BY id LIMIT ?"
+        )))
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err)?;
+        rows.iter()
+            .map(|r| Ok((r.get::<i64, _>(9), copy_row(r).map_err(err)?)))
+            .collect()
+    }
+
+    /// Up to `limit` primaries with instance row id above `after`, in id order (paging).
+    pub async fn primaries_page(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<Primary>, LocatorError> {
+        let rows = sqlx::query(
+            "SELECT i.id, i.sop_instance_uid, st.study_instance_uid, i.tier, i.location, \
+               i.byte_offset, i.byte_length, i.crc32c, i.transfer_syntax_uid \
+             FROM instances i JOIN series se ON se.id = i.series_fk \
+             JOIN studies st ON st.id = se.study_fk WHERE i.id > ? ORDER BY i.id LIMIT ?",
+        )
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err)?;
+        rows.iter()
+            .map(|r| {
+                Ok(Primary {
+                    id: r.get(0),
+                    sop_instance_uid: r.get(1),
+                    study_instance_uid: r.get(2),
+                    object: stored_object(r, 3).map_err(err)?,
+                })
+            })
+            .collect()
+    }
+
+    /// The study an instance belongs to.
+    pub async fn study_of(&self, sop_instance_uid: &str) -> Result<Option<String>, LocatorError> {
+        sqlx::query_scalar(
+            "SELECT st.study_instance_uid FROM instances i JOIN series se ON se.id = i.series_fk \
+             JOIN studies st ON st.id = se.study_fk WHERE i.sop_instance_uid = ?",
+        )
+        .bind(sop_instance_uid)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(err)
+    }
+
+    /// Queues a study for a near-line copy.
+    pub async fn enqueue_backup(
+        &self,
+        study_instance_uid: &str,
+        reason: &str,
+    ) -> Result<(), LocatorError> {
+        let _guard = self.write_lock.lock().await;
+        let mut conn = self.pool.acquire().await.map_err(err)?;
+        enqueue_in(&mut conn, study_instance_uid, reason)
+            .await
+            .map_err(err)
+    }
+
+    /// The backup queue, oldest first.
+    pub async fn backup_queue(&self) -> Result<Vec<QueuedStudy>, LocatorError> {
+        let rows = sqlx::query(
+            "SELECT study_instance_uid, enqueued_at, reason, container, owner_pid \
+             FROM backup_queue ORDER BY enqueued_at, study_instance_uid",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err)?;
+        Ok(rows
+            .iter()
+            .map(|r| QueuedStudy {
+                study_instance_uid: r.get(0),
+                enqueued_at: r.get(1),
+                reason: r.get(2),
+                container: r.get(3),
+                owner_pid: r.get::<Option<i64>, _>(4).map(|p| p as u32),
+            })
+            .collect())
+    }
+
+    /// Claims a queued study for this process, journaling the container about to be written
+    /// (recovery deletes it if no copy ever points at it). False if another process holds it
+    /// or it left the queue.
+    pub async fn claim_backup(
+        &self,
+        study_instance_uid: &str,
+        container: &str,
+    ) -> Result<bool, LocatorError> {
+        let _guard = self.write_lock.lock().await;
+        let done = sqlx::query(
+            "UPDATE backup_queue SET container = ?, owner_pid = ? \
+             WHERE study_instance_uid = ? AND container IS NULL",
+        )
+        .bind(container)
+        .bind(std::process::id() as i64)
+        .bind(study_instance_uid)
+        .execute(&self.pool)
+        .await
+        .map_err(err)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Forgets the claim on a queued study (its container was never recorded, or is gone).
+    pub async fn release_backup(&self, study_instance_uid: &str) -> Result<(), LocatorError> {
+        let _guard = self.write_lock.lock().await;
+        sqlx::query(
+            "UPDATE backup_queue SET container = NULL, owner_pid = NULL \
+             WHERE study_instance_uid = ?",
+        )
+        .bind(study_instance_uid)
+        .execute(&self.pool)
+        .await
+        .map_err(err)?;
+        Ok(())
+    }
+
+    /// In one transaction: records `copies` (all in `container`, whose bytes are durable and
+    /// verified) in place of the instances' older near-line copies, and takes the study off
+    /// the queue unless it was queued again after `listed_at`. A copy whose CRC no longer
+    /// matches its instance (overwritten meanwhile) is not recorded. Returns the old near-line
+    /// containers nothing points at any more, to delete.
+    pub async fn record_nearline(
+        &self,
+        study_instance_uid: &str,
+        container: &str,
+        listed_at: i64,
+        copies: &[Copy],
+    ) -> Result<Vec<String>, LocatorError> {
+        let _guard = self.write_lock.lock().await;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(err)?;
+        let mut old: Vec<String> = Vec::new();
+        for c in copies {
+            let replaced: Vec<String> = sqlx::query_scalar(
+                "DELETE FROM copies WHERE sop_instance_uid = ? AND kind = 'nearline' \
+                 AND EXISTS (SELECT 1 FROM instances WHERE sop_instance_uid = ? AND crc32c = ?) \
+                 RETURNING location",
+            )
+            .bind(&c.sop_instance_uid)
+            .bind(&c.sop_instance_uid)
+            .bind(i64::from(c.crc32c))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(err)?;
+            for l in replaced {
+                if !old.contains(&l) && l != container {
+                    old.push(l);
+                }
+            }
+            sqlx::query(
+                "INSERT INTO copies (sop_instance_uid, kind, location, member, byte_offset, \
+                   byte_length, crc32c, format, created_at) \
+                 SELECT ?, 'nearline', ?, '', ?, ?, ?, ?, ? WHERE EXISTS \
+                   (SELECT 1 FROM instances WHERE sop_instance_uid = ? AND crc32c = ?)",
+            )
+            .bind(&c.sop_instance_uid)
+            .bind(container)
+            .bind(c.offset as i64)
+            .bind(c.length as i64)
+            .bind(i64::from(c.crc32c))
+            .bind(&c.format)
+            .bind(c.created_at)
+            .bind(&c.sop_instance_uid)
+            .bind(i64::from(c.crc32c))
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        }
+        sqlx::query("DELETE FROM backup_queue WHERE study_instance_uid = ? AND enqueued_at <= ?")
+            .bind(study_instance_uid)
+            .bind(listed_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        sqlx::query(
+            "UPDATE backup_queue SET container = NULL, owner_pid = NULL \
+             WHERE study_instance_uid = ?",
+        )
+        .bind(study_instance_uid)
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
+        let mut unused = Vec::new();
+        for l in old {
+            let used: i64 =
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM copies WHERE location = ?)")
+                    .bind(&l)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(err)?;
+            if used == 0 {
+                unused.push(l);
+            }
+        }
+        tx.commit().await.map_err(err)?;
+        Ok(unused)
+    }
+
+    /// Whether any copy of `kind` points at `location`.
+    pub async fn copy_location_in_use(
+        &self,
+        kind: CopyKind,
+        location: &str,
+    ) -> Result<bool, LocatorError> {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT EXISTS (SELECT 1 FROM copies WHERE location = ? AND kind = ?)",
+        )
+        .bind(location)
+        .bind(kind.as_str())
+        .fetch_one(&self.pool)
+        .await
+        .map(|n| n == 1)
+        .map_err(err)
+    }
+
+    /// Notes that an instance's primary copy is missing or damaged, for re-creation.
+    pub async fn enqueue_repair(
+        &self,
+        sop_instance_uid: &str,
+        reason: &str,
+    ) -> Result<(), LocatorError> {
+        let _guard = self.write_lock.lock().await;
+        sqlx::query(
+            "INSERT INTO repairs (sop_instance_uid, detected_at, reason) VALUES (?, ?, ?) \
+             ON CONFLICT (sop_instance_uid) DO NOTHING",
+        )
+        .bind(sop_instance_uid)
+        .bind(now_millis())
+        .bind(reason)
+        .execute(&self.pool)
+        .await
+        .map_err(err)?;
+        Ok(())
+    }
+
+    /// Instances whose primary waits for re-creation, oldest first.
+    pub async fn pending_repairs(&self) -> Result<Vec<String>, LocatorError> {
+        sqlx::query_scalar("SELECT sop_instance_uid FROM repairs ORDER BY detected_at")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(err)
+    }
+
+    /// Takes an instance off the repair queue.
+    pub async fn finish_repair(&self, sop_instance_uid: &str) -> Result<(), LocatorError> {
+        let _guard = self.write_lock.lock().await;
+        sqlx::query("DELETE FROM repairs WHERE sop_instance_uid = ?")
+            .bind(sop_instance_uid)
+            .execute(&self.pool)
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    /// How many extra copies are recorded.
+    pub async fn copy_count(&self) -> Result<u64, LocatorError> {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM copies")
+            .fetch_one(&self.pool)
+            .await
+            .map(|n| n as u64)
+            .map_err(err)
+    }
+
+    /// Instances with at least one copy, per kind.
+    pub async fn copy_totals(&self) -> Result<Vec<(CopyKind, u64)>, LocatorError> {
+        let rows =
+            sqlx::query("SELECT kind, COUNT(DISTINCT sop_instance_uid) FROM copies GROUP BY kind")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(err)?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    CopyKind::parse(r.get(0)).map_err(err)?,
+                    r.get::<i64, _>(1) as u64,
+                ))
+            })
+            .collect()
+    }
+
+    /// How long the work queues are.
+    pub async fn queue_lengths(&self) -> Result<QueueLengths, LocatorError> {
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM backup_queue), (SELECT COUNT(*) FROM repairs)",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(err)?;
+        Ok(QueueLengths {
+            backup: row.get::<i64, _>(0) as u64,
+            repairs: row.get::<i64, _>(1) as u64,
+        })
+    }
+}
