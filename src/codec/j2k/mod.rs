@@ -511,7 +511,8 @@ fn encode_planes(image: &Image<'_>, params: &EncodeParams<'_>, planes: &[Vec<i32
             mags.extend_from_slice(&tc.mags[row..row + job.w]);
             negs.extend_from_slice(&tc.negs[row..row + job.w]);
         }
-        t1::encode_block(job.w, job.h, &mags, &negs, g.orient, shift, need_dist, scratch)
+        let coding = t1::Coding { orient: g.orient, roi_shift: shift, need_dist };
+        t1::encode_block(job.w, job.h, &mags, &negs, coding, scratch)
     });
 
     // Assemble the tier-2 tree.
