@@ -144,10 +144,16 @@ impl Image<'_> {
         Ok(())
     }
 
-    /// Bytes of the uncompressed image as DICOM stores it (1 or 2 bytes per sample); the
-    /// reference for compression ratios.
+    /// Bytes of the uncompressed samples as given (1 byte per sample for `U8`, 2 for `U16` and
+    /// `I16`, whole bytes covering `bits_stored` for `I32`) — what DICOM's Lossy Image
+    /// Compression Ratio divides, and the reference for every ratio here.
     pub fn raw_bytes(&self) -> usize {
-        self.width as usize * self.height as usize * self.components as usize * (self.bits_stored as usize).div_ceil(8)
+        let per_sample = match self.samples {
+            Samples::U8(_) => 1,
+            Samples::U16(_) | Samples::I16(_) => 2,
+            Samples::I32(_) => (self.bits_stored as usize).div_ceil(8),
+        };
+        self.width as usize * self.height as usize * self.components as usize * per_sample
     }
 }
 
@@ -505,7 +511,8 @@ fn encode_planes(image: &Image<'_>, params: &EncodeParams<'_>, planes: &[Vec<i32
             mags.extend_from_slice(&tc.mags[row..row + job.w]);
             negs.extend_from_slice(&tc.negs[row..row + job.w]);
         }
-        t1::encode_block(job.w, job.h, &mags, &negs, g.orient, shift, need_dist, scratch)
+        let coding = t1::Coding { orient: g.orient, roi_shift: shift, need_dist };
+        t1::encode_block(job.w, job.h, &mags, &negs, coding, scratch)
     });
 
     // Assemble the tier-2 tree.

@@ -168,6 +168,8 @@ pub fn budget_for_error(tiles: &mut [Tile], max_error: f64, overhead: usize) -> 
 
 #[cfg(test)]
 mod tests {
+    use super::super::t1::CodedBlock;
+    use super::super::t2::{Band, Block, Resolution, TileComp};
     use super::*;
 
     fn p(rate: u32, dist: f64) -> PassInfo {
@@ -182,6 +184,63 @@ mod tests {
         let ns: Vec<usize> = h.iter().map(|x| x.0).collect();
         assert_eq!(ns, vec![1, 3, 4]);
         assert!(h.windows(2).all(|w| w[0].1 > w[1].1));
+    }
+
+    fn tile_of(blocks: Vec<Block>) -> Tile {
+        let n = blocks.len();
+        Tile { comps: vec![TileComp { resolutions: vec![Resolution { bands: vec![Band { ncbx: n, ncby: 1, blocks }] }] }] }
+    }
+
+    fn block(rates: &[u32], gains: &[f64], min_passes: usize) -> Block {
+        let mut d = 0.0;
+        let passes = rates
+            .iter()
+            .zip(gains)
+            .map(|(&r, &g)| {
+                d += g;
+                p(r, d)
+            })
+            .collect();
+        let len = *rates.last().unwrap() as usize;
+        Block {
+            coded: CodedBlock { data: vec![0x11; len], passes, numbps: 4 },
+            zbp: 0,
+            cuts: vec![],
+            min_passes,
+            weight: 1.0,
+        }
+    }
+
+    #[test]
+    fn layers_grow_monotonically_and_fit_their_budgets() {
+        let blocks = vec![
+            block(&[40, 90, 160, 260], &[900.0, 400.0, 100.0, 10.0], 0),
+            block(&[30, 70, 130, 220], &[50.0, 40.0, 30.0, 20.0], 0),
+            block(&[20, 60, 100, 150], &[5000.0, 100.0, 1.0, 0.5], 1),
+        ];
+        let mut tiles = vec![tile_of(blocks)];
+        let budgets = [Some(120), Some(300), Some(1000)];
+        allocate(&mut tiles, &budgets, 10);
+        for (l, b) in budgets.iter().enumerate() {
+            let size = 10 + tile_len(&tiles[0], l + 1);
+            assert!(size <= b.unwrap(), "layer {l}: {size} > {b:?}");
+        }
+        for blk in tiles[0].blocks() {
+            assert!(blk.cuts.windows(2).all(|c| c[0] <= c[1]), "cuts must not shrink: {:?}", blk.cuts);
+            assert!(blk.cuts.iter().all(|&c| c >= blk.min_passes), "mandatory passes in every layer");
+        }
+        // The steep block's first pass beats everything else for the first bytes.
+        assert!(tiles[0].comps[0].resolutions[0].bands[0].blocks[2].cuts[0] >= 1);
+        let total: usize = tiles[0].blocks().map(|b| b.cuts[2]).sum();
+        assert_eq!(total, 12, "the last budget holds everything");
+    }
+
+    #[test]
+    fn mandatory_passes_survive_a_too_small_budget() {
+        let mut tiles = vec![tile_of(vec![block(&[50, 100], &[10.0, 1.0], 2), block(&[50, 100], &[10.0, 1.0], 0)])];
+        allocate(&mut tiles, &[Some(20)], 0);
+        let cuts: Vec<usize> = tiles[0].blocks().map(|b| b.cuts[0]).collect();
+        assert_eq!(cuts, vec![2, 0]);
     }
 
     #[test]
