@@ -26,7 +26,16 @@ struct Args {
 }
 
 fn parse() -> Args {
-    let mut a = Args { image: "ct".into(), raw: None, mode: "lossless".into(), runs: 10, threads: 0, layers: 1, write_pgm: None, out: None };
+    let mut a = Args {
+        image: "ct".into(),
+        raw: None,
+        mode: "lossless".into(),
+        runs: 10,
+        threads: 0,
+        layers: 1,
+        write_pgm: None,
+        out: None,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
         let mut v = || it.next().unwrap_or_else(|| panic!("{k} needs a value"));
@@ -42,7 +51,12 @@ fn parse() -> Args {
                 let s = v();
                 let p: Vec<&str> = s.split(',').collect();
                 assert_eq!(p.len(), 4, "--raw FILE,W,H,BITS");
-                a.raw = Some((p[0].into(), p[1].parse().unwrap(), p[2].parse().unwrap(), p[3].parse().unwrap()));
+                a.raw = Some((
+                    p[0].into(),
+                    p[1].parse().unwrap(),
+                    p[2].parse().unwrap(),
+                    p[3].parse().unwrap(),
+                ));
             }
             _ => panic!("unknown argument {k}"),
         }
@@ -95,7 +109,11 @@ fn psnr(a: &[i32], b: &[i32], bits: u8, sel: impl Fn(usize) -> bool) -> f64 {
         n += 1;
     }
     let peak = ((1u64 << bits) - 1) as f64;
-    if se == 0.0 { f64::INFINITY } else { 10.0 * (peak * peak * n as f64 / se).log10() }
+    if se == 0.0 {
+        f64::INFINITY
+    } else {
+        10.0 * (peak * peak * n as f64 / se).log10()
+    }
 }
 
 fn main() {
@@ -105,15 +123,30 @@ fn main() {
         _ => (512, 512),
     };
     if let Some(dir) = &args.write_pgm {
-        write_pgm(&format!("{dir}/ct.pgm"), 512, 512, 12, &images::ct_phantom(512, 512));
-        write_pgm(&format!("{dir}/mr.pgm"), 256, 256, 16, &images::mr_like(256, 256));
+        write_pgm(
+            &format!("{dir}/ct.pgm"),
+            512,
+            512,
+            12,
+            &images::ct_phantom(512, 512),
+        );
+        write_pgm(
+            &format!("{dir}/mr.pgm"),
+            256,
+            256,
+            16,
+            &images::mr_like(256, 256),
+        );
         return;
     }
     let (u16px, u8px, bits, comps);
     let (mut w, mut h) = (gw, gh);
     let samples = if let Some((file, rw, rh, rbits)) = &args.raw {
         let raw = std::fs::read(file).expect("read raw image");
-        u16px = raw.chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]])).collect::<Vec<_>>();
+        u16px = raw
+            .chunks_exact(2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+            .collect::<Vec<_>>();
         (w, h, bits, comps) = (*rw, *rh, *rbits, 1u16);
         assert_eq!(u16px.len(), (w * h) as usize, "raw file size");
         Samples::U16(&u16px)
@@ -137,18 +170,42 @@ fn main() {
             other => panic!("unknown image {other}"),
         }
     };
-    let img = Image { width: w, height: h, components: comps, bits_stored: bits, signed: false, samples };
+    let img = Image {
+        width: w,
+        height: h,
+        components: comps,
+        bits_stored: bits,
+        signed: false,
+        samples,
+    };
     let mut mask = Mask::new(w, h);
     // The CT phantom's lesion (see ct_phantom), with a margin.
-    mask.add_ellipse(w as f64 * 0.62, h as f64 * 0.45, w as f64 * 0.06, h as f64 * 0.06);
+    mask.add_ellipse(
+        w as f64 * 0.62,
+        h as f64 * 0.45,
+        w as f64 * 0.06,
+        h as f64 * 0.06,
+    );
     let mode = match args.mode.split_once(':') {
         None if args.mode == "lossless" => Mode::Lossless,
-        Some(("lossy", r)) => Mode::Lossy { ratio: r.parse().expect("lossy:RATIO") },
-        Some(("psnr", r)) => Mode::Quality { psnr: r.parse().expect("psnr:DB") },
-        Some(("roi", r)) => Mode::Roi { mask: &mask, background_ratio: r.parse().expect("roi:RATIO") },
+        Some(("lossy", r)) => Mode::Lossy {
+            ratio: r.parse().expect("lossy:RATIO"),
+        },
+        Some(("psnr", r)) => Mode::Quality {
+            psnr: r.parse().expect("psnr:DB"),
+        },
+        Some(("roi", r)) => Mode::Roi {
+            mask: &mask,
+            background_ratio: r.parse().expect("roi:RATIO"),
+        },
         _ => panic!("--mode lossless|lossy:R|psnr:DB|roi:R"),
     };
-    let params = EncodeParams { mode, threads: args.threads, layers: args.layers, ..Default::default() };
+    let params = EncodeParams {
+        mode,
+        threads: args.threads,
+        layers: args.layers,
+        ..Default::default()
+    };
     let first = encode(&img, &params).expect("encode");
     if let Some(out) = &args.out {
         std::fs::write(out, &first.codestream).expect("write --out codestream");

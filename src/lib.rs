@@ -3,8 +3,8 @@
 
 pub mod admin;
 pub mod archive;
-pub mod codec;
 pub mod backup;
+pub mod codec;
 pub mod config;
 pub mod convert;
 pub mod dataset;

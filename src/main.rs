@@ -269,13 +269,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 let roi = summary
                     .roi_fraction
-                    .map(|(lo, hi)| format!(", ROI {:.1}-{:.1}% of the image", lo * 100.0, hi * 100.0))
+                    .map(|(lo, hi)| {
+                        format!(", ROI {:.1}-{:.1}% of the image", lo * 100.0, hi * 100.0)
+                    })
                     .unwrap_or_default();
                 println!(
                     "wrote {} ({}, {}), ratio {:.2}:1{roi}",
                     summary.output.display(),
                     summary.transfer_syntax_uid,
-                    if summary.lossless { "lossless" } else { "lossy, marked" },
+                    if summary.lossless {
+                        "lossless"
+                    } else {
+                        "lossy, marked"
+                    },
                     summary.ratio
                 );
             }

@@ -93,7 +93,8 @@ impl Hdfs {
 
     /// kill -9 of NameNode `nn` of the pair.
     fn kill_namenode(&self, nn: u8) {
-        let pid = std::fs::read_to_string(self.dir.path().join(format!("namenode{nn}.pid"))).unwrap();
+        let pid =
+            std::fs::read_to_string(self.dir.path().join(format!("namenode{nn}.pid"))).unwrap();
         signal(pid.trim().parse().unwrap(), "KILL");
     }
 }
@@ -377,7 +378,10 @@ fn an_archive_on_an_ha_name_service_keeps_serving_across_a_namenode_failover() {
     store_and_archive(&studies[1]);
     let out = server.cli(&["locate", "--json", "--study", &studies[1]]);
     let located: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(located.iter().all(|l| l["tier"] == "archive"), "{located:?}");
+    assert!(
+        located.iter().all(|l| l["tier"] == "archive"),
+        "{located:?}"
+    );
     for study in &studies {
         assert_same_data_sets(
             &server.get_study(study),
@@ -386,7 +390,11 @@ fn an_archive_on_an_ha_name_service_keeps_serving_across_a_namenode_failover() {
         );
     }
     // nn2 knows both containers (plus the folders above them), written before and after.
-    assert!(hdfs.files_total_on("2") >= 3, "{}", hdfs.files_total_on("2"));
+    assert!(
+        hdfs.files_total_on("2") >= 3,
+        "{}",
+        hdfs.files_total_on("2")
+    );
 }
 
 #[test]
@@ -441,7 +449,13 @@ fn a_container_truncated_on_hdfs_is_served_from_its_near_line_copy_and_repaired(
     let no_classes = tempfile::tempdir().unwrap();
     let out = hdfs.java(
         no_classes.path(),
-        &["org.apache.hadoop.fs.FsShell", "-truncate", "-w", &cut, &url],
+        &[
+            "org.apache.hadoop.fs.FsShell",
+            "-truncate",
+            "-w",
+            &cut,
+            &url,
+        ],
     );
     assert!(out.status.success(), "truncate failed: {}", text(&out));
 

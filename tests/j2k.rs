@@ -38,7 +38,9 @@ fn decode_opj_cli(j2c: &Path, w: u32, h: u32, comps: u32, bits: u8, signed: bool
         .arg("-o")
         .arg(&out)
         .output()
-        .unwrap_or_else(|e| panic!("cannot run /usr/bin/opj_decompress (apt-get install libopenjp2-tools): {e}"));
+        .unwrap_or_else(|e| {
+            panic!("cannot run /usr/bin/opj_decompress (apt-get install libopenjp2-tools): {e}")
+        });
     assert!(
         res.status.success(),
         "opj_decompress failed on {}: {}{}",
@@ -49,21 +51,38 @@ fn decode_opj_cli(j2c: &Path, w: u32, h: u32, comps: u32, bits: u8, signed: bool
     let raw = std::fs::read(&out).unwrap();
     let n = (w * h) as usize;
     let bps = if bits <= 8 { 1 } else { 2 };
-    assert_eq!(raw.len(), n * comps as usize * bps, "opj_decompress raw size");
+    assert_eq!(
+        raw.len(),
+        n * comps as usize * bps,
+        "opj_decompress raw size"
+    );
     let mut samples = vec![0i32; n * comps as usize];
     for c in 0..comps as usize {
         for i in 0..n {
             let k = c * n + i;
             let v = if bps == 1 {
-                if signed { raw[k] as i8 as i32 } else { raw[k] as i32 }
+                if signed {
+                    raw[k] as i8 as i32
+                } else {
+                    raw[k] as i32
+                }
             } else {
                 let u = u16::from_le_bytes([raw[2 * k], raw[2 * k + 1]]);
-                if signed { u as i16 as i32 } else { u as i32 }
+                if signed {
+                    u as i16 as i32
+                } else {
+                    u as i32
+                }
             };
             samples[i * comps as usize + c] = v;
         }
     }
-    Decoded { w, h, comps, samples }
+    Decoded {
+        w,
+        h,
+        comps,
+        samples,
+    }
 }
 
 /// The openjp2 crate (pure Rust port of OpenJPEG), through its safe codec API.
@@ -75,8 +94,15 @@ fn decode_openjp2_crate(j2c: &Path) -> Decoded {
     let mut params = opj_dparameters_t::default();
     assert!(codec.setup_decoder(&mut params) != 0, "openjp2 setup");
     let mut image = codec.read_header(&mut stream).expect("openjp2 read_header");
-    assert!(codec.decode(&mut stream, &mut image) != 0, "openjp2 decode failed for {}", j2c.display());
-    assert!(codec.end_decompress(&mut stream) != 0, "openjp2 end_decompress");
+    assert!(
+        codec.decode(&mut stream, &mut image) != 0,
+        "openjp2 decode failed for {}",
+        j2c.display()
+    );
+    assert!(
+        codec.end_decompress(&mut stream) != 0,
+        "openjp2 end_decompress"
+    );
     let comps = image.comps().expect("components");
     let (w, h) = (comps[0].w, comps[0].h);
     let nc = comps.len();
@@ -87,37 +113,83 @@ fn decode_openjp2_crate(j2c: &Path) -> Decoded {
             samples[i * nc + c] = v;
         }
     }
-    Decoded { w, h, comps: nc as u32, samples }
+    Decoded {
+        w,
+        h,
+        comps: nc as u32,
+        samples,
+    }
 }
 
 /// pylibjpeg-openjpeg via tools/j2k_decode.py.
 fn decode_pylibjpeg(j2c: &Path) -> Decoded {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let python = std::env::var("STRATA_PYTHON").map(PathBuf::from).unwrap_or_else(|_| root.join(".venv/bin/python"));
+    let python = std::env::var("STRATA_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root.join(".venv/bin/python"));
     let out = j2c.with_extension("i32");
     let res = Command::new(&python)
         .arg(root.join("tools/j2k_decode.py"))
         .arg(j2c)
         .arg(&out)
         .output()
-        .unwrap_or_else(|e| panic!("cannot run {} (set STRATA_PYTHON or run tools/test.sh): {e}", python.display()));
-    assert!(res.status.success(), "pylibjpeg decode failed: {}", String::from_utf8_lossy(&res.stderr));
-    let dims: Vec<u32> = String::from_utf8_lossy(&res.stdout).split_whitespace().map(|s| s.parse().unwrap()).collect();
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {} (set STRATA_PYTHON or run tools/test.sh): {e}",
+                python.display()
+            )
+        });
+    assert!(
+        res.status.success(),
+        "pylibjpeg decode failed: {}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let dims: Vec<u32> = String::from_utf8_lossy(&res.stdout)
+        .split_whitespace()
+        .map(|s| s.parse().unwrap())
+        .collect();
     let raw = std::fs::read(&out).unwrap();
-    let samples = raw.chunks_exact(4).map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-    Decoded { w: dims[0], h: dims[1], comps: dims[2], samples }
+    let samples = raw
+        .chunks_exact(4)
+        .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    Decoded {
+        w: dims[0],
+        h: dims[1],
+        comps: dims[2],
+        samples,
+    }
 }
 
 /// Decodes with all three decoders and checks they agree on geometry.
-fn decode_all(dir: &Path, name: &str, enc: &Encoded, img: &Image<'_>) -> Vec<(&'static str, Decoded)> {
+fn decode_all(
+    dir: &Path,
+    name: &str,
+    enc: &Encoded,
+    img: &Image<'_>,
+) -> Vec<(&'static str, Decoded)> {
     let p = write_j2c(dir, name, enc);
     let all = vec![
-        ("opj_decompress", decode_opj_cli(&p, img.width, img.height, img.components as u32, img.bits_stored, img.signed)),
+        (
+            "opj_decompress",
+            decode_opj_cli(
+                &p,
+                img.width,
+                img.height,
+                img.components as u32,
+                img.bits_stored,
+                img.signed,
+            ),
+        ),
         ("openjp2 crate", decode_openjp2_crate(&p)),
         ("pylibjpeg-openjpeg", decode_pylibjpeg(&p)),
     ];
     for (who, d) in &all {
-        assert_eq!((d.w, d.h, d.comps), (img.width, img.height, img.components as u32), "{who}: geometry of {name}");
+        assert_eq!(
+            (d.w, d.h, d.comps),
+            (img.width, img.height, img.components as u32),
+            "{who}: geometry of {name}"
+        );
     }
     all
 }
@@ -133,10 +205,17 @@ fn assert_lossless(dir: &Path, name: &str, img: &Image<'_>, params: &EncodeParam
     let want = samples_i32(img);
     for (who, d) in decode_all(dir, name, &enc, img) {
         if let Some(i) = (0..want.len()).find(|&i| d.samples[i] != want[i]) {
-            panic!("{name}: {who} differs at sample {i}: {} != {}", d.samples[i], want[i]);
+            panic!(
+                "{name}: {who} differs at sample {i}: {} != {}",
+                d.samples[i], want[i]
+            );
         }
     }
-    println!("{name}: {} bytes, ratio {:.2}", enc.codestream.len(), enc.achieved_ratio);
+    println!(
+        "{name}: {} bytes, ratio {:.2}",
+        enc.codestream.len(),
+        enc.achieved_ratio
+    );
     enc
 }
 
@@ -156,7 +235,14 @@ fn psnr(a: &[i32], b: &[i32], bits: u8, select: impl Fn(usize) -> bool) -> f64 {
 }
 
 fn gray<'a>(w: u32, h: u32, bits: u8, px: &'a [u16]) -> Image<'a> {
-    Image { width: w, height: h, components: 1, bits_stored: bits, signed: false, samples: Samples::U16(px) }
+    Image {
+        width: w,
+        height: h,
+        components: 1,
+        bits_stored: bits,
+        signed: false,
+        samples: Samples::U16(px),
+    }
 }
 
 // ---------- lossless ----------
@@ -165,7 +251,12 @@ fn gray<'a>(w: u32, h: u32, bits: u8, px: &'a [u16]) -> Image<'a> {
 fn lossless_ct_12bit_decodes_identically_everywhere() {
     let dir = tempfile::tempdir().unwrap();
     let px = ct_phantom(512, 512);
-    assert_lossless(dir.path(), "ct", &gray(512, 512, 12, &px), &EncodeParams::default());
+    assert_lossless(
+        dir.path(),
+        "ct",
+        &gray(512, 512, 12, &px),
+        &EncodeParams::default(),
+    );
 }
 
 #[test]
@@ -174,24 +265,55 @@ fn lossless_mr_16bit_and_multiple_layers() {
     let px = mr_like(256, 256);
     let img = gray(256, 256, 16, &px);
     assert_lossless(dir.path(), "mr", &img, &EncodeParams::default());
-    assert_lossless(dir.path(), "mr_layers", &img, &EncodeParams { layers: 4, ..Default::default() });
+    assert_lossless(
+        dir.path(),
+        "mr_layers",
+        &img,
+        &EncodeParams {
+            layers: 4,
+            ..Default::default()
+        },
+    );
 }
 
 #[test]
 fn lossless_rgb_8bit_with_rct() {
     let dir = tempfile::tempdir().unwrap();
     let px = rgb_image(200, 150);
-    let img = Image { width: 200, height: 150, components: 3, bits_stored: 8, signed: false, samples: Samples::U8(&px) };
+    let img = Image {
+        width: 200,
+        height: 150,
+        components: 3,
+        bits_stored: 8,
+        signed: false,
+        samples: Samples::U8(&px),
+    };
     assert_lossless(dir.path(), "rgb", &img, &EncodeParams::default());
 }
 
 #[test]
 fn lossless_odd_and_tiny_sizes() {
     let dir = tempfile::tempdir().unwrap();
-    for &(w, h, bits) in &[(37u32, 61u32, 12u8), (1, 1, 8), (1, 17, 10), (23, 1, 16), (3, 2, 12), (65, 64, 9), (130, 7, 12)] {
+    for &(w, h, bits) in &[
+        (37u32, 61u32, 12u8),
+        (1, 1, 8),
+        (1, 17, 10),
+        (23, 1, 16),
+        (3, 2, 12),
+        (65, 64, 9),
+        (130, 7, 12),
+    ] {
         let max = (1u32 << bits) - 1;
-        let px: Vec<u16> = ct_phantom(w, h).iter().map(|&v| (v as u32 * max / 4095) as u16).collect();
-        assert_lossless(dir.path(), &format!("odd_{w}x{h}_{bits}"), &gray(w, h, bits, &px), &EncodeParams::default());
+        let px: Vec<u16> = ct_phantom(w, h)
+            .iter()
+            .map(|&v| (v as u32 * max / 4095) as u16)
+            .collect();
+        assert_lossless(
+            dir.path(),
+            &format!("odd_{w}x{h}_{bits}"),
+            &gray(w, h, bits, &px),
+            &EncodeParams::default(),
+        );
     }
 }
 
@@ -200,12 +322,34 @@ fn lossless_low_bit_depths() {
     let dir = tempfile::tempdir().unwrap();
     for bits in [1u8, 2, 5, 7] {
         let max = (1u32 << bits) - 1;
-        let px: Vec<u8> = ct_phantom(67, 45).iter().map(|&v| (v as u32 * max / 4095) as u8).collect();
-        let img = Image { width: 67, height: 45, components: 1, bits_stored: bits, signed: false, samples: Samples::U8(&px) };
-        assert_lossless(dir.path(), &format!("bits{bits}"), &img, &EncodeParams::default());
+        let px: Vec<u8> = ct_phantom(67, 45)
+            .iter()
+            .map(|&v| (v as u32 * max / 4095) as u8)
+            .collect();
+        let img = Image {
+            width: 67,
+            height: 45,
+            components: 1,
+            bits_stored: bits,
+            signed: false,
+            samples: Samples::U8(&px),
+        };
+        assert_lossless(
+            dir.path(),
+            &format!("bits{bits}"),
+            &img,
+            &EncodeParams::default(),
+        );
     }
     let sp: Vec<i16> = signed_image(40, 30).iter().map(|&v| v >> 8).collect();
-    let img = Image { width: 40, height: 30, components: 1, bits_stored: 8, signed: true, samples: Samples::I16(&sp) };
+    let img = Image {
+        width: 40,
+        height: 30,
+        components: 1,
+        bits_stored: 8,
+        signed: true,
+        samples: Samples::I16(&sp),
+    };
     assert_lossless(dir.path(), "signed8", &img, &EncodeParams::default());
 }
 
@@ -213,7 +357,14 @@ fn lossless_low_bit_depths() {
 fn lossless_signed_16bit() {
     let dir = tempfile::tempdir().unwrap();
     let px = signed_image(97, 83);
-    let img = Image { width: 97, height: 83, components: 1, bits_stored: 16, signed: true, samples: Samples::I16(&px) };
+    let img = Image {
+        width: 97,
+        height: 83,
+        components: 1,
+        bits_stored: 16,
+        signed: true,
+        samples: Samples::I16(&px),
+    };
     assert_lossless(dir.path(), "signed16", &img, &EncodeParams::default());
 }
 
@@ -222,15 +373,44 @@ fn lossless_tiled_and_small_code_blocks() {
     let dir = tempfile::tempdir().unwrap();
     let px = ct_phantom(300, 170);
     let img = gray(300, 170, 12, &px);
-    let p = EncodeParams { tile: Some((128, 64)), levels: 3, code_block: (32, 16), ..Default::default() };
+    let p = EncodeParams {
+        tile: Some((128, 64)),
+        levels: 3,
+        code_block: (32, 16),
+        ..Default::default()
+    };
     assert_lossless(dir.path(), "tiled", &img, &p);
     let rgb = rgb_image(100, 90);
-    let img = Image { width: 100, height: 90, components: 3, bits_stored: 8, signed: false, samples: Samples::U8(&rgb) };
-    assert_lossless(dir.path(), "tiled_rgb", &img, &EncodeParams { tile: Some((32, 32)), levels: 2, ..Default::default() });
+    let img = Image {
+        width: 100,
+        height: 90,
+        components: 3,
+        bits_stored: 8,
+        signed: false,
+        samples: Samples::U8(&rgb),
+    };
+    assert_lossless(
+        dir.path(),
+        "tiled_rgb",
+        &img,
+        &EncodeParams {
+            tile: Some((32, 32)),
+            levels: 2,
+            ..Default::default()
+        },
+    );
     // Edge tiles one sample wide/high: their high-pass bands are empty at every level.
     let px = ct_phantom(33, 65);
     let img = gray(33, 65, 12, &px);
-    let enc = assert_lossless(dir.path(), "tiled_sliver", &img, &EncodeParams { tile: Some((32, 32)), ..Default::default() });
+    let enc = assert_lossless(
+        dir.path(),
+        "tiled_sliver",
+        &img,
+        &EncodeParams {
+            tile: Some((32, 32)),
+            ..Default::default()
+        },
+    );
     assert_eq!(enc.levels, 5);
 }
 
@@ -238,7 +418,10 @@ fn lossless_tiled_and_small_code_blocks() {
 #[test]
 fn lossless_size_is_close_to_openjpeg() {
     let dir = tempfile::tempdir().unwrap();
-    for (name, w, h, bits, px) in [("ct", 512u32, 512u32, 12u8, ct_phantom(512, 512)), ("mr", 256, 256, 16, mr_like(256, 256))] {
+    for (name, w, h, bits, px) in [
+        ("ct", 512u32, 512u32, 12u8, ct_phantom(512, 512)),
+        ("mr", 256, 256, 16, mr_like(256, 256)),
+    ] {
         let enc = encode(&gray(w, h, bits, &px), &EncodeParams::default()).unwrap();
         let pgm = dir.path().join(format!("{name}.pgm"));
         let mut data = format!("P5\n{w} {h}\n{}\n", (1u32 << bits) - 1).into_bytes();
@@ -255,11 +438,21 @@ fn lossless_size_is_close_to_openjpeg() {
             .args(["-n", "6", "-b", "64,64"])
             .output()
             .expect("run /usr/bin/opj_compress (apt-get install libopenjp2-tools)");
-        assert!(res.status.success(), "opj_compress: {}", String::from_utf8_lossy(&res.stderr));
+        assert!(
+            res.status.success(),
+            "opj_compress: {}",
+            String::from_utf8_lossy(&res.stderr)
+        );
         let theirs = std::fs::metadata(&out).unwrap().len() as f64;
         let ours = enc.codestream.len() as f64;
-        println!("{name}: ours {ours} bytes, OpenJPEG {theirs} bytes, ratio {:.4}", ours / theirs);
-        assert!(ours <= theirs * 1.03, "{name}: lossless size {ours} more than 3% above OpenJPEG's {theirs}");
+        println!(
+            "{name}: ours {ours} bytes, OpenJPEG {theirs} bytes, ratio {:.4}",
+            ours / theirs
+        );
+        assert!(
+            ours <= theirs * 1.03,
+            "{name}: lossless size {ours} more than 3% above OpenJPEG's {theirs}"
+        );
     }
 }
 
@@ -272,15 +465,34 @@ fn lossy_ratios_hit_target_with_sane_psnr() {
     let img = gray(512, 512, 12, &px);
     let orig = samples_i32(&img);
     for &(ratio, layers, min_psnr) in &[(8.0f32, 1u8, 55.0), (20.0, 3, 48.0), (40.0, 5, 44.0)] {
-        let enc = encode(&img, &EncodeParams { mode: Mode::Lossy { ratio }, layers, ..Default::default() }).unwrap();
+        let enc = encode(
+            &img,
+            &EncodeParams {
+                mode: Mode::Lossy { ratio },
+                layers,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert!(!enc.lossless && !enc.reversible);
         let rel = enc.achieved_ratio / ratio;
-        println!("lossy {ratio}: achieved {:.2} ({} bytes)", enc.achieved_ratio, enc.codestream.len());
-        assert!((0.9..=1.1).contains(&rel), "ratio {ratio}: achieved {}", enc.achieved_ratio);
+        println!(
+            "lossy {ratio}: achieved {:.2} ({} bytes)",
+            enc.achieved_ratio,
+            enc.codestream.len()
+        );
+        assert!(
+            (0.9..=1.1).contains(&rel),
+            "ratio {ratio}: achieved {}",
+            enc.achieved_ratio
+        );
         for (who, d) in decode_all(dir.path(), &format!("lossy{ratio}"), &enc, &img) {
             let p = psnr(&orig, &d.samples, 12, |_| true);
             println!("  {who}: PSNR {p:.2} dB");
-            assert!(p >= min_psnr, "ratio {ratio}: {who} PSNR {p:.2} < {min_psnr}");
+            assert!(
+                p >= min_psnr,
+                "ratio {ratio}: {who} PSNR {p:.2} < {min_psnr}"
+            );
         }
     }
 }
@@ -289,9 +501,27 @@ fn lossy_ratios_hit_target_with_sane_psnr() {
 fn lossy_rgb_and_16bit() {
     let dir = tempfile::tempdir().unwrap();
     let px = rgb_image(256, 192);
-    let img = Image { width: 256, height: 192, components: 3, bits_stored: 8, signed: false, samples: Samples::U8(&px) };
-    let enc = encode(&img, &EncodeParams { mode: Mode::Lossy { ratio: 12.0 }, ..Default::default() }).unwrap();
-    assert!((enc.achieved_ratio / 12.0 - 1.0).abs() <= 0.1, "rgb ratio {}", enc.achieved_ratio);
+    let img = Image {
+        width: 256,
+        height: 192,
+        components: 3,
+        bits_stored: 8,
+        signed: false,
+        samples: Samples::U8(&px),
+    };
+    let enc = encode(
+        &img,
+        &EncodeParams {
+            mode: Mode::Lossy { ratio: 12.0 },
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(
+        (enc.achieved_ratio / 12.0 - 1.0).abs() <= 0.1,
+        "rgb ratio {}",
+        enc.achieved_ratio
+    );
     let orig = samples_i32(&img);
     for (who, d) in decode_all(dir.path(), "lossy_rgb", &enc, &img) {
         let p = psnr(&orig, &d.samples, 8, |_| true);
@@ -300,8 +530,20 @@ fn lossy_rgb_and_16bit() {
     }
     let mr = mr_like(256, 256);
     let img = gray(256, 256, 16, &mr);
-    let enc = encode(&img, &EncodeParams { mode: Mode::Lossy { ratio: 10.0 }, layers: 2, ..Default::default() }).unwrap();
-    assert!((enc.achieved_ratio / 10.0 - 1.0).abs() <= 0.1, "mr ratio {}", enc.achieved_ratio);
+    let enc = encode(
+        &img,
+        &EncodeParams {
+            mode: Mode::Lossy { ratio: 10.0 },
+            layers: 2,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(
+        (enc.achieved_ratio / 10.0 - 1.0).abs() <= 0.1,
+        "mr ratio {}",
+        enc.achieved_ratio
+    );
     let orig = samples_i32(&img);
     for (who, d) in decode_all(dir.path(), "lossy_mr", &enc, &img) {
         let p = psnr(&orig, &d.samples, 16, |_| true);
@@ -313,23 +555,49 @@ fn lossy_rgb_and_16bit() {
 // ---------- region of interest ----------
 
 fn check_roi(dir: &Path, name: &str, img: &Image<'_>, mask: &Mask, ratio: f32) -> Encoded {
-    let enc = encode(img, &EncodeParams { mode: Mode::Roi { mask, background_ratio: ratio }, layers: 2, ..Default::default() }).unwrap();
-    let s = enc.roi_shift.unwrap_or_else(|| panic!("{name}: ROI not applied: {:?}", enc.note));
+    let enc = encode(
+        img,
+        &EncodeParams {
+            mode: Mode::Roi {
+                mask,
+                background_ratio: ratio,
+            },
+            layers: 2,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let s = enc
+        .roi_shift
+        .unwrap_or_else(|| panic!("{name}: ROI not applied: {:?}", enc.note));
     assert!(!enc.lossless && enc.reversible);
-    assert!(enc.codestream.windows(4).any(|w| w == [0xFF, 0x5E, 0x00, 0x05]), "RGN marker");
+    assert!(
+        enc.codestream
+            .windows(4)
+            .any(|w| w == [0xFF, 0x5E, 0x00, 0x05]),
+        "RGN marker"
+    );
     let orig = samples_i32(img);
     let nc = img.components as usize;
     let in_roi = |i: usize| mask.bits()[i / nc];
     for (who, d) in decode_all(dir, name, &enc, img) {
-        let bad = (0..orig.len()).filter(|&i| in_roi(i) && d.samples[i] != orig[i]).count();
-        assert_eq!(bad, 0, "{name}: {who}: {bad} ROI samples differ (shift {s})");
+        let bad = (0..orig.len())
+            .filter(|&i| in_roi(i) && d.samples[i] != orig[i])
+            .count();
+        assert_eq!(
+            bad, 0,
+            "{name}: {who}: {bad} ROI samples differ (shift {s})"
+        );
         let bg = psnr(&orig, &d.samples, img.bits_stored, |i| !in_roi(i));
         println!(
             "{name}: {who}: ROI exact ({} px), background PSNR {bg:.2} dB, ratio {:.2} (asked {ratio}), shift {s}",
             mask.count(),
             enc.achieved_ratio
         );
-        assert!(bg.is_finite(), "{name}: background must be truncated at ratio {ratio}");
+        assert!(
+            bg.is_finite(),
+            "{name}: background must be truncated at ratio {ratio}"
+        );
         assert!(bg > 25.0, "{name}: {who}: background PSNR {bg:.2} too low");
     }
     enc
@@ -345,14 +613,25 @@ fn roi_disk_is_exact_and_background_is_truncated() {
     let enc = check_roi(dir.path(), "roi_disk", &img, &mask, 30.0);
     assert!(enc.note.is_none(), "{:?}", enc.note);
     let rel = enc.achieved_ratio / 30.0;
-    assert!((0.9..=1.1).contains(&rel), "ROI codestream ratio {} vs 30", enc.achieved_ratio);
+    assert!(
+        (0.9..=1.1).contains(&rel),
+        "ROI codestream ratio {} vs 30",
+        enc.achieved_ratio
+    );
 }
 
 #[test]
 fn roi_rect_on_rgb_and_odd_size() {
     let dir = tempfile::tempdir().unwrap();
     let px = rgb_image(150, 101);
-    let img = Image { width: 150, height: 101, components: 3, bits_stored: 8, signed: false, samples: Samples::U8(&px) };
+    let img = Image {
+        width: 150,
+        height: 101,
+        components: 3,
+        bits_stored: 8,
+        signed: false,
+        samples: Samples::U8(&px),
+    };
     let mut mask = Mask::new(150, 101);
     mask.add_rect(20, 30, 41, 17).add_rect(149, 100, 1, 1);
     let enc = check_roi(dir.path(), "roi_rgb", &img, &mask, 8.0);
@@ -365,19 +644,46 @@ fn roi_auto_mask_on_ct() {
     let px = ct_phantom(256, 256);
     let img = gray(256, 256, 12, &px);
     let auto = Mask::auto(&img).unwrap();
-    println!("auto mask covers {:.1}% of the image", auto.fraction * 100.0);
-    assert!(auto.fraction > 0.3 && auto.fraction < 0.6, "body ellipse is ~44% of the image, got {}", auto.fraction);
+    println!(
+        "auto mask covers {:.1}% of the image",
+        auto.fraction * 100.0
+    );
+    assert!(
+        auto.fraction > 0.3 && auto.fraction < 0.6,
+        "body ellipse is ~44% of the image, got {}",
+        auto.fraction
+    );
     let enc = check_roi(dir.path(), "roi_auto", &img, &auto.mask, 4.0);
     assert!(enc.note.is_none(), "{:?}", enc.note);
-    assert!((enc.achieved_ratio / 4.0 - 1.0).abs() <= 0.1, "ratio {}", enc.achieved_ratio);
+    assert!(
+        (enc.achieved_ratio / 4.0 - 1.0).abs() <= 0.1,
+        "ratio {}",
+        enc.achieved_ratio
+    );
     // At 10:1 the lossless ROI alone is larger than the budget: still exact, and reported.
-    let enc = encode(&img, &EncodeParams { mode: Mode::Roi { mask: &auto.mask, background_ratio: 10.0 }, ..Default::default() }).unwrap();
-    let note = enc.note.clone().expect("an ROI larger than the budget must be reported");
+    let enc = encode(
+        &img,
+        &EncodeParams {
+            mode: Mode::Roi {
+                mask: &auto.mask,
+                background_ratio: 10.0,
+            },
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let note = enc
+        .note
+        .clone()
+        .expect("an ROI larger than the budget must be reported");
     println!("note: {note}");
     assert!(enc.achieved_ratio < 9.0, "ratio {}", enc.achieved_ratio);
     let orig = samples_i32(&img);
     let d = decode_openjp2_crate(&write_j2c(dir.path(), "roi_auto_over", &enc));
-    assert!((0..orig.len()).all(|i| !auto.mask.bits()[i] || d.samples[i] == orig[i]), "ROI exact over budget");
+    assert!(
+        (0..orig.len()).all(|i| !auto.mask.bits()[i] || d.samples[i] == orig[i]),
+        "ROI exact over budget"
+    );
 }
 
 #[test]
@@ -391,7 +697,13 @@ fn roi_on_16bit_falls_back_to_lossless_with_note() {
         dir.path(),
         "roi_fallback",
         &img,
-        &EncodeParams { mode: Mode::Roi { mask: &mask, background_ratio: 20.0 }, ..Default::default() },
+        &EncodeParams {
+            mode: Mode::Roi {
+                mask: &mask,
+                background_ratio: 20.0,
+            },
+            ..Default::default()
+        },
     );
     assert_eq!(enc.roi_shift, None);
     let note = enc.note.expect("fallback must be reported");
@@ -406,17 +718,62 @@ fn bad_input_is_an_error_not_a_panic() {
     let px = vec![0u16; 16];
     let ok = gray(4, 4, 12, &px);
     let e = |img: &Image<'_>, p: &EncodeParams<'_>| encode(img, p).unwrap_err();
-    assert!(matches!(e(&gray(0, 4, 12, &px), &EncodeParams::default()), J2kError::InvalidDimensions { .. }));
-    assert!(matches!(e(&gray(4, 4, 17, &px), &EncodeParams::default()), J2kError::UnsupportedBitDepth(17)));
-    assert!(matches!(e(&gray(5, 4, 12, &px), &EncodeParams::default()), J2kError::SampleCountMismatch { .. }));
+    assert!(matches!(
+        e(&gray(0, 4, 12, &px), &EncodeParams::default()),
+        J2kError::InvalidDimensions { .. }
+    ));
+    assert!(matches!(
+        e(&gray(4, 4, 17, &px), &EncodeParams::default()),
+        J2kError::UnsupportedBitDepth(17)
+    ));
+    assert!(matches!(
+        e(&gray(5, 4, 12, &px), &EncodeParams::default()),
+        J2kError::SampleCountMismatch { .. }
+    ));
     let big = vec![5000u16; 16];
-    assert!(matches!(e(&gray(4, 4, 12, &big), &EncodeParams::default()), J2kError::SampleOutOfRange { .. }));
+    assert!(matches!(
+        e(&gray(4, 4, 12, &big), &EncodeParams::default()),
+        J2kError::SampleOutOfRange { .. }
+    ));
     let mask = Mask::new(3, 3);
-    let roi = EncodeParams { mode: Mode::Roi { mask: &mask, background_ratio: 5.0 }, ..Default::default() };
+    let roi = EncodeParams {
+        mode: Mode::Roi {
+            mask: &mask,
+            background_ratio: 5.0,
+        },
+        ..Default::default()
+    };
     assert!(matches!(e(&ok, &roi), J2kError::MaskSizeMismatch { .. }));
-    assert!(matches!(e(&ok, &EncodeParams { code_block: (128, 64), ..Default::default() }), J2kError::InvalidCodeBlock(..)));
-    assert!(matches!(e(&ok, &EncodeParams { mode: Mode::Lossy { ratio: 0.5 }, ..Default::default() }), J2kError::InvalidRatio(_)));
-    assert!(matches!(e(&ok, &EncodeParams { layers: 0, ..Default::default() }), J2kError::InvalidLayers(0)));
+    assert!(matches!(
+        e(
+            &ok,
+            &EncodeParams {
+                code_block: (128, 64),
+                ..Default::default()
+            }
+        ),
+        J2kError::InvalidCodeBlock(..)
+    ));
+    assert!(matches!(
+        e(
+            &ok,
+            &EncodeParams {
+                mode: Mode::Lossy { ratio: 0.5 },
+                ..Default::default()
+            }
+        ),
+        J2kError::InvalidRatio(_)
+    ));
+    assert!(matches!(
+        e(
+            &ok,
+            &EncodeParams {
+                layers: 0,
+                ..Default::default()
+            }
+        ),
+        J2kError::InvalidLayers(0)
+    ));
 }
 
 // ---------- tiling and signed data in the lossy paths ----------
@@ -427,9 +784,18 @@ fn lossy_and_roi_with_tiles_and_signed_samples() {
     let px = ct_phantom(512, 512);
     let img = gray(512, 512, 12, &px);
     let orig = samples_i32(&img);
-    let p = EncodeParams { mode: Mode::Lossy { ratio: 15.0 }, tile: Some((256, 128)), layers: 2, ..Default::default() };
+    let p = EncodeParams {
+        mode: Mode::Lossy { ratio: 15.0 },
+        tile: Some((256, 128)),
+        layers: 2,
+        ..Default::default()
+    };
     let enc = encode(&img, &p).unwrap();
-    assert!((enc.achieved_ratio / 15.0 - 1.0).abs() <= 0.1, "tiled lossy ratio {}", enc.achieved_ratio);
+    assert!(
+        (enc.achieved_ratio / 15.0 - 1.0).abs() <= 0.1,
+        "tiled lossy ratio {}",
+        enc.achieved_ratio
+    );
     for (who, d) in decode_all(dir.path(), "tiled_lossy", &enc, &img) {
         let q = psnr(&orig, &d.samples, 12, |_| true);
         println!("tiled lossy 15:1 {who}: PSNR {q:.2}");
@@ -439,21 +805,55 @@ fn lossy_and_roi_with_tiles_and_signed_samples() {
     // A disk straddling four tiles.
     let mut mask = Mask::new(512, 512);
     mask.add_ellipse(256.0, 256.0, 40.0, 25.0);
-    let enc = encode(&img, &EncodeParams { mode: Mode::Roi { mask: &mask, background_ratio: 20.0 }, tile: Some((256, 256)), ..Default::default() }).unwrap();
+    let enc = encode(
+        &img,
+        &EncodeParams {
+            mode: Mode::Roi {
+                mask: &mask,
+                background_ratio: 20.0,
+            },
+            tile: Some((256, 256)),
+            ..Default::default()
+        },
+    )
+    .unwrap();
     assert!(enc.roi_shift.is_some(), "{:?}", enc.note);
     for (who, d) in decode_all(dir.path(), "tiled_roi", &enc, &img) {
-        let bad = (0..orig.len()).filter(|&i| mask.bits()[i] && d.samples[i] != orig[i]).count();
+        let bad = (0..orig.len())
+            .filter(|&i| mask.bits()[i] && d.samples[i] != orig[i])
+            .count();
         assert_eq!(bad, 0, "tiled ROI: {who}");
         let bg = psnr(&orig, &d.samples, 12, |i| !mask.bits()[i]);
-        println!("tiled ROI {who}: background PSNR {bg:.2}, ratio {:.2}", enc.achieved_ratio);
+        println!(
+            "tiled ROI {who}: background PSNR {bg:.2}, ratio {:.2}",
+            enc.achieved_ratio
+        );
         assert!(bg.is_finite() && bg > 35.0);
     }
 
     let sp = signed_image(120, 90);
-    let simg = Image { width: 120, height: 90, components: 1, bits_stored: 16, signed: true, samples: Samples::I16(&sp) };
+    let simg = Image {
+        width: 120,
+        height: 90,
+        components: 1,
+        bits_stored: 16,
+        signed: true,
+        samples: Samples::I16(&sp),
+    };
     let sorig = samples_i32(&simg);
-    let enc = encode(&simg, &EncodeParams { mode: Mode::Lossy { ratio: 6.0 }, ..Default::default() }).unwrap();
-    assert!((enc.achieved_ratio / 6.0 - 1.0).abs() <= 0.1, "signed lossy ratio {}", enc.achieved_ratio);
+    let enc = encode(
+        &simg,
+        &EncodeParams {
+            mode: Mode::Lossy { ratio: 6.0 },
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(
+        (enc.achieved_ratio / 6.0 - 1.0).abs() <= 0.1,
+        "signed lossy ratio {}",
+        enc.achieved_ratio
+    );
     for (who, d) in decode_all(dir.path(), "signed_lossy", &enc, &simg) {
         let q = psnr(&sorig, &d.samples, 16, |_| true);
         println!("signed 16-bit 6:1 {who}: PSNR {q:.2}");
@@ -469,13 +869,30 @@ fn psnr_target_is_met_without_overshooting_much() {
     let orig = samples_i32(&img);
     let mut last_size = 0;
     for &target in &[46.0f32, 52.0, 58.0] {
-        let enc = encode(&img, &EncodeParams { mode: Mode::Quality { psnr: target }, layers: 2, ..Default::default() }).unwrap();
-        assert!(enc.codestream.len() > last_size, "higher PSNR must cost more bytes");
+        let enc = encode(
+            &img,
+            &EncodeParams {
+                mode: Mode::Quality { psnr: target },
+                layers: 2,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert!(
+            enc.codestream.len() > last_size,
+            "higher PSNR must cost more bytes"
+        );
         last_size = enc.codestream.len();
         for (who, d) in decode_all(dir.path(), &format!("q{target}"), &enc, &img) {
             let p = psnr(&orig, &d.samples, 12, |_| true);
-            println!("target {target} dB: {who} {p:.2} dB at ratio {:.2}", enc.achieved_ratio);
-            assert!(p >= target as f64 - 0.1 && p <= target as f64 + 2.0, "{who}: target {target}, got {p:.2}");
+            println!(
+                "target {target} dB: {who} {p:.2} dB at ratio {:.2}",
+                enc.achieved_ratio
+            );
+            assert!(
+                p >= target as f64 - 0.1 && p <= target as f64 + 2.0,
+                "{who}: target {target}, got {p:.2}"
+            );
         }
     }
 }
@@ -486,10 +903,40 @@ fn output_does_not_depend_on_thread_count() {
     let img = gray(300, 200, 12, &px);
     let mut mask = Mask::new(300, 200);
     mask.add_rect(100, 50, 60, 40);
-    for mode in [Mode::Lossless, Mode::Lossy { ratio: 12.0 }, Mode::Roi { mask: &mask, background_ratio: 10.0 }] {
-        let one = encode(&img, &EncodeParams { mode, threads: 1, layers: 2, tile: Some((128, 128)), ..Default::default() }).unwrap();
-        let many = encode(&img, &EncodeParams { mode, threads: 5, layers: 2, tile: Some((128, 128)), ..Default::default() }).unwrap();
-        assert!(one.codestream == many.codestream, "{mode:?}: 1 vs 5 threads differ");
+    for mode in [
+        Mode::Lossless,
+        Mode::Lossy { ratio: 12.0 },
+        Mode::Roi {
+            mask: &mask,
+            background_ratio: 10.0,
+        },
+    ] {
+        let one = encode(
+            &img,
+            &EncodeParams {
+                mode,
+                threads: 1,
+                layers: 2,
+                tile: Some((128, 128)),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let many = encode(
+            &img,
+            &EncodeParams {
+                mode,
+                threads: 5,
+                layers: 2,
+                tile: Some((128, 128)),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert!(
+            one.codestream == many.codestream,
+            "{mode:?}: 1 vs 5 threads differ"
+        );
     }
 }
 
@@ -513,18 +960,38 @@ fn roi_near_the_decoder_bit_plane_limit_never_breaks() {
             })
             .collect();
         let img = gray(w, h, bits, &px);
-        let enc = encode(&img, &EncodeParams { mode: Mode::Roi { mask: &mask, background_ratio: 3.0 }, ..Default::default() }).unwrap();
+        let enc = encode(
+            &img,
+            &EncodeParams {
+                mode: Mode::Roi {
+                    mask: &mask,
+                    background_ratio: 3.0,
+                },
+                ..Default::default()
+            },
+        )
+        .unwrap();
         let orig = samples_i32(&img);
         let decoded = decode_all(dir.path(), &format!("limit{bits}"), &enc, &img);
         match enc.roi_shift {
             Some(shift) => {
                 for (who, d) in &decoded {
-                    assert!((0..orig.len()).all(|i| !mask.bits()[i] || d.samples[i] == orig[i]), "{bits}-bit: {who}: ROI not exact");
+                    assert!(
+                        (0..orig.len()).all(|i| !mask.bits()[i] || d.samples[i] == orig[i]),
+                        "{bits}-bit: {who}: ROI not exact"
+                    );
                 }
-                println!("{bits}-bit noise: ROI applied, shift {shift}, ratio {:.2}", enc.achieved_ratio);
+                println!(
+                    "{bits}-bit noise: ROI applied, shift {shift}, ratio {:.2}",
+                    enc.achieved_ratio
+                );
             }
             None => {
-                assert!(enc.lossless && enc.note.as_deref().is_some_and(|n| n.contains("lossless")), "{bits}-bit: {:?}", enc.note);
+                assert!(
+                    enc.lossless && enc.note.as_deref().is_some_and(|n| n.contains("lossless")),
+                    "{bits}-bit: {:?}",
+                    enc.note
+                );
                 for (who, d) in &decoded {
                     assert_eq!(d.samples, orig, "{bits}-bit fallback: {who}");
                 }

@@ -42,8 +42,16 @@ fn strata(args: &[&str]) -> std::process::Output {
 
 fn corpus() -> Corpus {
     Corpus::generate(&[
-        "--ct-studies", "1", "--ct-images", "3", "--mr-studies", "1", "--mr-images", "2",
-        "--seed", "31",
+        "--ct-studies",
+        "1",
+        "--ct-images",
+        "3",
+        "--mr-studies",
+        "1",
+        "--mr-images",
+        "2",
+        "--seed",
+        "31",
     ])
 }
 
@@ -55,8 +63,12 @@ fn transcode_writes_lossless_files_and_marked_roi_files_that_openjpeg_decodes() 
         let original = corpus.path(file);
         let lossless = out.path().join(format!("{i}-lossless.dcm"));
         let run = strata(&[
-            "transcode", "--to", "j2k-lossless", "--json",
-            original.to_str().unwrap(), lossless.to_str().unwrap(),
+            "transcode",
+            "--to",
+            "j2k-lossless",
+            "--json",
+            original.to_str().unwrap(),
+            lossless.to_str().unwrap(),
         ]);
         assert!(run.status.success(), "{}", text(&run));
         let summary: Value = serde_json::from_slice(&run.stdout).unwrap();
@@ -65,14 +77,26 @@ fn transcode_writes_lossless_files_and_marked_roi_files_that_openjpeg_decodes() 
         let got = compare(&original, &lossless, None, None);
         assert_eq!(got["transfer_syntax"], J2K_LOSSLESS);
         assert_eq!(got["identical"], true, "{got}");
-        assert_eq!(got["lossy"], Value::Null, "lossless output is not marked lossy");
+        assert_eq!(
+            got["lossy"],
+            Value::Null,
+            "lossless output is not marked lossy"
+        );
         assert_eq!(got["sop_instance_uid"], file.sop_instance_uid.as_str());
 
         // ROI: a rectangle kept exactly, the rest compressed and the file marked lossy.
         let roi = out.path().join(format!("{i}-roi.dcm"));
         let run = strata(&[
-            "transcode", "--to", "j2k-roi", "--roi", "40,50,100,80", "--ratio", "8", "--json",
-            original.to_str().unwrap(), roi.to_str().unwrap(),
+            "transcode",
+            "--to",
+            "j2k-roi",
+            "--roi",
+            "40,50,100,80",
+            "--ratio",
+            "8",
+            "--json",
+            original.to_str().unwrap(),
+            roi.to_str().unwrap(),
         ]);
         assert!(run.status.success(), "{}", text(&run));
         let summary: Value = serde_json::from_slice(&run.stdout).unwrap();
@@ -85,11 +109,17 @@ fn transcode_writes_lossless_files_and_marked_roi_files_that_openjpeg_decodes() 
         );
         assert_eq!(got["transfer_syntax"], J2K);
         assert_eq!(got["roi_identical"], true, "{got}");
-        assert_eq!(got["identical"], false, "the background was compressed: {got}");
+        assert_eq!(
+            got["identical"], false,
+            "the background was compressed: {got}"
+        );
         assert_eq!(got["lossy"], "01");
         assert_eq!(got["method"], serde_json::json!(["ISO_15444_1"]));
         let ratio: f64 = got["ratio"][0].as_str().unwrap().parse().unwrap();
-        assert!((ratio - summary["ratio"].as_f64().unwrap()).abs() < 0.01, "{got}");
+        assert!(
+            (ratio - summary["ratio"].as_f64().unwrap()).abs() < 0.01,
+            "{got}"
+        );
         assert!(ratio > 2.0, "{got}");
         assert!(
             got["derivation"].as_str().unwrap().contains("MAXSHIFT"),
@@ -100,8 +130,13 @@ fn transcode_writes_lossless_files_and_marked_roi_files_that_openjpeg_decodes() 
     let original = corpus.path(&corpus.files[0]);
     let auto = out.path().join("auto.dcm");
     let run = strata(&[
-        "transcode", "--to", "j2k-roi", "--roi", "auto",
-        original.to_str().unwrap(), auto.to_str().unwrap(),
+        "transcode",
+        "--to",
+        "j2k-roi",
+        "--roi",
+        "auto",
+        original.to_str().unwrap(),
+        auto.to_str().unwrap(),
     ]);
     assert!(run.status.success(), "{}", text(&run));
     let stderr = String::from_utf8_lossy(&run.stderr);
@@ -109,11 +144,18 @@ fn transcode_writes_lossless_files_and_marked_roi_files_that_openjpeg_decodes() 
     assert!(text(&run).contains("% of the image"), "{}", text(&run));
     // Bad input: a clear error line, no output file.
     let bad = strata(&[
-        "transcode", "--to", "j2k-lossless",
-        repo().join("README.md").to_str().unwrap(), out.path().join("x.dcm").to_str().unwrap(),
+        "transcode",
+        "--to",
+        "j2k-lossless",
+        repo().join("README.md").to_str().unwrap(),
+        out.path().join("x.dcm").to_str().unwrap(),
     ]);
     assert!(!bad.status.success());
-    assert!(text(&bad).contains("strata: error: cannot transcode"), "{}", text(&bad));
+    assert!(
+        text(&bad).contains("strata: error: cannot transcode"),
+        "{}",
+        text(&bad)
+    );
     assert!(!out.path().join("x.dcm").exists());
 }
 
@@ -125,12 +167,21 @@ fn jpeg_2000_instances_are_stored_as_sent_and_decoded_for_uncompressed_only_dest
     let work = tempfile::tempdir().unwrap();
     let j2k = work.path().join("j2k.dcm");
     let run = strata(&[
-        "transcode", "--to", "j2k-lossless", original.to_str().unwrap(), j2k.to_str().unwrap(),
+        "transcode",
+        "--to",
+        "j2k-lossless",
+        original.to_str().unwrap(),
+        j2k.to_str().unwrap(),
     ]);
     assert!(run.status.success(), "{}", text(&run));
     let implicit_dir = tempfile::tempdir().unwrap();
     let implicit_port = free_port();
-    let _implicit = py_storescp("DEST", implicit_port, implicit_dir.path(), &["--implicit-only"]);
+    let _implicit = py_storescp(
+        "DEST",
+        implicit_port,
+        implicit_dir.path(),
+        &["--implicit-only"],
+    );
     let all_dir = tempfile::tempdir().unwrap();
     let all_port = free_port();
     let _all = py_storescp("ALL", all_port, all_dir.path(), &["--compressed"]);
@@ -148,11 +199,16 @@ fn jpeg_2000_instances_are_stored_as_sent_and_decoded_for_uncompressed_only_dest
     let key = format!("SOPInstanceUID={}", file.sop_instance_uid);
     let series = format!("SeriesInstanceUID={}", file.series_instance_uid);
     let study = format!("StudyInstanceUID={}", file.study_instance_uid);
-    for (dest, dir, ts) in [("DEST", &implicit_dir, IMPLICIT), ("ALL", &all_dir, J2K_LOSSLESS)] {
+    for (dest, dir, ts) in [
+        ("DEST", &implicit_dir, IMPLICIT),
+        ("ALL", &all_dir, J2K_LOSSLESS),
+    ] {
         let out = text(&server.scu(
             "move",
             "VIEWER",
-            &["--dest", dest, "--level", "IMAGE", "-k", &study, "-k", &series, "-k", &key],
+            &[
+                "--dest", dest, "--level", "IMAGE", "-k", &study, "-k", &series, "-k", &key,
+            ],
         ));
         assert!(out.contains("FINAL 0x0000"), "{out}");
         let received = dir.path().join(format!("{}.{ts}", file.sop_instance_uid));
@@ -160,8 +216,12 @@ fn jpeg_2000_instances_are_stored_as_sent_and_decoded_for_uncompressed_only_dest
         assert_eq!(got["identical"], true, "{dest}: {got}");
     }
     // The J2K destination got the stored bytes unchanged.
-    let sent = std::fs::read(all_dir.path().join(format!("{}.{J2K_LOSSLESS}", file.sop_instance_uid)))
-        .unwrap();
+    let sent = std::fs::read(
+        all_dir
+            .path()
+            .join(format!("{}.{J2K_LOSSLESS}", file.sop_instance_uid)),
+    )
+    .unwrap();
     assert!(sent == data_set_bytes(&j2k), "not bit-identical");
 }
 
@@ -180,8 +240,13 @@ fn the_converter_can_archive_images_as_checked_jpeg_2000_lossless() {
         ),
     );
     let server = TestServer::start_in(dir.path(), "", "");
-    assert!(server.storescu("MODALITY", &corpus.paths()).status.success());
-    let online_bytes = server.status()["tiers"]["online"]["bytes"].as_u64().unwrap();
+    assert!(server
+        .storescu("MODALITY", &corpus.paths())
+        .status
+        .success());
+    let online_bytes = server.status()["tiers"]["online"]["bytes"]
+        .as_u64()
+        .unwrap();
     let out = server.cli(&["tier", "run", "--min-age-days", "0", "--json"]);
     assert!(out.status.success(), "{}", text(&out));
     let status = server.status();
@@ -210,8 +275,9 @@ fn the_converter_can_archive_images_as_checked_jpeg_2000_lossless() {
         let out = text(&server.scu("move", "VIEWER", &["--dest", "ALL", "-k", &key]));
         assert!(out.contains("FINAL 0x0000"), "{out}");
         for f in &files {
-            let received: PathBuf =
-                dest_dir.path().join(format!("{}.{J2K_LOSSLESS}", f.sop_instance_uid));
+            let received: PathBuf = dest_dir
+                .path()
+                .join(format!("{}.{J2K_LOSSLESS}", f.sop_instance_uid));
             let cmp = compare(&corpus.path(f), &received, Some(J2K_LOSSLESS), None);
             assert_eq!(cmp["identical"], true, "{cmp}");
         }

@@ -587,7 +587,8 @@ fn compressed_instances_are_decoded_for_destinations_that_take_only_uncompressed
             "1.2.840.10008.1.2.1", // the corpus is Explicit VR Little Endian
         );
         assert!(
-            element_bytes(&received, tags::PIXEL_DATA) == element_bytes(&original, tags::PIXEL_DATA),
+            element_bytes(&received, tags::PIXEL_DATA)
+                == element_bytes(&original, tags::PIXEL_DATA),
             "{ts}: decoded pixels differ from the uncompressed original"
         );
         for tag in [
@@ -603,7 +604,11 @@ fn compressed_instances_are_decoded_for_destinations_that_take_only_uncompressed
             );
         }
     }
-    assert_eq!(stored_state(&server), before, "retrieval changes nothing stored");
+    assert_eq!(
+        stored_state(&server),
+        before,
+        "retrieval changes nothing stored"
+    );
 
     // A destination that takes the compressed syntaxes gets the stored bytes unchanged.
     let out = text(&server.scu("move", "VIEWER", &["--dest", "ALL", "-k", &key]));

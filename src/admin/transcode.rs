@@ -98,6 +98,8 @@ pub fn parse_roi(text: &str) -> Result<Roi, String> {
         .map_err(|_| format!("--roi {text:?}: expected auto or x,y,w,h"))?;
     match parts[..] {
         [x, y, w, h] if w > 0 && h > 0 => Ok(Roi::Rect(x, y, w, h)),
-        _ => Err(format!("--roi {text:?}: expected auto or x,y,w,h with w, h > 0")),
+        _ => Err(format!(
+            "--roi {text:?}: expected auto or x,y,w,h with w, h > 0"
+        )),
     }
 }

@@ -95,7 +95,10 @@ pub async fn verify<S: ArchiveStore>(
         let mut at = 0;
         while at < length {
             let size = WINDOW.min(length - at);
-            let window = store.read_at(name, at, size).await.map_err(|e| e.to_string());
+            let window = store
+                .read_at(name, at, size)
+                .await
+                .map_err(|e| e.to_string());
             let failed = window.is_err();
             if tx.send(window).await.is_err() || failed {
                 // The checking side stopped (a difference found) or the read failed.

@@ -101,7 +101,12 @@ fn open(part10: &[u8]) -> Result<DefaultDicomObject, CodecError> {
 /// Decodes every frame's samples, masked to Bits Stored (sign-extended when signed), so that
 /// values compare equal whatever the high bits held.
 fn frames(object: &DefaultDicomObject) -> Result<Frames, CodecError> {
-    if object.element_opt(tags::PIXEL_DATA).ok().flatten().is_none() {
+    if object
+        .element_opt(tags::PIXEL_DATA)
+        .ok()
+        .flatten()
+        .is_none()
+    {
         return Err(CodecError::NoPixelData);
     }
     let decoded = object
@@ -111,7 +116,9 @@ fn frames(object: &DefaultDicomObject) -> Result<Frames, CodecError> {
     let bits_allocated = decoded.bits_allocated();
     let bits_stored = decoded.bits_stored();
     if components != 1 && components != 3 {
-        return Err(CodecError::Unsupported(format!("{components} samples per pixel")));
+        return Err(CodecError::Unsupported(format!(
+            "{components} samples per pixel"
+        )));
     }
     if !matches!(bits_allocated, 8 | 16) || bits_stored == 0 || bits_stored > 16 {
         return Err(CodecError::Unsupported(format!(
@@ -121,7 +128,8 @@ fn frames(object: &DefaultDicomObject) -> Result<Frames, CodecError> {
     let signed = decoded.pixel_representation() == dicom_pixeldata::PixelRepresentation::Signed;
     let (width, height) = (decoded.columns(), decoded.rows());
     let per_frame = width as usize * height as usize * components as usize;
-    let planar = components == 3 && decoded.planar_configuration() == PlanarConfiguration::PixelFirst;
+    let planar =
+        components == 3 && decoded.planar_configuration() == PlanarConfiguration::PixelFirst;
     let mut frames = Vec::with_capacity(decoded.number_of_frames() as usize);
     for f in 0..decoded.number_of_frames() {
         let bytes = decoded
@@ -215,7 +223,13 @@ pub fn to_j2k(part10: &[u8], target: &Target) -> Result<Transcoded, CodecError> 
                 }
             }
         };
-        let encoded = j2k::encode(&image, &EncodeParams { mode, ..EncodeParams::default() })?;
+        let encoded = j2k::encode(
+            &image,
+            &EncodeParams {
+                mode,
+                ..EncodeParams::default()
+            },
+        )?;
         lossless &= encoded.lossless;
         if let Some(note) = encoded.note {
             if !notes.contains(&note) {
@@ -236,7 +250,11 @@ pub fn to_j2k(part10: &[u8], target: &Target) -> Result<Transcoded, CodecError> 
         * source.components as usize
         * (source.bits_stored as usize).div_ceil(8);
     let ratio = raw as f64 / compressed.max(1) as f64;
-    let ts_uid = if lossless { JPEG_2000_LOSSLESS } else { JPEG_2000 };
+    let ts_uid = if lossless {
+        JPEG_2000_LOSSLESS
+    } else {
+        JPEG_2000
+    };
     encapsulate(&mut object, fragments, source.components, lossless, ts_uid)?;
     if !lossless {
         mark_lossy(&mut object, ratio, target);
@@ -271,9 +289,11 @@ fn encapsulate(
     let mut offsets = Vec::with_capacity(fragments.len());
     let mut at = 0u64;
     for f in &fragments {
-        offsets.push(u32::try_from(at).map_err(|_| {
-            CodecError::Unsupported("encapsulated pixel data over 4 GiB".into())
-        })?);
+        offsets.push(
+            u32::try_from(at).map_err(|_| {
+                CodecError::Unsupported("encapsulated pixel data over 4 GiB".into())
+            })?,
+        );
         at += 8 + f.len() as u64;
     }
     object.put(DataElement::new_with_len(
@@ -287,7 +307,11 @@ fn encapsulate(
     object.remove_element(tags::ENCAPSULATED_PIXEL_DATA_VALUE_TOTAL_LENGTH);
     if components == 3 {
         let pi = if lossless { "YBR_RCT" } else { "YBR_ICT" };
-        object.put(DataElement::new(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, pi));
+        object.put(DataElement::new(
+            tags::PHOTOMETRIC_INTERPRETATION,
+            VR::CS,
+            pi,
+        ));
         object.put(DataElement::new(
             tags::PLANAR_CONFIGURATION,
             VR::US,
@@ -320,7 +344,11 @@ fn mark_lossy(object: &mut DefaultDicomObject, ratio: f64, target: &Target) {
     ratios.push(format!("{ratio:.2}"));
     let mut methods = previous(object, tags::LOSSY_IMAGE_COMPRESSION_METHOD);
     methods.push("ISO_15444_1".to_string());
-    object.put(DataElement::new(tags::LOSSY_IMAGE_COMPRESSION, VR::CS, "01"));
+    object.put(DataElement::new(
+        tags::LOSSY_IMAGE_COMPRESSION,
+        VR::CS,
+        "01",
+    ));
     object.put(DataElement::new(
         tags::LOSSY_IMAGE_COMPRESSION_RATIO,
         VR::DS,
@@ -344,7 +372,11 @@ fn mark_lossy(object: &mut DefaultDicomObject, ratio: f64, target: &Target) {
         Some(earlier) => format!("{earlier}; {what}"),
         None => what,
     };
-    object.put(DataElement::new(tags::DERIVATION_DESCRIPTION, VR::ST, description));
+    object.put(DataElement::new(
+        tags::DERIVATION_DESCRIPTION,
+        VR::ST,
+        description,
+    ));
 }
 
 /// Decodes `file` again and compares every sample of every frame with `source`.

@@ -29,11 +29,11 @@ use tracing::{debug, info, warn};
 
 use crate::archive::container::{verify, ContainerBuilder, Expected};
 use crate::archive::{container_name, temp_name, Archive, ArchiveError, ArchiveStore};
+use crate::config::ArchiveCompression;
 use crate::locator::archive::{PlacedInstance, Switch};
 use crate::locator::{Locator, LocatorError};
 use crate::model::{StoredObject, Tier};
 use crate::online::{OnlineError, OnlineStore};
-use crate::config::ArchiveCompression;
 use crate::reader::{ReadError, Reader};
 
 /// Instances read ahead of the container being written.
@@ -430,7 +430,10 @@ impl Converter {
                 continue;
             }
             let in_use = self.locator.locations_in_use(tier, &of_tier).await?;
-            let unused: Vec<String> = of_tier.into_iter().filter(|l| !in_use.contains(l)).collect();
+            let unused: Vec<String> = of_tier
+                .into_iter()
+                .filter(|l| !in_use.contains(l))
+                .collect();
             match tier {
                 Tier::Online => {
                     let online = self.online.clone();

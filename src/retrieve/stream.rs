@@ -15,9 +15,9 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::transcode::transcode;
 use crate::model::StoredObject;
 use crate::net::Piece;
-use super::transcode::transcode;
 use crate::reader::{data_set_offset, Reader};
 
 /// Size of the `Data` pieces handed to the network layer.

@@ -13,7 +13,9 @@ impl Rng {
     }
     /// Roughly Gaussian noise (sum of uniforms) with the given standard deviation.
     fn noise(&mut self, sd: f64) -> f64 {
-        let s: f64 = (0..4).map(|_| (self.next() % 10_000) as f64 / 10_000.0).sum();
+        let s: f64 = (0..4)
+            .map(|_| (self.next() % 10_000) as f64 / 10_000.0)
+            .sum();
         (s - 2.0) * sd * 1.732
     }
 }
@@ -29,12 +31,19 @@ pub fn ct_phantom(w: u32, h: u32) -> Vec<u16> {
             let body = (dx / (0.42 * w as f64)).powi(2) + (dy / (0.33 * h as f64)).powi(2);
             let mut v = if body <= 1.0 {
                 let ring = (dx / (0.2 * w as f64)).powi(2) + (dy / (0.17 * h as f64)).powi(2);
-                let base = if (0.85..=1.0).contains(&ring) { 2600.0 } else { 1040.0 + 30.0 * (x as f64 / 37.0).sin() };
+                let base = if (0.85..=1.0).contains(&ring) {
+                    2600.0
+                } else {
+                    1040.0 + 30.0 * (x as f64 / 37.0).sin()
+                };
                 base + rng.noise(12.0)
             } else {
                 24.0 + rng.noise(6.0)
             };
-            let (lx, ly) = (x as f64 - cx - 0.12 * w as f64, y as f64 - cy + 0.05 * h as f64);
+            let (lx, ly) = (
+                x as f64 - cx - 0.12 * w as f64,
+                y as f64 - cy + 0.05 * h as f64,
+            );
             if lx * lx + ly * ly <= (0.05 * w as f64).powi(2) {
                 v = 1750.0 + rng.noise(12.0);
             }
@@ -70,7 +79,11 @@ pub fn rgb_image(w: u32, h: u32) -> Vec<u8> {
         for x in 0..w {
             let r = (x * 255 / w.max(1)) as f64;
             let g = (y * 255 / h.max(1)) as f64;
-            let b = if (x / 16 + y / 16) % 2 == 0 { 200.0 } else { 40.0 };
+            let b = if (x / 16 + y / 16) % 2 == 0 {
+                200.0
+            } else {
+                40.0
+            };
             for c in [r, g, b] {
                 out.push((c + rng.noise(3.0)).round().clamp(0.0, 255.0) as u8);
             }
@@ -84,7 +97,8 @@ pub fn signed_image(w: u32, h: u32) -> Vec<i16> {
     let mut out: Vec<i16> = (0..w * h)
         .map(|i| {
             let (x, y) = ((i % w) as f64, (i / w) as f64);
-            let v = -1024.0 + 1500.0 * ((x / 20.0).sin() + (y / 13.0).cos()).abs() + rng.noise(20.0);
+            let v =
+                -1024.0 + 1500.0 * ((x / 20.0).sin() + (y / 13.0).cos()).abs() + rng.noise(20.0);
             v.round() as i16
         })
         .collect();
@@ -92,4 +106,3 @@ pub fn signed_image(w: u32, h: u32) -> Vec<i16> {
     out[1] = i16::MAX;
     out
 }
-

@@ -546,4 +546,3 @@ pub fn py_storescp(aet: &str, port: u16, out: &Path, extra: &[&str]) -> Running 
     assert_eq!(line.trim(), "LISTENING");
     Running(child)
 }
-

@@ -38,7 +38,13 @@ fn marker(out: &mut Vec<u8>, code: u16, body: &[u8]) {
 }
 
 /// SOC through the last main-header marker.
-pub fn main_header(siz: &Siz, cod: &Cod, qcd: &Qcd, roi_shift: Option<u8>, comment: &str) -> Vec<u8> {
+pub fn main_header(
+    siz: &Siz,
+    cod: &Cod,
+    qcd: &Qcd,
+    roi_shift: Option<u8>,
+    comment: &str,
+) -> Vec<u8> {
     let mut out = vec![0xFF, 0x4F];
     let mut b = Vec::with_capacity(64);
     b.extend_from_slice(&0u16.to_be_bytes()); // Rsiz: Part-1 capabilities only
@@ -133,18 +139,41 @@ mod tests {
     fn step_encoding_round_trips() {
         for &(step, rb) in &[(1.0, 12u8), (0.37, 14), (3.9, 9), (0.0123, 16)] {
             let (e, m, actual) = encode_step(step, rb);
-            assert!((actual - step).abs() / step < 1e-3, "{step} -> {e},{m} -> {actual}");
+            assert!(
+                (actual - step).abs() / step < 1e-3,
+                "{step} -> {e},{m} -> {actual}"
+            );
         }
     }
 
     #[test]
     fn header_starts_with_soc_siz() {
-        let siz = Siz { width: 3, height: 2, tile_w: 3, tile_h: 2, comps: vec![(12, false)] };
-        let cod = Cod { layers: 1, mct: false, levels: 1, cb_w_log2: 6, cb_h_log2: 6, reversible: true };
-        let qcd = Qcd { guard_bits: 2, reversible: true, bands: vec![(12, 0); 4] };
+        let siz = Siz {
+            width: 3,
+            height: 2,
+            tile_w: 3,
+            tile_h: 2,
+            comps: vec![(12, false)],
+        };
+        let cod = Cod {
+            layers: 1,
+            mct: false,
+            levels: 1,
+            cb_w_log2: 6,
+            cb_h_log2: 6,
+            reversible: true,
+        };
+        let qcd = Qcd {
+            guard_bits: 2,
+            reversible: true,
+            bands: vec![(12, 0); 4],
+        };
         let h = main_header(&siz, &cod, &qcd, Some(5), "x");
         assert_eq!(&h[..4], &[0xFF, 0x4F, 0xFF, 0x51]);
         assert_eq!(u16::from_be_bytes([h[4], h[5]]), 38 + 3);
-        assert!(h.windows(5).any(|w| w == [0xFF, 0x5E, 0, 5, 0]), "RGN with Lrgn 5");
+        assert!(
+            h.windows(5).any(|w| w == [0xFF, 0x5E, 0, 5, 0]),
+            "RGN with Lrgn 5"
+        );
     }
 }

@@ -81,11 +81,19 @@ pub fn inv97(buf: &mut [f32], w: usize, h: usize, stride: usize, levels: u8) {
 // Mirror helpers for an even-start signal of length n >= 2.
 #[inline(always)]
 fn left(i: usize) -> usize {
-    if i == 0 { 1 } else { i - 1 }
+    if i == 0 {
+        1
+    } else {
+        i - 1
+    }
 }
 #[inline(always)]
 fn right(i: usize, n: usize) -> usize {
-    if i + 1 >= n { i - 1 } else { i + 1 }
+    if i + 1 >= n {
+        i - 1
+    } else {
+        i + 1
+    }
 }
 
 fn horiz53_fwd(x: &mut [i32], tmp: &mut Vec<i32>) {
@@ -161,7 +169,11 @@ fn interleave<T: Copy>(x: &mut [T], tmp: &mut Vec<T>) {
     tmp.clear();
     tmp.extend_from_slice(x);
     for i in 0..n {
-        x[i] = if i & 1 == 0 { tmp[i / 2] } else { tmp[lo + i / 2] };
+        x[i] = if i & 1 == 0 {
+            tmp[i / 2]
+        } else {
+            tmp[lo + i / 2]
+        };
     }
 }
 
@@ -173,7 +185,15 @@ fn row(r: usize, stride: usize, cw: usize) -> std::ops::Range<usize> {
 
 /// Applies `dst[k] = f(dst[k], a[k], b[k])` to rows of one buffer (`a` may equal `b`; neither
 /// equals `dst`).
-fn lift_rows<T: Copy>(buf: &mut [T], dst: usize, a: usize, b: usize, stride: usize, cw: usize, f: impl Fn(T, T, T) -> T) {
+fn lift_rows<T: Copy>(
+    buf: &mut [T],
+    dst: usize,
+    a: usize,
+    b: usize,
+    stride: usize,
+    cw: usize,
+    f: impl Fn(T, T, T) -> T,
+) {
     let rd = row(dst, stride, cw);
     // Split around the destination row so the source rows can be borrowed beside it.
     let (lo, hi) = buf.split_at_mut(rd.start);
@@ -192,7 +212,14 @@ fn lift_rows<T: Copy>(buf: &mut [T], dst: usize, a: usize, b: usize, stride: usi
     }
 }
 
-fn reorder_rows<T: Copy>(buf: &mut [T], cw: usize, ch: usize, stride: usize, tmp: &mut Vec<T>, to_mallat: bool) {
+fn reorder_rows<T: Copy>(
+    buf: &mut [T],
+    cw: usize,
+    ch: usize,
+    stride: usize,
+    tmp: &mut Vec<T>,
+    to_mallat: bool,
+) {
     tmp.clear();
     for r in 0..ch {
         tmp.extend_from_slice(&buf[row(r, stride, cw)]);
@@ -200,7 +227,11 @@ fn reorder_rows<T: Copy>(buf: &mut [T], cw: usize, ch: usize, stride: usize, tmp
     let lo = ch.div_ceil(2);
     for r in 0..ch {
         let src = if to_mallat {
-            if r < lo { 2 * r } else { 2 * (r - lo) + 1 }
+            if r < lo {
+                2 * r
+            } else {
+                2 * (r - lo) + 1
+            }
         } else if r & 1 == 0 {
             r / 2
         } else {
@@ -215,10 +246,14 @@ fn vert53_fwd(buf: &mut [i32], cw: usize, ch: usize, stride: usize, tmp: &mut Ve
         return;
     }
     for r in (1..ch).step_by(2) {
-        lift_rows(buf, r, r - 1, right(r, ch), stride, cw, |d, a, b| d - ((a + b) >> 1));
+        lift_rows(buf, r, r - 1, right(r, ch), stride, cw, |d, a, b| {
+            d - ((a + b) >> 1)
+        });
     }
     for r in (0..ch).step_by(2) {
-        lift_rows(buf, r, left(r), right(r, ch), stride, cw, |d, a, b| d + ((a + b + 2) >> 2));
+        lift_rows(buf, r, left(r), right(r, ch), stride, cw, |d, a, b| {
+            d + ((a + b + 2) >> 2)
+        });
     }
     reorder_rows(buf, cw, ch, stride, tmp, true);
 }
@@ -229,10 +264,14 @@ fn vert53_inv(buf: &mut [i32], cw: usize, ch: usize, stride: usize, tmp: &mut Ve
     }
     reorder_rows(buf, cw, ch, stride, tmp, false);
     for r in (0..ch).step_by(2) {
-        lift_rows(buf, r, left(r), right(r, ch), stride, cw, |d, a, b| d - ((a + b + 2) >> 2));
+        lift_rows(buf, r, left(r), right(r, ch), stride, cw, |d, a, b| {
+            d - ((a + b + 2) >> 2)
+        });
     }
     for r in (1..ch).step_by(2) {
-        lift_rows(buf, r, r - 1, right(r, ch), stride, cw, |d, a, b| d + ((a + b) >> 1));
+        lift_rows(buf, r, r - 1, right(r, ch), stride, cw, |d, a, b| {
+            d + ((a + b) >> 1)
+        });
     }
 }
 
@@ -252,7 +291,9 @@ fn vert97(buf: &mut [f32], cw: usize, ch: usize, stride: usize, tmp: &mut Vec<f3
     if forward {
         for (coef, start) in [(ALPHA, 1), (BETA, 0), (GAMMA, 1), (DELTA, 0)] {
             for r in (start..ch).step_by(2) {
-                lift_rows(buf, r, left(r), right(r, ch), stride, cw, |d, a, b| d + coef * (a + b));
+                lift_rows(buf, r, left(r), right(r, ch), stride, cw, |d, a, b| {
+                    d + coef * (a + b)
+                });
             }
         }
         scale(buf, false);
@@ -262,7 +303,9 @@ fn vert97(buf: &mut [f32], cw: usize, ch: usize, stride: usize, tmp: &mut Vec<f3
         scale(buf, true);
         for (coef, start) in [(DELTA, 0), (GAMMA, 1), (BETA, 0), (ALPHA, 1)] {
             for r in (start..ch).step_by(2) {
-                lift_rows(buf, r, left(r), right(r, ch), stride, cw, |d, a, b| d - coef * (a + b));
+                lift_rows(buf, r, left(r), right(r, ch), stride, cw, |d, a, b| {
+                    d - coef * (a + b)
+                });
             }
         }
     }
@@ -282,13 +325,20 @@ fn norms() -> &'static [[[f64; MAX_NORM_LEVEL]; 2]; 2] {
                     let n = 64usize << level;
                     // Position of the impulse inside the band, away from the edges.
                     let band_len = n >> level;
-                    let pos = if high == 1 { (n >> level) + band_len / 2 } else { band_len / 2 };
+                    let pos = if high == 1 {
+                        (n >> level) + band_len / 2
+                    } else {
+                        band_len / 2
+                    };
                     let norm = if rev == 1 {
                         const SCALE: f64 = 65536.0;
                         let mut v = vec![0i32; n];
                         v[pos] = SCALE as i32;
                         inv53(&mut v, n, 1, n, level as u8);
-                        v.iter().map(|&x| (x as f64 / SCALE).powi(2)).sum::<f64>().sqrt()
+                        v.iter()
+                            .map(|&x| (x as f64 / SCALE).powi(2))
+                            .sum::<f64>()
+                            .sqrt()
                     } else {
                         let mut v = vec![0f32; n];
                         v[pos] = 1.0;
@@ -343,8 +393,18 @@ mod tests {
 
     #[test]
     fn reversible_round_trip_is_exact_on_odd_sizes() {
-        for (i, &(w, h, levels)) in
-            [(1, 1, 0), (1, 7, 2), (7, 1, 2), (2, 2, 1), (37, 61, 5), (64, 64, 6), (5, 3, 2), (33, 17, 3)].iter().enumerate()
+        for (i, &(w, h, levels)) in [
+            (1, 1, 0),
+            (1, 7, 2),
+            (7, 1, 2),
+            (2, 2, 1),
+            (37, 61, 5),
+            (64, 64, 6),
+            (5, 3, 2),
+            (33, 17, 3),
+        ]
+        .iter()
+        .enumerate()
         {
             let stride = w + 3;
             let orig = noise(i as u64 + 7, stride * h, 32768);
@@ -361,11 +421,18 @@ mod tests {
     #[test]
     fn irreversible_round_trip_is_close() {
         for &(w, h, levels) in &[(37, 61, 5), (64, 64, 3), (3, 2, 1)] {
-            let orig: Vec<f32> = noise(5, w * h, 2048).into_iter().map(|v| v as f32).collect();
+            let orig: Vec<f32> = noise(5, w * h, 2048)
+                .into_iter()
+                .map(|v| v as f32)
+                .collect();
             let mut buf = orig.clone();
             fwd97(&mut buf, w, h, w, levels);
             inv97(&mut buf, w, h, w, levels);
-            let err = orig.iter().zip(&buf).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            let err = orig
+                .iter()
+                .zip(&buf)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
             assert!(err < 0.05, "{w}x{h}: max error {err}");
         }
     }
@@ -390,10 +457,16 @@ mod tests {
         // norms near 1.40 (low) and 0.72 (high: its analysis gain at Nyquist is 2).
         let l2 = norm_1d(true, false, 1);
         let h2 = norm_1d(true, true, 1);
-        assert!((l2 - 1.5f64.sqrt()).abs() < 1e-3 && (h2 - 0.71875f64.sqrt()).abs() < 1e-3, "5/3: {l2} {h2}");
+        assert!(
+            (l2 - 1.5f64.sqrt()).abs() < 1e-3 && (h2 - 0.71875f64.sqrt()).abs() < 1e-3,
+            "5/3: {l2} {h2}"
+        );
         let l1 = norm_1d(false, false, 1);
         let h1 = norm_1d(false, true, 1);
-        assert!((l1 - 1.40).abs() < 0.03 && (h1 - 0.72).abs() < 0.02, "9/7: {l1} {h1}");
+        assert!(
+            (l1 - 1.40).abs() < 0.03 && (h1 - 0.72).abs() < 0.02,
+            "9/7: {l1} {h1}"
+        );
         // Each level adds roughly a factor sqrt(2) in 1D.
         let r = norm_1d(false, false, 6) / norm_1d(false, false, 5);
         assert!((r - 2f64.sqrt()).abs() < 0.05, "level ratio {r}");

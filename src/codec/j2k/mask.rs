@@ -26,15 +26,26 @@ pub struct AutoMask {
 impl Mask {
     /// An all-background mask.
     pub fn new(width: u32, height: u32) -> Self {
-        Mask { width, height, bits: vec![false; width as usize * height as usize] }
+        Mask {
+            width,
+            height,
+            bits: vec![false; width as usize * height as usize],
+        }
     }
 
     /// A mask from a row-major bitmap of `width * height` entries.
     pub fn from_bits(width: u32, height: u32, bits: Vec<bool>) -> Result<Self, J2kError> {
         if bits.len() != width as usize * height as usize {
-            return Err(J2kError::MaskBitmapLength { expected: width as usize * height as usize, actual: bits.len() });
+            return Err(J2kError::MaskBitmapLength {
+                expected: width as usize * height as usize,
+                actual: bits.len(),
+            });
         }
-        Ok(Mask { width, height, bits })
+        Ok(Mask {
+            width,
+            height,
+            bits,
+        })
     }
 
     /// Width in pixels.
@@ -49,7 +60,9 @@ impl Mask {
 
     /// Whether pixel (x, y) is ROI; outside the image is background.
     pub fn get(&self, x: u32, y: u32) -> bool {
-        x < self.width && y < self.height && self.bits[y as usize * self.width as usize + x as usize]
+        x < self.width
+            && y < self.height
+            && self.bits[y as usize * self.width as usize + x as usize]
     }
 
     /// Row-major bitmap.
@@ -124,7 +137,11 @@ impl Mask {
         drop_small_components(&mut bits, w, h, min_size);
         let count = bits.iter().filter(|&&b| b).count();
         Ok(AutoMask {
-            mask: Mask { width: image.width, height: image.height, bits },
+            mask: Mask {
+                width: image.width,
+                height: image.height,
+                bits,
+            },
             fraction: count as f64 / (w * h) as f64,
             threshold,
         })
@@ -133,7 +150,11 @@ impl Mask {
 
 /// Otsu's threshold: the value maximising between-class variance over a 1024-bin histogram.
 fn otsu(values: &[f64]) -> f64 {
-    let (min, max) = values.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+    let (min, max) = values
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
+            (a.min(v), b.max(v))
+        });
     if max <= min {
         return max;
     }
@@ -144,7 +165,11 @@ fn otsu(values: &[f64]) -> f64 {
         hist[((v - min) * scale) as usize] += 1;
     }
     let total = values.len() as f64;
-    let sum_all: f64 = hist.iter().enumerate().map(|(i, &c)| i as f64 * c as f64).sum();
+    let sum_all: f64 = hist
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| i as f64 * c as f64)
+        .sum();
     let (mut w0, mut sum0, mut best, mut best_t) = (0f64, 0f64, -1f64, 0usize);
     for (t, &c) in hist.iter().enumerate() {
         w0 += c as f64;
@@ -189,7 +214,11 @@ fn morph(b: &[bool], w: usize, h: usize, erode: bool) -> Vec<bool> {
     for y in 0..h {
         for x in 0..w {
             let u = if y > 0 { tmp[(y - 1) * w + x] } else { false };
-            let d = if y + 1 < h { tmp[(y + 1) * w + x] } else { false };
+            let d = if y + 1 < h {
+                tmp[(y + 1) * w + x]
+            } else {
+                false
+            };
             out[y * w + x] = pick(pick(u, tmp[y * w + x]), d);
         }
     }
@@ -252,7 +281,10 @@ mod tests {
         e.add_ellipse(50.0, 50.0, 20.0, 10.0);
         let area = e.count() as f64;
         let expect = std::f64::consts::PI * 20.0 * 10.0;
-        assert!((area - expect).abs() / expect < 0.05, "ellipse area {area} vs {expect}");
+        assert!(
+            (area - expect).abs() / expect < 0.05,
+            "ellipse area {area} vs {expect}"
+        );
         assert!(e.get(50, 50) && e.get(70, 50) && !e.get(71, 50) && !e.get(50, 61));
     }
 
@@ -270,24 +302,56 @@ mod tests {
                 let inside = dx * dx + dy * dy <= 25.0 * 25.0;
                 // A few isolated bright specks must be dropped as small components.
                 let speck = (x == 5 && y == 5) || (x == 120 && y == 90);
-                px.push(if inside { 3000 + noise } else if speck { 3500 } else { 100 + noise } as u16);
+                px.push(if inside {
+                    3000 + noise
+                } else if speck {
+                    3500
+                } else {
+                    100 + noise
+                } as u16);
             }
         }
-        let img = Image { width: w, height: h, components: 1, bits_stored: 12, signed: false, samples: Samples::U16(&px) };
+        let img = Image {
+            width: w,
+            height: h,
+            components: 1,
+            bits_stored: 12,
+            signed: false,
+            samples: Samples::U16(&px),
+        };
         let auto = Mask::auto(&img).unwrap();
         let disk_area = std::f64::consts::PI * 625.0;
         let frac_expect = disk_area / (w * h) as f64;
-        assert!((auto.fraction - frac_expect).abs() < 0.01, "fraction {} vs {}", auto.fraction, frac_expect);
+        assert!(
+            (auto.fraction - frac_expect).abs() < 0.01,
+            "fraction {} vs {}",
+            auto.fraction,
+            frac_expect
+        );
         assert!(auto.mask.get(70, 40) && auto.mask.get(50, 40) && auto.mask.get(70, 62));
-        assert!(!auto.mask.get(5, 5) && !auto.mask.get(120, 90), "specks removed");
+        assert!(
+            !auto.mask.get(5, 5) && !auto.mask.get(120, 90),
+            "specks removed"
+        );
         assert!(!auto.mask.get(10, 80));
-        assert!(auto.threshold >= 299.0 && auto.threshold < 3000.0, "threshold {}", auto.threshold);
+        assert!(
+            auto.threshold >= 299.0 && auto.threshold < 3000.0,
+            "threshold {}",
+            auto.threshold
+        );
     }
 
     #[test]
     fn auto_mask_of_flat_image_is_empty() {
         let px = vec![7u8; 64];
-        let img = Image { width: 8, height: 8, components: 1, bits_stored: 8, signed: false, samples: Samples::U8(&px) };
+        let img = Image {
+            width: 8,
+            height: 8,
+            components: 1,
+            bits_stored: 8,
+            signed: false,
+            samples: Samples::U8(&px),
+        };
         let auto = Mask::auto(&img).unwrap();
         assert_eq!(auto.fraction, 0.0);
     }

@@ -39,7 +39,12 @@ pub enum J2kError {
     #[error("sample buffer holds {actual} samples, image needs {expected}")]
     SampleCountMismatch { expected: usize, actual: usize },
     #[error("sample {index} = {value} does not fit {bits} bits ({signedness})")]
-    SampleOutOfRange { index: usize, value: i64, bits: u8, signedness: &'static str },
+    SampleOutOfRange {
+        index: usize,
+        value: i64,
+        bits: u8,
+        signedness: &'static str,
+    },
     #[error("ROI mask is {}x{} but the image is {}x{}", mask.0, mask.1, image.0, image.1)]
     MaskSizeMismatch { mask: (u32, u32), image: (u32, u32) },
     #[error("mask bitmap has {actual} entries, {expected} expected")]
@@ -47,7 +52,11 @@ pub enum J2kError {
     #[error("invalid code-block size {0}x{1} (powers of two, 4..=1024, area <= 4096)")]
     InvalidCodeBlock(u32, u32),
     #[error("invalid tile size {width}x{height}: {reason}")]
-    InvalidTile { width: u32, height: u32, reason: &'static str },
+    InvalidTile {
+        width: u32,
+        height: u32,
+        reason: &'static str,
+    },
     #[error("invalid compression ratio {0} (must be finite and >= 1)")]
     InvalidRatio(f32),
     #[error("invalid PSNR target {0} dB (must be finite and positive)")]
@@ -129,7 +138,10 @@ impl Image<'_> {
     /// Checks dimensions, component count, bit depth and sample count (not sample values).
     pub fn validate(&self) -> Result<(), J2kError> {
         if self.width == 0 || self.height == 0 {
-            return Err(J2kError::InvalidDimensions { width: self.width, height: self.height });
+            return Err(J2kError::InvalidDimensions {
+                width: self.width,
+                height: self.height,
+            });
         }
         if self.components != 1 && self.components != 3 {
             return Err(J2kError::UnsupportedComponents(self.components));
@@ -139,7 +151,10 @@ impl Image<'_> {
         }
         let expected = self.width as usize * self.height as usize * self.components as usize;
         if self.samples.len() != expected {
-            return Err(J2kError::SampleCountMismatch { expected, actual: self.samples.len() });
+            return Err(J2kError::SampleCountMismatch {
+                expected,
+                actual: self.samples.len(),
+            });
         }
         Ok(())
     }
@@ -170,7 +185,10 @@ pub enum Mode<'m> {
     /// Reversible 5/3 with MAXSHIFT: pixels inside `mask` decode exactly; the whole
     /// codestream is truncated towards `raw_bytes / background_ratio` bytes by dropping
     /// background coding passes only.
-    Roi { mask: &'m Mask, background_ratio: f32 },
+    Roi {
+        mask: &'m Mask,
+        background_ratio: f32,
+    },
 }
 
 /// Encoder settings. `Default` gives lossless, 5 levels, 64x64 code-blocks, one layer,
@@ -193,7 +211,14 @@ pub struct EncodeParams<'m> {
 
 impl Default for EncodeParams<'_> {
     fn default() -> Self {
-        EncodeParams { mode: Mode::Lossless, levels: 5, code_block: (64, 64), layers: 1, tile: None, threads: 0 }
+        EncodeParams {
+            mode: Mode::Lossless,
+            levels: 5,
+            code_block: (64, 64),
+            layers: 1,
+            tile: None,
+            threads: 0,
+        }
     }
 }
 
@@ -229,10 +254,16 @@ pub fn encode(image: &Image<'_>, params: &EncodeParams<'_>) -> Result<Encoded, J
         return Err(J2kError::InvalidLayers(params.layers));
     }
     match params.mode {
-        Mode::Lossy { ratio } | Mode::Roi { background_ratio: ratio, .. } if !(ratio.is_finite() && ratio >= 1.0) => {
+        Mode::Lossy { ratio }
+        | Mode::Roi {
+            background_ratio: ratio,
+            ..
+        } if !(ratio.is_finite() && ratio >= 1.0) => {
             return Err(J2kError::InvalidRatio(ratio));
         }
-        Mode::Quality { psnr } if !(psnr.is_finite() && psnr > 0.0) => return Err(J2kError::InvalidPsnr(psnr)),
+        Mode::Quality { psnr } if !(psnr.is_finite() && psnr > 0.0) => {
+            return Err(J2kError::InvalidPsnr(psnr))
+        }
         Mode::Roi { mask, .. } if (mask.width(), mask.height()) != (image.width, image.height) => {
             return Err(J2kError::MaskSizeMismatch {
                 mask: (mask.width(), mask.height()),
@@ -245,8 +276,12 @@ pub fn encode(image: &Image<'_>, params: &EncodeParams<'_>) -> Result<Encoded, J
     match encode_planes(image, params, &planes)? {
         Ok(e) => Ok(e),
         Err(needed) => {
-            let lossless = EncodeParams { mode: Mode::Lossless, ..*params };
-            let mut e = encode_planes(image, &lossless, &planes)?.expect("lossless never needs ROI planes");
+            let lossless = EncodeParams {
+                mode: Mode::Lossless,
+                ..*params
+            };
+            let mut e =
+                encode_planes(image, &lossless, &planes)?.expect("lossless never needs ROI planes");
             e.note = Some(format!(
                 "ROI not applied: MAXSHIFT would need {needed} coded bit-planes, above the decoder-safe {}; encoded lossless",
                 roi::MAX_CODED_PLANES
@@ -275,7 +310,9 @@ fn component_planes(image: &Image<'_>) -> Result<Vec<Vec<i32>>, J2kError> {
         });
     }
     let shift = if image.signed { 0 } else { 1i32 << (bits - 1) };
-    Ok((0..nc).map(|c| all.iter().skip(c).step_by(nc).map(|&v| v - shift).collect()).collect())
+    Ok((0..nc)
+        .map(|c| all.iter().skip(c).step_by(nc).map(|&v| v - shift).collect())
+        .collect())
 }
 
 /// A band's place in a tile-component's Mallat buffer and on the absolute band grid.
@@ -296,15 +333,43 @@ struct BandGeom {
 fn band_geoms(w: usize, h: usize, levels: u8, tx0: usize, ty0: usize) -> Vec<BandGeom> {
     let dims = dwt::level_dims(w, h, levels);
     let n = levels as usize;
-    let (llw, llh) = if n == 0 { (w, h) } else { (dims[n - 1].0.div_ceil(2), dims[n - 1].1.div_ceil(2)) };
-    let mut out = vec![BandGeom { res: 0, orient: 0, level: levels, lx: 0, ly: 0, w: llw, h: llh, ax: tx0 >> n, ay: ty0 >> n }];
+    let (llw, llh) = if n == 0 {
+        (w, h)
+    } else {
+        (dims[n - 1].0.div_ceil(2), dims[n - 1].1.div_ceil(2))
+    };
+    let mut out = vec![BandGeom {
+        res: 0,
+        orient: 0,
+        level: levels,
+        lx: 0,
+        ly: 0,
+        w: llw,
+        h: llh,
+        ax: tx0 >> n,
+        ay: ty0 >> n,
+    }];
     for r in 1..=n {
         let j = n - r + 1;
         let (cw, ch) = dims[j - 1];
         let (lw, lh) = (cw.div_ceil(2), ch.div_ceil(2));
         let (ax, ay) = (tx0 >> j, ty0 >> j);
-        for (orient, lx, ly, bw, bh) in [(1, lw, 0, cw - lw, lh), (2, 0, lh, lw, ch - lh), (3, lw, lh, cw - lw, ch - lh)] {
-            out.push(BandGeom { res: r, orient, level: j as u8, lx, ly, w: bw, h: bh, ax, ay });
+        for (orient, lx, ly, bw, bh) in [
+            (1, lw, 0, cw - lw, lh),
+            (2, 0, lh, lw, ch - lh),
+            (3, lw, lh, cw - lw, ch - lh),
+        ] {
+            out.push(BandGeom {
+                res: r,
+                orient,
+                level: j as u8,
+                lx,
+                ly,
+                w: bw,
+                h: bh,
+                ax,
+                ay,
+            });
         }
     }
     out
@@ -334,7 +399,11 @@ struct Job {
 }
 
 /// `Err(planes)` asks the caller to fall back: MAXSHIFT would need too many bit-planes.
-fn encode_planes(image: &Image<'_>, params: &EncodeParams<'_>, planes: &[Vec<i32>]) -> Result<Result<Encoded, u32>, J2kError> {
+fn encode_planes(
+    image: &Image<'_>,
+    params: &EncodeParams<'_>,
+    planes: &[Vec<i32>],
+) -> Result<Result<Encoded, u32>, J2kError> {
     let (w, h) = (image.width as usize, image.height as usize);
     let nc = image.components as usize;
     let bits = image.bits_stored;
@@ -346,7 +415,11 @@ fn encode_planes(image: &Image<'_>, params: &EncodeParams<'_>, planes: &[Vec<i32
     };
     let (tw, th) = params.tile.unwrap_or((image.width, image.height));
     if tw == 0 || th == 0 {
-        return Err(J2kError::InvalidTile { width: tw, height: th, reason: "zero size" });
+        return Err(J2kError::InvalidTile {
+            width: tw,
+            height: th,
+            reason: "zero size",
+        });
     }
     let (tw, th) = ((tw as usize).min(w), (th as usize).min(h));
     let max_levels = (usize::BITS - 1 - tw.min(th).leading_zeros()) as u8;
@@ -354,7 +427,11 @@ fn encode_planes(image: &Image<'_>, params: &EncodeParams<'_>, planes: &[Vec<i32
     // Tile origins must be multiples of 2^levels so every band starts at an even position
     // (one tile along an axis has origin 0 there).
     if (tw < w && tw % (1 << levels) != 0) || (th < h && th % (1 << levels) != 0) {
-        return Err(J2kError::InvalidTile { width: tw as u32, height: th as u32, reason: "tile size must be a multiple of 2^levels" });
+        return Err(J2kError::InvalidTile {
+            width: tw as u32,
+            height: th as u32,
+            reason: "tile size must be a multiple of 2^levels",
+        });
     }
     let (ntx, nty) = (w.div_ceil(tw), h.div_ceil(th));
     let tiles: Vec<(usize, usize, usize, usize)> = (0..ntx * nty)
@@ -367,14 +444,26 @@ fn encode_planes(image: &Image<'_>, params: &EncodeParams<'_>, planes: &[Vec<i32
         for k in 0..=levels as u32 {
             let cell = |a: usize, b: usize| (a >> k) >> 15 == ((b.div_ceil(1 << k)) - 1) >> 15;
             if !cell(x0, x1) || !cell(y0, y1) {
-                return Err(J2kError::InvalidTile { width: tw as u32, height: th as u32, reason: "a tile crosses a 32768-sample precinct boundary; use smaller tiles" });
+                return Err(J2kError::InvalidTile {
+                    width: tw as u32,
+                    height: th as u32,
+                    reason: "a tile crosses a 32768-sample precinct boundary; use smaller tiles",
+                });
             }
         }
     }
     if tiles.len() > u16::MAX as usize {
-        return Err(J2kError::InvalidTile { width: tw as u32, height: th as u32, reason: "more than 65535 tiles" });
+        return Err(J2kError::InvalidTile {
+            width: tw as u32,
+            height: th as u32,
+            reason: "more than 65535 tiles",
+        });
     }
-    let threads = if params.threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { params.threads };
+    let threads = if params.threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        params.threads
+    };
 
     // Step sizes per band (same for every tile-component: same geometry per level).
     let geoms0 = band_geoms(tw, th, levels, 0, 0);
@@ -391,55 +480,82 @@ fn encode_planes(image: &Image<'_>, params: &EncodeParams<'_>, planes: &[Vec<i32
         .collect();
 
     // Transform and quantise each tile (its components together, for the colour transform).
-    let per_tile: Vec<Vec<TcData>> = par_map(&(0..tiles.len()).collect::<Vec<_>>(), threads, |&t, _: &mut ()| {
-        let (x0, y0, x1, y1) = tiles[t];
-        let (cw, ch) = (x1 - x0, y1 - y0);
-        let geoms = band_geoms(cw, ch, levels, x0, y0);
-        let extract = |p: &Vec<i32>| -> Vec<i32> { (y0..y1).flat_map(|y| p[y * w + x0..y * w + x1].iter().copied()).collect() };
-        let mut comps: Vec<Vec<i32>> = planes.iter().map(extract).collect();
-        let roi = roi_mask.map(|m| {
-            let pix: Vec<bool> = (y0..y1).flat_map(|y| m.bits()[y * w + x0..y * w + x1].iter().copied()).collect();
-            roi::wavelet_mask(&pix, cw, ch, levels, reversible)
-        });
-        let mut out = Vec::with_capacity(nc);
-        if reversible {
-            if nc == 3 {
-                let (a, rest) = comps.split_at_mut(1);
-                let (b, c) = rest.split_at_mut(1);
-                color::rct_forward(&mut a[0], &mut b[0], &mut c[0]);
-            }
-            for (c, mut buf) in comps.into_iter().enumerate() {
-                dwt::fwd53(&mut buf, cw, ch, cw, levels);
-                let negs = buf.iter().map(|&v| v < 0).collect();
-                let mags = buf.iter().map(|&v| v.unsigned_abs()).collect();
-                out.push(TcData { tile: t, comp: c, w: cw, mags, negs, roi: roi.clone() });
-            }
-        } else {
-            let mut f: Vec<Vec<f32>> = comps.drain(..).map(|p| p.into_iter().map(|v| v as f32).collect()).collect();
-            if nc == 3 {
-                let (a, rest) = f.split_at_mut(1);
-                let (b, c) = rest.split_at_mut(1);
-                color::ict_forward(&mut a[0], &mut b[0], &mut c[0]);
-            }
-            for (c, mut buf) in f.into_iter().enumerate() {
-                dwt::fwd97(&mut buf, cw, ch, cw, levels);
-                let mut mags = vec![0u32; cw * ch];
-                let mut negs = vec![false; cw * ch];
-                for (g, &(_, _, step)) in geoms.iter().zip(&steps) {
-                    let inv = (1.0 / step) as f32;
-                    for y in g.ly..g.ly + g.h {
-                        for x in g.lx..g.lx + g.w {
-                            let v = buf[y * cw + x];
-                            mags[y * cw + x] = (v.abs() * inv) as u32;
-                            negs[y * cw + x] = v < 0.0;
+    let per_tile: Vec<Vec<TcData>> = par_map(
+        &(0..tiles.len()).collect::<Vec<_>>(),
+        threads,
+        |&t, _: &mut ()| {
+            let (x0, y0, x1, y1) = tiles[t];
+            let (cw, ch) = (x1 - x0, y1 - y0);
+            let geoms = band_geoms(cw, ch, levels, x0, y0);
+            let extract = |p: &Vec<i32>| -> Vec<i32> {
+                (y0..y1)
+                    .flat_map(|y| p[y * w + x0..y * w + x1].iter().copied())
+                    .collect()
+            };
+            let mut comps: Vec<Vec<i32>> = planes.iter().map(extract).collect();
+            let roi = roi_mask.map(|m| {
+                let pix: Vec<bool> = (y0..y1)
+                    .flat_map(|y| m.bits()[y * w + x0..y * w + x1].iter().copied())
+                    .collect();
+                roi::wavelet_mask(&pix, cw, ch, levels, reversible)
+            });
+            let mut out = Vec::with_capacity(nc);
+            if reversible {
+                if nc == 3 {
+                    let (a, rest) = comps.split_at_mut(1);
+                    let (b, c) = rest.split_at_mut(1);
+                    color::rct_forward(&mut a[0], &mut b[0], &mut c[0]);
+                }
+                for (c, mut buf) in comps.into_iter().enumerate() {
+                    dwt::fwd53(&mut buf, cw, ch, cw, levels);
+                    let negs = buf.iter().map(|&v| v < 0).collect();
+                    let mags = buf.iter().map(|&v| v.unsigned_abs()).collect();
+                    out.push(TcData {
+                        tile: t,
+                        comp: c,
+                        w: cw,
+                        mags,
+                        negs,
+                        roi: roi.clone(),
+                    });
+                }
+            } else {
+                let mut f: Vec<Vec<f32>> = comps
+                    .drain(..)
+                    .map(|p| p.into_iter().map(|v| v as f32).collect())
+                    .collect();
+                if nc == 3 {
+                    let (a, rest) = f.split_at_mut(1);
+                    let (b, c) = rest.split_at_mut(1);
+                    color::ict_forward(&mut a[0], &mut b[0], &mut c[0]);
+                }
+                for (c, mut buf) in f.into_iter().enumerate() {
+                    dwt::fwd97(&mut buf, cw, ch, cw, levels);
+                    let mut mags = vec![0u32; cw * ch];
+                    let mut negs = vec![false; cw * ch];
+                    for (g, &(_, _, step)) in geoms.iter().zip(&steps) {
+                        let inv = (1.0 / step) as f32;
+                        for y in g.ly..g.ly + g.h {
+                            for x in g.lx..g.lx + g.w {
+                                let v = buf[y * cw + x];
+                                mags[y * cw + x] = (v.abs() * inv) as u32;
+                                negs[y * cw + x] = v < 0.0;
+                            }
                         }
                     }
+                    out.push(TcData {
+                        tile: t,
+                        comp: c,
+                        w: cw,
+                        mags,
+                        negs,
+                        roi: None,
+                    });
                 }
-                out.push(TcData { tile: t, comp: c, w: cw, mags, negs, roi: None });
             }
-        }
-        out
-    });
+            out
+        },
+    );
     let mut tcs: Vec<TcData> = per_tile.into_iter().flatten().collect();
 
     // Guard bits: enough for the largest magnitude of every band (E-2: Mb = G + eps - 1).
@@ -447,7 +563,10 @@ fn encode_planes(image: &Image<'_>, params: &EncodeParams<'_>, planes: &[Vec<i32
     let (mut bg_max, mut roi_max) = (0u32, 0u32);
     for tc in &tcs {
         let (x0, y0, x1, y1) = tiles[tc.tile];
-        for (b, g) in band_geoms(x1 - x0, y1 - y0, levels, x0, y0).iter().enumerate() {
+        for (b, g) in band_geoms(x1 - x0, y1 - y0, levels, x0, y0)
+            .iter()
+            .enumerate()
+        {
             for y in g.ly..g.ly + g.h {
                 for x in g.lx..g.lx + g.w {
                     let i = y * tc.w + x;
@@ -461,11 +580,20 @@ fn encode_planes(image: &Image<'_>, params: &EncodeParams<'_>, planes: &[Vec<i32
             }
         }
     }
-    let guard = band_planes.iter().zip(&steps).map(|(&k, &(eps, _, _))| (k + 1).saturating_sub(eps as u32)).max().unwrap_or(0).max(2);
+    let guard = band_planes
+        .iter()
+        .zip(&steps)
+        .map(|(&k, &(eps, _, _))| (k + 1).saturating_sub(eps as u32))
+        .max()
+        .unwrap_or(0)
+        .max(2);
     if guard > 7 {
         return Err(J2kError::TooManyGuardBits(guard));
     }
-    let mb: Vec<u32> = steps.iter().map(|&(eps, _, _)| guard + eps as u32 - 1).collect();
+    let mb: Vec<u32> = steps
+        .iter()
+        .map(|&(eps, _, _)| guard + eps as u32 - 1)
+        .collect();
 
     // MAXSHIFT: ROI magnitudes move above every background magnitude (see roi.rs for +1).
     let shift = if roi_mask.is_some() {
@@ -497,7 +625,16 @@ fn encode_planes(image: &Image<'_>, params: &EncodeParams<'_>, planes: &[Vec<i32
         let (x0, y0, x1, y1) = tiles[tc.tile];
         let geoms = band_geoms(x1 - x0, y1 - y0, levels, x0, y0);
         for (b, g) in geoms.iter().enumerate() {
-            for_each_block(g, cbw as usize, cbh as usize, |x, y, bw, bh| jobs.push(Job { tc: i, band: b, x, y, w: bw, h: bh }));
+            for_each_block(g, cbw as usize, cbh as usize, |x, y, bw, bh| {
+                jobs.push(Job {
+                    tc: i,
+                    band: b,
+                    x,
+                    y,
+                    w: bw,
+                    h: bh,
+                })
+            });
         }
         tc_geoms.push(geoms);
     }
@@ -511,7 +648,11 @@ fn encode_planes(image: &Image<'_>, params: &EncodeParams<'_>, planes: &[Vec<i32
             mags.extend_from_slice(&tc.mags[row..row + job.w]);
             negs.extend_from_slice(&tc.negs[row..row + job.w]);
         }
-        let coding = t1::Coding { orient: g.orient, roi_shift: shift, need_dist };
+        let coding = t1::Coding {
+            orient: g.orient,
+            roi_shift: shift,
+            need_dist,
+        };
         t1::encode_block(job.w, job.h, &mags, &negs, coding, scratch)
     });
 
@@ -521,23 +662,48 @@ fn encode_planes(image: &Image<'_>, params: &EncodeParams<'_>, planes: &[Vec<i32
         (3, false) => [3.0, 3.258, 2.476],
         _ => [1.0; 3],
     };
-    let mut t2tiles: Vec<t2::Tile> = (0..tiles.len()).map(|_| t2::Tile { comps: Vec::new() }).collect();
+    let mut t2tiles: Vec<t2::Tile> = (0..tiles.len())
+        .map(|_| t2::Tile { comps: Vec::new() })
+        .collect();
     let mut coded = coded.into_iter();
     let mut job_iter = jobs.iter().peekable();
     for (i, tc) in tcs.iter().enumerate() {
         let geoms = &tc_geoms[i];
-        let mut comp = t2::TileComp { resolutions: vec![t2::Resolution::default(); levels as usize + 1] };
+        let mut comp = t2::TileComp {
+            resolutions: vec![t2::Resolution::default(); levels as usize + 1],
+        };
         for (b, g) in geoms.iter().enumerate() {
             let (ncbx, ncby) = block_grid(g, cbw as usize, cbh as usize);
-            let weight = dwt::band_weight(reversible, g.orient, g.level) * steps[b].2 * steps[b].2 * colour_weight[tc.comp];
-            let mut band = t2::Band { ncbx, ncby, blocks: Vec::with_capacity(ncbx * ncby) };
+            let weight = dwt::band_weight(reversible, g.orient, g.level)
+                * steps[b].2
+                * steps[b].2
+                * colour_weight[tc.comp];
+            let mut band = t2::Band {
+                ncbx,
+                ncby,
+                blocks: Vec::with_capacity(ncbx * ncby),
+            };
             while job_iter.peek().is_some_and(|j| j.tc == i && j.band == b) {
                 job_iter.next();
                 let cb = coded.next().expect("one coded block per job");
                 let numbps = cb.numbps as u32;
-                let zbp = if numbps == 0 { 0 } else { mb[b] + shift as u32 - numbps };
-                let min_passes = if shift > 0 { roi::roi_passes(cb.numbps, shift) } else { 0 };
-                band.blocks.push(t2::Block { coded: cb, zbp, cuts: Vec::new(), min_passes, weight });
+                let zbp = if numbps == 0 {
+                    0
+                } else {
+                    mb[b] + shift as u32 - numbps
+                };
+                let min_passes = if shift > 0 {
+                    roi::roi_passes(cb.numbps, shift)
+                } else {
+                    0
+                };
+                band.blocks.push(t2::Block {
+                    coded: cb,
+                    zbp,
+                    cuts: Vec::new(),
+                    min_passes,
+                    weight,
+                });
             }
             comp.resolutions[g.res].bands.push(band);
         }
@@ -560,15 +726,24 @@ fn encode_planes(image: &Image<'_>, params: &EncodeParams<'_>, planes: &[Vec<i32
         cb_h_log2: cbh.trailing_zeros() as u8,
         reversible,
     };
-    let qcd = codestream::Qcd { guard_bits: guard as u8, reversible, bands: steps.iter().map(|&(e, m, _)| (e, m)).collect() };
+    let qcd = codestream::Qcd {
+        guard_bits: guard as u8,
+        reversible,
+        bands: steps.iter().map(|&(e, m, _)| (e, m)).collect(),
+    };
     let roi_shift = (shift > 0).then_some(shift);
     let header = codestream::main_header(&siz, &cod, &qcd, roi_shift, "Strata J2K");
-    let overhead = header.len() + tiles.len() * codestream::TILE_PART_OVERHEAD + codestream::EOC.len();
+    let overhead =
+        header.len() + tiles.len() * codestream::TILE_PART_OVERHEAD + codestream::EOC.len();
     let nl = params.layers as usize;
     let raw = image.raw_bytes();
     let final_budget = match params.mode {
         Mode::Lossless => None,
-        Mode::Lossy { ratio } | Mode::Roi { background_ratio: ratio, .. } => Some((raw as f64 / ratio as f64) as usize),
+        Mode::Lossy { ratio }
+        | Mode::Roi {
+            background_ratio: ratio,
+            ..
+        } => Some((raw as f64 / ratio as f64) as usize),
         Mode::Quality { psnr } => {
             let peak = ((1u64 << bits) - 1) as f64;
             let samples = (w * h * nc) as f64;
@@ -587,7 +762,13 @@ fn encode_planes(image: &Image<'_>, params: &EncodeParams<'_>, planes: &[Vec<i32
         }
     };
     let budgets: Vec<Option<usize>> = (0..nl)
-        .map(|l| if l + 1 == nl { final_budget } else { Some(top >> (nl - 1 - l).min(30)) })
+        .map(|l| {
+            if l + 1 == nl {
+                final_budget
+            } else {
+                Some(top >> (nl - 1 - l).min(30))
+            }
+        })
         .collect();
     rate::allocate(&mut t2tiles, &budgets, overhead);
 
@@ -598,11 +779,16 @@ fn encode_planes(image: &Image<'_>, params: &EncodeParams<'_>, planes: &[Vec<i32
     }
     out.extend_from_slice(&codestream::EOC);
 
-    let complete = t2tiles.iter().flat_map(|t| t.blocks()).all(|b| b.cuts.last().copied().unwrap_or(0) == b.coded.passes.len());
+    let complete = t2tiles
+        .iter()
+        .flat_map(|t| t.blocks())
+        .all(|b| b.cuts.last().copied().unwrap_or(0) == b.coded.passes.len());
     let note = match (final_budget, roi_shift) {
-        (Some(b), Some(_)) if out.len() > b + b / 10 => {
-            Some(format!("ROI alone needs {} bytes, above the {} byte budget", out.len(), b))
-        }
+        (Some(b), Some(_)) if out.len() > b + b / 10 => Some(format!(
+            "ROI alone needs {} bytes, above the {} byte budget",
+            out.len(),
+            b
+        )),
         _ => None,
     };
     Ok(Ok(Encoded {
@@ -621,12 +807,20 @@ fn block_grid(g: &BandGeom, cbw: usize, cbh: usize) -> (usize, usize) {
     if g.w == 0 || g.h == 0 {
         return (0, 0);
     }
-    ((g.ax + g.w).div_ceil(cbw) - g.ax / cbw, (g.ay + g.h).div_ceil(cbh) - g.ay / cbh)
+    (
+        (g.ax + g.w).div_ceil(cbw) - g.ax / cbw,
+        (g.ay + g.h).div_ceil(cbh) - g.ay / cbh,
+    )
 }
 
 /// Calls `f(x, y, w, h)` for each code-block of a band in raster order, in band-local
 /// coordinates.
-fn for_each_block(g: &BandGeom, cbw: usize, cbh: usize, mut f: impl FnMut(usize, usize, usize, usize)) {
+fn for_each_block(
+    g: &BandGeom,
+    cbw: usize,
+    cbh: usize,
+    mut f: impl FnMut(usize, usize, usize, usize),
+) {
     let (ncbx, ncby) = block_grid(g, cbw, cbh);
     for by in 0..ncby {
         let ay0 = ((g.ay / cbh + by) * cbh).max(g.ay);
@@ -641,7 +835,11 @@ fn for_each_block(g: &BandGeom, cbw: usize, cbh: usize, mut f: impl FnMut(usize,
 
 /// Maps `f` over `items` on `threads` scoped threads pulling indices from a shared counter;
 /// each thread owns one `S` (scratch buffers). Results keep the input order.
-fn par_map<T: Sync, R: Send, S: Default>(items: &[T], threads: usize, f: impl Fn(&T, &mut S) -> R + Sync) -> Vec<R> {
+fn par_map<T: Sync, R: Send, S: Default>(
+    items: &[T],
+    threads: usize,
+    f: impl Fn(&T, &mut S) -> R + Sync,
+) -> Vec<R> {
     let threads = threads.min(items.len());
     if threads <= 1 {
         let mut s = S::default();
@@ -665,11 +863,17 @@ fn par_map<T: Sync, R: Send, S: Default>(items: &[T], threads: usize, f: impl Fn
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
     });
     let mut slots: Vec<Option<R>> = (0..items.len()).map(|_| None).collect();
     for (i, r) in parts.into_iter().flatten() {
         slots[i] = Some(r);
     }
-    slots.into_iter().map(|r| r.expect("every index is processed once")).collect()
+    slots
+        .into_iter()
+        .map(|r| r.expect("every index is processed once"))
+        .collect()
 }

@@ -67,7 +67,12 @@ pub(crate) struct Trans {
 }
 
 const fn expand() -> [Trans; 94] {
-    let mut out = [Trans { qe: 0, mps: 0, next_mps: 0, next_lps: 0 }; 94];
+    let mut out = [Trans {
+        qe: 0,
+        mps: 0,
+        next_mps: 0,
+        next_lps: 0,
+    }; 94];
     let mut i = 0;
     while i < 94 {
         let state = i / 2;
@@ -243,7 +248,11 @@ impl MqEncoder {
         self.byte_out();
         // B is part of the segment unless it is 0xFF: a segment must not end with 0xFF and
         // the decoder pads with ones anyway.
-        let end = if *self.buf.last().unwrap_or(&0) == 0xFF { self.buf.len() - 1 } else { self.buf.len() };
+        let end = if *self.buf.last().unwrap_or(&0) == 0xFF {
+            self.buf.len() - 1
+        } else {
+            self.buf.len()
+        };
         &self.buf[1..end]
     }
 }
@@ -271,7 +280,8 @@ impl MqEncoder {
 /// exactly the `cx << 1 | d` symbols in `log`.
 pub fn prefix_decodes(prefix: &[u8], log: &[u8]) -> bool {
     let mut dec = MqDecoder::new(prefix);
-    log.iter().all(|&s| dec.decode((s >> 1) as usize) == (s & 1) as u32)
+    log.iter()
+        .all(|&s| dec.decode((s >> 1) as usize) == (s & 1) as u32)
 }
 
 /// MQ decoder (C.3). The encoder uses it to prove that a truncated ROI codeword still
@@ -287,7 +297,14 @@ pub struct MqDecoder<'a> {
 
 impl<'a> MqDecoder<'a> {
     pub fn new(data: &'a [u8]) -> Self {
-        let mut d = MqDecoder { data, pos: 0, a: 0, c: 0, ct: 0, ctx: [0; NUM_CTX] };
+        let mut d = MqDecoder {
+            data,
+            pos: 0,
+            a: 0,
+            c: 0,
+            ct: 0,
+            ctx: [0; NUM_CTX],
+        };
         d.ctx[0] = 8;
         d.ctx[CTX_RL] = 6;
         d.ctx[CTX_UNI] = 92;
@@ -365,7 +382,6 @@ impl<'a> MqDecoder<'a> {
     }
 }
 
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -373,7 +389,10 @@ pub(crate) mod tests {
     struct Lcg(u64);
     impl Lcg {
         fn next(&mut self) -> u32 {
-            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (self.0 >> 33) as u32
         }
     }

@@ -9,8 +9,20 @@ use super::t2::{tile_len, Tile};
 /// Feasible truncation points of one block: (cumulative passes, slope dD/dR) with strictly
 /// decreasing slopes, starting after `start` mandatory passes.
 pub fn hull(passes: &[PassInfo], weight: f64, start: usize) -> Vec<(usize, f64)> {
-    let rate = |n: usize| if n == 0 { 0.0 } else { passes[n - 1].rate as f64 };
-    let dist = |n: usize| if n == 0 { 0.0 } else { passes[n - 1].dist * weight };
+    let rate = |n: usize| {
+        if n == 0 {
+            0.0
+        } else {
+            passes[n - 1].rate as f64
+        }
+    };
+    let dist = |n: usize| {
+        if n == 0 {
+            0.0
+        } else {
+            passes[n - 1].dist * weight
+        }
+    };
     // Stack of (passes, slope from previous point).
     let mut pts: Vec<(usize, f64)> = Vec::with_capacity(passes.len());
     for n in start + 1..=passes.len() {
@@ -42,7 +54,17 @@ pub fn allocate(tiles: &mut [Tile], budgets: &[Option<usize>], overhead: usize) 
     let nlayers = budgets.len();
     let hulls: Vec<Vec<Vec<(usize, f64)>>> = tiles
         .iter()
-        .map(|t| t.blocks().map(|b| hull(&b.coded.passes, b.weight, b.min_passes.min(b.coded.passes.len()))).collect())
+        .map(|t| {
+            t.blocks()
+                .map(|b| {
+                    hull(
+                        &b.coded.passes,
+                        b.weight,
+                        b.min_passes.min(b.coded.passes.len()),
+                    )
+                })
+                .collect()
+        })
         .collect();
     for t in tiles.iter_mut() {
         for b in t.blocks_mut() {
@@ -118,10 +140,16 @@ fn remaining_error(tiles: &[Tile], hulls: &[Vec<Vec<(usize, f64)>>], lambda: f64
     let mut err = 0.0;
     for (t, th) in tiles.iter().zip(hulls) {
         for (b, h) in t.blocks().zip(th) {
-            let Some(last) = b.coded.passes.last() else { continue };
+            let Some(last) = b.coded.passes.last() else {
+                continue;
+            };
             let k = h.partition_point(|p| p.1 >= lambda);
             let n = if k > 0 { h[k - 1].0 } else { 0 };
-            let done = if n == 0 { 0.0 } else { b.coded.passes[n - 1].dist };
+            let done = if n == 0 {
+                0.0
+            } else {
+                b.coded.passes[n - 1].dist
+            };
             err += (last.dist - done) * b.weight;
         }
     }
@@ -132,8 +160,14 @@ fn remaining_error(tiles: &[Tile], hulls: &[Vec<Vec<(usize, f64)>>], lambda: f64
 /// estimated remaining squared error first drops to `max_error` (the budget then goes
 /// through [`allocate`] like any ratio target). `overhead` as in [`allocate`].
 pub fn budget_for_error(tiles: &mut [Tile], max_error: f64, overhead: usize) -> usize {
-    let hulls: Vec<Vec<Vec<(usize, f64)>>> =
-        tiles.iter().map(|t| t.blocks().map(|b| hull(&b.coded.passes, b.weight, 0)).collect()).collect();
+    let hulls: Vec<Vec<Vec<(usize, f64)>>> = tiles
+        .iter()
+        .map(|t| {
+            t.blocks()
+                .map(|b| hull(&b.coded.passes, b.weight, 0))
+                .collect()
+        })
+        .collect();
     let (mut lo, mut hi) = (f64::INFINITY, 0f64);
     for h in hulls.iter().flatten().flatten() {
         if h.1.is_finite() && h.1 > 0.0 {
@@ -159,7 +193,13 @@ pub fn budget_for_error(tiles: &mut [Tile], max_error: f64, overhead: usize) -> 
     for (t, th) in tiles.iter_mut().zip(&hulls) {
         for (b, h) in t.blocks_mut().zip(th) {
             let k = h.partition_point(|p| p.1 >= lambda);
-            let n = if lambda == f64::NEG_INFINITY { b.coded.passes.len() } else if k > 0 { h[k - 1].0 } else { 0 };
+            let n = if lambda == f64::NEG_INFINITY {
+                b.coded.passes.len()
+            } else if k > 0 {
+                h[k - 1].0
+            } else {
+                0
+            };
             b.cuts = vec![n];
         }
     }
@@ -188,7 +228,17 @@ mod tests {
 
     fn tile_of(blocks: Vec<Block>) -> Tile {
         let n = blocks.len();
-        Tile { comps: vec![TileComp { resolutions: vec![Resolution { bands: vec![Band { ncbx: n, ncby: 1, blocks }] }] }] }
+        Tile {
+            comps: vec![TileComp {
+                resolutions: vec![Resolution {
+                    bands: vec![Band {
+                        ncbx: n,
+                        ncby: 1,
+                        blocks,
+                    }],
+                }],
+            }],
+        }
     }
 
     fn block(rates: &[u32], gains: &[f64], min_passes: usize) -> Block {
@@ -203,7 +253,11 @@ mod tests {
             .collect();
         let len = *rates.last().unwrap() as usize;
         Block {
-            coded: CodedBlock { data: vec![0x11; len], passes, numbps: 4 },
+            coded: CodedBlock {
+                data: vec![0x11; len],
+                passes,
+                numbps: 4,
+            },
             zbp: 0,
             cuts: vec![],
             min_passes,
@@ -226,8 +280,15 @@ mod tests {
             assert!(size <= b.unwrap(), "layer {l}: {size} > {b:?}");
         }
         for blk in tiles[0].blocks() {
-            assert!(blk.cuts.windows(2).all(|c| c[0] <= c[1]), "cuts must not shrink: {:?}", blk.cuts);
-            assert!(blk.cuts.iter().all(|&c| c >= blk.min_passes), "mandatory passes in every layer");
+            assert!(
+                blk.cuts.windows(2).all(|c| c[0] <= c[1]),
+                "cuts must not shrink: {:?}",
+                blk.cuts
+            );
+            assert!(
+                blk.cuts.iter().all(|&c| c >= blk.min_passes),
+                "mandatory passes in every layer"
+            );
         }
         // The steep block's first pass beats everything else for the first bytes.
         assert!(tiles[0].comps[0].resolutions[0].bands[0].blocks[2].cuts[0] >= 1);
@@ -237,7 +298,10 @@ mod tests {
 
     #[test]
     fn mandatory_passes_survive_a_too_small_budget() {
-        let mut tiles = vec![tile_of(vec![block(&[50, 100], &[10.0, 1.0], 2), block(&[50, 100], &[10.0, 1.0], 0)])];
+        let mut tiles = vec![tile_of(vec![
+            block(&[50, 100], &[10.0, 1.0], 2),
+            block(&[50, 100], &[10.0, 1.0], 0),
+        ])];
         allocate(&mut tiles, &[Some(20)], 0);
         let cuts: Vec<usize> = tiles[0].blocks().map(|b| b.cuts[0]).collect();
         assert_eq!(cuts, vec![2, 0]);

@@ -18,7 +18,13 @@ use super::dwt::level_dims;
 pub const MAX_CODED_PLANES: u32 = 28;
 
 /// Wavelet-domain ROI mask in the same Mallat layout as the coefficients of a `w x h` tile.
-pub fn wavelet_mask(pixels: &[bool], w: usize, h: usize, levels: u8, reversible: bool) -> Vec<bool> {
+pub fn wavelet_mask(
+    pixels: &[bool],
+    w: usize,
+    h: usize,
+    levels: u8,
+    reversible: bool,
+) -> Vec<bool> {
     let (a, b) = if reversible { (1isize, 2isize) } else { (3, 4) };
     let mut m = pixels.to_vec();
     let mut tmp = Vec::new();
@@ -29,7 +35,11 @@ pub fn wavelet_mask(pixels: &[bool], w: usize, h: usize, levels: u8, reversible:
             let row = &m[y * w..y * w + cw];
             tmp.clear();
             for k in 0..cw {
-                let (centre, r) = if k < lw { (2 * k as isize, a) } else { (2 * (k - lw) as isize + 1, b) };
+                let (centre, r) = if k < lw {
+                    (2 * k as isize, a)
+                } else {
+                    (2 * (k - lw) as isize + 1, b)
+                };
                 let lo = (centre - r).max(0) as usize;
                 let hi = ((centre + r) as usize).min(cw - 1);
                 tmp.push(row[lo..=hi].iter().any(|&v| v));
@@ -42,7 +52,11 @@ pub fn wavelet_mask(pixels: &[bool], w: usize, h: usize, levels: u8, reversible:
             col.clear();
             col.extend((0..ch).map(|y| m[y * w + x]));
             for k in 0..ch {
-                let (centre, r) = if k < lh { (2 * k as isize, a) } else { (2 * (k - lh) as isize + 1, b) };
+                let (centre, r) = if k < lh {
+                    (2 * k as isize, a)
+                } else {
+                    (2 * (k - lh) as isize + 1, b)
+                };
                 let lo = (centre - r).max(0) as usize;
                 let hi = ((centre + r) as usize).min(ch - 1);
                 m[k * w + x] = col[lo..=hi].iter().any(|&v| v);
@@ -80,7 +94,9 @@ mod tests {
         let mut s = 99u64;
         let img: Vec<i32> = (0..w * h)
             .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 ((s >> 40) % 4096) as i32 - 2048
             })
             .collect();

@@ -50,9 +50,19 @@ const fn zc_context(orient: usize, nb: u32) -> u8 {
         return if d >= 3 {
             8
         } else if d == 2 {
-            if hv >= 1 { 7 } else { 6 }
+            if hv >= 1 {
+                7
+            } else {
+                6
+            }
         } else if d == 1 {
-            if hv >= 2 { 5 } else if hv == 1 { 4 } else { 3 }
+            if hv >= 2 {
+                5
+            } else if hv == 1 {
+                4
+            } else {
+                3
+            }
         } else if hv >= 2 {
             2
         } else {
@@ -67,7 +77,13 @@ const fn zc_context(orient: usize, nb: u32) -> u8 {
     if h == 2 {
         8
     } else if h == 1 {
-        if v >= 1 { 7 } else if d >= 1 { 6 } else { 5 }
+        if v >= 1 {
+            7
+        } else if d >= 1 {
+            6
+        } else {
+            5
+        }
     } else if v == 2 {
         4
     } else if v == 1 {
@@ -110,8 +126,20 @@ const fn build_sc() -> [u8; 256] {
     while i < 256 {
         let v = sc_contrib(i, 1, 16) + sc_contrib(i, 2, 32);
         let h = sc_contrib(i, 4, 64) + sc_contrib(i, 8, 128);
-        let h = if h > 1 { 1 } else if h < -1 { -1 } else { h };
-        let v = if v > 1 { 1 } else if v < -1 { -1 } else { v };
+        let h = if h > 1 {
+            1
+        } else if h < -1 {
+            -1
+        } else {
+            h
+        };
+        let v = if v > 1 {
+            1
+        } else if v < -1 {
+            -1
+        } else {
+            v
+        };
         let (ctx, xor) = match (h, v) {
             (1, 1) => (13, 0),
             (1, 0) => (12, 0),
@@ -178,7 +206,11 @@ pub fn encode_block(
     opts: Coding,
     scratch: &mut T1Scratch,
 ) -> CodedBlock {
-    let Coding { orient, roi_shift, need_dist } = opts;
+    let Coding {
+        orient,
+        roi_shift,
+        need_dist,
+    } = opts;
     let max = mags.iter().fold(0u32, |a, &b| a | b);
     let numbps = (32 - max.leading_zeros()) as u8;
     if numbps == 0 {
@@ -191,14 +223,33 @@ pub fn encode_block(
     let mq = scratch.mq.get_or_insert_with(MqEncoder::new);
     mq.reset();
     let zc = &ZC_LUT[orient as usize & 3];
-    let roi_thresh = if roi_shift > 0 { 1u32 << roi_shift } else { u32::MAX };
+    let roi_thresh = if roi_shift > 0 {
+        1u32 << roi_shift
+    } else {
+        u32::MAX
+    };
     let roi_scale = 0.25f64.powi(roi_shift as i32);
-    let blk = Blk { w, h, fw, mags, negs, zc, roi_thresh, roi_shift, roi_scale, need_dist };
+    let blk = Blk {
+        w,
+        h,
+        fw,
+        mags,
+        negs,
+        zc,
+        roi_thresh,
+        roi_shift,
+        roi_scale,
+        need_dist,
+    };
     let flags = &mut flags[..];
     let mut dist = 0.0;
     let mut passes = Vec::with_capacity(numbps as usize * 3);
     // ROI passes must survive truncation exactly, so their symbols are logged for a check.
-    let roi_n = if roi_shift > 0 { roi_passes(numbps, roi_shift) } else { 0 };
+    let roi_n = if roi_shift > 0 {
+        roi_passes(numbps, roi_shift)
+    } else {
+        0
+    };
     let total_passes = 3 * numbps as usize - 2;
     let check_roi = roi_n > 0 && roi_n < total_passes;
     if check_roi {
@@ -208,12 +259,21 @@ pub fn encode_block(
     for p in (0..numbps).rev() {
         if p + 1 < numbps {
             dist += sig_prop(&blk, flags, mq, p);
-            passes.push(PassInfo { rate: mq.committed() as u32 + 3, dist });
+            passes.push(PassInfo {
+                rate: mq.committed() as u32 + 3,
+                dist,
+            });
             dist += mag_ref(&blk, flags, mq, p);
-            passes.push(PassInfo { rate: mq.committed() as u32 + 3, dist });
+            passes.push(PassInfo {
+                rate: mq.committed() as u32 + 3,
+                dist,
+            });
         }
         dist += cleanup(&blk, flags, mq, p);
-        passes.push(PassInfo { rate: mq.committed() as u32 + 3, dist });
+        passes.push(PassInfo {
+            rate: mq.committed() as u32 + 3,
+            dist,
+        });
         if passes.len() == roi_n {
             roi_symbols = mq.log_len();
         }
@@ -246,7 +306,11 @@ pub fn encode_block(
             pass.rate = pass.rate.max(r as u32);
         }
     }
-    CodedBlock { data, passes, numbps }
+    CodedBlock {
+        data,
+        passes,
+        numbps,
+    }
 }
 
 /// Read-only description of the block being coded. The mutable state (flags, MQ coder) is
@@ -271,7 +335,11 @@ impl Blk<'_> {
     #[inline(always)]
     fn weigh(&self, m: u32, p: u8, d: f64) -> f64 {
         if m >= self.roi_thresh {
-            if p < self.roi_shift { 0.0 } else { d * self.roi_scale }
+            if p < self.roi_shift {
+                0.0
+            } else {
+                d * self.roi_scale
+            }
         } else {
             d
         }
@@ -347,7 +415,15 @@ fn code_sign_and_mark(b: &Blk, flags: &mut [u32], mq: &mut MqEncoder, fi: usize,
 }
 
 #[inline(always)]
-fn sig_prop_one(b: &Blk, flags: &mut [u32], mq: &mut MqEncoder, fi: usize, ci: usize, p: u8, dist: &mut f64) {
+fn sig_prop_one(
+    b: &Blk,
+    flags: &mut [u32],
+    mq: &mut MqEncoder,
+    fi: usize,
+    ci: usize,
+    p: u8,
+    dist: &mut f64,
+) {
     let f = flags[fi];
     if f & SIG != 0 || f & NEIGHBOURS == 0 {
         return;
@@ -363,7 +439,15 @@ fn sig_prop_one(b: &Blk, flags: &mut [u32], mq: &mut MqEncoder, fi: usize, ci: u
 }
 
 #[inline(always)]
-fn mag_ref_one(b: &Blk, flags: &mut [u32], mq: &mut MqEncoder, fi: usize, ci: usize, p: u8, dist: &mut f64) {
+fn mag_ref_one(
+    b: &Blk,
+    flags: &mut [u32],
+    mq: &mut MqEncoder,
+    fi: usize,
+    ci: usize,
+    p: u8,
+    dist: &mut f64,
+) {
     let f = flags[fi];
     if f & (SIG | VISIT) != SIG {
         return;
@@ -382,7 +466,15 @@ fn mag_ref_one(b: &Blk, flags: &mut [u32], mq: &mut MqEncoder, fi: usize, ci: us
 }
 
 #[inline(always)]
-fn cleanup_one(b: &Blk, flags: &mut [u32], mq: &mut MqEncoder, fi: usize, ci: usize, p: u8, dist: &mut f64) {
+fn cleanup_one(
+    b: &Blk,
+    flags: &mut [u32],
+    mq: &mut MqEncoder,
+    fi: usize,
+    ci: usize,
+    p: u8,
+    dist: &mut f64,
+) {
     let f = flags[fi];
     if f & (SIG | VISIT) == 0 {
         let m = b.mags[ci];
@@ -527,7 +619,12 @@ pub(crate) mod tests {
                     Some(yy as usize * w + xx as usize)
                 }
             };
-            let dirs = [(0, -1, N_SIG, N_NEG), (0, 1, S_SIG, S_NEG), (-1, 0, W_SIG, W_NEG), (1, 0, E_SIG, E_NEG)];
+            let dirs = [
+                (0, -1, N_SIG, N_NEG),
+                (0, 1, S_SIG, S_NEG),
+                (-1, 0, W_SIG, W_NEG),
+                (1, 0, E_SIG, E_NEG),
+            ];
             for (dx, dy, s, n) in dirs {
                 if let Some(i) = get(dx, dy) {
                     if sig[i] {
@@ -538,7 +635,12 @@ pub(crate) mod tests {
                     }
                 }
             }
-            for (dx, dy, s) in [(-1, -1, NW_SIG), (1, -1, NE_SIG), (-1, 1, SW_SIG), (1, 1, SE_SIG)] {
+            for (dx, dy, s) in [
+                (-1, -1, NW_SIG),
+                (1, -1, NE_SIG),
+                (-1, 1, SW_SIG),
+                (1, 1, SE_SIG),
+            ] {
                 if let Some(i) = get(dx, dy) {
                     if sig[i] {
                         f |= s;
@@ -555,7 +657,11 @@ pub(crate) mod tests {
                     continue;
                 }
                 if pass == npasses {
-                    return mag.iter().zip(&neg).map(|(&m, &n)| if n { -m } else { m }).collect();
+                    return mag
+                        .iter()
+                        .zip(&neg)
+                        .map(|(&m, &n)| if n { -m } else { m })
+                        .collect();
                 }
                 pass += 1;
                 for y0 in (0..h).step_by(4) {
@@ -589,8 +695,11 @@ pub(crate) mod tests {
                                 0 => {
                                     if !sig[i] && f & NEIGHBOURS != 0 {
                                         if dec.decode(zc[(f & NEIGHBOURS) as usize] as usize) == 1 {
-                                            let sc = SC_LUT[((f & 0xF) | ((f >> 4) & 0xF0)) as usize];
-                                            neg[i] = (dec.decode((sc & 0x1F) as usize) ^ (sc as u32 >> 7)) == 1;
+                                            let sc =
+                                                SC_LUT[((f & 0xF) | ((f >> 4) & 0xF0)) as usize];
+                                            neg[i] = (dec.decode((sc & 0x1F) as usize)
+                                                ^ (sc as u32 >> 7))
+                                                == 1;
                                             sig[i] = true;
                                             mag[i] |= 1 << p;
                                         }
@@ -599,15 +708,26 @@ pub(crate) mod tests {
                                 }
                                 1 => {
                                     if sig[i] && !visit[i] {
-                                        let cx = if refined[i] { 16 } else if f & NEIGHBOURS != 0 { 15 } else { 14 };
+                                        let cx = if refined[i] {
+                                            16
+                                        } else if f & NEIGHBOURS != 0 {
+                                            15
+                                        } else {
+                                            14
+                                        };
                                         mag[i] |= (dec.decode(cx) as i64) << p;
                                         refined[i] = true;
                                     }
                                 }
                                 _ => {
-                                    if !sig[i] && !visit[i] && dec.decode(zc[(f & NEIGHBOURS) as usize] as usize) == 1 {
+                                    if !sig[i]
+                                        && !visit[i]
+                                        && dec.decode(zc[(f & NEIGHBOURS) as usize] as usize) == 1
+                                    {
                                         let sc = SC_LUT[((f & 0xF) | ((f >> 4) & 0xF0)) as usize];
-                                        neg[i] = (dec.decode((sc & 0x1F) as usize) ^ (sc as u32 >> 7)) == 1;
+                                        neg[i] = (dec.decode((sc & 0x1F) as usize)
+                                            ^ (sc as u32 >> 7))
+                                            == 1;
                                         sig[i] = true;
                                         mag[i] |= 1 << p;
                                     }
@@ -620,7 +740,10 @@ pub(crate) mod tests {
                 }
             }
         }
-        mag.iter().zip(&neg).map(|(&m, &n)| if n { -m } else { m }).collect()
+        mag.iter()
+            .zip(&neg)
+            .map(|(&m, &n)| if n { -m } else { m })
+            .collect()
     }
 
     fn random_block(seed: u64, w: usize, h: usize, bits: u32) -> (Vec<u32>, Vec<bool>) {
@@ -636,8 +759,16 @@ pub(crate) mod tests {
         for i in 0..w * h {
             // Mostly small values with sparse large ones, like wavelet detail bands.
             let r = next();
-            let b = if r % 7 == 0 { bits } else { (r % (bits as u64 / 2 + 1)) as u32 };
-            let m = if i % 5 == 0 { 0 } else { (next() as u32) & ((1u32 << b) - 1) };
+            let b = if r % 7 == 0 {
+                bits
+            } else {
+                (r % (bits as u64 / 2 + 1)) as u32
+            };
+            let m = if i % 5 == 0 {
+                0
+            } else {
+                (next() as u32) & ((1u32 << b) - 1)
+            };
             mags.push(m);
             negs.push(next() & 1 == 1);
         }
@@ -647,13 +778,39 @@ pub(crate) mod tests {
     #[test]
     fn full_decode_is_exact_for_all_orientations_and_odd_sizes() {
         let mut scratch = T1Scratch::default();
-        for (i, &(w, h)) in [(64, 64), (1, 1), (3, 5), (17, 9), (64, 7), (5, 64), (32, 33)].iter().enumerate() {
+        for (i, &(w, h)) in [
+            (64, 64),
+            (1, 1),
+            (3, 5),
+            (17, 9),
+            (64, 7),
+            (5, 64),
+            (32, 33),
+        ]
+        .iter()
+        .enumerate()
+        {
             for orient in 0..4u8 {
                 let (mags, negs) = random_block(i as u64 * 4 + orient as u64, w, h, 12);
-                let cb = encode_block(w, h, &mags, &negs, Coding { orient, roi_shift: 0, need_dist: true }, &mut scratch);
+                let cb = encode_block(
+                    w,
+                    h,
+                    &mags,
+                    &negs,
+                    Coding {
+                        orient,
+                        roi_shift: 0,
+                        need_dist: true,
+                    },
+                    &mut scratch,
+                );
                 let dec = decode_block(&cb.data, w, h, cb.numbps, cb.passes.len(), orient);
                 for k in 0..w * h {
-                    let want = if negs[k] && mags[k] != 0 { -(mags[k] as i64) } else { mags[k] as i64 };
+                    let want = if negs[k] && mags[k] != 0 {
+                        -(mags[k] as i64)
+                    } else {
+                        mags[k] as i64
+                    };
                     assert_eq!(dec[k], want, "{w}x{h} orient {orient} coeff {k}");
                 }
             }
@@ -665,20 +822,43 @@ pub(crate) mod tests {
         let mut scratch = T1Scratch::default();
         let (w, h) = (32, 32);
         let (mags, negs) = random_block(99, w, h, 10);
-        let cb = encode_block(w, h, &mags, &negs, Coding { orient: 3, roi_shift: 0, need_dist: true }, &mut scratch);
+        let cb = encode_block(
+            w,
+            h,
+            &mags,
+            &negs,
+            Coding {
+                orient: 3,
+                roi_shift: 0,
+                need_dist: true,
+            },
+            &mut scratch,
+        );
         let full = decode_block(&cb.data, w, h, cb.numbps, cb.passes.len(), 3);
         assert_eq!(cb.passes.len(), 3 * cb.numbps as usize - 2);
         for (k, pass) in cb.passes.iter().enumerate() {
             let prefix = &cb.data[..pass.rate as usize];
             let got = decode_block(prefix, w, h, cb.numbps, k + 1, 3);
             let want = decode_block(&cb.data, w, h, cb.numbps, k + 1, 3);
-            assert_eq!(got, want, "pass {k} truncated at {} of {} bytes", pass.rate, cb.data.len());
+            assert_eq!(
+                got,
+                want,
+                "pass {k} truncated at {} of {} bytes",
+                pass.rate,
+                cb.data.len()
+            );
         }
         assert_eq!(full.len(), w * h);
         let dists: Vec<f64> = cb.passes.iter().map(|p| p.dist).collect();
-        assert!(dists.windows(2).all(|d| d[1] >= d[0] - 1e-9), "distortion reduction must accumulate");
+        assert!(
+            dists.windows(2).all(|d| d[1] >= d[0] - 1e-9),
+            "distortion reduction must accumulate"
+        );
         let total: f64 = mags.iter().map(|&m| (m as f64) * (m as f64)).sum();
-        assert!((dists.last().unwrap() - total).abs() < 1e-6 * total, "full decode removes all error");
+        assert!(
+            (dists.last().unwrap() - total).abs() < 1e-6 * total,
+            "full decode removes all error"
+        );
     }
 
     #[test]
@@ -693,14 +873,32 @@ pub(crate) mod tests {
                     *m <<= shift;
                 }
             }
-            let cb = encode_block(w, h, &mags, &negs, Coding { orient: (seed % 4) as u8, roi_shift: shift, need_dist: true }, &mut scratch);
+            let cb = encode_block(
+                w,
+                h,
+                &mags,
+                &negs,
+                Coding {
+                    orient: (seed % 4) as u8,
+                    roi_shift: shift,
+                    need_dist: true,
+                },
+                &mut scratch,
+            );
             let n = roi_passes(cb.numbps, shift);
             let cut = cb.passes[n - 1].rate as usize;
             let got = decode_block(&cb.data[..cut], w, h, cb.numbps, n, (seed % 4) as u8);
             for i in 0..w * h {
                 if mags[i] >= 1 << shift {
-                    let want = if negs[i] { -(mags[i] as i64) } else { mags[i] as i64 };
-                    assert_eq!(got[i], want, "seed {seed} coeff {i}: ROI value after truncation at {cut}");
+                    let want = if negs[i] {
+                        -(mags[i] as i64)
+                    } else {
+                        mags[i] as i64
+                    };
+                    assert_eq!(
+                        got[i], want,
+                        "seed {seed} coeff {i}: ROI value after truncation at {cut}"
+                    );
                 }
             }
         }
@@ -709,7 +907,18 @@ pub(crate) mod tests {
     #[test]
     fn all_zero_block_has_no_passes() {
         let mut scratch = T1Scratch::default();
-        let cb = encode_block(4, 4, &[0; 16], &[false; 16], Coding { orient: 0, roi_shift: 0, need_dist: true }, &mut scratch);
+        let cb = encode_block(
+            4,
+            4,
+            &[0; 16],
+            &[false; 16],
+            Coding {
+                orient: 0,
+                roi_shift: 0,
+                need_dist: true,
+            },
+            &mut scratch,
+        );
         assert_eq!(cb.numbps, 0);
         assert!(cb.passes.is_empty() && cb.data.is_empty());
     }

@@ -58,7 +58,11 @@ impl Tile {
 
     /// Visits every code-block.
     pub fn blocks(&self) -> impl Iterator<Item = &Block> {
-        self.comps.iter().flat_map(|c| c.resolutions.iter()).flat_map(|r| r.bands.iter()).flat_map(|b| b.blocks.iter())
+        self.comps
+            .iter()
+            .flat_map(|c| c.resolutions.iter())
+            .flat_map(|r| r.bands.iter())
+            .flat_map(|b| b.blocks.iter())
     }
 }
 
@@ -146,7 +150,12 @@ fn form_packets(tile: &Tile, nlayers: usize, out: &mut Sink) {
                             let first: Vec<u32> = b
                                 .blocks
                                 .iter()
-                                .map(|blk| blk.cuts.iter().position(|&n| n > 0).map_or(u32::MAX, |l| l as u32))
+                                .map(|blk| {
+                                    blk.cuts
+                                        .iter()
+                                        .position(|&n| n > 0)
+                                        .map_or(u32::MAX, |l| l as u32)
+                                })
                                 .collect();
                             let zbp: Vec<u32> = b.blocks.iter().map(|blk| blk.zbp).collect();
                             BandState {
@@ -155,7 +164,11 @@ fn form_packets(tile: &Tile, nlayers: usize, out: &mut Sink) {
                                 blocks: b
                                     .blocks
                                     .iter()
-                                    .map(|_| BlockState { included: false, lblock: 3, sent: 0 })
+                                    .map(|_| BlockState {
+                                        included: false,
+                                        lblock: 3,
+                                        sent: 0,
+                                    })
                                     .collect(),
                             }
                         })
@@ -164,7 +177,12 @@ fn form_packets(tile: &Tile, nlayers: usize, out: &mut Sink) {
                 .collect()
         })
         .collect();
-    let nres = tile.comps.iter().map(|c| c.resolutions.len()).max().unwrap_or(0);
+    let nres = tile
+        .comps
+        .iter()
+        .map(|c| c.resolutions.len())
+        .max()
+        .unwrap_or(0);
     for layer in 0..nlayers {
         for r in 0..nres {
             for (comp, state) in tile.comps.iter().zip(states.iter_mut()) {
@@ -179,7 +197,10 @@ fn form_packets(tile: &Tile, nlayers: usize, out: &mut Sink) {
 fn encode_packet(res: &Resolution, states: &mut [BandState], layer: usize, out: &mut Sink) {
     let mut bw = BitWriter::default();
     let any = res.bands.iter().zip(states.iter()).any(|(b, s)| {
-        b.blocks.iter().zip(&s.blocks).any(|(blk, st)| blk.cuts[layer] > st.sent)
+        b.blocks
+            .iter()
+            .zip(&s.blocks)
+            .any(|(blk, st)| blk.cuts[layer] > st.sent)
     });
     if !any {
         bw.bit(0);
@@ -206,7 +227,11 @@ fn encode_packet(res: &Resolution, states: &mut [BandState], layer: usize, out: 
                 bs.included = true;
             }
             write_num_passes(&mut bw, new);
-            let start = if bs.sent == 0 { 0 } else { blk.coded.passes[bs.sent - 1].rate as usize };
+            let start = if bs.sent == 0 {
+                0
+            } else {
+                blk.coded.passes[bs.sent - 1].rate as usize
+            };
             let end = blk.coded.passes[blk.cuts[layer] - 1].rate as usize;
             let len = (end - start) as u32;
             let extra = floor_log2(new);
@@ -237,7 +262,14 @@ mod tests {
         let tile = Tile {
             comps: vec![TileComp {
                 resolutions: vec![Resolution {
-                    bands: vec![Band { ncbx: 1, ncby: 1, blocks: vec![Block { cuts: vec![0, 0], ..Default::default() }] }],
+                    bands: vec![Band {
+                        ncbx: 1,
+                        ncby: 1,
+                        blocks: vec![Block {
+                            cuts: vec![0, 0],
+                            ..Default::default()
+                        }],
+                    }],
                 }],
             }],
         };
@@ -249,7 +281,13 @@ mod tests {
     fn single_block_packet_header_layout() {
         let coded = CodedBlock {
             data: vec![0x12; 10],
-            passes: vec![PassInfo { rate: 4, dist: 1.0 }, PassInfo { rate: 10, dist: 2.0 }],
+            passes: vec![
+                PassInfo { rate: 4, dist: 1.0 },
+                PassInfo {
+                    rate: 10,
+                    dist: 2.0,
+                },
+            ],
             numbps: 1,
         };
         let tile = Tile {
@@ -258,7 +296,12 @@ mod tests {
                     bands: vec![Band {
                         ncbx: 1,
                         ncby: 1,
-                        blocks: vec![Block { coded, zbp: 2, cuts: vec![2], ..Default::default() }],
+                        blocks: vec![Block {
+                            coded,
+                            zbp: 2,
+                            cuts: vec![2],
+                            ..Default::default()
+                        }],
                     }],
                 }],
             }],

@@ -91,7 +91,12 @@ impl TagTree {
             pw = cw;
             ph = ph.div_ceil(2);
         }
-        TagTree { levels, low: vec![0; off], known: vec![false; off], value }
+        TagTree {
+            levels,
+            low: vec![0; off],
+            known: vec![false; off],
+            value,
+        }
     }
 
     /// Codes enough bits for the decoder to learn whether leaf `(x, y)`'s value is below
@@ -199,13 +204,27 @@ mod tests {
             }
         }
         let bytes = bw.finish();
-        let mut dec = Dec { levels: tree.levels.clone(), low: vec![0; tree.value.len()], value: vec![u32::MAX; tree.value.len()] };
-        let mut br = BitReader { data: &bytes, pos: 0, nbits: 0, cur: 0, after_ff: false };
+        let mut dec = Dec {
+            levels: tree.levels.clone(),
+            low: vec![0; tree.value.len()],
+            value: vec![u32::MAX; tree.value.len()],
+        };
+        let mut br = BitReader {
+            data: &bytes,
+            pos: 0,
+            nbits: 0,
+            cur: 0,
+            after_ff: false,
+        };
         for layer in 0..6u32 {
             for y in 0..h {
                 for x in 0..w {
                     let inc = dec.decode(&mut br, x, y, layer + 1);
-                    assert_eq!(inc, values[y * w + x] <= layer, "leaf {x},{y} layer {layer}");
+                    assert_eq!(
+                        inc,
+                        values[y * w + x] <= layer,
+                        "leaf {x},{y} layer {layer}"
+                    );
                 }
             }
         }
