@@ -5,13 +5,12 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::progress::Progress;
-use crate::archive::{Archive, ArchiveError, LocalStore};
+use crate::archive::ArchiveError;
 use crate::backup::{Backup, BackupError, VerifyReport};
 use crate::config::Config;
 use crate::convert::{ConvertError, Converter};
 use crate::locator::{Locator, LocatorError};
-use crate::online::{OnlineError, OnlineStore};
-use crate::reader::Reader;
+use crate::online::OnlineError;
 
 /// Why a backup command could not run at all (single studies failing are counted).
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +25,8 @@ pub enum BackupCommandError {
     Convert(#[from] ConvertError),
     #[error(transparent)]
     Backup(#[from] BackupError),
+    #[error(transparent)]
+    Open(#[from] super::TierError),
 }
 
 /// What `strata backup run` did.
@@ -51,23 +52,8 @@ pub(super) struct Stack {
 
 impl Stack {
     pub async fn open(config: &Config) -> Result<Stack, BackupCommandError> {
-        let online_dir = config.storage.online_dir.clone();
-        let online = Arc::new(
-            tokio::task::spawn_blocking(move || OnlineStore::open(&online_dir))
-                .await
-                .expect("blocking open")?,
-        );
-        let locator = Arc::new(Locator::open(&config.locator).await?);
-        let archive = Arc::new(Archive::open(&config.archive).await?);
-        let nearline = LocalStore::open(&config.backup.nearline_dir)?;
-        let reader =
-            Reader::new(online.clone(), archive.clone()).with_recovery(locator.clone(), nearline);
-        let converter = Arc::new(Converter::new(
-            locator.clone(),
-            online,
-            archive,
-            reader.clone(),
-        ));
+        let (locator, reader, converter) = super::tier::open_parts(config).await?;
+        let converter = Arc::new(converter);
         let backup = Backup::new(
             locator.clone(),
             reader,

@@ -60,7 +60,11 @@ pub struct LocatedCopy {
     pub length: u64,
 }
 
-async fn open(config: &Config) -> Result<(Arc<Locator>, Converter), TierError> {
+/// The locator, a reader with recovery (a restore or a backup reads each instance from
+/// whichever intact copy exists) and a converter, as a config describes them.
+pub(super) async fn open_parts(
+    config: &Config,
+) -> Result<(Arc<Locator>, Reader, Converter), TierError> {
     let online_dir = config.storage.online_dir.clone();
     let online = Arc::new(
         tokio::task::spawn_blocking(move || OnlineStore::open(&online_dir))
@@ -69,12 +73,16 @@ async fn open(config: &Config) -> Result<(Arc<Locator>, Converter), TierError> {
     );
     let locator = Arc::new(Locator::open(&config.locator).await?);
     let archive = Arc::new(Archive::open(&config.archive).await?);
-    // With recovery: a restore reads each instance from whichever intact copy exists.
     let nearline = crate::archive::LocalStore::open(&config.backup.nearline_dir)?;
     let reader =
         Reader::new(online.clone(), archive.clone()).with_recovery(locator.clone(), nearline);
-    let converter = Converter::new(locator.clone(), online, archive, reader)
+    let converter = Converter::new(locator.clone(), online, archive, reader.clone())
         .with_compression(config.archive.compression);
+    Ok((locator, reader, converter))
+}
+
+async fn open(config: &Config) -> Result<(Arc<Locator>, Converter), TierError> {
+    let (locator, _, converter) = open_parts(config).await?;
     Ok((locator, converter))
 }
 
