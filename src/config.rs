@@ -57,10 +57,16 @@ pub struct BackupConfig {
     /// The near-line folder (a NAS mount): one S-DICOM container per backed-up study.
     #[serde(default = "defaults::nearline_dir")]
     pub nearline_dir: PathBuf,
-    /// Format of near-line copies. Only `original` (bytes as stored) exists so far; JPEG 2000
-    /// ROI copies wait for the JPEG 2000 encoder.
-    #[serde(default = "defaults::backup_format")]
-    pub format: String,
+    /// Format of near-line copies: `original` (bytes as stored) or `j2k-roi` (JPEG 2000 with
+    /// MAXSHIFT region-of-interest coding: the automatically found anatomy lossless, the
+    /// background lossy, marked Lossy Image Compression 01). A `j2k-roi` copy never replaces
+    /// the only lossless copy: the primary stays as stored, and instances that are not
+    /// uncompressed or losslessly compressed images are copied as stored.
+    #[serde(default)]
+    pub format: BackupFormat,
+    /// Compression ratio of the background of `j2k-roi` copies (the ROI stays lossless).
+    #[serde(default = "defaults::roi_ratio")]
+    pub roi_ratio: f32,
     /// Queue a study for backup as soon as an instance of it is received (not only when it
     /// is archived).
     #[serde(default)]
@@ -82,13 +88,26 @@ impl Default for BackupConfig {
     fn default() -> Self {
         BackupConfig {
             nearline_dir: defaults::nearline_dir(),
-            format: defaults::backup_format(),
+            format: BackupFormat::default(),
+            roi_ratio: defaults::roi_ratio(),
             enqueue_on_receive: false,
             window: String::new(),
             throttle_mb_s: 0.0,
             poll_secs: defaults::tiering_poll_secs(),
         }
     }
+}
+
+/// What near-line copies hold (`[backup] format`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub enum BackupFormat {
+    /// The instance's bytes as stored.
+    #[default]
+    #[serde(rename = "original")]
+    Original,
+    /// JPEG 2000, region of interest lossless, background lossy.
+    #[serde(rename = "j2k-roi")]
+    J2kRoi,
 }
 
 /// `[archive]`: where S-DICOM containers go.
@@ -412,8 +431,8 @@ mod defaults {
     pub fn nearline_dir() -> std::path::PathBuf {
         "nearline".into()
     }
-    pub fn backup_format() -> String {
-        "original".into()
+    pub fn roi_ratio() -> f32 {
+        10.0
     }
     pub fn log_level() -> String {
         "info".to_string()
@@ -489,11 +508,10 @@ impl Config {
                 self.backup.window
             ));
         }
-        if self.backup.format != "original" {
+        if !(self.backup.roi_ratio >= 1.0 && self.backup.roi_ratio.is_finite()) {
             return Err(format!(
-                "backup.format {:?} is not supported yet: only \"original\" (JPEG 2000 ROI \
-                 backups need the JPEG 2000 encoder, which this build lacks)",
-                self.backup.format
+                "backup.roi_ratio {} must be a compression ratio of 1 or more",
+                self.backup.roi_ratio
             ));
         }
         if !(self.backup.throttle_mb_s >= 0.0 && self.backup.throttle_mb_s.is_finite()) {
@@ -595,7 +613,7 @@ mod tests {
     }
 
     #[test]
-    fn backup_formats_other_than_original_are_refused_clearly() {
+    fn backup_settings_are_checked() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("backup.toml");
         let base = "[dicom]\naet = \"A\"\nlisten = \"127.0.0.1:0\"\n[storage]\nonline_dir = \"x\"\n[locator]\nurl = \"sqlite://x.db\"\n";
@@ -605,10 +623,22 @@ mod tests {
         )
         .unwrap();
         let err = Config::load(&path).unwrap_err().to_string();
-        assert!(
-            err.contains("backup.format \"jpeg2000-roi\" is not supported"),
-            "{err}"
-        );
+        assert!(err.contains("jpeg2000-roi"), "{err}");
+        std::fs::write(
+            &path,
+            format!("{base}[backup]\nformat = \"j2k-roi\"\nroi_ratio = 0.5\n"),
+        )
+        .unwrap();
+        let err = Config::load(&path).unwrap_err().to_string();
+        assert!(err.contains("backup.roi_ratio 0.5"), "{err}");
+        std::fs::write(
+            &path,
+            format!("{base}[backup]\nformat = \"j2k-roi\"\nroi_ratio = 20\n"),
+        )
+        .unwrap();
+        let config = Config::load(&path).unwrap();
+        assert_eq!(config.backup.format, BackupFormat::J2kRoi);
+        assert_eq!(config.backup.roi_ratio, 20.0);
         std::fs::write(
             &path,
             format!("{base}[backup]\nformat = \"original\"\nwindow = \"25:00-01:00\"\n"),

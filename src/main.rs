@@ -62,7 +62,7 @@ enum Command {
         /// Region of interest for `j2k-roi`: `auto` (from the grey histogram) or `x,y,w,h`.
         #[arg(long, default_value = "auto")]
         roi: String,
-        /// Overall compression ratio the background is truncated towards (`j2k-roi`).
+        /// Compression ratio of the background (`j2k-roi`); the ROI is lossless.
         #[arg(long, default_value_t = 10.0)]
         ratio: f32,
         /// Print the summary as JSON.
@@ -118,6 +118,9 @@ enum BackupAction {
     Run {
         #[arg(long)]
         config: PathBuf,
+        /// Queue this study first (again, e.g. after `[backup] format` changed); repeatable.
+        #[arg(long)]
+        study: Vec<String>,
         /// Print the summary as JSON.
         #[arg(long)]
         json: bool,
@@ -288,10 +291,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Backup {
-            action: BackupAction::Run { config, json },
+            action:
+                BackupAction::Run {
+                    config,
+                    study,
+                    json,
+                },
         } => {
             let config = Config::load(&config)?;
             init_logging("warn")?;
+            runtime.block_on(strata::admin::enqueue_backup(&config, &study))?;
             let summary = runtime.block_on(strata::admin::backup_run(&config))?;
             if json {
                 println!("{}", serde_json::to_string(&summary)?);

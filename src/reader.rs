@@ -5,6 +5,9 @@
 //! With recovery attached ([`Reader::with_recovery`]), a primary copy that is missing or
 //! fails its CRC-32C is answered from the instance's next good copy (near-line), and the
 //! instance is queued in the locator for its primary to be re-created in the background.
+//! Only copies of the instance's exact bytes (`original` format) stand in for a primary;
+//! a lossy JPEG 2000 ROI copy is served only by [`Reader::read_lossy_copy`], for a retrieve
+//! whose every lossless copy is gone, and is never written back as a primary.
 
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -52,6 +55,14 @@ pub enum ReadError {
     },
     #[error("{location}: offline copies are read only by `strata backup import-volume`")]
     Offline { location: String },
+    #[error(
+        "{uid}: every lossless copy is lost; only a lossy {format} copy survives (in {location})"
+    )]
+    OnlyLossy {
+        uid: String,
+        format: String,
+        location: String,
+    },
 }
 
 impl ReadError {
@@ -139,6 +150,11 @@ impl Reader {
         };
         let (bytes, copy) = match self.read_good_copy(uid, primary).await {
             Ok(found) => found,
+            Err(e @ ReadError::OnlyLossy { .. }) => {
+                warn!(sop_instance_uid = %uid, primary_tier = primary.tier.as_str(),
+                    primary = %primary.location, error = %failure, "primary copy unreadable and no lossless copy left");
+                return Err(e);
+            }
             Err(ReadError::NoGoodCopy { uid, tried }) => {
                 return Err(ReadError::Unrecoverable {
                     uid,
@@ -186,7 +202,15 @@ impl Reader {
                 source,
             })?;
         let mut tried = 0;
-        for copy in copies.into_iter().filter(|c| c.crc32c == primary.crc32c) {
+        let mut lossy = None;
+        for copy in copies
+            .into_iter()
+            .filter(|c| c.source_crc32c == primary.crc32c)
+        {
+            if !copy.is_original() {
+                lossy.get_or_insert(copy);
+                continue;
+            }
             tried += 1;
             match self.read_copy(&copy).await {
                 Ok(bytes) => return Ok((bytes, copy)),
@@ -195,10 +219,76 @@ impl Reader {
                 }
             }
         }
+        if let Some(copy) = lossy {
+            return Err(ReadError::OnlyLossy {
+                uid: uid.to_string(),
+                format: copy.format,
+                location: copy.location,
+            });
+        }
         Err(ReadError::NoGoodCopy {
             uid: uid.to_string(),
             tried,
         })
+    }
+
+    /// The last resort of a retrieve whose primary and lossless copies are all gone: the
+    /// bytes of an intact lossy copy of the same version (marked lossy in its data set), and
+    /// that copy. Logged as such, counted as a fallback, and the primary queued for repair
+    /// (which only a lossless copy, e.g. from an offline volume, can do).
+    pub async fn read_lossy_copy(
+        &self,
+        uid: &str,
+        primary: &StoredObject,
+    ) -> Result<(Bytes, Copy), ReadError> {
+        let none = || ReadError::NoGoodCopy {
+            uid: uid.to_string(),
+            tried: 0,
+        };
+        let recovery = self.recovery.as_ref().ok_or_else(none)?;
+        let copies = recovery
+            .locator
+            .copies_of(uid)
+            .await
+            .map_err(|source| ReadError::Copies {
+                uid: uid.to_string(),
+                source,
+            })?;
+        for copy in copies
+            .into_iter()
+            .filter(|c| c.source_crc32c == primary.crc32c && !c.is_original())
+        {
+            match self.read_copy(&copy).await {
+                Ok(bytes) => {
+                    let count = recovery.fallbacks.fetch_add(1, Ordering::Relaxed) + 1;
+                    warn!(sop_instance_uid = %uid, copy_kind = copy.kind.as_str(), copy = %copy.location,
+                        format = %copy.format, fallbacks = count,
+                        "every lossless copy is lost; serving the lossy copy, marked lossy");
+                    let reason = format!(
+                        "every lossless copy is lost; only a lossy {} copy survives",
+                        copy.format
+                    );
+                    if let Err(e) = recovery.locator.enqueue_repair(uid, &reason).await {
+                        warn!(sop_instance_uid = %uid, error = %e, "cannot queue the primary for re-creation");
+                    }
+                    return Ok((bytes, copy));
+                }
+                Err(e) => {
+                    warn!(sop_instance_uid = %uid, copy = %copy.location, error = %e, "lossy copy unreadable too")
+                }
+            }
+        }
+        Err(none())
+    }
+
+    /// Queues `uid`'s primary for re-creation after damage found outside this reader (a
+    /// large instance found damaged only at the end of streaming it).
+    pub async fn report_damaged(&self, uid: &str, reason: &str) {
+        if let Some(recovery) = &self.recovery {
+            if let Err(e) = recovery.locator.enqueue_repair(uid, reason).await {
+                warn!(sop_instance_uid = %uid, error = %e, "cannot queue the primary for re-creation");
+            }
+        }
     }
 
     /// An extra copy's bytes, checked against its CRC-32C.

@@ -127,13 +127,16 @@ pub async fn run(
     });
     // Always running: it re-creates damaged primaries found by reads; it works through the
     // backup queue only inside its window.
-    let backup = Arc::new(Backup::new(
-        locator.clone(),
-        reader.clone(),
-        &config.backup.nearline_dir,
-        converter,
-        config.backup.throttle_mb_s,
-    )?);
+    let backup = Arc::new(
+        Backup::new(
+            locator.clone(),
+            reader.clone(),
+            &config.backup.nearline_dir,
+            converter,
+            config.backup.throttle_mb_s,
+        )?
+        .with_format(config.backup.format, config.backup.roi_ratio),
+    );
     let backup_worker = tokio::spawn(backup::run(
         backup,
         BackupSchedule {

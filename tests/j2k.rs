@@ -612,12 +612,30 @@ fn roi_disk_is_exact_and_background_is_truncated() {
     mask.add_ellipse(256.0 + 61.0, 256.0 - 26.0, 30.0, 30.0);
     let enc = check_roi(dir.path(), "roi_disk", &img, &mask, 30.0);
     assert!(enc.note.is_none(), "{:?}", enc.note);
-    let rel = enc.achieved_ratio / 30.0;
-    assert!(
-        (0.9..=1.1).contains(&rel),
-        "ROI codestream ratio {} vs 30",
-        enc.achieved_ratio
-    );
+    let rel = background_ratio(&img, &mask, &enc) / 30.0;
+    assert!((0.9..=1.1).contains(&rel), "background ratio {rel} x 30");
+}
+
+/// The ratio the background got: its raw bytes over the bytes beyond the ROI's own (the
+/// size of the same encoding with a background ratio too high to leave it anything).
+fn background_ratio(img: &Image<'_>, mask: &Mask, enc: &Encoded) -> f64 {
+    let roi_only = encode(
+        img,
+        &EncodeParams {
+            mode: Mode::Roi {
+                mask,
+                background_ratio: 1e9,
+            },
+            layers: 2,
+            ..Default::default()
+        },
+    )
+    .unwrap()
+    .codestream
+    .len();
+    let pixels = (img.width * img.height) as f64;
+    let background_raw = img.raw_bytes() as f64 * (1.0 - mask.count() as f64 / pixels);
+    background_raw / (enc.codestream.len() - roi_only) as f64
 }
 
 #[test]
@@ -655,35 +673,15 @@ fn roi_auto_mask_on_ct() {
     );
     let enc = check_roi(dir.path(), "roi_auto", &img, &auto.mask, 4.0);
     assert!(enc.note.is_none(), "{:?}", enc.note);
-    assert!(
-        (enc.achieved_ratio / 4.0 - 1.0).abs() <= 0.1,
-        "ratio {}",
-        enc.achieved_ratio
-    );
-    // At 10:1 the lossless ROI alone is larger than the budget: still exact, and reported.
-    let enc = encode(
-        &img,
-        &EncodeParams {
-            mode: Mode::Roi {
-                mask: &auto.mask,
-                background_ratio: 10.0,
-            },
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let note = enc
-        .note
-        .clone()
-        .expect("an ROI larger than the budget must be reported");
-    println!("note: {note}");
+    let rel = background_ratio(&img, &auto.mask, &enc) / 4.0;
+    assert!((0.9..=1.1).contains(&rel), "background ratio {rel} x 4");
+    // At 10:1 the lossless ROI alone is larger than a tenth of the image: the background
+    // still gets its share (check_roi asserts its PSNR), and the ROI stays exact.
+    let enc = check_roi(dir.path(), "roi_auto_10", &img, &auto.mask, 10.0);
+    assert!(enc.note.is_none(), "{:?}", enc.note);
     assert!(enc.achieved_ratio < 9.0, "ratio {}", enc.achieved_ratio);
-    let orig = samples_i32(&img);
-    let d = decode_openjp2_crate(&write_j2c(dir.path(), "roi_auto_over", &enc));
-    assert!(
-        (0..orig.len()).all(|i| !auto.mask.bits()[i] || d.samples[i] == orig[i]),
-        "ROI exact over budget"
-    );
+    let rel = background_ratio(&img, &auto.mask, &enc) / 10.0;
+    assert!((0.9..=1.1).contains(&rel), "background ratio {rel} x 10");
 }
 
 #[test]

@@ -60,13 +60,31 @@ impl Stack {
             &config.backup.nearline_dir,
             converter.clone(),
             config.backup.throttle_mb_s,
-        )?;
+        )?
+        .with_format(config.backup.format, config.backup.roi_ratio);
         Ok(Stack {
             locator,
             converter,
             backup,
         })
     }
+}
+
+/// Queues studies for a near-line copy (`strata backup run --study`); each must be stored.
+pub async fn enqueue_backup(config: &Config, studies: &[String]) -> Result<(), BackupCommandError> {
+    if studies.is_empty() {
+        return Ok(());
+    }
+    let locator = Locator::open(&config.locator).await?;
+    for study in studies {
+        if locator.study_instances(study).await?.is_empty() {
+            locator.close().await;
+            return Err(BackupError::UnknownStudy(study.clone()).into());
+        }
+        locator.enqueue_backup(study, "manual").await?;
+    }
+    locator.close().await;
+    Ok(())
 }
 
 /// Backs up every queued study now.
@@ -140,6 +158,21 @@ impl std::fmt::Display for VerifyReport {
                 f,
                 "copy    {name:<9} ok {} missing {} damaged {}",
                 c.ok, c.missing, c.damaged
+            )?;
+        }
+        if self.lossy_only > 0 {
+            writeln!(
+                f,
+                "LOSSLESS LOST  {} instances survive only as lossy JPEG 2000 ROI copies: \
+                 retrieves send those, marked lossy; import an offline volume to mend them",
+                self.lossy_only
+            )?;
+        }
+        if self.unrecoverable > 0 {
+            writeln!(
+                f,
+                "UNRECOVERABLE  {} instances have no intact copy left",
+                self.unrecoverable
             )?;
         }
         writeln!(

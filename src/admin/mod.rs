@@ -8,7 +8,7 @@ mod status;
 mod tier;
 mod transcode;
 
-pub use backup::{backup_run, verify, BackupCommandError, BackupSummary};
+pub use backup::{backup_run, enqueue_backup, verify, BackupCommandError, BackupSummary};
 pub use import::{import, ImportError, ImportSummary, IMPORT_AE};
 pub use status::{status, StatusReport};
 pub use tier::{locate, restore, tier_run, Located, LocatedCopy, TierError, TierSummary};

@@ -55,6 +55,8 @@ pub struct Located {
 #[derive(Debug, Clone, Serialize)]
 pub struct LocatedCopy {
     pub kind: &'static str,
+    /// `original` or `j2k-roi`.
+    pub format: String,
     pub location: String,
     pub offset: u64,
     pub length: u64,
@@ -140,6 +142,7 @@ pub async fn locate(config: &Config, study: &str) -> Result<Vec<Located>, TierEr
                 .into_iter()
                 .map(|c| LocatedCopy {
                     kind: c.kind.as_str(),
+                    format: c.format,
                     location: c.location,
                     offset: c.offset,
                     length: c.length,

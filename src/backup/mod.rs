@@ -17,6 +17,12 @@
 //! their claims and deletes near-line containers no copy points at (a kill between 2 and 3,
 //! or between 3 and 4). Writes are paced to `[backup] throttle_mb_s`.
 //!
+//! With `[backup] format = "j2k-roi"`, each uncompressed or losslessly compressed image
+//! whose primary reads back intact goes into the container as JPEG 2000 with MAXSHIFT ROI
+//! coding (anatomy lossless, background lossy, marked lossy); everything else, and every
+//! instance read from a backup copy because its primary is damaged, goes in as stored, so a
+//! lossy copy never takes the place of the last lossless one.
+//!
 //! Repairs: an instance whose primary was found missing or damaged (by a read, or by
 //! [`verify`]) is re-created on the online tier from an intact copy through the converter's
 //! journaled online write, and the locator switched to it.
@@ -35,11 +41,14 @@ use tracing::{debug, info, warn};
 
 use crate::archive::container::{verify as verify_container, ContainerBuilder, Expected};
 use crate::archive::{container_name, temp_name, ArchiveError, ArchiveStore, LocalStore};
+use crate::codec::dicom::{to_j2k, Roi, Target};
+use crate::config::BackupFormat;
 use crate::convert::{ConvertError, Converter};
 use crate::locator::archive::PlacedInstance;
-use crate::locator::copies::{Copy, CopyKind};
+use crate::locator::copies::{Copy, CopyKind, J2K_ROI, ORIGINAL};
 use crate::locator::{now_millis, Locator, LocatorError};
 use crate::model::schedule::{in_window, minute_now};
+use crate::model::StoredObject;
 use crate::reader::{ReadError, Reader};
 
 pub use verify::{Counts, VerifyReport};
@@ -125,6 +134,29 @@ pub struct Backup {
     nearline_dir: PathBuf,
     converter: Arc<Converter>,
     throttle_mb_s: f64,
+    format: BackupFormat,
+    roi_ratio: f32,
+}
+
+/// One instance as it goes into a near-line container.
+struct Prepared {
+    bytes: Bytes,
+    format: &'static str,
+    /// CRC-32C of the primary's bytes the copy was made from.
+    source_crc32c: u32,
+}
+
+/// Stored syntaxes whose pixels a `j2k-roi` copy may be made from: uncompressed or lossless
+/// (a lossy original is copied as stored rather than compressed a second time).
+fn roi_source(transfer_syntax_uid: &str) -> bool {
+    crate::model::transfer_syntax::is_native(transfer_syntax_uid)
+        || matches!(
+            transfer_syntax_uid,
+            "1.2.840.10008.1.2.4.57"
+                | "1.2.840.10008.1.2.4.70"
+                | "1.2.840.10008.1.2.4.90"
+                | "1.2.840.10008.1.2.5"
+        )
 }
 
 impl Backup {
@@ -144,7 +176,16 @@ impl Backup {
             nearline_dir: nearline_dir.to_owned(),
             converter,
             throttle_mb_s,
+            format: BackupFormat::Original,
+            roi_ratio: 10.0,
         })
+    }
+
+    /// Sets what near-line copies hold (`[backup] format` and `roi_ratio`).
+    pub fn with_format(mut self, format: BackupFormat, roi_ratio: f32) -> Backup {
+        self.format = format;
+        self.roi_ratio = roi_ratio;
+        self
     }
 
     /// The reader this worker uses (with recovery).
@@ -292,25 +333,30 @@ impl Backup {
         let mut expected = Vec::with_capacity(instances.len());
         // One instance at a time in memory, plus the read-ahead and the builder's buffer.
         let reader = self.reader.clone();
-        let sources: Vec<(String, crate::model::StoredObject)> = instances
+        let (format, ratio) = (self.format, self.roi_ratio);
+        let sources: Vec<(String, StoredObject)> = instances
             .iter()
             .map(|i| (i.sop_instance_uid.clone(), i.object.clone()))
             .collect();
         let mut files = futures_util::stream::iter(sources)
             .map(move |(uid, object)| {
                 let reader = reader.clone();
-                async move { reader.read_instance(&uid, &object).await }
+                async move { prepare(&reader, &uid, &object, format, ratio).await }
             })
             .buffered(READ_AHEAD);
+        let mut formats = Vec::with_capacity(instances.len());
         for instance in instances {
-            let bytes: Bytes = files.next().await.expect("one read per instance")?;
-            let placed = builder.add(&instance.sop_instance_uid, &bytes).await?;
-            throttle.pace(bytes.len() as u64).await;
+            let prepared: Prepared = files.next().await.expect("one read per instance")?;
+            let placed = builder
+                .add(&instance.sop_instance_uid, &prepared.bytes)
+                .await?;
+            throttle.pace(prepared.bytes.len() as u64).await;
             expected.push(Expected {
                 sop_instance_uid: instance.sop_instance_uid.clone(),
                 placed,
-                crc32c: crc32c(&bytes),
+                crc32c: crc32c(&prepared.bytes),
             });
+            formats.push((prepared.format, prepared.source_crc32c));
         }
         let length = builder.finish().await?;
         verify_container(&self.nearline, temp, &expected, length)
@@ -321,7 +367,8 @@ impl Backup {
         let created_at = now_millis();
         let copies = expected
             .into_iter()
-            .map(|e| Copy {
+            .zip(formats)
+            .map(|(e, (format, source_crc32c))| Copy {
                 sop_instance_uid: e.sop_instance_uid,
                 kind: CopyKind::Nearline,
                 location: name.to_string(),
@@ -329,7 +376,8 @@ impl Backup {
                 offset: e.placed.offset,
                 length: e.placed.length,
                 crc32c: e.crc32c,
-                format: "original".into(),
+                format: format.into(),
+                source_crc32c,
                 created_at,
             })
             .collect::<Vec<_>>();
@@ -386,6 +434,55 @@ impl Backup {
             }
         }
         Ok((recreated, failed))
+    }
+}
+
+/// Reads one instance for its near-line copy and, for `j2k-roi`, compresses it. Only bytes
+/// read from the intact primary are compressed: bytes that had to come from a backup copy
+/// go in as they are, since that copy is about to be replaced.
+async fn prepare(
+    reader: &Reader,
+    uid: &str,
+    object: &StoredObject,
+    format: BackupFormat,
+    ratio: f32,
+) -> Result<Prepared, BackupError> {
+    let original = |bytes: Bytes| Prepared {
+        source_crc32c: crc32c(&bytes),
+        bytes,
+        format: ORIGINAL,
+    };
+    if format == BackupFormat::Original || !roi_source(&object.transfer_syntax_uid) {
+        return Ok(original(reader.read_instance(uid, object).await?));
+    }
+    let bytes = match reader.read_verified(object).await {
+        Ok(bytes) => bytes,
+        Err(failure) => return Ok(original(reader.read_fallback(uid, object, failure).await?)),
+    };
+    let input = bytes.clone();
+    let target = Target::Roi {
+        roi: Roi::Auto,
+        ratio,
+    };
+    let result = tokio::task::spawn_blocking(move || to_j2k(&input, &target))
+        .await
+        .expect("compression task");
+    match result {
+        // Above 28 bit-planes the encoder falls back to lossless: keep the original then,
+        // it is the better lossless copy (bit-identical).
+        Ok(done) if !done.lossless && done.file.len() < bytes.len() => {
+            debug!(sop_instance_uid = %uid, ratio = done.ratio, roi = ?done.roi_fraction, "near-line copy compressed with JPEG 2000 ROI");
+            Ok(Prepared {
+                source_crc32c: object.crc32c,
+                bytes: Bytes::from(done.file),
+                format: J2K_ROI,
+            })
+        }
+        Ok(_) => Ok(original(bytes)),
+        Err(e) => {
+            debug!(sop_instance_uid = %uid, reason = %e, "near-line copy kept as stored");
+            Ok(original(bytes))
+        }
     }
 }
 

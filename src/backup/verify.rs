@@ -11,6 +11,7 @@ use tracing::warn;
 
 use super::{Backup, BackupError, Repaired};
 use crate::locator::copies::CopyKind;
+use crate::model::StoredObject;
 use crate::reader::ReadError;
 
 /// Rows read from the locator at a time.
@@ -51,6 +52,12 @@ pub struct VerifyReport {
     pub repaired_studies: u64,
     /// Damaged or missing copies still so after this run (0 after a complete repair).
     pub remaining: u64,
+    /// Bad primaries whose every lossless copy is lost too, with a lossy (JPEG 2000 ROI)
+    /// copy left: retrieves send that copy, marked lossy; only a lossless copy (an offline
+    /// volume) can mend them.
+    pub lossy_only: u64,
+    /// Bad primaries with no intact copy at all.
+    pub unrecoverable: u64,
     /// One line per problem found or left.
     pub problems: Vec<String>,
     pub seconds: f64,
@@ -84,7 +91,7 @@ impl Backup {
         let (mut checked, mut bytes) = (0u64, 0u64);
 
         // Primaries, page by page, a few reads at a time.
-        let mut bad_primaries: Vec<String> = Vec::new();
+        let mut bad_primaries: Vec<(String, StoredObject)> = Vec::new();
         let mut after = 0;
         loop {
             let page = self.locator.primaries_page(after, PAGE).await?;
@@ -110,7 +117,7 @@ impl Backup {
                     report
                         .problems
                         .push(format!("{} primary ({tier}): {e}", p.sop_instance_uid));
-                    bad_primaries.push(p.sop_instance_uid.clone());
+                    bad_primaries.push((p.sop_instance_uid.clone(), p.object.clone()));
                 }
                 counts.add(&result);
                 progress(checked, total, bytes);
@@ -152,9 +159,24 @@ impl Backup {
         }
         report.remaining = report.found();
 
+        // What each bad primary can be mended from (few reads: only the damage).
+        for (uid, object) in &bad_primaries {
+            match self.reader.read_good_copy(uid, object).await {
+                Ok(_) => {}
+                Err(e @ ReadError::OnlyLossy { .. }) => {
+                    report.lossy_only += 1;
+                    report.problems.push(e.to_string());
+                }
+                Err(e) => {
+                    report.unrecoverable += 1;
+                    report.problems.push(e.to_string());
+                }
+            }
+        }
+
         if repair {
-            self.repair(&mut report, &bad_primaries, &bad_copies)
-                .await?;
+            let uids: Vec<String> = bad_primaries.into_iter().map(|(uid, _)| uid).collect();
+            self.repair(&mut report, &uids, &bad_copies).await?;
         }
         report.seconds = started.elapsed().as_secs_f64();
         Ok(report)

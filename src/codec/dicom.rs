@@ -31,7 +31,7 @@ pub enum Target {
     /// Reversible 5/3, every sample kept.
     Lossless,
     /// MAXSHIFT region of interest: ROI samples kept exactly, the background compressed
-    /// towards `ratio`:1 overall.
+    /// `ratio`:1 (the overall ratio is lower, by how much the ROI takes).
     Roi { roi: Roi, ratio: f32 },
 }
 
@@ -361,10 +361,10 @@ fn mark_lossy(object: &mut DefaultDicomObject, ratio: f64, target: &Target) {
     ));
     let what = match target {
         Target::Roi { roi: Roi::Auto, ratio } => format!(
-            "JPEG 2000 MAXSHIFT region-of-interest coding (automatic ROI from the grey histogram): ROI lossless, background lossy, target {ratio}:1"
+            "JPEG 2000 MAXSHIFT region-of-interest coding (automatic ROI from the grey histogram): ROI lossless, background lossy {ratio}:1"
         ),
         Target::Roi { roi: Roi::Rect(x, y, w, h), ratio } => format!(
-            "JPEG 2000 MAXSHIFT region-of-interest coding (ROI {w}x{h} at {x},{y}): ROI lossless, background lossy, target {ratio}:1"
+            "JPEG 2000 MAXSHIFT region-of-interest coding (ROI {w}x{h} at {x},{y}): ROI lossless, background lossy {ratio}:1"
         ),
         Target::Lossless => "JPEG 2000 lossy compression".to_string(),
     };

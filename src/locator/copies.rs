@@ -56,8 +56,11 @@ pub struct Copy {
     pub offset: u64,
     pub length: u64,
     pub crc32c: u32,
-    /// `original`: the Part-10 file byte for byte as stored.
+    /// `original`: the Part-10 file byte for byte as stored; `j2k-roi`: JPEG 2000 with the
+    /// region of interest lossless and the background lossy (marked lossy in the data set).
     pub format: String,
+    /// CRC-32C of the primary this copy was made from (= `crc32c` for `original` copies).
+    pub source_crc32c: u32,
     /// Unix milliseconds.
     pub created_at: i64,
 }
@@ -100,11 +103,25 @@ fn copy_row(row: &sqlx::sqlite::SqliteRow) -> Result<Copy, sqlx::Error> {
         crc32c: row.try_get::<i64, _>(6)? as u32,
         format: row.try_get(7)?,
         created_at: row.try_get(8)?,
+        source_crc32c: row.try_get::<i64, _>(9)? as u32,
     })
 }
 
-const COPY_COLUMNS: &str =
-    "sop_instance_uid, kind, location, member, byte_offset, byte_length, crc32c, format, created_at";
+const COPY_COLUMNS: &str = "sop_instance_uid, kind, location, member, byte_offset, byte_length, \
+     crc32c, format, created_at, source_crc32c";
+
+/// The format of copies that hold the instance's bytes unchanged.
+pub const ORIGINAL: &str = "original";
+/// The format of JPEG 2000 ROI copies (lossy background, marked lossy).
+pub const J2K_ROI: &str = "j2k-roi";
+
+impl Copy {
+    /// Whether the copy holds the instance's bytes unchanged (and so can replace a lost
+    /// primary bit for bit).
+    pub fn is_original(&self) -> bool {
+        self.format == ORIGINAL
+    }
+}
 
 /// Adds a study to the backup queue (or moves its time forward, so a backup already running
 /// does not dequeue instances that arrived after it listed the study). Runs inside the
@@ -155,7 +172,7 @@ impl Locator {
         .await
         .map_err(err)?;
         rows.iter()
-            .map(|r| Ok((r.get::<i64, _>(9), copy_row(r).map_err(err)?)))
+            .map(|r| Ok((r.get::<i64, _>(10), copy_row(r).map_err(err)?)))
             .collect()
     }
 
@@ -272,8 +289,8 @@ impl Locator {
 
     /// In one transaction: records `copies` (all in `container`, whose bytes are durable and
     /// verified) in place of the instances' older near-line copies, and takes the study off
-    /// the queue unless it was queued again after `listed_at`. A copy whose CRC no longer
-    /// matches its instance (overwritten meanwhile) is not recorded. Returns the old near-line
+    /// the queue unless it was queued again after `listed_at`. A copy whose source CRC no
+    /// longer matches its instance (overwritten meanwhile) is not recorded. Returns the old near-line
     /// containers nothing points at any more, to delete.
     pub async fn record_nearline(
         &self,
@@ -293,7 +310,7 @@ impl Locator {
             )
             .bind(&c.sop_instance_uid)
             .bind(&c.sop_instance_uid)
-            .bind(i64::from(c.crc32c))
+            .bind(i64::from(c.source_crc32c))
             .fetch_all(&mut *tx)
             .await
             .map_err(err)?;
@@ -304,8 +321,8 @@ impl Locator {
             }
             sqlx::query(
                 "INSERT INTO copies (sop_instance_uid, kind, location, member, byte_offset, \
-                   byte_length, crc32c, format, created_at) \
-                 SELECT ?, 'nearline', ?, '', ?, ?, ?, ?, ? WHERE EXISTS \
+                   byte_length, crc32c, format, created_at, source_crc32c) \
+                 SELECT ?, 'nearline', ?, '', ?, ?, ?, ?, ?, ? WHERE EXISTS \
                    (SELECT 1 FROM instances WHERE sop_instance_uid = ? AND crc32c = ?)",
             )
             .bind(&c.sop_instance_uid)
@@ -315,8 +332,9 @@ impl Locator {
             .bind(i64::from(c.crc32c))
             .bind(&c.format)
             .bind(c.created_at)
+            .bind(i64::from(c.source_crc32c))
             .bind(&c.sop_instance_uid)
-            .bind(i64::from(c.crc32c))
+            .bind(i64::from(c.source_crc32c))
             .execute(&mut *tx)
             .await
             .map_err(err)?;

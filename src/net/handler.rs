@@ -111,8 +111,14 @@ pub struct RetrieveItem {
 /// The data set of one instance, as a retrieve's reader hands it over, in plan order.
 #[derive(Debug)]
 pub enum Piece {
-    /// The data set of plan entry `index` begins; `length` bytes of `Data` follow.
-    Start { index: usize, length: u64 },
+    /// The data set of plan entry `index` begins; `length` bytes of `Data` follow. `warning`
+    /// says why the data set is not the one stored (a lossy substitute for a lost original):
+    /// the sub-operation then counts as a warning even when the destination answers success.
+    Start {
+        index: usize,
+        length: u64,
+        warning: Option<String>,
+    },
     /// The next bytes of the current data set.
     Data(bytes::Bytes),
     /// Plan entry `index` cannot be sent (unreadable, damaged, cannot be transcoded). Comes

@@ -6,7 +6,12 @@
 //! the channel's [`PIECES_IN_FLIGHT`] chunks. Instances up to [`WHOLE_LIMIT`] are read whole
 //! and verified against their CRC-32C before the first byte goes out; larger ones stream in
 //! chunks and are verified at the end (a mismatch then aborts the sub-operation's
-//! association, the only way to take back a half-sent data set).
+//! association, the only way to take back a half-sent data set, and queues the primary for
+//! repair so the next retrieve finds it mended).
+//!
+//! A primary that is missing or damaged is answered from its next lossless backup copy; when
+//! only a lossy (JPEG 2000 ROI) copy survives, that copy is sent, marked lossy in its data
+//! set, and the sub-operation counts as a warning.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -16,9 +21,10 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::transcode::transcode;
+use crate::codec::dicom::JPEG_2000;
 use crate::model::StoredObject;
 use crate::net::Piece;
-use crate::reader::{data_set_offset, Reader};
+use crate::reader::{data_set_offset, ReadError, Reader};
 
 /// Size of the `Data` pieces handed to the network layer.
 const CHUNK: usize = 1 << 20;
@@ -43,8 +49,16 @@ pub(super) fn start(
 
 struct Ahead {
     index: usize,
+    /// The transfer syntax to send in.
+    ts: String,
     /// Set for instances read whole; `None` streams.
-    whole: Option<JoinHandle<Result<Bytes, String>>>,
+    whole: Option<JoinHandle<Result<Prepared, String>>>,
+}
+
+/// A data set ready to send, and why it is not the stored one, if it is not.
+struct Prepared {
+    data: Bytes,
+    warning: Option<String>,
 }
 
 async fn produce(
@@ -62,10 +76,10 @@ async fn produce(
             next += 1;
             let object = objects[index].clone();
             let whole = (object.length <= WHOLE_LIMIT || ts != object.transfer_syntax_uid)
-                .then(|| tokio::spawn(prepare_whole(reader.clone(), index, object, ts)));
-            ahead.push_back(Ahead { index, whole });
+                .then(|| tokio::spawn(prepare_whole(reader.clone(), index, object, ts.clone())));
+            ahead.push_back(Ahead { index, ts, whole });
         }
-        let Some(Ahead { index, whole }) = ahead.pop_front() else {
+        let Some(Ahead { index, ts, whole }) = ahead.pop_front() else {
             return;
         };
         let sent = match whole {
@@ -73,12 +87,17 @@ async fn produce(
                 let prepared = handle
                     .await
                     .unwrap_or_else(|e| Err(format!("reader task failed: {e}")));
-                match prepared {
-                    Ok(data) => send_whole(&tx, index, data).await,
-                    Err(reason) => tx.send(Piece::Failed { index, reason }).await.is_ok(),
-                }
+                send_prepared(&tx, index, prepared).await
             }
-            None => stream_large(&reader.reader, &objects[index], index, &tx).await,
+            None => match stream_large(&reader, &objects[index], index, &tx).await {
+                Streamed::Done(sent) => sent,
+                // Unreadable before anything went out: from a backup copy, whole.
+                Streamed::Unreadable(first) => {
+                    let prepared =
+                        prepare_from_copy(&reader, index, &objects[index], &ts, first).await;
+                    send_prepared(&tx, index, prepared).await
+                }
+            },
         };
         if !sent {
             // The network side is gone (cancel, abort): stop reading.
@@ -87,9 +106,22 @@ async fn produce(
     }
 }
 
-async fn send_whole(tx: &mpsc::Sender<Piece>, index: usize, data: Bytes) -> bool {
+async fn send_prepared(
+    tx: &mpsc::Sender<Piece>,
+    index: usize,
+    prepared: Result<Prepared, String>,
+) -> bool {
+    let Prepared { data, warning } = match prepared {
+        Ok(prepared) => prepared,
+        Err(reason) => return tx.send(Piece::Failed { index, reason }).await.is_ok(),
+    };
     let length = data.len() as u64;
-    if tx.send(Piece::Start { index, length }).await.is_err() {
+    let start = Piece::Start {
+        index,
+        length,
+        warning,
+    };
+    if tx.send(start).await.is_err() {
         return false;
     }
     let mut at = 0;
@@ -118,49 +150,105 @@ async fn prepare_whole(
     index: usize,
     object: StoredObject,
     ts: String,
-) -> Result<Bytes, String> {
-    let file = match reader.reader.read_verified(&object).await {
-        Ok(file) => file,
-        Err(first) => {
-            let uid = &reader.sop_instance_uids[index];
-            match reader.locator.find_instance(uid).await {
-                Ok(Some(now)) if now.location != object.location || now.tier != object.tier => {
-                    tracing::info!(sop_instance_uid = %uid, from = %object.location, to = %now.location, "instance moved while being retrieved; reading its new copy");
-                    reader
-                        .reader
-                        .read_instance(uid, &now)
-                        .await
-                        .map_err(|e| e.to_string())?
-                }
-                // Missing or damaged where it still is: its next good backup copy, if any
-                // (the primary is then queued for re-creation).
-                _ => reader
-                    .reader
-                    .read_fallback(uid, &object, first)
-                    .await
-                    .map_err(|e| e.to_string())?,
-            }
+) -> Result<Prepared, String> {
+    match reader.reader.read_verified(&object).await {
+        Ok(file) => {
+            finish(
+                file,
+                &object.location,
+                &object.transfer_syntax_uid,
+                &ts,
+                None,
+            )
+            .await
         }
-    };
-    let start = data_set_offset(&file).map_err(|e| format!("{}: {e}", object.location))?;
-    if ts == object.transfer_syntax_uid {
-        return Ok(file.slice(start..));
+        Err(first) => prepare_from_copy(&reader, index, &object, &ts, first).await,
     }
-    let from = object.transfer_syntax_uid.clone();
-    tokio::task::spawn_blocking(move || transcode(&file, start, &from, &ts).map(Bytes::from))
-        .await
-        .map_err(|e| format!("transcoding task failed: {e}"))?
+}
+
+/// After the primary failed with `first`: the instance's new primary if it moved meanwhile
+/// (a tier move finished between listing and reading), else its next lossless backup copy
+/// (the primary is then queued for re-creation), else a lossy copy with a warning.
+async fn prepare_from_copy(
+    reader: &Relocating,
+    index: usize,
+    object: &StoredObject,
+    ts: &str,
+    first: ReadError,
+) -> Result<Prepared, String> {
+    let uid = &reader.sop_instance_uids[index];
+    let location = &object.location;
+    if let Ok(Some(now)) = reader.locator.find_instance(uid).await {
+        if now.location != object.location || now.tier != object.tier {
+            tracing::info!(sop_instance_uid = %uid, from = %object.location, to = %now.location, "instance moved while being retrieved; reading its new copy");
+            let file = reader
+                .reader
+                .read_instance(uid, &now)
+                .await
+                .map_err(|e| e.to_string())?;
+            return finish(file, &now.location, &now.transfer_syntax_uid, ts, None).await;
+        }
+    }
+    match reader.reader.read_fallback(uid, object, first).await {
+        Ok(file) => finish(file, location, &object.transfer_syntax_uid, ts, None).await,
+        Err(ReadError::OnlyLossy { .. }) => {
+            let (file, copy) = reader
+                .reader
+                .read_lossy_copy(uid, object)
+                .await
+                .map_err(|e| e.to_string())?;
+            let warning = format!(
+                "every lossless copy is lost; sent the lossy {} copy from {} (marked Lossy \
+                 Image Compression 01)",
+                copy.format, copy.location
+            );
+            finish(file, &copy.location, JPEG_2000, ts, Some(warning)).await
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Cuts off the file meta of `file` (in syntax `from`) and transcodes it to `ts` if needed.
+async fn finish(
+    file: Bytes,
+    location: &str,
+    from: &str,
+    ts: &str,
+    warning: Option<String>,
+) -> Result<Prepared, String> {
+    let start = data_set_offset(&file).map_err(|e| format!("{location}: {e}"))?;
+    if ts == from {
+        return Ok(Prepared {
+            data: file.slice(start..),
+            warning,
+        });
+    }
+    let (from, ts) = (from.to_string(), ts.to_string());
+    let data =
+        tokio::task::spawn_blocking(move || transcode(&file, start, &from, &ts).map(Bytes::from))
+            .await
+            .map_err(|e| format!("transcoding task failed: {e}"))??;
+    Ok(Prepared { data, warning })
+}
+
+/// How streaming a large instance ended.
+enum Streamed {
+    /// Sent, or failed after starting (false: the network side is gone).
+    Done(bool),
+    /// The primary could not be read at all; nothing was sent.
+    Unreadable(ReadError),
 }
 
 /// Streams a large instance in chunks, verifying its CRC-32C at the end. The last piece is
 /// held back until the check passes, so damage is reported while the data set is still
 /// incomplete on the wire.
 async fn stream_large(
-    reader: &Reader,
+    relocating: &Relocating,
     object: &StoredObject,
     index: usize,
     tx: &mpsc::Sender<Piece>,
-) -> bool {
+) -> Streamed {
+    let reader: &Reader = &relocating.reader;
     let mut crc = 0u32;
     let mut at = 0u64;
     let mut started = false;
@@ -169,14 +257,10 @@ async fn stream_large(
         let len = LARGE_CHUNK.min(object.length - at);
         let chunk = match reader.read_range(object, at, len).await {
             Ok(chunk) => chunk,
+            Err(e) if !started => return Streamed::Unreadable(e),
             Err(e) => {
-                return tx
-                    .send(Piece::Failed {
-                        index,
-                        reason: e.to_string(),
-                    })
-                    .await
-                    .is_ok()
+                let reason = e.to_string();
+                return Streamed::Done(tx.send(Piece::Failed { index, reason }).await.is_ok());
             }
         };
         crc = crc32c::crc32c_append(crc, &chunk);
@@ -187,12 +271,17 @@ async fn stream_large(
                 Ok(start) => start,
                 Err(e) => {
                     let reason = format!("{}: {e}", object.location);
-                    return tx.send(Piece::Failed { index, reason }).await.is_ok();
+                    return Streamed::Done(tx.send(Piece::Failed { index, reason }).await.is_ok());
                 }
             };
             let length = object.length - start as u64;
-            if tx.send(Piece::Start { index, length }).await.is_err() {
-                return false;
+            let piece = Piece::Start {
+                index,
+                length,
+                warning: None,
+            };
+            if tx.send(piece).await.is_err() {
+                return Streamed::Done(false);
             }
             started = true;
             chunk.slice(start..)
@@ -203,7 +292,7 @@ async fn stream_large(
             let end = (from + CHUNK).min(data.len());
             if let Some(previous) = held.replace(data.slice(from..end)) {
                 if tx.send(Piece::Data(previous)).await.is_err() {
-                    return false;
+                    return Streamed::Done(false);
                 }
             }
             from = end;
@@ -214,10 +303,12 @@ async fn stream_large(
             "{} is damaged: CRC-32C {crc:08x}, expected {:08x}",
             object.location, object.crc32c
         );
-        return tx.send(Piece::Failed { index, reason }).await.is_ok();
+        let uid = &relocating.sop_instance_uids[index];
+        reader.report_damaged(uid, &reason).await;
+        return Streamed::Done(tx.send(Piece::Failed { index, reason }).await.is_ok());
     }
-    match held {
+    Streamed::Done(match held {
         Some(last) => tx.send(Piece::Data(last)).await.is_ok(),
         None => true,
-    }
+    })
 }

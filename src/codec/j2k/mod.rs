@@ -182,9 +182,10 @@ pub enum Mode<'m> {
     /// Irreversible 9/7 truncated to the fewest bytes whose estimated PSNR (peak
     /// `2^bits - 1`, over all samples) reaches `psnr` dB.
     Quality { psnr: f32 },
-    /// Reversible 5/3 with MAXSHIFT: pixels inside `mask` decode exactly; the whole
-    /// codestream is truncated towards `raw_bytes / background_ratio` bytes by dropping
-    /// background coding passes only.
+    /// Reversible 5/3 with MAXSHIFT: pixels inside `mask` decode exactly, and the background
+    /// is compressed `background_ratio`:1. The codestream is truncated to the ROI's lossless
+    /// size plus the background's raw size over the ratio, by dropping background coding
+    /// passes only: a large ROI does not starve the background.
     Roi {
         mask: &'m Mask,
         background_ratio: f32,
@@ -739,11 +740,17 @@ fn encode_planes(
     let raw = image.raw_bytes();
     let final_budget = match params.mode {
         Mode::Lossless => None,
-        Mode::Lossy { ratio }
-        | Mode::Roi {
+        Mode::Lossy { ratio } => Some((raw as f64 / ratio as f64) as usize),
+        Mode::Roi {
+            mask,
             background_ratio: ratio,
-            ..
-        } => Some((raw as f64 / ratio as f64) as usize),
+        } => {
+            // A zero budget keeps only the passes the ROI needs (they are never dropped).
+            rate::allocate(&mut t2tiles, &[Some(0)], overhead);
+            let roi_only = overhead + t2tiles.iter().map(|t| t2::tile_len(t, 1)).sum::<usize>();
+            let background = raw as f64 * (1.0 - mask.count() as f64 / (w * h) as f64);
+            Some(roi_only + (background / ratio as f64) as usize)
+        }
         Mode::Quality { psnr } => {
             let peak = ((1u64 << bits) - 1) as f64;
             let samples = (w * h * nc) as f64;

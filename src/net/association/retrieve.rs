@@ -348,10 +348,18 @@ fn classify(status: Status) -> Done {
     }
 }
 
-/// Waits for the start of plan entry `index`; its failure reason if the reader gave up.
-async fn next_start(pieces: &mut mpsc::Receiver<Piece>, index: usize) -> Result<u64, String> {
+/// Waits for the start of plan entry `index`: its length and warning, or its failure reason
+/// if the reader gave up.
+async fn next_start(
+    pieces: &mut mpsc::Receiver<Piece>,
+    index: usize,
+) -> Result<(u64, Option<String>), String> {
     match pieces.recv().await {
-        Some(Piece::Start { index: i, length }) if i == index => Ok(length),
+        Some(Piece::Start {
+            index: i,
+            length,
+            warning,
+        }) if i == index => Ok((length, warning)),
         Some(Piece::Failed { index: i, reason }) if i == index => Err(reason),
         Some(_) => Err("reader out of step".into()),
         None => Err("reader stopped".into()),
@@ -456,8 +464,8 @@ async fn sub_operation<A>(
 where
     A: dicom_ul::association::AsyncAssociation<TcpStream> + Send,
 {
-    let length = match next_start(pieces, planned.index).await {
-        Ok(length) => length,
+    let (length, warning) = match next_start(pieces, planned.index).await {
+        Ok(start) => start,
         Err(reason) => return Ok((Done::Failed(reason), false)),
     };
     let command = StoreCommand {
@@ -470,7 +478,14 @@ where
     };
     *message_id = message_id.wrapping_add(1).max(1);
     let answer = store_scu::store(assoc, assembler, timeout, command, pieces, watch_cancel).await?;
-    Ok((classify(answer.status), answer.cancel_seen))
+    let done = match (classify(answer.status), warning) {
+        (Done::Completed, Some(warning)) => {
+            warn!(sop_instance_uid = %item.sop_instance_uid, %warning, "sent a substitute for the stored data set");
+            Done::Warning
+        }
+        (done, _) => done,
+    };
+    Ok((done, answer.cancel_seen))
 }
 
 /// The identifier of a final response with failures: Failed SOP Instance UID List.

@@ -1,0 +1,230 @@
+//! JPEG 2000 ROI near-line copies (`[backup] format = "j2k-roi"`): images are backed up
+//! compressed and marked lossy, an instance whose primary is damaged keeps a lossless
+//! near-line copy (a lossy copy never replaces the last lossless one), C-MOVE returns
+//! bit-identical originals wherever a lossless copy survives, and when only the lossy copy is
+//! left it is sent marked lossy, counted as a warning and named in the log, and `verify`
+//! reports it without pretending `--repair` can mend it.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+const EXPLICIT: &str = "1.2.840.10008.1.2.1";
+
+fn cli_json(server: &TestServer, args: &[&str]) -> (bool, Value) {
+    let out = server.cli(args);
+    let value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{args:?}: {e}: {}", text(&out)));
+    (out.status.success(), value)
+}
+
+/// SOP Instance UID -> its `locate --json` entry.
+fn locate(server: &TestServer, study: &str) -> HashMap<String, Value> {
+    let (ok, located) = cli_json(server, &["locate", "--json", "--study", study]);
+    assert!(ok, "{located}");
+    located
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["sop_instance_uid"].as_str().unwrap().to_string(),
+                i.clone(),
+            )
+        })
+        .collect()
+}
+
+const BACKUP: &str = "[backup]\nenqueue_on_receive = true\npoll_secs = 1\n";
+
+/// Adds to the `[backup]` section of the server's config (the CLI reads it at each run).
+fn add_to_backup(server: &TestServer, more: &str) {
+    let config = std::fs::read_to_string(&server.config).unwrap();
+    assert!(config.contains(BACKUP));
+    let config = config.replace(BACKUP, &format!("{BACKUP}{more}"));
+    std::fs::write(&server.config, config).unwrap();
+}
+
+/// C-MOVE of a study to DEST; the FINAL line and what DEST received.
+fn move_study(server: &TestServer, dest: &Path, study: &str) -> (String, HashMap<String, Vec<u8>>) {
+    for f in files_below(dest) {
+        std::fs::remove_file(f).unwrap();
+    }
+    let key = format!("StudyInstanceUID={study}");
+    let out = text(&server.scu("move", "VIEWER", &["--dest", "DEST", "-k", &key]));
+    let last = out
+        .lines()
+        .find(|l| l.starts_with("FINAL"))
+        .unwrap_or_else(|| panic!("no final response: {out}"))
+        .to_string();
+    (last, received(dest))
+}
+
+fn compare_pixels(original: &Path, other: &Path, ts: &str) -> Value {
+    let out = Command::new(python())
+        .arg(repo().join("tools/compare_pixels.py"))
+        .arg(original)
+        .arg(other)
+        .args(["--ts", ts])
+        // An empty ROI: the PSNR is over the whole image.
+        .args(["--roi", "0,0,0,0"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "compare_pixels: {}", text(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn roi_copies_are_lossy_marked_extra_copies_and_served_only_when_nothing_lossless_survives() {
+    let corpus = Corpus::generate(&[
+        "--ct-studies",
+        "1",
+        "--ct-images",
+        "4",
+        "--mr-studies",
+        "0",
+        "--seed",
+        "47",
+    ]);
+    let dest_dir = tempfile::tempdir().unwrap();
+    let dest_port = free_port();
+    let _dest = py_storescp("DEST", dest_port, dest_dir.path(), &[]);
+    let server = TestServer::start(&format!(
+        "[[dicom.peers]]\naet = \"DEST\"\nhost = \"127.0.0.1\"\nport = {dest_port}\n\
+         {BACKUP}"
+    ));
+    let study = corpus.study_uids()[0].clone();
+    let paths: Vec<PathBuf> = corpus.study_paths(&study);
+    assert!(server.storescu("MODALITY", &paths).status.success());
+    let originals = originals(&corpus, &study);
+    let file_of = |uid: &str| -> PathBuf {
+        corpus
+            .files
+            .iter()
+            .find(|f| f.sop_instance_uid == uid)
+            .map(|f| corpus.path(f))
+            .unwrap()
+    };
+
+    // A first near-line copy, as stored.
+    let (ok, summary) = cli_json(&server, &["backup", "run", "--json"]);
+    assert!(ok, "{summary}");
+    let located = locate(&server, &study);
+    assert!(located
+        .values()
+        .all(|i| i["copies"][0]["format"] == "original"));
+    let mut uids: Vec<String> = located.keys().cloned().collect();
+    uids.sort();
+    let (x, y) = (uids[0].clone(), uids[1].clone());
+
+    // x's primary is lost; the study is backed up again, as JPEG 2000 ROI. x can only be read from its near-line original: that copy must stay
+    // lossless.
+    std::fs::remove_file(
+        server
+            .online_dir()
+            .join(located[&x]["location"].as_str().unwrap()),
+    )
+    .unwrap();
+    add_to_backup(&server, "format = \"j2k-roi\"\nroi_ratio = 10\n");
+    let (ok, summary) = cli_json(&server, &["backup", "run", "--json", "--study", &study]);
+    assert!(ok, "{summary}");
+    assert_eq!(summary["backed_up"], 1, "{summary}");
+    let located = locate(&server, &study);
+    for (uid, i) in &located {
+        let copies = i["copies"].as_array().unwrap();
+        assert_eq!(copies.len(), 1, "one near-line copy each: {i}");
+        let copy = &copies[0];
+        if *uid == x {
+            assert_eq!(copy["format"], "original", "x's only lossless copy: {i}");
+        } else {
+            assert_eq!(copy["format"], "j2k-roi", "{i}");
+            assert!(
+                copy["length"].as_u64().unwrap() * 3 < i["length"].as_u64().unwrap(),
+                "a ROI copy is much smaller than the primary: {i}"
+            );
+        }
+    }
+
+    // The server re-creates x's primary (queued by the backup's fallback read); every
+    // instance comes back bit-identical, and every copy verifies.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.status()["queues"]["repairs"] != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "x not repaired: {}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (last, got) = move_study(&server, dest_dir.path(), &study);
+    assert!(last.starts_with("FINAL 0x0000"), "{last}");
+    assert_same_data_sets(&got, &originals, "after x's repair");
+    let (ok, report) = cli_json(&server, &["verify", "--json"]);
+    assert!(ok, "{report}");
+    assert_eq!(report["copies"]["nearline"]["ok"], uids.len(), "{report}");
+
+    // y's primary is lost too, and y's only other copy is lossy: C-MOVE sends it, marked
+    // lossy, as a warning; the others still come back bit-identical.
+    let located = locate(&server, &study);
+    std::fs::remove_file(
+        server
+            .online_dir()
+            .join(located[&y]["location"].as_str().unwrap()),
+    )
+    .unwrap();
+    let (last, got) = move_study(&server, dest_dir.path(), &study);
+    assert!(
+        last.starts_with("FINAL 0xB000") && last.contains("failed=0 warning=1"),
+        "{last}"
+    );
+    assert_eq!(got.len(), uids.len());
+    for uid in uids.iter().filter(|u| **u != y) {
+        assert!(got[uid] == originals[uid], "{uid} differs");
+    }
+    let log = server.log();
+    assert!(
+        log.contains("every lossless copy is lost") && log.contains(&y),
+        "the log says a lossy copy was served: {log}"
+    );
+    let received_y = files_below(dest_dir.path())
+        .into_iter()
+        .find(|p| p.to_string_lossy().contains(&y))
+        .unwrap();
+    let pixels = compare_pixels(&file_of(&y), &received_y, EXPLICIT);
+    assert_eq!(pixels["lossy"], "01", "marked lossy: {pixels}");
+    assert_eq!(pixels["identical"], false, "{pixels}");
+    let psnr = pixels["background_psnr"].as_f64().unwrap();
+    assert!(psnr > 35.0, "a useful image: {pixels}");
+
+    // verify names the case; --repair does not turn the lossy copy into the primary.
+    let (ok, report) = cli_json(&server, &["verify", "--json"]);
+    assert!(!ok, "{report}");
+    assert_eq!(report["lossy_only"], 1, "{report}");
+    assert_eq!(report["unrecoverable"], 0, "{report}");
+    assert!(
+        report["problems"].as_array().unwrap().iter().any(|p| p
+            .as_str()
+            .unwrap()
+            .contains("only a lossy j2k-roi copy survives")),
+        "{report}"
+    );
+    let (ok, report) = cli_json(&server, &["verify", "--repair", "--json"]);
+    assert!(!ok, "{report}");
+    assert_eq!(report["repaired_primaries"], 0, "{report}");
+    assert_eq!(report["remaining"], 1, "{report}");
+    let y_now = &locate(&server, &study)[&y];
+    assert!(
+        !server
+            .online_dir()
+            .join(y_now["location"].as_str().unwrap())
+            .exists(),
+        "no primary re-created from a lossy copy"
+    );
+    assert_eq!(y_now["copies"][0]["format"], "j2k-roi");
+}
