@@ -470,3 +470,74 @@ fn the_server_backs_up_queued_studies_inside_its_window() {
     assert!(ok, "{report}");
     assert_eq!(nearline_containers(&server.dir).len(), 2);
 }
+
+#[test]
+fn large_streamed_instances_fall_back_too_and_damage_found_while_streaming_is_repaired() {
+    // 4608 x 4608 x 16 bits: 42 MB per instance, above the 32 MiB whole-read limit, so
+    // retrieves stream them from the primary.
+    let corpus = Corpus::generate(&[
+        "--ct-studies",
+        "1",
+        "--ct-images",
+        "2",
+        "--mr-studies",
+        "0",
+        "--ct-scale",
+        "9",
+        "--seed",
+        "53",
+    ]);
+    let server = TestServer::start(BACKUP);
+    let study = corpus.study_uids()[0].clone();
+    assert!(server
+        .storescu("MODALITY", &corpus.study_paths(&study))
+        .status
+        .success());
+    assert_eq!(backup_run(&server)["instances"], 2);
+    let originals = originals(&corpus, &study);
+    let mut located = locate(&server, &study);
+    located.sort_by_key(|i| i["sop_instance_uid"].as_str().unwrap().to_string());
+    assert!(located[0]["length"].as_u64().unwrap() > 32 << 20);
+    let path_of = |i: &Value| server.online_dir().join(i["location"].as_str().unwrap());
+    let wait_for_repairs = || {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while server.status()["queues"]["repairs"] != 0 {
+            assert!(Instant::now() < deadline, "not repaired: {}", server.log());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+
+    // A missing large primary: served whole from its near-line copy, then re-created.
+    std::fs::remove_file(path_of(&located[0])).unwrap();
+    assert_same_data_sets(&server.get_study(&study), &originals, "large fallback");
+    assert!(server
+        .log()
+        .contains("primary copy unreadable; served from a backup copy"));
+    wait_for_repairs();
+    assert!(locate(&server, &study).iter().all(|i| path_of(i).exists()));
+
+    // A damaged large primary is found only at the end of streaming it: that retrieve fails
+    // (the half-sent data set cannot be taken back), the primary is queued for repair, and
+    // the next retrieve is whole and bit-identical.
+    let mut located = locate(&server, &study);
+    located.sort_by_key(|i| i["sop_instance_uid"].as_str().unwrap().to_string());
+    let damaged = path_of(&located[1]);
+    flip_byte(&damaged, std::fs::metadata(&damaged).unwrap().len() - 1000);
+    let dir = tempfile::tempdir().unwrap();
+    let key = format!("StudyInstanceUID={study}");
+    let out = text(&server.scu(
+        "get",
+        "VIEWER",
+        &["--out", dir.path().to_str().unwrap(), "-k", &key],
+    ));
+    assert!(!out.contains("FINAL 0x0000"), "damage must not pass: {out}");
+    assert!(
+        server.log().contains("is damaged: CRC-32C"),
+        "{}",
+        server.log()
+    );
+    wait_for_repairs();
+    assert_same_data_sets(&server.get_study(&study), &originals, "after repair");
+    let (ok, report) = verify(&server, false);
+    assert!(ok, "{report}");
+}

@@ -151,6 +151,9 @@ def main():
     p.add_argument("--mr-studies", type=int, default=1)
     p.add_argument("--mr-images", type=int, default=10)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--ct-scale", type=int, default=1,
+                   help="CT slices are 512*N pixels square (N=5: 2560x2560, 12.5 MiB; N=9: 42 MB, "
+                        "beyond Strata's 32 MiB whole-read limit)")
     p.add_argument("--transfer-syntax", choices=sorted(TRANSFER_SYNTAXES), default="explicit")
     p.add_argument("--extra-patients", action="store_true",
                    help="add patients with multi-group and sparse names")
@@ -173,6 +176,8 @@ def main():
             path = os.path.join(folder, f"{i:04d}.dcm")
             if modality == "CT":
                 pixels = ct_slice(rng, i, n)
+                if args.ct_scale > 1:
+                    pixels = np.kron(pixels, np.ones((args.ct_scale, args.ct_scale), np.uint16))
                 extra = {"InstanceNumber": i + 1, "SliceThickness": "1.25", "SliceLocation": f"{-i * 1.25:.2f}",
                          "ImagePositionPatient": ["-250", "-250", f"{-i * 1.25:.2f}"],
                          "ImageOrientationPatient": ["1", "0", "0", "0", "1", "0"],
