@@ -66,6 +66,20 @@ fn move_study(server: &TestServer, dest: &Path, study: &str) -> (String, HashMap
     (last, received(dest))
 }
 
+/// C-FIND (pynetdicom) at `level` with `keys`: the matches.
+fn find(server: &TestServer, level: &str, keys: &[&str]) -> Vec<Value> {
+    let mut args = vec!["--level", level];
+    for k in keys {
+        args.extend(["-k", k]);
+    }
+    let out = text(&server.scu("find", "VIEWER", &args));
+    assert!(out.contains("FINAL 0x0000"), "{out}");
+    out.lines()
+        .filter_map(|l| l.strip_prefix("MATCH "))
+        .map(|m| serde_json::from_str(m).unwrap())
+        .collect()
+}
+
 fn compare_pixels(original: &Path, other: &Path, ts: &str) -> Value {
     let out = Command::new(python())
         .arg(repo().join("tools/compare_pixels.py"))
@@ -201,6 +215,38 @@ fn roi_copies_are_lossy_marked_extra_copies_and_served_only_when_nothing_lossles
     assert_eq!(pixels["identical"], false, "{pixels}");
     let psnr = pixels["background_psnr"].as_f64().unwrap();
     assert!(psnr > 35.0, "a useful image: {pixels}");
+
+    // C-FIND's Instance Availability follows the best copy: y's is near-line now.
+    let study_key = format!("StudyInstanceUID={study}");
+    let matches = find(&server, "STUDY", &[&study_key, "InstanceAvailability="]);
+    assert_eq!(
+        matches[0]["InstanceAvailability"], "NEARLINE",
+        "{matches:?}"
+    );
+    let series = find(&server, "SERIES", &[&study_key, "SeriesInstanceUID="]);
+    let series_key = format!(
+        "SeriesInstanceUID={}",
+        series[0]["SeriesInstanceUID"].as_str().unwrap()
+    );
+    let matches = find(
+        &server,
+        "IMAGE",
+        &[
+            &study_key,
+            &series_key,
+            "SOPInstanceUID=",
+            "InstanceAvailability=",
+        ],
+    );
+    assert_eq!(matches.len(), uids.len());
+    for m in &matches {
+        let expected = if m["SOPInstanceUID"] == y.as_str() {
+            "NEARLINE"
+        } else {
+            "ONLINE"
+        };
+        assert_eq!(m["InstanceAvailability"], expected, "{m}");
+    }
 
     // verify names the case; --repair does not turn the lossy copy into the primary.
     let (ok, report) = cli_json(&server, &["verify", "--json"]);

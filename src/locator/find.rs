@@ -11,7 +11,8 @@ use crate::model::matching::{like_pattern, time_range_high, Matcher};
 use crate::model::person_name;
 use crate::model::query::{Attribute, FindQuery, QueryLevel};
 use crate::model::{
-    InstanceAttributes, PatientAttributes, SeriesAttributes, StudyAttributes, Tier,
+    InstanceAttributes, InstanceAvailability, PatientAttributes, SeriesAttributes, StudyAttributes,
+    Tier,
 };
 
 /// One match, with the entities at and above the query level filled in.
@@ -21,8 +22,10 @@ pub struct FindRow {
     pub study: StudyAttributes,
     pub series: SeriesAttributes,
     pub instance: InstanceAttributes,
-    /// The tier of the instance (IMAGE level); the "worst" tier of the entity otherwise.
+    /// The tier of the instance (IMAGE level).
     pub tier: Option<Tier>,
+    /// Instance Availability, when the query asked for it.
+    pub availability: InstanceAvailability,
     /// Number of related studies, series and instances below the matched entity.
     pub related_studies: u64,
     pub related_series: u64,
@@ -114,7 +117,8 @@ enum Bind {
 /// Builds the statement for a query. Returns the SQL and its bound values in order.
 fn build(query: &FindQuery) -> (String, Vec<Bind>) {
     let level = query.level;
-    let mut select = vec![
+    let availability_column;
+    let mut select: Vec<&str> = vec![
         "p.patient_id",
         "p.issuer_of_patient_id",
         "p.patient_name",
@@ -163,23 +167,38 @@ fn build(query: &FindQuery) -> (String, Vec<Bind>) {
         ]);
     }
     if query.availability {
-        // 1 when any instance below the match is off the online tier.
-        select.push(match level {
-            QueryLevel::Patient => {
+        // Rank of the worst instance below the match (0 online .. 3 unavailable): 1 when
+        // off the online tier; for a primary known lost (in `repairs`, a small table), its
+        // best copy: near-line 1, offline 2, none 3.
+        let (tier, below) = match level {
+            QueryLevel::Patient => (
                 "EXISTS (SELECT 1 FROM instances x JOIN series y ON y.id = x.series_fk \
                   JOIN studies z ON z.id = y.study_fk WHERE z.patient_fk = p.id \
-                  AND x.tier <> 'online')"
-            }
-            QueryLevel::Study => {
+                  AND x.tier <> 'online')",
+                "JOIN series y ON y.id = x.series_fk JOIN studies z ON z.id = y.study_fk \
+                  WHERE z.patient_fk = p.id",
+            ),
+            QueryLevel::Study => (
                 "EXISTS (SELECT 1 FROM instances x JOIN series y ON y.id = x.series_fk \
-                  WHERE y.study_fk = st.id AND x.tier <> 'online')"
-            }
-            QueryLevel::Series => {
+                  WHERE y.study_fk = st.id AND x.tier <> 'online')",
+                "JOIN series y ON y.id = x.series_fk WHERE y.study_fk = st.id",
+            ),
+            QueryLevel::Series => (
                 "EXISTS (SELECT 1 FROM instances x WHERE x.series_fk = se.id \
-                  AND x.tier <> 'online')"
-            }
-            QueryLevel::Image => "0",
-        });
+                  AND x.tier <> 'online')",
+                "WHERE x.series_fk = se.id",
+            ),
+            QueryLevel::Image => ("(i.tier <> 'online')", "WHERE x.id = i.id"),
+        };
+        availability_column = format!(
+            "max({tier}, COALESCE((SELECT MAX(CASE \
+               WHEN EXISTS (SELECT 1 FROM copies c WHERE c.sop_instance_uid = r.sop_instance_uid \
+                 AND c.kind = 'nearline') THEN 1 \
+               WHEN EXISTS (SELECT 1 FROM copies c WHERE c.sop_instance_uid = r.sop_instance_uid \
+                 AND c.kind = 'offline') THEN 2 ELSE 3 END) \
+             FROM repairs r JOIN instances x ON x.sop_instance_uid = r.sop_instance_uid {below}), 0))"
+        );
+        select.push(&availability_column);
     }
     let computed = query.computed;
     if computed.any() {
@@ -422,9 +441,7 @@ fn row_to_match(row: &SqliteRow, query: &FindQuery) -> Result<FindRow, sqlx::Err
         out.tier = Some(Tier::Online);
     }
     if query.availability {
-        if level != QueryLevel::Image && row.try_get::<i64, _>(i)? == 1 {
-            out.tier = Some(Tier::Archive);
-        }
+        out.availability = InstanceAvailability::from_rank(row.try_get::<i64, _>(i)?);
         i += 1;
     }
     if query.computed.any() && level != QueryLevel::Image {

@@ -10,6 +10,43 @@ pub mod transfer_syntax;
 
 use serde::Serialize;
 
+/// Instance Availability (0008,0056) of a C-FIND match: how quickly its instances can be
+/// retrieved, from the best copy of each, worst instance first.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum InstanceAvailability {
+    /// On the online tier.
+    #[default]
+    Online,
+    /// In an archive container, or (primary lost) in a near-line copy.
+    Nearline,
+    /// Primary lost, only on an offline volume (`strata backup import-volume` brings it back).
+    Offline,
+    /// Primary lost and no copy recorded.
+    Unavailable,
+}
+
+impl InstanceAvailability {
+    /// The locator's rank (0 online .. 3 unavailable).
+    pub fn from_rank(rank: i64) -> InstanceAvailability {
+        match rank {
+            i64::MIN..=0 => InstanceAvailability::Online,
+            1 => InstanceAvailability::Nearline,
+            2 => InstanceAvailability::Offline,
+            _ => InstanceAvailability::Unavailable,
+        }
+    }
+
+    /// The DICOM code string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstanceAvailability::Online => "ONLINE",
+            InstanceAvailability::Nearline => "NEARLINE",
+            InstanceAvailability::Offline => "OFFLINE",
+            InstanceAvailability::Unavailable => "UNAVAILABLE",
+        }
+    }
+}
+
 /// Where an instance's bytes live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -251,13 +251,10 @@ impl Matches {
     }
 }
 
-/// ONLINE when every instance below the match is on the online tier; NEARLINE when some are
-/// in archive containers (still retrievable, from slower storage).
+/// The worst availability of the instances below the match, each from its best copy (see
+/// [`crate::model::InstanceAvailability`]).
 fn availability(row: &FindRow) -> &'static str {
-    match row.tier {
-        Some(crate::model::Tier::Online) | None => "ONLINE",
-        Some(crate::model::Tier::Archive) => "NEARLINE",
-    }
+    row.availability.as_str()
 }
 
 impl FindResults for Matches {
