@@ -420,17 +420,15 @@ impl Backup {
         Ok(Repaired::Recreated)
     }
 
-    /// Works through the repair queue; returns (re-created, failed).
-    pub async fn repair_pending(&self) -> Result<(u64, u64), BackupError> {
-        let (mut recreated, mut failed) = (0, 0);
+    /// Works through the repair queue; returns how many primaries were re-created, and the
+    /// instances that could not be, with why.
+    pub async fn repair_pending(&self) -> Result<(u64, Vec<(String, BackupError)>), BackupError> {
+        let (mut recreated, mut failed) = (0, Vec::new());
         for uid in self.locator.pending_repairs().await? {
             match self.repair_instance(&uid).await {
                 Ok(Repaired::Recreated) => recreated += 1,
                 Ok(_) => {}
-                Err(e) => {
-                    failed += 1;
-                    warn!(sop_instance_uid = %uid, error = %e, "primary not re-created");
-                }
+                Err(e) => failed.push((uid, e)),
             }
         }
         Ok((recreated, failed))
@@ -505,10 +503,27 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     info!(window = ?schedule.window, "backup worker ready");
+    // Instances whose repair failed, warned about once: a primary with no lossless copy
+    // left stays queued (an offline volume import may mend it) and is retried every poll.
+    let mut warned = std::collections::HashSet::new();
     loop {
         match backup.repair_pending().await {
-            Ok((0, 0)) => {}
-            Ok((recreated, failed)) => info!(recreated, failed, "repair queue worked through"),
+            Ok((0, failed)) if failed.is_empty() => {}
+            Ok((recreated, failed)) => {
+                info!(
+                    recreated,
+                    failed = failed.len(),
+                    "repair queue worked through"
+                );
+                for (uid, e) in failed {
+                    if warned.len() >= 100_000 {
+                        warned.clear();
+                    }
+                    if warned.insert(uid.clone()) {
+                        warn!(sop_instance_uid = %uid, error = %e, "primary not re-created");
+                    }
+                }
+            }
             Err(e) => warn!(error = %e, "backup: cannot read the repair queue"),
         }
         if let Some(window) = schedule.window.filter(|w| in_window(*w, minute_now())) {
