@@ -506,6 +506,7 @@ pub async fn run(
     // Instances whose repair failed, warned about once: a primary with no lossless copy
     // left stays queued (an offline volume import may mend it) and is retried every poll.
     let mut warned = std::collections::HashSet::new();
+    let mut recovered = false;
     loop {
         match backup.repair_pending().await {
             Ok((0, failed)) if failed.is_empty() => {}
@@ -526,9 +527,14 @@ pub async fn run(
             }
             Err(e) => warn!(error = %e, "backup: cannot read the repair queue"),
         }
-        if let Some(window) = schedule.window.filter(|w| in_window(*w, minute_now())) {
-            if let Err(e) = backup.recover().await {
-                warn!(error = %e, "backup: recovery failed");
+        let open = schedule.window.filter(|w| in_window(*w, minute_now()));
+        if let Some(window) = open {
+            // Once per opening of the window: recovery lists the whole near-line folder.
+            if !recovered {
+                match backup.recover().await {
+                    Ok(_) => recovered = true,
+                    Err(e) => warn!(error = %e, "backup: recovery failed"),
+                }
             }
             let stop = shutdown.clone();
             let result = backup
@@ -544,6 +550,8 @@ pub async fn run(
             if let Err(e) = result {
                 warn!(error = %e, "backup: cannot read the queue");
             }
+        } else {
+            recovered = false;
         }
         tokio::select! {
             _ = tokio::time::sleep(schedule.poll) => {}
