@@ -529,7 +529,8 @@ pub async fn run(
         }
         let open = schedule.window.filter(|w| in_window(*w, minute_now()));
         if let Some(window) = open {
-            // Once per opening of the window: recovery lists the whole near-line folder.
+            // Once per opening of the window (recovery lists the whole near-line folder), and
+            // again after a study was found claimed (perhaps by a killed `backup run`).
             if !recovered {
                 match backup.recover().await {
                     Ok(_) => recovered = true,
@@ -542,6 +543,9 @@ pub async fn run(
                     || !*stop.borrow() && in_window(window, minute_now()),
                     |study, result, _, _| {
                         if let Err(e) = result {
+                            if matches!(e, BackupError::Busy(_)) {
+                                recovered = false;
+                            }
                             warn!(study = %study, error = %e, "backup: study not backed up");
                         }
                     },
