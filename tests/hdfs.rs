@@ -274,16 +274,29 @@ fn hdfs_containers_are_one_file_per_study_interoperate_with_hadoop_and_survive_k
             (1, Some(study)) => cmd.args(["restore", "--study", study]),
             _ => cmd.args(["tier", "run", "--min-age-days", "0"]),
         };
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let pending_jobs = || {
+            runtime.block_on(async {
+                let locator = locator(dir.path()).await;
+                let jobs = locator.pending_jobs().await.unwrap();
+                locator.close().await;
+                jobs.len()
+            })
+        };
         let mut child = cmd.arg("--config").arg(&server.config).spawn().unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(40 + round * 35));
+        // Kill at a different moment of the move each round: once its job is journaled
+        // (process start and HDFS connection take longer on a loaded machine), plus a delay.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while pending_jobs() == 0
+            && child.try_wait().unwrap().is_none()
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(round * 15));
         let _ = child.kill();
         let _ = child.wait();
-        let pending = tokio::runtime::Runtime::new().unwrap().block_on(async {
-            let locator = locator(dir.path()).await;
-            let jobs = locator.pending_jobs().await.unwrap();
-            locator.close().await;
-            jobs.len()
-        });
+        let pending = pending_jobs();
         interrupted += usize::from(pending > 0);
         for study in &studies {
             let out = server.cli(&["locate", "--json", "--study", study]);
