@@ -125,6 +125,40 @@ enum BackupAction {
         #[arg(long)]
         json: bool,
     },
+    /// Write offline volumes (ustar + MANIFEST.json + SHA256SUMS) of every instance on no
+    /// volume yet, then exit.
+    ExportVolume {
+        #[arg(long)]
+        config: PathBuf,
+        /// Folder the volume files go to (a tape staging area).
+        #[arg(long)]
+        out: PathBuf,
+        /// Largest volume file: `10G`, `500M`, or bytes.
+        #[arg(long, default_value = "10G", value_parser = strata::backup::volume::parse_size)]
+        max_size: u64,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Bring volumes back: re-create missing or damaged primaries from them, ingest what the
+    /// locator does not know.
+    ImportVolume {
+        #[arg(long)]
+        config: PathBuf,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// List the offline volumes the locator knows.
+    Volumes {
+        #[arg(long)]
+        config: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() {
@@ -317,6 +351,108 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             if summary.failed > 0 {
                 anyhow::bail!("{} studies were not backed up", summary.failed);
+            }
+            Ok(())
+        }
+        Command::Backup {
+            action:
+                BackupAction::ExportVolume {
+                    config,
+                    out,
+                    max_size,
+                    json,
+                },
+        } => {
+            let config = Config::load(&config)?;
+            init_logging("warn")?;
+            let summary =
+                runtime.block_on(strata::admin::export_volume(&config, &out, max_size))?;
+            if json {
+                println!("{}", serde_json::to_string(&summary)?);
+            } else if summary.volumes.is_empty() && summary.failed == 0 {
+                println!("nothing to export: every instance is on a volume");
+            } else {
+                for v in &summary.volumes {
+                    println!(
+                        "{}  {} instances, {:.1} MB",
+                        v.path.display(),
+                        v.instances,
+                        v.size as f64 / 1e6
+                    );
+                }
+                println!(
+                    "exported {} instances into {} volumes ({} failed) in {:.1} s",
+                    summary.instances,
+                    summary.volumes.len(),
+                    summary.failed,
+                    summary.seconds
+                );
+            }
+            if summary.failed > 0 {
+                anyhow::bail!("{} instances were not exported", summary.failed);
+            }
+            Ok(())
+        }
+        Command::Backup {
+            action:
+                BackupAction::ImportVolume {
+                    config,
+                    json,
+                    files,
+                },
+        } => {
+            let config = Config::load(&config)?;
+            init_logging("warn")?;
+            let summary = runtime.block_on(strata::admin::import_volume(&config, &files))?;
+            if json {
+                println!("{}", serde_json::to_string(&summary)?);
+            } else {
+                for failure in &summary.failures {
+                    println!("{failure}");
+                }
+                println!(
+                    "{} members of {} volumes: {} restored, {} ingested, {} intact, {} other \
+                     versions, {} damaged, {} failed; {} studies queued for backup ({:.1} s)",
+                    summary.members,
+                    summary.volumes,
+                    summary.restored,
+                    summary.ingested,
+                    summary.intact,
+                    summary.other_version,
+                    summary.damaged,
+                    summary.failed,
+                    summary.queued_for_backup,
+                    summary.seconds
+                );
+            }
+            if summary.failed + summary.damaged > 0 {
+                anyhow::bail!(
+                    "{} members damaged, {} failed",
+                    summary.damaged,
+                    summary.failed
+                );
+            }
+            Ok(())
+        }
+        Command::Backup {
+            action: BackupAction::Volumes { config, json },
+        } => {
+            let config = Config::load(&config)?;
+            init_logging("warn")?;
+            let volumes = runtime.block_on(strata::admin::volumes(&config))?;
+            if json {
+                println!("{}", serde_json::to_string(&volumes)?);
+            } else {
+                for v in &volumes {
+                    println!(
+                        "{}  {}  {} instances  {:.1} MB  {}",
+                        v.id,
+                        v.state,
+                        v.instances,
+                        v.size as f64 / 1e6,
+                        v.directory
+                    );
+                }
             }
             Ok(())
         }

@@ -96,6 +96,15 @@ struct Recovery {
     fallbacks: AtomicU64,
 }
 
+impl Recovery {
+    /// Records in the locator that a copy is missing or damaged (for Instance Availability).
+    async fn mark_bad(&self, copy: &Copy) {
+        if let Err(e) = self.locator.mark_copy(copy, true).await {
+            warn!(sop_instance_uid = %copy.sop_instance_uid, error = %e, "cannot mark a copy bad");
+        }
+    }
+}
+
 impl Reader {
     pub fn new(online: Arc<OnlineStore>, archive: Arc<Archive>) -> Reader {
         Reader {
@@ -137,8 +146,8 @@ impl Reader {
     }
 
     /// After the primary of `uid` failed with `failure`: the bytes of its next good copy. The
-    /// fallback is logged and counted, and the instance is queued for its primary to be
-    /// re-created. Without recovery, or without a good copy, the error says so.
+    /// instance is queued for its primary to be re-created, and the fallback logged and
+    /// counted. Without recovery, or without a good copy, the error says so.
     pub async fn read_fallback(
         &self,
         uid: &str,
@@ -148,6 +157,9 @@ impl Reader {
         let Some(recovery) = &self.recovery else {
             return Err(failure);
         };
+        // Queued whatever copies survive: C-FIND's Instance Availability reads the queue, and
+        // an offline volume import or a later backup copy may yet mend it.
+        self.report_damaged(uid, &failure.to_string()).await;
         let (bytes, copy) = match self.read_good_copy(uid, primary).await {
             Ok(found) => found,
             Err(e @ ReadError::OnlyLossy { .. }) => {
@@ -168,13 +180,6 @@ impl Reader {
         warn!(sop_instance_uid = %uid, primary_tier = primary.tier.as_str(),
             primary = %primary.location, error = %failure, copy_kind = copy.kind.as_str(),
             copy = %copy.location, fallbacks = count, "primary copy unreadable; served from a backup copy");
-        if let Err(e) = recovery
-            .locator
-            .enqueue_repair(uid, &failure.to_string())
-            .await
-        {
-            warn!(sop_instance_uid = %uid, error = %e, "cannot queue the primary for re-creation");
-        }
         Ok(bytes)
     }
 
@@ -203,9 +208,10 @@ impl Reader {
             })?;
         let mut tried = 0;
         let mut lossy = None;
+        // Offline copies are on volumes, read back only by importing them.
         for copy in copies
             .into_iter()
-            .filter(|c| c.source_crc32c == primary.crc32c)
+            .filter(|c| c.source_crc32c == primary.crc32c && c.kind == CopyKind::Nearline)
         {
             if !copy.is_original() {
                 lossy.get_or_insert(copy);
@@ -215,7 +221,8 @@ impl Reader {
             match self.read_copy(&copy).await {
                 Ok(bytes) => return Ok((bytes, copy)),
                 Err(e) => {
-                    warn!(sop_instance_uid = %uid, copy_kind = copy.kind.as_str(), copy = %copy.location, error = %e, "backup copy unreadable too")
+                    warn!(sop_instance_uid = %uid, copy_kind = copy.kind.as_str(), copy = %copy.location, error = %e, "backup copy unreadable too");
+                    recovery.mark_bad(&copy).await;
                 }
             }
         }
@@ -254,10 +261,9 @@ impl Reader {
                 uid: uid.to_string(),
                 source,
             })?;
-        for copy in copies
-            .into_iter()
-            .filter(|c| c.source_crc32c == primary.crc32c && !c.is_original())
-        {
+        for copy in copies.into_iter().filter(|c| {
+            c.source_crc32c == primary.crc32c && !c.is_original() && c.kind == CopyKind::Nearline
+        }) {
             match self.read_copy(&copy).await {
                 Ok(bytes) => {
                     let count = recovery.fallbacks.fetch_add(1, Ordering::Relaxed) + 1;
@@ -274,15 +280,16 @@ impl Reader {
                     return Ok((bytes, copy));
                 }
                 Err(e) => {
-                    warn!(sop_instance_uid = %uid, copy = %copy.location, error = %e, "lossy copy unreadable too")
+                    warn!(sop_instance_uid = %uid, copy = %copy.location, error = %e, "lossy copy unreadable too");
+                    recovery.mark_bad(&copy).await;
                 }
             }
         }
         Err(none())
     }
 
-    /// Queues `uid`'s primary for re-creation after damage found outside this reader (a
-    /// large instance found damaged only at the end of streaming it).
+    /// Queues `uid`'s primary for re-creation (damage found by a read, including a large
+    /// instance found damaged only at the end of streaming it).
     pub async fn report_damaged(&self, uid: &str, reason: &str) {
         if let Some(recovery) = &self.recovery {
             if let Err(e) = recovery.locator.enqueue_repair(uid, reason).await {

@@ -183,10 +183,16 @@ fn outcome_result(outcome: Outcome, size: u64) -> Result<u64, String> {
 fn open_part10(path: &Path) -> Result<(std::fs::File, StoreRequest, u64), String> {
     let mut file = std::fs::File::open(path).map_err(|e| format!("cannot open: {e}"))?;
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let request = read_meta(&mut file)?;
+    Ok((file, request, size))
+}
+
+/// Reads the preamble and file meta of a Part-10 stream, leaving it at the data set.
+fn read_meta(r: &mut impl Read) -> Result<StoreRequest, String> {
     let mut preamble = [0u8; 128];
-    file.read_exact(&mut preamble)
+    r.read_exact(&mut preamble)
         .map_err(|_| "not a DICOM Part-10 file (too short)".to_string())?;
-    let meta = dicom_object::meta::FileMetaTable::from_reader(&mut file)
+    let meta = dicom_object::meta::FileMetaTable::from_reader(r)
         .map_err(|_| "not a DICOM Part-10 file (no DICM file meta)".to_string())?;
     let trim = |s: &str| s.trim_end_matches(['\0', ' ']).to_string();
     let request = StoreRequest {
@@ -198,5 +204,28 @@ fn open_part10(path: &Path) -> Result<(std::fs::File, StoreRequest, u64), String
     if request.sop_instance_uid.is_empty() || request.transfer_syntax_uid.is_empty() {
         return Err("file meta lacks SOP Instance UID or transfer syntax".into());
     }
-    Ok((file, request, size))
+    Ok(request)
+}
+
+/// Ingests one Part-10 file held in memory (a member of an offline volume) like a C-STORE.
+pub(super) async fn ingest_bytes(ingest: &Ingest, bytes: &[u8]) -> Result<(), String> {
+    let mut cursor = std::io::Cursor::new(bytes);
+    let request = read_meta(&mut cursor)?;
+    let data = &bytes[cursor.position() as usize..];
+    let association = AssociationContext {
+        id: 0,
+        calling_ae: IMPORT_AE.to_string(),
+        peer: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+    };
+    let mut sink = match ingest.begin(&association, request).await {
+        StoreStart::Receive(sink) => sink,
+        StoreStart::Answer(outcome) => return outcome_result(outcome, 0).map(|_| ()),
+    };
+    for chunk in data.chunks(CHUNK) {
+        if let Err(outcome) = sink.write(chunk.to_vec()).await {
+            sink.abandon().await;
+            return outcome_result(outcome, 0).map(|_| ());
+        }
+    }
+    outcome_result(sink.finish().await, 0).map(|_| ())
 }

@@ -7,9 +7,11 @@ mod progress;
 mod status;
 mod tier;
 mod transcode;
+mod volume;
 
 pub use backup::{backup_run, enqueue_backup, verify, BackupCommandError, BackupSummary};
 pub use import::{import, ImportError, ImportSummary, IMPORT_AE};
 pub use status::{status, StatusReport};
 pub use tier::{locate, restore, tier_run, Located, LocatedCopy, TierError, TierSummary};
 pub use transcode::{parse_roi, transcode, TranscodeError, TranscodeSummary};
+pub use volume::{export_volume, import_volume, volumes, ImportVolumeSummary, VolumeCommandError};

@@ -28,6 +28,7 @@
 //! journaled online write, and the locator switched to it.
 
 pub mod verify;
+pub mod volume;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -146,6 +146,7 @@ impl Backup {
                 checked += 1;
                 bytes += c.length;
                 let counts = report.copies.entry(c.kind.as_str()).or_default();
+                self.locator.mark_copy(&c, result.is_err()).await?;
                 if let Err(e) = &result {
                     warn!(sop_instance_uid = %c.sop_instance_uid, container = %c.location, error = %e, "verify: near-line copy unreadable");
                     report

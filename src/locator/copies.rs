@@ -386,6 +386,24 @@ impl Locator {
         .map_err(err)
     }
 
+    /// Notes whether a copy read back intact (`bad` false) or missing or damaged.
+    pub async fn mark_copy(&self, copy: &Copy, bad: bool) -> Result<(), LocatorError> {
+        let _guard = self.write_lock.lock().await;
+        sqlx::query(
+            "UPDATE copies SET bad_since = CASE WHEN ? THEN COALESCE(bad_since, ?) END \
+             WHERE sop_instance_uid = ? AND kind = ? AND location = ?",
+        )
+        .bind(bad)
+        .bind(now_millis())
+        .bind(&copy.sop_instance_uid)
+        .bind(copy.kind.as_str())
+        .bind(&copy.location)
+        .execute(&self.pool)
+        .await
+        .map_err(err)?;
+        Ok(())
+    }
+
     /// Notes that an instance's primary copy is missing or damaged, for re-creation.
     pub async fn enqueue_repair(
         &self,

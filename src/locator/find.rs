@@ -169,7 +169,7 @@ fn build(query: &FindQuery) -> (String, Vec<Bind>) {
     if query.availability {
         // Rank of the worst instance below the match (0 online .. 3 unavailable): 1 when
         // off the online tier; for a primary known lost (in `repairs`, a small table), its
-        // best copy: near-line 1, offline 2, none 3.
+        // best copy not known bad: near-line 1, offline 2, none 3.
         let (tier, below) = match level {
             QueryLevel::Patient => (
                 "EXISTS (SELECT 1 FROM instances x JOIN series y ON y.id = x.series_fk \
@@ -193,9 +193,9 @@ fn build(query: &FindQuery) -> (String, Vec<Bind>) {
         availability_column = format!(
             "max({tier}, COALESCE((SELECT MAX(CASE \
                WHEN EXISTS (SELECT 1 FROM copies c WHERE c.sop_instance_uid = r.sop_instance_uid \
-                 AND c.kind = 'nearline') THEN 1 \
+                 AND c.kind = 'nearline' AND c.bad_since IS NULL) THEN 1 \
                WHEN EXISTS (SELECT 1 FROM copies c WHERE c.sop_instance_uid = r.sop_instance_uid \
-                 AND c.kind = 'offline') THEN 2 ELSE 3 END) \
+                 AND c.kind = 'offline' AND c.bad_since IS NULL) THEN 2 ELSE 3 END) \
              FROM repairs r JOIN instances x ON x.sop_instance_uid = r.sop_instance_uid {below}), 0))"
         );
         select.push(&availability_column);

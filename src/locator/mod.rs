@@ -9,6 +9,7 @@ pub mod archive;
 pub mod copies;
 pub mod find;
 pub mod retrieve;
+pub mod volumes;
 
 use std::collections::HashMap;
 use std::str::FromStr;

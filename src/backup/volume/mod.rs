@@ -1,0 +1,639 @@
+//! Offline volumes: the tape tier. `export` writes every instance that is on no volume yet
+//! into capped ustar files (`strata-vol-<UTC time>-<n>.tar`) that any `tar` reads: one
+//! Part-10 file per instance at `<study>/<series>/<instance>.dcm` (UIDs only, never patient
+//! data), then `MANIFEST.json` (every member's UIDs, transfer syntax, offset, length, SHA-256
+//! and CRC-32C) and `SHA256SUMS` (`sha256sum -c` format). Volumes are capped at
+//! `max_size`, not padded to it; an instance larger than the cap goes alone in its own volume.
+//!
+//! Order, so that a kill at any step records nothing that is not durable: the volume is
+//! journaled in the locator, written as `<name>.tar.tmp`, fsynced, read back (every header
+//! and member checked), renamed into place with its folder fsynced, and only then recorded
+//! with its copies in one transaction. [`recover`] deletes what killed exports left.
+//!
+//! Reading ([`scan`], [`read_member`]) is for `strata backup import-volume`.
+
+pub mod tar;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use crc32c::crc32c;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tracing::{info, warn};
+
+use crate::locator::copies::{Copy, CopyKind, ORIGINAL};
+use crate::locator::volumes::{Unvolumed, Volume};
+use crate::locator::{now_millis, Locator, LocatorError};
+use crate::reader::Reader;
+
+/// Name of the manifest member.
+pub const MANIFEST: &str = "MANIFEST.json";
+/// Name of the checksum list member.
+pub const SHA256SUMS: &str = "SHA256SUMS";
+/// What `MANIFEST.json` says it is.
+pub const FORMAT: &str = "strata-volume/1";
+/// Locator rows read at a time.
+const PAGE: u32 = 500;
+/// Largest manifest an import reads.
+const MAX_MANIFEST: u64 = 256 << 20;
+
+/// Why a volume could not be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum VolumeError {
+    #[error(transparent)]
+    Locator(#[from] LocatorError),
+    #[error("cannot write volume {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot read volume {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("volume {path}: {detail}")]
+    Invalid { path: PathBuf, detail: String },
+    #[error(transparent)]
+    Tar(#[from] tar::TarError),
+}
+
+/// One member as `MANIFEST.json` lists it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Member {
+    pub path: String,
+    pub sop_instance_uid: String,
+    pub series_instance_uid: String,
+    pub study_instance_uid: String,
+    pub transfer_syntax_uid: String,
+    /// Where the file's bytes start inside the volume.
+    pub offset: u64,
+    pub length: u64,
+    pub sha256: String,
+    pub crc32c: u32,
+}
+
+/// `MANIFEST.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: String,
+    pub volume: String,
+    /// Unix milliseconds.
+    pub created_at: i64,
+    pub strata_version: String,
+    pub members: Vec<Member>,
+}
+
+/// One volume written by an export.
+#[derive(Debug, Clone, Serialize)]
+pub struct Written {
+    pub id: String,
+    pub path: PathBuf,
+    pub size: u64,
+    pub instances: u64,
+}
+
+/// What an export did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ExportSummary {
+    pub volumes: Vec<Written>,
+    pub instances: u64,
+    /// Bytes of the volume files.
+    pub bytes: u64,
+    pub failed: u64,
+    /// `instance: reason` for every instance not exported.
+    pub failures: Vec<String>,
+    pub seconds: f64,
+}
+
+/// Parses `10G`, `500M`, `64K` or plain bytes (binary units).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (digits, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => (&s[..i], s[i..].trim_end_matches(['B', 'b', 'i'])),
+        None => (s, ""),
+    };
+    let n: u64 = digits.parse().map_err(|_| format!("bad size {s:?}"))?;
+    let shift = match unit.to_ascii_uppercase().as_str() {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => return Err(format!("bad size unit in {s:?} (K, M, G or T)")),
+    };
+    n.checked_mul(1 << shift)
+        .filter(|&n| n >= 64 << 10)
+        .ok_or_else(|| format!("size {s:?} must be at least 64K"))
+}
+
+/// `YYYYMMDDTHHMMSSZ` for Unix seconds (UTC), for volume names.
+fn compact_utc(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil from days (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Deletes what exports killed part-way left: journaled volumes of dead processes (their
+/// temporary or unrecorded files, then their rows). Returns how many were cleaned up.
+pub async fn recover(locator: &Locator) -> Result<usize, VolumeError> {
+    let mut cleaned = 0;
+    for v in locator.volumes().await? {
+        let alive = v.owner_pid.is_some_and(|pid| {
+            pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists()
+        });
+        if v.state != "writing" || alive {
+            continue;
+        }
+        let dir = PathBuf::from(&v.directory);
+        for name in [format!("{}.tar.tmp", v.id), format!("{}.tar", v.id)] {
+            match std::fs::remove_file(dir.join(&name)) {
+                Ok(()) => {
+                    warn!(volume = %v.id, file = %name, "deleted an unrecorded volume file of an interrupted export")
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(VolumeError::Write {
+                        path: dir.join(name),
+                        source,
+                    })
+                }
+            }
+        }
+        locator.drop_volume(&v.id).await?;
+        cleaned += 1;
+    }
+    Ok(cleaned)
+}
+
+/// A volume being written.
+struct Open {
+    id: String,
+    temp: PathBuf,
+    file: std::io::BufWriter<std::fs::File>,
+    written: u64,
+    members: Vec<Member>,
+    /// Length `MANIFEST.json` and `SHA256SUMS` will have with the members so far.
+    manifest_len: u64,
+    sums_len: u64,
+    created_at: i64,
+}
+
+impl Open {
+    /// Size of the finished volume if `len` more bytes at `path` were added.
+    fn projected(&self, path: &str, len: u64) -> u64 {
+        let entry = 400 + path.len() as u64 * 2;
+        self.written
+            + tar::member_size(len)
+            + tar::member_size(self.manifest_len + entry)
+            + tar::member_size(self.sums_len + 67 + path.len() as u64)
+            + tar::END.len() as u64
+    }
+}
+
+/// Writes volumes of everything on no volume yet into `out`, each at most `max_size` bytes.
+/// `progress` hears (instances done, instances to do, bytes written).
+pub async fn export(
+    locator: &Locator,
+    reader: &Reader,
+    out: &Path,
+    max_size: u64,
+    mut progress: impl FnMut(u64, u64, u64),
+) -> Result<ExportSummary, VolumeError> {
+    let started = std::time::Instant::now();
+    std::fs::create_dir_all(out).map_err(|source| VolumeError::Write {
+        path: out.to_owned(),
+        source,
+    })?;
+    let out = out.canonicalize().map_err(|source| VolumeError::Write {
+        path: out.to_owned(),
+        source,
+    })?;
+    recover(locator).await?;
+    let total = locator.unvolumed_count().await?;
+    let mut summary = ExportSummary::default();
+    let mut open: Option<Open> = None;
+    let mut after = 0;
+    let mut done = 0;
+    loop {
+        let page = locator.unvolumed_page(after, PAGE).await?;
+        let Some(last) = page.last() else { break };
+        after = last.id;
+        for instance in page {
+            done += 1;
+            let bytes = match reader
+                .read_instance(&instance.sop_instance_uid, &instance.object)
+                .await
+            {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    warn!(sop_instance_uid = %instance.sop_instance_uid, error = %e, "not exported to a volume");
+                    summary.failed += 1;
+                    summary
+                        .failures
+                        .push(format!("{}: {e}", instance.sop_instance_uid));
+                    continue;
+                }
+            };
+            let path = member_path(&instance);
+            let len = bytes.len() as u64;
+            if let Some(v) = &open {
+                if !v.members.is_empty() && v.projected(&path, len) > max_size {
+                    let v = open.take().expect("open volume");
+                    summary
+                        .volumes
+                        .push(finish(locator, v, &out, &mut summary.bytes).await?);
+                }
+            }
+            if open.is_none() {
+                // Unique across runs (recovery runs first) and within one.
+                let now = now_millis();
+                let id = format!(
+                    "strata-vol-{}{:03}Z-{:03}",
+                    compact_utc(now / 1000).trim_end_matches('Z'),
+                    now % 1000,
+                    summary.volumes.len() + 1
+                );
+                open = Some(start(locator, &id, &out).await?);
+            }
+            let v = open.as_mut().expect("open volume");
+            if v.members.is_empty() && v.projected(&path, len) > max_size {
+                warn!(sop_instance_uid = %instance.sop_instance_uid, bytes = len, max_size, "instance larger than a volume: written alone");
+            }
+            add(v, instance, path, &bytes)?;
+            progress(done, total, summary.bytes + v.written);
+        }
+    }
+    if let Some(v) = open.take() {
+        summary
+            .volumes
+            .push(finish(locator, v, &out, &mut summary.bytes).await?);
+    }
+    summary.instances = summary.volumes.iter().map(|v| v.instances).sum();
+    summary.seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+fn member_path(i: &Unvolumed) -> String {
+    format!(
+        "{}/{}/{}.dcm",
+        i.study_instance_uid, i.series_instance_uid, i.sop_instance_uid
+    )
+}
+
+async fn start(locator: &Locator, id: &str, out: &Path) -> Result<Open, VolumeError> {
+    locator.begin_volume(id, &out.display().to_string()).await?;
+    let temp = out.join(format!("{id}.tar.tmp"));
+    let file = std::fs::File::create(&temp).map_err(|source| VolumeError::Write {
+        path: temp.clone(),
+        source,
+    })?;
+    let created_at = now_millis();
+    let manifest_len = manifest_text(id, created_at, &[]).len() as u64;
+    Ok(Open {
+        id: id.to_string(),
+        temp,
+        file: std::io::BufWriter::with_capacity(1 << 20, file),
+        written: 0,
+        members: Vec::new(),
+        manifest_len,
+        sums_len: 0,
+        created_at,
+    })
+}
+
+/// Appends one member. Blocking writes: volumes go to local or tape-staging disks, and the
+/// export is a command-line job.
+fn add(v: &mut Open, i: Unvolumed, path: String, bytes: &[u8]) -> Result<(), VolumeError> {
+    let len = bytes.len() as u64;
+    let header = tar::header(&path, len, (v.created_at / 1000) as u64)?;
+    let member = Member {
+        offset: v.written + tar::BLOCK,
+        length: len,
+        sha256: hex(&Sha256::digest(bytes)),
+        crc32c: crc32c(bytes),
+        path,
+        sop_instance_uid: i.sop_instance_uid,
+        series_instance_uid: i.series_instance_uid,
+        study_instance_uid: i.study_instance_uid,
+        transfer_syntax_uid: i.object.transfer_syntax_uid,
+    };
+    write_member(v, &header, bytes)?;
+    let entry = serde_json::to_string(&member).expect("member JSON");
+    v.manifest_len += entry.len() as u64 + if v.members.is_empty() { 0 } else { 2 };
+    v.sums_len += 67 + member.path.len() as u64;
+    v.members.push(member);
+    Ok(())
+}
+
+fn write_member(v: &mut Open, header: &[u8; 512], data: &[u8]) -> Result<(), VolumeError> {
+    let len = data.len() as u64;
+    let pad = (tar::padded(len) - len) as usize;
+    let io = |source| VolumeError::Write {
+        path: v.temp.clone(),
+        source,
+    };
+    v.file.write_all(header).map_err(io)?;
+    v.file.write_all(data).map_err(io)?;
+    v.file.write_all(&[0u8; 512][..pad]).map_err(io)?;
+    v.written += tar::member_size(len);
+    Ok(())
+}
+
+/// `MANIFEST.json`'s text: one member per line, so its length is known as members are added.
+fn manifest_text(id: &str, created_at: i64, members: &[Member]) -> String {
+    let head = serde_json::json!({
+        "format": FORMAT,
+        "volume": id,
+        "created_at": created_at,
+        "strata_version": env!("CARGO_PKG_VERSION"),
+    })
+    .to_string();
+    // `{"format":...,"members":[` then the members, then `]}`.
+    let head = format!("{},\"members\":[\n", head.trim_end_matches('}'));
+    let body: Vec<String> = members
+        .iter()
+        .map(|m| serde_json::to_string(m).expect("member JSON"))
+        .collect();
+    format!("{head}{}\n]}}\n", body.join(",\n"))
+}
+
+fn sums_text(members: &[Member]) -> String {
+    members
+        .iter()
+        .map(|m| format!("{}  {}\n", m.sha256, m.path))
+        .collect()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Writes the manifest, checksums and end marker; makes the file durable, reads it back,
+/// publishes it and records it with its copies.
+async fn finish(
+    locator: &Locator,
+    mut v: Open,
+    out: &Path,
+    total: &mut u64,
+) -> Result<Written, VolumeError> {
+    let manifest = manifest_text(&v.id, v.created_at, &v.members);
+    let sums = sums_text(&v.members);
+    let mtime = (v.created_at / 1000) as u64;
+    for (name, text) in [
+        (MANIFEST, manifest.as_bytes()),
+        (SHA256SUMS, sums.as_bytes()),
+    ] {
+        let header = tar::header(name, text.len() as u64, mtime)?;
+        write_member(&mut v, &header, text)?;
+    }
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| VolumeError::Write { path, source }
+    };
+    v.file.write_all(&tar::END).map_err(io(&v.temp))?;
+    v.written += tar::END.len() as u64;
+    let file = v.file.into_inner().map_err(|e| VolumeError::Write {
+        path: v.temp.clone(),
+        source: e.into_error(),
+    })?;
+    file.sync_all().map_err(io(&v.temp))?;
+    drop(file);
+    let temp = v.temp.clone();
+    let members = v.members.clone();
+    let sha256 = tokio::task::spawn_blocking(move || check(&temp, &members))
+        .await
+        .expect("volume check task")?;
+    let path = out.join(format!("{}.tar", v.id));
+    std::fs::rename(&v.temp, &path).map_err(io(&path))?;
+    std::fs::File::open(out)
+        .and_then(|d| d.sync_all())
+        .map_err(io(out))?;
+    let volume = Volume {
+        id: v.id.clone(),
+        state: "complete".into(),
+        directory: out.display().to_string(),
+        size: v.written,
+        instances: v.members.len() as u64,
+        sha256,
+        created_at: v.created_at,
+        owner_pid: None,
+    };
+    let copies = copies_of(&v.id, &v.members);
+    locator.record_volume(&volume, &copies, false).await?;
+    info!(volume = %v.id, instances = volume.instances, bytes = volume.size, "offline volume written, verified and recorded");
+    *total += v.written;
+    Ok(Written {
+        id: v.id,
+        path,
+        size: volume.size,
+        instances: volume.instances,
+    })
+}
+
+/// The offline copies a volume's members are.
+pub fn copies_of(volume: &str, members: &[Member]) -> Vec<Copy> {
+    let created_at = now_millis();
+    members
+        .iter()
+        .map(|m| Copy {
+            sop_instance_uid: m.sop_instance_uid.clone(),
+            kind: CopyKind::Offline,
+            location: volume.to_string(),
+            member: m.path.clone(),
+            offset: m.offset,
+            length: m.length,
+            crc32c: m.crc32c,
+            format: ORIGINAL.into(),
+            source_crc32c: m.crc32c,
+            created_at,
+        })
+        .collect()
+}
+
+/// Reads a written volume back: every header parses, every member listed is where the
+/// manifest says with the right SHA-256, and the manifest and checksums are there. Returns
+/// the SHA-256 of the whole file. Blocking.
+fn check(path: &Path, members: &[Member]) -> Result<String, VolumeError> {
+    let scanned = scan(path)?;
+    let invalid = |detail: String| VolumeError::Invalid {
+        path: path.to_owned(),
+        detail,
+    };
+    if scanned.manifest.members != members {
+        return Err(invalid("manifest differs from what was written".into()));
+    }
+    let mut file = std::fs::File::open(path).map_err(|source| VolumeError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    for m in members {
+        let bytes = read_member(&mut file, path, m)?;
+        if hex(&Sha256::digest(&bytes)) != m.sha256 {
+            return Err(invalid(format!("{} reads back damaged", m.path)));
+        }
+    }
+    whole_sha256(path)
+}
+
+fn whole_sha256(path: &Path) -> Result<String, VolumeError> {
+    let mut file = std::fs::File::open(path).map_err(|source| VolumeError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).map_err(|source| VolumeError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex(&hasher.finalize()))
+}
+
+/// What a volume holds, from its own headers and manifest.
+#[derive(Debug, Clone)]
+pub struct Scanned {
+    pub manifest: Manifest,
+    /// Path → (data offset, length) of every member found in the headers.
+    pub entries: BTreeMap<String, (u64, u64)>,
+}
+
+/// Walks a volume's headers (seeking over the data) and reads its manifest. Blocking.
+pub fn scan(path: &Path) -> Result<Scanned, VolumeError> {
+    let read_err = |source| VolumeError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let invalid = |detail: String| VolumeError::Invalid {
+        path: path.to_owned(),
+        detail,
+    };
+    let mut file = std::fs::File::open(path).map_err(read_err)?;
+    let size = file.metadata().map_err(read_err)?.len();
+    let mut entries = BTreeMap::new();
+    let mut at = 0u64;
+    loop {
+        if at + tar::BLOCK > size {
+            return Err(invalid(format!("ends without an end marker at byte {at}")));
+        }
+        let mut h = [0u8; 512];
+        file.seek(SeekFrom::Start(at)).map_err(read_err)?;
+        file.read_exact(&mut h).map_err(read_err)?;
+        let Some(entry) = tar::parse(&h, at)? else {
+            break;
+        };
+        if at + tar::member_size(entry.len) > size {
+            return Err(invalid(format!("{} is cut short", entry.path)));
+        }
+        entries.insert(entry.path, (at + tar::BLOCK, entry.len));
+        at += tar::member_size(entry.len);
+    }
+    let &(offset, len) = entries
+        .get(MANIFEST)
+        .ok_or_else(|| invalid(format!("no {MANIFEST}")))?;
+    if len > MAX_MANIFEST {
+        return Err(invalid(format!("{MANIFEST} of {len} bytes")));
+    }
+    let mut text = vec![0u8; len as usize];
+    file.seek(SeekFrom::Start(offset)).map_err(read_err)?;
+    file.read_exact(&mut text).map_err(read_err)?;
+    let manifest: Manifest =
+        serde_json::from_slice(&text).map_err(|e| invalid(format!("{MANIFEST}: {e}")))?;
+    if manifest.format != FORMAT {
+        return Err(invalid(format!("unknown format {:?}", manifest.format)));
+    }
+    for m in &manifest.members {
+        if entries.get(&m.path) != Some(&(m.offset, m.length)) {
+            return Err(invalid(format!(
+                "{} is not where the manifest says",
+                m.path
+            )));
+        }
+    }
+    Ok(Scanned { manifest, entries })
+}
+
+/// The bytes of one member. Blocking.
+pub fn read_member(
+    file: &mut std::fs::File,
+    path: &Path,
+    m: &Member,
+) -> Result<Vec<u8>, VolumeError> {
+    let read_err = |source| VolumeError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let mut bytes = vec![0u8; m.length as usize];
+    file.seek(SeekFrom::Start(m.offset)).map_err(read_err)?;
+    file.read_exact(&mut bytes).map_err(read_err)?;
+    Ok(bytes)
+}
+
+/// Whether a member's bytes are what the manifest says.
+pub fn intact(m: &Member, bytes: &[u8]) -> bool {
+    hex(&Sha256::digest(bytes)) == m.sha256 && crc32c(bytes) == m.crc32c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_names() {
+        assert_eq!(parse_size("10G"), Ok(10 << 30));
+        assert_eq!(parse_size("500M"), Ok(500 << 20));
+        assert_eq!(parse_size("70000"), Ok(70000));
+        assert!(parse_size("1K").is_err());
+        assert!(parse_size("5X").is_err());
+        assert_eq!(compact_utc(0), "19700101T000000Z");
+        assert_eq!(compact_utc(1_795_000_000), "20261118T110640Z");
+    }
+
+    #[test]
+    fn manifest_length_is_predicted_exactly() {
+        let m = |n: u32| Member {
+            path: format!("1.2/3.4/{n}.dcm"),
+            sop_instance_uid: n.to_string(),
+            series_instance_uid: "3.4".into(),
+            study_instance_uid: "1.2".into(),
+            transfer_syntax_uid: "1.2.840.10008.1.2.1".into(),
+            offset: 512 * u64::from(n),
+            length: 1000,
+            sha256: "ab".repeat(32),
+            crc32c: n,
+        };
+        let mut len = manifest_text("v", 5, &[]).len();
+        let mut members = Vec::new();
+        for n in 0..3 {
+            let entry = serde_json::to_string(&m(n)).unwrap().len();
+            len += entry + if members.is_empty() { 0 } else { 2 };
+            members.push(m(n));
+            assert_eq!(manifest_text("v", 5, &members).len(), len);
+        }
+        let parsed: Manifest = serde_json::from_str(&manifest_text("v", 5, &members)).unwrap();
+        assert_eq!(parsed.members, members);
+    }
+}

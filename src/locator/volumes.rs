@@ -1,0 +1,207 @@
+//! The locator side of offline volumes: the `volumes` journal and register, and which
+//! instances are not on a volume yet.
+
+use serde::Serialize;
+use sqlx::Row;
+
+use super::copies::Copy;
+use super::{now_millis, stored_object, Locator, LocatorError};
+use crate::model::StoredObject;
+
+fn err(e: sqlx::Error) -> LocatorError {
+    LocatorError::Copies(e)
+}
+
+/// One volume as the locator knows it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Volume {
+    pub id: String,
+    /// `writing` (journaled, not yet durable) or `complete`.
+    pub state: String,
+    /// The folder it was written to.
+    pub directory: String,
+    pub size: u64,
+    pub instances: u64,
+    /// SHA-256 of the whole file.
+    pub sha256: String,
+    /// Unix milliseconds.
+    pub created_at: i64,
+    #[serde(skip)]
+    pub owner_pid: Option<u32>,
+}
+
+/// An instance whose current bytes are on no volume yet.
+#[derive(Debug, Clone)]
+pub struct Unvolumed {
+    pub id: i64,
+    pub sop_instance_uid: String,
+    pub series_instance_uid: String,
+    pub study_instance_uid: String,
+    pub object: StoredObject,
+}
+
+const VOLUME_COLUMNS: &str = "id, state, directory, size, instances, sha256, created_at, owner_pid";
+
+fn volume_row(r: &sqlx::sqlite::SqliteRow) -> Volume {
+    Volume {
+        id: r.get(0),
+        state: r.get(1),
+        directory: r.get(2),
+        size: r.get::<i64, _>(3) as u64,
+        instances: r.get::<i64, _>(4) as u64,
+        sha256: r.get(5),
+        created_at: r.get(6),
+        owner_pid: r.get::<Option<i64>, _>(7).map(|p| p as u32),
+    }
+}
+
+/// No current offline copy: none whose source is the instance's current bytes.
+const UNVOLUMED: &str = "NOT EXISTS (SELECT 1 FROM copies c WHERE c.sop_instance_uid = \
+     i.sop_instance_uid AND c.kind = 'offline' AND c.source_crc32c = i.crc32c)";
+
+impl Locator {
+    /// Journals a volume about to be written by this process.
+    pub async fn begin_volume(&self, id: &str, directory: &str) -> Result<(), LocatorError> {
+        let _guard = self.write_lock.lock().await;
+        sqlx::query(
+            "INSERT INTO volumes (id, state, directory, created_at, owner_pid) \
+             VALUES (?, 'writing', ?, ?, ?)",
+        )
+        .bind(id)
+        .bind(directory)
+        .bind(now_millis())
+        .bind(std::process::id() as i64)
+        .execute(&self.pool)
+        .await
+        .map_err(err)?;
+        Ok(())
+    }
+
+    /// Forgets a journaled volume whose file was never completed (or is deleted).
+    pub async fn drop_volume(&self, id: &str) -> Result<(), LocatorError> {
+        let _guard = self.write_lock.lock().await;
+        sqlx::query("DELETE FROM volumes WHERE id = ? AND state = 'writing'")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    /// Every volume, oldest first.
+    pub async fn volumes(&self) -> Result<Vec<Volume>, LocatorError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {VOLUME_COLUMNS} FROM volumes ORDER BY created_at, id"
+        )))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err)?;
+        Ok(rows.iter().map(volume_row).collect())
+    }
+
+    /// In one transaction: the volume turns complete with its size and checksum, and its
+    /// copies are recorded (those whose source is still the instance's current bytes). With
+    /// `adopt`, a volume the locator does not know (an import into a rebuilt locator) is
+    /// registered first. Returns how many copies were recorded.
+    pub async fn record_volume(
+        &self,
+        volume: &Volume,
+        copies: &[Copy],
+        adopt: bool,
+    ) -> Result<u64, LocatorError> {
+        let _guard = self.write_lock.lock().await;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(err)?;
+        if adopt {
+            sqlx::query(
+                "INSERT OR IGNORE INTO volumes (id, state, directory, created_at) \
+                 VALUES (?, 'writing', ?, ?)",
+            )
+            .bind(&volume.id)
+            .bind(&volume.directory)
+            .bind(volume.created_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        }
+        sqlx::query(
+            "UPDATE volumes SET state = 'complete', size = ?, instances = ?, sha256 = ?, \
+               directory = ?, owner_pid = NULL WHERE id = ?",
+        )
+        .bind(volume.size as i64)
+        .bind(volume.instances as i64)
+        .bind(&volume.sha256)
+        .bind(&volume.directory)
+        .bind(&volume.id)
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
+        let mut recorded = 0;
+        for c in copies {
+            let done = sqlx::query(
+                "INSERT OR IGNORE INTO copies (sop_instance_uid, kind, location, member, \
+                   byte_offset, byte_length, crc32c, format, created_at, source_crc32c) \
+                 SELECT ?, 'offline', ?, ?, ?, ?, ?, ?, ?, ? WHERE EXISTS \
+                   (SELECT 1 FROM instances WHERE sop_instance_uid = ? AND crc32c = ?)",
+            )
+            .bind(&c.sop_instance_uid)
+            .bind(&c.location)
+            .bind(&c.member)
+            .bind(c.offset as i64)
+            .bind(c.length as i64)
+            .bind(i64::from(c.crc32c))
+            .bind(&c.format)
+            .bind(c.created_at)
+            .bind(i64::from(c.source_crc32c))
+            .bind(&c.sop_instance_uid)
+            .bind(i64::from(c.source_crc32c))
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+            recorded += done.rows_affected();
+        }
+        tx.commit().await.map_err(err)?;
+        Ok(recorded)
+    }
+
+    /// How many instances are on no volume yet.
+    pub async fn unvolumed_count(&self) -> Result<u64, LocatorError> {
+        sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!(
+            "SELECT COUNT(*) FROM instances i WHERE {UNVOLUMED}"
+        )))
+        .fetch_one(&self.pool)
+        .await
+        .map(|n| n as u64)
+        .map_err(err)
+    }
+
+    /// Up to `limit` instances on no volume yet with row id above `after`, in id order.
+    pub async fn unvolumed_page(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<Unvolumed>, LocatorError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT i.id, i.sop_instance_uid, se.series_instance_uid, st.study_instance_uid, \
+               i.tier, i.location, i.byte_offset, i.byte_length, i.crc32c, i.transfer_syntax_uid \
+             FROM instances i JOIN series se ON se.id = i.series_fk \
+             JOIN studies st ON st.id = se.study_fk \
+             WHERE i.id > ? AND {UNVOLUMED} ORDER BY i.id LIMIT ?"
+        )))
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err)?;
+        rows.iter()
+            .map(|r| {
+                Ok(Unvolumed {
+                    id: r.get(0),
+                    sop_instance_uid: r.get(1),
+                    series_instance_uid: r.get(2),
+                    study_instance_uid: r.get(3),
+                    object: stored_object(r, 4).map_err(err)?,
+                })
+            })
+            .collect()
+    }
+}
