@@ -269,6 +269,7 @@ fn a_volume_brings_back_what_the_online_tier_and_near_line_lost() {
     }
     let (ok, report) = cli_json(&server, &["verify", "--json"]);
     assert!(ok, "{report}");
+    assert_eq!(report["offline_not_checked"], 7, "{report}");
 }
 
 #[test]

@@ -160,6 +160,13 @@ impl std::fmt::Display for VerifyReport {
                 c.ok, c.missing, c.damaged
             )?;
         }
+        if self.offline_not_checked > 0 {
+            writeln!(
+                f,
+                "copy    offline   {} not checked (volumes are checked when imported)",
+                self.offline_not_checked
+            )?;
+        }
         if self.lossy_only > 0 {
             writeln!(
                 f,

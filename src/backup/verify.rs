@@ -58,6 +58,8 @@ pub struct VerifyReport {
     pub lossy_only: u64,
     /// Bad primaries with no intact copy at all.
     pub unrecoverable: u64,
+    /// Offline (volume) copies, not read: a volume is checked when it is imported.
+    pub offline_not_checked: u64,
     /// One line per problem found or left.
     pub problems: Vec<String>,
     pub seconds: f64,
@@ -131,6 +133,10 @@ impl Backup {
             let page = self.locator.copies_page(after, PAGE).await?;
             let Some((last, _)) = page.last() else { break };
             after = *last;
+            report.offline_not_checked += page
+                .iter()
+                .filter(|(_, c)| c.kind == CopyKind::Offline)
+                .count() as u64;
             let reader = self.reader.clone();
             let mut results = futures_util::stream::iter(page)
                 .filter(|(_, c)| std::future::ready(c.kind == CopyKind::Nearline))
