@@ -1,15 +1,20 @@
-//! Admin commands behind the CLI: reports over the locator and the tiers, and the jobs an
-//! admin runs by hand (tiering, restore, backup, verify).
+//! Admin commands behind the CLI: reports over the locator and the tiers (`status`,
+//! `schedule`, `locate`), and the jobs an admin runs by hand (tiering, restore, backup,
+//! verify, import), each recorded in the job history (`crate::jobs`).
 
 mod backup;
 mod import;
 mod progress;
+mod schedule;
 mod status;
 mod tier;
 mod transcode;
 
 pub use backup::{backup_run, verify, BackupCommandError, BackupSummary};
 pub use import::{import, ImportError, ImportSummary, IMPORT_AE};
+pub use schedule::{schedule, ScheduleReport, WorkerSchedule};
 pub use status::{status, StatusReport};
-pub use tier::{locate, restore, tier_run, Located, LocatedCopy, TierError, TierSummary};
+pub use tier::{
+    locate, restore, tier_run, Located, LocatedCopy, RestoreSummary, TierError, TierSummary,
+};
 pub use transcode::{parse_roi, transcode, TranscodeError, TranscodeSummary};

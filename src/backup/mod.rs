@@ -30,12 +30,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use crc32c::crc32c;
 use futures_util::StreamExt;
+use serde::Serialize;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::archive::container::{verify as verify_container, ContainerBuilder, Expected};
 use crate::archive::{container_name, temp_name, ArchiveError, ArchiveStore, LocalStore};
 use crate::convert::{ConvertError, Converter};
+use crate::jobs::{JobKind, JobReport, JobRun, Trigger};
 use crate::locator::archive::PlacedInstance;
 use crate::locator::copies::{Copy, CopyKind};
 use crate::locator::{now_millis, Locator, LocatorError};
@@ -399,38 +401,92 @@ pub struct BackupSchedule {
     pub poll: Duration,
 }
 
+/// What one pass of the server's backup worker over the backup queue did (recorded in the
+/// job history; the same counts as `strata backup run`'s summary).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BackupPass {
+    /// Studies queued when the pass began.
+    pub studies: u64,
+    pub backed_up: u64,
+    pub failed: u64,
+    pub instances: u64,
+    pub bytes: u64,
+    pub seconds: f64,
+    /// `study: reason` for every study not backed up.
+    pub failures: Vec<String>,
+}
+
+impl JobReport for BackupPass {
+    fn failed(&self) -> bool {
+        self.failed > 0
+    }
+}
+
+/// What one pass over the repair queue did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RepairPass {
+    /// Instances queued for repair when the pass began.
+    pub queued: u64,
+    /// Primaries re-created from a backup copy.
+    pub recreated: u64,
+    pub failed: u64,
+    pub seconds: f64,
+}
+
+impl JobReport for RepairPass {
+    fn failed(&self) -> bool {
+        self.failed > 0
+    }
+}
+
 /// The server's worker, until `shutdown` turns true: re-creates queued damaged primaries at
 /// every poll, and works through the backup queue inside the window, stopping between two
-/// studies when the window closes or the server shuts down.
+/// studies when the window closes or the server shuts down. Passes that find work are
+/// recorded in the job history (`repair`, `backup`, trigger `server`).
 pub async fn run(
     backup: Arc<Backup>,
     schedule: BackupSchedule,
     mut shutdown: watch::Receiver<bool>,
 ) {
     info!(window = ?schedule.window, "backup worker ready");
+    let locator = backup.locator.clone();
     loop {
-        match backup.repair_pending().await {
-            Ok((0, 0)) => {}
-            Ok((recreated, failed)) => info!(recreated, failed, "repair queue worked through"),
-            Err(e) => warn!(error = %e, "backup: cannot read the repair queue"),
+        match locator.queue_lengths().await {
+            Err(e) => warn!(error = %e, "backup: cannot read the queue lengths"),
+            Ok(queues) if queues.repairs > 0 => {
+                let run = JobRun::start(&locator, JobKind::Repair, Trigger::Server).await;
+                let started = Instant::now();
+                let result = backup.repair_pending().await.map(|(recreated, failed)| {
+                    info!(recreated, failed, "repair queue worked through");
+                    RepairPass {
+                        queued: queues.repairs,
+                        recreated,
+                        failed,
+                        seconds: started.elapsed().as_secs_f64(),
+                    }
+                });
+                if let Err(e) = &result {
+                    warn!(error = %e, "backup: cannot read the repair queue");
+                }
+                run.finish(&locator, &result).await;
+            }
+            Ok(_) => {}
         }
         if let Some(window) = schedule.window.filter(|w| in_window(*w, minute_now())) {
             if let Err(e) = backup.recover().await {
                 warn!(error = %e, "backup: recovery failed");
             }
-            let stop = shutdown.clone();
-            let result = backup
-                .run_queue(
-                    || !*stop.borrow() && in_window(window, minute_now()),
-                    |study, result, _, _| {
-                        if let Err(e) = result {
-                            warn!(study = %study, error = %e, "backup: study not backed up");
-                        }
-                    },
-                )
-                .await;
-            if let Err(e) = result {
-                warn!(error = %e, "backup: cannot read the queue");
+            match locator.queue_lengths().await {
+                Err(e) => warn!(error = %e, "backup: cannot read the queue lengths"),
+                Ok(queues) if queues.backup > 0 => {
+                    let run = JobRun::start(&locator, JobKind::Backup, Trigger::Server).await;
+                    let result = backup_pass(&backup, window, &shutdown).await;
+                    if let Err(e) = &result {
+                        warn!(error = %e, "backup: cannot read the queue");
+                    }
+                    run.finish(&locator, &result).await;
+                }
+                Ok(_) => {}
             }
         }
         tokio::select! {
@@ -438,4 +494,43 @@ pub async fn run(
             _ = shutdown.wait_for(|stop| *stop) => return,
         }
     }
+}
+
+/// Works through the backup queue until done, the window closes or the server stops.
+async fn backup_pass(
+    backup: &Backup,
+    window: (u32, u32),
+    shutdown: &watch::Receiver<bool>,
+) -> Result<BackupPass, BackupError> {
+    let started = Instant::now();
+    let mut pass = BackupPass::default();
+    backup
+        .run_queue(
+            || !*shutdown.borrow() && in_window(window, minute_now()),
+            |study, result, _, total| {
+                pass.studies = total;
+                match result {
+                    Ok(backed) => {
+                        pass.backed_up += 1;
+                        pass.instances += backed.instances as u64;
+                        pass.bytes += backed.bytes;
+                    }
+                    Err(e) => {
+                        warn!(study = %study, error = %e, "backup: study not backed up");
+                        pass.failed += 1;
+                        pass.failures.push(format!("{study}: {e}"));
+                    }
+                }
+            },
+        )
+        .await?;
+    pass.seconds = started.elapsed().as_secs_f64();
+    info!(
+        studies = pass.studies,
+        backed_up = pass.backed_up,
+        failed = pass.failed,
+        bytes = pass.bytes,
+        "backup pass done"
+    );
+    Ok(pass)
 }
