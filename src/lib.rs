@@ -10,6 +10,7 @@ pub mod convert;
 pub mod dataset;
 pub mod identifier;
 pub mod ingest;
+pub mod jobs;
 pub mod locator;
 pub mod model;
 pub mod net;

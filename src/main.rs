@@ -43,6 +43,9 @@ enum Command {
         config: PathBuf,
         #[arg(long)]
         study: String,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Show where each instance of a study lives.
     Locate {
@@ -87,7 +90,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Show what is stored, per tier.
+    /// Show when the tiering and backup workers run next, what is queued, and their last runs.
+    Schedule {
+        #[arg(long)]
+        config: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show what is stored, per tier, what is queued, and the last run of each job.
     Status {
         #[arg(long)]
         config: PathBuf,
@@ -251,14 +262,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Restore { config, study } => {
+        Command::Restore {
+            config,
+            study,
+            json,
+        } => {
             let config = Config::load(&config)?;
             init_logging("warn")?;
-            let (instances, bytes) = runtime.block_on(strata::admin::restore(&config, &study))?;
-            println!(
-                "restored {instances} instances ({:.1} MB) of {study} online",
-                bytes as f64 / 1e6
-            );
+            let summary = runtime.block_on(strata::admin::restore(&config, &study))?;
+            if json {
+                println!("{}", serde_json::to_string(&summary)?);
+            } else {
+                println!(
+                    "restored {} instances ({:.1} MB) of {study} online in {:.1} s",
+                    summary.instances,
+                    summary.bytes as f64 / 1e6,
+                    summary.seconds
+                );
+            }
             Ok(())
         }
         Command::Locate {
@@ -471,6 +492,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             if report.remaining > 0 {
                 anyhow::bail!("{} damaged or missing copies remain", report.remaining);
+            }
+            Ok(())
+        }
+        Command::Schedule { config, json } => {
+            let config = Config::load(&config)?;
+            let report = runtime.block_on(strata::admin::schedule(&config))?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{report}");
             }
             Ok(())
         }

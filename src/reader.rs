@@ -92,7 +92,8 @@ pub struct Reader {
 struct Recovery {
     locator: Arc<Locator>,
     nearline: LocalStore,
-    /// Reads answered from a copy other than the primary since start.
+    /// Reads answered from a copy other than the primary since start (this process; the
+    /// locator's `read_fallbacks` counter holds every process's total).
     fallbacks: AtomicU64,
 }
 
@@ -177,9 +178,23 @@ impl Reader {
             Err(e) => return Err(e),
         };
         let count = recovery.fallbacks.fetch_add(1, Ordering::Relaxed) + 1;
+        // Persistent too, so `strata status` (another process) can show it; counting must
+        // not fail a read that succeeded.
+        let total = match recovery
+            .locator
+            .add_to_counter(crate::locator::jobs::READ_FALLBACKS, 1)
+            .await
+        {
+            Ok(total) => Some(total),
+            Err(e) => {
+                warn!(sop_instance_uid = %uid, error = %e, "cannot count the fallback in the locator");
+                None
+            }
+        };
         warn!(sop_instance_uid = %uid, primary_tier = primary.tier.as_str(),
             primary = %primary.location, error = %failure, copy_kind = copy.kind.as_str(),
-            copy = %copy.location, fallbacks = count, "primary copy unreadable; served from a backup copy");
+            copy = %copy.location, fallbacks = count, fallbacks_total = ?total,
+            "primary copy unreadable; served from a backup copy");
         Ok(bytes)
     }
 
@@ -267,6 +282,13 @@ impl Reader {
             match self.read_copy(&copy).await {
                 Ok(bytes) => {
                     let count = recovery.fallbacks.fetch_add(1, Ordering::Relaxed) + 1;
+                    if let Err(e) = recovery
+                        .locator
+                        .add_to_counter(crate::locator::jobs::READ_FALLBACKS, 1)
+                        .await
+                    {
+                        warn!(sop_instance_uid = %uid, error = %e, "cannot count the fallback in the locator");
+                    }
                     warn!(sop_instance_uid = %uid, copy_kind = copy.kind.as_str(), copy = %copy.location,
                         format = %copy.format, fallbacks = count,
                         "every lossless copy is lost; serving the lossy copy, marked lossy");

@@ -321,4 +321,23 @@ fn the_server_archives_due_studies_inside_its_window() {
         );
     }
     assert_eq!(containers(&server).len(), 2);
+    // The server's passes are in the job history (finished just after their last commit).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = server.status();
+        let run = &status["last_runs"]["tier"];
+        if run["outcome"] == "ok" {
+            assert_eq!(run["trigger"], "server", "{status}");
+            assert!(
+                run["summary"]["archived"].as_u64().unwrap() >= 1,
+                "{status}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no finished tiering pass recorded: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

@@ -469,6 +469,25 @@ fn the_server_backs_up_queued_studies_inside_its_window() {
     let (ok, report) = verify(&server, false);
     assert!(ok, "{report}");
     assert_eq!(nearline_containers(&server.dir).len(), 2);
+    // The server's backup passes are in the job history, with what they backed up.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = server.status();
+        let run = &status["last_runs"]["backup"];
+        if run["outcome"] == "ok" {
+            assert_eq!(run["trigger"], "server", "{status}");
+            assert!(
+                run["summary"]["backed_up"].as_u64().unwrap() >= 1,
+                "{status}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no finished backup pass recorded: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]

@@ -37,7 +37,12 @@ async fn dcmtk_store_keeps_data_sets_byte_identical_and_indexed() {
                 "archive": {"instances": 0, "bytes": 0}
             },
             "copies": {"nearline": 0, "offline": 0},
-            "queues": {"backup": 0, "repairs": 0}
+            "queues": {"backup": 0, "repairs": 0},
+            "last_runs": {
+                "tier": null, "backup": null, "repair": null, "verify": null, "import": null,
+                "restore": null, "export-volume": null, "import-volume": null
+            },
+            "read_fallbacks": 0
         })
     );
 

@@ -9,6 +9,7 @@ use crate::archive::ArchiveError;
 use crate::backup::{Backup, BackupError, VerifyReport};
 use crate::config::Config;
 use crate::convert::{ConvertError, Converter};
+use crate::jobs::{JobKind, JobReport, JobRun, Trigger};
 use crate::locator::{Locator, LocatorError};
 use crate::online::OnlineError;
 
@@ -90,6 +91,14 @@ pub async fn enqueue_backup(config: &Config, studies: &[String]) -> Result<(), B
 /// Backs up every queued study now.
 pub async fn backup_run(config: &Config) -> Result<BackupSummary, BackupCommandError> {
     let stack = Stack::open(config).await?;
+    let run = JobRun::start(&stack.locator, JobKind::Backup, Trigger::Cli).await;
+    let result = back_up_queue(&stack).await;
+    run.finish(&stack.locator, &result).await;
+    stack.locator.close().await;
+    result
+}
+
+async fn back_up_queue(stack: &Stack) -> Result<BackupSummary, BackupCommandError> {
     stack.converter.recover().await?;
     stack.backup.recover().await?;
     let progress = Progress::start();
@@ -118,13 +127,26 @@ pub async fn backup_run(config: &Config) -> Result<BackupSummary, BackupCommandE
         )
         .await?;
     summary.seconds = progress.finish();
-    stack.locator.close().await;
     Ok(summary)
+}
+
+impl JobReport for BackupSummary {
+    fn failed(&self) -> bool {
+        self.failed > 0
+    }
 }
 
 /// Scrubs every copy; with `repair`, mends what it can.
 pub async fn verify(config: &Config, repair: bool) -> Result<VerifyReport, BackupCommandError> {
     let stack = Stack::open(config).await?;
+    let run = JobRun::start(&stack.locator, JobKind::Verify, Trigger::Cli).await;
+    let result = scrub(&stack, repair).await;
+    run.finish(&stack.locator, &result).await;
+    stack.locator.close().await;
+    result
+}
+
+async fn scrub(stack: &Stack, repair: bool) -> Result<VerifyReport, BackupCommandError> {
     if repair {
         stack.converter.recover().await?;
         stack.backup.recover().await?;
@@ -137,8 +159,14 @@ pub async fn verify(config: &Config, repair: bool) -> Result<VerifyReport, Backu
         })
         .await;
     progress.finish();
-    stack.locator.close().await;
     Ok(report?)
+}
+
+impl JobReport for VerifyReport {
+    /// Like the CLI's exit status: damage that remains is a failure.
+    fn failed(&self) -> bool {
+        self.remaining > 0
+    }
 }
 
 impl std::fmt::Display for VerifyReport {

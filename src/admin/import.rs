@@ -13,6 +13,7 @@ use tokio::task::JoinSet;
 use super::progress::Progress;
 use crate::config::Config;
 use crate::ingest::Ingest;
+use crate::jobs::{JobKind, JobReport, JobRun, Trigger};
 use crate::locator::{Locator, LocatorError};
 use crate::net::{AssociationContext, Outcome, StoreRequest, StoreSink, StoreStart};
 use crate::online::{OnlineError, OnlineStore};
@@ -60,7 +61,15 @@ pub async fn import(config: &Config, roots: &[PathBuf]) -> Result<ImportSummary,
     let online = Arc::new(OnlineStore::open(&config.storage.online_dir)?);
     let locator = Arc::new(Locator::open(&config.locator).await?);
     let ingest = Ingest::new(online, locator.clone(), config.storage.duplicate_policy);
+    let run = JobRun::start(&locator, JobKind::Import, Trigger::Cli).await;
+    let summary = import_files(&ingest, files).await;
+    run.finish(&locator, &Ok::<_, ImportError>(&summary)).await;
+    locator.close().await;
+    Ok(summary)
+}
 
+/// Ingests `files`, [`PARALLEL`] at a time; single files failing are counted.
+async fn import_files(ingest: &Ingest, files: Vec<PathBuf>) -> ImportSummary {
     let progress = Progress::start();
     let mut summary = ImportSummary {
         files: files.len() as u64,
@@ -100,8 +109,13 @@ pub async fn import(config: &Config, roots: &[PathBuf]) -> Result<ImportSummary,
         progress.update(done, summary.files, &counts, summary.bytes);
     }
     summary.seconds = progress.finish();
-    locator.close().await;
-    Ok(summary)
+    summary
+}
+
+impl JobReport for ImportSummary {
+    fn failed(&self) -> bool {
+        self.failed > 0
+    }
 }
 
 /// Regular files below `path` (or `path` itself); symbolic links are not followed.

@@ -1,10 +1,12 @@
-//! `strata status`: what is stored, per tier and per backup kind, and what is queued.
+//! `strata status`: what is stored, per tier and per backup kind, what is queued, the last
+//! run of each job and how many reads fell back to a backup copy.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
 use crate::config::Config;
+use crate::jobs::{last_runs, RunView, READ_FALLBACKS};
 use crate::locator::copies::{CopyKind, QueueLengths};
 use crate::locator::{Locator, LocatorError, TierTotals};
 use crate::model::Tier;
@@ -23,6 +25,12 @@ pub struct StatusReport {
     pub copies: BTreeMap<&'static str, u64>,
     /// Studies waiting for a near-line copy, instances waiting for their primary's repair.
     pub queues: QueueLengths,
+    /// The last run of every job (`tier`, `backup`, `repair`, `verify`, `import`, `restore`,
+    /// `export-volume`, `import-volume`), `null` for a job that never ran.
+    pub last_runs: BTreeMap<&'static str, Option<RunView>>,
+    /// Reads served from a backup copy because the primary was missing or damaged, by every
+    /// process, ever.
+    pub read_fallbacks: u64,
 }
 
 /// Builds the report from the locator.
@@ -42,6 +50,8 @@ pub async fn status(config: &Config) -> Result<StatusReport, LocatorError> {
         copies.insert(kind.as_str(), n);
     }
     let queues = locator.queue_lengths().await?;
+    let last_runs = last_runs(&locator).await?;
+    let read_fallbacks = locator.counter(READ_FALLBACKS).await?;
     locator.close().await;
     Ok(StatusReport {
         patients: totals.patients,
@@ -52,6 +62,8 @@ pub async fn status(config: &Config) -> Result<StatusReport, LocatorError> {
         tiers,
         copies,
         queues,
+        last_runs,
+        read_fallbacks,
     })
 }
 
@@ -77,6 +89,16 @@ impl std::fmt::Display for StatusReport {
             "queued     {} studies for backup, {} primaries for repair",
             self.queues.backup, self.queues.repairs
         )?;
+        writeln!(
+            f,
+            "fallbacks  {} reads served from a backup copy",
+            self.read_fallbacks
+        )?;
+        for (job, run) in &self.last_runs {
+            if let Some(run) = run {
+                writeln!(f, "last {job:<13} {run}")?;
+            }
+        }
         Ok(())
     }
 }

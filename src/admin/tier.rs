@@ -9,6 +9,7 @@ use super::progress::Progress;
 use crate::archive::{Archive, ArchiveError};
 use crate::config::Config;
 use crate::convert::{ConvertError, Converter};
+use crate::jobs::{JobKind, JobReport, JobRun, Trigger};
 use crate::locator::{now_millis, Locator, LocatorError};
 use crate::online::{OnlineError, OnlineStore};
 use crate::reader::Reader;
@@ -91,6 +92,18 @@ async fn open(config: &Config) -> Result<(Arc<Locator>, Converter), TierError> {
 /// Archives every study whose newest instance is older than `min_age_days`.
 pub async fn tier_run(config: &Config, min_age_days: u32) -> Result<TierSummary, TierError> {
     let (locator, converter) = open(config).await?;
+    let run = JobRun::start(&locator, JobKind::Tier, Trigger::Cli).await;
+    let result = archive_due(&locator, &converter, min_age_days).await;
+    run.finish(&locator, &result).await;
+    locator.close().await;
+    result
+}
+
+async fn archive_due(
+    locator: &Locator,
+    converter: &Converter,
+    min_age_days: u32,
+) -> Result<TierSummary, TierError> {
     converter.recover().await?;
     let cutoff = now_millis() - i64::from(min_age_days) * 86_400_000;
     let studies = locator.studies_due(cutoff).await?;
@@ -116,18 +129,56 @@ pub async fn tier_run(config: &Config, min_age_days: u32) -> Result<TierSummary,
         progress.update(n as u64 + 1, summary.studies, &counts, summary.bytes);
     }
     summary.seconds = progress.finish();
-    locator.close().await;
     Ok(summary)
 }
 
-/// Brings a study back online.
-pub async fn restore(config: &Config, study: &str) -> Result<(u64, u64), TierError> {
+impl JobReport for TierSummary {
+    fn failed(&self) -> bool {
+        self.failed > 0
+    }
+}
+
+/// What `strata restore` did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RestoreSummary {
+    pub study: String,
+    /// Instances brought back online (0 when the study was online already).
+    pub instances: u64,
+    pub bytes: u64,
+    pub seconds: f64,
+}
+
+impl JobReport for RestoreSummary {
+    fn failed(&self) -> bool {
+        false
+    }
+}
+
+/// Brings a study back online. A study that cannot be restored is an error (non-zero exit),
+/// recorded as a failed run.
+pub async fn restore(config: &Config, study: &str) -> Result<RestoreSummary, TierError> {
     let (locator, converter) = open(config).await?;
-    converter.recover().await?;
-    let moved = converter.restore_study(study).await;
+    let run = JobRun::start(&locator, JobKind::Restore, Trigger::Cli).await;
+    let result = restore_one(&converter, study).await;
+    run.finish(&locator, &result).await;
     locator.close().await;
+    result
+}
+
+async fn restore_one(converter: &Converter, study: &str) -> Result<RestoreSummary, TierError> {
+    converter.recover().await?;
+    let progress = Progress::start();
+    // One study moves as one journaled step: the line says what is under way.
+    progress.update(0, 1, &format!("restoring {study}"), 0);
+    let moved = converter.restore_study(study).await;
+    let seconds = progress.finish();
     let moved = moved?;
-    Ok((moved.instances as u64, moved.bytes))
+    Ok(RestoreSummary {
+        study: study.to_string(),
+        instances: moved.instances as u64,
+        bytes: moved.bytes,
+        seconds,
+    })
 }
 
 /// Where every instance of a study is.

@@ -37,6 +37,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use crc32c::crc32c;
 use futures_util::StreamExt;
+use serde::Serialize;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
@@ -45,6 +46,7 @@ use crate::archive::{container_name, temp_name, ArchiveError, ArchiveStore, Loca
 use crate::codec::dicom::{to_j2k, Roi, Target};
 use crate::config::BackupFormat;
 use crate::convert::{ConvertError, Converter};
+use crate::jobs::{JobKind, JobReport, JobRun, Trigger};
 use crate::locator::archive::PlacedInstance;
 use crate::locator::copies::{Copy, CopyKind, J2K_ROI, ORIGINAL};
 use crate::locator::{now_millis, Locator, LocatorError};
@@ -495,38 +497,100 @@ pub struct BackupSchedule {
     pub poll: Duration,
 }
 
+/// What one pass of the server's backup worker over the backup queue did (recorded in the
+/// job history; the same counts as `strata backup run`'s summary).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BackupPass {
+    /// Studies queued when the pass began.
+    pub studies: u64,
+    pub backed_up: u64,
+    pub failed: u64,
+    pub instances: u64,
+    pub bytes: u64,
+    pub seconds: f64,
+    /// `study: reason` for every study not backed up.
+    pub failures: Vec<String>,
+}
+
+impl JobReport for BackupPass {
+    fn failed(&self) -> bool {
+        self.failed > 0
+    }
+}
+
+/// What one pass over the repair queue did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RepairPass {
+    /// Instances queued for repair when the pass began.
+    pub queued: u64,
+    /// Primaries re-created from a backup copy.
+    pub recreated: u64,
+    pub failed: u64,
+    pub seconds: f64,
+}
+
+impl JobReport for RepairPass {
+    fn failed(&self) -> bool {
+        self.failed > 0
+    }
+}
+
 /// The server's worker, until `shutdown` turns true: re-creates queued damaged primaries at
 /// every poll, and works through the backup queue inside the window, stopping between two
-/// studies when the window closes or the server shuts down.
+/// studies when the window closes or the server shuts down. Passes that find work are
+/// recorded in the job history (`repair`, `backup`, trigger `server`).
 pub async fn run(
     backup: Arc<Backup>,
     schedule: BackupSchedule,
     mut shutdown: watch::Receiver<bool>,
 ) {
     info!(window = ?schedule.window, "backup worker ready");
+    let locator = backup.locator.clone();
     // Instances whose repair failed, warned about once: a primary with no lossless copy
     // left stays queued (an offline volume import may mend it) and is retried every poll.
     let mut warned = std::collections::HashSet::new();
     let mut recovered = false;
     loop {
-        match backup.repair_pending().await {
-            Ok((0, failed)) if failed.is_empty() => {}
-            Ok((recreated, failed)) => {
-                info!(
-                    recreated,
-                    failed = failed.len(),
-                    "repair queue worked through"
-                );
-                for (uid, e) in failed {
-                    if warned.len() >= 100_000 {
-                        warned.clear();
-                    }
-                    if warned.insert(uid.clone()) {
-                        warn!(sop_instance_uid = %uid, error = %e, "primary not re-created");
+        match locator.queue_lengths().await {
+            Err(e) => warn!(error = %e, "backup: cannot read the queue lengths"),
+            Ok(queues) if queues.repairs > 0 => {
+                let started = Instant::now();
+                match backup.repair_pending().await {
+                    Err(e) => warn!(error = %e, "backup: cannot read the repair queue"),
+                    Ok((recreated, failed)) => {
+                        let mut new_failures = 0;
+                        for (uid, e) in &failed {
+                            if warned.len() >= 100_000 {
+                                warned.clear();
+                            }
+                            if warned.insert(uid.clone()) {
+                                new_failures += 1;
+                                warn!(sop_instance_uid = %uid, error = %e, "primary not re-created");
+                            }
+                        }
+                        // Recorded only when something changed: retrying the same hopeless
+                        // repairs every poll would bury the job history.
+                        if recreated > 0 || new_failures > 0 {
+                            info!(
+                                recreated,
+                                failed = failed.len(),
+                                "repair queue worked through"
+                            );
+                            let pass = RepairPass {
+                                queued: queues.repairs,
+                                recreated,
+                                failed: failed.len() as u64,
+                                seconds: started.elapsed().as_secs_f64(),
+                            };
+                            JobRun::start(&locator, JobKind::Repair, Trigger::Server)
+                                .await
+                                .finish(&locator, &Ok::<_, BackupError>(pass))
+                                .await;
+                        }
                     }
                 }
             }
-            Err(e) => warn!(error = %e, "backup: cannot read the repair queue"),
+            Ok(_) => {}
         }
         let open = schedule.window.filter(|w| in_window(*w, minute_now()));
         if let Some(window) = open {
@@ -538,22 +602,17 @@ pub async fn run(
                     Err(e) => warn!(error = %e, "backup: recovery failed"),
                 }
             }
-            let stop = shutdown.clone();
-            let result = backup
-                .run_queue(
-                    || !*stop.borrow() && in_window(window, minute_now()),
-                    |study, result, _, _| {
-                        if let Err(e) = result {
-                            if matches!(e, BackupError::Busy(_)) {
-                                recovered = false;
-                            }
-                            warn!(study = %study, error = %e, "backup: study not backed up");
-                        }
-                    },
-                )
-                .await;
-            if let Err(e) = result {
-                warn!(error = %e, "backup: cannot read the queue");
+            match locator.queue_lengths().await {
+                Err(e) => warn!(error = %e, "backup: cannot read the queue lengths"),
+                Ok(queues) if queues.backup > 0 => {
+                    let run = JobRun::start(&locator, JobKind::Backup, Trigger::Server).await;
+                    let result = backup_pass(&backup, window, &shutdown, &mut recovered).await;
+                    if let Err(e) = &result {
+                        warn!(error = %e, "backup: cannot read the queue");
+                    }
+                    run.finish(&locator, &result).await;
+                }
+                Ok(_) => {}
             }
         } else {
             recovered = false;
@@ -563,4 +622,49 @@ pub async fn run(
             _ = shutdown.wait_for(|stop| *stop) => return,
         }
     }
+}
+
+/// Works through the backup queue until done, the window closes or the server stops.
+/// A study found claimed (perhaps by a killed `backup run`) clears `recovered`, so the next
+/// poll runs recovery.
+async fn backup_pass(
+    backup: &Backup,
+    window: (u32, u32),
+    shutdown: &watch::Receiver<bool>,
+    recovered: &mut bool,
+) -> Result<BackupPass, BackupError> {
+    let started = Instant::now();
+    let mut pass = BackupPass::default();
+    backup
+        .run_queue(
+            || !*shutdown.borrow() && in_window(window, minute_now()),
+            |study, result, _, total| {
+                pass.studies = total;
+                match result {
+                    Ok(backed) => {
+                        pass.backed_up += 1;
+                        pass.instances += backed.instances as u64;
+                        pass.bytes += backed.bytes;
+                    }
+                    Err(e) => {
+                        if matches!(e, BackupError::Busy(_)) {
+                            *recovered = false;
+                        }
+                        warn!(study = %study, error = %e, "backup: study not backed up");
+                        pass.failed += 1;
+                        pass.failures.push(format!("{study}: {e}"));
+                    }
+                }
+            },
+        )
+        .await?;
+    pass.seconds = started.elapsed().as_secs_f64();
+    info!(
+        studies = pass.studies,
+        backed_up = pass.backed_up,
+        failed = pass.failed,
+        bytes = pass.bytes,
+        "backup pass done"
+    );
+    Ok(pass)
 }

@@ -45,6 +45,27 @@ pub struct Switch {
     pub to: StoredObject,
 }
 
+/// Studies due for archiving, one row each (`uid`, `newest`, `online_instances`,
+/// `online_bytes`): at least one online instance, newest instance received before the cutoff
+/// (the one bound parameter). The tiering worker, `tier run` and `strata schedule` all select
+/// through this, so what `schedule` shows queued is what the next pass archives.
+const DUE_STUDIES: &str = "SELECT st.study_instance_uid AS uid, MAX(i.received_at) AS newest, \
+     SUM(i.tier = 'online') AS online_instances, \
+     SUM(CASE WHEN i.tier = 'online' THEN i.byte_length ELSE 0 END) AS online_bytes \
+     FROM studies st JOIN series se ON se.study_fk = st.id JOIN instances i ON i.series_fk = se.id \
+     GROUP BY st.id \
+     HAVING MAX(i.received_at) < ? AND SUM(i.tier = 'online') > 0";
+
+/// What the next tiering pass would archive.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DueTotals {
+    pub studies: u64,
+    /// Online instances of those studies.
+    pub instances: u64,
+    /// Bytes of those online instances.
+    pub bytes: u64,
+}
+
 fn err(e: sqlx::Error) -> LocatorError {
     LocatorError::Journal(e)
 }
@@ -53,17 +74,32 @@ impl Locator {
     /// Studies with at least one online instance whose newest instance arrived before
     /// `cutoff_ms` (Unix milliseconds), oldest first.
     pub async fn studies_due(&self, cutoff_ms: i64) -> Result<Vec<String>, LocatorError> {
-        sqlx::query_scalar(
-            "SELECT st.study_instance_uid FROM studies st \
-             JOIN series se ON se.study_fk = st.id JOIN instances i ON i.series_fk = se.id \
-             GROUP BY st.id \
-             HAVING MAX(i.received_at) < ? AND SUM(i.tier = 'online') > 0 \
-             ORDER BY MAX(i.received_at)",
-        )
+        // Only constants are spliced in; values are bound.
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT uid FROM ({DUE_STUDIES}) ORDER BY newest"
+        )))
         .bind(cutoff_ms)
         .fetch_all(&self.pool)
         .await
         .map_err(err)
+    }
+
+    /// How many studies [`Locator::studies_due`] would list for `cutoff_ms`, and the bytes
+    /// of their online instances (what the next tiering pass moves off the online tier).
+    pub async fn due_totals(&self, cutoff_ms: i64) -> Result<DueTotals, LocatorError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT COUNT(*), COALESCE(SUM(online_instances), 0), \
+             COALESCE(SUM(online_bytes), 0) FROM ({DUE_STUDIES})"
+        )))
+        .bind(cutoff_ms)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(err)?;
+        Ok(DueTotals {
+            studies: row.get::<i64, _>(0) as u64,
+            instances: row.get::<i64, _>(1) as u64,
+            bytes: row.get::<i64, _>(2) as u64,
+        })
     }
 
     /// Every instance of a study, in series and instance order.

@@ -8,6 +8,7 @@
 pub mod archive;
 pub mod copies;
 pub mod find;
+pub mod jobs;
 pub mod retrieve;
 pub mod volumes;
 
@@ -52,6 +53,8 @@ pub enum LocatorError {
     Journal(#[source] sqlx::Error),
     #[error("cannot update the copies or the backup queues: {0}")]
     Copies(#[source] sqlx::Error),
+    #[error("cannot read or record job runs or counters: {0}")]
+    Jobs(#[source] sqlx::Error),
     #[error("unknown tier {0:?} in the locator")]
     UnknownTier(String),
 }

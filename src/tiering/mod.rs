@@ -4,12 +4,14 @@
 //! instances, and the move journal), so a restart simply continues.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use serde::Serialize;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::convert::Converter;
+use crate::jobs::{JobKind, JobReport, JobRun, Trigger};
 use crate::locator::{now_millis, Locator};
 
 /// When and what the worker archives.
@@ -41,15 +43,20 @@ pub async fn run(
             let cutoff = now_millis() - i64::from(schedule.min_age_days) * 86_400_000;
             match locator.studies_due(cutoff).await {
                 Err(e) => warn!(error = %e, "tiering: cannot list due studies"),
+                // Only passes that find work are recorded: idle polls would bury the history.
+                Ok(studies) if studies.is_empty() => {}
                 Ok(studies) => {
-                    for study in studies {
-                        if *shutdown.borrow() || !in_window(schedule.window, minute_now()) {
-                            break;
-                        }
-                        if let Err(e) = converter.archive_study(&study).await {
-                            warn!(study = %study, error = %e, "tiering: study not archived");
-                        }
-                    }
+                    let run = JobRun::start(&locator, JobKind::Tier, Trigger::Server).await;
+                    let pass = archive(&converter, &studies, &schedule, &shutdown).await;
+                    info!(
+                        studies = pass.studies,
+                        archived = pass.archived,
+                        failed = pass.failed,
+                        bytes = pass.bytes,
+                        "tiering pass done"
+                    );
+                    run.finish(&locator, &Ok::<_, std::convert::Infallible>(pass))
+                        .await;
                 }
             }
         }
@@ -58,4 +65,58 @@ pub async fn run(
             _ = shutdown.wait_for(|stop| *stop) => return,
         }
     }
+}
+
+/// What one tiering pass of the server did (recorded in the job history; the same counts
+/// as `strata tier run`'s summary).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TieringPass {
+    /// Studies due when the pass began.
+    pub studies: u64,
+    pub archived: u64,
+    pub failed: u64,
+    pub instances: u64,
+    pub bytes: u64,
+    pub seconds: f64,
+    /// `study: reason` for every study that was not archived.
+    pub failures: Vec<String>,
+}
+
+impl JobReport for TieringPass {
+    fn failed(&self) -> bool {
+        self.failed > 0
+    }
+}
+
+/// Archives `studies` one at a time until done, the window closes or the server stops.
+async fn archive(
+    converter: &Converter,
+    studies: &[String],
+    schedule: &TieringSchedule,
+    shutdown: &watch::Receiver<bool>,
+) -> TieringPass {
+    let started = Instant::now();
+    let mut pass = TieringPass {
+        studies: studies.len() as u64,
+        ..TieringPass::default()
+    };
+    for study in studies {
+        if *shutdown.borrow() || !in_window(schedule.window, minute_now()) {
+            break;
+        }
+        match converter.archive_study(study).await {
+            Ok(moved) => {
+                pass.archived += 1;
+                pass.instances += moved.instances as u64;
+                pass.bytes += moved.bytes;
+            }
+            Err(e) => {
+                warn!(study = %study, error = %e, "tiering: study not archived");
+                pass.failed += 1;
+                pass.failures.push(format!("{study}: {e}"));
+            }
+        }
+    }
+    pass.seconds = started.elapsed().as_secs_f64();
+    pass
 }

@@ -1,0 +1,335 @@
+//! Job history: every run of a long job — `tier run`, `backup run`, `verify`, `import`,
+//! `restore` from the CLI, and the server workers' tiering, backup and repair passes that
+//! found work — leaves one `job_runs` row in the locator, so `strata status` and `strata
+//! schedule` (other processes) can show the last run of each job.
+//!
+//! Recording a job is two lines around its body:
+//!
+//! ```ignore
+//! let run = JobRun::start(&locator, JobKind::ExportVolume, Trigger::Cli).await;
+//! let result = export_volume_body(&locator, ...).await; // Result<Summary, SomeError>
+//! run.finish(&locator, &result).await;                  // before locator.close()
+//! ```
+//!
+//! where the summary type implements [`JobReport`] (`Serialize` plus whether anything
+//! failed). Recording never fails the job: a locator error while recording is logged.
+//! A row left `running` by a process that has died (kill -9, power loss) reads as
+//! `interrupted`, and is settled as such by the next job that starts.
+
+use std::collections::BTreeMap;
+use std::fmt::Display;
+
+use serde::Serialize;
+use serde_json::Value;
+use tracing::warn;
+
+use crate::locator::jobs::JobRunRow;
+use crate::locator::{now_millis, Locator, LocatorError};
+use crate::model::schedule::iso8601;
+
+/// Array fields of a stored summary keep at most this many items (failure lists can be
+/// long); the cut is noted in a `<field>_truncated` count.
+const SUMMARY_ITEMS_KEPT: usize = 20;
+
+pub use crate::locator::jobs::READ_FALLBACKS;
+
+/// The long jobs whose runs are recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum JobKind {
+    Tier,
+    Backup,
+    Verify,
+    Import,
+    Restore,
+    Repair,
+    ExportVolume,
+    ImportVolume,
+}
+
+impl JobKind {
+    /// Every job, in the order reports list them.
+    pub const ALL: [JobKind; 8] = [
+        JobKind::Tier,
+        JobKind::Backup,
+        JobKind::Repair,
+        JobKind::Verify,
+        JobKind::Import,
+        JobKind::Restore,
+        JobKind::ExportVolume,
+        JobKind::ImportVolume,
+    ];
+
+    /// The locator's and JSON's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Tier => "tier",
+            JobKind::Backup => "backup",
+            JobKind::Verify => "verify",
+            JobKind::Import => "import",
+            JobKind::Restore => "restore",
+            JobKind::Repair => "repair",
+            JobKind::ExportVolume => "export-volume",
+            JobKind::ImportVolume => "import-volume",
+        }
+    }
+}
+
+/// Who started a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// An admin, through the `strata` CLI.
+    Cli,
+    /// The server's background workers.
+    Server,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Cli => "cli",
+            Trigger::Server => "server",
+        }
+    }
+}
+
+/// A job's summary as recorded: its JSON form, and whether anything in it failed (the
+/// run's outcome is then `failed`, like the CLI's non-zero exit).
+pub trait JobReport: Serialize {
+    fn failed(&self) -> bool;
+}
+
+impl<T: JobReport> JobReport for &T {
+    fn failed(&self) -> bool {
+        (*self).failed()
+    }
+}
+
+/// A run in progress; [`JobRun::finish`] records how it ended.
+#[must_use = "a run left unfinished reads as running, then interrupted"]
+#[derive(Debug)]
+pub struct JobRun {
+    id: Option<i64>,
+    job: JobKind,
+}
+
+impl JobRun {
+    /// Records that `job` starts now in this process (and settles runs of dead processes
+    /// as interrupted).
+    pub async fn start(locator: &Locator, job: JobKind, trigger: Trigger) -> JobRun {
+        settle_dead_runs(locator).await;
+        let id = match locator
+            .start_run(
+                job.as_str(),
+                trigger.as_str(),
+                std::process::id(),
+                now_millis(),
+            )
+            .await
+        {
+            Ok(id) => Some(id),
+            Err(e) => {
+                warn!(job = job.as_str(), error = %e, "cannot record the start of a job run");
+                None
+            }
+        };
+        JobRun { id, job }
+    }
+
+    /// Records the outcome: `ok` with the summary, `failed` with the summary when it counts
+    /// failures, or `failed` with `{"error": …}` when the job could not run.
+    pub async fn finish<S: JobReport, E: Display>(self, locator: &Locator, result: &Result<S, E>) {
+        let Some(id) = self.id else { return };
+        let (outcome, summary) = match result {
+            Ok(s) => (
+                if s.failed() { "failed" } else { "ok" },
+                bounded(serde_json::to_value(s).unwrap_or(Value::Null)),
+            ),
+            Err(e) => ("failed", serde_json::json!({ "error": e.to_string() })),
+        };
+        if let Err(e) = locator
+            .finish_run(id, now_millis(), outcome, &summary.to_string())
+            .await
+        {
+            warn!(job = self.job.as_str(), run = id, error = %e, "cannot record the end of a job run");
+        }
+    }
+}
+
+/// Cuts long arrays among a summary's top-level fields.
+fn bounded(mut summary: Value) -> Value {
+    if let Value::Object(fields) = &mut summary {
+        let mut cuts = Vec::new();
+        for (name, value) in fields.iter_mut() {
+            if let Value::Array(items) = value {
+                if items.len() > SUMMARY_ITEMS_KEPT {
+                    cuts.push((
+                        format!("{name}_truncated"),
+                        items.len() - SUMMARY_ITEMS_KEPT,
+                    ));
+                    items.truncate(SUMMARY_ITEMS_KEPT);
+                }
+            }
+        }
+        for (name, cut) in cuts {
+            fields.insert(name, cut.into());
+        }
+    }
+    summary
+}
+
+/// Whether process `pid` exists and is not a zombie.
+fn process_alive(pid: u32) -> bool {
+    if pid == std::process::id() {
+        return true;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses and may hold spaces.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next())
+            .is_some_and(|state| state != 'Z' && state != 'X'),
+        Err(_) => false,
+    }
+}
+
+/// Marks `running` rows of processes that no longer exist as `interrupted`.
+async fn settle_dead_runs(locator: &Locator) {
+    let running = match locator.runs_in_progress().await {
+        Ok(running) => running,
+        Err(e) => {
+            warn!(error = %e, "cannot list job runs in progress");
+            return;
+        }
+    };
+    for run in running.iter().filter(|r| !process_alive(r.pid)) {
+        warn!(job = %run.job, run = run.id, pid = run.pid, "a job run was interrupted");
+        if let Err(e) = locator.settle_interrupted_run(run.id).await {
+            warn!(run = run.id, error = %e, "cannot mark a job run interrupted");
+        }
+    }
+}
+
+/// One run as reports show it (`strata status`, `strata schedule`).
+#[derive(Debug, Clone, Serialize)]
+pub struct RunView {
+    pub id: i64,
+    pub job: String,
+    /// `cli` or `server`.
+    pub trigger: String,
+    pub pid: u32,
+    /// UTC, ISO-8601.
+    pub started_at: String,
+    /// UTC, ISO-8601; `null` while running or when interrupted.
+    pub finished_at: Option<String>,
+    /// Duration in seconds: to the end, or so far while running; `null` when interrupted.
+    pub seconds: Option<f64>,
+    /// `running`, `ok`, `failed` or `interrupted`.
+    pub outcome: String,
+    /// The job's JSON summary (`null` until it finishes).
+    pub summary: Value,
+}
+
+impl RunView {
+    fn of(row: JobRunRow) -> RunView {
+        let interrupted =
+            row.outcome == "interrupted" || (row.outcome == "running" && !process_alive(row.pid));
+        let outcome = if interrupted {
+            "interrupted".to_string()
+        } else {
+            row.outcome
+        };
+        let seconds = match row.finished_at {
+            Some(end) => Some((end - row.started_at) as f64 / 1000.0),
+            None if !interrupted => Some((now_millis() - row.started_at) as f64 / 1000.0),
+            None => None,
+        };
+        RunView {
+            id: row.id,
+            job: row.job,
+            trigger: row.trigger,
+            pid: row.pid,
+            started_at: iso8601(row.started_at),
+            finished_at: row.finished_at.map(iso8601),
+            seconds,
+            outcome,
+            summary: row
+                .summary
+                .and_then(|s| serde_json::from_str(&s).ok())
+                .unwrap_or(Value::Null),
+        }
+    }
+
+    /// The summary's top-level counts on one line, e.g. `studies 3 archived 3 failed 0`.
+    pub fn short_summary(&self) -> String {
+        let Value::Object(fields) = &self.summary else {
+            return String::new();
+        };
+        if let Some(Value::String(error)) = fields.get("error") {
+            return format!("error: {error}");
+        }
+        fields
+            .iter()
+            .filter(|(name, _)| name.as_str() != "seconds")
+            .filter_map(|(name, value)| match value {
+                Value::Number(n) => Some(format!("{name} {n}")),
+                Value::String(s) if s.len() <= 64 => Some(format!("{name} {s}")),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+impl Display for RunView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let took = self
+            .seconds
+            .map(|s| format!("{s:.1} s"))
+            .unwrap_or_else(|| "-".into());
+        write!(
+            f,
+            "{:<8} started {} ({}), {took}: {}",
+            self.outcome,
+            self.started_at,
+            self.trigger,
+            self.short_summary()
+        )
+    }
+}
+
+/// The last run of every job, keyed by job name; `None` for a job that never ran.
+pub async fn last_runs(
+    locator: &Locator,
+) -> Result<BTreeMap<&'static str, Option<RunView>>, LocatorError> {
+    let mut runs: BTreeMap<&'static str, Option<RunView>> =
+        JobKind::ALL.iter().map(|k| (k.as_str(), None)).collect();
+    for row in locator.last_runs().await? {
+        if let Some(kind) = JobKind::ALL.iter().find(|k| k.as_str() == row.job) {
+            runs.insert(kind.as_str(), Some(RunView::of(row)));
+        }
+    }
+    Ok(runs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_arrays_in_summaries_are_cut_and_counted() {
+        let failures: Vec<String> = (0..25).map(|n| format!("s{n}: gone")).collect();
+        let v = bounded(serde_json::json!({"failed": 25, "failures": failures}));
+        assert_eq!(v["failures"].as_array().unwrap().len(), SUMMARY_ITEMS_KEPT);
+        assert_eq!(v["failures_truncated"], 5);
+        assert_eq!(v["failed"], 25);
+    }
+
+    #[test]
+    fn this_process_is_alive_and_a_reaped_child_is_not() {
+        assert!(process_alive(std::process::id()));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        assert!(!process_alive(pid));
+    }
+}
