@@ -184,6 +184,9 @@ fn volumes_are_capped_self_describing_tar_files_written_once() {
     assert_eq!(seen.len(), 11, "every instance on exactly one volume");
     let status = server.status();
     assert_eq!(status["copies"]["offline"], 11, "{status}");
+    let last = &status["last_runs"]["export-volume"];
+    assert_eq!(last["outcome"], "ok", "{status}");
+    assert_eq!(last["summary"]["instances"], 11, "{status}");
     let (ok, volumes) = cli_json(&server, &["backup", "volumes", "--json"]);
     assert!(ok);
     assert_eq!(volumes.as_array().unwrap().len(), files.len());
@@ -330,6 +333,10 @@ fn damaged_members_are_refused_and_a_rebuilt_locator_ingests_a_volume() {
             .contains(damaged["path"].as_str().unwrap()),
         "{summary}"
     );
+    let status = server.status();
+    let last_run = &status["last_runs"]["import-volume"];
+    assert_eq!(last_run["outcome"], "failed", "{status}");
+    assert_eq!(last_run["summary"]["damaged"], 1, "{status}");
     let (last, got) = get(&server, &study);
     assert!(last.contains("failed=1"), "{last}");
     assert!(

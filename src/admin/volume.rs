@@ -16,6 +16,7 @@ use super::progress::Progress;
 use crate::backup::volume::{self, ExportSummary, VolumeError};
 use crate::config::Config;
 use crate::ingest::Ingest;
+use crate::jobs::{JobKind, JobReport, JobRun, Trigger};
 use crate::locator::archive::PlacedInstance;
 use crate::locator::volumes::Volume;
 use crate::locator::Locator;
@@ -45,12 +46,14 @@ pub async fn export_volume(
     max_size: u64,
 ) -> Result<ExportSummary, VolumeCommandError> {
     let (locator, reader, _) = super::tier::open_parts(config).await?;
+    let run = JobRun::start(&locator, JobKind::ExportVolume, Trigger::Cli).await;
     let progress = Progress::start();
     let summary = volume::export(&locator, &reader, out, max_size, |done, total, bytes| {
         progress.update(done, total, "exported", bytes)
     })
     .await;
     progress.finish();
+    run.finish(&locator, &summary).await;
     locator.close().await;
     Ok(summary?)
 }
@@ -89,12 +92,32 @@ pub struct ImportVolumeSummary {
     pub seconds: f64,
 }
 
+impl JobReport for ImportVolumeSummary {
+    fn failed(&self) -> bool {
+        self.failed + self.damaged > 0
+    }
+}
+
 /// Imports each volume file.
 pub async fn import_volume(
     config: &Config,
     files: &[PathBuf],
 ) -> Result<ImportVolumeSummary, VolumeCommandError> {
     let (locator, reader, converter) = super::tier::open_parts(config).await?;
+    let run = JobRun::start(&locator, JobKind::ImportVolume, Trigger::Cli).await;
+    let result = import_volumes(config, &locator, &reader, &converter, files).await;
+    run.finish(&locator, &result).await;
+    locator.close().await;
+    result
+}
+
+async fn import_volumes(
+    config: &Config,
+    locator: &Arc<Locator>,
+    reader: &crate::reader::Reader,
+    converter: &crate::convert::Converter,
+    files: &[PathBuf],
+) -> Result<ImportVolumeSummary, VolumeCommandError> {
     let online = Arc::new(OnlineStore::open(&config.storage.online_dir)?);
     let ingest = Ingest::new(online, locator.clone(), config.storage.duplicate_policy);
     converter.recover().await?;
@@ -217,6 +240,5 @@ pub async fn import_volume(
     }
     summary.queued_for_backup = studies.len() as u64;
     summary.seconds = progress.finish();
-    locator.close().await;
     Ok(summary)
 }

@@ -108,6 +108,12 @@ pub struct ExportSummary {
     pub seconds: f64,
 }
 
+impl crate::jobs::JobReport for ExportSummary {
+    fn failed(&self) -> bool {
+        self.failed > 0
+    }
+}
+
 /// Parses `10G`, `500M`, `64K` or plain bytes (binary units).
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
