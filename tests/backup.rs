@@ -18,13 +18,6 @@ use serde_json::{json, Value};
 
 const BACKUP: &str = "[backup]\nenqueue_on_receive = true\npoll_secs = 1\n";
 
-fn cli_json(server: &TestServer, args: &[&str]) -> (bool, Value) {
-    let out = server.cli(args);
-    let value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{args:?}: {e}: {}", text(&out)));
-    (out.status.success(), value)
-}
-
 fn backup_run(server: &TestServer) -> Value {
     let (ok, summary) = cli_json(server, &["backup", "run", "--json"]);
     assert!(ok, "backup run failed: {summary}");

@@ -17,13 +17,6 @@ use serde_json::Value;
 
 const EXPLICIT: &str = "1.2.840.10008.1.2.1";
 
-fn cli_json(server: &TestServer, args: &[&str]) -> (bool, Value) {
-    let out = server.cli(args);
-    let value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{args:?}: {e}: {}", text(&out)));
-    (out.status.success(), value)
-}
-
 /// SOP Instance UID -> its `locate --json` entry.
 fn locate(server: &TestServer, study: &str) -> HashMap<String, Value> {
     let (ok, located) = cli_json(server, &["locate", "--json", "--study", study]);

@@ -17,13 +17,6 @@ use serde_json::Value;
 
 const BACKUP: &str = "[backup]\nenqueue_on_receive = true\npoll_secs = 1\n";
 
-fn cli_json(server: &TestServer, args: &[&str]) -> (bool, Value) {
-    let out = server.cli(args);
-    let value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{args:?}: {e}: {}", text(&out)));
-    (out.status.success(), value)
-}
-
 fn export(server: &TestServer, out: &Path, max_size: &str) -> Value {
     let out = out.to_str().unwrap();
     let (ok, summary) = cli_json(

@@ -396,6 +396,15 @@ pub fn signal(pid: u32, name: &str) {
     assert!(ok, "kill -{name} {pid} failed");
 }
 
+/// Runs a `strata` subcommand with `--json` output on the server's config: whether it
+/// exited 0, and its JSON (fails the test when stdout is not JSON).
+pub fn cli_json(server: &TestServer, args: &[&str]) -> (bool, serde_json::Value) {
+    let out = server.cli(args);
+    let value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{args:?}: {e}: {}", text(&out)));
+    (out.status.success(), value)
+}
+
 pub fn text(out: &Output) -> String {
     format!(
         "{}{}",
