@@ -189,6 +189,10 @@ pub struct TieringConfig {
     /// How often the server looks for due studies inside the window (seconds).
     #[serde(default = "defaults::tiering_poll_secs")]
     pub poll_secs: u64,
+    /// Bandwidth limit of container writes in MB/s (server and `strata tier run`); 0 is
+    /// unlimited.
+    #[serde(default)]
+    pub throttle_mb_s: f64,
 }
 
 impl Default for TieringConfig {
@@ -197,6 +201,7 @@ impl Default for TieringConfig {
             min_age_days: defaults::min_age_days(),
             window: String::new(),
             poll_secs: defaults::tiering_poll_secs(),
+            throttle_mb_s: 0.0,
         }
     }
 }
@@ -516,6 +521,9 @@ impl Config {
         }
         if !(self.backup.throttle_mb_s >= 0.0 && self.backup.throttle_mb_s.is_finite()) {
             return Err("backup.throttle_mb_s must be 0 (unlimited) or a positive number".into());
+        }
+        if !(self.tiering.throttle_mb_s >= 0.0 && self.tiering.throttle_mb_s.is_finite()) {
+            return Err("tiering.throttle_mb_s must be 0 (unlimited) or a positive number".into());
         }
         if self.archive.backend == ArchiveBackend::Hdfs && self.archive.hdfs_url.is_none() {
             return Err("archive.hdfs_url is required with backend = \"hdfs\"".into());

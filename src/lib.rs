@@ -19,4 +19,5 @@ pub mod query;
 pub mod reader;
 pub mod retrieve;
 pub mod server;
+pub mod throttle;
 pub mod tiering;

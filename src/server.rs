@@ -110,7 +110,8 @@ pub async fn run(
             archive.clone(),
             reader.clone(),
         )
-        .with_compression(config.archive.compression),
+        .with_compression(config.archive.compression)
+        .with_throttle(config.tiering.throttle_mb_s),
     );
     let tiering = crate::config::parse_window(&config.tiering.window).map(|window| {
         let schedule = TieringSchedule {

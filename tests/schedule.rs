@@ -108,7 +108,7 @@ fn schedule_shows_windows_around_now_exact_queues_and_last_runs() {
         &server.dir,
         "tiering-open.toml",
         &format!(
-            "[tiering]\nmin_age_days = 0\nwindow = \"{open}\"\n\
+            "[tiering]\nmin_age_days = 0\nwindow = \"{open}\"\nthrottle_mb_s = 3\n\
              [backup]\nwindow = \"{closed}\"\nthrottle_mb_s = 2\n"
         ),
     );
@@ -118,11 +118,7 @@ fn schedule_shows_windows_around_now_exact_queues_and_last_runs() {
     assert_eq!(t["open_now"], true, "{report}");
     assert_eq!(t["next_close"], at(now + 60), "{report}");
     assert_eq!(t["next_open"], at(now - 60 + 1440), "{report}");
-    assert_eq!(
-        t["throttle_mb_s"],
-        Value::Null,
-        "tiering has no throttle: {report}"
-    );
+    assert_eq!(t["throttle_mb_s"], 3.0, "{report}");
     assert_eq!(t["queued"]["studies"], 3, "{report}");
     assert_eq!(t["queued"]["instances"], 8, "{report}");
     assert_eq!(t["queued"]["bytes"], online_bytes, "{report}");
@@ -352,6 +348,57 @@ fn the_backup_throttle_holds_and_a_killed_run_shows_as_interrupted() {
     let status = server.status();
     assert_eq!(status["last_runs"]["backup"]["outcome"], "ok", "{status}");
     assert_eq!(status["queues"]["backup"], 0, "{status}");
+}
+
+#[test]
+fn the_tiering_throttle_holds() {
+    // One CT study of 16 images of 512x512x16 bits: about 8.4 MB.
+    let corpus = Corpus::generate(&[
+        "--ct-studies",
+        "1",
+        "--ct-images",
+        "16",
+        "--mr-studies",
+        "0",
+        "--seed",
+        "74",
+    ]);
+    let server = TestServer::start(SERVER);
+    assert!(server
+        .storescu("MODALITY", &corpus.paths())
+        .status
+        .success());
+    let study = corpus.study_uids()[0].clone();
+    let throttled = sibling_config(
+        &server.dir,
+        "throttled.toml",
+        "[tiering]\nmin_age_days = 0\nthrottle_mb_s = 2\n",
+    );
+    let unlimited = sibling_config(
+        &server.dir,
+        "unlimited.toml",
+        "[tiering]\nmin_age_days = 0\n",
+    );
+    let timed_tier_run = |config: &Path| {
+        let started = Instant::now();
+        let (ok, summary) = strata_json(&["tier", "run", "--json"], config);
+        assert!(ok && summary["archived"] == 1, "{summary}");
+        (summary, started.elapsed().as_secs_f64())
+    };
+    let (summary, secs) = timed_tier_run(&throttled);
+    let bytes = summary["bytes"].as_u64().unwrap();
+    assert!(bytes > 6_000_000, "{summary}");
+    let floor = bytes as f64 / 2e6 * 0.9;
+    eprintln!("throttled: {bytes} bytes in {secs:.2} s (floor {floor:.2} s)");
+    assert!(
+        secs >= floor,
+        "2 MB/s for {bytes} bytes took only {secs:.2} s (at least {floor:.2} s expected)"
+    );
+    let (ok, restored) = strata_json(&["restore", "--json", "--study", &study], &server.config);
+    assert!(ok, "{restored}");
+    let (_, fast) = timed_tier_run(&unlimited);
+    eprintln!("unlimited: {bytes} bytes in {fast:.2} s");
+    assert!(fast < floor / 2.0, "unthrottled took {fast:.2} s");
 }
 
 #[test]

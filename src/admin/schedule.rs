@@ -28,7 +28,7 @@ pub struct ScheduleReport {
 pub struct WorkerSchedule<Q> {
     /// `HH:MM-HH:MM`, UTC; `null`: the server never runs it by itself (run it by hand).
     pub window: Option<String>,
-    /// Bandwidth limit in MB/s, 0 unlimited; `null`: this worker has no throttle.
+    /// Bandwidth limit in MB/s, 0 unlimited.
     pub throttle_mb_s: Option<f64>,
     /// How often the server looks for work inside the window (seconds).
     pub poll_secs: u64,
@@ -81,7 +81,7 @@ async fn build(config: &Config, locator: &Locator) -> Result<ScheduleReport, Loc
         now: iso8601(now),
         tiering: worker(
             &config.tiering.window,
-            None,
+            Some(config.tiering.throttle_mb_s),
             config.tiering.poll_secs,
             now,
             TieringQueue {

@@ -80,7 +80,8 @@ pub(super) async fn open_parts(
     let reader =
         Reader::new(online.clone(), archive.clone()).with_recovery(locator.clone(), nearline);
     let converter = Converter::new(locator.clone(), online, archive, reader.clone())
-        .with_compression(config.archive.compression);
+        .with_compression(config.archive.compression)
+        .with_throttle(config.tiering.throttle_mb_s);
     Ok((locator, reader, converter))
 }
 

@@ -53,6 +53,7 @@ use crate::locator::{now_millis, Locator, LocatorError};
 use crate::model::schedule::{in_window, minute_now};
 use crate::model::StoredObject;
 use crate::reader::{ReadError, Reader};
+use crate::throttle::Throttle;
 
 pub use verify::{Counts, VerifyReport};
 
@@ -99,34 +100,6 @@ pub enum Repaired {
     AlreadyIntact,
     /// The instance is no longer stored.
     Gone,
-}
-
-/// Paces writes to a bandwidth limit by sleeping between them.
-struct Throttle {
-    bytes_per_sec: Option<f64>,
-    started: Instant,
-    written: u64,
-}
-
-impl Throttle {
-    fn new(mb_s: f64) -> Throttle {
-        Throttle {
-            bytes_per_sec: (mb_s > 0.0).then_some(mb_s * 1e6),
-            started: Instant::now(),
-            written: 0,
-        }
-    }
-
-    async fn pace(&mut self, bytes: u64) {
-        self.written += bytes;
-        if let Some(rate) = self.bytes_per_sec {
-            let due = Duration::from_secs_f64(self.written as f64 / rate);
-            let elapsed = self.started.elapsed();
-            if due > elapsed {
-                tokio::time::sleep(due - elapsed).await;
-            }
-        }
-    }
 }
 
 /// Writes near-line copies and re-creates damaged primaries.

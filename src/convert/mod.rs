@@ -75,6 +75,8 @@ pub struct Converter {
     archive: Arc<Archive>,
     reader: Reader,
     compression: ArchiveCompression,
+    /// `[tiering] throttle_mb_s` for container writes.
+    throttle_mb_s: f64,
 }
 
 impl Converter {
@@ -90,7 +92,14 @@ impl Converter {
             archive,
             reader,
             compression: ArchiveCompression::None,
+            throttle_mb_s: 0.0,
         }
+    }
+
+    /// Paces container writes to `mb_s` (`[tiering] throttle_mb_s`; 0 unlimited).
+    pub fn with_throttle(mut self, mb_s: f64) -> Converter {
+        self.throttle_mb_s = mb_s;
+        self
     }
 
     /// Sets what happens to images on their way into a container (`[archive] compression`).
@@ -230,10 +239,12 @@ impl Converter {
             })
             .buffered(READ_AHEAD);
         let mut stored_as = Vec::with_capacity(instances.len());
+        let mut throttle = crate::throttle::Throttle::new(self.throttle_mb_s);
         for instance in instances {
             let (bytes, transfer_syntax_uid) =
                 files.next().await.expect("one read per instance")?;
             let placed = builder.add(&instance.sop_instance_uid, &bytes).await?;
+            throttle.pace(bytes.len() as u64).await;
             expected.push(Expected {
                 sop_instance_uid: instance.sop_instance_uid.clone(),
                 placed,
