@@ -186,6 +186,9 @@ async fn import_volumes(
                             .await
                         {
                             Ok(_) => {
+                                // Mended: off the repair queue now, not at the server's
+                                // next poll (Instance Availability reads the queue).
+                                locator.finish_repair(&m.sop_instance_uid).await?;
                                 summary.restored += 1;
                                 studies.insert(m.study_instance_uid.clone());
                             }
