@@ -86,6 +86,10 @@ enum Command {
         /// Re-create damaged primaries from backup copies and rewrite damaged near-line copies.
         #[arg(long)]
         repair: bool,
+        /// The folder holding the offline volume files (a mounted tape): check offline
+        /// copies too, each in its volume file.
+        #[arg(long, value_name = "DIR")]
+        volumes: Option<PathBuf>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -480,11 +484,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Verify {
             config,
             repair,
+            volumes,
             json,
         } => {
             let config = Config::load(&config)?;
             init_logging("error")?;
-            let report = runtime.block_on(strata::admin::verify(&config, repair))?;
+            let report =
+                runtime.block_on(strata::admin::verify(&config, repair, volumes.as_deref()))?;
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {

@@ -2,8 +2,9 @@
 //! `sha256sum -c` read without Strata, records them, and writes nothing twice; after the
 //! online tier and the near-line folder are both lost, `import-volume` brings every instance
 //! back bit-identical; a damaged member is refused and named; a rebuilt (empty) locator
-//! ingests a volume; and kill -9 of an export never leaves a recorded volume that is not
-//! complete and intact.
+//! ingests a volume; `verify --volumes DIR` reads every offline copy in its volume file and
+//! the next export replaces the bad ones; and kill -9 of an export never leaves a recorded
+//! volume that is not complete and intact.
 
 mod common;
 
@@ -359,6 +360,128 @@ fn damaged_members_are_refused_and_a_rebuilt_locator_ingests_a_volume() {
     assert_same_data_sets(&got, &want, "ingested from a volume");
     let (_, volumes) = cli_json(&fresh, &["backup", "volumes", "--json"]);
     assert_eq!(volumes.as_array().unwrap().len(), 1, "{volumes}");
+}
+
+fn verify_volumes(server: &TestServer, dir: &Path, repair: bool) -> (bool, Value) {
+    let mut args = vec!["verify", "--json", "--volumes", dir.to_str().unwrap()];
+    if repair {
+        args.push("--repair");
+    }
+    cli_json(server, &args)
+}
+
+fn volume_members(volume: &Path) -> Vec<Value> {
+    let extracted = tempfile::tempdir().unwrap();
+    manifest(&extract_and_check(volume, extracted.path()))["members"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[test]
+fn verify_reads_offline_copies_in_the_volume_folder_and_export_replaces_bad_ones() {
+    let corpus = Corpus::generate(&[
+        "--ct-studies",
+        "2",
+        "--ct-images",
+        "4",
+        "--mr-studies",
+        "1",
+        "--mr-images",
+        "3",
+        "--seed",
+        "64",
+    ]);
+    let server = TestServer::start("");
+    assert!(server
+        .storescu("MODALITY", &corpus.paths())
+        .status
+        .success());
+    let out = tempfile::tempdir().unwrap();
+    export(&server, out.path(), "1M");
+    let files = volume_files(out.path());
+    assert!(files.len() >= 3, "{files:?}");
+    let (ok, report) = verify_volumes(&server, out.path(), false);
+    assert!(ok, "{report}");
+    assert_eq!(report["copies"]["offline"]["ok"], 11, "{report}");
+    assert_eq!(report["offline_not_checked"], 0, "{report}");
+
+    // A flipped byte that import-volume meets: that copy stops counting, so the next export
+    // writes the instance again, and verify forgets the replaced copy.
+    let (a, b, c) = (&files[0], &files[1], &files[2]);
+    let a_members = volume_members(a);
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new().write(true).open(a).unwrap();
+        let at = a_members[0]["offset"].as_u64().unwrap() + 100;
+        f.write_all_at(b"\xde\xad", at).unwrap();
+    }
+    let (ok, imported) = cli_json(
+        &server,
+        &["backup", "import-volume", "--json", a.to_str().unwrap()],
+    );
+    assert!(!ok, "{imported}");
+    assert_eq!(imported["damaged"], 1, "{imported}");
+    let again = export(&server, out.path(), "1M");
+    assert_eq!(again["instances"], 1, "{again}");
+    let (ok, report) = verify_volumes(&server, out.path(), false);
+    assert!(ok, "{report}");
+    assert_eq!(report["copies"]["offline"]["ok"], 11, "{report}");
+
+    // A volume cut short, and one not in the folder (still on the shelf).
+    let b_members = volume_members(b);
+    let c_members = volume_members(c).len() as u64;
+    let cut = b_members[0]["offset"].as_u64().unwrap() + 10;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(b)
+        .unwrap()
+        .set_len(cut)
+        .unwrap();
+    let shelf = tempfile::tempdir().unwrap();
+    let shelved = shelf.path().join(c.file_name().unwrap());
+    std::fs::rename(c, &shelved).unwrap();
+    let c_id = c.file_stem().unwrap().to_str().unwrap();
+
+    let (ok, report) = verify_volumes(&server, out.path(), false);
+    assert!(!ok, "{report}");
+    let offline = &report["copies"]["offline"];
+    assert_eq!(offline["damaged"], b_members.len() as u64, "{report}");
+    assert_eq!(offline["missing"], 0, "{report}");
+    assert_eq!(report["offline_not_checked"], c_members, "{report}");
+    assert_eq!(report["volumes_absent"][c_id], c_members, "{report}");
+    let b_id = b.file_stem().unwrap().to_str().unwrap();
+    let problems = report["problems"].to_string();
+    for m in &b_members {
+        assert!(
+            problems.contains(m["sop_instance_uid"].as_str().unwrap()),
+            "{report}"
+        );
+    }
+    assert!(problems.contains(b_id), "{report}");
+    let text_out = text(&server.cli(&["verify", "--volumes", out.path().to_str().unwrap()]));
+    assert!(text_out.contains("not in the folder given"), "{text_out}");
+    // Without the folder, offline copies are not read, and nothing else is wrong.
+    let (ok, report) = cli_json(&server, &["verify", "--json"]);
+    assert!(ok, "{report}");
+    assert_eq!(report["offline_not_checked"], 11, "{report}");
+
+    // Repair cannot rewrite a volume: the damage stays until export-volume replaces it.
+    let (ok, report) = verify_volumes(&server, out.path(), true);
+    assert!(!ok, "{report}");
+    assert_eq!(
+        report["offline_to_export"],
+        b_members.len() as u64,
+        "{report}"
+    );
+    assert_eq!(report["remaining"], b_members.len() as u64, "{report}");
+    let again = export(&server, out.path(), "1M");
+    assert_eq!(again["instances"], b_members.len() as u64, "{again}");
+    std::fs::rename(&shelved, c).unwrap();
+    let (ok, report) = verify_volumes(&server, out.path(), false);
+    assert!(ok, "{report}");
+    assert_eq!(report["copies"]["offline"]["ok"], 11, "{report}");
+    assert_eq!(report["offline_not_checked"], 0, "{report}");
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! `strata backup run` and `strata verify`: the backup worker from the command line.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -137,16 +138,25 @@ impl JobReport for BackupSummary {
 }
 
 /// Scrubs every copy; with `repair`, mends what it can.
-pub async fn verify(config: &Config, repair: bool) -> Result<VerifyReport, BackupCommandError> {
+/// `volumes`: the folder holding the offline volume files, to check offline copies too.
+pub async fn verify(
+    config: &Config,
+    repair: bool,
+    volumes: Option<&Path>,
+) -> Result<VerifyReport, BackupCommandError> {
     let stack = Stack::open(config).await?;
     let run = JobRun::start(&stack.locator, JobKind::Verify, Trigger::Cli).await;
-    let result = scrub(&stack, repair).await;
+    let result = scrub(&stack, repair, volumes).await;
     run.finish(&stack.locator, &result).await;
     stack.locator.close().await;
     result
 }
 
-async fn scrub(stack: &Stack, repair: bool) -> Result<VerifyReport, BackupCommandError> {
+async fn scrub(
+    stack: &Stack,
+    repair: bool,
+    volumes: Option<&Path>,
+) -> Result<VerifyReport, BackupCommandError> {
     if repair {
         stack.converter.recover().await?;
         stack.backup.recover().await?;
@@ -154,7 +164,7 @@ async fn scrub(stack: &Stack, repair: bool) -> Result<VerifyReport, BackupComman
     let progress = Progress::start();
     let report = stack
         .backup
-        .verify(repair, |done, total, bytes| {
+        .verify(repair, volumes, |done, total, bytes| {
             progress.update(done, total, "checked", bytes)
         })
         .await;
@@ -188,11 +198,24 @@ impl std::fmt::Display for VerifyReport {
                 c.ok, c.missing, c.damaged
             )?;
         }
-        if self.offline_not_checked > 0 {
+        for (volume, copies) in &self.volumes_absent {
             writeln!(
                 f,
-                "copy    offline   {} not checked (volumes are checked when imported)",
+                "volume  {volume}: not in the folder given, {copies} copies not checked"
+            )?;
+        }
+        if self.offline_not_checked > 0 && self.volumes_absent.is_empty() {
+            writeln!(
+                f,
+                "copy    offline   {} not checked (give --volumes DIR to check them)",
                 self.offline_not_checked
+            )?;
+        }
+        if self.offline_to_export > 0 {
+            writeln!(
+                f,
+                "copy    offline   {} damaged or missing: the next `strata backup export-volume` writes them to a new volume",
+                self.offline_to_export
             )?;
         }
         if self.lossy_only > 0 {

@@ -156,7 +156,15 @@ async fn import_volumes(
                     .failures
                     .push(format!("{} {}: {reason}", manifest.volume, m.path));
             };
-            let bytes = match volume::read_member(&mut file, path, m) {
+            let read = volume::read_member(&mut file, path, m);
+            if !matches!(&read, Ok(bytes) if volume::intact(m, bytes)) {
+                // The locator's copy of it (if it has one) no longer counts, and the next
+                // export-volume writes the instance again.
+                for copy in volume::copies_of(&manifest.volume, std::slice::from_ref(m)) {
+                    locator.mark_copy(&copy, true).await?;
+                }
+            }
+            let bytes = match read {
                 Ok(bytes) if volume::intact(m, &bytes) => bytes,
                 Ok(_) => {
                     summary.damaged += 1;

@@ -2,15 +2,22 @@
 //! `repair` mends what it found: damaged or missing primaries are re-created online from an
 //! intact backup copy, damaged or missing near-line copies by rewriting their study's
 //! near-line container from the (by then intact) primaries.
+//!
+//! Offline copies sit on volumes, usually on tape, so they are checked only when the folder
+//! holding the volume files is given (`--volumes DIR`, a mounted tape or a copy of it): each
+//! is read at its recorded offset in its volume file. Verify cannot rewrite a volume; a
+//! damaged offline copy is marked bad, which puts its instance back among those the next
+//! `strata backup export-volume` writes.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
 
 use futures_util::StreamExt;
 use serde::Serialize;
 use tracing::warn;
 
 use super::{Backup, BackupError, Repaired};
-use crate::locator::copies::CopyKind;
+use crate::locator::copies::{Copy, CopyKind};
 use crate::model::StoredObject;
 use crate::reader::ReadError;
 
@@ -44,7 +51,7 @@ impl Counts {
 pub struct VerifyReport {
     /// Primary copies per tier (`online`, `archive`).
     pub primaries: BTreeMap<&'static str, Counts>,
-    /// Extra copies per kind (`nearline`).
+    /// Extra copies per kind (`nearline`; `offline` when the volumes were given).
     pub copies: BTreeMap<&'static str, Counts>,
     /// Primaries re-created from a backup copy.
     pub repaired_primaries: u64,
@@ -58,8 +65,13 @@ pub struct VerifyReport {
     pub lossy_only: u64,
     /// Bad primaries with no intact copy at all.
     pub unrecoverable: u64,
-    /// Offline (volume) copies, not read: a volume is checked when it is imported.
+    /// Offline (volume) copies not read: no volume folder was given, or their volume file is
+    /// not in it.
     pub offline_not_checked: u64,
+    /// Volumes whose file is not in the folder given, with how many copies each holds.
+    pub volumes_absent: BTreeMap<String, u64>,
+    /// Damaged or missing offline copies: written again by the next `export-volume`.
+    pub offline_to_export: u64,
     /// One line per problem found or left.
     pub problems: Vec<String>,
     pub seconds: f64,
@@ -77,11 +89,13 @@ impl VerifyReport {
 }
 
 impl Backup {
-    /// Scrubs everything; with `repair`, mends what can be mended. `progress` hears (checked,
+    /// Scrubs everything; with `repair`, mends what can be mended. `volumes` is the folder
+    /// holding the volume files, to check offline copies too. `progress` hears (checked,
     /// total, bytes) as the scrub goes.
     pub async fn verify(
         &self,
         repair: bool,
+        volumes: Option<&Path>,
         mut progress: impl FnMut(u64, u64, u64),
     ) -> Result<VerifyReport, BackupError> {
         let started = std::time::Instant::now();
@@ -89,6 +103,24 @@ impl Backup {
         report.primaries.insert("online", Counts::default());
         report.primaries.insert("archive", Counts::default());
         report.copies.insert("nearline", Counts::default());
+        // Volume id -> its file in the folder given, when one was.
+        let volume_files: Option<HashMap<String, PathBuf>> = match volumes {
+            Some(dir) => {
+                report.copies.insert("offline", Counts::default());
+                let known = self.locator.volumes().await?;
+                Some(
+                    known
+                        .into_iter()
+                        .map(|v| {
+                            let file = dir.join(super::volume::file_name(&v.id));
+                            (v.id, file)
+                        })
+                        .filter(|(_, file)| file.exists())
+                        .collect(),
+                )
+            }
+            None => None,
+        };
         let total = self.locator.totals().await?.instances + self.locator.copy_count().await?;
         let (mut checked, mut bytes) = (0u64, 0u64);
 
@@ -126,39 +158,63 @@ impl Backup {
             }
         }
 
-        // Near-line copies; offline volumes are checked when imported.
+        // Backup copies: near-line always, offline when their volume file is at hand.
         let mut bad_copies: Vec<String> = Vec::new();
         let mut after = 0;
         loop {
             let page = self.locator.copies_page(after, PAGE).await?;
             let Some((last, _)) = page.last() else { break };
             after = *last;
-            report.offline_not_checked += page
-                .iter()
-                .filter(|(_, c)| c.kind == CopyKind::Offline)
-                .count() as u64;
             let reader = self.reader.clone();
+            let files = &volume_files;
             let mut results = futures_util::stream::iter(page)
-                .filter(|(_, c)| std::future::ready(c.kind == CopyKind::Nearline))
                 .map(|(_, c)| {
                     let reader = reader.clone();
+                    let file = match c.kind {
+                        CopyKind::Nearline => None,
+                        CopyKind::Offline => Some(
+                            files
+                                .as_ref()
+                                .and_then(|files| files.get(&c.location).cloned()),
+                        ),
+                    };
                     async move {
-                        let result = reader.read_copy(&c).await.map(|_| ());
+                        let result = match file {
+                            None => Some(reader.read_copy(&c).await.map(|_| ())),
+                            Some(None) => None,
+                            Some(Some(file)) => Some(check_offline(file, c.clone()).await),
+                        };
                         (c, result)
                     }
                 })
                 .buffered(PARALLEL);
             while let Some((c, result)) = results.next().await {
                 checked += 1;
+                let Some(result) = result else {
+                    report.offline_not_checked += 1;
+                    if volume_files.is_some() {
+                        *report.volumes_absent.entry(c.location.clone()).or_default() += 1;
+                    }
+                    progress(checked, total, bytes);
+                    continue;
+                };
                 bytes += c.length;
-                let counts = report.copies.entry(c.kind.as_str()).or_default();
+                let kind = c.kind.as_str();
+                let counts = report.copies.entry(kind).or_default();
                 self.locator.mark_copy(&c, result.is_err()).await?;
                 if let Err(e) = &result {
-                    warn!(sop_instance_uid = %c.sop_instance_uid, container = %c.location, error = %e, "verify: near-line copy unreadable");
+                    warn!(sop_instance_uid = %c.sop_instance_uid, kind, location = %c.location, error = %e, "verify: backup copy unreadable");
+                    let what = match c.kind {
+                        CopyKind::Nearline => "near-line copy".to_string(),
+                        CopyKind::Offline => format!("offline copy (volume {})", c.location),
+                    };
                     report
                         .problems
-                        .push(format!("{} near-line copy: {e}", c.sop_instance_uid));
-                    bad_copies.push(c.sop_instance_uid.clone());
+                        .push(format!("{} {what}: {e}", c.sop_instance_uid));
+                    match c.kind {
+                        CopyKind::Nearline => bad_copies.push(c.sop_instance_uid.clone()),
+                        CopyKind::Offline => report.offline_to_export += 1,
+                    }
                 }
                 counts.add(&result);
                 progress(checked, total, bytes);
@@ -250,7 +306,24 @@ impl Backup {
                 }
             }
         }
-        report.remaining = primaries_bad_now + left;
+        // Verify cannot rewrite a volume: those wait for the next export-volume.
+        report.remaining = primaries_bad_now + left + report.offline_to_export;
         Ok(())
     }
+}
+
+/// One offline copy checked in its volume file, off the async threads.
+async fn check_offline(file: PathBuf, copy: Copy) -> Result<(), ReadError> {
+    let location = format!("{}:{}", file.display(), copy.member);
+    let (offset, length) = (copy.offset, copy.length);
+    tokio::task::spawn_blocking(move || super::volume::check_copy(&file, &copy))
+        .await
+        .unwrap_or_else(|e| {
+            Err(ReadError::Io {
+                location,
+                offset,
+                length,
+                source: std::io::Error::other(e),
+            })
+        })
 }

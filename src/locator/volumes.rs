@@ -56,8 +56,11 @@ fn volume_row(r: &sqlx::sqlite::SqliteRow) -> Volume {
 }
 
 /// No current offline copy: none whose source is the instance's current bytes.
+// A copy found damaged or missing (`bad_since`) does not count: the next export writes the
+// instance again.
 const UNVOLUMED: &str = "NOT EXISTS (SELECT 1 FROM copies c WHERE c.sop_instance_uid = \
-     i.sop_instance_uid AND c.kind = 'offline' AND c.source_crc32c = i.crc32c)";
+     i.sop_instance_uid AND c.kind = 'offline' AND c.source_crc32c = i.crc32c \
+     AND c.bad_since IS NULL)";
 
 impl Locator {
     /// Journals a volume about to be written by this process.
@@ -158,6 +161,19 @@ impl Locator {
             .await
             .map_err(err)?;
             recorded += done.rows_affected();
+            if done.rows_affected() > 0 {
+                // A copy this one replaces (found bad on an older volume) is forgotten, so
+                // verify stops reporting damage that has been mended.
+                sqlx::query(
+                    "DELETE FROM copies WHERE sop_instance_uid = ? AND kind = 'offline' \
+                     AND location <> ? AND bad_since IS NOT NULL",
+                )
+                .bind(&c.sop_instance_uid)
+                .bind(&c.location)
+                .execute(&mut *tx)
+                .await
+                .map_err(err)?;
+            }
         }
         tx.commit().await.map_err(err)?;
         Ok(recorded)

@@ -10,7 +10,8 @@
 //! and member checked), renamed into place with its folder fsynced, and only then recorded
 //! with its copies in one transaction. [`recover`] deletes what killed exports left.
 //!
-//! Reading ([`scan`], [`read_member`]) is for `strata backup import-volume`.
+//! Reading ([`scan`], [`read_member`]) is for `strata backup import-volume`; [`check_copy`]
+//! is for `strata verify --volumes DIR`.
 
 pub mod tar;
 
@@ -26,7 +27,7 @@ use tracing::{info, warn};
 use crate::locator::copies::{Copy, CopyKind, ORIGINAL};
 use crate::locator::volumes::{Unvolumed, Volume};
 use crate::locator::{now_millis, Locator, LocatorError};
-use crate::reader::Reader;
+use crate::reader::{ReadError, Reader};
 
 /// Name of the manifest member.
 pub const MANIFEST: &str = "MANIFEST.json";
@@ -169,7 +170,7 @@ pub async fn recover(locator: &Locator) -> Result<usize, VolumeError> {
             continue;
         }
         let dir = PathBuf::from(&v.directory);
-        for name in [format!("{}.tar.tmp", v.id), format!("{}.tar", v.id)] {
+        for name in [format!("{}.tmp", file_name(&v.id)), file_name(&v.id)] {
             match std::fs::remove_file(dir.join(&name)) {
                 Ok(()) => {
                     warn!(volume = %v.id, file = %name, "deleted an unrecorded volume file of an interrupted export")
@@ -427,7 +428,7 @@ async fn finish(
     let sha256 = tokio::task::spawn_blocking(move || check(&temp, &members))
         .await
         .expect("volume check task")?;
-    let path = out.join(format!("{}.tar", v.id));
+    let path = out.join(file_name(&v.id));
     std::fs::rename(&v.temp, &path).map_err(io(&path))?;
     std::fs::File::open(out)
         .and_then(|d| d.sync_all())
@@ -601,6 +602,52 @@ pub fn read_member(
 /// Whether a member's bytes are what the manifest says.
 pub fn intact(m: &Member, bytes: &[u8]) -> bool {
     hex(&Sha256::digest(bytes)) == m.sha256 && crc32c(bytes) == m.crc32c
+}
+
+/// The file a volume is written as, in whatever folder holds it now.
+pub fn file_name(volume: &str) -> String {
+    format!("{volume}.tar")
+}
+
+/// Checks one recorded offline copy where its volume file now is (blocking): the copy's
+/// bytes at its offset, streamed through CRC-32C a MiB at a time, so a member of any size
+/// is checked in bounded memory. A missing file is [`ReadError::is_missing`]; a file cut
+/// short or bytes that fail the checksum are damage.
+pub fn check_copy(path: &Path, copy: &Copy) -> Result<(), ReadError> {
+    let location = format!("{}:{}", path.display(), copy.member);
+    let io = |source| ReadError::Io {
+        location: location.clone(),
+        offset: copy.offset,
+        length: copy.length,
+        source,
+    };
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    file.seek(SeekFrom::Start(copy.offset)).map_err(io)?;
+    let mut data = file.take(copy.length);
+    let mut buf = vec![0u8; (1 << 20).min(copy.length.max(1) as usize)];
+    let (mut crc, mut read) = (0u32, 0u64);
+    loop {
+        let n = data.read(&mut buf).map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        crc = crc32c::crc32c_append(crc, &buf[..n]);
+        read += n as u64;
+    }
+    if read < copy.length {
+        return Err(io(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("the volume file ends {} bytes into the copy", read),
+        )));
+    }
+    if crc != copy.crc32c {
+        return Err(ReadError::Checksum {
+            location,
+            found: crc,
+            expected: copy.crc32c,
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
