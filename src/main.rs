@@ -37,7 +37,8 @@ enum Command {
         #[command(subcommand)]
         action: TierAction,
     },
-    /// Bring an archived study back to the online tier.
+    /// Make a study whole on the online tier from whichever copy survives: archived
+    /// instances come back online, missing or damaged online ones are re-created.
     Restore {
         #[arg(long)]
         config: PathBuf,
@@ -277,11 +278,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if json {
                 println!("{}", serde_json::to_string(&summary)?);
             } else {
-                println!(
-                    "restored {} instances ({:.1} MB) of {study} online in {:.1} s",
-                    summary.instances,
-                    summary.bytes as f64 / 1e6,
-                    summary.seconds
+                print!("{summary}");
+            }
+            if !summary.unrecoverable.is_empty() {
+                anyhow::bail!(
+                    "{} instances of {study} have no intact lossless copy on disk",
+                    summary.unrecoverable.len()
                 );
             }
             Ok(())

@@ -2,7 +2,8 @@
 //! `sha256sum -c` read without Strata, records them, and writes nothing twice; after the
 //! online tier and the near-line folder are both lost, `import-volume` brings every instance
 //! back bit-identical; a damaged member is refused and named; a rebuilt (empty) locator
-//! ingests a volume; `verify --volumes DIR` reads every offline copy in its volume file and
+//! ingests a volume; `restore` mends a study from whichever copy survives and names the
+//! volume it needs when only a volume does; `verify --volumes DIR` reads every offline copy in its volume file and
 //! the next export replaces the bad ones; and kill -9 of an export never leaves a recorded
 //! volume that is not complete and intact.
 
@@ -482,6 +483,140 @@ fn verify_reads_offline_copies_in_the_volume_folder_and_export_replaces_bad_ones
     assert!(ok, "{report}");
     assert_eq!(report["copies"]["offline"]["ok"], 11, "{report}");
     assert_eq!(report["offline_not_checked"], 0, "{report}");
+}
+
+fn locate(server: &TestServer, study: &str) -> Vec<Value> {
+    let (ok, located) = cli_json(server, &["locate", "--json", "--study", study]);
+    assert!(ok, "{located}");
+    located.as_array().unwrap().clone()
+}
+
+fn restore(server: &TestServer, study: &str) -> (bool, Value) {
+    cli_json(server, &["restore", "--json", "--study", study])
+}
+
+#[test]
+fn restore_mends_a_study_from_whichever_copy_survives_and_names_the_volumes_it_needs() {
+    let corpus = Corpus::generate(&[
+        "--ct-studies",
+        "1",
+        "--ct-images",
+        "4",
+        "--mr-studies",
+        "1",
+        "--mr-images",
+        "3",
+        "--seed",
+        "65",
+    ]);
+    // The server's own repair pass waits an hour: restore is the one mending here.
+    let server = TestServer::start("[backup]\npoll_secs = 3600\n");
+    assert!(server
+        .storescu("MODALITY", &corpus.paths())
+        .status
+        .success());
+    let studies = corpus.study_uids();
+    let (a, b) = (&studies[0], &studies[1]);
+    let (ok, backed) = cli_json(
+        &server,
+        &["backup", "run", "--study", a, "--study", b, "--json"],
+    );
+    assert!(ok, "{backed}");
+    assert_eq!(backed["backed_up"], 2, "{backed}");
+    let out = tempfile::tempdir().unwrap();
+    export(&server, out.path(), "10G");
+    let (ok, tiered) = cli_json(&server, &["tier", "run", "--min-age-days", "0", "--json"]);
+    assert!(ok, "{tiered}");
+    assert_eq!(tiered["archived"], 2, "{tiered}");
+
+    // a comes back online whole; then one of its files is deleted and another damaged.
+    let (ok, restored) = restore(&server, a);
+    assert!(ok, "{restored}");
+    let a_count = originals(&corpus, a).len() as u64;
+    assert_eq!(restored["instances"], a_count, "{restored}");
+    assert_eq!(restored["repaired"], 0, "{restored}");
+    let located = locate(&server, a);
+    assert!(located.iter().all(|l| l["tier"] == "online"), "{located:?}");
+    let path_of = |l: &Value| server.online_dir().join(l["location"].as_str().unwrap());
+    std::fs::remove_file(path_of(&located[0])).unwrap();
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path_of(&located[1]))
+            .unwrap();
+        f.write_all_at(b"\x00\xff\x00", 400).unwrap();
+    }
+    let (ok, restored) = restore(&server, a);
+    assert!(ok, "{restored}");
+    assert_eq!(restored["instances"], 0, "{restored}");
+    assert_eq!(restored["repaired"], 2, "{restored}");
+    assert_same_data_sets(&server.get_study(a), &originals(&corpus, a), "a restored");
+    let (ok, report) = cli_json(&server, &["verify", "--json"]);
+    assert!(
+        ok,
+        "the mended files are on disk, not only served from copies: {report}"
+    );
+
+    // b is archived; its container and its near-line copy are both lost. Only the volume
+    // holds it: restore names every instance and the volume file, and fails.
+    let located = locate(&server, b);
+    let container = server
+        .dir
+        .join("archive")
+        .join(located[0]["location"].as_str().unwrap());
+    std::fs::remove_file(&container).unwrap();
+    for copy in located[0]["copies"].as_array().unwrap() {
+        if copy["kind"] == "nearline" {
+            let path = server
+                .dir
+                .join("nearline")
+                .join(copy["location"].as_str().unwrap());
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    let (ok, restored) = restore(&server, b);
+    assert!(!ok, "{restored}");
+    let lost = restored["unrecoverable"].as_array().unwrap();
+    assert_eq!(lost.len(), located.len(), "{restored}");
+    for l in &located {
+        let uid = l["sop_instance_uid"].as_str().unwrap();
+        assert!(
+            lost.iter().any(|x| x.as_str().unwrap().starts_with(uid)),
+            "{uid} not named: {restored}"
+        );
+    }
+    let volume = volume_files(out.path()).remove(0);
+    assert_eq!(
+        restored["volumes_needed"],
+        serde_json::json!([volume.display().to_string()]),
+        "{restored}"
+    );
+    assert_eq!(availability(&server, b), "OFFLINE");
+    let status = server.status();
+    assert_eq!(
+        status["last_runs"]["restore"]["outcome"], "failed",
+        "{status}"
+    );
+    let said = text(&server.cli(&["restore", "--study", b]));
+    assert!(said.contains("strata backup import-volume"), "{said}");
+
+    // Importing the volume it named, then restoring, makes b whole.
+    let (ok, imported) = cli_json(
+        &server,
+        &[
+            "backup",
+            "import-volume",
+            "--json",
+            volume.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{imported}");
+    assert_eq!(imported["restored"], located.len() as u64, "{imported}");
+    let (ok, restored) = restore(&server, b);
+    assert!(ok, "{restored}");
+    assert!(locate(&server, b).iter().all(|l| l["tier"] == "online"));
+    assert_same_data_sets(&server.get_study(b), &originals(&corpus, b), "b restored");
 }
 
 #[test]

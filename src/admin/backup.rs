@@ -48,6 +48,7 @@ pub struct BackupSummary {
 /// The stores, locator, reader (with recovery), converter and backup worker of a config.
 pub(super) struct Stack {
     pub locator: Arc<Locator>,
+    pub reader: crate::reader::Reader,
     pub converter: Arc<Converter>,
     pub backup: Backup,
 }
@@ -58,7 +59,7 @@ impl Stack {
         let converter = Arc::new(converter);
         let backup = Backup::new(
             locator.clone(),
-            reader,
+            reader.clone(),
             &config.backup.nearline_dir,
             converter.clone(),
             config.backup.throttle_mb_s,
@@ -66,6 +67,7 @@ impl Stack {
         .with_format(config.backup.format, config.backup.roi_ratio);
         Ok(Stack {
             locator,
+            reader,
             converter,
             backup,
         })

@@ -5,6 +5,7 @@
 mod backup;
 mod import;
 mod progress;
+mod restore;
 mod schedule;
 mod status;
 mod tier;
@@ -13,10 +14,9 @@ mod volume;
 
 pub use backup::{backup_run, enqueue_backup, verify, BackupCommandError, BackupSummary};
 pub use import::{import, ImportError, ImportSummary, IMPORT_AE};
+pub use restore::{restore, RestoreSummary};
 pub use schedule::{schedule, ScheduleReport, WorkerSchedule};
 pub use status::{status, StatusReport};
-pub use tier::{
-    locate, restore, tier_run, Located, LocatedCopy, RestoreSummary, TierError, TierSummary,
-};
+pub use tier::{locate, tier_run, Located, LocatedCopy, TierError, TierSummary};
 pub use transcode::{parse_roi, transcode, TranscodeError, TranscodeSummary};
 pub use volume::{export_volume, import_volume, volumes, ImportVolumeSummary, VolumeCommandError};

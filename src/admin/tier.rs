@@ -1,5 +1,5 @@
-//! `strata tier run`, `strata restore` and `strata locate`: the converter from the command
-//! line, and where each instance of a study lives.
+//! `strata tier run` and `strata locate`: the converter from the command line, and where
+//! each instance of a study lives.
 
 use std::sync::Arc;
 
@@ -137,49 +137,6 @@ impl JobReport for TierSummary {
     fn failed(&self) -> bool {
         self.failed > 0
     }
-}
-
-/// What `strata restore` did.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct RestoreSummary {
-    pub study: String,
-    /// Instances brought back online (0 when the study was online already).
-    pub instances: u64,
-    pub bytes: u64,
-    pub seconds: f64,
-}
-
-impl JobReport for RestoreSummary {
-    fn failed(&self) -> bool {
-        false
-    }
-}
-
-/// Brings a study back online. A study that cannot be restored is an error (non-zero exit),
-/// recorded as a failed run.
-pub async fn restore(config: &Config, study: &str) -> Result<RestoreSummary, TierError> {
-    let (locator, converter) = open(config).await?;
-    let run = JobRun::start(&locator, JobKind::Restore, Trigger::Cli).await;
-    let result = restore_one(&converter, study).await;
-    run.finish(&locator, &result).await;
-    locator.close().await;
-    result
-}
-
-async fn restore_one(converter: &Converter, study: &str) -> Result<RestoreSummary, TierError> {
-    converter.recover().await?;
-    let progress = Progress::start();
-    // One study moves as one journaled step: the line says what is under way.
-    progress.update(0, 1, &format!("restoring {study}"), 0);
-    let moved = converter.restore_study(study).await;
-    let seconds = progress.finish();
-    let moved = moved?;
-    Ok(RestoreSummary {
-        study: study.to_string(),
-        instances: moved.instances as u64,
-        bytes: moved.bytes,
-        seconds,
-    })
 }
 
 /// Where every instance of a study is.
