@@ -77,7 +77,12 @@ fn damaged_copies_are_served_from_survivors_found_by_verify_and_repaired() {
         "--seed",
         "31",
     ]);
-    let server = TestServer::start(BACKUP);
+    let dest_dir = tempfile::tempdir().unwrap();
+    let dest_port = free_port();
+    let _dest = py_storescp("DEST", dest_port, dest_dir.path(), &[]);
+    let server = TestServer::start(&format!(
+        "[[dicom.peers]]\naet = \"DEST\"\nhost = \"127.0.0.1\"\nport = {dest_port}\n{BACKUP}"
+    ));
     let uids = corpus.study_uids();
     let (a, b, c) = (uids[0].clone(), uids[1].clone(), uids[2].clone());
     // a and b are archived; c stays online.
@@ -215,8 +220,12 @@ fn damaged_copies_are_served_from_survivors_found_by_verify_and_repaired() {
         "{report}"
     );
 
-    // C-GET still returns bit-identical originals: every instance has a lossless survivor.
+    // C-MOVE and C-GET still return bit-identical originals: every instance has a lossless
+    // survivor.
     for s in [&a, &b, &c] {
+        let (last, moved) = server.move_study("DEST", dest_dir.path(), s);
+        assert!(last.starts_with("FINAL 0x0000"), "{last}");
+        assert_same_data_sets(&moved, &originals(&corpus, s), "C-MOVE after damage");
         assert_same_data_sets(&server.get_study(s), &originals(&corpus, s), "after damage");
     }
     let log = server.log();

@@ -44,21 +44,6 @@ fn add_to_backup(server: &TestServer, more: &str) {
     std::fs::write(&server.config, config).unwrap();
 }
 
-/// C-MOVE of a study to DEST; the FINAL line and what DEST received.
-fn move_study(server: &TestServer, dest: &Path, study: &str) -> (String, HashMap<String, Vec<u8>>) {
-    for f in files_below(dest) {
-        std::fs::remove_file(f).unwrap();
-    }
-    let key = format!("StudyInstanceUID={study}");
-    let out = text(&server.scu("move", "VIEWER", &["--dest", "DEST", "-k", &key]));
-    let last = out
-        .lines()
-        .find(|l| l.starts_with("FINAL"))
-        .unwrap_or_else(|| panic!("no final response: {out}"))
-        .to_string();
-    (last, received(dest))
-}
-
 /// C-FIND (pynetdicom) at `level` with `keys`: the matches.
 fn find(server: &TestServer, level: &str, keys: &[&str]) -> Vec<Value> {
     let mut args = vec!["--level", level];
@@ -169,7 +154,7 @@ fn roi_copies_are_lossy_marked_extra_copies_and_served_only_when_nothing_lossles
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let (last, got) = move_study(&server, dest_dir.path(), &study);
+    let (last, got) = server.move_study("DEST", dest_dir.path(), &study);
     assert!(last.starts_with("FINAL 0x0000"), "{last}");
     assert_same_data_sets(&got, &originals, "after x's repair");
     let (ok, report) = cli_json(&server, &["verify", "--json"]);
@@ -185,7 +170,7 @@ fn roi_copies_are_lossy_marked_extra_copies_and_served_only_when_nothing_lossles
             .join(located[&y]["location"].as_str().unwrap()),
     )
     .unwrap();
-    let (last, got) = move_study(&server, dest_dir.path(), &study);
+    let (last, got) = server.move_study("DEST", dest_dir.path(), &study);
     assert!(
         last.starts_with("FINAL 0xB000") && last.contains("failed=0 warning=1"),
         "{last}"

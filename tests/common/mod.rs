@@ -294,6 +294,27 @@ impl TestServer {
         received(dir.path())
     }
 
+    /// C-MOVE of a whole study with pynetdicom to `dest_aet`, whose files land in `dest`
+    /// (emptied first): the final response line and what arrived.
+    pub fn move_study(
+        &self,
+        dest_aet: &str,
+        dest: &Path,
+        study: &str,
+    ) -> (String, HashMap<String, Vec<u8>>) {
+        for f in files_below(dest) {
+            std::fs::remove_file(f).unwrap();
+        }
+        let key = format!("StudyInstanceUID={study}");
+        let out = text(&self.scu("move", "VIEWER", &["--dest", dest_aet, "-k", &key]));
+        let last = out
+            .lines()
+            .find(|l| l.starts_with("FINAL"))
+            .unwrap_or_else(|| panic!("no final response: {out}"))
+            .to_string();
+        (last, received(dest))
+    }
+
     /// tools/scu.py with the server's address filled in.
     pub fn scu<S: AsRef<std::ffi::OsStr>>(&self, sub: &str, aet: &str, args: &[S]) -> Output {
         Command::new(python())
