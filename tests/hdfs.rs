@@ -424,11 +424,15 @@ fn a_container_truncated_on_hdfs_is_served_from_its_near_line_copy_and_repaired(
         "24",
     ]);
     let dir = tempfile::tempdir().unwrap();
+    let dest_dir = tempfile::tempdir().unwrap();
+    let dest_port = free_port();
+    let _dest = py_storescp("DEST", dest_port, dest_dir.path(), &[]);
     write_config(
         dir.path(),
         &format!(
             "[archive]\nbackend = \"hdfs\"\npath = \"/strata-backup\"\nhdfs_url = \"{}\"\n\
-             [backup]\npoll_secs = 1\n",
+             [backup]\npoll_secs = 1\n\
+             [[dicom.peers]]\naet = \"DEST\"\nhost = \"127.0.0.1\"\nport = {dest_port}\n",
             hdfs.url()
         ),
     );
@@ -472,7 +476,7 @@ fn a_container_truncated_on_hdfs_is_served_from_its_near_line_copy_and_repaired(
     );
     assert!(out.status.success(), "truncate failed: {}", text(&out));
 
-    // verify sees exactly one damaged archive copy; C-GET is still bit-identical.
+    // verify sees exactly one damaged archive copy; C-MOVE and C-GET are still bit-identical.
     let out = server.cli(&["verify", "--json"]);
     assert!(!out.status.success(), "verify must fail: {}", text(&out));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -482,6 +486,13 @@ fn a_container_truncated_on_hdfs_is_served_from_its_near_line_copy_and_repaired(
         "{report}"
     );
     assert_eq!(report["copies"]["nearline"]["ok"], 5, "{report}");
+    let (last, moved) = server.move_study("DEST", dest_dir.path(), &study);
+    assert!(last.starts_with("FINAL 0x0000"), "{last}");
+    assert_same_data_sets(
+        &moved,
+        &originals(&corpus, &study),
+        "C-MOVE, truncated on HDFS",
+    );
     assert_same_data_sets(
         &server.get_study(&study),
         &originals(&corpus, &study),
