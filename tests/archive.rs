@@ -19,15 +19,9 @@ fn tier_run(server: &TestServer) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-fn locate(server: &TestServer, study: &str) -> Vec<Value> {
-    let out = server.cli(&["locate", "--json", "--study", study]);
-    assert!(out.status.success(), "{}", text(&out));
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 fn tiers(server: &TestServer, study: &str) -> HashMap<String, usize> {
     let mut count = HashMap::new();
-    for l in locate(server, study) {
+    for l in server.locate(study) {
         *count
             .entry(l["tier"].as_str().unwrap().to_string())
             .or_insert(0) += 1;
@@ -77,7 +71,7 @@ fn archived_studies_are_served_identically_late_arrivals_fold_in_and_restore_wor
     assert_eq!(tiers(&server, &ct), HashMap::from([("archive".into(), 5)]));
     assert_eq!(containers(&server).len(), 2, "one container per study");
     assert_eq!(online_files(&server), 0, "online copies are gone");
-    let located = locate(&server, &ct);
+    let located = server.locate(&ct);
     assert!(located.iter().all(|l| l["offset"].as_u64().unwrap() > 0));
     let status = server.status();
     assert_eq!(status["tiers"]["archive"]["instances"], 8, "{status}");
@@ -245,7 +239,7 @@ fn kill_9_during_tier_moves_loses_nothing_and_shows_nothing_twice() {
         }
         // Served throughout, and every instance exactly once.
         for s in &studies {
-            let located = locate(&server, s);
+            let located = server.locate(s);
             assert_eq!(
                 located.len(),
                 30,

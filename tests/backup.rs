@@ -32,12 +32,6 @@ fn verify(server: &TestServer, repair: bool) -> (bool, Value) {
     }
 }
 
-fn locate(server: &TestServer, study: &str) -> Vec<Value> {
-    let (ok, located) = cli_json(server, &["locate", "--json", "--study", study]);
-    assert!(ok, "{located}");
-    located.as_array().unwrap().clone()
-}
-
 fn counts(ok: u64, missing: u64, damaged: u64) -> Value {
     json!({"ok": ok, "missing": missing, "damaged": damaged})
 }
@@ -132,12 +126,12 @@ fn damaged_copies_are_served_from_survivors_found_by_verify_and_repaired() {
 
     // The damage.
     let located_a = {
-        let mut l = locate(&server, &a);
+        let mut l = server.locate(&a);
         l.sort_by_key(|i| i["offset"].as_u64().unwrap());
         l
     };
-    let located_b = locate(&server, &b);
-    let located_c = locate(&server, &c);
+    let located_b = server.locate(&b);
+    let located_c = server.locate(&c);
     // 1. An online file of c is deleted.
     let lost_online = located_c[0].clone();
     std::fs::remove_file(
@@ -239,7 +233,7 @@ fn damaged_copies_are_served_from_survivors_found_by_verify_and_repaired() {
     let repaired = |server: &TestServer| {
         let online: HashMap<String, String> = [&a, &c]
             .iter()
-            .flat_map(|s| locate(server, s))
+            .flat_map(|s| server.locate(s))
             .filter(|l| l["tier"] == "online")
             .map(|l| {
                 (
@@ -308,7 +302,7 @@ fn damaged_copies_are_served_from_survivors_found_by_verify_and_repaired() {
     std::fs::remove_file(&container).unwrap();
     let out = server.cli(&["restore", "--study", &a]);
     assert!(out.status.success(), "{}", text(&out));
-    assert!(locate(&server, &a).iter().all(|l| l["tier"] == "online"));
+    assert!(server.locate(&a).iter().all(|l| l["tier"] == "online"));
     assert_same_data_sets(&server.get_study(&a), &originals(&corpus, &a), "restored");
     let (ok, report) = verify(&server, false);
     assert!(ok, "{report}");
@@ -407,7 +401,7 @@ fn kill_9_during_backup_never_records_a_copy_that_is_not_durable() {
     assert_eq!(report["copies"]["nearline"], counts(90, 0, 0), "{report}");
     let mut referenced = std::collections::HashSet::new();
     for s in &studies {
-        for l in locate(&server, s) {
+        for l in server.locate(s) {
             let copies = l["copies"].as_array().unwrap();
             assert_eq!(copies.len(), 1, "{l}");
             referenced.insert(copies[0]["location"].as_str().unwrap().to_string());
@@ -424,7 +418,7 @@ fn kill_9_during_backup_never_records_a_copy_that_is_not_durable() {
         "orphan temporaries left behind"
     );
     // The copies serve: with its online files gone, a study comes back from near-line.
-    for l in locate(&server, &studies[0]) {
+    for l in server.locate(&studies[0]) {
         std::fs::remove_file(server.online_dir().join(l["location"].as_str().unwrap())).unwrap();
     }
     assert_same_data_sets(
@@ -516,7 +510,7 @@ fn large_streamed_instances_fall_back_too_and_damage_found_while_streaming_is_re
         .success());
     assert_eq!(backup_run(&server)["instances"], 2);
     let originals = originals(&corpus, &study);
-    let mut located = locate(&server, &study);
+    let mut located = server.locate(&study);
     located.sort_by_key(|i| i["sop_instance_uid"].as_str().unwrap().to_string());
     assert!(located[0]["length"].as_u64().unwrap() > 32 << 20);
     let path_of = |i: &Value| server.online_dir().join(i["location"].as_str().unwrap());
@@ -535,12 +529,12 @@ fn large_streamed_instances_fall_back_too_and_damage_found_while_streaming_is_re
         .log()
         .contains("primary copy unreadable; served from a backup copy"));
     wait_for_repairs();
-    assert!(locate(&server, &study).iter().all(|i| path_of(i).exists()));
+    assert!(server.locate(&study).iter().all(|i| path_of(i).exists()));
 
     // A damaged large primary is found only at the end of streaming it: that retrieve fails
     // (the half-sent data set cannot be taken back), the primary is queued for repair, and
     // the next retrieve is whole and bit-identical.
-    let mut located = locate(&server, &study);
+    let mut located = server.locate(&study);
     located.sort_by_key(|i| i["sop_instance_uid"].as_str().unwrap().to_string());
     let damaged = path_of(&located[1]);
     flip_byte(&damaged, std::fs::metadata(&damaged).unwrap().len() - 1000);

@@ -485,12 +485,6 @@ fn verify_reads_offline_copies_in_the_volume_folder_and_export_replaces_bad_ones
     assert_eq!(report["offline_not_checked"], 0, "{report}");
 }
 
-fn locate(server: &TestServer, study: &str) -> Vec<Value> {
-    let (ok, located) = cli_json(server, &["locate", "--json", "--study", study]);
-    assert!(ok, "{located}");
-    located.as_array().unwrap().clone()
-}
-
 fn restore(server: &TestServer, study: &str) -> (bool, Value) {
     cli_json(server, &["restore", "--json", "--study", study])
 }
@@ -535,7 +529,7 @@ fn restore_mends_a_study_from_whichever_copy_survives_and_names_the_volumes_it_n
     let a_count = originals(&corpus, a).len() as u64;
     assert_eq!(restored["instances"], a_count, "{restored}");
     assert_eq!(restored["repaired"], 0, "{restored}");
-    let located = locate(&server, a);
+    let located = server.locate(a);
     assert!(located.iter().all(|l| l["tier"] == "online"), "{located:?}");
     let path_of = |l: &Value| server.online_dir().join(l["location"].as_str().unwrap());
     std::fs::remove_file(path_of(&located[0])).unwrap();
@@ -560,7 +554,7 @@ fn restore_mends_a_study_from_whichever_copy_survives_and_names_the_volumes_it_n
 
     // b is archived; its container and its near-line copy are both lost. Only the volume
     // holds it: restore names every instance and the volume file, and fails.
-    let located = locate(&server, b);
+    let located = server.locate(b);
     let container = server
         .dir
         .join("archive")
@@ -615,7 +609,7 @@ fn restore_mends_a_study_from_whichever_copy_survives_and_names_the_volumes_it_n
     assert_eq!(imported["restored"], located.len() as u64, "{imported}");
     let (ok, restored) = restore(&server, b);
     assert!(ok, "{restored}");
-    assert!(locate(&server, b).iter().all(|l| l["tier"] == "online"));
+    assert!(server.locate(b).iter().all(|l| l["tier"] == "online"));
     assert_same_data_sets(&server.get_study(b), &originals(&corpus, b), "b restored");
 }
 

@@ -294,6 +294,13 @@ impl TestServer {
         received(dir.path())
     }
 
+    /// `strata locate --json` of a study: one object per instance (tier, location, copies).
+    pub fn locate(&self, study: &str) -> Vec<serde_json::Value> {
+        let (ok, located) = cli_json(self, &["locate", "--json", "--study", study]);
+        assert!(ok, "{located}");
+        located.as_array().unwrap().clone()
+    }
+
     /// C-MOVE of a whole study with pynetdicom to `dest_aet`, whose files land in `dest`
     /// (emptied first): the final response line and what arrived.
     pub fn move_study(
