@@ -119,23 +119,9 @@ fn remove_online(server: &TestServer) {
 
 #[test]
 fn volumes_are_capped_self_describing_tar_files_written_once() {
-    let corpus = Corpus::generate(&[
-        "--ct-studies",
-        "2",
-        "--ct-images",
-        "4",
-        "--mr-studies",
-        "1",
-        "--mr-images",
-        "3",
-        "--seed",
-        "61",
-    ]);
+    let corpus = Corpus::small(2, 4, 1, 3, 61);
     let server = TestServer::start("");
-    assert!(server
-        .storescu("MODALITY", &corpus.paths())
-        .status
-        .success());
+    server.store(&corpus);
     let out = tempfile::tempdir().unwrap();
     let max = 1u64 << 20;
     let summary = export(&server, out.path(), "1M");
@@ -209,23 +195,9 @@ fn volumes_are_capped_self_describing_tar_files_written_once() {
 
 #[test]
 fn a_volume_brings_back_what_the_online_tier_and_near_line_lost() {
-    let corpus = Corpus::generate(&[
-        "--ct-studies",
-        "1",
-        "--ct-images",
-        "4",
-        "--mr-studies",
-        "1",
-        "--mr-images",
-        "3",
-        "--seed",
-        "62",
-    ]);
+    let corpus = Corpus::small(1, 4, 1, 3, 62);
     let server = TestServer::start(BACKUP);
-    assert!(server
-        .storescu("MODALITY", &corpus.paths())
-        .status
-        .success());
+    server.store(&corpus);
     let (ok, backed) = cli_json(&server, &["backup", "run", "--json"]);
     assert!(ok, "{backed}");
     let out = tempfile::tempdir().unwrap();
@@ -272,21 +244,9 @@ fn a_volume_brings_back_what_the_online_tier_and_near_line_lost() {
 
 #[test]
 fn damaged_members_are_refused_and_a_rebuilt_locator_ingests_a_volume() {
-    let corpus = Corpus::generate(&[
-        "--ct-studies",
-        "1",
-        "--ct-images",
-        "4",
-        "--mr-studies",
-        "0",
-        "--seed",
-        "63",
-    ]);
+    let corpus = Corpus::small(1, 4, 0, 1, 63);
     let server = TestServer::start("");
-    assert!(server
-        .storescu("MODALITY", &corpus.paths())
-        .status
-        .success());
+    server.store(&corpus);
     let out = tempfile::tempdir().unwrap();
     export(&server, out.path(), "10G");
     let volume = volume_files(out.path()).remove(0);
@@ -381,23 +341,9 @@ fn volume_members(volume: &Path) -> Vec<Value> {
 
 #[test]
 fn verify_reads_offline_copies_in_the_volume_folder_and_export_replaces_bad_ones() {
-    let corpus = Corpus::generate(&[
-        "--ct-studies",
-        "2",
-        "--ct-images",
-        "4",
-        "--mr-studies",
-        "1",
-        "--mr-images",
-        "3",
-        "--seed",
-        "64",
-    ]);
+    let corpus = Corpus::small(2, 4, 1, 3, 64);
     let server = TestServer::start("");
-    assert!(server
-        .storescu("MODALITY", &corpus.paths())
-        .status
-        .success());
+    server.store(&corpus);
     let out = tempfile::tempdir().unwrap();
     export(&server, out.path(), "1M");
     let files = volume_files(out.path());
@@ -491,24 +437,10 @@ fn restore(server: &TestServer, study: &str) -> (bool, Value) {
 
 #[test]
 fn restore_mends_a_study_from_whichever_copy_survives_and_names_the_volumes_it_needs() {
-    let corpus = Corpus::generate(&[
-        "--ct-studies",
-        "1",
-        "--ct-images",
-        "4",
-        "--mr-studies",
-        "1",
-        "--mr-images",
-        "3",
-        "--seed",
-        "65",
-    ]);
+    let corpus = Corpus::small(1, 4, 1, 3, 65);
     // The server's own repair pass waits an hour: restore is the one mending here.
     let server = TestServer::start("[backup]\npoll_secs = 3600\n");
-    assert!(server
-        .storescu("MODALITY", &corpus.paths())
-        .status
-        .success());
+    server.store(&corpus);
     let studies = corpus.study_uids();
     let (a, b) = (&studies[0], &studies[1]);
     let (ok, backed) = cli_json(
@@ -615,21 +547,9 @@ fn restore_mends_a_study_from_whichever_copy_survives_and_names_the_volumes_it_n
 
 #[test]
 fn kill_9_during_export_never_records_an_incomplete_volume() {
-    let corpus = Corpus::generate(&[
-        "--ct-studies",
-        "2",
-        "--ct-images",
-        "40",
-        "--mr-studies",
-        "0",
-        "--seed",
-        "64",
-    ]);
+    let corpus = Corpus::small(2, 40, 0, 1, 64);
     let server = TestServer::start("");
-    assert!(server
-        .storescu("MODALITY", &corpus.paths())
-        .status
-        .success());
+    server.store(&corpus);
     let out = tempfile::tempdir().unwrap();
     let check_recorded = || {
         let (_, volumes) = cli_json(&server, &["backup", "volumes", "--json"]);

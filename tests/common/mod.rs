@@ -79,6 +79,24 @@ impl Corpus {
         Corpus { dir, files }
     }
 
+    /// A small corpus: `ct` CT studies of `ct_images` slices and `mr` MR studies of
+    /// `mr_images` slices, from `seed`.
+    pub fn small(ct: u32, ct_images: u32, mr: u32, mr_images: u32, seed: u32) -> Corpus {
+        let args = [ct, ct_images, mr, mr_images, seed].map(|n| n.to_string());
+        Corpus::generate(&[
+            "--ct-studies",
+            &args[0],
+            "--ct-images",
+            &args[1],
+            "--mr-studies",
+            &args[2],
+            "--mr-images",
+            &args[3],
+            "--seed",
+            &args[4],
+        ])
+    }
+
     pub fn path(&self, f: &CorpusFile) -> PathBuf {
         self.dir.path().join(&f.path)
     }
@@ -292,6 +310,13 @@ impl TestServer {
             "C-GET failed: {out}"
         );
         received(dir.path())
+    }
+
+    /// Stores a whole corpus with DCMTK storescu as MODALITY; fails the test unless it
+    /// succeeds.
+    pub fn store(&self, corpus: &Corpus) {
+        let out = self.storescu("MODALITY", &corpus.paths());
+        assert!(out.status.success(), "storescu failed: {}", text(&out));
     }
 
     /// `strata locate --json` of a study: one object per instance (tier, location, copies).
