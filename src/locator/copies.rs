@@ -143,6 +143,36 @@ pub(super) async fn enqueue_in(
     Ok(())
 }
 
+/// Records copy `c`, inside the caller's transaction, unless
+/// its source is no longer the instance's current bytes (the instance was overwritten
+/// meanwhile) or the same place is already recorded. Returns whether it was recorded.
+pub(super) async fn insert_copy(
+    conn: &mut sqlx::SqliteConnection,
+    c: &Copy,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "INSERT OR IGNORE INTO copies (sop_instance_uid, kind, location, member, \
+           byte_offset, byte_length, crc32c, format, created_at, source_crc32c) \
+         SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE EXISTS \
+           (SELECT 1 FROM instances WHERE sop_instance_uid = ? AND crc32c = ?)",
+    )
+    .bind(&c.sop_instance_uid)
+    .bind(c.kind.as_str())
+    .bind(&c.location)
+    .bind(&c.member)
+    .bind(c.offset as i64)
+    .bind(c.length as i64)
+    .bind(i64::from(c.crc32c))
+    .bind(&c.format)
+    .bind(c.created_at)
+    .bind(i64::from(c.source_crc32c))
+    .bind(&c.sop_instance_uid)
+    .bind(i64::from(c.source_crc32c))
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
 impl Locator {
     /// Every extra copy of an instance: near-line first, then offline, newest first.
     pub async fn copies_of(&self, sop_instance_uid: &str) -> Result<Vec<Copy>, LocatorError> {
@@ -319,25 +349,7 @@ impl Locator {
                     old.push(l);
                 }
             }
-            sqlx::query(
-                "INSERT INTO copies (sop_instance_uid, kind, location, member, byte_offset, \
-                   byte_length, crc32c, format, created_at, source_crc32c) \
-                 SELECT ?, 'nearline', ?, '', ?, ?, ?, ?, ?, ? WHERE EXISTS \
-                   (SELECT 1 FROM instances WHERE sop_instance_uid = ? AND crc32c = ?)",
-            )
-            .bind(&c.sop_instance_uid)
-            .bind(container)
-            .bind(c.offset as i64)
-            .bind(c.length as i64)
-            .bind(i64::from(c.crc32c))
-            .bind(&c.format)
-            .bind(c.created_at)
-            .bind(i64::from(c.source_crc32c))
-            .bind(&c.sop_instance_uid)
-            .bind(i64::from(c.source_crc32c))
-            .execute(&mut *tx)
-            .await
-            .map_err(err)?;
+            insert_copy(&mut tx, c).await.map_err(err)?;
         }
         sqlx::query("DELETE FROM backup_queue WHERE study_instance_uid = ? AND enqueued_at <= ?")
             .bind(study_instance_uid)

@@ -4,7 +4,7 @@
 use serde::Serialize;
 use sqlx::Row;
 
-use super::copies::Copy;
+use super::copies::{insert_copy, Copy};
 use super::{now_millis, stored_object, Locator, LocatorError};
 use crate::model::StoredObject;
 
@@ -140,28 +140,9 @@ impl Locator {
         .map_err(err)?;
         let mut recorded = 0;
         for c in copies {
-            let done = sqlx::query(
-                "INSERT OR IGNORE INTO copies (sop_instance_uid, kind, location, member, \
-                   byte_offset, byte_length, crc32c, format, created_at, source_crc32c) \
-                 SELECT ?, 'offline', ?, ?, ?, ?, ?, ?, ?, ? WHERE EXISTS \
-                   (SELECT 1 FROM instances WHERE sop_instance_uid = ? AND crc32c = ?)",
-            )
-            .bind(&c.sop_instance_uid)
-            .bind(&c.location)
-            .bind(&c.member)
-            .bind(c.offset as i64)
-            .bind(c.length as i64)
-            .bind(i64::from(c.crc32c))
-            .bind(&c.format)
-            .bind(c.created_at)
-            .bind(i64::from(c.source_crc32c))
-            .bind(&c.sop_instance_uid)
-            .bind(i64::from(c.source_crc32c))
-            .execute(&mut *tx)
-            .await
-            .map_err(err)?;
-            recorded += done.rows_affected();
-            if done.rows_affected() > 0 {
+            let inserted = insert_copy(&mut tx, c).await.map_err(err)?;
+            recorded += u64::from(inserted);
+            if inserted {
                 // A copy this one replaces (found bad on an older volume) is forgotten, so
                 // verify stops reporting damage that has been mended.
                 sqlx::query(
