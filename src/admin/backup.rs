@@ -3,8 +3,6 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use serde::Serialize;
-
 use super::progress::Progress;
 use crate::archive::ArchiveError;
 use crate::backup::{Backup, BackupError, VerifyReport};
@@ -31,19 +29,8 @@ pub enum BackupCommandError {
     Open(#[from] super::TierError),
 }
 
-/// What `strata backup run` did.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct BackupSummary {
-    /// Studies that were queued.
-    pub studies: u64,
-    pub backed_up: u64,
-    pub failed: u64,
-    pub instances: u64,
-    pub bytes: u64,
-    pub seconds: f64,
-    /// `study: reason` for every study not backed up.
-    pub failures: Vec<String>,
-}
+/// What `strata backup run` did: the same record as a server's backup pass.
+pub type BackupSummary = crate::backup::BackupPass;
 
 /// The stores, locator, reader (with recovery), converter and backup worker of a config.
 pub(super) struct Stack {
@@ -112,18 +99,10 @@ async fn back_up_queue(stack: &Stack) -> Result<BackupSummary, BackupCommandErro
             || true,
             |study, result, done, total| {
                 summary.studies = total;
-                match result {
-                    Ok(backed) => {
-                        summary.backed_up += 1;
-                        summary.instances += backed.instances as u64;
-                        summary.bytes += backed.bytes;
-                    }
-                    Err(e) => {
-                        summary.failed += 1;
-                        progress.note(&format!("study {study} not backed up: {e}"));
-                        summary.failures.push(format!("{study}: {e}"));
-                    }
+                if let Err(e) = result {
+                    progress.note(&format!("study {study} not backed up: {e}"));
                 }
+                summary.record(study, result);
                 let counts = format!("backed up {} failed {}", summary.backed_up, summary.failed);
                 progress.update(done, total, &counts, summary.bytes);
             },
@@ -131,12 +110,6 @@ async fn back_up_queue(stack: &Stack) -> Result<BackupSummary, BackupCommandErro
         .await?;
     summary.seconds = progress.finish();
     Ok(summary)
-}
-
-impl JobReport for BackupSummary {
-    fn failed(&self) -> bool {
-        self.failed > 0
-    }
 }
 
 /// Scrubs every copy; with `repair`, mends what it can.

@@ -9,7 +9,7 @@ use super::progress::Progress;
 use crate::archive::{Archive, ArchiveError};
 use crate::config::Config;
 use crate::convert::{ConvertError, Converter};
-use crate::jobs::{JobKind, JobReport, JobRun, Trigger};
+use crate::jobs::{JobKind, JobRun, Trigger};
 use crate::locator::{now_millis, Locator, LocatorError};
 use crate::online::{OnlineError, OnlineStore};
 use crate::reader::Reader;
@@ -27,18 +27,8 @@ pub enum TierError {
     Convert(#[from] ConvertError),
 }
 
-/// What a run did.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct TierSummary {
-    pub studies: u64,
-    pub archived: u64,
-    pub failed: u64,
-    pub instances: u64,
-    pub bytes: u64,
-    pub seconds: f64,
-    /// `study: reason` for every study that was not archived.
-    pub failures: Vec<String>,
-}
+/// What a run did: the same record as a server's tiering pass.
+pub type TierSummary = crate::tiering::TieringPass;
 
 /// Where one instance lives (`strata locate --json`).
 #[derive(Debug, Clone, Serialize)]
@@ -114,29 +104,16 @@ async fn archive_due(
         ..TierSummary::default()
     };
     for (n, study) in studies.iter().enumerate() {
-        match converter.archive_study(study).await {
-            Ok(moved) => {
-                summary.archived += 1;
-                summary.instances += moved.instances as u64;
-                summary.bytes += moved.bytes;
-            }
-            Err(e) => {
-                summary.failed += 1;
-                progress.note(&format!("study {study} not archived: {e}"));
-                summary.failures.push(format!("{study}: {e}"));
-            }
+        let result = converter.archive_study(study).await;
+        if let Err(e) = &result {
+            progress.note(&format!("study {study} not archived: {e}"));
         }
+        summary.record(study, &result);
         let counts = format!("archived {} failed {}", summary.archived, summary.failed);
         progress.update(n as u64 + 1, summary.studies, &counts, summary.bytes);
     }
     summary.seconds = progress.finish();
     Ok(summary)
-}
-
-impl JobReport for TierSummary {
-    fn failed(&self) -> bool {
-        self.failed > 0
-    }
 }
 
 /// Where every instance of a study is.

@@ -485,6 +485,23 @@ pub struct BackupPass {
     pub failures: Vec<String>,
 }
 
+impl BackupPass {
+    /// Counts one study's outcome.
+    pub fn record(&mut self, study: &str, result: &Result<BackedUp, BackupError>) {
+        match result {
+            Ok(backed) => {
+                self.backed_up += 1;
+                self.instances += backed.instances as u64;
+                self.bytes += backed.bytes;
+            }
+            Err(e) => {
+                self.failed += 1;
+                self.failures.push(format!("{study}: {e}"));
+            }
+        }
+    }
+}
+
 impl JobReport for BackupPass {
     fn failed(&self) -> bool {
         self.failed > 0
@@ -613,21 +630,13 @@ async fn backup_pass(
             || !*shutdown.borrow() && in_window(window, minute_now()),
             |study, result, _, total| {
                 pass.studies = total;
-                match result {
-                    Ok(backed) => {
-                        pass.backed_up += 1;
-                        pass.instances += backed.instances as u64;
-                        pass.bytes += backed.bytes;
+                if let Err(e) = result {
+                    if matches!(e, BackupError::Busy(_)) {
+                        *recovered = false;
                     }
-                    Err(e) => {
-                        if matches!(e, BackupError::Busy(_)) {
-                            *recovered = false;
-                        }
-                        warn!(study = %study, error = %e, "backup: study not backed up");
-                        pass.failed += 1;
-                        pass.failures.push(format!("{study}: {e}"));
-                    }
+                    warn!(study = %study, error = %e, "backup: study not backed up");
                 }
+                pass.record(study, result);
             },
         )
         .await?;

@@ -10,7 +10,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::convert::Converter;
+use crate::convert::{ConvertError, Converter, Moved};
 use crate::jobs::{JobKind, JobReport, JobRun, Trigger};
 use crate::locator::{now_millis, Locator};
 
@@ -67,8 +67,8 @@ pub async fn run(
     }
 }
 
-/// What one tiering pass of the server did (recorded in the job history; the same counts
-/// as `strata tier run`'s summary).
+/// What one tiering pass did, of the server or of `strata tier run` (recorded in the job
+/// history).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct TieringPass {
     /// Studies due when the pass began.
@@ -80,6 +80,23 @@ pub struct TieringPass {
     pub seconds: f64,
     /// `study: reason` for every study that was not archived.
     pub failures: Vec<String>,
+}
+
+impl TieringPass {
+    /// Counts one study's outcome.
+    pub fn record(&mut self, study: &str, result: &Result<Moved, ConvertError>) {
+        match result {
+            Ok(moved) => {
+                self.archived += 1;
+                self.instances += moved.instances as u64;
+                self.bytes += moved.bytes;
+            }
+            Err(e) => {
+                self.failed += 1;
+                self.failures.push(format!("{study}: {e}"));
+            }
+        }
+    }
 }
 
 impl JobReport for TieringPass {
@@ -104,18 +121,11 @@ async fn archive(
         if *shutdown.borrow() || !in_window(schedule.window, minute_now()) {
             break;
         }
-        match converter.archive_study(study).await {
-            Ok(moved) => {
-                pass.archived += 1;
-                pass.instances += moved.instances as u64;
-                pass.bytes += moved.bytes;
-            }
-            Err(e) => {
-                warn!(study = %study, error = %e, "tiering: study not archived");
-                pass.failed += 1;
-                pass.failures.push(format!("{study}: {e}"));
-            }
+        let result = converter.archive_study(study).await;
+        if let Err(e) = &result {
+            warn!(study = %study, error = %e, "tiering: study not archived");
         }
+        pass.record(study, &result);
     }
     pass.seconds = started.elapsed().as_secs_f64();
     pass
