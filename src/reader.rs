@@ -198,17 +198,17 @@ impl Reader {
         Ok(bytes)
     }
 
-    /// The bytes of the first of `uid`'s extra copies that reads back intact, and that copy.
-    /// Only copies of the same bytes as `primary` count (same CRC-32C): a copy taken before
-    /// the instance was overwritten is another version.
-    pub async fn read_good_copy(
+    /// The recovery parts and `uid`'s near-line copies of the same bytes as `primary` (same
+    /// CRC-32C: a copy taken before the instance was overwritten is another version).
+    /// Offline copies are left out: they sit on volumes, read back only by importing them.
+    async fn nearline_copies(
         &self,
         uid: &str,
         primary: &StoredObject,
-    ) -> Result<(Bytes, Copy), ReadError> {
+    ) -> Result<(&Recovery, Vec<Copy>), ReadError> {
         let recovery = self
             .recovery
-            .as_ref()
+            .as_deref()
             .ok_or_else(|| ReadError::NoGoodCopy {
                 uid: uid.to_string(),
                 tried: 0,
@@ -221,13 +221,25 @@ impl Reader {
                 uid: uid.to_string(),
                 source,
             })?;
-        let mut tried = 0;
-        let mut lossy = None;
-        // Offline copies are on volumes, read back only by importing them.
-        for copy in copies
+        let copies = copies
             .into_iter()
             .filter(|c| c.source_crc32c == primary.crc32c && c.kind == CopyKind::Nearline)
-        {
+            .collect();
+        Ok((recovery, copies))
+    }
+
+    /// The bytes of the first of `uid`'s extra copies that reads back intact, and that copy.
+    /// Only copies of the same bytes as `primary` count (same CRC-32C): a copy taken before
+    /// the instance was overwritten is another version.
+    pub async fn read_good_copy(
+        &self,
+        uid: &str,
+        primary: &StoredObject,
+    ) -> Result<(Bytes, Copy), ReadError> {
+        let (recovery, copies) = self.nearline_copies(uid, primary).await?;
+        let mut tried = 0;
+        let mut lossy = None;
+        for copy in copies {
             if !copy.is_original() {
                 lossy.get_or_insert(copy);
                 continue;
@@ -263,22 +275,8 @@ impl Reader {
         uid: &str,
         primary: &StoredObject,
     ) -> Result<(Bytes, Copy), ReadError> {
-        let none = || ReadError::NoGoodCopy {
-            uid: uid.to_string(),
-            tried: 0,
-        };
-        let recovery = self.recovery.as_ref().ok_or_else(none)?;
-        let copies = recovery
-            .locator
-            .copies_of(uid)
-            .await
-            .map_err(|source| ReadError::Copies {
-                uid: uid.to_string(),
-                source,
-            })?;
-        for copy in copies.into_iter().filter(|c| {
-            c.source_crc32c == primary.crc32c && !c.is_original() && c.kind == CopyKind::Nearline
-        }) {
+        let (recovery, copies) = self.nearline_copies(uid, primary).await?;
+        for copy in copies.into_iter().filter(|c| !c.is_original()) {
             match self.read_copy(&copy).await {
                 Ok(bytes) => {
                     let count = recovery.fallbacks.fetch_add(1, Ordering::Relaxed) + 1;
@@ -307,7 +305,10 @@ impl Reader {
                 }
             }
         }
-        Err(none())
+        Err(ReadError::NoGoodCopy {
+            uid: uid.to_string(),
+            tried: 0,
+        })
     }
 
     /// Queues `uid`'s primary for re-creation (damage found by a read, including a large
