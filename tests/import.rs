@@ -84,3 +84,40 @@ async fn import_ingests_folders_and_skips_what_is_not_dicom() {
     let out = server.findscu("VIEWER", &["QueryRetrieveLevel=STUDY", "StudyInstanceUID="]);
     assert_eq!(out.matches("(Pending)").count(), 3, "{out}");
 }
+
+/// An import is a receipt: with `[backup] enqueue_on_receive` each imported study is queued
+/// for a near-line copy, as a C-STORE of it would be; without it nothing is queued.
+#[tokio::test(flavor = "multi_thread")]
+async fn import_queues_studies_for_backup_when_configured_to_on_receipt() {
+    let corpus = Corpus::small(2, 2, 1, 1, 11);
+    let mut expected = corpus.study_uids();
+    expected.sort();
+    for (enqueue, want) in [(true, expected.clone()), (false, Vec::new())] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = write_config(
+            dir.path(),
+            &format!("[backup]\nnearline_dir = \"nearline\"\nenqueue_on_receive = {enqueue}\n"),
+        );
+        let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+            .args(["import", "--config"])
+            .arg(&config)
+            .args(corpus.paths())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let locator = locator(dir.path()).await;
+        let mut queued: Vec<String> = locator
+            .backup_queue()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|q| q.study_instance_uid)
+            .collect();
+        queued.sort();
+        assert_eq!(queued, want, "enqueue_on_receive = {enqueue}");
+    }
+}

@@ -60,7 +60,9 @@ pub async fn import(config: &Config, roots: &[PathBuf]) -> Result<ImportSummary,
     files.sort();
     let online = Arc::new(OnlineStore::open(&config.storage.online_dir)?);
     let locator = Arc::new(Locator::open(&config.locator).await?);
-    let ingest = Ingest::new(online, locator.clone(), config.storage.duplicate_policy);
+    // An import is a receipt like a C-STORE, so it honours `[backup] enqueue_on_receive` too.
+    let ingest = Ingest::new(online, locator.clone(), config.storage.duplicate_policy)
+        .backup_on_receive(config.backup.enqueue_on_receive);
     let run = JobRun::start(&locator, JobKind::Import, Trigger::Cli).await;
     let summary = import_files(&ingest, files).await;
     run.finish(&locator, &Ok::<_, ImportError>(&summary)).await;
