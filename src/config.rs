@@ -604,6 +604,27 @@ mod tests {
         assert_eq!(config.storage.duplicate_policy, DuplicatePolicy::Keep);
     }
 
+    /// The shipped sample documents every key: it must load as it is (unknown or misspelt
+    /// keys are refused), and its values must be the defaults an absent key gets.
+    #[test]
+    fn the_sample_config_loads_and_states_the_defaults() {
+        let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/strata.toml");
+        let config = Config::load(&sample).unwrap();
+        let defaults = BackupConfig::default();
+        assert_eq!(config.backup.format, defaults.format);
+        assert_eq!(config.backup.roi_ratio, defaults.roi_ratio);
+        assert_eq!(config.backup.throttle_mb_s, defaults.throttle_mb_s);
+        assert_eq!(
+            config.backup.enqueue_on_receive,
+            defaults.enqueue_on_receive
+        );
+        assert_eq!(config.backup.window, defaults.window);
+        let tiering = TieringConfig::default();
+        assert_eq!(config.tiering.throttle_mb_s, tiering.throttle_mb_s);
+        assert_eq!(config.tiering.min_age_days, tiering.min_age_days);
+        assert_eq!(config.tiering.window, tiering.window);
+    }
+
     #[test]
     fn unknown_keys_and_bad_titles_are_refused() {
         let dir = tempfile::tempdir().unwrap();
