@@ -7,11 +7,20 @@
 # 1,000,000-instance locator. Prints the ratios against the targets at the end.
 #
 #   tools/bench.sh [--ct-studies N] [--ct-images N] [--mr-studies N] [--mr-images N] [--j2k-only]
+#                  [--backup-only]
 #
 # The JPEG 2000 section (last; alone with --j2k-only) times Strata's encoder
 # (examples/j2k_bench) against OpenJPEG's opj_compress on the same generated CT (512x512
 # 12-bit) and MR (256x256 16-bit) images with matching settings: 5 levels (-n 6), 64x64
 # code-blocks, one layer, all cores; lossless, lossy at 20:1 of the stored bytes, and ROI.
+#
+# The backup section (alone with --backup-only) times the backup jobs on the same corpus beside
+# the plain tools an admin would otherwise use: `backup run` (near-line copies, fsynced and read
+# back) beside `cp -r` + `sync`, `export-volume` beside GNU `tar cf` + `sync`, `verify
+# --volumes` beside `cat` of the same files (a read floor), `import-volume` into an empty
+# locator (disaster recovery from tape) beside `tar xf` + `sync`, and `backup run` with
+# `format = "j2k-roi"` (its MB/s and the size of its copies against the originals). All on one
+# disk with a warm page cache: the ratios compare software, not devices.
 #
 # Everything runs inside a private network namespace (unshare -n) with only loopback, so
 # Orthanc, which cannot bind to 127.0.0.1 alone, is reachable from nothing else.
@@ -22,10 +31,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
-CT_STUDIES=10 CT_IMAGES=200 MR_STUDIES=3 MR_IMAGES=100 J2K_ONLY=""
+CT_STUDIES=10 CT_IMAGES=200 MR_STUDIES=3 MR_IMAGES=100 J2K_ONLY="" BACKUP_ONLY=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --j2k-only) J2K_ONLY=1; shift ;;
+        --backup-only) BACKUP_ONLY=1; shift ;;
         --ct-studies) CT_STUDIES=$2; shift 2 ;;
         --ct-images) CT_IMAGES=$2; shift 2 ;;
         --mr-studies) MR_STUDIES=$2; shift 2 ;;
@@ -112,12 +122,103 @@ PY
     printf '    ct lossy speed ours/opj      %5.2fx [>= 1.0]\n' "${j2k_speed[lossy]}"
 }
 
+# Backup jobs beside plain tools (see the header). Needs the strata binary and a corpus; no
+# network. Sets backup_ratio[...] for the summary.
+backup_section() {
+    local dir="$root/.cache/bench-backup" strata="$root/target/release/strata"
+    rm -rf "$dir" && mkdir -p "$dir"
+    local corpus_bytes
+    corpus_bytes=$(find "$corpus" -name '*.dcm' -printf '%s\n' | awk '{s+=$1} END {print s}')
+    site() {   # folder format -> a config with a local archive and a near-line folder
+        mkdir -p "$1"
+        printf '[dicom]\naet = "STRATA"\nlisten = "127.0.0.1:0"\naccept_unknown_callers = true\n[storage]\nonline_dir = "online"\n[locator]\nurl = "sqlite://locator.db"\n[archive]\npath = "archive"\n[backup]\nnearline_dir = "nearline"\nformat = "%s"\nenqueue_on_receive = true\n[log]\nlevel = "warn"\n' "$2" > "$1/strata.toml"
+    }
+    secs() {   # command... -> wall-clock seconds; the command's output goes to $dir/last.log
+        local t0 t1
+        t0=$(date +%s.%N)
+        "$@" >"$dir/last.log" 2>&1 || { echo "failed: $*" >&2; cat "$dir/last.log" >&2; return 1; }
+        t1=$(date +%s.%N)
+        echo "$t1 - $t0" | bc -l
+    }
+    mbs() { echo "$corpus_bytes / $1 / 1048576" | bc -l; }
+    dir_bytes() { find "$@" -type f -printf '%s\n' | awk '{s+=$1} END {print s}'; }
+
+    site "$dir/site" original
+    "$strata" import --config "$dir/site/strata.toml" "${studies[@]}" >/dev/null
+    "$strata" tier run --config "$dir/site/strata.toml" --min-age-days 0 >/dev/null
+    sync
+    local t_backup t_cp t_export t_tar t_verify t_cat t_import t_untar t_roi
+    t_backup=$(secs "$strata" backup run --config "$dir/site/strata.toml")
+    t_cp=$(secs sh -c "cp -r '$corpus' '$dir/cp' && sync")
+    t_export=$(secs "$strata" backup export-volume --config "$dir/site/strata.toml" --out "$dir/volumes" --max-size 1G)
+    t_tar=$(secs sh -c "tar cf '$dir/plain.tar' -C '$dir/site' nearline && sync")
+    t_verify=$(secs "$strata" verify --config "$dir/site/strata.toml" --volumes "$dir/volumes")
+    local checked
+    checked=$(dir_bytes "$dir/site/archive" "$dir/site/nearline" "$dir/volumes")
+    t_cat=$(secs sh -c "find '$dir/site/archive' '$dir/site/nearline' '$dir/volumes' -type f -exec cat {} + >/dev/null")
+    # Disaster recovery: an empty site rebuilt from the volume files alone.
+    site "$dir/rebuilt" original
+    t_import=$(secs "$strata" backup import-volume --config "$dir/rebuilt/strata.toml" "$dir/volumes"/*.tar)
+    local rebuilt
+    rebuilt=$(find "$dir/rebuilt/online" -name '*.dcm' | wc -l)
+    mkdir -p "$dir/untar"
+    t_untar=$(secs sh -c "for v in '$dir/volumes'/*.tar; do tar xf \"\$v\" -C '$dir/untar'; done && sync")
+    # ROI copies of the same studies, on a second site that queues studies on receipt.
+    site "$dir/site-roi" j2k-roi
+    "$strata" import --config "$dir/site-roi/strata.toml" "${studies[@]}" >/dev/null
+    t_roi=$(secs "$strata" backup run --config "$dir/site-roi/strata.toml")
+    local roi_bytes
+    roi_bytes=$(dir_bytes "$dir/site-roi/nearline")
+
+    echo
+    echo "Backup jobs ($((corpus_bytes / 1048576)) MiB; same disk, warm cache; wall clock incl. process start)"
+    printf '  backup run      %7.1f MB/s   cp -r + sync   %7.1f MB/s\n' "$(mbs "$t_backup")" "$(mbs "$t_cp")"
+    printf '  export-volume   %7.1f MB/s   tar cf + sync  %7.1f MB/s\n' "$(mbs "$t_export")" "$(mbs "$t_tar")"
+    printf '  verify --volumes %6.1f MB/s of copies checked (%d MiB)   cat %7.1f MB/s\n' \
+        "$(echo "$checked / $t_verify / 1048576" | bc -l)" "$((checked / 1048576))" \
+        "$(echo "$checked / $t_cat / 1048576" | bc -l)"
+    printf '  import-volume into an empty site %7.1f MB/s (%d instances back online)   tar xf + sync %7.1f MB/s\n' \
+        "$(mbs "$t_import")" "$rebuilt" "$(mbs "$t_untar")"
+    printf '  backup run j2k-roi %7.1f MB/s, copies %d MiB = %.2f of the originals\n' \
+        "$(mbs "$t_roi")" "$((roi_bytes / 1048576))" "$(echo "$roi_bytes / $corpus_bytes" | bc -l)"
+    declare -gA backup_ratio
+    backup_ratio[run]=$(echo "$t_cp / $t_backup" | bc -l)
+    backup_ratio[export]=$(echo "$t_tar / $t_export" | bc -l)
+    backup_ratio[verify]=$(echo "$t_cat / $t_verify" | bc -l)
+    backup_ratio[import]=$(echo "$t_untar / $t_import" | bc -l)
+    echo "  ratios (no targets set; >= 1.0 is as fast as the plain tool):"
+    printf '    backup run/cp %5.2fx   export-volume/tar %5.2fx   verify/cat %5.2fx   import-volume/tar xf %5.2fx\n' \
+        "${backup_ratio[run]}" "${backup_ratio[export]}" "${backup_ratio[verify]}" "${backup_ratio[import]}"
+    rm -rf "$dir"
+}
+
+# The generated corpus, made once per size and kept in .cache: sets corpus and studies.
+make_corpus() {
+    corpus="$root/.cache/bench-corpus-$CT_STUDIES-$CT_IMAGES-$MR_STUDIES-$MR_IMAGES"
+    if [ ! -f "$corpus/manifest.json" ]; then
+        rm -rf "$corpus"
+        "$root/.venv/bin/python" tools/gen_corpus.py --out "$corpus" --ct-studies "$CT_STUDIES" \
+            --ct-images "$CT_IMAGES" --mr-studies "$MR_STUDIES" --mr-images "$MR_IMAGES" --seed 7
+    fi
+    studies=("$corpus"/[0-9]*)
+}
+
 if [ -n "$J2K_ONLY" ]; then
     source tools/setup-deps.sh
     install_debian libopenjp2-tools bc
     install_venv
     cargo build --release --quiet --example j2k_bench
     j2k_section
+    exit 0
+fi
+
+if [ -n "$BACKUP_ONLY" ]; then
+    source tools/setup-deps.sh
+    install_debian bc
+    install_venv
+    cargo build --release --quiet --bin strata
+    make_corpus
+    backup_section
     exit 0
 fi
 
@@ -133,13 +234,7 @@ fi
 ip link set lo up
 export TCP_NODELAY=1   # DCMTK (and Orthanc, built on it) leave Nagle on otherwise
 
-corpus="$root/.cache/bench-corpus-$CT_STUDIES-$CT_IMAGES-$MR_STUDIES-$MR_IMAGES"
-if [ ! -f "$corpus/manifest.json" ]; then
-    rm -rf "$corpus"
-    "$root/.venv/bin/python" tools/gen_corpus.py --out "$corpus" --ct-studies "$CT_STUDIES" \
-        --ct-images "$CT_IMAGES" --mr-studies "$MR_STUDIES" --mr-images "$MR_IMAGES" --seed 7
-fi
-studies=("$corpus"/[0-9]*)
+make_corpus
 instances=$(find "$corpus" -name '*.dcm' | wc -l)
 bytes=$(find "$corpus" -name '*.dcm' -printf '%s\n' | awk '{s+=$1} END {print s}')
 echo "corpus: ${#studies[@]} studies, $instances instances, $((bytes / 1048576)) MiB"
@@ -455,4 +550,5 @@ printf '  strata first instance p95    C-GET %.1f ms, C-MOVE %.1f ms [<= 50]\n' 
 printf '  converter/FsShell -put      %5.2fx  [>= 0.8]\n' "$(ratio "$convert_mbs" "$put_mbs")"
 printf '  C-MOVE archived/online      %5.2fx  [>= 0.8]\n' "$(ratio "$move_archived" "$move_online")"
 rm -rf "$work"
+backup_section
 j2k_section
