@@ -128,7 +128,7 @@ backup_section() {
     local dir="$root/.cache/bench-backup" strata="$root/target/release/strata"
     rm -rf "$dir" && mkdir -p "$dir"
     local corpus_bytes
-    corpus_bytes=$(find "$corpus" -name '*.dcm' -printf '%s\n' | awk '{s+=$1} END {print s}')
+    corpus_bytes=$(find "$corpus" -name '*.dcm' -printf '%s\n' | awk '{s+=$1} END {printf "%.0f\n", s}')
     site() {   # folder format -> a config with a local archive and a near-line folder
         mkdir -p "$1"
         printf '[dicom]\naet = "STRATA"\nlisten = "127.0.0.1:0"\naccept_unknown_callers = true\n[storage]\nonline_dir = "online"\n[locator]\nurl = "sqlite://locator.db"\n[archive]\npath = "archive"\n[backup]\nnearline_dir = "nearline"\nformat = "%s"\nenqueue_on_receive = true\n[log]\nlevel = "warn"\n' "$2" > "$1/strata.toml"
@@ -141,7 +141,7 @@ backup_section() {
         echo "$t1 - $t0" | bc -l
     }
     mbs() { echo "$corpus_bytes / $1 / 1048576" | bc -l; }
-    dir_bytes() { find "$@" -type f -printf '%s\n' | awk '{s+=$1} END {print s}'; }
+    dir_bytes() { find "$@" -type f -printf '%s\n' | awk '{s+=$1} END {printf "%.0f\n", s}'; }
 
     site "$dir/site" original
     "$strata" import --config "$dir/site/strata.toml" "${studies[@]}" >/dev/null
@@ -221,6 +221,9 @@ if [ -n "$BACKUP_ONLY" ]; then
     backup_section
     exit 0
 fi
+# Bash abandons a whole compound command on an expansion error and goes on with the next one:
+# never fall through from a section run alone into the full benchmark.
+if [ -n "$J2K_ONLY$BACKUP_ONLY" ]; then echo "a section failed" >&2; exit 1; fi
 
 if [ -z "${STRATA_BENCH_NETNS:-}" ]; then
     source tools/setup-deps.sh
@@ -236,7 +239,7 @@ export TCP_NODELAY=1   # DCMTK (and Orthanc, built on it) leave Nagle on otherwi
 
 make_corpus
 instances=$(find "$corpus" -name '*.dcm' | wc -l)
-bytes=$(find "$corpus" -name '*.dcm' -printf '%s\n' | awk '{s+=$1} END {print s}')
+bytes=$(find "$corpus" -name '*.dcm' -printf '%s\n' | awk '{s+=$1} END {printf "%.0f\n", s}')
 echo "corpus: ${#studies[@]} studies, $instances instances, $((bytes / 1048576)) MiB"
 
 work="$root/.cache/bench-run"
