@@ -19,7 +19,7 @@ use crate::net::{AssociationContext, Outcome, StoreRequest, StoreSink, StoreStar
 use crate::online::{OnlineError, OnlineStore};
 
 /// Files ingested at once.
-const PARALLEL: usize = 4;
+pub(super) const PARALLEL: usize = 4;
 /// Bytes read from a file per write to the ingest sink.
 const CHUNK: usize = 256 * 1024;
 /// The calling AE title recorded for imported instances.
@@ -199,12 +199,13 @@ fn outcome_result(outcome: Outcome, size: u64) -> Result<u64, String> {
 fn open_part10(path: &Path) -> Result<(std::fs::File, StoreRequest, u64), String> {
     let mut file = std::fs::File::open(path).map_err(|e| format!("cannot open: {e}"))?;
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let request = read_meta(&mut file)?;
+    let (request, _) = read_meta(&mut file)?;
     Ok((file, request, size))
 }
 
-/// Reads the preamble and file meta of a Part-10 stream, leaving it at the data set.
-fn read_meta(r: &mut impl Read) -> Result<StoreRequest, String> {
+/// Reads the preamble and file meta of a Part-10 stream, leaving it at the data set; also
+/// returns the meta's Source Application Entity Title, if any.
+fn read_meta(r: &mut impl Read) -> Result<(StoreRequest, Option<String>), String> {
     let mut preamble = [0u8; 128];
     r.read_exact(&mut preamble)
         .map_err(|_| "not a DICOM Part-10 file (too short)".to_string())?;
@@ -220,17 +221,24 @@ fn read_meta(r: &mut impl Read) -> Result<StoreRequest, String> {
     if request.sop_instance_uid.is_empty() || request.transfer_syntax_uid.is_empty() {
         return Err("file meta lacks SOP Instance UID or transfer syntax".into());
     }
-    Ok(request)
+    let source_ae = meta
+        .source_application_entity_title
+        .as_deref()
+        .map(trim)
+        .filter(|ae| !ae.is_empty());
+    Ok((request, source_ae))
 }
 
 /// Ingests one Part-10 file held in memory (a member of an offline volume) like a C-STORE.
+/// The member is a file Strata wrote, so its sender (Source AE in the file meta) is kept:
+/// the stored file is then the member byte for byte, and the volume's copy of it still counts.
 pub(super) async fn ingest_bytes(ingest: &Ingest, bytes: &[u8]) -> Result<(), String> {
     let mut cursor = std::io::Cursor::new(bytes);
-    let request = read_meta(&mut cursor)?;
+    let (request, source_ae) = read_meta(&mut cursor)?;
     let data = &bytes[cursor.position() as usize..];
     let association = AssociationContext {
         id: 0,
-        calling_ae: IMPORT_AE.to_string(),
+        calling_ae: source_ae.unwrap_or_else(|| IMPORT_AE.to_string()),
         peer: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
     };
     let mut sink = match ingest.begin(&association, request).await {

@@ -98,6 +98,9 @@ impl JobReport for ImportVolumeSummary {
     }
 }
 
+/// A member handed to an ingest task, its label for messages, and how the ingest went.
+type IngestResult = (volume::Member, String, Result<(), String>);
+
 /// Imports each volume file.
 pub async fn import_volume(
     config: &Config,
@@ -148,6 +151,23 @@ async fn import_volumes(
             source,
         })?;
         let mut good = Vec::new();
+        let mut ingests = tokio::task::JoinSet::new();
+        let ingested = |joined: Result<IngestResult, tokio::task::JoinError>,
+                        summary: &mut ImportVolumeSummary,
+                        studies: &mut BTreeSet<String>| {
+            let (member, label, result) = joined.expect("volume ingest task panicked");
+            match result {
+                Ok(()) => {
+                    summary.ingested += 1;
+                    studies.insert(member.study_instance_uid);
+                }
+                Err(reason) => {
+                    summary.failed += 1;
+                    progress.note(&format!("{label}: {reason}"));
+                    summary.failures.push(format!("{label}: {reason}"));
+                }
+            }
+        };
         for (n, m) in manifest.members.iter().enumerate() {
             summary.members += 1;
             let fail = |summary: &mut ImportVolumeSummary, reason: String| {
@@ -207,18 +227,27 @@ async fn import_volumes(
                         }
                     }
                 }
-                None => match super::import::ingest_bytes(&ingest, &bytes).await {
-                    Ok(()) => {
-                        summary.ingested += 1;
-                        studies.insert(m.study_instance_uid.clone());
+                None => {
+                    // A rebuilt locator ingests every member: their fsyncs overlap, bounded
+                    // like `strata import`; members are still read one after another.
+                    if ingests.len() >= super::import::PARALLEL {
+                        let joined = ingests.join_next().await.expect("a task is in flight");
+                        ingested(joined, &mut summary, &mut studies);
                     }
-                    Err(e) => {
-                        summary.failed += 1;
-                        fail(&mut summary, e);
-                    }
-                },
+                    let ingest = ingest.clone();
+                    let member = m.clone();
+                    let label = format!("{} {}", manifest.volume, m.path);
+                    ingests.spawn(async move {
+                        let result = super::import::ingest_bytes(&ingest, &bytes).await;
+                        (member, label, result)
+                    });
+                }
             }
             progress.update(n as u64 + 1, total, "imported", 0);
+        }
+        // Every member is indexed before the volume's copies are recorded against them.
+        while let Some(joined) = ingests.join_next().await {
+            ingested(joined, &mut summary, &mut studies);
         }
         // A volume the locator forgot (or only partly knows): record its intact members.
         let known = locator
