@@ -152,6 +152,10 @@ enum BackupAction {
         /// Largest volume file: `10G`, `500M`, or bytes.
         #[arg(long, default_value = "10G", value_parser = strata::backup::volume::parse_size)]
         max_size: u64,
+        /// Bandwidth limit of volume writes in MB/s (e.g. to spare the online tier's disk
+        /// during the day); 0 is unlimited.
+        #[arg(long, default_value_t = 0.0)]
+        throttle_mb_s: f64,
         /// Print the summary as JSON.
         #[arg(long)]
         json: bool,
@@ -387,13 +391,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     config,
                     out,
                     max_size,
+                    throttle_mb_s,
                     json,
                 },
         } => {
             let config = Config::load(&config)?;
             init_logging("warn")?;
-            let summary =
-                runtime.block_on(strata::admin::export_volume(&config, &out, max_size))?;
+            let summary = runtime.block_on(strata::admin::export_volume(
+                &config,
+                &out,
+                max_size,
+                throttle_mb_s,
+            ))?;
             if json {
                 println!("{}", serde_json::to_string(&summary)?);
             } else if summary.volumes.is_empty() && summary.failed == 0 {

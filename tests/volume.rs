@@ -4,8 +4,8 @@
 //! back bit-identical; a damaged member is refused and named; a rebuilt (empty) locator
 //! ingests a volume; `restore` mends a study from whichever copy survives and names the
 //! volume it needs when only a volume does; `verify --volumes DIR` reads every offline copy in its volume file and
-//! the next export replaces the bad ones; and kill -9 of an export never leaves a recorded
-//! volume that is not complete and intact.
+//! the next export replaces the bad ones; kill -9 of an export never leaves a recorded
+//! volume that is not complete and intact; and `--throttle-mb-s` holds.
 
 mod common;
 
@@ -625,4 +625,38 @@ fn kill_9_during_export_never_records_an_incomplete_volume() {
     seen.sort();
     seen.dedup();
     assert_eq!((n, seen.len()), (80, 80), "no volume file left unrecorded");
+}
+
+/// `--throttle-mb-s` paces volume writes: a throttled export cannot beat its limit.
+#[test]
+fn export_volume_keeps_to_its_throttle() {
+    // One CT study of 16 images of 512x512x16 bits: about 8.4 MB.
+    let corpus = Corpus::small(1, 16, 0, 1, 81);
+    let server = TestServer::start("");
+    server.store(&corpus);
+    let out = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let (ok, summary) = cli_json(
+        &server,
+        &[
+            "backup",
+            "export-volume",
+            "--json",
+            "--throttle-mb-s",
+            "4",
+            "--out",
+            out.path().to_str().unwrap(),
+        ],
+    );
+    let secs = started.elapsed().as_secs_f64();
+    assert!(ok, "{summary}");
+    assert_eq!(summary["instances"], 16, "{summary}");
+    let bytes = summary["bytes"].as_u64().unwrap();
+    assert!(bytes > 6_000_000, "{summary}");
+    let floor = bytes as f64 / 4e6 * 0.9;
+    eprintln!("throttled export: {bytes} bytes in {secs:.2} s (floor {floor:.2} s)");
+    assert!(
+        secs >= floor,
+        "4 MB/s for {bytes} bytes took only {secs:.2} s (at least {floor:.2} s expected)"
+    );
 }

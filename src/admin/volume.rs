@@ -44,13 +44,19 @@ pub async fn export_volume(
     config: &Config,
     out: &Path,
     max_size: u64,
+    throttle_mb_s: f64,
 ) -> Result<ExportSummary, VolumeCommandError> {
     let (locator, reader, _) = super::tier::open_parts(config).await?;
     let run = JobRun::start(&locator, JobKind::ExportVolume, Trigger::Cli).await;
     let progress = Progress::start();
-    let summary = volume::export(&locator, &reader, out, max_size, |done, total, bytes| {
-        progress.update(done, total, "exported", bytes)
-    })
+    let summary = volume::export(
+        &locator,
+        &reader,
+        out,
+        max_size,
+        throttle_mb_s,
+        |done, total, bytes| progress.update(done, total, "exported", bytes),
+    )
     .await;
     progress.finish();
     run.finish(&locator, &summary).await;

@@ -215,15 +215,18 @@ impl Open {
     }
 }
 
-/// Writes volumes of everything on no volume yet into `out`, each at most `max_size` bytes.
-/// `progress` hears (instances done, instances to do, bytes written).
+/// Writes volumes of everything on no volume yet into `out`, each at most `max_size` bytes,
+/// member writes paced to `throttle_mb_s` (0: unlimited). `progress` hears (instances done,
+/// instances to do, bytes written).
 pub async fn export(
     locator: &Locator,
     reader: &Reader,
     out: &Path,
     max_size: u64,
+    throttle_mb_s: f64,
     mut progress: impl FnMut(u64, u64, u64),
 ) -> Result<ExportSummary, VolumeError> {
+    let mut throttle = crate::throttle::Throttle::new(throttle_mb_s);
     let started = std::time::Instant::now();
     std::fs::create_dir_all(out).map_err(|source| VolumeError::Write {
         path: out.to_owned(),
@@ -286,6 +289,7 @@ pub async fn export(
             }
             add(v, instance, path, &bytes)?;
             progress(done, total, summary.bytes + v.written);
+            throttle.pace(len).await;
         }
     }
     if let Some(v) = open.take() {
