@@ -256,7 +256,7 @@ impl Backup {
     /// Writes one near-line container with every instance of a queued study and records
     /// the copies (steps 1-4 above).
     pub async fn backup_study(&self, study_instance_uid: &str) -> Result<BackedUp, BackupError> {
-        let listed_at = now_millis();
+        let mark = self.locator.backup_mark(study_instance_uid).await?;
         let instances = self.locator.study_instances(study_instance_uid).await?;
         if instances.is_empty() {
             return Err(BackupError::UnknownStudy(study_instance_uid.to_string()));
@@ -273,7 +273,7 @@ impl Backup {
             Ok((copies, backed)) => {
                 let unused = self
                     .locator
-                    .record_nearline(study_instance_uid, &name, listed_at, &copies)
+                    .record_nearline(study_instance_uid, &name, mark, &copies)
                     .await?;
                 for old in &unused {
                     self.nearline.delete(old).await?;

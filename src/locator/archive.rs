@@ -202,7 +202,8 @@ impl Locator {
                 "INSERT INTO backup_queue (study_instance_uid, enqueued_at, reason) \
                  SELECT study_instance_uid, ?, 'archived' FROM archive_jobs \
                  WHERE id = ? AND kind = 'archive' \
-                 ON CONFLICT (study_instance_uid) DO UPDATE SET enqueued_at = excluded.enqueued_at",
+                 ON CONFLICT (study_instance_uid) DO UPDATE SET enqueued_at = \
+                   MAX(excluded.enqueued_at, backup_queue.enqueued_at + 1)",
             )
             .bind(super::now_millis())
             .bind(job)

@@ -123,9 +123,11 @@ impl Copy {
     }
 }
 
-/// Adds a study to the backup queue (or moves its time forward, so a backup already running
-/// does not dequeue instances that arrived after it listed the study). Runs inside the
-/// caller's transaction.
+/// Adds a study to the backup queue, or moves its mark forward: `enqueued_at` strictly grows
+/// with every enqueue (even if the clock steps back or two land in one millisecond), so a
+/// backup that read the mark before listing the study's instances dequeues it only if
+/// nothing was added since (see [`Locator::backup_mark`]). Runs inside the caller's
+/// transaction.
 pub(super) async fn enqueue_in(
     conn: &mut sqlx::SqliteConnection,
     study_instance_uid: &str,
@@ -133,7 +135,8 @@ pub(super) async fn enqueue_in(
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO backup_queue (study_instance_uid, enqueued_at, reason) VALUES (?, ?, ?) \
-         ON CONFLICT (study_instance_uid) DO UPDATE SET enqueued_at = excluded.enqueued_at",
+         ON CONFLICT (study_instance_uid) DO UPDATE SET \
+           enqueued_at = MAX(excluded.enqueued_at, backup_queue.enqueued_at + 1)",
     )
     .bind(study_instance_uid)
     .bind(now_millis())
@@ -317,16 +320,30 @@ impl Locator {
         Ok(())
     }
 
+    /// The study's backup queue mark (`None`: not queued). A backup reads it *before* listing
+    /// the study's instances: an instance committed after this read moves the mark past it,
+    /// and one committed before is in the listing, so dequeuing only at this mark never
+    /// drops an instance the backup did not copy. (A time taken before listing would not do:
+    /// a store's transaction sets its time before it commits.)
+    pub async fn backup_mark(&self, study_instance_uid: &str) -> Result<Option<i64>, LocatorError> {
+        sqlx::query_scalar("SELECT enqueued_at FROM backup_queue WHERE study_instance_uid = ?")
+            .bind(study_instance_uid)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(err)
+    }
+
     /// In one transaction: records `copies` (all in `container`, whose bytes are durable and
     /// verified) in place of the instances' older near-line copies, and takes the study off
-    /// the queue unless it was queued again after `listed_at`. A copy whose source CRC no
+    /// the queue unless it was queued again after `mark` (from [`Locator::backup_mark`]; `None`
+    /// keeps any queue entry). A copy whose source CRC no
     /// longer matches its instance (overwritten meanwhile) is not recorded. Returns the old near-line
     /// containers nothing points at any more, to delete.
     pub async fn record_nearline(
         &self,
         study_instance_uid: &str,
         container: &str,
-        listed_at: i64,
+        mark: Option<i64>,
         copies: &[Copy],
     ) -> Result<Vec<String>, LocatorError> {
         let _guard = self.write_lock.lock().await;
@@ -353,7 +370,7 @@ impl Locator {
         }
         sqlx::query("DELETE FROM backup_queue WHERE study_instance_uid = ? AND enqueued_at <= ?")
             .bind(study_instance_uid)
-            .bind(listed_at)
+            .bind(mark.unwrap_or(i64::MIN))
             .execute(&mut *tx)
             .await
             .map_err(err)?;

@@ -603,6 +603,57 @@ mod tests {
         }
     }
 
+    /// A store that lands after a backup read the queue mark (here in the same millisecond,
+    /// and with the clock gone back) keeps the study queued; a backup that saw every enqueue
+    /// takes it off.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_backup_dequeues_only_what_it_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LocatorConfig {
+            url: format!("sqlite://{}", dir.path().join("l.db").display()),
+            max_connections: 2,
+        };
+        let locator = Locator::open(&config).await.unwrap();
+        let study = "1.2.3";
+        assert_eq!(locator.backup_mark(study).await.unwrap(), None);
+        locator.enqueue_backup(study, "received").await.unwrap();
+        let mark = locator.backup_mark(study).await.unwrap();
+        assert!(mark.is_some());
+        // Pretend the clock stepped back a minute: the next enqueue must still move the mark.
+        sqlx::query("UPDATE backup_queue SET enqueued_at = enqueued_at + 60000")
+            .execute(&locator.pool)
+            .await
+            .unwrap();
+        let mark = locator.backup_mark(study).await.unwrap();
+        locator.enqueue_backup(study, "received").await.unwrap();
+        assert!(locator.backup_mark(study).await.unwrap() > mark);
+        locator
+            .record_nearline(study, "aa/x.sdcm", mark, &[])
+            .await
+            .unwrap();
+        assert_eq!(
+            locator.queue_lengths().await.unwrap().backup,
+            1,
+            "still queued"
+        );
+        let mark = locator.backup_mark(study).await.unwrap();
+        locator
+            .record_nearline(study, "aa/y.sdcm", mark, &[])
+            .await
+            .unwrap();
+        assert_eq!(locator.queue_lengths().await.unwrap().backup, 0, "dequeued");
+        locator.enqueue_backup(study, "received").await.unwrap();
+        locator
+            .record_nearline(study, "aa/z.sdcm", None, &[])
+            .await
+            .unwrap();
+        assert_eq!(
+            locator.queue_lengths().await.unwrap().backup,
+            1,
+            "a study not queued when listed stays queued"
+        );
+    }
+
     #[tokio::test(flavor = "multi_thread")]
     async fn records_hierarchy_once_and_replaces_instances() {
         let dir = tempfile::tempdir().unwrap();
