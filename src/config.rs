@@ -525,6 +525,27 @@ impl Config {
         if !(self.tiering.throttle_mb_s >= 0.0 && self.tiering.throttle_mb_s.is_finite()) {
             return Err("tiering.throttle_mb_s must be 0 (unlimited) or a positive number".into());
         }
+        // Each store cleans its own folder of what its locator rows do not name (a killed
+        // write's leftovers): sharing a folder would let one delete the other's data.
+        let mut folders = vec![
+            ("storage.online_dir", &self.storage.online_dir),
+            ("backup.nearline_dir", &self.backup.nearline_dir),
+        ];
+        if self.archive.backend == ArchiveBackend::Local {
+            folders.push(("archive.path", &self.archive.path));
+        }
+        for (i, (a, path_a)) in folders.iter().enumerate() {
+            for (b, path_b) in &folders[i + 1..] {
+                let (x, y) = (lexical(path_a), lexical(path_b));
+                if x.starts_with(&y) || y.starts_with(&x) {
+                    return Err(format!(
+                        "{a} ({}) and {b} ({}) must be separate folders, neither inside the other",
+                        path_a.display(),
+                        path_b.display()
+                    ));
+                }
+            }
+        }
         if self.archive.backend == ArchiveBackend::Hdfs && self.archive.hdfs_url.is_none() {
             return Err("archive.hdfs_url is required with backend = \"hdfs\"".into());
         }
@@ -563,6 +584,22 @@ impl DicomConfig {
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
     }
+}
+
+/// `path` with `.` dropped and `..` applied by name (no file system access, so symlinks are
+/// not followed): enough to tell whether two configured folders nest.
+fn lexical(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -639,6 +676,28 @@ mod tests {
             Config::load(&path),
             Err(ConfigError::Parse { .. })
         ));
+    }
+
+    #[test]
+    fn storage_folders_must_not_nest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("folders.toml");
+        let base = "[dicom]\naet = \"A\"\nlisten = \"127.0.0.1:0\"\n[storage]\nonline_dir = \"var/online\"\n[locator]\nurl = \"sqlite://x.db\"\n";
+        for (extra, bad) in [
+            ("[archive]\npath = \"var/archive\"\n[backup]\nnearline_dir = \"var/./archive\"\n", true),
+            ("[archive]\npath = \"var/archive\"\n[backup]\nnearline_dir = \"var/archive/nl\"\n", true),
+            ("[archive]\npath = \"var\"\n", true),
+            ("[backup]\nnearline_dir = \"var/online/../online\"\n", true),
+            ("[archive]\npath = \"var/archive\"\n[backup]\nnearline_dir = \"var/nearline\"\n", false),
+            ("[archive]\nbackend = \"hdfs\"\npath = \"/var/online\"\nhdfs_url = \"hdfs://h:9000\"\n", false),
+        ] {
+            std::fs::write(&path, format!("{base}{extra}")).unwrap();
+            let loaded = Config::load(&path);
+            assert_eq!(loaded.is_err(), bad, "{extra}: {loaded:?}");
+            if let Err(e) = loaded {
+                assert!(e.to_string().contains("separate folders"), "{e}");
+            }
+        }
     }
 
     #[test]
