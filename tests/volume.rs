@@ -535,6 +535,33 @@ fn restore_mends_a_study_from_whichever_copy_survives_and_names_the_volumes_it_n
     let said = text(&server.cli(&["restore", "--study", b]));
     assert!(said.contains("strata backup import-volume"), "{said}");
 
+    // A volume whose copies were found damaged is not worth fetching: not named.
+    let mark_offline = |bad: bool| {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let locator = locator(&server.dir).await;
+            for l in &located {
+                for c in locator
+                    .copies_of(l["sop_instance_uid"].as_str().unwrap())
+                    .await
+                    .unwrap()
+                {
+                    locator.mark_copy(&c, bad).await.unwrap();
+                }
+            }
+            locator.close().await;
+        });
+    };
+    mark_offline(true);
+    let (ok, restored) = restore(&server, b);
+    assert!(!ok, "{restored}");
+    assert_eq!(
+        restored["volumes_needed"],
+        serde_json::json!([]),
+        "{restored}"
+    );
+    mark_offline(false);
+
     // Importing the volume it named, then restoring, makes b whole.
     let (ok, imported) = cli_json(
         &server,

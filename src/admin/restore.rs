@@ -16,7 +16,6 @@ use super::progress::Progress;
 use crate::backup::Repaired;
 use crate::config::Config;
 use crate::jobs::{JobKind, JobReport, JobRun, Trigger};
-use crate::locator::copies::CopyKind;
 use crate::model::Tier;
 
 /// What `strata restore` did.
@@ -128,13 +127,19 @@ async fn restore_study(stack: &Stack, study: &str) -> Result<RestoreSummary, Bac
         }
     }
 
-    // Where the lost ones can still come from.
+    // Where the lost ones can still come from: volumes holding their current bytes intact
+    // (an older version, or a copy found damaged, would not mend them).
+    let current: HashMap<&str, u32> = instances
+        .iter()
+        .map(|i| (i.sop_instance_uid.as_str(), i.object.crc32c))
+        .collect();
     let mut volumes = BTreeSet::new();
     for (uid, _) in &lost {
-        for c in stack.locator.copies_of(uid).await? {
-            if c.kind == CopyKind::Offline {
-                volumes.insert(c.location);
-            }
+        let Some(&crc) = current.get(uid.as_str()) else {
+            continue;
+        };
+        for c in stack.locator.usable_offline_copies(uid, crc).await? {
+            volumes.insert(c.location);
         }
     }
     let recorded: HashMap<String, String> = stack

@@ -190,6 +190,26 @@ impl Locator {
         rows.iter().map(|r| copy_row(r).map_err(err)).collect()
     }
 
+    /// The offline copies of an instance's current bytes (`source_crc32c`, the primary's
+    /// CRC-32C) not found damaged: the volumes worth importing to mend it.
+    pub async fn usable_offline_copies(
+        &self,
+        sop_instance_uid: &str,
+        source_crc32c: u32,
+    ) -> Result<Vec<Copy>, LocatorError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COPY_COLUMNS} FROM copies WHERE sop_instance_uid = ? AND kind = 'offline' \
+             AND source_crc32c = ? AND format = 'original' AND bad_since IS NULL \
+             ORDER BY created_at DESC, id DESC"
+        )))
+        .bind(sop_instance_uid)
+        .bind(i64::from(source_crc32c))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err)?;
+        rows.iter().map(|r| copy_row(r).map_err(err)).collect()
+    }
+
     /// Up to `limit` copies with row id above `after`, in id order, with their ids (paging).
     pub async fn copies_page(
         &self,
