@@ -687,3 +687,58 @@ fn export_volume_keeps_to_its_throttle() {
         "4 MB/s for {bytes} bytes took only {secs:.2} s (at least {floor:.2} s expected)"
     );
 }
+
+/// An instance no ustar header can hold (here: a 120-digit SOP Instance UID, which ingest
+/// accepts) is named as failed by every export, and never stops the others being exported.
+#[test]
+fn an_instance_a_volume_cannot_hold_is_named_and_skipped() {
+    let corpus = Corpus::small(1, 3, 0, 1, 91);
+    let server = TestServer::start("");
+    server.store(&corpus);
+    let odd = tempfile::tempdir().unwrap();
+    let odd_file = odd.path().join("long-uid.dcm");
+    let long_uid = format!("1.2.{}", "3".repeat(120));
+    let out = Command::new(python())
+        .arg("-c")
+        .arg(
+            "import sys, pydicom\n\
+             ds = pydicom.dcmread(sys.argv[1])\n\
+             ds.SOPInstanceUID = sys.argv[3]\n\
+             ds.file_meta.MediaStorageSOPInstanceUID = sys.argv[3]\n\
+             ds.save_as(sys.argv[2])\n",
+        )
+        .arg(corpus.path(&corpus.files[0]))
+        .arg(&odd_file)
+        .arg(&long_uid)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let (ok, imported) = cli_json(&server, &["import", "--json", odd.path().to_str().unwrap()]);
+    assert!(ok, "{imported}");
+    assert_eq!(imported["stored"], 1, "{imported}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "backup",
+        "export-volume",
+        "--json",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ];
+    let (ok, summary) = cli_json(&server, &args);
+    assert!(!ok, "an instance left out fails the export: {summary}");
+    assert_eq!(summary["instances"], 3, "{summary}");
+    assert_eq!(summary["failed"], 1, "{summary}");
+    assert!(
+        summary["failures"][0]
+            .as_str()
+            .unwrap()
+            .starts_with(&long_uid),
+        "{summary}"
+    );
+    // The next export names it again and writes nothing twice.
+    let (ok, again) = cli_json(&server, &args);
+    assert!(!ok, "{again}");
+    assert_eq!(again["instances"], 0, "{again}");
+    assert_eq!(again["failed"], 1, "{again}");
+}

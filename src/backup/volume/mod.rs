@@ -248,6 +248,17 @@ pub async fn export(
         after = last.id;
         for instance in page {
             done += 1;
+            // An instance no ustar header can describe (8 GiB or more, or UIDs too long for
+            // the path fields) is named and skipped, not read: it must not stop every export.
+            let path = member_path(&instance);
+            if let Err(e) = tar::header(&path, instance.object.length, 0) {
+                warn!(sop_instance_uid = %instance.sop_instance_uid, error = %e, "cannot go on a volume");
+                summary.failed += 1;
+                summary
+                    .failures
+                    .push(format!("{}: {e}", instance.sop_instance_uid));
+                continue;
+            }
             let bytes = match reader
                 .read_instance(&instance.sop_instance_uid, &instance.object)
                 .await
@@ -262,7 +273,6 @@ pub async fn export(
                     continue;
                 }
             };
-            let path = member_path(&instance);
             let len = bytes.len() as u64;
             if let Some(v) = &open {
                 if !v.members.is_empty() && v.projected(&path, len) > max_size {
