@@ -8,6 +8,7 @@ pub mod codec;
 pub mod config;
 pub mod convert;
 pub mod dataset;
+pub mod durable;
 pub mod identifier;
 pub mod ingest;
 pub mod jobs;

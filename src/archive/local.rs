@@ -39,7 +39,7 @@ impl LocalStore {
     /// Opens (creating) the archive folder.
     pub fn open(root: &Path) -> Result<LocalStore, ArchiveError> {
         let tmp = root.join("tmp");
-        std::fs::create_dir_all(&tmp).map_err(|source| ArchiveError::Prepare {
+        crate::durable::create_dir_durable(&tmp).map_err(|source| ArchiveError::Prepare {
             path: tmp.display().to_string(),
             source,
         })?;
@@ -51,10 +51,6 @@ impl LocalStore {
     fn path(&self, name: &str) -> PathBuf {
         self.root.join(name)
     }
-}
-
-fn sync_dir(path: &Path) -> std::io::Result<()> {
-    std::fs::File::open(path)?.sync_all()
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
@@ -159,11 +155,11 @@ impl ArchiveStore for LocalStore {
         let root = self.root.clone();
         blocking(move || {
             let dir = to.parent().expect("names have a folder").to_owned();
-            std::fs::create_dir_all(&dir)?;
+            crate::durable::create_dir_durable(&dir)?;
             std::fs::rename(&from, &to)?;
-            sync_dir(&dir)?;
-            sync_dir(&root)?;
-            sync_dir(from.parent().expect("temporaries have a folder"))
+            crate::durable::sync_dir(&dir)?;
+            crate::durable::sync_dir(&root)?;
+            crate::durable::sync_dir(from.parent().expect("temporaries have a folder"))
         })
         .await
         .map_err(|source| ArchiveError::Rename {
@@ -176,7 +172,7 @@ impl ArchiveStore for LocalStore {
     async fn delete(&self, name: &str) -> Result<(), ArchiveError> {
         let path = self.path(name);
         blocking(move || match std::fs::remove_file(&path) {
-            Ok(()) => sync_dir(path.parent().expect("names have a folder")),
+            Ok(()) => crate::durable::sync_dir(path.parent().expect("names have a folder")),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e),
         })
@@ -200,7 +196,7 @@ impl ArchiveStore for LocalStore {
                     removed += 1;
                 }
             }
-            sync_dir(&tmp)?;
+            crate::durable::sync_dir(&tmp)?;
             Ok(removed)
         })
         .await

@@ -56,7 +56,7 @@ impl OnlineStore {
             source,
         };
         let tmp = root.join("tmp");
-        std::fs::create_dir_all(&tmp).map_err(|e| prepare(&tmp, e))?;
+        crate::durable::create_dir_durable(&tmp).map_err(|e| prepare(&tmp, e))?;
         // Temporaries are named `<pid>-<n>.part`. Those of a live process (a server, an import
         // running beside this one) are in use; the rest were left by a crash.
         let mut removed = 0usize;
@@ -78,7 +78,7 @@ impl OnlineStore {
         if removed > 0 {
             tracing::warn!(removed, folder = %tmp.display(), "removed partial files left by an interrupted run");
         }
-        sync_dir(&tmp).map_err(|e| prepare(&tmp, e))?;
+        crate::durable::sync_dir(&tmp).map_err(|e| prepare(&tmp, e))?;
         // The 256 fan-out folders exist, durably, before any store: then a store only has to
         // make its study folder and file durable, whatever other associations are doing.
         for fan in 0..=255u8 {
@@ -87,7 +87,7 @@ impl OnlineStore {
                 std::fs::create_dir(&dir).map_err(|e| prepare(&dir, e))?;
             }
         }
-        sync_dir(root).map_err(|e| prepare(root, e))?;
+        crate::durable::sync_dir(root).map_err(|e| prepare(root, e))?;
         Ok(OnlineStore {
             root: root.to_owned(),
             tmp,
@@ -148,12 +148,12 @@ impl OnlineStore {
         };
         let study_dir = target.parent().expect("locations have a folder");
         let fan_dir = study_dir.parent().expect("locations have two folders");
-        std::fs::create_dir_all(study_dir).map_err(publish_err)?;
+        crate::durable::create_dir_durable(study_dir).map_err(publish_err)?;
         std::fs::rename(temp, &target).map_err(publish_err)?;
         // Both, always: the study folder may have been created by another association
         // that has not made it durable yet.
-        sync_dir(study_dir).map_err(publish_err)?;
-        sync_dir(fan_dir).map_err(publish_err)
+        crate::durable::sync_dir(study_dir).map_err(publish_err)?;
+        crate::durable::sync_dir(fan_dir).map_err(publish_err)
     }
 
     /// Deletes a file of the tier, durably. Blocking.
@@ -164,7 +164,7 @@ impl OnlineStore {
             source,
         })?;
         if let Some(dir) = path.parent() {
-            sync_dir(dir).map_err(|source| OnlineError::Remove {
+            crate::durable::sync_dir(dir).map_err(|source| OnlineError::Remove {
                 path: dir.to_owned(),
                 source,
             })?;
@@ -191,7 +191,8 @@ impl OnlineStore {
             }
         }
         for dir in dirs {
-            sync_dir(&dir).map_err(|source| OnlineError::Remove { path: dir, source })?;
+            crate::durable::sync_dir(&dir)
+                .map_err(|source| OnlineError::Remove { path: dir, source })?;
         }
         Ok(())
     }
@@ -201,11 +202,6 @@ impl OnlineStore {
 fn key(uid: &str) -> String {
     let digest = Sha256::digest(uid.as_bytes());
     digest[..16].iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// fsync a folder so that entries created or renamed in it are durable.
-pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]

@@ -228,7 +228,7 @@ pub async fn export(
 ) -> Result<ExportSummary, VolumeError> {
     let mut throttle = crate::throttle::Throttle::new(throttle_mb_s);
     let started = std::time::Instant::now();
-    std::fs::create_dir_all(out).map_err(|source| VolumeError::Write {
+    crate::durable::create_dir_durable(out).map_err(|source| VolumeError::Write {
         path: out.to_owned(),
         source,
     })?;
