@@ -175,7 +175,6 @@ impl Backup {
         // The folder may have been lost as a whole; it is ours to re-create.
         LocalStore::open(&self.nearline_dir)?;
         let mut removed = self.nearline.remove_temporaries().await?;
-        let mut live_claims = Vec::new();
         for queued in self.locator.backup_queue().await? {
             let Some(container) = queued.container else {
                 continue;
@@ -183,22 +182,18 @@ impl Backup {
             let alive = queued.owner_pid.is_some_and(|pid| {
                 pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists()
             });
-            if alive {
-                live_claims.push(container);
-            } else {
+            if !alive {
                 warn!(study = %queued.study_instance_uid, container = %container, "releasing an interrupted backup");
                 self.locator
-                    .release_backup(&queued.study_instance_uid)
+                    .release_backup(&queued.study_instance_uid, &container)
                     .await?;
             }
         }
+        // Listed first, checked after: a live writer claims its container before creating
+        // it and keeps the claim until its copies are recorded, so a container listed here
+        // and then found neither claimed nor recorded is a dead run's.
         for name in self.containers_on_disk()? {
-            if live_claims.contains(&name)
-                || self
-                    .locator
-                    .copy_location_in_use(CopyKind::Nearline, &name)
-                    .await?
-            {
+            if self.locator.nearline_container_in_use(&name).await? {
                 continue;
             }
             warn!(container = %name, "deleting a near-line container no copy points at");
@@ -271,10 +266,19 @@ impl Backup {
             .await
         {
             Ok((copies, backed)) => {
-                let unused = self
+                let unused = match self
                     .locator
                     .record_nearline(study_instance_uid, &name, mark, &copies)
-                    .await?;
+                    .await
+                {
+                    Ok(unused) => unused,
+                    Err(e) => {
+                        // Not recorded, so nothing points at the container.
+                        let _ = self.nearline.delete(&name).await;
+                        let _ = self.locator.release_backup(study_instance_uid, &name).await;
+                        return Err(e.into());
+                    }
+                };
                 for old in &unused {
                     self.nearline.delete(old).await?;
                 }
@@ -286,7 +290,7 @@ impl Backup {
                 // Nothing points at what was written.
                 let _ = self.nearline.delete(&temp).await;
                 let _ = self.nearline.delete(&name).await;
-                let _ = self.locator.release_backup(study_instance_uid).await;
+                let _ = self.locator.release_backup(study_instance_uid, &name).await;
                 Err(e)
             }
         }

@@ -326,14 +326,20 @@ impl Locator {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Forgets the claim on a queued study (its container was never recorded, or is gone).
-    pub async fn release_backup(&self, study_instance_uid: &str) -> Result<(), LocatorError> {
+    /// Forgets the claim on a queued study for `container` (never recorded, or gone); a
+    /// newer claim on the same study, for another container, is left alone.
+    pub async fn release_backup(
+        &self,
+        study_instance_uid: &str,
+        container: &str,
+    ) -> Result<(), LocatorError> {
         let _guard = self.write_lock.lock().await;
         sqlx::query(
             "UPDATE backup_queue SET container = NULL, owner_pid = NULL \
-             WHERE study_instance_uid = ?",
+             WHERE study_instance_uid = ? AND container = ?",
         )
         .bind(study_instance_uid)
+        .bind(container)
         .execute(&self.pool)
         .await
         .map_err(err)?;
@@ -368,6 +374,23 @@ impl Locator {
     ) -> Result<Vec<String>, LocatorError> {
         let _guard = self.write_lock.lock().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(err)?;
+        // Only while the claim holds: another process's recovery that took this writer for
+        // dead has released it and may have deleted the container.
+        let claimed: i64 = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM backup_queue \
+             WHERE study_instance_uid = ? AND container = ?)",
+        )
+        .bind(study_instance_uid)
+        .bind(container)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(err)?;
+        if claimed == 0 {
+            return Err(LocatorError::ClaimLost {
+                study_instance_uid: study_instance_uid.to_string(),
+                container: container.to_string(),
+            });
+        }
         let mut old: Vec<String> = Vec::new();
         for c in copies {
             let replaced: Vec<String> = sqlx::query_scalar(
@@ -418,17 +441,16 @@ impl Locator {
         Ok(unused)
     }
 
-    /// Whether any copy of `kind` points at `location`.
-    pub async fn copy_location_in_use(
-        &self,
-        kind: CopyKind,
-        location: &str,
-    ) -> Result<bool, LocatorError> {
+    /// Whether a near-line container is claimed by a backup (being written) or pointed at
+    /// by a copy, read in one statement: a writer's commit records its copies and drops its
+    /// claim together, so a published container is always one or the other until deleted.
+    pub async fn nearline_container_in_use(&self, container: &str) -> Result<bool, LocatorError> {
         sqlx::query_scalar::<_, i64>(
-            "SELECT EXISTS (SELECT 1 FROM copies WHERE location = ? AND kind = ?)",
+            "SELECT EXISTS (SELECT 1 FROM backup_queue WHERE container = ?) \
+             OR EXISTS (SELECT 1 FROM copies WHERE location = ? AND kind = 'nearline')",
         )
-        .bind(location)
-        .bind(kind.as_str())
+        .bind(container)
+        .bind(container)
         .fetch_one(&self.pool)
         .await
         .map(|n| n == 1)

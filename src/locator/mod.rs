@@ -57,6 +57,11 @@ pub enum LocatorError {
     Jobs(#[source] sqlx::Error),
     #[error("unknown tier {0:?} in the locator")]
     UnknownTier(String),
+    #[error("the backup claim on study {study_instance_uid} for {container} was released meanwhile (taken for an interrupted run); not recorded")]
+    ClaimLost {
+        study_instance_uid: String,
+        container: String,
+    },
 }
 
 /// Facts about one instance as it is stored, beyond its attributes.
@@ -603,6 +608,59 @@ mod tests {
         }
     }
 
+    /// A backup claim is released only for its own container, keeps its container "in use"
+    /// for other processes' recovery, and a backup whose claim was released cannot record.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn backup_claims_protect_their_container_until_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LocatorConfig {
+            url: format!("sqlite://{}", dir.path().join("l.db").display()),
+            max_connections: 2,
+        };
+        let locator = Locator::open(&config).await.unwrap();
+        let study = "1.2.3";
+        locator.enqueue_backup(study, "archived").await.unwrap();
+        assert!(locator.claim_backup(study, "aa/one.sdcm").await.unwrap());
+        assert!(
+            !locator.claim_backup(study, "aa/two.sdcm").await.unwrap(),
+            "busy"
+        );
+        assert!(locator
+            .nearline_container_in_use("aa/one.sdcm")
+            .await
+            .unwrap());
+        assert!(!locator
+            .nearline_container_in_use("aa/two.sdcm")
+            .await
+            .unwrap());
+        // A stale release for another container leaves this claim alone.
+        locator.release_backup(study, "aa/two.sdcm").await.unwrap();
+        assert!(locator
+            .nearline_container_in_use("aa/one.sdcm")
+            .await
+            .unwrap());
+        // Released (taken for dead): recording now fails, and a new claim can go ahead.
+        locator.release_backup(study, "aa/one.sdcm").await.unwrap();
+        let mark = locator.backup_mark(study).await.unwrap();
+        let lost = locator
+            .record_nearline(study, "aa/one.sdcm", mark, &[])
+            .await;
+        assert!(
+            matches!(lost, Err(LocatorError::ClaimLost { .. })),
+            "{lost:?}"
+        );
+        assert!(locator.claim_backup(study, "aa/two.sdcm").await.unwrap());
+        locator
+            .record_nearline(study, "aa/two.sdcm", mark, &[])
+            .await
+            .unwrap();
+        assert_eq!(locator.queue_lengths().await.unwrap().backup, 0);
+        assert!(!locator
+            .nearline_container_in_use("aa/two.sdcm")
+            .await
+            .unwrap());
+    }
+
     /// A store that lands after a backup read the queue mark (here in the same millisecond,
     /// and with the clock gone back) keeps the study queued; a backup that saw every enqueue
     /// takes it off.
@@ -627,6 +685,7 @@ mod tests {
         let mark = locator.backup_mark(study).await.unwrap();
         locator.enqueue_backup(study, "received").await.unwrap();
         assert!(locator.backup_mark(study).await.unwrap() > mark);
+        assert!(locator.claim_backup(study, "aa/x.sdcm").await.unwrap());
         locator
             .record_nearline(study, "aa/x.sdcm", mark, &[])
             .await
@@ -637,12 +696,14 @@ mod tests {
             "still queued"
         );
         let mark = locator.backup_mark(study).await.unwrap();
+        assert!(locator.claim_backup(study, "aa/y.sdcm").await.unwrap());
         locator
             .record_nearline(study, "aa/y.sdcm", mark, &[])
             .await
             .unwrap();
         assert_eq!(locator.queue_lengths().await.unwrap().backup, 0, "dequeued");
         locator.enqueue_backup(study, "received").await.unwrap();
+        assert!(locator.claim_backup(study, "aa/z.sdcm").await.unwrap());
         locator
             .record_nearline(study, "aa/z.sdcm", None, &[])
             .await
