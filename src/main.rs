@@ -379,9 +379,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     summary.bytes as f64 / 1e6,
                     summary.seconds
                 );
+                for failure in &summary.failures {
+                    println!("  {failure}");
+                }
             }
             if summary.failed > 0 {
                 anyhow::bail!("{} studies were not backed up", summary.failed);
+            }
+            if summary.lost_instances > 0 {
+                anyhow::bail!(
+                    "{} instances have no lossless bytes left and were left out of their study's copy",
+                    summary.lost_instances
+                );
             }
             Ok(())
         }

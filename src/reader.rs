@@ -382,6 +382,36 @@ impl Reader {
     }
 }
 
+impl ReadError {
+    /// The instance whose bytes are gone for good: its primary is damaged or missing (not
+    /// merely unreachable) and no intact backup copy exists. `None` for anything a retry
+    /// might get past (an I/O error, an unreachable archive, a locator error) and for a
+    /// lossy-only survivor, whose primary failure is not known here.
+    pub fn permanently_lost(&self) -> Option<&str> {
+        match self {
+            ReadError::Unrecoverable { uid, primary, .. } if primary.is_damage() => Some(uid),
+            _ => None,
+        }
+    }
+
+    /// The bytes were read and are wrong, or the file or container is not there (or ends
+    /// early): a statement about the data, not about reaching it.
+    fn is_damage(&self) -> bool {
+        let gone = |e: &std::io::Error| {
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::UnexpectedEof
+            )
+        };
+        match self {
+            ReadError::Checksum { .. } => true,
+            ReadError::Io { source, .. } => gone(source),
+            ReadError::Archive(crate::archive::ArchiveError::Read { source, .. }) => gone(source),
+            _ => false,
+        }
+    }
+}
+
 fn check(location: &str, bytes: &[u8], expected: u32) -> Result<(), ReadError> {
     let found = crc32c::crc32c(bytes);
     if found != expected {

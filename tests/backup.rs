@@ -556,3 +556,61 @@ fn large_streamed_instances_fall_back_too_and_damage_found_while_streaming_is_re
     let (ok, report) = verify(&server, false);
     assert!(ok, "{report}");
 }
+
+/// An instance lost before its first backup (its only file deleted) is named and left out;
+/// the rest of its study still gets its near-line copy and leaves the queue.
+#[test]
+fn an_instance_with_no_lossless_bytes_left_does_not_keep_its_study_from_a_copy() {
+    let corpus = Corpus::small(1, 4, 0, 1, 97);
+    let server = TestServer::start(BACKUP);
+    server.store(&corpus);
+    let study = corpus.study_uids()[0].clone();
+    let located = server.locate(&study);
+    let gone = located[0]["sop_instance_uid"].as_str().unwrap().to_string();
+    std::fs::remove_file(
+        server
+            .online_dir()
+            .join(located[0]["location"].as_str().unwrap()),
+    )
+    .unwrap();
+    let (ok, summary) = cli_json(&server, &["backup", "run", "--json"]);
+    assert!(!ok, "a lost instance fails the run: {summary}");
+    assert_eq!(summary["backed_up"], 1, "{summary}");
+    assert_eq!(summary["instances"], 3, "{summary}");
+    assert_eq!(summary["lost_instances"], 1, "{summary}");
+    assert!(
+        summary["failures"][0].as_str().unwrap().contains(&gone),
+        "{summary}"
+    );
+    let status = server.status();
+    assert_eq!(status["queues"]["backup"], 0, "{status}");
+    assert_eq!(status["copies"]["nearline"], 3, "{status}");
+    // The three that were copied come back from near-line if their files go too; the lost
+    // one stays named as unrecoverable.
+    for l in &located[1..] {
+        std::fs::remove_file(server.online_dir().join(l["location"].as_str().unwrap())).unwrap();
+    }
+    let (ok, report) = verify(&server, true);
+    assert!(!ok, "the lost instance remains: {report}");
+    assert_eq!(report["primaries"]["online"], counts(0, 4, 0), "{report}");
+    assert_eq!(report["repaired_primaries"], 3, "{report}");
+    assert_eq!(report["unrecoverable"], 1, "{report}");
+    for l in &located[1..] {
+        let uid = l["sop_instance_uid"].as_str().unwrap();
+        let now = server.locate(&study);
+        let placed = now.iter().find(|n| n["sop_instance_uid"] == uid).unwrap();
+        let file = server
+            .online_dir()
+            .join(placed["location"].as_str().unwrap());
+        let original = corpus
+            .files
+            .iter()
+            .find(|f| f.sop_instance_uid == uid)
+            .unwrap();
+        assert_eq!(
+            data_set_bytes(&file),
+            data_set_bytes(&corpus.path(original)),
+            "{uid} re-created from its near-line copy"
+        );
+    }
+}

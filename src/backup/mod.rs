@@ -89,6 +89,8 @@ pub enum BackupError {
 pub struct BackedUp {
     pub instances: usize,
     pub bytes: u64,
+    /// `uid: why` for each instance left out because no lossless bytes of it survive.
+    pub lost: Vec<String>,
 }
 
 /// What re-creating one primary did.
@@ -261,11 +263,33 @@ impl Backup {
             return Err(BackupError::Busy(study_instance_uid.to_string()));
         }
         let temp = temp_name(&name);
-        match self
-            .write(study_instance_uid, &instances, &temp, &name)
-            .await
-        {
-            Ok((copies, backed)) => {
+        // An instance whose bytes are gone for good (no intact primary or lossless copy) is
+        // left out, named, and the rest written again: it must not keep the whole study
+        // from a near-line copy. (The container's header counts its records, so the write
+        // starts over rather than skipping in place; such losses are rare.)
+        let mut included = instances;
+        let mut lost = Vec::new();
+        let written = loop {
+            match self
+                .write(study_instance_uid, &included, &temp, &name)
+                .await
+            {
+                Err(BackupError::Read(e))
+                    if e.permanently_lost().is_some() && included.len() > 1 =>
+                {
+                    let uid = e.permanently_lost().unwrap_or_default().to_string();
+                    warn!(study = %study_instance_uid, sop_instance_uid = %uid, error = %e,
+                        "no lossless bytes left: backing up the study without it");
+                    let _ = self.nearline.delete(&temp).await;
+                    included.retain(|i| i.sop_instance_uid != uid);
+                    lost.push(format!("{uid}: {e}"));
+                }
+                other => break other,
+            }
+        };
+        match written {
+            Ok((copies, mut backed)) => {
+                backed.lost = lost;
                 let unused = match self
                     .locator
                     .record_nearline(study_instance_uid, &name, mark, &copies)
@@ -364,6 +388,7 @@ impl Backup {
         let backed = BackedUp {
             instances: copies.len(),
             bytes: length,
+            lost: Vec::new(),
         };
         Ok((copies, backed))
     }
@@ -485,7 +510,10 @@ pub struct BackupPass {
     pub instances: u64,
     pub bytes: u64,
     pub seconds: f64,
-    /// `study: reason` for every study not backed up.
+    /// Instances left out of their study's copy: no lossless bytes of them survive.
+    pub lost_instances: u64,
+    /// `study: reason` for every study not backed up, and `study: uid: why` for every
+    /// instance left out.
     pub failures: Vec<String>,
 }
 
@@ -497,6 +525,10 @@ impl BackupPass {
                 self.backed_up += 1;
                 self.instances += backed.instances as u64;
                 self.bytes += backed.bytes;
+                self.lost_instances += backed.lost.len() as u64;
+                for lost in &backed.lost {
+                    self.failures.push(format!("{study}: {lost}"));
+                }
             }
             Err(e) => {
                 self.failed += 1;
@@ -508,7 +540,7 @@ impl BackupPass {
 
 impl JobReport for BackupPass {
     fn failed(&self) -> bool {
-        self.failed > 0
+        self.failed + self.lost_instances > 0
     }
 }
 
