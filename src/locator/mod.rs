@@ -597,6 +597,17 @@ mod tests {
         }
     }
 
+    /// A fresh locator in a temporary folder (kept alive by the returned guard).
+    async fn temp_locator() -> (tempfile::TempDir, Locator) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LocatorConfig {
+            url: format!("sqlite://{}", dir.path().join("l.db").display()),
+            max_connections: 2,
+        };
+        let locator = Locator::open(&config).await.unwrap();
+        (dir, locator)
+    }
+
     fn object(location: &str, length: u64) -> StoredObject {
         StoredObject {
             tier: Tier::Online,
@@ -612,12 +623,7 @@ mod tests {
     /// for other processes' recovery, and a backup whose claim was released cannot record.
     #[tokio::test(flavor = "multi_thread")]
     async fn backup_claims_protect_their_container_until_recorded() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = LocatorConfig {
-            url: format!("sqlite://{}", dir.path().join("l.db").display()),
-            max_connections: 2,
-        };
-        let locator = Locator::open(&config).await.unwrap();
+        let (_dir, locator) = temp_locator().await;
         let study = "1.2.3";
         locator.enqueue_backup(study, "archived").await.unwrap();
         assert!(locator.claim_backup(study, "aa/one.sdcm").await.unwrap());
@@ -666,12 +672,7 @@ mod tests {
     /// takes it off.
     #[tokio::test(flavor = "multi_thread")]
     async fn a_backup_dequeues_only_what_it_listed() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = LocatorConfig {
-            url: format!("sqlite://{}", dir.path().join("l.db").display()),
-            max_connections: 2,
-        };
-        let locator = Locator::open(&config).await.unwrap();
+        let (_dir, locator) = temp_locator().await;
         let study = "1.2.3";
         assert_eq!(locator.backup_mark(study).await.unwrap(), None);
         locator.enqueue_backup(study, "received").await.unwrap();
@@ -717,12 +718,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn records_hierarchy_once_and_replaces_instances() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = LocatorConfig {
-            url: format!("sqlite://{}", dir.path().join("l.db").display()),
-            max_connections: 2,
-        };
-        let locator = Locator::open(&config).await.unwrap();
+        let (_dir, locator) = temp_locator().await;
         for (sop, series, len) in [
             ("1.2.3.1.1", "1.2.3.1", 100),
             ("1.2.3.1.2", "1.2.3.1", 50),

@@ -251,12 +251,15 @@ pub async fn export(
             // An instance no ustar header can describe (8 GiB or more, or UIDs too long for
             // the path fields) is named and skipped, not read: it must not stop every export.
             let path = member_path(&instance);
-            if let Err(e) = tar::header(&path, instance.object.length, 0) {
-                warn!(sop_instance_uid = %instance.sop_instance_uid, error = %e, "cannot go on a volume");
+            let skip = |summary: &mut ExportSummary, e: &dyn std::fmt::Display| {
+                warn!(sop_instance_uid = %instance.sop_instance_uid, error = %e, "not exported to a volume");
                 summary.failed += 1;
                 summary
                     .failures
                     .push(format!("{}: {e}", instance.sop_instance_uid));
+            };
+            if let Err(e) = tar::header(&path, instance.object.length, 0) {
+                skip(&mut summary, &e);
                 continue;
             }
             let bytes = match reader
@@ -265,11 +268,7 @@ pub async fn export(
             {
                 Ok(bytes) => bytes,
                 Err(e) => {
-                    warn!(sop_instance_uid = %instance.sop_instance_uid, error = %e, "not exported to a volume");
-                    summary.failed += 1;
-                    summary
-                        .failures
-                        .push(format!("{}: {e}", instance.sop_instance_uid));
+                    skip(&mut summary, &e);
                     continue;
                 }
             };
