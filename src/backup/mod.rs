@@ -275,7 +275,10 @@ impl Backup {
                 .await
             {
                 Err(BackupError::Read(e))
-                    if e.permanently_lost().is_some() && included.len() > 1 =>
+                    if included.len() > 1
+                        && e.permanently_lost().is_some_and(|uid| {
+                            included.iter().any(|i| i.sop_instance_uid == uid)
+                        }) =>
                 {
                     let uid = e.permanently_lost().unwrap_or_default().to_string();
                     warn!(study = %study_instance_uid, sop_instance_uid = %uid, error = %e,
