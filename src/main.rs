@@ -379,9 +379,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     summary.bytes as f64 / 1e6,
                     summary.seconds
                 );
-                for failure in &summary.failures {
-                    println!("  {failure}");
-                }
             }
             if summary.failed > 0 {
                 anyhow::bail!("{} studies were not backed up", summary.failed);

@@ -99,8 +99,13 @@ async fn back_up_queue(stack: &Stack) -> Result<BackupSummary, BackupCommandErro
             || true,
             |study, result, done, total| {
                 summary.studies = total;
-                if let Err(e) = result {
-                    progress.note(&format!("study {study} not backed up: {e}"));
+                match result {
+                    Err(e) => progress.note(&format!("study {study} not backed up: {e}")),
+                    Ok(backed) => {
+                        for lost in &backed.lost {
+                            progress.note(&format!("study {study}: left out {lost}"));
+                        }
+                    }
                 }
                 summary.record(study, result);
                 let counts = format!("backed up {} failed {}", summary.backed_up, summary.failed);

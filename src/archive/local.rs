@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 
 use super::{ArchiveError, ArchiveStore, ContainerWriter};
+use crate::durable::{create_dir_durable, sync_dir};
 
 /// Whether a temporary (`<name>.<pid>.part`) belongs to another running process.
 pub(super) fn temporary_is_live(file_name: &str) -> bool {
@@ -39,7 +40,7 @@ impl LocalStore {
     /// Opens (creating) the archive folder.
     pub fn open(root: &Path) -> Result<LocalStore, ArchiveError> {
         let tmp = root.join("tmp");
-        crate::durable::create_dir_durable(&tmp).map_err(|source| ArchiveError::Prepare {
+        create_dir_durable(&tmp).map_err(|source| ArchiveError::Prepare {
             path: tmp.display().to_string(),
             source,
         })?;
@@ -155,11 +156,11 @@ impl ArchiveStore for LocalStore {
         let root = self.root.clone();
         blocking(move || {
             let dir = to.parent().expect("names have a folder").to_owned();
-            crate::durable::create_dir_durable(&dir)?;
+            create_dir_durable(&dir)?;
             std::fs::rename(&from, &to)?;
-            crate::durable::sync_dir(&dir)?;
-            crate::durable::sync_dir(&root)?;
-            crate::durable::sync_dir(from.parent().expect("temporaries have a folder"))
+            sync_dir(&dir)?;
+            sync_dir(&root)?;
+            sync_dir(from.parent().expect("temporaries have a folder"))
         })
         .await
         .map_err(|source| ArchiveError::Rename {
@@ -172,7 +173,7 @@ impl ArchiveStore for LocalStore {
     async fn delete(&self, name: &str) -> Result<(), ArchiveError> {
         let path = self.path(name);
         blocking(move || match std::fs::remove_file(&path) {
-            Ok(()) => crate::durable::sync_dir(path.parent().expect("names have a folder")),
+            Ok(()) => sync_dir(path.parent().expect("names have a folder")),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e),
         })
@@ -196,7 +197,7 @@ impl ArchiveStore for LocalStore {
                     removed += 1;
                 }
             }
-            crate::durable::sync_dir(&tmp)?;
+            sync_dir(&tmp)?;
             Ok(removed)
         })
         .await

@@ -13,6 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
 
+use crate::durable::{create_dir_durable, sync_dir};
+
 pub use part10::{part10_header, Part10Writer, WrittenFile, HEAD_LEN};
 
 /// Why an online-tier operation failed.
@@ -56,7 +58,7 @@ impl OnlineStore {
             source,
         };
         let tmp = root.join("tmp");
-        crate::durable::create_dir_durable(&tmp).map_err(|e| prepare(&tmp, e))?;
+        create_dir_durable(&tmp).map_err(|e| prepare(&tmp, e))?;
         // Temporaries are named `<pid>-<n>.part`. Those of a live process (a server, an import
         // running beside this one) are in use; the rest were left by a crash.
         let mut removed = 0usize;
@@ -78,7 +80,7 @@ impl OnlineStore {
         if removed > 0 {
             tracing::warn!(removed, folder = %tmp.display(), "removed partial files left by an interrupted run");
         }
-        crate::durable::sync_dir(&tmp).map_err(|e| prepare(&tmp, e))?;
+        sync_dir(&tmp).map_err(|e| prepare(&tmp, e))?;
         // The 256 fan-out folders exist, durably, before any store: then a store only has to
         // make its study folder and file durable, whatever other associations are doing.
         for fan in 0..=255u8 {
@@ -87,7 +89,7 @@ impl OnlineStore {
                 std::fs::create_dir(&dir).map_err(|e| prepare(&dir, e))?;
             }
         }
-        crate::durable::sync_dir(root).map_err(|e| prepare(root, e))?;
+        sync_dir(root).map_err(|e| prepare(root, e))?;
         Ok(OnlineStore {
             root: root.to_owned(),
             tmp,
@@ -148,12 +150,12 @@ impl OnlineStore {
         };
         let study_dir = target.parent().expect("locations have a folder");
         let fan_dir = study_dir.parent().expect("locations have two folders");
-        crate::durable::create_dir_durable(study_dir).map_err(publish_err)?;
+        create_dir_durable(study_dir).map_err(publish_err)?;
         std::fs::rename(temp, &target).map_err(publish_err)?;
         // Both, always: the study folder may have been created by another association
         // that has not made it durable yet.
-        crate::durable::sync_dir(study_dir).map_err(publish_err)?;
-        crate::durable::sync_dir(fan_dir).map_err(publish_err)
+        sync_dir(study_dir).map_err(publish_err)?;
+        sync_dir(fan_dir).map_err(publish_err)
     }
 
     /// Deletes a file of the tier, durably. Blocking.
@@ -164,7 +166,7 @@ impl OnlineStore {
             source,
         })?;
         if let Some(dir) = path.parent() {
-            crate::durable::sync_dir(dir).map_err(|source| OnlineError::Remove {
+            sync_dir(dir).map_err(|source| OnlineError::Remove {
                 path: dir.to_owned(),
                 source,
             })?;
@@ -191,8 +193,7 @@ impl OnlineStore {
             }
         }
         for dir in dirs {
-            crate::durable::sync_dir(&dir)
-                .map_err(|source| OnlineError::Remove { path: dir, source })?;
+            sync_dir(&dir).map_err(|source| OnlineError::Remove { path: dir, source })?;
         }
         Ok(())
     }
