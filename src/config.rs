@@ -48,6 +48,76 @@ pub struct Config {
     pub backup: BackupConfig,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub node: NodeConfig,
+}
+
+/// `[node]`: this machine among the nodes sharing one site (one locator, one online folder).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// The node's id, unique within the site. Default: the host name and a random suffix,
+    /// kept in `node-id` beside the config file (written on first use).
+    #[serde(default)]
+    pub id: String,
+    /// Seconds a process's lease lasts without a heartbeat (renewed every third of it): how
+    /// long before another process may take over the work of one that died.
+    #[serde(default = "defaults::lease_secs")]
+    pub lease_secs: u64,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            id: String::new(),
+            lease_secs: defaults::lease_secs(),
+        }
+    }
+}
+
+impl NodeConfig {
+    /// The lease duration.
+    pub fn lease(&self) -> Duration {
+        Duration::from_secs(self.lease_secs)
+    }
+}
+
+/// The node id kept in `base/node-id`, made from the host name and a random suffix on first
+/// use. A folder that cannot be written gives the host name alone.
+fn resolve_node_id(base: &Path) -> String {
+    let file = base.join("node-id");
+    if let Ok(id) = std::fs::read_to_string(&file) {
+        let id = id.trim();
+        if !id.is_empty() {
+            return id.to_string();
+        }
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "strata".to_string());
+    let seed = format!(
+        "{host}{:?}{}{:p}",
+        std::time::SystemTime::now(),
+        std::process::id(),
+        &file
+    );
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(seed.as_bytes());
+    let id = format!(
+        "{host}-{:02x}{:02x}{:02x}{:02x}",
+        digest[0], digest[1], digest[2], digest[3]
+    );
+    // Written whole under a temporary name, then renamed: two first starts at once agree on
+    // whichever rename lands last, and the loser reads it back.
+    let temp = base.join(format!(".node-id.{}.tmp", std::process::id()));
+    if std::fs::write(&temp, format!("{id}\n")).is_ok() && std::fs::rename(&temp, &file).is_ok() {
+        return std::fs::read_to_string(&file)
+            .map(|s| s.trim().to_string())
+            .unwrap_or(id);
+    }
+    let _ = std::fs::remove_file(&temp);
+    host
 }
 
 /// `[backup]`: near-line copies of every study, and recovery from them.
@@ -350,7 +420,8 @@ pub enum DuplicatePolicy {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LocatorConfig {
-    /// `sqlite://PATH` (relative to the config file's folder, created if missing).
+    /// `sqlite://PATH` (relative to the config file's folder, created if missing), or
+    /// `postgres://USER:PASSWORD@HOST:PORT/DATABASE` (also `?host=/socket/folder`).
     pub url: String,
     /// Connections in the pool.
     #[serde(default = "defaults::max_connections")]
@@ -406,6 +477,9 @@ mod defaults {
     pub fn max_connections() -> u32 {
         8
     }
+    pub fn lease_secs() -> u64 {
+        30
+    }
     pub fn max_matches() -> usize {
         10_000
     }
@@ -460,6 +534,9 @@ impl Config {
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
         config.resolve_paths(base);
+        if config.node.id.trim().is_empty() {
+            config.node.id = resolve_node_id(base);
+        }
         config.validate().map_err(|message| ConfigError::Invalid {
             path: path.to_owned(),
             message,
@@ -561,9 +638,28 @@ impl Config {
         if !(4096..=16_777_216).contains(&self.dicom.max_pdu_length) {
             return Err("dicom.max_pdu_length must be between 4096 and 16777216".into());
         }
-        if !self.locator.url.starts_with("sqlite://") {
+        if !(2..=3600).contains(&self.node.lease_secs) {
+            return Err("node.lease_secs must be between 2 and 3600".into());
+        }
+        let node_ok = |id: &str| {
+            (1..=64).contains(&id.len())
+                && id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        };
+        if !node_ok(&self.node.id) {
             return Err(format!(
-                "locator.url {:?}: only sqlite:// is supported so far",
+                "node.id {:?} must be 1-64 letters, digits, '-', '_' or '.'",
+                self.node.id
+            ));
+        }
+        let url = &self.locator.url;
+        if !["sqlite://", "postgres://", "postgresql://"]
+            .iter()
+            .any(|scheme| url.starts_with(scheme))
+        {
+            return Err(format!(
+                "locator.url {:?}: must start with sqlite://, postgres:// or postgresql://",
                 self.locator.url
             ));
         }
@@ -645,8 +741,19 @@ mod tests {
     /// keys are refused), and its values must be the defaults an absent key gets.
     #[test]
     fn the_sample_config_loads_and_states_the_defaults() {
-        let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/strata.toml");
+        // A copy: loading writes `node-id` beside the file (the sample sets no `[node] id`).
+        let dir = tempfile::tempdir().unwrap();
+        let sample = dir.path().join("strata.toml");
+        std::fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("config/strata.toml"),
+            &sample,
+        )
+        .unwrap();
         let config = Config::load(&sample).unwrap();
+        assert_eq!(config.node.lease_secs, NodeConfig::default().lease_secs);
+        let kept = std::fs::read_to_string(dir.path().join("node-id")).unwrap();
+        assert_eq!(kept.trim(), config.node.id);
+        assert_eq!(Config::load(&sample).unwrap().node.id, config.node.id, "the same id every time");
         let defaults = BackupConfig::default();
         assert_eq!(config.backup.format, defaults.format);
         assert_eq!(config.backup.roi_ratio, defaults.roi_ratio);

@@ -177,22 +177,8 @@ fn bounded(mut summary: Value) -> Value {
     summary
 }
 
-/// Whether process `pid` exists and is not a zombie.
-fn process_alive(pid: u32) -> bool {
-    if pid == std::process::id() {
-        return true;
-    }
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the command name, which is in parentheses and may hold spaces.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.trim_start().chars().next())
-            .is_some_and(|state| state != 'Z' && state != 'X'),
-        Err(_) => false,
-    }
-}
-
-/// Marks `running` rows of processes that no longer exist as `interrupted`.
+/// Marks `running` rows whose process's lease is gone (it died, or its node did) as
+/// `interrupted`.
 async fn settle_dead_runs(locator: &Locator) {
     let running = match locator.runs_in_progress().await {
         Ok(running) => running,
@@ -201,8 +187,8 @@ async fn settle_dead_runs(locator: &Locator) {
             return;
         }
     };
-    for run in running.iter().filter(|r| !process_alive(r.pid)) {
-        warn!(job = %run.job, run = run.id, pid = run.pid, "a job run was interrupted");
+    for run in running.iter().filter(|r| !r.lease_live) {
+        warn!(job = %run.job, run = run.id, node = %run.node, pid = run.pid, "a job run was interrupted");
         if let Err(e) = locator.settle_interrupted_run(run.id).await {
             warn!(run = run.id, error = %e, "cannot mark a job run interrupted");
         }
@@ -216,6 +202,8 @@ pub struct RunView {
     pub job: String,
     /// `cli` or `server`.
     pub trigger: String,
+    /// The node (`[node] id`) and process that ran it.
+    pub node: String,
     pub pid: u32,
     /// UTC, ISO-8601.
     pub started_at: String,
@@ -232,7 +220,7 @@ pub struct RunView {
 impl RunView {
     fn of(row: JobRunRow) -> RunView {
         let interrupted =
-            row.outcome == "interrupted" || (row.outcome == "running" && !process_alive(row.pid));
+            row.outcome == "interrupted" || (row.outcome == "running" && !row.lease_live);
         let outcome = if interrupted {
             "interrupted".to_string()
         } else {
@@ -247,6 +235,7 @@ impl RunView {
             id: row.id,
             job: row.job,
             trigger: row.trigger,
+            node: row.node,
             pid: row.pid,
             started_at: iso8601(row.started_at),
             finished_at: row.finished_at.map(iso8601),
@@ -324,12 +313,23 @@ mod tests {
         assert_eq!(v["failed"], 25);
     }
 
-    #[test]
-    fn this_process_is_alive_and_a_reaped_child_is_not() {
-        assert!(process_alive(std::process::id()));
-        let mut child = std::process::Command::new("true").spawn().unwrap();
-        let pid = child.id();
-        child.wait().unwrap();
-        assert!(!process_alive(pid));
+    /// A run is `running` while its process's lease holds, and `interrupted` once the lease
+    /// is gone (the process died, or its node did), whatever became of the process ID.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_run_reads_as_interrupted_once_its_lease_is_gone() {
+        let (_dir, locator) = crate::locator::tests::temp_locator().await;
+        let run = JobRun::start(&locator, JobKind::Verify, Trigger::Cli).await;
+        let view = last_runs(&locator).await.unwrap()["verify"]
+            .clone()
+            .unwrap();
+        assert_eq!(view.outcome, "running");
+        assert_eq!(view.node, "unit-test");
+        locator.expire_lease_for_test().await;
+        let view = last_runs(&locator).await.unwrap()["verify"]
+            .clone()
+            .unwrap();
+        assert_eq!(view.outcome, "interrupted");
+        assert_eq!(view.seconds, None);
+        drop(run);
     }
 }

@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::convert::Converter;
 use crate::ingest::Ingest;
 use crate::ingest::IngestSink;
-use crate::locator::{Locator, LocatorError};
+use crate::locator::{Locator, LocatorError, Owner, Role};
 use crate::model::sop_class::{
     PATIENT_ROOT_GET, PATIENT_ROOT_MOVE, STORAGE_SOP_CLASSES, STUDY_ROOT_GET, STUDY_ROOT_MOVE,
 };
@@ -55,13 +55,9 @@ pub async fn run(
     shutdown: watch::Receiver<bool>,
     on_listening: impl FnOnce(SocketAddr),
 ) -> Result<(), ServerError> {
-    let online_dir = config.storage.online_dir.clone();
-    let online = Arc::new(
-        tokio::task::spawn_blocking(move || OnlineStore::open(&online_dir))
-            .await
-            .expect("blocking task")?,
-    );
-    let locator = Arc::new(Locator::open(&config.locator).await?);
+    let locator =
+        Arc::new(Locator::open(&config.locator, Owner::of(&config.node, Role::Server)).await?);
+    let online = Arc::new(OnlineStore::open_for(&config.storage.online_dir, &locator).await?);
     let archive = Arc::new(Archive::open(&config.archive).await?);
     // Every read falls back to a backup copy when the primary is missing or damaged.
     let reader = Reader::new(online.clone(), archive.clone()).with_recovery(
@@ -146,6 +142,12 @@ pub async fn run(
         },
         shutdown.clone(),
     ));
+    let sweeper = tokio::spawn(sweep_online_temporaries(
+        online.clone(),
+        locator.clone(),
+        config.node.lease() * 2,
+        shutdown.clone(),
+    ));
     info!(%addr, aet = %config.dicom.aet, online = %online.root().display(), "listening");
     on_listening(addr);
     net::serve(listener, net_config, services, shutdown).await;
@@ -154,9 +156,39 @@ pub async fn run(
         let _ = worker.await;
     }
     let _ = backup_worker.await;
+    let _ = sweeper.await;
     locator.close().await;
     info!("stopped");
     Ok(())
+}
+
+/// Every `every`, deletes the online temporaries of processes (of any node sharing the
+/// online folder) whose lease has gone: a node killed part-way through a C-STORE leaves its
+/// partial file until someone's lease outlives it, not until its own restart.
+async fn sweep_online_temporaries(
+    online: Arc<OnlineStore>,
+    locator: Arc<Locator>,
+    every: std::time::Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        let in_use = match locator.live_leases().await {
+            Ok(in_use) => in_use,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read leases; online temporaries not swept");
+                continue;
+            }
+        };
+        let online = online.clone();
+        match tokio::task::spawn_blocking(move || online.remove_temporaries(&in_use)).await {
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot sweep online temporaries"),
+            Ok(Ok(_)) | Err(_) => {}
+        }
+    }
 }
 
 fn net_config(config: &Config) -> NetConfig {

@@ -180,7 +180,7 @@ fn kill_9_during_tier_moves_loses_nothing_and_shows_nothing_twice() {
         "--seed",
         "12",
     ]);
-    let server = TestServer::start("");
+    let server = TestServer::start(SHORT_LEASES);
     assert!(server
         .storescu("MODALITY", &corpus.paths())
         .status
@@ -228,6 +228,8 @@ fn kill_9_during_tier_moves_loses_nothing_and_shows_nothing_twice() {
         std::thread::sleep(Duration::from_millis(delay_ms));
         let _ = child.kill();
         let _ = child.wait();
+        // The next run takes over the killed one's move once its lease has expired.
+        wait_for_lease_expiry(&server.config, child.id());
         let pending = runtime.block_on(async {
             let locator = locator(&server.dir).await;
             let jobs = locator.pending_jobs().await.unwrap();

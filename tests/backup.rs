@@ -331,7 +331,7 @@ fn kill_9_during_backup_never_records_a_copy_that_is_not_durable() {
         "--seed",
         "32",
     ]);
-    let server = TestServer::start(BACKUP);
+    let server = TestServer::start(&format!("{BACKUP}{SHORT_LEASES}"));
     assert!(server
         .storescu("MODALITY", &corpus.paths())
         .status
@@ -365,6 +365,8 @@ fn kill_9_during_backup_never_records_a_copy_that_is_not_durable() {
         std::thread::sleep(Duration::from_millis(20 + (round as u64 * 37) % 400));
         let _ = child.kill();
         let _ = child.wait();
+        // The next run takes over the killed one's claim once its lease has expired.
+        wait_for_lease_expiry(&server.config, child.id());
         let claimed = runtime.block_on(async {
             let locator = locator(&server.dir).await;
             let queue = locator.backup_queue().await.unwrap();

@@ -5,6 +5,7 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use common::*;
 
@@ -105,7 +106,9 @@ async fn kill_9_during_ingest_loses_nothing_acknowledged() {
         "0",
     ]);
     let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), SHORT_LEASES);
     let server = TestServer::start_in(dir.path(), "", "");
+    let killed = server.pid();
     let (mut client, rx) = spawn_store(&server, &corpus.paths());
     let mut lines = wait_for_acks(&rx, 25);
     server.kill9();
@@ -120,15 +123,22 @@ async fn kill_9_during_ingest_loses_nothing_acknowledged() {
     );
     assert!(failed.is_empty());
 
-    // Restart on the same folder: temporaries are cleaned, acknowledged data is all there.
+    // Restart on the same folder: acknowledged data is all there, and the killed server's
+    // temporaries are deleted once its lease has expired (by the new server's sweep).
     let server = TestServer::start_in(dir.path(), "", "");
-    assert!(
-        std::fs::read_dir(server.online_dir().join("tmp"))
-            .unwrap()
-            .next()
-            .is_none(),
-        "temporary files survived the restart"
-    );
+    wait_for_lease_expiry(&server.config, killed);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::fs::read_dir(server.online_dir().join("tmp"))
+        .unwrap()
+        .next()
+        .is_some()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "temporary files of the killed server were never swept"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let indexed = assert_acknowledged_are_durable(dir.path(), &corpus, &acked).await;
     // At most the one instance in flight may have been committed without its response.
     assert!(

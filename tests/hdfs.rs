@@ -127,7 +127,7 @@ fn hdfs_containers_are_one_file_per_study_interoperate_with_hadoop_and_survive_k
     write_config(
         dir.path(),
         &format!(
-            "[archive]\nbackend = \"hdfs\"\npath = \"/strata-test\"\nhdfs_url = \"{}\"\n",
+            "[archive]\nbackend = \"hdfs\"\npath = \"/strata-test\"\nhdfs_url = \"{}\"\n{SHORT_LEASES}",
             hdfs.url()
         ),
     );
@@ -296,6 +296,8 @@ fn hdfs_containers_are_one_file_per_study_interoperate_with_hadoop_and_survive_k
         std::thread::sleep(std::time::Duration::from_millis(round * 15));
         let _ = child.kill();
         let _ = child.wait();
+        // The next run takes over the killed one's move once its lease has expired.
+        wait_for_lease_expiry(&server.config, child.id());
         let pending = pending_jobs();
         interrupted += usize::from(pending > 0);
         for study in &studies {

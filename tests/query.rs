@@ -354,8 +354,7 @@ fn cancel_stops_the_stream_and_max_matches_is_enforced() {
     let server = TestServer::start_in(dir.path(), "", "");
     let fill = std::process::Command::new(python())
         .arg(repo().join("tools/fill_locator.py"))
-        .arg("--db")
-        .arg(dir.path().join("locator.db"))
+        .args(fill_locator_target(dir.path()))
         .args([
             "--studies",
             "20000",

@@ -28,7 +28,8 @@ fn sibling_config(dir: &Path, name: &str, sections: &str) -> PathBuf {
         &path,
         format!(
             "[dicom]\naet = \"STRATA\"\nlisten = \"127.0.0.1:0\"\n[storage]\nonline_dir = \"online\"\n\
-             [locator]\nurl = \"sqlite://locator.db\"\n{sections}\n"
+             [locator]\nurl = \"{}\"\n{sections}\n",
+            common::locator_url(dir)
         ),
     )
     .unwrap();
@@ -276,7 +277,7 @@ fn the_backup_throttle_holds_and_a_killed_run_shows_as_interrupted() {
         "--seed",
         "72",
     ]);
-    let server = TestServer::start(SERVER);
+    let server = TestServer::start(&format!("{SERVER}{SHORT_LEASES}"));
     assert!(server
         .storescu("MODALITY", &corpus.paths())
         .status
@@ -335,6 +336,8 @@ fn the_backup_throttle_holds_and_a_killed_run_shows_as_interrupted() {
     std::thread::sleep(Duration::from_millis(500));
     child.kill().unwrap();
     child.wait().unwrap();
+    // A run is interrupted once its process's lease has expired.
+    wait_for_lease_expiry(&server.config, pid);
     let status = server.status();
     let run = &status["last_runs"]["backup"];
     assert_eq!(run["pid"], pid, "{status}");

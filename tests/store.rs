@@ -23,7 +23,21 @@ async fn dcmtk_store_keeps_data_sets_byte_identical_and_indexed() {
     let out = server.storescu("MODALITY", &corpus.paths());
     assert!(out.status.success(), "storescu failed: {}", text(&out));
 
-    let status = server.status();
+    let mut status = server.status();
+    // The server is the one process holding a lease (this status command leaves itself out).
+    let nodes = status.as_object_mut().unwrap().remove("nodes").unwrap();
+    let nodes = nodes.as_array().unwrap();
+    assert_eq!(nodes.len(), 1, "{nodes:?}");
+    assert_eq!(nodes[0]["role"], "server", "{nodes:?}");
+    assert_eq!(nodes[0]["live"], true, "{nodes:?}");
+    assert_eq!(nodes[0]["claims"], 0, "{nodes:?}");
+    assert_eq!(
+        std::fs::read_to_string(server.dir.join("node-id"))
+            .unwrap()
+            .trim(),
+        nodes[0]["node"].as_str().unwrap(),
+        "the node id made on first start is kept beside the config"
+    );
     let total_bytes: u64 = files_below(&server.online_dir())
         .iter()
         .map(|p| std::fs::metadata(p).unwrap().len())

@@ -583,7 +583,7 @@ fn restore_mends_a_study_from_whichever_copy_survives_and_names_the_volumes_it_n
 #[test]
 fn kill_9_during_export_never_records_an_incomplete_volume() {
     let corpus = Corpus::small(2, 40, 0, 1, 64);
-    let server = TestServer::start("");
+    let server = TestServer::start(SHORT_LEASES);
     server.store(&corpus);
     let out = tempfile::tempdir().unwrap();
     let check_recorded = || {
@@ -624,6 +624,8 @@ fn kill_9_during_export_never_records_an_incomplete_volume() {
         let status = child.wait().unwrap();
         interrupted += usize::from(!status.success());
         check_recorded();
+        // The next export deletes what this one left once its lease has expired.
+        wait_for_lease_expiry(&server.config, child.id());
     }
     assert!(
         interrupted >= 2,

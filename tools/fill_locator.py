@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Fills a Strata locator with a large synthetic index, for measuring C-FIND at scale.
 
-  fill_locator.py --db PATH [--studies 50000] [--instances 1000000] [--patients 20000]
+  fill_locator.py (--db PATH | --url postgres://...) [--studies 50000] [--instances 1000000]
+                  [--patients 20000]
 
+--db is an SQLite locator, --url a PostgreSQL one (through psycopg, rows sent with COPY).
 The database must already exist with Strata's schema (run `strata status --config ...` on a
 config pointing at it first: that applies the migrations). Rows go through the same tables
 the server writes; the instances have no files behind them (their location says so), so the
@@ -14,6 +16,65 @@ import random
 import sqlite3
 import sys
 import time
+
+PATIENT_COLUMNS = ("id, patient_id, issuer_of_patient_id, patient_name, patient_birth_date, "
+                   "patient_sex")
+STUDY_COLUMNS = ("id, patient_fk, study_instance_uid, study_date, study_time, accession_number, "
+                 "study_id, study_description, referring_physician_name")
+SERIES_COLUMNS = ("id, study_fk, series_instance_uid, modality, series_number, series_description, "
+                  "body_part_examined")
+INSTANCE_COLUMNS = ("series_fk, sop_instance_uid, sop_class_uid, instance_number, "
+                    "specific_character_set, transfer_syntax_uid, tier, location, byte_offset, "
+                    "byte_length, crc32c, received_at, source_ae")
+
+
+class Sqlite:
+    """Rows through executemany into an SQLite locator."""
+
+    def __init__(self, path):
+        self.db = sqlite3.connect(path)
+        if not self.db.execute("SELECT name FROM sqlite_master WHERE name = 'instances'").fetchone():
+            sys.exit(f"{path} has no Strata schema: run `strata status --config ...` first")
+        self.db.execute("PRAGMA journal_mode = WAL")
+        self.db.execute("PRAGMA synchronous = NORMAL")
+
+    def scalar(self, sql):
+        return self.db.execute(sql).fetchone()[0]
+
+    def insert(self, table, columns, rows):
+        marks = ", ".join("?" * len(columns.split(",")))
+        self.db.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks})", rows)
+
+    def finish(self):
+        self.db.commit()
+        self.db.execute("ANALYZE")
+
+
+class Postgres:
+    """Rows through COPY into a PostgreSQL locator; identity sequences moved past the ids
+    given explicitly, so the server's own inserts do not collide with them."""
+
+    def __init__(self, url):
+        import psycopg
+        self.db = psycopg.connect(url)
+        if self.scalar("SELECT to_regclass('instances')") is None:
+            sys.exit(f"{url} has no Strata schema: run `strata status --config ...` first")
+
+    def scalar(self, sql):
+        return self.db.execute(sql).fetchone()[0]
+
+    def insert(self, table, columns, rows):
+        with self.db.cursor().copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+
+    def finish(self):
+        for table in ("patients", "studies", "series"):
+            self.db.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                            f"(SELECT MAX(id) FROM {table}))")
+        self.db.commit()
+        self.db.autocommit = True
+        self.db.execute("ANALYZE")
 
 FAMILY = ["SMITH", "MARTIN", "MÜLLER", "GARCÍA", "DUBOIS", "ROSSI", "NOVAK", "KOWALSKI", "IVANOV",
           "MORENO", "MEYER", "LEROY", "BERG", "HANSEN", "JANSEN", "MAES", "WANG", "LI", "ZHANG",
@@ -28,7 +89,9 @@ MODALITIES = [("CT", "1.2.840.10008.5.1.4.1.1.2"), ("MR", "1.2.840.10008.5.1.4.1
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--db", required=True)
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--db", help="an SQLite locator file")
+    target.add_argument("--url", help="a PostgreSQL locator: postgres://...")
     p.add_argument("--studies", type=int, default=50_000)
     p.add_argument("--instances", type=int, default=1_000_000)
     p.add_argument("--patients", type=int, default=20_000)
@@ -36,13 +99,9 @@ def main():
     args = p.parse_args()
 
     rng = random.Random(args.seed)
-    db = sqlite3.connect(args.db)
-    if not db.execute("SELECT name FROM sqlite_master WHERE name = 'instances'").fetchone():
-        sys.exit(f"{args.db} has no Strata schema: run `strata status --config ...` first")
+    db = Sqlite(args.db) if args.db else Postgres(args.url)
     started = time.time()
-    db.execute("PRAGMA journal_mode = WAL")
-    db.execute("PRAGMA synchronous = NORMAL")
-    base = db.execute("SELECT COALESCE(MAX(id), 0) FROM patients").fetchone()[0]
+    base = db.scalar("SELECT COALESCE(MAX(id), 0) FROM patients")
     root = f"2.25.{rng.getrandbits(64)}"
 
     patients = []
@@ -50,12 +109,11 @@ def main():
         name = f"{rng.choice(FAMILY)}^{rng.choice(GIVEN)}"
         birth = f"{rng.randint(1930, 2020)}{rng.randint(1, 12):02d}{rng.randint(1, 28):02d}"
         patients.append((base + n + 1, f"FILL{n:07d}", "FILL", name, birth, rng.choice("MF")))
-    db.executemany("INSERT INTO patients (id, patient_id, issuer_of_patient_id, patient_name, "
-                   "patient_birth_date, patient_sex) VALUES (?, ?, ?, ?, ?, ?)", patients)
+    db.insert("patients", PATIENT_COLUMNS, patients)
 
     per_study = max(1, args.instances // args.studies)
-    study_base = db.execute("SELECT COALESCE(MAX(id), 0) FROM studies").fetchone()[0]
-    series_id = db.execute("SELECT COALESCE(MAX(id), 0) FROM series").fetchone()[0]
+    study_base = db.scalar("SELECT COALESCE(MAX(id), 0) FROM studies")
+    series_id = db.scalar("SELECT COALESCE(MAX(id), 0) FROM series")
     studies, series, instances = [], [], []
     now_ms = int(time.time() * 1000)
     for s in range(args.studies):
@@ -77,22 +135,16 @@ def main():
         if len(instances) >= 100_000:
             flush(db, studies, series, instances)
     flush(db, studies, series, instances)
-    db.commit()
-    db.execute("ANALYZE")
-    total = db.execute("SELECT COUNT(*) FROM instances").fetchone()[0]
+    db.finish()
+    total = db.scalar("SELECT COUNT(*) FROM instances")
     print(f"filled {args.patients} patients, {args.studies} studies; locator now holds {total} instances "
           f"({time.time() - started:.1f} s)")
 
 
 def flush(db, studies, series, instances):
-    db.executemany("INSERT INTO studies (id, patient_fk, study_instance_uid, study_date, study_time, "
-                   "accession_number, study_id, study_description, referring_physician_name) "
-                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", studies)
-    db.executemany("INSERT INTO series (id, study_fk, series_instance_uid, modality, series_number, "
-                   "series_description, body_part_examined) VALUES (?, ?, ?, ?, ?, ?, ?)", series)
-    db.executemany("INSERT INTO instances (series_fk, sop_instance_uid, sop_class_uid, instance_number, "
-                   "specific_character_set, transfer_syntax_uid, tier, location, byte_offset, byte_length, "
-                   "crc32c, received_at, source_ae) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", instances)
+    db.insert("studies", STUDY_COLUMNS, studies)
+    db.insert("series", SERIES_COLUMNS, series)
+    db.insert("instances", INSTANCE_COLUMNS, instances)
     studies.clear()
     series.clear()
     instances.clear()

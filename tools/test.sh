@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Runs Strata's whole test suite. Installs what the tests need first (DCMTK from Debian, the
-# Python venv with pydicom and pynetdicom), so it works on a fresh machine. Extra arguments
-# go to the test runner, e.g. `tools/test.sh --test store`.
+# Runs Strata's whole test suite. Installs what the tests need first (DCMTK, Orthanc and
+# PostgreSQL from Debian, the Python venv with pydicom and pynetdicom), so it works on a fresh
+# machine. The suite runs twice: every test on the embedded SQLite locator, then every test
+# that touches a locator again on PostgreSQL (STRATA_TEST_LOCATOR=postgres, a private cluster
+# from tools/pg-dev.sh). Extra arguments go to the test runner, e.g. `tools/test.sh --test store`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source tools/setup-deps.sh
 
-install_debian dcmtk orthanc iproute2 libopenjp2-tools
+install_debian dcmtk orthanc iproute2 libopenjp2-tools postgresql
 install_venv
 # The HDFS tests run a real Hadoop NameNode and DataNode (tools/hdfs-dev.sh) and compile
 # small Java programs against its jars: fetch those once, and a JDK if there is none.
@@ -14,10 +16,28 @@ command -v javac >/dev/null || install_debian default-jdk-headless
 tools/hdfs-dev.sh fetch
 export STRATA_PYTHON="$PWD/.venv/bin/python"
 
+# A fresh PostgreSQL cluster on a Unix socket, stopped when the suite ends.
+tools/pg-dev.sh start --fresh
+trap 'tools/pg-dev.sh stop' EXIT
+
 # Release profile: the tests drive the real server binary, and it shares the dependency
 # build with `cargo run --release`.
+run_suite() {
+    if cargo nextest --version >/dev/null 2>&1; then
+        cargo nextest run --release --no-fail-fast "$@"
+    else
+        cargo test --release --no-fail-fast "$@"
+    fi
+}
+
+status=0
+echo "== the suite on the SQLite locator"
+run_suite "$@" || status=$?
+echo "== the suite on the PostgreSQL locator (all but the JPEG 2000 codec and locator-free unit tests)"
 if cargo nextest --version >/dev/null 2>&1; then
-    cargo nextest run --release --no-fail-fast "$@"
+    STRATA_TEST_LOCATOR=postgres run_suite \
+        -E 'not binary(j2k) and (not kind(lib) or test(/^locator::/))' "$@" || status=$?
 else
-    cargo test --release --no-fail-fast "$@"
+    STRATA_TEST_LOCATOR=postgres run_suite "$@" || status=$?
 fi
+exit $status

@@ -9,7 +9,7 @@ use crate::backup::{Backup, BackupError, VerifyReport};
 use crate::config::Config;
 use crate::convert::{ConvertError, Converter};
 use crate::jobs::{JobKind, JobReport, JobRun, Trigger};
-use crate::locator::{Locator, LocatorError};
+use crate::locator::{Locator, LocatorError, Owner, Role};
 use crate::online::OnlineError;
 
 /// Why a backup command could not run at all (single studies failing are counted).
@@ -66,7 +66,7 @@ pub async fn enqueue_backup(config: &Config, studies: &[String]) -> Result<(), B
     if studies.is_empty() {
         return Ok(());
     }
-    let locator = Locator::open(&config.locator).await?;
+    let locator = Locator::open(&config.locator, Owner::of(&config.node, Role::Cli)).await?;
     for study in studies {
         if locator.study_instances(study).await?.is_empty() {
             locator.close().await;

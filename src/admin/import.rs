@@ -14,7 +14,7 @@ use super::progress::Progress;
 use crate::config::Config;
 use crate::ingest::Ingest;
 use crate::jobs::{JobKind, JobReport, JobRun, Trigger};
-use crate::locator::{Locator, LocatorError};
+use crate::locator::{Locator, LocatorError, Owner, Role};
 use crate::net::{AssociationContext, Outcome, StoreRequest, StoreSink, StoreStart};
 use crate::online::{OnlineError, OnlineStore};
 
@@ -58,8 +58,9 @@ pub async fn import(config: &Config, roots: &[PathBuf]) -> Result<ImportSummary,
         walk(root, &mut files)?;
     }
     files.sort();
-    let online = Arc::new(OnlineStore::open(&config.storage.online_dir)?);
-    let locator = Arc::new(Locator::open(&config.locator).await?);
+    let locator =
+        Arc::new(Locator::open(&config.locator, Owner::of(&config.node, Role::Cli)).await?);
+    let online = Arc::new(OnlineStore::open_for(&config.storage.online_dir, &locator).await?);
     // An import is a receipt like a C-STORE, so it honours `[backup] enqueue_on_receive` too.
     let ingest = Ingest::new(online, locator.clone(), config.storage.duplicate_policy)
         .backup_on_receive(config.backup.enqueue_on_receive);

@@ -8,7 +8,7 @@ use crate::config::{parse_window, Config};
 use crate::jobs::{last_runs, JobKind, RunView};
 use crate::locator::archive::DueTotals;
 use crate::locator::copies::QueueLengths;
-use crate::locator::{now_millis, Locator, LocatorError};
+use crate::locator::{now_millis, Locator, LocatorError, Owner, Role};
 use crate::model::schedule::{in_window, iso8601, next_close, next_open};
 
 /// The schedule report; its JSON form is a contract for tools.
@@ -64,7 +64,7 @@ pub struct RepairSchedule {
 
 /// Builds the report from the config, the clock and the locator.
 pub async fn schedule(config: &Config) -> Result<ScheduleReport, LocatorError> {
-    let locator = Locator::open(&config.locator).await?;
+    let locator = Locator::open(&config.locator, Owner::of(&config.node, Role::Cli)).await?;
     let result = build(config, &locator).await;
     locator.close().await;
     result

@@ -8,7 +8,8 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::jobs::{last_runs, RunView, READ_FALLBACKS};
 use crate::locator::copies::{CopyKind, QueueLengths};
-use crate::locator::{Locator, LocatorError, TierTotals};
+use crate::locator::{Locator, LocatorError, Owner, Role, TierTotals};
+use crate::model::schedule::iso8601;
 use crate::model::Tier;
 
 /// The status report; its JSON form is a contract other tools rely on.
@@ -31,11 +32,38 @@ pub struct StatusReport {
     /// Reads served from a backup copy because the primary was missing or damaged, by every
     /// process, ever.
     pub read_fallbacks: u64,
+    /// The processes of every node that held a lease in the last hour (this command's own
+    /// left out), newest first.
+    pub nodes: Vec<NodeView>,
 }
+
+/// One process's lease as `status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeView {
+    /// `[node] id`.
+    pub node: String,
+    /// `server` or `cli`.
+    pub role: String,
+    pub host: String,
+    pub pid: i64,
+    /// The lease (fencing token).
+    pub lease: i64,
+    /// UTC, ISO-8601, database clock.
+    pub started_at: String,
+    pub renewed_at: String,
+    pub expires_at: String,
+    /// Whether the lease holds now; an expired one's work is taken over by others.
+    pub live: bool,
+    /// Claims it still holds: archive moves, backup claims, volumes being written, runs.
+    pub claims: i64,
+}
+
+/// Leases shown: held now or expired within the last hour.
+const RECENT_MS: i64 = 3600 * 1000;
 
 /// Builds the report from the locator.
 pub async fn status(config: &Config) -> Result<StatusReport, LocatorError> {
-    let locator = Locator::open(&config.locator).await?;
+    let locator = Locator::open(&config.locator, Owner::of(&config.node, Role::Cli)).await?;
     let totals = locator.totals().await?;
     let mut tiers = BTreeMap::new();
     tiers.insert(Tier::Online.as_str(), TierTotals::default());
@@ -52,6 +80,25 @@ pub async fn status(config: &Config) -> Result<StatusReport, LocatorError> {
     let queues = locator.queue_lengths().await?;
     let last_runs = last_runs(&locator).await?;
     let read_fallbacks = locator.counter(READ_FALLBACKS).await?;
+    let own = locator.lease();
+    let nodes = locator
+        .recent_leases(RECENT_MS)
+        .await?
+        .into_iter()
+        .filter(|l| l.id != own)
+        .map(|l| NodeView {
+            node: l.node,
+            role: l.role,
+            host: l.host,
+            pid: l.pid,
+            lease: l.id,
+            started_at: iso8601(l.started_at),
+            renewed_at: iso8601(l.renewed_at),
+            expires_at: iso8601(l.expires_at),
+            live: l.live == 1,
+            claims: l.claims,
+        })
+        .collect();
     locator.close().await;
     Ok(StatusReport {
         patients: totals.patients,
@@ -64,6 +111,7 @@ pub async fn status(config: &Config) -> Result<StatusReport, LocatorError> {
         queues,
         last_runs,
         read_fallbacks,
+        nodes,
     })
 }
 
@@ -94,6 +142,24 @@ impl std::fmt::Display for StatusReport {
             "fallbacks  {} reads served from a backup copy",
             self.read_fallbacks
         )?;
+        for n in &self.nodes {
+            writeln!(
+                f,
+                "node {:<12} {} {} pid {} on {} lease {} {}, {} claims",
+                n.node,
+                n.role,
+                if n.live { "live" } else { "expired" },
+                n.pid,
+                n.host,
+                n.lease,
+                if n.live {
+                    format!("until {}", n.expires_at)
+                } else {
+                    format!("at {}", n.expires_at)
+                },
+                n.claims
+            )?;
+        }
         for (job, run) in &self.last_runs {
             if let Some(run) = run {
                 writeln!(f, "last {job:<13} {run}")?;

@@ -10,7 +10,7 @@ use crate::archive::{Archive, ArchiveError};
 use crate::config::Config;
 use crate::convert::{ConvertError, Converter};
 use crate::jobs::{JobKind, JobRun, Trigger};
-use crate::locator::{now_millis, Locator, LocatorError};
+use crate::locator::{now_millis, Locator, LocatorError, Owner, Role};
 use crate::online::{OnlineError, OnlineStore};
 use crate::reader::Reader;
 
@@ -58,13 +58,9 @@ pub struct LocatedCopy {
 pub(super) async fn open_parts(
     config: &Config,
 ) -> Result<(Arc<Locator>, Reader, Converter), TierError> {
-    let online_dir = config.storage.online_dir.clone();
-    let online = Arc::new(
-        tokio::task::spawn_blocking(move || OnlineStore::open(&online_dir))
-            .await
-            .expect("blocking open")?,
-    );
-    let locator = Arc::new(Locator::open(&config.locator).await?);
+    let locator =
+        Arc::new(Locator::open(&config.locator, Owner::of(&config.node, Role::Cli)).await?);
+    let online = Arc::new(OnlineStore::open_for(&config.storage.online_dir, &locator).await?);
     let archive = Arc::new(Archive::open(&config.archive).await?);
     let nearline = crate::archive::LocalStore::open(&config.backup.nearline_dir)?;
     let reader =
@@ -118,7 +114,7 @@ async fn archive_due(
 
 /// Where every instance of a study is.
 pub async fn locate(config: &Config, study: &str) -> Result<Vec<Located>, TierError> {
-    let locator = Locator::open(&config.locator).await?;
+    let locator = Locator::open(&config.locator, Owner::of(&config.node, Role::Cli)).await?;
     let located = async {
         let mut located = Vec::new();
         for i in locator.study_instances(study).await? {

@@ -19,7 +19,7 @@ use crate::ingest::Ingest;
 use crate::jobs::{JobKind, JobReport, JobRun, Trigger};
 use crate::locator::archive::PlacedInstance;
 use crate::locator::volumes::Volume;
-use crate::locator::Locator;
+use crate::locator::{Locator, Owner, Role};
 use crate::online::OnlineStore;
 
 /// Why a volume command could not run at all (single instances failing are counted).
@@ -66,7 +66,7 @@ pub async fn export_volume(
 
 /// The volumes the locator knows.
 pub async fn volumes(config: &Config) -> Result<Vec<Volume>, VolumeCommandError> {
-    let locator = Locator::open(&config.locator).await?;
+    let locator = Locator::open(&config.locator, Owner::of(&config.node, Role::Cli)).await?;
     let volumes = locator.volumes().await?;
     locator.close().await;
     Ok(volumes)
@@ -127,7 +127,7 @@ async fn import_volumes(
     converter: &crate::convert::Converter,
     files: &[PathBuf],
 ) -> Result<ImportVolumeSummary, VolumeCommandError> {
-    let online = Arc::new(OnlineStore::open(&config.storage.online_dir)?);
+    let online = Arc::new(OnlineStore::open_for(&config.storage.online_dir, locator).await?);
     let ingest = Ingest::new(online, locator.clone(), config.storage.duplicate_policy);
     converter.recover().await?;
     let progress = Progress::start();
@@ -274,7 +274,7 @@ async fn import_volumes(
                 instances: manifest.members.len() as u64,
                 sha256: String::new(),
                 created_at: manifest.created_at,
-                owner_pid: None,
+                lease: None,
             };
             summary.copies_recorded += locator
                 .record_volume(&volume, &volume::copies_of(&manifest.volume, &good), true)

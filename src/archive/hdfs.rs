@@ -255,7 +255,10 @@ impl ArchiveStore for HdfsStore {
         }
     }
 
-    async fn remove_temporaries(&self) -> Result<usize, ArchiveError> {
+    async fn remove_temporaries(
+        &self,
+        in_use: &std::collections::HashSet<i64>,
+    ) -> Result<usize, ArchiveError> {
         let err = |e| ArchiveError::Prepare {
             path: self.path("tmp"),
             source: io(e),
@@ -268,7 +271,7 @@ impl ArchiveStore for HdfsStore {
             .map_err(err)?
         {
             let file = status.path.rsplit('/').next().unwrap_or("").to_string();
-            if !super::local::temporary_is_live(&file) {
+            if !super::temporary_in_use(&file, in_use) {
                 self.client.delete(&status.path, false).await.map_err(err)?;
                 removed += 1;
             }

@@ -1,6 +1,7 @@
 //! The local (or NAS-mounted) archive store: containers are files below one folder. Writes
 //! go to `tmp/`, are fsynced, then renamed into place and the folders fsynced.
 
+use std::collections::HashSet;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -9,15 +10,6 @@ use bytes::Bytes;
 
 use super::{ArchiveError, ArchiveStore, ContainerWriter};
 use crate::durable::{create_dir_durable, sync_dir};
-
-/// Whether a temporary (`<name>.<pid>.part`) belongs to another running process.
-pub(super) fn temporary_is_live(file_name: &str) -> bool {
-    let pid = file_name
-        .strip_suffix(".part")
-        .and_then(|s| s.rsplit('.').next())
-        .and_then(|p| p.parse::<u32>().ok());
-    pid.is_some_and(|p| p != std::process::id() && Path::new(&format!("/proc/{p}")).exists())
-}
 
 /// An archive folder.
 #[derive(Debug, Clone)]
@@ -184,15 +176,15 @@ impl ArchiveStore for LocalStore {
         })
     }
 
-    async fn remove_temporaries(&self) -> Result<usize, ArchiveError> {
+    async fn remove_temporaries(&self, in_use: &HashSet<i64>) -> Result<usize, ArchiveError> {
         let tmp = self.root.join("tmp");
+        let in_use = in_use.clone();
         blocking(move || {
             let mut removed = 0;
             for entry in std::fs::read_dir(&tmp)? {
                 let path = entry?.path();
                 let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-                let live = temporary_is_live(name);
-                if !live {
+                if !super::temporary_in_use(name, &in_use) {
                     std::fs::remove_file(&path)?;
                     removed += 1;
                 }

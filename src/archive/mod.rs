@@ -9,6 +9,7 @@ pub mod hdfs;
 pub mod local;
 pub mod seqfile;
 
+use std::collections::HashSet;
 use std::future::Future;
 
 use bytes::Bytes;
@@ -87,8 +88,12 @@ pub trait ArchiveStore: Send + Sync + 'static {
     /// Removes container `name` (a missing one is not an error).
     fn delete(&self, name: &str) -> impl Future<Output = Result<(), ArchiveError>> + Send;
 
-    /// Removes temporaries left by interrupted runs; returns how many.
-    fn remove_temporaries(&self) -> impl Future<Output = Result<usize, ArchiveError>> + Send;
+    /// Removes temporaries left by interrupted runs: all but those stamped with a lease in
+    /// `in_use` (held now by another process, of any node); returns how many.
+    fn remove_temporaries(
+        &self,
+        in_use: &HashSet<i64>,
+    ) -> impl Future<Output = Result<usize, ArchiveError>> + Send;
 }
 
 /// The configured archive store.
@@ -183,10 +188,10 @@ impl ArchiveStore for Archive {
         }
     }
 
-    async fn remove_temporaries(&self) -> Result<usize, ArchiveError> {
+    async fn remove_temporaries(&self, in_use: &HashSet<i64>) -> Result<usize, ArchiveError> {
         match self {
-            Archive::Local(s) => s.remove_temporaries().await,
-            Archive::Hdfs(s) => s.remove_temporaries().await,
+            Archive::Local(s) => s.remove_temporaries(in_use).await,
+            Archive::Hdfs(s) => s.remove_temporaries(in_use).await,
         }
     }
 }
@@ -205,7 +210,17 @@ pub fn container_name(study_instance_uid: &str) -> String {
     format!("{}/{hex}.{nanos:x}.sdcm", &hex[..2])
 }
 
-/// The temporary name a container is written under before it is published.
-pub fn temp_name(name: &str) -> String {
-    format!("tmp/{}.{}.part", name.replace('/', "_"), std::process::id())
+/// The temporary name a container is written under before it is published, stamped with
+/// the writing process's lease.
+pub fn temp_name(name: &str, lease: i64) -> String {
+    format!("tmp/{}.{lease}.part", name.replace('/', "_"))
+}
+
+/// Whether a temporary (`<name>.<lease>.part`) belongs to a lease in `in_use`.
+pub(crate) fn temporary_in_use(file_name: &str, in_use: &HashSet<i64>) -> bool {
+    file_name
+        .strip_suffix(".part")
+        .and_then(|s| s.rsplit('.').next())
+        .and_then(|l| l.parse::<i64>().ok())
+        .is_some_and(|l| in_use.contains(&l))
 }

@@ -176,15 +176,14 @@ impl Backup {
     pub async fn recover(&self) -> Result<usize, BackupError> {
         // The folder may have been lost as a whole; it is ours to re-create.
         LocalStore::open(&self.nearline_dir)?;
-        let mut removed = self.nearline.remove_temporaries().await?;
+        // Another process's claims (on any node) are its own while its lease holds.
+        let in_use = self.locator.others_live_leases().await?;
+        let mut removed = self.nearline.remove_temporaries(&in_use).await?;
         for queued in self.locator.backup_queue().await? {
             let Some(container) = queued.container else {
                 continue;
             };
-            let alive = queued.owner_pid.is_some_and(|pid| {
-                pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists()
-            });
-            if !alive {
+            if !queued.lease.is_some_and(|l| in_use.contains(&l)) {
                 warn!(study = %queued.study_instance_uid, container = %container, "releasing an interrupted backup");
                 self.locator
                     .release_backup(&queued.study_instance_uid, &container)
@@ -262,7 +261,7 @@ impl Backup {
         if !self.locator.claim_backup(study_instance_uid, &name).await? {
             return Err(BackupError::Busy(study_instance_uid.to_string()));
         }
-        let temp = temp_name(&name);
+        let temp = temp_name(&name, self.locator.lease());
         // An instance whose bytes are gone for good (no intact primary or lossless copy) is
         // left out, named, and the rest written again: it must not keep the whole study
         // from a near-line copy. (The container's header counts its records, so the write
@@ -510,6 +509,8 @@ pub struct BackupPass {
     pub studies: u64,
     pub backed_up: u64,
     pub failed: u64,
+    /// Studies another process (of this or another node) was backing up: left to it.
+    pub busy: u64,
     pub instances: u64,
     pub bytes: u64,
     pub seconds: f64,
@@ -533,6 +534,7 @@ impl BackupPass {
                     self.failures.push(format!("{study}: {lost}"));
                 }
             }
+            Err(BackupError::Busy(_)) => self.busy += 1,
             Err(e) => {
                 self.failed += 1;
                 self.failures.push(format!("{study}: {e}"));

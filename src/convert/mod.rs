@@ -39,11 +39,6 @@ use crate::reader::{ReadError, Reader};
 /// Instances read ahead of the container being written.
 const READ_AHEAD: usize = 4;
 
-/// Whether a process (of this host) is running, other than ourselves: its jobs are its own.
-fn process_alive(pid: u32) -> bool {
-    pid != std::process::id() && std::path::Path::new(&format!("/proc/{pid}")).exists()
-}
-
 /// Why a study could not be moved.
 #[derive(Debug, thiserror::Error)]
 pub enum ConvertError {
@@ -59,6 +54,8 @@ pub enum ConvertError {
     Verify(String),
     #[error("study {0} is not in the locator")]
     UnknownStudy(String),
+    #[error("study {0} is being moved by another process; left to it")]
+    Busy(String),
 }
 
 /// What one study's move did.
@@ -111,13 +108,15 @@ impl Converter {
     /// Finishes or undoes moves interrupted by a crash, and removes temporaries. Run before
     /// any new move.
     pub async fn recover(&self) -> Result<usize, ConvertError> {
-        let temporaries = self.archive.remove_temporaries().await?;
+        // Another process's moves (on any node) are its own while its lease holds.
+        let in_use = self.locator.others_live_leases().await?;
+        let temporaries = self.archive.remove_temporaries(&in_use).await?;
         let jobs: Vec<_> = self
             .locator
             .pending_jobs()
             .await?
             .into_iter()
-            .filter(|job| !process_alive(job.owner_pid))
+            .filter(|job| !job.lease.is_some_and(|l| in_use.contains(&l)))
             .collect();
         for job in &jobs {
             if job.committed {
@@ -153,7 +152,12 @@ impl Converter {
                 let online = self.online.clone();
                 let location = location.to_string();
                 let result = tokio::task::spawn_blocking(move || match online.remove(&location) {
-                    Err(e) if e.io().kind() == std::io::ErrorKind::NotFound => Ok(()),
+                    Err(e)
+                        if e.io()
+                            .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound) =>
+                    {
+                        Ok(())
+                    }
                     other => other,
                 })
                 .await
@@ -167,19 +171,29 @@ impl Converter {
     /// Archives one study: every instance, online or already archived, into a new container.
     /// A study with nothing online is left alone.
     pub async fn archive_study(&self, study_instance_uid: &str) -> Result<Moved, ConvertError> {
-        let instances = self.locator.study_instances(study_instance_uid).await?;
-        if instances.is_empty() {
-            return Err(ConvertError::UnknownStudy(study_instance_uid.to_string()));
-        }
-        if !instances.iter().any(|i| i.object.tier == Tier::Online) {
-            return Ok(Moved::default());
-        }
         let name = container_name(study_instance_uid);
-        let temp = temp_name(&name);
+        let temp = temp_name(&name, self.locator.lease());
+        // The claim first, then the listing: what another node archived before the claim is
+        // seen as archived.
         let job = self
-            .locator
-            .begin_job("archive", study_instance_uid, &name, &[])
+            .claim(
+                self.locator
+                    .begin_job("archive", study_instance_uid, &name, &[]),
+                study_instance_uid,
+            )
             .await?;
+        let instances = match self.locator.study_instances(study_instance_uid).await {
+            Ok(instances) if instances.iter().any(|i| i.object.tier == Tier::Online) => instances,
+            listed => {
+                self.locator.finish_job(job).await?;
+                return match listed? {
+                    none if none.is_empty() => {
+                        Err(ConvertError::UnknownStudy(study_instance_uid.to_string()))
+                    }
+                    _ => Ok(Moved::default()),
+                };
+            }
+        };
         match self
             .write_container(study_instance_uid, &instances, &temp, &name)
             .await
@@ -205,6 +219,17 @@ impl Converter {
                 Err(e)
             }
         }
+    }
+
+    /// The job id of a claimed move, or [`ConvertError::Busy`].
+    async fn claim(
+        &self,
+        begin: impl std::future::Future<Output = Result<Option<i64>, LocatorError>>,
+        study_instance_uid: &str,
+    ) -> Result<i64, ConvertError> {
+        begin
+            .await?
+            .ok_or_else(|| ConvertError::Busy(study_instance_uid.to_string()))
     }
 
     async fn write_container(
@@ -308,12 +333,14 @@ impl Converter {
         let planned: Vec<(Tier, String)> =
             targets.iter().map(|t| (Tier::Online, t.clone())).collect();
         let job = self
-            .locator
-            .begin_job(
-                "restore",
+            .claim(
+                self.locator.begin_job(
+                    "restore",
+                    study_instance_uid,
+                    &archived[0].object.location,
+                    &planned,
+                ),
                 study_instance_uid,
-                &archived[0].object.location,
-                &planned,
             )
             .await?;
         let mut switches = Vec::new();
@@ -393,12 +420,14 @@ impl Converter {
             .online
             .new_location(study_instance_uid, &instance.sop_instance_uid);
         let job = self
-            .locator
-            .begin_job(
-                "repair",
+            .claim(
+                self.locator.begin_job(
+                    "repair",
+                    study_instance_uid,
+                    &instance.object.location,
+                    &[(Tier::Online, target.clone())],
+                ),
                 study_instance_uid,
-                &instance.object.location,
-                &[(Tier::Online, target.clone())],
             )
             .await?;
         if let Err(e) = self.write_online(&target, bytes.clone()).await {

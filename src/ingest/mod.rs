@@ -176,8 +176,8 @@ impl Inner {
 }
 
 /// Maps an I/O failure to the C-STORE status a sender can act on.
-fn io_status(e: &io::Error) -> Status {
-    match e.raw_os_error() {
+fn io_status(e: Option<&io::Error>) -> Status {
+    match e.and_then(io::Error::raw_os_error) {
         // ENOSPC, EDQUOT: out of resources, retry later.
         Some(28) | Some(122) => Status::OutOfResources,
         _ => Status::ProcessingFailure,
@@ -245,7 +245,7 @@ impl StoreSink for IngestSink {
         self.writer
             .write(&fragment)
             .await
-            .map_err(|e| Outcome::failure(io_status(&e), format!("writing: {e}")))
+            .map_err(|e| Outcome::failure(io_status(Some(&e)), format!("writing: {e}")))
     }
 
     async fn finish(self) -> Outcome {
@@ -265,7 +265,7 @@ impl StoreSink for IngestSink {
             Ok((written, parsed)) => ingest.commit(written, parsed, &request, &source_ae).await,
             Err(e) => {
                 ingest.discard_temp(&temp).await;
-                Outcome::failure(io_status(&e), format!("writing: {e}"))
+                Outcome::failure(io_status(Some(&e)), format!("writing: {e}"))
             }
         }
     }

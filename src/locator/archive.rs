@@ -23,8 +23,9 @@ pub struct Job {
     pub container: String,
     pub committed: bool,
     pub old_locations: Vec<(Tier, String)>,
-    /// Process that runs (or ran) the job.
-    pub owner_pid: u32,
+    /// Lease of the process that runs (or ran) the job; `None` for jobs journaled before
+    /// leases existed.
+    pub lease: Option<i64>,
 }
 
 /// What a committed job switched.
@@ -50,11 +51,11 @@ pub struct Switch {
 /// (the one bound parameter). The tiering worker, `tier run` and `strata schedule` all select
 /// through this, so what `schedule` shows queued is what the next pass archives.
 const DUE_STUDIES: &str = "SELECT st.study_instance_uid AS uid, MAX(i.received_at) AS newest, \
-     SUM(i.tier = 'online') AS online_instances, \
+     SUM(CASE WHEN i.tier = 'online' THEN 1 ELSE 0 END) AS online_instances, \
      SUM(CASE WHEN i.tier = 'online' THEN i.byte_length ELSE 0 END) AS online_bytes \
      FROM studies st JOIN series se ON se.study_fk = st.id JOIN instances i ON i.series_fk = se.id \
      GROUP BY st.id \
-     HAVING MAX(i.received_at) < ? AND SUM(i.tier = 'online') > 0";
+     HAVING MAX(i.received_at) < $1 AND SUM(CASE WHEN i.tier = 'online' THEN 1 ELSE 0 END) > 0";
 
 /// What the next tiering pass would archive.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -76,7 +77,7 @@ impl Locator {
     pub async fn studies_due(&self, cutoff_ms: i64) -> Result<Vec<String>, LocatorError> {
         // Only constants are spliced in; values are bound.
         sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT uid FROM ({DUE_STUDIES}) ORDER BY newest"
+            "SELECT uid FROM ({DUE_STUDIES}) AS due ORDER BY newest"
         )))
         .bind(cutoff_ms)
         .fetch_all(&self.pool)
@@ -88,8 +89,8 @@ impl Locator {
     /// of their online instances (what the next tiering pass moves off the online tier).
     pub async fn due_totals(&self, cutoff_ms: i64) -> Result<DueTotals, LocatorError> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT COUNT(*), COALESCE(SUM(online_instances), 0), \
-             COALESCE(SUM(online_bytes), 0) FROM ({DUE_STUDIES})"
+            "SELECT COUNT(*), CAST(COALESCE(SUM(online_instances), 0) AS BIGINT), \
+             CAST(COALESCE(SUM(online_bytes), 0) AS BIGINT) FROM ({DUE_STUDIES}) AS due"
         )))
         .bind(cutoff_ms)
         .fetch_one(&self.pool)
@@ -111,7 +112,7 @@ impl Locator {
             "SELECT i.sop_instance_uid, i.tier, i.location, i.byte_offset, i.byte_length, \
                i.crc32c, i.transfer_syntax_uid \
              FROM instances i JOIN series se ON se.id = i.series_fk \
-             JOIN studies st ON st.id = se.study_fk WHERE st.study_instance_uid = ? \
+             JOIN studies st ON st.id = se.study_fk WHERE st.study_instance_uid = $1 \
              ORDER BY se.series_number, se.id, i.instance_number, i.id",
         )
         .bind(study_instance_uid)
@@ -129,50 +130,83 @@ impl Locator {
     }
 
     /// Journals a move about to write `container` (archive) or the online copies in
-    /// `creating` (restore): what recovery deletes if the move never commits.
+    /// `creating` (restore, repair): what recovery deletes if the move never commits. The
+    /// journal entry is also the study's claim: `None` when another process (of any node)
+    /// whose lease holds is moving the same study, so each study is moved by one process at
+    /// a time.
     pub async fn begin_job(
         &self,
         kind: &str,
         study_instance_uid: &str,
         container: &str,
         creating: &[(Tier, String)],
-    ) -> Result<i64, LocatorError> {
+    ) -> Result<Option<i64>, LocatorError> {
         let creating: Vec<(&str, &str)> = creating
             .iter()
             .map(|(t, l)| (t.as_str(), l.as_str()))
             .collect();
-        sqlx::query_scalar(
+        let _guard = self.write_guard().await;
+        let mut tx = self.begin_write().await.map_err(err)?;
+        // Two nodes claiming the same study queue here (SQLite: the write transaction).
+        self.lock_key(&mut tx, &format!("move {study_instance_uid}"))
+            .await
+            .map_err(err)?;
+        // Only the dialect's lease condition is spliced in; values are bound.
+        let id = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "INSERT INTO archive_jobs (kind, study_instance_uid, container, state, \
-               old_locations, started_at, owner_pid) VALUES (?, ?, ?, 'writing', ?, ?, ?) \
+               old_locations, started_at, owner_pid, lease) \
+             SELECT $1, $2, $3, 'writing', $4, $5, $6, $7 WHERE NOT EXISTS \
+               (SELECT 1 FROM archive_jobs j WHERE j.study_instance_uid = $2 \
+                AND j.lease <> $7 AND {}) \
              RETURNING id",
-        )
+            self.lease_holds_sql("j.lease")
+        )))
         .bind(kind)
         .bind(study_instance_uid)
         .bind(container)
         .bind(serde_json::to_string(&creating).expect("strings serialize"))
         .bind(super::now_millis())
         .bind(std::process::id() as i64)
-        .fetch_one(&self.pool)
+        .bind(self.lease())
+        .fetch_optional(&mut *tx)
         .await
-        .map_err(err)
+        .map_err(err)?;
+        tx.commit().await.map_err(err)?;
+        Ok(id)
     }
 
     /// In one transaction: switches every instance that is still where the move found it,
-    /// and marks the job committed with the copies to delete.
+    /// and marks the job committed with the copies to delete. Only while this process's lease
+    /// holds and the job is still its own: otherwise another process may have undone it
+    /// (deleting the container), and nothing is switched ([`LocatorError::LeaseLost`]).
     pub async fn commit_job(
         &self,
         job: i64,
         switches: &[Switch],
     ) -> Result<Committed, LocatorError> {
-        let _guard = self.write_lock.lock().await;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(err)?;
+        let _guard = self.write_guard().await;
+        let mut tx = self.begin_write().await.map_err(err)?;
+        // The job's row stays locked until commit, so no recovery can take it in between.
+        let owned: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT id FROM archive_jobs WHERE id = $1 AND lease = $2 AND {}{}",
+            self.lease_holds_sql("$2"),
+            self.dialect.for_update()
+        )))
+        .bind(job)
+        .bind(self.lease())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(err)?;
+        if owned.is_none() {
+            return Err(LocatorError::LeaseLost(self.lease()));
+        }
         let mut old = Vec::new();
         let mut switched = 0;
         for s in switches {
             let done = sqlx::query(
-                "UPDATE instances SET tier = ?, location = ?, byte_offset = ?, byte_length = ?, \
-                   crc32c = ?, transfer_syntax_uid = ? \
-                 WHERE sop_instance_uid = ? AND tier = ? AND location = ?",
+                "UPDATE instances SET tier = $1, location = $2, byte_offset = $3, byte_length = $4, \
+                   crc32c = $5, transfer_syntax_uid = $6 \
+                 WHERE sop_instance_uid = $7 AND tier = $8 AND location = $9",
             )
             .bind(s.to.tier.as_str())
             .bind(&s.to.location)
@@ -198,25 +232,29 @@ impl Locator {
         if switched > 0 {
             // A newly archived study enters the backup queue in the same transaction, so no
             // crash can archive it without queueing it.
-            sqlx::query(
+            // Only the dialect's spelling of "the larger" is spliced in; values are bound.
+            sqlx::query(sqlx::AssertSqlSafe(format!(
                 "INSERT INTO backup_queue (study_instance_uid, enqueued_at, reason) \
-                 SELECT study_instance_uid, ?, 'archived' FROM archive_jobs \
-                 WHERE id = ? AND kind = 'archive' \
-                 ON CONFLICT (study_instance_uid) DO UPDATE SET enqueued_at = \
-                   MAX(excluded.enqueued_at, backup_queue.enqueued_at + 1)",
-            )
+                 SELECT study_instance_uid, $1, 'archived' FROM archive_jobs \
+                 WHERE id = $2 AND kind = 'archive' \
+                 ON CONFLICT (study_instance_uid) DO UPDATE SET enqueued_at = {}",
+                self.dialect
+                    .greatest("excluded.enqueued_at", "backup_queue.enqueued_at + 1")
+            )))
             .bind(super::now_millis())
             .bind(job)
             .execute(&mut *tx)
             .await
             .map_err(err)?;
         }
-        sqlx::query("UPDATE archive_jobs SET state = 'committed', old_locations = ? WHERE id = ?")
-            .bind(serde_json::to_string(&old).expect("strings serialize"))
-            .bind(job)
-            .execute(&mut *tx)
-            .await
-            .map_err(err)?;
+        sqlx::query(
+            "UPDATE archive_jobs SET state = 'committed', old_locations = $1 WHERE id = $2",
+        )
+        .bind(serde_json::to_string(&old).expect("strings serialize"))
+        .bind(job)
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
         tx.commit().await.map_err(err)?;
         Ok(Committed {
             switched,
@@ -230,7 +268,7 @@ impl Locator {
     /// Moves not yet finished, oldest first.
     pub async fn pending_jobs(&self) -> Result<Vec<Job>, LocatorError> {
         let rows = sqlx::query(
-            "SELECT id, kind, study_instance_uid, container, state, old_locations, owner_pid \
+            "SELECT id, kind, study_instance_uid, container, state, old_locations, lease \
              FROM archive_jobs ORDER BY id",
         )
         .fetch_all(&self.pool)
@@ -250,7 +288,7 @@ impl Locator {
                         .into_iter()
                         .filter_map(|(t, l)| Tier::parse(&t).map(|t| (t, l)))
                         .collect(),
-                    owner_pid: row.get::<i64, _>(6) as u32,
+                    lease: row.get(6),
                 })
             })
             .collect()
@@ -258,7 +296,7 @@ impl Locator {
 
     /// Removes a finished job from the journal.
     pub async fn finish_job(&self, job: i64) -> Result<(), LocatorError> {
-        sqlx::query("DELETE FROM archive_jobs WHERE id = ?")
+        sqlx::query("DELETE FROM archive_jobs WHERE id = $1")
             .bind(job)
             .execute(&self.pool)
             .await
@@ -273,10 +311,10 @@ impl Locator {
         locations: &[String],
     ) -> Result<std::collections::HashSet<String>, LocatorError> {
         let list = serde_json::to_string(locations).expect("a list of strings");
-        sqlx::query_scalar::<_, String>(
-            "SELECT DISTINCT location FROM instances \
-             WHERE tier = ? AND location IN (SELECT value FROM json_each(?))",
-        )
+        sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(format!(
+            "SELECT DISTINCT location FROM instances WHERE tier = $1 AND location IN {}",
+            self.dialect.json_strings("$2")
+        )))
         .bind(tier.as_str())
         .bind(list)
         .fetch_all(&self.pool)
@@ -288,7 +326,8 @@ impl Locator {
     /// Whether any instance points at `location` on `tier`.
     pub async fn location_in_use(&self, tier: Tier, location: &str) -> Result<bool, LocatorError> {
         sqlx::query_scalar::<_, i64>(
-            "SELECT EXISTS (SELECT 1 FROM instances WHERE location = ? AND tier = ?)",
+            "SELECT CASE WHEN EXISTS (SELECT 1 FROM instances WHERE location = $1 AND tier = $2) \
+             THEN 1 ELSE 0 END",
         )
         .bind(location)
         .bind(tier.as_str())

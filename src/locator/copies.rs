@@ -5,9 +5,10 @@
 //! worker records a study's copies in one transaction after its container is published.
 
 use serde::Serialize;
-use sqlx::Row;
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
 
-use super::{now_millis, stored_object, Locator, LocatorError};
+use super::{now_millis, stored_object, Dialect, Locator, LocatorError};
 use crate::model::StoredObject;
 
 fn err(e: sqlx::Error) -> LocatorError {
@@ -73,7 +74,8 @@ pub struct QueuedStudy {
     pub reason: String,
     /// A container some process is (or was) writing for it.
     pub container: Option<String>,
-    pub owner_pid: Option<u32>,
+    /// The lease of the process that claimed it.
+    pub lease: Option<i64>,
 }
 
 /// One primary copy, for scrubbing.
@@ -92,7 +94,7 @@ pub struct QueueLengths {
     pub repairs: u64,
 }
 
-fn copy_row(row: &sqlx::sqlite::SqliteRow) -> Result<Copy, sqlx::Error> {
+fn copy_row(row: &AnyRow) -> Result<Copy, sqlx::Error> {
     Ok(Copy {
         sop_instance_uid: row.try_get(0)?,
         kind: CopyKind::parse(row.try_get(1)?)?,
@@ -129,15 +131,17 @@ impl Copy {
 /// nothing was added since (see [`Locator::backup_mark`]). Runs inside the caller's
 /// transaction.
 pub(super) async fn enqueue_in(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut AnyConnection,
+    dialect: Dialect,
     study_instance_uid: &str,
     reason: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO backup_queue (study_instance_uid, enqueued_at, reason) VALUES (?, ?, ?) \
-         ON CONFLICT (study_instance_uid) DO UPDATE SET \
-           enqueued_at = MAX(excluded.enqueued_at, backup_queue.enqueued_at + 1)",
-    )
+    // Only the dialect's spelling of "the larger" is spliced in; values are bound.
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO backup_queue (study_instance_uid, enqueued_at, reason) VALUES ($1, $2, $3) \
+         ON CONFLICT (study_instance_uid) DO UPDATE SET enqueued_at = {}",
+        dialect.greatest("excluded.enqueued_at", "backup_queue.enqueued_at + 1")
+    )))
     .bind(study_instance_uid)
     .bind(now_millis())
     .bind(reason)
@@ -149,15 +153,13 @@ pub(super) async fn enqueue_in(
 /// Records copy `c`, inside the caller's transaction, unless
 /// its source is no longer the instance's current bytes (the instance was overwritten
 /// meanwhile) or the same place is already recorded. Returns whether it was recorded.
-pub(super) async fn insert_copy(
-    conn: &mut sqlx::SqliteConnection,
-    c: &Copy,
-) -> Result<bool, sqlx::Error> {
+pub(super) async fn insert_copy(conn: &mut AnyConnection, c: &Copy) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
-        "INSERT OR IGNORE INTO copies (sop_instance_uid, kind, location, member, \
+        "INSERT INTO copies (sop_instance_uid, kind, location, member, \
            byte_offset, byte_length, crc32c, format, created_at, source_crc32c) \
-         SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE EXISTS \
-           (SELECT 1 FROM instances WHERE sop_instance_uid = ? AND crc32c = ?)",
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 WHERE EXISTS \
+           (SELECT 1 FROM instances WHERE sop_instance_uid = $11 AND crc32c = $12) \
+         ON CONFLICT (sop_instance_uid, kind, location) DO NOTHING",
     )
     .bind(&c.sop_instance_uid)
     .bind(c.kind.as_str())
@@ -180,7 +182,7 @@ impl Locator {
     /// Every extra copy of an instance: near-line first, then offline, newest first.
     pub async fn copies_of(&self, sop_instance_uid: &str) -> Result<Vec<Copy>, LocatorError> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {COPY_COLUMNS} FROM copies WHERE sop_instance_uid = ? \
+            "SELECT {COPY_COLUMNS} FROM copies WHERE sop_instance_uid = $1 \
              ORDER BY kind = 'offline', created_at DESC, id DESC"
         )))
         .bind(sop_instance_uid)
@@ -198,8 +200,8 @@ impl Locator {
         source_crc32c: u32,
     ) -> Result<Vec<Copy>, LocatorError> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {COPY_COLUMNS} FROM copies WHERE sop_instance_uid = ? AND kind = 'offline' \
-             AND source_crc32c = ? AND format = 'original' AND bad_since IS NULL \
+            "SELECT {COPY_COLUMNS} FROM copies WHERE sop_instance_uid = $1 AND kind = 'offline' \
+             AND source_crc32c = $2 AND format = 'original' AND bad_since IS NULL \
              ORDER BY created_at DESC, id DESC"
         )))
         .bind(sop_instance_uid)
@@ -217,10 +219,10 @@ impl Locator {
         limit: u32,
     ) -> Result<Vec<(i64, Copy)>, LocatorError> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {COPY_COLUMNS}, id FROM copies WHERE id > ? ORDER BY id LIMIT ?"
+            "SELECT {COPY_COLUMNS}, id FROM copies WHERE id > $1 ORDER BY id LIMIT $2"
         )))
         .bind(after)
-        .bind(limit)
+        .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await
         .map_err(err)?;
@@ -239,10 +241,10 @@ impl Locator {
             "SELECT i.id, i.sop_instance_uid, st.study_instance_uid, i.tier, i.location, \
                i.byte_offset, i.byte_length, i.crc32c, i.transfer_syntax_uid \
              FROM instances i JOIN series se ON se.id = i.series_fk \
-             JOIN studies st ON st.id = se.study_fk WHERE i.id > ? ORDER BY i.id LIMIT ?",
+             JOIN studies st ON st.id = se.study_fk WHERE i.id > $1 ORDER BY i.id LIMIT $2",
         )
         .bind(after)
-        .bind(limit)
+        .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await
         .map_err(err)?;
@@ -262,7 +264,7 @@ impl Locator {
     pub async fn study_of(&self, sop_instance_uid: &str) -> Result<Option<String>, LocatorError> {
         sqlx::query_scalar(
             "SELECT st.study_instance_uid FROM instances i JOIN series se ON se.id = i.series_fk \
-             JOIN studies st ON st.id = se.study_fk WHERE i.sop_instance_uid = ?",
+             JOIN studies st ON st.id = se.study_fk WHERE i.sop_instance_uid = $1",
         )
         .bind(sop_instance_uid)
         .fetch_optional(&self.pool)
@@ -276,9 +278,9 @@ impl Locator {
         study_instance_uid: &str,
         reason: &str,
     ) -> Result<(), LocatorError> {
-        let _guard = self.write_lock.lock().await;
+        let _guard = self.write_guard().await;
         let mut conn = self.pool.acquire().await.map_err(err)?;
-        enqueue_in(&mut conn, study_instance_uid, reason)
+        enqueue_in(&mut conn, self.dialect, study_instance_uid, reason)
             .await
             .map_err(err)
     }
@@ -286,7 +288,7 @@ impl Locator {
     /// The backup queue, oldest first.
     pub async fn backup_queue(&self) -> Result<Vec<QueuedStudy>, LocatorError> {
         let rows = sqlx::query(
-            "SELECT study_instance_uid, enqueued_at, reason, container, owner_pid \
+            "SELECT study_instance_uid, enqueued_at, reason, container, lease \
              FROM backup_queue ORDER BY enqueued_at, study_instance_uid",
         )
         .fetch_all(&self.pool)
@@ -299,7 +301,7 @@ impl Locator {
                 enqueued_at: r.get(1),
                 reason: r.get(2),
                 container: r.get(3),
-                owner_pid: r.get::<Option<i64>, _>(4).map(|p| p as u32),
+                lease: r.get(4),
             })
             .collect())
     }
@@ -312,13 +314,14 @@ impl Locator {
         study_instance_uid: &str,
         container: &str,
     ) -> Result<bool, LocatorError> {
-        let _guard = self.write_lock.lock().await;
+        let _guard = self.write_guard().await;
         let done = sqlx::query(
-            "UPDATE backup_queue SET container = ?, owner_pid = ? \
-             WHERE study_instance_uid = ? AND container IS NULL",
+            "UPDATE backup_queue SET container = $1, owner_pid = $2, lease = $3 \
+             WHERE study_instance_uid = $4 AND container IS NULL",
         )
         .bind(container)
         .bind(std::process::id() as i64)
+        .bind(self.lease())
         .bind(study_instance_uid)
         .execute(&self.pool)
         .await
@@ -333,10 +336,10 @@ impl Locator {
         study_instance_uid: &str,
         container: &str,
     ) -> Result<(), LocatorError> {
-        let _guard = self.write_lock.lock().await;
+        let _guard = self.write_guard().await;
         sqlx::query(
-            "UPDATE backup_queue SET container = NULL, owner_pid = NULL \
-             WHERE study_instance_uid = ? AND container = ?",
+            "UPDATE backup_queue SET container = NULL, owner_pid = NULL, lease = NULL \
+             WHERE study_instance_uid = $1 AND container = $2",
         )
         .bind(study_instance_uid)
         .bind(container)
@@ -352,7 +355,7 @@ impl Locator {
     /// drops an instance the backup did not copy. (A time taken before listing would not do:
     /// a store's transaction sets its time before it commits.)
     pub async fn backup_mark(&self, study_instance_uid: &str) -> Result<Option<i64>, LocatorError> {
-        sqlx::query_scalar("SELECT enqueued_at FROM backup_queue WHERE study_instance_uid = ?")
+        sqlx::query_scalar("SELECT enqueued_at FROM backup_queue WHERE study_instance_uid = $1")
             .bind(study_instance_uid)
             .fetch_optional(&self.pool)
             .await
@@ -372,20 +375,25 @@ impl Locator {
         mark: Option<i64>,
         copies: &[Copy],
     ) -> Result<Vec<String>, LocatorError> {
-        let _guard = self.write_lock.lock().await;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(err)?;
+        let _guard = self.write_guard().await;
+        let mut tx = self.begin_write().await.map_err(err)?;
         // Only while the claim holds: another process's recovery that took this writer for
         // dead has released it and may have deleted the container.
-        let claimed: i64 = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM backup_queue \
-             WHERE study_instance_uid = ? AND container = ?)",
-        )
+        // The claim's row stays locked until commit, so no release slips in between; and only
+        // while this process's lease holds.
+        let claimed: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT study_instance_uid FROM backup_queue \
+             WHERE study_instance_uid = $1 AND container = $2 AND lease = $3 AND {}{}",
+            self.lease_holds_sql("$3"),
+            self.dialect.for_update()
+        )))
         .bind(study_instance_uid)
         .bind(container)
-        .fetch_one(&mut *tx)
+        .bind(self.lease())
+        .fetch_optional(&mut *tx)
         .await
         .map_err(err)?;
-        if claimed == 0 {
+        if claimed.is_none() {
             return Err(LocatorError::ClaimLost {
                 study_instance_uid: study_instance_uid.to_string(),
                 container: container.to_string(),
@@ -394,8 +402,8 @@ impl Locator {
         let mut old: Vec<String> = Vec::new();
         for c in copies {
             let replaced: Vec<String> = sqlx::query_scalar(
-                "DELETE FROM copies WHERE sop_instance_uid = ? AND kind = 'nearline' \
-                 AND EXISTS (SELECT 1 FROM instances WHERE sop_instance_uid = ? AND crc32c = ?) \
+                "DELETE FROM copies WHERE sop_instance_uid = $1 AND kind = 'nearline' \
+                 AND EXISTS (SELECT 1 FROM instances WHERE sop_instance_uid = $2 AND crc32c = $3) \
                  RETURNING location",
             )
             .bind(&c.sop_instance_uid)
@@ -411,15 +419,15 @@ impl Locator {
             }
             insert_copy(&mut tx, c).await.map_err(err)?;
         }
-        sqlx::query("DELETE FROM backup_queue WHERE study_instance_uid = ? AND enqueued_at <= ?")
+        sqlx::query("DELETE FROM backup_queue WHERE study_instance_uid = $1 AND enqueued_at <= $2")
             .bind(study_instance_uid)
             .bind(mark.unwrap_or(i64::MIN))
             .execute(&mut *tx)
             .await
             .map_err(err)?;
         sqlx::query(
-            "UPDATE backup_queue SET container = NULL, owner_pid = NULL \
-             WHERE study_instance_uid = ?",
+            "UPDATE backup_queue SET container = NULL, owner_pid = NULL, lease = NULL \
+             WHERE study_instance_uid = $1",
         )
         .bind(study_instance_uid)
         .execute(&mut *tx)
@@ -427,13 +435,13 @@ impl Locator {
         .map_err(err)?;
         let mut unused = Vec::new();
         for l in old {
-            let used: i64 =
-                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM copies WHERE location = ?)")
+            let used: Option<i64> =
+                sqlx::query_scalar("SELECT 1 FROM copies WHERE location = $1 LIMIT 1")
                     .bind(&l)
-                    .fetch_one(&mut *tx)
+                    .fetch_optional(&mut *tx)
                     .await
                     .map_err(err)?;
-            if used == 0 {
+            if used.is_none() {
                 unused.push(l);
             }
         }
@@ -446,8 +454,9 @@ impl Locator {
     /// claim together, so a published container is always one or the other until deleted.
     pub async fn nearline_container_in_use(&self, container: &str) -> Result<bool, LocatorError> {
         sqlx::query_scalar::<_, i64>(
-            "SELECT EXISTS (SELECT 1 FROM backup_queue WHERE container = ?) \
-             OR EXISTS (SELECT 1 FROM copies WHERE location = ? AND kind = 'nearline')",
+            "SELECT CASE WHEN EXISTS (SELECT 1 FROM backup_queue WHERE container = $1) \
+             OR EXISTS (SELECT 1 FROM copies WHERE location = $2 AND kind = 'nearline') \
+             THEN 1 ELSE 0 END",
         )
         .bind(container)
         .bind(container)
@@ -459,10 +468,10 @@ impl Locator {
 
     /// Notes whether a copy read back intact (`bad` false) or missing or damaged.
     pub async fn mark_copy(&self, copy: &Copy, bad: bool) -> Result<(), LocatorError> {
-        let _guard = self.write_lock.lock().await;
+        let _guard = self.write_guard().await;
         sqlx::query(
-            "UPDATE copies SET bad_since = CASE WHEN ? THEN COALESCE(bad_since, ?) END \
-             WHERE sop_instance_uid = ? AND kind = ? AND location = ?",
+            "UPDATE copies SET bad_since = CASE WHEN $1 THEN COALESCE(bad_since, $2) END \
+             WHERE sop_instance_uid = $3 AND kind = $4 AND location = $5",
         )
         .bind(bad)
         .bind(now_millis())
@@ -481,9 +490,9 @@ impl Locator {
         sop_instance_uid: &str,
         reason: &str,
     ) -> Result<(), LocatorError> {
-        let _guard = self.write_lock.lock().await;
+        let _guard = self.write_guard().await;
         sqlx::query(
-            "INSERT INTO repairs (sop_instance_uid, detected_at, reason) VALUES (?, ?, ?) \
+            "INSERT INTO repairs (sop_instance_uid, detected_at, reason) VALUES ($1, $2, $3) \
              ON CONFLICT (sop_instance_uid) DO NOTHING",
         )
         .bind(sop_instance_uid)
@@ -505,8 +514,8 @@ impl Locator {
 
     /// Takes an instance off the repair queue.
     pub async fn finish_repair(&self, sop_instance_uid: &str) -> Result<(), LocatorError> {
-        let _guard = self.write_lock.lock().await;
-        sqlx::query("DELETE FROM repairs WHERE sop_instance_uid = ?")
+        let _guard = self.write_guard().await;
+        sqlx::query("DELETE FROM repairs WHERE sop_instance_uid = $1")
             .bind(sop_instance_uid)
             .execute(&self.pool)
             .await

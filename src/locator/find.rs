@@ -1,11 +1,11 @@
 //! C-FIND queries over the index. The SQL is built from a fixed set of column expressions;
 //! every value from the network is a bound parameter, never spliced into the text.
 
-use futures_util::TryStreamExt;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 use sqlx::Row;
 use tokio::sync::mpsc;
 
+use super::dialect::{number_placeholders, Dialect};
 use super::{Locator, LocatorError};
 use crate::model::matching::{like_pattern, time_range_high, Matcher};
 use crate::model::person_name;
@@ -109,13 +109,15 @@ fn combined_study_datetime(query: &FindQuery) -> Option<(Option<String>, Option<
 }
 
 /// A bound value.
+#[derive(Clone)]
 enum Bind {
     Text(String),
     Integer(Option<i64>),
 }
 
-/// Builds the statement for a query. Returns the SQL and its bound values in order.
-fn build(query: &FindQuery) -> (String, Vec<Bind>) {
+/// Builds the statement for a query, ordered but without its LIMIT (the caller pages).
+/// Returns the SQL and its bound values in order.
+fn build(query: &FindQuery, dialect: Dialect) -> (String, Vec<Bind>) {
     let level = query.level;
     let availability_column;
     let mut select: Vec<&str> = vec![
@@ -190,26 +192,37 @@ fn build(query: &FindQuery) -> (String, Vec<Bind>) {
             ),
             QueryLevel::Image => ("(i.tier <> 'online')", "WHERE x.id = i.id"),
         };
-        availability_column = format!(
-            "max({tier}, COALESCE((SELECT MAX(CASE \
+        let lost = format!(
+            "COALESCE((SELECT MAX(CASE \
                WHEN EXISTS (SELECT 1 FROM copies c WHERE c.sop_instance_uid = r.sop_instance_uid \
                  AND c.kind = 'nearline' AND c.bad_since IS NULL) THEN 1 \
                WHEN EXISTS (SELECT 1 FROM copies c WHERE c.sop_instance_uid = r.sop_instance_uid \
                  AND c.kind = 'offline' AND c.bad_since IS NULL) THEN 2 ELSE 3 END) \
-             FROM repairs r JOIN instances x ON x.sop_instance_uid = r.sop_instance_uid {below}), 0))"
+             FROM repairs r JOIN instances x ON x.sop_instance_uid = r.sop_instance_uid {below}), 0)"
         );
+        availability_column =
+            dialect.greatest(&format!("CASE WHEN {tier} THEN 1 ELSE 0 END"), &lost);
         select.push(&availability_column);
     }
     let computed = query.computed;
+    let modalities = format!(
+        "(SELECT {} FROM series x WHERE x.study_fk = st.id)",
+        dialect.comma_list_distinct("x.modality")
+    );
+    let sop_classes = format!(
+        "(SELECT {} FROM instances x JOIN series y ON y.id = x.series_fk \
+         WHERE y.study_fk = st.id)",
+        dialect.comma_list_distinct("x.sop_class_uid")
+    );
     if computed.any() {
         let counts = computed.related_counts;
-        let pick = |wanted: bool, sql: &'static str, otherwise: &'static str| {
+        fn pick<'a>(wanted: bool, sql: &'a str, otherwise: &'a str) -> &'a str {
             if wanted {
                 sql
             } else {
                 otherwise
             }
-        };
+        }
         match level {
             QueryLevel::Patient => select.extend([
                 pick(
@@ -243,18 +256,8 @@ fn build(query: &FindQuery) -> (String, Vec<Bind>) {
                       WHERE y.study_fk = st.id)",
                     "0",
                 ),
-                pick(
-                    computed.modalities,
-                    "(SELECT GROUP_CONCAT(DISTINCT x.modality) FROM series x \
-                      WHERE x.study_fk = st.id)",
-                    "''",
-                ),
-                pick(
-                    computed.sop_classes,
-                    "(SELECT GROUP_CONCAT(DISTINCT x.sop_class_uid) FROM instances x \
-                      JOIN series y ON y.id = x.series_fk WHERE y.study_fk = st.id)",
-                    "''",
-                ),
+                pick(computed.modalities, &modalities, "''"),
+                pick(computed.sop_classes, &sop_classes, "''"),
             ]),
             QueryLevel::Series => select.extend([
                 "0",
@@ -291,10 +294,12 @@ fn build(query: &FindQuery) -> (String, Vec<Bind>) {
             // Matches a study when any of its series has a matching modality.
             let (test, bind) = match matcher {
                 Matcher::Universal => continue,
-                Matcher::Single(v) => ("x.modality = ?", v.clone()),
-                Matcher::Wildcard(p) => ("x.modality LIKE ? ESCAPE '\\'", like_pattern(p)),
+                Matcher::Single(v) => ("x.modality = ?".to_string(), v.clone()),
+                Matcher::Wildcard(p) => {
+                    ("x.modality LIKE ? ESCAPE '\\'".to_string(), like_pattern(p))
+                }
                 Matcher::UidList(list) => (
-                    "x.modality IN (SELECT value FROM json_each(?))",
+                    format!("x.modality IN {}", dialect.json_strings("?")),
                     serde_json::to_string(list).expect("strings serialize"),
                 ),
                 Matcher::Range { .. } => continue,
@@ -343,7 +348,7 @@ fn build(query: &FindQuery) -> (String, Vec<Bind>) {
             }
             Matcher::UidList(uids) => {
                 // One bound JSON array: no limit on the number of SQL variables.
-                clauses.push(format!("{col} IN (SELECT value FROM json_each(?))"));
+                clauses.push(format!("{col} IN {}", dialect.json_strings("?")));
                 binds.push(Bind::Text(
                     serde_json::to_string(uids).expect("strings serialize"),
                 ));
@@ -386,15 +391,15 @@ fn build(query: &FindQuery) -> (String, Vec<Bind>) {
         sql.push_str(" WHERE ");
         sql.push_str(&clauses.join(" AND "));
     }
-    sql.push_str(&format!(" ORDER BY {order} LIMIT {}", query.limit + 1));
-    (sql, binds)
+    sql.push_str(&format!(" ORDER BY {order}"));
+    (number_placeholders(&sql), binds)
 }
 
-fn row_to_match(row: &SqliteRow, query: &FindQuery) -> Result<FindRow, sqlx::Error> {
+fn row_to_match(row: &AnyRow, query: &FindQuery) -> Result<FindRow, sqlx::Error> {
     let mut out = FindRow::default();
     let level = query.level;
-    let int = |row: &SqliteRow, i: usize| -> Result<Option<i64>, sqlx::Error> { row.try_get(i) };
-    let s = |row: &SqliteRow, i: usize| -> Result<String, sqlx::Error> {
+    let int = |row: &AnyRow, i: usize| -> Result<Option<i64>, sqlx::Error> { row.try_get(i) };
+    let s = |row: &AnyRow, i: usize| -> Result<String, sqlx::Error> {
         Ok(row.try_get::<Option<String>, _>(i)?.unwrap_or_default())
     };
     out.patient = PatientAttributes {
@@ -445,7 +450,7 @@ fn row_to_match(row: &SqliteRow, query: &FindQuery) -> Result<FindRow, sqlx::Err
         i += 1;
     }
     if query.computed.any() && level != QueryLevel::Image {
-        let n = |row: &SqliteRow, i: usize| -> Result<u64, sqlx::Error> {
+        let n = |row: &AnyRow, i: usize| -> Result<u64, sqlx::Error> {
             Ok(row.try_get::<i64, _>(i)? as u64)
         };
         out.related_studies = n(row, i)?;
@@ -465,40 +470,78 @@ fn row_to_match(row: &SqliteRow, query: &FindQuery) -> Result<FindRow, sqlx::Err
     Ok(out)
 }
 
-/// Rows buffered between the database and the association; the query waits when the peer is
-/// slow instead of holding every match in memory.
+/// Rows buffered between the database and the association.
 const ROWS_IN_FLIGHT: usize = 64;
+/// Matches read per statement: a small first page answers quickly; later pages are larger so
+/// a big result costs few statements. A page is read whole and its connection returned
+/// before any of it is sent, so a requestor that stops reading holds memory for one page,
+/// never a database connection.
+const FIRST_PAGE: usize = 256;
+const LATER_PAGES: usize = 4096;
 
 impl Locator {
     /// Runs a C-FIND query, newest study first, at most `limit + 1` matches (one more than
     /// allowed tells the caller there were too many). Rows stream through a bounded channel
-    /// from a task that stops as soon as the receiver is dropped (C-CANCEL, abort).
+    /// from a task that stops as soon as the receiver is dropped (C-CANCEL, abort). The
+    /// matches are read in pages (`LIMIT … OFFSET …` over a total order), so the task holds
+    /// a pooled connection only while a page is read, not while the peer is slow.
     pub fn find(&self, query: FindQuery) -> mpsc::Receiver<Result<FindRow, LocatorError>> {
         let (tx, rx) = mpsc::channel(ROWS_IN_FLIGHT);
         let pool = self.pool.clone();
+        let dialect = self.dialect;
         tokio::spawn(async move {
-            let (sql, binds) = build(&query);
-            // Safe: `build` assembles the text from fixed fragments only; values are bound.
-            let mut statement = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for bind in binds {
-                statement = match bind {
-                    Bind::Text(v) => statement.bind(v),
-                    Bind::Integer(v) => statement.bind(v),
+            let (sql, binds) = build(&query, dialect);
+            let wanted = query.limit + 1;
+            let mut read = 0;
+            while read < wanted {
+                let page = if read == 0 { FIRST_PAGE } else { LATER_PAGES }.min(wanted - read);
+                let rows = match find_page(&pool, &sql, &binds, &query, page, read).await {
+                    Ok(rows) => rows,
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
                 };
-            }
-            let mut rows = statement.fetch(&pool);
-            loop {
-                let item = match rows.try_next().await {
-                    Ok(None) => break,
-                    Ok(Some(row)) => row_to_match(&row, &query).map_err(LocatorError::Find),
-                    Err(e) => Err(LocatorError::Find(e)),
-                };
-                let failed = item.is_err();
-                if tx.send(item).await.is_err() || failed {
+                let last = rows.len() < page;
+                read += rows.len();
+                for row in rows {
+                    if tx.send(Ok(row)).await.is_err() {
+                        return;
+                    }
+                }
+                if last {
                     break;
                 }
             }
         });
         rx
     }
+}
+
+/// Reads `limit` matches from `offset` on, and returns the connection before answering.
+async fn find_page(
+    pool: &sqlx::AnyPool,
+    sql: &str,
+    binds: &[Bind],
+    query: &FindQuery,
+    limit: usize,
+    offset: usize,
+) -> Result<Vec<FindRow>, LocatorError> {
+    // Safe: `build` assembles the text from fixed fragments only; values are bound, and the
+    // page bounds are numbers.
+    let text = format!("{sql} LIMIT {limit} OFFSET {offset}");
+    let mut statement = sqlx::query(sqlx::AssertSqlSafe(text));
+    for bind in binds {
+        statement = match bind.clone() {
+            Bind::Text(v) => statement.bind(v),
+            Bind::Integer(v) => statement.bind(v),
+        };
+    }
+    let rows = statement
+        .fetch_all(pool)
+        .await
+        .map_err(LocatorError::Find)?;
+    rows.iter()
+        .map(|row| row_to_match(row, query).map_err(LocatorError::Find))
+        .collect()
 }

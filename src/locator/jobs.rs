@@ -3,6 +3,7 @@
 //! Judging whether a running row's process is still alive is the caller's business
 //! (`crate::jobs`); this module only stores and reads.
 
+use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use super::{Locator, LocatorError};
@@ -34,11 +35,18 @@ pub struct JobRunRow {
     pub pid: u32,
     /// `cli` or `server`.
     pub trigger: String,
+    /// The node that ran it.
+    pub node: String,
+    /// Whether the lease of the process running it still holds (a `running` row whose
+    /// lease is gone was interrupted).
+    pub lease_live: bool,
 }
 
-const COLUMNS: &str = "id, job, started_at, finished_at, outcome, summary, pid, \"trigger\"";
+/// The columns [`row_of`] reads; `{holds}` is the condition that the run's lease holds.
+const COLUMNS: &str = "id, job, started_at, finished_at, outcome, summary, pid, \"trigger\", \
+     node, CASE WHEN {holds} THEN 1 ELSE 0 END AS lease_live";
 
-fn row_of(row: &sqlx::sqlite::SqliteRow) -> JobRunRow {
+fn row_of(row: &AnyRow) -> JobRunRow {
     JobRunRow {
         id: row.get(0),
         job: row.get(1),
@@ -48,12 +56,14 @@ fn row_of(row: &sqlx::sqlite::SqliteRow) -> JobRunRow {
         summary: row.get(5),
         pid: row.get::<i64, _>(6) as u32,
         trigger: row.get(7),
+        node: row.get(8),
+        lease_live: row.get::<i64, _>(9) == 1,
     }
 }
 
 impl Locator {
-    /// Records that `job` started now in process `pid`; returns the run's id. Prunes the
-    /// job's oldest rows beyond the kept number.
+    /// Records that `job` started now in process `pid`, under this process's lease; returns
+    /// the run's id. Prunes the job's oldest rows beyond the kept number.
     pub async fn start_run(
         &self,
         job: &str,
@@ -61,22 +71,24 @@ impl Locator {
         pid: u32,
         started_at: i64,
     ) -> Result<i64, LocatorError> {
-        let _guard = self.write_lock.lock().await;
-        let mut tx = self.pool.begin().await.map_err(err)?;
+        let _guard = self.write_guard().await;
+        let mut tx = self.begin_write().await.map_err(err)?;
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO job_runs (job, started_at, outcome, pid, \"trigger\") \
-             VALUES (?, ?, 'running', ?, ?) RETURNING id",
+            "INSERT INTO job_runs (job, started_at, outcome, pid, \"trigger\", lease, node) \
+             VALUES ($1, $2, 'running', $3, $4, $5, $6) RETURNING id",
         )
         .bind(job)
         .bind(started_at)
         .bind(i64::from(pid))
         .bind(trigger)
+        .bind(self.lease())
+        .bind(self.node())
         .fetch_one(&mut *tx)
         .await
         .map_err(err)?;
         sqlx::query(
-            "DELETE FROM job_runs WHERE job = ? AND id NOT IN \
-             (SELECT id FROM job_runs WHERE job = ? ORDER BY id DESC LIMIT ?)",
+            "DELETE FROM job_runs WHERE job = $1 AND id NOT IN \
+             (SELECT id FROM job_runs WHERE job = $2 ORDER BY id DESC LIMIT $3)",
         )
         .bind(job)
         .bind(job)
@@ -96,22 +108,30 @@ impl Locator {
         outcome: &str,
         summary: &str,
     ) -> Result<(), LocatorError> {
-        let _guard = self.write_lock.lock().await;
-        sqlx::query("UPDATE job_runs SET finished_at = ?, outcome = ?, summary = ? WHERE id = ?")
-            .bind(finished_at)
-            .bind(outcome)
-            .bind(summary)
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .map_err(err)?;
+        let _guard = self.write_guard().await;
+        sqlx::query(
+            "UPDATE job_runs SET finished_at = $1, outcome = $2, summary = $3 WHERE id = $4",
+        )
+        .bind(finished_at)
+        .bind(outcome)
+        .bind(summary)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(err)?;
         Ok(())
+    }
+
+    /// The columns of [`row_of`] for table alias-free `job_runs`.
+    fn run_columns(&self) -> String {
+        COLUMNS.replace("{holds}", &self.lease_holds_sql("job_runs.lease"))
     }
 
     /// Runs still marked `running` (some may belong to processes that died).
     pub async fn runs_in_progress(&self) -> Result<Vec<JobRunRow>, LocatorError> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM job_runs WHERE outcome = 'running' ORDER BY id"
+            "SELECT {} FROM job_runs WHERE outcome = 'running' ORDER BY id",
+            self.run_columns()
         )))
         .fetch_all(&self.pool)
         .await
@@ -119,12 +139,12 @@ impl Locator {
         Ok(rows.iter().map(row_of).collect())
     }
 
-    /// Marks a running row whose process is gone as `interrupted` (`finished_at` stays NULL:
+    /// Marks a running row whose lease is gone as `interrupted` (`finished_at` stays NULL:
     /// nobody saw it end).
     pub async fn settle_interrupted_run(&self, id: i64) -> Result<(), LocatorError> {
-        let _guard = self.write_lock.lock().await;
+        let _guard = self.write_guard().await;
         sqlx::query(
-            "UPDATE job_runs SET outcome = 'interrupted' WHERE id = ? AND outcome = 'running'",
+            "UPDATE job_runs SET outcome = 'interrupted' WHERE id = $1 AND outcome = 'running'",
         )
         .bind(id)
         .execute(&self.pool)
@@ -136,8 +156,10 @@ impl Locator {
     /// The most recently started run of every job that has run at all, by job name.
     pub async fn last_runs(&self) -> Result<Vec<JobRunRow>, LocatorError> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM job_runs r \
-             WHERE r.id = (SELECT MAX(l.id) FROM job_runs l WHERE l.job = r.job) ORDER BY job"
+            "SELECT {} FROM job_runs \
+             WHERE job_runs.id = (SELECT MAX(l.id) FROM job_runs l WHERE l.job = job_runs.job) \
+             ORDER BY job",
+            self.run_columns()
         )))
         .fetch_all(&self.pool)
         .await
@@ -147,10 +169,11 @@ impl Locator {
 
     /// Adds `by` to counter `name` (created at 0 when missing); returns the new value.
     pub async fn add_to_counter(&self, name: &str, by: u64) -> Result<u64, LocatorError> {
-        let _guard = self.write_lock.lock().await;
+        let _guard = self.write_guard().await;
         sqlx::query_scalar::<_, i64>(
-            "INSERT INTO counters (name, value) VALUES (?, ?) \
-             ON CONFLICT (name) DO UPDATE SET value = value + excluded.value RETURNING value",
+            "INSERT INTO counters (name, value) VALUES ($1, $2) \
+             ON CONFLICT (name) DO UPDATE SET value = counters.value + excluded.value \
+             RETURNING value",
         )
         .bind(name)
         .bind(by as i64)
@@ -162,7 +185,7 @@ impl Locator {
 
     /// The value of counter `name` (0 when it never counted).
     pub async fn counter(&self, name: &str) -> Result<u64, LocatorError> {
-        sqlx::query_scalar::<_, i64>("SELECT value FROM counters WHERE name = ?")
+        sqlx::query_scalar::<_, i64>("SELECT value FROM counters WHERE name = $1")
             .bind(name)
             .fetch_optional(&self.pool)
             .await

@@ -1,14 +1,19 @@
 //! The locator database: the patient/study/series/instance index, where every instance's
 //! bytes live, and the audit log. All SQL in Strata lives in this module.
 //!
-//! SQLite runs in WAL mode with `synchronous = FULL`, so a committed row survives power loss.
-//! SQLite allows one writer at a time; writes take an in-process lock first so they queue here
-//! instead of failing with SQLITE_BUSY. Keep the SQL portable: PostgreSQL follows.
+//! Two databases, one API (`dialect`): SQLite, the embedded default, runs in WAL mode with
+//! `synchronous = FULL`, so a committed row survives power loss; it allows one writer at a
+//! time, so writes take an in-process lock first and queue here instead of failing with
+//! SQLITE_BUSY. PostgreSQL serves several nodes sharing one site; it locks rows, and the few
+//! decisions that must not race between nodes (which copy of a SOP Instance UID wins) take a
+//! transaction-scoped advisory lock. Statements use `$N` placeholders, which both accept.
 
 pub mod archive;
 pub mod copies;
+pub mod dialect;
 pub mod find;
 pub mod jobs;
+pub mod leases;
 pub mod retrieve;
 pub mod volumes;
 
@@ -17,11 +22,13 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use serde::Serialize;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
-use sqlx::{Row, Sqlite, Transaction};
-use tokio::sync::Mutex;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{Any, AnyConnection, AnyPool, ConnectOptions, Executor, Row, Transaction};
+use tokio::sync::{Mutex, MutexGuard};
+
+pub use dialect::Dialect;
+pub use leases::{Owner, Role};
 
 use crate::config::LocatorConfig;
 use crate::model::person_name;
@@ -55,6 +62,12 @@ pub enum LocatorError {
     Copies(#[source] sqlx::Error),
     #[error("cannot read or record job runs or counters: {0}")]
     Jobs(#[source] sqlx::Error),
+    #[error("cannot take, renew or read leases: {0}")]
+    Lease(#[source] sqlx::Error),
+    #[error(
+        "this process's lease {0} has expired: its claim may have been taken over; not recorded"
+    )]
+    LeaseLost(i64),
     #[error("unknown tier {0:?} in the locator")]
     UnknownTier(String),
     #[error("the backup claim on study {study_instance_uid} for {container} was released meanwhile (taken for an interrupted run); not recorded")]
@@ -111,8 +124,13 @@ const SERIES_CACHE_LIMIT: usize = 4096;
 /// The locator database.
 #[derive(Debug)]
 pub struct Locator {
-    pool: SqlitePool,
+    pool: AnyPool,
+    dialect: Dialect,
+    /// SQLite only: one writer at a time within this process.
     write_lock: Mutex<()>,
+    /// This process's lease (see `leases`) and its heartbeat.
+    held: std::sync::Arc<leases::Held>,
+    heartbeat: tokio::task::JoinHandle<()>,
     /// Series Instance UID -> series row id, for rows known to be committed. Instances arrive
     /// series by series, so this skips three lookups for all but the first of each series.
     /// Nothing deletes series rows yet; whatever does must remove them from here.
@@ -120,42 +138,112 @@ pub struct Locator {
 }
 
 impl Locator {
-    /// Connects (creating the database if missing) and applies pending migrations.
-    pub async fn open(config: &LocatorConfig) -> Result<Locator, LocatorError> {
-        let options = SqliteConnectOptions::from_str(&config.url)
-            .map_err(|source| LocatorError::Url {
-                url: config.url.clone(),
-                source,
-            })?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .foreign_keys(true)
-            // C-FIND wildcards are case-sensitive except where a query folds case itself.
-            .pragma("case_sensitive_like", "ON")
-            .busy_timeout(Duration::from_secs(30));
-        if let Some(parent) = std::path::Path::new(options.get_filename()).parent() {
-            // A missing folder is the most common first-run failure; create it.
-            let _ = std::fs::create_dir_all(parent);
+    /// Connects (creating an SQLite database if missing), applies pending migrations and
+    /// takes this process's lease, renewed from then on by a heartbeat task.
+    pub async fn open(config: &LocatorConfig, owner: Owner) -> Result<Locator, LocatorError> {
+        sqlx::any::install_default_drivers();
+        let url_error = |source| LocatorError::Url {
+            url: config.url.clone(),
+            source,
+        };
+        let dialect = Dialect::of_url(&config.url).ok_or_else(|| {
+            url_error(sqlx::Error::Configuration(
+                "the scheme must be sqlite://, postgres:// or postgresql://".into(),
+            ))
+        })?;
+        let options = match dialect {
+            Dialect::Sqlite => {
+                let sqlite = SqliteConnectOptions::from_str(&config.url)
+                    .map_err(url_error)?
+                    .create_if_missing(true);
+                if let Some(parent) = std::path::Path::new(sqlite.get_filename()).parent() {
+                    // A missing folder is the most common first-run failure; create it.
+                    let _ = std::fs::create_dir_all(parent);
+                }
+                AnyConnectOptions::from_url(&sqlite.to_url_lossy())
+            }
+            Dialect::Postgres => AnyConnectOptions::from_str(&config.url),
         }
-        let pool = SqlitePoolOptions::new()
+        .map_err(url_error)?;
+        let pool = AnyPoolOptions::new()
             .max_connections(config.max_connections.max(1))
+            .acquire_timeout(Duration::from_secs(30))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if dialect == Dialect::Sqlite {
+                        // C-FIND wildcards are case-sensitive except where a query folds case
+                        // itself; PostgreSQL's LIKE already is.
+                        conn.execute(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                             PRAGMA foreign_keys = ON; PRAGMA case_sensitive_like = ON; \
+                             PRAGMA busy_timeout = 30000;",
+                        )
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
             .connect_with(options)
             .await
             .map_err(LocatorError::Connect)?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
+        match dialect {
+            Dialect::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
+            Dialect::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,
+        }
         fill_person_name_keys(&pool)
             .await
             .map_err(LocatorError::Backfill)?;
+        let held = Locator::take_first_lease(&pool, dialect, owner).await?;
+        let heartbeat = leases::spawn_heartbeat(pool.clone(), dialect, held.clone());
         Ok(Locator {
             pool,
+            dialect,
             write_lock: Mutex::new(()),
+            held,
+            heartbeat,
             series_ids: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
-    /// Closes the pool, checkpointing the WAL.
+    /// The database this locator runs on.
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// Queues this process's writers one at a time on SQLite (which has one write lock per
+    /// database); nothing on PostgreSQL.
+    async fn write_guard(&self) -> Option<MutexGuard<'_, ()>> {
+        match self.dialect {
+            Dialect::Sqlite => Some(self.write_lock.lock().await),
+            Dialect::Postgres => None,
+        }
+    }
+
+    /// Inside a write transaction, waits for and takes a lock on `key` held until commit or
+    /// rollback, so decisions about one key (a SOP Instance UID, a study's move) never race
+    /// between nodes. PostgreSQL: a transaction-scoped advisory lock on the key's hash;
+    /// SQLite: nothing more, its write transaction already excludes every other writer.
+    async fn lock_key(&self, tx: &mut AnyConnection, key: &str) -> Result<(), sqlx::Error> {
+        if self.dialect == Dialect::Postgres {
+            sqlx::query(
+                "SELECT 1 AS locked FROM (SELECT pg_advisory_xact_lock(hashtext($1))) AS l",
+            )
+            .bind(key)
+            .fetch_one(&mut *tx)
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Opens a write transaction (see [`Dialect::begin_write`]).
+    async fn begin_write(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
+        self.pool.begin_with(self.dialect.begin_write()).await
+    }
+
+    /// Ends this process's lease and closes the pool (on SQLite, checkpointing the WAL).
     pub async fn close(&self) {
+        self.heartbeat.abort();
+        self.end_lease().await;
         self.pool.close().await;
     }
 
@@ -187,7 +275,7 @@ impl Locator {
                i.sop_instance_uid, i.sop_class_uid, i.instance_number, i.specific_character_set \
              FROM instances i JOIN series se ON se.id = i.series_fk \
                JOIN studies st ON st.id = se.study_fk JOIN patients p ON p.id = st.patient_fk \
-             WHERE i.sop_instance_uid = ?",
+             WHERE i.sop_instance_uid = $1",
         )
         .bind(sop_instance_uid)
         .fetch_optional(&self.pool)
@@ -231,8 +319,9 @@ impl Locator {
 
     /// Indexes an instance and records where it is, in one transaction with its audit entry.
     /// If the SOP Instance UID is already stored, the existing row is kept unless `replace`.
-    /// The decision and the write are one IMMEDIATE transaction, so two processes storing
-    /// the same instance at once (a server and an import) cannot both win.
+    /// The decision and the write are one write transaction that first locks the SOP Instance
+    /// UID (SQLite's database lock; a PostgreSQL advisory lock), so two processes or nodes
+    /// storing the same instance at once cannot both win.
     pub async fn record_instance(
         &self,
         new: &NewInstance<'_>,
@@ -244,14 +333,10 @@ impl Locator {
             source,
         };
         let series_uid = &new.attributes.series.series_instance_uid;
-        let _writer = self.write_lock.lock().await;
-        // IMMEDIATE takes the write lock up front: a deferred transaction that reads and then
-        // writes fails at once (SQLITE_BUSY_SNAPSHOT) if another process wrote in between.
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(record)?;
+        let _writer = self.write_guard().await;
+        let mut tx = self.begin_write().await.map_err(record)?;
+        // The same UID's other stores, on any node, wait here until this one commits.
+        self.lock_key(&mut tx, uid).await.map_err(record)?;
         let existing = select_object(&mut tx, uid).await.map_err(record)?;
         if existing.is_some() && !replace {
             tx.rollback().await.map_err(record)?;
@@ -270,7 +355,7 @@ impl Locator {
             "INSERT INTO instances (series_fk, sop_instance_uid, sop_class_uid, instance_number, \
                specific_character_set, transfer_syntax_uid, tier, location, byte_offset, \
                byte_length, crc32c, received_at, source_ae) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
              ON CONFLICT (sop_instance_uid) DO UPDATE SET series_fk = excluded.series_fk, \
                sop_class_uid = excluded.sop_class_uid, instance_number = excluded.instance_number, \
                specific_character_set = excluded.specific_character_set, \
@@ -313,6 +398,7 @@ impl Locator {
         if new.enqueue_backup {
             copies::enqueue_in(
                 &mut tx,
+                self.dialect,
                 &new.attributes.study.study_instance_uid,
                 "received",
             )
@@ -333,6 +419,11 @@ impl Locator {
         })
     }
 
+    /// The SQL condition "this process's lease holds now" (its token bound at `param`).
+    pub(crate) fn lease_holds_sql(&self, param: &str) -> String {
+        leases::holds(self.dialect, param)
+    }
+
     fn cached_series(&self, series_instance_uid: &str) -> Option<i64> {
         self.series_ids
             .lock()
@@ -346,7 +437,7 @@ impl Locator {
         let row = sqlx::query(
             "SELECT (SELECT COUNT(*) FROM patients), (SELECT COUNT(*) FROM studies), \
                (SELECT COUNT(*) FROM series), (SELECT COUNT(*) FROM instances), \
-               (SELECT COALESCE(SUM(byte_length), 0) FROM instances)",
+               (SELECT CAST(COALESCE(SUM(byte_length), 0) AS BIGINT) FROM instances)",
         )
         .fetch_one(&self.pool)
         .await
@@ -364,7 +455,8 @@ impl Locator {
     /// Counts and bytes per tier; tiers holding nothing are absent.
     pub async fn tier_totals(&self) -> Result<Vec<(Tier, TierTotals)>, LocatorError> {
         let rows = sqlx::query(
-            "SELECT tier, COUNT(*), COALESCE(SUM(byte_length), 0) FROM instances GROUP BY tier",
+            "SELECT tier, COUNT(*), CAST(COALESCE(SUM(byte_length), 0) AS BIGINT) FROM instances \
+             GROUP BY tier",
         )
         .fetch_all(&self.pool)
         .await
@@ -384,14 +476,21 @@ impl Locator {
     }
 }
 
+impl Drop for Locator {
+    fn drop(&mut self) {
+        // Without a clean `close` the lease simply expires.
+        self.heartbeat.abort();
+    }
+}
+
 /// Where an instance is stored, read through any connection or transaction.
 async fn select_object(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut AnyConnection,
     sop_instance_uid: &str,
 ) -> Result<Option<StoredObject>, sqlx::Error> {
     let row = sqlx::query(
         "SELECT tier, location, byte_offset, byte_length, crc32c, transfer_syntax_uid \
-         FROM instances WHERE sop_instance_uid = ?",
+         FROM instances WHERE sop_instance_uid = $1",
     )
     .bind(sop_instance_uid)
     .fetch_optional(&mut *conn)
@@ -401,10 +500,7 @@ async fn select_object(
 
 /// The copy described by the columns `tier, location, byte_offset, byte_length, crc32c,
 /// transfer_syntax_uid` of `instances`, selected in that order from column `first` on.
-pub(crate) fn stored_object(
-    row: &sqlx::sqlite::SqliteRow,
-    first: usize,
-) -> Result<StoredObject, sqlx::Error> {
+pub(crate) fn stored_object(row: &AnyRow, first: usize) -> Result<StoredObject, sqlx::Error> {
     let tier: String = row.try_get(first)?;
     let tier = Tier::parse(&tier)
         .ok_or_else(|| sqlx::Error::Decode(format!("unknown tier {tier:?}").into()))?;
@@ -419,93 +515,102 @@ pub(crate) fn stored_object(
 }
 
 /// Finds or creates the patient, study and series rows; returns the series id.
-/// The first instance of a study or series sets its attributes.
+/// The first instance of a study or series sets its attributes. Another node may create the
+/// same row meanwhile: the insert then does nothing and the row is read again.
 async fn upsert_hierarchy(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     attributes: &IndexedAttributes,
 ) -> Result<i64, sqlx::Error> {
     let p = &attributes.patient;
-    let patient = sqlx::query_scalar::<_, i64>(
-        "SELECT id FROM patients WHERE patient_id = ? AND issuer_of_patient_id = ?",
-    )
-    .bind(&p.patient_id)
-    .bind(&p.issuer_of_patient_id)
-    .fetch_optional(&mut **tx)
-    .await?;
+    let find_patient = || {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT id FROM patients WHERE patient_id = $1 AND issuer_of_patient_id = $2",
+        )
+        .bind(&p.patient_id)
+        .bind(&p.issuer_of_patient_id)
+    };
+    let mut patient = find_patient().fetch_optional(&mut **tx).await?;
+    if patient.is_none() {
+        patient = sqlx::query_scalar(
+            "INSERT INTO patients (patient_id, issuer_of_patient_id, patient_name, \
+               patient_birth_date, patient_sex, patient_name_key) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (patient_id, issuer_of_patient_id) DO NOTHING RETURNING id",
+        )
+        .bind(&p.patient_id)
+        .bind(&p.issuer_of_patient_id)
+        .bind(&p.patient_name)
+        .bind(&p.patient_birth_date)
+        .bind(&p.patient_sex)
+        .bind(person_name::search_key(&p.patient_name))
+        .fetch_optional(&mut **tx)
+        .await?;
+    }
     let patient = match patient {
         Some(id) => id,
-        None => {
-            sqlx::query_scalar(
-                "INSERT INTO patients (patient_id, issuer_of_patient_id, patient_name, \
-                   patient_birth_date, patient_sex, patient_name_key) \
-                 VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
-            )
-            .bind(&p.patient_id)
-            .bind(&p.issuer_of_patient_id)
-            .bind(&p.patient_name)
-            .bind(&p.patient_birth_date)
-            .bind(&p.patient_sex)
-            .bind(person_name::search_key(&p.patient_name))
-            .fetch_one(&mut **tx)
-            .await?
-        }
+        None => find_patient().fetch_one(&mut **tx).await?,
     };
 
     let s = &attributes.study;
-    let study = sqlx::query_scalar::<_, i64>("SELECT id FROM studies WHERE study_instance_uid = ?")
+    let find_study = || {
+        sqlx::query_scalar::<_, i64>("SELECT id FROM studies WHERE study_instance_uid = $1")
+            .bind(&s.study_instance_uid)
+    };
+    let mut study = find_study().fetch_optional(&mut **tx).await?;
+    if study.is_none() {
+        study = sqlx::query_scalar(
+            "INSERT INTO studies (patient_fk, study_instance_uid, study_date, study_time, \
+               accession_number, study_id, study_description, referring_physician_name, \
+               referring_physician_name_key) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+             ON CONFLICT (study_instance_uid) DO NOTHING RETURNING id",
+        )
+        .bind(patient)
         .bind(&s.study_instance_uid)
+        .bind(&s.study_date)
+        .bind(&s.study_time)
+        .bind(&s.accession_number)
+        .bind(&s.study_id)
+        .bind(&s.study_description)
+        .bind(&s.referring_physician_name)
+        .bind(person_name::search_key(&s.referring_physician_name))
         .fetch_optional(&mut **tx)
         .await?;
+    }
     let study = match study {
         Some(id) => id,
-        None => {
-            sqlx::query_scalar(
-                "INSERT INTO studies (patient_fk, study_instance_uid, study_date, study_time, \
-                   accession_number, study_id, study_description, referring_physician_name, \
-                   referring_physician_name_key) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            )
-            .bind(patient)
-            .bind(&s.study_instance_uid)
-            .bind(&s.study_date)
-            .bind(&s.study_time)
-            .bind(&s.accession_number)
-            .bind(&s.study_id)
-            .bind(&s.study_description)
-            .bind(&s.referring_physician_name)
-            .bind(person_name::search_key(&s.referring_physician_name))
-            .fetch_one(&mut **tx)
-            .await?
-        }
+        None => find_study().fetch_one(&mut **tx).await?,
     };
 
     let r = &attributes.series;
-    let series =
-        sqlx::query_scalar::<_, i64>("SELECT id FROM series WHERE series_instance_uid = ?")
+    let find_series = || {
+        sqlx::query_scalar::<_, i64>("SELECT id FROM series WHERE series_instance_uid = $1")
             .bind(&r.series_instance_uid)
-            .fetch_optional(&mut **tx)
-            .await?;
-    match series {
+    };
+    if let Some(id) = find_series().fetch_optional(&mut **tx).await? {
+        return Ok(id);
+    }
+    let inserted = sqlx::query_scalar(
+        "INSERT INTO series (study_fk, series_instance_uid, modality, series_number, \
+           series_description, body_part_examined) VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (series_instance_uid) DO NOTHING RETURNING id",
+    )
+    .bind(study)
+    .bind(&r.series_instance_uid)
+    .bind(&r.modality)
+    .bind(r.series_number)
+    .bind(&r.series_description)
+    .bind(&r.body_part_examined)
+    .fetch_optional(&mut **tx)
+    .await?;
+    match inserted {
         Some(id) => Ok(id),
-        None => {
-            sqlx::query_scalar(
-                "INSERT INTO series (study_fk, series_instance_uid, modality, series_number, \
-                   series_description, body_part_examined) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
-            )
-            .bind(study)
-            .bind(&r.series_instance_uid)
-            .bind(&r.modality)
-            .bind(r.series_number)
-            .bind(&r.series_description)
-            .bind(&r.body_part_examined)
-            .fetch_one(&mut **tx)
-            .await
-        }
+        None => find_series().fetch_one(&mut **tx).await,
     }
 }
 
 async fn insert_audit(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     at: i64,
     event: &str,
     ae: &str,
@@ -513,7 +618,7 @@ async fn insert_audit(
     detail: &str,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO audit_log (at, event, ae, sop_instance_uid, detail) VALUES (?, ?, ?, ?, ?)",
+        "INSERT INTO audit_log (at, event, ae, sop_instance_uid, detail) VALUES ($1, $2, $3, $4, $5)",
     )
     .bind(at)
     .bind(event)
@@ -535,7 +640,7 @@ pub fn now_millis() -> i64 {
 
 /// Gives names written before migration 0003 (or by tools writing SQL directly) their search
 /// keys. A no-op scan when every key is present.
-async fn fill_person_name_keys(pool: &sqlx::SqlitePool) -> Result<(), sqlx::Error> {
+async fn fill_person_name_keys(pool: &AnyPool) -> Result<(), sqlx::Error> {
     for (table, name, key) in [
         ("patients", "patient_name", "patient_name_key"),
         (
@@ -554,7 +659,7 @@ async fn fill_person_name_keys(pool: &sqlx::SqlitePool) -> Result<(), sqlx::Erro
             continue;
         }
         let mut tx = pool.begin().await?;
-        let update = format!("UPDATE {table} SET {key} = ? WHERE id = ?");
+        let update = format!("UPDATE {table} SET {key} = $1 WHERE id = $2");
         for (id, value) in rows {
             sqlx::query(sqlx::AssertSqlSafe(update.clone()))
                 .bind(person_name::search_key(&value))
@@ -568,7 +673,7 @@ async fn fill_person_name_keys(pool: &sqlx::SqlitePool) -> Result<(), sqlx::Erro
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::model::*;
 
@@ -597,14 +702,45 @@ mod tests {
         }
     }
 
-    /// A fresh locator in a temporary folder (kept alive by the returned guard).
-    async fn temp_locator() -> (tempfile::TempDir, Locator) {
+    pub(crate) fn test_owner() -> Owner {
+        Owner {
+            node: "unit-test".into(),
+            role: Role::Cli,
+            ttl: std::time::Duration::from_secs(30),
+        }
+    }
+
+    /// A fresh locator in a temporary folder (kept alive by the returned guard), or with
+    /// `STRATA_TEST_LOCATOR=postgres` a fresh database in the cluster of `tools/pg-dev.sh`.
+    pub(crate) async fn temp_locator() -> (tempfile::TempDir, Locator) {
         let dir = tempfile::tempdir().unwrap();
+        let url = if std::env::var("STRATA_TEST_LOCATOR").as_deref() == Ok("postgres") {
+            let name = format!(
+                "unit_{}_{}",
+                std::process::id(),
+                dir.path()
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .to_lowercase()
+            )
+            .replace(|c: char| !c.is_ascii_alphanumeric(), "_");
+            let out = std::process::Command::new(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/pg-dev.sh"),
+            )
+            .args(["url", &name])
+            .output()
+            .unwrap();
+            assert!(out.status.success(), "{out:?}");
+            String::from_utf8(out.stdout).unwrap().trim().to_string()
+        } else {
+            format!("sqlite://{}", dir.path().join("l.db").display())
+        };
         let config = LocatorConfig {
-            url: format!("sqlite://{}", dir.path().join("l.db").display()),
+            url,
             max_connections: 2,
         };
-        let locator = Locator::open(&config).await.unwrap();
+        let locator = Locator::open(&config, test_owner()).await.unwrap();
         (dir, locator)
     }
 

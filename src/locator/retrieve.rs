@@ -2,6 +2,7 @@
 
 use sqlx::Row;
 
+use super::dialect::number_placeholders;
 use super::{stored_object, Locator, LocatorError};
 use crate::model::query::QueryLevel;
 use crate::model::StoredObject;
@@ -34,25 +35,16 @@ impl Locator {
         let mut clauses = Vec::new();
         let mut binds: Vec<String> = Vec::new();
         if let Some(pid) = &keys.patient_id {
-            clauses.push("p.patient_id = ?");
+            clauses.push("p.patient_id = ?".to_string());
             binds.push(pid.clone());
         }
-        for (list, clause) in [
-            (
-                &keys.study_instance_uids,
-                "st.study_instance_uid IN (SELECT value FROM json_each(?))",
-            ),
-            (
-                &keys.series_instance_uids,
-                "se.series_instance_uid IN (SELECT value FROM json_each(?))",
-            ),
-            (
-                &keys.sop_instance_uids,
-                "i.sop_instance_uid IN (SELECT value FROM json_each(?))",
-            ),
+        for (list, column) in [
+            (&keys.study_instance_uids, "st.study_instance_uid"),
+            (&keys.series_instance_uids, "se.series_instance_uid"),
+            (&keys.sop_instance_uids, "i.sop_instance_uid"),
         ] {
             if !list.is_empty() {
-                clauses.push(clause);
+                clauses.push(format!("{column} IN {}", self.dialect.json_strings("?")));
                 binds.push(serde_json::to_string(list).expect("strings serialize"));
             }
         }
@@ -72,7 +64,7 @@ impl Locator {
             limit + 1
         );
         // Safe: the text is built from the fixed clauses above; values are bound.
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(number_placeholders(&sql)));
         for b in binds {
             query = query.bind(b);
         }

@@ -2,6 +2,7 @@
 //! instances are not on a volume yet.
 
 use serde::Serialize;
+use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use super::copies::{insert_copy, Copy};
@@ -26,8 +27,9 @@ pub struct Volume {
     pub sha256: String,
     /// Unix milliseconds.
     pub created_at: i64,
+    /// The lease of the process writing it (while `writing`).
     #[serde(skip)]
-    pub owner_pid: Option<u32>,
+    pub lease: Option<i64>,
 }
 
 /// An instance whose current bytes are on no volume yet.
@@ -40,9 +42,9 @@ pub struct Unvolumed {
     pub object: StoredObject,
 }
 
-const VOLUME_COLUMNS: &str = "id, state, directory, size, instances, sha256, created_at, owner_pid";
+const VOLUME_COLUMNS: &str = "id, state, directory, size, instances, sha256, created_at, lease";
 
-fn volume_row(r: &sqlx::sqlite::SqliteRow) -> Volume {
+fn volume_row(r: &AnyRow) -> Volume {
     Volume {
         id: r.get(0),
         state: r.get(1),
@@ -51,7 +53,7 @@ fn volume_row(r: &sqlx::sqlite::SqliteRow) -> Volume {
         instances: r.get::<i64, _>(4) as u64,
         sha256: r.get(5),
         created_at: r.get(6),
-        owner_pid: r.get::<Option<i64>, _>(7).map(|p| p as u32),
+        lease: r.get(7),
     }
 }
 
@@ -65,15 +67,16 @@ const UNVOLUMED: &str = "NOT EXISTS (SELECT 1 FROM copies c WHERE c.sop_instance
 impl Locator {
     /// Journals a volume about to be written by this process.
     pub async fn begin_volume(&self, id: &str, directory: &str) -> Result<(), LocatorError> {
-        let _guard = self.write_lock.lock().await;
+        let _guard = self.write_guard().await;
         sqlx::query(
-            "INSERT INTO volumes (id, state, directory, created_at, owner_pid) \
-             VALUES (?, 'writing', ?, ?, ?)",
+            "INSERT INTO volumes (id, state, directory, created_at, owner_pid, lease) \
+             VALUES ($1, 'writing', $2, $3, $4, $5)",
         )
         .bind(id)
         .bind(directory)
         .bind(now_millis())
         .bind(std::process::id() as i64)
+        .bind(self.lease())
         .execute(&self.pool)
         .await
         .map_err(err)?;
@@ -82,8 +85,8 @@ impl Locator {
 
     /// Forgets a journaled volume whose file was never completed (or is deleted).
     pub async fn drop_volume(&self, id: &str) -> Result<(), LocatorError> {
-        let _guard = self.write_lock.lock().await;
-        sqlx::query("DELETE FROM volumes WHERE id = ? AND state = 'writing'")
+        let _guard = self.write_guard().await;
+        sqlx::query("DELETE FROM volumes WHERE id = $1 AND state = 'writing'")
             .bind(id)
             .execute(&self.pool)
             .await
@@ -105,19 +108,22 @@ impl Locator {
     /// In one transaction: the volume turns complete with its size and checksum, and its
     /// copies are recorded (those whose source is still the instance's current bytes). With
     /// `adopt`, a volume the locator does not know (an import into a rebuilt locator) is
-    /// registered first. Returns how many copies were recorded.
+    /// registered first. Without `adopt` (an export recording what it wrote) only while the
+    /// volume is still this process's and its lease holds: otherwise another process may
+    /// have taken it for abandoned and deleted the file ([`LocatorError::LeaseLost`]).
+    /// Returns how many copies were recorded.
     pub async fn record_volume(
         &self,
         volume: &Volume,
         copies: &[Copy],
         adopt: bool,
     ) -> Result<u64, LocatorError> {
-        let _guard = self.write_lock.lock().await;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(err)?;
+        let _guard = self.write_guard().await;
+        let mut tx = self.begin_write().await.map_err(err)?;
         if adopt {
             sqlx::query(
-                "INSERT OR IGNORE INTO volumes (id, state, directory, created_at) \
-                 VALUES (?, 'writing', ?, ?)",
+                "INSERT INTO volumes (id, state, directory, created_at) \
+                 VALUES ($1, 'writing', $2, $3) ON CONFLICT (id) DO NOTHING",
             )
             .bind(&volume.id)
             .bind(&volume.directory)
@@ -126,18 +132,30 @@ impl Locator {
             .await
             .map_err(err)?;
         }
-        sqlx::query(
-            "UPDATE volumes SET state = 'complete', size = ?, instances = ?, sha256 = ?, \
-               directory = ?, owner_pid = NULL WHERE id = ?",
-        )
+        let fence = if adopt {
+            String::new()
+        } else {
+            format!(
+                " AND state = 'writing' AND lease = $6 AND {}",
+                self.lease_holds_sql("$6")
+            )
+        };
+        let done = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE volumes SET state = 'complete', size = $1, instances = $2, sha256 = $3, \
+               directory = $4, owner_pid = NULL, lease = NULL WHERE id = $5{fence}"
+        )))
         .bind(volume.size as i64)
         .bind(volume.instances as i64)
         .bind(&volume.sha256)
         .bind(&volume.directory)
         .bind(&volume.id)
+        .bind(self.lease())
         .execute(&mut *tx)
         .await
         .map_err(err)?;
+        if !adopt && done.rows_affected() != 1 {
+            return Err(LocatorError::LeaseLost(self.lease()));
+        }
         let mut recorded = 0;
         for c in copies {
             let inserted = insert_copy(&mut tx, c).await.map_err(err)?;
@@ -146,8 +164,8 @@ impl Locator {
                 // A copy this one replaces (found bad on an older volume) is forgotten, so
                 // verify stops reporting damage that has been mended.
                 sqlx::query(
-                    "DELETE FROM copies WHERE sop_instance_uid = ? AND kind = 'offline' \
-                     AND location <> ? AND bad_since IS NOT NULL",
+                    "DELETE FROM copies WHERE sop_instance_uid = $1 AND kind = 'offline' \
+                     AND location <> $2 AND bad_since IS NOT NULL",
                 )
                 .bind(&c.sop_instance_uid)
                 .bind(&c.location)
@@ -182,10 +200,10 @@ impl Locator {
                i.tier, i.location, i.byte_offset, i.byte_length, i.crc32c, i.transfer_syntax_uid \
              FROM instances i JOIN series se ON se.id = i.series_fk \
              JOIN studies st ON st.id = se.study_fk \
-             WHERE i.id > ? AND {UNVOLUMED} ORDER BY i.id LIMIT ?"
+             WHERE i.id > $1 AND {UNVOLUMED} ORDER BY i.id LIMIT $2"
         )))
         .bind(after)
-        .bind(limit)
+        .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await
         .map_err(err)?;

@@ -3,10 +3,13 @@
 //! Layout: `ROOT/<aa>/<study key>/<instance key>.dcm`, where the keys are hex digests of the
 //! UIDs (no patient data in paths) and `<aa>` fans studies out over 256 folders. New files
 //! are written under `ROOT/tmp/`, fsynced, then renamed into place and the folder fsynced;
-//! `tmp/` is emptied at start, so a crash never leaves a visible partial file.
+//! temporaries carry the lease of the process writing them, and those of processes whose
+//! lease has gone (on any node sharing the folder) are deleted at start, so a crash never
+//! leaves a visible partial file.
 
 mod part10;
 
+use std::collections::HashSet;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,6 +17,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use sha2::{Digest, Sha256};
 
 use crate::durable::{create_dir_durable, sync_dir};
+use crate::locator::leases::LeaseToken;
+use crate::locator::{Locator, LocatorError};
 
 pub use part10::{part10_header, Part10Writer, WrittenFile, HEAD_LEN};
 
@@ -28,16 +33,19 @@ pub enum OnlineError {
     Publish { path: PathBuf, source: io::Error },
     #[error("cannot remove {path}: {source}")]
     Remove { path: PathBuf, source: io::Error },
+    #[error("cannot tell which temporaries are in use: {0}")]
+    Leases(#[source] LocatorError),
 }
 
 impl OnlineError {
     /// The underlying I/O error, e.g. to tell a full disk from other failures.
-    pub fn io(&self) -> &io::Error {
+    pub fn io(&self) -> Option<&io::Error> {
         match self {
             OnlineError::Prepare { source, .. }
             | OnlineError::CreateTemp { source, .. }
             | OnlineError::Publish { source, .. }
-            | OnlineError::Remove { source, .. } => source,
+            | OnlineError::Remove { source, .. } => Some(source),
+            OnlineError::Leases(_) => None,
         }
     }
 }
@@ -48,38 +56,26 @@ pub struct OnlineStore {
     root: PathBuf,
     tmp: PathBuf,
     next_temp: AtomicU64,
+    /// This process's lease, in temporaries' and new files' names.
+    lease: LeaseToken,
 }
 
 impl OnlineStore {
-    /// Opens (creating if needed) the tier and deletes temporaries left by a crash.
-    pub fn open(root: &Path) -> Result<OnlineStore, OnlineError> {
+    /// Opens (creating if needed) the tier for the process holding `lease`, and deletes
+    /// temporaries left by a crash: all but those of `in_use`, the leases other processes
+    /// (of any node sharing the folder) hold now.
+    pub fn open(
+        root: &Path,
+        lease: LeaseToken,
+        in_use: &HashSet<i64>,
+    ) -> Result<OnlineStore, OnlineError> {
         let prepare = |path: &Path, source| OnlineError::Prepare {
             path: path.to_owned(),
             source,
         };
         let tmp = root.join("tmp");
         create_dir_durable(&tmp).map_err(|e| prepare(&tmp, e))?;
-        // Temporaries are named `<pid>-<n>.part`. Those of a live process (a server, an import
-        // running beside this one) are in use; the rest were left by a crash.
-        let mut removed = 0usize;
-        for entry in std::fs::read_dir(&tmp).map_err(|e| prepare(&tmp, e))? {
-            let path = entry.map_err(|e| prepare(&tmp, e))?.path();
-            let owner = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.split('-').next())
-                .and_then(|pid| pid.parse::<u32>().ok());
-            let in_use = owner.is_some_and(|pid| {
-                pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists()
-            });
-            if !in_use {
-                std::fs::remove_file(&path).map_err(|e| prepare(&path, e))?;
-                removed += 1;
-            }
-        }
-        if removed > 0 {
-            tracing::warn!(removed, folder = %tmp.display(), "removed partial files left by an interrupted run");
-        }
+        remove_temporaries(&tmp, in_use)?;
         sync_dir(&tmp).map_err(|e| prepare(&tmp, e))?;
         // The 256 fan-out folders exist, durably, before any store: then a store only has to
         // make its study folder and file durable, whatever other associations are doing.
@@ -94,7 +90,29 @@ impl OnlineStore {
             root: root.to_owned(),
             tmp,
             next_temp: AtomicU64::new(0),
+            lease,
         })
+    }
+
+    /// Opens the tier for the process holding `locator`'s lease (on the blocking pool),
+    /// keeping the temporaries of every other lease held now.
+    pub async fn open_for(root: &Path, locator: &Locator) -> Result<OnlineStore, OnlineError> {
+        let in_use = locator
+            .others_live_leases()
+            .await
+            .map_err(OnlineError::Leases)?;
+        let root = root.to_owned();
+        let lease = locator.lease_token();
+        tokio::task::spawn_blocking(move || OnlineStore::open(&root, lease, &in_use))
+            .await
+            .expect("blocking open")
+    }
+
+    /// Deletes the temporaries of processes whose lease has gone (`in_use`: the leases held
+    /// now, this process's own included); returns how many. The server runs it now and then,
+    /// so what a dead process (of any node) left does not wait for the next start.
+    pub fn remove_temporaries(&self, in_use: &HashSet<i64>) -> Result<usize, OnlineError> {
+        remove_temporaries(&self.tmp, in_use)
     }
 
     /// Root folder of the tier.
@@ -105,7 +123,7 @@ impl OnlineStore {
     /// Creates a new, empty temporary file for an incoming instance.
     pub fn create_temp(&self) -> Result<(PathBuf, std::fs::File), OnlineError> {
         let n = self.next_temp.fetch_add(1, Ordering::Relaxed);
-        let path = self.tmp.join(format!("{}-{n}.part", std::process::id()));
+        let path = self.tmp.join(format!("{}-{n}.part", self.lease.get()));
         std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -128,10 +146,11 @@ impl OnlineStore {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or(0);
+        // The lease is unique across the site's nodes, so two nodes never pick one name.
         format!(
             "{}/{study}/{instance}.{nanos:x}{:x}{n:x}.dcm",
             &study[..2],
-            std::process::id()
+            self.lease.get()
         )
     }
 
@@ -199,6 +218,38 @@ impl OnlineStore {
     }
 }
 
+/// Deletes the temporaries in `tmp` (`<lease>-<n>.part`) not stamped with a lease of
+/// `in_use` (a server, an import running beside this one, another node): the rest were left
+/// by a crash. Returns how many.
+fn remove_temporaries(tmp: &Path, in_use: &HashSet<i64>) -> Result<usize, OnlineError> {
+    let prepare = |path: &Path, source| OnlineError::Prepare {
+        path: path.to_owned(),
+        source,
+    };
+    let mut removed = 0usize;
+    for entry in std::fs::read_dir(tmp).map_err(|e| prepare(tmp, e))? {
+        let path = entry.map_err(|e| prepare(tmp, e))?.path();
+        let owner = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.split('-').next())
+            .and_then(|lease| lease.parse::<i64>().ok());
+        if !owner.is_some_and(|lease| in_use.contains(&lease)) {
+            match std::fs::remove_file(&path) {
+                Ok(()) => removed += 1,
+                // Published or removed by its writer meanwhile.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(prepare(&path, e)),
+            }
+        }
+    }
+    if removed > 0 {
+        tracing::warn!(removed, folder = %tmp.display(), "removed partial files left by an interrupted run");
+        sync_dir(tmp).map_err(|e| prepare(tmp, e))?;
+    }
+    Ok(removed)
+}
+
 /// A 128-bit hex digest of a UID: opaque, fixed-length, filesystem-safe.
 fn key(uid: &str) -> String {
     let digest = Sha256::digest(uid.as_bytes());
@@ -212,7 +263,7 @@ mod tests {
     #[test]
     fn locations_are_opaque_grouped_by_study_and_never_reused() {
         let dir = tempfile::tempdir().unwrap();
-        let store = OnlineStore::open(dir.path()).unwrap();
+        let store = OnlineStore::open(dir.path(), LeaseToken::fixed(1), &HashSet::new()).unwrap();
         let a = store.new_location("1.2.3", "1.2.3.4");
         let b = store.new_location("1.2.3", "1.2.3.5");
         let (dir_a, _) = a.rsplit_once('/').unwrap();
@@ -227,11 +278,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("tmp")).unwrap();
         std::fs::write(dir.path().join("tmp/old.part"), b"half").unwrap();
-        let store = OnlineStore::open(dir.path()).unwrap();
-        assert_eq!(
-            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
-            0
-        );
+        std::fs::write(dir.path().join("tmp/7-0.part"), b"a dead process's").unwrap();
+        std::fs::write(dir.path().join("tmp/8-0.part"), b"a live process's").unwrap();
+        let store =
+            OnlineStore::open(dir.path(), LeaseToken::fixed(9), &HashSet::from([8])).unwrap();
+        let left: Vec<_> = std::fs::read_dir(dir.path().join("tmp"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("8-0.part")]);
 
         let (temp, file) = store.create_temp().unwrap();
         drop(file);

@@ -75,6 +75,8 @@ pub struct TieringPass {
     pub studies: u64,
     pub archived: u64,
     pub failed: u64,
+    /// Studies another process (of this or another node) was moving: left to it.
+    pub busy: u64,
     pub instances: u64,
     pub bytes: u64,
     pub seconds: f64,
@@ -91,6 +93,7 @@ impl TieringPass {
                 self.instances += moved.instances as u64;
                 self.bytes += moved.bytes;
             }
+            Err(ConvertError::Busy(_)) => self.busy += 1,
             Err(e) => {
                 self.failed += 1;
                 self.failures.push(format!("{study}: {e}"));
@@ -122,8 +125,12 @@ async fn archive(
             break;
         }
         let result = converter.archive_study(study).await;
-        if let Err(e) = &result {
-            warn!(study = %study, error = %e, "tiering: study not archived");
+        match &result {
+            Err(e @ ConvertError::Busy(_)) => {
+                info!(study = %study, reason = %e, "tiering: study skipped")
+            }
+            Err(e) => warn!(study = %study, error = %e, "tiering: study not archived"),
+            Ok(_) => {}
         }
         pass.record(study, &result);
     }

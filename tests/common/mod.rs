@@ -14,6 +14,84 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Whether this run of the suite puts every test site's locator on PostgreSQL
+/// (`STRATA_TEST_LOCATOR=postgres`, the cluster of `tools/pg-dev.sh`) instead of SQLite.
+pub fn on_postgres() -> bool {
+    std::env::var("STRATA_TEST_LOCATOR").as_deref() == Ok("postgres")
+}
+
+/// The `[locator] url` of the test site in `dir`: `locator.db` in it, or on PostgreSQL a
+/// database of its own, named after the folder (so a server restarted in the same folder, and
+/// every CLI run there, finds the same index), created if missing.
+pub fn locator_url(dir: &Path) -> String {
+    if !on_postgres() {
+        return format!("sqlite://{}", dir.join("locator.db").display());
+    }
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    dir.hash(&mut hasher);
+    let name = format!("t_{:016x}", hasher.finish());
+    let out = Command::new(repo().join("tools/pg-dev.sh"))
+        .args(["url", &name])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "tools/pg-dev.sh url {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// A `[node]` section for tests that kill processes with kill -9: leases of 2 s, so the work
+/// of a killed process is taken over soon (see [`wait_for_lease_expiry`]).
+pub const SHORT_LEASES: &str = "\n[node]\nlease_secs = 2\n";
+
+/// Waits (at most 30 s) until the lease of the process `pid`, killed, has expired by the
+/// locator's clock, as `strata status` shows it: from then on its work is others' to take
+/// over.
+pub fn wait_for_lease_expiry(config: &Path, pid: u32) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+            .args(["status", "--json", "--config"])
+            .arg(config)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let held = status["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["pid"] == pid && n["live"] == true);
+        if !held {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lease of killed process {pid} never expired: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `tools/fill_locator.py`'s arguments naming the test site's locator in `dir`.
+pub fn fill_locator_target(dir: &Path) -> Vec<String> {
+    if on_postgres() {
+        vec!["--url".into(), locator_url(dir)]
+    } else {
+        vec![
+            "--db".into(),
+            dir.join("locator.db").to_string_lossy().into_owned(),
+        ]
+    }
+}
+
 /// The venv Python with pydicom and pynetdicom.
 pub fn python() -> PathBuf {
     let path = std::env::var_os("STRATA_PYTHON")
@@ -167,7 +245,8 @@ pub fn write_config(dir: &Path, extra: &str) -> PathBuf {
         &config,
         format!(
             "[dicom]\naet = \"STRATA\"\nlisten = \"127.0.0.1:0\"\n{PEERS}\n[storage]\n\
-             online_dir = \"online\"\n[locator]\nurl = \"sqlite://locator.db\"\n{extra}\n"
+             online_dir = \"online\"\n[locator]\nurl = \"{}\"\n{extra}\n",
+            locator_url(dir)
         ),
     )
     .unwrap();
@@ -204,7 +283,8 @@ impl TestServer {
                     "[dicom]\naet = \"STRATA\"\nlisten = \"127.0.0.1:0\"\nartim_timeout_secs = 3\n\
                      dimse_timeout_secs = 10\nshutdown_grace_secs = 20\n{dicom_extra}\n{PEERS}\n\
                      [storage]\nonline_dir = \"online\"\n{storage_extra}\n\
-                     [locator]\nurl = \"sqlite://locator.db\"\n[log]\nlevel = \"strata=debug,info\"\n"
+                     [locator]\nurl = \"{}\"\n[log]\nlevel = \"strata=debug,info\"\n",
+                    locator_url(dir)
                 ),
             )
             .unwrap();
@@ -503,12 +583,19 @@ pub fn files_below(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Opens the server's locator through Strata's own code.
+/// Opens the server's locator through Strata's own code (as a CLI process of node `test`).
 pub async fn locator(server_dir: &Path) -> strata::locator::Locator {
-    strata::locator::Locator::open(&strata::config::LocatorConfig {
-        url: format!("sqlite://{}", server_dir.join("locator.db").display()),
-        max_connections: 2,
-    })
+    strata::locator::Locator::open(
+        &strata::config::LocatorConfig {
+            url: locator_url(server_dir),
+            max_connections: 2,
+        },
+        strata::locator::Owner {
+            node: "test".into(),
+            role: strata::locator::Role::Cli,
+            ttl: Duration::from_secs(30),
+        },
+    )
     .await
     .unwrap()
 }

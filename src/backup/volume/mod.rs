@@ -162,10 +162,12 @@ fn compact_utc(secs: i64) -> String {
 /// temporary or unrecorded files, then their rows). Returns how many were cleaned up.
 pub async fn recover(locator: &Locator) -> Result<usize, VolumeError> {
     let mut cleaned = 0;
+    let live = locator.live_leases().await?;
     for v in locator.volumes().await? {
-        let alive = v.owner_pid.is_some_and(|pid| {
-            pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists()
-        });
+        // This process's own volumes too: it may be writing one now.
+        let alive = v
+            .lease
+            .is_some_and(|l| live.contains(&l) || l == locator.lease());
         if v.state != "writing" || alive {
             continue;
         }
@@ -454,7 +456,7 @@ async fn finish(
         instances: v.members.len() as u64,
         sha256,
         created_at: v.created_at,
-        owner_pid: None,
+        lease: None,
     };
     let copies = copies_of(&v.id, &v.members);
     locator.record_volume(&volume, &copies, false).await?;
