@@ -299,9 +299,13 @@ impl Backup {
                 {
                     Ok(unused) => unused,
                     Err(e) => {
-                        // Not recorded, so nothing points at the container.
-                        let _ = self.nearline.delete(&name).await;
+                        // Not recorded (or the answer to a commit that landed was lost: then
+                        // copies point at it): deleted only once nothing is known to point
+                        // at it; otherwise the next recovery decides.
                         let _ = self.locator.release_backup(study_instance_uid, &name).await;
+                        if let Ok(false) = self.locator.nearline_container_in_use(&name).await {
+                            let _ = self.nearline.delete(&name).await;
+                        }
                         return Err(e.into());
                     }
                 };

@@ -150,9 +150,24 @@ impl Inner {
                 }
             }
             Err(e) => {
-                // Not acknowledged, so not kept: the sender will retry.
-                self.remove_location(&location).await;
-                return Outcome::failure(Status::ProcessingFailure, e.to_string());
+                // A commit whose answer was lost (the database went away mid-commit) may
+                // have landed: the file is removed only when the locator is known not to
+                // point at it, and a landed commit is a stored instance.
+                match self.locator.find_instance(&request.sop_instance_uid).await {
+                    Ok(Some(found)) if found.tier == Tier::Online && found.location == location => {
+                        warn!(sop_instance_uid = %request.sop_instance_uid, error = %e, "the commit's answer was lost, but it landed");
+                    }
+                    Ok(_) => {
+                        // Not acknowledged, so not kept: the sender will retry.
+                        self.remove_location(&location).await;
+                        return Outcome::failure(Status::ProcessingFailure, e.to_string());
+                    }
+                    Err(_) => {
+                        // Unknown: the file stays (unreferenced files are harmless; a
+                        // referenced file must never go).
+                        return Outcome::failure(Status::ProcessingFailure, e.to_string());
+                    }
+                }
             }
         }
         debug!(sop_instance_uid = %request.sop_instance_uid, bytes = written.length, "stored");
