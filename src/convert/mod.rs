@@ -108,8 +108,9 @@ impl Converter {
     /// Finishes or undoes moves interrupted by a crash, and removes temporaries. Run before
     /// any new move.
     pub async fn recover(&self) -> Result<usize, ConvertError> {
-        // Another process's moves (on any node) are its own while its lease holds.
-        let in_use = self.locator.others_live_leases().await?;
+        // A move is its process's own while that process's lease holds, this process's
+        // too: the server's tiering pass and its repairs share one lease and may overlap.
+        let in_use = self.locator.live_leases().await?;
         let temporaries = self.archive.remove_temporaries(&in_use).await?;
         let jobs: Vec<_> = self
             .locator
