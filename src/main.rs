@@ -103,6 +103,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The locator database.
+    Locator {
+        #[command(subcommand)]
+        action: LocatorAction,
+    },
     /// Show what is stored, per tier, what is queued, and the last run of each job.
     Status {
         #[arg(long)]
@@ -203,6 +208,23 @@ fn one_line(e: &anyhow::Error) -> String {
         }
     }
     line
+}
+
+#[derive(Subcommand)]
+enum LocatorAction {
+    /// Copy this site's locator into a new, empty database (e.g. SQLite to PostgreSQL), with
+    /// every node stopped; check each table's rows and checksum on both sides; print the
+    /// config line that switches the site over.
+    Migrate {
+        #[arg(long)]
+        config: PathBuf,
+        /// The target, e.g. `postgres://strata:PASSWORD@db:5432/strata`.
+        #[arg(long)]
+        to: String,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -525,6 +547,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
                 print!("{report}");
+            }
+            Ok(())
+        }
+        Command::Locator {
+            action: LocatorAction::Migrate { config, to, json },
+        } => {
+            let config = Config::load(&config)?;
+            let summary = runtime.block_on(strata::admin::migrate_locator(&config, &to, |t| {
+                if !json {
+                    eprintln!("{}: {} rows copied and checked", t.table, t.rows);
+                }
+            }))?;
+            if json {
+                println!("{}", serde_json::to_string(&summary)?);
+            } else {
+                print!("{summary}");
             }
             Ok(())
         }

@@ -1,9 +1,11 @@
 //! Admin commands behind the CLI: reports over the locator and the tiers (`status`,
 //! `schedule`, `locate`), and the jobs an admin runs by hand (tiering, restore, backup,
-//! verify, import), each recorded in the job history (`crate::jobs`).
+//! verify, import), each recorded in the job history (`crate::jobs`); moving the locator to
+//! another database (`locator migrate`).
 
 mod backup;
 mod import;
+mod locator;
 mod progress;
 mod restore;
 mod schedule;
@@ -14,6 +16,7 @@ mod volume;
 
 pub use backup::{backup_run, enqueue_backup, verify, BackupCommandError, BackupSummary};
 pub use import::{import, ImportError, ImportSummary, IMPORT_AE};
+pub use locator::{migrate_locator, LocatorCommandError, MigrateSummary};
 pub use restore::{restore, RestoreSummary};
 pub use schedule::{schedule, ScheduleReport, WorkerSchedule};
 pub use status::{status, StatusReport};

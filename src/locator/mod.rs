@@ -14,6 +14,7 @@ pub mod dialect;
 pub mod find;
 pub mod jobs;
 pub mod leases;
+pub mod migrate;
 pub mod retrieve;
 pub mod volumes;
 
@@ -44,6 +45,8 @@ pub enum LocatorError {
     Url { url: String, source: sqlx::Error },
     #[error("cannot open the locator database: {0}")]
     Connect(#[source] sqlx::Error),
+    #[error("the locator database at {0} does not answer (10 s)")]
+    Unreachable(String),
     #[error("cannot apply locator migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("cannot look up instance {uid}: {source}")]
@@ -62,6 +65,8 @@ pub enum LocatorError {
     Copies(#[source] sqlx::Error),
     #[error("cannot read or record job runs or counters: {0}")]
     Jobs(#[source] sqlx::Error),
+    #[error("cannot copy the locator: {0}")]
+    Transfer(#[source] sqlx::Error),
     #[error("cannot take, renew or read leases: {0}")]
     Lease(#[source] sqlx::Error),
     #[error(
@@ -143,7 +148,7 @@ impl Locator {
     pub async fn open(config: &LocatorConfig, owner: Owner) -> Result<Locator, LocatorError> {
         sqlx::any::install_default_drivers();
         let url_error = |source| LocatorError::Url {
-            url: config.url.clone(),
+            url: without_password(&config.url),
             source,
         };
         let dialect = Dialect::of_url(&config.url).ok_or_else(|| {
@@ -165,6 +170,19 @@ impl Locator {
             Dialect::Postgres => AnyConnectOptions::from_str(&config.url),
         }
         .map_err(url_error)?;
+        if dialect == Dialect::Postgres {
+            // One direct attempt first: an unreachable or refusing server is named at once
+            // instead of after the pool's acquire timeout.
+            use sqlx::Connection;
+            let first = tokio::time::timeout(
+                Duration::from_secs(10),
+                sqlx::AnyConnection::connect_with(&options),
+            )
+            .await
+            .map_err(|_| LocatorError::Unreachable(without_password(&config.url)))?
+            .map_err(LocatorError::Connect)?;
+            let _ = first.close().await;
+        }
         let pool = AnyPoolOptions::new()
             .max_connections(config.max_connections.max(1))
             .acquire_timeout(Duration::from_secs(30))
@@ -628,6 +646,20 @@ async fn insert_audit(
     .execute(&mut **tx)
     .await
     .map(|_| ())
+}
+
+/// A locator URL with any password replaced by `***`, for messages and reports.
+pub fn without_password(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
 }
 
 /// Current time in Unix milliseconds.
