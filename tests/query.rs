@@ -519,3 +519,114 @@ fn combined_study_date_and_time_range_when_negotiated() {
     let want = stamps.iter().filter(|s| s.0 == lo.0 && s.1 >= lo.1).count();
     assert_eq!(m.len(), want);
 }
+
+#[test]
+fn stalled_query_clients_hold_no_database_connection() {
+    // Four DCMTK findscu processes stopped with SIGSTOP part-way through 60,000 matches of
+    // about 400 bytes (more than loopback's socket buffers hold, so the server's writes to
+    // them block), on a server whose
+    // locator pool has two connections: a C-ECHO, a C-STORE, a C-FIND and a C-GET by others
+    // are still served, and the stalled queries finish once resumed.
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), "[query]\nmax_matches = 100000");
+    let config = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        config.replace("[locator]\n", "[locator]\nmax_connections = 2\n"),
+    )
+    .unwrap();
+    let server = TestServer::start_in(dir.path(), "", "");
+    let fill = std::process::Command::new(python())
+        .arg(repo().join("tools/fill_locator.py"))
+        .args(fill_locator_target(dir.path()))
+        .args([
+            "--studies",
+            "60000",
+            "--instances",
+            "60000",
+            "--patients",
+            "1000",
+        ])
+        .output()
+        .unwrap();
+    assert!(fill.status.success(), "{}", text(&fill));
+    let mut stalled = Vec::new();
+    for _ in 0..4 {
+        let mut child = dcmtk("findscu")
+            .args(["-v", "-S", "-aet", "VIEWER", "-aec", "STRATA", "127.0.0.1"])
+            .arg(server.port.to_string())
+            .args(["-k", "QueryRetrieveLevel=STUDY", "-k", "PatientName="])
+            .args([
+                "-k",
+                "PatientID=",
+                "-k",
+                "PatientBirthDate=",
+                "-k",
+                "StudyDate=",
+            ])
+            .args([
+                "-k",
+                "StudyTime=",
+                "-k",
+                "AccessionNumber=",
+                "-k",
+                "StudyID=",
+            ])
+            .args(["-k", "StudyDescription=", "-k", "ReferringPhysicianName="])
+            .args(["-k", "StudyInstanceUID=", "-k", "ModalitiesInStudy="])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Stopped once the server is answering it (DCMTK logs to stderr).
+        let mut lines =
+            std::io::BufRead::lines(std::io::BufReader::new(child.stderr.take().unwrap()));
+        loop {
+            let line = lines
+                .next()
+                .expect("findscu ended before a response")
+                .unwrap();
+            if line.contains("Find Response") {
+                break;
+            }
+        }
+        signal(child.id(), "STOP");
+        stalled.push((child, lines));
+    }
+    let (ok, out) = server.echoscu("VIEWER", "STRATA");
+    assert!(ok, "C-ECHO beside stalled queries: {out}");
+    let corpus = Corpus::small(1, 3, 0, 1, 91);
+    let files: Vec<String> = corpus
+        .paths()
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    let (acked, failed) = acknowledged(&text(&server.scu("store", "MODALITY", &files)));
+    assert_eq!(acked.len(), 3, "C-STORE beside stalled queries: {failed:?}");
+    let (m, last) = find(
+        &server,
+        &[],
+        &["PatientID=FILL0000001", "StudyInstanceUID="],
+    );
+    assert_eq!(last, "FINAL 0x0000", "C-FIND beside stalled queries");
+    assert!(!m.is_empty());
+    let study = &corpus.study_uids()[0];
+    assert_same_data_sets(
+        &server.get_study(study),
+        &originals(&corpus, study),
+        "C-GET beside stalled queries",
+    );
+    // Resumed, each stalled query receives every match.
+    for (mut child, lines) in stalled {
+        signal(child.id(), "CONT");
+        let pending = lines
+            .map(|l| l.unwrap())
+            .filter(|l| l.contains("(Pending)"))
+            .count();
+        assert!(child.wait().unwrap().success());
+        assert!(
+            pending > 30_000,
+            "a stalled query got {pending} matches: cut off to serve the others"
+        );
+    }
+}
