@@ -753,7 +753,11 @@ mod tests {
         assert_eq!(config.node.lease_secs, NodeConfig::default().lease_secs);
         let kept = std::fs::read_to_string(dir.path().join("node-id")).unwrap();
         assert_eq!(kept.trim(), config.node.id);
-        assert_eq!(Config::load(&sample).unwrap().node.id, config.node.id, "the same id every time");
+        assert_eq!(
+            Config::load(&sample).unwrap().node.id,
+            config.node.id,
+            "the same id every time"
+        );
         let defaults = BackupConfig::default();
         assert_eq!(config.backup.format, defaults.format);
         assert_eq!(config.backup.roi_ratio, defaults.roi_ratio);
