@@ -10,15 +10,6 @@ use std::process::Command;
 use common::*;
 use serde_json::Value;
 
-fn pg_url(name: &str) -> String {
-    let out = Command::new(repo().join("tools/pg-dev.sh"))
-        .args(["url", name])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
 fn migrate(config: &std::path::Path, to: &str) -> (bool, String, Value) {
     let out = Command::new(env!("CARGO_BIN_EXE_strata"))
         .args(["locator", "migrate", "--json", "--to", to, "--config"])
@@ -72,7 +63,7 @@ fn a_stopped_sqlite_site_moves_to_postgresql_and_serves_everything_from_it() {
             .to_lowercase()
     )
     .replace(|c: char| !c.is_ascii_alphanumeric(), "_");
-    let url = pg_url(&name);
+    let url = pg_database_url(&name);
     // Refused while a node holds a lease on the site.
     let (ok, said, _) = migrate(&server.config, &url);
     assert!(!ok && said.contains("holds a lease"), "{said}");

@@ -259,18 +259,6 @@ fn kill_9_once(config: &Path, args: &[&str], started: impl Fn() -> bool) -> u32 
     child.id()
 }
 
-fn json_of(config: &Path, args: &[&str]) -> (bool, Value) {
-    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .output()
-        .unwrap();
-    let value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{args:?}: {e}: {}", text(&out)));
-    (out.status.success(), value)
-}
-
 #[test]
 fn work_of_a_node_killed_mid_job_is_left_alone_while_its_lease_holds_then_finished_by_the_other() {
     // Three MR studies of 1 MB: a second each at the writers' 1 MB/s.
@@ -309,23 +297,23 @@ fn work_of_a_node_killed_mid_job_is_left_alone_while_its_lease_holds_then_finish
         pending("archive_jobs") > 0
     });
     // While its lease holds, node b leaves that study alone and archives the others.
-    let (_, first) = json_of(&b, &["tier", "run", "--min-age-days", "0", "--json"]);
+    let (_, first) = strata_json(&["tier", "run", "--min-age-days", "0", "--json"], &b);
     assert_eq!(first["busy"], 1, "{first}");
     assert_eq!(first["failed"], 0, "{first}");
     wait_for_lease_expiry(&b, killed);
     // Then node b undoes the dead move and archives the study itself.
-    let (ok, second) = json_of(&b, &["tier", "run", "--min-age-days", "0", "--json"]);
+    let (ok, second) = strata_json(&["tier", "run", "--min-age-days", "0", "--json"], &b);
     assert!(ok, "{second}");
     assert_eq!(second["archived"], 1, "{second}");
     assert_eq!(pending("archive_jobs"), 0);
 
     // Backup: the same with node a's backup run.
     let killed = kill_9_once(&a, &["backup", "run"], || pending("backup_queue") > 0);
-    let (_, first) = json_of(&b, &["backup", "run", "--json"]);
+    let (_, first) = strata_json(&["backup", "run", "--json"], &b);
     assert_eq!(first["busy"], 1, "{first}");
     assert_eq!(first["failed"], 0, "{first}");
     wait_for_lease_expiry(&b, killed);
-    let (ok, second) = json_of(&b, &["backup", "run", "--json"]);
+    let (ok, second) = strata_json(&["backup", "run", "--json"], &b);
     assert!(ok, "{second}");
     assert_eq!(second["backed_up"], 1, "{second}");
 

@@ -352,20 +352,7 @@ fn cancel_stops_the_stream_and_max_matches_is_enforced() {
     let dir = tempfile::tempdir().unwrap();
     write_config(dir.path(), "[query]\nmax_matches = 100000");
     let server = TestServer::start_in(dir.path(), "", "");
-    let fill = std::process::Command::new(python())
-        .arg(repo().join("tools/fill_locator.py"))
-        .args(fill_locator_target(dir.path()))
-        .args([
-            "--studies",
-            "20000",
-            "--instances",
-            "20000",
-            "--patients",
-            "1000",
-        ])
-        .output()
-        .unwrap();
-    assert!(fill.status.success(), "{}", text(&fill));
+    fill_locator(dir.path(), 20000);
     let (m, last) = find(
         &server,
         &["--cancel-after", "1"],
@@ -536,20 +523,7 @@ fn stalled_query_clients_hold_no_database_connection() {
     )
     .unwrap();
     let server = TestServer::start_in(dir.path(), "", "");
-    let fill = std::process::Command::new(python())
-        .arg(repo().join("tools/fill_locator.py"))
-        .args(fill_locator_target(dir.path()))
-        .args([
-            "--studies",
-            "60000",
-            "--instances",
-            "60000",
-            "--patients",
-            "1000",
-        ])
-        .output()
-        .unwrap();
-    assert!(fill.status.success(), "{}", text(&fill));
+    fill_locator(dir.path(), 60000);
     let mut stalled = Vec::new();
     for _ in 0..4 {
         let mut child = dcmtk("findscu")

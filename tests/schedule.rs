@@ -36,18 +36,6 @@ fn sibling_config(dir: &Path, name: &str, sections: &str) -> PathBuf {
     path
 }
 
-fn strata_json(args: &[&str], config: &Path) -> (bool, Value) {
-    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .output()
-        .unwrap();
-    let value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{args:?}: {e}: {}", text(&out)));
-    (out.status.success(), value)
-}
-
 fn schedule(config: &Path) -> Value {
     let (ok, report) = strata_json(&["schedule", "--json"], config);
     assert!(ok, "{report}");

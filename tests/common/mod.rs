@@ -30,9 +30,13 @@ pub fn locator_url(dir: &Path) -> String {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     dir.hash(&mut hasher);
-    let name = format!("t_{:016x}", hasher.finish());
+    pg_database_url(&format!("t_{:016x}", hasher.finish()))
+}
+
+/// The URL of database `name` in the cluster of `tools/pg-dev.sh`, created if missing.
+pub fn pg_database_url(name: &str) -> String {
     let out = Command::new(repo().join("tools/pg-dev.sh"))
-        .args(["url", &name])
+        .args(["url", name])
         .output()
         .unwrap();
     assert!(
@@ -80,16 +84,25 @@ pub fn wait_for_lease_expiry(config: &Path, pid: u32) {
     }
 }
 
-/// `tools/fill_locator.py`'s arguments naming the test site's locator in `dir`.
-pub fn fill_locator_target(dir: &Path) -> Vec<String> {
-    if on_postgres() {
-        vec!["--url".into(), locator_url(dir)]
+/// Fills the locator of the test site in `dir` with `studies` synthetic one-instance
+/// studies of 1,000 patients (`tools/fill_locator.py`: index rows only, no files).
+pub fn fill_locator(dir: &Path, studies: u32) {
+    let target = if on_postgres() {
+        vec!["--url".to_string(), locator_url(dir)]
     } else {
         vec![
-            "--db".into(),
+            "--db".to_string(),
             dir.join("locator.db").to_string_lossy().into_owned(),
         ]
-    }
+    };
+    let n = studies.to_string();
+    let out = Command::new(python())
+        .arg(repo().join("tools/fill_locator.py"))
+        .args(target)
+        .args(["--studies", &n, "--instances", &n, "--patients", "1000"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
 }
 
 /// The venv Python with pydicom and pynetdicom.
@@ -532,7 +545,18 @@ pub fn signal(pid: u32, name: &str) {
 /// Runs a `strata` subcommand with `--json` output on the server's config: whether it
 /// exited 0, and its JSON (fails the test when stdout is not JSON).
 pub fn cli_json(server: &TestServer, args: &[&str]) -> (bool, serde_json::Value) {
-    let out = server.cli(args);
+    strata_json(args, &server.config)
+}
+
+/// `strata ARGS --config CONFIG` with `--json` output: whether it exited 0, and its JSON
+/// (fails the test when stdout is not JSON).
+pub fn strata_json(args: &[&str], config: &Path) -> (bool, serde_json::Value) {
+    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap();
     let value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{args:?}: {e}: {}", text(&out)));
     (out.status.success(), value)
