@@ -7,7 +7,7 @@
 # 1,000,000-instance locator. Prints the ratios against the targets at the end.
 #
 #   tools/bench.sh [--ct-studies N] [--ct-images N] [--mr-studies N] [--mr-images N] [--j2k-only]
-#                  [--backup-only]
+#                  [--backup-only] [--locator-only]
 #
 # The JPEG 2000 section (last; alone with --j2k-only) times Strata's encoder
 # (examples/j2k_bench) against OpenJPEG's opj_compress on the same generated CT (512x512
@@ -22,6 +22,12 @@
 # `format = "j2k-roi"` (its MB/s and the size of its copies against the originals). All on one
 # disk with a warm page cache: the ratios compare software, not devices.
 #
+# The locator section (alone with --locator-only) compares the SQLite and the PostgreSQL locator
+# (a private cluster from tools/pg-dev.sh, on a Unix socket) with the same clients: C-FIND on a
+# 1,000,000-instance index (examples/find_latency, p50/p95), and ingest of the corpus (DCMTK
+# storescu, 4 parallel senders) into one node on SQLite, one node on PostgreSQL, and two nodes
+# sharing one PostgreSQL locator and one online folder (two senders each).
+#
 # Everything runs inside a private network namespace (unshare -n) with only loopback, so
 # Orthanc, which cannot bind to 127.0.0.1 alone, is reachable from nothing else.
 # Sequential: one association per study, studies one after another.
@@ -31,11 +37,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
-CT_STUDIES=10 CT_IMAGES=200 MR_STUDIES=3 MR_IMAGES=100 J2K_ONLY="" BACKUP_ONLY=""
+CT_STUDIES=10 CT_IMAGES=200 MR_STUDIES=3 MR_IMAGES=100 J2K_ONLY="" BACKUP_ONLY="" LOCATOR_ONLY=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --j2k-only) J2K_ONLY=1; shift ;;
         --backup-only) BACKUP_ONLY=1; shift ;;
+        --locator-only) LOCATOR_ONLY=1; shift ;;
         --ct-studies) CT_STUDIES=$2; shift 2 ;;
         --ct-images) CT_IMAGES=$2; shift 2 ;;
         --mr-studies) MR_STUDIES=$2; shift 2 ;;
@@ -192,6 +199,98 @@ backup_section() {
     rm -rf "$dir"
 }
 
+# SQLite beside PostgreSQL (see the header). Loopback only; starts and stops its own
+# PostgreSQL cluster. Sets locator_ratio[...] for the summary.
+locator_section() {
+    local dir="$root/.cache/bench-locator" strata="$root/target/release/strata"
+    rm -rf "$dir" && mkdir -p "$dir"
+    # A cluster of its own, apart from the test suite's.
+    export STRATA_PG_DIR="/tmp/strata-pg-bench-$$"
+    tools/pg-dev.sh start --fresh
+    local corpus_bytes
+    corpus_bytes=$(find "$corpus" -name '*.dcm' -printf '%s\n' | awk '{s+=$1} END {printf "%.0f\n", s}')
+    node() {   # folder url node-id online-folder -> a config on port 0
+        mkdir -p "$1"
+        printf '[dicom]\naet = "STRATA"\nlisten = "127.0.0.1:0"\naccept_unknown_callers = true\n[storage]\nonline_dir = "%s"\n[locator]\nurl = "%s"\nmax_connections = 16\n[node]\nid = "%s"\n[log]\nlevel = "warn"\n' "$4" "$2" "$3" > "$1/strata.toml"
+    }
+    serve() {   # folder -> prints the node's port; the pid is kept in $1/pid
+        "$strata" serve --config "$1/strata.toml" >"$1/out.log" 2>"$1/err.log" &
+        echo $! > "$1/pid"
+        # Up to a minute: the first start after fill_locator.py gives its names their search
+        # keys, row by row (10 s for 20,000 patients on PostgreSQL).
+        for _ in $(seq 1 600); do grep -q listening "$1/out.log" && break; sleep 0.1; done
+        grep -o '[0-9]*$' "$1/out.log"
+    }
+    halt() { kill -TERM "$(cat "$1/pid")"; wait "$(cat "$1/pid")" 2>/dev/null || true; }
+    # studies dealt round-robin over the given ports, 4 senders in all
+    ingest_mbs() {
+        local ports=("$@") t0 t1 senders=()
+        t0=$(date +%s.%N)
+        for lane in 0 1 2 3; do
+            local p=${ports[$((lane % ${#ports[@]}))]}
+            (for i in "${!studies[@]}"; do
+                if [ $((i % 4)) -eq $lane ]; then
+                    TCP_NODELAY=1 /usr/bin/storescu -aet MODALITY -aec STRATA 127.0.0.1 "$p" "${studies[$i]}"/*.dcm >/dev/null 2>&1
+                fi
+            done) &
+            senders+=($!)
+        done
+        wait "${senders[@]}"
+        t1=$(date +%s.%N)
+        echo "$corpus_bytes / ($t1 - $t0) / 1048576" | bc -l
+    }
+    declare -gA locator_ratio find_ms
+    local sqlite_mbs pg_mbs two_mbs port port2
+    node "$dir/sqlite" "sqlite://locator.db" bench-1 "$dir/sqlite/online"
+    port=$(serve "$dir/sqlite"); sqlite_mbs=$(ingest_mbs "$port"); halt "$dir/sqlite"
+    node "$dir/pg" "$(tools/pg-dev.sh url bench_one)" bench-1 "$dir/pg/online"
+    port=$(serve "$dir/pg"); pg_mbs=$(ingest_mbs "$port"); halt "$dir/pg"
+    local two_url
+    two_url=$(tools/pg-dev.sh url bench_two)
+    node "$dir/two-a" "$two_url" bench-a "$dir/two-online"
+    node "$dir/two-b" "$two_url" bench-b "$dir/two-online"
+    port=$(serve "$dir/two-a"); port2=$(serve "$dir/two-b")
+    two_mbs=$(ingest_mbs "$port" "$port2"); halt "$dir/two-a"; halt "$dir/two-b"
+    local stored
+    stored=$(find "$dir/two-online" -name '*.dcm' | wc -l)
+
+    # C-FIND on 1,000,000 instances in each locator.
+    local find_out="$dir/find.txt"
+    : > "$find_out"
+    for kind in sqlite pg; do
+        local site="$dir/find-$kind" url
+        if [ $kind = sqlite ]; then url="sqlite://locator.db"; else url=$(tools/pg-dev.sh url bench_find); fi
+        node "$site" "$url" bench-find "$site/online"
+        "$strata" status --config "$site/strata.toml" >/dev/null
+        if [ $kind = sqlite ]; then
+            "$root/.venv/bin/python" tools/fill_locator.py --db "$site/locator.db" >/dev/null
+        else
+            "$root/.venv/bin/python" tools/fill_locator.py --url "$url" >/dev/null
+        fi
+        port=$(serve "$site")
+        "$root/target/release/examples/find_latency" "127.0.0.1:$port" --aec STRATA --runs 50 \
+            "patient-id:PatientID=FILL0001234" "name-MO*:PatientName=MOORE^*" \
+            "month:StudyDate=20200301-20200331" | sed "s/^/$kind /" >> "$find_out"
+        halt "$site"
+    done
+    tools/pg-dev.sh stop
+    rm -rf "$STRATA_PG_DIR"
+    unset STRATA_PG_DIR
+
+    echo
+    echo "Locator: SQLite beside PostgreSQL ($((corpus_bytes / 1048576)) MiB corpus, 4 senders; PostgreSQL on a Unix socket, same disk)"
+    printf '  ingest one node: SQLite %7.1f MB/s   PostgreSQL %7.1f MB/s   two nodes on PostgreSQL %7.1f MB/s (%d instances stored of %d)\n' \
+        "$sqlite_mbs" "$pg_mbs" "$two_mbs" "$stored" "$(find "$corpus" -name '*.dcm' | wc -l)"
+    echo "  C-FIND on 1,000,000 instances, STUDY level (find_latency): locator query p50 / p95 ms, matches"
+    sed 's/^/    /' "$find_out"
+    locator_ratio[ingest]=$(echo "$pg_mbs / $sqlite_mbs" | bc -l)
+    locator_ratio[two]=$(echo "$two_mbs / $sqlite_mbs" | bc -l)
+    printf '  ratios: one node PostgreSQL/SQLite %5.2fx [>= 0.9]   two nodes PostgreSQL/one node SQLite %5.2fx\n' \
+        "${locator_ratio[ingest]}" "${locator_ratio[two]}"
+    awk '$1 == "pg" {printf "  PostgreSQL C-FIND %-10s p95 %6.2f ms [%s]\n", $2, $4, ($2 == "patient-id" ? "< 5" : "< 20")}' "$find_out"
+    rm -rf "$dir"
+}
+
 # The generated corpus, made once per size and kept in .cache: sets corpus and studies.
 make_corpus() {
     corpus="$root/.cache/bench-corpus-$CT_STUDIES-$CT_IMAGES-$MR_STUDIES-$MR_IMAGES"
@@ -212,6 +311,17 @@ if [ -n "$J2K_ONLY" ]; then
     exit 0
 fi
 
+if [ -n "$LOCATOR_ONLY" ]; then
+    source tools/setup-deps.sh
+    install_debian dcmtk bc postgresql
+    install_venv
+    cargo build --release --quiet --bin strata --example find_latency
+    export TCP_NODELAY=1
+    make_corpus
+    locator_section
+    exit 0
+fi
+
 if [ -n "$BACKUP_ONLY" ]; then
     source tools/setup-deps.sh
     install_debian bc
@@ -223,7 +333,7 @@ if [ -n "$BACKUP_ONLY" ]; then
 fi
 # Bash abandons a whole compound command on an expansion error and goes on with the next one:
 # never fall through from a section run alone into the full benchmark.
-if [ -n "$J2K_ONLY$BACKUP_ONLY" ]; then echo "a section failed" >&2; exit 1; fi
+if [ -n "$J2K_ONLY$BACKUP_ONLY$LOCATOR_ONLY" ]; then echo "a section failed" >&2; exit 1; fi
 
 if [ -z "${STRATA_BENCH_NETNS:-}" ]; then
     source tools/setup-deps.sh
@@ -554,4 +664,5 @@ printf '  converter/FsShell -put      %5.2fx  [>= 0.8]\n' "$(ratio "$convert_mbs
 printf '  C-MOVE archived/online      %5.2fx  [>= 0.8]\n' "$(ratio "$move_archived" "$move_online")"
 rm -rf "$work"
 backup_section
+locator_section
 j2k_section
