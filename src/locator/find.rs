@@ -472,11 +472,12 @@ fn row_to_match(row: &AnyRow, query: &FindQuery) -> Result<FindRow, sqlx::Error>
 
 /// Rows buffered between the database and the association.
 const ROWS_IN_FLIGHT: usize = 64;
-/// Matches read per statement: a small first page answers quickly; later pages are larger so
-/// a big result costs few statements. A page is read whole and its connection returned
-/// before any of it is sent, so a requestor that stops reading holds memory for one page,
+/// Matches read per statement: the first page holds a typical worklist or study list whole
+/// (one statement; each further page runs the query again), later pages are larger so a big
+/// result costs few statements. A page is read whole and its connection returned before any
+/// of it is sent, so a requestor that stops reading holds memory for one page (a few MB),
 /// never a database connection.
-const FIRST_PAGE: usize = 256;
+const FIRST_PAGE: usize = 2048;
 const LATER_PAGES: usize = 4096;
 
 impl Locator {
