@@ -64,6 +64,9 @@ pub struct NodeConfig {
     /// long before another process may take over the work of one that died.
     #[serde(default = "defaults::lease_secs")]
     pub lease_secs: u64,
+    /// This machine's host name (not a key: read at load), shown beside the node's leases.
+    #[serde(skip)]
+    pub host: String,
 }
 
 impl Default for NodeConfig {
@@ -71,6 +74,7 @@ impl Default for NodeConfig {
         NodeConfig {
             id: String::new(),
             lease_secs: defaults::lease_secs(),
+            host: String::new(),
         }
     }
 }
@@ -82,9 +86,22 @@ impl NodeConfig {
     }
 }
 
-/// The node id kept in `base/node-id`, made from the host name and a random suffix on first
-/// use. A folder that cannot be written gives the host name alone.
-fn resolve_node_id(base: &Path) -> String {
+/// This machine's host name (`gethostname`), or `strata` when it has none.
+pub fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its whole length; gethostname NUL-terminates within it
+    // or fails.
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+    let len = buf.iter().position(|&b| b == 0).unwrap_or(0);
+    match std::str::from_utf8(&buf[..len]) {
+        Ok(name) if ok && !name.is_empty() => name.to_string(),
+        _ => "strata".to_string(),
+    }
+}
+
+/// The node id kept in `base/node-id`, made from `host` and a random suffix on first use. A
+/// folder that cannot be written gives the host name alone.
+fn resolve_node_id(base: &Path, host: &str) -> String {
     let file = base.join("node-id");
     if let Ok(id) = std::fs::read_to_string(&file) {
         let id = id.trim();
@@ -92,11 +109,6 @@ fn resolve_node_id(base: &Path) -> String {
             return id.to_string();
         }
     }
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "strata".to_string());
     let seed = format!(
         "{host}{:?}{}{:p}",
         std::time::SystemTime::now(),
@@ -117,7 +129,7 @@ fn resolve_node_id(base: &Path) -> String {
             .unwrap_or(id);
     }
     let _ = std::fs::remove_file(&temp);
-    host
+    host.to_string()
 }
 
 /// `[backup]`: near-line copies of every study, and recovery from them.
@@ -534,8 +546,9 @@ impl Config {
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
         config.resolve_paths(base);
+        config.node.host = host_name();
         if config.node.id.trim().is_empty() {
-            config.node.id = resolve_node_id(base);
+            config.node.id = resolve_node_id(base, &config.node.host);
         }
         config.validate().map_err(|message| ConfigError::Invalid {
             path: path.to_owned(),

@@ -6,7 +6,7 @@
 //! moves, backup claims, volumes being written, job runs, temporaries' file names) carry the
 //! token; a claim is another process's to recover once its lease has expired (or was ended
 //! by a clean exit), and commits that depend on a claim check in the same transaction that
-//! the lease still holds. No process ID or `/proc` entry decides anything.
+//! the lease still holds. No process ID decides anything.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -38,6 +38,7 @@ impl Owner {
     pub fn of(node: &crate::config::NodeConfig, role: Role) -> Owner {
         Owner {
             node: node.id.clone(),
+            host: node.host.clone(),
             role,
             ttl: node.lease(),
         }
@@ -58,6 +59,8 @@ impl Role {
 pub struct Owner {
     /// `[node] id`.
     pub node: String,
+    /// The machine's host name, shown with the lease.
+    pub host: String,
     pub role: Role,
     /// How long the lease lasts without a heartbeat.
     pub ttl: Duration,
@@ -118,9 +121,6 @@ const FORGET_AFTER_MS: i64 = 24 * 3600 * 1000;
 
 async fn take(pool: &AnyPool, dialect: Dialect, owner: &Owner) -> Result<i64, sqlx::Error> {
     let now = dialect.now_ms();
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_default();
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "DELETE FROM leases WHERE expires_at < {now} - $1"
     )))
@@ -134,7 +134,7 @@ async fn take(pool: &AnyPool, dialect: Dialect, owner: &Owner) -> Result<i64, sq
     )))
     .bind(&owner.node)
     .bind(owner.role.as_str())
-    .bind(host)
+    .bind(&owner.host)
     .bind(i64::from(std::process::id()))
     .bind(owner.ttl.as_millis() as i64)
     .fetch_one(pool)

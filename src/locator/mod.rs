@@ -737,6 +737,7 @@ pub(crate) mod tests {
     pub(crate) fn test_owner() -> Owner {
         Owner {
             node: "unit-test".into(),
+            host: crate::config::host_name(),
             role: Role::Cli,
             ttl: std::time::Duration::from_secs(30),
         }

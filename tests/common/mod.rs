@@ -616,6 +616,7 @@ pub async fn locator(server_dir: &Path) -> strata::locator::Locator {
         },
         strata::locator::Owner {
             node: "test".into(),
+            host: strata::config::host_name(),
             role: strata::locator::Role::Cli,
             ttl: Duration::from_secs(30),
         },
