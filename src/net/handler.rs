@@ -84,7 +84,8 @@ pub struct FindRequest {
 /// C-CANCEL stops them between two responses.
 pub trait FindResults: Send + Sync + 'static {
     /// The next match as an encoded identifier, `None` when there are no more, or a failure
-    /// that ends the operation.
+    /// that ends the operation. Cancel-safe: a `next` dropped before it is ready loses no
+    /// match (the association polls it once to decide whether to send what it holds).
     fn next(&mut self) -> impl Future<Output = Option<Result<Vec<u8>, Outcome>>> + Send;
 }
 

@@ -521,65 +521,90 @@ impl<S: Services> Session<S> {
         sub_operations: Option<SubOperations>,
         data_set: Option<&[u8]>,
     ) -> Result<(), String> {
-        let command = CommandSet::response(&Response {
-            field: header.response,
-            message_id: header.message_id,
-            status: outcome.status,
-            sop_class_uid: header.sop_class_uid.as_deref(),
-            sop_instance_uid: header.sop_instance_uid.as_deref(),
-            error_comment: outcome.comment.as_deref(),
-            has_data_set: data_set.is_some(),
-            sub_operations,
-        });
-        self.send_pdv(
-            assoc,
+        let mut wire = Vec::new();
+        encode_response(
+            &mut wire,
             header,
-            PDataValueType::Command,
-            true,
-            command.encode(),
-        )
-        .await?;
-        if let Some(data) = data_set {
-            // The PDV item header takes 6 bytes of the PDU's variable field.
-            let room = (assoc.requestor_max_pdu_length() as usize)
-                .saturating_sub(6)
-                .max(1);
-            let mut chunks = data.chunks(room).peekable();
-            if chunks.peek().is_none() {
-                self.send_pdv(assoc, header, PDataValueType::Data, true, Vec::new())
-                    .await?;
-            }
-            while let Some(chunk) = chunks.next() {
-                let last = chunks.peek().is_none();
-                self.send_pdv(assoc, header, PDataValueType::Data, last, chunk.to_vec())
-                    .await?;
-            }
-        }
-        Ok(())
+            &outcome,
+            sub_operations,
+            data_set,
+            assoc.requestor_max_pdu_length(),
+        )?;
+        self.send_wire(assoc, header, &wire).await
     }
 
-    async fn send_pdv(
+    /// Writes already encoded PDUs in one go, within the send timeout: a response and its
+    /// data set, or a batch of C-FIND responses, cost one system call rather than one per PDU.
+    async fn send_wire(
         &self,
         assoc: &mut AsyncServerAssociation<TcpStream>,
         header: &Header,
-        value_type: PDataValueType,
-        is_last: bool,
-        data: Vec<u8>,
+        wire: &[u8],
     ) -> Result<(), String> {
-        let pdu = Pdu::PData {
-            data: vec![PDataValue {
-                presentation_context_id: header.context_id,
-                value_type,
-                is_last,
-                data,
-            }],
+        use tokio::io::AsyncWriteExt;
+        let stream = assoc.inner_stream();
+        let write = async {
+            stream.write_all(wire).await?;
+            stream.flush().await
         };
-        match tokio::time::timeout(self.send_timeout, assoc.send(&pdu)).await {
+        match tokio::time::timeout(self.send_timeout, write).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(format!("sending {:?}: {e}", header.response)),
             Err(_) => Err(format!("sending {:?}: timed out", header.response)),
         }
     }
+}
+
+/// Appends the P-DATA-TF PDUs of one response to `wire`: the command, then the data set if
+/// there is one, split into fragments no larger than the requestor accepts (0: no limit,
+/// PS3.8 D.3.3.1).
+fn encode_response(
+    wire: &mut Vec<u8>,
+    header: &Header,
+    outcome: &Outcome,
+    sub_operations: Option<SubOperations>,
+    data_set: Option<&[u8]>,
+    requestor_max_pdu_length: u32,
+) -> Result<(), String> {
+    let command = CommandSet::response(&Response {
+        field: header.response,
+        message_id: header.message_id,
+        status: outcome.status,
+        sop_class_uid: header.sop_class_uid.as_deref(),
+        sop_instance_uid: header.sop_instance_uid.as_deref(),
+        error_comment: outcome.comment.as_deref(),
+        has_data_set: data_set.is_some(),
+        sub_operations,
+    });
+    let mut pdv = |value_type, is_last, data: &[u8]| {
+        let pdu = Pdu::PData {
+            data: vec![PDataValue {
+                presentation_context_id: header.context_id,
+                value_type,
+                is_last,
+                data: data.to_vec(),
+            }],
+        };
+        dicom_ul::pdu::write_pdu(wire, &pdu)
+            .map_err(|e| format!("encoding {:?}: {e}", header.response))
+    };
+    pdv(PDataValueType::Command, true, &command.encode())?;
+    let Some(data) = data_set else {
+        return Ok(());
+    };
+    // The PDV item header takes 6 bytes of the PDU's variable field.
+    let room = match requestor_max_pdu_length {
+        0 => usize::MAX,
+        max => (max as usize).saturating_sub(6).max(1),
+    };
+    let mut chunks = data.chunks(room).peekable();
+    if chunks.peek().is_none() {
+        pdv(PDataValueType::Data, true, &[])?;
+    }
+    while let Some(chunk) = chunks.next() {
+        pdv(PDataValueType::Data, chunks.peek().is_none(), chunk)?;
+    }
+    Ok(())
 }
 
 /// What a response needs to know about its request.
