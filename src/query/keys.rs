@@ -1,8 +1,7 @@
 //! Which DICOM attribute is which indexed column, and the attributes computed per match.
 
-use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
+use dicom_core::{Tag, VR};
 use dicom_dictionary_std::tags;
-use dicom_object::mem::InMemElement;
 
 use crate::locator::find::FindRow;
 use crate::model::query::{Attribute, QueryLevel};
@@ -93,60 +92,42 @@ impl Computed {
         })
     }
 
-    /// The element for a match; empty where the level does not define it.
-    pub fn element(self, row: &FindRow, level: QueryLevel) -> InMemElement {
+    /// The value for a match (several joined by `\\`); empty where the level does not
+    /// define it.
+    pub fn value(self, row: &FindRow, level: QueryLevel) -> String {
         use Computed::*;
-        let count = |tag, n: u64, at: QueryLevel| {
+        let count = |n: u64, at: QueryLevel| {
             if level == at {
-                DataElement::new(tag, VR::IS, PrimitiveValue::from(n.to_string()))
+                n.to_string()
             } else {
-                DataElement::new(tag, VR::IS, PrimitiveValue::Empty)
+                String::new()
             }
         };
-        let list = |tag, vr, values: &[String]| {
-            if level == QueryLevel::Study && !values.is_empty() {
-                DataElement::new(
-                    tag,
-                    vr,
-                    PrimitiveValue::Strs(values.iter().cloned().collect()),
-                )
+        let list = |values: &[String]| {
+            if level == QueryLevel::Study {
+                values.join("\\")
             } else {
-                DataElement::new(tag, vr, PrimitiveValue::Empty)
+                String::new()
             }
         };
         match self {
-            NumberOfPatientRelatedStudies => count(
-                tags::NUMBER_OF_PATIENT_RELATED_STUDIES,
-                row.related_studies,
-                QueryLevel::Patient,
-            ),
-            NumberOfPatientRelatedSeries => count(
-                tags::NUMBER_OF_PATIENT_RELATED_SERIES,
-                row.related_series,
-                QueryLevel::Patient,
-            ),
-            NumberOfPatientRelatedInstances => count(
-                tags::NUMBER_OF_PATIENT_RELATED_INSTANCES,
-                row.related_instances,
-                QueryLevel::Patient,
-            ),
-            NumberOfStudyRelatedSeries => count(
-                tags::NUMBER_OF_STUDY_RELATED_SERIES,
-                row.related_series,
-                QueryLevel::Study,
-            ),
-            NumberOfStudyRelatedInstances => count(
-                tags::NUMBER_OF_STUDY_RELATED_INSTANCES,
-                row.related_instances,
-                QueryLevel::Study,
-            ),
-            NumberOfSeriesRelatedInstances => count(
-                tags::NUMBER_OF_SERIES_RELATED_INSTANCES,
-                row.related_instances,
-                QueryLevel::Series,
-            ),
-            ModalitiesInStudy => list(tags::MODALITIES_IN_STUDY, VR::CS, &row.modalities),
-            SopClassesInStudy => list(tags::SOP_CLASSES_IN_STUDY, VR::UI, &row.sop_classes),
+            NumberOfPatientRelatedStudies => count(row.related_studies, QueryLevel::Patient),
+            NumberOfPatientRelatedSeries => count(row.related_series, QueryLevel::Patient),
+            NumberOfPatientRelatedInstances => count(row.related_instances, QueryLevel::Patient),
+            NumberOfStudyRelatedSeries => count(row.related_series, QueryLevel::Study),
+            NumberOfStudyRelatedInstances => count(row.related_instances, QueryLevel::Study),
+            NumberOfSeriesRelatedInstances => count(row.related_instances, QueryLevel::Series),
+            ModalitiesInStudy => list(&row.modalities),
+            SopClassesInStudy => list(&row.sop_classes),
+        }
+    }
+
+    /// The VR of the element, whatever the requestor sent.
+    pub fn vr(self) -> VR {
+        match self {
+            Computed::ModalitiesInStudy => VR::CS,
+            Computed::SopClassesInStudy => VR::UI,
+            _ => VR::IS,
         }
     }
 }

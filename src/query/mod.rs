@@ -3,6 +3,7 @@
 //! into a [`FindQuery`], asks the locator, and encodes one response identifier per match in
 //! UTF-8 (ISO_IR 192), every requested key present.
 
+mod encode;
 mod keys;
 
 use std::sync::Arc;
@@ -204,51 +205,82 @@ fn check_unique_keys(
 }
 
 impl Matches {
+    /// The response identifier of one match: every requested key, then Specific Character
+    /// Set, Query/Retrieve Level, Retrieve AE Title and (when due) Instance Availability.
     fn encode(&self, row: &FindRow) -> Result<Vec<u8>, Outcome> {
-        let mut out = InMemDicomObject::new_empty();
-        let text = |tag: Tag, vr: VR, value: &str| {
-            if value.is_empty() {
-                DataElement::new(tag, vr, PrimitiveValue::Empty)
-            } else {
-                DataElement::new(tag, vr, PrimitiveValue::from(value))
-            }
-        };
-        out.put(text(tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 192"));
-        out.put(text(
-            tags::QUERY_RETRIEVE_LEVEL,
-            VR::CS,
-            self.level.as_str(),
-        ));
-        out.put(text(tags::RETRIEVE_AE_TITLE, VR::AE, &self.options.our_aet));
+        let mut elements = vec![
+            text(tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 192".into()),
+            text(
+                tags::QUERY_RETRIEVE_LEVEL,
+                VR::CS,
+                self.level.as_str().into(),
+            ),
+            text(
+                tags::RETRIEVE_AE_TITLE,
+                VR::AE,
+                self.options.our_aet.as_str().into(),
+            ),
+        ];
         if self.availability {
-            out.put(text(tags::INSTANCE_AVAILABILITY, VR::CS, availability(row)));
+            elements.push(text(
+                tags::INSTANCE_AVAILABILITY,
+                VR::CS,
+                availability(row).into(),
+            ));
         }
         for key in &self.keys {
             if key.tag == tags::RETRIEVE_AE_TITLE || key.tag == tags::INSTANCE_AVAILABILITY {
                 continue;
             }
-            if let Some(computed) = Computed::for_tag(key.tag) {
-                out.put(computed.element(row, self.level));
-                continue;
-            }
-            let value = attribute_for(key.tag)
-                .filter(|a| a.level() <= self.level)
-                .map(|a| keys::value(row, a))
-                .unwrap_or_default();
-            if key.vr == VR::SQ {
-                out.put(DataElement::new(key.tag, VR::SQ, PrimitiveValue::Empty));
+            let value = if let Some(computed) = Computed::for_tag(key.tag) {
+                computed.value(row, self.level)
+            } else if key.vr == VR::SQ {
+                String::new()
             } else {
-                out.put(text(key.tag, key.vr, &value));
+                attribute_for(key.tag)
+                    .filter(|a| a.level() <= self.level)
+                    .map(|a| keys::value(row, a))
+                    .unwrap_or_default()
+            };
+            let vr = Computed::for_tag(key.tag).map_or(key.vr, Computed::vr);
+            elements.push(text(key.tag, vr, value.into()));
+        }
+        let failed =
+            |e: String| refuse(Status::ProcessingFailure, format!("encoding a match: {e}"));
+        match encode::fast_syntax(&self.transfer_syntax_uid) {
+            Some(explicit) => encode::write(elements, explicit).map_err(|e| failed(e.to_string())),
+            None => self.encode_generic(elements).map_err(failed),
+        }
+    }
+
+    /// Any other little- or big-endian syntax a peer negotiated, through dicom-rs.
+    fn encode_generic(&self, elements: Vec<encode::Element<'_>>) -> Result<Vec<u8>, String> {
+        let mut out = InMemDicomObject::new_empty();
+        for e in elements {
+            if out.get(e.tag).is_some() {
+                continue; // the first of a tag wins, as in `encode::write`
             }
+            let value = if e.value.is_empty() {
+                PrimitiveValue::Empty
+            } else if e.value.contains('\\') {
+                PrimitiveValue::Strs(e.value.split('\\').map(String::from).collect())
+            } else {
+                PrimitiveValue::from(e.value.as_ref())
+            };
+            out.put(DataElement::new(e.tag, e.vr, value));
         }
         let ts = TransferSyntaxRegistry
             .get(&self.transfer_syntax_uid)
-            .ok_or_else(|| refuse(Status::ProcessingFailure, "transfer syntax vanished"))?;
+            .ok_or("transfer syntax vanished")?;
         let mut bytes = Vec::new();
         out.write_dataset_with_ts_cs(&mut bytes, ts, SpecificCharacterSet::ISO_IR_192)
-            .map_err(|e| refuse(Status::ProcessingFailure, format!("encoding a match: {e}")))?;
+            .map_err(|e| e.to_string())?;
         Ok(bytes)
     }
+}
+
+fn text(tag: Tag, vr: VR, value: std::borrow::Cow<'_, str>) -> encode::Element<'_> {
+    encode::Element { tag, vr, value }
 }
 
 /// The worst availability of the instances below the match, each from its best copy (see
