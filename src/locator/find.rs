@@ -119,14 +119,6 @@ enum Bind {
 /// Returns the SQL and its bound values in order.
 fn build(query: &FindQuery, dialect: Dialect) -> (String, Vec<Bind>) {
     let level = query.level;
-    let availability_column;
-    let mut select: Vec<&str> = vec![
-        "p.patient_id",
-        "p.issuer_of_patient_id",
-        "p.patient_name",
-        "p.patient_birth_date",
-        "p.patient_sex",
-    ];
     let from = match level {
         QueryLevel::Patient => "patients p",
         QueryLevel::Study => "studies st JOIN patients p ON p.id = st.patient_fk",
@@ -139,8 +131,45 @@ fn build(query: &FindQuery, dialect: Dialect) -> (String, Vec<Bind>) {
              JOIN studies st ON st.id = se.study_fk JOIN patients p ON p.id = st.patient_fk"
         }
     };
+    let order = match level {
+        QueryLevel::Patient => "p.patient_name, p.id",
+        QueryLevel::Study => "st.study_date DESC, st.study_time DESC, st.id DESC",
+        QueryLevel::Series => {
+            "st.study_date DESC, st.study_time DESC, st.id DESC, se.series_number, se.id"
+        }
+        QueryLevel::Image => {
+            "st.study_date DESC, st.study_time DESC, st.id DESC, se.series_number, se.id, \
+             i.instance_number, i.id"
+        }
+    };
+    let mut sql = format!(
+        "SELECT {} FROM {from}",
+        select_list(query, dialect).join(", ")
+    );
+    let (clauses, binds) = where_clauses(query, dialect);
+    if !clauses.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&clauses.join(" AND "));
+    }
+    sql.push_str(&format!(" ORDER BY {order}"));
+    (number_placeholders(&sql), binds)
+}
+
+/// The selected columns, in the order `row_to_match` reads them.
+fn select_list(query: &FindQuery, dialect: Dialect) -> Vec<String> {
+    let level = query.level;
+    let mut select: Vec<String> = [
+        "p.patient_id",
+        "p.issuer_of_patient_id",
+        "p.patient_name",
+        "p.patient_birth_date",
+        "p.patient_sex",
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut add = |columns: &[&str]| select.extend(columns.iter().map(|c| c.to_string()));
     if level >= QueryLevel::Study {
-        select.extend([
+        add(&[
             "st.study_instance_uid",
             "st.study_date",
             "st.study_time",
@@ -151,7 +180,7 @@ fn build(query: &FindQuery, dialect: Dialect) -> (String, Vec<Bind>) {
         ]);
     }
     if level >= QueryLevel::Series {
-        select.extend([
+        add(&[
             "se.series_instance_uid",
             "se.modality",
             "se.series_number",
@@ -160,7 +189,7 @@ fn build(query: &FindQuery, dialect: Dialect) -> (String, Vec<Bind>) {
         ]);
     }
     if level == QueryLevel::Image {
-        select.extend([
+        add(&[
             "i.sop_instance_uid",
             "i.sop_class_uid",
             "i.instance_number",
@@ -169,111 +198,121 @@ fn build(query: &FindQuery, dialect: Dialect) -> (String, Vec<Bind>) {
         ]);
     }
     if query.availability {
-        // Rank of the worst instance below the match (0 online .. 3 unavailable): 1 when
-        // off the online tier; for a primary known lost (in `repairs`, a small table), its
-        // best copy not known bad: near-line 1, offline 2, none 3.
-        let (tier, below) = match level {
-            QueryLevel::Patient => (
-                "EXISTS (SELECT 1 FROM instances x JOIN series y ON y.id = x.series_fk \
-                  JOIN studies z ON z.id = y.study_fk WHERE z.patient_fk = p.id \
-                  AND x.tier <> 'online')",
-                "JOIN series y ON y.id = x.series_fk JOIN studies z ON z.id = y.study_fk \
-                  WHERE z.patient_fk = p.id",
-            ),
-            QueryLevel::Study => (
-                "EXISTS (SELECT 1 FROM instances x JOIN series y ON y.id = x.series_fk \
-                  WHERE y.study_fk = st.id AND x.tier <> 'online')",
-                "JOIN series y ON y.id = x.series_fk WHERE y.study_fk = st.id",
-            ),
-            QueryLevel::Series => (
-                "EXISTS (SELECT 1 FROM instances x WHERE x.series_fk = se.id \
-                  AND x.tier <> 'online')",
-                "WHERE x.series_fk = se.id",
-            ),
-            QueryLevel::Image => ("(i.tier <> 'online')", "WHERE x.id = i.id"),
-        };
-        let lost = format!(
-            "COALESCE((SELECT MAX(CASE \
-               WHEN EXISTS (SELECT 1 FROM copies c WHERE c.sop_instance_uid = r.sop_instance_uid \
-                 AND c.kind = 'nearline' AND c.bad_since IS NULL) THEN 1 \
-               WHEN EXISTS (SELECT 1 FROM copies c WHERE c.sop_instance_uid = r.sop_instance_uid \
-                 AND c.kind = 'offline' AND c.bad_since IS NULL) THEN 2 ELSE 3 END) \
-             FROM repairs r JOIN instances x ON x.sop_instance_uid = r.sop_instance_uid {below}), 0)"
-        );
-        availability_column =
-            dialect.greatest(&format!("CASE WHEN {tier} THEN 1 ELSE 0 END"), &lost);
-        select.push(&availability_column);
+        select.push(availability_column(level, dialect));
     }
-    let computed = query.computed;
-    let modalities = format!(
-        "(SELECT {} FROM series x WHERE x.study_fk = st.id)",
-        dialect.comma_list_distinct("x.modality")
-    );
-    let sop_classes = format!(
-        "(SELECT {} FROM instances x JOIN series y ON y.id = x.series_fk \
-         WHERE y.study_fk = st.id)",
-        dialect.comma_list_distinct("x.sop_class_uid")
-    );
-    if computed.any() {
-        let counts = computed.related_counts;
-        fn pick<'a>(wanted: bool, sql: &'a str, otherwise: &'a str) -> &'a str {
-            if wanted {
-                sql
-            } else {
-                otherwise
-            }
-        }
-        match level {
-            QueryLevel::Patient => select.extend([
-                pick(
-                    counts,
-                    "(SELECT COUNT(*) FROM studies x WHERE x.patient_fk = p.id)",
-                    "0",
-                ),
-                pick(
-                    counts,
-                    "(SELECT COUNT(*) FROM series x JOIN studies y ON y.id = x.study_fk \
-                      WHERE y.patient_fk = p.id)",
-                    "0",
-                ),
-                pick(
-                    counts,
-                    "(SELECT COUNT(*) FROM instances x JOIN series y ON y.id = x.series_fk \
-                      JOIN studies z ON z.id = y.study_fk WHERE z.patient_fk = p.id)",
-                    "0",
-                ),
-            ]),
-            QueryLevel::Study => select.extend([
-                "0",
-                pick(
-                    counts,
-                    "(SELECT COUNT(*) FROM series x WHERE x.study_fk = st.id)",
-                    "0",
-                ),
-                pick(
-                    counts,
-                    "(SELECT COUNT(*) FROM instances x JOIN series y ON y.id = x.series_fk \
-                      WHERE y.study_fk = st.id)",
-                    "0",
-                ),
-                pick(computed.modalities, &modalities, "''"),
-                pick(computed.sop_classes, &sop_classes, "''"),
-            ]),
-            QueryLevel::Series => select.extend([
-                "0",
-                "0",
-                pick(
-                    counts,
-                    "(SELECT COUNT(*) FROM instances x WHERE x.series_fk = se.id)",
-                    "0",
-                ),
-            ]),
-            QueryLevel::Image => {}
-        }
+    if query.computed.any() {
+        select.extend(computed_columns(query, dialect));
     }
+    select
+}
 
+/// Instance Availability as a rank of the worst instance below the match (0 online ..
+/// 3 unavailable): 1 when off the online tier; for a primary known lost (in `repairs`, a
+/// small table), its best copy not known bad: near-line 1, offline 2, none 3.
+fn availability_column(level: QueryLevel, dialect: Dialect) -> String {
+    let (tier, below) = match level {
+        QueryLevel::Patient => (
+            "EXISTS (SELECT 1 FROM instances x JOIN series y ON y.id = x.series_fk \
+              JOIN studies z ON z.id = y.study_fk WHERE z.patient_fk = p.id \
+              AND x.tier <> 'online')",
+            "JOIN series y ON y.id = x.series_fk JOIN studies z ON z.id = y.study_fk \
+              WHERE z.patient_fk = p.id",
+        ),
+        QueryLevel::Study => (
+            "EXISTS (SELECT 1 FROM instances x JOIN series y ON y.id = x.series_fk \
+              WHERE y.study_fk = st.id AND x.tier <> 'online')",
+            "JOIN series y ON y.id = x.series_fk WHERE y.study_fk = st.id",
+        ),
+        QueryLevel::Series => (
+            "EXISTS (SELECT 1 FROM instances x WHERE x.series_fk = se.id \
+              AND x.tier <> 'online')",
+            "WHERE x.series_fk = se.id",
+        ),
+        QueryLevel::Image => ("(i.tier <> 'online')", "WHERE x.id = i.id"),
+    };
+    let lost = format!(
+        "COALESCE((SELECT MAX(CASE \
+           WHEN EXISTS (SELECT 1 FROM copies c WHERE c.sop_instance_uid = r.sop_instance_uid \
+             AND c.kind = 'nearline' AND c.bad_since IS NULL) THEN 1 \
+           WHEN EXISTS (SELECT 1 FROM copies c WHERE c.sop_instance_uid = r.sop_instance_uid \
+             AND c.kind = 'offline' AND c.bad_since IS NULL) THEN 2 ELSE 3 END) \
+         FROM repairs r JOIN instances x ON x.sop_instance_uid = r.sop_instance_uid {below}), 0)"
+    );
+    dialect.greatest(&format!("CASE WHEN {tier} THEN 1 ELSE 0 END"), &lost)
+}
+
+/// Related studies, series and instances, then (STUDY level) Modalities and SOP Classes in
+/// Study; "0" or '' where not asked for, so the column positions stay fixed.
+fn computed_columns(query: &FindQuery, dialect: Dialect) -> Vec<String> {
+    let computed = query.computed;
+    let pick =
+        |wanted: bool, sql: &str, otherwise: &str| if wanted { sql } else { otherwise }.to_string();
+    let counts = computed.related_counts;
+    match query.level {
+        QueryLevel::Patient => vec![
+            pick(
+                counts,
+                "(SELECT COUNT(*) FROM studies x WHERE x.patient_fk = p.id)",
+                "0",
+            ),
+            pick(
+                counts,
+                "(SELECT COUNT(*) FROM series x JOIN studies y ON y.id = x.study_fk \
+                  WHERE y.patient_fk = p.id)",
+                "0",
+            ),
+            pick(
+                counts,
+                "(SELECT COUNT(*) FROM instances x JOIN series y ON y.id = x.series_fk \
+                  JOIN studies z ON z.id = y.study_fk WHERE z.patient_fk = p.id)",
+                "0",
+            ),
+        ],
+        QueryLevel::Study => vec![
+            "0".to_string(),
+            pick(
+                counts,
+                "(SELECT COUNT(*) FROM series x WHERE x.study_fk = st.id)",
+                "0",
+            ),
+            pick(
+                counts,
+                "(SELECT COUNT(*) FROM instances x JOIN series y ON y.id = x.series_fk \
+                  WHERE y.study_fk = st.id)",
+                "0",
+            ),
+            pick(computed.modalities, "st.modalities_in_study", "''"),
+            pick(
+                computed.sop_classes,
+                &format!(
+                    "(SELECT {} FROM instances x JOIN series y ON y.id = x.series_fk \
+                     WHERE y.study_fk = st.id)",
+                    dialect.comma_list_distinct("x.sop_class_uid")
+                ),
+                "''",
+            ),
+        ],
+        QueryLevel::Series => vec![
+            "0".to_string(),
+            "0".to_string(),
+            pick(
+                counts,
+                "(SELECT COUNT(*) FROM instances x WHERE x.series_fk = se.id)",
+                "0",
+            ),
+        ],
+        QueryLevel::Image => Vec::new(),
+    }
+}
+
+/// The WHERE clauses and their bound values, in text order. Above PATIENT level, the
+/// patient's conditions become one `patient_fk IN (…)`: the few matching patients are found
+/// through their own indexes first, then their studies through `studies_patient`, rather
+/// than every study being joined to a filtered patient list.
+fn where_clauses(query: &FindQuery, dialect: Dialect) -> (Vec<String>, Vec<Bind>) {
     let mut clauses = Vec::new();
     let mut binds = Vec::new();
+    let (mut patient_clauses, mut patient_binds) = (Vec::new(), Vec::new());
     let combined = combined_study_datetime(query);
     if let Some((low, high)) = &combined {
         if let Some(low) = low {
@@ -290,109 +329,125 @@ fn build(query: &FindQuery, dialect: Dialect) -> (String, Vec<Bind>) {
         if combined.is_some() && matches!(attribute, Attribute::StudyDate | Attribute::StudyTime) {
             continue;
         }
-        if *attribute == Attribute::ModalitiesInStudy {
-            // Matches a study when any of its series has a matching modality.
-            let (test, bind) = match matcher {
-                Matcher::Universal => continue,
-                Matcher::Single(v) => ("x.modality = ?".to_string(), v.clone()),
-                Matcher::Wildcard(p) => {
-                    ("x.modality LIKE ? ESCAPE '\\'".to_string(), like_pattern(p))
-                }
-                Matcher::UidList(list) => (
-                    format!("x.modality IN {}", dialect.json_strings("?")),
-                    serde_json::to_string(list).expect("strings serialize"),
-                ),
-                Matcher::Range { .. } => continue,
+        let (into, into_binds) =
+            if query.level > QueryLevel::Patient && attribute.level() == QueryLevel::Patient {
+                (&mut patient_clauses, &mut patient_binds)
+            } else {
+                (&mut clauses, &mut binds)
             };
-            clauses.push(format!(
-                "EXISTS (SELECT 1 FROM series x WHERE x.study_fk = st.id AND {test})"
-            ));
-            binds.push(Bind::Text(bind));
-            continue;
-        }
-        let col = column(*attribute);
-        if let (Some(key), Matcher::Single(v) | Matcher::Wildcard(v)) =
-            (person_name_key(*attribute), matcher)
-        {
-            let fold = |x: &str| {
-                if query.case_insensitive_names {
-                    format!("lower({x})")
-                } else {
-                    x.to_string()
-                }
-            };
-            let mut any = Vec::new();
-            for pattern in person_name::key_patterns(v) {
-                any.push(format!("{} LIKE {} ESCAPE '\\'", fold(key), fold("?")));
-                binds.push(Bind::Text(pattern));
-            }
-            if matches!(matcher, Matcher::Wildcard(_)) {
-                // The whole value too: `*JOHN*` finds SMITH^JOHN across components.
-                any.push(format!("{} LIKE {} ESCAPE '\\'", fold(col), fold("?")));
-                binds.push(Bind::Text(like_pattern(v)));
-            }
-            if !any.is_empty() {
-                clauses.push(format!("({})", any.join(" OR ")));
-            }
-            continue;
-        }
-        match matcher {
-            Matcher::Universal => {}
-            Matcher::Single(v) if is_integer(*attribute) => {
-                clauses.push(format!("{col} = ?"));
-                binds.push(Bind::Integer(v.trim().parse().ok()));
-            }
-            Matcher::Single(v) => {
-                clauses.push(format!("{col} = ?"));
-                binds.push(Bind::Text(v.clone()));
-            }
-            Matcher::UidList(uids) => {
-                // One bound JSON array: no limit on the number of SQL variables.
-                clauses.push(format!("{col} IN {}", dialect.json_strings("?")));
-                binds.push(Bind::Text(
-                    serde_json::to_string(uids).expect("strings serialize"),
-                ));
-            }
-            Matcher::Wildcard(pattern) => {
-                clauses.push(format!("{col} LIKE ? ESCAPE '\\'"));
-                binds.push(Bind::Text(like_pattern(pattern)));
-            }
-            Matcher::Range { low, high } => {
-                if let Some(low) = low {
-                    clauses.push(format!("{col} >= ?"));
-                    binds.push(Bind::Text(low.clone()));
-                }
-                if let Some(high) = high {
-                    // An empty (unknown) value is not below any bound.
-                    clauses.push(format!("{col} <> '' AND {col} <= ?"));
-                    let high = if *attribute == Attribute::StudyTime {
-                        time_range_high(high)
-                    } else {
-                        high.clone()
-                    };
-                    binds.push(Bind::Text(high));
-                }
-            }
+        if let Some(clause) = condition(*attribute, matcher, query, dialect, into_binds) {
+            into.push(clause);
         }
     }
-    let order = match level {
-        QueryLevel::Patient => "p.patient_name, p.id",
-        QueryLevel::Study => "st.study_date DESC, st.study_time DESC, st.id DESC",
-        QueryLevel::Series => {
-            "st.study_date DESC, st.study_time DESC, st.id DESC, se.series_number, se.id"
+    if !patient_clauses.is_empty() {
+        clauses.push(format!(
+            "st.patient_fk IN (SELECT p.id FROM patients p WHERE {})",
+            patient_clauses.join(" AND ")
+        ));
+        binds.extend(patient_binds);
+    }
+    (clauses, binds)
+}
+
+/// One attribute's condition, its values appended to `binds`; `None` when it matches all.
+fn condition(
+    attribute: Attribute,
+    matcher: &Matcher,
+    query: &FindQuery,
+    dialect: Dialect,
+    binds: &mut Vec<Bind>,
+) -> Option<String> {
+    if attribute == Attribute::ModalitiesInStudy {
+        // Matches a study when any of its series has a matching modality.
+        let (test, bind) = match matcher {
+            Matcher::Universal | Matcher::Range { .. } => return None,
+            Matcher::Single(v) => ("x.modality = ?".to_string(), v.clone()),
+            Matcher::Wildcard(p) => ("x.modality LIKE ? ESCAPE '\\'".to_string(), like_pattern(p)),
+            Matcher::UidList(list) => (
+                format!("x.modality IN {}", dialect.json_strings("?")),
+                serde_json::to_string(list).expect("strings serialize"),
+            ),
+        };
+        binds.push(Bind::Text(bind));
+        return Some(format!(
+            "EXISTS (SELECT 1 FROM series x WHERE x.study_fk = st.id AND {test})"
+        ));
+    }
+    let col = column(attribute);
+    if let (Some(key), Matcher::Single(v) | Matcher::Wildcard(v)) =
+        (person_name_key(attribute), matcher)
+    {
+        return person_name_condition(col, key, v, matcher, query, binds);
+    }
+    match matcher {
+        Matcher::Universal => None,
+        Matcher::Single(v) if is_integer(attribute) => {
+            binds.push(Bind::Integer(v.trim().parse().ok()));
+            Some(format!("{col} = ?"))
         }
-        QueryLevel::Image => {
-            "st.study_date DESC, st.study_time DESC, st.id DESC, se.series_number, se.id, \
-             i.instance_number, i.id"
+        Matcher::Single(v) => {
+            binds.push(Bind::Text(v.clone()));
+            Some(format!("{col} = ?"))
+        }
+        Matcher::UidList(uids) => {
+            // One bound JSON array: no limit on the number of SQL variables.
+            binds.push(Bind::Text(
+                serde_json::to_string(uids).expect("strings serialize"),
+            ));
+            Some(format!("{col} IN {}", dialect.json_strings("?")))
+        }
+        Matcher::Wildcard(pattern) => {
+            binds.push(Bind::Text(like_pattern(pattern)));
+            Some(format!("{col} LIKE ? ESCAPE '\\'"))
+        }
+        Matcher::Range { low, high } => {
+            let mut parts = Vec::new();
+            if let Some(low) = low {
+                parts.push(format!("{col} >= ?"));
+                binds.push(Bind::Text(low.clone()));
+            }
+            if let Some(high) = high {
+                // An empty (unknown) value is not below any bound.
+                parts.push(format!("{col} <> '' AND {col} <= ?"));
+                let high = if attribute == Attribute::StudyTime {
+                    time_range_high(high)
+                } else {
+                    high.clone()
+                };
+                binds.push(Bind::Text(high));
+            }
+            (!parts.is_empty()).then(|| parts.join(" AND "))
+        }
+    }
+}
+
+/// A Person Name matched through its search key (see `model::person_name`).
+fn person_name_condition(
+    col: &str,
+    key: &str,
+    value: &str,
+    matcher: &Matcher,
+    query: &FindQuery,
+    binds: &mut Vec<Bind>,
+) -> Option<String> {
+    let fold = |x: &str| {
+        if query.case_insensitive_names {
+            format!("lower({x})")
+        } else {
+            x.to_string()
         }
     };
-    let mut sql = format!("SELECT {} FROM {from}", select.join(", "));
-    if !clauses.is_empty() {
-        sql.push_str(" WHERE ");
-        sql.push_str(&clauses.join(" AND "));
+    let mut any = Vec::new();
+    for pattern in person_name::key_patterns(value) {
+        any.push(format!("{} LIKE {} ESCAPE '\\'", fold(key), fold("?")));
+        binds.push(Bind::Text(pattern));
     }
-    sql.push_str(&format!(" ORDER BY {order}"));
-    (number_placeholders(&sql), binds)
+    if matches!(matcher, Matcher::Wildcard(_)) {
+        // The whole value too: `*JOHN*` finds SMITH^JOHN across components.
+        any.push(format!("{} LIKE {} ESCAPE '\\'", fold(col), fold("?")));
+        binds.push(Bind::Text(like_pattern(value)));
+    }
+    (!any.is_empty()).then(|| format!("({})", any.join(" OR ")))
 }
 
 fn row_to_match(row: &AnyRow, query: &FindQuery) -> Result<FindRow, sqlx::Error> {
@@ -470,13 +525,9 @@ fn row_to_match(row: &AnyRow, query: &FindQuery) -> Result<FindRow, sqlx::Error>
     Ok(out)
 }
 
-/// Rows buffered between the database and the association.
-const ROWS_IN_FLIGHT: usize = 64;
 /// Matches read per statement: the first page holds a typical worklist or study list whole
 /// (one statement; each further page runs the query again), later pages are larger so a big
-/// result costs few statements. A page is read whole and its connection returned before any
-/// of it is sent, so a requestor that stops reading holds memory for one page (a few MB),
-/// never a database connection.
+/// result costs few statements.
 const FIRST_PAGE: usize = 2048;
 const LATER_PAGES: usize = 4096;
 
@@ -484,10 +535,12 @@ impl Locator {
     /// Runs a C-FIND query, newest study first, at most `limit + 1` matches (one more than
     /// allowed tells the caller there were too many). Rows stream through a bounded channel
     /// from a task that stops as soon as the receiver is dropped (C-CANCEL, abort). The
-    /// matches are read in pages (`LIMIT … OFFSET …` over a total order), so the task holds
-    /// a pooled connection only while a page is read, not while the peer is slow.
+    /// matches are read in pages (`LIMIT … OFFSET …` over a total order); a page starts only
+    /// once the channel has room for all of it, so its rows go to the association as they
+    /// arrive while the connection is never held waiting on a slow peer: a requestor that
+    /// stops reading holds memory for one page (a few MB), not a database connection.
     pub fn find(&self, query: FindQuery) -> mpsc::Receiver<Result<FindRow, LocatorError>> {
-        let (tx, rx) = mpsc::channel(ROWS_IN_FLIGHT);
+        let (tx, rx) = mpsc::channel(LATER_PAGES);
         let pool = self.pool.clone();
         let dialect = self.dialect;
         tokio::spawn(async move {
@@ -496,21 +549,21 @@ impl Locator {
             let mut read = 0;
             while read < wanted {
                 let page = if read == 0 { FIRST_PAGE } else { LATER_PAGES }.min(wanted - read);
-                let rows = match find_page(&pool, &sql, &binds, &query, page, read).await {
+                let Ok(mut room) = tx.reserve_many(page).await else {
+                    return;
+                };
+                let rows = match find_page(&pool, &sql, &binds, &query, page, read, &mut room).await
+                {
                     Ok(rows) => rows,
                     Err(e) => {
-                        let _ = tx.send(Err(e)).await;
+                        if let Some(permit) = room.next() {
+                            permit.send(Err(e));
+                        }
                         return;
                     }
                 };
-                let last = rows.len() < page;
-                read += rows.len();
-                for row in rows {
-                    if tx.send(Ok(row)).await.is_err() {
-                        return;
-                    }
-                }
-                if last {
+                read += rows;
+                if rows < page || tx.is_closed() {
                     break;
                 }
             }
@@ -519,7 +572,8 @@ impl Locator {
     }
 }
 
-/// Reads `limit` matches from `offset` on, and returns the connection before answering.
+/// Reads up to `limit` matches from `offset` on, handing each to the room reserved for it.
+/// Returns how many were read.
 async fn find_page(
     pool: &sqlx::AnyPool,
     sql: &str,
@@ -527,7 +581,9 @@ async fn find_page(
     query: &FindQuery,
     limit: usize,
     offset: usize,
-) -> Result<Vec<FindRow>, LocatorError> {
+    room: &mut mpsc::PermitIterator<'_, Result<FindRow, LocatorError>>,
+) -> Result<usize, LocatorError> {
+    use futures_util::TryStreamExt;
     // Safe: `build` assembles the text from fixed fragments only; values are bound, and the
     // page bounds are numbers.
     let text = format!("{sql} LIMIT {limit} OFFSET {offset}");
@@ -538,11 +594,15 @@ async fn find_page(
             Bind::Integer(v) => statement.bind(v),
         };
     }
-    let rows = statement
-        .fetch_all(pool)
-        .await
-        .map_err(LocatorError::Find)?;
-    rows.iter()
-        .map(|row| row_to_match(row, query).map_err(LocatorError::Find))
-        .collect()
+    let mut rows = statement.fetch(pool);
+    let mut read = 0;
+    while let Some(row) = rows.try_next().await.map_err(LocatorError::Find)? {
+        let row = row_to_match(&row, query).map_err(LocatorError::Find)?;
+        let permit = room
+            .next()
+            .expect("the page never exceeds its reserved room");
+        permit.send(Ok(row));
+        read += 1;
+    }
+    Ok(read)
 }

@@ -32,7 +32,7 @@ struct Table {
 
 use Kind::{Int, Text};
 
-/// Every table of the schema (migration 0010), parents before children.
+/// Every table of the schema (migration 0011), parents before children.
 const TABLES: &[Table] = &[
     Table {
         name: "patients",
@@ -60,6 +60,7 @@ const TABLES: &[Table] = &[
             ("study_description", Text),
             ("referring_physician_name", Text),
             ("referring_physician_name_key", Text),
+            ("modalities_in_study", Text),
         ],
         identity: true,
     },

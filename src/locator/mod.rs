@@ -70,7 +70,8 @@ pub enum LocatorError {
     #[error("cannot take, renew or read leases: {0}")]
     Lease(#[source] sqlx::Error),
     #[error(
-        "this process's lease {0} has expired: its claim may have been taken over; not recorded"
+        "the lease this work was claimed under has expired: another process may have taken \
+         it over; not recorded (this process's lease is now {0})"
     )]
     LeaseLost(i64),
     #[error("unknown tier {0:?} in the locator")]
@@ -194,7 +195,7 @@ impl Locator {
                         conn.execute(
                             "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
                              PRAGMA foreign_keys = ON; PRAGMA case_sensitive_like = ON; \
-                             PRAGMA busy_timeout = 30000;",
+                             PRAGMA busy_timeout = 30000; PRAGMA cache_size = -16384;",
                         )
                         .await?;
                     }
