@@ -5,108 +5,16 @@
 //! container truncated by Hadoop is served from its near-line copy and repaired.
 
 mod common;
+#[path = "common/hdfs.rs"]
+mod hdfs_dev;
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use common::*;
+use hdfs_dev::Hdfs;
 use serde_json::Value;
 use strata::archive::seqfile;
-
-/// A dev HDFS, stopped when dropped.
-struct Hdfs {
-    dir: tempfile::TempDir,
-    env: HashMap<String, String>,
-}
-
-impl Hdfs {
-    fn start() -> Hdfs {
-        Hdfs::start_with("start")
-    }
-
-    /// `start` for one NameNode, `start-ha` for an HA pair (nn1 active, nn2 standby).
-    fn start_with(mode: &str) -> Hdfs {
-        let dir = tempfile::tempdir().unwrap();
-        let out = Command::new(repo().join("tools/hdfs-dev.sh"))
-            .arg(mode)
-            .arg(dir.path())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "HDFS did not start: {}", text(&out));
-        let env = std::fs::read_to_string(dir.path().join("env"))
-            .unwrap()
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Hdfs { dir, env }
-    }
-
-    fn url(&self) -> &str {
-        &self.env["HDFS_URL"]
-    }
-
-    fn files_total(&self) -> u64 {
-        self.files_total_on("")
-    }
-
-    /// FilesTotal as NameNode `nn` ("1", "2" in an HA pair; "" for the only one) sees it.
-    fn files_total_on(&self, nn: &str) -> u64 {
-        let out = Command::new(repo().join("tools/hdfs-dev.sh"))
-            .arg("status")
-            .arg(self.dir.path())
-            .arg(nn)
-            .output()
-            .unwrap();
-        let state: Value = serde_json::from_slice(&out.stdout).unwrap();
-        state["FilesTotal"].as_u64().unwrap()
-    }
-
-    /// Runs a Java class from `classes` with the Hadoop classpath.
-    fn java(&self, classes: &Path, args: &[&str]) -> std::process::Output {
-        Command::new("java")
-            .arg("-cp")
-            .arg(format!(
-                "{}:{}",
-                classes.display(),
-                self.env["HDFS_CLASSPATH"]
-            ))
-            .args(args)
-            .output()
-            .unwrap()
-    }
-}
-
-impl Hdfs {
-    /// Hadoop's DFSHAAdmin on the pair; its standard output.
-    fn haadmin(&self, args: &[&str]) -> String {
-        let out = Command::new(repo().join("tools/hdfs-dev.sh"))
-            .arg("haadmin")
-            .arg(self.dir.path())
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "haadmin {args:?}: {}", text(&out));
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
-
-    /// kill -9 of NameNode `nn` of the pair.
-    fn kill_namenode(&self, nn: u8) {
-        let pid =
-            std::fs::read_to_string(self.dir.path().join(format!("namenode{nn}.pid"))).unwrap();
-        signal(pid.trim().parse().unwrap(), "KILL");
-    }
-}
-
-impl Drop for Hdfs {
-    fn drop(&mut self) {
-        let _ = Command::new(repo().join("tools/hdfs-dev.sh"))
-            .arg("stop")
-            .arg(self.dir.path())
-            .output();
-    }
-}
 
 #[test]
 fn hdfs_containers_are_one_file_per_study_interoperate_with_hadoop_and_survive_kill_9() {

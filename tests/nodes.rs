@@ -1,11 +1,14 @@
 //! Two `strata serve` nodes sharing one site, as a regional platform runs them: one locator
 //! (the SQLite file both processes open on this machine, or with STRATA_TEST_LOCATOR=postgres
-//! one PostgreSQL database), one online folder (standing in for the SAN), one archive folder
-//! and one near-line folder; each node with its own `[node] id`, port and config. Work is
+//! one PostgreSQL database), one online folder (standing in for the SAN), one archive (a
+//! folder, or the real HDFS of tools/hdfs-dev.sh) and one near-line folder; each node with its
+//! own `[node] id`, port and config. Work is
 //! shared through leases in the locator: no node takes over another's work while its lease
 //! holds, and every node takes over a dead one's once it has expired.
 
 mod common;
+#[path = "common/hdfs.rs"]
+mod hdfs_dev;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -13,6 +16,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
+use hdfs_dev::Hdfs;
 use serde_json::Value;
 
 /// One site of two nodes.
@@ -21,11 +25,16 @@ struct Site {
     shared: PathBuf,
     a: TestServer,
     b: TestServer,
+    /// The archive's HDFS, when it is not the shared `archive` folder.
+    hdfs: Option<Hdfs>,
 }
 
-/// A node's config: its `[node]` id, the site's shared folders and locator, and extra
-/// `[tiering]` and `[backup]` keys.
-fn node_config(shared: &Path, node: &str, tiering: &str, backup: &str) -> PathBuf {
+/// The archive folder on HDFS.
+const HDFS_ARCHIVE: &str = "/strata-nodes";
+
+/// A node's config: its `[node]` id, the site's shared folders and locator, the `[archive]`
+/// section (a shared folder, or HDFS), and extra `[tiering]` and `[backup]` keys.
+fn node_config(shared: &Path, node: &str, archive: &str, tiering: &str, backup: &str) -> PathBuf {
     let dir = shared.join(node);
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
@@ -35,7 +44,7 @@ fn node_config(shared: &Path, node: &str, tiering: &str, backup: &str) -> PathBu
              dimse_timeout_secs = 10\nshutdown_grace_secs = 20\n{PEERS}\n\
              [storage]\nonline_dir = \"{site}/online\"\n\
              [locator]\nurl = \"{url}\"\n\
-             [archive]\npath = \"{site}/archive\"\n\
+             [archive]\n{archive}\n\
              [tiering]\n{tiering}\n\
              [backup]\nnearline_dir = \"{site}/nearline\"\n{backup}\n\
              [node]\nid = \"{node}\"\nlease_secs = 2\n\
@@ -49,17 +58,48 @@ fn node_config(shared: &Path, node: &str, tiering: &str, backup: &str) -> PathBu
 }
 
 impl Site {
-    /// Two nodes, `node-a` and `node-b`, with the same `[tiering]` and `[backup]` keys.
+    /// Two nodes, `node-a` and `node-b`, with the same `[tiering]` and `[backup]` keys and
+    /// a shared archive folder.
     fn start(tiering: &str, backup: &str) -> Site {
+        Site::start_on(None, tiering, backup)
+    }
+
+    /// The same with the archive on `hdfs` when given.
+    fn start_on(hdfs: Option<Hdfs>, tiering: &str, backup: &str) -> Site {
         let dir = tempfile::tempdir().unwrap();
         let shared = dir.path().to_owned();
-        let a = TestServer::start_in(&node_config(&shared, "node-a", tiering, backup), "", "");
-        let b = TestServer::start_in(&node_config(&shared, "node-b", tiering, backup), "", "");
+        let archive = match &hdfs {
+            None => format!("path = \"{}/archive\"", shared.display()),
+            Some(hdfs) => format!(
+                "backend = \"hdfs\"\npath = \"{HDFS_ARCHIVE}\"\nhdfs_url = \"{}\"",
+                hdfs.url()
+            ),
+        };
+        let config = |node| node_config(&shared, node, &archive, tiering, backup);
+        let a = TestServer::start_in(&config("node-a"), "", "");
+        let b = TestServer::start_in(&config("node-b"), "", "");
         Site {
             _dir: dir,
             shared,
             a,
             b,
+            hdfs,
+        }
+    }
+
+    /// Every file of the archive, relative to its root: the shared folder or HDFS.
+    fn archive_files(&self) -> HashSet<String> {
+        match &self.hdfs {
+            Some(hdfs) => hdfs.files_below(HDFS_ARCHIVE),
+            None => files_below(&self.shared.join("archive"))
+                .into_iter()
+                .map(|p| {
+                    p.strip_prefix(self.shared.join("archive"))
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned()
+                })
+                .collect(),
         }
     }
 
@@ -77,10 +117,17 @@ impl Site {
             .collect()
     }
 
-    fn temporaries(&self) -> Vec<PathBuf> {
-        ["online/tmp", "archive/tmp", "nearline/tmp"]
+    /// Temporaries left anywhere: the online and near-line folders and the archive.
+    fn temporaries(&self) -> Vec<String> {
+        ["online/tmp", "nearline/tmp"]
             .iter()
             .flat_map(|t| files_below(&self.shared.join(t)))
+            .map(|p| p.display().to_string())
+            .chain(
+                self.archive_files()
+                    .into_iter()
+                    .filter(|f| f.starts_with("tmp/") || f.ends_with(".part")),
+            )
             .collect()
     }
 
@@ -116,11 +163,12 @@ impl Site {
             studies.len(),
             "one near-line container per study"
         );
-        assert_eq!(
-            self.containers("archive"),
-            archive,
-            "archive containers on disk"
-        );
+        let on_archive: HashSet<String> = self
+            .archive_files()
+            .into_iter()
+            .filter(|f| f.ends_with(".sdcm"))
+            .collect();
+        assert_eq!(on_archive, archive, "archive containers");
         assert_eq!(
             self.containers("nearline"),
             nearline,
@@ -234,6 +282,51 @@ fn the_same_instances_sent_to_both_nodes_at_once_are_stored_once() {
         .collect();
     assert_eq!(on_disk, named);
     assert_served(&site.b, &corpus, &corpus.study_uids(), "through node b");
+}
+
+/// The archive moves and backup claims held under `lease`, read from the site's locator.
+fn claims_of(shared: &Path, lease: i64) -> (usize, usize) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let locator = locator(shared).await;
+        let moves = locator
+            .pending_jobs()
+            .await
+            .unwrap()
+            .iter()
+            .filter(|j| j.lease == Some(lease) && !j.committed)
+            .count();
+        let backups = locator
+            .backup_queue()
+            .await
+            .unwrap()
+            .iter()
+            .filter(|q| q.lease == Some(lease) && q.container.is_some())
+            .count();
+        locator.close().await;
+        (moves, backups)
+    })
+}
+
+/// The lease id of the live process with this pid, from `status`.
+fn lease_of(server: &TestServer, pid: u32) -> i64 {
+    let status = server.status();
+    status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["pid"] == pid && n["live"] == true)
+        .and_then(|n| n["lease"].as_i64())
+        .unwrap_or_else(|| panic!("no live lease of {pid}: {status}"))
+}
+
+/// Every study is archived and backed up, judged through `server`.
+fn all_done(server: &TestServer, total: u64) -> bool {
+    let s = server.status();
+    s["instances"] == total
+        && s["tiers"]["online"]["instances"] == 0
+        && s["queues"]["backup"] == 0
+        && s["copies"]["nearline"] == total
 }
 
 /// Starts `strata ARGS` with node `node`'s config, waits until `started` holds (evidence that
@@ -370,4 +463,164 @@ fn a_node_killed_while_receiving_loses_nothing_it_acknowledged_and_the_other_swe
     let study = &corpus.study_uids()[0];
     let got: HashMap<String, Vec<u8>> = b.get_study(study);
     assert_same_data_sets(&got, &originals(&corpus, study), "after the kill");
+}
+
+#[test]
+fn a_server_killed_mid_tier_and_backup_passes_has_its_work_finished_by_the_other() {
+    server_killed_mid_passes(None);
+}
+
+#[test]
+fn the_same_with_the_archive_on_hdfs() {
+    server_killed_mid_passes(Some(Hdfs::start()));
+}
+
+/// Node a is killed with SIGKILL in the middle of a tiering pass and of a backup pass of its
+/// own workers; node b finishes everything, nothing is done twice and nothing is lost.
+fn server_killed_mid_passes(hdfs: Option<Hdfs>) {
+    // Six MR studies of 1 MB; both servers run both workers all day at 1 MB/s, so each pass
+    // lasts seconds and the nodes compete for every study.
+    let corpus = Corpus::small(0, 1, 6, 8, 76);
+    let studies = corpus.study_uids();
+    let mut site = Site::start_on(
+        hdfs,
+        "min_age_days = 0\nwindow = \"00:00-00:00\"\npoll_secs = 1\nthrottle_mb_s = 1",
+        "enqueue_on_receive = true\nwindow = \"00:00-00:00\"\npoll_secs = 1\nthrottle_mb_s = 1",
+    );
+    site.a.store(&corpus);
+    let total = corpus.files.len() as u64;
+    // Node a is killed while its tier worker moves a study and, restarted, while its backup
+    // worker writes a near-line copy (in whichever order it is seen doing them): every kill
+    // lands mid-pass, with a claim held.
+    let (mut moving, mut backing_up) = (false, false);
+    while !(moving && backing_up) {
+        let pid = site.a.pid();
+        let lease = lease_of(&site.b, pid);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let caught = loop {
+            let (moves, backups) = claims_of(&site.shared, lease);
+            if (moves > 0 && !moving) || (backups > 0 && !backing_up) {
+                break Some((moves > 0, backups > 0));
+            }
+            if all_done(&site.b, total) || Instant::now() > deadline {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        signal(pid, "KILL");
+        let Some((moves, backups)) = caught else {
+            break;
+        };
+        (moving, backing_up) = (moving || moves, backing_up || backups);
+        wait_for_lease_expiry(&site.b.config, pid);
+        if !(moving && backing_up) {
+            site.a = TestServer::start_in(&site.shared.join("node-a"), "", "");
+        }
+    }
+    assert!(
+        moving && backing_up,
+        "node a was not caught both mid-move ({moving}) and mid-backup ({backing_up})"
+    );
+    // Node b takes over what node a held once its lease expired, and finishes everything.
+    wait_until(120, "node b has archived and backed up every study", || {
+        all_done(&site.b, total)
+    });
+    site.assert_one_container_and_one_copy_per_study(&studies);
+    assert!(site.temporaries().is_empty(), "{:?}", site.temporaries());
+    assert_served(&site.b, &corpus, &studies, "through node b");
+}
+
+/// A run whose lease runs out while it is frozen (SIGSTOP: a VM suspended, a process
+/// swapped out) has lost its claims. Woken, it must not commit: it stops with an error that
+/// says why and deletes what it wrote, whether or not the other node has meanwhile taken the
+/// work over; the work is then done once, by a lease holder.
+#[test]
+fn a_run_frozen_past_its_lease_commits_nothing_and_cleans_up_after_itself() {
+    let site = Site::start(
+        "throttle_mb_s = 1",
+        "throttle_mb_s = 1\nenqueue_on_receive = true",
+    );
+    let mut all = Vec::new();
+    for (seed, taken_over) in [(77, true), (78, false)] {
+        let corpus = Corpus::small(0, 1, 1, 8, seed);
+        site.a.store(&corpus);
+        for (args, done) in [
+            (
+                vec!["tier", "run", "--min-age-days", "0", "--json"],
+                "archived",
+            ),
+            (vec!["backup", "run", "--json"], "backed_up"),
+        ] {
+            let report = freeze_past_lease(&site, &args, || {
+                if taken_over {
+                    // Node b undoes the frozen move and does the work itself.
+                    let (ok, run) = strata_json(&args, &site.b.config);
+                    assert!(ok, "{run}");
+                    assert_eq!(run[done], 1, "{run}");
+                }
+            });
+            if !taken_over {
+                // Nothing disturbed the frozen run's files: the commit itself is refused.
+                assert!(
+                    report.contains("the lease this work was claimed under has expired"),
+                    "{report}"
+                );
+                let (ok, run) = strata_json(&args, &site.b.config);
+                assert!(ok, "{run}");
+                assert_eq!(run[done], 1, "{run}");
+            }
+        }
+        all.extend(corpus.study_uids());
+        for study in corpus.study_uids() {
+            assert_served(&site.a, &corpus, &[study], "through node a");
+        }
+    }
+    site.assert_one_container_and_one_copy_per_study(&all);
+    assert!(site.temporaries().is_empty(), "{:?}", site.temporaries());
+}
+
+/// Runs `strata ARGS` on node a, freezes it once it holds a claim, waits until its lease has
+/// expired, runs `meanwhile`, wakes it and returns what it printed; asserts that it failed
+/// and said that its lease was lost.
+fn freeze_past_lease(site: &Site, args: &[&str], meanwhile: impl FnOnce()) -> String {
+    let frozen = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(args)
+        .arg("--config")
+        .arg(&site.a.config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = frozen.id();
+    wait_until(30, "node a's run holds a claim", || {
+        let lease = site.b.status()["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["pid"] == pid && n["live"] == true)
+            .and_then(|n| n["lease"].as_i64());
+        lease.is_some_and(|lease| {
+            let (moves, backups) = claims_of(&site.shared, lease);
+            moves + backups > 0
+        })
+    });
+    signal(pid, "STOP");
+    wait_for_lease_expiry(&site.b.config, pid);
+    meanwhile();
+    signal(pid, "CONT");
+    let out = frozen.wait_with_output().unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !out.status.success(),
+        "the frozen {args:?} succeeded: {report}"
+    );
+    assert!(
+        report.contains("lease expired; its work in progress will not commit"),
+        "the frozen {args:?} did not say it lost its lease: {report}"
+    );
+    report
 }

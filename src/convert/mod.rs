@@ -30,7 +30,7 @@ use tracing::{debug, info, warn};
 use crate::archive::container::{verify, ContainerBuilder, Expected};
 use crate::archive::{container_name, temp_name, Archive, ArchiveError, ArchiveStore};
 use crate::config::ArchiveCompression;
-use crate::locator::archive::{PlacedInstance, Switch};
+use crate::locator::archive::{Committed, PlacedInstance, Switch};
 use crate::locator::{Locator, LocatorError};
 use crate::model::{StoredObject, Tier};
 use crate::online::{OnlineError, OnlineStore};
@@ -200,7 +200,9 @@ impl Converter {
             .await
         {
             Ok((switches, moved)) => {
-                let committed = self.locator.commit_job(job, &switches).await?;
+                let committed = self
+                    .commit(job, &switches, &[(Tier::Archive, name.clone())])
+                    .await?;
                 self.finish(job, &committed.old_locations).await?;
                 let switched = committed.switched;
                 if switched < switches.len() {
@@ -380,7 +382,9 @@ impl Converter {
             let _ = self.locator.finish_job(job).await;
             return Err(e);
         }
-        let committed = self.locator.commit_job(job, &switches).await?;
+        let written: Vec<(Tier, String)> =
+            targets.iter().map(|t| (Tier::Online, t.clone())).collect();
+        let committed = self.commit(job, &switches, &written).await?;
         self.finish(job, &committed.old_locations).await?;
         info!(study = %study_instance_uid, instances = moved.instances, "study restored online");
         Ok(moved)
@@ -449,7 +453,9 @@ impl Converter {
                 transfer_syntax_uid: instance.object.transfer_syntax_uid.clone(),
             },
         };
-        let committed = self.locator.commit_job(job, &[switch]).await?;
+        let committed = self
+            .commit(job, &[switch], &[(Tier::Online, target.clone())])
+            .await?;
         self.finish(job, &committed.old_locations).await?;
         if committed.switched == 0 {
             // Moved meanwhile: the new file is not referenced.
@@ -457,6 +463,28 @@ impl Converter {
         }
         info!(sop_instance_uid = %instance.sop_instance_uid, from = %instance.object.location, to = %target, "primary copy re-created online");
         Ok(committed.switched == 1)
+    }
+
+    /// Step 3 of a move: switch the instances to what this run `written`. When the commit
+    /// does not happen (the lease was lost and another process undid the move, or the locator
+    /// failed), what this run wrote is deleted once the locator says nothing points at it;
+    /// an unanswered question leaves it for recovery.
+    async fn commit(
+        &self,
+        job: i64,
+        switches: &[Switch],
+        written: &[(Tier, String)],
+    ) -> Result<Committed, ConvertError> {
+        match self.locator.commit_job(job, switches).await {
+            Ok(committed) => Ok(committed),
+            Err(e) => {
+                warn!(job, error = %e, "move not committed: deleting what it wrote");
+                for (tier, location) in written {
+                    let _ = self.delete_unreferenced(*tier, location).await;
+                }
+                Err(e.into())
+            }
+        }
     }
 
     /// Step 4 of a committed job: delete the old copies nothing references, drop the job.

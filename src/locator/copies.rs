@@ -394,9 +394,23 @@ impl Locator {
         .await
         .map_err(err)?;
         if claimed.is_none() {
-            return Err(LocatorError::ClaimLost {
-                study_instance_uid: study_instance_uid.to_string(),
-                container: container.to_string(),
+            // Still our container, but no longer our live lease: say that rather than
+            // "released", which is what a takeover leaves.
+            let still_ours: Option<String> = sqlx::query_scalar(
+                "SELECT study_instance_uid FROM backup_queue \
+                 WHERE study_instance_uid = $1 AND container = $2",
+            )
+            .bind(study_instance_uid)
+            .bind(container)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(err)?;
+            return Err(match still_ours {
+                Some(_) => LocatorError::LeaseLost(self.lease()),
+                None => LocatorError::ClaimLost {
+                    study_instance_uid: study_instance_uid.to_string(),
+                    container: container.to_string(),
+                },
             });
         }
         let mut old: Vec<String> = Vec::new();
