@@ -89,17 +89,18 @@ impl Locator {
     /// of their online instances (what the next tiering pass moves off the online tier).
     pub async fn due_totals(&self, cutoff_ms: i64) -> Result<DueTotals, LocatorError> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT COUNT(*), CAST(COALESCE(SUM(online_instances), 0) AS BIGINT), \
-             CAST(COALESCE(SUM(online_bytes), 0) AS BIGINT) FROM ({DUE_STUDIES}) AS due"
+            "SELECT COUNT(*) AS studies, \
+               CAST(COALESCE(SUM(online_instances), 0) AS BIGINT) AS instances, \
+               CAST(COALESCE(SUM(online_bytes), 0) AS BIGINT) AS bytes FROM ({DUE_STUDIES}) AS due"
         )))
         .bind(cutoff_ms)
         .fetch_one(&self.pool)
         .await
         .map_err(err)?;
         Ok(DueTotals {
-            studies: row.get::<i64, _>(0) as u64,
-            instances: row.get::<i64, _>(1) as u64,
-            bytes: row.get::<i64, _>(2) as u64,
+            studies: row.get::<i64, _>("studies") as u64,
+            instances: row.get::<i64, _>("instances") as u64,
+            bytes: row.get::<i64, _>("bytes") as u64,
         })
     }
 
@@ -122,8 +123,8 @@ impl Locator {
         rows.iter()
             .map(|row| {
                 Ok(PlacedInstance {
-                    sop_instance_uid: row.get(0),
-                    object: stored_object(row, 1).map_err(err)?,
+                    sop_instance_uid: row.get("sop_instance_uid"),
+                    object: stored_object(row).map_err(err)?,
                 })
             })
             .collect()
@@ -277,18 +278,18 @@ impl Locator {
         rows.iter()
             .map(|row| {
                 let old: Vec<(String, String)> =
-                    serde_json::from_str(row.get::<&str, _>(5)).unwrap_or_default();
+                    serde_json::from_str(row.get::<&str, _>("old_locations")).unwrap_or_default();
                 Ok(Job {
-                    id: row.get(0),
-                    kind: row.get(1),
-                    study_instance_uid: row.get(2),
-                    container: row.get(3),
-                    committed: row.get::<&str, _>(4) == "committed",
+                    id: row.get("id"),
+                    kind: row.get("kind"),
+                    study_instance_uid: row.get("study_instance_uid"),
+                    container: row.get("container"),
+                    committed: row.get::<&str, _>("state") == "committed",
                     old_locations: old
                         .into_iter()
                         .filter_map(|(t, l)| Tier::parse(&t).map(|t| (t, l)))
                         .collect(),
-                    lease: row.get(6),
+                    lease: row.get("lease"),
                 })
             })
             .collect()

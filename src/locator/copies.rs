@@ -96,16 +96,16 @@ pub struct QueueLengths {
 
 fn copy_row(row: &AnyRow) -> Result<Copy, sqlx::Error> {
     Ok(Copy {
-        sop_instance_uid: row.try_get(0)?,
-        kind: CopyKind::parse(row.try_get(1)?)?,
-        location: row.try_get(2)?,
-        member: row.try_get(3)?,
-        offset: row.try_get::<i64, _>(4)? as u64,
-        length: row.try_get::<i64, _>(5)? as u64,
-        crc32c: row.try_get::<i64, _>(6)? as u32,
-        format: row.try_get(7)?,
-        created_at: row.try_get(8)?,
-        source_crc32c: row.try_get::<i64, _>(9)? as u32,
+        sop_instance_uid: row.try_get("sop_instance_uid")?,
+        kind: CopyKind::parse(row.try_get("kind")?)?,
+        location: row.try_get("location")?,
+        member: row.try_get("member")?,
+        offset: row.try_get::<i64, _>("byte_offset")? as u64,
+        length: row.try_get::<i64, _>("byte_length")? as u64,
+        crc32c: row.try_get::<i64, _>("crc32c")? as u32,
+        format: row.try_get("format")?,
+        created_at: row.try_get("created_at")?,
+        source_crc32c: row.try_get::<i64, _>("source_crc32c")? as u32,
     })
 }
 
@@ -227,7 +227,7 @@ impl Locator {
         .await
         .map_err(err)?;
         rows.iter()
-            .map(|r| Ok((r.get::<i64, _>(10), copy_row(r).map_err(err)?)))
+            .map(|r| Ok((r.get::<i64, _>("id"), copy_row(r).map_err(err)?)))
             .collect()
     }
 
@@ -251,10 +251,10 @@ impl Locator {
         rows.iter()
             .map(|r| {
                 Ok(Primary {
-                    id: r.get(0),
-                    sop_instance_uid: r.get(1),
-                    study_instance_uid: r.get(2),
-                    object: stored_object(r, 3).map_err(err)?,
+                    id: r.get("id"),
+                    sop_instance_uid: r.get("sop_instance_uid"),
+                    study_instance_uid: r.get("study_instance_uid"),
+                    object: stored_object(r).map_err(err)?,
                 })
             })
             .collect()
@@ -297,11 +297,11 @@ impl Locator {
         Ok(rows
             .iter()
             .map(|r| QueuedStudy {
-                study_instance_uid: r.get(0),
-                enqueued_at: r.get(1),
-                reason: r.get(2),
-                container: r.get(3),
-                lease: r.get(4),
+                study_instance_uid: r.get("study_instance_uid"),
+                enqueued_at: r.get("enqueued_at"),
+                reason: r.get("reason"),
+                container: r.get("container"),
+                lease: r.get("lease"),
             })
             .collect())
     }
@@ -548,16 +548,17 @@ impl Locator {
 
     /// Instances with at least one copy, per kind.
     pub async fn copy_totals(&self) -> Result<Vec<(CopyKind, u64)>, LocatorError> {
-        let rows =
-            sqlx::query("SELECT kind, COUNT(DISTINCT sop_instance_uid) FROM copies GROUP BY kind")
-                .fetch_all(&self.pool)
-                .await
-                .map_err(err)?;
+        let rows = sqlx::query(
+            "SELECT kind, COUNT(DISTINCT sop_instance_uid) AS instances FROM copies GROUP BY kind",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err)?;
         rows.iter()
             .map(|r| {
                 Ok((
-                    CopyKind::parse(r.get(0)).map_err(err)?,
-                    r.get::<i64, _>(1) as u64,
+                    CopyKind::parse(r.get("kind")).map_err(err)?,
+                    r.get::<i64, _>("instances") as u64,
                 ))
             })
             .collect()
@@ -566,14 +567,15 @@ impl Locator {
     /// How long the work queues are.
     pub async fn queue_lengths(&self) -> Result<QueueLengths, LocatorError> {
         let row = sqlx::query(
-            "SELECT (SELECT COUNT(*) FROM backup_queue), (SELECT COUNT(*) FROM repairs)",
+            "SELECT (SELECT COUNT(*) FROM backup_queue) AS backup, \
+               (SELECT COUNT(*) FROM repairs) AS repairs",
         )
         .fetch_one(&self.pool)
         .await
         .map_err(err)?;
         Ok(QueueLengths {
-            backup: row.get::<i64, _>(0) as u64,
-            repairs: row.get::<i64, _>(1) as u64,
+            backup: row.get::<i64, _>("backup") as u64,
+            repairs: row.get::<i64, _>("repairs") as u64,
         })
     }
 }

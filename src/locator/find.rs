@@ -198,7 +198,10 @@ fn select_list(query: &FindQuery, dialect: Dialect) -> Vec<String> {
         ]);
     }
     if query.availability {
-        select.push(availability_column(level, dialect));
+        select.push(format!(
+            "{} AS availability_rank",
+            availability_column(level, dialect)
+        ));
     }
     if query.computed.any() {
         select.extend(computed_columns(query, dialect));
@@ -241,68 +244,59 @@ fn availability_column(level: QueryLevel, dialect: Dialect) -> String {
     dialect.greatest(&format!("CASE WHEN {tier} THEN 1 ELSE 0 END"), &lost)
 }
 
-/// Related studies, series and instances, then (STUDY level) Modalities and SOP Classes in
-/// Study; "0" or '' where not asked for, so the column positions stay fixed.
+/// Related studies, series and instances, and at STUDY level Modalities and SOP Classes in
+/// Study, each named as `row_to_match` reads it; 0 or '' where not asked for or not defined
+/// at the level.
 fn computed_columns(query: &FindQuery, dialect: Dialect) -> Vec<String> {
     let computed = query.computed;
-    let pick =
-        |wanted: bool, sql: &str, otherwise: &str| if wanted { sql } else { otherwise }.to_string();
     let counts = computed.related_counts;
-    match query.level {
-        QueryLevel::Patient => vec![
-            pick(
-                counts,
-                "(SELECT COUNT(*) FROM studies x WHERE x.patient_fk = p.id)",
-                "0",
-            ),
-            pick(
-                counts,
-                "(SELECT COUNT(*) FROM series x JOIN studies y ON y.id = x.study_fk \
-                  WHERE y.patient_fk = p.id)",
-                "0",
-            ),
-            pick(
-                counts,
-                "(SELECT COUNT(*) FROM instances x JOIN series y ON y.id = x.series_fk \
-                  JOIN studies z ON z.id = y.study_fk WHERE z.patient_fk = p.id)",
-                "0",
-            ),
-        ],
-        QueryLevel::Study => vec![
-            "0".to_string(),
-            pick(
-                counts,
-                "(SELECT COUNT(*) FROM series x WHERE x.study_fk = st.id)",
-                "0",
-            ),
-            pick(
-                counts,
-                "(SELECT COUNT(*) FROM instances x JOIN series y ON y.id = x.series_fk \
-                  WHERE y.study_fk = st.id)",
-                "0",
-            ),
-            pick(computed.modalities, "st.modalities_in_study", "''"),
-            pick(
-                computed.sop_classes,
-                &format!(
-                    "(SELECT {} FROM instances x JOIN series y ON y.id = x.series_fk \
-                     WHERE y.study_fk = st.id)",
-                    dialect.comma_list_distinct("x.sop_class_uid")
-                ),
-                "''",
-            ),
-        ],
-        QueryLevel::Series => vec![
-            "0".to_string(),
-            "0".to_string(),
-            pick(
-                counts,
-                "(SELECT COUNT(*) FROM instances x WHERE x.series_fk = se.id)",
-                "0",
-            ),
-        ],
-        QueryLevel::Image => Vec::new(),
-    }
+    let (studies, series, instances) = match query.level {
+        QueryLevel::Patient => (
+            "(SELECT COUNT(*) FROM studies x WHERE x.patient_fk = p.id)",
+            "(SELECT COUNT(*) FROM series x JOIN studies y ON y.id = x.study_fk \
+              WHERE y.patient_fk = p.id)",
+            "(SELECT COUNT(*) FROM instances x JOIN series y ON y.id = x.series_fk \
+              JOIN studies z ON z.id = y.study_fk WHERE z.patient_fk = p.id)",
+        ),
+        QueryLevel::Study => (
+            "0",
+            "(SELECT COUNT(*) FROM series x WHERE x.study_fk = st.id)",
+            "(SELECT COUNT(*) FROM instances x JOIN series y ON y.id = x.series_fk \
+              WHERE y.study_fk = st.id)",
+        ),
+        QueryLevel::Series => (
+            "0",
+            "0",
+            "(SELECT COUNT(*) FROM instances x WHERE x.series_fk = se.id)",
+        ),
+        QueryLevel::Image => ("0", "0", "0"),
+    };
+    let study = query.level == QueryLevel::Study;
+    let sop_classes = format!(
+        "(SELECT {} FROM instances x JOIN series y ON y.id = x.series_fk \
+         WHERE y.study_fk = st.id)",
+        dialect.comma_list_distinct("x.sop_class_uid")
+    );
+    let pick = |wanted: bool, sql: &str, otherwise: &str, name: &str| {
+        format!("{} AS {name}", if wanted { sql } else { otherwise })
+    };
+    vec![
+        pick(counts, studies, "0", "related_studies"),
+        pick(counts, series, "0", "related_series"),
+        pick(counts, instances, "0", "related_instances"),
+        pick(
+            study && computed.modalities,
+            "st.modalities_in_study",
+            "''",
+            "modalities_in_study",
+        ),
+        pick(
+            study && computed.sop_classes,
+            &sop_classes,
+            "''",
+            "sop_classes_in_study",
+        ),
+    ]
 }
 
 /// The WHERE clauses and their bound values, in text order. Above PATIENT level, the
@@ -450,77 +444,77 @@ fn person_name_condition(
     (!any.is_empty()).then(|| format!("({})", any.join(" OR ")))
 }
 
+/// A match from the columns `select_list` names.
 fn row_to_match(row: &AnyRow, query: &FindQuery) -> Result<FindRow, sqlx::Error> {
-    let mut out = FindRow::default();
     let level = query.level;
-    let int = |row: &AnyRow, i: usize| -> Result<Option<i64>, sqlx::Error> { row.try_get(i) };
-    let s = |row: &AnyRow, i: usize| -> Result<String, sqlx::Error> {
-        Ok(row.try_get::<Option<String>, _>(i)?.unwrap_or_default())
+    let s = |column: &str| -> Result<String, sqlx::Error> {
+        Ok(row
+            .try_get::<Option<String>, _>(column)?
+            .unwrap_or_default())
     };
-    out.patient = PatientAttributes {
-        patient_id: s(row, 0)?,
-        issuer_of_patient_id: s(row, 1)?,
-        patient_name: s(row, 2)?,
-        patient_birth_date: s(row, 3)?,
-        patient_sex: s(row, 4)?,
+    let int = |column: &str| row.try_get::<Option<i64>, _>(column);
+    let mut out = FindRow {
+        patient: PatientAttributes {
+            patient_id: s("patient_id")?,
+            issuer_of_patient_id: s("issuer_of_patient_id")?,
+            patient_name: s("patient_name")?,
+            patient_birth_date: s("patient_birth_date")?,
+            patient_sex: s("patient_sex")?,
+        },
+        tier: Some(Tier::Online),
+        ..FindRow::default()
     };
-    // Columns follow the order `build` selects them in.
-    let mut i = 5;
     if level >= QueryLevel::Study {
         out.study = StudyAttributes {
-            study_instance_uid: s(row, i)?,
-            study_date: s(row, i + 1)?,
-            study_time: s(row, i + 2)?,
-            accession_number: s(row, i + 3)?,
-            study_id: s(row, i + 4)?,
-            study_description: s(row, i + 5)?,
-            referring_physician_name: s(row, i + 6)?,
+            study_instance_uid: s("study_instance_uid")?,
+            study_date: s("study_date")?,
+            study_time: s("study_time")?,
+            accession_number: s("accession_number")?,
+            study_id: s("study_id")?,
+            study_description: s("study_description")?,
+            referring_physician_name: s("referring_physician_name")?,
         };
-        i += 7;
     }
     if level >= QueryLevel::Series {
         out.series = SeriesAttributes {
-            series_instance_uid: s(row, i)?,
-            modality: s(row, i + 1)?,
-            series_number: int(row, i + 2)?,
-            series_description: s(row, i + 3)?,
-            body_part_examined: s(row, i + 4)?,
+            series_instance_uid: s("series_instance_uid")?,
+            modality: s("modality")?,
+            series_number: int("series_number")?,
+            series_description: s("series_description")?,
+            body_part_examined: s("body_part_examined")?,
         };
-        i += 5;
     }
     if level == QueryLevel::Image {
         out.instance = InstanceAttributes {
-            sop_instance_uid: s(row, i)?,
-            sop_class_uid: s(row, i + 1)?,
-            instance_number: int(row, i + 2)?,
-            specific_character_set: s(row, i + 3)?,
+            sop_instance_uid: s("sop_instance_uid")?,
+            sop_class_uid: s("sop_class_uid")?,
+            instance_number: int("instance_number")?,
+            specific_character_set: s("specific_character_set")?,
         };
-        out.tier = Tier::parse(&s(row, i + 4)?);
-        i += 5;
-    } else {
-        out.tier = Some(Tier::Online);
+        out.tier = Tier::parse(&s("tier")?);
     }
     if query.availability {
-        out.availability = InstanceAvailability::from_rank(row.try_get::<i64, _>(i)?);
-        i += 1;
+        out.availability =
+            InstanceAvailability::from_rank(row.try_get::<i64, _>("availability_rank")?);
     }
-    if query.computed.any() && level != QueryLevel::Image {
-        let n = |row: &AnyRow, i: usize| -> Result<u64, sqlx::Error> {
-            Ok(row.try_get::<i64, _>(i)? as u64)
+    if query.computed.any() {
+        let n = |column: &str| -> Result<u64, sqlx::Error> {
+            Ok(row.try_get::<i64, _>(column)? as u64)
         };
-        out.related_studies = n(row, i)?;
-        out.related_series = n(row, i + 1)?;
-        out.related_instances = n(row, i + 2)?;
-        if level == QueryLevel::Study {
-            let list = |v: String| -> Vec<String> {
-                v.split(',')
-                    .filter(|x| !x.is_empty())
-                    .map(str::to_string)
-                    .collect()
-            };
-            out.modalities = list(s(row, i + 3)?);
-            out.sop_classes = list(s(row, i + 4)?);
-        }
+        let list = |column: &str| -> Result<Vec<String>, sqlx::Error> {
+            let mut values: Vec<String> = s(column)?
+                .split(',')
+                .filter(|x| !x.is_empty())
+                .map(str::to_string)
+                .collect();
+            values.dedup();
+            Ok(values)
+        };
+        out.related_studies = n("related_studies")?;
+        out.related_series = n("related_series")?;
+        out.related_instances = n("related_instances")?;
+        out.modalities = list("modalities_in_study")?;
+        out.sop_classes = list("sop_classes_in_study")?;
     }
     Ok(out)
 }

@@ -48,16 +48,16 @@ const COLUMNS: &str = "id, job, started_at, finished_at, outcome, summary, pid, 
 
 fn row_of(row: &AnyRow) -> JobRunRow {
     JobRunRow {
-        id: row.get(0),
-        job: row.get(1),
-        started_at: row.get(2),
-        finished_at: row.get(3),
-        outcome: row.get(4),
-        summary: row.get(5),
-        pid: row.get::<i64, _>(6) as u32,
-        trigger: row.get(7),
-        node: row.get(8),
-        lease_live: row.get::<i64, _>(9) == 1,
+        id: row.get("id"),
+        job: row.get("job"),
+        started_at: row.get("started_at"),
+        finished_at: row.get("finished_at"),
+        outcome: row.get("outcome"),
+        summary: row.get("summary"),
+        pid: row.get::<i64, _>("pid") as u32,
+        trigger: row.get("trigger"),
+        node: row.get("node"),
+        lease_live: row.get::<i64, _>("lease_live") == 1,
     }
 }
 

@@ -274,7 +274,10 @@ async fn page(
     rows.iter()
         .map(|row| {
             (0..table.columns.len())
-                .map(|i| row.try_get::<Option<String>, _>(i).map_err(err))
+                .map(|i| {
+                    row.try_get::<Option<String>, _>(format!("c{i}").as_str())
+                        .map_err(err)
+                })
                 .collect()
         })
         .collect()

@@ -305,33 +305,33 @@ impl Locator {
         })?;
         Ok(row.map(|r| IndexedAttributes {
             patient: PatientAttributes {
-                patient_id: r.get(0),
-                issuer_of_patient_id: r.get(1),
-                patient_name: r.get(2),
-                patient_birth_date: r.get(3),
-                patient_sex: r.get(4),
+                patient_id: r.get("patient_id"),
+                issuer_of_patient_id: r.get("issuer_of_patient_id"),
+                patient_name: r.get("patient_name"),
+                patient_birth_date: r.get("patient_birth_date"),
+                patient_sex: r.get("patient_sex"),
             },
             study: StudyAttributes {
-                study_instance_uid: r.get(5),
-                study_date: r.get(6),
-                study_time: r.get(7),
-                accession_number: r.get(8),
-                study_id: r.get(9),
-                study_description: r.get(10),
-                referring_physician_name: r.get(11),
+                study_instance_uid: r.get("study_instance_uid"),
+                study_date: r.get("study_date"),
+                study_time: r.get("study_time"),
+                accession_number: r.get("accession_number"),
+                study_id: r.get("study_id"),
+                study_description: r.get("study_description"),
+                referring_physician_name: r.get("referring_physician_name"),
             },
             series: SeriesAttributes {
-                series_instance_uid: r.get(12),
-                modality: r.get(13),
-                series_number: r.get(14),
-                series_description: r.get(15),
-                body_part_examined: r.get(16),
+                series_instance_uid: r.get("series_instance_uid"),
+                modality: r.get("modality"),
+                series_number: r.get("series_number"),
+                series_description: r.get("series_description"),
+                body_part_examined: r.get("body_part_examined"),
             },
             instance: InstanceAttributes {
-                sop_instance_uid: r.get(17),
-                sop_class_uid: r.get(18),
-                instance_number: r.get(19),
-                specific_character_set: r.get(20),
+                sop_instance_uid: r.get("sop_instance_uid"),
+                sop_class_uid: r.get("sop_class_uid"),
+                instance_number: r.get("instance_number"),
+                specific_character_set: r.get("specific_character_set"),
             },
         }))
     }
@@ -454,40 +454,41 @@ impl Locator {
     /// Overall counts and bytes.
     pub async fn totals(&self) -> Result<Totals, LocatorError> {
         let row = sqlx::query(
-            "SELECT (SELECT COUNT(*) FROM patients), (SELECT COUNT(*) FROM studies), \
-               (SELECT COUNT(*) FROM series), (SELECT COUNT(*) FROM instances), \
-               (SELECT CAST(COALESCE(SUM(byte_length), 0) AS BIGINT) FROM instances)",
+            "SELECT (SELECT COUNT(*) FROM patients) AS patients, \
+               (SELECT COUNT(*) FROM studies) AS studies, (SELECT COUNT(*) FROM series) AS series, \
+               (SELECT COUNT(*) FROM instances) AS instances, \
+               (SELECT CAST(COALESCE(SUM(byte_length), 0) AS BIGINT) FROM instances) AS bytes",
         )
         .fetch_one(&self.pool)
         .await
         .map_err(LocatorError::Stats)?;
-        let n = |i| row.get::<i64, _>(i) as u64;
+        let n = |column| row.get::<i64, _>(column) as u64;
         Ok(Totals {
-            patients: n(0),
-            studies: n(1),
-            series: n(2),
-            instances: n(3),
-            bytes: n(4),
+            patients: n("patients"),
+            studies: n("studies"),
+            series: n("series"),
+            instances: n("instances"),
+            bytes: n("bytes"),
         })
     }
 
     /// Counts and bytes per tier; tiers holding nothing are absent.
     pub async fn tier_totals(&self) -> Result<Vec<(Tier, TierTotals)>, LocatorError> {
         let rows = sqlx::query(
-            "SELECT tier, COUNT(*), CAST(COALESCE(SUM(byte_length), 0) AS BIGINT) FROM instances \
-             GROUP BY tier",
+            "SELECT tier, COUNT(*) AS instances, \
+               CAST(COALESCE(SUM(byte_length), 0) AS BIGINT) AS bytes FROM instances GROUP BY tier",
         )
         .fetch_all(&self.pool)
         .await
         .map_err(LocatorError::Stats)?;
         rows.into_iter()
             .map(|row| {
-                let tier: String = row.get(0);
+                let tier: String = row.get("tier");
                 Ok((
                     Tier::parse(&tier).ok_or(LocatorError::UnknownTier(tier))?,
                     TierTotals {
-                        instances: row.get::<i64, _>(1) as u64,
-                        bytes: row.get::<i64, _>(2) as u64,
+                        instances: row.get::<i64, _>("instances") as u64,
+                        bytes: row.get::<i64, _>("bytes") as u64,
                     },
                 ))
             })
@@ -514,22 +515,22 @@ async fn select_object(
     .bind(sop_instance_uid)
     .fetch_optional(&mut *conn)
     .await?;
-    row.map(|row| stored_object(&row, 0)).transpose()
+    row.map(|row| stored_object(&row)).transpose()
 }
 
 /// The copy described by the columns `tier, location, byte_offset, byte_length, crc32c,
 /// transfer_syntax_uid` of `instances`, selected in that order from column `first` on.
-pub(crate) fn stored_object(row: &AnyRow, first: usize) -> Result<StoredObject, sqlx::Error> {
-    let tier: String = row.try_get(first)?;
+pub(crate) fn stored_object(row: &AnyRow) -> Result<StoredObject, sqlx::Error> {
+    let tier: String = row.try_get("tier")?;
     let tier = Tier::parse(&tier)
         .ok_or_else(|| sqlx::Error::Decode(format!("unknown tier {tier:?}").into()))?;
     Ok(StoredObject {
         tier,
-        location: row.try_get(first + 1)?,
-        offset: row.try_get::<i64, _>(first + 2)? as u64,
-        length: row.try_get::<i64, _>(first + 3)? as u64,
-        crc32c: row.try_get::<i64, _>(first + 4)? as u32,
-        transfer_syntax_uid: row.try_get(first + 5)?,
+        location: row.try_get("location")?,
+        offset: row.try_get::<i64, _>("byte_offset")? as u64,
+        length: row.try_get::<i64, _>("byte_length")? as u64,
+        crc32c: row.try_get::<i64, _>("crc32c")? as u32,
+        transfer_syntax_uid: row.try_get("transfer_syntax_uid")?,
     })
 }
 

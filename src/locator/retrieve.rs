@@ -75,9 +75,9 @@ impl Locator {
         rows.iter()
             .map(|row| {
                 Ok(RetrieveRow {
-                    sop_class_uid: row.get(0),
-                    sop_instance_uid: row.get(1),
-                    object: stored_object(row, 2).map_err(LocatorError::Find)?,
+                    sop_class_uid: row.get("sop_class_uid"),
+                    sop_instance_uid: row.get("sop_instance_uid"),
+                    object: stored_object(row).map_err(LocatorError::Find)?,
                 })
             })
             .collect()

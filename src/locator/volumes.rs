@@ -46,14 +46,14 @@ const VOLUME_COLUMNS: &str = "id, state, directory, size, instances, sha256, cre
 
 fn volume_row(r: &AnyRow) -> Volume {
     Volume {
-        id: r.get(0),
-        state: r.get(1),
-        directory: r.get(2),
-        size: r.get::<i64, _>(3) as u64,
-        instances: r.get::<i64, _>(4) as u64,
-        sha256: r.get(5),
-        created_at: r.get(6),
-        lease: r.get(7),
+        id: r.get("id"),
+        state: r.get("state"),
+        directory: r.get("directory"),
+        size: r.get::<i64, _>("size") as u64,
+        instances: r.get::<i64, _>("instances") as u64,
+        sha256: r.get("sha256"),
+        created_at: r.get("created_at"),
+        lease: r.get("lease"),
     }
 }
 
@@ -210,11 +210,11 @@ impl Locator {
         rows.iter()
             .map(|r| {
                 Ok(Unvolumed {
-                    id: r.get(0),
-                    sop_instance_uid: r.get(1),
-                    series_instance_uid: r.get(2),
-                    study_instance_uid: r.get(3),
-                    object: stored_object(r, 4).map_err(err)?,
+                    id: r.get("id"),
+                    sop_instance_uid: r.get("sop_instance_uid"),
+                    series_instance_uid: r.get("series_instance_uid"),
+                    study_instance_uid: r.get("study_instance_uid"),
+                    object: stored_object(r).map_err(err)?,
                 })
             })
             .collect()
