@@ -382,7 +382,8 @@ fn cancel_and_abort_mid_study_stop_cleanly() {
 
     // The requestor aborts mid-study: the server notices and keeps serving.
     let abort_dir = tempfile::tempdir().unwrap();
-    let out = text(&server.scu(
+    let out = text(&server.scu_exiting(
+        3,
         "get",
         "VIEWER",
         &[

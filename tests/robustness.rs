@@ -209,10 +209,14 @@ fn unparseable_data_set_is_refused_and_nothing_is_stored() {
     let (ok, other) = acknowledged(&text(&out));
     assert!(ok.is_empty(), "{}", text(&out));
     assert_eq!(other.len(), 1, "{}", text(&out));
+    // README: unparseable data, 0xC000 (Error: Cannot Understand).
     let code = other[0].0;
-    assert!(
-        (0xC000..=0xCFFF).contains(&code) || (0xA900..=0xA9FF).contains(&code),
-        "status 0x{code:04X}"
+    assert_eq!(
+        code,
+        0xC000,
+        "status 0x{code:04X}: {}\n{}",
+        text(&out),
+        server.log()
     );
     assert_eq!(server.instances(), 0);
     assert!(

@@ -72,11 +72,17 @@ def main():
     args = p.parse_args()
     a_ds, b_ds = read(args.original, None), read(args.other, args.ts)
     bits, signed = a_ds.BitsStored, a_ds.PixelRepresentation == 1
+    # Each image at its own declared depth: bits the other sets above the original's depth
+    # count as differences, not clipped away.
     fa = [masked(f, bits, signed) for f in frames(a_ds)]
-    fb = [masked(f, bits, signed) for f in frames(b_ds)]
-    identical = len(fa) == len(fb) and all(x.shape == y.shape and (x == y).all() for x, y in zip(fa, fb))
+    fb = [masked(f, b_ds.BitsStored, b_ds.PixelRepresentation == 1) for f in frames(b_ds)]
+    same_frames = len(fa) == len(fb) and all(x.shape == y.shape for x, y in zip(fa, fb))
+    identical = same_frames and all((x == y).all() for x, y in zip(fa, fb))
     roi_identical = psnr = None
-    if args.roi:
+    if args.roi and not same_frames:
+        # A missing or misshapen frame is a difference, whatever the others hold.
+        roi_identical, psnr = False, 0.0
+    elif args.roi:
         x, y, w, h = map(int, args.roi.split(","))
         roi_identical = all((p[y:y + h, x:x + w] == q[y:y + h, x:x + w]).all() for p, q in zip(fa, fb))
         se, n = 0.0, 0
@@ -98,6 +104,8 @@ def main():
     print(json.dumps({
         "transfer_syntax": str(b_ds.file_meta.TransferSyntaxUID),
         "frames": len(fb),
+        "original_frames": len(fa),
+        "bits_stored": int(b_ds.BitsStored),
         "identical": bool(identical),
         "roi_identical": roi_identical,
         "background_psnr": psnr if psnr is None or math.isfinite(psnr) else 999.0,

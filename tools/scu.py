@@ -39,6 +39,11 @@ def connect(args, contexts, ext_neg=None):
 
 
 def cmd_store(args):
+    # Without this pynetdicom decodes each file with pydicom and sends it re-encoded: a
+    # malformed data set would arrive repaired and a test of the server's parser would test
+    # pydicom's instead. With it, the data set's bytes go out exactly as stored.
+    from pynetdicom import _config
+    _config.STORE_SEND_CHUNKED_DATASET = True
     metas = []
     for path in args.files:
         # File meta only: the data set is sent as stored, never parsed here.

@@ -440,14 +440,35 @@ impl TestServer {
         (last, received(dest))
     }
 
-    /// tools/scu.py with the server's address filled in.
+    /// tools/scu.py with the server's address filled in. The operation must have run to its
+    /// final response (exit 0; whatever the statuses): a refused association (2), an abort
+    /// (3) or a crash of the client fails the test here, never passes a negative check.
     pub fn scu<S: AsRef<std::ffi::OsStr>>(&self, sub: &str, aet: &str, args: &[S]) -> Output {
-        Command::new(python())
+        self.scu_exiting(0, sub, aet, args)
+    }
+
+    /// tools/scu.py, which must exit with `code`: 0 completed, 2 association refused, 3 the
+    /// association aborted mid-operation (by either side).
+    pub fn scu_exiting<S: AsRef<std::ffi::OsStr>>(
+        &self,
+        code: i32,
+        sub: &str,
+        aet: &str,
+        args: &[S],
+    ) -> Output {
+        let out = Command::new(python())
             .arg(repo().join("tools/scu.py"))
             .args([sub, "127.0.0.1", &self.port.to_string(), "--aet", aet])
             .args(args)
             .output()
-            .unwrap()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "scu.py {sub} ended otherwise than expected: {}",
+            text(&out)
+        );
+        out
     }
 
     /// DCMTK echoscu; returns (success, stderr+stdout).
