@@ -360,7 +360,8 @@ fn cancel_stops_the_stream_and_max_matches_is_enforced() {
     );
     assert_eq!(last, "FINAL 0xFE00", "cancel not honoured");
     assert!(m.len() < 20000, "{} matches after cancel", m.len());
-    assert!(server.log().contains("status=Cancel"), "{}", server.log());
+    let log = server.log_when(|l| l.contains("status=Cancel"));
+    assert!(log.contains("status=Cancel"), "{log}");
 
     let corpus = Corpus::generate(&ten_patients());
     let dir = tempfile::tempdir().unwrap();

@@ -293,8 +293,16 @@ fn abort_in_the_middle_of_a_data_set_leaves_nothing_behind() {
     assoc
         .send(&pdu(PDataValueType::Data, false, data_set[..8000].to_vec()))
         .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    // Wait for the evidence (the partial file in tmp/), not for a fixed time.
     let tmp = server.online_dir().join("tmp");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_dir(&tmp).map_or(0, |d| d.count()) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the partial instance never reached tmp/"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert_eq!(
         std::fs::read_dir(&tmp).unwrap().count(),
         1,

@@ -355,6 +355,19 @@ impl TestServer {
         std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
     }
 
+    /// The server's log once `done` holds for it (or after 20 s, for the caller's assertion
+    /// to report): a client's exit does not mean the server has written its line yet.
+    pub fn log_when(&self, done: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let log = self.log();
+            if done(&log) || std::time::Instant::now() > deadline {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// `strata status --json`.
     pub fn status(&self) -> serde_json::Value {
         let out = Command::new(env!("CARGO_BIN_EXE_strata"))
