@@ -419,3 +419,88 @@ fn deeply_nested_sequences_are_refused_without_killing_the_server() {
     assert_eq!(status, 0xC000, "status 0x{status:04X}");
     assert_still_serving(&server);
 }
+
+/// The nesting limit at its edge: 32 levels are parsed (the data set is then judged on its
+/// content: no Study Instance UID, 0xA900), 33 are refused unparsed (0xC000); the same for a
+/// C-FIND identifier (32 levels run the query).
+#[test]
+fn nesting_is_allowed_to_32_levels_and_refused_at_33() {
+    use strata::net::command::{CommandField, CommandSet};
+    let server = TestServer::start("");
+    let ct = "1.2.840.10008.5.1.4.1.1.2";
+    let find = "1.2.840.10008.5.1.4.1.2.2.1";
+    for (levels, store_status, find_ok) in [(32, 0xA900, true), (33, 0xC000, false)] {
+        let mut data_set =
+            explicit_element((0x0008, 0x0016), b"UI", b"1.2.840.10008.5.1.4.1.1.2\0");
+        data_set.extend(explicit_element((0x0008, 0x0018), b"UI", b"1.2.3.4.5.6"));
+        data_set.extend(nested_sequences(levels));
+        let command = CommandSet::request(CommandField::CStoreRq, 1, ct)
+            .with_data_set("1.2.3.4.5.6")
+            .encode();
+        let status = raw_request(&server, ct, command, data_set);
+        assert_eq!(status, store_status, "{levels} levels: 0x{status:04X}");
+
+        let mut identifier = explicit_element((0x0008, 0x0052), b"CS", b"STUDY ");
+        identifier.extend(nested_sequences(levels));
+        let command = CommandSet::request(CommandField::CFindRq, 2, find).with_data_set("");
+        let status = raw_request(&server, find, command.encode(), identifier);
+        if find_ok {
+            assert_eq!(status, 0x0000, "{levels} levels: 0x{status:04X}");
+        } else {
+            assert_eq!(status, 0xC000, "{levels} levels: 0x{status:04X}");
+        }
+    }
+    assert_eq!(server.instances(), 0);
+    assert_still_serving(&server);
+}
+
+/// A C-STORE data set without a required UID, or whose SOP Instance UID is not the one its
+/// command names, is refused with 0xA900 and a comment saying which; the same data set
+/// made whole and consistent is stored (so each refusal is for the defect shown).
+#[test]
+fn missing_uids_and_a_data_set_that_contradicts_its_command_get_a900() {
+    use strata::net::command::{CommandField, CommandSet};
+    let server = TestServer::start("");
+    let ct = "1.2.840.10008.5.1.4.1.1.2";
+    let data_set = |sop_instance: &[u8], study: Option<&[u8]>| {
+        let mut out = explicit_element((0x0008, 0x0016), b"UI", b"1.2.840.10008.5.1.4.1.1.2\0");
+        out.extend(explicit_element((0x0008, 0x0018), b"UI", sop_instance));
+        out.extend(explicit_element((0x0010, 0x0020), b"LO", b"A900"));
+        if let Some(study) = study {
+            out.extend(explicit_element((0x0020, 0x000D), b"UI", study));
+        }
+        out.extend(explicit_element((0x0020, 0x000E), b"UI", b"1.2.3.4.7\0"));
+        out
+    };
+    let store = |message_id, command_uid: &str, data: Vec<u8>| {
+        let command = CommandSet::request(CommandField::CStoreRq, message_id, ct)
+            .with_data_set(command_uid)
+            .encode();
+        raw_request(&server, ct, command, data)
+    };
+    let status = store(1, "1.2.3.4.5.6", data_set(b"1.2.3.4.5.6", None));
+    assert_eq!(status, 0xA900, "no StudyInstanceUID: 0x{status:04X}");
+    let log = server.log_when(|l| l.contains("StudyInstanceUID is missing"));
+    assert!(log.contains("StudyInstanceUID is missing"), "{log}");
+
+    let status = store(
+        2,
+        "1.2.3.4.5.6",
+        data_set(b"1.2.3.4.5.8", Some(b"1.2.3.4.6\0")),
+    );
+    assert_eq!(
+        status, 0xA900,
+        "UID differs from the command: 0x{status:04X}"
+    );
+    let log = server.log_when(|l| l.contains("differ from the command"));
+    assert!(log.contains("differ from the command"), "{log}");
+    assert_eq!(server.instances(), 0);
+
+    let status = store(
+        3,
+        "1.2.3.4.5.6",
+        data_set(b"1.2.3.4.5.6", Some(b"1.2.3.4.6\0")),
+    );
+    assert_eq!(status, 0x0000, "the consistent data set: 0x{status:04X}");
+    assert_eq!(server.instances(), 1);
+}
