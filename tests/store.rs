@@ -261,3 +261,68 @@ async fn overwrite_policy_replaces_the_stored_copy() {
     let log = server.log_when(|l| l.contains("replaced a stored instance"));
     assert!(log.contains("replaced a stored instance"), "{log}");
 }
+
+/// Implicit VR Little Endian, the DICOM default: stored as received and served to an
+/// Implicit-only requestor byte for byte; an Explicit-only requestor gets every instance
+/// too, converted.
+#[test]
+fn implicit_vr_instances_are_stored_as_received_and_served_to_both_kinds_of_requestor() {
+    const IMPLICIT: &str = "1.2.840.10008.1.2";
+    let corpus = Corpus::generate(&[
+        "--ct-studies",
+        "1",
+        "--ct-images",
+        "3",
+        "--mr-studies",
+        "1",
+        "--mr-images",
+        "2",
+        "--transfer-syntax",
+        "implicit",
+        "--seed",
+        "41",
+    ]);
+    let server = TestServer::start("");
+    server.store(&corpus);
+    for study in corpus.study_uids() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = text(&server.scu(
+            "get",
+            "VIEWER",
+            &[
+                "--implicit-only".to_string(),
+                "--out".into(),
+                dir.path().display().to_string(),
+                "-k".into(),
+                format!("StudyInstanceUID={study}"),
+            ],
+        ));
+        assert!(out.contains("FINAL 0x0000"), "{out}");
+        let names: Vec<String> = files_below(dir.path())
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            names.iter().all(|n| n.ends_with(&format!(".{IMPLICIT}"))),
+            "{names:?}"
+        );
+        assert_same_data_sets(
+            &received(dir.path()),
+            &originals(&corpus, &study),
+            &format!("implicit-only requestor: {study}"),
+        );
+        let explicit = server.get_study(&study);
+        let mut got: Vec<&String> = explicit.keys().collect();
+        let want = originals(&corpus, &study);
+        let mut expected: Vec<&String> = want.keys().collect();
+        got.sort();
+        expected.sort();
+        assert_eq!(got, expected, "explicit-only requestor: {study}");
+        for (uid, bytes) in &explicit {
+            assert_ne!(
+                bytes, &want[uid],
+                "{uid} was not converted for the explicit requestor"
+            );
+        }
+    }
+}
