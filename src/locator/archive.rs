@@ -155,10 +155,10 @@ impl Locator {
         // Only the dialect's lease condition is spliced in; values are bound.
         let id = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "INSERT INTO archive_jobs (kind, study_instance_uid, container, state, \
-               old_locations, started_at, owner_pid, lease) \
-             SELECT $1, $2, $3, 'writing', $4, $5, $6, $7 WHERE NOT EXISTS \
+               old_locations, started_at, lease) \
+             SELECT $1, $2, $3, 'writing', $4, $5, $6 WHERE NOT EXISTS \
                (SELECT 1 FROM archive_jobs j WHERE j.study_instance_uid = $2 \
-                AND j.lease <> $7 AND {}) \
+                AND j.lease <> $6 AND {}) \
              RETURNING id",
             self.lease_holds_sql("j.lease")
         )))
@@ -167,7 +167,6 @@ impl Locator {
         .bind(container)
         .bind(serde_json::to_string(&creating).expect("strings serialize"))
         .bind(super::now_millis())
-        .bind(std::process::id() as i64)
         .bind(self.lease())
         .fetch_optional(&mut *tx)
         .await

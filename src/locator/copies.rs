@@ -316,11 +316,10 @@ impl Locator {
     ) -> Result<bool, LocatorError> {
         let _guard = self.write_guard().await;
         let done = sqlx::query(
-            "UPDATE backup_queue SET container = $1, owner_pid = $2, lease = $3 \
-             WHERE study_instance_uid = $4 AND container IS NULL",
+            "UPDATE backup_queue SET container = $1, lease = $2 \
+             WHERE study_instance_uid = $3 AND container IS NULL",
         )
         .bind(container)
-        .bind(std::process::id() as i64)
         .bind(self.lease())
         .bind(study_instance_uid)
         .execute(&self.pool)
@@ -338,7 +337,7 @@ impl Locator {
     ) -> Result<(), LocatorError> {
         let _guard = self.write_guard().await;
         sqlx::query(
-            "UPDATE backup_queue SET container = NULL, owner_pid = NULL, lease = NULL \
+            "UPDATE backup_queue SET container = NULL, lease = NULL \
              WHERE study_instance_uid = $1 AND container = $2",
         )
         .bind(study_instance_uid)
@@ -440,7 +439,7 @@ impl Locator {
             .await
             .map_err(err)?;
         sqlx::query(
-            "UPDATE backup_queue SET container = NULL, owner_pid = NULL, lease = NULL \
+            "UPDATE backup_queue SET container = NULL, lease = NULL \
              WHERE study_instance_uid = $1",
         )
         .bind(study_instance_uid)

@@ -32,7 +32,7 @@ struct Table {
 
 use Kind::{Int, Text};
 
-/// Every table of the schema (migration 0011), parents before children.
+/// Every table of the schema (migration 0012), parents before children.
 const TABLES: &[Table] = &[
     Table {
         name: "patients",
@@ -119,7 +119,6 @@ const TABLES: &[Table] = &[
             ("state", Text),
             ("old_locations", Text),
             ("started_at", Int),
-            ("owner_pid", Int),
             ("lease", Int),
         ],
         identity: true,
@@ -149,7 +148,6 @@ const TABLES: &[Table] = &[
             ("enqueued_at", Int),
             ("reason", Text),
             ("container", Text),
-            ("owner_pid", Int),
             ("lease", Int),
         ],
         identity: false,
@@ -194,7 +192,6 @@ const TABLES: &[Table] = &[
             ("instances", Int),
             ("sha256", Text),
             ("created_at", Int),
-            ("owner_pid", Int),
             ("lease", Int),
         ],
         identity: false,

@@ -69,13 +69,12 @@ impl Locator {
     pub async fn begin_volume(&self, id: &str, directory: &str) -> Result<(), LocatorError> {
         let _guard = self.write_guard().await;
         sqlx::query(
-            "INSERT INTO volumes (id, state, directory, created_at, owner_pid, lease) \
-             VALUES ($1, 'writing', $2, $3, $4, $5)",
+            "INSERT INTO volumes (id, state, directory, created_at, lease) \
+             VALUES ($1, 'writing', $2, $3, $4)",
         )
         .bind(id)
         .bind(directory)
         .bind(now_millis())
-        .bind(std::process::id() as i64)
         .bind(self.lease())
         .execute(&self.pool)
         .await
@@ -142,7 +141,7 @@ impl Locator {
         };
         let done = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE volumes SET state = 'complete', size = $1, instances = $2, sha256 = $3, \
-               directory = $4, owner_pid = NULL, lease = NULL WHERE id = $5{fence}"
+               directory = $4, lease = NULL WHERE id = $5{fence}"
         )))
         .bind(volume.size as i64)
         .bind(volume.instances as i64)
