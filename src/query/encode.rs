@@ -2,12 +2,16 @@
 //! match, thousands per query; building each as an in-memory object and encoding it through
 //! the generic writer cost more than reading the match from the database. Here the elements
 //! are text (or empty) and the transfer syntax is Implicit or Explicit VR Little Endian, the
-//! two every query context uses; anything else goes through dicom-rs (see [`fast_syntax`]).
+//! two every query context uses; anything else goes through dicom-rs ([`write_generic`]).
 //! The unit tests hold the bytes equal to dicom-rs's for the same elements.
 
 use std::borrow::Cow;
 
-use dicom_core::{Tag, VR};
+use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
+use dicom_encoding::text::SpecificCharacterSet;
+use dicom_encoding::TransferSyntaxIndex;
+use dicom_object::InMemDicomObject;
+use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
 use crate::model::transfer_syntax::{EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN};
 
@@ -72,6 +76,36 @@ pub fn write(mut elements: Vec<Element<'_>>, explicit: bool) -> Result<Vec<u8>, 
     Ok(out)
 }
 
+/// The same elements through dicom-rs, for any other syntax a peer negotiated (Deflated,
+/// Big Endian).
+pub fn write_generic(
+    elements: Vec<Element<'_>>,
+    transfer_syntax_uid: &str,
+) -> Result<Vec<u8>, String> {
+    let mut object = InMemDicomObject::new_empty();
+    for e in elements {
+        if object.get(e.tag).is_some() {
+            continue; // the first of a tag wins, as in `write`
+        }
+        let value = if e.value.is_empty() {
+            PrimitiveValue::Empty
+        } else if e.value.contains('\\') {
+            PrimitiveValue::Strs(e.value.split('\\').map(String::from).collect())
+        } else {
+            PrimitiveValue::from(e.value.as_ref())
+        };
+        object.put(DataElement::new(e.tag, e.vr, value));
+    }
+    let ts = TransferSyntaxRegistry
+        .get(transfer_syntax_uid)
+        .ok_or("transfer syntax vanished")?;
+    let mut bytes = Vec::new();
+    object
+        .write_dataset_with_ts_cs(&mut bytes, ts, SpecificCharacterSet::ISO_IR_192)
+        .map_err(|e| e.to_string())?;
+    Ok(bytes)
+}
+
 /// VRs whose Explicit VR header has a 32-bit length (PS3.5 7.1.2).
 fn long_length(vr: VR) -> bool {
     use VR::*;
@@ -84,11 +118,6 @@ fn long_length(vr: VR) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dicom_core::{DataElement, PrimitiveValue};
-    use dicom_encoding::text::SpecificCharacterSet;
-    use dicom_encoding::TransferSyntaxIndex;
-    use dicom_object::InMemDicomObject;
-    use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
     fn element(group: u16, number: u16, vr: VR, value: &str) -> Element<'static> {
         Element {
@@ -100,27 +129,7 @@ mod tests {
 
     /// The bytes dicom-rs writes for the same elements.
     fn reference(elements: &[Element<'_>], ts: &str) -> Vec<u8> {
-        let mut obj = InMemDicomObject::new_empty();
-        for e in elements {
-            let value = if e.value.is_empty() {
-                PrimitiveValue::Empty
-            } else if e.value.contains('\\') {
-                PrimitiveValue::Strs(e.value.split('\\').map(String::from).collect())
-            } else {
-                PrimitiveValue::from(e.value.as_ref())
-            };
-            if obj.get(e.tag).is_none() {
-                obj.put(DataElement::new(e.tag, e.vr, value));
-            }
-        }
-        let mut out = Vec::new();
-        obj.write_dataset_with_ts_cs(
-            &mut out,
-            TransferSyntaxRegistry.get(ts).unwrap(),
-            SpecificCharacterSet::ISO_IR_192,
-        )
-        .unwrap();
-        out
+        write_generic(elements.to_vec(), ts).unwrap()
     }
 
     fn sample() -> Vec<Element<'static>> {

@@ -9,12 +9,8 @@ mod keys;
 use std::sync::Arc;
 
 use dicom_core::header::Header;
-use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
+use dicom_core::{Tag, VR};
 use dicom_dictionary_std::tags;
-use dicom_encoding::text::SpecificCharacterSet;
-use dicom_encoding::TransferSyntaxIndex;
-use dicom_object::InMemDicomObject;
-use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
 use crate::identifier::{self, Identifier};
 use crate::locator::find::FindRow;
@@ -249,33 +245,8 @@ impl Matches {
             |e: String| refuse(Status::ProcessingFailure, format!("encoding a match: {e}"));
         match encode::fast_syntax(&self.transfer_syntax_uid) {
             Some(explicit) => encode::write(elements, explicit).map_err(|e| failed(e.to_string())),
-            None => self.encode_generic(elements).map_err(failed),
+            None => encode::write_generic(elements, &self.transfer_syntax_uid).map_err(failed),
         }
-    }
-
-    /// Any other little- or big-endian syntax a peer negotiated, through dicom-rs.
-    fn encode_generic(&self, elements: Vec<encode::Element<'_>>) -> Result<Vec<u8>, String> {
-        let mut out = InMemDicomObject::new_empty();
-        for e in elements {
-            if out.get(e.tag).is_some() {
-                continue; // the first of a tag wins, as in `encode::write`
-            }
-            let value = if e.value.is_empty() {
-                PrimitiveValue::Empty
-            } else if e.value.contains('\\') {
-                PrimitiveValue::Strs(e.value.split('\\').map(String::from).collect())
-            } else {
-                PrimitiveValue::from(e.value.as_ref())
-            };
-            out.put(DataElement::new(e.tag, e.vr, value));
-        }
-        let ts = TransferSyntaxRegistry
-            .get(&self.transfer_syntax_uid)
-            .ok_or("transfer syntax vanished")?;
-        let mut bytes = Vec::new();
-        out.write_dataset_with_ts_cs(&mut bytes, ts, SpecificCharacterSet::ISO_IR_192)
-            .map_err(|e| e.to_string())?;
-        Ok(bytes)
     }
 }
 
