@@ -308,16 +308,18 @@ fn claims_of(shared: &Path, lease: i64) -> (usize, usize) {
     })
 }
 
-/// The lease id of the live process with this pid, from `status`.
-fn lease_of(server: &TestServer, pid: u32) -> i64 {
-    let status = server.status();
-    status["nodes"]
+/// The lease id of the live process with this pid, from `status`, if it holds one.
+fn live_lease(server: &TestServer, pid: u32) -> Option<i64> {
+    server.status()["nodes"]
         .as_array()
         .unwrap()
         .iter()
         .find(|n| n["pid"] == pid && n["live"] == true)
         .and_then(|n| n["lease"].as_i64())
-        .unwrap_or_else(|| panic!("no live lease of {pid}: {status}"))
+}
+
+fn lease_of(server: &TestServer, pid: u32) -> i64 {
+    live_lease(server, pid).unwrap_or_else(|| panic!("no live lease of {pid}"))
 }
 
 /// Every study is archived and backed up, judged through `server`.
@@ -593,13 +595,7 @@ fn freeze_past_lease(site: &Site, args: &[&str], meanwhile: impl FnOnce()) -> St
         .unwrap();
     let pid = frozen.id();
     wait_until(30, "node a's run holds a claim", || {
-        let lease = site.b.status()["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|n| n["pid"] == pid && n["live"] == true)
-            .and_then(|n| n["lease"].as_i64());
-        lease.is_some_and(|lease| {
+        live_lease(&site.b, pid).is_some_and(|lease| {
             let (moves, backups) = claims_of(&site.shared, lease);
             moves + backups > 0
         })

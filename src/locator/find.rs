@@ -502,13 +502,12 @@ fn row_to_match(row: &AnyRow, query: &FindQuery) -> Result<FindRow, sqlx::Error>
             Ok(row.try_get::<i64, _>(column)? as u64)
         };
         let list = |column: &str| -> Result<Vec<String>, sqlx::Error> {
-            let mut values: Vec<String> = s(column)?
+            // Already distinct (DISTINCT in SQL, or the trigger that keeps the column).
+            Ok(s(column)?
                 .split(',')
                 .filter(|x| !x.is_empty())
                 .map(str::to_string)
-                .collect();
-            values.dedup();
-            Ok(values)
+                .collect())
         };
         out.related_studies = n("related_studies")?;
         out.related_series = n("related_series")?;

@@ -41,11 +41,13 @@ pub struct Query {
     options: Arc<QueryOptions>,
 }
 
-/// A key of the identifier: the attribute asked for and how it was asked.
+/// A key of the identifier: the attribute asked for, the VR it is answered in (a computed
+/// key's own, whatever the requestor sent), and whether it is computed.
 #[derive(Debug, Clone)]
 struct RequestedKey {
     tag: Tag,
     vr: VR,
+    computed: Option<Computed>,
 }
 
 /// The matches of one C-FIND, encoded one at a time as they are sent.
@@ -59,6 +61,8 @@ pub struct Matches {
     /// Instance Availability goes into every match (asked for, or IMAGE level).
     availability: bool,
     transfer_syntax_uid: String,
+    /// `Some(explicit)` when the identifier syntax is one `encode::write` handles.
+    fast_syntax: Option<bool>,
     options: Arc<QueryOptions>,
 }
 
@@ -104,11 +108,13 @@ impl Query {
             if tag == tags::SPECIFIC_CHARACTER_SET || tag == tags::QUERY_RETRIEVE_LEVEL {
                 continue;
             }
+            let computed_key = Computed::for_tag(tag);
             keys.push(RequestedKey {
                 tag,
-                vr: element.vr(),
+                vr: computed_key.map_or(element.vr(), Computed::vr),
+                computed: computed_key,
             });
-            if let Some(which) = Computed::for_tag(tag) {
+            if let Some(which) = computed_key {
                 match which {
                     Computed::ModalitiesInStudy => computed.modalities = true,
                     Computed::SopClassesInStudy => computed.sop_classes = true,
@@ -162,6 +168,7 @@ impl Query {
             keys,
             level,
             availability: availability || level == QueryLevel::Image,
+            fast_syntax: encode::fast_syntax(&request.transfer_syntax_uid),
             transfer_syntax_uid: request.transfer_syntax_uid,
             options: self.options.clone(),
         })
@@ -201,8 +208,8 @@ fn check_unique_keys(
 }
 
 impl Matches {
-    /// The response identifier of one match: every requested key, then Specific Character
-    /// Set, Query/Retrieve Level, Retrieve AE Title and (when due) Instance Availability.
+    /// The response identifier of one match: Specific Character Set, Query/Retrieve Level,
+    /// Retrieve AE Title, Instance Availability when due, and every requested key.
     fn encode(&self, row: &FindRow) -> Result<Vec<u8>, Outcome> {
         let mut elements = vec![
             text(tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 192".into()),
@@ -228,7 +235,7 @@ impl Matches {
             if key.tag == tags::RETRIEVE_AE_TITLE || key.tag == tags::INSTANCE_AVAILABILITY {
                 continue;
             }
-            let value = if let Some(computed) = Computed::for_tag(key.tag) {
+            let value = if let Some(computed) = key.computed {
                 computed.value(row, self.level)
             } else if key.vr == VR::SQ {
                 String::new()
@@ -238,12 +245,11 @@ impl Matches {
                     .map(|a| keys::value(row, a))
                     .unwrap_or_default()
             };
-            let vr = Computed::for_tag(key.tag).map_or(key.vr, Computed::vr);
-            elements.push(text(key.tag, vr, value.into()));
+            elements.push(text(key.tag, key.vr, value.into()));
         }
         let failed =
             |e: String| refuse(Status::ProcessingFailure, format!("encoding a match: {e}"));
-        match encode::fast_syntax(&self.transfer_syntax_uid) {
+        match self.fast_syntax {
             Some(explicit) => encode::write(elements, explicit).map_err(|e| failed(e.to_string())),
             None => encode::write_generic(elements, &self.transfer_syntax_uid).map_err(failed),
         }
