@@ -72,8 +72,8 @@ fn damaged_copies_are_served_from_survivors_found_by_verify_and_repaired() {
         "31",
     ]);
     let dest_dir = tempfile::tempdir().unwrap();
-    let dest_port = free_port();
-    let _dest = py_storescp("DEST", dest_port, dest_dir.path(), &[]);
+    let dest = py_storescp("DEST", dest_dir.path(), &[]);
+    let dest_port = dest.port;
     let server = TestServer::start(&format!(
         "[[dicom.peers]]\naet = \"DEST\"\nhost = \"127.0.0.1\"\nport = {dest_port}\n{BACKUP}"
     ));

@@ -85,8 +85,8 @@ fn roi_copies_are_lossy_marked_extra_copies_and_served_only_when_nothing_lossles
         "47",
     ]);
     let dest_dir = tempfile::tempdir().unwrap();
-    let dest_port = free_port();
-    let _dest = py_storescp("DEST", dest_port, dest_dir.path(), &[]);
+    let dest = py_storescp("DEST", dest_dir.path(), &[]);
+    let dest_port = dest.port;
     let server = TestServer::start(&format!(
         "[[dicom.peers]]\naet = \"DEST\"\nhost = \"127.0.0.1\"\nport = {dest_port}\n\
          {BACKUP}"

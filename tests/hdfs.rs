@@ -335,8 +335,8 @@ fn a_container_truncated_on_hdfs_is_served_from_its_near_line_copy_and_repaired(
     ]);
     let dir = tempfile::tempdir().unwrap();
     let dest_dir = tempfile::tempdir().unwrap();
-    let dest_port = free_port();
-    let _dest = py_storescp("DEST", dest_port, dest_dir.path(), &[]);
+    let dest = py_storescp("DEST", dest_dir.path(), &[]);
+    let dest_port = dest.port;
     write_config(
         dir.path(),
         &format!(

@@ -175,16 +175,11 @@ fn jpeg_2000_instances_are_stored_as_sent_and_decoded_for_uncompressed_only_dest
     ]);
     assert!(run.status.success(), "{}", text(&run));
     let implicit_dir = tempfile::tempdir().unwrap();
-    let implicit_port = free_port();
-    let _implicit = py_storescp(
-        "DEST",
-        implicit_port,
-        implicit_dir.path(),
-        &["--implicit-only"],
-    );
+    let implicit = py_storescp("DEST", implicit_dir.path(), &["--implicit-only"]);
+    let implicit_port = implicit.port;
     let all_dir = tempfile::tempdir().unwrap();
-    let all_port = free_port();
-    let _all = py_storescp("ALL", all_port, all_dir.path(), &["--compressed"]);
+    let all = py_storescp("ALL", all_dir.path(), &["--compressed"]);
+    let all_port = all.port;
     let server = TestServer::start(&format!(
         "[[dicom.peers]]\naet = \"DEST\"\nhost = \"127.0.0.1\"\nport = {implicit_port}\n\
          [[dicom.peers]]\naet = \"ALL\"\nhost = \"127.0.0.1\"\nport = {all_port}\n"
@@ -229,8 +224,8 @@ fn jpeg_2000_instances_are_stored_as_sent_and_decoded_for_uncompressed_only_dest
 fn the_converter_can_archive_images_as_checked_jpeg_2000_lossless() {
     let corpus = corpus();
     let dest_dir = tempfile::tempdir().unwrap();
-    let dest_port = free_port();
-    let _dest = py_storescp("ALL", dest_port, dest_dir.path(), &["--compressed"]);
+    let dest = py_storescp("ALL", dest_dir.path(), &["--compressed"]);
+    let dest_port = dest.port;
     let dir = tempfile::tempdir().unwrap();
     write_config(
         dir.path(),

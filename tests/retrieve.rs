@@ -4,37 +4,15 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::Duration;
 
 use common::*;
 
 const IMPLICIT: &str = "1.2.840.10008.1.2";
 
-/// DCMTK storescp writing data sets exactly as received (+B).
-fn dcmtk_storescp(aet: &str, port: u16, out: &Path) -> Running {
-    let running = Running(
-        dcmtk("storescp")
-            .args(["-aet", aet, "+B", "-od"])
-            .arg(out)
-            .arg(port.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return running;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("storescp did not start");
-}
-
 /// A server that knows DEST (on `dest_port`) and DOWN (a port nobody listens on).
 fn server(dest_port: u16, retrieve: &str) -> TestServer {
-    let down = free_port();
+    // Held until the test process exits, so no other test can start listening on it.
+    let down = Box::leak(Box::new(RefusingPort::bind())).port;
     TestServer::start(&format!(
         "[[dicom.peers]]\naet = \"DEST\"\nhost = \"127.0.0.1\"\nport = {dest_port}\n\
          [[dicom.peers]]\naet = \"DOWN\"\nhost = \"127.0.0.1\"\nport = {down}\n{retrieve}"
@@ -71,9 +49,8 @@ fn stored_state(server: &TestServer) -> (u64, usize) {
 fn dcmtk_movescu_and_getscu_receive_bit_identical_instances() {
     let corpus = corpus("6", "4");
     let dest_dir = tempfile::tempdir().unwrap();
-    let dest_port = free_port();
-    let _dest = dcmtk_storescp("DEST", dest_port, dest_dir.path());
-    let server = server(dest_port, "");
+    let dest = DcmtkStorescp::start("DEST", dest_dir.path());
+    let server = server(dest.port, "");
     assert!(server
         .storescu("MODALITY", &corpus.paths())
         .status
@@ -187,8 +164,8 @@ fn dcmtk_movescu_and_getscu_receive_bit_identical_instances() {
 fn pynetdicom_move_and_get_report_counts_and_deliver_identical_bytes() {
     let corpus = corpus("5", "3");
     let dest_dir = tempfile::tempdir().unwrap();
-    let dest_port = free_port();
-    let _dest = py_storescp("DEST", dest_port, dest_dir.path(), &[]);
+    let dest = py_storescp("DEST", dest_dir.path(), &[]);
+    let dest_port = dest.port;
     let server = server(dest_port, "[retrieve]\nmove_associations = 2\n");
     assert!(server
         .storescu("MODALITY", &corpus.paths())
@@ -253,10 +230,9 @@ fn pynetdicom_move_and_get_report_counts_and_deliver_identical_bytes() {
 fn retrieve_failures_get_the_right_status_and_change_nothing() {
     let corpus = corpus("5", "3");
     let dest_dir = tempfile::tempdir().unwrap();
-    let dest_port = free_port();
     // This destination takes MR only.
-    let _dest = py_storescp("DEST", dest_port, dest_dir.path(), &["--accept", "MR"]);
-    let server = server(dest_port, "");
+    let dest = py_storescp("DEST", dest_dir.path(), &["--accept", "MR"]);
+    let server = server(dest.port, "");
     assert!(server
         .storescu("MODALITY", &corpus.paths())
         .status
@@ -337,8 +313,8 @@ fn retrieve_failures_get_the_right_status_and_change_nothing() {
 fn cancel_and_abort_mid_study_stop_cleanly() {
     let corpus = corpus("40", "1");
     let dest_dir = tempfile::tempdir().unwrap();
-    let dest_port = free_port();
-    let _dest = py_storescp("DEST", dest_port, dest_dir.path(), &[]);
+    let dest = py_storescp("DEST", dest_dir.path(), &[]);
+    let dest_port = dest.port;
     let server = server(dest_port, "");
     assert!(server
         .storescu("MODALITY", &corpus.paths())
@@ -419,8 +395,8 @@ fn cancel_and_abort_mid_study_stop_cleanly() {
 fn a_destination_aborting_mid_study_fails_the_rest_and_the_server_keeps_serving() {
     let corpus = corpus("10", "1");
     let dest_dir = tempfile::tempdir().unwrap();
-    let dest_port = free_port();
-    let _dest = py_storescp("DEST", dest_port, dest_dir.path(), &["--abort-after", "3"]);
+    let dest = py_storescp("DEST", dest_dir.path(), &["--abort-after", "3"]);
+    let dest_port = dest.port;
     let server = server(dest_port, "");
     assert!(server
         .storescu("MODALITY", &corpus.paths())
@@ -446,8 +422,8 @@ fn a_destination_aborting_mid_study_fails_the_rest_and_the_server_keeps_serving(
 fn destinations_that_take_only_implicit_vr_get_a_transcoded_copy() {
     let corpus = corpus("2", "1");
     let dest_dir = tempfile::tempdir().unwrap();
-    let dest_port = free_port();
-    let _dest = py_storescp("DEST", dest_port, dest_dir.path(), &["--implicit-only"]);
+    let dest = py_storescp("DEST", dest_dir.path(), &["--implicit-only"]);
+    let dest_port = dest.port;
     let server = server(dest_port, "");
     assert!(server
         .storescu("MODALITY", &corpus.paths())
@@ -547,11 +523,11 @@ fn compressed_instances_are_decoded_for_destinations_that_take_only_uncompressed
         sent.push((path, *ts, file.sop_instance_uid.clone(), corpus.path(file)));
     }
     let dest_dir = tempfile::tempdir().unwrap();
-    let dest_port = free_port();
-    let _dest = py_storescp("DEST", dest_port, dest_dir.path(), &["--implicit-only"]);
+    let dest = py_storescp("DEST", dest_dir.path(), &["--implicit-only"]);
+    let dest_port = dest.port;
     let all_dir = tempfile::tempdir().unwrap();
-    let all_port = free_port();
-    let _all = py_storescp("ALL", all_port, all_dir.path(), &["--compressed"]);
+    let all = py_storescp("ALL", all_dir.path(), &["--compressed"]);
+    let all_port = all.port;
     let server = server(
         dest_port,
         &format!("[[dicom.peers]]\naet = \"ALL\"\nhost = \"127.0.0.1\"\nport = {all_port}\n"),

@@ -6,23 +6,43 @@ table) that changes along the slices, plus noise. MR studies: 256x256, 16-bit, a
 phantom. Patients carry names in several character sets (ASCII, ISO_IR 100 accents,
 ISO_IR 192 with Chinese, Greek and Cyrillic, GB18030), studies spread over several years.
 
+With --zoo, one more study holds one instance of each of several other SOP classes, each in
+another transfer syntax, as modalities send them: CR (Explicit VR), DX (HTJ2K lossless, by
+OpenJPH's ojph_compress), US multi-frame (Deflated), SC RGB (JPEG baseline, by DCMTK's
+dcmcjpeg, marked lossy), Basic Text SR (Implicit VR) and an RT Structure Set (Explicit VR).
+
 Output: OUT/<study index>/<instance index>.dcm, and OUT/manifest.json listing every file
-with its UIDs, patient and study attributes. The same --seed gives the same corpus.
+with its UIDs, transfer syntax, patient and study attributes. The same --seed gives the same
+corpus.
 """
 
 import argparse
 import datetime
 import json
 import os
+import subprocess
 import sys
+import tempfile
 
 import numpy as np
+from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate
+from pydicom.sequence import Sequence
 from pydicom.uid import (
+    BasicTextSRStorage,
+    ComputedRadiographyImageStorage,
     CTImageStorage,
+    DeflatedExplicitVRLittleEndian,
+    DigitalXRayImageStorageForPresentation,
     ExplicitVRLittleEndian,
+    HTJ2KLossless,
     ImplicitVRLittleEndian,
+    JPEGBaseline8Bit,
     MRImageStorage,
+    RTStructureSetStorage,
+    SecondaryCaptureImageStorage,
+    UltrasoundMultiFrameImageStorage,
     generate_uid,
 )
 from pydicom.filewriter import dcmwrite
@@ -121,26 +141,154 @@ def base_dataset(args, study_no, patient, modality, study_date):
     return ds
 
 
-def write_instance(args, ds, sop_class, sop_uid, path, pixels, extra):
+def write_file(ds, sop_class, sop_uid, transfer_syntax, path, extra):
+    """A copy of `ds` with `extra`, as a Part-10 file in `transfer_syntax`."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = sop_class
     meta.MediaStorageSOPInstanceUID = sop_uid
-    meta.TransferSyntaxUID = TRANSFER_SYNTAXES[args.transfer_syntax]
+    meta.TransferSyntaxUID = transfer_syntax
     ds = ds.copy()
     ds.file_meta = meta
     ds.SOPClassUID = sop_class
     ds.SOPInstanceUID = sop_uid
     for k, v in extra.items():
         setattr(ds, k, v)
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows, ds.Columns = pixels.shape
-    ds.BitsAllocated = 16
-    ds.BitsStored = 12
-    ds.HighBit = 11
-    ds.PixelRepresentation = 0
-    ds.PixelData = pixels.tobytes()
     dcmwrite(path, ds, enforce_file_format=True)
+
+
+def write_instance(args, ds, sop_class, sop_uid, path, pixels, extra):
+    extra = dict(extra)
+    extra.update(pixel_attributes(pixels, bits_stored=12))
+    write_file(ds, sop_class, sop_uid, TRANSFER_SYNTAXES[args.transfer_syntax], path, extra)
+
+
+def pixel_attributes(pixels, bits_stored, photometric="MONOCHROME2"):
+    """Image Pixel module attributes for `pixels` (rows x columns, frames x rows x columns, or
+    rows x columns x 3 for RGB)."""
+    rgb = photometric == "RGB"
+    shape = pixels.shape[:-1] if rgb else pixels.shape
+    attrs = {"SamplesPerPixel": 3 if rgb else 1, "PhotometricInterpretation": photometric,
+             "Rows": shape[-2], "Columns": shape[-1], "BitsAllocated": pixels.itemsize * 8,
+             "BitsStored": bits_stored, "HighBit": bits_stored - 1, "PixelRepresentation": 0,
+             "PixelData": pixels.tobytes()}
+    if rgb:
+        attrs["PlanarConfiguration"] = 0
+    if len(shape) == 3:
+        attrs["NumberOfFrames"] = shape[0]
+    return attrs
+
+
+def zoo(args, study_no, patient, study_date, folder):
+    """One instance of each of several SOP classes, each in another transfer syntax.
+    Yields (path, SOP Class UID, SOP Instance UID, transfer syntax, modality, data set)."""
+    rng = np.random.default_rng(args.seed + 1000)
+    y, x = np.mgrid[0:256, 0:256]
+    ramp = ((x * 3 + y * 5) % 1024).astype(np.uint16)
+
+    def instance(kind, modality, sop_class, ts, extra):
+        ds = base_dataset(args, study_no, patient, modality, study_date)
+        ds.SeriesInstanceUID = uid(args, "series", study_no, kind)
+        ds.SeriesNumber = len(made) + 1
+        ds.SeriesDescription = kind
+        ds.InstanceNumber = 1
+        ds.StudyDescription = "ZOO"
+        sop_uid = uid(args, "instance", study_no, kind)
+        path = os.path.join(folder, f"{len(made):04d}.dcm")
+        write_file(ds, sop_class, sop_uid, ts, path, extra)
+        made.append((path, sop_class, sop_uid, ts, modality, ds))
+        return path
+
+    made = []
+    # CR, MONOCHROME1, 10 bits stored, Explicit VR.
+    cr = np.clip(ramp + rng.integers(0, 20, ramp.shape), 0, 1023).astype(np.uint16)
+    instance("CR", "CR", ComputedRadiographyImageStorage, ExplicitVRLittleEndian,
+             {"ViewPosition": "PA", **pixel_attributes(cr, 10, "MONOCHROME1")})
+
+    # DX for presentation, 12 bits, HTJ2K lossless: OpenJPH encodes a 16-bit PGM.
+    dx = (ramp * 4 + rng.integers(0, 50, ramp.shape)).clip(0, 4095).astype(np.uint16)
+    with tempfile.TemporaryDirectory() as tmp:
+        pgm = os.path.join(tmp, "dx.pgm")
+        with open(pgm, "wb") as f:
+            f.write(b"P5\n256 256\n4095\n" + dx.astype(">u2").tobytes())
+        j2c = os.path.join(tmp, "dx.j2c")
+        subprocess.run(["ojph_compress", "-i", pgm, "-o", j2c, "-reversible", "true"],
+                       check=True, stdout=subprocess.DEVNULL)
+        codestream = open(j2c, "rb").read()
+    attrs = pixel_attributes(dx, 12)
+    attrs["PixelData"] = encapsulate([codestream])
+    instance("DX", "DX", DigitalXRayImageStorageForPresentation, HTJ2KLossless,
+             {"PresentationIntentType": "FOR PRESENTATION", "ImageType": ["ORIGINAL", "PRIMARY"],
+              **attrs})
+
+    # US multi-frame: 8 frames of 8 bits, Deflated Explicit VR.
+    frames = np.stack([np.roll(ramp, 16 * i, axis=1) % 256 for i in range(8)]).astype(np.uint8)
+    instance("US", "US", UltrasoundMultiFrameImageStorage, DeflatedExplicitVRLittleEndian,
+             {"FrameTime": "40", "FrameIncrementPointer": 0x00181063,
+              **pixel_attributes(frames, 8)})
+
+    # SC RGB, JPEG baseline: written Explicit, then compressed by DCMTK (which marks it lossy
+    # and keeps its SOP Instance UID with +un).
+    rgb = np.stack([ramp % 256, (ramp * 2) % 256, 255 - ramp % 256], axis=-1).astype(np.uint8)
+    path = instance("SC", "OT", SecondaryCaptureImageStorage, ExplicitVRLittleEndian,
+                    {"ConversionType": "WSD", **pixel_attributes(rgb, 8, "RGB")})
+    subprocess.run(["dcmcjpeg", "+eb", "+un", path, path + ".jpg"], check=True)
+    os.replace(path + ".jpg", path)
+    made[-1] = made[-1][:3] + (JPEGBaseline8Bit,) + made[-1][4:]
+
+    # Basic Text SR, Implicit VR.
+    item = Dataset()
+    item.RelationshipType = "CONTAINS"
+    item.ValueType = "TEXT"
+    item.ConceptNameCodeSequence = Sequence([code("121071", "DCM", "Finding")])
+    item.TextValue = "No acute findings."
+    instance("SR", "SR", BasicTextSRStorage, ImplicitVRLittleEndian,
+             {"ValueType": "CONTAINER", "ContinuityOfContent": "SEPARATE",
+              "ConceptNameCodeSequence": Sequence([code("18748-4", "LN", "Diagnostic Imaging Report")]),
+              "CompletionFlag": "COMPLETE", "VerificationFlag": "UNVERIFIED",
+              "ContentDate": study_date.strftime("%Y%m%d"), "ContentTime": "120000",
+              "ContentSequence": Sequence([item])})
+
+    # RT Structure Set: one closed planar contour, Explicit VR.
+    for_uid = uid(args, "for", study_no)
+    roi = Dataset()
+    roi.ROINumber = 1
+    roi.ReferencedFrameOfReferenceUID = for_uid
+    roi.ROIName = "BODY"
+    roi.ROIGenerationAlgorithm = "MANUAL"
+    contour = Dataset()
+    contour.ContourGeometricType = "CLOSED_PLANAR"
+    contour.NumberOfContourPoints = 4
+    contour.ContourData = ["0", "0", "0", "10", "0", "0", "10", "10", "0", "0", "10", "0"]
+    roi_contour = Dataset()
+    roi_contour.ReferencedROINumber = 1
+    roi_contour.ROIDisplayColor = [255, 0, 0]
+    roi_contour.ContourSequence = Sequence([contour])
+    observation = Dataset()
+    observation.ObservationNumber = 1
+    observation.ReferencedROINumber = 1
+    observation.RTROIInterpretedType = "EXTERNAL"
+    observation.ROIInterpreter = ""
+    reference = Dataset()
+    reference.FrameOfReferenceUID = for_uid
+    instance("RT", "RTSTRUCT", RTStructureSetStorage, ExplicitVRLittleEndian,
+             {"StructureSetLabel": "ZOO", "StructureSetDate": study_date.strftime("%Y%m%d"),
+              "StructureSetTime": "120000",
+              "ReferencedFrameOfReferenceSequence": Sequence([reference]),
+              "StructureSetROISequence": Sequence([roi]),
+              "ROIContourSequence": Sequence([roi_contour]),
+              "RTROIObservationsSequence": Sequence([observation])})
+    for path, _, sop_uid, ts, _, _ in made:
+        meta = dcmread(path, stop_before_pixels=True).file_meta
+        assert meta.TransferSyntaxUID == ts and meta.MediaStorageSOPInstanceUID == sop_uid, path
+    return made
+
+
+def code(value, scheme, meaning):
+    item = Dataset()
+    item.CodeValue = value
+    item.CodingSchemeDesignator = scheme
+    item.CodeMeaning = meaning
+    return item
 
 
 def main():
@@ -157,12 +305,15 @@ def main():
     p.add_argument("--transfer-syntax", choices=sorted(TRANSFER_SYNTAXES), default="explicit")
     p.add_argument("--extra-patients", action="store_true",
                    help="add patients with multi-group and sparse names")
+    p.add_argument("--zoo", action="store_true",
+                   help="add a study of CR, DX, US, SC, SR and RT instances in other transfer syntaxes")
     args = p.parse_args()
     args.patients = PATIENTS + (EXTRA_PATIENTS if args.extra_patients else [])
 
     rng = np.random.default_rng(args.seed)
     os.makedirs(args.out, exist_ok=True)
     manifest = []
+    made = []
     total = 0
     plan = [("CT", args.ct_images)] * args.ct_studies + [("MR", args.mr_images)] * args.mr_studies
     for study_no, (modality, n) in enumerate(plan):
@@ -195,27 +346,36 @@ def main():
                          "SequenceVariant": "NONE", "ScanOptions": "", "MRAcquisitionType": "2D"}
                 sop_class = MRImageStorage
             write_instance(args, ds, sop_class, sop_uid, path, pixels, extra)
-            size = os.path.getsize(path)
-            total += size
-            manifest.append({
-                "path": os.path.relpath(path, args.out),
-                "sop_instance_uid": sop_uid,
-                "sop_class_uid": sop_class,
-                "study_instance_uid": ds.StudyInstanceUID,
-                "series_instance_uid": ds.SeriesInstanceUID,
-                "patient_id": ds.PatientID,
-                "patient_name": patient[0],
-                "specific_character_set": patient[1],
-                "modality": modality,
-                "study_date": ds.StudyDate,
-                "size": size,
-            })
+            made.append((path, sop_class, sop_uid, TRANSFER_SYNTAXES[args.transfer_syntax], modality, ds))
+    if args.zoo:
+        study_no = len(plan)
+        patient = args.patients[(study_no + args.seed) % len(args.patients)]
+        folder = os.path.join(args.out, f"{study_no:03d}")
+        os.makedirs(folder, exist_ok=True)
+        made += zoo(args, study_no, patient, datetime.date(2024, 6, 1), folder)
+    for path, sop_class, sop_uid, ts, modality, ds in made:
+        size = os.path.getsize(path)
+        total += size
+        manifest.append({
+            "path": os.path.relpath(path, args.out),
+            "sop_instance_uid": sop_uid,
+            "sop_class_uid": sop_class,
+            "transfer_syntax_uid": ts,
+            "study_instance_uid": ds.StudyInstanceUID,
+            "series_instance_uid": ds.SeriesInstanceUID,
+            "patient_id": ds.PatientID,
+            "patient_name": str(ds.PatientName),
+            "specific_character_set": ds.get("SpecificCharacterSet", ""),
+            "modality": modality,
+            "study_date": ds.StudyDate,
+            "size": size,
+        })
     uids = [m["sop_instance_uid"] for m in manifest]
     if len(set(uids)) != len(uids):
         sys.exit("generated duplicate SOP Instance UIDs")
     with open(os.path.join(args.out, "manifest.json"), "w", encoding="utf-8") as f:
         json.dump(manifest, f, ensure_ascii=False, indent=1)
-    print(f"generated {len(manifest)} instances in {len(plan)} studies, {total} bytes, in {args.out}")
+    print(f"generated {len(manifest)} instances in {len(plan) + args.zoo} studies, {total} bytes, in {args.out}")
 
 
 if __name__ == "__main__":

@@ -3,9 +3,10 @@
 SOP classes, so tests can see a destination refuse part of a study.
 
   scp.py PORT --aet DEST --out DIR [--accept CT,MR] [--implicit-only | --compressed]
-         [--abort-after N]
+         [--context SOP_CLASS_UID:TRANSFER_SYNTAX_UID[,TS...]]... [--abort-after N]
 
-Prints `LISTENING` once it accepts associations. Each data set is written exactly as received to DIR/<SOP Instance UID>.<transfer syntax UID>.
+PORT 0 binds a free port. Prints `LISTENING <port>` once it accepts associations. Each
+--context accepts that SOP class in exactly those syntaxes (instead of --accept's). Each data set is written exactly as received to DIR/<SOP Instance UID>.<transfer syntax UID>.
 """
 
 import argparse
@@ -30,6 +31,7 @@ def main():
     p.add_argument("--implicit-only", action="store_true")
     p.add_argument("--compressed", action="store_true",
                    help="also accept JPEG Lossless, JPEG-LS Lossless, RLE and JPEG 2000")
+    p.add_argument("--context", action="append", default=[], metavar="SOP:TS[,TS...]")
     p.add_argument("--abort-after", type=int, default=0, help="A-ABORT after receiving N instances")
     args = p.parse_args()
     logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
@@ -50,12 +52,17 @@ def main():
     syntaxes = [ImplicitVRLittleEndian] if args.implicit_only else [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
     if args.compressed:
         syntaxes = [JPEGLosslessSV1, JPEGLSLossless, RLELossless, JPEG2000Lossless, JPEG2000] + syntaxes
-    for name in args.accept.split(","):
-        ae.add_supported_context(CLASSES[name], syntaxes)
+    if args.context:
+        for context in args.context:
+            sop_class, ts = context.split(":", 1)
+            ae.add_supported_context(sop_class, ts.split(","))
+    else:
+        for name in args.accept.split(","):
+            ae.add_supported_context(CLASSES[name], syntaxes)
     ae.add_supported_context(Verification)
     server = ae.start_server(("127.0.0.1", args.port), block=False,
                              evt_handlers=[(evt.EVT_C_STORE, on_store)])
-    print("LISTENING", flush=True)
+    print(f"LISTENING {server.server_address[1]}", flush=True)
     try:
         sys.stdin.read()  # runs until the test closes our stdin or kills us
     finally:

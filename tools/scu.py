@@ -6,7 +6,7 @@
   scu.py echo   HOST PORT --aet A --aec B
   scu.py move   HOST PORT --dest AE --level STUDY -k KEY=VALUE... [--cancel-after N]
   scu.py get    HOST PORT --out DIR --level STUDY -k KEY=VALUE... [--cancel-after N]
-                [--abort-after N] [--implicit-only]
+                [--abort-after N] [--implicit-only] [--context SOP:TS[,TS...]]...
                 move/get print `PENDING|FINAL 0xSTATUS remaining= completed= failed= warning=`
                 and `FAILED_UIDS ...` for a Failed SOP Instance UID List
   scu.py find   HOST PORT --level STUDY [--model study|patient] [--charset CS]
@@ -226,9 +226,12 @@ def cmd_get(args):
     ae.dimse_timeout = 3 if args.abort_after else 30
     ae.network_timeout = 3 if args.abort_after else 30
     ae.add_requested_context(model)
-    for cls in (CTImageStorage, MRImageStorage):
-        ae.add_requested_context(cls, syntaxes)
-    roles = [build_role(CTImageStorage, scp_role=True), build_role(MRImageStorage, scp_role=True)]
+    # Each --context is a presentation context of its own; without any, CT and MR.
+    contexts = [(c.split(":", 1)[0], c.split(":", 1)[1].split(",")) for c in args.context]
+    contexts = contexts or [(cls, syntaxes) for cls in (CTImageStorage, MRImageStorage)]
+    for cls, ts in contexts:
+        ae.add_requested_context(cls, ts)
+    roles = [build_role(cls, scp_role=True) for cls in dict.fromkeys(c for c, _ in contexts)]
     assoc = ae.associate(args.host, args.port, ae_title=args.aec, ext_neg=roles,
                          evt_handlers=[(evt.EVT_C_STORE, on_store)])
     state["assoc"] = assoc
@@ -294,6 +297,8 @@ def main():
         if name == "get":
             s.add_argument("--out", required=True)
             s.add_argument("--implicit-only", action="store_true")
+            s.add_argument("--context", action="append", default=[], metavar="SOP:TS[,TS...]",
+                           help="propose this SOP class in these syntaxes (repeatable)")
             s.add_argument("--abort-after", type=int, default=0, help="A-ABORT after N instances")
     args = p.parse_args()
     return {"store": cmd_store, "propose": cmd_propose, "echo": cmd_echo, "find": cmd_find,

@@ -136,6 +136,9 @@ pub fn dcmtk(tool: &str) -> Command {
 pub struct CorpusFile {
     pub path: String,
     pub sop_instance_uid: String,
+    pub sop_class_uid: String,
+    pub transfer_syntax_uid: String,
+    pub modality: String,
     pub study_instance_uid: String,
     pub series_instance_uid: String,
     pub patient_id: String,
@@ -716,12 +719,26 @@ pub fn assert_same_data_sets(
     }
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A loopback port nobody listens on, for as long as this lives: a socket bound to it and
+/// never put in the listening state, so a connection to it is refused and no other test can
+/// take the port meanwhile.
+pub struct RefusingPort {
+    pub port: u16,
+    _socket: socket2::Socket,
+}
+
+impl RefusingPort {
+    pub fn bind() -> RefusingPort {
+        use socket2::{Domain, Socket, Type};
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+        socket.bind(&any.into()).unwrap();
+        let port = socket.local_addr().unwrap().as_socket().unwrap().port();
+        RefusingPort {
+            port,
+            _socket: socket,
+        }
+    }
 }
 
 /// A child process killed when dropped.
@@ -734,11 +751,18 @@ impl Drop for Running {
     }
 }
 
+/// A storage SCP a test started, listening on `port` (bound by the SCP itself on port 0 and
+/// read back, so no other process can take it between a probe and the bind).
+pub struct Destination {
+    pub port: u16,
+    _process: Running,
+}
+
 /// tools/scp.py: a pynetdicom destination accepting only some SOP classes.
-pub fn py_storescp(aet: &str, port: u16, out: &Path, extra: &[&str]) -> Running {
+pub fn py_storescp(aet: &str, out: &Path, extra: &[&str]) -> Destination {
     let mut child = Command::new(python())
         .arg(repo().join("tools/scp.py"))
-        .arg(port.to_string())
+        .arg("0")
         .args(["--aet", aet, "--out"])
         .arg(out)
         .args(extra)
@@ -751,6 +775,71 @@ pub fn py_storescp(aet: &str, port: u16, out: &Path, extra: &[&str]) -> Running 
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    assert_eq!(line.trim(), "LISTENING");
-    Running(child)
+    let port = line
+        .trim()
+        .strip_prefix("LISTENING ")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("scp.py did not start: {line:?}"));
+    Destination {
+        port,
+        _process: Running(child),
+    }
+}
+
+/// DCMTK's storescp as a destination, writing data sets exactly as received (+B). storescp
+/// cannot bind port 0, so this process listens (port 0, read back) and hands each accepted
+/// connection to a `storescp --inetd` of its own, as an inetd super-server would.
+pub struct DcmtkStorescp {
+    pub port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    acceptor: Option<std::thread::JoinHandle<()>>,
+}
+
+impl DcmtkStorescp {
+    pub fn start(aet: &str, out: &Path) -> DcmtkStorescp {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let (aet, out, stopping) = (aet.to_string(), out.to_path_buf(), stop.clone());
+        let acceptor = std::thread::spawn(move || {
+            let mut children = Vec::new();
+            while !stopping.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        stream.set_nonblocking(false).unwrap();
+                        let output = stream.try_clone().unwrap();
+                        let child = dcmtk("storescp")
+                            .args(["--inetd", "-aet", &aet, "+B", "-od"])
+                            .arg(&out)
+                            .stdin(Stdio::from(std::os::fd::OwnedFd::from(stream)))
+                            .stdout(Stdio::from(std::os::fd::OwnedFd::from(output)))
+                            .stderr(Stdio::null())
+                            .spawn()
+                            .unwrap();
+                        children.push(Running(child));
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(10))
+                    }
+                    Err(e) => panic!("accept: {e}"),
+                }
+            }
+        });
+        DcmtkStorescp {
+            port,
+            stop,
+            acceptor: Some(acceptor),
+        }
+    }
+}
+
+impl Drop for DcmtkStorescp {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(acceptor) = self.acceptor.take() {
+            let _ = acceptor.join();
+        }
+    }
 }
