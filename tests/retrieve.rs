@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use common::*;
@@ -494,6 +495,39 @@ fn read_data_set(bytes: &[u8], ts: &str) -> dicom_object::InMemDicomObject {
     dicom_object::InMemDicomObject::read_dataset_with_ts(bytes, ts).unwrap()
 }
 
+/// The same tags with the same values, items of sequences compared the same way (lengths and
+/// the encoding of the headers may differ between transfer syntaxes).
+fn assert_same_elements(
+    got: &dicom_object::InMemDicomObject,
+    want: &dicom_object::InMemDicomObject,
+    what: &str,
+) {
+    use dicom_core::header::Header;
+    let tags = |o: &dicom_object::InMemDicomObject| o.iter().map(|e| e.tag()).collect::<Vec<_>>();
+    assert_eq!(tags(got), tags(want), "{what}: different elements");
+    for element in want.iter() {
+        let other = got.element(element.tag()).unwrap();
+        match (element.items(), other.items()) {
+            (Some(want_items), Some(got_items)) => {
+                assert_eq!(
+                    got_items.len(),
+                    want_items.len(),
+                    "{what}: {}",
+                    element.tag()
+                );
+                for (g, w) in got_items.iter().zip(want_items) {
+                    assert_same_elements(g, w, &format!("{what} {}", element.tag()));
+                }
+            }
+            _ => assert!(
+                other.to_bytes().unwrap() == element.to_bytes().unwrap(),
+                "{what}: {} differs",
+                element.tag()
+            ),
+        }
+    }
+}
+
 fn element_bytes(o: &dicom_object::InMemDicomObject, tag: dicom_core::Tag) -> Vec<u8> {
     o.element(tag).unwrap().to_bytes().unwrap().to_vec()
 }
@@ -594,4 +628,257 @@ fn compressed_instances_are_decoded_for_destinations_that_take_only_uncompressed
         let received = std::fs::read(all_dir.path().join(format!("{uid}.{ts}"))).unwrap();
         assert!(received == data_set_bytes(path), "{ts}: not bit-identical");
     }
+}
+
+const EXPLICIT: &str = "1.2.840.10008.1.2.1";
+
+/// One study of CR, DX (HTJ2K), US multi-frame (Deflated), SC RGB (JPEG baseline), SR
+/// (Implicit VR) and RT Structure Set instances: `tools/gen_corpus.py --zoo`.
+fn zoo() -> Corpus {
+    Corpus::generate(&[
+        "--ct-studies",
+        "0",
+        "--mr-studies",
+        "0",
+        "--zoo",
+        "--seed",
+        "9",
+    ])
+}
+
+/// `--context SOP:TS` arguments for scu.py and scp.py: each zoo SOP class in `syntax`, or in
+/// its own stored syntax when `syntax` is None.
+fn zoo_contexts(zoo: &Corpus, syntax: Option<&str>) -> Vec<String> {
+    zoo.files
+        .iter()
+        .flat_map(|f| {
+            let ts = syntax.unwrap_or(&f.transfer_syntax_uid);
+            ["--context".to_string(), format!("{}:{ts}", f.sop_class_uid)]
+        })
+        .collect()
+}
+
+/// Files a destination wrote, by name (`<SOP Instance UID>.<transfer syntax UID>`).
+fn received_by_name(dir: &Path) -> HashMap<String, Vec<u8>> {
+    files_below(dir)
+        .into_iter()
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read(&p).unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn every_sop_class_and_transfer_syntax_of_the_zoo_is_stored_and_served_as_received() {
+    let zoo = zoo();
+    let kinds: Vec<(&str, &str)> = zoo
+        .files
+        .iter()
+        .map(|f| (f.modality.as_str(), f.transfer_syntax_uid.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("CR", EXPLICIT),
+            ("DX", "1.2.840.10008.1.2.4.201"),
+            ("US", "1.2.840.10008.1.2.1.99"),
+            ("OT", "1.2.840.10008.1.2.4.50"),
+            ("SR", IMPLICIT),
+            ("RTSTRUCT", EXPLICIT),
+        ],
+        "the zoo the generator makes"
+    );
+    let dest_dir = tempfile::tempdir().unwrap();
+    let scp_args = zoo_contexts(&zoo, None);
+    let dest = py_storescp(
+        "DEST",
+        dest_dir.path(),
+        &scp_args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let server = server(dest.port, "");
+    let out = text(&server.scu("store", "MODALITY", &zoo.paths()));
+    let (ok, failed) = acknowledged(&out);
+    assert_eq!((ok.len(), failed), (zoo.files.len(), vec![]), "{out}");
+
+    // Every instance comes back in the syntax it was stored in, its data set bytes unchanged.
+    let want: HashMap<String, Vec<u8>> = zoo
+        .files
+        .iter()
+        .map(|f| {
+            let name = format!("{}.{}", f.sop_instance_uid, f.transfer_syntax_uid);
+            (name, data_set_bytes(&zoo.path(f)))
+        })
+        .collect();
+    let study = zoo.study_uids()[0].clone();
+    let key = format!("StudyInstanceUID={study}");
+    let got_dir = tempfile::tempdir().unwrap();
+    let mut get_args = vec!["--out".to_string(), got_dir.path().display().to_string()];
+    get_args.extend(zoo_contexts(&zoo, None));
+    get_args.extend(["-k".to_string(), key.clone()]);
+    let out = text(&server.scu("get", "VIEWER", &get_args));
+    assert!(
+        final_line(&out).starts_with("FINAL 0x0000 remaining=- completed=6 failed=0"),
+        "{out}"
+    );
+    assert_same_data_sets(&received_by_name(got_dir.path()), &want, "C-GET");
+    let out = text(&server.scu("move", "VIEWER", &["--dest", "DEST", "-k", &key]));
+    assert!(
+        final_line(&out).starts_with("FINAL 0x0000 remaining=- completed=6 failed=0"),
+        "{out}"
+    );
+    assert_same_data_sets(&received_by_name(dest_dir.path()), &want, "C-MOVE");
+
+    // The study's computed keys see every series.
+    let out = text(&server.scu(
+        "find",
+        "VIEWER",
+        &[
+            "-k",
+            &key,
+            "-k",
+            "ModalitiesInStudy=",
+            "-k",
+            "NumberOfStudyRelatedSeries=",
+            "-k",
+            "NumberOfStudyRelatedInstances=",
+        ],
+    ));
+    let line = out.lines().find(|l| l.starts_with("MATCH ")).unwrap();
+    let found: serde_json::Value = serde_json::from_str(&line[6..]).unwrap();
+    let mut modalities: Vec<&str> = found["ModalitiesInStudy"]
+        .as_str()
+        .unwrap()
+        .split('\\')
+        .collect();
+    modalities.sort();
+    assert_eq!(
+        modalities,
+        ["CR", "DX", "OT", "RTSTRUCT", "SR", "US"],
+        "{out}"
+    );
+    assert_eq!(found["NumberOfStudyRelatedSeries"], "6", "{out}");
+    assert_eq!(found["NumberOfStudyRelatedInstances"], "6", "{out}");
+}
+
+#[test]
+fn an_explicit_vr_only_destination_gets_every_zoo_instance_inflated_decoded_or_re_encoded() {
+    use dicom_dictionary_std::tags;
+    let zoo = zoo();
+    let dest_dir = tempfile::tempdir().unwrap();
+    let scp_args = zoo_contexts(&zoo, Some(EXPLICIT));
+    let dest = py_storescp(
+        "DEST",
+        dest_dir.path(),
+        &scp_args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let server = server(dest.port, "");
+    let out = text(&server.scu("store", "MODALITY", &zoo.paths()));
+    assert_eq!(acknowledged(&out).0.len(), zoo.files.len(), "{out}");
+    let key = format!("StudyInstanceUID={}", zoo.study_uids()[0]);
+    let out = text(&server.scu("move", "VIEWER", &["--dest", "DEST", "-k", &key]));
+    assert!(
+        final_line(&out).starts_with("FINAL 0x0000 remaining=- completed=6 failed=0"),
+        "{out}"
+    );
+    let got = received_by_name(dest_dir.path());
+    for f in &zoo.files {
+        let bytes = got
+            .get(&format!("{}.{EXPLICIT}", f.sop_instance_uid))
+            .unwrap_or_else(|| panic!("{}: not received in Explicit VR", f.modality));
+        let sent = read_data_set(bytes, EXPLICIT);
+        let original = read_data_set(&data_set_bytes(&zoo.path(f)), &f.transfer_syntax_uid);
+        assert_eq!(
+            sent.element(tags::SOP_INSTANCE_UID)
+                .unwrap()
+                .to_str()
+                .unwrap(),
+            f.sop_instance_uid
+        );
+        match f.modality.as_str() {
+            // Stored in Explicit VR: the stored bytes.
+            "CR" | "RTSTRUCT" => assert!(bytes == &data_set_bytes(&zoo.path(f)), "{}", f.modality),
+            // Inflated or re-encoded: the same elements.
+            "US" | "SR" => assert_same_elements(&sent, &original, &f.modality),
+            "DX" => {
+                // HTJ2K lossless decoded: the exact pixels, 256x256 of 16 bits.
+                assert_eq!(element_bytes(&sent, tags::PIXEL_DATA).len(), 256 * 256 * 2);
+                use dicom_pixeldata::PixelDecoder;
+                let file = dicom_object::open_file(zoo.path(f)).unwrap();
+                let decoded = file.decode_pixel_data().unwrap();
+                assert!(
+                    element_bytes(&sent, tags::PIXEL_DATA) == decoded.data(),
+                    "DX: decoded pixels differ from the HTJ2K original"
+                );
+            }
+            "OT" => {
+                // JPEG baseline decoded: RGB pixels, still marked lossy with its method.
+                assert_eq!(element_bytes(&sent, tags::PIXEL_DATA).len(), 256 * 256 * 3);
+                for (tag, value) in [
+                    (tags::LOSSY_IMAGE_COMPRESSION, "01"),
+                    (tags::LOSSY_IMAGE_COMPRESSION_METHOD, "ISO_10918_1"),
+                    (tags::PHOTOMETRIC_INTERPRETATION, "RGB"),
+                ] {
+                    assert_eq!(
+                        sent.element(tag).unwrap().to_str().unwrap().trim(),
+                        value,
+                        "SC: {tag}"
+                    );
+                }
+            }
+            other => panic!("unexpected zoo modality {other}"),
+        }
+    }
+}
+
+#[test]
+fn an_instance_too_large_to_decode_fails_with_the_reason_and_the_rest_are_sent() {
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    use dicom_dictionary_std::tags;
+    let zoo = zoo();
+    let (cr, sc) = (&zoo.files[0], &zoo.files[3]);
+    assert_eq!((cr.modality.as_str(), sc.modality.as_str()), ("CR", "OT"));
+    // The JPEG baseline SC claiming 30000 x 30000 RGB: 2.7 GB once decoded, over the 1 GiB
+    // cap, so it must fail before any decoder allocates it.
+    let mut big = dicom_object::open_file(zoo.path(sc)).unwrap();
+    for tag in [tags::ROWS, tags::COLUMNS] {
+        big.put(DataElement::new(
+            tag,
+            VR::US,
+            PrimitiveValue::from(30000_u16),
+        ));
+    }
+    let big_path = zoo.dir.path().join("big.dcm");
+    big.write_to_file(&big_path).unwrap();
+    let dest_dir = tempfile::tempdir().unwrap();
+    let scp_args = zoo_contexts(&zoo, Some(IMPLICIT));
+    let dest = py_storescp(
+        "DEST",
+        dest_dir.path(),
+        &scp_args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let server = server(dest.port, "");
+    let out = text(&server.scu("store", "MODALITY", &[zoo.path(cr), big_path.clone()]));
+    assert_eq!(acknowledged(&out).0.len(), 2, "{out}");
+    let key = format!("StudyInstanceUID={}", zoo.study_uids()[0]);
+    let out = text(&server.scu("move", "VIEWER", &["--dest", "DEST", "-k", &key]));
+    assert!(
+        final_line(&out).starts_with("FINAL 0xB000 remaining=- completed=1 failed=1"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("FAILED_UIDS {}", sc.sop_instance_uid)),
+        "{out}"
+    );
+    let log = server.log_when(|l| l.contains("allowed in memory"));
+    assert!(
+        log.contains("would take 2700000000 bytes, more than the 1073741824 allowed in memory"),
+        "{log}"
+    );
+    assert_eq!(
+        files_below(dest_dir.path()),
+        vec![dest_dir
+            .path()
+            .join(format!("{}.{IMPLICIT}", cr.sop_instance_uid))]
+    );
 }

@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source tools/setup-deps.sh
 
-install_debian dcmtk orthanc iproute2 libopenjp2-tools postgresql
+install_debian dcmtk orthanc iproute2 libopenjp2-tools postgresql openjph-tools
 install_venv
 # The HDFS tests run a real Hadoop NameNode and DataNode (tools/hdfs-dev.sh) and compile
 # small Java programs against its jars: fetch those once, and a JDK if there is none.

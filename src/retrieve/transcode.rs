@@ -1,6 +1,6 @@
 //! Re-encodes a stored instance for a destination that does not accept its stored transfer
 //! syntax: between uncompressed syntaxes by rewriting the data set, and from a compressed
-//! syntax (JPEG, JPEG Lossless, JPEG 2000, RLE) by decoding the pixel data first.
+//! syntax (JPEG, JPEG Lossless, JPEG 2000, HTJ2K, RLE) by decoding the pixel data first.
 //!
 //! Decoding never makes an image look better than it is: a lossy original keeps its Lossy
 //! Image Compression marking, which travels with the rest of the data set. JPEG-LS has no
