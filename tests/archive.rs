@@ -180,7 +180,9 @@ fn kill_9_during_tier_moves_loses_nothing_and_shows_nothing_twice() {
         "--seed",
         "12",
     ]);
-    let server = TestServer::start(SHORT_LEASES);
+    // Container writes paced to 20 MB/s: a 15 MB study takes about 0.75 s to move, so a kill
+    // at most 0.3 s after its container appeared always lands inside the move.
+    let server = TestServer::start(&format!("{SHORT_LEASES}[tiering]\nthrottle_mb_s = 20\n"));
     assert!(server
         .storescu("MODALITY", &corpus.paths())
         .status
@@ -191,29 +193,18 @@ fn kill_9_during_tier_moves_loses_nothing_and_shows_nothing_twice() {
         .map(|s| (s.clone(), originals(&corpus, s)))
         .collect();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let mut interrupted = 0;
-    // A move takes tens to a few hundred milliseconds here; kill at spread-out moments until
-    // enough kills have landed inside a move.
-    let mut rounds = 0;
-    for round in 0..24usize {
-        if interrupted >= 4 && round >= 8 {
-            break;
-        }
-        rounds += 1;
-        let delay_ms = 10 + (round as u64 * 17) % 80;
-        // Alternate: archive everything, then restore one study, each killed part-way.
-        // Restore a study that has archived instances, if any.
+    let tmp = server.dir.join("archive/tmp");
+    // Alternate: archive everything, then restore one study (one that has archived instances),
+    // each killed part-way.
+    for round in 0..8usize {
         let archived = studies
             .iter()
             .find(|s| tiers(&server, s).contains_key("archive"))
             .cloned();
-        let mut child = if round % 2 == 0 || archived.is_none() {
-            Command::new(env!("CARGO_BIN_EXE_strata"))
-                .args(["tier", "run", "--min-age-days", "0", "--config"])
-                .arg(&server.config)
-                .spawn()
-                .unwrap()
-        } else {
+        let restoring = round % 2 == 1 && archived.is_some();
+        // Temporaries a killed run left, for this one to delete: not evidence of this run.
+        let left = files_below(&tmp);
+        let mut child = if restoring {
             Command::new(env!("CARGO_BIN_EXE_strata"))
                 .args([
                     "restore",
@@ -224,20 +215,42 @@ fn kill_9_during_tier_moves_loses_nothing_and_shows_nothing_twice() {
                 .arg(&server.config)
                 .spawn()
                 .unwrap()
+        } else {
+            Command::new(env!("CARGO_BIN_EXE_strata"))
+                .args(["tier", "run", "--min-age-days", "0", "--config"])
+                .arg(&server.config)
+                .spawn()
+                .unwrap()
         };
-        std::thread::sleep(Duration::from_millis(delay_ms));
+        if restoring {
+            // A restore is not paced: killed as soon as its first file is back online,
+            // wherever it has got to by then.
+            let online = online_files(&server);
+            wait_while_running(&mut child, || online_files(&server) > online);
+        } else {
+            assert!(
+                wait_while_running(&mut child, || files_below(&tmp)
+                    .iter()
+                    .any(|p| !left.contains(p))),
+                "round {round}: the tier run ended before writing a container"
+            );
+            std::thread::sleep(Duration::from_millis((round as u64 * 37) % 300));
+        }
         let _ = child.kill();
         let _ = child.wait();
         // The next run takes over the killed one's move once its lease has expired.
         wait_for_lease_expiry(&server.config, child.id());
-        let pending = runtime.block_on(async {
-            let locator = locator(&server.dir).await;
-            let jobs = locator.pending_jobs().await.unwrap();
-            locator.close().await;
-            jobs.len()
-        });
-        if pending > 0 || !files_below(&server.dir.join("archive/tmp")).is_empty() {
-            interrupted += 1;
+        if !restoring {
+            let pending = runtime.block_on(async {
+                let locator = locator(&server.dir).await;
+                let jobs = locator.pending_jobs().await.unwrap();
+                locator.close().await;
+                jobs.len()
+            });
+            assert!(
+                pending > 0 && files_below(&tmp).iter().any(|p| !left.contains(p)),
+                "round {round}: the kill did not interrupt a move ({pending} pending)"
+            );
         }
         // Served throughout, and every instance exactly once.
         for s in &studies {
@@ -255,8 +268,6 @@ fn kill_9_during_tier_moves_loses_nothing_and_shows_nothing_twice() {
             );
         }
     }
-    eprintln!("{interrupted} of {rounds} kills interrupted a move");
-    assert!(interrupted >= 3, "the kills rarely hit a move in progress");
     // A full run recovers what was interrupted and finishes the job.
     let summary = tier_run(&server);
     assert_eq!(summary["failed"], 0, "{summary}");

@@ -600,37 +600,44 @@ fn kill_9_during_export_never_records_an_incomplete_volume() {
             assert_eq!(sum.split_whitespace().next().unwrap(), v["sha256"], "{v}");
         }
     };
-    let mut interrupted = 0;
+    // A temporary this round's export writes (not one a killed run left for it to delete).
+    let temporaries = || -> Vec<PathBuf> {
+        files_below(out.path())
+            .into_iter()
+            .filter(|p| p.to_string_lossy().ends_with(".tar.tmp"))
+            .collect()
+    };
     for round in 0..8u64 {
+        let left = temporaries();
+        let new_temporary = || temporaries().iter().any(|p| !left.contains(p));
+        // Members paced to 20 MB/s: a 3 MB volume takes about 150 ms to write, so a kill at
+        // most 49 ms after its temporary appeared always lands inside it.
         let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
-            .args(["backup", "export-volume", "--max-size", "3M", "--out"])
+            .args(["backup", "export-volume", "--throttle-mb-s", "20"])
+            .args(["--max-size", "3M", "--out"])
             .arg(out.path())
             .arg("--config")
             .arg(&server.config)
             .spawn()
             .unwrap();
         // Once a volume is being written, a little later each round.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !files_below(out.path())
-            .iter()
-            .any(|p| p.to_string_lossy().ends_with(".tar.tmp"))
-            && child.try_wait().unwrap().is_none()
-            && Instant::now() < deadline
-        {
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        assert!(
+            wait_while_running(&mut child, new_temporary),
+            "round {round}: the export ended before writing a volume"
+        );
         std::thread::sleep(Duration::from_millis(round * 7));
         let _ = child.kill();
         let status = child.wait().unwrap();
-        interrupted += usize::from(!status.success());
+        assert!(!status.success(), "round {round}: the export finished");
+        assert!(
+            new_temporary(),
+            "round {round}: the kill did not interrupt a volume: {:?} before {left:?}",
+            files_below(out.path())
+        );
         check_recorded();
         // The next export deletes what this one left once its lease has expired.
         wait_for_lease_expiry(&server.config, child.id());
     }
-    assert!(
-        interrupted >= 2,
-        "only {interrupted} kills interrupted an export"
-    );
     let summary = export(&server, out.path(), "3M");
     assert_eq!(summary["failed"], 0, "{summary}");
     check_recorded();

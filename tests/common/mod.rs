@@ -84,6 +84,26 @@ pub fn wait_for_lease_expiry(config: &Path, pid: u32) {
     }
 }
 
+/// Waits (polling every 2 ms, at most 30 s) until `evidence()` holds while `child` is still
+/// running: true once it holds, false if the child exited first. Tests that kill a job part-way
+/// wait on evidence that it is under way (a temporary file, a row) instead of sleeping.
+pub fn wait_while_running(child: &mut Child, evidence: impl Fn() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if evidence() {
+            return true;
+        }
+        if child.try_wait().unwrap().is_some() {
+            return false;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no evidence of the job's progress after 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
 /// Fills the locator of the test site in `dir` with `studies` synthetic one-instance
 /// studies of 1,000 patients (`tools/fill_locator.py`: index rows only, no files).
 pub fn fill_locator(dir: &Path, studies: u32) {
