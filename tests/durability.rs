@@ -255,3 +255,143 @@ async fn full_disk_answers_out_of_resources_and_leaves_nothing_partial() {
     assert!(ok, "server stopped serving after a full disk");
     drop(server);
 }
+
+/// A C-STORE of `file` sent part-way on a raw association: the command and the first 8000
+/// bytes of the data set, up to the evidence that the server is writing it (its temporary).
+/// Returns the association, its context and the rest of the data set.
+fn store_part_way(
+    server: &TestServer,
+    corpus: &Corpus,
+    file: &CorpusFile,
+) -> (
+    dicom_ul::ClientAssociation<std::net::TcpStream>,
+    u8,
+    Vec<u8>,
+) {
+    use strata::net::command::{CommandField, CommandSet};
+    let ct = "1.2.840.10008.5.1.4.1.1.2";
+    let mut assoc = dicom_ul::ClientAssociationOptions::new()
+        .with_presentation_context(ct, vec!["1.2.840.10008.1.2.1"])
+        .calling_ae_title("MODALITY")
+        .called_ae_title("STRATA")
+        .read_timeout(Duration::from_secs(30))
+        .establish(format!("127.0.0.1:{}", server.port))
+        .unwrap();
+    let context = assoc.presentation_contexts()[0].id;
+    let command = CommandSet::request(CommandField::CStoreRq, 1, ct)
+        .with_data_set(&file.sop_instance_uid)
+        .encode();
+    let data_set = data_set_bytes(&corpus.path(file));
+    assoc.send(&pdata(context, true, true, command)).unwrap();
+    assoc
+        .send(&pdata(context, false, false, data_set[..8000].to_vec()))
+        .unwrap();
+    let tmp = server.online_dir().join("tmp");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while files_below(&tmp).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the partial instance never reached tmp/"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    (assoc, context, data_set[8000..].to_vec())
+}
+
+fn pdata(context: u8, command: bool, is_last: bool, data: Vec<u8>) -> dicom_ul::Pdu {
+    use dicom_ul::pdu::{PDataValue, PDataValueType};
+    dicom_ul::Pdu::PData {
+        data: vec![PDataValue {
+            presentation_context_id: context,
+            value_type: if command {
+                PDataValueType::Command
+            } else {
+                PDataValueType::Data
+            },
+            is_last,
+            data,
+        }],
+    }
+}
+
+#[test]
+fn sigterm_lets_a_store_in_flight_finish_and_answers_it() {
+    let corpus = Corpus::small(1, 1, 0, 1, 41);
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = TestServer::start_in(dir.path(), "", "");
+    let file = corpus.files[0].clone();
+    let (mut assoc, context, rest) = store_part_way(&server, &corpus, &file);
+    // SIGTERM while the data set is half received: the server stops accepting, and this
+    // store goes on.
+    signal(server.pid(), "TERM");
+    server.log_when(|l| l.contains("stopped accepting"));
+    let chunks: Vec<&[u8]> = rest.chunks(16_000).collect();
+    for (i, chunk) in chunks.iter().enumerate() {
+        let last = i + 1 == chunks.len();
+        assoc
+            .send(&pdata(context, false, last, chunk.to_vec()))
+            .unwrap();
+    }
+    let status = loop {
+        match assoc.receive().expect("the store in flight is answered") {
+            dicom_ul::Pdu::PData { data } => {
+                let command = strata::net::command::CommandSet::decode(&data[0].data).unwrap();
+                break command.status_code().unwrap();
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!(status, 0x0000, "the store in flight succeeded");
+    let exit = server.child_mut().wait().unwrap();
+    assert!(exit.success(), "server exit status {exit:?}");
+    drop(server);
+
+    // Acknowledged, so durable: there after a restart, bytes as sent.
+    let server = TestServer::start_in(dir.path(), "", "");
+    assert_eq!(server.instances(), 1);
+    let study = &file.study_instance_uid;
+    assert_same_data_sets(
+        &server.get_study(study),
+        &originals(&corpus, study),
+        "after restart",
+    );
+}
+
+#[test]
+fn after_the_shutdown_grace_a_stalled_store_is_dropped_and_nothing_half_written_stays() {
+    let corpus = Corpus::small(1, 1, 0, 1, 42);
+    let dir = tempfile::tempdir().unwrap();
+    // 1 s instead of the 20 s the other tests use (30 by default).
+    let mut server = TestServer::start_in(dir.path(), "shutdown_grace_secs = 1\n", "");
+    let file = corpus.files[0].clone();
+    let (_assoc, _, _) = store_part_way(&server, &corpus, &file);
+    signal(server.pid(), "TERM");
+    // The client never sends the rest: the server exits once the grace is over.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let exit = loop {
+        if let Some(exit) = server.child_mut().try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server still waits for the stalled store after 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(exit.success(), "server exit status {exit:?}");
+    let log = server.log();
+    assert!(
+        log.contains("grace period over: dropping remaining associations"),
+        "{log}"
+    );
+    drop(server);
+
+    let server = TestServer::start_in(dir.path(), "", "");
+    assert_eq!(server.instances(), 0, "an unacknowledged store was kept");
+    let tmp = server.online_dir().join("tmp");
+    let leftovers = server.log_when(|_| files_below(&tmp).is_empty());
+    assert!(
+        files_below(&tmp).is_empty(),
+        "half-written temporaries stay: {leftovers}"
+    );
+}

@@ -310,6 +310,23 @@ fn retrieve_failures_get_the_right_status_and_change_nothing() {
     assert!(ok, "{log}");
 }
 
+/// (Remaining, Completed) of a final 0xFE00 response with no failures or warnings, Remaining
+/// above zero (a cancel that came too late for a study of `total` would end 0x0000).
+fn cancelled_counts(out: &str, total: usize) -> (usize, usize) {
+    let last = final_line(out);
+    assert!(last.starts_with("FINAL 0xFE00 "), "{out}");
+    let count = |name: &str| -> usize {
+        last.split(' ')
+            .find_map(|w| w.strip_prefix(&format!("{name}=")[..]))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} count: {out}"))
+    };
+    assert_eq!((count("failed"), count("warning")), (0, 0), "{out}");
+    let remaining = count("remaining");
+    assert!((1..total).contains(&remaining), "{out}");
+    (remaining, count("completed"))
+}
+
 #[test]
 fn cancel_and_abort_mid_study_stop_cleanly() {
     let corpus = corpus("40", "1");
@@ -330,15 +347,10 @@ fn cancel_and_abort_mid_study_stop_cleanly() {
         "VIEWER",
         &["--dest", "DEST", "--cancel-after", "2", "-k", &ct],
     ));
-    let last = final_line(&out);
-    assert!(last.starts_with("FINAL 0xFE00"), "{out}");
-    let completed: u32 = last
-        .split(' ')
-        .find_map(|w| w.strip_prefix("completed="))
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!((2..40).contains(&completed), "{out}");
+    // Stopped after the sub-operation in flight: what is left is reported as Remaining.
+    let (remaining, completed) = cancelled_counts(&out, 40);
+    assert!(completed >= 2, "two Pending responses came first: {out}");
+    assert_eq!(remaining + completed, 40, "{out}");
 
     // C-GET cancelled the same way.
     let get_dir = tempfile::tempdir().unwrap();
@@ -354,8 +366,9 @@ fn cancel_and_abort_mid_study_stop_cleanly() {
             ct.clone(),
         ],
     ));
-    assert!(final_line(&out).starts_with("FINAL 0xFE00"), "{out}");
-    assert!(received(get_dir.path()).len() < 40, "{out}");
+    let (remaining, completed) = cancelled_counts(&out, 40);
+    assert_eq!(remaining + completed, 40, "{out}");
+    assert_eq!(received(get_dir.path()).len(), completed, "{out}");
 
     // The requestor aborts mid-study: the server notices and keeps serving.
     let abort_dir = tempfile::tempdir().unwrap();
@@ -881,4 +894,109 @@ fn an_instance_too_large_to_decode_fails_with_the_reason_and_the_rest_are_sent()
             .path()
             .join(format!("{}.{IMPLICIT}", cr.sop_instance_uid))]
     );
+}
+
+#[test]
+fn keys_of_the_levels_above_restrict_a_move_and_the_configured_limits_hold() {
+    let corpus = corpus("6", "4");
+    let uids = corpus.study_uids();
+    let (ct, mr) = (&uids[0], &uids[1]);
+    let mr_file = corpus
+        .files
+        .iter()
+        .find(|f| &f.study_instance_uid == mr)
+        .unwrap();
+    let dest_dir = tempfile::tempdir().unwrap();
+    let dest = py_storescp("DEST", dest_dir.path(), &[]);
+    // SILENT takes the connection (the kernel completes it) and never answers the
+    // association request.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let server = server(
+        dest.port,
+        &format!(
+            "[[dicom.peers]]\naet = \"SILENT\"\nhost = \"127.0.0.1\"\nport = {silent_port}\n\
+             [retrieve]\nmax_instances = 5\nconnect_timeout_secs = 1\n"
+        ),
+    );
+    assert!(server
+        .storescu("MODALITY", &corpus.paths())
+        .status
+        .success());
+    let before = stored_state(&server);
+    let moved = |args: &[&str]| -> String {
+        let out = text(&server.scu("move", "VIEWER", args));
+        final_line(&out).to_string()
+    };
+
+    // Patient Root, STUDY level: a PatientID that is not the study's restricts to nothing.
+    let study = format!("StudyInstanceUID={mr}");
+    let patient = |id: &str| format!("PatientID={id}");
+    let patient_root = ["--model", "patient", "--dest", "DEST"];
+    let wrong = patient("NOT-THIS-ONE");
+    let args: Vec<&str> = patient_root
+        .iter()
+        .copied()
+        .chain(["-k", &wrong, "-k", &study])
+        .collect();
+    assert_eq!(
+        moved(&args),
+        "FINAL 0x0000 remaining=- completed=0 failed=0 warning=0"
+    );
+    assert!(files_below(dest_dir.path()).is_empty());
+    let right = patient(&mr_file.patient_id);
+    let args: Vec<&str> = patient_root
+        .iter()
+        .copied()
+        .chain(["-k", &right, "-k", &study])
+        .collect();
+    assert_eq!(
+        moved(&args),
+        "FINAL 0x0000 remaining=- completed=4 failed=0 warning=0"
+    );
+    assert_eq!(files_below(dest_dir.path()).len(), 4);
+
+    // Study Root, SERIES level: the MR series under the CT study's UID is no match.
+    let series = format!("SeriesInstanceUID={}", mr_file.series_instance_uid);
+    let other_study = format!("StudyInstanceUID={ct}");
+    assert_eq!(
+        moved(&[
+            "--level",
+            "SERIES",
+            "--dest",
+            "DEST",
+            "-k",
+            &other_study,
+            "-k",
+            &series
+        ]),
+        "FINAL 0x0000 remaining=- completed=0 failed=0 warning=0"
+    );
+
+    // max_instances = 5: the six-instance CT study is refused whole.
+    let out = moved(&["--dest", "DEST", "-k", &other_study]);
+    assert!(out.starts_with("FINAL 0xA702 "), "{out}");
+    assert!(out.contains("more than 5 instances"), "{out}");
+    assert_eq!(files_below(dest_dir.path()).len(), 4, "nothing more sent");
+
+    // connect_timeout_secs = 1: a destination that never answers fails every sub-operation
+    // after a second (the default would wait ten).
+    let started = std::time::Instant::now();
+    let out = moved(&["--dest", "SILENT", "-k", &study]);
+    assert!(
+        out.starts_with("FINAL 0xA702 remaining=- completed=0 failed=4"),
+        "{out}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(6),
+        "the move waited {:?} for SILENT, not the configured second",
+        started.elapsed()
+    );
+    let log = server.log_when(|l| l.contains("did not answer in time"));
+    assert!(
+        log.contains("move destination did not answer in time"),
+        "{log}"
+    );
+    drop(silent);
+    assert_eq!(stored_state(&server), before);
 }

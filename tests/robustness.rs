@@ -504,3 +504,70 @@ fn missing_uids_and_a_data_set_that_contradicts_its_command_get_a900() {
     assert_eq!(status, 0x0000, "the consistent data set: 0x{status:04X}");
     assert_eq!(server.instances(), 1);
 }
+
+/// An association with one CT storage context, answering within `read_timeout`.
+fn ct_association(
+    server: &TestServer,
+    read_timeout: Duration,
+) -> (dicom_ul::ClientAssociation<TcpStream>, u8) {
+    let assoc = dicom_ul::ClientAssociationOptions::new()
+        .with_presentation_context("1.2.840.10008.5.1.4.1.1.2", vec!["1.2.840.10008.1.2.1"])
+        .calling_ae_title("MODALITY")
+        .called_ae_title("STRATA")
+        .read_timeout(read_timeout)
+        .establish(format!("127.0.0.1:{}", server.port))
+        .unwrap();
+    let context = assoc.presentation_contexts()[0].id;
+    (assoc, context)
+}
+
+#[test]
+fn an_idle_association_is_aborted_after_idle_timeout_secs() {
+    // 1 s instead of the default 300: an association that sends nothing is aborted well
+    // before the client's 20 s read timeout.
+    let server = TestServer::start("idle_timeout_secs = 1\n");
+    let (mut assoc, _) = ct_association(&server, Duration::from_secs(20));
+    match assoc.receive() {
+        Ok(Pdu::AbortRQ { .. }) => {}
+        other => panic!("expected A-ABORT for the idle association, got {other:?}"),
+    }
+    let log = server.log_when(|l| l.contains("idle timeout"));
+    assert!(log.contains("reason=idle timeout"), "{log}");
+    assert_still_serving(&server);
+}
+
+#[test]
+fn a_message_stalled_midway_is_aborted_after_dimse_timeout_secs() {
+    use dicom_ul::pdu::{PDataValue, PDataValueType};
+    use strata::net::command::{CommandField, CommandSet};
+    // 1 s instead of the 10 s the other tests use (60 by default); idle is long, so only the
+    // DIMSE timeout can end this within the client's 5 s read timeout.
+    let server = TestServer::start("dimse_timeout_secs = 1\nidle_timeout_secs = 600\n");
+    let (mut assoc, context) = ct_association(&server, Duration::from_secs(5));
+    let command = CommandSet::request(CommandField::CStoreRq, 1, "1.2.840.10008.5.1.4.1.1.2")
+        .with_data_set("1.2.3.4")
+        .encode();
+    for (value_type, is_last, data) in [
+        (PDataValueType::Command, true, command),
+        (PDataValueType::Data, false, vec![0x08, 0x00, 0x05, 0x00]),
+    ] {
+        assoc
+            .send(&Pdu::PData {
+                data: vec![PDataValue {
+                    presentation_context_id: context,
+                    value_type,
+                    is_last,
+                    data,
+                }],
+            })
+            .unwrap();
+    }
+    match assoc.receive() {
+        Ok(Pdu::AbortRQ { .. }) => {}
+        other => panic!("expected A-ABORT for the stalled message, got {other:?}"),
+    }
+    let log = server.log_when(|l| l.contains("DIMSE timeout"));
+    assert!(log.contains("reason=DIMSE timeout"), "{log}");
+    assert_eq!(server.instances(), 0);
+    assert_still_serving(&server);
+}

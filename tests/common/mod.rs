@@ -313,11 +313,22 @@ impl TestServer {
     pub fn start_in(dir: &Path, dicom_extra: &str, storage_extra: &str) -> TestServer {
         let config = dir.join("strata.toml");
         if !config.exists() {
+            // Test defaults for the timeouts, unless `dicom_extra` (whose first lines are in
+            // `[dicom]`) sets them.
+            let timeouts: String = [
+                ("artim_timeout_secs", 3),
+                ("dimse_timeout_secs", 10),
+                ("shutdown_grace_secs", 20),
+            ]
+            .iter()
+            .filter(|(key, _)| !dicom_extra.contains(&format!("{key} =")))
+            .map(|(key, secs)| format!("{key} = {secs}\n"))
+            .collect();
             std::fs::write(
                 &config,
                 format!(
-                    "[dicom]\naet = \"STRATA\"\nlisten = \"127.0.0.1:0\"\nartim_timeout_secs = 3\n\
-                     dimse_timeout_secs = 10\nshutdown_grace_secs = 20\n{dicom_extra}\n{PEERS}\n\
+                    "[dicom]\naet = \"STRATA\"\nlisten = \"127.0.0.1:0\"\n{timeouts}\
+                     {dicom_extra}\n{PEERS}\n\
                      [storage]\nonline_dir = \"online\"\n{storage_extra}\n\
                      [locator]\nurl = \"{}\"\n[log]\nlevel = \"strata=debug,info\"\n",
                     locator_url(dir)
