@@ -647,9 +647,10 @@ pub async fn run(
                     }
                     run.finish(&locator, &result).await;
                 }
-                Ok(_) => {}
+                Ok(_) => debug!(open = true, queued = 0, "backup poll"),
             }
         } else {
+            debug!(open = false, "backup poll");
             recovered = false;
         }
         tokio::select! {

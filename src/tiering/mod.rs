@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::convert::{ConvertError, Converter, Moved};
 use crate::jobs::{JobKind, JobReport, JobRun, Trigger};
@@ -44,7 +44,7 @@ pub async fn run(
             match locator.studies_due(cutoff).await {
                 Err(e) => warn!(error = %e, "tiering: cannot list due studies"),
                 // Only passes that find work are recorded: idle polls would bury the history.
-                Ok(studies) if studies.is_empty() => {}
+                Ok(studies) if studies.is_empty() => debug!(open = true, due = 0, "tiering poll"),
                 Ok(studies) => {
                     let run = JobRun::start(&locator, JobKind::Tier, Trigger::Server).await;
                     let pass = archive(&converter, &studies, &schedule, &shutdown).await;
@@ -59,6 +59,8 @@ pub async fn run(
                         .await;
                 }
             }
+        } else {
+            debug!(open = false, "tiering poll");
         }
         tokio::select! {
             _ = tokio::time::sleep(schedule.poll) => {}
