@@ -179,7 +179,7 @@ fn roi_copies_are_lossy_marked_extra_copies_and_served_only_when_nothing_lossles
     for uid in uids.iter().filter(|u| **u != y) {
         assert!(got[uid] == originals[uid], "{uid} differs");
     }
-    let log = server.log();
+    let log = server.log_when(|l| l.contains("every lossless copy is lost") && l.contains(&y));
     assert!(
         log.contains("every lossless copy is lost") && log.contains(&y),
         "the log says a lossy copy was served: {log}"

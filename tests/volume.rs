@@ -751,3 +751,86 @@ fn an_instance_a_volume_cannot_hold_is_named_and_skipped() {
     assert_eq!(again["instances"], 0, "{again}");
     assert_eq!(again["failed"], 1, "{again}");
 }
+
+/// Flips one byte in the middle of the online file of `located` (a `locate --json` entry).
+fn damage_primary(server: &TestServer, located: &Value) {
+    let path = server
+        .online_dir()
+        .join(located["location"].as_str().unwrap());
+    let mut bytes = std::fs::read(&path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xFF;
+    std::fs::write(&path, bytes).unwrap();
+}
+
+#[test]
+fn instances_over_the_cap_go_alone_and_a_damaged_primary_is_exported_from_its_original_never_a_roi_copy(
+) {
+    let corpus = Corpus::small(2, 3, 0, 1, 93);
+    let server = TestServer::start(BACKUP);
+    server.store(&corpus);
+    let studies = corpus.study_uids();
+    let (s1, s2) = (&studies[0], &studies[1]);
+    // Near-line originals of everything; then s2 backed up again as JPEG 2000 ROI copies,
+    // which replace its originals (its primaries are intact).
+    let (ok, summary) = cli_json(&server, &["backup", "run", "--json"]);
+    assert!(ok, "{summary}");
+    let config = std::fs::read_to_string(&server.config).unwrap();
+    let config = config.replace(BACKUP, &format!("{BACKUP}format = \"j2k-roi\"\n"));
+    std::fs::write(&server.config, config).unwrap();
+    let (ok, summary) = cli_json(&server, &["backup", "run", "--json", "--study", s2]);
+    assert!(ok, "{summary}");
+    let (one, two) = (server.locate(s1), server.locate(s2));
+    assert!(one.iter().all(|l| l["copies"][0]["format"] == "original"));
+    assert!(two.iter().all(|l| l["copies"][0]["format"] == "j2k-roi"));
+    // A damaged primary with a near-line original, and one whose only other copy is lossy.
+    let rescued = one[0]["sop_instance_uid"].as_str().unwrap().to_string();
+    let lossy_only = two[0]["sop_instance_uid"].as_str().unwrap().to_string();
+    damage_primary(&server, &one[0]);
+    damage_primary(&server, &two[0]);
+
+    // Every instance (about 525 kB) is larger than a 300 kB volume: each goes alone.
+    let out = tempfile::tempdir().unwrap();
+    let (ok, summary) = cli_json(
+        &server,
+        &[
+            "backup",
+            "export-volume",
+            "--json",
+            "--max-size",
+            "300K",
+            "--out",
+            out.path().to_str().unwrap(),
+        ],
+    );
+    assert!(!ok, "an instance left out fails the export: {summary}");
+    assert_eq!(summary["instances"], 5, "{summary}");
+    assert_eq!(summary["failed"], 1, "{summary}");
+    let failure = summary["failures"][0].as_str().unwrap();
+    assert!(failure.starts_with(&lossy_only), "{summary}");
+    let files = volume_files(out.path());
+    assert_eq!(files.len(), 5, "one volume per instance: {summary}");
+    let originals: HashMap<String, PathBuf> = corpus
+        .files
+        .iter()
+        .map(|f| (f.sop_instance_uid.clone(), corpus.path(f)))
+        .collect();
+    let extracted = tempfile::tempdir().unwrap();
+    let mut seen = Vec::new();
+    for file in &files {
+        assert!(std::fs::metadata(file).unwrap().len() > 300 * 1024);
+        let dir = extract_and_check(file, extracted.path());
+        let members = manifest(&dir)["members"].as_array().unwrap().clone();
+        assert_eq!(members.len(), 1, "{}: not alone", file.display());
+        let uid = members[0]["sop_instance_uid"].as_str().unwrap().to_string();
+        let path = dir.join(members[0]["path"].as_str().unwrap());
+        // Lossless and bit-identical, the damaged one read from its near-line original.
+        assert!(
+            data_set_bytes(&path) == data_set_bytes(&originals[&uid]),
+            "{uid} differs from what was stored"
+        );
+        seen.push(uid);
+    }
+    assert!(seen.contains(&rescued), "{seen:?}");
+    assert!(!seen.contains(&lossy_only), "a ROI copy went into a volume");
+}

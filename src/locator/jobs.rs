@@ -193,3 +193,32 @@ impl Locator {
             .map_err(err)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_newest_200_runs_of_each_job_are_kept() {
+        let (_dir, locator) = crate::locator::tests::temp_locator().await;
+        let backup = locator.start_run("backup", "cli", 1, 0).await.unwrap();
+        let mut tier = Vec::new();
+        for n in 0..205 {
+            tier.push(locator.start_run("tier", "cli", 1, n).await.unwrap());
+        }
+        let kept = |job: &'static str| {
+            sqlx::query_scalar::<_, i64>("SELECT id FROM job_runs WHERE job = $1 ORDER BY id")
+                .bind(job)
+                .fetch_all(&locator.pool)
+        };
+        assert_eq!(
+            kept("tier").await.unwrap(),
+            tier[5..],
+            "the oldest five pruned"
+        );
+        assert_eq!(
+            kept("backup").await.unwrap(),
+            [backup],
+            "other jobs untouched"
+        );
+        locator.close().await;
+    }
+}
