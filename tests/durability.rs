@@ -269,16 +269,8 @@ fn store_part_way(
     Vec<u8>,
 ) {
     use strata::net::command::{CommandField, CommandSet};
-    let ct = "1.2.840.10008.5.1.4.1.1.2";
-    let mut assoc = dicom_ul::ClientAssociationOptions::new()
-        .with_presentation_context(ct, vec!["1.2.840.10008.1.2.1"])
-        .calling_ae_title("MODALITY")
-        .called_ae_title("STRATA")
-        .read_timeout(Duration::from_secs(30))
-        .establish(format!("127.0.0.1:{}", server.port))
-        .unwrap();
-    let context = assoc.presentation_contexts()[0].id;
-    let command = CommandSet::request(CommandField::CStoreRq, 1, ct)
+    let (mut assoc, context) = ct_association(server, Duration::from_secs(30));
+    let command = CommandSet::request(CommandField::CStoreRq, 1, CT_IMAGE_STORAGE)
         .with_data_set(&file.sop_instance_uid)
         .encode();
     let data_set = data_set_bytes(&corpus.path(file));
@@ -296,22 +288,6 @@ fn store_part_way(
         std::thread::sleep(Duration::from_millis(10));
     }
     (assoc, context, data_set[8000..].to_vec())
-}
-
-fn pdata(context: u8, command: bool, is_last: bool, data: Vec<u8>) -> dicom_ul::Pdu {
-    use dicom_ul::pdu::{PDataValue, PDataValueType};
-    dicom_ul::Pdu::PData {
-        data: vec![PDataValue {
-            presentation_context_id: context,
-            value_type: if command {
-                PDataValueType::Command
-            } else {
-                PDataValueType::Data
-            },
-            is_last,
-            data,
-        }],
-    }
 }
 
 #[test]

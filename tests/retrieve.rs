@@ -671,6 +671,17 @@ fn zoo_contexts(zoo: &Corpus, syntax: Option<&str>) -> Vec<String> {
         .collect()
 }
 
+/// A destination DEST taking each zoo SOP class in `syntax` (its stored one when None),
+/// writing into the returned folder, and a server that knows it.
+fn zoo_site(zoo: &Corpus, syntax: Option<&str>) -> (tempfile::TempDir, Destination, TestServer) {
+    let dest_dir = tempfile::tempdir().unwrap();
+    let args = zoo_contexts(zoo, syntax);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let dest = py_storescp("DEST", dest_dir.path(), &args);
+    let server = server(dest.port, "");
+    (dest_dir, dest, server)
+}
+
 /// Files a destination wrote, by name (`<SOP Instance UID>.<transfer syntax UID>`).
 fn received_by_name(dir: &Path) -> HashMap<String, Vec<u8>> {
     files_below(dir)
@@ -702,14 +713,7 @@ fn every_sop_class_and_transfer_syntax_of_the_zoo_is_stored_and_served_as_receiv
         ],
         "the zoo the generator makes"
     );
-    let dest_dir = tempfile::tempdir().unwrap();
-    let scp_args = zoo_contexts(&zoo, None);
-    let dest = py_storescp(
-        "DEST",
-        dest_dir.path(),
-        &scp_args.iter().map(String::as_str).collect::<Vec<_>>(),
-    );
-    let server = server(dest.port, "");
+    let (dest_dir, _dest, server) = zoo_site(&zoo, None);
     let out = text(&server.scu("store", "MODALITY", &zoo.paths()));
     let (ok, failed) = acknowledged(&out);
     assert_eq!((ok.len(), failed), (zoo.files.len(), vec![]), "{out}");
@@ -778,14 +782,7 @@ fn every_sop_class_and_transfer_syntax_of_the_zoo_is_stored_and_served_as_receiv
 fn an_explicit_vr_only_destination_gets_every_zoo_instance_inflated_decoded_or_re_encoded() {
     use dicom_dictionary_std::tags;
     let zoo = zoo();
-    let dest_dir = tempfile::tempdir().unwrap();
-    let scp_args = zoo_contexts(&zoo, Some(EXPLICIT));
-    let dest = py_storescp(
-        "DEST",
-        dest_dir.path(),
-        &scp_args.iter().map(String::as_str).collect::<Vec<_>>(),
-    );
-    let server = server(dest.port, "");
+    let (dest_dir, _dest, server) = zoo_site(&zoo, Some(EXPLICIT));
     let out = text(&server.scu("store", "MODALITY", &zoo.paths()));
     assert_eq!(acknowledged(&out).0.len(), zoo.files.len(), "{out}");
     let key = format!("StudyInstanceUID={}", zoo.study_uids()[0]);
@@ -863,14 +860,7 @@ fn an_instance_too_large_to_decode_fails_with_the_reason_and_the_rest_are_sent()
     }
     let big_path = zoo.dir.path().join("big.dcm");
     big.write_to_file(&big_path).unwrap();
-    let dest_dir = tempfile::tempdir().unwrap();
-    let scp_args = zoo_contexts(&zoo, Some(IMPLICIT));
-    let dest = py_storescp(
-        "DEST",
-        dest_dir.path(),
-        &scp_args.iter().map(String::as_str).collect::<Vec<_>>(),
-    );
-    let server = server(dest.port, "");
+    let (dest_dir, _dest, server) = zoo_site(&zoo, Some(IMPLICIT));
     let out = text(&server.scu("store", "MODALITY", &[zoo.path(cr), big_path.clone()]));
     assert_eq!(acknowledged(&out).0.len(), 2, "{out}");
     let key = format!("StudyInstanceUID={}", zoo.study_uids()[0]);

@@ -260,38 +260,20 @@ fn association_limit_rejects_with_local_limit_exceeded() {
 
 #[test]
 fn abort_in_the_middle_of_a_data_set_leaves_nothing_behind() {
-    use dicom_ul::pdu::{PDataValue, PDataValueType};
     use strata::net::command::{CommandField, CommandSet};
 
     let corpus = Corpus::generate(&["--ct-studies", "1", "--ct-images", "1", "--mr-studies", "0"]);
     let server = TestServer::start("");
     let file = corpus.files[0].clone();
     let data_set = data_set_bytes(&corpus.path(&file));
-    let ct = "1.2.840.10008.5.1.4.1.1.2";
-    let mut assoc = dicom_ul::ClientAssociationOptions::new()
-        .with_presentation_context(ct, vec!["1.2.840.10008.1.2.1"])
-        .calling_ae_title("MODALITY")
-        .called_ae_title("STRATA")
-        .establish(format!("127.0.0.1:{}", server.port))
-        .unwrap();
-    let context = assoc.presentation_contexts()[0].id;
-    let command = CommandSet::request(CommandField::CStoreRq, 1, ct)
+    let (mut assoc, context) = ct_association(&server, Duration::from_secs(30));
+    let command = CommandSet::request(CommandField::CStoreRq, 1, CT_IMAGE_STORAGE)
         .with_data_set(&file.sop_instance_uid)
         .encode();
-    let pdu = |value_type, is_last, data: Vec<u8>| Pdu::PData {
-        data: vec![PDataValue {
-            presentation_context_id: context,
-            value_type,
-            is_last,
-            data,
-        }],
-    };
-    assoc
-        .send(&pdu(PDataValueType::Command, true, command))
-        .unwrap();
+    assoc.send(&pdata(context, true, true, command)).unwrap();
     // Half of the data set, then A-ABORT.
     assoc
-        .send(&pdu(PDataValueType::Data, false, data_set[..8000].to_vec()))
+        .send(&pdata(context, false, false, data_set[..8000].to_vec()))
         .unwrap();
     // Wait for the evidence (the partial file in tmp/), not for a fixed time.
     let tmp = server.online_dir().join("tmp");
@@ -505,22 +487,6 @@ fn missing_uids_and_a_data_set_that_contradicts_its_command_get_a900() {
     assert_eq!(server.instances(), 1);
 }
 
-/// An association with one CT storage context, answering within `read_timeout`.
-fn ct_association(
-    server: &TestServer,
-    read_timeout: Duration,
-) -> (dicom_ul::ClientAssociation<TcpStream>, u8) {
-    let assoc = dicom_ul::ClientAssociationOptions::new()
-        .with_presentation_context("1.2.840.10008.5.1.4.1.1.2", vec!["1.2.840.10008.1.2.1"])
-        .calling_ae_title("MODALITY")
-        .called_ae_title("STRATA")
-        .read_timeout(read_timeout)
-        .establish(format!("127.0.0.1:{}", server.port))
-        .unwrap();
-    let context = assoc.presentation_contexts()[0].id;
-    (assoc, context)
-}
-
 #[test]
 fn an_idle_association_is_aborted_after_idle_timeout_secs() {
     // 1 s instead of the default 300: an association that sends nothing is aborted well
@@ -538,30 +504,18 @@ fn an_idle_association_is_aborted_after_idle_timeout_secs() {
 
 #[test]
 fn a_message_stalled_midway_is_aborted_after_dimse_timeout_secs() {
-    use dicom_ul::pdu::{PDataValue, PDataValueType};
     use strata::net::command::{CommandField, CommandSet};
     // 1 s instead of the 10 s the other tests use (60 by default); idle is long, so only the
     // DIMSE timeout can end this within the client's 5 s read timeout.
     let server = TestServer::start("dimse_timeout_secs = 1\nidle_timeout_secs = 600\n");
     let (mut assoc, context) = ct_association(&server, Duration::from_secs(5));
-    let command = CommandSet::request(CommandField::CStoreRq, 1, "1.2.840.10008.5.1.4.1.1.2")
+    let command = CommandSet::request(CommandField::CStoreRq, 1, CT_IMAGE_STORAGE)
         .with_data_set("1.2.3.4")
         .encode();
-    for (value_type, is_last, data) in [
-        (PDataValueType::Command, true, command),
-        (PDataValueType::Data, false, vec![0x08, 0x00, 0x05, 0x00]),
-    ] {
-        assoc
-            .send(&Pdu::PData {
-                data: vec![PDataValue {
-                    presentation_context_id: context,
-                    value_type,
-                    is_last,
-                    data,
-                }],
-            })
-            .unwrap();
-    }
+    assoc.send(&pdata(context, true, true, command)).unwrap();
+    assoc
+        .send(&pdata(context, false, false, vec![0x08, 0x00, 0x05, 0x00]))
+        .unwrap();
     match assoc.receive() {
         Ok(Pdu::AbortRQ { .. }) => {}
         other => panic!("expected A-ABORT for the stalled message, got {other:?}"),

@@ -130,11 +130,7 @@ fn volumes_are_capped_self_describing_tar_files_written_once() {
     assert_eq!(summary["volumes"].as_array().unwrap().len(), files.len());
     assert_eq!(summary["instances"], 11, "{summary}");
     assert_eq!(summary["failed"], 0, "{summary}");
-    let originals: HashMap<String, PathBuf> = corpus
-        .files
-        .iter()
-        .map(|f| (f.sop_instance_uid.clone(), corpus.path(f)))
-        .collect();
+    let originals = corpus.paths_by_uid();
     let extracted = tempfile::tempdir().unwrap();
     let mut seen = Vec::new();
     for file in &files {
@@ -810,11 +806,7 @@ fn instances_over_the_cap_go_alone_and_a_damaged_primary_is_exported_from_its_or
     assert!(failure.starts_with(&lossy_only), "{summary}");
     let files = volume_files(out.path());
     assert_eq!(files.len(), 5, "one volume per instance: {summary}");
-    let originals: HashMap<String, PathBuf> = corpus
-        .files
-        .iter()
-        .map(|f| (f.sop_instance_uid.clone(), corpus.path(f)))
-        .collect();
+    let originals = corpus.paths_by_uid();
     let extracted = tempfile::tempdir().unwrap();
     let mut seen = Vec::new();
     for file in &files {

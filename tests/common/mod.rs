@@ -228,6 +228,14 @@ impl Corpus {
             .collect()
     }
 
+    /// SOP Instance UID -> path of its file.
+    pub fn paths_by_uid(&self) -> HashMap<String, PathBuf> {
+        self.files
+            .iter()
+            .map(|f| (f.sop_instance_uid.clone(), self.path(f)))
+            .collect()
+    }
+
     pub fn study_uids(&self) -> Vec<String> {
         let mut uids: Vec<String> = Vec::new();
         for f in &self.files {
@@ -872,5 +880,41 @@ impl Drop for DcmtkStorescp {
         if let Some(acceptor) = self.acceptor.take() {
             let _ = acceptor.join();
         }
+    }
+}
+
+/// A raw association (dicom-ul) calling STRATA as MODALITY with one CT Image Storage context
+/// in Explicit VR Little Endian, reads timing out after `read_timeout`; and that context's id.
+pub fn ct_association(
+    server: &TestServer,
+    read_timeout: Duration,
+) -> (dicom_ul::ClientAssociation<std::net::TcpStream>, u8) {
+    let assoc = dicom_ul::ClientAssociationOptions::new()
+        .with_presentation_context(CT_IMAGE_STORAGE, vec!["1.2.840.10008.1.2.1"])
+        .calling_ae_title("MODALITY")
+        .called_ae_title("STRATA")
+        .read_timeout(read_timeout)
+        .establish(format!("127.0.0.1:{}", server.port))
+        .unwrap();
+    let context = assoc.presentation_contexts()[0].id;
+    (assoc, context)
+}
+
+pub const CT_IMAGE_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.2";
+
+/// One P-DATA-TF PDU with one value: a command or data set fragment, last or not.
+pub fn pdata(context: u8, command: bool, is_last: bool, data: Vec<u8>) -> dicom_ul::Pdu {
+    use dicom_ul::pdu::{PDataValue, PDataValueType};
+    dicom_ul::Pdu::PData {
+        data: vec![PDataValue {
+            presentation_context_id: context,
+            value_type: if command {
+                PDataValueType::Command
+            } else {
+                PDataValueType::Data
+            },
+            is_last,
+            data,
+        }],
     }
 }
