@@ -381,6 +381,18 @@ pub struct DicomConfig {
     /// On SIGTERM/SIGINT, how long in-flight operations may take to finish (seconds).
     #[serde(default = "defaults::shutdown_grace_secs")]
     pub shutdown_grace_secs: u64,
+    /// A second listener for DICOM over TLS (PS3.15 Annex B); needs `tls_cert` and `tls_key`.
+    #[serde(default)]
+    pub tls_listen: Option<SocketAddr>,
+    /// PEM certificate chain of the TLS listener (relative to the config file's folder).
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates: when set, TLS clients must present a certificate they signed.
+    #[serde(default)]
+    pub tls_ca: Option<PathBuf>,
 }
 
 /// One `[[dicom.peers]]` entry.
@@ -558,6 +570,16 @@ impl Config {
     }
 
     fn resolve_paths(&mut self, base: &Path) {
+        for file in [
+            &mut self.dicom.tls_cert,
+            &mut self.dicom.tls_key,
+            &mut self.dicom.tls_ca,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            *file = base.join(&*file);
+        }
         self.storage.online_dir = base.join(&self.storage.online_dir);
         self.backup.nearline_dir = base.join(&self.backup.nearline_dir);
         if self.archive.backend == ArchiveBackend::Local {
@@ -590,6 +612,10 @@ impl Config {
             if !seen.insert(peer.aet.trim()) {
                 return Err(format!("dicom.peers lists {:?} twice", peer.aet));
             }
+        }
+        let d = &self.dicom;
+        if d.tls_listen.is_some() && (d.tls_cert.is_none() || d.tls_key.is_none()) {
+            return Err("dicom.tls_listen needs dicom.tls_cert and dicom.tls_key".into());
         }
         if !self.tiering.window.is_empty() && parse_window(&self.tiering.window).is_none() {
             return Err(format!(

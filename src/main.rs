@@ -586,9 +586,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         tracing::info!("shutdown requested");
         let _ = stop.send(true);
     });
-    strata::server::run(config, shutdown, |addr| {
-        // Machine-readable: tests and scripts read the bound port from this line.
+    strata::server::run(config, shutdown, |addr, tls_addr| {
+        // Machine-readable: tests and scripts read the bound ports from these lines.
         println!("listening on {addr}");
+        if let Some(tls_addr) = tls_addr {
+            println!("tls listening on {tls_addr}");
+        }
         let _ = std::io::stdout().flush();
     })
     .await?;

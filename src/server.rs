@@ -21,8 +21,8 @@ use crate::model::sop_class::{
 use crate::model::transfer_syntax::{STORAGE_TRANSFER_SYNTAXES, VERIFICATION_SOP_CLASS};
 use crate::net::access::AccessPolicy;
 use crate::net::{
-    self, AssociationContext, FindRequest, NetConfig, Outcome, RetrieveRequest, RetrieveSettings,
-    Services, StoreRequest, StoreStart, Timeouts,
+    self, tls, AssociationContext, FindRequest, NetConfig, Outcome, RetrieveRequest,
+    RetrieveSettings, Services, StoreRequest, StoreStart, Timeouts,
 };
 use crate::online::{OnlineError, OnlineStore};
 use crate::query::{Matches, Query, QueryOptions, PATIENT_ROOT_FIND, STUDY_ROOT_FIND};
@@ -41,6 +41,8 @@ pub enum ServerError {
     Archive(#[from] ArchiveError),
     #[error(transparent)]
     Backup(#[from] BackupError),
+    #[error(transparent)]
+    Tls(#[from] crate::net::tls::TlsError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -48,12 +50,12 @@ pub enum ServerError {
     },
 }
 
-/// Runs the server until `shutdown` turns true. `on_listening` is told the bound address
-/// (useful with port 0) once associations can be accepted.
+/// Runs the server until `shutdown` turns true. `on_listening` is told the bound addresses,
+/// plain and TLS (useful with port 0), once associations can be accepted.
 pub async fn run(
     config: Config,
     shutdown: watch::Receiver<bool>,
-    on_listening: impl FnOnce(SocketAddr),
+    on_listening: impl FnOnce(SocketAddr, Option<SocketAddr>),
 ) -> Result<(), ServerError> {
     let locator =
         Arc::new(Locator::open(&config.locator, Owner::of(&config.node, Role::Server)).await?);
@@ -64,16 +66,18 @@ pub async fn run(
         locator.clone(),
         LocalStore::open(&config.backup.nearline_dir)?,
     );
-    let listener = TcpListener::bind(config.dicom.listen)
-        .await
-        .map_err(|source| ServerError::Bind {
-            addr: config.dicom.listen,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| ServerError::Bind {
-        addr: config.dicom.listen,
-        source,
-    })?;
+    let (listener, addr) = bind(config.dicom.listen).await?;
+    let tls = match (
+        &config.dicom.tls_listen,
+        &config.dicom.tls_cert,
+        &config.dicom.tls_key,
+    ) {
+        (Some(at), Some(cert), Some(key)) => {
+            let tls = tls::server_config(cert, key, config.dicom.tls_ca.as_deref())?;
+            Some((bind(*at).await?, tls))
+        }
+        _ => None,
+    };
     let services = Arc::new(Strata {
         ingest: Ingest::new(
             online.clone(),
@@ -148,9 +152,23 @@ pub async fn run(
         config.node.lease() * 2,
         shutdown.clone(),
     ));
-    info!(%addr, aet = %config.dicom.aet, online = %online.root().display(), "listening");
-    on_listening(addr);
-    net::serve(listener, net_config, services, shutdown).await;
+    let tls_addr = tls.as_ref().map(|((_, at), _)| *at);
+    info!(%addr, tls_addr = ?tls_addr, aet = %config.dicom.aet, online = %online.root().display(), "listening");
+    on_listening(addr, tls_addr);
+    let plain = net::serve(
+        listener,
+        None,
+        net_config.clone(),
+        services.clone(),
+        shutdown.clone(),
+    );
+    match tls {
+        Some(((tls_listener, _), tls)) => {
+            let over_tls = net::serve(tls_listener, Some(tls), net_config, services, shutdown);
+            tokio::join!(plain, over_tls);
+        }
+        None => plain.await,
+    }
     if let Some(worker) = tiering {
         // It stops between two studies once shutdown is signalled.
         let _ = worker.await;
@@ -214,6 +232,7 @@ fn net_config(config: &Config) -> NetConfig {
             .map(|s| s.to_string())
             .collect(),
         max_associations: d.max_associations,
+        permits: Arc::new(tokio::sync::Semaphore::new(d.max_associations)),
         max_pdu_length: d.max_pdu_length,
         artim_timeout: d.artim_timeout(),
         timeouts: Timeouts {
@@ -227,6 +246,14 @@ fn net_config(config: &Config) -> NetConfig {
             connect_timeout: std::time::Duration::from_secs(config.retrieve.connect_timeout_secs),
         },
     }
+}
+
+/// A listener on `at`, and the address it is bound to (port 0 picks one).
+async fn bind(at: SocketAddr) -> Result<(TcpListener, SocketAddr), ServerError> {
+    let bind_error = |source| ServerError::Bind { addr: at, source };
+    let listener = TcpListener::bind(at).await.map_err(bind_error)?;
+    let addr = listener.local_addr().map_err(bind_error)?;
+    Ok((listener, addr))
 }
 
 /// The DIMSE services Strata offers, each delegated to its module.

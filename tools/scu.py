@@ -12,6 +12,9 @@
   scu.py find   HOST PORT --level STUDY [--model study|patient] [--charset CS]
                 [--cancel-after N] [--combined-datetime] -k KEY=VALUE...     one `MATCH {json}` line per match
 
+Every subcommand takes --tls-ca FILE (DICOM over TLS, the server checked against that CA) and
+--tls-cert FILE --tls-key FILE (a client certificate).
+
 store prints one line per file, flushed at once, so a caller killing the server mid-way
 knows exactly which instances were acknowledged:  `STATUS 0x0000 <SOP Instance UID>`.
 It ends with `DONE ok=N failed=M` or `ABORTED ok=N` when the association broke.
@@ -28,6 +31,18 @@ from pynetdicom import AE, build_context
 from pynetdicom.sop_class import Verification
 
 
+def tls_args(args):
+    """pynetdicom's tls_args for --tls-ca (and a client certificate), or None."""
+    if not args.tls_ca:
+        return None
+    import ssl
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=args.tls_ca)
+    context.check_hostname = False
+    if args.tls_cert:
+        context.load_cert_chain(args.tls_cert, args.tls_key)
+    return (context, None)
+
+
 def connect(args, contexts, ext_neg=None):
     ae = AE(ae_title=args.aet)
     ae.acse_timeout = 10
@@ -35,7 +50,8 @@ def connect(args, contexts, ext_neg=None):
     ae.network_timeout = 30
     for ctx in contexts:
         ae.add_requested_context(*ctx)
-    return ae.associate(args.host, args.port, ae_title=args.aec, ext_neg=ext_neg)
+    return ae.associate(args.host, args.port, ae_title=args.aec, ext_neg=ext_neg,
+                        tls_args=tls_args(args))
 
 
 def cmd_store(args):
@@ -233,7 +249,7 @@ def cmd_get(args):
         ae.add_requested_context(cls, ts)
     roles = [build_role(cls, scp_role=True) for cls in dict.fromkeys(c for c, _ in contexts)]
     assoc = ae.associate(args.host, args.port, ae_title=args.aec, ext_neg=roles,
-                         evt_handlers=[(evt.EVT_C_STORE, on_store)])
+                         evt_handlers=[(evt.EVT_C_STORE, on_store)], tls_args=tls_args(args))
     state["assoc"] = assoc
     if not assoc.is_established:
         print("NOT_ESTABLISHED", flush=True)
@@ -275,6 +291,9 @@ def main():
         s.add_argument("port", type=int)
         s.add_argument("--aet", default="PYNETDICOM")
         s.add_argument("--aec", default="STRATA")
+        s.add_argument("--tls-ca", default="")
+        s.add_argument("--tls-cert", default="")
+        s.add_argument("--tls-key", default="")
         if name == "store":
             s.add_argument("files", nargs="+")
         if name == "propose":

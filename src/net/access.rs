@@ -102,6 +102,10 @@ mod tests {
             dimse_timeout_secs: 1,
             idle_timeout_secs: 1,
             shutdown_grace_secs: 1,
+            tls_listen: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_ca: None,
         }
     }
 

@@ -1,4 +1,5 @@
-//! The accept loop: a bounded number of associations, ARTIM on negotiation, graceful shutdown.
+//! The accept loop: a bounded number of associations, ARTIM on negotiation, graceful shutdown;
+//! on the TLS listener the TLS handshake first, within the same ARTIM timeout.
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
@@ -6,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use dicom_ul::association::AsyncServerAssociation;
 use dicom_ul::pdu::{
     AssociationRJ, AssociationRJResult, AssociationRJServiceProviderPresentationReason,
     AssociationRJSource,
@@ -21,6 +23,7 @@ use super::access::AccessPolicy;
 use super::association::{self, RetrieveSettings, Timeouts};
 use super::handler::{AssociationContext, Services};
 use super::negotiation::Negotiator;
+use super::Wire;
 
 /// Everything the network layer needs to know, decided by the caller.
 #[derive(Debug, Clone)]
@@ -31,6 +34,8 @@ pub struct NetConfig {
     /// Transfer syntaxes we accept; the requestor's preference order picks among them.
     pub transfer_syntaxes: Vec<String>,
     pub max_associations: usize,
+    /// Permits for `max_associations`, shared by the plain and the TLS listener.
+    pub permits: Arc<Semaphore>,
     pub max_pdu_length: u32,
     pub artim_timeout: Duration,
     pub timeouts: Timeouts,
@@ -40,10 +45,11 @@ pub struct NetConfig {
 
 type Options = ServerAssociationOptions<'static, AccessPolicy, Negotiator>;
 
-/// Serves associations on `listener` until `shutdown` turns true, then waits up to the grace
-/// period for in-flight operations before returning.
+/// Serves associations on `listener` (over TLS with `tls`) until `shutdown` turns true, then
+/// waits up to the grace period for in-flight operations before returning.
 pub async fn serve<S: Services>(
     listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
     config: NetConfig,
     services: Arc<S>,
     mut shutdown: watch::Receiver<bool>,
@@ -61,9 +67,13 @@ pub async fn serve<S: Services>(
     for uid in &config.transfer_syntaxes {
         options = options.with_transfer_syntax(Cow::Owned(uid.clone()));
     }
+    let over_tls = tls.is_some();
+    if let Some(tls) = tls {
+        options = options.tls_config(tls);
+    }
     let options: Arc<Options> = Arc::new(options);
     let policy = Arc::new(config.policy.clone());
-    let permits = Arc::new(Semaphore::new(config.max_associations));
+    let permits = config.permits.clone();
     // Connections turned away still get a proper A-ASSOCIATE-RJ, but only this many at once.
     let reject_permits = Arc::new(Semaphore::new(config.max_associations.max(4)));
     let ids = AtomicU64::new(1);
@@ -92,6 +102,7 @@ pub async fn serve<S: Services>(
                 let id = ids.fetch_add(1, Ordering::Relaxed);
                 tasks.spawn(handle_connection(
                     stream,
+                    over_tls,
                     peer,
                     id,
                     permit,
@@ -135,6 +146,7 @@ pub async fn serve<S: Services>(
 #[allow(clippy::too_many_arguments)]
 async fn handle_connection<S: Services>(
     stream: TcpStream,
+    over_tls: bool,
     peer: SocketAddr,
     id: u64,
     _permit: OwnedSemaphorePermit,
@@ -144,36 +156,79 @@ async fn handle_connection<S: Services>(
     config: NetConfig,
     shutdown: watch::Receiver<bool>,
 ) {
-    let assoc =
-        match tokio::time::timeout(config.artim_timeout, options.establish_async(stream)).await {
-            Err(_) => {
-                info!(association = id, %peer, "ARTIM expired before A-ASSOCIATE-RQ");
-                return;
-            }
-            Ok(Err(e)) => {
-                // dicom-ul has already sent the A-ASSOCIATE-RJ or A-ABORT the error calls for.
-                info!(association = id, %peer, reason = %e, "association refused");
-                return;
-            }
-            Ok(Ok(assoc)) => assoc,
-        };
-    let ctx = AssociationContext {
+    let artim = config.artim_timeout;
+    let session = Session {
         id,
-        calling_ae: dicom_ul::association::Association::peer_ae_title(&assoc)
-            .trim()
-            .to_string(),
         peer,
-    };
-    association::serve(
-        assoc,
-        ctx,
         services,
         policy,
-        config.timeouts,
-        config.retrieve.clone(),
+        config,
         shutdown,
-    )
-    .await;
+    };
+    if over_tls {
+        // The TLS handshake counts against ARTIM like the A-ASSOCIATE-RQ.
+        if let Some(assoc) = negotiate(options.establish_tls_async(stream), artim, id, peer).await {
+            session.run(assoc).await;
+        }
+    } else if let Some(assoc) = negotiate(options.establish_async(stream), artim, id, peer).await {
+        session.run(assoc).await;
+    }
+}
+
+/// Awaits the association negotiation within ARTIM; `None` (logged) if it failed.
+async fn negotiate<W: Wire>(
+    establish: impl std::future::Future<
+        Output = Result<AsyncServerAssociation<W>, dicom_ul::association::Error>,
+    >,
+    artim: Duration,
+    id: u64,
+    peer: SocketAddr,
+) -> Option<AsyncServerAssociation<W>> {
+    match tokio::time::timeout(artim, establish).await {
+        Err(_) => {
+            info!(association = id, %peer, "ARTIM expired before A-ASSOCIATE-RQ");
+            None
+        }
+        Ok(Err(e)) => {
+            // dicom-ul has already sent the A-ASSOCIATE-RJ or A-ABORT the error calls for (a
+            // failed TLS handshake has had its alert).
+            info!(association = id, %peer, reason = %e, "association refused");
+            None
+        }
+        Ok(Ok(assoc)) => Some(assoc),
+    }
+}
+
+/// What an accepted connection needs once its association is established.
+struct Session<S> {
+    id: u64,
+    peer: SocketAddr,
+    services: Arc<S>,
+    policy: Arc<AccessPolicy>,
+    config: NetConfig,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl<S: Services> Session<S> {
+    async fn run<W: Wire>(self, assoc: AsyncServerAssociation<W>) {
+        let ctx = AssociationContext {
+            id: self.id,
+            calling_ae: dicom_ul::association::Association::peer_ae_title(&assoc)
+                .trim()
+                .to_string(),
+            peer: self.peer,
+        };
+        association::serve(
+            assoc,
+            ctx,
+            self.services,
+            self.policy,
+            self.config.timeouts,
+            self.config.retrieve.clone(),
+            self.shutdown,
+        )
+        .await;
+    }
 }
 
 /// Reads the A-ASSOCIATE-RQ and answers A-ASSOCIATE-RJ (transient, local limit exceeded).

@@ -10,6 +10,7 @@ pub mod handler;
 pub mod listener;
 pub mod negotiation;
 pub mod status;
+pub mod tls;
 
 pub use association::{RetrieveSettings, Timeouts};
 pub use handler::{
@@ -18,3 +19,8 @@ pub use handler::{
 };
 pub use listener::{serve, NetConfig};
 pub use status::Status;
+
+/// The byte stream under an association: plain TCP, or TLS over TCP (`[dicom] tls_listen`).
+pub trait Wire: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> Wire for T {}

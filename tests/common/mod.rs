@@ -302,6 +302,8 @@ pub struct TestServer {
     pub dir: PathBuf,
     pub config: PathBuf,
     pub port: u16,
+    /// The TLS listener's port, when the config has `tls_listen`.
+    pub tls_port: Option<u16>,
     child: Option<Child>,
     stderr_log: PathBuf,
     _temp: Option<tempfile::TempDir>,
@@ -373,12 +375,22 @@ impl TestServer {
                     std::fs::read_to_string(&stderr_log).unwrap_or_default()
                 )
             });
-        let port = line
-            .strip_prefix("listening on ")
-            .and_then(|a| a.rsplit(':').next())
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+        let port_of = |line: &str, prefix: &str| -> u16 {
+            line.strip_prefix(prefix)
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| p.parse().ok())
+                .unwrap_or_else(|| panic!("expected {prefix:?}, got {line:?}"))
+        };
+        let port = port_of(&line, "listening on ");
+        let tls_port = std::fs::read_to_string(&config)
+            .unwrap()
+            .contains("tls_listen")
+            .then(|| {
+                let line = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+                port_of(&line, "tls listening on ")
+            });
         TestServer {
+            tls_port,
             dir: dir.to_owned(),
             config,
             port,

@@ -6,9 +6,9 @@
 use std::future::Future;
 use std::task::Poll;
 
+use crate::net::Wire;
 use dicom_ul::association::{Association, AsyncServerAssociation};
 use dicom_ul::Pdu;
-use tokio::net::TcpStream;
 use tracing::info;
 
 use super::{encode_response, Header, Session};
@@ -22,9 +22,9 @@ const BATCH_BYTES: usize = 64 * 1024;
 
 impl<S: Services> Session<S> {
     /// Runs a C-FIND whose identifier has fully arrived, sending every response.
-    pub(super) async fn run_find(
+    pub(super) async fn run_find<W: Wire>(
         &mut self,
-        assoc: &mut AsyncServerAssociation<TcpStream>,
+        assoc: &mut AsyncServerAssociation<W>,
         header: &Header,
         identifier: Vec<u8>,
     ) -> Result<(), String> {
@@ -103,9 +103,9 @@ impl<S: Services> Session<S> {
 
     /// Whether a C-CANCEL-RQ for `message_id` is waiting, without blocking. Anything else that
     /// arrives mid-operation ends the association: we negotiate no asynchronous operations.
-    pub(super) async fn cancel_requested(
+    pub(super) async fn cancel_requested<W: Wire>(
         &mut self,
-        assoc: &mut AsyncServerAssociation<TcpStream>,
+        assoc: &mut AsyncServerAssociation<W>,
         message_id: u16,
     ) -> Result<bool, String> {
         loop {

@@ -12,10 +12,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::net::Wire;
 use dicom_ul::association::AsyncServerAssociation;
 use dicom_ul::pdu::{PDataValue, PDataValueType, PresentationContextResultReason};
 use dicom_ul::Pdu;
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
@@ -73,8 +73,8 @@ struct Context {
 
 /// Serves one association until it is released, aborted, times out or the server shuts down.
 /// In-flight operations finish before a shutdown aborts the association.
-pub(crate) async fn serve<S: Services>(
-    mut assoc: AsyncServerAssociation<TcpStream>,
+pub(crate) async fn serve<S: Services, W: Wire>(
+    mut assoc: AsyncServerAssociation<W>,
     ctx: AssociationContext,
     services: Arc<S>,
     policy: Arc<AccessPolicy>,
@@ -227,9 +227,9 @@ struct Session<S: Services> {
 
 impl<S: Services> Session<S> {
     /// Handles one P-DATA-TF PDU. An error is a protocol violation: abort.
-    async fn on_pdata(
+    async fn on_pdata<W: Wire>(
         &mut self,
-        assoc: &mut AsyncServerAssociation<TcpStream>,
+        assoc: &mut AsyncServerAssociation<W>,
         values: Vec<PDataValue>,
     ) -> Result<(), String> {
         for pdv in values {
@@ -253,9 +253,9 @@ impl<S: Services> Session<S> {
         Ok(())
     }
 
-    async fn on_command(
+    async fn on_command<W: Wire>(
         &mut self,
-        assoc: &mut AsyncServerAssociation<TcpStream>,
+        assoc: &mut AsyncServerAssociation<W>,
         context_id: u8,
         command: CommandSet,
     ) -> Result<(), String> {
@@ -390,9 +390,9 @@ impl<S: Services> Session<S> {
         }
     }
 
-    async fn on_data(
+    async fn on_data<W: Wire>(
         &mut self,
-        assoc: &mut AsyncServerAssociation<TcpStream>,
+        assoc: &mut AsyncServerAssociation<W>,
         bytes: Vec<u8>,
         last: bool,
     ) -> Result<(), String> {
@@ -478,9 +478,9 @@ impl<S: Services> Session<S> {
     }
 
     /// Sends a response without a data set.
-    async fn respond(
+    async fn respond<W: Wire>(
         &self,
-        assoc: &mut AsyncServerAssociation<TcpStream>,
+        assoc: &mut AsyncServerAssociation<W>,
         header: &Header,
         outcome: Outcome,
     ) -> Result<(), String> {
@@ -489,9 +489,9 @@ impl<S: Services> Session<S> {
 
     /// Sends a response, followed by its data set if there is one, split into P-DATA
     /// fragments no larger than the requestor accepts.
-    async fn respond_with(
+    async fn respond_with<W: Wire>(
         &self,
-        assoc: &mut AsyncServerAssociation<TcpStream>,
+        assoc: &mut AsyncServerAssociation<W>,
         header: &Header,
         outcome: Outcome,
         data_set: Option<&[u8]>,
@@ -501,9 +501,9 @@ impl<S: Services> Session<S> {
     }
 
     /// Sends a C-MOVE/C-GET response with its sub-operation counts.
-    async fn respond_counts(
+    async fn respond_counts<W: Wire>(
         &self,
-        assoc: &mut AsyncServerAssociation<TcpStream>,
+        assoc: &mut AsyncServerAssociation<W>,
         header: &Header,
         outcome: Outcome,
         counts: SubOperations,
@@ -513,9 +513,9 @@ impl<S: Services> Session<S> {
             .await
     }
 
-    async fn send_response(
+    async fn send_response<W: Wire>(
         &self,
-        assoc: &mut AsyncServerAssociation<TcpStream>,
+        assoc: &mut AsyncServerAssociation<W>,
         header: &Header,
         outcome: Outcome,
         sub_operations: Option<SubOperations>,
@@ -535,9 +535,9 @@ impl<S: Services> Session<S> {
 
     /// Writes already encoded PDUs in one go, within the send timeout: a response and its
     /// data set, or a batch of C-FIND responses, cost one system call rather than one per PDU.
-    async fn send_wire(
+    async fn send_wire<W: Wire>(
         &self,
-        assoc: &mut AsyncServerAssociation<TcpStream>,
+        assoc: &mut AsyncServerAssociation<W>,
         header: &Header,
         wire: &[u8],
     ) -> Result<(), String> {

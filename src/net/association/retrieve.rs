@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::net::Wire;
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::tags;
 use dicom_encoding::TransferSyntaxIndex;
@@ -14,7 +15,6 @@ use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use dicom_ul::association::{Association, AsyncServerAssociation};
 use dicom_ul::pdu::PresentationContextResultReason;
 use dicom_ul::{ClientAssociationOptions, Pdu};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
@@ -92,9 +92,9 @@ struct WorkerReport {
 
 impl<S: Services> Session<S> {
     /// Runs a C-MOVE (`is_move`) or C-GET whose identifier has fully arrived.
-    pub(super) async fn run_retrieve(
+    pub(super) async fn run_retrieve<W: Wire>(
         &mut self,
-        assoc: &mut AsyncServerAssociation<TcpStream>,
+        assoc: &mut AsyncServerAssociation<W>,
         header: &Header,
         identifier: Vec<u8>,
         is_move: bool,
@@ -184,9 +184,9 @@ impl<S: Services> Session<S> {
 
     /// C-GET: sub-operations go back over this association, on the storage contexts the
     /// requestor accepted with the SCP role. Returns whether a C-CANCEL stopped it.
-    async fn get_back(
+    async fn get_back<W: Wire>(
         &mut self,
-        assoc: &mut AsyncServerAssociation<TcpStream>,
+        assoc: &mut AsyncServerAssociation<W>,
         header: &Header,
         retrieval: &Arc<S::Retrieval>,
         tally: &mut Tally,
@@ -236,9 +236,9 @@ impl<S: Services> Session<S> {
     /// C-MOVE: workers open associations to the destination and run the sub-operations; this
     /// loop relays their results as Pending responses and watches the requestor for C-CANCEL.
     #[allow(clippy::too_many_arguments)]
-    async fn move_to(
+    async fn move_to<W: Wire>(
         &mut self,
-        assoc: &mut AsyncServerAssociation<TcpStream>,
+        assoc: &mut AsyncServerAssociation<W>,
         header: &Header,
         retrieval: &Arc<S::Retrieval>,
         destination_aet: &str,
@@ -450,7 +450,7 @@ fn choose_context(item: &RetrieveItem, accepted: &[Accepted]) -> Option<(u8, Str
 /// it, and returns what happened and whether a watched C-CANCEL arrived meanwhile. An
 /// instance the reader could not provide fails without being sent.
 #[allow(clippy::too_many_arguments)]
-async fn sub_operation<A>(
+async fn sub_operation<A, W>(
     assoc: &mut A,
     assembler: &mut MessageAssembler,
     timeout: Duration,
@@ -462,7 +462,8 @@ async fn sub_operation<A>(
     watch_cancel: Option<u16>,
 ) -> Result<(Done, bool), SubOpError>
 where
-    A: dicom_ul::association::AsyncAssociation<TcpStream> + Send,
+    A: dicom_ul::association::AsyncAssociation<W> + Send,
+    W: Wire,
 {
     let (length, warning) = match next_start(pieces, planned.index).await {
         Ok(start) => start,

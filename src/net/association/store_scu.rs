@@ -8,8 +8,9 @@ use std::time::Duration;
 use dicom_ul::association::AsyncAssociation;
 use dicom_ul::pdu::{PDataValue, PDataValueType};
 use dicom_ul::Pdu;
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
+
+use crate::net::Wire;
 
 use crate::net::command::{CommandField, CommandSet};
 use crate::net::dimse::{DimseEvent, MessageAssembler};
@@ -51,7 +52,7 @@ pub(super) struct StoreCommand<'a> {
 /// Sends one C-STORE-RQ with the data set taken from `pieces` (exactly `length` bytes of
 /// `Piece::Data`), then waits for its C-STORE-RSP. A C-CANCEL-RQ for `watch_cancel` arriving
 /// meanwhile is remembered, not acted on: the sub-operation in flight completes first.
-pub(super) async fn store<A>(
+pub(super) async fn store<A, W>(
     assoc: &mut A,
     assembler: &mut MessageAssembler,
     timeout: Duration,
@@ -60,7 +61,8 @@ pub(super) async fn store<A>(
     watch_cancel: Option<u16>,
 ) -> Result<StoreAnswer, SubOpError>
 where
-    A: AsyncAssociation<TcpStream> + Send,
+    A: AsyncAssociation<W> + Send,
+    W: Wire,
 {
     let mut rq = CommandSet::request(
         CommandField::CStoreRq,
@@ -168,7 +170,7 @@ where
     }
 }
 
-async fn send<A>(
+async fn send<A, W>(
     assoc: &mut A,
     timeout: Duration,
     context_id: u8,
@@ -177,7 +179,8 @@ async fn send<A>(
     data: Vec<u8>,
 ) -> Result<(), SubOpError>
 where
-    A: AsyncAssociation<TcpStream> + Send,
+    A: AsyncAssociation<W> + Send,
+    W: Wire,
 {
     let pdu = Pdu::PData {
         data: vec![PDataValue {

@@ -1,0 +1,204 @@
+//! DICOM over TLS (`[dicom] tls_listen`) with DCMTK's tools built with OpenSSL (echo, store,
+//! find) and pynetdicom over Python's ssl (get: DCMTK 3.6.7's getscu has no TLS), bit-identical
+//! as on the plain port; anonymous clients when no CA is
+//! configured; with `tls_ca`, client certificates required and verified (none, untrusted and
+//! expired ones refused, logged, and the server keeps serving); plain DICOM on the TLS port
+//! refused. Certificates come from `tools/make-test-certs.sh`.
+
+mod common;
+
+use std::path::Path;
+use std::process::Output;
+
+use common::*;
+
+/// A throwaway PKI (`tools/make-test-certs.sh`).
+fn certificates() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(repo().join("tools/make-test-certs.sh"))
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    dir
+}
+
+/// A server with a TLS listener using the PKI in `certs`, requiring client certificates
+/// signed by its CA when `verify_clients`.
+fn tls_server(certs: &Path, verify_clients: bool) -> TestServer {
+    let file = |name: &str| certs.join(name).display().to_string();
+    let ca = if verify_clients {
+        format!("tls_ca = \"{}\"\n", file("ca.crt"))
+    } else {
+        String::new()
+    };
+    let server = TestServer::start(&format!(
+        "tls_listen = \"127.0.0.1:0\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n{ca}",
+        file("server.crt"),
+        file("server.key")
+    ));
+    assert!(server.tls_port.is_some());
+    server
+}
+
+/// DCMTK's TLS options: trust our CA, and present `client` (`client`, `untrusted`, `expired`)
+/// or no certificate (anonymous) when None.
+fn tls_args(certs: &Path, client: Option<&str>) -> Vec<String> {
+    let mut args: Vec<String> = match client {
+        Some(name) => vec![
+            "+tls".into(),
+            certs.join(format!("{name}.key")).display().to_string(),
+            certs.join(format!("{name}.crt")).display().to_string(),
+        ],
+        None => vec!["+tla".into()],
+    };
+    args.extend(["+cf".into(), certs.join("ca.crt").display().to_string()]);
+    args
+}
+
+fn echo_over_tls(server: &TestServer, certs: &Path, client: Option<&str>) -> Output {
+    dcmtk("echoscu")
+        .args(tls_args(certs, client))
+        .args(["-aet", "MODALITY", "-aec", "STRATA", "127.0.0.1"])
+        .arg(server.tls_port.unwrap().to_string())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn dcmtk_stores_finds_and_gets_over_tls_as_on_the_plain_port() {
+    let certs = certificates();
+    let certs = certs.path();
+    let server = tls_server(certs, false);
+    let corpus = Corpus::small(1, 3, 1, 2, 81);
+    let tls_port = server.tls_port.unwrap().to_string();
+
+    let out = echo_over_tls(&server, certs, None);
+    assert!(out.status.success(), "echoscu over TLS: {}", text(&out));
+
+    let out = dcmtk("storescu")
+        .args(tls_args(certs, None))
+        .args(["-aet", "MODALITY", "-aec", "STRATA", "127.0.0.1", &tls_port])
+        .args(corpus.paths())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "storescu over TLS: {}", text(&out));
+    assert_eq!(server.instances(), 5);
+
+    let study = corpus.study_uids()[0].clone();
+    let out = text(
+        &dcmtk("findscu")
+            .args(tls_args(certs, None))
+            .args(["-S", "-aet", "VIEWER", "-aec", "STRATA"])
+            .args(["-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID"])
+            .args([
+                "-k",
+                "NumberOfStudyRelatedInstances",
+                "127.0.0.1",
+                &tls_port,
+            ])
+            .output()
+            .unwrap(),
+    );
+    assert!(out.contains(&study), "{out}");
+    assert!(
+        out.contains("[3 ]"),
+        "NumberOfStudyRelatedInstances 3: {out}"
+    );
+
+    // C-GET over TLS (pynetdicom: DCMTK 3.6.7's getscu and movescu have no TLS): the same
+    // bytes as stored.
+    let got = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(python())
+        .arg(repo().join("tools/scu.py"))
+        .args(["get", "127.0.0.1", &tls_port, "--aet", "VIEWER", "--tls-ca"])
+        .arg(certs.join("ca.crt"))
+        .arg("--out")
+        .arg(got.path())
+        .arg("-k")
+        .arg(format!("StudyInstanceUID={study}"))
+        .output()
+        .unwrap();
+    let out_text = text(&out);
+    assert!(out.status.success(), "scu.py get over TLS: {out_text}");
+    assert!(
+        out_text.contains("FINAL 0x0000 remaining=- completed=3 failed=0"),
+        "{out_text}"
+    );
+    assert_same_data_sets(
+        &received(got.path()),
+        &originals(&corpus, &study),
+        "C-GET over TLS",
+    );
+}
+
+#[test]
+fn with_a_ca_only_clients_with_a_valid_certificate_it_signed_get_in() {
+    let certs = certificates();
+    let certs = certs.path();
+    let server = tls_server(certs, true);
+    let out = echo_over_tls(&server, certs, Some("client"));
+    assert!(
+        out.status.success(),
+        "a valid client certificate: {}",
+        text(&out)
+    );
+    let refused_before = server.log().matches("association refused").count();
+    for client in [None, Some("untrusted"), Some("expired")] {
+        let out = echo_over_tls(&server, certs, client);
+        assert!(!out.status.success(), "{client:?} got in: {}", text(&out));
+    }
+    let log = server.log_when(|l| l.matches("association refused").count() >= refused_before + 3);
+    assert_eq!(
+        log.matches("association refused").count(),
+        refused_before + 3,
+        "every refused handshake is logged: {log}"
+    );
+    // Still serving, on both ports.
+    let out = echo_over_tls(&server, certs, Some("client"));
+    assert!(out.status.success(), "{}", text(&out));
+    let (ok, log) = server.echoscu("MODALITY", "STRATA");
+    assert!(ok, "{log}");
+}
+
+#[test]
+fn plain_dicom_on_the_tls_port_is_refused_and_tls_on_the_plain_port_too() {
+    let certs = certificates();
+    let certs = certs.path();
+    let server = tls_server(certs, false);
+    let plain_on_tls = dcmtk("echoscu")
+        .args([
+            "-to",
+            "5",
+            "-aet",
+            "MODALITY",
+            "-aec",
+            "STRATA",
+            "127.0.0.1",
+        ])
+        .arg(server.tls_port.unwrap().to_string())
+        .output()
+        .unwrap();
+    assert!(!plain_on_tls.status.success(), "{}", text(&plain_on_tls));
+    let tls_on_plain = dcmtk("echoscu")
+        .args(tls_args(certs, None))
+        .args([
+            "-to",
+            "5",
+            "-aet",
+            "MODALITY",
+            "-aec",
+            "STRATA",
+            "127.0.0.1",
+        ])
+        .arg(server.port.to_string())
+        .output()
+        .unwrap();
+    assert!(!tls_on_plain.status.success(), "{}", text(&tls_on_plain));
+    let log = server.log_when(|l| l.matches("association refused").count() >= 2);
+    assert!(log.matches("association refused").count() >= 2, "{log}");
+    let out = echo_over_tls(&server, certs, None);
+    assert!(out.status.success(), "{}", text(&out));
+    let (ok, log) = server.echoscu("MODALITY", "STRATA");
+    assert!(ok, "{log}");
+}
