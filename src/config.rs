@@ -405,6 +405,10 @@ pub struct PeerConfig {
     /// DIMSE services this peer may request of us.
     #[serde(default = "defaults::allow_all")]
     pub allow: Vec<Service>,
+    /// Associations we open to this peer (C-MOVE sub-operations) use TLS, with our
+    /// `tls_cert` as client certificate and the peer's checked against `tls_ca`.
+    #[serde(default)]
+    pub tls: bool,
 }
 
 /// A DIMSE service a peer may be allowed to use.
@@ -616,6 +620,13 @@ impl Config {
         let d = &self.dicom;
         if d.tls_listen.is_some() && (d.tls_cert.is_none() || d.tls_key.is_none()) {
             return Err("dicom.tls_listen needs dicom.tls_cert and dicom.tls_key".into());
+        }
+        let client_tls = d.tls_ca.is_some() && d.tls_cert.is_some() && d.tls_key.is_some();
+        if let Some(peer) = d.peers.iter().find(|p| p.tls && !client_tls) {
+            return Err(format!(
+                "dicom.peers {:?} has tls = true: that needs dicom.tls_ca, tls_cert and tls_key",
+                peer.aet
+            ));
         }
         if !self.tiering.window.is_empty() && parse_window(&self.tiering.window).is_none() {
             return Err(format!(

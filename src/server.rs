@@ -102,7 +102,14 @@ pub async fn run(
             },
         ),
     });
-    let net_config = net_config(&config);
+    let mut net_config = net_config(&config);
+    if let (Some(ca), Some(cert), Some(key)) = (
+        &config.dicom.tls_ca,
+        &config.dicom.tls_cert,
+        &config.dicom.tls_key,
+    ) {
+        net_config.retrieve.tls = Some(tls::client_config(ca, cert, key)?);
+    }
     let converter = Arc::new(
         Converter::new(
             locator.clone(),
@@ -244,6 +251,7 @@ fn net_config(config: &Config) -> NetConfig {
             move_associations: config.retrieve.move_associations,
             max_pdu_length: d.max_pdu_length,
             connect_timeout: std::time::Duration::from_secs(config.retrieve.connect_timeout_secs),
+            tls: None,
         },
     }
 }

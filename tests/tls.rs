@@ -26,6 +26,10 @@ fn certificates() -> tempfile::TempDir {
 /// A server with a TLS listener using the PKI in `certs`, requiring client certificates
 /// signed by its CA when `verify_clients`.
 fn tls_server(certs: &Path, verify_clients: bool) -> TestServer {
+    tls_server_with(certs, verify_clients, "")
+}
+
+fn tls_server_with(certs: &Path, verify_clients: bool, peers: &str) -> TestServer {
     let file = |name: &str| certs.join(name).display().to_string();
     let ca = if verify_clients {
         format!("tls_ca = \"{}\"\n", file("ca.crt"))
@@ -33,7 +37,7 @@ fn tls_server(certs: &Path, verify_clients: bool) -> TestServer {
         String::new()
     };
     let server = TestServer::start(&format!(
-        "tls_listen = \"127.0.0.1:0\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n{ca}",
+        "tls_listen = \"127.0.0.1:0\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n{ca}{peers}",
         file("server.crt"),
         file("server.key")
     ));
@@ -201,4 +205,58 @@ fn plain_dicom_on_the_tls_port_is_refused_and_tls_on_the_plain_port_too() {
     assert!(out.status.success(), "{}", text(&out));
     let (ok, log) = server.echoscu("MODALITY", "STRATA");
     assert!(ok, "{log}");
+}
+
+#[test]
+fn c_move_to_a_peer_marked_tls_goes_over_tls_to_dcmtk_storescp() {
+    let certs = certificates();
+    let certs = certs.path();
+    let corpus = Corpus::small(1, 3, 0, 1, 82);
+    let file = |name: &str| certs.join(name).display().to_string();
+    // storescp +tls requires and checks a client certificate: Strata presents its own.
+    let tls_dest_dir = tempfile::tempdir().unwrap();
+    let tls_dest = DcmtkStorescp::start_with(
+        "TLSDEST",
+        tls_dest_dir.path(),
+        &[
+            "+tls".into(),
+            file("server.key"),
+            file("server.crt"),
+            "+cf".into(),
+            file("ca.crt"),
+        ],
+    );
+    // A plain destination marked tls = true: the handshake fails, nothing is sent in clear.
+    let plain_dir = tempfile::tempdir().unwrap();
+    let plain = DcmtkStorescp::start("PLAIN", plain_dir.path());
+    let peers = format!(
+        "[[dicom.peers]]\naet = \"TLSDEST\"\nhost = \"127.0.0.1\"\nport = {}\ntls = true\n\
+         [[dicom.peers]]\naet = \"PLAIN\"\nhost = \"127.0.0.1\"\nport = {}\ntls = true\n",
+        tls_dest.port, plain.port
+    );
+    let server = tls_server_with(certs, true, &peers);
+    server.store(&corpus);
+    let study = corpus.study_uids()[0].clone();
+    let key = format!("StudyInstanceUID={study}");
+    let out = text(&server.scu("move", "VIEWER", &["--dest", "TLSDEST", "-k", &key]));
+    assert!(
+        out.contains("FINAL 0x0000 remaining=- completed=3 failed=0"),
+        "{out}"
+    );
+    assert_same_data_sets(
+        &received(tls_dest_dir.path()),
+        &originals(&corpus, &study),
+        "C-MOVE over TLS",
+    );
+    let out = text(&server.scu("move", "VIEWER", &["--dest", "PLAIN", "-k", &key]));
+    assert!(
+        out.contains("FINAL 0xA702 remaining=- completed=0 failed=3"),
+        "{out}"
+    );
+    assert!(files_below(plain_dir.path()).is_empty(), "sent in clear");
+    let log = server.log_when(|l| l.contains("cannot associate with the move destination"));
+    assert!(
+        log.contains("cannot associate with the move destination"),
+        "{log}"
+    );
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Makes a throwaway PKI for DICOM TLS tests with openssl, in DIR (created):
 #   ca.crt/.key            the test CA
-#   server.crt/.key        CN=strata, SAN localhost and 127.0.0.1, signed by the CA
+#   server.crt/.key        CN=strata, SAN localhost and 127.0.0.1, server and client use
 #   client.crt/.key        CN=MODALITY, a client certificate signed by the CA
 #   untrusted.crt/.key     a client certificate signed by another CA (other-ca.crt)
 #   expired.crt/.key       a client certificate signed by the CA, valid only in January 2020
@@ -34,7 +34,8 @@ subjectAltName=$5"
 
 ca ca "/CN=Strata test CA"
 ca other-ca "/CN=Another CA"
-leaf server "/CN=strata" ca serverAuth "DNS:localhost,IP:127.0.0.1"
+# The server's certificate also identifies it as a client (C-MOVE to peers over TLS).
+leaf server "/CN=strata" ca serverAuth,clientAuth "DNS:localhost,IP:127.0.0.1"
 leaf client "/CN=MODALITY" ca clientAuth
 leaf untrusted "/CN=INTRUDER" other-ca clientAuth
 

@@ -14,8 +14,8 @@ pub struct AccessPolicy {
     our_aet: String,
     accept_unknown_callers: bool,
     peers: HashMap<String, HashSet<Service>>,
-    /// Network addresses of known peers: C-MOVE destinations.
-    addresses: HashMap<String, (String, u16)>,
+    /// Network addresses of known peers (host, port, over TLS): C-MOVE destinations.
+    addresses: HashMap<String, (String, u16, bool)>,
 }
 
 /// Services granted to callers missing from the peer list when they are accepted at all.
@@ -36,7 +36,7 @@ impl AccessPolicy {
             addresses: config
                 .peers
                 .iter()
-                .map(|p| (p.aet.trim().to_string(), (p.host.clone(), p.port)))
+                .map(|p| (p.aet.trim().to_string(), (p.host.clone(), p.port, p.tls)))
                 .collect(),
         }
     }
@@ -46,11 +46,11 @@ impl AccessPolicy {
         &self.our_aet
     }
 
-    /// Host and port of a known peer, for C-MOVE.
-    pub fn destination(&self, aet: &str) -> Option<(&str, u16)> {
+    /// Host, port and whether to use TLS, of a known peer, for C-MOVE.
+    pub fn destination(&self, aet: &str) -> Option<(&str, u16, bool)> {
         self.addresses
             .get(aet.trim())
-            .map(|(host, port)| (host.as_str(), *port))
+            .map(|(host, port, tls)| (host.as_str(), *port, *tls))
     }
 
     /// Whether `calling_ae` may use `service`.
@@ -95,6 +95,7 @@ mod tests {
                 host: "127.0.0.1".into(),
                 port: 1,
                 allow: vec![Service::Echo, Service::Find],
+                tls: false,
             }],
             max_associations: 1,
             max_pdu_length: 16384,

@@ -1,6 +1,7 @@
 //! DICOM over TLS (PS3.15 Annex B, the BCP 195 profile): the rustls configuration of the TLS
 //! listener. TLS 1.3 and 1.2 only, with rustls's cipher suites (ECDHE key exchange and AEAD
 //! ciphers, as BCP 195 asks); with a CA file, clients must present a certificate it signed.
+//! And the client side, for associations we open to peers marked `tls = true`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -8,7 +9,7 @@ use std::sync::Arc;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig};
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
 /// Why the TLS listener cannot be configured.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +59,31 @@ pub fn server_config(
         certificates(cert, "certificate")?,
         key,
     )?))
+}
+
+/// The client side, for C-MOVE sub-associations to peers with `tls = true`: their
+/// certificates are checked against `ca`, and we present `cert` (whose extended key usage
+/// should include clientAuth).
+pub fn client_config(ca: &Path, cert: &Path, key: &Path) -> Result<Arc<ClientConfig>, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|source| TlsError::Pem {
+        what: "private key",
+        path: key.to_owned(),
+        source,
+    })?;
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_root_certificates(roots(ca)?)
+        .with_client_auth_cert(certificates(cert, "certificate")?, key)?;
+    Ok(Arc::new(config))
+}
+
+fn roots(ca: &Path) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for der in certificates(ca, "CA certificates")? {
+        roots.add(der)?;
+    }
+    Ok(roots)
 }
 
 fn certificates(path: &Path, what: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {

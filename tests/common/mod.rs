@@ -848,12 +848,18 @@ pub struct DcmtkStorescp {
 
 impl DcmtkStorescp {
     pub fn start(aet: &str, out: &Path) -> DcmtkStorescp {
+        DcmtkStorescp::start_with(aet, out, &[])
+    }
+
+    /// With more storescp options (`+tls KEY CERT +cf CA` for TLS).
+    pub fn start_with(aet: &str, out: &Path, options: &[String]) -> DcmtkStorescp {
         use std::sync::atomic::{AtomicBool, Ordering};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let port = listener.local_addr().unwrap().port();
         let stop = std::sync::Arc::new(AtomicBool::new(false));
         let (aet, out, stopping) = (aet.to_string(), out.to_path_buf(), stop.clone());
+        let options = options.to_vec();
         let acceptor = std::thread::spawn(move || {
             let mut children = Vec::new();
             while !stopping.load(Ordering::Relaxed) {
@@ -862,7 +868,9 @@ impl DcmtkStorescp {
                         stream.set_nonblocking(false).unwrap();
                         let output = stream.try_clone().unwrap();
                         let child = dcmtk("storescp")
-                            .args(["--inetd", "-aet", &aet, "+B", "-od"])
+                            .args(["--inetd", "-aet", &aet, "+B"])
+                            .args(&options)
+                            .arg("-od")
                             .arg(&out)
                             .stdin(Stdio::from(std::os::fd::OwnedFd::from(stream)))
                             .stdout(Stdio::from(std::os::fd::OwnedFd::from(output)))

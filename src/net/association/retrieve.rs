@@ -12,7 +12,7 @@ use dicom_dictionary_std::tags;
 use dicom_encoding::TransferSyntaxIndex;
 use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
-use dicom_ul::association::{Association, AsyncServerAssociation};
+use dicom_ul::association::{Association, AsyncClientAssociation, AsyncServerAssociation};
 use dicom_ul::pdu::PresentationContextResultReason;
 use dicom_ul::{ClientAssociationOptions, Pdu};
 use tokio::sync::{mpsc, watch};
@@ -35,6 +35,24 @@ pub struct RetrieveSettings {
     pub max_pdu_length: u32,
     /// How long connecting and negotiating with a C-MOVE destination may take.
     pub connect_timeout: Duration,
+    /// The TLS client side, for destinations with `tls = true` (None: not configured).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// A C-MOVE sub-association, over plain TCP or TLS.
+enum Sub {
+    Plain(AsyncClientAssociation<tokio::net::TcpStream>),
+    Tls(AsyncClientAssociation<dicom_ul::association::client::AsyncTlsStream>),
+}
+
+/// A C-MOVE destination: a `[[dicom.peers]]` entry.
+#[derive(Debug, Clone)]
+struct Destination {
+    aet: String,
+    host: String,
+    /// `host:port`.
+    address: String,
+    tls: bool,
 }
 
 /// Most presentation contexts one association may propose (ids 1, 3, ... 255).
@@ -103,7 +121,12 @@ impl<S: Services> Session<S> {
         let destination = if is_move {
             let aet = header.move_destination.clone().unwrap_or_default();
             match self.policy.destination(&aet) {
-                Some((host, port)) => Some((aet, format!("{host}:{port}"))),
+                Some((host, port, tls)) => Some(Destination {
+                    address: format!("{host}:{port}"),
+                    host: host.to_string(),
+                    tls,
+                    aet,
+                }),
                 None => {
                     info!(association = self.ctx.id, calling_ae = %self.ctx.calling_ae, destination = %aet, "C-MOVE to an unknown destination");
                     let outcome = Outcome::failure(
@@ -132,16 +155,15 @@ impl<S: Services> Session<S> {
             total: retrieval.items().len() as u32,
             ..Tally::default()
         };
-        info!(association = self.ctx.id, calling_ae = %self.ctx.calling_ae, instances = tally.total, destination = destination.as_ref().map(|d| d.0.as_str()).unwrap_or(""), "{op} started");
+        info!(association = self.ctx.id, calling_ae = %self.ctx.calling_ae, instances = tally.total, destination = destination.as_ref().map(|d| d.aet.as_str()).unwrap_or(""), "{op} started");
         let mut first_failure = None;
         let cancelled = match destination {
-            Some((aet, address)) => {
+            Some(destination) => {
                 self.move_to(
                     assoc,
                     header,
                     &retrieval,
-                    &aet,
-                    &address,
+                    &destination,
                     &mut tally,
                     &mut first_failure,
                 )
@@ -241,8 +263,7 @@ impl<S: Services> Session<S> {
         assoc: &mut AsyncServerAssociation<W>,
         header: &Header,
         retrieval: &Arc<S::Retrieval>,
-        destination_aet: &str,
-        address: &str,
+        destination: &Destination,
         tally: &mut Tally,
         first_failure: &mut Option<String>,
     ) -> Result<bool, String> {
@@ -261,8 +282,7 @@ impl<S: Services> Session<S> {
                 retrieval: retrieval.clone(),
                 share,
                 our_aet: self.policy.our_aet().to_string(),
-                destination_aet: destination_aet.to_string(),
-                address: address.to_string(),
+                destination: destination.clone(),
                 originator: (self.ctx.calling_ae.clone(), header.message_id),
                 settings: self.retrieve.clone(),
                 timeout: self.send_timeout,
@@ -518,8 +538,7 @@ struct MoveJob<R> {
     retrieval: Arc<R>,
     share: Vec<usize>,
     our_aet: String,
-    destination_aet: String,
-    address: String,
+    destination: Destination,
     originator: (String, u16),
     settings: RetrieveSettings,
     timeout: Duration,
@@ -566,38 +585,71 @@ impl<R: Retrieval> MoveJob<R> {
         }
         let mut options = ClientAssociationOptions::new()
             .calling_ae_title(self.our_aet.clone())
-            .called_ae_title(self.destination_aet.clone())
+            .called_ae_title(self.destination.aet.clone())
             .max_pdu_length(self.settings.max_pdu_length);
         for (abstract_syntax, ts) in &proposals {
             options = options.with_presentation_context(abstract_syntax.clone(), ts.clone());
         }
-        let established = tokio::time::timeout(
-            self.settings.connect_timeout,
-            options.establish_async(self.address.as_str()),
-        )
-        .await;
-        let mut sub = match established {
-            Ok(Ok(sub)) => sub,
-            Ok(Err(e)) => {
-                warn!(association = self.association, destination = %self.destination_aet, error = %e, "cannot associate with the move destination");
-                fail_all(
-                    format!("cannot associate with {}: {e}", self.destination_aet),
-                    0,
-                )
-                .await;
-                return;
+        let connect = self.settings.connect_timeout;
+        let address = self.destination.address.as_str();
+        let established = match (&self.settings.tls, self.destination.tls) {
+            (_, false) => tokio::time::timeout(connect, options.establish_async(address))
+                .await
+                .map(|r| r.map(Sub::Plain)),
+            (Some(tls), true) => {
+                let options = options
+                    .tls_config(tls.clone())
+                    .server_name(&self.destination.host);
+                tokio::time::timeout(connect, options.establish_tls_async(address))
+                    .await
+                    .map(|r| r.map(Sub::Tls))
             }
-            Err(_) => {
-                warn!(association = self.association, destination = %self.destination_aet, "move destination did not answer in time");
-                fail_all(
-                    format!("{} did not answer in time", self.destination_aet),
-                    0,
-                )
-                .await;
+            // Refused when the config is loaded, so not expected here.
+            (None, true) => {
+                let reason = format!(
+                    "{}: tls = true but no TLS client configured",
+                    self.destination.aet
+                );
+                fail_all(reason, 0).await;
                 return;
             }
         };
-        let _ = sub.inner_stream().set_nodelay(true);
+        match established {
+            Ok(Ok(Sub::Plain(mut sub))) => {
+                let _ = sub.inner_stream().set_nodelay(true);
+                self.send_share(sub, &reports, &cancel).await;
+            }
+            Ok(Ok(Sub::Tls(mut sub))) => {
+                let _ = sub.inner_stream().get_ref().0.set_nodelay(true);
+                self.send_share(sub, &reports, &cancel).await;
+            }
+            Ok(Err(e)) => {
+                warn!(association = self.association, destination = %self.destination.aet, error = %e, "cannot associate with the move destination");
+                fail_all(
+                    format!("cannot associate with {}: {e}", self.destination.aet),
+                    0,
+                )
+                .await;
+            }
+            Err(_) => {
+                warn!(association = self.association, destination = %self.destination.aet, "move destination did not answer in time");
+                fail_all(
+                    format!("{} did not answer in time", self.destination.aet),
+                    0,
+                )
+                .await;
+            }
+        }
+    }
+
+    /// Runs this job's share of the sub-operations on the established association `sub`.
+    async fn send_share<W: Wire>(
+        &self,
+        mut sub: AsyncClientAssociation<W>,
+        reports: &mpsc::Sender<WorkerReport>,
+        cancel: &watch::Receiver<bool>,
+    ) {
+        let items = self.retrieval.items();
         let plan = plan(
             items,
             self.share.iter().copied(),
@@ -606,7 +658,7 @@ impl<R: Retrieval> MoveJob<R> {
         for &index in &plan.unsendable {
             let done = Done::Failed(format!(
                 "{} accepted no context for SOP class {}",
-                self.destination_aet, items[index].sop_class_uid
+                self.destination.aet, items[index].sop_class_uid
             ));
             if reports.send(WorkerReport { index, done }).await.is_err() {
                 let _ = sub.abort().await;
@@ -639,7 +691,7 @@ impl<R: Retrieval> MoveJob<R> {
                 Err(e) => {
                     // This and every later instance of the share fail with the association.
                     let reason = e.to_string();
-                    warn!(association = self.association, destination = %self.destination_aet, %reason, "move sub-association lost");
+                    warn!(association = self.association, destination = %self.destination.aet, %reason, "move sub-association lost");
                     for p in &plan.entries[n..] {
                         let done = Done::Failed(reason.clone());
                         let _ = reports
