@@ -7,7 +7,7 @@
 # 1,000,000-instance locator. Prints the ratios against the targets at the end.
 #
 #   tools/bench.sh [--ct-studies N] [--ct-images N] [--mr-studies N] [--mr-images N] [--j2k-only]
-#                  [--backup-only] [--locator-only]
+#                  [--backup-only] [--locator-only] [--tls-only]
 #
 # The JPEG 2000 section (last; alone with --j2k-only) times Strata's encoder
 # (examples/j2k_bench) against OpenJPEG's opj_compress on the same generated CT (512x512
@@ -28,6 +28,12 @@
 # storescu, 4 parallel senders) into one node on SQLite, one node on PostgreSQL, and two nodes
 # sharing one PostgreSQL locator and one online folder (two senders each).
 #
+# The TLS section (alone with --tls-only) compares DICOM over TLS with plain DICOM, on the same
+# corpus and sender (DCMTK storescu, +tla for TLS, one association per study): Strata's plain
+# and TLS listeners beside DCMTK storescp plain and +tls; then C-MOVE of one study from Strata
+# to a DCMTK storescp destination, plain and +tls (movescu asks; Strata's sub-association does
+# TLS). Prints each TLS/plain ratio against the 0.8x target.
+#
 # Everything runs inside a private network namespace (unshare -n) with only loopback, so
 # Orthanc, which cannot bind to 127.0.0.1 alone, is reachable from nothing else.
 # Sequential: one association per study, studies one after another.
@@ -38,11 +44,13 @@ cd "$(dirname "$0")/.."
 root=$PWD
 
 CT_STUDIES=10 CT_IMAGES=200 MR_STUDIES=3 MR_IMAGES=100 J2K_ONLY="" BACKUP_ONLY="" LOCATOR_ONLY=""
+TLS_ONLY=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --j2k-only) J2K_ONLY=1; shift ;;
         --backup-only) BACKUP_ONLY=1; shift ;;
         --locator-only) LOCATOR_ONLY=1; shift ;;
+        --tls-only) TLS_ONLY=1; shift ;;
         --ct-studies) CT_STUDIES=$2; shift 2 ;;
         --ct-images) CT_IMAGES=$2; shift 2 ;;
         --mr-studies) MR_STUDIES=$2; shift 2 ;;
@@ -291,6 +299,108 @@ locator_section() {
     rm -rf "$dir"
 }
 
+study_fact() {   # uid | bytes | count of the first study in the manifest
+    "$root/.venv/bin/python" - "$corpus/manifest.json" "$1" <<'PY'
+import json, sys
+m = json.load(open(sys.argv[1])); u = m[0]["study_instance_uid"]
+s = [x for x in m if x["study_instance_uid"] == u]
+print({"uid": u, "bytes": sum(x["size"] for x in s), "count": len(s)}[sys.argv[2]])
+PY
+}
+median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+tls_section() {
+    local dir="$root/.cache/bench-tls" strata="$root/target/release/strata"
+    rm -rf "$dir" && mkdir -p "$dir"
+    tools/make-test-certs.sh "$dir/certs" >/dev/null
+    local certs="$dir/certs" corpus_bytes
+    corpus_bytes=$(find "$corpus" -name '*.dcm' -printf '%s\n' | awk '{s+=$1} END {printf "%.0f\n", s}')
+    local tls_client=(+tla +cf "$certs/ca.crt")
+    local tls_server=(+tls "$certs/server.key" "$certs/server.crt" +cf "$certs/ca.crt")
+    sequential_mbs() {   # port [storescu TLS options...]: every study, one association each
+        local p=$1 t0 t1
+        shift
+        t0=$(date +%s.%N)
+        for s in "${studies[@]}"; do
+            /usr/bin/storescu "$@" -aet MODALITY -aec STRATA 127.0.0.1 "$p" "$s"/*.dcm >/dev/null 2>&1
+        done
+        t1=$(date +%s.%N)
+        echo "$corpus_bytes / ($t1 - $t0) / 1048576" | bc -l
+    }
+    # Strata: both listeners of one server, each phase on empty storage.
+    strata_node() {   # folder dest-port tls-dest-port
+        mkdir -p "$1"
+        printf '[dicom]\naet = "STRATA"\nlisten = "127.0.0.1:0"\naccept_unknown_callers = true\ntls_listen = "127.0.0.1:0"\ntls_cert = "%s"\ntls_key = "%s"\ntls_ca = "%s"\n[[dicom.peers]]\naet = "DEST"\nhost = "127.0.0.1"\nport = %s\n[[dicom.peers]]\naet = "TLSDEST"\nhost = "127.0.0.1"\nport = %s\ntls = true\n[[dicom.peers]]\naet = "MODALITY"\nhost = "127.0.0.1"\nport = 1\n[storage]\nonline_dir = "online"\n[locator]\nurl = "sqlite://locator.db"\n[log]\nlevel = "warn"\n' \
+            "$certs/server.crt" "$certs/server.key" "$certs/ca.crt" "$2" "$3" > "$1/strata.toml"
+        "$strata" serve --config "$1/strata.toml" >"$1/out.log" 2>"$1/err.log" &
+        echo $! > "$1/pid"
+        for _ in $(seq 1 300); do grep -q "tls listening" "$1/out.log" && break; sleep 0.1; done
+    }
+    halt() { kill -TERM "$(cat "$1/pid")"; wait "$(cat "$1/pid")" 2>/dev/null || true; }
+    listening_port() { grep "^$2" "$1/out.log" | grep -o '[0-9]*$'; }   # folder prefix
+    local plain_mbs tls_mbs scp_plain scp_tls
+    # storescu's default (anonymous) client on Strata's TLS listener: tls_ca is set for the
+    # C-MOVE client side, so the listener asks for a certificate; present one.
+    local tls_with_cert=(+tls "$certs/client.key" "$certs/client.crt" +cf "$certs/ca.crt")
+    strata_node "$dir/plain" 1 1
+    plain_mbs=$(sequential_mbs "$(listening_port "$dir/plain" listening)")
+    halt "$dir/plain"
+    strata_node "$dir/tls" 1 1
+    tls_mbs=$(sequential_mbs "$(listening_port "$dir/tls" "tls listening")" "${tls_with_cert[@]}")
+    halt "$dir/tls"
+    # DCMTK storescp, plain and +tls (it requires a client certificate too).
+    scp_run() {   # folder port [options]: storescp until killed
+        local f=$1 p=$2
+        shift 2
+        mkdir -p "$f"
+        /usr/bin/storescp "$@" -aet STRATA -od "$f" "$p" >/dev/null 2>&1 &
+        echo $! > "$f.pid"
+        sleep 0.5
+    }
+    scp_run "$dir/scp-plain" 11290
+    scp_plain=$(sequential_mbs 11290)
+    kill "$(cat "$dir/scp-plain.pid")"
+    scp_run "$dir/scp-tls" 11291 "${tls_server[@]}"
+    scp_tls=$(sequential_mbs 11291 "${tls_with_cert[@]}")
+    kill "$(cat "$dir/scp-tls.pid")"
+    # C-MOVE of the first study to a storescp destination, plain and over TLS.
+    local study_uid study_bytes
+    study_uid=$(study_fact uid)
+    study_bytes=$(study_fact bytes)
+    /usr/bin/storescp --ignore -aet DEST 11292 >/dev/null 2>&1 &
+    local dest_pid=$!
+    /usr/bin/storescp --ignore "${tls_server[@]}" -aet TLSDEST 11293 >/dev/null 2>&1 &
+    local tls_dest_pid=$!
+    strata_node "$dir/move" 11292 11293
+    local strata_port
+    strata_port=$(listening_port "$dir/move" listening)
+    /usr/bin/storescu -aet MODALITY -aec STRATA 127.0.0.1 "$strata_port" "${studies[0]}"/*.dcm >/dev/null 2>&1
+    move_secs() {   # destination: median of 3 movescu runs, seconds
+        for _ in 1 2 3; do
+            local t0 t1
+            t0=$(date +%s.%N)
+            /usr/bin/movescu -S -aet VIEWER -aec STRATA -aem "$1" -k QueryRetrieveLevel=STUDY \
+                -k "StudyInstanceUID=$study_uid" 127.0.0.1 "$strata_port" >/dev/null 2>&1
+            t1=$(date +%s.%N)
+            echo "$t1 - $t0" | bc -l
+        done | median
+    }
+    local move_plain move_tls
+    move_plain=$(echo "$study_bytes / $(move_secs DEST) / 1048576" | bc -l)
+    move_tls=$(echo "$study_bytes / $(move_secs TLSDEST) / 1048576" | bc -l)
+    halt "$dir/move"
+    kill "$dest_pid" "$tls_dest_pid" 2>/dev/null || true
+    echo
+    echo "TLS beside plain DICOM ($((corpus_bytes / 1048576)) MiB, storescu one association per study; TLS 1.3 where both offer it)"
+    printf '  C-STORE sequential: Strata plain %6.1f MB/s  TLS %6.1f MB/s  (%4.2fx)   storescp plain %6.1f MB/s  +tls %6.1f MB/s  (%4.2fx)\n' \
+        "$plain_mbs" "$tls_mbs" "$(echo "$tls_mbs / $plain_mbs" | bc -l)" "$scp_plain" "$scp_tls" "$(echo "$scp_tls / $scp_plain" | bc -l)"
+    printf '  C-MOVE one study (%d MiB) to storescp: plain %6.1f MB/s  TLS %6.1f MB/s  (%4.2fx)\n' \
+        "$((study_bytes / 1048576))" "$move_plain" "$move_tls" "$(echo "$move_tls / $move_plain" | bc -l)"
+    printf '  ratios: Strata TLS/plain C-STORE %4.2fx [>= 0.8]  C-MOVE %4.2fx [>= 0.8]  Strata TLS/storescp +tls %4.2fx\n' \
+        "$(echo "$tls_mbs / $plain_mbs" | bc -l)" "$(echo "$move_tls / $move_plain" | bc -l)" "$(echo "$tls_mbs / $scp_tls" | bc -l)"
+    rm -rf "$dir"
+}
+
 # The generated corpus, made once per size and kept in .cache: sets corpus and studies.
 make_corpus() {
     corpus="$root/.cache/bench-corpus-$CT_STUDIES-$CT_IMAGES-$MR_STUDIES-$MR_IMAGES"
@@ -322,6 +432,17 @@ if [ -n "$LOCATOR_ONLY" ]; then
     exit 0
 fi
 
+if [ -n "$TLS_ONLY" ]; then
+    source tools/setup-deps.sh
+    install_debian dcmtk bc
+    install_venv
+    cargo build --release --quiet --bin strata
+    export TCP_NODELAY=1
+    make_corpus
+    tls_section
+    exit 0
+fi
+
 if [ -n "$BACKUP_ONLY" ]; then
     source tools/setup-deps.sh
     install_debian bc
@@ -333,7 +454,7 @@ if [ -n "$BACKUP_ONLY" ]; then
 fi
 # Bash abandons a whole compound command on an expansion error and goes on with the next one:
 # never fall through from a section run alone into the full benchmark.
-if [ -n "$J2K_ONLY$BACKUP_ONLY$LOCATOR_ONLY" ]; then echo "a section failed" >&2; exit 1; fi
+if [ -n "$J2K_ONLY$BACKUP_ONLY$LOCATOR_ONLY$TLS_ONLY" ]; then echo "a section failed" >&2; exit 1; fi
 
 if [ -z "${STRATA_BENCH_NETNS:-}" ]; then
     source tools/setup-deps.sh
@@ -498,19 +619,10 @@ done
 # C-MOVE and C-GET of one CT study (the first, the largest), on what each server stored in the
 # parallel phase. The receiver discards the data (storescp/getscu --ignore), so the sender is
 # measured, not the receiver's disk. 3 runs each, median.
-study_fact() {   # uid | bytes | count of the first study in the manifest
-    "$root/.venv/bin/python" - "$corpus/manifest.json" "$1" <<'PY'
-import json, sys
-m = json.load(open(sys.argv[1])); u = m[0]["study_instance_uid"]
-s = [x for x in m if x["study_instance_uid"] == u]
-print({"uid": u, "bytes": sum(x["size"] for x in s), "count": len(s)}[sys.argv[2]])
-PY
-}
 ct_study=$(study_fact uid); ct_bytes=$(study_fact bytes); ct_count=$(study_fact count)
 mkdir -p "$work/dest"
 /usr/bin/storescp --ignore -aet DEST "$DEST_PORT" >"$work/dest/out.log" 2>&1 &
 dest_pid=$!
-median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 declare -A move_mbs get_mbs first_get first_move
 echo
 echo "Retrieve of one study ($ct_count instances, $((ct_bytes / 1048576)) MiB): MB/s (median of 3), time to first instance p50 / p95 ms"
@@ -665,4 +777,5 @@ printf '  C-MOVE archived/online      %5.2fx  [>= 0.8]\n' "$(ratio "$move_archiv
 rm -rf "$work"
 backup_section
 locator_section
+tls_section
 j2k_section
