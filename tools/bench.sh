@@ -330,7 +330,7 @@ tls_section() {
     # Strata: both listeners of one server, each phase on empty storage.
     strata_node() {   # folder dest-port tls-dest-port
         mkdir -p "$1"
-        printf '[dicom]\naet = "STRATA"\nlisten = "127.0.0.1:0"\naccept_unknown_callers = true\ntls_listen = "127.0.0.1:0"\ntls_cert = "%s"\ntls_key = "%s"\ntls_ca = "%s"\n[[dicom.peers]]\naet = "DEST"\nhost = "127.0.0.1"\nport = %s\n[[dicom.peers]]\naet = "TLSDEST"\nhost = "127.0.0.1"\nport = %s\ntls = true\n[[dicom.peers]]\naet = "MODALITY"\nhost = "127.0.0.1"\nport = 1\n[storage]\nonline_dir = "online"\n[locator]\nurl = "sqlite://locator.db"\n[log]\nlevel = "warn"\n' \
+        printf '[dicom]\naet = "STRATA"\nlisten = "127.0.0.1:0"\naccept_unknown_callers = true\ntls_listen = "127.0.0.1:0"\ntls_cert = "%s"\ntls_key = "%s"\ntls_ca = "%s"\n[[dicom.peers]]\naet = "DEST"\nhost = "127.0.0.1"\nport = %s\n[[dicom.peers]]\naet = "TLSDEST"\nhost = "127.0.0.1"\nport = %s\ntls = true\n[[dicom.peers]]\naet = "VIEWER"\nhost = "127.0.0.1"\nport = 1\n[storage]\nonline_dir = "online"\n[locator]\nurl = "sqlite://locator.db"\n[log]\nlevel = "warn"\n' \
             "$certs/server.crt" "$certs/server.key" "$certs/ca.crt" "$2" "$3" > "$1/strata.toml"
         "$strata" serve --config "$1/strata.toml" >"$1/out.log" 2>"$1/err.log" &
         echo $! > "$1/pid"
@@ -379,9 +379,14 @@ tls_section() {
         for _ in 1 2 3; do
             local t0 t1
             t0=$(date +%s.%N)
-            /usr/bin/movescu -S -aet VIEWER -aec STRATA -aem "$1" -k QueryRetrieveLevel=STUDY \
-                -k "StudyInstanceUID=$study_uid" 127.0.0.1 "$strata_port" >/dev/null 2>&1
+            /usr/bin/movescu -v -S -aet VIEWER -aec STRATA -aem "$1" -k QueryRetrieveLevel=STUDY \
+                -k "StudyInstanceUID=$study_uid" 127.0.0.1 "$strata_port" >"$dir/move.log" 2>&1
             t1=$(date +%s.%N)
+            if ! grep -q "Received Final Move Response (Success)" "$dir/move.log"; then
+                echo "C-MOVE to $1 failed:" >&2
+                cat "$dir/move.log" >&2
+                return 1
+            fi
             echo "$t1 - $t0" | bc -l
         done | median
     }
