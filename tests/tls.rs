@@ -60,13 +60,34 @@ fn tls_args(certs: &Path, client: Option<&str>) -> Vec<String> {
     args
 }
 
-fn echo_over_tls(server: &TestServer, certs: &Path, client: Option<&str>) -> Output {
+/// echoscu with `options` to `port`.
+fn echo_to(port: u16, options: &[String]) -> Output {
     dcmtk("echoscu")
-        .args(tls_args(certs, client))
-        .args(["-aet", "MODALITY", "-aec", "STRATA", "127.0.0.1"])
-        .arg(server.tls_port.unwrap().to_string())
+        .args(options)
+        .args([
+            "-to",
+            "5",
+            "-aet",
+            "MODALITY",
+            "-aec",
+            "STRATA",
+            "127.0.0.1",
+        ])
+        .arg(port.to_string())
         .output()
         .unwrap()
+}
+
+fn echo_over_tls(server: &TestServer, certs: &Path, client: Option<&str>) -> Output {
+    echo_to(server.tls_port.unwrap(), &tls_args(certs, client))
+}
+
+/// Both listeners still answer.
+fn assert_serving(server: &TestServer, certs: &Path, client: Option<&str>) {
+    let out = echo_over_tls(server, certs, client);
+    assert!(out.status.success(), "{}", text(&out));
+    let (ok, log) = server.echoscu("MODALITY", "STRATA");
+    assert!(ok, "{log}");
 }
 
 #[test]
@@ -158,11 +179,7 @@ fn with_a_ca_only_clients_with_a_valid_certificate_it_signed_get_in() {
         refused_before + 3,
         "every refused handshake is logged: {log}"
     );
-    // Still serving, on both ports.
-    let out = echo_over_tls(&server, certs, Some("client"));
-    assert!(out.status.success(), "{}", text(&out));
-    let (ok, log) = server.echoscu("MODALITY", "STRATA");
-    assert!(ok, "{log}");
+    assert_serving(&server, certs, Some("client"));
 }
 
 #[test]
@@ -170,41 +187,13 @@ fn plain_dicom_on_the_tls_port_is_refused_and_tls_on_the_plain_port_too() {
     let certs = certificates();
     let certs = certs.path();
     let server = tls_server(certs, false);
-    let plain_on_tls = dcmtk("echoscu")
-        .args([
-            "-to",
-            "5",
-            "-aet",
-            "MODALITY",
-            "-aec",
-            "STRATA",
-            "127.0.0.1",
-        ])
-        .arg(server.tls_port.unwrap().to_string())
-        .output()
-        .unwrap();
+    let plain_on_tls = echo_to(server.tls_port.unwrap(), &[]);
     assert!(!plain_on_tls.status.success(), "{}", text(&plain_on_tls));
-    let tls_on_plain = dcmtk("echoscu")
-        .args(tls_args(certs, None))
-        .args([
-            "-to",
-            "5",
-            "-aet",
-            "MODALITY",
-            "-aec",
-            "STRATA",
-            "127.0.0.1",
-        ])
-        .arg(server.port.to_string())
-        .output()
-        .unwrap();
+    let tls_on_plain = echo_to(server.port, &tls_args(certs, None));
     assert!(!tls_on_plain.status.success(), "{}", text(&tls_on_plain));
     let log = server.log_when(|l| l.matches("association refused").count() >= 2);
     assert!(log.matches("association refused").count() >= 2, "{log}");
-    let out = echo_over_tls(&server, certs, None);
-    assert!(out.status.success(), "{}", text(&out));
-    let (ok, log) = server.echoscu("MODALITY", "STRATA");
-    assert!(ok, "{log}");
+    assert_serving(&server, certs, None);
 }
 
 #[test]
