@@ -157,7 +157,7 @@ async fn handle_connection<S: Services>(
     shutdown: watch::Receiver<bool>,
 ) {
     let artim = config.artim_timeout;
-    let session = Session {
+    let accepted = Accepted {
         id,
         peer,
         services,
@@ -168,10 +168,10 @@ async fn handle_connection<S: Services>(
     if over_tls {
         // The TLS handshake counts against ARTIM like the A-ASSOCIATE-RQ.
         if let Some(assoc) = negotiate(options.establish_tls_async(stream), artim, id, peer).await {
-            session.run(assoc).await;
+            accepted.run(assoc).await;
         }
     } else if let Some(assoc) = negotiate(options.establish_async(stream), artim, id, peer).await {
-        session.run(assoc).await;
+        accepted.run(assoc).await;
     }
 }
 
@@ -200,7 +200,7 @@ async fn negotiate<W: Wire>(
 }
 
 /// What an accepted connection needs once its association is established.
-struct Session<S> {
+struct Accepted<S> {
     id: u64,
     peer: SocketAddr,
     services: Arc<S>,
@@ -209,7 +209,7 @@ struct Session<S> {
     shutdown: watch::Receiver<bool>,
 }
 
-impl<S: Services> Session<S> {
+impl<S: Services> Accepted<S> {
     async fn run<W: Wire>(self, assoc: AsyncServerAssociation<W>) {
         let ctx = AssociationContext {
             id: self.id,
