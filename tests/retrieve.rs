@@ -990,3 +990,36 @@ fn keys_of_the_levels_above_restrict_a_move_and_the_configured_limits_hold() {
     drop(silent);
     assert_eq!(stored_state(&server), before);
 }
+
+#[test]
+fn instances_are_read_ahead_of_the_network_no_further_than_prefetch() {
+    let corpus = corpus("8", "1");
+    let study = corpus.study_uids()[0].clone();
+    let most_ahead = |prefetch: usize| -> usize {
+        let server = TestServer::start(&format!("[retrieve]\nprefetch = {prefetch}\n"));
+        server.store(&corpus);
+        assert_same_data_sets(
+            &server.get_study(&study),
+            &originals(&corpus, &study),
+            "C-GET",
+        );
+        // One "retrieve read ahead" line per instance, with how many were read ahead then.
+        let log = server.log_when(|l| l.matches("retrieve read ahead").count() >= 8);
+        let ahead: Vec<usize> = log
+            .lines()
+            .filter(|l| l.contains("retrieve read ahead"))
+            .map(|l| {
+                l.split("ahead=")
+                    .nth(1)
+                    .and_then(|v| v.split_whitespace().next())
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or_else(|| panic!("{l}"))
+            })
+            .collect();
+        assert_eq!(ahead.len(), 8, "{log}");
+        ahead.into_iter().max().unwrap()
+    };
+    // The first reads fill the window at once: the most ahead is the configured bound.
+    assert_eq!(most_ahead(2), 2);
+    assert_eq!(most_ahead(5), 5);
+}

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tracing::debug;
 
 use super::transcode::transcode;
 use crate::codec::dicom::JPEG_2000;
@@ -78,6 +79,8 @@ async fn produce(
             let whole = (object.length <= WHOLE_LIMIT || ts != object.transfer_syntax_uid)
                 .then(|| tokio::spawn(prepare_whole(reader.clone(), index, object, ts.clone())));
             ahead.push_back(Ahead { index, ts, whole });
+            // Evidence of the read-ahead bound (`[retrieve] prefetch`) for tests and operators.
+            debug!(instance = index, ahead = ahead.len(), "retrieve read ahead");
         }
         let Some(Ahead { index, ts, whole }) = ahead.pop_front() else {
             return;
