@@ -50,6 +50,30 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(default)]
     pub node: NodeConfig,
+    #[serde(default)]
+    pub commitment: CommitmentConfig,
+}
+
+/// `[commitment]`: Storage Commitment reports (N-EVENT-REPORT) that could not be delivered.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommitmentConfig {
+    /// Seconds between attempts to deliver a report on a new association to the requestor.
+    #[serde(default = "defaults::commitment_retry_secs")]
+    pub retry_secs: u64,
+    /// Hours after the request when an undelivered report is given up (logged, and kept in
+    /// the locator with state `given_up`).
+    #[serde(default = "defaults::commitment_give_up_hours")]
+    pub give_up_hours: u64,
+}
+
+impl Default for CommitmentConfig {
+    fn default() -> Self {
+        CommitmentConfig {
+            retry_secs: defaults::commitment_retry_secs(),
+            give_up_hours: defaults::commitment_give_up_hours(),
+        }
+    }
 }
 
 /// `[node]`: this machine among the nodes sharing one site (one locator, one online folder).
@@ -420,6 +444,8 @@ pub enum Service {
     Find,
     Move,
     Get,
+    /// Storage Commitment (N-ACTION of the Push Model).
+    Commit,
 }
 
 /// `[storage]`: the online tier.
@@ -500,7 +526,14 @@ mod defaults {
             Service::Find,
             Service::Move,
             Service::Get,
+            Service::Commit,
         ]
+    }
+    pub fn commitment_retry_secs() -> u64 {
+        60
+    }
+    pub fn commitment_give_up_hours() -> u64 {
+        24
     }
     pub fn max_connections() -> u32 {
         8

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod archive;
 pub mod backup;
 pub mod codec;
+pub mod commitment;
 pub mod config;
 pub mod convert;
 pub mod dataset;

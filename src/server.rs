@@ -10,19 +10,22 @@ use tracing::info;
 
 use crate::archive::{Archive, ArchiveError, LocalStore};
 use crate::backup::{self, Backup, BackupError, BackupSchedule};
+use crate::commitment::{CommitmentSettings, StorageCommitment};
 use crate::config::Config;
 use crate::convert::Converter;
 use crate::ingest::Ingest;
 use crate::ingest::IngestSink;
 use crate::locator::{Locator, LocatorError, Owner, Role};
 use crate::model::sop_class::{
-    PATIENT_ROOT_GET, PATIENT_ROOT_MOVE, STORAGE_SOP_CLASSES, STUDY_ROOT_GET, STUDY_ROOT_MOVE,
+    PATIENT_ROOT_GET, PATIENT_ROOT_MOVE, STORAGE_COMMITMENT_PUSH, STORAGE_SOP_CLASSES,
+    STUDY_ROOT_GET, STUDY_ROOT_MOVE,
 };
 use crate::model::transfer_syntax::{STORAGE_TRANSFER_SYNTAXES, VERIFICATION_SOP_CLASS};
 use crate::net::access::AccessPolicy;
+use crate::net::commitment::{deliver_reports, Outbox, ReportSettings};
 use crate::net::{
-    self, tls, AssociationContext, FindRequest, NetConfig, Outcome, RetrieveRequest,
-    RetrieveSettings, Services, StoreRequest, StoreStart, Timeouts,
+    self, tls, AssociationContext, CommitmentReport, CommitmentRequest, FindRequest, NetConfig,
+    Outcome, RetrieveRequest, RetrieveSettings, Services, StoreRequest, StoreStart, Timeouts,
 };
 use crate::online::{OnlineError, OnlineStore};
 use crate::query::{Matches, Query, QueryOptions, PATIENT_ROOT_FIND, STUDY_ROOT_FIND};
@@ -78,7 +81,17 @@ pub async fn run(
         }
         _ => None,
     };
+    let commitment = Arc::new(StorageCommitment::new(
+        locator.clone(),
+        reader.clone(),
+        CommitmentSettings {
+            retry: std::time::Duration::from_secs(config.commitment.retry_secs.max(1)),
+            give_up: std::time::Duration::from_secs(config.commitment.give_up_hours * 3600),
+            poll: std::time::Duration::from_secs(2),
+        },
+    ));
     let services = Arc::new(Strata {
+        commitment: commitment.clone(),
         ingest: Ingest::new(
             online.clone(),
             locator.clone(),
@@ -153,6 +166,17 @@ pub async fn run(
         },
         shutdown.clone(),
     ));
+    let checks = tokio::spawn(commitment.run_checks(shutdown.clone()));
+    let reports = tokio::spawn(deliver_reports(
+        services.clone(),
+        net_config.outbox.clone(),
+        ReportSettings {
+            policy: net_config.policy.clone(),
+            retrieve: net_config.retrieve.clone(),
+            dimse_timeout: net_config.timeouts.dimse,
+        },
+        shutdown.clone(),
+    ));
     let sweeper = tokio::spawn(sweep_online_temporaries(
         online.clone(),
         locator.clone(),
@@ -182,6 +206,8 @@ pub async fn run(
     }
     let _ = backup_worker.await;
     let _ = sweeper.await;
+    let _ = checks.await;
+    let _ = reports.await;
     locator.close().await;
     info!("stopped");
     Ok(())
@@ -220,6 +246,7 @@ fn net_config(config: &Config) -> NetConfig {
     let d = &config.dicom;
     let mut abstract_syntaxes: Vec<String> = [
         VERIFICATION_SOP_CLASS,
+        STORAGE_COMMITMENT_PUSH,
         PATIENT_ROOT_FIND,
         STUDY_ROOT_FIND,
         PATIENT_ROOT_MOVE,
@@ -253,6 +280,7 @@ fn net_config(config: &Config) -> NetConfig {
             connect_timeout: std::time::Duration::from_secs(config.retrieve.connect_timeout_secs),
             tls: None,
         },
+        outbox: Arc::new(Outbox::default()),
     }
 }
 
@@ -266,6 +294,7 @@ async fn bind(at: SocketAddr) -> Result<(TcpListener, SocketAddr), ServerError> 
 
 /// The DIMSE services Strata offers, each delegated to its module.
 struct Strata {
+    commitment: Arc<StorageCommitment>,
     ingest: Ingest,
     query: Query,
     retrieve: Retrieve,
@@ -298,5 +327,21 @@ impl Services for Strata {
         request: RetrieveRequest,
     ) -> Result<Instances, Outcome> {
         self.retrieve.begin(association, request).await
+    }
+
+    async fn request_commitment(
+        &self,
+        association: &AssociationContext,
+        request: CommitmentRequest,
+    ) -> Outcome {
+        self.commitment.request(association, request).await
+    }
+
+    async fn due_reports(&self) -> Vec<CommitmentReport> {
+        self.commitment.due_reports().await
+    }
+
+    async fn report_delivered(&self, key: i64, result: Result<(), String>) {
+        self.commitment.delivered(key, result).await
     }
 }

@@ -32,7 +32,7 @@ struct Table {
 
 use Kind::{Int, Text};
 
-/// Every table of the schema (migration 0012), parents before children.
+/// Every table of the schema (migration 0013), parents before children.
 const TABLES: &[Table] = &[
     Table {
         name: "patients",
@@ -195,6 +195,36 @@ const TABLES: &[Table] = &[
             ("lease", Int),
         ],
         identity: false,
+    },
+    Table {
+        name: "commitments",
+        columns: &[
+            ("id", Int),
+            ("transaction_uid", Text),
+            ("calling_ae", Text),
+            ("received_at", Int),
+            ("state", Text),
+            ("association", Int),
+            ("lease", Int),
+            ("event_type", Int),
+            ("attempts", Int),
+            ("next_attempt_at", Int),
+            ("last_error", Text),
+            ("finished_at", Int),
+        ],
+        identity: true,
+    },
+    Table {
+        name: "commitment_items",
+        columns: &[
+            ("id", Int),
+            ("commitment_fk", Int),
+            ("position", Int),
+            ("sop_class_uid", Text),
+            ("sop_instance_uid", Text),
+            ("failure_reason", Int),
+        ],
+        identity: true,
     },
 ];
 

@@ -9,6 +9,7 @@
 //! transaction-scoped advisory lock. Statements use `$N` placeholders, which both accept.
 
 pub mod archive;
+pub mod commitments;
 pub mod copies;
 pub mod dialect;
 pub mod find;
@@ -67,6 +68,8 @@ pub enum LocatorError {
     Jobs(#[source] sqlx::Error),
     #[error("cannot copy the locator: {0}")]
     Transfer(#[source] sqlx::Error),
+    #[error("cannot record or read storage commitments: {0}")]
+    Commitments(#[source] sqlx::Error),
     #[error("cannot take, renew or read leases: {0}")]
     Lease(#[source] sqlx::Error),
     #[error(

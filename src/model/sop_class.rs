@@ -757,3 +757,8 @@ pub const STUDY_ROOT_GET: &str = "1.2.840.10008.5.1.4.1.2.2.3";
 pub fn is_query_find(uid: &str) -> bool {
     uid == PATIENT_ROOT_FIND || uid == STUDY_ROOT_FIND
 }
+
+/// Storage Commitment Push Model SOP Class (PS3.4 Annex J).
+pub const STORAGE_COMMITMENT_PUSH: &str = "1.2.840.10008.1.20.1";
+/// The well-known SOP Instance of Storage Commitment Push Model (PS3.4 J.3.5).
+pub const STORAGE_COMMITMENT_PUSH_INSTANCE: &str = "1.2.840.10008.1.20.1.1";

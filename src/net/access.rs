@@ -19,9 +19,15 @@ pub struct AccessPolicy {
 }
 
 /// Services granted to callers missing from the peer list when they are accepted at all.
-/// C-MOVE is left out: a move needs a known destination anyway.
-const UNKNOWN_CALLER_SERVICES: &[Service] =
-    &[Service::Echo, Service::Store, Service::Find, Service::Get];
+/// C-MOVE is left out: a move needs a known destination anyway. A commitment report to an
+/// unknown caller can only come on the association the request came on.
+const UNKNOWN_CALLER_SERVICES: &[Service] = &[
+    Service::Echo,
+    Service::Store,
+    Service::Find,
+    Service::Get,
+    Service::Commit,
+];
 
 impl AccessPolicy {
     pub fn from_config(config: &DicomConfig) -> AccessPolicy {

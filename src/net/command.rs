@@ -10,6 +10,7 @@ use super::status::Status;
 /// (0000,0000) Command Group Length.
 const COMMAND_GROUP_LENGTH: u16 = 0x0000;
 const AFFECTED_SOP_CLASS_UID: u16 = 0x0002;
+const REQUESTED_SOP_CLASS_UID: u16 = 0x0003;
 const COMMAND_FIELD: u16 = 0x0100;
 const MESSAGE_ID: u16 = 0x0110;
 const MESSAGE_ID_BEING_RESPONDED_TO: u16 = 0x0120;
@@ -19,6 +20,9 @@ const COMMAND_DATA_SET_TYPE: u16 = 0x0800;
 const STATUS: u16 = 0x0900;
 const ERROR_COMMENT: u16 = 0x0902;
 const AFFECTED_SOP_INSTANCE_UID: u16 = 0x1000;
+const REQUESTED_SOP_INSTANCE_UID: u16 = 0x1001;
+const EVENT_TYPE_ID: u16 = 0x1002;
+const ACTION_TYPE_ID: u16 = 0x1008;
 const MOVE_ORIGINATOR_AE_TITLE: u16 = 0x1030;
 const MOVE_ORIGINATOR_MESSAGE_ID: u16 = 0x1031;
 const NUMBER_OF_REMAINING_SUB_OPERATIONS: u16 = 0x1020;
@@ -42,7 +46,8 @@ pub enum CommandError {
     BadValue(u16),
 }
 
-/// The DIMSE-C command fields we know (PS3.7 Table E.1-1).
+/// The DIMSE command fields we know (PS3.7 Table E.1-1): DIMSE-C, and the DIMSE-N ones
+/// Storage Commitment uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CommandField {
     CStoreRq,
@@ -56,7 +61,11 @@ pub enum CommandField {
     CEchoRq,
     CEchoRsp,
     CCancelRq,
-    /// Any other value (N-services and unknown ones).
+    NEventReportRq,
+    NEventReportRsp,
+    NActionRq,
+    NActionRsp,
+    /// Any other value (other N-services and unknown ones).
     Other(u16),
 }
 
@@ -74,6 +83,10 @@ impl CommandField {
             0x0030 => CommandField::CEchoRq,
             0x8030 => CommandField::CEchoRsp,
             0x0FFF => CommandField::CCancelRq,
+            0x0100 => CommandField::NEventReportRq,
+            0x8100 => CommandField::NEventReportRsp,
+            0x0130 => CommandField::NActionRq,
+            0x8130 => CommandField::NActionRsp,
             other => CommandField::Other(other),
         }
     }
@@ -91,6 +104,10 @@ impl CommandField {
             CommandField::CEchoRq => 0x0030,
             CommandField::CEchoRsp => 0x8030,
             CommandField::CCancelRq => 0x0FFF,
+            CommandField::NEventReportRq => 0x0100,
+            CommandField::NEventReportRsp => 0x8100,
+            CommandField::NActionRq => 0x0130,
+            CommandField::NActionRsp => 0x8130,
             CommandField::Other(code) => code,
         }
     }
@@ -227,6 +244,26 @@ impl CommandSet {
         self.text(AFFECTED_SOP_INSTANCE_UID)
     }
 
+    /// Requested SOP Class UID (N-ACTION-RQ and the other DIMSE-N requests).
+    pub fn requested_sop_class_uid(&self) -> Option<String> {
+        self.text(REQUESTED_SOP_CLASS_UID)
+    }
+
+    /// Requested SOP Instance UID (N-ACTION-RQ and the other DIMSE-N requests).
+    pub fn requested_sop_instance_uid(&self) -> Option<String> {
+        self.text(REQUESTED_SOP_INSTANCE_UID)
+    }
+
+    /// Action Type ID of an N-ACTION.
+    pub fn action_type_id(&self) -> Option<u16> {
+        self.us(ACTION_TYPE_ID).and_then(Result::ok)
+    }
+
+    /// Event Type ID of an N-EVENT-REPORT.
+    pub fn event_type_id(&self) -> Option<u16> {
+        self.us(EVENT_TYPE_ID).and_then(Result::ok)
+    }
+
     pub fn priority(&self) -> Option<u16> {
         self.us(PRIORITY).and_then(Result::ok)
     }
@@ -278,6 +315,9 @@ impl CommandSet {
             rsp.set_us(NUMBER_OF_FAILED_SUB_OPERATIONS, clamp(counts.failed));
             rsp.set_us(NUMBER_OF_WARNING_SUB_OPERATIONS, clamp(counts.warning));
         }
+        if let Some(id) = request.action_type_id {
+            rsp.set_us(ACTION_TYPE_ID, id);
+        }
         if let Some(comment) = request.error_comment {
             // Error Comment is LO: at most 64 characters.
             let comment: String = comment.chars().filter(char::is_ascii).take(64).collect();
@@ -300,6 +340,42 @@ impl CommandSet {
         rq.set_us(MESSAGE_ID, message_id);
         rq.set_uid(AFFECTED_SOP_CLASS_UID, sop_class_uid);
         rq.set_us(COMMAND_DATA_SET_TYPE, NO_DATA_SET);
+        rq
+    }
+
+    /// Builds an N-EVENT-REPORT-RQ with its Event Information data set following (our SCP
+    /// side of Storage Commitment: the commitment result).
+    pub fn event_report(
+        message_id: u16,
+        sop_class_uid: &str,
+        sop_instance_uid: &str,
+        event_type_id: u16,
+    ) -> CommandSet {
+        let mut rq = CommandSet::default();
+        rq.set_us(COMMAND_FIELD, CommandField::NEventReportRq.code());
+        rq.set_us(MESSAGE_ID, message_id);
+        rq.set_uid(AFFECTED_SOP_CLASS_UID, sop_class_uid);
+        rq.set_uid(AFFECTED_SOP_INSTANCE_UID, sop_instance_uid);
+        rq.set_us(EVENT_TYPE_ID, event_type_id);
+        rq.set_us(COMMAND_DATA_SET_TYPE, 0x0000);
+        rq
+    }
+
+    /// Builds an N-ACTION-RQ with its Action Information data set following (tests, and
+    /// the requestor's side of Storage Commitment).
+    pub fn action(
+        message_id: u16,
+        sop_class_uid: &str,
+        sop_instance_uid: &str,
+        action_type_id: u16,
+    ) -> CommandSet {
+        let mut rq = CommandSet::default();
+        rq.set_us(COMMAND_FIELD, CommandField::NActionRq.code());
+        rq.set_us(MESSAGE_ID, message_id);
+        rq.set_uid(REQUESTED_SOP_CLASS_UID, sop_class_uid);
+        rq.set_uid(REQUESTED_SOP_INSTANCE_UID, sop_instance_uid);
+        rq.set_us(ACTION_TYPE_ID, action_type_id);
+        rq.set_us(COMMAND_DATA_SET_TYPE, 0x0000);
         rq
     }
 
@@ -331,6 +407,8 @@ pub struct Response<'a> {
     pub has_data_set: bool,
     /// C-MOVE/C-GET sub-operation counts.
     pub sub_operations: Option<SubOperations>,
+    /// N-ACTION-RSP: the Action Type ID answered.
+    pub action_type_id: Option<u16>,
 }
 
 /// Sub-operation counts of a C-MOVE or C-GET response (PS3.7 9.3.4, 9.3.3).
@@ -385,6 +463,7 @@ mod tests {
             error_comment: Some("disk full"),
             has_data_set: false,
             sub_operations: None,
+            action_type_id: None,
         });
         let back = CommandSet::decode(&rsp.encode()).unwrap();
         assert_eq!(back.status_code(), Some(0xA700));
@@ -410,6 +489,37 @@ mod tests {
         let mut huge = bytes;
         huge[16..20].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(CommandSet::decode(&huge).is_err());
+    }
+
+    #[test]
+    fn n_action_and_event_report_round_trip() {
+        let rq = CommandSet::action(9, "1.2.840.10008.1.20.1", "1.2.840.10008.1.20.1.1", 1);
+        let back = CommandSet::decode(&rq.encode()).unwrap();
+        assert_eq!(back.command_field().unwrap(), CommandField::NActionRq);
+        assert_eq!(
+            back.command_field().unwrap().response(),
+            Some(CommandField::NActionRsp)
+        );
+        assert_eq!(
+            back.requested_sop_class_uid().unwrap(),
+            "1.2.840.10008.1.20.1"
+        );
+        assert_eq!(
+            back.requested_sop_instance_uid().unwrap(),
+            "1.2.840.10008.1.20.1.1"
+        );
+        assert_eq!(back.action_type_id(), Some(1));
+        assert!(back.has_data_set().unwrap());
+        let report =
+            CommandSet::event_report(4, "1.2.840.10008.1.20.1", "1.2.840.10008.1.20.1.1", 2);
+        let back = CommandSet::decode(&report.encode()).unwrap();
+        assert_eq!(back.command_field().unwrap().code(), 0x0100);
+        assert_eq!(back.event_type_id(), Some(2));
+        assert_eq!(back.message_id().unwrap(), 4);
+        assert_eq!(
+            CommandField::from_code(0x8100),
+            CommandField::NEventReportRsp
+        );
     }
 
     #[test]

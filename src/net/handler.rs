@@ -139,6 +139,39 @@ pub trait Retrieval: Send + Sync + 'static {
     fn read(&self, plan: Vec<(usize, String)>) -> tokio::sync::mpsc::Receiver<Piece>;
 }
 
+/// One Storage Commitment request (N-ACTION, Action Type 1), its Action Information still
+/// encoded.
+#[derive(Debug, Clone)]
+pub struct CommitmentRequest {
+    /// Transfer syntax of the presentation context: the Action Information's encoding.
+    pub transfer_syntax_uid: String,
+    /// The Action Information data set (Transaction UID, Referenced SOP Sequence).
+    pub action_information: Vec<u8>,
+}
+
+/// One instance of a commitment report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReferencedSop {
+    pub sop_class_uid: String,
+    pub sop_instance_uid: String,
+}
+
+/// The result of a Storage Commitment request, ready to be sent as N-EVENT-REPORT.
+#[derive(Debug, Clone)]
+pub struct CommitmentReport {
+    /// The services' key for the report, handed back with the delivery result.
+    pub key: i64,
+    pub transaction_uid: String,
+    /// The requestor: where a report goes when its association is gone.
+    pub calling_ae: String,
+    /// The association the request came on, if this process received it: the report goes
+    /// there while the requestor still holds it.
+    pub association: Option<u64>,
+    pub committed: Vec<ReferencedSop>,
+    /// Instances not committed, with their Failure Reason (0x0110, 0x0112, 0x0119).
+    pub failed: Vec<(ReferencedSop, u16)>,
+}
+
 /// How a C-STORE starts: receive the data set into a sink, or answer at once (the data set is
 /// then drained and discarded), e.g. for a duplicate that is kept or a refusal.
 pub enum StoreStart<K> {
@@ -174,4 +207,23 @@ pub trait Services: Send + Sync + 'static {
         association: &AssociationContext,
         request: RetrieveRequest,
     ) -> impl Future<Output = Result<Self::Retrieval, Outcome>> + Send;
+
+    /// Takes a Storage Commitment request: success only once it is durably recorded; the
+    /// check and the report follow later ([`Services::due_reports`]).
+    fn request_commitment(
+        &self,
+        association: &AssociationContext,
+        request: CommitmentRequest,
+    ) -> impl Future<Output = Outcome> + Send;
+
+    /// Waits until commitment reports are due (or a poll interval passes: then possibly
+    /// none) and returns them, claimed for this process.
+    fn due_reports(&self) -> impl Future<Output = Vec<CommitmentReport>> + Send;
+
+    /// Tells whether report `key` was delivered (`Ok`) or why not.
+    fn report_delivered(
+        &self,
+        key: i64,
+        result: Result<(), String>,
+    ) -> impl Future<Output = ()> + Send;
 }

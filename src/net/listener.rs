@@ -41,7 +41,13 @@ pub struct NetConfig {
     pub timeouts: Timeouts,
     pub retrieve: RetrieveSettings,
     pub shutdown_grace: Duration,
+    /// Where open associations take commitment reports, shared by the listeners.
+    pub outbox: Arc<super::commitment::Outbox>,
 }
+
+/// Association numbers, unique in the process across listeners (commitment reports find
+/// their association by it).
+static NEXT_ASSOCIATION: AtomicU64 = AtomicU64::new(1);
 
 type Options = ServerAssociationOptions<'static, AccessPolicy, Negotiator>;
 
@@ -76,7 +82,6 @@ pub async fn serve<S: Services>(
     let permits = config.permits.clone();
     // Connections turned away still get a proper A-ASSOCIATE-RJ, but only this many at once.
     let reject_permits = Arc::new(Semaphore::new(config.max_associations.max(4)));
-    let ids = AtomicU64::new(1);
     let mut tasks = JoinSet::new();
 
     loop {
@@ -99,7 +104,7 @@ pub async fn serve<S: Services>(
         }
         match permits.clone().try_acquire_owned() {
             Ok(permit) => {
-                let id = ids.fetch_add(1, Ordering::Relaxed);
+                let id = NEXT_ASSOCIATION.fetch_add(1, Ordering::Relaxed);
                 tasks.spawn(handle_connection(
                     stream,
                     over_tls,
@@ -225,6 +230,7 @@ impl<S: Services> Accepted<S> {
             self.policy,
             self.config.timeouts,
             self.config.retrieve.clone(),
+            self.config.outbox.clone(),
             self.shutdown,
         )
         .await;

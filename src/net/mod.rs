@@ -5,6 +5,7 @@
 pub mod access;
 mod association;
 pub mod command;
+pub mod commitment;
 pub mod dimse;
 pub mod handler;
 pub mod listener;
@@ -14,8 +15,9 @@ pub mod tls;
 
 pub use association::{RetrieveSettings, Timeouts};
 pub use handler::{
-    AssociationContext, FindRequest, FindResults, Outcome, Piece, Retrieval, RetrieveItem,
-    RetrieveRequest, Services, StoreRequest, StoreSink, StoreStart,
+    AssociationContext, CommitmentReport, CommitmentRequest, FindRequest, FindResults, Outcome,
+    Piece, ReferencedSop, Retrieval, RetrieveItem, RetrieveRequest, Services, StoreRequest,
+    StoreSink, StoreStart,
 };
 pub use listener::{serve, NetConfig};
 pub use status::Status;

@@ -31,6 +31,14 @@ pub enum Status {
     SubOperationsRefused,
     /// C-MOVE/C-GET warning: sub-operations complete, one or more failed or had warnings.
     SubOperationsWithFailures,
+    /// N-ACTION refused: the Requested SOP Instance is not one we know (Storage Commitment
+    /// has one well-known instance).
+    NoSuchSopInstance,
+    /// N-ACTION refused: the Action Type ID is not one the SOP class defines.
+    NoSuchActionType,
+    /// N-ACTION refused: an attribute value is invalid (e.g. an empty Referenced SOP
+    /// Sequence).
+    InvalidArgumentValue,
     /// C-STORE warning statuses a destination may answer (coercion, elements discarded).
     StoreWarning(u16),
     /// Any other status a peer answered, kept as received.
@@ -55,6 +63,9 @@ impl Status {
             Status::MoveDestinationUnknown => 0xA801,
             Status::SubOperationsRefused => 0xA702,
             Status::SubOperationsWithFailures => 0xB000,
+            Status::NoSuchSopInstance => 0x0112,
+            Status::NoSuchActionType => 0x0123,
+            Status::InvalidArgumentValue => 0x0115,
             Status::StoreWarning(code) | Status::Other(code) => code,
         }
     }

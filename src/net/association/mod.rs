@@ -2,11 +2,14 @@
 //! services, send responses. Reading, dispatching and storing are separate concerns: this
 //! module only moves messages between the wire and [`Services`].
 
+mod commitment;
 mod find;
 mod retrieve;
 mod store_scu;
 
 pub use retrieve::RetrieveSettings;
+
+use commitment::check_action;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,15 +19,17 @@ use crate::net::Wire;
 use dicom_ul::association::AsyncServerAssociation;
 use dicom_ul::pdu::{PDataValue, PDataValueType, PresentationContextResultReason};
 use dicom_ul::Pdu;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use super::access::AccessPolicy;
 use super::command::{CommandField, CommandSet, Response, SubOperations};
+use super::commitment::{Outbox, Outgoing, Registration};
 use super::dimse::{DimseEvent, MessageAssembler};
 use super::handler::{AssociationContext, Outcome, Services, StoreRequest, StoreSink, StoreStart};
 use super::status::Status;
 use crate::config::Service;
+use crate::model::sop_class::STORAGE_COMMITMENT_PUSH;
 use crate::model::transfer_syntax::VERIFICATION_SOP_CLASS;
 
 /// Timeouts that apply inside an association.
@@ -60,10 +65,23 @@ enum Receiving<K> {
     Collecting(Vec<u8>),
     /// The answer is already known; fragments are discarded.
     Draining(Outcome),
+    /// A data set nothing answers (after an N-EVENT-REPORT-RSP): discarded.
+    Ignoring,
 }
 
 /// Identifiers larger than this are refused; real ones are a few kilobytes.
 const MAX_IDENTIFIER_LEN: usize = 1024 * 1024;
+
+/// Action Information (N-ACTION) larger than this is refused: about 60 000 referenced
+/// instances.
+const MAX_ACTION_INFORMATION_LEN: usize = 8 * 1024 * 1024;
+
+/// A commitment report sent on this association, waiting for its N-EVENT-REPORT-RSP.
+struct AwaitingReport {
+    message_id: u16,
+    deadline: tokio::time::Instant,
+    done: tokio::sync::oneshot::Sender<Result<(), String>>,
+}
 
 /// A negotiated presentation context.
 struct Context {
@@ -80,6 +98,7 @@ pub(crate) async fn serve<S: Services, W: Wire>(
     policy: Arc<AccessPolicy>,
     timeouts: Timeouts,
     retrieve: RetrieveSettings,
+    outbox: Arc<Outbox>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let contexts: HashMap<u8, Context> = assoc
@@ -104,6 +123,18 @@ pub(crate) async fn serve<S: Services, W: Wire>(
         max_pdu = assoc.requestor_max_pdu_length(),
         "association established"
     );
+    // Commitment reports may come back on this association if it can carry them.
+    let (_registration, mut reports): (Option<Registration>, Option<mpsc::Receiver<Outgoing>>) =
+        match contexts
+            .values()
+            .any(|c| c.abstract_syntax == STORAGE_COMMITMENT_PUSH)
+        {
+            true => {
+                let (registration, reports) = outbox.register(ctx.id);
+                (Some(registration), Some(reports))
+            }
+            false => (None, None),
+        };
     let mut session = Session {
         ctx,
         send_timeout: timeouts.dimse,
@@ -113,6 +144,8 @@ pub(crate) async fn serve<S: Services, W: Wire>(
         contexts,
         assembler: MessageAssembler::default(),
         in_flight: None,
+        awaiting: None,
+        next_message_id: 1,
         stored: 0,
         failed: 0,
     };
@@ -125,11 +158,38 @@ pub(crate) async fn serve<S: Services, W: Wire>(
             if *shutdown.borrow() {
                 break End::Shutdown;
             }
-            tokio::select! {
-                received = tokio::time::timeout(timeouts.idle, assoc.receive()) => received,
+            let wait = match &session.awaiting {
+                Some(a) => timeouts.idle.min(
+                    a.deadline
+                        .saturating_duration_since(tokio::time::Instant::now()),
+                ),
+                None => timeouts.idle,
+            };
+            let can_send = session.awaiting.is_none();
+            let outgoing = tokio::select! {
+                received = tokio::time::timeout(wait, assoc.receive()) => Err(received),
                 _ = shutdown.wait_for(|stop| *stop) => break End::Shutdown,
+                Some(outgoing) = next_report(&mut reports), if can_send => Ok(outgoing),
+            };
+            match outgoing {
+                Ok(outgoing) => {
+                    if let Err(reason) = session.send_report(&mut assoc, outgoing).await {
+                        break End::Aborted(reason);
+                    }
+                    continue;
+                }
+                Err(received) => received,
             }
         };
+        if received.is_err() && !in_message {
+            let now = tokio::time::Instant::now();
+            if let Some(awaiting) = session.awaiting.take_if(|a| a.deadline <= now) {
+                let _ = awaiting
+                    .done
+                    .send(Err("no N-EVENT-REPORT-RSP in time".into()));
+                continue;
+            }
+        }
         let pdu = match received {
             Err(_) if in_message => break End::Aborted("DIMSE timeout".into()),
             Err(_) => break End::Aborted("idle timeout".into()),
@@ -160,6 +220,11 @@ pub(crate) async fn serve<S: Services, W: Wire>(
             sink.abandon().await;
         }
     }
+    if let Some(awaiting) = session.awaiting.take() {
+        let _ = awaiting
+            .done
+            .send(Err("the association ended before N-EVENT-REPORT-RSP".into()));
+    }
     let Session {
         ctx,
         stored,
@@ -183,6 +248,14 @@ pub(crate) async fn serve<S: Services, W: Wire>(
             // A peer that stopped reading must not keep the permit.
             let _ = tokio::time::timeout(timeouts.dimse, assoc.abort()).await;
         }
+    }
+}
+
+/// The next report for this association; never, if it cannot carry reports.
+async fn next_report(reports: &mut Option<mpsc::Receiver<Outgoing>>) -> Option<Outgoing> {
+    match reports {
+        Some(reports) => reports.recv().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -221,6 +294,10 @@ struct Session<S: Services> {
     contexts: HashMap<u8, Context>,
     assembler: MessageAssembler,
     in_flight: Option<InFlight<S::Sink>>,
+    /// The commitment report sent last, until its response arrives.
+    awaiting: Option<AwaitingReport>,
+    /// Message ID of the next request we send on this association (reports).
+    next_message_id: u16,
     stored: u64,
     failed: u64,
 }
@@ -269,13 +346,40 @@ impl<S: Services> Session<S> {
             );
             return Ok(());
         }
+        if field == CommandField::NEventReportRsp {
+            self.on_report_answer(&command)?;
+            if has_data_set {
+                self.in_flight = Some(InFlight {
+                    header: Header {
+                        context_id,
+                        response: field,
+                        message_id: 0,
+                        sop_class_uid: None,
+                        sop_instance_uid: None,
+                        move_destination: None,
+                    },
+                    state: Receiving::Ignoring,
+                });
+            }
+            return Ok(());
+        }
         let Some(response) = field.response() else {
             return Err(format!("unexpected command {field:?} from the requestor"));
         };
         let message_id = command.message_id().map_err(|e| e.to_string())?;
         let abstract_syntax = &self.contexts[&context_id].abstract_syntax;
-        let sop_class_uid = command.affected_sop_class_uid();
-        let sop_instance_uid = command.affected_sop_instance_uid();
+        // DIMSE-N requests name their instance as Requested, responses as Affected.
+        let (sop_class_uid, sop_instance_uid) = if field == CommandField::NActionRq {
+            (
+                command.requested_sop_class_uid(),
+                command.requested_sop_instance_uid(),
+            )
+        } else {
+            (
+                command.affected_sop_class_uid(),
+                command.affected_sop_instance_uid(),
+            )
+        };
 
         let decision: Result<(), Outcome> = match field {
             CommandField::CEchoRq => {
@@ -333,6 +437,13 @@ impl<S: Services> Session<S> {
                     }
                 })
             }
+            CommandField::NActionRq => self
+                .check(
+                    Service::Commit,
+                    abstract_syntax == STORAGE_COMMITMENT_PUSH
+                        && sop_class_uid.as_deref() == Some(abstract_syntax.as_str()),
+                )
+                .and_then(|()| check_action(&command, sop_instance_uid.as_deref(), has_data_set)),
             _ => Err(Outcome::failure(
                 Status::UnrecognizedOperation,
                 "operation not supported",
@@ -345,7 +456,10 @@ impl<S: Services> Session<S> {
             Ok(())
                 if matches!(
                     field,
-                    CommandField::CFindRq | CommandField::CMoveRq | CommandField::CGetRq
+                    CommandField::CFindRq
+                        | CommandField::CMoveRq
+                        | CommandField::CGetRq
+                        | CommandField::NActionRq
                 ) =>
             {
                 Receiving::Collecting(Vec::new())
@@ -382,7 +496,7 @@ impl<S: Services> Session<S> {
                     sink.abandon().await;
                     Outcome::failure(Status::ProcessingFailure, "internal error")
                 }
-                Receiving::Collecting(_) => {
+                Receiving::Collecting(_) | Receiving::Ignoring => {
                     Outcome::failure(Status::ProcessingFailure, "internal error")
                 }
             };
@@ -411,7 +525,11 @@ impl<S: Services> Session<S> {
                 }
             }
             Receiving::Collecting(identifier) => {
-                if identifier.len() + bytes.len() > MAX_IDENTIFIER_LEN {
+                let limit = match in_flight.header.response {
+                    CommandField::NActionRsp => MAX_ACTION_INFORMATION_LEN,
+                    _ => MAX_IDENTIFIER_LEN,
+                };
+                if identifier.len() + bytes.len() > limit {
                     in_flight.state = Receiving::Draining(Outcome::failure(
                         Status::OutOfResources,
                         "identifier too large",
@@ -420,7 +538,7 @@ impl<S: Services> Session<S> {
                     identifier.extend_from_slice(&bytes);
                 }
             }
-            Receiving::Draining(_) => {}
+            Receiving::Draining(_) | Receiving::Ignoring => {}
         }
         if !last {
             return Ok(());
@@ -429,9 +547,13 @@ impl<S: Services> Session<S> {
         let outcome = match in_flight.state {
             Receiving::Writing(sink) => sink.finish().await,
             Receiving::Draining(outcome) => outcome,
+            Receiving::Ignoring => return Ok(()),
             Receiving::Collecting(identifier) => {
                 let header = &in_flight.header;
                 return match header.response {
+                    CommandField::NActionRsp => {
+                        self.run_commitment(assoc, header, identifier).await
+                    }
                     CommandField::CMoveRsp => {
                         self.run_retrieve(assoc, header, identifier, true).await
                     }
@@ -556,8 +678,7 @@ impl<S: Services> Session<S> {
 }
 
 /// Appends the P-DATA-TF PDUs of one response to `wire`: the command, then the data set if
-/// there is one, split into fragments no larger than the requestor accepts (0: no limit,
-/// PS3.8 D.3.3.1).
+/// there is one (see [`message_pdus`]).
 fn encode_response(
     wire: &mut Vec<u8>,
     header: &Header,
@@ -575,36 +696,54 @@ fn encode_response(
         error_comment: outcome.comment.as_deref(),
         has_data_set: data_set.is_some(),
         sub_operations,
+        // The only action we answer is Request Storage Commitment.
+        action_type_id: (header.response == CommandField::NActionRsp).then_some(1),
     });
-    let mut pdv = |value_type, is_last, data: &[u8]| {
-        let pdu = Pdu::PData {
-            data: vec![PDataValue {
-                presentation_context_id: header.context_id,
-                value_type,
-                is_last,
-                data: data.to_vec(),
-            }],
-        };
+    for pdu in message_pdus(
+        header.context_id,
+        &command,
+        data_set,
+        requestor_max_pdu_length,
+    ) {
         dicom_ul::pdu::write_pdu(wire, &pdu)
-            .map_err(|e| format!("encoding {:?}: {e}", header.response))
+            .map_err(|e| format!("encoding {:?}: {e}", header.response))?;
+    }
+    Ok(())
+}
+
+/// The P-DATA-TF PDUs of one message: the command, then the data set if there is one, split
+/// into fragments no larger than the peer accepts (0: no limit, PS3.8 D.3.3.1).
+pub(crate) fn message_pdus(
+    context_id: u8,
+    command: &CommandSet,
+    data_set: Option<&[u8]>,
+    peer_max_pdu_length: u32,
+) -> Vec<Pdu> {
+    let pdv = |value_type, is_last, data: &[u8]| Pdu::PData {
+        data: vec![PDataValue {
+            presentation_context_id: context_id,
+            value_type,
+            is_last,
+            data: data.to_vec(),
+        }],
     };
-    pdv(PDataValueType::Command, true, &command.encode())?;
+    let mut pdus = vec![pdv(PDataValueType::Command, true, &command.encode())];
     let Some(data) = data_set else {
-        return Ok(());
+        return pdus;
     };
     // The PDV item header takes 6 bytes of the PDU's variable field.
-    let room = match requestor_max_pdu_length {
+    let room = match peer_max_pdu_length {
         0 => usize::MAX,
         max => (max as usize).saturating_sub(6).max(1),
     };
     let mut chunks = data.chunks(room).peekable();
     if chunks.peek().is_none() {
-        pdv(PDataValueType::Data, true, &[])?;
+        pdus.push(pdv(PDataValueType::Data, true, &[]));
     }
     while let Some(chunk) = chunks.next() {
-        pdv(PDataValueType::Data, chunks.peek().is_none(), chunk)?;
+        pdus.push(pdv(PDataValueType::Data, chunks.peek().is_none(), chunk));
     }
-    Ok(())
+    pdus
 }
 
 /// What a response needs to know about its request.
