@@ -62,9 +62,9 @@ pub struct CommitmentConfig {
     #[serde(default = "defaults::commitment_retry_secs")]
     pub retry_secs: u64,
     /// Hours after the request when an undelivered report is given up (logged, and kept in
-    /// the locator with state `given_up`).
+    /// the locator with state `given_up`). Fractions allowed.
     #[serde(default = "defaults::commitment_give_up_hours")]
-    pub give_up_hours: u64,
+    pub give_up_hours: f64,
 }
 
 impl Default for CommitmentConfig {
@@ -532,8 +532,8 @@ mod defaults {
     pub fn commitment_retry_secs() -> u64 {
         60
     }
-    pub fn commitment_give_up_hours() -> u64 {
-        24
+    pub fn commitment_give_up_hours() -> f64 {
+        24.0
     }
     pub fn max_connections() -> u32 {
         8
@@ -720,6 +720,9 @@ impl Config {
         }
         if !(4096..=16_777_216).contains(&self.dicom.max_pdu_length) {
             return Err("dicom.max_pdu_length must be between 4096 and 16777216".into());
+        }
+        if !(self.commitment.give_up_hours > 0.0 && self.commitment.give_up_hours <= 24.0 * 365.0) {
+            return Err("commitment.give_up_hours must be above 0 and at most a year".into());
         }
         if !(2..=3600).contains(&self.node.lease_secs) {
             return Err("node.lease_secs must be between 2 and 3600".into());

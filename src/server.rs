@@ -86,7 +86,7 @@ pub async fn run(
         reader.clone(),
         CommitmentSettings {
             retry: std::time::Duration::from_secs(config.commitment.retry_secs.max(1)),
-            give_up: std::time::Duration::from_secs(config.commitment.give_up_hours * 3600),
+            give_up: std::time::Duration::from_secs_f64(config.commitment.give_up_hours * 3600.0),
             poll: std::time::Duration::from_secs(2),
         },
     ));

@@ -87,6 +87,18 @@ fn hdfs_containers_are_one_file_per_study_interoperate_with_hadoop_and_survive_k
         );
     }
 
+    // Storage Commitment checks each archived instance's own record on HDFS.
+    let (status, _, report) =
+        commit_request(server.port, "VIEWER", &corpus.paths(), &[], 30.0, &[]);
+    assert_eq!(status, 0x0000);
+    let report = report.expect("no commitment report");
+    assert_eq!(report["event_type"], 1, "{report}");
+    assert_eq!(
+        report["committed"].as_array().unwrap().len(),
+        corpus.files.len(),
+        "{report}"
+    );
+
     // Hadoop's own SequenceFile.Reader reads our containers from HDFS.
     let classes = tempfile::tempdir().unwrap();
     let javac = Command::new("javac")

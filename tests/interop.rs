@@ -1,4 +1,4 @@
-//! Strata's C-MOVE against Orthanc from Debian, in a private network namespace (needs root for
+//! Strata's C-MOVE and Storage Commitment against Orthanc from Debian, in a private network namespace (needs root for
 //! `unshare -n`; CI runs as root). The checks themselves are in tools/interop_orthanc.py.
 
 mod common;
@@ -37,4 +37,5 @@ fn orthanc_pulls_with_c_move_and_receives_bit_identical_instances() {
     let log = text(&out);
     assert!(out.status.success(), "{log}");
     assert_eq!(log.matches("bit-identical").count(), 2, "{log}");
+    assert!(log.contains("OK storage commitment from Orthanc"), "{log}");
 }

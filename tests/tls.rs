@@ -3,7 +3,8 @@
 //! as on the plain port; anonymous clients when no CA is
 //! configured; with `tls_ca`, client certificates required and verified (none, untrusted and
 //! expired ones refused, logged, and the server keeps serving); plain DICOM on the TLS port
-//! refused. Certificates come from `tools/make-test-certs.sh`.
+//! refused; Storage Commitment over TLS, the report on the request's association and on a
+//! new TLS association to the requestor. Certificates come from `tools/make-test-certs.sh`.
 
 mod common;
 
@@ -248,4 +249,58 @@ fn c_move_to_a_peer_marked_tls_goes_over_tls_to_dcmtk_storescp() {
         log.contains("cannot associate with the move destination"),
         "{log}"
     );
+}
+
+#[test]
+fn storage_commitment_over_tls_both_ways_with_client_certificates() {
+    let certs = certificates();
+    let c = |name: &str| certs.path().join(name).display().to_string();
+    // The modality's own server for reports: TLS, requiring our client certificate.
+    let listener = CommitListener::start(
+        0,
+        "LISTENER",
+        &[
+            "--tls-cert",
+            &c("server.crt"),
+            "--tls-key",
+            &c("server.key"),
+            "--tls-ca",
+            &c("ca.crt"),
+        ],
+    );
+    let server = tls_server_with(
+        certs.path(),
+        true,
+        &format!(
+            "[[dicom.peers]]\naet = \"LISTENER\"\nhost = \"127.0.0.1\"\nport = {}\ntls = true\n",
+            listener.port
+        ),
+    );
+    let corpus = Corpus::small(1, 2, 0, 0, 45);
+    server.store(&corpus);
+    let tls = [
+        "--tls-ca",
+        &c("ca.crt"),
+        "--tls-cert",
+        &c("client.crt"),
+        "--tls-key",
+        &c("client.key"),
+    ];
+    let port = server.tls_port.unwrap();
+    // Report on the TLS association of the request.
+    let (status, transaction, report) =
+        commit_request(port, "LISTENER", &corpus.paths(), &[], 30.0, &tls);
+    assert_eq!(status, 0x0000);
+    let report = report.expect("no report on the TLS association");
+    assert_eq!(report["transaction_uid"], transaction.as_str());
+    assert_eq!(report["event_type"], 1, "{report}");
+    // Released at once: the report comes on a new TLS association to the peer.
+    let (status, transaction, _) =
+        commit_request(port, "LISTENER", &corpus.paths(), &[], 0.0, &tls);
+    assert_eq!(status, 0x0000);
+    let report = listener
+        .next_report(std::time::Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("no report over TLS: {}", server.log()));
+    assert_eq!(report["transaction_uid"], transaction.as_str());
+    assert_eq!(report["event_type"], 1, "{report}");
 }

@@ -748,17 +748,6 @@ fn an_instance_a_volume_cannot_hold_is_named_and_skipped() {
     assert_eq!(again["failed"], 1, "{again}");
 }
 
-/// Flips one byte in the middle of the online file of `located` (a `locate --json` entry).
-fn damage_primary(server: &TestServer, located: &Value) {
-    let path = server
-        .online_dir()
-        .join(located["location"].as_str().unwrap());
-    let mut bytes = std::fs::read(&path).unwrap();
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 0xFF;
-    std::fs::write(&path, bytes).unwrap();
-}
-
 #[test]
 fn instances_over_the_cap_go_alone_and_a_damaged_primary_is_exported_from_its_original_never_a_roi_copy(
 ) {

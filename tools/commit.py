@@ -6,7 +6,7 @@
       One association: N-ACTION (Request Storage Commitment) for the instances of FILEs and
       each --ref, prints `ACTION 0xSTATUS <Transaction UID>`; with --wait, waits up to SECS
       on the same association for the N-EVENT-REPORT and prints `REPORT {json}`; releases.
-  commit.py listen PORT --aet A
+  commit.py listen PORT --aet A [--tls-cert FILE --tls-key FILE --tls-ca FILE]
       A server that accepts Storage Commitment with the caller in the SCP role (role
       selection), as a modality does for reports on a new association. PORT 0 binds a free
       port; prints `LISTENING <port>`, then `REPORT {json}` for each N-EVENT-REPORT.
@@ -107,7 +107,13 @@ def cmd_listen(args):
 
     ae = AE(ae_title=args.aet)
     ae.add_supported_context(StorageCommitmentPushModel, scu_role=False, scp_role=True)
-    server = ae.start_server(("127.0.0.1", args.port), block=False,
+    ssl_context = None
+    if args.tls_cert:
+        import ssl
+        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=args.tls_ca)
+        ssl_context.verify_mode = ssl.CERT_REQUIRED
+        ssl_context.load_cert_chain(args.tls_cert, args.tls_key)
+    server = ae.start_server(("127.0.0.1", args.port), block=False, ssl_context=ssl_context,
                              evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_report)])
     print(f"LISTENING {server.server_address[1]}", flush=True)
     try:
@@ -136,6 +142,9 @@ def main():
     listen = sub.add_parser("listen")
     listen.add_argument("port", type=int)
     listen.add_argument("--aet", default="MODALITY")
+    listen.add_argument("--tls-cert", default="")
+    listen.add_argument("--tls-key", default="")
+    listen.add_argument("--tls-ca", default="")
     # FILEs may follow --ref options (argparse would refuse them there).
     args, rest = p.parse_known_args()
     if rest and (args.cmd != "request" or any(r.startswith("-") for r in rest)):

@@ -8,6 +8,9 @@ be reachable from nothing else.
 1. Orthanc pulls a study from Strata through its REST API (/modalities/strata/move, Orthanc is
    both the C-MOVE requestor and the destination).
 2. DCMTK movescu asks Strata to send another study to Orthanc (Orthanc as a destination).
+3. Orthanc asks Strata for Storage Commitment through its REST API
+   (/modalities/strata/storage-commitment): Strata answers the N-ACTION, then sends the
+   N-EVENT-REPORT on a new association to Orthanc (Strata in the SCP role).
 Each time every instance Orthanc holds is compared, data set byte for byte, with the file
 that was stored. Orthanc 1.10 has no C-GET SCU, so C-GET is covered by DCMTK and pynetdicom.
 Prints `OK ...` lines; exits non-zero on the first mismatch.
@@ -137,6 +140,27 @@ url = "sqlite://locator.db"
             sys.exit(f"FAIL movescu to ORTHANC: {out.stdout}{out.stderr}")
         want.update({uid: ds for uid, (study, ds) in originals.items() if study == studies[1]})
         check("movescu from Strata to Orthanc", orthanc_instances(), want)
+
+        # 3. Orthanc as the Storage Commitment SCU: two stored instances and an unknown one.
+        known = [m for m in manifest if m["study_instance_uid"] == studies[0]][:2]
+        unknown = "1.2.826.0.1.3680043.8.498.999999"
+        refs = [{"SOPClassUID": m["sop_class_uid"], "SOPInstanceUID": m["sop_instance_uid"]} for m in known]
+        refs.append({"SOPClassUID": known[0]["sop_class_uid"], "SOPInstanceUID": unknown})
+        job = json.loads(rest("POST", "/modalities/strata/storage-commitment",
+                              {"DicomInstances": refs, "Timeout": 30}))
+        for _ in range(300):
+            report = json.loads(rest("GET", job["Path"]))
+            if report.get("Status") != "Pending":
+                break
+            time.sleep(0.1)
+        text = json.dumps(report)
+        failures = report.get("Failures", [])
+        ok = (report.get("Status") == "Failure" and len(failures) == 1 and unknown in text
+              and all(m["sop_instance_uid"] in json.dumps(report.get("Success", [])) for m in known)
+              and "274" in json.dumps(failures) + str([f.get("FailureReason") for f in failures if isinstance(f, dict)]))
+        if not ok:
+            sys.exit(f"FAIL storage commitment from Orthanc: {text}")
+        print(f"OK storage commitment from Orthanc: {len(known)} committed, the unknown one failed (0x0112)", flush=True)
     finally:
         for proc in procs:
             proc.terminate()

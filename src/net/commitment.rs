@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
 use super::access::AccessPolicy;
-use super::association::message_pdus;
+use super::association::{message_pdus, with_sources};
 use super::command::{CommandField, CommandSet};
 use super::dimse::{DimseEvent, MessageAssembler};
 use super::handler::{CommitmentReport, Services};
@@ -200,7 +200,7 @@ async fn on_new_association(
             let assoc = tokio::time::timeout(connect, options.establish_async(address.as_str()))
                 .await
                 .map_err(late)?
-                .map_err(|e| refused(e.to_string()))?;
+                .map_err(|e| refused(with_sources(&e)))?;
             send_and_release(assoc, report, settings.dimse_timeout).await
         }
         (true, Some(client)) => {
@@ -209,7 +209,7 @@ async fn on_new_association(
                 tokio::time::timeout(connect, options.establish_tls_async(address.as_str()))
                     .await
                     .map_err(late)?
-                    .map_err(|e| refused(e.to_string()))?;
+                    .map_err(|e| refused(with_sources(&e)))?;
             send_and_release(assoc, report, settings.dimse_timeout).await
         }
         (true, None) => Err(format!(

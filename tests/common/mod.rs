@@ -837,6 +837,100 @@ pub fn py_storescp(aet: &str, out: &Path, extra: &[&str]) -> Destination {
     }
 }
 
+/// Flips one byte in the middle of the online file of `located` (a `locate --json` entry).
+pub fn damage_primary(server: &TestServer, located: &serde_json::Value) {
+    let path = server
+        .online_dir()
+        .join(located["location"].as_str().unwrap());
+    let mut bytes = std::fs::read(&path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xFF;
+    std::fs::write(&path, bytes).unwrap();
+}
+
+/// tools/commit.py request: one N-ACTION for `files` and `refs` (`CLASS:INSTANCE`) from
+/// `aet`, waiting `wait` seconds for the report on the same association (0: release at
+/// once). Returns the N-ACTION status, the Transaction UID and the report if one came.
+pub fn commit_request(
+    port: u16,
+    aet: &str,
+    files: &[PathBuf],
+    refs: &[String],
+    wait: f64,
+    extra: &[&str],
+) -> (u16, String, Option<serde_json::Value>) {
+    let mut cmd = Command::new(python());
+    cmd.arg(repo().join("tools/commit.py"))
+        .args(["request", "127.0.0.1", &port.to_string(), "--aet", aet])
+        .args(["--wait", &wait.to_string()])
+        .args(extra);
+    for r in refs {
+        cmd.args(["--ref", r]);
+    }
+    let out = cmd.args(files).output().unwrap();
+    let log = text(&out);
+    let action = log
+        .lines()
+        .find_map(|l| l.strip_prefix("ACTION 0x"))
+        .unwrap_or_else(|| panic!("no N-ACTION answer: {log}"));
+    let (status, transaction) = action.split_once(' ').unwrap();
+    let report = log
+        .lines()
+        .find_map(|l| l.strip_prefix("REPORT "))
+        .map(|r| serde_json::from_str(r).unwrap());
+    (
+        u16::from_str_radix(status, 16).unwrap(),
+        transaction.to_string(),
+        report,
+    )
+}
+
+/// tools/commit.py listen: a modality's server that takes commitment reports on new
+/// associations (accepting the caller in the SCP role).
+pub struct CommitListener {
+    pub port: u16,
+    reports: mpsc::Receiver<serde_json::Value>,
+    _process: Running,
+}
+
+impl CommitListener {
+    /// Listens on `port` (0: any) as `aet`, with more options (TLS).
+    pub fn start(port: u16, aet: &str, extra: &[&str]) -> CommitListener {
+        let mut child = Command::new(python())
+            .arg(repo().join("tools/commit.py"))
+            .args(["listen", &port.to_string(), "--aet", aet])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = lines.next().and_then(Result::ok).unwrap_or_default();
+        let port = first
+            .strip_prefix("LISTENING ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("commit.py listen did not start: {first:?}"));
+        let (tx, reports) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                if let Some(report) = line.strip_prefix("REPORT ") {
+                    let _ = tx.send(serde_json::from_str(report).unwrap());
+                }
+            }
+        });
+        CommitListener {
+            port,
+            reports,
+            _process: Running(child),
+        }
+    }
+
+    /// The next report received, if one comes within `timeout`.
+    pub fn next_report(&self, timeout: Duration) -> Option<serde_json::Value> {
+        self.reports.recv_timeout(timeout).ok()
+    }
+}
+
 /// DCMTK's storescp as a destination, writing data sets exactly as received (+B). storescp
 /// cannot bind port 0, so this process listens (port 0, read back) and hands each accepted
 /// connection to a `storescp --inetd` of its own, as an inetd super-server would.

@@ -259,14 +259,20 @@ async fn next_report(reports: &mut Option<mpsc::Receiver<Outgoing>>) -> Option<O
     }
 }
 
-fn classify_receive_error(e: dicom_ul::association::Error) -> End {
-    let text = e.to_string();
-    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(&e);
-    let mut detail = text.clone();
+/// An error with its chain of sources, for logs and peers ("could not connect" alone does not
+/// say that a certificate was refused).
+pub(crate) fn with_sources(e: &dyn std::error::Error) -> String {
+    let mut detail = e.to_string();
+    let mut source = e.source();
     while let Some(s) = source {
         detail = format!("{detail}: {s}");
         source = s.source();
     }
+    detail
+}
+
+fn classify_receive_error(e: dicom_ul::association::Error) -> End {
+    let detail = with_sources(&e);
     if matches!(e, dicom_ul::association::Error::ConnectionClosed { .. }) {
         End::Closed("peer closed the connection".into())
     } else {
