@@ -7,7 +7,7 @@
 # 1,000,000-instance locator. Prints the ratios against the targets at the end.
 #
 #   tools/bench.sh [--ct-studies N] [--ct-images N] [--mr-studies N] [--mr-images N] [--j2k-only]
-#                  [--backup-only] [--locator-only] [--tls-only]
+#                  [--backup-only] [--locator-only] [--tls-only] [--commit-only]
 #
 # The JPEG 2000 section (last; alone with --j2k-only) times Strata's encoder
 # (examples/j2k_bench) against OpenJPEG's opj_compress on the same generated CT (512x512
@@ -34,6 +34,12 @@
 # to a DCMTK storescp destination, plain and +tls (movescu asks; Strata's sub-association does
 # TLS). Prints each TLS/plain ratio against the 0.8x target.
 #
+# The commitment section (alone with --commit-only) times Storage Commitment of the first study
+# (200 CT instances by default): from sending the N-ACTION to receiving the N-EVENT-REPORT on
+# the same association (pynetdicom, tools/commit.py), with the study online, then archived on
+# a real HDFS (tools/hdfs-dev.sh) by `tier run`; median of 5 requests each, against the
+# targets of 1 s online and 3 s archived. Every instance is read back and its CRC-32C checked.
+#
 # Everything runs inside a private network namespace (unshare -n) with only loopback, so
 # Orthanc, which cannot bind to 127.0.0.1 alone, is reachable from nothing else.
 # Sequential: one association per study, studies one after another.
@@ -44,13 +50,14 @@ cd "$(dirname "$0")/.."
 root=$PWD
 
 CT_STUDIES=10 CT_IMAGES=200 MR_STUDIES=3 MR_IMAGES=100 J2K_ONLY="" BACKUP_ONLY="" LOCATOR_ONLY=""
-TLS_ONLY=""
+TLS_ONLY="" COMMIT_ONLY=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --j2k-only) J2K_ONLY=1; shift ;;
         --backup-only) BACKUP_ONLY=1; shift ;;
         --locator-only) LOCATOR_ONLY=1; shift ;;
         --tls-only) TLS_ONLY=1; shift ;;
+        --commit-only) COMMIT_ONLY=1; shift ;;
         --ct-studies) CT_STUDIES=$2; shift 2 ;;
         --ct-images) CT_IMAGES=$2; shift 2 ;;
         --mr-studies) MR_STUDIES=$2; shift 2 ;;
@@ -406,6 +413,44 @@ tls_section() {
     rm -rf "$dir"
 }
 
+commit_section() {
+    local dir="$root/.cache/bench-commit" strata="$root/target/release/strata"
+    rm -rf "$dir" && mkdir -p "$dir/node"
+    tools/hdfs-dev.sh start "$dir/hdfs" >/dev/null
+    local HDFS_URL
+    HDFS_URL=$(grep -o 'HDFS_URL=[^ ]*' "$dir/hdfs/env" | head -1 | cut -d= -f2 | tr -d '"')
+    printf '[dicom]\naet = "STRATA"\nlisten = "127.0.0.1:0"\naccept_unknown_callers = true\n[storage]\nonline_dir = "online"\n[locator]\nurl = "sqlite://locator.db"\n[archive]\nbackend = "hdfs"\npath = "/strata-bench-commit"\nhdfs_url = "%s"\n[log]\nlevel = "info"\n' \
+        "$HDFS_URL" > "$dir/node/strata.toml"
+    "$strata" serve --config "$dir/node/strata.toml" >"$dir/node/out.log" 2>"$dir/node/err.log" &
+    local pid=$! port
+    for _ in $(seq 1 300); do grep -q "^listening" "$dir/node/out.log" && break; sleep 0.1; done
+    port=$(grep "^listening" "$dir/node/out.log" | grep -o '[0-9]*$')
+    local files=("${studies[0]}"/*.dcm)
+    /usr/bin/storescu -aet SCANNER -aec STRATA 127.0.0.1 "$port" "${files[@]}" >/dev/null 2>&1
+    commit_ms() {   # median of 5 requests for the whole study, ms from N-ACTION to report
+        for _ in 1 2 3 4 5; do
+            "$root/.venv/bin/python" tools/commit.py request 127.0.0.1 "$port" --aet SCANNER \
+                --wait 60 "${files[@]}" >"$dir/commit.log" 2>&1
+            if ! grep -q '"event_type": 1' "$dir/commit.log"; then
+                echo "commitment failed:" >&2
+                cat "$dir/commit.log" >&2
+                return 1
+            fi
+            grep -o 'REPORT_AFTER_MS [0-9.]*' "$dir/commit.log" | cut -d' ' -f2
+        done | median
+    }
+    local online archived
+    online=$(commit_ms)
+    "$strata" tier run --config "$dir/node/strata.toml" --min-age-days 0 >/dev/null
+    archived=$(commit_ms)
+    kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
+    tools/hdfs-dev.sh stop "$dir/hdfs" >/dev/null
+    echo
+    echo "Storage Commitment of one study (${#files[@]} instances, $(( $(cat "${files[@]}" | wc -c) / 1048576 )) MiB), N-ACTION to N-EVENT-REPORT, median of 5"
+    printf '  online %7.1f ms [< 1000]   archived on HDFS %7.1f ms [< 3000]\n' "$online" "$archived"
+    rm -rf "$dir"
+}
+
 # The generated corpus, made once per size and kept in .cache: sets corpus and studies.
 make_corpus() {
     corpus="$root/.cache/bench-corpus-$CT_STUDIES-$CT_IMAGES-$MR_STUDIES-$MR_IMAGES"
@@ -448,6 +493,18 @@ if [ -n "$TLS_ONLY" ]; then
     exit 0
 fi
 
+if [ -n "$COMMIT_ONLY" ]; then
+    source tools/setup-deps.sh
+    install_debian dcmtk bc
+    tools/hdfs-dev.sh fetch
+    install_venv
+    cargo build --release --quiet --bin strata
+    export TCP_NODELAY=1
+    make_corpus
+    commit_section
+    exit 0
+fi
+
 if [ -n "$BACKUP_ONLY" ]; then
     source tools/setup-deps.sh
     install_debian bc
@@ -459,7 +516,7 @@ if [ -n "$BACKUP_ONLY" ]; then
 fi
 # Bash abandons a whole compound command on an expansion error and goes on with the next one:
 # never fall through from a section run alone into the full benchmark.
-if [ -n "$J2K_ONLY$BACKUP_ONLY$LOCATOR_ONLY$TLS_ONLY" ]; then echo "a section failed" >&2; exit 1; fi
+if [ -n "$J2K_ONLY$BACKUP_ONLY$LOCATOR_ONLY$TLS_ONLY$COMMIT_ONLY" ]; then echo "a section failed" >&2; exit 1; fi
 
 if [ -z "${STRATA_BENCH_NETNS:-}" ]; then
     source tools/setup-deps.sh
@@ -783,4 +840,5 @@ rm -rf "$work"
 backup_section
 locator_section
 tls_section
+commit_section
 j2k_section

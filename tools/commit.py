@@ -5,7 +5,8 @@
                     [--ref CLASS:INSTANCE]... [FILE...]
       One association: N-ACTION (Request Storage Commitment) for the instances of FILEs and
       each --ref, prints `ACTION 0xSTATUS <Transaction UID>`; with --wait, waits up to SECS
-      on the same association for the N-EVENT-REPORT and prints `REPORT {json}`; releases.
+      on the same association for the N-EVENT-REPORT and prints `REPORT {json}` and
+      `REPORT_AFTER_MS <ms>` (from sending the N-ACTION-RQ to receiving the report); releases.
   commit.py listen PORT --aet A [--tls-cert FILE --tls-key FILE --tls-ca FILE]
       A server that accepts Storage Commitment with the caller in the SCP role (role
       selection), as a modality does for reports on a new association. PORT 0 binds a free
@@ -21,6 +22,7 @@ import json
 import logging
 import sys
 import threading
+import time
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -75,9 +77,12 @@ def cmd_request(args):
         info.ReferencedSOPSequence.append(item)
 
     got = threading.Event()
+    sent = [0.0]
 
     def on_report(event):
+        elapsed = (time.monotonic() - sent[0]) * 1000
         print(f"REPORT {report_json(event)}", flush=True)
+        print(f"REPORT_AFTER_MS {elapsed:.1f}", flush=True)
         got.set()
         return 0x0000, None
 
@@ -91,6 +96,7 @@ def cmd_request(args):
     if not assoc.is_established:
         print("NOT_ESTABLISHED", flush=True)
         return 2
+    sent[0] = time.monotonic()
     status, _ = assoc.send_n_action(info, 1, StorageCommitmentPushModel, WELL_KNOWN_INSTANCE)
     code = int(status.Status) if status is not None and "Status" in status else 0xFFFF
     print(f"ACTION 0x{code:04X} {info.TransactionUID}", flush=True)
