@@ -216,4 +216,10 @@ fn a_report_pending_at_kill_9_is_delivered_after_the_restart_and_an_undeliverabl
         std::thread::sleep(Duration::from_millis(200));
     }
     assert!(listener.next_report(Duration::from_millis(200)).is_none());
+    let status = server.status();
+    assert_eq!(
+        status["commitments"],
+        serde_json::json!({"checking": 0, "ready": 0, "reported": 1, "given_up": 1}),
+        "{status}"
+    );
 }

@@ -52,6 +52,7 @@ async fn dcmtk_store_keeps_data_sets_byte_identical_and_indexed() {
             },
             "copies": {"nearline": 0, "offline": 0},
             "queues": {"backup": 0, "repairs": 0},
+            "commitments": {"checking": 0, "ready": 0, "reported": 0, "given_up": 0},
             "last_runs": {
                 "tier": null, "backup": null, "repair": null, "verify": null, "import": null,
                 "restore": null, "export-volume": null, "import-volume": null

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::jobs::{last_runs, RunView, READ_FALLBACKS};
+use crate::locator::commitments::CommitmentCounts;
 use crate::locator::copies::{CopyKind, QueueLengths};
 use crate::locator::{Locator, LocatorError, Owner, Role, TierTotals};
 use crate::model::schedule::iso8601;
@@ -26,6 +27,9 @@ pub struct StatusReport {
     pub copies: BTreeMap<&'static str, u64>,
     /// Studies waiting for a near-line copy, instances waiting for their primary's repair.
     pub queues: QueueLengths,
+    /// Storage Commitment requests by state: being checked, reports waiting (retried),
+    /// reported, given up.
+    pub commitments: CommitmentCounts,
     /// The last run of every job (`tier`, `backup`, `repair`, `verify`, `import`, `restore`,
     /// `export-volume`, `import-volume`), `null` for a job that never ran.
     pub last_runs: BTreeMap<&'static str, Option<RunView>>,
@@ -78,6 +82,7 @@ pub async fn status(config: &Config) -> Result<StatusReport, LocatorError> {
         copies.insert(kind.as_str(), n);
     }
     let queues = locator.queue_lengths().await?;
+    let commitments = locator.commitment_counts().await?;
     let last_runs = last_runs(&locator).await?;
     let read_fallbacks = locator.counter(READ_FALLBACKS).await?;
     let own = locator.lease();
@@ -109,6 +114,7 @@ pub async fn status(config: &Config) -> Result<StatusReport, LocatorError> {
         tiers,
         copies,
         queues,
+        commitments,
         last_runs,
         read_fallbacks,
         nodes,
@@ -136,6 +142,12 @@ impl std::fmt::Display for StatusReport {
             f,
             "queued     {} studies for backup, {} primaries for repair",
             self.queues.backup, self.queues.repairs
+        )?;
+        let c = &self.commitments;
+        writeln!(
+            f,
+            "commitment {} being checked, {} reports waiting, {} reported, {} given up",
+            c.checking, c.ready, c.reported, c.given_up
         )?;
         writeln!(
             f,

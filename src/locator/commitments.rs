@@ -64,18 +64,15 @@ pub struct Commitment {
     pub items: Vec<CommitmentItem>,
 }
 
-/// One commitment row for the admin's eyes (`strata status`).
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct CommitmentRow {
-    pub id: i64,
-    pub transaction_uid: String,
-    pub calling_ae: String,
-    pub state: String,
-    pub event_type: Option<i64>,
-    pub instances: i64,
-    pub failed: i64,
-    pub attempts: i64,
-    pub last_error: String,
+/// How many commitments are in each state (`strata status`).
+#[derive(Debug, Clone, Default, serde::Serialize, PartialEq, Eq)]
+pub struct CommitmentCounts {
+    /// Acknowledged, instances not checked yet.
+    pub checking: u64,
+    /// Checked, report not delivered yet (retrying).
+    pub ready: u64,
+    pub reported: u64,
+    pub given_up: u64,
 }
 
 /// An instance as a commitment check needs it: its class and where its bytes are.
@@ -325,37 +322,25 @@ impl Locator {
         Ok(false)
     }
 
-    /// The newest `limit` commitments, newest first.
-    pub async fn recent_commitments(&self, limit: i64) -> Result<Vec<CommitmentRow>, LocatorError> {
-        let rows = sqlx::query(
-            "SELECT c.id, c.transaction_uid, c.calling_ae, c.state, c.event_type, c.attempts, \
-               c.last_error, \
-               (SELECT COUNT(*) FROM commitment_items i WHERE i.commitment_fk = c.id) \
-                 AS instances, \
-               (SELECT COUNT(*) FROM commitment_items i WHERE i.commitment_fk = c.id \
-                  AND i.failure_reason IS NOT NULL) AS failed \
-             FROM commitments c ORDER BY c.id DESC LIMIT $1",
-        )
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(err)?;
-        rows.iter()
-            .map(|r| {
-                Ok(CommitmentRow {
-                    id: r.try_get("id")?,
-                    transaction_uid: r.try_get("transaction_uid")?,
-                    calling_ae: r.try_get("calling_ae")?,
-                    state: r.try_get("state")?,
-                    event_type: r.try_get("event_type")?,
-                    instances: r.try_get("instances")?,
-                    failed: r.try_get("failed")?,
-                    attempts: r.try_get("attempts")?,
-                    last_error: r.try_get("last_error")?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(err)
+    /// How many commitments are in each state.
+    pub async fn commitment_counts(&self) -> Result<CommitmentCounts, LocatorError> {
+        let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM commitments GROUP BY state")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(err)?;
+        let mut counts = CommitmentCounts::default();
+        for row in rows {
+            let n = row.try_get::<i64, _>("n").map_err(err)? as u64;
+            let state: String = row.try_get("state").map_err(err)?;
+            match state.as_str() {
+                "checking" => counts.checking = n,
+                "ready" => counts.ready = n,
+                "reported" => counts.reported = n,
+                "given_up" => counts.given_up = n,
+                _ => {}
+            }
+        }
+        Ok(counts)
     }
 
     /// The class and stored copy of an instance, if it is stored.
