@@ -377,3 +377,97 @@ fn item_of(row: &AnyRow) -> Result<CommitmentItem, LocatorError> {
             .map(|r| r as u16),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::locator::tests::temp_locator;
+
+    fn item(uid: &str) -> CommitmentItem {
+        CommitmentItem {
+            sop_class_uid: "1.2.840.10008.5.1.4.1.1.2".into(),
+            sop_instance_uid: uid.into(),
+            failure_reason: None,
+        }
+    }
+
+    /// A commitment goes checking → ready → retried later → reported or given up, claimed
+    /// by its own process with its association, its items and reasons in request order.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_commitment_is_checked_then_reported_retried_or_given_up() {
+        let (_dir, locator) = temp_locator().await;
+        let items = [item("1.2.3"), item("1.2.1"), item("1.2.2")];
+        let id = locator
+            .record_commitment("9.9.1", "MODALITY", 7, &items)
+            .await
+            .unwrap();
+        let claimed = locator
+            .claim_commitments(CommitmentState::Checking, 16)
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(claimed[0].association, Some(7));
+        assert_eq!(claimed[0].items, items);
+        assert!(locator
+            .claim_commitments(CommitmentState::Ready, 16)
+            .await
+            .unwrap()
+            .is_empty());
+        locator
+            .record_commitment_check(id, &[None, Some(0x0112), None])
+            .await
+            .unwrap();
+        // Checked twice (another process took it meanwhile): refused.
+        assert!(matches!(
+            locator
+                .record_commitment_check(id, &[None, None, None])
+                .await,
+            Err(LocatorError::LeaseLost(_))
+        ));
+        let ready = locator
+            .claim_commitments(CommitmentState::Ready, 16)
+            .await
+            .unwrap();
+        let reasons: Vec<_> = ready[0].items.iter().map(|i| i.failure_reason).collect();
+        assert_eq!(reasons, [None, Some(0x0112), None]);
+
+        // A failed delivery waits `retry_ms` before it is due again.
+        let gave_up = locator
+            .commitment_report_failed(id, "refused", 60_000, 3_600_000)
+            .await
+            .unwrap();
+        assert!(!gave_up);
+        assert!(locator
+            .claim_commitments(CommitmentState::Ready, 16)
+            .await
+            .unwrap()
+            .is_empty());
+        // Past the give-up time, the next failure gives up.
+        assert!(locator
+            .commitment_report_failed(id, "refused", 0, 0)
+            .await
+            .unwrap());
+        let other = locator
+            .record_commitment("9.9.2", "MODALITY", 8, &[item("1.2.4")])
+            .await
+            .unwrap();
+        locator
+            .claim_commitments(CommitmentState::Checking, 16)
+            .await
+            .unwrap();
+        locator
+            .record_commitment_check(other, &[None])
+            .await
+            .unwrap();
+        locator.commitment_reported(other).await.unwrap();
+        assert_eq!(
+            locator.commitment_counts().await.unwrap(),
+            CommitmentCounts {
+                checking: 0,
+                ready: 0,
+                reported: 1,
+                given_up: 1
+            }
+        );
+    }
+}
