@@ -12,7 +12,10 @@ use std::rc::Rc;
 use dicom_core::Tag;
 use dicom_encoding::transfer_syntax::Codec;
 use dicom_encoding::TransferSyntax;
+use dicom_encoding::TransferSyntaxIndex;
+use dicom_object::InMemDicomObject;
 use dicom_parser::dataset::{DataSetReader, DataToken};
+use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
 /// Real data sets nest a handful of levels; this is far above any of them.
 pub const MAX_NESTING: usize = 32;
@@ -26,6 +29,40 @@ pub enum ScanError {
     TooLarge(u64),
     #[error("cannot parse the data set: {0}")]
     Parse(String),
+}
+
+/// Why a small data set held in memory (an identifier, an Action Information) was not
+/// decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("unknown transfer syntax {0}")]
+    UnknownTransferSyntax(String),
+    #[error(transparent)]
+    Refused(#[from] ScanError),
+    #[error("cannot parse the data set: {0}")]
+    Parse(String),
+}
+
+impl DecodeError {
+    /// Whether it was refused for its size (a resource limit, not malformed data).
+    pub fn is_too_large(&self) -> bool {
+        matches!(self, DecodeError::Refused(ScanError::TooLarge(_)))
+    }
+}
+
+/// Decodes a small untrusted data set held in memory, encoded in `transfer_syntax_uid`:
+/// scanned first (nesting, at most `max_bytes` once decoded), then built.
+pub fn decode_small(
+    bytes: &[u8],
+    transfer_syntax_uid: &str,
+    max_bytes: u64,
+) -> Result<InMemDicomObject, DecodeError> {
+    let ts = TransferSyntaxRegistry
+        .get(transfer_syntax_uid)
+        .ok_or_else(|| DecodeError::UnknownTransferSyntax(transfer_syntax_uid.to_string()))?;
+    // Scan first: nesting is refused before the (recursive) object builder sees it.
+    scan(std::io::Cursor::new(bytes.to_vec()), ts, None, max_bytes)?;
+    InMemDicomObject::read_dataset_with_ts(bytes, ts).map_err(|e| DecodeError::Parse(e.to_string()))
 }
 
 /// How a scan ended.

@@ -3,11 +3,9 @@
 //! Level read and checked against the information model.
 
 use dicom_dictionary_std::tags;
-use dicom_encoding::TransferSyntaxIndex;
 use dicom_object::InMemDicomObject;
-use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
-use crate::dataset::{scan, ScanError};
+use crate::dataset::decode_small;
 use crate::model::query::QueryLevel;
 use crate::net::{Outcome, Status};
 
@@ -29,22 +27,13 @@ pub fn decode(
     transfer_syntax_uid: &str,
     study_root: bool,
 ) -> Result<Identifier, Outcome> {
-    let ts = TransferSyntaxRegistry
-        .get(transfer_syntax_uid)
-        .ok_or_else(|| Outcome::failure(Status::CannotUnderstand, "unknown transfer syntax"))?;
-    // Scan first: nesting is refused before the (recursive) object builder sees it.
-    scan(
-        std::io::Cursor::new(bytes.to_vec()),
-        ts,
-        None,
-        MAX_IDENTIFIER_BYTES,
-    )
-    .map_err(|e| match e {
-        ScanError::TooLarge(_) => Outcome::failure(Status::OutOfResources, e.to_string()),
-        _ => Outcome::failure(Status::CannotUnderstand, format!("bad identifier: {e}")),
+    let object = decode_small(bytes, transfer_syntax_uid, MAX_IDENTIFIER_BYTES).map_err(|e| {
+        if e.is_too_large() {
+            Outcome::failure(Status::OutOfResources, e.to_string())
+        } else {
+            Outcome::failure(Status::CannotUnderstand, format!("bad identifier: {e}"))
+        }
     })?;
-    let object = InMemDicomObject::read_dataset_with_ts(bytes, ts)
-        .map_err(|e| Outcome::failure(Status::CannotUnderstand, format!("bad identifier: {e}")))?;
     let bad = |comment: &str| Outcome::failure(Status::DataSetDoesNotMatchSopClass, comment);
     let level = object
         .element_opt(tags::QUERY_RETRIEVE_LEVEL)

@@ -436,11 +436,13 @@ fn nesting_is_allowed_to_32_levels_and_refused_at_33() {
     assert_still_serving(&server);
 }
 
-/// A C-STORE data set without a required UID, or whose SOP Instance UID is not the one its
-/// command names, is refused with 0xA900 and a comment saying which; the same data set
-/// made whole and consistent is stored (so each refusal is for the defect shown).
+/// A C-STORE data set without a required UID, with a value that is not a UID (a path, 65
+/// characters), or whose SOP Instance UID is not the one its command names, is refused with
+/// 0xA900 and a comment saying which; the same data set made whole and consistent is stored
+/// (so each refusal is for the defect shown), and so is one with a leading-zero component
+/// (old modalities), with a warning.
 #[test]
-fn missing_uids_and_a_data_set_that_contradicts_its_command_get_a900() {
+fn missing_or_invalid_uids_and_a_data_set_that_contradicts_its_command_get_a900() {
     use strata::net::command::{CommandField, CommandSet};
     let server = TestServer::start("");
     let ct = "1.2.840.10008.5.1.4.1.1.2";
@@ -476,6 +478,25 @@ fn missing_uids_and_a_data_set_that_contradicts_its_command_get_a900() {
     );
     let log = server.log_when(|l| l.contains("differ from the command"));
     assert!(log.contains("differ from the command"), "{log}");
+    let too_long = format!("1.{}\0", "2".repeat(63));
+    for (message_id, study) in [
+        (4, b"../../../../tmp/evil-study".as_slice()),
+        (5, too_long.as_bytes()),
+    ] {
+        let status = store(
+            message_id,
+            "1.2.3.4.5.6",
+            data_set(b"1.2.3.4.5.6", Some(study)),
+        );
+        assert_eq!(status, 0xA900, "not a UID: 0x{status:04X}");
+    }
+    let log = server.log_when(|l| l.contains("65 characters long"));
+    assert!(
+        log.contains("../../../../tmp/evil-study")
+            && log.contains("is not a valid UID (PS3.5 9.1): it holds '/'"),
+        "{log}"
+    );
+    assert!(log.contains("65 characters long"), "{log}");
     assert_eq!(server.instances(), 0);
 
     let status = store(
@@ -485,6 +506,15 @@ fn missing_uids_and_a_data_set_that_contradicts_its_command_get_a900() {
     );
     assert_eq!(status, 0x0000, "the consistent data set: 0x{status:04X}");
     assert_eq!(server.instances(), 1);
+    let status = store(
+        6,
+        "1.2.3.4.5.9",
+        data_set(b"1.2.3.4.5.9", Some(b"1.02.3.4")),
+    );
+    assert_eq!(status, 0x0000, "a leading zero: 0x{status:04X}");
+    let log = server.log_when(|l| l.contains("UID with a leading zero"));
+    assert!(log.contains("UID with a leading zero"), "{log}");
+    assert_eq!(server.instances(), 2);
 }
 
 #[test]

@@ -30,6 +30,8 @@ from pydicom.uid import generate_uid
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import StorageCommitmentPushModel
 
+from scu import tls_args  # tools/ is on sys.path as this script's folder
+
 WELL_KNOWN_INSTANCE = "1.2.840.10008.1.20.1.1"
 
 
@@ -46,17 +48,6 @@ def report_json(event):
         "calling_ae": event.assoc.requestor.ae_title.strip()
         if not event.assoc.is_requestor else event.assoc.acceptor.ae_title.strip(),
     })
-
-
-def tls_args(args):
-    if not args.tls_ca:
-        return None
-    import ssl
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=args.tls_ca)
-    context.check_hostname = False
-    if args.tls_cert:
-        context.load_cert_chain(args.tls_cert, args.tls_key)
-    return (context, None)
 
 
 def cmd_request(args):

@@ -16,14 +16,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dicom_dictionary_std::tags;
-use dicom_encoding::TransferSyntaxIndex;
 use dicom_object::InMemDicomObject;
-use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use futures_util::StreamExt;
 use tokio::sync::{watch, Notify};
 use tracing::{info, warn};
 
-use crate::dataset::{scan, ScanError};
+use crate::dataset::decode_small;
 use crate::locator::commitments::{Commitment, CommitmentItem, CommitmentState};
 use crate::locator::Locator;
 use crate::net::{
@@ -275,28 +273,17 @@ fn report_of(commitment: Commitment) -> CommitmentReport {
 /// Sequence, each item with its class and instance. Checked for nesting and size before
 /// parsing (untrusted input).
 pub fn decode_action(bytes: &[u8], transfer_syntax_uid: &str) -> Result<Action, Outcome> {
-    let ts = TransferSyntaxRegistry
-        .get(transfer_syntax_uid)
-        .ok_or_else(|| Outcome::failure(Status::ProcessingFailure, "unknown transfer syntax"))?;
-    scan(
-        std::io::Cursor::new(bytes.to_vec()),
-        ts,
-        None,
-        MAX_ACTION_INFORMATION_BYTES,
-    )
-    .map_err(|e| match e {
-        ScanError::TooLarge(_) => Outcome::failure(Status::OutOfResources, e.to_string()),
-        _ => Outcome::failure(
-            Status::ProcessingFailure,
-            format!("bad Action Information: {e}"),
-        ),
-    })?;
-    let object = InMemDicomObject::read_dataset_with_ts(bytes, ts).map_err(|e| {
-        Outcome::failure(
-            Status::ProcessingFailure,
-            format!("bad Action Information: {e}"),
-        )
-    })?;
+    let object =
+        decode_small(bytes, transfer_syntax_uid, MAX_ACTION_INFORMATION_BYTES).map_err(|e| {
+            if e.is_too_large() {
+                Outcome::failure(Status::OutOfResources, e.to_string())
+            } else {
+                Outcome::failure(
+                    Status::ProcessingFailure,
+                    format!("bad Action Information: {e}"),
+                )
+            }
+        })?;
     let text = |obj: &InMemDicomObject, tag| {
         obj.element_opt(tag)
             .ok()
@@ -344,6 +331,8 @@ mod tests {
     use super::*;
     use dicom_core::value::DataSetSequence;
     use dicom_core::{DataElement, PrimitiveValue, VR};
+    use dicom_encoding::TransferSyntaxIndex;
+    use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
     const EXPLICIT: &str = "1.2.840.10008.1.2.1";
 

@@ -25,6 +25,13 @@ pub enum AttributeError {
     Parse(String),
     #[error("required attribute {0} is missing or empty")]
     Missing(&'static str),
+    #[error("{name} {value:?} is not a valid UID (PS3.5 9.1): it {problem}")]
+    BadUid {
+        name: &'static str,
+        /// The value, cut to 80 characters.
+        value: String,
+        problem: crate::model::uid::UidError,
+    },
 }
 
 /// Every attribute the locator indexes sits below this tag. Reading stops here, so large
@@ -120,6 +127,23 @@ fn extract(object: &DefaultDicomObject) -> Result<IndexedAttributes, AttributeEr
             Ok(v)
         }
     };
+    // UIDs name folders, containers and volume members downstream: only real UIDs pass.
+    let uid = |tag: Tag, name: &'static str| {
+        let v = required(tag, name)?;
+        match crate::model::uid::check(&v) {
+            Ok(valid) => {
+                if valid.leading_zero {
+                    tracing::warn!(attribute = name, value = %v, "UID with a leading zero in a component (not standard; accepted)");
+                }
+                Ok(v)
+            }
+            Err(problem) => Err(AttributeError::BadUid {
+                name,
+                value: v.chars().take(80).collect(),
+                problem,
+            }),
+        }
+    };
     Ok(IndexedAttributes {
         patient: PatientAttributes {
             patient_id: text(tags::PATIENT_ID),
@@ -129,7 +153,7 @@ fn extract(object: &DefaultDicomObject) -> Result<IndexedAttributes, AttributeEr
             patient_sex: text(tags::PATIENT_SEX),
         },
         study: StudyAttributes {
-            study_instance_uid: required(tags::STUDY_INSTANCE_UID, "StudyInstanceUID")?,
+            study_instance_uid: uid(tags::STUDY_INSTANCE_UID, "StudyInstanceUID")?,
             study_date: text(tags::STUDY_DATE),
             study_time: text(tags::STUDY_TIME),
             accession_number: text(tags::ACCESSION_NUMBER),
@@ -138,15 +162,15 @@ fn extract(object: &DefaultDicomObject) -> Result<IndexedAttributes, AttributeEr
             referring_physician_name: text(tags::REFERRING_PHYSICIAN_NAME),
         },
         series: SeriesAttributes {
-            series_instance_uid: required(tags::SERIES_INSTANCE_UID, "SeriesInstanceUID")?,
+            series_instance_uid: uid(tags::SERIES_INSTANCE_UID, "SeriesInstanceUID")?,
             modality: text(tags::MODALITY),
             series_number: integer(tags::SERIES_NUMBER),
             series_description: text(tags::SERIES_DESCRIPTION),
             body_part_examined: text(tags::BODY_PART_EXAMINED),
         },
         instance: InstanceAttributes {
-            sop_instance_uid: required(tags::SOP_INSTANCE_UID, "SOPInstanceUID")?,
-            sop_class_uid: required(tags::SOP_CLASS_UID, "SOPClassUID")?,
+            sop_instance_uid: uid(tags::SOP_INSTANCE_UID, "SOPInstanceUID")?,
+            sop_class_uid: uid(tags::SOP_CLASS_UID, "SOPClassUID")?,
             instance_number: integer(tags::INSTANCE_NUMBER),
             specific_character_set: text(tags::SPECIFIC_CHARACTER_SET),
         },

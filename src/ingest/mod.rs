@@ -80,7 +80,9 @@ impl Inner {
                 self.discard_temp(&written.path).await;
                 let status = match e {
                     AttributeError::Parse(_) => Status::CannotUnderstand,
-                    AttributeError::Missing(_) => Status::DataSetDoesNotMatchSopClass,
+                    AttributeError::Missing(_) | AttributeError::BadUid { .. } => {
+                        Status::DataSetDoesNotMatchSopClass
+                    }
                 };
                 return Outcome::failure(status, e.to_string());
             }

@@ -7,6 +7,7 @@ pub mod query;
 pub mod schedule;
 pub mod sop_class;
 pub mod transfer_syntax;
+pub mod uid;
 
 use serde::Serialize;
 
