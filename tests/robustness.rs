@@ -555,3 +555,41 @@ fn a_message_stalled_midway_is_aborted_after_dimse_timeout_secs() {
     assert_eq!(server.instances(), 0);
     assert_still_serving(&server);
 }
+
+/// A data set whose last element is shorter than its declared length (a transfer cut short)
+/// is refused with 0xC000 naming the element, and nothing is stored, though everything the
+/// index needs arrived; the same data set whole is stored.
+#[test]
+fn a_data_set_ending_inside_its_pixel_data_is_refused() {
+    use strata::net::command::{CommandField, CommandSet};
+    let server = TestServer::start("");
+    let ct = "1.2.840.10008.5.1.4.1.1.2";
+    let data_set = |sop_instance: &[u8], pixels: usize| {
+        let mut out = explicit_element((0x0008, 0x0016), b"UI", b"1.2.840.10008.5.1.4.1.1.2\0");
+        out.extend(explicit_element((0x0008, 0x0018), b"UI", sop_instance));
+        out.extend(explicit_element((0x0020, 0x000D), b"UI", b"1.2.3.4.6\0"));
+        out.extend(explicit_element((0x0020, 0x000E), b"UI", b"1.2.3.4.7\0"));
+        // (7FE0,0010) OW declaring 4096 bytes.
+        out.extend(b"\xe0\x7f\x10\x00OW\0\0\x00\x10\x00\x00");
+        out.extend(vec![0x11u8; pixels]);
+        out
+    };
+    let store = |message_id, uid: &str, data: Vec<u8>| {
+        let command = CommandSet::request(CommandField::CStoreRq, message_id, ct)
+            .with_data_set(uid)
+            .encode();
+        raw_request(&server, ct, command, data)
+    };
+    let status = store(1, "1.2.3.4.5.1", data_set(b"1.2.3.4.5.1\0", 4000));
+    assert_eq!(status, 0xC000, "cut short: 0x{status:04X}");
+    let log = server.log_when(|l| l.contains("4000 of its 4096 bytes"));
+    assert!(
+        log.contains("data set truncated in (7FE0,0010): 4000 of its 4096 bytes arrived"),
+        "{log}"
+    );
+    assert_eq!(server.instances(), 0);
+    let status = store(2, "1.2.3.4.5.1", data_set(b"1.2.3.4.5.1\0", 4096));
+    assert_eq!(status, 0x0000, "whole: 0x{status:04X}");
+    assert_eq!(server.instances(), 1);
+    assert_still_serving(&server);
+}

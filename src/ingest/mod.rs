@@ -11,6 +11,7 @@
 //! so concurrent stores of one SOP Instance UID, even from two processes, keep exactly one.
 
 mod attributes;
+mod walk;
 
 use std::io;
 use std::path::PathBuf;
@@ -22,6 +23,9 @@ pub use attributes::{read_attributes, read_attributes_with_head, AttributeError}
 
 use crate::config::DuplicatePolicy;
 use crate::locator::{now_millis, Locator, NewInstance, Recorded};
+use crate::model::transfer_syntax::{
+    DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN,
+};
 use crate::model::{IndexedAttributes, StoredObject, Tier};
 use crate::net::{AssociationContext, Outcome, Status, StoreRequest, StoreSink, StoreStart};
 use crate::online::{part10_header, OnlineStore, Part10Writer, WrittenFile};
@@ -208,6 +212,9 @@ pub struct IngestSink {
     request: StoreRequest,
     source_ae: String,
     writer: Part10Writer,
+    /// Follows the element headers as the data set streams in: a data set that ends inside
+    /// an element is refused (`None` for syntaxes it cannot follow).
+    walk: Option<walk::ElementWalk>,
 }
 
 impl Ingest {
@@ -251,14 +258,28 @@ impl Ingest {
         StoreStart::Receive(IngestSink {
             ingest: inner.clone(),
             source_ae: association.calling_ae.clone(),
+            walk: walk_for(&request.transfer_syntax_uid),
             request,
             writer: Part10Writer::new(path, file, header),
         })
     }
 }
 
+/// The element walk for a data set in `transfer_syntax_uid`: every syntax we accept but
+/// the deflated one (whose bytes are not elements until inflated).
+fn walk_for(transfer_syntax_uid: &str) -> Option<walk::ElementWalk> {
+    match transfer_syntax_uid {
+        IMPLICIT_VR_LITTLE_ENDIAN => Some(walk::ElementWalk::new(false)),
+        DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN => None,
+        _ => Some(walk::ElementWalk::new(true)),
+    }
+}
+
 impl StoreSink for IngestSink {
     async fn write(&mut self, fragment: Vec<u8>) -> Result<(), Outcome> {
+        if let Some(walk) = &mut self.walk {
+            walk.push(&fragment);
+        }
         self.writer
             .write(&fragment)
             .await
@@ -271,7 +292,12 @@ impl StoreSink for IngestSink {
             request,
             source_ae,
             writer,
+            walk,
         } = self;
+        if let Some(Err(truncated)) = walk.as_ref().map(walk::ElementWalk::finish) {
+            writer.discard().await;
+            return Outcome::failure(Status::CannotUnderstand, truncated.to_string());
+        }
         let temp = writer.path().to_owned();
         // Parse in the same blocking call as the fsync, from memory when possible.
         let length = writer.length();
