@@ -593,3 +593,59 @@ fn a_data_set_ending_inside_its_pixel_data_is_refused() {
     assert_eq!(server.instances(), 1);
     assert_still_serving(&server);
 }
+
+/// Native Pixel Data shorter than Rows x Columns x Samples x Bits Allocated x Frames needs
+/// (a whole element, a broken image) is refused with 0xC000 saying both numbers.
+#[test]
+fn pixel_data_shorter_than_the_image_needs_is_refused() {
+    use strata::net::command::{CommandField, CommandSet};
+    let server = TestServer::start("");
+    let ct = "1.2.840.10008.5.1.4.1.1.2";
+    let data_set = |sop_instance: &[u8], pixels: u32| {
+        let mut out = explicit_element((0x0008, 0x0016), b"UI", b"1.2.840.10008.5.1.4.1.1.2\0");
+        out.extend(explicit_element((0x0008, 0x0018), b"UI", sop_instance));
+        out.extend(explicit_element((0x0020, 0x000D), b"UI", b"1.2.3.4.6\0"));
+        out.extend(explicit_element((0x0020, 0x000E), b"UI", b"1.2.3.4.7\0"));
+        out.extend(explicit_element(
+            (0x0028, 0x0002),
+            b"US",
+            &1u16.to_le_bytes(),
+        ));
+        out.extend(explicit_element(
+            (0x0028, 0x0010),
+            b"US",
+            &64u16.to_le_bytes(),
+        ));
+        out.extend(explicit_element(
+            (0x0028, 0x0011),
+            b"US",
+            &64u16.to_le_bytes(),
+        ));
+        out.extend(explicit_element(
+            (0x0028, 0x0100),
+            b"US",
+            &16u16.to_le_bytes(),
+        ));
+        out.extend(b"\xe0\x7f\x10\x00OW\0\0");
+        out.extend(pixels.to_le_bytes());
+        out.extend(vec![0x22u8; pixels as usize]);
+        out
+    };
+    let store = |message_id, uid: &str, data: Vec<u8>| {
+        let command = CommandSet::request(CommandField::CStoreRq, message_id, ct)
+            .with_data_set(uid)
+            .encode();
+        raw_request(&server, ct, command, data)
+    };
+    let status = store(1, "1.2.3.4.5.2", data_set(b"1.2.3.4.5.2\0", 4096));
+    assert_eq!(status, 0xC000, "half an image: 0x{status:04X}");
+    let log = server.log_when(|l| l.contains("Pixel Data holds 4096 bytes"));
+    assert!(
+        log.contains("Pixel Data holds 4096 bytes; 64 rows x 64 columns x 1 samples x 16 bits x 1 frames need 8192"),
+        "{log}"
+    );
+    assert_eq!(server.instances(), 0);
+    let status = store(2, "1.2.3.4.5.2", data_set(b"1.2.3.4.5.2\0", 8192));
+    assert_eq!(status, 0x0000, "the whole image: 0x{status:04X}");
+    assert_eq!(server.instances(), 1);
+}

@@ -34,10 +34,11 @@ pub enum AttributeError {
     },
 }
 
-/// Every attribute the locator indexes sits below this tag. Reading stops here, so large
-/// elements after it (pixel data, encapsulated documents, vendor blobs in higher groups) are
-/// never loaded to index an instance.
-const STOP_AT: Tag = Tag(0x0021, 0x0000);
+/// Every attribute the locator indexes, and the image dimensions the Pixel Data check needs
+/// (up to Bits Allocated, (0028,0100)), sit below this tag. Reading stops here, so large
+/// elements after it (LUT data, pixel data, encapsulated documents, vendor blobs in higher
+/// groups) are never loaded to index an instance.
+const STOP_AT: Tag = Tag(0x0028, 0x0101);
 
 /// Bytes of data set before [`STOP_AT`] we are willing to look through.
 const HEADER_LIMIT: u64 = 64 * 1024 * 1024;
@@ -46,6 +47,15 @@ const HEADER_LIMIT: u64 = 64 * 1024 * 1024;
 /// decoding text with the data set's Specific Character Set. The data set is scanned first,
 /// so hostile nesting is refused instead of overflowing the stack. Blocking.
 pub fn read_attributes(path: &Path) -> Result<IndexedAttributes, AttributeError> {
+    read_attributes_checking(path, None)
+}
+
+/// [`read_attributes`], and with `native_pixel_bytes` (the declared length of native Pixel
+/// Data, when known) the check that it holds what the image's dimensions need.
+fn read_attributes_checking(
+    path: &Path,
+    native_pixel_bytes: Option<u64>,
+) -> Result<IndexedAttributes, AttributeError> {
     let parse = |e: &dyn std::fmt::Display| AttributeError::Parse(e.to_string());
     let mut file = std::io::BufReader::new(std::fs::File::open(path).map_err(|e| parse(&e))?);
     let mut preamble = [0u8; 128];
@@ -63,6 +73,7 @@ pub fn read_attributes(path: &Path) -> Result<IndexedAttributes, AttributeError>
         .read_until(STOP_AT)
         .open_file(path)
         .map_err(|e| AttributeError::Parse(error_chain(&e)))?;
+    check_pixel_data(&object, native_pixel_bytes)?;
     extract(&object)
 }
 
@@ -73,14 +84,15 @@ pub fn read_attributes_with_head(
     path: &Path,
     head: &[u8],
     file_length: u64,
+    native_pixel_bytes: Option<u64>,
 ) -> Result<IndexedAttributes, AttributeError> {
     let whole_file = head.len() as u64 == file_length;
     let Some(data_set) = head.get(128..) else {
-        return read_attributes(path);
+        return read_attributes_checking(path, native_pixel_bytes);
     };
     let mut cursor = std::io::Cursor::new(data_set);
     let Ok(meta) = FileMetaTable::from_reader(&mut cursor) else {
-        return read_attributes(path);
+        return read_attributes_checking(path, native_pixel_bytes);
     };
     let ts = transfer_syntax(&meta)?;
     let rest = data_set[cursor.position() as usize..].to_vec();
@@ -89,14 +101,57 @@ pub fn read_attributes_with_head(
         Ok(ScanEnd::End) if whole_file => {}
         Err(e) if whole_file => return Err(AttributeError::Parse(e.to_string())),
         // Cut short by the head's size: the file is the authority.
-        _ => return read_attributes(path),
+        _ => return read_attributes_checking(path, native_pixel_bytes),
     }
     let object = OpenFileOptions::new()
         .read_until(STOP_AT)
         .read_preamble(ReadPreamble::Always)
         .from_reader(head)
         .map_err(|e| AttributeError::Parse(error_chain(&e)))?;
+    check_pixel_data(&object, native_pixel_bytes)?;
     extract(&object)
+}
+
+/// Native Pixel Data of `declared` bytes must hold Rows x Columns x Samples per Pixel x
+/// Bits Allocated x Number of Frames bits (PS3.5 8.1.1): a shorter one is a broken image,
+/// whatever its element structure says. Nothing to check without the dimensions.
+fn check_pixel_data(
+    object: &DefaultDicomObject,
+    declared: Option<u64>,
+) -> Result<(), AttributeError> {
+    let Some(declared) = declared else {
+        return Ok(());
+    };
+    let number = |tag: Tag| -> Option<u64> {
+        object
+            .element_opt(tag)
+            .ok()
+            .flatten()
+            .and_then(|e| e.to_str().ok())
+            .and_then(|v| v.trim_matches(|c: char| c == ' ' || c == '\0').parse().ok())
+    };
+    let (Some(rows), Some(columns), Some(bits)) = (
+        number(tags::ROWS),
+        number(tags::COLUMNS),
+        number(tags::BITS_ALLOCATED),
+    ) else {
+        return Ok(());
+    };
+    let samples = number(tags::SAMPLES_PER_PIXEL).unwrap_or(1).max(1);
+    let frames = number(tags::NUMBER_OF_FRAMES).unwrap_or(1).max(1);
+    let needed = rows
+        .saturating_mul(columns)
+        .saturating_mul(samples)
+        .saturating_mul(frames)
+        .saturating_mul(bits)
+        .div_ceil(8);
+    if declared < needed {
+        return Err(AttributeError::Parse(format!(
+            "Pixel Data holds {declared} bytes; {rows} rows x {columns} columns x {samples} \
+             samples x {bits} bits x {frames} frames need {needed}"
+        )));
+    }
+    Ok(())
 }
 
 fn transfer_syntax(
@@ -246,7 +301,7 @@ mod tests {
         let path = dir.path().join("small.dcm");
         write_file(&path, 100);
         let (head, len) = head_of(&path);
-        let from_head = read_attributes_with_head(&path, &head, len).unwrap();
+        let from_head = read_attributes_with_head(&path, &head, len, None).unwrap();
         assert_eq!(from_head, read_attributes(&path).unwrap());
         assert_eq!(from_head.patient.patient_name, "张^伟");
         assert_eq!(from_head.instance.instance_number, Some(42));
@@ -259,7 +314,7 @@ mod tests {
         write_file(&path, 100_000);
         let (head, len) = head_of(&path);
         assert!((head.len() as u64) < len);
-        let attributes = read_attributes_with_head(&path, &head, len).unwrap();
+        let attributes = read_attributes_with_head(&path, &head, len, None).unwrap();
         assert_eq!(attributes.instance.instance_number, Some(42));
         assert_eq!(attributes.series.series_instance_uid, "1.2.3.4");
     }

@@ -298,11 +298,14 @@ impl StoreSink for IngestSink {
             writer.discard().await;
             return Outcome::failure(Status::CannotUnderstand, truncated.to_string());
         }
+        let native_pixel_bytes = walk
+            .as_ref()
+            .and_then(walk::ElementWalk::native_pixel_data_len);
         let temp = writer.path().to_owned();
         // Parse in the same blocking call as the fsync, from memory when possible.
         let length = writer.length();
         let parse = move |path: &std::path::Path, head: &[u8]| {
-            read_attributes_with_head(path, head, length)
+            read_attributes_with_head(path, head, length, native_pixel_bytes)
         };
         match writer.finish_then(parse).await {
             Ok((written, parsed)) => ingest.commit(written, parsed, &request, &source_ae).await,

@@ -19,6 +19,7 @@ const ITEM: u32 = 0xFFFE_E000;
 const ITEM_END: u32 = 0xFFFE_E00D;
 const SEQUENCE_END: u32 = 0xFFFE_E0DD;
 const UNDEFINED: u32 = 0xFFFF_FFFF;
+const PIXEL_DATA: u32 = 0x7FE0_0010;
 
 /// Where the data set ended early.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +58,8 @@ pub struct ElementWalk {
     /// The structure was not understood: no verdict.
     lost: bool,
     last_tag: Option<u32>,
+    /// Declared length of a top-level native (not encapsulated) Pixel Data element.
+    native_pixel_data: Option<u64>,
 }
 
 impl ElementWalk {
@@ -68,7 +71,14 @@ impl ElementWalk {
             skipping: None,
             lost: false,
             last_tag: None,
+            native_pixel_data: None,
         }
+    }
+
+    /// The declared length of the top-level Pixel Data (7FE0,0010) when it is native (a
+    /// defined length), for the check against the image's dimensions.
+    pub fn native_pixel_data_len(&self) -> Option<u64> {
+        self.native_pixel_data.filter(|_| !self.lost)
     }
 
     /// Follows the next bytes of the data set.
@@ -150,6 +160,9 @@ impl ElementWalk {
                     (None, u32_at(&h, 4))
                 };
                 if length != UNDEFINED {
+                    if tag == PIXEL_DATA && self.stack.len() == 1 {
+                        self.native_pixel_data = Some(u64::from(length));
+                    }
                     return self.skip(tag, length);
                 }
                 match vr.as_ref().map(|v| &v[..]) {
@@ -327,6 +340,9 @@ mod tests {
         let mut short = explicit((0x0008, 0x0018), b"UI", b"1.2\0");
         short.extend(b"\xe0\x7f\x10\x00OW\0\0\x00\x10\x00\x00");
         short.extend(vec![0u8; 4000]);
+        let mut w = ElementWalk::new(true);
+        w.push(&short);
+        assert_eq!(w.native_pixel_data_len(), Some(4096));
         let err = walk(&short, 512, true).unwrap_err();
         assert_eq!(err.tag, Some((0x7FE0, 0x0010)));
         assert_eq!(
