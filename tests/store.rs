@@ -327,3 +327,67 @@ fn implicit_vr_instances_are_stored_as_received_and_served_to_both_kinds_of_requ
         }
     }
 }
+
+/// Standard elements rewritten with VR UN by an anonymiser (PS3.5 6.2.2): the SOP Class,
+/// SOP Instance, Study and Series UIDs and the patient's name and ID are read through UN,
+/// the instance is stored as sent, found by its name, and served bit-identical.
+#[test]
+fn standard_elements_encoded_as_un_are_read_and_the_object_kept_as_sent() {
+    let corpus = Corpus::small(1, 1, 0, 0, 47);
+    let dir = tempfile::tempdir().unwrap();
+    let un_file = dir.path().join("un.dcm");
+    let out = std::process::Command::new(python())
+        .arg("-c")
+        .arg(
+            r#"
+import sys, warnings, pydicom
+from pydicom.dataelem import RawDataElement
+warnings.simplefilter("ignore")
+# Written as UN, not turned back into the dictionary's VR.
+pydicom.config.replace_un_with_known_vr = False
+ds = pydicom.dcmread(sys.argv[1])
+ds.PatientName = "UNKNOWN^VR"
+for kw in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID",
+           "PatientName", "PatientID"):
+    e = ds[kw]
+    raw = str(e.value).encode()
+    if len(raw) % 2:
+        raw += b"\0" if e.VR == "UI" else b" "
+    ds[e.tag] = RawDataElement(e.tag, "UN", len(raw), raw, 0, False, True)
+ds.save_as(sys.argv[2], enforce_file_format=True)
+"#,
+        )
+        .arg(corpus.path(&corpus.files[0]))
+        .arg(&un_file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    // The file really carries UN where the standard says UI and PN (raw explicit VR headers;
+    // dcmdump would show the dictionary's VR).
+    let raw = std::fs::read(&un_file).unwrap();
+    let has = |header: &[u8]| raw.windows(header.len()).any(|w| w == header);
+    assert!(has(b"\x08\x00\x16\x00UN\0\0"), "SOP Class UID as UN");
+    assert!(has(b"\x10\x00\x10\x00UN\0\0"), "Patient's Name as UN");
+
+    let server = TestServer::start("");
+    let out = server.scu("store", "VIEWER", &[un_file.display().to_string()]);
+    let log = text(&out);
+    assert!(log.contains("STATUS 0x0000"), "{log}");
+    let found = server.findscu(
+        "VIEWER",
+        &[
+            "QueryRetrieveLevel=STUDY",
+            "PatientName=UNKNOWN*",
+            "StudyInstanceUID",
+        ],
+    );
+    let study = &corpus.files[0].study_instance_uid;
+    assert!(found.contains(study.as_str()), "{found}");
+    let served = server.get_study(study);
+    assert_eq!(served.len(), 1);
+    assert_eq!(
+        served.values().next().unwrap(),
+        &data_set_bytes(&un_file),
+        "served as sent"
+    );
+}

@@ -163,16 +163,29 @@ fn transfer_syntax(
         .ok_or_else(|| AttributeError::Parse(format!("unknown transfer syntax {uid}")))
 }
 
+/// The text value of a standard element, also when an anonymiser rewrote it with VR UN
+/// (PS3.5 6.2.2): its bytes are then the value as the standard VR would encode it (text
+/// VRs only here; a name in another character set than UTF-8 or ASCII is kept lossily).
+fn text_of(object: &DefaultDicomObject, tag: Tag) -> String {
+    object
+        .element_opt(tag)
+        .ok()
+        .flatten()
+        .and_then(|e| {
+            if e.vr() == dicom_core::VR::UN {
+                e.to_bytes()
+                    .ok()
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+            } else {
+                e.to_str().ok().map(|v| v.into_owned())
+            }
+        })
+        .map(|v| v.trim_matches(|c: char| c == ' ' || c == '\0').to_string())
+        .unwrap_or_default()
+}
+
 fn extract(object: &DefaultDicomObject) -> Result<IndexedAttributes, AttributeError> {
-    let text = |tag: Tag| -> String {
-        object
-            .element_opt(tag)
-            .ok()
-            .flatten()
-            .and_then(|e| e.to_str().ok())
-            .map(|v| v.trim_matches(|c: char| c == ' ' || c == '\0').to_string())
-            .unwrap_or_default()
-    };
+    let text = |tag: Tag| text_of(object, tag);
     let integer = |tag: Tag| text(tag).parse::<i64>().ok();
     let required = |tag: Tag, name: &'static str| {
         let v = text(tag);
