@@ -391,3 +391,82 @@ ds.save_as(sys.argv[2], enforce_file_format=True)
         "served as sent"
     );
 }
+
+/// Explicit VR Big Endian (retired; old modalities send it, DCMTK and Orthanc accept it):
+/// stored as received, served bit-identical to a requestor that takes it, and re-encoded
+/// with identical pixels for one that takes only Implicit VR Little Endian.
+#[test]
+fn explicit_vr_big_endian_is_stored_as_sent_and_re_encoded_for_others() {
+    const BIG_ENDIAN: &str = "1.2.840.10008.1.2.2";
+    const IMPLICIT: &str = "1.2.840.10008.1.2";
+    const CT: &str = "1.2.840.10008.5.1.4.1.1.2";
+    let corpus = Corpus::small(1, 2, 0, 0, 48);
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    for (i, f) in corpus.files.iter().enumerate() {
+        let big = dir.path().join(format!("big-{i}.dcm"));
+        let out = dcmtk("dcmconv")
+            .arg("+tb")
+            .arg(corpus.path(f))
+            .arg(&big)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        files.push(big);
+    }
+    let server = TestServer::start("");
+    let out = text(&server.scu("store", "VIEWER", &files));
+    assert_eq!(out.matches("STATUS 0x0000").count(), files.len(), "{out}");
+    let study = &corpus.files[0].study_instance_uid;
+    // Stored as received: each online file ends with the data set exactly as sent.
+    let sent: Vec<Vec<u8>> = files.iter().map(|f| data_set_bytes(f)).collect();
+    for f in server.locate(study) {
+        let stored =
+            std::fs::read(server.online_dir().join(f["location"].as_str().unwrap())).unwrap();
+        assert!(sent.iter().any(|d| stored.ends_with(d)), "{f}");
+    }
+
+    let get = |context: &str| {
+        let got = tempfile::tempdir().unwrap();
+        let out = text(&server.scu(
+            "get",
+            "VIEWER",
+            &[
+                "--out".to_string(),
+                got.path().display().to_string(),
+                "--context".into(),
+                format!("{CT}:{context}"),
+                "-k".into(),
+                format!("StudyInstanceUID={study}"),
+            ],
+        ));
+        assert!(out.lines().any(|l| l.starts_with("FINAL 0x0000")), "{out}");
+        got
+    };
+    let as_sent = get(BIG_ENDIAN);
+    let by_uid: std::collections::HashMap<String, std::path::PathBuf> = files
+        .iter()
+        .zip(&corpus.files)
+        .map(|(p, f)| (f.sop_instance_uid.clone(), p.clone()))
+        .collect();
+    let received = received(as_sent.path());
+    assert_eq!(received.len(), files.len());
+    for (uid, bytes) in &received {
+        assert_eq!(bytes, &data_set_bytes(&by_uid[uid]), "{uid} bit-identical");
+    }
+    let re_encoded = get(IMPLICIT);
+    for (uid, original) in &by_uid {
+        let other = re_encoded.path().join(format!("{uid}.{IMPLICIT}"));
+        assert!(other.exists(), "{} missing", other.display());
+        let out = std::process::Command::new(python())
+            .arg(repo().join("tools/compare_pixels.py"))
+            .arg(original)
+            .arg(&other)
+            .args(["--ts", IMPLICIT])
+            .output()
+            .unwrap();
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|_| panic!("compare_pixels: {}", text(&out)));
+        assert_eq!(report["identical"], true, "{report}");
+    }
+}

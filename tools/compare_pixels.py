@@ -46,7 +46,9 @@ def frames(ds):
         out = [np.asarray(decode(f)).astype(np.int64) for f in generate_frames(ds.PixelData, number_of_frames=n)]
         return [f.reshape(rows, cols, spp) if spp > 1 else f.reshape(rows, cols) for f in out]
     signed = ds.PixelRepresentation == 1
-    dtype = {8: np.uint8, 16: np.int16 if signed else np.uint16}[ds.BitsAllocated]
+    dtype = np.dtype({8: np.uint8, 16: np.int16 if signed else np.uint16}[ds.BitsAllocated])
+    if ts == "1.2.840.10008.1.2.2":  # Explicit VR Big Endian: 16-bit words high byte first
+        dtype = dtype.newbyteorder(">")
     arr = np.frombuffer(ds.PixelData, dtype=dtype).astype(np.int64)
     per = rows * cols * spp
     out = []

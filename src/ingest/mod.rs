@@ -24,7 +24,7 @@ pub use attributes::{read_attributes, read_attributes_with_head, AttributeError}
 use crate::config::DuplicatePolicy;
 use crate::locator::{now_millis, Locator, NewInstance, Recorded};
 use crate::model::transfer_syntax::{
-    DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN,
+    DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN,
 };
 use crate::model::{IndexedAttributes, StoredObject, Tier};
 use crate::net::{AssociationContext, Outcome, Status, StoreRequest, StoreSink, StoreStart};
@@ -265,12 +265,12 @@ impl Ingest {
     }
 }
 
-/// The element walk for a data set in `transfer_syntax_uid`: every syntax we accept but
-/// the deflated one (whose bytes are not elements until inflated).
+/// The element walk for a data set in `transfer_syntax_uid`: every Little Endian syntax we
+/// accept but the deflated one (whose bytes are not elements until inflated).
 fn walk_for(transfer_syntax_uid: &str) -> Option<walk::ElementWalk> {
     match transfer_syntax_uid {
         IMPLICIT_VR_LITTLE_ENDIAN => Some(walk::ElementWalk::new(false)),
-        DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN => None,
+        DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN | EXPLICIT_VR_BIG_ENDIAN => None,
         _ => Some(walk::ElementWalk::new(true)),
     }
 }

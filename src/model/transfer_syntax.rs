@@ -4,12 +4,16 @@
 pub const IMPLICIT_VR_LITTLE_ENDIAN: &str = "1.2.840.10008.1.2";
 pub const EXPLICIT_VR_LITTLE_ENDIAN: &str = "1.2.840.10008.1.2.1";
 pub const DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN: &str = "1.2.840.10008.1.2.1.99";
+/// Retired, but old modalities still send it; stored as received, re-encoded for
+/// destinations that do not take it.
+pub const EXPLICIT_VR_BIG_ENDIAN: &str = "1.2.840.10008.1.2.2";
 
 /// Accepted for storage, in no particular order: the requestor's order of preference decides.
 pub const STORAGE_TRANSFER_SYNTAXES: &[&str] = &[
     IMPLICIT_VR_LITTLE_ENDIAN,
     EXPLICIT_VR_LITTLE_ENDIAN,
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
+    EXPLICIT_VR_BIG_ENDIAN,
     "1.2.840.10008.1.2.4.50",  // JPEG Baseline (Process 1)
     "1.2.840.10008.1.2.4.51",  // JPEG Extended (Process 2 & 4)
     "1.2.840.10008.1.2.4.57",  // JPEG Lossless, Non-Hierarchical (Process 14)
@@ -31,7 +35,7 @@ pub fn is_native(transfer_syntax_uid: &str) -> bool {
         IMPLICIT_VR_LITTLE_ENDIAN
             | EXPLICIT_VR_LITTLE_ENDIAN
             | DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN
-            | "1.2.840.10008.1.2.2" // Explicit VR Big Endian (retired)
+            | EXPLICIT_VR_BIG_ENDIAN
     )
 }
 

@@ -719,6 +719,7 @@ pub async fn locator(server_dir: &Path) -> strata::locator::Locator {
 pub fn received(dir: &Path) -> HashMap<String, Vec<u8>> {
     const EXPLICIT: &str = "1.2.840.10008.1.2.1";
     const IMPLICIT: &str = "1.2.840.10008.1.2";
+    const BIG_ENDIAN: &str = "1.2.840.10008.1.2.2";
     files_below(dir)
         .into_iter()
         .map(|p| {
@@ -733,6 +734,7 @@ pub fn received(dir: &Path) -> HashMap<String, Vec<u8>> {
                 let uid = name
                     .strip_suffix(&format!(".{EXPLICIT}"))
                     .or_else(|| name.strip_suffix(&format!(".{IMPLICIT}")))
+                    .or_else(|| name.strip_suffix(&format!(".{BIG_ENDIAN}")))
                     .unwrap_or(&name)
                     .to_string();
                 (uid, bytes)
