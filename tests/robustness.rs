@@ -374,6 +374,33 @@ fn explicit_element(tag: (u16, u16), vr: &[u8; 2], value: &[u8]) -> Vec<u8> {
     out
 }
 
+const CT_IMAGE: &str = "1.2.840.10008.5.1.4.1.1.2";
+
+/// A CT data set in Explicit VR Little Endian: SOP Class, `sop_instance`, a Patient ID,
+/// `study` (left out when `None`), a series, then `rest` (elements above group 0020, in
+/// order).
+fn ct_data_set(sop_instance: &[u8], study: Option<&[u8]>, rest: &[u8]) -> Vec<u8> {
+    let mut out = explicit_element((0x0008, 0x0016), b"UI", b"1.2.840.10008.5.1.4.1.1.2\0");
+    out.extend(explicit_element((0x0008, 0x0018), b"UI", sop_instance));
+    out.extend(explicit_element((0x0010, 0x0020), b"LO", b"RAW1"));
+    if let Some(study) = study {
+        out.extend(explicit_element((0x0020, 0x000D), b"UI", study));
+    }
+    out.extend(explicit_element((0x0020, 0x000E), b"UI", b"1.2.3.4.7\0"));
+    out.extend_from_slice(rest);
+    out
+}
+
+/// One C-STORE-RQ of `data` as CT instance `uid` (the command's Affected SOP Instance UID)
+/// on a new association; the response status.
+fn store_ct(server: &TestServer, message_id: u16, uid: &str, data: Vec<u8>) -> u16 {
+    use strata::net::command::{CommandField, CommandSet};
+    let command = CommandSet::request(CommandField::CStoreRq, message_id, CT_IMAGE)
+        .with_data_set(uid)
+        .encode();
+    raw_request(server, CT_IMAGE, command, data)
+}
+
 #[test]
 fn deeply_nested_sequences_are_refused_without_killing_the_server() {
     use strata::net::command::{CommandField, CommandSet};
@@ -443,24 +470,11 @@ fn nesting_is_allowed_to_32_levels_and_refused_at_33() {
 /// (old modalities), with a warning.
 #[test]
 fn missing_or_invalid_uids_and_a_data_set_that_contradicts_its_command_get_a900() {
-    use strata::net::command::{CommandField, CommandSet};
     let server = TestServer::start("");
-    let ct = "1.2.840.10008.5.1.4.1.1.2";
-    let data_set = |sop_instance: &[u8], study: Option<&[u8]>| {
-        let mut out = explicit_element((0x0008, 0x0016), b"UI", b"1.2.840.10008.5.1.4.1.1.2\0");
-        out.extend(explicit_element((0x0008, 0x0018), b"UI", sop_instance));
-        out.extend(explicit_element((0x0010, 0x0020), b"LO", b"A900"));
-        if let Some(study) = study {
-            out.extend(explicit_element((0x0020, 0x000D), b"UI", study));
-        }
-        out.extend(explicit_element((0x0020, 0x000E), b"UI", b"1.2.3.4.7\0"));
-        out
-    };
+    let data_set =
+        |sop_instance: &[u8], study: Option<&[u8]>| ct_data_set(sop_instance, study, &[]);
     let store = |message_id, command_uid: &str, data: Vec<u8>| {
-        let command = CommandSet::request(CommandField::CStoreRq, message_id, ct)
-            .with_data_set(command_uid)
-            .encode();
-        raw_request(&server, ct, command, data)
+        store_ct(&server, message_id, command_uid, data)
     };
     let status = store(1, "1.2.3.4.5.6", data_set(b"1.2.3.4.5.6", None));
     assert_eq!(status, 0xA900, "no StudyInstanceUID: 0x{status:04X}");
@@ -561,25 +575,14 @@ fn a_message_stalled_midway_is_aborted_after_dimse_timeout_secs() {
 /// index needs arrived; the same data set whole is stored.
 #[test]
 fn a_data_set_ending_inside_its_pixel_data_is_refused() {
-    use strata::net::command::{CommandField, CommandSet};
     let server = TestServer::start("");
-    let ct = "1.2.840.10008.5.1.4.1.1.2";
     let data_set = |sop_instance: &[u8], pixels: usize| {
-        let mut out = explicit_element((0x0008, 0x0016), b"UI", b"1.2.840.10008.5.1.4.1.1.2\0");
-        out.extend(explicit_element((0x0008, 0x0018), b"UI", sop_instance));
-        out.extend(explicit_element((0x0020, 0x000D), b"UI", b"1.2.3.4.6\0"));
-        out.extend(explicit_element((0x0020, 0x000E), b"UI", b"1.2.3.4.7\0"));
         // (7FE0,0010) OW declaring 4096 bytes.
-        out.extend(b"\xe0\x7f\x10\x00OW\0\0\x00\x10\x00\x00");
-        out.extend(vec![0x11u8; pixels]);
-        out
+        let mut rest = b"\xe0\x7f\x10\x00OW\0\0\x00\x10\x00\x00".to_vec();
+        rest.extend(vec![0x11u8; pixels]);
+        ct_data_set(sop_instance, Some(b"1.2.3.4.6\0"), &rest)
     };
-    let store = |message_id, uid: &str, data: Vec<u8>| {
-        let command = CommandSet::request(CommandField::CStoreRq, message_id, ct)
-            .with_data_set(uid)
-            .encode();
-        raw_request(&server, ct, command, data)
-    };
+    let store = |message_id, uid: &str, data: Vec<u8>| store_ct(&server, message_id, uid, data);
     let status = store(1, "1.2.3.4.5.1", data_set(b"1.2.3.4.5.1\0", 4000));
     assert_eq!(status, 0xC000, "cut short: 0x{status:04X}");
     let log = server.log_when(|l| l.contains("4000 of its 4096 bytes"));
@@ -598,45 +601,19 @@ fn a_data_set_ending_inside_its_pixel_data_is_refused() {
 /// (a whole element, a broken image) is refused with 0xC000 saying both numbers.
 #[test]
 fn pixel_data_shorter_than_the_image_needs_is_refused() {
-    use strata::net::command::{CommandField, CommandSet};
     let server = TestServer::start("");
-    let ct = "1.2.840.10008.5.1.4.1.1.2";
     let data_set = |sop_instance: &[u8], pixels: u32| {
-        let mut out = explicit_element((0x0008, 0x0016), b"UI", b"1.2.840.10008.5.1.4.1.1.2\0");
-        out.extend(explicit_element((0x0008, 0x0018), b"UI", sop_instance));
-        out.extend(explicit_element((0x0020, 0x000D), b"UI", b"1.2.3.4.6\0"));
-        out.extend(explicit_element((0x0020, 0x000E), b"UI", b"1.2.3.4.7\0"));
-        out.extend(explicit_element(
-            (0x0028, 0x0002),
-            b"US",
-            &1u16.to_le_bytes(),
-        ));
-        out.extend(explicit_element(
-            (0x0028, 0x0010),
-            b"US",
-            &64u16.to_le_bytes(),
-        ));
-        out.extend(explicit_element(
-            (0x0028, 0x0011),
-            b"US",
-            &64u16.to_le_bytes(),
-        ));
-        out.extend(explicit_element(
-            (0x0028, 0x0100),
-            b"US",
-            &16u16.to_le_bytes(),
-        ));
-        out.extend(b"\xe0\x7f\x10\x00OW\0\0");
-        out.extend(pixels.to_le_bytes());
-        out.extend(vec![0x22u8; pixels as usize]);
-        out
+        let us = |tag, v: u16| explicit_element(tag, b"US", &v.to_le_bytes());
+        let mut rest = us((0x0028, 0x0002), 1);
+        rest.extend(us((0x0028, 0x0010), 64));
+        rest.extend(us((0x0028, 0x0011), 64));
+        rest.extend(us((0x0028, 0x0100), 16));
+        rest.extend(b"\xe0\x7f\x10\x00OW\0\0");
+        rest.extend(pixels.to_le_bytes());
+        rest.extend(vec![0x22u8; pixels as usize]);
+        ct_data_set(sop_instance, Some(b"1.2.3.4.6\0"), &rest)
     };
-    let store = |message_id, uid: &str, data: Vec<u8>| {
-        let command = CommandSet::request(CommandField::CStoreRq, message_id, ct)
-            .with_data_set(uid)
-            .encode();
-        raw_request(&server, ct, command, data)
-    };
+    let store = |message_id, uid: &str, data: Vec<u8>| store_ct(&server, message_id, uid, data);
     let status = store(1, "1.2.3.4.5.2", data_set(b"1.2.3.4.5.2\0", 4096));
     assert_eq!(status, 0xC000, "half an image: 0x{status:04X}");
     let log = server.log_when(|l| l.contains("Pixel Data holds 4096 bytes"));
