@@ -625,4 +625,21 @@ fn pixel_data_shorter_than_the_image_needs_is_refused() {
     let status = store(2, "1.2.3.4.5.2", data_set(b"1.2.3.4.5.2\0", 8192));
     assert_eq!(status, 0x0000, "the whole image: 0x{status:04X}");
     assert_eq!(server.instances(), 1);
+
+    // YBR_FULL_422 holds two samples per pixel though it declares three: 64 x 64 x 2 bytes
+    // of 8-bit samples is whole.
+    let cs = |tag, v: &[u8]| explicit_element(tag, b"CS", v);
+    let us = |tag, v: u16| explicit_element(tag, b"US", &v.to_le_bytes());
+    let mut rest = us((0x0028, 0x0002), 3);
+    rest.extend(cs((0x0028, 0x0004), b"YBR_FULL_422"));
+    rest.extend(us((0x0028, 0x0010), 64));
+    rest.extend(us((0x0028, 0x0011), 64));
+    rest.extend(us((0x0028, 0x0100), 8));
+    rest.extend(b"\xe0\x7f\x10\x00OB\0\0");
+    rest.extend(8192u32.to_le_bytes());
+    rest.extend(vec![0x80u8; 8192]);
+    let ycbcr = ct_data_set(b"1.2.3.4.5.3\0", Some(b"1.2.3.4.6\0"), &rest);
+    let status = store(3, "1.2.3.4.5.3", ycbcr);
+    assert_eq!(status, 0x0000, "YBR_FULL_422: 0x{status:04X}");
+    assert_eq!(server.instances(), 2);
 }

@@ -113,8 +113,9 @@ pub fn read_attributes_with_head(
 }
 
 /// Native Pixel Data of `declared` bytes must hold Rows x Columns x Samples per Pixel x
-/// Bits Allocated x Number of Frames bits (PS3.5 8.1.1): a shorter one is a broken image,
-/// whatever its element structure says. Nothing to check without the dimensions.
+/// Bits Allocated x Number of Frames bits (PS3.5 8.1.1; two samples for YBR_FULL_422): a
+/// shorter one is a broken image, whatever its element structure says. Nothing to check
+/// without the dimensions.
 fn check_pixel_data(
     object: &DefaultDicomObject,
     declared: Option<u64>,
@@ -138,6 +139,13 @@ fn check_pixel_data(
         return Ok(());
     };
     let samples = number(tags::SAMPLES_PER_PIXEL).unwrap_or(1).max(1);
+    // YBR_FULL_422 keeps two samples per pixel, not three (PS3.3 C.7.6.3.1.2).
+    let photometric = text_of(object, tags::PHOTOMETRIC_INTERPRETATION);
+    let samples = if photometric == "YBR_FULL_422" {
+        samples.min(2)
+    } else {
+        samples
+    };
     let frames = number(tags::NUMBER_OF_FRAMES).unwrap_or(1).max(1);
     let needed = rows
         .saturating_mul(columns)
