@@ -428,19 +428,11 @@ fn explicit_vr_big_endian_is_stored_as_sent_and_re_encoded_for_others() {
 
     let get = |context: &str| {
         let got = tempfile::tempdir().unwrap();
-        let out = text(&server.scu(
-            "get",
-            "VIEWER",
-            &[
-                "--out".to_string(),
-                got.path().display().to_string(),
-                "--context".into(),
-                format!("{CT}:{context}"),
-                "-k".into(),
-                format!("StudyInstanceUID={study}"),
-            ],
-        ));
-        assert!(out.lines().any(|l| l.starts_with("FINAL 0x0000")), "{out}");
+        server.get_study_into(
+            study,
+            got.path(),
+            &["--context".into(), format!("{CT}:{context}")],
+        );
         got
     };
     let as_sent = get(BIG_ENDIAN);

@@ -455,21 +455,25 @@ impl TestServer {
     /// -> data set bytes as received. Fails the test unless the C-GET succeeds.
     pub fn get_study(&self, study: &str) -> HashMap<String, Vec<u8>> {
         let dir = tempfile::tempdir().unwrap();
-        let out = text(&self.scu(
-            "get",
-            "VIEWER",
-            &[
-                "--out".to_string(),
-                dir.path().display().to_string(),
-                "-k".into(),
-                format!("StudyInstanceUID={study}"),
-            ],
-        ));
-        assert!(
-            out.lines().any(|l| l.starts_with("FINAL 0x0000")),
-            "C-GET failed: {out}"
-        );
+        self.get_study_into(study, dir.path(), &[]);
         received(dir.path())
+    }
+
+    /// C-GET of a whole study with pynetdicom as VIEWER into `out`, with more `scu.py get`
+    /// options (`--context SOP:TS`); fails the test unless it succeeds.
+    pub fn get_study_into(&self, study: &str, out: &Path, extra: &[String]) {
+        let mut args = vec![
+            "--out".to_string(),
+            out.display().to_string(),
+            "-k".into(),
+            format!("StudyInstanceUID={study}"),
+        ];
+        args.extend_from_slice(extra);
+        let log = text(&self.scu("get", "VIEWER", &args));
+        assert!(
+            log.lines().any(|l| l.starts_with("FINAL 0x0000")),
+            "C-GET failed: {log}"
+        );
     }
 
     /// Stores a whole corpus with DCMTK storescu as MODALITY; fails the test unless it
