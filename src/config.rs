@@ -110,16 +110,13 @@ impl NodeConfig {
     }
 }
 
-/// This machine's host name (`gethostname`), or `strata` when it has none.
+/// This machine's host name (the kernel's, as `hostname` prints it), or `strata` when it has
+/// none.
 pub fn host_name() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its whole length; gethostname NUL-terminates within it
-    // or fails.
-    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
-    let len = buf.iter().position(|&b| b == 0).unwrap_or(0);
-    match std::str::from_utf8(&buf[..len]) {
-        Ok(name) if ok && !name.is_empty() => name.to_string(),
-        _ => "strata".to_string(),
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    match name.trim() {
+        "" | "(none)" => "strata".to_string(),
+        name => name.to_string(),
     }
 }
 
@@ -339,6 +336,10 @@ pub struct RetrieveConfig {
     /// How long connecting to a C-MOVE destination may take (seconds).
     #[serde(default = "defaults::connect_timeout_secs")]
     pub connect_timeout_secs: u64,
+    /// Most C-MOVE and C-GET operations running at once on this node, over all associations
+    /// (one association runs one at a time); more are refused with 0xA702.
+    #[serde(default = "defaults::max_concurrent_retrieves")]
+    pub max_concurrent: usize,
 }
 
 impl Default for RetrieveConfig {
@@ -348,6 +349,7 @@ impl Default for RetrieveConfig {
             prefetch: defaults::prefetch(),
             max_instances: defaults::max_retrieve_instances(),
             connect_timeout_secs: defaults::connect_timeout_secs(),
+            max_concurrent: defaults::max_concurrent_retrieves(),
         }
     }
 }
@@ -390,6 +392,10 @@ pub struct DicomConfig {
     /// Most associations served at once; more are rejected as "local limit exceeded".
     #[serde(default = "defaults::max_associations")]
     pub max_associations: usize,
+    /// Most DIMSE requests per second from one calling AE title, over all its associations
+    /// (C-ECHO not counted); more are refused with an out-of-resources status. 0: no limit.
+    #[serde(default)]
+    pub max_requests_per_sec_per_ae: u32,
     /// Largest P-DATA-TF PDU we accept (bytes); bigger ones abort the association.
     #[serde(default = "defaults::max_pdu_length")]
     pub max_pdu_length: u32,
@@ -457,6 +463,10 @@ pub struct StorageConfig {
     /// What a C-STORE of an already stored SOP Instance UID does.
     #[serde(default)]
     pub duplicate_policy: DuplicatePolicy,
+    /// Largest data set a C-STORE (or an import) may bring, in MiB; a larger one is refused
+    /// with 0xA700 and nothing is kept. 0: no limit.
+    #[serde(default)]
+    pub max_instance_mb: u64,
 }
 
 /// Policy for an incoming instance whose SOP Instance UID is already stored.
@@ -501,6 +511,9 @@ impl Default for LogConfig {
 
 mod defaults {
     use super::Service;
+    pub fn max_concurrent_retrieves() -> usize {
+        16
+    }
     pub fn max_associations() -> usize {
         64
     }
@@ -586,7 +599,18 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        let mut config: Config = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+        Config::parse(&text, path, resolve_node_id)
+    }
+
+    /// Parses, validates and resolves config `text` as if read from `path` (relative paths
+    /// are taken from its folder). `node_id(folder, host)` names the node when the text does
+    /// not; [`Config::load`] keeps that name in the folder's `node-id` file. No other I/O.
+    pub fn parse(
+        text: &str,
+        path: &Path,
+        node_id: impl FnOnce(&Path, &str) -> String,
+    ) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|source| ConfigError::Parse {
             path: path.to_owned(),
             source,
         })?;
@@ -597,7 +621,7 @@ impl Config {
         config.resolve_paths(base);
         config.node.host = host_name();
         if config.node.id.trim().is_empty() {
-            config.node.id = resolve_node_id(base, &config.node.host);
+            config.node.id = node_id(base, &config.node.host);
         }
         config.validate().map_err(|message| ConfigError::Invalid {
             path: path.to_owned(),
@@ -708,6 +732,9 @@ impl Config {
         }
         if self.archive.backend == ArchiveBackend::Hdfs && self.archive.hdfs_url.is_none() {
             return Err("archive.hdfs_url is required with backend = \"hdfs\"".into());
+        }
+        if !(1..=1024).contains(&self.retrieve.max_concurrent) {
+            return Err("retrieve.max_concurrent must be between 1 and 1024".into());
         }
         if !(1..=16).contains(&self.retrieve.move_associations) {
             return Err("retrieve.move_associations must be between 1 and 16".into());

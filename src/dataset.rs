@@ -13,6 +13,7 @@ use dicom_core::Tag;
 use dicom_encoding::transfer_syntax::Codec;
 use dicom_encoding::TransferSyntax;
 use dicom_encoding::TransferSyntaxIndex;
+use dicom_object::meta::FileMetaTable;
 use dicom_object::InMemDicomObject;
 use dicom_parser::dataset::{DataSetReader, DataToken};
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
@@ -27,6 +28,10 @@ pub enum ScanError {
     TooDeep,
     #[error("data set larger than {0} bytes once decoded")]
     TooLarge(u64),
+    /// Refused before anything is allocated for it: a hostile length would otherwise make
+    /// the parser reserve up to 4 GiB for a few bytes of input.
+    #[error("{what} declares {len} bytes, more than the {left} left of the data set")]
+    LengthPastEnd { what: String, len: u32, left: u64 },
     #[error("cannot parse the data set: {0}")]
     Parse(String),
 }
@@ -60,9 +65,109 @@ pub fn decode_small(
     let ts = TransferSyntaxRegistry
         .get(transfer_syntax_uid)
         .ok_or_else(|| DecodeError::UnknownTransferSyntax(transfer_syntax_uid.to_string()))?;
+    let budget = budget(ts, max_bytes, bytes.len() as u64);
     // Scan first: nesting is refused before the (recursive) object builder sees it.
-    scan(std::io::Cursor::new(bytes.to_vec()), ts, None, max_bytes)?;
+    if scan(std::io::Cursor::new(bytes.to_vec()), ts, None, budget)? == ScanEnd::Truncated {
+        return Err(DecodeError::Parse("the data set is truncated".into()));
+    }
     InMemDicomObject::read_dataset_with_ts(bytes, ts).map_err(|e| DecodeError::Parse(e.to_string()))
+}
+
+/// The `max_bytes` to [`scan`] a data set of `stored_len` bytes with: undeflated, a data set
+/// is no longer than its bytes, so no length may point past them (deflated, it may inflate
+/// up to `max_bytes`).
+pub fn budget(ts: &TransferSyntax, max_bytes: u64, stored_len: u64) -> u64 {
+    match ts.codec() {
+        Codec::Dataset(Some(_)) => max_bytes,
+        _ => max_bytes.min(stored_len),
+    }
+}
+
+/// Largest File Meta Information group read (PS3.10 7.1; a few hundred bytes in practice).
+pub const MAX_FILE_META_BYTES: u32 = 64 * 1024;
+
+/// Reads the File Meta Information of a Part-10 stream positioned after its preamble (at
+/// `DICM`), leaving it at the data set. The group is bounded by its group length (0002,0000)
+/// and every element checked to end inside it before dicom-object parses it: that parser
+/// reserves and zero-fills each element's declared length, so a hostile length of 4 GiB in
+/// a 200-byte file would otherwise cost 4 GiB.
+pub fn read_file_meta<R: Read>(r: &mut R) -> Result<FileMetaTable, ScanError> {
+    let io = |e: std::io::Error| ScanError::Parse(format!("file meta: {e}"));
+    let mut head = [0u8; 16];
+    r.read_exact(&mut head).map_err(io)?;
+    if &head[..4] != b"DICM" {
+        return Err(ScanError::Parse("not a DICOM file: no DICM prefix".into()));
+    }
+    if head[4..12] != [0x02, 0x00, 0x00, 0x00, b'U', b'L', 4, 0] {
+        return Err(ScanError::Parse(
+            "the file meta does not start with its group length (0002,0000)".into(),
+        ));
+    }
+    let group_len = u32::from_le_bytes(head[12..16].try_into().expect("4 bytes"));
+    if group_len > MAX_FILE_META_BYTES {
+        return Err(ScanError::Parse(format!(
+            "the file meta declares {group_len} bytes (at most {MAX_FILE_META_BYTES})"
+        )));
+    }
+    let mut group = vec![0u8; group_len as usize];
+    r.read_exact(&mut group).map_err(io)?;
+    check_meta_lengths(&group)?;
+    FileMetaTable::from_reader(&[&head[..], &group].concat()[..])
+        .map_err(|e| ScanError::Parse(format!("file meta: {e}")))
+}
+
+/// Every element of the meta group (Explicit VR Little Endian) ends inside it.
+fn check_meta_lengths(group: &[u8]) -> Result<(), ScanError> {
+    let mut at = 0usize;
+    while at < group.len() {
+        let header = group.get(at..at + 8).ok_or_else(|| {
+            ScanError::Parse(format!(
+                "the file meta ends inside an element header at {at}"
+            ))
+        })?;
+        let word = |i: usize| u16::from_le_bytes([header[i], header[i + 1]]);
+        let what = format!("file meta element ({:04X},{:04X})", word(0), word(2));
+        // PS3.5 7.1.2: these VRs have a 2-byte length; every other one, and an unknown VR
+        // (read as UN, as dicom-object does), has a 4-byte length after 2 reserved bytes.
+        let long = !matches!(
+            &header[4..6],
+            b"AE"
+                | b"AS"
+                | b"AT"
+                | b"CS"
+                | b"DA"
+                | b"DS"
+                | b"DT"
+                | b"FL"
+                | b"FD"
+                | b"IS"
+                | b"LO"
+                | b"LT"
+                | b"PN"
+                | b"SH"
+                | b"SL"
+                | b"SS"
+                | b"ST"
+                | b"TM"
+                | b"UI"
+                | b"UL"
+                | b"US"
+        );
+        let (header_len, len) = if long {
+            let bytes = group.get(at + 8..at + 12).ok_or_else(|| {
+                ScanError::Parse(format!("the file meta ends inside the header of {what}"))
+            })?;
+            (12, u32::from_le_bytes(bytes.try_into().expect("4 bytes")))
+        } else {
+            (8, u32::from(word(6)))
+        };
+        let left = (group.len() - at - header_len) as u64;
+        if u64::from(len) > left {
+            return Err(ScanError::LengthPastEnd { what, len, left });
+        }
+        at += header_len + len as usize;
+    }
+    Ok(())
 }
 
 /// How a scan ended.
@@ -108,6 +213,17 @@ pub fn scan<R: Read + 'static>(
             Some(Err(e)) => return Err(ScanError::Parse(e.to_string())),
         };
         let at_stop = |tag: Tag| depth == 0 && stop.is_some_and(|s| tag >= s);
+        let stops_here = match &token {
+            DataToken::ElementHeader(h) => at_stop(h.tag),
+            DataToken::SequenceStart { tag, .. } => at_stop(*tag),
+            _ => false,
+        };
+        let left = max_bytes.saturating_sub(count.get());
+        if let Some((what, len)) = declared_length(&token).filter(|_| !stops_here) {
+            if u64::from(len) > left {
+                return Err(ScanError::LengthPastEnd { what, len, left });
+            }
+        }
         match token {
             DataToken::ElementHeader(header) if at_stop(header.tag) => {
                 return Ok(ScanEnd::ReachedStop)
@@ -130,6 +246,19 @@ pub fn scan<R: Read + 'static>(
         if over() {
             return Err(ScanError::TooLarge(max_bytes));
         }
+    }
+}
+
+/// The defined length a token announces (an element's value, a sequence, an item or a
+/// pixel data fragment), with what it belongs to.
+fn declared_length(token: &DataToken) -> Option<(String, u32)> {
+    match token {
+        DataToken::ElementHeader(h) => h.len.get().map(|len| (format!("element {}", h.tag), len)),
+        DataToken::SequenceStart { tag, len } => {
+            len.get().map(|len| (format!("sequence {tag}"), len))
+        }
+        DataToken::ItemStart { len } => len.get().map(|len| ("an item".to_string(), len)),
+        _ => None,
     }
 }
 
@@ -208,8 +337,23 @@ mod tests {
         // (0010,0010) PN of 200 bytes.
         let mut element = vec![0x10, 0x00, 0x10, 0x00, b'P', b'N', 200, 0];
         element.extend(std::iter::repeat_n(b'A', 200));
+        // One element longer than the limit is refused at its header, before its value is
+        // read; elements that add up to more than the limit, once the limit is passed.
         assert!(matches!(
             scan(std::io::Cursor::new(element.clone()), &ts, None, 100),
+            Err(ScanError::LengthPastEnd {
+                len: 200,
+                left: 92,
+                ..
+            })
+        ));
+        let mut three = Vec::new();
+        for element in [0x10u8, 0x20, 0x30] {
+            three.extend_from_slice(&[0x10, 0x00, element, 0x00, b'L', b'O', 40, 0]);
+            three.extend(std::iter::repeat_n(b'A', 40));
+        }
+        assert!(matches!(
+            scan(std::io::Cursor::new(three), &ts, None, 100),
             Err(ScanError::TooLarge(100))
         ));
         let cut = element[..50].to_vec();
@@ -228,5 +372,83 @@ mod tests {
             .unwrap(),
             ScanEnd::ReachedStop
         );
+    }
+
+    /// Found by fuzzing (fuzz/regressions/identifier): a 97-byte identifier whose last
+    /// element declares 1.16 GB made the scan and then the object builder each reserve and
+    /// zero-fill that much, for seconds. Both are refused at the header now.
+    #[test]
+    fn a_length_past_the_end_is_refused_before_anything_is_reserved() {
+        // (0008,0052) CS "STUDY ", then (5200,4300) CS with a 4-byte length of 0x45535245.
+        let mut bytes = vec![0x08, 0x00, 0x52, 0x00, b'C', b'S', 6, 0];
+        bytes.extend_from_slice(b"STUDY ");
+        bytes.extend_from_slice(&[
+            0x00, 0x52, 0x00, 0x43, b'O', b'B', 0, 0, 0x45, 0x52, 0x53, 0x45,
+        ]);
+        bytes.extend_from_slice(b"SERIES");
+        let started = std::time::Instant::now();
+        let err = decode_small(&bytes, "1.2.840.10008.1.2.1", 1 << 20).unwrap_err();
+        assert!(!err.is_too_large(), "{err}");
+        assert!(
+            err.to_string()
+                .contains("declares 1163088453 bytes, more than the 6 left"),
+            "{err}"
+        );
+        // Milliseconds, not the seconds a 1 GiB zero-fill takes.
+        assert!(started.elapsed() < std::time::Duration::from_millis(500));
+        // A data set that ends inside an element header is not built at all.
+        let cut = &bytes[..20];
+        assert!(matches!(
+            decode_small(cut, "1.2.840.10008.1.2.1", 1 << 20),
+            Err(DecodeError::Parse(m)) if m.contains("truncated")
+        ));
+    }
+
+    fn file_meta(elements: &[u8]) -> Vec<u8> {
+        let mut out = b"DICM".to_vec();
+        out.extend_from_slice(&[0x02, 0x00, 0x00, 0x00, b'U', b'L', 4, 0]);
+        out.extend_from_slice(&(elements.len() as u32).to_le_bytes());
+        out.extend_from_slice(elements);
+        out
+    }
+
+    /// Found by fuzzing (fuzz/regressions/part10): a file meta element declaring 2 GiB made
+    /// dicom-object's meta parser zero-fill 2 GiB for a 700-byte file.
+    #[test]
+    fn file_meta_lengths_are_checked_before_dicom_object_reads_them() {
+        // (0002,0010) UI "1.2.840.10008.1.2.1"
+        let mut ts = vec![0x02, 0x00, 0x10, 0x00, b'U', b'I', 20, 0];
+        ts.extend_from_slice(b"1.2.840.10008.1.2.1\0");
+        // (0002,0001) OB with a length of 0x80000000 and two bytes.
+        let mut hostile = vec![
+            0x02, 0x00, 0x01, 0x00, b'O', b'B', 0, 0, 0, 0, 0, 0x80, 0, 1,
+        ];
+        hostile.extend_from_slice(&ts);
+        let err = read_file_meta(&mut &file_meta(&hostile)[..]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("file meta element (0002,0001) declares 2147483648 bytes"),
+            "{err}"
+        );
+        // An unknown VR is read as UN, with a 4-byte length (found by fuzzing too).
+        let mut unknown = vec![
+            0x02, 0x00, 0x03, 0x00, 0xAB, 0xBB, 0x20, 0x00, 0, 0, 0, 0x80,
+        ];
+        unknown.extend_from_slice(&ts);
+        let err = read_file_meta(&mut &file_meta(&unknown)[..]).unwrap_err();
+        assert!(
+            err.to_string().contains("(0002,0003) declares 2147483648"),
+            "{err}"
+        );
+        // A group length beyond the cap is refused without reading on.
+        let mut huge = file_meta(&[]);
+        huge[12..16].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(read_file_meta(&mut &huge[..]).is_err());
+        // A well-formed group is read, and the stream is left at the data set.
+        let mut stream = file_meta(&ts);
+        stream.extend_from_slice(b"DATA");
+        let mut r = &stream[..];
+        let _ = read_file_meta(&mut r);
+        assert_eq!(r, b"DATA");
     }
 }

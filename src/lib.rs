@@ -1,6 +1,8 @@
 //! Strata: PACS storage middleware. Modalities push studies over DICOM into the online tier;
 //! the locator indexes where every instance lives. See README.md for the architecture map.
 
+#![forbid(unsafe_code)]
+
 pub mod admin;
 pub mod archive;
 pub mod backup;

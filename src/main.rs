@@ -1,5 +1,7 @@
 //! The `strata` command line. Errors end here as one line on stderr and a non-zero exit.
 
+#![forbid(unsafe_code)]
+
 use std::io::Write;
 use std::path::PathBuf;
 

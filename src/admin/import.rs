@@ -210,8 +210,8 @@ fn read_meta(r: &mut impl Read) -> Result<(StoreRequest, Option<String>), String
     let mut preamble = [0u8; 128];
     r.read_exact(&mut preamble)
         .map_err(|_| "not a DICOM Part-10 file (too short)".to_string())?;
-    let meta = dicom_object::meta::FileMetaTable::from_reader(r)
-        .map_err(|_| "not a DICOM Part-10 file (no DICM file meta)".to_string())?;
+    let meta =
+        crate::dataset::read_file_meta(r).map_err(|e| format!("not a DICOM Part-10 file ({e})"))?;
     let trim = |s: &str| s.trim_end_matches(['\0', ' ']).to_string();
     let request = StoreRequest {
         sop_class_uid: trim(meta.media_storage_sop_class_uid()),

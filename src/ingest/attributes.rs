@@ -12,7 +12,7 @@ use dicom_object::meta::FileMetaTable;
 use dicom_object::{DefaultDicomObject, OpenFileOptions};
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
-use crate::dataset::{scan, ScanEnd};
+use crate::dataset::{budget, read_file_meta, scan, ScanEnd};
 
 use crate::model::{
     IndexedAttributes, InstanceAttributes, PatientAttributes, SeriesAttributes, StudyAttributes,
@@ -57,12 +57,14 @@ fn read_attributes_checking(
     native_pixel_bytes: Option<u64>,
 ) -> Result<IndexedAttributes, AttributeError> {
     let parse = |e: &dyn std::fmt::Display| AttributeError::Parse(e.to_string());
-    let mut file = std::io::BufReader::new(std::fs::File::open(path).map_err(|e| parse(&e))?);
+    let file = std::fs::File::open(path).map_err(|e| parse(&e))?;
+    let file_len = file.metadata().map_err(|e| parse(&e))?.len();
+    let mut file = std::io::BufReader::new(file);
     let mut preamble = [0u8; 128];
     file.read_exact(&mut preamble).map_err(|e| parse(&e))?;
-    let meta = FileMetaTable::from_reader(&mut file).map_err(|e| parse(&e))?;
+    let meta = read_file_meta(&mut file).map_err(|e| parse(&e))?;
     let ts = transfer_syntax(&meta)?;
-    match scan(file, ts, Some(STOP_AT), HEADER_LIMIT) {
+    match scan(file, ts, Some(STOP_AT), budget(ts, HEADER_LIMIT, file_len)) {
         Ok(ScanEnd::ReachedStop | ScanEnd::End) => {}
         Ok(ScanEnd::Truncated) => {
             return Err(AttributeError::Parse("data set is truncated".into()))
@@ -91,12 +93,13 @@ pub fn read_attributes_with_head(
         return read_attributes_checking(path, native_pixel_bytes);
     };
     let mut cursor = std::io::Cursor::new(data_set);
-    let Ok(meta) = FileMetaTable::from_reader(&mut cursor) else {
+    let Ok(meta) = read_file_meta(&mut cursor) else {
         return read_attributes_checking(path, native_pixel_bytes);
     };
     let ts = transfer_syntax(&meta)?;
     let rest = data_set[cursor.position() as usize..].to_vec();
-    match scan(std::io::Cursor::new(rest), ts, Some(STOP_AT), HEADER_LIMIT) {
+    let limit = budget(ts, HEADER_LIMIT, rest.len() as u64);
+    match scan(std::io::Cursor::new(rest), ts, Some(STOP_AT), limit) {
         Ok(ScanEnd::ReachedStop) => {}
         Ok(ScanEnd::End) if whole_file => {}
         Err(e) if whole_file => return Err(AttributeError::Parse(e.to_string())),

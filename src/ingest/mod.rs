@@ -10,8 +10,8 @@
 //! Duplicates are decided by the locator in the same transaction that records the instance,
 //! so concurrent stores of one SOP Instance UID, even from two processes, keep exactly one.
 
-mod attributes;
-mod walk;
+pub mod attributes;
+pub mod walk;
 
 use std::io;
 use std::path::PathBuf;

@@ -1,11 +1,13 @@
 //! Who may associate with us and which services each peer may use.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use dicom_ul::association::server::AccessControl;
 use dicom_ul::pdu::{AssociationRJServiceUserReason, UserIdentity};
 
 use crate::config::{DicomConfig, Service};
+use crate::net::rate::RequestRate;
 
 /// The AE-title policy: the called AE must be ours; calling AEs must be known peers unless
 /// unknown callers are accepted, and each peer may use only the services it is allowed.
@@ -16,6 +18,8 @@ pub struct AccessPolicy {
     peers: HashMap<String, HashSet<Service>>,
     /// Network addresses of known peers (host, port, over TLS): C-MOVE destinations.
     addresses: HashMap<String, (String, u16, bool)>,
+    /// `[dicom] max_requests_per_sec_per_ae`, shared by every association of an AE title.
+    rate: Option<Arc<RequestRate>>,
 }
 
 /// Services granted to callers missing from the peer list when they are accepted at all.
@@ -44,6 +48,7 @@ impl AccessPolicy {
                 .iter()
                 .map(|p| (p.aet.trim().to_string(), (p.host.clone(), p.port, p.tls)))
                 .collect(),
+            rate: RequestRate::new(config.max_requests_per_sec_per_ae).map(Arc::new),
         }
     }
 
@@ -64,6 +69,17 @@ impl AccessPolicy {
         match self.peers.get(calling_ae.trim()) {
             Some(allowed) => allowed.contains(&service),
             None => self.accept_unknown_callers && UNKNOWN_CALLER_SERVICES.contains(&service),
+        }
+    }
+}
+
+impl AccessPolicy {
+    /// `Err(limit)` when `calling_ae` is over `[dicom] max_requests_per_sec_per_ae`; the
+    /// request is then counted against nothing and must be refused.
+    pub fn admit_request(&self, calling_ae: &str) -> Result<(), u32> {
+        match &self.rate {
+            Some(rate) if !rate.admit(calling_ae.trim()) => Err(rate.per_sec()),
+            _ => Ok(()),
         }
     }
 }
@@ -104,6 +120,7 @@ mod tests {
                 tls: false,
             }],
             max_associations: 1,
+            max_requests_per_sec_per_ae: 0,
             max_pdu_length: 16384,
             artim_timeout_secs: 1,
             dimse_timeout_secs: 1,

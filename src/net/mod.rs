@@ -10,6 +10,7 @@ pub mod dimse;
 pub mod handler;
 pub mod listener;
 pub mod negotiation;
+pub mod rate;
 pub mod status;
 pub mod tls;
 

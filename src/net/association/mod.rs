@@ -387,7 +387,7 @@ impl<S: Services> Session<S> {
             )
         };
 
-        let decision: Result<(), Outcome> = match field {
+        let decision: Result<(), Outcome> = self.admit(field).and_then(|()| match field {
             CommandField::CEchoRq => {
                 self.check(Service::Echo, abstract_syntax == VERIFICATION_SOP_CLASS)
             }
@@ -454,7 +454,7 @@ impl<S: Services> Session<S> {
                 Status::UnrecognizedOperation,
                 "operation not supported",
             )),
-        };
+        });
 
         let state = match decision {
             Err(outcome) => Receiving::Draining(outcome),
@@ -588,6 +588,25 @@ impl<S: Services> Session<S> {
         self.respond(assoc, &in_flight.header, outcome).await
     }
 
+    /// The request-rate limit of the calling AE title (C-ECHO is not counted).
+    fn admit(&self, field: CommandField) -> Result<(), Outcome> {
+        if field == CommandField::CEchoRq {
+            return Ok(());
+        }
+        self.policy
+            .admit_request(&self.ctx.calling_ae)
+            .map_err(|limit| {
+                Outcome::failure(
+                    out_of_resources(field),
+                    format!(
+                        "more than {limit} requests per second from {} \
+                         ([dicom] max_requests_per_sec_per_ae)",
+                        self.ctx.calling_ae.trim()
+                    ),
+                )
+            })
+    }
+
     /// Access and context checks shared by every command.
     fn check(&self, service: Service, context_matches: bool) -> Result<(), Outcome> {
         if !self.policy.allows(&self.ctx.calling_ae, service) {
@@ -685,6 +704,16 @@ impl<S: Services> Session<S> {
 
 /// Appends the P-DATA-TF PDUs of one response to `wire`: the command, then the data set if
 /// there is one (see [`message_pdus`]).
+/// The "out of resources" status of each request (PS3.4 Annex B, C and CC).
+pub(crate) fn out_of_resources(field: CommandField) -> Status {
+    match field {
+        CommandField::CMoveRq | CommandField::CGetRq => Status::SubOperationsRefused,
+        // Resource limitation (PS3.7 C.5.x).
+        CommandField::NActionRq => Status::Other(0x0213),
+        _ => Status::OutOfResources,
+    }
+}
+
 fn encode_response(
     wire: &mut Vec<u8>,
     header: &Header,
