@@ -97,7 +97,8 @@ pub async fn run(
             locator.clone(),
             config.storage.duplicate_policy,
         )
-        .backup_on_receive(config.backup.enqueue_on_receive),
+        .backup_on_receive(config.backup.enqueue_on_receive)
+        .max_instance_mb(config.storage.max_instance_mb),
         retrieve: Retrieve::new(
             locator.clone(),
             reader.clone(),
@@ -279,6 +280,8 @@ fn net_config(config: &Config) -> NetConfig {
             max_pdu_length: d.max_pdu_length,
             connect_timeout: std::time::Duration::from_secs(config.retrieve.connect_timeout_secs),
             tls: None,
+            max_concurrent: config.retrieve.max_concurrent,
+            slots: Arc::new(tokio::sync::Semaphore::new(config.retrieve.max_concurrent)),
         },
         outbox: Arc::new(Outbox::default()),
     }

@@ -10,6 +10,9 @@
 #   tools/fuzz.sh                 every target, 30 s each (CI)
 #   tools/fuzz.sh 3600 pdu        one target for an hour, by hand
 #   tools/fuzz.sh --build-only    build the targets and replay the seeds once
+#
+# FUZZ_SEED=N fixes libFuzzer's random seed (tools/test.sh uses 1, so that CI repeats the
+# mutations a developer ran before pushing); unset, every run explores anew.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,6 +41,8 @@ cargo build --release --manifest-path fuzz/Cargo.toml --bins --target "$host"
 bin="$CARGO_TARGET_DIR/$host/release"
 
 status=0
+passed=0
+failed=0
 for t in "${targets[@]}"; do
     seeds="fuzz/seeds/$t"
     # Inputs that once crashed a target (fuzz/regressions/<target>) are replayed with the seeds.
@@ -58,14 +63,18 @@ for t in "${targets[@]}"; do
     # its limits promise is a finding too. -timeout: a hang is one as well.
     if "$bin/$t" "$work" "$seeds" "${regressions[@]}" -max_total_time="$seconds" -rss_limit_mb=1024 \
         -malloc_limit_mb=512 -timeout=10 -artifact_prefix="$artifacts/" -print_final_stats=1 \
+        -seed="${FUZZ_SEED:-0}" \
         >"$CARGO_TARGET_DIR/$t.log" 2>&1; then
         runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$CARGO_TARGET_DIR/$t.log" | grep -o '[0-9]*$' || echo "?")
         cov=$(grep -o 'cov: [0-9]*' "$CARGO_TARGET_DIR/$t.log" | tail -1 || true)
         echo "fuzz $t: ${seconds}s, $runs inputs, ${cov:-cov: ?}, no crash"
+        passed=$((passed + 1))
     else
         echo "fuzz $t: CRASH, input kept in $artifacts/; the log's end:"
         tail -30 "$CARGO_TARGET_DIR/$t.log"
         status=1
+        failed=$((failed + 1))
     fi
 done
+$build_only || echo "fuzz: $passed passed, $failed failed"
 exit $status

@@ -131,23 +131,25 @@ def cmd_find(args):
         print("NOT_ESTABLISHED", flush=True)
         return 2
     context_id = assoc.accepted_contexts[0].context_id
-    matches = 0
-    for status, identifier in assoc.send_c_find(ds, model, msg_id=7):
-        if status is None or "Status" not in status:
-            print("ABORTED", flush=True)
-            return 3
-        code = int(status.Status)
-        if code in (0xFF00, 0xFF01):
-            identifier.decode()
-            values = {e.keyword: ("\\".join(str(v) for v in e.value) if e.VM > 1 else str(e.value))
-                      for e in identifier if e.keyword and e.VR != "SQ"}
-            print("MATCH " + json.dumps(values, ensure_ascii=False), flush=True)
-            matches += 1
-            if args.cancel_after and matches == args.cancel_after:
-                assoc.send_c_cancel(7, context_id)
-        else:
-            comment = str(status.get("ErrorComment", ""))
-            print(f"FINAL 0x{code:04X} {comment}".strip(), flush=True)
+    for repeat in range(args.repeat):
+        matches = 0
+        msg_id = 7 + repeat
+        for status, identifier in assoc.send_c_find(ds, model, msg_id=msg_id):
+            if status is None or "Status" not in status:
+                print("ABORTED", flush=True)
+                return 3
+            code = int(status.Status)
+            if code in (0xFF00, 0xFF01):
+                identifier.decode()
+                values = {e.keyword: ("\\".join(str(v) for v in e.value) if e.VM > 1 else str(e.value))
+                          for e in identifier if e.keyword and e.VR != "SQ"}
+                print("MATCH " + json.dumps(values, ensure_ascii=False), flush=True)
+                matches += 1
+                if args.cancel_after and matches == args.cancel_after:
+                    assoc.send_c_cancel(msg_id, context_id)
+            else:
+                comment = str(status.get("ErrorComment", ""))
+                print(f"FINAL 0x{code:04X} {comment}".strip(), flush=True)
     assoc.release()
     return 0
 
@@ -303,6 +305,7 @@ def main():
             s.add_argument("--model", choices=["study", "patient"], default="study")
             s.add_argument("--charset", default="")
             s.add_argument("--cancel-after", type=int, default=0)
+            s.add_argument("--repeat", type=int, default=1, help="send the query N times on the association")
             s.add_argument("--combined-datetime", action="store_true",
                            help="ask for combined StudyDate+StudyTime range matching")
             s.add_argument("-k", dest="keys", action="append", default=[], metavar="KEY=VALUE")

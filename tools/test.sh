@@ -44,4 +44,8 @@ else
     echo "cargo-nextest is missing: install it (cargo install cargo-nextest)" >&2
     exit 1
 fi
+# Every fuzz target for 30 s (libFuzzer builds its C++ runtime: needs a C++ compiler).
+echo "== fuzzing (tools/fuzz.sh, 30 s a target)"
+command -v c++ >/dev/null || install_debian g++
+FUZZ_SEED=1 tools/fuzz.sh 30 || status=$?
 exit $status

@@ -61,9 +61,12 @@ pub async fn import(config: &Config, roots: &[PathBuf]) -> Result<ImportSummary,
     let locator =
         Arc::new(Locator::open(&config.locator, Owner::of(&config.node, Role::Cli)).await?);
     let online = Arc::new(OnlineStore::open_for(&config.storage.online_dir, &locator).await?);
-    // An import is a receipt like a C-STORE, so it honours `[backup] enqueue_on_receive` too.
+    // An import is a receipt like a C-STORE, so it honours `[backup] enqueue_on_receive`
+    // and `[storage] max_instance_mb` too. (A volume import restores what was acknowledged
+    // once: no size limit there.)
     let ingest = Ingest::new(online, locator.clone(), config.storage.duplicate_policy)
-        .backup_on_receive(config.backup.enqueue_on_receive);
+        .backup_on_receive(config.backup.enqueue_on_receive)
+        .max_instance_mb(config.storage.max_instance_mb);
     let run = JobRun::start(&locator, JobKind::Import, Trigger::Cli).await;
     let summary = import_files(&ingest, files).await;
     run.finish(&locator, &Ok::<_, ImportError>(&summary)).await;

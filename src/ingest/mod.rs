@@ -43,6 +43,8 @@ struct Inner {
     duplicates: DuplicatePolicy,
     /// `[backup] enqueue_on_receive`: queue the study for backup with each new instance.
     enqueue_backup: bool,
+    /// `[storage] max_instance_mb` in bytes (0: no limit).
+    max_instance_bytes: u64,
 }
 
 impl Ingest {
@@ -57,6 +59,7 @@ impl Ingest {
                 locator,
                 duplicates,
                 enqueue_backup: false,
+                max_instance_bytes: 0,
             }),
         }
     }
@@ -65,6 +68,13 @@ impl Ingest {
     /// transaction that records the instance (`[backup] enqueue_on_receive`).
     pub fn backup_on_receive(mut self, on: bool) -> Ingest {
         Arc::make_mut(&mut self.inner).enqueue_backup = on;
+        self
+    }
+
+    /// Refuses data sets larger than `mb` MiB with 0xA700 (`[storage] max_instance_mb`; 0
+    /// for no limit).
+    pub fn max_instance_mb(mut self, mb: u64) -> Ingest {
+        Arc::make_mut(&mut self.inner).max_instance_bytes = mb.saturating_mul(1 << 20);
         self
     }
 }
@@ -215,6 +225,8 @@ pub struct IngestSink {
     /// Follows the element headers as the data set streams in: a data set that ends inside
     /// an element is refused (`None` for syntaxes it cannot follow).
     walk: Option<walk::ElementWalk>,
+    /// Data set bytes received so far.
+    received: u64,
 }
 
 impl Ingest {
@@ -261,6 +273,7 @@ impl Ingest {
             walk: walk_for(&request.transfer_syntax_uid),
             request,
             writer: Part10Writer::new(path, file, header),
+            received: 0,
         })
     }
 }
@@ -277,6 +290,14 @@ fn walk_for(transfer_syntax_uid: &str) -> Option<walk::ElementWalk> {
 
 impl StoreSink for IngestSink {
     async fn write(&mut self, fragment: Vec<u8>) -> Result<(), Outcome> {
+        self.received += fragment.len() as u64;
+        let limit = self.ingest.max_instance_bytes;
+        if limit > 0 && self.received > limit {
+            return Err(Outcome::failure(
+                Status::OutOfResources,
+                format!("data set over [storage] max_instance_mb = {}", limit >> 20),
+            ));
+        }
         if let Some(walk) = &mut self.walk {
             walk.push(&fragment);
         }
@@ -293,6 +314,7 @@ impl StoreSink for IngestSink {
             source_ae,
             writer,
             walk,
+            ..
         } = self;
         if let Some(Err(truncated)) = walk.as_ref().map(walk::ElementWalk::finish) {
             writer.discard().await;

@@ -596,13 +596,11 @@ impl<S: Services> Session<S> {
         self.policy
             .admit_request(&self.ctx.calling_ae)
             .map_err(|limit| {
+                debug!(association = self.ctx.id, calling_ae = %self.ctx.calling_ae, limit, "request over the AE's rate");
+                // An Error Comment holds 64 characters.
                 Outcome::failure(
                     out_of_resources(field),
-                    format!(
-                        "more than {limit} requests per second from {} \
-                         ([dicom] max_requests_per_sec_per_ae)",
-                        self.ctx.calling_ae.trim()
-                    ),
+                    format!("over [dicom] max_requests_per_sec_per_ae = {limit}"),
                 )
             })
     }

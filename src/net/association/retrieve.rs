@@ -37,6 +37,11 @@ pub struct RetrieveSettings {
     pub connect_timeout: Duration,
     /// The TLS client side, for destinations with `tls = true` (None: not configured).
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// C-MOVE and C-GET operations that may run at once over all associations
+    /// (`[retrieve] max_concurrent`); one association runs one at a time.
+    pub max_concurrent: usize,
+    /// The `max_concurrent` slots, shared by every association.
+    pub slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// A C-MOVE sub-association, over plain TCP or TLS.
@@ -118,6 +123,18 @@ impl<S: Services> Session<S> {
         is_move: bool,
     ) -> Result<(), String> {
         let op = if is_move { "C-MOVE" } else { "C-GET" };
+        // Held until the final response is sent.
+        let Ok(_slot) = self.retrieve.slots.clone().try_acquire_owned() else {
+            info!(association = self.ctx.id, calling_ae = %self.ctx.calling_ae, operation = op, "retrieve refused: every retrieve slot is busy");
+            let outcome = Outcome::failure(
+                Status::SubOperationsRefused,
+                format!(
+                    "[retrieve] max_concurrent = {}: every retrieve slot is busy",
+                    self.retrieve.max_concurrent
+                ),
+            );
+            return self.respond(assoc, header, outcome).await;
+        };
         let destination = if is_move {
             let aet = header.move_destination.clone().unwrap_or_default();
             match self.policy.destination(&aet) {
