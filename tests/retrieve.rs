@@ -643,6 +643,83 @@ fn compressed_instances_are_decoded_for_destinations_that_take_only_uncompressed
     }
 }
 
+/// Encapsulated Pixel Data as some modalities write it (tools/loose_encaps.py, from a DCMTK
+/// JPEG Lossless file): an empty offset table with a frame split into an odd-length unpadded
+/// fragment and the rest, the same with even fragments, and no offset table item at all.
+/// Each data set is whole, so each is stored as sent and served bit-identical; the first
+/// two are decoded for an uncompressed-only destination (as DCMTK's dcmdjpeg decodes them),
+/// and the third, which no decoder here can frame, fails with its reason.
+#[test]
+fn loosely_encapsulated_pixel_data_is_stored_as_sent_and_decoded_where_it_can_be() {
+    use dicom_dictionary_std::tags;
+    let corpus = corpus("3", "1");
+    let study = corpus.study_uids()[0].clone();
+    let ct: Vec<&CorpusFile> = corpus
+        .files
+        .iter()
+        .filter(|f| f.study_instance_uid == study)
+        .collect();
+    let files = tempfile::tempdir().unwrap();
+    let mut sent = Vec::new();
+    for (mode, file) in ["odd", "padded", "no-bot"].into_iter().zip(&ct) {
+        let jpeg = files.path().join(format!("{mode}-jpeg.dcm"));
+        compress("dcmcjpeg", &corpus.path(file), &jpeg);
+        let loose = files.path().join(format!("{mode}.dcm"));
+        let out = std::process::Command::new(python())
+            .arg(repo().join("tools/loose_encaps.py"))
+            .args([&jpeg, &loose])
+            .arg(mode)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        sent.push((
+            mode,
+            loose,
+            file.sop_instance_uid.clone(),
+            corpus.path(file),
+        ));
+    }
+    let dest_dir = tempfile::tempdir().unwrap();
+    let dest = py_storescp("DEST", dest_dir.path(), &["--implicit-only"]);
+    let dest_port = dest.port;
+    let all_dir = tempfile::tempdir().unwrap();
+    let all = py_storescp("ALL", all_dir.path(), &["--compressed"]);
+    let all_port = all.port;
+    let server = server(
+        dest_port,
+        &format!("[[dicom.peers]]\naet = \"ALL\"\nhost = \"127.0.0.1\"\nport = {all_port}\n"),
+    );
+    let paths: Vec<&PathBuf> = sent.iter().map(|(_, path, ..)| path).collect();
+    let out = text(&server.scu("store", "MODALITY", &paths));
+    assert!(out.contains("DONE ok=3 failed=0"), "{out}");
+
+    let key = format!("StudyInstanceUID={study}");
+    let out = text(&server.scu("move", "VIEWER", &["--dest", "ALL", "-k", &key]));
+    assert!(final_line(&out).starts_with("FINAL 0x0000"), "{out}");
+    for (mode, path, uid, _) in &sent {
+        // dcmcjpeg's default: JPEG Lossless, first-order prediction.
+        let got = all_dir.path().join(format!("{uid}.1.2.840.10008.1.2.4.70"));
+        let got = std::fs::read(&got).unwrap_or_else(|e| panic!("{mode}: {e}"));
+        assert!(got == data_set_bytes(path), "{mode}: not bit-identical");
+    }
+
+    let out = text(&server.scu("move", "VIEWER", &["--dest", "DEST", "-k", &key]));
+    assert!(
+        final_line(&out).starts_with("FINAL 0xB000 remaining=- completed=2 failed=1"),
+        "{out}"
+    );
+    assert!(out.contains(&format!("FAILED_UIDS {}", sent[2].2)), "{out}");
+    for (mode, _, uid, original) in &sent[..2] {
+        let path = dest_dir.path().join(format!("{uid}.{IMPLICIT}"));
+        let decoded = read_data_set(&std::fs::read(&path).unwrap(), IMPLICIT);
+        let original = read_data_set(&data_set_bytes(original), EXPLICIT);
+        assert!(
+            element_bytes(&decoded, tags::PIXEL_DATA) == element_bytes(&original, tags::PIXEL_DATA),
+            "{mode}: decoded pixels differ from the uncompressed original"
+        );
+    }
+}
+
 const EXPLICIT: &str = "1.2.840.10008.1.2.1";
 
 /// One study of CR, DX (HTJ2K), US multi-frame (Deflated), SC RGB (JPEG baseline), SR
