@@ -44,6 +44,9 @@ else
     echo "cargo-nextest is missing: install it (cargo install cargo-nextest)" >&2
     exit 1
 fi
+# The soak: two minutes of load without faults, two with kill -9 every 30 s (tools/soak.sh).
+echo "== soak (tools/soak.sh, 2 minutes without and 2 with faults)"
+STRATA_BIN=target/release/strata tools/soak.sh 120 || status=$?
 # Every fuzz target for 30 s (libFuzzer builds its C++ runtime: needs a C++ compiler).
 echo "== fuzzing (tools/fuzz.sh, 30 s a target)"
 command -v c++ >/dev/null || install_debian g++
