@@ -25,3 +25,6 @@ pub mod retrieve;
 pub mod server;
 pub mod throttle;
 pub mod tiering;
+
+#[cfg(test)]
+mod hostile_paths;

@@ -200,9 +200,7 @@ impl ArchiveStore for Archive {
 /// fanned out over 256 folders, with a unique suffix so a re-archived study never replaces
 /// a container the locator may still point at.
 pub fn container_name(study_instance_uid: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(study_instance_uid.as_bytes());
-    let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    let hex = crate::model::uid::digest_key(study_instance_uid);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())

@@ -53,6 +53,15 @@ pub fn is_path_safe(value: &str) -> bool {
     check(value).is_ok()
 }
 
+/// A 128-bit hex digest of `value` (a UID, or anything a peer sent): opaque, fixed-length,
+/// and safe as a file, folder or member name whatever the value. Online files, S-DICOM
+/// containers and offline volume members for values that are not UIDs are named by it.
+pub fn digest_key(value: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(value.as_bytes());
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

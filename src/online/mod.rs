@@ -14,7 +14,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use sha2::{Digest, Sha256};
+use crate::model::uid::digest_key;
 
 use crate::durable::{create_dir_durable, sync_dir};
 use crate::locator::leases::LeaseToken;
@@ -139,8 +139,8 @@ impl OnlineStore {
     /// copy gets its own name, so publishing one can never replace another: a copy the
     /// locator still points at stays valid until the locator points elsewhere.
     pub fn new_location(&self, study_instance_uid: &str, sop_instance_uid: &str) -> String {
-        let study = key(study_instance_uid);
-        let instance = key(sop_instance_uid);
+        let study = digest_key(study_instance_uid);
+        let instance = digest_key(sop_instance_uid);
         let n = self.next_temp.fetch_add(1, Ordering::Relaxed);
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -248,12 +248,6 @@ fn remove_temporaries(tmp: &Path, in_use: &HashSet<i64>) -> Result<usize, Online
         sync_dir(tmp).map_err(|e| prepare(tmp, e))?;
     }
     Ok(removed)
-}
-
-/// A 128-bit hex digest of a UID: opaque, fixed-length, filesystem-safe.
-fn key(uid: &str) -> String {
-    let digest = Sha256::digest(uid.as_bytes());
-    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
