@@ -13,16 +13,6 @@ use common::*;
 const CT_IMAGE: &str = "1.2.840.10008.5.1.4.1.1.2";
 const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
 
-fn element(tag: (u16, u16), vr: &[u8; 2], value: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    out.extend_from_slice(&tag.0.to_le_bytes());
-    out.extend_from_slice(&tag.1.to_le_bytes());
-    out.extend_from_slice(vr);
-    out.extend_from_slice(&(value.len() as u16).to_le_bytes());
-    out.extend_from_slice(value);
-    out
-}
-
 /// A Part-10 CT file of `side` x `side` 16-bit pixels in study 1.2.3.77, written to `dir`.
 fn ct_file(dir: &Path, sop_instance: &str, side: u16) -> PathBuf {
     let uid = |s: &str| {
@@ -32,12 +22,20 @@ fn ct_file(dir: &Path, sop_instance: &str, side: u16) -> PathBuf {
         }
         v
     };
-    let mut data = element((0x0008, 0x0016), b"UI", &uid(CT_IMAGE));
-    data.extend(element((0x0008, 0x0018), b"UI", &uid(sop_instance)));
-    data.extend(element((0x0010, 0x0020), b"LO", b"LIMIT1"));
-    data.extend(element((0x0020, 0x000D), b"UI", &uid("1.2.3.77")));
-    data.extend(element((0x0020, 0x000E), b"UI", &uid("1.2.3.77.1")));
-    let us = |tag, v: u16| element(tag, b"US", &v.to_le_bytes());
+    let mut data = explicit_element((0x0008, 0x0016), b"UI", &uid(CT_IMAGE));
+    data.extend(explicit_element(
+        (0x0008, 0x0018),
+        b"UI",
+        &uid(sop_instance),
+    ));
+    data.extend(explicit_element((0x0010, 0x0020), b"LO", b"LIMIT1"));
+    data.extend(explicit_element((0x0020, 0x000D), b"UI", &uid("1.2.3.77")));
+    data.extend(explicit_element(
+        (0x0020, 0x000E),
+        b"UI",
+        &uid("1.2.3.77.1"),
+    ));
+    let us = |tag, v: u16| explicit_element(tag, b"US", &v.to_le_bytes());
     data.extend(us((0x0028, 0x0002), 1));
     data.extend(us((0x0028, 0x0010), side));
     data.extend(us((0x0028, 0x0011), side));

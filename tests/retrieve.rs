@@ -545,16 +545,53 @@ fn element_bytes(o: &dicom_object::InMemDicomObject, tag: dicom_core::Tag) -> Ve
     o.element(tag).unwrap().to_bytes().unwrap().to_vec()
 }
 
-#[test]
-fn compressed_instances_are_decoded_for_destinations_that_take_only_uncompressed_data() {
-    use dicom_dictionary_std::tags;
-    let corpus = corpus("3", "1");
+/// The first study of `corpus` and its instances.
+fn first_study(corpus: &Corpus) -> (String, Vec<&CorpusFile>) {
     let study = corpus.study_uids()[0].clone();
-    let ct: Vec<&CorpusFile> = corpus
+    let files = corpus
         .files
         .iter()
         .filter(|f| f.study_instance_uid == study)
         .collect();
+    (study, files)
+}
+
+/// A server with two C-MOVE destinations: DEST takes Implicit VR Little Endian only, ALL
+/// takes the compressed syntaxes too.
+struct DecodingDestinations {
+    dest_dir: tempfile::TempDir,
+    all_dir: tempfile::TempDir,
+    server: TestServer,
+    _destinations: [Destination; 2],
+}
+
+impl DecodingDestinations {
+    fn start() -> DecodingDestinations {
+        let dest_dir = tempfile::tempdir().unwrap();
+        let dest = py_storescp("DEST", dest_dir.path(), &["--implicit-only"]);
+        let all_dir = tempfile::tempdir().unwrap();
+        let all = py_storescp("ALL", all_dir.path(), &["--compressed"]);
+        let server = server(
+            dest.port,
+            &format!(
+                "[[dicom.peers]]\naet = \"ALL\"\nhost = \"127.0.0.1\"\nport = {}\n",
+                all.port
+            ),
+        );
+        DecodingDestinations {
+            dest_dir,
+            all_dir,
+            server,
+            _destinations: [dest, all],
+        }
+    }
+}
+
+#[test]
+fn compressed_instances_are_decoded_for_destinations_that_take_only_uncompressed_data() {
+    use dicom_dictionary_std::tags;
+    let corpus = corpus("3", "1");
+    let (study, ct) = first_study(&corpus);
     let compressed = tempfile::tempdir().unwrap();
     // JPEG Lossless (process 14, SV1), RLE Lossless, and JPEG-LS, which this build cannot decode.
     // Each with the storescu option that proposes its syntax.
@@ -569,16 +606,13 @@ fn compressed_instances_are_decoded_for_destinations_that_take_only_uncompressed
         compress(tool, &corpus.path(file), &path);
         sent.push((path, *ts, file.sop_instance_uid.clone(), corpus.path(file)));
     }
-    let dest_dir = tempfile::tempdir().unwrap();
-    let dest = py_storescp("DEST", dest_dir.path(), &["--implicit-only"]);
-    let dest_port = dest.port;
-    let all_dir = tempfile::tempdir().unwrap();
-    let all = py_storescp("ALL", all_dir.path(), &["--compressed"]);
-    let all_port = all.port;
-    let server = server(
-        dest_port,
-        &format!("[[dicom.peers]]\naet = \"ALL\"\nhost = \"127.0.0.1\"\nport = {all_port}\n"),
-    );
+    // Every field bound: the destinations must live as long as the test.
+    let DecodingDestinations {
+        dest_dir,
+        all_dir,
+        server,
+        _destinations,
+    } = DecodingDestinations::start();
     for ((path, ..), (_, _, propose)) in sent.iter().zip(tools) {
         let stored = dcmtk("storescu")
             .args([propose, "-aet", "MODALITY", "-aec", "STRATA", "127.0.0.1"])
@@ -653,12 +687,7 @@ fn compressed_instances_are_decoded_for_destinations_that_take_only_uncompressed
 fn loosely_encapsulated_pixel_data_is_stored_as_sent_and_decoded_where_it_can_be() {
     use dicom_dictionary_std::tags;
     let corpus = corpus("3", "1");
-    let study = corpus.study_uids()[0].clone();
-    let ct: Vec<&CorpusFile> = corpus
-        .files
-        .iter()
-        .filter(|f| f.study_instance_uid == study)
-        .collect();
+    let (study, ct) = first_study(&corpus);
     let files = tempfile::tempdir().unwrap();
     let mut sent = Vec::new();
     for (mode, file) in ["odd", "padded", "no-bot"].into_iter().zip(&ct) {
@@ -679,16 +708,13 @@ fn loosely_encapsulated_pixel_data_is_stored_as_sent_and_decoded_where_it_can_be
             corpus.path(file),
         ));
     }
-    let dest_dir = tempfile::tempdir().unwrap();
-    let dest = py_storescp("DEST", dest_dir.path(), &["--implicit-only"]);
-    let dest_port = dest.port;
-    let all_dir = tempfile::tempdir().unwrap();
-    let all = py_storescp("ALL", all_dir.path(), &["--compressed"]);
-    let all_port = all.port;
-    let server = server(
-        dest_port,
-        &format!("[[dicom.peers]]\naet = \"ALL\"\nhost = \"127.0.0.1\"\nport = {all_port}\n"),
-    );
+    // Every field bound: the destinations must live as long as the test.
+    let DecodingDestinations {
+        dest_dir,
+        all_dir,
+        server,
+        _destinations,
+    } = DecodingDestinations::start();
     let paths: Vec<&PathBuf> = sent.iter().map(|(_, path, ..)| path).collect();
     let out = text(&server.scu("store", "MODALITY", &paths));
     assert!(out.contains("DONE ok=3 failed=0"), "{out}");

@@ -364,16 +364,6 @@ fn nested_sequences(levels: usize) -> Vec<u8> {
     out
 }
 
-fn explicit_element(tag: (u16, u16), vr: &[u8; 2], value: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    out.extend_from_slice(&tag.0.to_le_bytes());
-    out.extend_from_slice(&tag.1.to_le_bytes());
-    out.extend_from_slice(vr);
-    out.extend_from_slice(&(value.len() as u16).to_le_bytes());
-    out.extend_from_slice(value);
-    out
-}
-
 const CT_IMAGE: &str = "1.2.840.10008.5.1.4.1.1.2";
 
 /// A CT data set in Explicit VR Little Endian: SOP Class, `sop_instance`, a Patient ID,

@@ -1038,3 +1038,14 @@ pub fn pdata(context: u8, command: bool, is_last: bool, data: Vec<u8>) -> dicom_
         }],
     }
 }
+
+/// One element in Explicit VR Little Endian with a 2-byte length (VRs such as UI, LO, US).
+pub fn explicit_element(tag: (u16, u16), vr: &[u8; 2], value: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&tag.0.to_le_bytes());
+    out.extend_from_slice(&tag.1.to_le_bytes());
+    out.extend_from_slice(vr);
+    out.extend_from_slice(&(value.len() as u16).to_le_bytes());
+    out.extend_from_slice(value);
+    out
+}
