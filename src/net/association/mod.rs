@@ -700,10 +700,8 @@ impl<S: Services> Session<S> {
     }
 }
 
-/// Appends the P-DATA-TF PDUs of one response to `wire`: the command, then the data set if
-/// there is one (see [`message_pdus`]).
 /// The "out of resources" status of each request (PS3.4 Annex B, C and CC).
-pub(crate) fn out_of_resources(field: CommandField) -> Status {
+fn out_of_resources(field: CommandField) -> Status {
     match field {
         CommandField::CMoveRq | CommandField::CGetRq => Status::SubOperationsRefused,
         // Resource limitation (PS3.7 C.5.x).
@@ -712,6 +710,8 @@ pub(crate) fn out_of_resources(field: CommandField) -> Status {
     }
 }
 
+/// Appends the P-DATA-TF PDUs of one response to `wire`: the command, then the data set if
+/// there is one (see [`message_pdus`]).
 fn encode_response(
     wire: &mut Vec<u8>,
     header: &Header,
