@@ -127,32 +127,7 @@ fn check_meta_lengths(group: &[u8]) -> Result<(), ScanError> {
         })?;
         let word = |i: usize| u16::from_le_bytes([header[i], header[i + 1]]);
         let what = format!("file meta element ({:04X},{:04X})", word(0), word(2));
-        // PS3.5 7.1.2: these VRs have a 2-byte length; every other one, and an unknown VR
-        // (read as UN, as dicom-object does), has a 4-byte length after 2 reserved bytes.
-        let long = !matches!(
-            &header[4..6],
-            b"AE"
-                | b"AS"
-                | b"AT"
-                | b"CS"
-                | b"DA"
-                | b"DS"
-                | b"DT"
-                | b"FL"
-                | b"FD"
-                | b"IS"
-                | b"LO"
-                | b"LT"
-                | b"PN"
-                | b"SH"
-                | b"SL"
-                | b"SS"
-                | b"ST"
-                | b"TM"
-                | b"UI"
-                | b"UL"
-                | b"US"
-        );
+        let long = crate::codec::native::has_long_length(&header[4..6]);
         let (header_len, len) = if long {
             let bytes = group.get(at + 8..at + 12).ok_or_else(|| {
                 ScanError::Parse(format!("the file meta ends inside the header of {what}"))

@@ -445,22 +445,7 @@ pub fn data_set_offset(head: &[u8]) -> Result<usize, String> {
             return Ok(pos);
         }
         let vr = &h[4..6];
-        let long = matches!(
-            vr,
-            b"OB"
-                | b"OW"
-                | b"OF"
-                | b"OD"
-                | b"OL"
-                | b"OV"
-                | b"SQ"
-                | b"UT"
-                | b"UN"
-                | b"UC"
-                | b"UR"
-                | b"SV"
-                | b"UV"
-        );
+        let long = crate::codec::native::has_long_length(vr);
         let (len, header) = if long {
             let l = head.get(pos + 8..pos + 12).ok_or("truncated file meta")?;
             (u32::from_le_bytes([l[0], l[1], l[2], l[3]]) as usize, 12)

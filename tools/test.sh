@@ -36,9 +36,9 @@ status=0
 if cargo nextest --version >/dev/null 2>&1; then
     echo "== the suite on the SQLite locator"
     run_suite -E 'not binary(pg_outage)' "$@" || status=$?
-    echo "== the suite on the PostgreSQL locator (all but the JPEG 2000 codec and locator-free unit tests)"
+    echo "== the suite on the PostgreSQL locator (all but the JPEG 2000 codec, the memory bound and locator-free unit tests)"
     STRATA_TEST_LOCATOR=postgres run_suite \
-        -E 'not binary(j2k) and not binary(migrate) and (not kind(lib) or test(/^locator::/))' \
+        -E 'not binary(j2k) and not binary(migrate) and not binary(memory) and (not kind(lib) or test(/^locator::/))' \
         "$@" || status=$?
 else
     echo "cargo-nextest is missing: install it (cargo install cargo-nextest)" >&2

@@ -1,6 +1,8 @@
 //! Image codecs. `j2k` is our JPEG 2000 encoder: pure computation, no I/O, no DICOM
 //! knowledge. `dicom` applies it to Part-10 instances (encapsulation, lossy marking, the
-//! decode-and-compare check).
+//! decode-and-compare check). `native` knows the byte layout of the three uncompressed
+//! syntaxes, for re-encoding between them as a stream.
 
 pub mod dicom;
 pub mod j2k;
+pub mod native;

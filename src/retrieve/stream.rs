@@ -5,7 +5,8 @@
 //! Memory stays bounded whatever the study size: at most `prefetch` instances are held, plus
 //! the channel's [`PIECES_IN_FLIGHT`] chunks. Instances up to [`WHOLE_LIMIT`] are read whole
 //! and verified against their CRC-32C before the first byte goes out; larger ones stream in
-//! chunks and are verified at the end (a mismatch then aborts the sub-operation's
+//! chunks (re-encoded on the way when both syntaxes are uncompressed: only the elements
+//! around the pixel data are held) and are verified at the end (a mismatch then aborts the sub-operation's
 //! association, the only way to take back a half-sent data set, and queues the primary for
 //! repair so the next retrieve finds it mended).
 //!
@@ -16,13 +17,16 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::debug;
 
-use super::transcode::transcode;
+use super::transcode::{reencode_elements, transcode, TranscodeError, MAX_IN_MEMORY};
 use crate::codec::dicom::JPEG_2000;
+use crate::codec::native::{
+    find_pixel_data, pixel_data_header, pixel_data_vr, swap_words, swaps, Native, PixelData, Walk,
+};
 use crate::model::StoredObject;
 use crate::net::Piece;
 use crate::reader::{data_set_offset, ReadError, Reader};
@@ -76,7 +80,7 @@ async fn produce(
             let (index, ts) = plan[next].clone();
             next += 1;
             let object = objects[index].clone();
-            let whole = (object.length <= WHOLE_LIMIT || ts != object.transfer_syntax_uid)
+            let whole = (object.length <= WHOLE_LIMIT || !streams(&object, &ts))
                 .then(|| tokio::spawn(prepare_whole(reader.clone(), index, object, ts.clone())));
             ahead.push_back(Ahead { index, ts, whole });
             // Evidence of the read-ahead bound (`[retrieve] prefetch`) for tests and operators.
@@ -92,15 +96,33 @@ async fn produce(
                     .unwrap_or_else(|e| Err(format!("reader task failed: {e}")));
                 send_prepared(&tx, index, prepared).await
             }
-            None => match stream_large(&reader, &objects[index], index, &tx).await {
-                Streamed::Done(sent) => sent,
-                // Unreadable before anything went out: from a backup copy, whole.
-                Streamed::Unreadable(first) => {
-                    let prepared =
-                        prepare_from_copy(&reader, index, &objects[index], &ts, first).await;
-                    send_prepared(&tx, index, prepared).await
+            None => {
+                let object = &objects[index];
+                let streamed = if ts == object.transfer_syntax_uid {
+                    stream_large(&reader, object, index, &tx).await
+                } else {
+                    stream_reencoded(&reader, object, index, &ts, &tx).await
+                };
+                match streamed {
+                    Streamed::Done(sent) => sent,
+                    // Unreadable before anything went out: from a backup copy, whole.
+                    Streamed::Unreadable(first) => {
+                        let prepared = prepare_from_copy(&reader, index, object, &ts, first).await;
+                        send_prepared(&tx, index, prepared).await
+                    }
+                    Streamed::Whole(why) if object.length > MAX_IN_MEMORY => {
+                        let reason =
+                            format!("{why}; {}", TranscodeError::TooLargeInMemory(object.length));
+                        tx.send(Piece::Failed { index, reason }).await.is_ok()
+                    }
+                    Streamed::Whole(why) => {
+                        debug!(instance = index, why, "re-encoding in memory");
+                        let prepared =
+                            prepare_whole(reader.clone(), index, object.clone(), ts.clone()).await;
+                        send_prepared(&tx, index, prepared).await
+                    }
                 }
-            },
+            }
         };
         if !sent {
             // The network side is gone (cancel, abort): stop reading.
@@ -227,11 +249,19 @@ async fn finish(
         });
     }
     let (from, ts) = (from.to_string(), ts.to_string());
-    let data =
-        tokio::task::spawn_blocking(move || transcode(&file, start, &from, &ts).map(Bytes::from))
-            .await
-            .map_err(|e| format!("transcoding task failed: {e}"))??;
+    let data = tokio::task::spawn_blocking(move || transcode(&file, start, &from, &ts))
+        .await
+        .map_err(|e| format!("transcoding task failed: {e}"))?
+        .map_err(|e| e.to_string())?;
+    let data = Bytes::from(data);
     Ok(Prepared { data, warning })
+}
+
+/// Whether a large instance is sent as a stream: as stored, or re-encoded between the
+/// uncompressed syntaxes (whose pixel data passes through, swapped at most).
+fn streams(object: &StoredObject, ts: &str) -> bool {
+    ts == object.transfer_syntax_uid
+        || (Native::of(&object.transfer_syntax_uid).is_some() && Native::of(ts).is_some())
 }
 
 /// How streaming a large instance ended.
@@ -240,11 +270,68 @@ enum Streamed {
     Done(bool),
     /// The primary could not be read at all; nothing was sent.
     Unreadable(ReadError),
+    /// It cannot be re-encoded as a stream (why); nothing was sent.
+    Whole(String),
 }
 
-/// Streams a large instance in chunks, verifying its CRC-32C at the end. The last piece is
-/// held back until the check passes, so damage is reported while the data set is still
-/// incomplete on the wire.
+/// Sends `Data` pieces one behind: the last is held back until the caller knows the data
+/// set is whole, so damage found at the end is reported while it is still incomplete on
+/// the wire.
+struct Outbox<'a> {
+    tx: &'a mpsc::Sender<Piece>,
+    held: Option<Bytes>,
+}
+
+impl<'a> Outbox<'a> {
+    fn new(tx: &'a mpsc::Sender<Piece>) -> Self {
+        Outbox { tx, held: None }
+    }
+
+    /// Queues `data` in pieces of at most [`CHUNK`]; false when the network side is gone.
+    async fn push(&mut self, data: Bytes) -> bool {
+        let mut from = 0;
+        while from < data.len() {
+            let end = (from + CHUNK).min(data.len());
+            if let Some(previous) = self.held.replace(data.slice(from..end)) {
+                if self.tx.send(Piece::Data(previous)).await.is_err() {
+                    return false;
+                }
+            }
+            from = end;
+        }
+        true
+    }
+
+    /// Checks the CRC-32C of everything read against the stored one: sends the held piece
+    /// if it matches, else reports the damage and fails the sub-operation.
+    async fn finish(
+        self,
+        relocating: &Relocating,
+        object: &StoredObject,
+        index: usize,
+        crc: u32,
+    ) -> Streamed {
+        if crc != object.crc32c {
+            let reason = format!(
+                "{} is damaged: CRC-32C {crc:08x}, expected {:08x}",
+                object.location, object.crc32c
+            );
+            let uid = &relocating.sop_instance_uids[index];
+            relocating.reader.report_damaged(uid, &reason).await;
+            return Streamed::Done(self.tx.send(Piece::Failed { index, reason }).await.is_ok());
+        }
+        Streamed::Done(match self.held {
+            Some(last) => self.tx.send(Piece::Data(last)).await.is_ok(),
+            None => true,
+        })
+    }
+
+    async fn fail(self, index: usize, reason: String) -> Streamed {
+        Streamed::Done(self.tx.send(Piece::Failed { index, reason }).await.is_ok())
+    }
+}
+
+/// Streams a large instance in chunks, verifying its CRC-32C at the end.
 async fn stream_large(
     relocating: &Relocating,
     object: &StoredObject,
@@ -252,29 +339,26 @@ async fn stream_large(
     tx: &mpsc::Sender<Piece>,
 ) -> Streamed {
     let reader: &Reader = &relocating.reader;
+    let mut outbox = Outbox::new(tx);
     let mut crc = 0u32;
     let mut at = 0u64;
-    let mut started = false;
-    let mut held: Option<Bytes> = None;
     while at < object.length {
         let len = LARGE_CHUNK.min(object.length - at);
         let chunk = match reader.read_range(object, at, len).await {
             Ok(chunk) => chunk,
-            Err(e) if !started => return Streamed::Unreadable(e),
-            Err(e) => {
-                let reason = e.to_string();
-                return Streamed::Done(tx.send(Piece::Failed { index, reason }).await.is_ok());
-            }
+            Err(e) if at == 0 => return Streamed::Unreadable(e),
+            Err(e) => return outbox.fail(index, e.to_string()).await,
         };
         crc = crc32c::crc32c_append(crc, &chunk);
-        let data = if started {
+        let data = if at > 0 {
             chunk
         } else {
             let start = match data_set_offset(&chunk) {
                 Ok(start) => start,
                 Err(e) => {
-                    let reason = format!("{}: {e}", object.location);
-                    return Streamed::Done(tx.send(Piece::Failed { index, reason }).await.is_ok());
+                    return outbox
+                        .fail(index, format!("{}: {e}", object.location))
+                        .await
                 }
             };
             let length = object.length - start as u64;
@@ -286,32 +370,168 @@ async fn stream_large(
             if tx.send(piece).await.is_err() {
                 return Streamed::Done(false);
             }
-            started = true;
             chunk.slice(start..)
         };
         at += len;
-        let mut from = 0;
-        while from < data.len() {
-            let end = (from + CHUNK).min(data.len());
-            if let Some(previous) = held.replace(data.slice(from..end)) {
-                if tx.send(Piece::Data(previous)).await.is_err() {
-                    return Streamed::Done(false);
-                }
-            }
-            from = end;
+        if !outbox.push(data).await {
+            return Streamed::Done(false);
         }
     }
-    if crc != object.crc32c {
-        let reason = format!(
-            "{} is damaged: CRC-32C {crc:08x}, expected {:08x}",
-            object.location, object.crc32c
+    outbox.finish(relocating, object, index, crc).await
+}
+
+/// Most bytes held to re-encode a large instance as a stream: the file up to its top-level
+/// Pixel Data, or the elements after it.
+const MAX_AROUND_PIXELS: u64 = 64 << 20;
+
+/// The parts of a large uncompressed instance around its top-level Pixel Data.
+struct Around {
+    /// The file up to the Pixel Data value (at least), as read.
+    head: Bytes,
+    /// Where the data set starts in the file.
+    start: usize,
+    pixel: PixelData,
+}
+
+/// Reads the start of a large uncompressed instance until its top-level Pixel Data.
+async fn read_around(
+    reader: &Reader,
+    object: &StoredObject,
+    from: Native,
+) -> Result<Around, Streamed> {
+    let mut head = BytesMut::new();
+    loop {
+        let at = head.len() as u64;
+        let len = LARGE_CHUNK.min(object.length - at);
+        head.extend_from_slice(
+            &reader
+                .read_range(object, at, len)
+                .await
+                .map_err(Streamed::Unreadable)?,
         );
-        let uid = &relocating.sop_instance_uids[index];
-        reader.report_damaged(uid, &reason).await;
-        return Streamed::Done(tx.send(Piece::Failed { index, reason }).await.is_ok());
+        let start = data_set_offset(&head)
+            .map_err(|e| Streamed::Whole(format!("{}: {e}", object.location)))?;
+        let complete = head.len() as u64 == object.length;
+        match find_pixel_data(&head[start..], from, complete) {
+            Ok(Walk::Found(pixel)) => {
+                return Ok(Around {
+                    head: head.freeze(),
+                    start,
+                    pixel,
+                })
+            }
+            Ok(Walk::NeedMore(n)) if (start + n) as u64 <= MAX_AROUND_PIXELS && !complete => {}
+            Ok(Walk::NeedMore(_)) => {
+                return Err(Streamed::Whole(format!(
+                    "more than {MAX_AROUND_PIXELS} bytes precede the Pixel Data"
+                )))
+            }
+            Ok(Walk::Absent) => return Err(Streamed::Whole("no top-level Pixel Data".into())),
+            Err(e) => return Err(Streamed::Whole(e.to_string())),
+        }
     }
-    Streamed::Done(match held {
-        Some(last) => tx.send(Piece::Data(last)).await.is_ok(),
-        None => true,
+}
+
+/// Streams a large instance re-encoded from one uncompressed syntax to another: the
+/// elements before and after its top-level Pixel Data are re-encoded in memory, the pixel
+/// data passes through in chunks (its 16-bit words swapped when the byte order changes),
+/// and the CRC-32C of the stored file is checked at the end as in [`stream_large`].
+async fn stream_reencoded(
+    relocating: &Relocating,
+    object: &StoredObject,
+    index: usize,
+    ts: &str,
+    tx: &mpsc::Sender<Piece>,
+) -> Streamed {
+    let reader: &Reader = &relocating.reader;
+    let (Some(from), Some(to)) = (Native::of(&object.transfer_syntax_uid), Native::of(ts)) else {
+        return Streamed::Whole("not between uncompressed syntaxes".into());
+    };
+    let Around { head, start, pixel } = match read_around(reader, object, from).await {
+        Ok(around) => around,
+        Err(streamed) => return streamed,
+    };
+    let value_at = (start + pixel.value_at) as u64;
+    let value_end = start as u64 + pixel.value_end();
+    let Some(after) = object.length.checked_sub(value_end) else {
+        return Streamed::Whole(format!(
+            "the Pixel Data runs past the end of {}",
+            object.location
+        ));
+    };
+    if after > MAX_AROUND_PIXELS {
+        return Streamed::Whole(format!(
+            "more than {MAX_AROUND_PIXELS} bytes follow the Pixel Data"
+        ));
+    }
+    let tail = if after == 0 {
+        Bytes::new()
+    } else {
+        match reader.read_range(object, value_end, after).await {
+            Ok(tail) => tail,
+            Err(e) => return Streamed::Unreadable(e),
+        }
+    };
+    let (stored, wanted) = (object.transfer_syntax_uid.clone(), ts.to_string());
+    let elements = head.slice(start..start + pixel.header_at);
+    let tail_elements = tail.clone();
+    let reencoded = tokio::task::spawn_blocking(move || {
+        let (before, bits) = reencode_elements(&elements, &stored, &wanted)?;
+        let after = if tail_elements.is_empty() {
+            Vec::new()
+        } else {
+            reencode_elements(&tail_elements, &stored, &wanted)?.0
+        };
+        Ok::<_, TranscodeError>((before, bits, after))
     })
+    .await;
+    let (mut before, bits, after_out) = match reencoded {
+        Ok(Ok(parts)) => parts,
+        Ok(Err(e)) => return Streamed::Whole(e.to_string()),
+        Err(e) => return Streamed::Whole(format!("transcoding task failed: {e}")),
+    };
+    let to_vr = pixel_data_vr(pixel.vr, bits.unwrap_or(16));
+    let swap = swaps(from, pixel.vr.unwrap_or(*b"OW"), to, to_vr);
+    before.extend(pixel_data_header(to, to_vr, pixel.length));
+    let length = before.len() as u64 + u64::from(pixel.length) + after_out.len() as u64;
+    let piece = Piece::Start {
+        index,
+        length,
+        warning: None,
+    };
+    if tx.send(piece).await.is_err() {
+        return Streamed::Done(false);
+    }
+    let mut outbox = Outbox::new(tx);
+    let mut crc = crc32c::crc32c(&head[..value_at as usize]);
+    if !outbox.push(Bytes::from(before)).await {
+        return Streamed::Done(false);
+    }
+    // The value is read again from its start, in chunks of even length, so no 16-bit word
+    // is ever split between two chunks.
+    let mut at = value_at;
+    while at < value_end {
+        let len = LARGE_CHUNK.min(value_end - at);
+        let chunk = match reader.read_range(object, at, len).await {
+            Ok(chunk) => chunk,
+            Err(e) => return outbox.fail(index, e.to_string()).await,
+        };
+        crc = crc32c::crc32c_append(crc, &chunk);
+        let data = if swap {
+            let mut words = BytesMut::from(&chunk[..]);
+            swap_words(&mut words);
+            words.freeze()
+        } else {
+            chunk
+        };
+        at += len;
+        if !outbox.push(data).await {
+            return Streamed::Done(false);
+        }
+    }
+    crc = crc32c::crc32c_append(crc, &tail);
+    if !outbox.push(Bytes::from(after_out)).await {
+        return Streamed::Done(false);
+    }
+    outbox.finish(relocating, object, index, crc).await
 }

@@ -20,7 +20,9 @@ use tracing::{info, warn};
 
 use super::store_scu::{self, StoreCommand, SubOpError};
 use super::{Header, Session};
-use crate::model::transfer_syntax::{EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN};
+use crate::model::transfer_syntax::{
+    EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN,
+};
 use crate::net::command::{CommandField, SubOperations};
 use crate::net::dimse::{DimseEvent, MessageAssembler};
 use crate::net::handler::{Outcome, Piece, Retrieval, RetrieveItem, RetrieveRequest, Services};
@@ -470,7 +472,8 @@ fn plan(
 }
 
 /// The context to send `item` on: its stored transfer syntax if accepted (bytes unchanged),
-/// else Explicit, then Implicit VR Little Endian (transcoded).
+/// else Explicit, then Implicit VR Little Endian, then (for the rare old workstation that
+/// takes nothing else) Explicit VR Big Endian, transcoded.
 fn choose_context(item: &RetrieveItem, accepted: &[Accepted]) -> Option<(u8, String)> {
     let find = |ts: &str| {
         accepted
@@ -481,6 +484,7 @@ fn choose_context(item: &RetrieveItem, accepted: &[Accepted]) -> Option<(u8, Str
     find(&item.transfer_syntax_uid)
         .or_else(|| find(EXPLICIT_VR_LITTLE_ENDIAN))
         .or_else(|| find(IMPLICIT_VR_LITTLE_ENDIAN))
+        .or_else(|| find(EXPLICIT_VR_BIG_ENDIAN))
 }
 
 /// One C-STORE sub-operation for a planned instance: waits for the reader to start it, sends

@@ -1,0 +1,107 @@
+//! Memory stays bounded whatever the instance size: a very large instance (made on the fly
+//! by `tools/big_instance.py`, 400 MiB of pixel data unless `STRATA_BIG_MB` says otherwise)
+//! is stored, then retrieved as stored and re-encoded to the other uncompressed syntaxes,
+//! with the server's peak RSS (VmHWM) checked against a bound far below the instance size
+//! after every step.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+
+const CT_IMAGE: &str = "1.2.840.10008.5.1.4.1.1.2";
+const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
+const IMPLICIT_LE: &str = "1.2.840.10008.1.2";
+const EXPLICIT_BE: &str = "1.2.840.10008.1.2.2";
+
+/// Peak resident memory the server may reach, in MiB: what it needs for itself plus its
+/// bounded buffers (read-ahead, pieces in flight, PDUs), whatever the instance size.
+const PEAK_RSS_MIB: u64 = 160;
+
+fn big_mb() -> u64 {
+    std::env::var("STRATA_BIG_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(400)
+}
+
+fn big_instance(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(python())
+        .arg(repo().join("tools/big_instance.py"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// The peak resident set of process `pid`, in MiB.
+fn peak_rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .expect("VmHWM in /proc/pid/status");
+    let kib: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .expect("VmHWM in kB");
+    kib / 1024
+}
+
+fn assert_bounded(server: &TestServer, after: &str) -> u64 {
+    let peak = peak_rss_mib(server.pid());
+    assert!(
+        peak <= PEAK_RSS_MIB,
+        "peak RSS {peak} MiB after {after}, bound {PEAK_RSS_MIB} MiB"
+    );
+    eprintln!("peak RSS after {after}: {peak} MiB");
+    peak
+}
+
+#[test]
+fn a_very_large_instance_is_stored_and_retrieved_in_each_uncompressed_syntax_in_bounded_memory() {
+    let mb = big_mb();
+    let dir = tempfile::tempdir().unwrap();
+    let file: PathBuf = dir.path().join("big.dcm");
+    let out = big_instance(&["make", file.to_str().unwrap(), "--mb", &mb.to_string()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let made = String::from_utf8(out.stdout).unwrap();
+    let (sop_instance_uid, study) = made.trim().split_once(' ').unwrap();
+    assert!(std::fs::metadata(&file).unwrap().len() > mb << 20);
+
+    let server = TestServer::start("");
+    // pynetdicom sends the file's bytes unchanged (DCMTK's storescu drops the trailing
+    // padding).
+    let out = text(&server.scu("store", "MODALITY", std::slice::from_ref(&file)));
+    assert_eq!(acknowledged(&out).0.len(), 1, "{out}");
+    assert_eq!(server.instances(), 1);
+    assert_bounded(&server, "C-STORE");
+
+    for (ts, syntax) in [
+        (EXPLICIT_LE, "explicit"),
+        (IMPLICIT_LE, "implicit"),
+        (EXPLICIT_BE, "big"),
+    ] {
+        let got = tempfile::tempdir().unwrap();
+        server.get_study_into(
+            study,
+            got.path(),
+            &["--context".into(), format!("{CT_IMAGE}:{ts}")],
+        );
+        let received: &Path = &got.path().join(format!("{sop_instance_uid}.{ts}"));
+        let out = big_instance(&[
+            "check",
+            received.to_str().unwrap(),
+            "--mb",
+            &mb.to_string(),
+            "--syntax",
+            syntax,
+        ]);
+        assert!(out.status.success(), "{syntax}: {}", text(&out));
+        assert_bounded(&server, &format!("C-GET in {syntax}"));
+    }
+    // Re-encoding streamed: the server said so, and nothing fell back to memory.
+    let log = server.log();
+    assert!(!log.contains("re-encoding in memory"), "{log}");
+}
