@@ -1,8 +1,10 @@
 //! Image codecs. `j2k` is our JPEG 2000 encoder: pure computation, no I/O, no DICOM
 //! knowledge. `dicom` applies it to Part-10 instances (encapsulation, lossy marking, the
 //! decode-and-compare check). `native` knows the byte layout of the three uncompressed
-//! syntaxes, for re-encoding between them as a stream.
+//! syntaxes and `walk` follows a data set's elements as its bytes stream by (is it whole,
+//! where is its pixel data): ingest checks arrivals with them, retrieves re-encode with them.
 
 pub mod dicom;
 pub mod j2k;
 pub mod native;
+pub mod walk;

@@ -11,7 +11,6 @@
 //! so concurrent stores of one SOP Instance UID, even from two processes, keep exactly one.
 
 pub mod attributes;
-pub mod walk;
 
 use std::io;
 use std::path::PathBuf;
@@ -21,11 +20,11 @@ use tracing::{debug, info, warn};
 
 pub use attributes::{read_attributes, read_attributes_with_head, AttributeError};
 
+use crate::codec::native::Native;
+use crate::codec::walk::ElementWalk;
 use crate::config::DuplicatePolicy;
 use crate::locator::{now_millis, Locator, NewInstance, Recorded};
-use crate::model::transfer_syntax::{
-    DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN,
-};
+use crate::model::transfer_syntax::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN;
 use crate::model::{IndexedAttributes, StoredObject, Tier};
 use crate::net::{AssociationContext, Outcome, Status, StoreRequest, StoreSink, StoreStart};
 use crate::online::{part10_header, OnlineStore, Part10Writer, WrittenFile};
@@ -224,7 +223,7 @@ pub struct IngestSink {
     writer: Part10Writer,
     /// Follows the element headers as the data set streams in: a data set that ends inside
     /// an element is refused (`None` for syntaxes it cannot follow).
-    walk: Option<walk::ElementWalk>,
+    walk: Option<ElementWalk>,
     /// Data set bytes received so far.
     received: u64,
 }
@@ -278,13 +277,15 @@ impl Ingest {
     }
 }
 
-/// The element walk for a data set in `transfer_syntax_uid`: every Little Endian syntax we
-/// accept but the deflated one (whose bytes are not elements until inflated).
-fn walk_for(transfer_syntax_uid: &str) -> Option<walk::ElementWalk> {
+/// The element walk for a data set in `transfer_syntax_uid`: every syntax we accept but the
+/// deflated one (whose bytes are not elements until inflated); the encapsulated ones are
+/// Explicit VR Little Endian.
+fn walk_for(transfer_syntax_uid: &str) -> Option<ElementWalk> {
     match transfer_syntax_uid {
-        IMPLICIT_VR_LITTLE_ENDIAN => Some(walk::ElementWalk::new(false)),
-        DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN | EXPLICIT_VR_BIG_ENDIAN => None,
-        _ => Some(walk::ElementWalk::new(true)),
+        DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN => None,
+        uid => Some(ElementWalk::new(
+            Native::of(uid).unwrap_or(Native::ExplicitLittle),
+        )),
     }
 }
 
@@ -316,13 +317,11 @@ impl StoreSink for IngestSink {
             walk,
             ..
         } = self;
-        if let Some(Err(truncated)) = walk.as_ref().map(walk::ElementWalk::finish) {
+        if let Some(Err(truncated)) = walk.as_ref().map(ElementWalk::finish) {
             writer.discard().await;
             return Outcome::failure(Status::CannotUnderstand, truncated.to_string());
         }
-        let native_pixel_bytes = walk
-            .as_ref()
-            .and_then(walk::ElementWalk::native_pixel_data_len);
+        let native_pixel_bytes = walk.as_ref().and_then(ElementWalk::native_pixel_data_len);
         let temp = writer.path().to_owned();
         // Parse in the same blocking call as the fsync, from memory when possible.
         let length = writer.length();

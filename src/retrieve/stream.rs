@@ -25,8 +25,9 @@ use tracing::debug;
 use super::transcode::{reencode_elements, transcode, TranscodeError, MAX_IN_MEMORY};
 use crate::codec::dicom::JPEG_2000;
 use crate::codec::native::{
-    find_pixel_data, pixel_data_header, pixel_data_vr, swap_words, swaps, Native, PixelData, Walk,
+    pixel_data_header, pixel_data_vr, swap_words, swaps, Native, PixelData,
 };
+use crate::codec::walk::ElementWalk;
 use crate::model::StoredObject;
 use crate::net::Piece;
 use crate::reader::{data_set_offset, ReadError, Reader};
@@ -400,34 +401,47 @@ async fn read_around(
     from: Native,
 ) -> Result<Around, Streamed> {
     let mut head = BytesMut::new();
+    let mut walk = ElementWalk::new(from);
+    let mut start = None;
     loop {
         let at = head.len() as u64;
+        if at == object.length {
+            return Err(Streamed::Whole("no top-level Pixel Data".into()));
+        }
+        if at >= MAX_AROUND_PIXELS {
+            return Err(Streamed::Whole(format!(
+                "more than {MAX_AROUND_PIXELS} bytes precede the Pixel Data"
+            )));
+        }
         let len = LARGE_CHUNK.min(object.length - at);
-        head.extend_from_slice(
-            &reader
-                .read_range(object, at, len)
-                .await
-                .map_err(Streamed::Unreadable)?,
-        );
-        let start = data_set_offset(&head)
-            .map_err(|e| Streamed::Whole(format!("{}: {e}", object.location)))?;
-        let complete = head.len() as u64 == object.length;
-        match find_pixel_data(&head[start..], from, complete) {
-            Ok(Walk::Found(pixel)) => {
-                return Ok(Around {
-                    head: head.freeze(),
-                    start,
-                    pixel,
-                })
+        let chunk = reader
+            .read_range(object, at, len)
+            .await
+            .map_err(Streamed::Unreadable)?;
+        head.extend_from_slice(&chunk);
+        let start = match start {
+            Some(start) => start,
+            None => {
+                let found = data_set_offset(&head)
+                    .map_err(|e| Streamed::Whole(format!("{}: {e}", object.location)))?;
+                walk.push(&head[found..]);
+                *start.insert(found)
             }
-            Ok(Walk::NeedMore(n)) if (start + n) as u64 <= MAX_AROUND_PIXELS && !complete => {}
-            Ok(Walk::NeedMore(_)) => {
-                return Err(Streamed::Whole(format!(
-                    "more than {MAX_AROUND_PIXELS} bytes precede the Pixel Data"
-                )))
-            }
-            Ok(Walk::Absent) => return Err(Streamed::Whole("no top-level Pixel Data".into())),
-            Err(e) => return Err(Streamed::Whole(e.to_string())),
+        };
+        if at > 0 {
+            walk.push(&chunk);
+        }
+        if walk.is_lost() {
+            return Err(Streamed::Whole(
+                "a structure the element walk does not follow".into(),
+            ));
+        }
+        if let Some(pixel) = walk.native_pixel_data() {
+            return Ok(Around {
+                head: head.freeze(),
+                start,
+                pixel,
+            });
         }
     }
 }
@@ -451,7 +465,7 @@ async fn stream_reencoded(
         Ok(around) => around,
         Err(streamed) => return streamed,
     };
-    let value_at = (start + pixel.value_at) as u64;
+    let value_at = start as u64 + pixel.value_at;
     let value_end = start as u64 + pixel.value_end();
     let Some(after) = object.length.checked_sub(value_end) else {
         return Streamed::Whole(format!(
@@ -473,7 +487,7 @@ async fn stream_reencoded(
         }
     };
     let (stored, wanted) = (object.transfer_syntax_uid.clone(), ts.to_string());
-    let elements = head.slice(start..start + pixel.header_at);
+    let elements = head.slice(start..start + pixel.header_at as usize);
     let tail_elements = tail.clone();
     let reencoded = tokio::task::spawn_blocking(move || {
         let (before, bits) = reencode_elements(&elements, &stored, &wanted)?;

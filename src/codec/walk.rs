@@ -5,11 +5,16 @@
 //! must not be acknowledged. The indexing parse stops before the pixel data, so it cannot see
 //! this.
 //!
-//! Little Endian only (Implicit and Explicit VR, encapsulated pixel data included); for a
-//! deflated data set, or when the structure is not one the walk understands, it gives no
-//! verdict and the parser decides as before.
+//! The same walk finds where the top-level native Pixel Data sits, so a retrieve can
+//! re-encode an instance of any size around it (`retrieve::stream`).
+//!
+//! Implicit and Explicit VR Little Endian (encapsulated pixel data included) and Explicit VR
+//! Big Endian; for a deflated data set, or when the structure is not one the walk
+//! understands, it gives no verdict and the parser decides as before.
 
 use std::fmt;
+
+use super::native::{has_long_length, Native, PixelData};
 
 /// Deepest nesting of undefined-length sequences and items followed.
 const MAX_DEPTH: usize = 64;
@@ -39,11 +44,11 @@ impl fmt::Display for Truncated {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Context {
-    /// Elements of a data set (top level, or an undefined-length item); `explicit` VR.
-    DataSet { explicit: bool },
+    /// Elements of a data set (top level, or an undefined-length item) in `syntax`.
+    DataSet { syntax: Native },
     /// Items of an undefined-length sequence or encapsulated pixel data; the items' data
-    /// sets use `explicit` VR.
-    Items { explicit: bool },
+    /// sets are in `syntax`.
+    Items { syntax: Native },
 }
 
 /// The walk over one data set.
@@ -58,19 +63,23 @@ pub struct ElementWalk {
     /// The structure was not understood: no verdict.
     lost: bool,
     last_tag: Option<u32>,
-    /// Declared length of a top-level native (not encapsulated) Pixel Data element.
-    native_pixel_data: Option<u64>,
+    /// Bytes followed so far.
+    at: u64,
+    /// The top-level native (not encapsulated) Pixel Data element.
+    native_pixel_data: Option<PixelData>,
 }
 
 impl ElementWalk {
-    /// A walk for a data set in Implicit (`explicit` false) or Explicit VR Little Endian.
-    pub fn new(explicit: bool) -> ElementWalk {
+    /// A walk for a data set in `syntax` (an encapsulated syntax walks as Explicit VR
+    /// Little Endian).
+    pub fn new(syntax: Native) -> ElementWalk {
         ElementWalk {
-            stack: vec![Context::DataSet { explicit }],
+            stack: vec![Context::DataSet { syntax }],
             header: Vec::with_capacity(12),
             skipping: None,
             lost: false,
             last_tag: None,
+            at: 0,
             native_pixel_data: None,
         }
     }
@@ -78,7 +87,17 @@ impl ElementWalk {
     /// The declared length of the top-level Pixel Data (7FE0,0010) when it is native (a
     /// defined length), for the check against the image's dimensions.
     pub fn native_pixel_data_len(&self) -> Option<u64> {
+        self.native_pixel_data().map(|p| u64::from(p.length))
+    }
+
+    /// The top-level Pixel Data when it is native, once its header has been followed.
+    pub fn native_pixel_data(&self) -> Option<PixelData> {
         self.native_pixel_data.filter(|_| !self.lost)
+    }
+
+    /// Whether the walk met a structure it does not understand (it then has no verdict).
+    pub fn is_lost(&self) -> bool {
+        self.lost
     }
 
     /// Follows the next bytes of the data set.
@@ -87,6 +106,7 @@ impl ElementWalk {
             if let Some((remaining, tag, declared)) = self.skipping {
                 let n = remaining.min(bytes.len() as u64);
                 bytes = &bytes[n as usize..];
+                self.at += n;
                 self.skipping = (remaining > n).then_some((remaining - n, tag, declared));
                 continue;
             }
@@ -99,6 +119,7 @@ impl ElementWalk {
             let take = (need - self.header.len()).min(bytes.len());
             self.header.extend_from_slice(&bytes[..take]);
             bytes = &bytes[take..];
+            self.at += take as u64;
             if self.header.len() == need && known {
                 self.on_header(context);
             }
@@ -109,11 +130,12 @@ impl ElementWalk {
     /// and whether that is known yet: in Explicit VR it is once the VR (bytes 4-5) is in.
     fn header_len(&self, context: Context) -> (usize, bool) {
         match context {
-            Context::DataSet { explicit: true } if self.header.len() < 6 => (6, false),
-            Context::DataSet { explicit: true } => {
-                let tag = tag_of(&self.header);
+            Context::DataSet { syntax } if syntax.is_implicit() => (8, true),
+            Context::DataSet { .. } if self.header.len() < 6 => (6, false),
+            Context::DataSet { syntax } => {
+                let tag = tag_of(syntax, &self.header);
                 let vr = &self.header[4..6];
-                if (tag >> 16) != 0xFFFE && long_length_vr(vr) {
+                if (tag >> 16) != 0xFFFE && has_long_length(vr) {
                     (12, true)
                 } else {
                     (8, true)
@@ -125,21 +147,24 @@ impl ElementWalk {
 
     fn on_header(&mut self, context: Context) {
         let h = std::mem::take(&mut self.header);
-        let tag = tag_of(&h);
+        let syntax = match context {
+            Context::DataSet { syntax } | Context::Items { syntax } => syntax,
+        };
+        let tag = tag_of(syntax, &h);
         self.last_tag = Some(tag);
         match context {
-            Context::Items { explicit } => {
-                let length = u32_at(&h, 4);
+            Context::Items { syntax } => {
+                let length = syntax.u32(&h[4..8]);
                 match (tag, length) {
                     (SEQUENCE_END, _) => {
                         self.stack.pop();
                     }
-                    (ITEM, UNDEFINED) => self.enter(Context::DataSet { explicit }),
+                    (ITEM, UNDEFINED) => self.enter(Context::DataSet { syntax }),
                     (ITEM, n) => self.skip(tag, n),
                     _ => self.lost = true,
                 }
             }
-            Context::DataSet { explicit } => {
+            Context::DataSet { syntax } => {
                 if tag == ITEM_END && self.stack.len() > 1 {
                     self.stack.pop();
                     return;
@@ -148,31 +173,39 @@ impl ElementWalk {
                     self.lost = true;
                     return;
                 }
-                let (vr, length) = if explicit {
+                let (vr, length) = if syntax.is_implicit() {
+                    (None, syntax.u32(&h[4..8]))
+                } else {
                     let vr = [h[4], h[5]];
                     let length = if h.len() == 12 {
-                        u32_at(&h, 8)
+                        syntax.u32(&h[8..12])
                     } else {
-                        u32::from(u16::from_le_bytes([h[6], h[7]]))
+                        u32::from(syntax.u16(&h[6..8]))
                     };
                     (Some(vr), length)
-                } else {
-                    (None, u32_at(&h, 4))
                 };
                 if length != UNDEFINED {
                     if tag == PIXEL_DATA && self.stack.len() == 1 {
-                        self.native_pixel_data = Some(u64::from(length));
+                        self.native_pixel_data = Some(PixelData {
+                            header_at: self.at - h.len() as u64,
+                            value_at: self.at,
+                            length,
+                            vr,
+                        });
                     }
                     return self.skip(tag, length);
                 }
                 match vr.as_ref().map(|v| &v[..]) {
                     // Implicit VR: only a sequence has an undefined length.
-                    None => self.enter(Context::Items { explicit: false }),
-                    Some(b"SQ") => self.enter(Context::Items { explicit: true }),
-                    // PS3.5 6.2.2: an undefined-length UN is an Implicit VR sequence.
-                    Some(b"UN") => self.enter(Context::Items { explicit: false }),
+                    None => self.enter(Context::Items { syntax }),
+                    Some(b"SQ") => self.enter(Context::Items { syntax }),
+                    // PS3.5 6.2.2: an undefined-length UN is an Implicit VR Little Endian
+                    // sequence, whatever the syntax around it.
+                    Some(b"UN") => self.enter(Context::Items {
+                        syntax: Native::ImplicitLittle,
+                    }),
                     // Encapsulated pixel data: fragments as items.
-                    Some(b"OB") | Some(b"OW") => self.enter(Context::Items { explicit: true }),
+                    Some(b"OB") | Some(b"OW") => self.enter(Context::Items { syntax }),
                     _ => self.lost = true,
                 }
             }
@@ -221,34 +254,8 @@ impl ElementWalk {
     }
 }
 
-fn tag_of(h: &[u8]) -> u32 {
-    let group = u16::from_le_bytes([h[0], h[1]]);
-    let element = u16::from_le_bytes([h[2], h[3]]);
-    (u32::from(group) << 16) | u32::from(element)
-}
-
-fn u32_at(h: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]])
-}
-
-/// VRs whose Explicit VR header has 2 reserved bytes and a 32-bit length (PS3.5 7.1.2).
-fn long_length_vr(vr: &[u8]) -> bool {
-    matches!(
-        vr,
-        b"OB"
-            | b"OD"
-            | b"OF"
-            | b"OL"
-            | b"OV"
-            | b"OW"
-            | b"SQ"
-            | b"SV"
-            | b"UC"
-            | b"UN"
-            | b"UR"
-            | b"UT"
-            | b"UV"
-    )
+fn tag_of(syntax: Native, h: &[u8]) -> u32 {
+    (u32::from(syntax.u16(&h[0..2])) << 16) | u32::from(syntax.u16(&h[2..4]))
 }
 
 #[cfg(test)]
@@ -260,7 +267,7 @@ mod tests {
         out.extend_from_slice(&tag.0.to_le_bytes());
         out.extend_from_slice(&tag.1.to_le_bytes());
         out.extend_from_slice(vr);
-        if long_length_vr(vr) {
+        if has_long_length(vr) {
             out.extend_from_slice(&[0, 0]);
             out.extend_from_slice(&(value.len() as u32).to_le_bytes());
         } else {
@@ -296,7 +303,12 @@ mod tests {
     }
 
     fn walk(bytes: &[u8], chunk: usize, explicit_vr: bool) -> Result<(), Truncated> {
-        let mut w = ElementWalk::new(explicit_vr);
+        let syntax = if explicit_vr {
+            Native::ExplicitLittle
+        } else {
+            Native::ImplicitLittle
+        };
+        let mut w = ElementWalk::new(syntax);
         for c in bytes.chunks(chunk.max(1)) {
             w.push(c);
         }
@@ -340,9 +352,18 @@ mod tests {
         let mut short = explicit((0x0008, 0x0018), b"UI", b"1.2\0");
         short.extend(b"\xe0\x7f\x10\x00OW\0\0\x00\x10\x00\x00");
         short.extend(vec![0u8; 4000]);
-        let mut w = ElementWalk::new(true);
+        let mut w = ElementWalk::new(Native::ExplicitLittle);
         w.push(&short);
         assert_eq!(w.native_pixel_data_len(), Some(4096));
+        assert_eq!(
+            w.native_pixel_data(),
+            Some(PixelData {
+                header_at: 12,
+                value_at: 24,
+                length: 4096,
+                vr: Some(*b"OW")
+            })
+        );
         let err = walk(&short, 512, true).unwrap_err();
         assert_eq!(err.tag, Some((0x7FE0, 0x0010)));
         assert_eq!(
@@ -357,5 +378,84 @@ mod tests {
         let mut d = b"\x08\x00\x18\x00UT\0\0\xff\xff\xff\xff".to_vec();
         d.extend(b"xx");
         assert_eq!(walk(&d, 4, true), Ok(()));
+    }
+
+    #[test]
+    fn finds_the_top_level_pixel_data_past_sequences_and_a_un_sequence_in_any_fragmentation() {
+        let mut d = explicit((0x0008, 0x0016), b"UI", b"1.2\0");
+        d.extend(b"\x08\x00\x40\x11SQ\0\0\xff\xff\xff\xff");
+        d.extend(tagged(ITEM, UNDEFINED));
+        d.extend(explicit((0x0008, 0x1150), b"UI", b"1.2\0"));
+        d.extend(tagged(ITEM_END, 0));
+        d.extend(tagged(SEQUENCE_END, 0));
+        // A private UN of undefined length: Implicit VR inside, with a Pixel Data tag that is
+        // not at the top level.
+        d.extend(b"\x09\x00\x10\x10UN\0\0\xff\xff\xff\xff");
+        d.extend(tagged(ITEM, UNDEFINED));
+        d.extend(tagged(PIXEL_DATA, 2));
+        d.extend(b"\x01\x02");
+        d.extend(tagged(ITEM_END, 0));
+        d.extend(tagged(SEQUENCE_END, 0));
+        let header_at = d.len() as u64;
+        d.extend(explicit((0x7FE0, 0x0010), b"OW", &[1, 2, 3, 4]));
+        let expected = PixelData {
+            header_at,
+            value_at: header_at + 12,
+            length: 4,
+            vr: Some(*b"OW"),
+        };
+        for chunk in [1, 5, 12, d.len()] {
+            let mut w = ElementWalk::new(Native::ExplicitLittle);
+            for (i, c) in d.chunks(chunk).enumerate() {
+                // Never found before its header has been followed.
+                if ((i * chunk) as u64) < header_at + 12 {
+                    assert_eq!(w.native_pixel_data(), None, "chunk {chunk}");
+                }
+                w.push(c);
+            }
+            assert_eq!(w.native_pixel_data(), Some(expected), "chunk {chunk}");
+            assert_eq!(w.finish(), Ok(()));
+        }
+    }
+
+    #[test]
+    fn big_endian_is_walked_and_its_cuts_found() {
+        let mut d = b"\x00\x08\x00\x16UI\x00\x04".to_vec();
+        d.extend(b"1.2\0");
+        d.extend(b"\x00\x08\x11\x40SQ\0\0\xff\xff\xff\xff");
+        d.extend(b"\xff\xfe\xe0\x00\x00\x00\x00\x08");
+        d.extend(b"\x00\x08\x11\x55UI\x00\x00");
+        d.extend(b"\xff\xfe\xe0\xdd\0\0\0\0");
+        d.extend(super::super::native::pixel_data_header(
+            Native::ExplicitBig,
+            *b"OW",
+            4,
+        ));
+        d.extend([1, 2, 3, 4]);
+        let mut w = ElementWalk::new(Native::ExplicitBig);
+        w.push(&d);
+        assert_eq!(w.finish(), Ok(()));
+        let pixel = w.native_pixel_data().unwrap();
+        assert_eq!((pixel.value_end(), pixel.length), (d.len() as u64, 4));
+        let mut cut = ElementWalk::new(Native::ExplicitBig);
+        cut.push(&d[..d.len() - 1]);
+        assert_eq!(
+            cut.finish().unwrap_err().to_string(),
+            "data set truncated in (7FE0,0010): 3 of its 4 bytes arrived"
+        );
+    }
+
+    #[test]
+    fn hostile_nesting_and_lengths_allocate_nothing() {
+        let mut w = ElementWalk::new(Native::ImplicitLittle);
+        for _ in 0..1000 {
+            w.push(&tagged(0x0008_1140, UNDEFINED));
+            w.push(&tagged(ITEM, UNDEFINED));
+        }
+        assert!(w.is_lost(), "nesting is bounded");
+        let mut w = ElementWalk::new(Native::ImplicitLittle);
+        w.push(&tagged(0x0009_1010, 0xFFFF_FFFE));
+        assert_eq!(w.native_pixel_data(), None);
+        assert!(w.finish().is_err(), "a 4 GiB value never arrived");
     }
 }
