@@ -105,3 +105,53 @@ fn a_very_large_instance_is_stored_and_retrieved_in_each_uncompressed_syntax_in_
     let log = server.log();
     assert!(!log.contains("re-encoding in memory"), "{log}");
 }
+
+/// The same size compressed (DCMTK's `dcmcrle`, RLE Lossless: a few MB) and taken by a
+/// destination that only accepts Implicit VR Little Endian: decoded one frame at a time,
+/// never whole. (Decoded whole, dicom-pixeldata 0.10 fails on this RLE multi-frame at any
+/// size: `STRATA_BIG_MB=16` showed it before multi-frame instances were decoded by frame.)
+#[test]
+fn a_very_large_compressed_instance_is_decoded_frame_by_frame_in_bounded_memory() {
+    let mb = big_mb();
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("big.dcm");
+    let rle = dir.path().join("big-rle.dcm");
+    let out = big_instance(&[
+        "make",
+        plain.to_str().unwrap(),
+        "--mb",
+        &mb.to_string(),
+        "--pattern",
+        "rows",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let made = String::from_utf8(out.stdout).unwrap();
+    let (sop_instance_uid, study) = made.trim().split_once(' ').unwrap();
+    let out = dcmtk("dcmcrle").arg(&plain).arg(&rle).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    std::fs::remove_file(&plain).unwrap();
+    assert!(std::fs::metadata(&rle).unwrap().len() < (mb << 20) / 8);
+
+    let server = TestServer::start("");
+    let out = text(&server.scu("store", "MODALITY", std::slice::from_ref(&rle)));
+    assert_eq!(acknowledged(&out).0.len(), 1, "{out}");
+    let got = tempfile::tempdir().unwrap();
+    server.get_study_into(
+        study,
+        got.path(),
+        &["--context".into(), format!("{CT_IMAGE}:{IMPLICIT_LE}")],
+    );
+    let received = got.path().join(format!("{sop_instance_uid}.{IMPLICIT_LE}"));
+    let out = big_instance(&[
+        "check",
+        received.to_str().unwrap(),
+        "--mb",
+        &mb.to_string(),
+        "--syntax",
+        "implicit",
+        "--pattern",
+        "rows",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_bounded(&server, "C-GET decoded from RLE");
+}

@@ -3,12 +3,13 @@
 constant memory whatever its size (frames are written and compared one at a time).
 
 Usage:
-  big_instance.py make OUT --mb N [--syntax explicit|implicit]
+  big_instance.py make OUT --mb N [--syntax explicit|implicit] [--pattern ramp|rows]
       A 16-bit CT of 512 x 512 frames, N MiB of pixel data, in Explicit (default) or
       Implicit VR Little Endian, with Data Set Trailing Padding after its Pixel Data (so
-      something follows it, as some modalities write). Prints its SOP Instance UID and
+      something follows it, as some modalities write). `rows` gives each row of a frame one
+      value, so that RLE (DCMTK's dcmcrle) makes it small. Prints its SOP Instance UID and
       Study Instance UID.
-  big_instance.py check FILE --mb N --syntax explicit|implicit|big
+  big_instance.py check FILE --mb N --syntax explicit|implicit|big [--pattern ramp|rows]
       FILE holds the instance as received (a bare data set or a Part-10 file) in the given
       syntax. Checks that its top-level Pixel Data has every frame's pixel values (the bytes
       swapped to big endian for `big`) and that the trailing padding follows it; prints a
@@ -31,8 +32,11 @@ FRAME_BYTES = SIDE * SIDE * 2
 PADDING = 16
 
 
-def frame(f):
-    """Frame f's pixels: distinct per frame, every byte value used."""
+def frame(f, pattern="ramp"):
+    """Frame f's pixels, distinct per frame: `ramp` uses every byte value (incompressible by
+    RLE), `rows` gives each row one value (RLE makes it small)."""
+    if pattern == "rows":
+        return np.repeat((np.arange(SIDE, dtype=np.uint32) * 3 + f * 7).astype(np.uint16), SIDE)
     return (np.arange(SIDE * SIDE, dtype=np.uint32) * 3 + f * 7).astype(np.uint16)
 
 
@@ -80,7 +84,7 @@ def make(args):
     with open(args.out, "ab") as out:
         out.write(header(args.syntax, (0x7FE0, 0x0010), b"OW", frames * FRAME_BYTES))
         for f in range(frames):
-            out.write(frame(f).tobytes())
+            out.write(frame(f, args.pattern).tobytes())
         out.write(header(args.syntax, (0xFFFC, 0xFFFC), b"OB", PADDING) + b"\0" * PADDING)
     print(ds.SOPInstanceUID, ds.StudyInstanceUID)
 
@@ -104,7 +108,7 @@ def check(args):
             report["problems"].append("the trailing padding does not follow the pixel data")
         else:
             for f in range(frames):
-                want = frame(f)
+                want = frame(f, args.pattern)
                 if args.syntax == "big":
                     want = want.byteswap()
                 got = data[value_at + f * FRAME_BYTES:value_at + (f + 1) * FRAME_BYTES]
@@ -123,10 +127,12 @@ def main():
     m.add_argument("out")
     m.add_argument("--mb", type=int, required=True)
     m.add_argument("--syntax", choices=["explicit", "implicit"], default="explicit")
+    m.add_argument("--pattern", choices=["ramp", "rows"], default="ramp")
     c = sub.add_parser("check")
     c.add_argument("file")
     c.add_argument("--mb", type=int, required=True)
     c.add_argument("--syntax", choices=["explicit", "implicit", "big"], required=True)
+    c.add_argument("--pattern", choices=["ramp", "rows"], default="ramp")
     args = p.parse_args()
     make(args) if args.command == "make" else check(args)
 

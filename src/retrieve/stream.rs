@@ -22,7 +22,10 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::debug;
 
-use super::transcode::{reencode_elements, transcode, TranscodeError, MAX_IN_MEMORY};
+use super::transcode::{
+    decode_by_frame, decode_whole, parse_for_decoding, reencode_elements, syntax_is_encapsulated,
+    transcode, Decoded, TranscodeError, MAX_IN_MEMORY,
+};
 use crate::codec::dicom::JPEG_2000;
 use crate::codec::native::{
     pixel_data_header, pixel_data_vr, swap_words, swaps, Native, PixelData,
@@ -31,6 +34,7 @@ use crate::codec::walk::ElementWalk;
 use crate::model::StoredObject;
 use crate::net::Piece;
 use crate::reader::{data_set_offset, ReadError, Reader};
+use dicom_object::DefaultDicomObject;
 
 /// Size of the `Data` pieces handed to the network layer.
 const CHUNK: usize = 1 << 20;
@@ -63,8 +67,16 @@ struct Ahead {
 
 /// A data set ready to send, and why it is not the stored one, if it is not.
 struct Prepared {
-    data: Bytes,
+    body: Body,
     warning: Option<String>,
+}
+
+enum Body {
+    /// The data set's bytes.
+    Ready(Bytes),
+    /// A parsed instance whose pixel data is decoded frame by frame as it is sent, into the
+    /// uncompressed syntax given.
+    ByFrame(Box<DefaultDicomObject>, String),
 }
 
 async fn produce(
@@ -137,8 +149,15 @@ async fn send_prepared(
     index: usize,
     prepared: Result<Prepared, String>,
 ) -> bool {
-    let Prepared { data, warning } = match prepared {
-        Ok(prepared) => prepared,
+    let (data, warning) = match prepared {
+        Ok(Prepared {
+            body: Body::Ready(data),
+            warning,
+        }) => (data, warning),
+        Ok(Prepared {
+            body: Body::ByFrame(object, ts),
+            warning,
+        }) => return send_by_frame(tx, index, object, ts, warning).await,
         Err(reason) => return tx.send(Piece::Failed { index, reason }).await.is_ok(),
     };
     let length = data.len() as u64;
@@ -245,17 +264,68 @@ async fn finish(
     let start = data_set_offset(&file).map_err(|e| format!("{location}: {e}"))?;
     if ts == from {
         return Ok(Prepared {
-            data: file.slice(start..),
+            body: Body::Ready(file.slice(start..)),
             warning,
         });
     }
     let (from, ts) = (from.to_string(), ts.to_string());
-    let data = tokio::task::spawn_blocking(move || transcode(&file, start, &from, &ts))
-        .await
-        .map_err(|e| format!("transcoding task failed: {e}"))?
-        .map_err(|e| e.to_string())?;
-    let data = Bytes::from(data);
-    Ok(Prepared { data, warning })
+    let body = tokio::task::spawn_blocking(move || {
+        let decodes = syntax_is_encapsulated(&from) && Native::of(&ts).is_some();
+        if !decodes {
+            return transcode(&file, start, &from, &ts).map(|data| Body::Ready(data.into()));
+        }
+        let (object, by_frame) = parse_for_decoding(&file, &from)?;
+        if by_frame {
+            Ok(Body::ByFrame(Box::new(object), ts))
+        } else {
+            decode_whole(object, &ts).map(|data| Body::Ready(data.into()))
+        }
+    })
+    .await
+    .map_err(|e| format!("transcoding task failed: {e}"))?
+    .map_err(|e| e.to_string())?;
+    Ok(Prepared { body, warning })
+}
+
+/// Sends an instance decoded frame by frame ([`decode_by_frame`]) from a blocking thread:
+/// one decoded frame is held at a time, plus the pieces in flight.
+async fn send_by_frame(
+    tx: &mpsc::Sender<Piece>,
+    index: usize,
+    object: Box<DefaultDicomObject>,
+    ts: String,
+    mut warning: Option<String>,
+) -> bool {
+    let tx = tx.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut sink = |decoded: Decoded| match decoded {
+            Decoded::Length(length) => {
+                let warning = warning.take();
+                tx.blocking_send(Piece::Start {
+                    index,
+                    length,
+                    warning,
+                })
+                .is_ok()
+            }
+            Decoded::Bytes(bytes) => {
+                let bytes = Bytes::from(bytes);
+                (0..bytes.len()).step_by(CHUNK).all(|at| {
+                    let end = (at + CHUNK).min(bytes.len());
+                    tx.blocking_send(Piece::Data(bytes.slice(at..end))).is_ok()
+                })
+            }
+        };
+        match decode_by_frame(&object, &ts, &mut sink) {
+            Ok(sent) => sent,
+            Err(e) => {
+                let reason = e.to_string();
+                tx.blocking_send(Piece::Failed { index, reason }).is_ok()
+            }
+        }
+    })
+    .await
+    .unwrap_or(false)
 }
 
 /// Whether a large instance is sent as a stream: as stored, or re-encoded between the

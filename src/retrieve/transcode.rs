@@ -5,18 +5,20 @@
 //! Decoding never makes an image look better than it is: a lossy original keeps its Lossy
 //! Image Compression marking, which travels with the rest of the data set. JPEG-LS has no
 //! decoder here (dicom-rs would need the CharLS C++ library); such instances fail with that
-//! reason, as does anything whose decoded pixels would exceed [`MAX_DECODED`], and an
-//! uncompressed data set over [`MAX_IN_MEMORY`] that cannot be re-encoded as a stream.
+//! reason, as does anything whose decoded pixels would exceed [`MAX_DECODED`] (one frame:
+//! multi-frame instances and those over [`DECODE_WHOLE_LIMIT`] are decoded frame by frame),
+//! and an uncompressed data set over [`MAX_IN_MEMORY`] that cannot be re-encoded as a stream.
 
 use dicom_dictionary_std::tags;
 use dicom_encoding::{Codec, TransferSyntax, TransferSyntaxIndex};
 use dicom_object::file::{OpenFileOptions, ReadPreamble};
-use dicom_object::InMemDicomObject;
+use dicom_object::{DefaultDicomObject, InMemDicomObject};
 use dicom_pixeldata::Transcode;
 use dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
-/// Largest decoded pixel data held in memory for one instance (per prefetched instance).
+/// Largest decoded pixel data held in memory for one instance (per prefetched instance);
+/// above [`DECODE_WHOLE_LIMIT`], for one frame.
 pub const MAX_DECODED: u64 = 1 << 30;
 /// Largest data set re-encoded in memory between uncompressed syntaxes. Larger instances
 /// are re-encoded as a stream (`super::stream`), which holds only the elements around the
@@ -112,16 +114,30 @@ pub fn transcode(
         }
         return reencode_elements(&file[data_start..], from, to).map(|(out, _)| out);
     }
-    if !matches!(from_ts.codec(), Codec::EncapsulatedPixelData(Some(_), _)) {
-        return Err(TranscodeError::NoDecoder {
-            name: from_ts.name().to_string(),
-            uid: from.to_string(),
-        });
-    }
-    let mut object = OpenFileOptions::new()
-        .read_preamble(ReadPreamble::Always)
-        .from_reader(file)
-        .map_err(|e| TranscodeError::Parse(e.to_string()))?;
+    let (object, _) = parse_for_decoding(file, from)?;
+    decode_whole(object, to)
+}
+
+/// The name of the transfer syntax `object` is stored in.
+fn syntax_name(object: &DefaultDicomObject) -> String {
+    let uid = object.meta().transfer_syntax();
+    TransferSyntaxRegistry
+        .get(uid)
+        .map_or_else(|| uid.to_string(), |ts| ts.name().to_string())
+}
+
+/// Whether `uid` is a syntax with encapsulated (compressed) pixel data.
+pub fn syntax_is_encapsulated(uid: &str) -> bool {
+    TransferSyntaxRegistry
+        .get(uid)
+        .is_some_and(|ts| ts.is_encapsulated_pixel_data())
+}
+
+/// Decodes the whole pixel data of `object` (encapsulated) and encodes the data set in the
+/// uncompressed syntax `to`.
+pub fn decode_whole(mut object: DefaultDicomObject, to: &str) -> Result<Vec<u8>, TranscodeError> {
+    let to_ts = syntax(to)?;
+    let name = syntax_name(&object);
     let decoded = decoded_size(&object)?;
     if decoded > MAX_DECODED {
         return Err(TranscodeError::TooLargeToDecode(decoded));
@@ -129,20 +145,20 @@ pub fn transcode(
     object
         .transcode(&EXPLICIT_VR_LITTLE_ENDIAN.erased())
         .map_err(|e| TranscodeError::Decode {
-            name: from_ts.name().to_string(),
+            name,
             reason: e.to_string(),
         })?;
     // Attributes that describe the encapsulated form only.
     object.remove_element(tags::ENCAPSULATED_PIXEL_DATA_VALUE_TOTAL_LENGTH);
     object.remove_element(tags::EXTENDED_OFFSET_TABLE);
     object.remove_element(tags::EXTENDED_OFFSET_TABLE_LENGTHS);
-    let mut out = Vec::with_capacity(file.len() + 1024);
+    let mut out = Vec::with_capacity(decoded as usize + 4096);
     encode(&object, to_ts, &mut out)?;
     Ok(out)
 }
 
 /// Rows × Columns × Samples per Pixel × frames × bytes per sample, from the attributes.
-fn decoded_size(object: &dicom_object::DefaultDicomObject) -> Result<u64, TranscodeError> {
+fn decoded_size(object: &DefaultDicomObject) -> Result<u64, TranscodeError> {
     let int = |tag, name: &'static str, default: Option<u64>| -> Result<u64, TranscodeError> {
         match object.element_opt(tag) {
             Ok(Some(e)) => e
@@ -157,4 +173,171 @@ fn decoded_size(object: &dicom_object::DefaultDicomObject) -> Result<u64, Transc
     let frames = int(tags::NUMBER_OF_FRAMES, "Number of Frames", Some(1))?.max(1);
     let bits = int(tags::BITS_ALLOCATED, "Bits Allocated", None)?;
     Ok(rows * columns * samples * frames * bits.div_ceil(8))
+}
+
+/// Decoded pixel data larger than this is decoded one frame at a time
+/// ([`decode_by_frame`]) instead of whole.
+pub const DECODE_WHOLE_LIMIT: u64 = 64 << 20;
+
+/// What [`decode_by_frame`] hands out, in order: the data set's length once, then its bytes.
+pub enum Decoded {
+    Length(u64),
+    Bytes(Vec<u8>),
+}
+
+/// Parses a stored Part-10 file with encapsulated pixel data, and tells whether it is to be
+/// decoded frame by frame (multi-frame, or over [`DECODE_WHOLE_LIMIT`] decoded; else
+/// [`decode_whole`] decodes it whole).
+pub fn parse_for_decoding(
+    file: &[u8],
+    from: &str,
+) -> Result<(DefaultDicomObject, bool), TranscodeError> {
+    let from_ts = syntax(from)?;
+    if !matches!(from_ts.codec(), Codec::EncapsulatedPixelData(Some(_), _)) {
+        return Err(TranscodeError::NoDecoder {
+            name: from_ts.name().to_string(),
+            uid: from.to_string(),
+        });
+    }
+    let object = OpenFileOptions::new()
+        .read_preamble(ReadPreamble::Always)
+        .from_reader(file)
+        .map_err(|e| TranscodeError::Parse(e.to_string()))?;
+    // Multi-frame too: dicom-pixeldata 0.10 fails to decode some whole multi-frame RLE
+    // images (DCMTK's dcmcrle output) that it decodes frame by frame.
+    let frames = object
+        .element_opt(tags::NUMBER_OF_FRAMES)
+        .ok()
+        .flatten()
+        .and_then(|e| e.to_int::<u64>().ok())
+        .unwrap_or(1);
+    let by_frame = frames > 1 || decoded_size(&object)? > DECODE_WHOLE_LIMIT;
+    Ok((object, by_frame))
+}
+
+/// Decodes `object` (encapsulated pixel data) into a data set in the uncompressed syntax
+/// `to`, one frame at a time: only one decoded frame is held, never the whole image. The
+/// attributes change as in a whole decode (Photometric Interpretation MONOCHROME2 or RGB,
+/// the encapsulation-only attributes dropped; Lossy Image Compression kept). `sink` gets the
+/// total length first, then the bytes in order; it returns false to stop (the network side
+/// is gone), and so does this function.
+pub fn decode_by_frame(
+    object: &DefaultDicomObject,
+    to: &str,
+    sink: &mut dyn FnMut(Decoded) -> bool,
+) -> Result<bool, TranscodeError> {
+    use crate::codec::native::{pixel_data_header, pixel_data_vr, swap_words, swaps, Native};
+    use dicom_core::header::Header;
+    use dicom_core::{DataElement, VR};
+    use dicom_pixeldata::PixelDecoder;
+
+    let (to_ts, to_native) = match Native::of(to) {
+        Some(native) => (syntax(to)?, native),
+        None => {
+            return Err(TranscodeError::ToCompressed {
+                from: object.meta().transfer_syntax().to_string(),
+                to: to.to_string(),
+            })
+        }
+    };
+    let frames = u32::try_from(
+        object
+            .element_opt(tags::NUMBER_OF_FRAMES)
+            .ok()
+            .flatten()
+            .and_then(|e| e.to_int::<u64>().ok())
+            .unwrap_or(1)
+            .max(1),
+    )
+    .map_err(|_| TranscodeError::Attribute("Number of Frames"))?;
+    let total = decoded_size(object)?;
+    let frame_len = total / u64::from(frames);
+    if frame_len > MAX_DECODED {
+        return Err(TranscodeError::TooLargeToDecode(frame_len));
+    }
+    let length = u32::try_from(total).map_err(|_| TranscodeError::TooLargeToDecode(total))?;
+    let bits = object
+        .element(tags::BITS_ALLOCATED)
+        .ok()
+        .and_then(|e| e.to_int::<u16>().ok())
+        .ok_or(TranscodeError::Attribute("Bits Allocated"))?;
+    if bits != 8 && bits != 16 {
+        return Err(TranscodeError::Attribute(
+            "Bits Allocated (8 or 16 to decode)",
+        ));
+    }
+    let samples = object
+        .element_opt(tags::SAMPLES_PER_PIXEL)
+        .ok()
+        .flatten()
+        .and_then(|e| e.to_int::<u16>().ok())
+        .unwrap_or(1);
+    let photometric = object
+        .element_opt(tags::PHOTOMETRIC_INTERPRETATION)
+        .ok()
+        .flatten()
+        .and_then(|e| e.to_str().ok().map(|s| s.trim().to_string()));
+    let corrected = match (samples, photometric.as_deref()) {
+        (1, Some("MONOCHROME1" | "MONOCHROME2")) => None,
+        (1, _) => Some("MONOCHROME2"),
+        (3, _) => Some("RGB"),
+        _ => None,
+    };
+    let dropped = [
+        tags::PIXEL_DATA,
+        tags::ENCAPSULATED_PIXEL_DATA_VALUE_TOTAL_LENGTH,
+        tags::EXTENDED_OFFSET_TABLE,
+        tags::EXTENDED_OFFSET_TABLE_LENGTHS,
+    ];
+    let kept = || object.iter().filter(|e| !dropped.contains(&e.tag()));
+    let mut before =
+        InMemDicomObject::from_element_iter(kept().filter(|e| e.tag() < tags::PIXEL_DATA).cloned());
+    if let Some(value) = corrected {
+        before.put(DataElement::new(
+            tags::PHOTOMETRIC_INTERPRETATION,
+            VR::CS,
+            value,
+        ));
+    }
+    let after =
+        InMemDicomObject::from_element_iter(kept().filter(|e| e.tag() > tags::PIXEL_DATA).cloned());
+    let mut head = Vec::new();
+    encode(&before, to_ts, &mut head)?;
+    // Decoded samples are little endian; OW words turn around for a big-endian syntax.
+    let vr = pixel_data_vr(None, bits);
+    let swap = swaps(Native::ExplicitLittle, vr, to_native, vr);
+    head.extend(pixel_data_header(to_native, vr, length));
+    let mut tail = Vec::new();
+    encode(&after, to_ts, &mut tail)?;
+    let total_out = head.len() as u64 + u64::from(length) + tail.len() as u64;
+    if !sink(Decoded::Length(total_out)) || !sink(Decoded::Bytes(head)) {
+        return Ok(false);
+    }
+    let name = || syntax_name(object);
+    for frame in 0..frames {
+        let decoded =
+            object
+                .decode_pixel_data_frame(frame)
+                .map_err(|e| TranscodeError::Decode {
+                    name: name(),
+                    reason: format!("frame {frame}: {e}"),
+                })?;
+        let mut bytes = decoded.into_data();
+        if bytes.len() as u64 != frame_len {
+            return Err(TranscodeError::Decode {
+                name: name(),
+                reason: format!(
+                    "frame {frame} decoded to {} bytes, {frame_len} expected from the attributes",
+                    bytes.len()
+                ),
+            });
+        }
+        if swap {
+            swap_words(&mut bytes);
+        }
+        if !sink(Decoded::Bytes(bytes)) {
+            return Ok(false);
+        }
+    }
+    Ok(sink(Decoded::Bytes(tail)))
 }
