@@ -1,7 +1,7 @@
 //! Memory stays bounded whatever the instance size: a very large instance (made on the fly
 //! by `tools/big_instance.py`, 400 MiB of pixel data unless `STRATA_BIG_MB` says otherwise)
 //! is stored, then retrieved as stored and re-encoded to the other uncompressed syntaxes,
-//! with the server's peak RSS (VmHWM) checked against a bound far below the instance size
+//! online and archived, and decoded from RLE, with the server's peak RSS (VmHWM) checked against a bound far below the instance size
 //! after every step.
 
 mod common;
@@ -78,11 +78,7 @@ fn a_very_large_instance_is_stored_and_retrieved_in_each_uncompressed_syntax_in_
     assert_eq!(server.instances(), 1);
     assert_bounded(&server, "C-STORE");
 
-    for (ts, syntax) in [
-        (EXPLICIT_LE, "explicit"),
-        (IMPLICIT_LE, "implicit"),
-        (EXPLICIT_BE, "big"),
-    ] {
+    let get_and_check = |ts: &str, syntax: &str, tier: &str| {
         let got = tempfile::tempdir().unwrap();
         server.get_study_into(
             study,
@@ -98,9 +94,22 @@ fn a_very_large_instance_is_stored_and_retrieved_in_each_uncompressed_syntax_in_
             "--syntax",
             syntax,
         ]);
-        assert!(out.status.success(), "{syntax}: {}", text(&out));
-        assert_bounded(&server, &format!("C-GET in {syntax}"));
+        assert!(out.status.success(), "{syntax} from {tier}: {}", text(&out));
+        assert_bounded(&server, &format!("C-GET in {syntax} from {tier}"));
+    };
+    for (ts, syntax) in [
+        (EXPLICIT_LE, "explicit"),
+        (IMPLICIT_LE, "implicit"),
+        (EXPLICIT_BE, "big"),
+    ] {
+        get_and_check(ts, syntax, "online");
     }
+    // Archived into an S-DICOM container (local backend): read from there the same way.
+    let out = server.cli(&["tier", "run", "--min-age-days", "0", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(server.locate(study)[0]["tier"], "archive", "{}", text(&out));
+    get_and_check(EXPLICIT_LE, "explicit", "archive");
+    get_and_check(IMPLICIT_LE, "implicit", "archive");
     // Re-encoding streamed: the server said so, and nothing fell back to memory.
     let log = server.log();
     assert!(!log.contains("re-encoding in memory"), "{log}");
