@@ -34,6 +34,37 @@ fn big_instance(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// Makes the instance at `path`: its SOP Instance UID and Study Instance UID.
+fn make(path: &Path, mb: u64, pattern: &str) -> (String, String) {
+    let out = big_instance(&[
+        "make",
+        path.to_str().unwrap(),
+        "--mb",
+        &mb.to_string(),
+        "--pattern",
+        pattern,
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let made = String::from_utf8(out.stdout).unwrap();
+    let (sop_instance_uid, study) = made.trim().split_once(' ').unwrap();
+    (sop_instance_uid.to_string(), study.to_string())
+}
+
+/// Checks every frame of the instance received at `path` in `syntax`.
+fn check(path: &Path, mb: u64, syntax: &str, pattern: &str) {
+    let out = big_instance(&[
+        "check",
+        path.to_str().unwrap(),
+        "--mb",
+        &mb.to_string(),
+        "--syntax",
+        syntax,
+        "--pattern",
+        pattern,
+    ]);
+    assert!(out.status.success(), "{syntax}: {}", text(&out));
+}
+
 /// The peak resident set of process `pid`, in MiB.
 fn peak_rss_mib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -64,10 +95,7 @@ fn a_very_large_instance_is_stored_and_retrieved_in_each_uncompressed_syntax_in_
     let mb = big_mb();
     let dir = tempfile::tempdir().unwrap();
     let file: PathBuf = dir.path().join("big.dcm");
-    let out = big_instance(&["make", file.to_str().unwrap(), "--mb", &mb.to_string()]);
-    assert!(out.status.success(), "{}", text(&out));
-    let made = String::from_utf8(out.stdout).unwrap();
-    let (sop_instance_uid, study) = made.trim().split_once(' ').unwrap();
+    let (sop_instance_uid, study) = make(&file, mb, "ramp");
     assert!(std::fs::metadata(&file).unwrap().len() > mb << 20);
 
     let server = TestServer::start("");
@@ -81,20 +109,16 @@ fn a_very_large_instance_is_stored_and_retrieved_in_each_uncompressed_syntax_in_
     let get_and_check = |ts: &str, syntax: &str, tier: &str| {
         let got = tempfile::tempdir().unwrap();
         server.get_study_into(
-            study,
+            &study,
             got.path(),
             &["--context".into(), format!("{CT_IMAGE}:{ts}")],
         );
-        let received: &Path = &got.path().join(format!("{sop_instance_uid}.{ts}"));
-        let out = big_instance(&[
-            "check",
-            received.to_str().unwrap(),
-            "--mb",
-            &mb.to_string(),
-            "--syntax",
+        check(
+            &got.path().join(format!("{sop_instance_uid}.{ts}")),
+            mb,
             syntax,
-        ]);
-        assert!(out.status.success(), "{syntax} from {tier}: {}", text(&out));
+            "ramp",
+        );
         assert_bounded(&server, &format!("C-GET in {syntax} from {tier}"));
     };
     for (ts, syntax) in [
@@ -107,7 +131,12 @@ fn a_very_large_instance_is_stored_and_retrieved_in_each_uncompressed_syntax_in_
     // Archived into an S-DICOM container (local backend): read from there the same way.
     let out = server.cli(&["tier", "run", "--min-age-days", "0", "--json"]);
     assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(server.locate(study)[0]["tier"], "archive", "{}", text(&out));
+    assert_eq!(
+        server.locate(&study)[0]["tier"],
+        "archive",
+        "{}",
+        text(&out)
+    );
     get_and_check(EXPLICIT_LE, "explicit", "archive");
     get_and_check(IMPLICIT_LE, "implicit", "archive");
     // Re-encoding streamed: the server said so, and nothing fell back to memory.
@@ -125,17 +154,7 @@ fn a_very_large_compressed_instance_is_decoded_frame_by_frame_in_bounded_memory(
     let dir = tempfile::tempdir().unwrap();
     let plain = dir.path().join("big.dcm");
     let rle = dir.path().join("big-rle.dcm");
-    let out = big_instance(&[
-        "make",
-        plain.to_str().unwrap(),
-        "--mb",
-        &mb.to_string(),
-        "--pattern",
-        "rows",
-    ]);
-    assert!(out.status.success(), "{}", text(&out));
-    let made = String::from_utf8(out.stdout).unwrap();
-    let (sop_instance_uid, study) = made.trim().split_once(' ').unwrap();
+    let (sop_instance_uid, study) = make(&plain, mb, "rows");
     let out = dcmtk("dcmcrle").arg(&plain).arg(&rle).output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
     std::fs::remove_file(&plain).unwrap();
@@ -146,21 +165,11 @@ fn a_very_large_compressed_instance_is_decoded_frame_by_frame_in_bounded_memory(
     assert_eq!(acknowledged(&out).0.len(), 1, "{out}");
     let got = tempfile::tempdir().unwrap();
     server.get_study_into(
-        study,
+        &study,
         got.path(),
         &["--context".into(), format!("{CT_IMAGE}:{IMPLICIT_LE}")],
     );
     let received = got.path().join(format!("{sop_instance_uid}.{IMPLICIT_LE}"));
-    let out = big_instance(&[
-        "check",
-        received.to_str().unwrap(),
-        "--mb",
-        &mb.to_string(),
-        "--syntax",
-        "implicit",
-        "--pattern",
-        "rows",
-    ]);
-    assert!(out.status.success(), "{}", text(&out));
+    check(&received, mb, "implicit", "rows");
     assert_bounded(&server, "C-GET decoded from RLE");
 }

@@ -358,6 +358,17 @@ impl<'a> Outbox<'a> {
         Outbox { tx, held: None }
     }
 
+    /// Announces the data set and its length; false when the network side is gone.
+    async fn start(&self, index: usize, length: u64) -> bool {
+        let warning = None;
+        let piece = Piece::Start {
+            index,
+            length,
+            warning,
+        };
+        self.tx.send(piece).await.is_ok()
+    }
+
     /// Queues `data` in pieces of at most [`CHUNK`]; false when the network side is gone.
     async fn push(&mut self, data: Bytes) -> bool {
         let mut from = 0;
@@ -432,13 +443,7 @@ async fn stream_large(
                         .await
                 }
             };
-            let length = object.length - start as u64;
-            let piece = Piece::Start {
-                index,
-                length,
-                warning: None,
-            };
-            if tx.send(piece).await.is_err() {
+            if !outbox.start(index, object.length - start as u64).await {
                 return Streamed::Done(false);
             }
             chunk.slice(start..)
@@ -578,15 +583,10 @@ async fn stream_reencoded(
     let swap = swaps(from, pixel.vr.unwrap_or(*b"OW"), to, to_vr);
     before.extend(pixel_data_header(to, to_vr, pixel.length));
     let length = before.len() as u64 + u64::from(pixel.length) + after_out.len() as u64;
-    let piece = Piece::Start {
-        index,
-        length,
-        warning: None,
-    };
-    if tx.send(piece).await.is_err() {
+    let mut outbox = Outbox::new(tx);
+    if !outbox.start(index, length).await {
         return Streamed::Done(false);
     }
-    let mut outbox = Outbox::new(tx);
     let mut crc = crc32c::crc32c(&head[..value_at as usize]);
     if !outbox.push(Bytes::from(before)).await {
         return Streamed::Done(false);
