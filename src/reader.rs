@@ -16,11 +16,14 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tracing::warn;
 
-use crate::archive::{Archive, ArchiveStore, LocalStore};
+use crate::archive::container::ContainerBuilder;
+use crate::archive::seqfile::Placed;
+use crate::archive::{Archive, ArchiveStore, ContainerWriter, LocalStore};
 use crate::locator::copies::{Copy, CopyKind};
 use crate::locator::Locator;
 use crate::model::{StoredObject, Tier};
 use crate::online::OnlineStore;
+use crate::throttle::Throttle;
 
 /// Why an instance could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +88,74 @@ pub struct Reader {
     online: Arc<OnlineStore>,
     archive: Arc<Archive>,
     recovery: Option<Arc<Recovery>>,
+}
+
+/// Bytes read at a time from an instance too large to hold whole.
+pub const PART: u64 = 4 << 20;
+
+/// Instances larger than this are never held whole by the background workers (tiering,
+/// backup): they are copied into containers in parts of [`PART`] bytes.
+pub const HOLD_LIMIT: u64 = 64 << 20;
+
+/// One instance's bytes on their way into a container: held whole, or (too large to hold)
+/// read in parts from where they are while the container is written.
+#[derive(Debug, Clone)]
+pub enum Payload {
+    Whole(Bytes),
+    Parts(Origin),
+}
+
+impl Payload {
+    pub fn len(&self) -> u64 {
+        match self {
+            Payload::Whole(bytes) => bytes.len() as u64,
+            Payload::Parts(origin) => origin.length(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Where the bytes of one instance's Part-10 file are read from: its primary, or a
+/// near-line copy of the same bytes.
+#[derive(Debug, Clone)]
+pub enum Origin {
+    Primary(StoredObject),
+    Nearline(Copy),
+}
+
+impl Origin {
+    pub fn location(&self) -> &str {
+        match self {
+            Origin::Primary(object) => &object.location,
+            Origin::Nearline(copy) => &copy.location,
+        }
+    }
+
+    /// Length of the Part-10 file.
+    pub fn length(&self) -> u64 {
+        match self {
+            Origin::Primary(object) => object.length,
+            Origin::Nearline(copy) => copy.length,
+        }
+    }
+
+    /// CRC-32C of the Part-10 file.
+    pub fn crc32c(&self) -> u32 {
+        match self {
+            Origin::Primary(object) => object.crc32c,
+            Origin::Nearline(copy) => copy.crc32c,
+        }
+    }
+}
+
+/// How a good copy is taken once found: its bytes read whole, or only checked in parts.
+#[derive(Debug, Clone, Copy)]
+enum Take {
+    Read,
+    Check,
 }
 
 /// What a reader needs to fall back to other copies.
@@ -155,13 +226,39 @@ impl Reader {
         primary: &StoredObject,
         failure: ReadError,
     ) -> Result<Bytes, ReadError> {
+        let (bytes, copy) = self.fallback(uid, primary, failure, Take::Read).await?;
+        match bytes {
+            Some(bytes) => Ok(bytes),
+            None => self.read_copy(&copy).await,
+        }
+    }
+
+    /// As [`Reader::read_fallback`], for an instance too large to hold: its next near-line
+    /// copy that checks out (read in parts, never whole), to be read from in parts.
+    pub async fn fallback_origin(
+        &self,
+        uid: &str,
+        primary: &StoredObject,
+        failure: ReadError,
+    ) -> Result<Origin, ReadError> {
+        let (_, copy) = self.fallback(uid, primary, failure, Take::Check).await?;
+        Ok(Origin::Nearline(copy))
+    }
+
+    async fn fallback(
+        &self,
+        uid: &str,
+        primary: &StoredObject,
+        failure: ReadError,
+        take: Take,
+    ) -> Result<(Option<Bytes>, Copy), ReadError> {
         let Some(recovery) = &self.recovery else {
             return Err(failure);
         };
         // Queued whatever copies survive: C-FIND's Instance Availability reads the queue, and
         // an offline volume import or a later backup copy may yet mend it.
         self.report_damaged(uid, &failure.to_string()).await;
-        let (bytes, copy) = match self.read_good_copy(uid, primary).await {
+        let found = match self.first_good_copy(uid, primary, take).await {
             Ok(found) => found,
             Err(e @ ReadError::OnlyLossy { .. }) => {
                 warn!(sop_instance_uid = %uid, primary_tier = primary.tier.as_str(),
@@ -177,6 +274,7 @@ impl Reader {
             }
             Err(e) => return Err(e),
         };
+        let copy = &found.1;
         let count = recovery.fallbacks.fetch_add(1, Ordering::Relaxed) + 1;
         // Persistent too, so `strata status` (another process) can show it; counting must
         // not fail a read that succeeded.
@@ -195,7 +293,7 @@ impl Reader {
             primary = %primary.location, error = %failure, copy_kind = copy.kind.as_str(),
             copy = %copy.location, fallbacks = count, fallbacks_total = ?total,
             "primary copy unreadable; served from a backup copy");
-        Ok(bytes)
+        Ok(found)
     }
 
     /// The recovery parts and `uid`'s near-line copies of the same bytes as `primary` (same
@@ -236,6 +334,29 @@ impl Reader {
         uid: &str,
         primary: &StoredObject,
     ) -> Result<(Bytes, Copy), ReadError> {
+        let (bytes, copy) = self.first_good_copy(uid, primary, Take::Read).await?;
+        match bytes {
+            Some(bytes) => Ok((bytes, copy)),
+            None => Ok((self.read_copy(&copy).await?, copy)),
+        }
+    }
+
+    /// As [`Reader::read_good_copy`], checking each copy in parts and keeping no bytes: the
+    /// copy that checks out.
+    pub async fn check_good_copy(
+        &self,
+        uid: &str,
+        primary: &StoredObject,
+    ) -> Result<Copy, ReadError> {
+        Ok(self.first_good_copy(uid, primary, Take::Check).await?.1)
+    }
+
+    async fn first_good_copy(
+        &self,
+        uid: &str,
+        primary: &StoredObject,
+        take: Take,
+    ) -> Result<(Option<Bytes>, Copy), ReadError> {
         let (recovery, copies) = self.nearline_copies(uid, primary).await?;
         let mut tried = 0;
         let mut lossy = None;
@@ -245,7 +366,11 @@ impl Reader {
                 continue;
             }
             tried += 1;
-            match self.read_copy(&copy).await {
+            let taken = match take {
+                Take::Read => self.read_copy(&copy).await.map(Some),
+                Take::Check => self.check_copy(&copy).await.map(|()| None),
+            };
+            match taken {
                 Ok(bytes) => return Ok((bytes, copy)),
                 Err(e) => {
                     warn!(sop_instance_uid = %uid, copy_kind = copy.kind.as_str(), copy = %copy.location, error = %e, "backup copy unreadable too");
@@ -380,6 +505,108 @@ impl Reader {
         check(&object.location, &bytes, object.crc32c)?;
         Ok(bytes)
     }
+
+    /// `length` bytes at `at` bytes into the Part-10 file that `origin` holds.
+    pub async fn read_part(
+        &self,
+        origin: &Origin,
+        at: u64,
+        length: u64,
+    ) -> Result<Bytes, ReadError> {
+        match origin {
+            Origin::Primary(object) => self.read_range(object, at, length).await,
+            Origin::Nearline(copy) => {
+                let recovery = self.recovery.as_ref().ok_or_else(|| ReadError::Offline {
+                    location: copy.location.clone(),
+                })?;
+                Ok(recovery
+                    .nearline
+                    .read_at(&copy.location, copy.offset + at, length)
+                    .await?)
+            }
+        }
+    }
+
+    /// Reads the file `origin` holds in parts of [`PART`] bytes, checking its CRC-32C:
+    /// whatever its size, one part is in memory at a time.
+    pub async fn check(&self, origin: &Origin) -> Result<(), ReadError> {
+        let (mut crc, mut at) = (0u32, 0u64);
+        while at < origin.length() {
+            let len = PART.min(origin.length() - at);
+            let part = self.read_part(origin, at, len).await?;
+            crc = crc32c::crc32c_append(crc, &part);
+            at += len;
+        }
+        check_crc(origin.location(), crc, origin.crc32c())
+    }
+
+    /// Whether the primary `object` reads back intact (read in parts, see [`Reader::check`]).
+    pub async fn check_primary(&self, object: &StoredObject) -> Result<(), ReadError> {
+        self.check(&Origin::Primary(object.clone())).await
+    }
+
+    /// Whether a near-line copy reads back intact (in parts); offline copies are not read.
+    pub async fn check_copy(&self, copy: &Copy) -> Result<(), ReadError> {
+        if copy.kind != CopyKind::Nearline {
+            return Err(ReadError::Offline {
+                location: copy.location.clone(),
+            });
+        }
+        self.check(&Origin::Nearline(copy.clone())).await
+    }
+
+    /// An intact copy of instance `uid` to read in parts: its primary if that checks out,
+    /// else its next near-line copy that does (see [`Reader::fallback_origin`]).
+    pub async fn intact_origin(
+        &self,
+        uid: &str,
+        primary: &StoredObject,
+    ) -> Result<Origin, ReadError> {
+        match self.check_primary(primary).await {
+            Ok(()) => Ok(Origin::Primary(primary.clone())),
+            Err(failure) => self.fallback_origin(uid, primary, failure).await,
+        }
+    }
+
+    /// Appends instance `uid` to a container being built, paced by `throttle`: held bytes
+    /// at once, or read from their origin in parts, their CRC-32C checked against the
+    /// origin's at the end (a mismatch fails the container). Returns where its bytes are
+    /// and their CRC-32C.
+    pub async fn append<W: ContainerWriter>(
+        &self,
+        builder: &mut ContainerBuilder<W>,
+        uid: &str,
+        payload: &Payload,
+        throttle: &mut Throttle,
+    ) -> Result<(Placed, u32), ReadError> {
+        let placed = builder.begin(uid, payload.len()).await?;
+        let origin = match payload {
+            Payload::Whole(bytes) => {
+                builder.write_part(bytes).await?;
+                throttle.pace(bytes.len() as u64).await;
+                return Ok((placed, crc32c::crc32c(bytes)));
+            }
+            Payload::Parts(origin) => origin,
+        };
+        let (mut crc, mut at) = (0u32, 0u64);
+        while at < origin.length() {
+            let len = PART.min(origin.length() - at);
+            let part = self.read_part(origin, at, len).await?;
+            crc = crc32c::crc32c_append(crc, &part);
+            builder.write_part(&part).await?;
+            throttle.pace(len).await;
+            at += len;
+        }
+        check_crc(origin.location(), crc, origin.crc32c())?;
+        Ok((placed, crc))
+    }
+
+    /// Records that a near-line copy was found damaged while it was read in parts.
+    pub async fn report_bad_copy(&self, copy: &Copy) {
+        if let Some(recovery) = &self.recovery {
+            recovery.mark_bad(copy).await;
+        }
+    }
 }
 
 impl ReadError {
@@ -413,7 +640,10 @@ impl ReadError {
 }
 
 fn check(location: &str, bytes: &[u8], expected: u32) -> Result<(), ReadError> {
-    let found = crc32c::crc32c(bytes);
+    check_crc(location, crc32c::crc32c(bytes), expected)
+}
+
+fn check_crc(location: &str, found: u32, expected: u32) -> Result<(), ReadError> {
     if found != expected {
         return Err(ReadError::Checksum {
             location: location.to_string(),

@@ -1,8 +1,9 @@
 //! Memory stays bounded whatever the instance size: a very large instance (made on the fly
 //! by `tools/big_instance.py`, 400 MiB of pixel data unless `STRATA_BIG_MB` says otherwise)
 //! is stored, then retrieved as stored and re-encoded to the other uncompressed syntaxes,
-//! online and archived, and decoded from RLE, with the server's peak RSS (VmHWM) checked against a bound far below the instance size
-//! after every step.
+//! online, archived and from a near-line backup copy, and decoded from RLE, with the
+//! server's peak RSS (VmHWM) checked against a bound far below the instance size after every
+//! step; the CLI runs that archive, back up and verify it are held to the same bound.
 
 mod common;
 
@@ -128,20 +129,67 @@ fn a_very_large_instance_is_stored_and_retrieved_in_each_uncompressed_syntax_in_
     ] {
         get_and_check(ts, syntax, "online");
     }
-    // Archived into an S-DICOM container (local backend): read from there the same way.
-    let out = server.cli(&["tier", "run", "--min-age-days", "0", "--json"]);
+    // Archived into an S-DICOM container (local backend) by a CLI run that copies it in
+    // parts: read from there the same way.
+    let out = cli_bounded(&server, &["tier", "run", "--min-age-days", "0", "--json"]);
     assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(
-        server.locate(&study)[0]["tier"],
-        "archive",
-        "{}",
-        text(&out)
-    );
+    let located = server.locate(&study);
+    assert_eq!(located[0]["tier"], "archive", "{}", text(&out));
     get_and_check(EXPLICIT_LE, "explicit", "archive");
     get_and_check(IMPLICIT_LE, "implicit", "archive");
-    // Re-encoding streamed: the server said so, and nothing fell back to memory.
+
+    // Backed up near-line (copied in parts too), then the archive container lost: served
+    // from the backup copy, streamed from it as stored and re-encoded.
+    let out = cli_bounded(&server, &["backup", "run", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let location = located[0]["location"].as_str().unwrap();
+    let container = server.dir.join("archive").join(location);
+    std::fs::remove_file(&container).unwrap_or_else(|e| panic!("{container:?}: {e}"));
+    get_and_check(EXPLICIT_LE, "explicit", "a backup copy");
+    get_and_check(IMPLICIT_LE, "implicit", "a backup copy");
     let log = server.log();
+    assert!(log.contains("served from a backup copy"), "{log}");
+    // `strata verify` finds the loss and the intact copy, checking both in parts.
+    let out = cli_bounded(&server, &["verify", "--json"]);
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+    assert_eq!(report["unrecoverable"], 0, "{report}");
+    assert_eq!(report["primaries"]["archive"]["missing"], 1, "{report}");
+    assert_eq!(report["copies"]["nearline"]["ok"], 1, "{report}");
+    // Re-encoding streamed: the server said so, and nothing fell back to memory.
     assert!(!log.contains("re-encoding in memory"), "{log}");
+}
+
+/// Runs a `strata` command with its peak RSS checked against the
+/// bound: Python runs it and reports the child's `ru_maxrss`.
+fn cli_bounded(server: &TestServer, args: &[&str]) -> std::process::Output {
+    const REPORT: &str = "import resource, subprocess, sys\n\
+        done = subprocess.run(sys.argv[1:])\n\
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss\n\
+        print(f'peak-rss-kib {peak}', file=sys.stderr)\n\
+        sys.exit(done.returncode)\n";
+    let out = std::process::Command::new(python())
+        .args(["-c", REPORT, env!("CARGO_BIN_EXE_strata")])
+        .args(args)
+        .arg("--config")
+        .arg(&server.config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let kib: u64 = stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("peak-rss-kib "))
+        .last()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no peak reported: {stderr}"));
+    let peak = kib / 1024;
+    assert!(
+        peak <= PEAK_RSS_MIB,
+        "`strata {}` peak RSS {peak} MiB, bound {PEAK_RSS_MIB} MiB",
+        args.join(" ")
+    );
+    eprintln!("peak RSS of `strata {}`: {peak} MiB", args.join(" "));
+    out
 }
 
 /// The same size compressed (DCMTK's `dcmcrle`, RLE Lossless: a few MB) and taken by a

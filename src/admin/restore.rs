@@ -72,7 +72,7 @@ async fn restore_study(stack: &Stack, study: &str) -> Result<RestoreSummary, Bac
     let mut lost = Vec::new();
     for (n, i) in online.iter().enumerate() {
         progress.update(n as u64, online.len() as u64, "checked online", 0);
-        if stack.reader.read_verified(&i.object).await.is_ok() {
+        if stack.reader.check_primary(&i.object).await.is_ok() {
             continue;
         }
         let uid = &i.sop_instance_uid;
@@ -104,12 +104,12 @@ async fn restore_study(stack: &Stack, study: &str) -> Result<RestoreSummary, Bac
             // healthy restore reads each instance once).
             let mut named = false;
             for i in instances.iter().filter(|i| i.object.tier == Tier::Archive) {
-                if stack.reader.read_verified(&i.object).await.is_ok() {
+                if stack.reader.check_primary(&i.object).await.is_ok() {
                     continue;
                 }
                 if let Err(why) = stack
                     .reader
-                    .read_good_copy(&i.sop_instance_uid, &i.object)
+                    .check_good_copy(&i.sop_instance_uid, &i.object)
                     .await
                 {
                     stack

@@ -208,7 +208,7 @@ async fn import_volumes(
             match locator.find_instance(&m.sop_instance_uid).await? {
                 Some(primary) if primary.crc32c != m.crc32c => summary.other_version += 1,
                 Some(primary) => {
-                    if reader.read_verified(&primary).await.is_ok() {
+                    if reader.check_primary(&primary).await.is_ok() {
                         summary.intact += 1;
                     } else {
                         let instance = PlacedInstance {

@@ -50,12 +50,27 @@ impl<W: ContainerWriter> ContainerBuilder<W> {
         sop_instance_uid: &str,
         file: &[u8],
     ) -> Result<Placed, ArchiveError> {
-        let (head, placed) = self
-            .records
-            .begin_record(sop_instance_uid, file.len() as u64);
-        self.writer.write(&head).await?;
-        self.writer.write(file).await?;
+        let placed = self.begin(sop_instance_uid, file.len() as u64).await?;
+        self.write_part(file).await?;
         Ok(placed)
+    }
+
+    /// Starts the record of an instance of `length` bytes, which follow in
+    /// [`ContainerBuilder::write_part`] calls (for an instance too large to hold whole);
+    /// returns where its bytes will be. The caller writes exactly `length` bytes.
+    pub async fn begin(
+        &mut self,
+        sop_instance_uid: &str,
+        length: u64,
+    ) -> Result<Placed, ArchiveError> {
+        let (head, placed) = self.records.begin_record(sop_instance_uid, length);
+        self.writer.write(&head).await?;
+        Ok(placed)
+    }
+
+    /// The next bytes of the record begun last.
+    pub async fn write_part(&mut self, part: &[u8]) -> Result<(), ArchiveError> {
+        self.writer.write(part).await
     }
 
     /// Makes the container durable; returns its length.

@@ -52,7 +52,7 @@ use crate::locator::copies::{Copy, CopyKind, J2K_ROI, ORIGINAL};
 use crate::locator::{now_millis, Locator, LocatorError};
 use crate::model::schedule::{in_window, minute_now};
 use crate::model::StoredObject;
-use crate::reader::{ReadError, Reader};
+use crate::reader::{Payload, ReadError, Reader, HOLD_LIMIT};
 use crate::throttle::Throttle;
 
 pub use verify::{Counts, VerifyReport};
@@ -118,7 +118,7 @@ pub struct Backup {
 
 /// One instance as it goes into a near-line container.
 struct Prepared {
-    bytes: Bytes,
+    payload: Payload,
     format: &'static str,
     /// CRC-32C of the primary's bytes the copy was made from.
     source_crc32c: u32,
@@ -357,14 +357,15 @@ impl Backup {
         let mut formats = Vec::with_capacity(instances.len());
         for instance in instances {
             let prepared: Prepared = files.next().await.expect("one read per instance")?;
-            let placed = builder
-                .add(&instance.sop_instance_uid, &prepared.bytes)
+            let uid = &instance.sop_instance_uid;
+            let (placed, crc32c) = self
+                .reader
+                .append(&mut builder, uid, &prepared.payload, &mut throttle)
                 .await?;
-            throttle.pace(prepared.bytes.len() as u64).await;
             expected.push(Expected {
-                sop_instance_uid: instance.sop_instance_uid.clone(),
+                sop_instance_uid: uid.clone(),
                 placed,
-                crc32c: crc32c(&prepared.bytes),
+                crc32c,
             });
             formats.push((prepared.format, prepared.source_crc32c));
         }
@@ -406,7 +407,7 @@ impl Backup {
             self.locator.finish_repair(sop_instance_uid).await?;
             return Ok(Repaired::Gone);
         };
-        if self.reader.read_verified(&primary).await.is_ok() {
+        if self.reader.check_primary(&primary).await.is_ok() {
             self.locator.finish_repair(sop_instance_uid).await?;
             return Ok(Repaired::AlreadyIntact);
         }
@@ -458,9 +459,20 @@ async fn prepare(
 ) -> Result<Prepared, BackupError> {
     let original = |bytes: Bytes| Prepared {
         source_crc32c: crc32c(&bytes),
-        bytes,
+        payload: Payload::Whole(bytes),
         format: ORIGINAL,
     };
+    if object.length > HOLD_LIMIT {
+        // Checked now, copied in parts as the container is written; as stored (making a
+        // JPEG 2000 copy would need it whole).
+        debug!(sop_instance_uid = %uid, bytes = object.length, "too large to hold: copied as stored, in parts");
+        let origin = reader.intact_origin(uid, object).await?;
+        return Ok(Prepared {
+            source_crc32c: origin.crc32c(),
+            payload: Payload::Parts(origin),
+            format: ORIGINAL,
+        });
+    }
     if format == BackupFormat::Original || !roi_source(&object.transfer_syntax_uid) {
         return Ok(original(reader.read_instance(uid, object).await?));
     }
@@ -483,7 +495,7 @@ async fn prepare(
             debug!(sop_instance_uid = %uid, ratio = done.ratio, roi = ?done.roi_fraction, "near-line copy compressed with JPEG 2000 ROI");
             Ok(Prepared {
                 source_crc32c: object.crc32c,
-                bytes: Bytes::from(done.file),
+                payload: Payload::Whole(Bytes::from(done.file)),
                 format: J2K_ROI,
             })
         }

@@ -136,7 +136,7 @@ impl Backup {
                 .map(|p| {
                     let reader = reader.clone();
                     async move {
-                        let result = reader.read_verified(&p.object).await.map(|_| ());
+                        let result = reader.check_primary(&p.object).await;
                         (p, result)
                     }
                 })
@@ -180,7 +180,7 @@ impl Backup {
                     };
                     async move {
                         let result = match file {
-                            None => Some(reader.read_copy(&c).await.map(|_| ())),
+                            None => Some(reader.check_copy(&c).await),
                             Some(None) => None,
                             Some(Some(file)) => Some(check_offline(file, c.clone()).await),
                         };
@@ -224,7 +224,7 @@ impl Backup {
 
         // What each bad primary can be mended from (few reads: only the damage).
         for (uid, object) in &bad_primaries {
-            match self.reader.read_good_copy(uid, object).await {
+            match self.reader.check_good_copy(uid, object).await {
                 Ok(_) => {}
                 Err(e @ ReadError::OnlyLossy { .. }) => {
                     report.lossy_only += 1;
@@ -289,7 +289,7 @@ impl Backup {
             let copies = self.locator.copies_of(uid).await?;
             let mut intact = false;
             for c in copies.iter().filter(|c| c.kind == CopyKind::Nearline) {
-                if self.reader.read_copy(c).await.is_ok() {
+                if self.reader.check_copy(c).await.is_ok() {
                     intact = true;
                     break;
                 }
@@ -301,7 +301,7 @@ impl Backup {
         let mut primaries_bad_now = 0;
         for uid in bad_primaries {
             if let Some(p) = self.locator.find_instance(uid).await? {
-                if self.reader.read_verified(&p).await.is_err() {
+                if self.reader.check_primary(&p).await.is_err() {
                     primaries_bad_now += 1;
                 }
             }

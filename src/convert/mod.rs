@@ -34,7 +34,7 @@ use crate::locator::archive::{Committed, PlacedInstance, Switch};
 use crate::locator::{Locator, LocatorError};
 use crate::model::{StoredObject, Tier};
 use crate::online::{OnlineError, OnlineStore};
-use crate::reader::{ReadError, Reader};
+use crate::reader::{Payload, ReadError, Reader, HOLD_LIMIT};
 
 /// Instances read ahead of the container being written.
 const READ_AHEAD: usize = 4;
@@ -261,22 +261,34 @@ impl Converter {
             .map(move |(uid, object)| {
                 let reader = reader.clone();
                 async move {
+                    if object.length > HOLD_LIMIT {
+                        // Checked now, copied in parts as the container is written; kept
+                        // in its stored syntax (compressing would need it whole).
+                        debug!(sop_instance_uid = %uid, bytes = object.length, "too large to hold: archived as stored, in parts");
+                        let origin = reader.intact_origin(&uid, &object).await?;
+                        let syntax = object.transfer_syntax_uid.clone();
+                        return Ok::<_, ConvertError>((Payload::Parts(origin), syntax));
+                    }
                     let bytes = reader.read_instance(&uid, &object).await?;
-                    Ok::<_, ConvertError>(compress(compression, &object, bytes).await)
+                    let (bytes, syntax) = compress(compression, &object, bytes).await;
+                    Ok((Payload::Whole(bytes), syntax))
                 }
             })
             .buffered(READ_AHEAD);
         let mut stored_as = Vec::with_capacity(instances.len());
         let mut throttle = crate::throttle::Throttle::new(self.throttle_mb_s);
         for instance in instances {
-            let (bytes, transfer_syntax_uid) =
+            let (payload, transfer_syntax_uid) =
                 files.next().await.expect("one read per instance")?;
-            let placed = builder.add(&instance.sop_instance_uid, &bytes).await?;
-            throttle.pace(bytes.len() as u64).await;
+            let uid = &instance.sop_instance_uid;
+            let (placed, crc32c) = self
+                .reader
+                .append(&mut builder, uid, &payload, &mut throttle)
+                .await?;
             expected.push(Expected {
-                sop_instance_uid: instance.sop_instance_uid.clone(),
+                sop_instance_uid: uid.clone(),
                 placed,
-                crc32c: crc32c(&bytes),
+                crc32c,
             });
             stored_as.push(transfer_syntax_uid);
         }

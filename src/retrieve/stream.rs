@@ -10,7 +10,8 @@
 //! association, the only way to take back a half-sent data set, and queues the primary for
 //! repair so the next retrieve finds it mended).
 //!
-//! A primary that is missing or damaged is answered from its next lossless backup copy; when
+//! A primary that is missing or damaged is answered from its next lossless backup copy (a
+//! large one streamed from the copy in the same way, after checking it in parts); when
 //! only a lossy (JPEG 2000 ROI) copy survives, that copy is sent, marked lossy in its data
 //! set, and the sub-operation counts as a warning.
 
@@ -33,7 +34,7 @@ use crate::codec::native::{
 use crate::codec::walk::ElementWalk;
 use crate::model::StoredObject;
 use crate::net::Piece;
-use crate::reader::{data_set_offset, ReadError, Reader};
+use crate::reader::{data_set_offset, Origin, ReadError, Reader, PART};
 use dicom_object::DefaultDicomObject;
 
 /// Size of the `Data` pieces handed to the network layer.
@@ -42,8 +43,6 @@ const CHUNK: usize = 1 << 20;
 const PIECES_IN_FLIGHT: usize = 16;
 /// Instances up to this size are read whole and verified before sending.
 const WHOLE_LIMIT: u64 = 32 << 20;
-/// Read size for larger instances.
-const LARGE_CHUNK: u64 = 4 << 20;
 
 /// Starts the reader task for `plan` (item index, transfer syntax to send in).
 pub(super) fn start(
@@ -109,38 +108,77 @@ async fn produce(
                     .unwrap_or_else(|e| Err(format!("reader task failed: {e}")));
                 send_prepared(&tx, index, prepared).await
             }
-            None => {
-                let object = &objects[index];
-                let streamed = if ts == object.transfer_syntax_uid {
-                    stream_large(&reader, object, index, &tx).await
-                } else {
-                    stream_reencoded(&reader, object, index, &ts, &tx).await
-                };
-                match streamed {
-                    Streamed::Done(sent) => sent,
-                    // Unreadable before anything went out: from a backup copy, whole.
-                    Streamed::Unreadable(first) => {
-                        let prepared = prepare_from_copy(&reader, index, object, &ts, first).await;
-                        send_prepared(&tx, index, prepared).await
-                    }
-                    Streamed::Whole(why) if object.length > MAX_IN_MEMORY => {
-                        let reason =
-                            format!("{why}; {}", TranscodeError::TooLargeInMemory(object.length));
-                        tx.send(Piece::Failed { index, reason }).await.is_ok()
-                    }
-                    Streamed::Whole(why) => {
-                        debug!(instance = index, why, "re-encoding in memory");
-                        let prepared =
-                            prepare_whole(reader.clone(), index, object.clone(), ts.clone()).await;
-                        send_prepared(&tx, index, prepared).await
-                    }
-                }
-            }
+            None => stream_instance(&reader, &objects[index], index, &ts, &tx).await,
         };
         if !sent {
             // The network side is gone (cancel, abort): stop reading.
             return;
         }
+    }
+}
+
+/// Sends a large instance as a stream ([`stream_from`]): from its primary; if that cannot be
+/// read at all, from where it moved meanwhile or from its next intact near-line copy; if
+/// only a lossy copy survives, that (small) copy whole. False when the network side is gone.
+async fn stream_instance(
+    reader: &Relocating,
+    object: &StoredObject,
+    index: usize,
+    ts: &str,
+    tx: &mpsc::Sender<Piece>,
+) -> bool {
+    let mut object = object.clone();
+    let primary = Origin::Primary(object.clone());
+    let mut streamed = stream_from(reader, &object, &primary, index, ts, tx).await;
+    if matches!(streamed, Streamed::Unreadable(_)) {
+        if let Some(now) = reader.moved(index, &object).await {
+            object = now;
+            let primary = Origin::Primary(object.clone());
+            streamed = stream_from(reader, &object, &primary, index, ts, tx).await;
+        }
+    }
+    if let Streamed::Unreadable(first) = streamed {
+        let uid = &reader.sop_instance_uids[index];
+        streamed = match reader.reader.fallback_origin(uid, &object, first).await {
+            Ok(copy) => stream_from(reader, &object, &copy, index, ts, tx).await,
+            Err(ReadError::OnlyLossy { .. }) => {
+                let prepared = prepare_lossy(reader, index, &object, ts).await;
+                return send_prepared(tx, index, prepared).await;
+            }
+            Err(e) => Streamed::Unreadable(e),
+        };
+    }
+    match streamed {
+        Streamed::Done(sent) => sent,
+        Streamed::Unreadable(e) => {
+            let reason = e.to_string();
+            tx.send(Piece::Failed { index, reason }).await.is_ok()
+        }
+        Streamed::Whole(why) if object.length > MAX_IN_MEMORY => {
+            let reason = format!("{why}; {}", TranscodeError::TooLargeInMemory(object.length));
+            tx.send(Piece::Failed { index, reason }).await.is_ok()
+        }
+        Streamed::Whole(why) => {
+            debug!(instance = index, why, "re-encoding in memory");
+            let prepared = prepare_whole(reader.clone(), index, object, ts.to_string()).await;
+            send_prepared(tx, index, prepared).await
+        }
+    }
+}
+
+/// Streams the file `origin` holds of a large instance: as stored, or re-encoded.
+async fn stream_from(
+    reader: &Relocating,
+    object: &StoredObject,
+    origin: &Origin,
+    index: usize,
+    ts: &str,
+    tx: &mpsc::Sender<Piece>,
+) -> Streamed {
+    if ts == object.transfer_syntax_uid {
+        stream_large(reader, origin, index, tx).await
+    } else {
+        stream_reencoded(reader, object, origin, index, ts, tx).await
     }
 }
 
@@ -189,6 +227,20 @@ pub(super) struct Relocating {
     pub sop_instance_uids: Arc<Vec<String>>,
 }
 
+impl Relocating {
+    /// Instance `index`'s primary now, if it is no longer `object` (a tier move finished
+    /// between listing the instances and reading this one).
+    async fn moved(&self, index: usize, object: &StoredObject) -> Option<StoredObject> {
+        let uid = &self.sop_instance_uids[index];
+        let now = self.locator.find_instance(uid).await.ok()??;
+        if now.location == object.location && now.tier == object.tier {
+            return None;
+        }
+        tracing::info!(sop_instance_uid = %uid, from = %object.location, to = %now.location, "instance moved while being retrieved; reading its new copy");
+        Some(now)
+    }
+}
+
 /// Reads and verifies the whole file, cuts off the file meta, transcodes if asked.
 async fn prepare_whole(
     reader: Relocating,
@@ -222,35 +274,50 @@ async fn prepare_from_copy(
     first: ReadError,
 ) -> Result<Prepared, String> {
     let uid = &reader.sop_instance_uids[index];
-    let location = &object.location;
-    if let Ok(Some(now)) = reader.locator.find_instance(uid).await {
-        if now.location != object.location || now.tier != object.tier {
-            tracing::info!(sop_instance_uid = %uid, from = %object.location, to = %now.location, "instance moved while being retrieved; reading its new copy");
-            let file = reader
-                .reader
-                .read_instance(uid, &now)
-                .await
-                .map_err(|e| e.to_string())?;
-            return finish(file, &now.location, &now.transfer_syntax_uid, ts, None).await;
-        }
+    if let Some(now) = reader.moved(index, object).await {
+        let file = reader
+            .reader
+            .read_instance(uid, &now)
+            .await
+            .map_err(|e| e.to_string())?;
+        return finish(file, &now.location, &now.transfer_syntax_uid, ts, None).await;
     }
     match reader.reader.read_fallback(uid, object, first).await {
-        Ok(file) => finish(file, location, &object.transfer_syntax_uid, ts, None).await,
-        Err(ReadError::OnlyLossy { .. }) => {
-            let (file, copy) = reader
-                .reader
-                .read_lossy_copy(uid, object)
-                .await
-                .map_err(|e| e.to_string())?;
-            let warning = format!(
-                "every lossless copy is lost; sent the lossy {} copy from {} (marked Lossy \
-                 Image Compression 01)",
-                copy.format, copy.location
-            );
-            finish(file, &copy.location, JPEG_2000, ts, Some(warning)).await
+        Ok(file) => {
+            finish(
+                file,
+                &object.location,
+                &object.transfer_syntax_uid,
+                ts,
+                None,
+            )
+            .await
         }
+        Err(ReadError::OnlyLossy { .. }) => prepare_lossy(reader, index, object, ts).await,
         Err(e) => Err(e.to_string()),
     }
+}
+
+/// The last resort when every lossless copy is lost: the instance's lossy copy, with a
+/// warning for the sub-operation.
+async fn prepare_lossy(
+    reader: &Relocating,
+    index: usize,
+    object: &StoredObject,
+    ts: &str,
+) -> Result<Prepared, String> {
+    let uid = &reader.sop_instance_uids[index];
+    let (file, copy) = reader
+        .reader
+        .read_lossy_copy(uid, object)
+        .await
+        .map_err(|e| e.to_string())?;
+    let warning = format!(
+        "every lossless copy is lost; sent the lossy {} copy from {} (marked Lossy \
+         Image Compression 01)",
+        copy.format, copy.location
+    );
+    finish(file, &copy.location, JPEG_2000, ts, Some(warning)).await
 }
 
 /// Cuts off the file meta of `file` (in syntax `from`) and transcodes it to `ts` if needed.
@@ -389,17 +456,23 @@ impl<'a> Outbox<'a> {
     async fn finish(
         self,
         relocating: &Relocating,
-        object: &StoredObject,
+        origin: &Origin,
         index: usize,
         crc: u32,
     ) -> Streamed {
-        if crc != object.crc32c {
+        if crc != origin.crc32c() {
             let reason = format!(
                 "{} is damaged: CRC-32C {crc:08x}, expected {:08x}",
-                object.location, object.crc32c
+                origin.location(),
+                origin.crc32c()
             );
-            let uid = &relocating.sop_instance_uids[index];
-            relocating.reader.report_damaged(uid, &reason).await;
+            match origin {
+                Origin::Primary(_) => {
+                    let uid = &relocating.sop_instance_uids[index];
+                    relocating.reader.report_damaged(uid, &reason).await;
+                }
+                Origin::Nearline(copy) => relocating.reader.report_bad_copy(copy).await,
+            }
             return Streamed::Done(self.tx.send(Piece::Failed { index, reason }).await.is_ok());
         }
         Streamed::Done(match self.held {
@@ -413,10 +486,10 @@ impl<'a> Outbox<'a> {
     }
 }
 
-/// Streams a large instance in chunks, verifying its CRC-32C at the end.
+/// Streams a large instance in chunks from `origin`, verifying its CRC-32C at the end.
 async fn stream_large(
     relocating: &Relocating,
-    object: &StoredObject,
+    origin: &Origin,
     index: usize,
     tx: &mpsc::Sender<Piece>,
 ) -> Streamed {
@@ -424,9 +497,10 @@ async fn stream_large(
     let mut outbox = Outbox::new(tx);
     let mut crc = 0u32;
     let mut at = 0u64;
-    while at < object.length {
-        let len = LARGE_CHUNK.min(object.length - at);
-        let chunk = match reader.read_range(object, at, len).await {
+    let length = origin.length();
+    while at < length {
+        let len = PART.min(length - at);
+        let chunk = match reader.read_part(origin, at, len).await {
             Ok(chunk) => chunk,
             Err(e) if at == 0 => return Streamed::Unreadable(e),
             Err(e) => return outbox.fail(index, e.to_string()).await,
@@ -439,11 +513,11 @@ async fn stream_large(
                 Ok(start) => start,
                 Err(e) => {
                     return outbox
-                        .fail(index, format!("{}: {e}", object.location))
+                        .fail(index, format!("{}: {e}", origin.location()))
                         .await
                 }
             };
-            if !outbox.start(index, object.length - start as u64).await {
+            if !outbox.start(index, length - start as u64).await {
                 return Streamed::Done(false);
             }
             chunk.slice(start..)
@@ -453,7 +527,7 @@ async fn stream_large(
             return Streamed::Done(false);
         }
     }
-    outbox.finish(relocating, object, index, crc).await
+    outbox.finish(relocating, origin, index, crc).await
 }
 
 /// Most bytes held to re-encode a large instance as a stream: the file up to its top-level
@@ -470,17 +544,13 @@ struct Around {
 }
 
 /// Reads the start of a large uncompressed instance until its top-level Pixel Data.
-async fn read_around(
-    reader: &Reader,
-    object: &StoredObject,
-    from: Native,
-) -> Result<Around, Streamed> {
+async fn read_around(reader: &Reader, origin: &Origin, from: Native) -> Result<Around, Streamed> {
     let mut head = BytesMut::new();
     let mut walk = ElementWalk::new(from);
     let mut start = None;
     loop {
         let at = head.len() as u64;
-        if at == object.length {
+        if at == origin.length() {
             return Err(Streamed::Whole("no top-level Pixel Data".into()));
         }
         if at >= MAX_AROUND_PIXELS {
@@ -488,9 +558,9 @@ async fn read_around(
                 "more than {MAX_AROUND_PIXELS} bytes precede the Pixel Data"
             )));
         }
-        let len = LARGE_CHUNK.min(object.length - at);
+        let len = PART.min(origin.length() - at);
         let chunk = reader
-            .read_range(object, at, len)
+            .read_part(origin, at, len)
             .await
             .map_err(Streamed::Unreadable)?;
         head.extend_from_slice(&chunk);
@@ -498,7 +568,7 @@ async fn read_around(
             Some(start) => start,
             None => {
                 let found = data_set_offset(&head)
-                    .map_err(|e| Streamed::Whole(format!("{}: {e}", object.location)))?;
+                    .map_err(|e| Streamed::Whole(format!("{}: {e}", origin.location())))?;
                 walk.push(&head[found..]);
                 *start.insert(found)
             }
@@ -528,6 +598,7 @@ async fn read_around(
 async fn stream_reencoded(
     relocating: &Relocating,
     object: &StoredObject,
+    origin: &Origin,
     index: usize,
     ts: &str,
     tx: &mpsc::Sender<Piece>,
@@ -536,16 +607,16 @@ async fn stream_reencoded(
     let (Some(from), Some(to)) = (Native::of(&object.transfer_syntax_uid), Native::of(ts)) else {
         return Streamed::Whole("not between uncompressed syntaxes".into());
     };
-    let Around { head, start, pixel } = match read_around(reader, object, from).await {
+    let Around { head, start, pixel } = match read_around(reader, origin, from).await {
         Ok(around) => around,
         Err(streamed) => return streamed,
     };
     let value_at = start as u64 + pixel.value_at;
     let value_end = start as u64 + pixel.value_end();
-    let Some(after) = object.length.checked_sub(value_end) else {
+    let Some(after) = origin.length().checked_sub(value_end) else {
         return Streamed::Whole(format!(
             "the Pixel Data runs past the end of {}",
-            object.location
+            origin.location()
         ));
     };
     if after > MAX_AROUND_PIXELS {
@@ -556,7 +627,7 @@ async fn stream_reencoded(
     let tail = if after == 0 {
         Bytes::new()
     } else {
-        match reader.read_range(object, value_end, after).await {
+        match reader.read_part(origin, value_end, after).await {
             Ok(tail) => tail,
             Err(e) => return Streamed::Unreadable(e),
         }
@@ -595,8 +666,8 @@ async fn stream_reencoded(
     // is ever split between two chunks.
     let mut at = value_at;
     while at < value_end {
-        let len = LARGE_CHUNK.min(value_end - at);
-        let chunk = match reader.read_range(object, at, len).await {
+        let len = PART.min(value_end - at);
+        let chunk = match reader.read_part(origin, at, len).await {
             Ok(chunk) => chunk,
             Err(e) => return outbox.fail(index, e.to_string()).await,
         };
@@ -617,5 +688,5 @@ async fn stream_reencoded(
     if !outbox.push(Bytes::from(after_out)).await {
         return Streamed::Done(false);
     }
-    outbox.finish(relocating, object, index, crc).await
+    outbox.finish(relocating, origin, index, crc).await
 }
