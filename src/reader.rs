@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::archive::container::ContainerBuilder;
 use crate::archive::seqfile::Placed;
@@ -116,6 +116,14 @@ impl Payload {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// CRC-32C of the bytes (for parts, as the origin records it).
+    pub fn crc32c(&self) -> u32 {
+        match self {
+            Payload::Whole(bytes) => crc32c::crc32c(bytes),
+            Payload::Parts(origin) => origin.crc32c(),
+        }
+    }
 }
 
 /// Where the bytes of one instance's Part-10 file are read from: its primary, or a
@@ -148,6 +156,31 @@ impl Origin {
             Origin::Primary(object) => object.crc32c,
             Origin::Nearline(copy) => copy.crc32c,
         }
+    }
+}
+
+/// The file an [`Origin`] holds, read part by part ([`Reader::parts`]).
+pub struct Parts<'a> {
+    reader: &'a Reader,
+    origin: &'a Origin,
+    at: u64,
+    crc: u32,
+}
+
+impl Parts<'_> {
+    /// The next part of at most [`PART`] bytes; `None` after the last, once the CRC-32C of
+    /// everything read matched the origin's (else the error says it is damaged).
+    pub async fn next(&mut self) -> Result<Option<Bytes>, ReadError> {
+        let length = self.origin.length();
+        if self.at == length {
+            check_crc(self.origin.location(), self.crc, self.origin.crc32c())?;
+            return Ok(None);
+        }
+        let len = PART.min(length - self.at);
+        let part = self.reader.read_part(self.origin, self.at, len).await?;
+        self.crc = crc32c::crc32c_append(self.crc, &part);
+        self.at += len;
+        Ok(Some(part))
     }
 }
 
@@ -530,14 +563,19 @@ impl Reader {
     /// Reads the file `origin` holds in parts of [`PART`] bytes, checking its CRC-32C:
     /// whatever its size, one part is in memory at a time.
     pub async fn check(&self, origin: &Origin) -> Result<(), ReadError> {
-        let (mut crc, mut at) = (0u32, 0u64);
-        while at < origin.length() {
-            let len = PART.min(origin.length() - at);
-            let part = self.read_part(origin, at, len).await?;
-            crc = crc32c::crc32c_append(crc, &part);
-            at += len;
+        let mut parts = self.parts(origin);
+        while parts.next().await?.is_some() {}
+        Ok(())
+    }
+
+    /// The file `origin` holds, part by part.
+    pub fn parts<'a>(&'a self, origin: &'a Origin) -> Parts<'a> {
+        Parts {
+            reader: self,
+            origin,
+            at: 0,
+            crc: 0,
         }
-        check_crc(origin.location(), crc, origin.crc32c())
     }
 
     /// Whether the primary `object` reads back intact (read in parts, see [`Reader::check`]).
@@ -553,6 +591,17 @@ impl Reader {
             });
         }
         self.check(&Origin::Nearline(copy.clone())).await
+    }
+
+    /// Instance `uid` for a worker to copy: its bytes (verified, from a backup copy if need
+    /// be, as [`Reader::read_instance`]), or if it is over [`HOLD_LIMIT`] an intact origin
+    /// to read in parts ([`Reader::intact_origin`]; logged).
+    pub async fn payload(&self, uid: &str, primary: &StoredObject) -> Result<Payload, ReadError> {
+        if primary.length <= HOLD_LIMIT {
+            return Ok(Payload::Whole(self.read_instance(uid, primary).await?));
+        }
+        debug!(sop_instance_uid = %uid, bytes = primary.length, "too large to hold: copied in parts");
+        Ok(Payload::Parts(self.intact_origin(uid, primary).await?))
     }
 
     /// An intact copy of instance `uid` to read in parts: its primary if that checks out,
@@ -588,17 +637,12 @@ impl Reader {
             }
             Payload::Parts(origin) => origin,
         };
-        let (mut crc, mut at) = (0u32, 0u64);
-        while at < origin.length() {
-            let len = PART.min(origin.length() - at);
-            let part = self.read_part(origin, at, len).await?;
-            crc = crc32c::crc32c_append(crc, &part);
+        let mut parts = self.parts(origin);
+        while let Some(part) = parts.next().await? {
             builder.write_part(&part).await?;
-            throttle.pace(len).await;
-            at += len;
+            throttle.pace(part.len() as u64).await;
         }
-        check_crc(origin.location(), crc, origin.crc32c())?;
-        Ok((placed, crc))
+        Ok((placed, origin.crc32c()))
     }
 
     /// Records that a near-line copy was found damaged while it was read in parts.

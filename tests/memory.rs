@@ -156,6 +156,13 @@ fn a_very_large_instance_is_stored_and_retrieved_in_each_uncompressed_syntax_in_
     assert_eq!(report["unrecoverable"], 0, "{report}");
     assert_eq!(report["primaries"]["archive"]["missing"], 1, "{report}");
     assert_eq!(report["copies"]["nearline"]["ok"], 1, "{report}");
+    // Repaired: the primary re-created online from the copy, part by part.
+    let out = cli_bounded(&server, &["verify", "--repair", "--json"]);
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+    assert_eq!(report["repaired_primaries"], 1, "{report}");
+    assert_eq!(server.locate(&study)[0]["tier"], "online", "{report}");
+    get_and_check(EXPLICIT_LE, "explicit", "the repaired primary");
     // Re-encoding streamed: the server said so, and nothing fell back to memory.
     assert!(!log.contains("re-encoding in memory"), "{log}");
 }
@@ -178,8 +185,8 @@ fn cli_bounded(server: &TestServer, args: &[&str]) -> std::process::Output {
     let stderr = String::from_utf8_lossy(&out.stderr);
     let kib: u64 = stderr
         .lines()
-        .filter_map(|l| l.strip_prefix("peak-rss-kib "))
-        .last()
+        .rev()
+        .find_map(|l| l.strip_prefix("peak-rss-kib "))
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no peak reported: {stderr}"));
     let peak = kib / 1024;

@@ -21,6 +21,7 @@ use crate::locator::archive::PlacedInstance;
 use crate::locator::volumes::Volume;
 use crate::locator::{Locator, Owner, Role};
 use crate::online::OnlineStore;
+use crate::reader::Payload;
 
 /// Why a volume command could not run at all (single instances failing are counted).
 #[derive(Debug, thiserror::Error)]
@@ -216,7 +217,11 @@ async fn import_volumes(
                             object: primary,
                         };
                         match converter
-                            .replace_with_online(&m.study_instance_uid, &instance, bytes.into())
+                            .replace_with_online(
+                                &m.study_instance_uid,
+                                &instance,
+                                Payload::Whole(bytes.into()),
+                            )
                             .await
                         {
                             Ok(_) => {

@@ -52,7 +52,7 @@ use crate::locator::copies::{Copy, CopyKind, J2K_ROI, ORIGINAL};
 use crate::locator::{now_millis, Locator, LocatorError};
 use crate::model::schedule::{in_window, minute_now};
 use crate::model::StoredObject;
-use crate::reader::{Payload, ReadError, Reader, HOLD_LIMIT};
+use crate::reader::{Origin, Payload, ReadError, Reader, HOLD_LIMIT};
 use crate::throttle::Throttle;
 
 pub use verify::{Counts, VerifyReport};
@@ -411,10 +411,19 @@ impl Backup {
             self.locator.finish_repair(sop_instance_uid).await?;
             return Ok(Repaired::AlreadyIntact);
         }
-        let (bytes, copy) = self
-            .reader
-            .read_good_copy(sop_instance_uid, &primary)
-            .await?;
+        let (payload, copy) = if primary.length > HOLD_LIMIT {
+            let copy = self
+                .reader
+                .check_good_copy(sop_instance_uid, &primary)
+                .await?;
+            (Payload::Parts(Origin::Nearline(copy.clone())), copy)
+        } else {
+            let (bytes, copy) = self
+                .reader
+                .read_good_copy(sop_instance_uid, &primary)
+                .await?;
+            (Payload::Whole(bytes), copy)
+        };
         let study = self
             .locator
             .study_of(sop_instance_uid)
@@ -425,7 +434,7 @@ impl Backup {
             object: primary,
         };
         self.converter
-            .replace_with_online(&study, &instance, bytes)
+            .replace_with_online(&study, &instance, payload)
             .await?;
         self.locator.finish_repair(sop_instance_uid).await?;
         info!(sop_instance_uid = %sop_instance_uid, copy_kind = copy.kind.as_str(), copy = %copy.location, "primary re-created from a backup copy");
@@ -463,13 +472,11 @@ async fn prepare(
         format: ORIGINAL,
     };
     if object.length > HOLD_LIMIT {
-        // Checked now, copied in parts as the container is written; as stored (making a
-        // JPEG 2000 copy would need it whole).
-        debug!(sop_instance_uid = %uid, bytes = object.length, "too large to hold: copied as stored, in parts");
-        let origin = reader.intact_origin(uid, object).await?;
+        // Copied in parts as stored (a JPEG 2000 copy would need it whole).
+        let payload = reader.payload(uid, object).await?;
         return Ok(Prepared {
-            source_crc32c: origin.crc32c(),
-            payload: Payload::Parts(origin),
+            source_crc32c: payload.crc32c(),
+            payload,
             format: ORIGINAL,
         });
     }

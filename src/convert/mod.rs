@@ -23,7 +23,6 @@
 
 use std::sync::Arc;
 
-use crc32c::crc32c;
 use futures_util::StreamExt;
 use tracing::{debug, info, warn};
 
@@ -34,7 +33,7 @@ use crate::locator::archive::{Committed, PlacedInstance, Switch};
 use crate::locator::{Locator, LocatorError};
 use crate::model::{StoredObject, Tier};
 use crate::online::{OnlineError, OnlineStore};
-use crate::reader::{Payload, ReadError, Reader, HOLD_LIMIT};
+use crate::reader::{Payload, ReadError, Reader};
 
 /// Instances read ahead of the container being written.
 const READ_AHEAD: usize = 4;
@@ -261,15 +260,12 @@ impl Converter {
             .map(move |(uid, object)| {
                 let reader = reader.clone();
                 async move {
-                    if object.length > HOLD_LIMIT {
-                        // Checked now, copied in parts as the container is written; kept
-                        // in its stored syntax (compressing would need it whole).
-                        debug!(sop_instance_uid = %uid, bytes = object.length, "too large to hold: archived as stored, in parts");
-                        let origin = reader.intact_origin(&uid, &object).await?;
-                        let syntax = object.transfer_syntax_uid.clone();
-                        return Ok::<_, ConvertError>((Payload::Parts(origin), syntax));
-                    }
-                    let bytes = reader.read_instance(&uid, &object).await?;
+                    // One too large to hold is kept in its stored syntax (compressing
+                    // would need it whole).
+                    let payload = reader.payload(&uid, &object).await?;
+                    let Payload::Whole(bytes) = payload else {
+                        return Ok::<_, ConvertError>((payload, object.transfer_syntax_uid));
+                    };
                     let (bytes, syntax) = compress(compression, &object, bytes).await;
                     Ok((Payload::Whole(bytes), syntax))
                 }
@@ -363,13 +359,13 @@ impl Converter {
         let result: Result<(), ConvertError> = async {
             for (instance, target) in archived.iter().zip(&targets) {
                 // From the container, or from whichever backup copy survives.
-                let bytes = self
+                let payload = self
                     .reader
-                    .read_instance(&instance.sop_instance_uid, &instance.object)
+                    .payload(&instance.sop_instance_uid, &instance.object)
                     .await?;
-                moved.bytes += bytes.len() as u64;
+                moved.bytes += payload.len();
                 moved.instances += 1;
-                self.write_online(target, bytes.clone()).await?;
+                self.write_online(target, &payload).await?;
                 switches.push(Switch {
                     sop_instance_uid: instance.sop_instance_uid.clone(),
                     from_tier: Tier::Archive,
@@ -378,8 +374,8 @@ impl Converter {
                         tier: Tier::Online,
                         location: target.clone(),
                         offset: 0,
-                        length: bytes.len() as u64,
-                        crc32c: crc32c(&bytes),
+                        length: payload.len(),
+                        crc32c: payload.crc32c(),
                         transfer_syntax_uid: instance.object.transfer_syntax_uid.clone(),
                     },
                 });
@@ -404,22 +400,31 @@ impl Converter {
 
     /// Writes one Part-10 file to `target` on the online tier through the atomic path:
     /// temporary file, fsync, rename, folder fsync.
-    async fn write_online(&self, target: &str, data: bytes::Bytes) -> Result<(), ConvertError> {
+    /// Writes `payload` to a new online file at `target`, durably (tmp, fsync, rename); a
+    /// payload read in parts is checked against its CRC-32C before it is published.
+    async fn write_online(&self, target: &str, payload: &Payload) -> Result<(), ConvertError> {
+        use tokio::io::AsyncWriteExt;
+        let (path, file) = self.online.create_temp()?;
+        let io = |source| OnlineError::CreateTemp {
+            path: path.clone(),
+            source,
+        };
+        let mut file = tokio::fs::File::from_std(file);
+        match payload {
+            Payload::Whole(bytes) => file.write_all(bytes).await.map_err(io)?,
+            Payload::Parts(origin) => {
+                let mut parts = self.reader.parts(origin);
+                while let Some(part) = parts.next().await? {
+                    file.write_all(&part).await.map_err(io)?;
+                }
+            }
+        }
+        file.sync_all().await.map_err(io)?;
         let online = self.online.clone();
         let target = target.to_string();
-        tokio::task::spawn_blocking(move || -> Result<(), OnlineError> {
-            use std::io::Write;
-            let (path, mut file) = online.create_temp()?;
-            let io = |source| OnlineError::CreateTemp {
-                path: path.clone(),
-                source,
-            };
-            file.write_all(&data).map_err(io)?;
-            file.sync_all().map_err(io)?;
-            online.publish(&path, &target)
-        })
-        .await
-        .expect("blocking write")?;
+        tokio::task::spawn_blocking(move || online.publish(&path, &target))
+            .await
+            .expect("blocking publish")?;
         Ok(())
     }
 
@@ -431,7 +436,7 @@ impl Converter {
         &self,
         study_instance_uid: &str,
         instance: &PlacedInstance,
-        bytes: bytes::Bytes,
+        payload: Payload,
     ) -> Result<bool, ConvertError> {
         let target = self
             .online
@@ -447,7 +452,7 @@ impl Converter {
                 study_instance_uid,
             )
             .await?;
-        if let Err(e) = self.write_online(&target, bytes.clone()).await {
+        if let Err(e) = self.write_online(&target, &payload).await {
             let _ = self.delete_unreferenced(Tier::Online, &target).await;
             let _ = self.locator.finish_job(job).await;
             return Err(e);
@@ -460,8 +465,8 @@ impl Converter {
                 tier: Tier::Online,
                 location: target.clone(),
                 offset: 0,
-                length: bytes.len() as u64,
-                crc32c: crc32c(&bytes),
+                length: payload.len(),
+                crc32c: payload.crc32c(),
                 transfer_syntax_uid: instance.object.transfer_syntax_uid.clone(),
             },
         };
