@@ -138,7 +138,7 @@ pub fn syntax_is_encapsulated(uid: &str) -> bool {
 pub fn decode_whole(mut object: DefaultDicomObject, to: &str) -> Result<Vec<u8>, TranscodeError> {
     let to_ts = syntax(to)?;
     let name = syntax_name(&object);
-    let decoded = decoded_size(&object)?;
+    let decoded = ImageAttributes::read(&object)?.decoded_size();
     if decoded > MAX_DECODED {
         return Err(TranscodeError::TooLargeToDecode(decoded));
     }
@@ -157,22 +157,59 @@ pub fn decode_whole(mut object: DefaultDicomObject, to: &str) -> Result<Vec<u8>,
     Ok(out)
 }
 
-/// Rows × Columns × Samples per Pixel × frames × bytes per sample, from the attributes.
-fn decoded_size(object: &DefaultDicomObject) -> Result<u64, TranscodeError> {
-    let int = |tag, name: &'static str, default: Option<u64>| -> Result<u64, TranscodeError> {
-        match object.element_opt(tag) {
+/// The Image Pixel attributes a decode needs (PS3.3 C.7.6.3), read once.
+#[derive(Debug)]
+struct ImageAttributes {
+    rows: u64,
+    columns: u64,
+    samples_per_pixel: u64,
+    /// Number of Frames, 1 when absent (or 0).
+    frames: u64,
+    bits_allocated: u64,
+    photometric_interpretation: Option<String>,
+}
+
+impl ImageAttributes {
+    /// Rows, Columns and Bits Allocated are required; Samples per Pixel and Number of
+    /// Frames default to 1. Present but not a number is an error naming the attribute.
+    fn read(object: &DefaultDicomObject) -> Result<Self, TranscodeError> {
+        let int = |tag, name: &'static str, default: Option<u64>| match object.element_opt(tag) {
             Ok(Some(e)) => e
                 .to_int::<u64>()
                 .map_err(|_| TranscodeError::Attribute(name)),
             _ => default.ok_or(TranscodeError::Attribute(name)),
-        }
-    };
-    let rows = int(tags::ROWS, "Rows", None)?;
-    let columns = int(tags::COLUMNS, "Columns", None)?;
-    let samples = int(tags::SAMPLES_PER_PIXEL, "Samples per Pixel", Some(1))?;
-    let frames = int(tags::NUMBER_OF_FRAMES, "Number of Frames", Some(1))?.max(1);
-    let bits = int(tags::BITS_ALLOCATED, "Bits Allocated", None)?;
-    Ok(rows * columns * samples * frames * bits.div_ceil(8))
+        };
+        let photometric_interpretation = object
+            .element_opt(tags::PHOTOMETRIC_INTERPRETATION)
+            .ok()
+            .flatten()
+            .and_then(|e| e.to_str().ok().map(|s| s.trim().to_string()));
+        Ok(ImageAttributes {
+            rows: int(tags::ROWS, "Rows", None)?,
+            columns: int(tags::COLUMNS, "Columns", None)?,
+            samples_per_pixel: int(tags::SAMPLES_PER_PIXEL, "Samples per Pixel", Some(1))?,
+            frames: int(tags::NUMBER_OF_FRAMES, "Number of Frames", Some(1))?.max(1),
+            bits_allocated: int(tags::BITS_ALLOCATED, "Bits Allocated", None)?,
+            photometric_interpretation,
+        })
+    }
+
+    /// Bytes of one decoded frame: Rows × Columns × Samples per Pixel × bytes per sample
+    /// (saturating: absurd attributes give a size that is refused, never an overflow).
+    fn frame_size(&self) -> u64 {
+        [
+            self.columns,
+            self.samples_per_pixel,
+            self.bits_allocated.div_ceil(8),
+        ]
+        .iter()
+        .fold(self.rows, |size, n| size.saturating_mul(*n))
+    }
+
+    /// Bytes of the whole decoded pixel data.
+    fn decoded_size(&self) -> u64 {
+        self.frame_size().saturating_mul(self.frames)
+    }
 }
 
 /// Decoded pixel data larger than this is decoded one frame at a time
@@ -205,13 +242,8 @@ pub fn parse_for_decoding(
         .map_err(|e| TranscodeError::Parse(e.to_string()))?;
     // Multi-frame too: dicom-pixeldata 0.10 fails to decode some whole multi-frame RLE
     // images (DCMTK's dcmcrle output) that it decodes frame by frame.
-    let frames = object
-        .element_opt(tags::NUMBER_OF_FRAMES)
-        .ok()
-        .flatten()
-        .and_then(|e| e.to_int::<u64>().ok())
-        .unwrap_or(1);
-    let by_frame = frames > 1 || decoded_size(&object)? > DECODE_WHOLE_LIMIT;
+    let image = ImageAttributes::read(&object)?;
+    let by_frame = image.frames > 1 || image.decoded_size() > DECODE_WHOLE_LIMIT;
     Ok((object, by_frame))
 }
 
@@ -240,44 +272,28 @@ pub fn decode_by_frame(
             })
         }
     };
-    let frames = u32::try_from(
-        object
-            .element_opt(tags::NUMBER_OF_FRAMES)
-            .ok()
-            .flatten()
-            .and_then(|e| e.to_int::<u64>().ok())
-            .unwrap_or(1)
-            .max(1),
-    )
-    .map_err(|_| TranscodeError::Attribute("Number of Frames"))?;
-    let total = decoded_size(object)?;
-    let frame_len = total / u64::from(frames);
+    let image = ImageAttributes::read(object)?;
+    let frames =
+        u32::try_from(image.frames).map_err(|_| TranscodeError::Attribute("Number of Frames"))?;
+    let frame_len = image.frame_size();
     if frame_len > MAX_DECODED {
         return Err(TranscodeError::TooLargeToDecode(frame_len));
     }
+    let total = image.decoded_size();
     let length = u32::try_from(total).map_err(|_| TranscodeError::TooLargeToDecode(total))?;
-    let bits = object
-        .element(tags::BITS_ALLOCATED)
-        .ok()
-        .and_then(|e| e.to_int::<u16>().ok())
-        .ok_or(TranscodeError::Attribute("Bits Allocated"))?;
-    if bits != 8 && bits != 16 {
-        return Err(TranscodeError::Attribute(
-            "Bits Allocated (8 or 16 to decode)",
-        ));
-    }
-    let samples = object
-        .element_opt(tags::SAMPLES_PER_PIXEL)
-        .ok()
-        .flatten()
-        .and_then(|e| e.to_int::<u16>().ok())
-        .unwrap_or(1);
-    let photometric = object
-        .element_opt(tags::PHOTOMETRIC_INTERPRETATION)
-        .ok()
-        .flatten()
-        .and_then(|e| e.to_str().ok().map(|s| s.trim().to_string()));
-    let corrected = match (samples, photometric.as_deref()) {
+    let bits = match image.bits_allocated {
+        8 => 8,
+        16 => 16,
+        _ => {
+            return Err(TranscodeError::Attribute(
+                "Bits Allocated (8 or 16 to decode)",
+            ))
+        }
+    };
+    let corrected = match (
+        image.samples_per_pixel,
+        image.photometric_interpretation.as_deref(),
+    ) {
         (1, Some("MONOCHROME1" | "MONOCHROME2")) => None,
         (1, _) => Some("MONOCHROME2"),
         (3, _) => Some("RGB"),
@@ -340,4 +356,68 @@ pub fn decode_by_frame(
         }
     }
     Ok(sink(Decoded::Bytes(tail)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    use dicom_object::meta::FileMetaTableBuilder;
+
+    fn image(elements: Vec<DataElement<InMemDicomObject>>) -> DefaultDicomObject {
+        InMemDicomObject::from_element_iter(elements)
+            .with_meta(
+                FileMetaTableBuilder::new()
+                    .transfer_syntax("1.2.840.10008.1.2.5")
+                    .media_storage_sop_class_uid("1.2.840.10008.5.1.4.1.1.2")
+                    .media_storage_sop_instance_uid("1.2.3"),
+            )
+            .unwrap()
+    }
+
+    fn us(tag: dicom_core::Tag, v: u16) -> DataElement<InMemDicomObject> {
+        DataElement::new(tag, VR::US, PrimitiveValue::from(v))
+    }
+
+    #[test]
+    fn image_attributes_give_frame_and_total_sizes_without_overflow() {
+        let ct = image(vec![
+            us(tags::ROWS, 512),
+            us(tags::COLUMNS, 512),
+            us(tags::BITS_ALLOCATED, 16),
+            DataElement::new(tags::NUMBER_OF_FRAMES, VR::IS, "3"),
+        ]);
+        let a = ImageAttributes::read(&ct).unwrap();
+        assert_eq!((a.samples_per_pixel, a.frames), (1, 3));
+        assert_eq!(a.frame_size(), 512 * 512 * 2);
+        assert_eq!(a.decoded_size(), 3 * 512 * 512 * 2);
+
+        // The largest values the attributes can hold: saturated, then refused by the caps.
+        let absurd = image(vec![
+            us(tags::ROWS, u16::MAX),
+            us(tags::COLUMNS, u16::MAX),
+            us(tags::SAMPLES_PER_PIXEL, u16::MAX),
+            us(tags::BITS_ALLOCATED, u16::MAX),
+            DataElement::new(tags::NUMBER_OF_FRAMES, VR::IS, "2147483647"),
+        ]);
+        let a = ImageAttributes::read(&absurd).unwrap();
+        assert_eq!(a.decoded_size(), u64::MAX);
+
+        // Required attribute missing, or present and not a number: named.
+        let no_rows = image(vec![us(tags::COLUMNS, 1), us(tags::BITS_ALLOCATED, 8)]);
+        assert!(matches!(
+            ImageAttributes::read(&no_rows),
+            Err(TranscodeError::Attribute("Rows"))
+        ));
+        let bad_frames = image(vec![
+            us(tags::ROWS, 1),
+            us(tags::COLUMNS, 1),
+            us(tags::BITS_ALLOCATED, 8),
+            DataElement::new(tags::NUMBER_OF_FRAMES, VR::IS, "many"),
+        ]);
+        assert!(matches!(
+            ImageAttributes::read(&bad_frames),
+            Err(TranscodeError::Attribute("Number of Frames"))
+        ));
+    }
 }
