@@ -13,8 +13,9 @@ use dicom_core::Tag;
 use dicom_encoding::transfer_syntax::Codec;
 use dicom_encoding::TransferSyntax;
 use dicom_encoding::TransferSyntaxIndex;
+use dicom_object::file::{OpenFileOptions, ReadPreamble};
 use dicom_object::meta::FileMetaTable;
-use dicom_object::InMemDicomObject;
+use dicom_object::{DefaultDicomObject, InMemDicomObject};
 use dicom_parser::dataset::{DataSetReader, DataToken};
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
@@ -71,6 +72,29 @@ pub fn decode_small(
         return Err(DecodeError::Parse("the data set is truncated".into()));
     }
     InMemDicomObject::read_dataset_with_ts(bytes, ts).map_err(|e| DecodeError::Parse(e.to_string()))
+}
+
+/// Opens a whole Part-10 file held in memory whose bytes are not trusted (a file given to
+/// `strata transcode`, a stored instance about to be decoded): preamble and file meta
+/// checked ([`read_file_meta`]), the data set scanned (nesting; no length past the end;
+/// deflated, at most `max_bytes` once inflated; not truncated), then built.
+pub fn open_part10(file: &[u8], max_bytes: u64) -> Result<DefaultDicomObject, ScanError> {
+    let mut rest = file
+        .get(128..)
+        .ok_or_else(|| ScanError::Parse("not a DICOM file: shorter than its preamble".into()))?;
+    let meta = read_file_meta(&mut rest)?;
+    let uid = meta.transfer_syntax().trim_end_matches('\0');
+    let ts = TransferSyntaxRegistry
+        .get(uid)
+        .ok_or_else(|| ScanError::Parse(format!("unknown transfer syntax {uid}")))?;
+    let budget = budget(ts, max_bytes, rest.len() as u64);
+    if scan(std::io::Cursor::new(rest.to_vec()), ts, None, budget)? == ScanEnd::Truncated {
+        return Err(ScanError::Parse("the data set is truncated".into()));
+    }
+    OpenFileOptions::new()
+        .read_preamble(ReadPreamble::Always)
+        .from_reader(file)
+        .map_err(|e| ScanError::Parse(e.to_string()))
 }
 
 /// The `max_bytes` to [`scan`] a data set of `stored_len` bytes with: undeflated, a data set
@@ -385,6 +409,28 @@ mod tests {
         out.extend_from_slice(&(elements.len() as u32).to_le_bytes());
         out.extend_from_slice(elements);
         out
+    }
+
+    /// Found by fuzzing (fuzz/regressions/transcode): a data set element declaring gigabytes
+    /// made the decode path's parser (and `strata transcode`'s) zero-fill them.
+    #[test]
+    fn open_part10_checks_the_data_set_before_building_it() {
+        let mut ts = vec![0x02, 0x00, 0x10, 0x00, b'U', b'I', 20, 0];
+        ts.extend_from_slice(b"1.2.840.10008.1.2.1\0");
+        let mut file = vec![0u8; 128];
+        file.extend(file_meta(&ts));
+        // (0008,0060) CS "CT"
+        file.extend_from_slice(&[0x08, 0x00, 0x60, 0x00, b'C', b'S', 2, 0, b'C', b'T']);
+        let opened = open_part10(&file, 1 << 20).unwrap();
+        assert_eq!(opened.meta().transfer_syntax(), "1.2.840.10008.1.2.1");
+        // (0009,0010) OB declaring 0xF0000000 bytes, four present.
+        let mut hostile = file.clone();
+        hostile.extend_from_slice(&[0x09, 0x00, 0x10, 0x00, b'O', b'B', 0, 0]);
+        hostile.extend_from_slice(&0xF000_0000u32.to_le_bytes());
+        hostile.extend_from_slice(&[1, 2, 3, 4]);
+        let err = open_part10(&hostile, 1 << 20).unwrap_err();
+        assert!(matches!(err, ScanError::LengthPastEnd { .. }), "{err}");
+        assert!(open_part10(&file[..100], 1 << 20).is_err());
     }
 
     /// Found by fuzzing (fuzz/regressions/part10): a file meta element declaring 2 GiB made

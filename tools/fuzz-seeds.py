@@ -15,12 +15,16 @@ import sys
 import tarfile
 import zlib
 
+import numpy
+import openjpeg
+
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
 from pydicom.sequence import Sequence
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import (CTImageStorage, ExplicitVRLittleEndian, ImplicitVRLittleEndian,
+                         JPEG2000Lossless, RLELossless)
 
 OUT = sys.argv[1] if len(sys.argv) > 1 else "fuzz/seeds"
 IMPLICIT, EXPLICIT, BIG, DEFLATED = 0, 1, 2, 3
@@ -251,6 +255,26 @@ def main():
     put("part10", "implicit", bytes([0]) + part10(ct(), ImplicitVRLittleEndian, True))
     put("part10", "encapsulated",
         bytes([0]) + part10(ct(encapsulated=True), "1.2.840.10008.1.2.4.50", False))
+
+    # The first byte selects: 0 JPEG 2000 lossless, 1 JPEG 2000 ROI, 2 decode.
+    image = ct()
+    image.Rows = image.Columns = 8
+    image.PixelData = b"".join(struct.pack("<H", (i * 37) % 4096) for i in range(64))
+    put("transcode", "to-lossless", bytes([0]) + part10(image, ExplicitVRLittleEndian, False))
+    put("transcode", "to-roi", bytes([1]) + part10(image, ExplicitVRLittleEndian, False))
+    rle = ct()
+    rle.Rows = rle.Columns = 8
+    rle.PixelData = image.PixelData
+    rle.file_meta = FileMetaDataset()
+    rle.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    rle.compress(RLELossless, generate_instance_uid=False)
+    put("transcode", "from-rle", bytes([2]) + part10(rle, RLELossless, False))
+    # OpenJPEG uses six resolution levels: 32 x 32 is the smallest image it encodes.
+    j2k = ct(encapsulated=True)
+    j2k.Rows = j2k.Columns = 32
+    pixels = numpy.array([(i * 37) % 4096 for i in range(32 * 32)], dtype="<u2").reshape(32, 32)
+    j2k.PixelData = encapsulate([openjpeg.encode(pixels, bits_stored=12)])
+    put("transcode", "from-j2k", bytes([2]) + part10(j2k, JPEG2000Lossless, False))
 
     data_set = encode(native, EXPLICIT)
     stream = associate_rq()

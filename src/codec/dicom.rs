@@ -13,7 +13,6 @@ use dicom_core::value::{PixelFragmentSequence, PrimitiveValue};
 use dicom_core::{DataElement, Length, VR};
 use dicom_dictionary_std::tags;
 use dicom_encoding::TransferSyntaxIndex;
-use dicom_object::file::{OpenFileOptions, ReadPreamble};
 use dicom_object::DefaultDicomObject;
 use dicom_pixeldata::{PixelDecoder, PlanarConfiguration};
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
@@ -92,11 +91,13 @@ struct Frames {
 
 /// Reads a Part-10 file from memory.
 fn open(part10: &[u8]) -> Result<DefaultDicomObject, CodecError> {
-    OpenFileOptions::new()
-        .read_preamble(ReadPreamble::Always)
-        .from_reader(part10)
-        .map_err(|e| CodecError::Parse(e.to_string()))
+    crate::dataset::open_part10(part10, MAX_INFLATED).map_err(|e| CodecError::Parse(e.to_string()))
 }
+
+/// Most a deflated input may inflate to.
+const MAX_INFLATED: u64 = 1 << 30;
+/// Most decoded pixel data compressed at once.
+const MAX_DECODED: u64 = 1 << 30;
 
 /// Decodes every frame's samples, masked to Bits Stored (sign-extended when signed), so that
 /// values compare equal whatever the high bits held.
@@ -109,8 +110,12 @@ fn frames(object: &DefaultDicomObject) -> Result<Frames, CodecError> {
     {
         return Err(CodecError::NoPixelData);
     }
-    let decoded = object
-        .decode_pixel_data()
+    // Whole: the encoder takes every frame at once (backup and archive never give it an
+    // instance over `reader::HOLD_LIMIT`).
+    super::pixels::check_decodable(object, MAX_DECODED, false)
+        .map_err(|e| CodecError::Decode(e.to_string()))?;
+    let decoded = super::pixels::guard_decoder(|| object.decode_pixel_data())
+        .map_err(|e| CodecError::Decode(e.to_string()))?
         .map_err(|e| CodecError::Decode(e.to_string()))?;
     let components = decoded.samples_per_pixel();
     let bits_allocated = decoded.bits_allocated();

@@ -3,8 +3,11 @@
 //! decode-and-compare check). `native` knows the byte layout of the three uncompressed
 //! syntaxes and `walk` follows a data set's elements as its bytes stream by (is it whole,
 //! where is its pixel data): ingest checks arrivals with them, retrieves re-encode with them.
+//! `pixels` checks what the third-party decoders are given (attributes, sizes, RLE headers)
+//! and turns their panics into errors.
 
 pub mod dicom;
 pub mod j2k;
 pub mod native;
+pub mod pixels;
 pub mod walk;

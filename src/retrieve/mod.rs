@@ -3,7 +3,7 @@
 //! [`Reader`], whichever tier holds them, prefetching ahead of the network.
 
 mod stream;
-mod transcode;
+pub mod transcode;
 
 use std::sync::Arc;
 

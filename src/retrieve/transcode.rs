@@ -9,9 +9,9 @@
 //! multi-frame instances and those over [`DECODE_WHOLE_LIMIT`] are decoded frame by frame),
 //! and an uncompressed data set over [`MAX_IN_MEMORY`] that cannot be re-encoded as a stream.
 
+use crate::codec::pixels::{check_decodable, guard_decoder, ImageAttributes, PixelError};
 use dicom_dictionary_std::tags;
 use dicom_encoding::{Codec, TransferSyntax, TransferSyntaxIndex};
-use dicom_object::file::{OpenFileOptions, ReadPreamble};
 use dicom_object::{DefaultDicomObject, InMemDicomObject};
 use dicom_pixeldata::Transcode;
 use dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN;
@@ -51,6 +51,21 @@ pub enum TranscodeError {
     Decode { name: String, reason: String },
     #[error("cannot encode in {name}: {reason}")]
     Encode { name: String, reason: String },
+}
+
+impl From<PixelError> for TranscodeError {
+    fn from(e: PixelError) -> Self {
+        match e {
+            PixelError::Attribute(name) => TranscodeError::Attribute(name),
+            PixelError::TooLarge(size) => TranscodeError::TooLargeToDecode(size),
+            e @ (PixelError::Rle { .. } | PixelError::DecoderPanicked(_)) => {
+                TranscodeError::Decode {
+                    name: "the stored pixel data".into(),
+                    reason: e.to_string(),
+                }
+            }
+        }
+    }
 }
 
 fn syntax(uid: &str) -> Result<&'static TransferSyntax, TranscodeError> {
@@ -138,16 +153,13 @@ pub fn syntax_is_encapsulated(uid: &str) -> bool {
 pub fn decode_whole(mut object: DefaultDicomObject, to: &str) -> Result<Vec<u8>, TranscodeError> {
     let to_ts = syntax(to)?;
     let name = syntax_name(&object);
-    let decoded = ImageAttributes::read(&object)?.decoded_size();
-    if decoded > MAX_DECODED {
-        return Err(TranscodeError::TooLargeToDecode(decoded));
-    }
-    object
-        .transcode(&EXPLICIT_VR_LITTLE_ENDIAN.erased())
-        .map_err(|e| TranscodeError::Decode {
+    let decoded = check_decodable(&object, MAX_DECODED, false)?.decoded_size();
+    guard_decoder(|| object.transcode(&EXPLICIT_VR_LITTLE_ENDIAN.erased()))?.map_err(|e| {
+        TranscodeError::Decode {
             name,
             reason: e.to_string(),
-        })?;
+        }
+    })?;
     // Attributes that describe the encapsulated form only.
     object.remove_element(tags::ENCAPSULATED_PIXEL_DATA_VALUE_TOTAL_LENGTH);
     object.remove_element(tags::EXTENDED_OFFSET_TABLE);
@@ -155,61 +167,6 @@ pub fn decode_whole(mut object: DefaultDicomObject, to: &str) -> Result<Vec<u8>,
     let mut out = Vec::with_capacity(decoded as usize + 4096);
     encode(&object, to_ts, &mut out)?;
     Ok(out)
-}
-
-/// The Image Pixel attributes a decode needs (PS3.3 C.7.6.3), read once.
-#[derive(Debug)]
-struct ImageAttributes {
-    rows: u64,
-    columns: u64,
-    samples_per_pixel: u64,
-    /// Number of Frames, 1 when absent (or 0).
-    frames: u64,
-    bits_allocated: u64,
-    photometric_interpretation: Option<String>,
-}
-
-impl ImageAttributes {
-    /// Rows, Columns and Bits Allocated are required; Samples per Pixel and Number of
-    /// Frames default to 1. Present but not a number is an error naming the attribute.
-    fn read(object: &DefaultDicomObject) -> Result<Self, TranscodeError> {
-        let int = |tag, name: &'static str, default: Option<u64>| match object.element_opt(tag) {
-            Ok(Some(e)) => e
-                .to_int::<u64>()
-                .map_err(|_| TranscodeError::Attribute(name)),
-            _ => default.ok_or(TranscodeError::Attribute(name)),
-        };
-        let photometric_interpretation = object
-            .element_opt(tags::PHOTOMETRIC_INTERPRETATION)
-            .ok()
-            .flatten()
-            .and_then(|e| e.to_str().ok().map(|s| s.trim().to_string()));
-        Ok(ImageAttributes {
-            rows: int(tags::ROWS, "Rows", None)?,
-            columns: int(tags::COLUMNS, "Columns", None)?,
-            samples_per_pixel: int(tags::SAMPLES_PER_PIXEL, "Samples per Pixel", Some(1))?,
-            frames: int(tags::NUMBER_OF_FRAMES, "Number of Frames", Some(1))?.max(1),
-            bits_allocated: int(tags::BITS_ALLOCATED, "Bits Allocated", None)?,
-            photometric_interpretation,
-        })
-    }
-
-    /// Bytes of one decoded frame: Rows × Columns × Samples per Pixel × bytes per sample
-    /// (saturating: absurd attributes give a size that is refused, never an overflow).
-    fn frame_size(&self) -> u64 {
-        [
-            self.columns,
-            self.samples_per_pixel,
-            self.bits_allocated.div_ceil(8),
-        ]
-        .iter()
-        .fold(self.rows, |size, n| size.saturating_mul(*n))
-    }
-
-    /// Bytes of the whole decoded pixel data.
-    fn decoded_size(&self) -> u64 {
-        self.frame_size().saturating_mul(self.frames)
-    }
 }
 
 /// Decoded pixel data larger than this is decoded one frame at a time
@@ -236,14 +193,15 @@ pub fn parse_for_decoding(
             uid: from.to_string(),
         });
     }
-    let object = OpenFileOptions::new()
-        .read_preamble(ReadPreamble::Always)
-        .from_reader(file)
+    // Checked as untrusted input, although ingest checked it and its CRC-32C matched: the
+    // parser reserves whatever a length declares.
+    let object = crate::dataset::open_part10(file, MAX_IN_MEMORY)
         .map_err(|e| TranscodeError::Parse(e.to_string()))?;
     // Multi-frame too: dicom-pixeldata 0.10 fails to decode some whole multi-frame RLE
     // images (DCMTK's dcmcrle output) that it decodes frame by frame.
     let image = ImageAttributes::read(&object)?;
     let by_frame = image.frames > 1 || image.decoded_size() > DECODE_WHOLE_LIMIT;
+    check_decodable(&object, MAX_DECODED, by_frame)?;
     Ok((object, by_frame))
 }
 
@@ -272,13 +230,10 @@ pub fn decode_by_frame(
             })
         }
     };
-    let image = ImageAttributes::read(object)?;
+    let image = check_decodable(object, MAX_DECODED, true)?;
     let frames =
         u32::try_from(image.frames).map_err(|_| TranscodeError::Attribute("Number of Frames"))?;
     let frame_len = image.frame_size();
-    if frame_len > MAX_DECODED {
-        return Err(TranscodeError::TooLargeToDecode(frame_len));
-    }
     let total = image.decoded_size();
     let length = u32::try_from(total).map_err(|_| TranscodeError::TooLargeToDecode(total))?;
     let bits = match image.bits_allocated {
@@ -331,13 +286,12 @@ pub fn decode_by_frame(
     }
     let name = || syntax_name(object);
     for frame in 0..frames {
-        let decoded =
-            object
-                .decode_pixel_data_frame(frame)
-                .map_err(|e| TranscodeError::Decode {
-                    name: name(),
-                    reason: format!("frame {frame}: {e}"),
-                })?;
+        let decoded = guard_decoder(|| object.decode_pixel_data_frame(frame))?.map_err(|e| {
+            TranscodeError::Decode {
+                name: name(),
+                reason: format!("frame {frame}: {e}"),
+            }
+        })?;
         let mut bytes = decoded.into_data();
         if bytes.len() as u64 != frame_len {
             return Err(TranscodeError::Decode {
@@ -356,68 +310,4 @@ pub fn decode_by_frame(
         }
     }
     Ok(sink(Decoded::Bytes(tail)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use dicom_core::{DataElement, PrimitiveValue, VR};
-    use dicom_object::meta::FileMetaTableBuilder;
-
-    fn image(elements: Vec<DataElement<InMemDicomObject>>) -> DefaultDicomObject {
-        InMemDicomObject::from_element_iter(elements)
-            .with_meta(
-                FileMetaTableBuilder::new()
-                    .transfer_syntax("1.2.840.10008.1.2.5")
-                    .media_storage_sop_class_uid("1.2.840.10008.5.1.4.1.1.2")
-                    .media_storage_sop_instance_uid("1.2.3"),
-            )
-            .unwrap()
-    }
-
-    fn us(tag: dicom_core::Tag, v: u16) -> DataElement<InMemDicomObject> {
-        DataElement::new(tag, VR::US, PrimitiveValue::from(v))
-    }
-
-    #[test]
-    fn image_attributes_give_frame_and_total_sizes_without_overflow() {
-        let ct = image(vec![
-            us(tags::ROWS, 512),
-            us(tags::COLUMNS, 512),
-            us(tags::BITS_ALLOCATED, 16),
-            DataElement::new(tags::NUMBER_OF_FRAMES, VR::IS, "3"),
-        ]);
-        let a = ImageAttributes::read(&ct).unwrap();
-        assert_eq!((a.samples_per_pixel, a.frames), (1, 3));
-        assert_eq!(a.frame_size(), 512 * 512 * 2);
-        assert_eq!(a.decoded_size(), 3 * 512 * 512 * 2);
-
-        // The largest values the attributes can hold: saturated, then refused by the caps.
-        let absurd = image(vec![
-            us(tags::ROWS, u16::MAX),
-            us(tags::COLUMNS, u16::MAX),
-            us(tags::SAMPLES_PER_PIXEL, u16::MAX),
-            us(tags::BITS_ALLOCATED, u16::MAX),
-            DataElement::new(tags::NUMBER_OF_FRAMES, VR::IS, "2147483647"),
-        ]);
-        let a = ImageAttributes::read(&absurd).unwrap();
-        assert_eq!(a.decoded_size(), u64::MAX);
-
-        // Required attribute missing, or present and not a number: named.
-        let no_rows = image(vec![us(tags::COLUMNS, 1), us(tags::BITS_ALLOCATED, 8)]);
-        assert!(matches!(
-            ImageAttributes::read(&no_rows),
-            Err(TranscodeError::Attribute("Rows"))
-        ));
-        let bad_frames = image(vec![
-            us(tags::ROWS, 1),
-            us(tags::COLUMNS, 1),
-            us(tags::BITS_ALLOCATED, 8),
-            DataElement::new(tags::NUMBER_OF_FRAMES, VR::IS, "many"),
-        ]);
-        assert!(matches!(
-            ImageAttributes::read(&bad_frames),
-            Err(TranscodeError::Attribute("Number of Frames"))
-        ));
-    }
 }
