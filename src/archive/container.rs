@@ -63,6 +63,12 @@ impl<W: ContainerWriter> ContainerBuilder<W> {
         sop_instance_uid: &str,
         length: u64,
     ) -> Result<Placed, ArchiveError> {
+        if !RecordWriter::fits(sop_instance_uid, length) {
+            return Err(ArchiveError::TooLargeForRecord {
+                sop_instance_uid: sop_instance_uid.to_string(),
+                length,
+            });
+        }
         let (head, placed) = self.records.begin_record(sop_instance_uid, length);
         self.writer.write(&head).await?;
         Ok(placed)

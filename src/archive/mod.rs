@@ -25,6 +25,15 @@ pub enum ArchiveError {
         path: String,
         source: std::io::Error,
     },
+    /// Stays where it is (online): the S-DICOM format cannot hold it.
+    #[error(
+        "{sop_instance_uid} ({length} bytes) is too large for an S-DICOM container record \
+         (SequenceFile lengths are 32-bit: under 2 GiB)"
+    )]
+    TooLargeForRecord {
+        sop_instance_uid: String,
+        length: u64,
+    },
     #[error("cannot write container {name}: {source}")]
     Write {
         name: String,

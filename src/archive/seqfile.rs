@@ -112,6 +112,14 @@ impl RecordWriter {
         }
     }
 
+    /// Whether a record with this key and value length fits the format: SequenceFile record
+    /// lengths are signed 32-bit, so a value (a Part-10 file) stays under 2 GiB.
+    pub fn fits(key: &str, value_len: u64) -> bool {
+        let mut key_bytes = Vec::with_capacity(key.len() + 5);
+        put_text(&mut key_bytes, key);
+        key_bytes.len() as u64 + 4 + value_len <= i32::MAX as u64
+    }
+
     /// The bytes that precede the value payload of a record with this key and value length
     /// (a sync marker if due, the record and key lengths, the key, the value length). The
     /// caller then writes the `value_len` payload bytes themselves.
@@ -427,5 +435,14 @@ mod tests {
         let _ = next_record(&bad, 0, header.length, bad.len() as u64, &sync);
         assert_eq!(decode_header(b"SEQ\x05"), Err(FormatError::Version(5)));
         assert_eq!(decode_header(b"PK\x03\x04"), Err(FormatError::Magic));
+    }
+
+    /// Found by the 2 GiB run of tests/memory.rs: a 2 GiB instance's record length wrapped
+    /// to a negative i32 and only the container's verification caught it.
+    #[test]
+    fn records_over_the_32_bit_lengths_do_not_fit() {
+        assert!(RecordWriter::fits("1.2.3", (1 << 31) - 100));
+        assert!(!RecordWriter::fits("1.2.3", (1 << 31) - 4));
+        assert!(!RecordWriter::fits("1.2.3", 4 << 30));
     }
 }
