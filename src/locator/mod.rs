@@ -339,46 +339,139 @@ impl Locator {
         }))
     }
 
-    /// Indexes an instance and records where it is, in one transaction with its audit entry.
-    /// If the SOP Instance UID is already stored, the existing row is kept unless `replace`.
-    /// The decision and the write are one write transaction that first locks the SOP Instance
-    /// UID (SQLite's database lock; a PostgreSQL advisory lock), so two processes or nodes
-    /// storing the same instance at once cannot both win.
+    /// Indexes an instance and records where it is, in one transaction with its audit entry
+    /// (see [`Locator::record_instances`]).
     pub async fn record_instance(
         &self,
         new: &NewInstance<'_>,
         replace: bool,
     ) -> Result<Recorded, LocatorError> {
-        let uid = &new.attributes.instance.sop_instance_uid;
-        let record = |source| LocatorError::Record {
-            uid: uid.clone(),
-            source,
+        let mut recorded = self
+            .record_instances(std::slice::from_ref(new), replace)
+            .await?;
+        Ok(recorded.pop().expect("one answer per instance"))
+    }
+
+    /// Indexes instances and records where they are, each with its audit entry, all in one
+    /// transaction: a group commit, one WAL sync on SQLite, one commit on PostgreSQL, however
+    /// many instances. If a SOP Instance UID is already stored (also by an earlier instance of
+    /// the same batch), the existing row is kept unless `replace`. The decisions and writes
+    /// happen in a write transaction that first locks every SOP Instance UID of the batch, in
+    /// sorted order (SQLite's database lock; PostgreSQL advisory locks), so two processes or
+    /// nodes storing the same instance at once cannot both win, nor deadlock. One answer per
+    /// instance, in order; any failure rolls back the whole batch.
+    pub async fn record_instances(
+        &self,
+        batch: &[NewInstance<'_>],
+        replace: bool,
+    ) -> Result<Vec<Recorded>, LocatorError> {
+        let first_uid = || {
+            batch
+                .first()
+                .map(|n| n.attributes.instance.sop_instance_uid.clone())
+                .unwrap_or_default()
         };
-        let series_uid = &new.attributes.series.series_instance_uid;
         let _writer = self.write_guard().await;
-        let mut tx = self.begin_write().await.map_err(record)?;
-        // The same UID's other stores, on any node, wait here until this one commits.
-        self.lock_key(&mut tx, uid).await.map_err(record)?;
-        let existing = select_object(&mut tx, uid).await.map_err(record)?;
+        let mut tx = self
+            .begin_write()
+            .await
+            .map_err(|source| LocatorError::Record {
+                uid: first_uid(),
+                source,
+            })?;
+        let mut uids: Vec<&str> = batch
+            .iter()
+            .map(|n| n.attributes.instance.sop_instance_uid.as_str())
+            .collect();
+        uids.sort_unstable();
+        uids.dedup();
+        for uid in uids {
+            // The same UID's other stores, on any node, wait here until this one commits.
+            self.lock_key(&mut tx, uid)
+                .await
+                .map_err(|source| LocatorError::Record {
+                    uid: uid.to_string(),
+                    source,
+                })?;
+        }
+        // Series rows made or found in this transaction: cached only once it commits.
+        let mut new_series: HashMap<String, i64> = HashMap::new();
+        let mut answers = Vec::with_capacity(batch.len());
+        let mut enqueued: Vec<&str> = Vec::new();
+        for new in batch {
+            let uid = &new.attributes.instance.sop_instance_uid;
+            let record = |source| LocatorError::Record {
+                uid: uid.clone(),
+                source,
+            };
+            let answer = self
+                .record_in(&mut tx, new, replace, &mut new_series)
+                .await
+                .map_err(record)?;
+            let study = new.attributes.study.study_instance_uid.as_str();
+            if new.enqueue_backup && answer != Recorded::Kept && !enqueued.contains(&study) {
+                copies::enqueue_in(&mut tx, self.dialect, study, "received")
+                    .await
+                    .map_err(record)?;
+                enqueued.push(study);
+            }
+            answers.push(answer);
+        }
+        tx.commit().await.map_err(|source| LocatorError::Record {
+            uid: first_uid(),
+            source,
+        })?;
+        if !new_series.is_empty() {
+            let mut ids = self.series_ids.lock().expect("series cache lock");
+            if ids.len() + new_series.len() > SERIES_CACHE_LIMIT {
+                ids.clear();
+            }
+            ids.extend(new_series);
+        }
+        Ok(answers)
+    }
+
+    /// One instance of [`Locator::record_instances`], inside its transaction.
+    async fn record_in(
+        &self,
+        tx: &mut Transaction<'_, Any>,
+        new: &NewInstance<'_>,
+        replace: bool,
+        new_series: &mut HashMap<String, i64>,
+    ) -> Result<Recorded, sqlx::Error> {
+        let uid = &new.attributes.instance.sop_instance_uid;
+        let series_uid = &new.attributes.series.series_instance_uid;
+        let known_series = self
+            .cached_series(series_uid)
+            .or_else(|| new_series.get(series_uid).copied());
+        if let (false, Some(series_fk)) = (replace, known_series) {
+            // The common case in one statement: a new instance of a known series, or a
+            // duplicate kept (nothing inserted).
+            return Ok(
+                if insert_new_instance(tx, self.dialect, series_fk, new).await? {
+                    Recorded::Stored
+                } else {
+                    Recorded::Kept
+                },
+            );
+        }
+        let existing = select_object(tx, uid).await?;
         if existing.is_some() && !replace {
-            tx.rollback().await.map_err(record)?;
             return Ok(Recorded::Kept);
         }
-        let cached = self.cached_series(series_uid);
-        let series_fk = match cached {
+        let series_fk = match known_series {
             Some(id) => id,
-            None => upsert_hierarchy(&mut tx, new.attributes)
-                .await
-                .map_err(record)?,
+            None => {
+                let id = upsert_hierarchy(tx, new.attributes).await?;
+                new_series.insert(series_uid.clone(), id);
+                id
+            }
         };
-        let a = &new.attributes.instance;
-        let o = new.object;
-        sqlx::query(
-            "INSERT INTO instances (series_fk, sop_instance_uid, sop_class_uid, instance_number, \
-               specific_character_set, transfer_syntax_uid, tier, location, byte_offset, \
-               byte_length, crc32c, received_at, source_ae) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
-             ON CONFLICT (sop_instance_uid) DO UPDATE SET series_fk = excluded.series_fk, \
+        insert_instance(
+            tx,
+            series_fk,
+            new,
+            "DO UPDATE SET series_fk = excluded.series_fk, \
                sop_class_uid = excluded.sop_class_uid, instance_number = excluded.instance_number, \
                specific_character_set = excluded.specific_character_set, \
                transfer_syntax_uid = excluded.transfer_syntax_uid, tier = excluded.tier, \
@@ -386,55 +479,13 @@ impl Locator {
                byte_length = excluded.byte_length, crc32c = excluded.crc32c, \
                received_at = excluded.received_at, source_ae = excluded.source_ae",
         )
-        .bind(series_fk)
-        .bind(&a.sop_instance_uid)
-        .bind(&a.sop_class_uid)
-        .bind(a.instance_number)
-        .bind(&a.specific_character_set)
-        .bind(&o.transfer_syntax_uid)
-        .bind(o.tier.as_str())
-        .bind(&o.location)
-        .bind(o.offset as i64)
-        .bind(o.length as i64)
-        .bind(i64::from(o.crc32c))
-        .bind(new.received_at)
-        .bind(new.source_ae)
-        .execute(&mut *tx)
-        .await
-        .map_err(record)?;
+        .await?;
         let event = if existing.is_some() {
             "replaced"
         } else {
             "stored"
         };
-        insert_audit(
-            &mut tx,
-            new.received_at,
-            event,
-            new.source_ae,
-            Some(uid),
-            "",
-        )
-        .await
-        .map_err(record)?;
-        if new.enqueue_backup {
-            copies::enqueue_in(
-                &mut tx,
-                self.dialect,
-                &new.attributes.study.study_instance_uid,
-                "received",
-            )
-            .await
-            .map_err(record)?;
-        }
-        tx.commit().await.map_err(record)?;
-        if cached.is_none() {
-            let mut ids = self.series_ids.lock().expect("series cache lock");
-            if ids.len() >= SERIES_CACHE_LIMIT {
-                ids.clear();
-            }
-            ids.insert(series_uid.clone(), series_fk);
-        }
+        insert_audit(tx, new.received_at, event, new.source_ae, Some(uid), "").await?;
         Ok(match existing {
             Some(old) => Recorded::Replaced(old),
             None => Recorded::Stored,
@@ -504,6 +555,77 @@ impl Drop for Locator {
         // Without a clean `close` the lease simply expires.
         self.heartbeat.abort();
     }
+}
+
+/// The columns of an instance's row, bound as `$1`..`$13` by [`bind_instance`].
+const INSTANCE_INSERT: &str = "INSERT INTO instances (series_fk, sop_instance_uid, \
+       sop_class_uid, instance_number, specific_character_set, transfer_syntax_uid, tier, \
+       location, byte_offset, byte_length, crc32c, received_at, source_ae) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+     ON CONFLICT (sop_instance_uid)";
+
+fn bind_instance<'q>(
+    sql: String,
+    series_fk: i64,
+    new: &'q NewInstance<'q>,
+) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments> {
+    let a = &new.attributes.instance;
+    let o = new.object;
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(series_fk)
+        .bind(&a.sop_instance_uid)
+        .bind(&a.sop_class_uid)
+        .bind(a.instance_number)
+        .bind(&a.specific_character_set)
+        .bind(&o.transfer_syntax_uid)
+        .bind(o.tier.as_str())
+        .bind(&o.location)
+        .bind(o.offset as i64)
+        .bind(o.length as i64)
+        .bind(i64::from(o.crc32c))
+        .bind(new.received_at)
+        .bind(new.source_ae)
+}
+
+/// Inserts an instance's row; `on_conflict` says what an existing row of the same SOP
+/// Instance UID gets (a constant clause, never data). Returns the rows written.
+async fn insert_instance(
+    tx: &mut Transaction<'_, Any>,
+    series_fk: i64,
+    new: &NewInstance<'_>,
+    on_conflict: &'static str,
+) -> Result<u64, sqlx::Error> {
+    let done = bind_instance(format!("{INSTANCE_INSERT} {on_conflict}"), series_fk, new)
+        .execute(&mut **tx)
+        .await?;
+    Ok(done.rows_affected())
+}
+
+/// Inserts a new instance's row and its "stored" audit entry in one round trip, unless its
+/// SOP Instance UID is stored already (then neither; returns false). PostgreSQL: one
+/// statement whose audit insert reads the instance insert's RETURNING; SQLite: two
+/// statements in one call, the second guarded by `changes()`.
+async fn insert_new_instance(
+    tx: &mut Transaction<'_, Any>,
+    dialect: Dialect,
+    series_fk: i64,
+    new: &NewInstance<'_>,
+) -> Result<bool, sqlx::Error> {
+    let audit = "INSERT INTO audit_log (at, event, ae, sop_instance_uid, detail)";
+    let sql = match dialect {
+        Dialect::Postgres => format!(
+            "WITH inserted AS ({INSTANCE_INSERT} DO NOTHING RETURNING sop_instance_uid) \
+             {audit} SELECT $12, 'stored', $13, sop_instance_uid, '' FROM inserted"
+        ),
+        Dialect::Sqlite => format!(
+            "{INSTANCE_INSERT} DO NOTHING; \
+             {audit} SELECT $12, 'stored', $13, $2, '' WHERE changes() = 1"
+        ),
+    };
+    let done = bind_instance(sql, series_fk, new)
+        .execute(&mut **tx)
+        .await?;
+    Ok(done.rows_affected() > 0)
 }
 
 /// Where an instance is stored, read through any connection or transaction.
@@ -888,6 +1010,62 @@ pub(crate) mod tests {
             1,
             "a study not queued when listed stays queued"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_batch_records_each_instance_once_with_its_audit_entry() {
+        let (_dir, locator) = temp_locator().await;
+        let new = |a: &'static IndexedAttributes, o: &'static StoredObject| NewInstance {
+            attributes: a,
+            object: o,
+            source_ae: "MOD",
+            received_at: 7,
+            enqueue_backup: false,
+        };
+        let leak =
+            |sop: &str, series: &str| -> (&'static IndexedAttributes, &'static StoredObject) {
+                (
+                    Box::leak(Box::new(attributes(sop, series))),
+                    Box::leak(Box::new(object(sop, 10))),
+                )
+            };
+        let (a1, o1) = leak("1.2.3.1.1", "1.2.3.1");
+        assert_eq!(
+            locator.record_instance(&new(a1, o1), false).await.unwrap(),
+            Recorded::Stored
+        );
+        let (a2, o2) = leak("1.2.3.1.2", "1.2.3.1");
+        let (a3, o3) = leak("1.2.3.2.1", "1.2.3.2");
+        let (a4, o4) = leak("1.2.3.2.2", "1.2.3.2");
+        // A new instance of a known series, the same again in the batch, a new series, a
+        // second instance of that series, and one stored before.
+        let batch = [
+            new(a2, o2),
+            new(a2, o2),
+            new(a3, o3),
+            new(a4, o4),
+            new(a1, o1),
+        ];
+        assert_eq!(
+            locator.record_instances(&batch, false).await.unwrap(),
+            vec![
+                Recorded::Stored,
+                Recorded::Kept,
+                Recorded::Stored,
+                Recorded::Stored,
+                Recorded::Kept
+            ]
+        );
+        assert_eq!(locator.totals().await.unwrap().instances, 4);
+        assert_eq!(locator.totals().await.unwrap().series, 2);
+        let stored: Vec<String> = sqlx::query_scalar(
+            "SELECT sop_instance_uid FROM audit_log WHERE event = 'stored' \
+             ORDER BY sop_instance_uid",
+        )
+        .fetch_all(&locator.pool)
+        .await
+        .unwrap();
+        assert_eq!(stored, ["1.2.3.1.1", "1.2.3.1.2", "1.2.3.2.1", "1.2.3.2.2"]);
     }
 
     #[tokio::test(flavor = "multi_thread")]
