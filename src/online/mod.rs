@@ -9,7 +9,7 @@
 
 mod part10;
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -58,7 +58,14 @@ pub struct OnlineStore {
     next_temp: AtomicU64,
     /// This process's lease, in temporaries' and new files' names.
     lease: LeaseToken,
+    /// Study folders whose entry in their fan-out folder this process has made durable, so
+    /// that later files in them need only the study folder synced. Nothing removes a study
+    /// folder; whatever does must forget it here. Emptied when full.
+    durable_dirs: std::sync::Mutex<HashSet<PathBuf>>,
 }
+
+/// Study folders remembered as durable, at most.
+const DURABLE_DIRS_LIMIT: usize = 16_384;
 
 impl OnlineStore {
     /// Opens (creating if needed) the tier for the process holding `lease`, and deletes
@@ -91,6 +98,7 @@ impl OnlineStore {
             tmp,
             next_temp: AtomicU64::new(0),
             lease,
+            durable_dirs: std::sync::Mutex::new(HashSet::new()),
         })
     }
 
@@ -120,10 +128,15 @@ impl OnlineStore {
         &self.root
     }
 
-    /// Creates a new, empty temporary file for an incoming instance.
-    pub fn create_temp(&self) -> Result<(PathBuf, std::fs::File), OnlineError> {
+    /// A new name for a temporary file, never used before (no I/O: the writer creates it).
+    pub fn temp_path(&self) -> PathBuf {
         let n = self.next_temp.fetch_add(1, Ordering::Relaxed);
-        let path = self.tmp.join(format!("{}-{n}.part", self.lease.get()));
+        self.tmp.join(format!("{}-{n}.part", self.lease.get()))
+    }
+
+    /// Creates a new, empty temporary file. Blocking.
+    pub fn create_temp(&self) -> Result<(PathBuf, std::fs::File), OnlineError> {
+        let path = self.temp_path();
         std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -162,19 +175,103 @@ impl OnlineStore {
     /// Moves a fully written and fsynced temporary file to `location`, durably: the new
     /// name survives a crash once this returns. Blocking.
     pub fn publish(&self, temp: &Path, location: &str) -> Result<(), OnlineError> {
-        let target = self.path(location);
-        let publish_err = |source| OnlineError::Publish {
-            path: target.clone(),
-            source,
+        self.publish_all(&[(temp, location)])
+            .pop()
+            .expect("one answer per file")
+    }
+
+    /// Moves fully written and fsynced temporary files to their locations, durably, sharing
+    /// the folder syncs: each study folder once, however many files went into it, and its
+    /// fan-out folder only the first time this process publishes into it (see
+    /// `durable_dirs`); the syncs of different folders run at once. One answer per file, in
+    /// order; a file's name survives a crash once its answer is `Ok`. Blocking.
+    pub fn publish_all(&self, files: &[(&Path, &str)]) -> Vec<Result<(), OnlineError>> {
+        let mut answers: Vec<Result<(), OnlineError>> = Vec::with_capacity(files.len());
+        // Folder -> the files whose answer waits for its sync.
+        let mut to_sync: BTreeMap<PathBuf, Vec<usize>> = BTreeMap::new();
+        let mut new_study_dirs = Vec::new();
+        for (i, (temp, location)) in files.iter().enumerate() {
+            let target = self.path(location);
+            let study_dir = target.parent().expect("locations have a folder").to_owned();
+            let known = self.dir_is_durable(&study_dir);
+            let linked = (|| {
+                if !known {
+                    create_dir_durable(&study_dir)?;
+                }
+                std::fs::rename(temp, &target)
+            })();
+            answers.push(linked.map_err(|source| OnlineError::Publish {
+                path: target.clone(),
+                source,
+            }));
+            if answers[i].is_err() {
+                continue;
+            }
+            to_sync.entry(study_dir.clone()).or_default().push(i);
+            if !known {
+                // The study folder may have been made by another writer (an association of
+                // an earlier run, another node) that has not made it durable yet.
+                let fan_dir = study_dir.parent().expect("locations have two folders");
+                to_sync.entry(fan_dir.to_owned()).or_default().push(i);
+                new_study_dirs.push(study_dir);
+            }
+        }
+        let synced: Vec<(PathBuf, io::Result<()>)> = if to_sync.len() == 1 {
+            let dir = to_sync.keys().next().expect("one").clone();
+            let result = sync_dir(&dir);
+            vec![(dir, result)]
+        } else {
+            std::thread::scope(|scope| {
+                let running: Vec<_> = to_sync
+                    .keys()
+                    .map(|dir| (dir.clone(), scope.spawn(move || sync_dir(dir))))
+                    .collect();
+                running
+                    .into_iter()
+                    .map(|(dir, handle)| {
+                        let result = handle
+                            .join()
+                            .unwrap_or_else(|_| Err(io::Error::other("folder sync panicked")));
+                        (dir, result)
+                    })
+                    .collect()
+            })
         };
-        let study_dir = target.parent().expect("locations have a folder");
-        let fan_dir = study_dir.parent().expect("locations have two folders");
-        create_dir_durable(study_dir).map_err(publish_err)?;
-        std::fs::rename(temp, &target).map_err(publish_err)?;
-        // Both, always: the study folder may have been created by another association
-        // that has not made it durable yet.
-        sync_dir(study_dir).map_err(publish_err)?;
-        sync_dir(fan_dir).map_err(publish_err)
+        for (dir, result) in synced {
+            if let Err(source) = result {
+                for &i in &to_sync[&dir] {
+                    if answers[i].is_ok() {
+                        answers[i] = Err(OnlineError::Publish {
+                            path: dir.clone(),
+                            source: io::Error::new(source.kind(), source.to_string()),
+                        });
+                    }
+                }
+                new_study_dirs.retain(|d| d != &dir && d.parent() != Some(dir.as_path()));
+            }
+        }
+        self.remember_durable(new_study_dirs);
+        answers
+    }
+
+    /// Whether `study_dir` is known to be durably linked into its fan-out folder: this process
+    /// synced that folder after the study folder existed.
+    fn dir_is_durable(&self, study_dir: &Path) -> bool {
+        self.durable_dirs
+            .lock()
+            .expect("durable folders lock")
+            .contains(study_dir)
+    }
+
+    fn remember_durable(&self, dirs: Vec<PathBuf>) {
+        if dirs.is_empty() {
+            return;
+        }
+        let mut known = self.durable_dirs.lock().expect("durable folders lock");
+        if known.len() + dirs.len() > DURABLE_DIRS_LIMIT {
+            known.clear();
+        }
+        known.extend(dirs);
     }
 
     /// Deletes a file of the tier, durably. Blocking.
