@@ -262,19 +262,31 @@ fn association_limit_rejects_with_local_limit_exceeded() {
 fn abort_in_the_middle_of_a_data_set_leaves_nothing_behind() {
     use strata::net::command::{CommandField, CommandSet};
 
-    let corpus = Corpus::generate(&["--ct-studies", "1", "--ct-images", "1", "--mr-studies", "0"]);
+    // A 2 MiB instance: the server writes the first MiB to its temporary before the end.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.dcm");
+    let made = std::process::Command::new(python())
+        .arg(repo().join("tools/big_instance.py"))
+        .args(["make"])
+        .arg(&path)
+        .args(["--mb", "2"])
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", text(&made));
+    let sop_instance_uid = text(&made).split_whitespace().next().unwrap().to_string();
     let server = TestServer::start("");
-    let file = corpus.files[0].clone();
-    let data_set = data_set_bytes(&corpus.path(&file));
+    let data_set = data_set_bytes(&path);
     let (mut assoc, context) = ct_association(&server, Duration::from_secs(30));
     let command = CommandSet::request(CommandField::CStoreRq, 1, CT_IMAGE_STORAGE)
-        .with_data_set(&file.sop_instance_uid)
+        .with_data_set(&sop_instance_uid)
         .encode();
     assoc.send(&pdata(context, true, true, command)).unwrap();
-    // Half of the data set, then A-ABORT.
-    assoc
-        .send(&pdata(context, false, false, data_set[..8000].to_vec()))
-        .unwrap();
+    // Three quarters of the data set, then A-ABORT.
+    for chunk in data_set[..data_set.len() * 3 / 4].chunks(16_000) {
+        assoc
+            .send(&pdata(context, false, false, chunk.to_vec()))
+            .unwrap();
+    }
     // Wait for the evidence (the partial file in tmp/), not for a fixed time.
     let tmp = server.online_dir().join("tmp");
     let deadline = Instant::now() + Duration::from_secs(10);

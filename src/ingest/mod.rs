@@ -1,6 +1,7 @@
 //! C-STORE into the online tier: stream the data set to a temporary Part-10 file, fsync it,
 //! read and check its attributes, rename it into its study folder, commit the locator row,
-//! and only then answer Success.
+//! and only then answer Success. The last two steps are a group commit (`commit`): instances
+//! of every association that finish together share the folder syncs and one locator commit.
 //!
 //! A crash at any point leaves either nothing visible (the temporary is removed at the next
 //! start) or, between rename and commit, an unindexed file under a name no row refers to; the
@@ -11,23 +12,24 @@
 //! so concurrent stores of one SOP Instance UID, even from two processes, keep exactly one.
 
 pub mod attributes;
+mod commit;
 
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
-
-use tracing::{debug, info, warn};
 
 pub use attributes::{read_attributes, read_attributes_with_head, AttributeError};
 
 use crate::codec::native::Native;
 use crate::codec::walk::ElementWalk;
 use crate::config::DuplicatePolicy;
-use crate::locator::{now_millis, Locator, NewInstance, Recorded};
+use crate::locator::Locator;
 use crate::model::transfer_syntax::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN;
-use crate::model::{IndexedAttributes, StoredObject, Tier};
+use crate::model::IndexedAttributes;
 use crate::net::{AssociationContext, Outcome, Status, StoreRequest, StoreSink, StoreStart};
 use crate::online::{part10_header, OnlineStore, Part10Writer, WrittenFile};
+
+use commit::{Committer, Finished};
 
 /// The store service: online tier plus locator.
 #[derive(Debug, Clone)]
@@ -44,6 +46,8 @@ struct Inner {
     enqueue_backup: bool,
     /// `[storage] max_instance_mb` in bytes (0: no limit).
     max_instance_bytes: u64,
+    /// The group commit, started with the first instance (after the settings above).
+    committer: std::sync::OnceLock<Committer>,
 }
 
 impl Ingest {
@@ -59,6 +63,7 @@ impl Ingest {
                 duplicates,
                 enqueue_backup: false,
                 max_instance_bytes: 0,
+                committer: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -111,97 +116,27 @@ impl Inner {
             );
         }
 
-        let location = self.online.new_location(
-            &attributes.study.study_instance_uid,
-            &request.sop_instance_uid,
-        );
-        let online = self.online.clone();
-        let (temp, target) = (written.path.clone(), location.clone());
-        let published = tokio::task::spawn_blocking(move || online.publish(&temp, &target)).await;
-        match published {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                self.discard_temp(&written.path).await;
-                return Outcome::failure(io_status(e.io()), e.to_string());
-            }
-            Err(join) => {
-                self.discard_temp(&written.path).await;
-                return Outcome::failure(Status::ProcessingFailure, join.to_string());
-            }
-        }
-        let object = StoredObject {
-            tier: Tier::Online,
-            location: location.clone(),
-            offset: 0,
-            length: written.length,
-            crc32c: written.crc32c,
-            transfer_syntax_uid: request.transfer_syntax_uid.clone(),
-        };
-        let recorded = self
-            .locator
-            .record_instance(
-                &NewInstance {
-                    attributes: &attributes,
-                    object: &object,
-                    source_ae,
-                    received_at: now_millis(),
-                    enqueue_backup: self.enqueue_backup,
-                },
-                self.duplicates == DuplicatePolicy::Overwrite,
+        let committer = self.committer.get_or_init(|| {
+            Committer::start(
+                self.online.clone(),
+                self.locator.clone(),
+                self.duplicates,
+                self.enqueue_backup,
             )
-            .await;
-        // Only files no row points at are removed: our new copy when it is not recorded,
-        // the old copy once the row points at the new one.
-        match recorded {
-            Ok(Recorded::Stored) => {}
-            Ok(Recorded::Kept) => {
-                debug!(sop_instance_uid = %request.sop_instance_uid, "duplicate kept");
-                self.remove_location(&location).await;
-            }
-            Ok(Recorded::Replaced(old)) => {
-                info!(sop_instance_uid = %request.sop_instance_uid, calling_ae = %source_ae, "replaced a stored instance");
-                if old.tier == Tier::Online && old.location != location {
-                    self.remove_location(&old.location).await;
-                }
-            }
-            Err(e) => {
-                // A commit whose answer was lost (the database went away mid-commit) may
-                // have landed: the file is removed only when the locator is known not to
-                // point at it, and a landed commit is a stored instance.
-                match self.locator.find_instance(&request.sop_instance_uid).await {
-                    Ok(Some(found)) if found.tier == Tier::Online && found.location == location => {
-                        warn!(sop_instance_uid = %request.sop_instance_uid, error = %e, "the commit's answer was lost, but it landed");
-                    }
-                    Ok(_) => {
-                        // Not acknowledged, so not kept: the sender will retry.
-                        self.remove_location(&location).await;
-                        return Outcome::failure(Status::ProcessingFailure, e.to_string());
-                    }
-                    Err(_) => {
-                        // Unknown: the file stays (unreferenced files are harmless; a
-                        // referenced file must never go).
-                        return Outcome::failure(Status::ProcessingFailure, e.to_string());
-                    }
-                }
-            }
-        }
-        debug!(sop_instance_uid = %request.sop_instance_uid, bytes = written.length, "stored");
-        Outcome::success()
+        });
+        committer
+            .commit(Finished {
+                written,
+                attributes,
+                transfer_syntax_uid: request.transfer_syntax_uid.clone(),
+                source_ae: source_ae.to_string(),
+            })
+            .await
     }
 
     async fn discard_temp(&self, path: &std::path::Path) {
         let path: PathBuf = path.to_owned();
         let _ = tokio::task::spawn_blocking(move || std::fs::remove_file(path)).await;
-    }
-
-    async fn remove_location(&self, location: &str) {
-        let online = self.online.clone();
-        let target = location.to_string();
-        match tokio::task::spawn_blocking(move || online.remove(&target)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => warn!(error = %e, "cannot remove file"),
-            Err(e) => warn!(error = %e, "cannot remove file"),
-        }
     }
 }
 
@@ -252,26 +187,16 @@ impl Ingest {
                 ))
             }
         };
-        let online = inner.online.clone();
-        let created = tokio::task::spawn_blocking(move || online.create_temp()).await;
-        let (path, file) = match created {
-            Ok(Ok(pf)) => pf,
-            Ok(Err(e)) => {
-                return StoreStart::Answer(Outcome::failure(io_status(e.io()), e.to_string()))
-            }
-            Err(e) => {
-                return StoreStart::Answer(Outcome::failure(
-                    Status::ProcessingFailure,
-                    e.to_string(),
-                ))
-            }
-        };
+        // The temporary is created with the first write (one trip to the blocking pool for an
+        // instance written in one go).
+        let path = inner.online.temp_path();
+        tracing::debug!(sop_instance_uid = %request.sop_instance_uid, temp = %path.display(), "receiving a C-STORE data set");
         StoreStart::Receive(IngestSink {
             ingest: inner.clone(),
             source_ae: association.calling_ae.clone(),
             walk: walk_for(&request.transfer_syntax_uid),
             request,
-            writer: Part10Writer::new(path, file, header),
+            writer: Part10Writer::new(path, header),
             received: 0,
         })
     }

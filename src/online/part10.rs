@@ -10,6 +10,35 @@ use dicom_object::meta::FileMetaTableBuilder;
 /// small enough to bound memory per association.
 const WRITE_CHUNK: usize = 1024 * 1024;
 
+/// Write buffers kept for reuse, at most: a fresh megabyte per instance costs page faults,
+/// zeroed pages and copies as it grows, more than the instance's own bytes (`perf`).
+const SPARE_BUFFERS: usize = 8;
+
+/// Spare write buffers (capacity `WRITE_CHUNK`, empty), shared by every writer.
+static SPARE: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+
+/// An empty buffer of `WRITE_CHUNK` bytes' capacity, reused when one is spare.
+fn take_buffer() -> Vec<u8> {
+    SPARE
+        .lock()
+        .ok()
+        .and_then(|mut spare| spare.pop())
+        .unwrap_or_else(|| Vec::with_capacity(WRITE_CHUNK))
+}
+
+/// Gives a buffer back for the next writer (dropped when enough are spare).
+fn give_back(mut buffer: Vec<u8>) {
+    if buffer.capacity() != WRITE_CHUNK {
+        return;
+    }
+    buffer.clear();
+    if let Ok(mut spare) = SPARE.lock() {
+        if spare.len() < SPARE_BUFFERS {
+            spare.push(buffer);
+        }
+    }
+}
+
 /// The first bytes of each file are kept in memory, so the header can be parsed without
 /// reading the file back.
 pub const HEAD_LEN: usize = 64 * 1024;
@@ -60,7 +89,7 @@ pub struct WrittenFile {
 #[derive(Debug)]
 pub struct Part10Writer {
     path: PathBuf,
-    file: Option<std::fs::File>,
+    file: Target,
     buffer: Vec<u8>,
     /// The first [`HEAD_LEN`] bytes of the file (fewer if the file is shorter).
     head: Vec<u8>,
@@ -69,14 +98,39 @@ pub struct Part10Writer {
     data_set_offset: u64,
 }
 
+/// The file being written: created (`create_new`) in the first trip to the blocking pool
+/// that writes, so that an instance written in one go costs one trip, not two.
+#[derive(Debug)]
+enum Target {
+    NotCreated,
+    Open(std::fs::File),
+    /// An earlier write failed or the file was handed back.
+    Closed,
+}
+
+impl Target {
+    /// The open file, created now if it was not yet. Blocking.
+    fn open(self, path: &Path) -> io::Result<std::fs::File> {
+        match self {
+            Target::NotCreated => std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(path),
+            Target::Open(file) => Ok(file),
+            Target::Closed => Err(closed()),
+        }
+    }
+}
+
 impl Part10Writer {
-    /// Starts a file with its header already buffered.
-    pub fn new(path: PathBuf, file: std::fs::File, header: Vec<u8>) -> Part10Writer {
-        let mut buffer = Vec::new();
+    /// Starts a new file at `path` (which must not exist) with its header already buffered;
+    /// the file is created with the first write.
+    pub fn new(path: PathBuf, header: Vec<u8>) -> Part10Writer {
+        let mut buffer = take_buffer();
         buffer.extend_from_slice(&header);
         Part10Writer {
             path,
-            file: Some(file),
+            file: Target::NotCreated,
             head: header.clone(),
             crc32c: crc32c::crc32c(&header),
             length: header.len() as u64,
@@ -103,25 +157,33 @@ impl Part10Writer {
             let take = fragment.len().min(HEAD_LEN - self.head.len());
             self.head.extend_from_slice(&fragment[..take]);
         }
-        self.buffer.extend_from_slice(fragment);
-        if self.buffer.len() >= WRITE_CHUNK {
+        // Written before it would outgrow its capacity, so the buffer is never reallocated.
+        if !self.buffer.is_empty() && self.buffer.len() + fragment.len() > WRITE_CHUNK {
             self.flush_buffer().await?;
         }
+        self.buffer.extend_from_slice(fragment);
         Ok(())
     }
 
     async fn flush_buffer(&mut self) -> io::Result<()> {
-        let mut file = self.file.take().ok_or_else(closed)?;
+        let target = std::mem::replace(&mut self.file, Target::Closed);
         let buffer = std::mem::take(&mut self.buffer);
-        let (file, mut buffer, result) = tokio::task::spawn_blocking(move || {
-            let result = file.write_all(&buffer);
-            (file, buffer, result)
-        })
-        .await
-        .map_err(io::Error::other)?;
+        let path = self.path.clone();
+        let (file, mut buffer, result) =
+            tokio::task::spawn_blocking(move || match target.open(&path) {
+                Ok(mut file) => {
+                    let result = file.write_all(&buffer);
+                    (Some(file), buffer, result)
+                }
+                Err(e) => (None, buffer, Err(e)),
+            })
+            .await
+            .map_err(io::Error::other)?;
         buffer.clear();
         self.buffer = buffer;
-        self.file = Some(file);
+        if let (Some(file), Ok(())) = (file, &result) {
+            self.file = Target::Open(file);
+        }
         result
     }
 
@@ -139,12 +201,14 @@ impl Part10Writer {
         T: Send + 'static,
         F: FnOnce(&Path, &[u8]) -> T + Send + 'static,
     {
-        let mut file = self.file.take().ok_or_else(closed)?;
+        let target = std::mem::replace(&mut self.file, Target::Closed);
         let buffer = std::mem::take(&mut self.buffer);
         let head = std::mem::take(&mut self.head);
         let path = self.path.clone();
         let after = tokio::task::spawn_blocking(move || {
+            let mut file = target.open(&path)?;
             file.write_all(&buffer)?;
+            give_back(buffer);
             // fdatasync: the data and the size needed to read it back; no timestamps.
             file.sync_data()?;
             Ok::<_, io::Error>(after(&path, &head))
@@ -162,7 +226,12 @@ impl Part10Writer {
 
     /// Gives up: closes and deletes the temporary file.
     pub async fn discard(mut self) {
-        self.file.take();
+        if matches!(
+            std::mem::replace(&mut self.file, Target::Closed),
+            Target::NotCreated
+        ) {
+            return;
+        }
         let path = self.path.clone();
         let _ = tokio::task::spawn_blocking(move || std::fs::remove_file(path)).await;
     }
@@ -180,7 +249,6 @@ mod tests {
     async fn writes_header_then_fragments_with_running_crc() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.part");
-        let file = std::fs::File::create(&path).unwrap();
         let header = part10_header(
             "1.2.840.10008.5.1.4.1.1.2",
             "1.2.3",
@@ -189,7 +257,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(&header[128..132], b"DICM");
-        let mut writer = Part10Writer::new(path.clone(), file, header.clone());
+        let mut writer = Part10Writer::new(path.clone(), header.clone());
         let big = vec![7u8; WRITE_CHUNK + 10];
         writer.write(&big).await.unwrap();
         writer.write(b"tail").await.unwrap();

@@ -1,0 +1,309 @@
+//! Group commit: instances whose bytes are written and fsynced wait here to be published
+//! into their study folders and recorded in the locator. One task takes every instance
+//! waiting, renames them all, syncs each folder once ([`OnlineStore::publish_all`]), records
+//! them all in one locator transaction ([`Locator::record_instances`]: one WAL sync on
+//! SQLite, one commit on PostgreSQL), and only then answers each: no Success before both the
+//! file and its row are durable. With one association sending, a batch is one instance; with
+//! N sending at once, up to N share the syncs, without any waiting window: instances that
+//! finish while a batch commits form the next one.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+use crate::config::DuplicatePolicy;
+use crate::locator::{now_millis, Locator, LocatorError, NewInstance, Recorded};
+use crate::model::{IndexedAttributes, StoredObject, Tier};
+use crate::net::{Outcome, Status};
+use crate::online::{OnlineStore, WrittenFile};
+
+use super::io_status;
+
+/// Instances waiting for the committer, at most (senders wait beyond: the associations
+/// storing them are held, not their bytes).
+const QUEUE: usize = 64;
+/// Instances per batch, at most.
+const BATCH: usize = 32;
+
+/// A written, fsynced, checked instance, ready to be published and recorded.
+#[derive(Debug)]
+pub(super) struct Finished {
+    pub written: WrittenFile,
+    pub attributes: IndexedAttributes,
+    pub transfer_syntax_uid: String,
+    pub source_ae: String,
+}
+
+/// A finished instance waiting for the committer, and where its outcome goes.
+#[derive(Debug)]
+struct Pending {
+    finished: Finished,
+    answer: oneshot::Sender<Outcome>,
+}
+
+/// The committer's handle: where finished instances are sent.
+#[derive(Debug, Clone)]
+pub(super) struct Committer {
+    queue: mpsc::Sender<Pending>,
+}
+
+/// What the committer task owns.
+#[derive(Debug)]
+struct Worker {
+    online: Arc<OnlineStore>,
+    locator: Arc<Locator>,
+    replace: bool,
+    enqueue_backup: bool,
+}
+
+impl Committer {
+    /// Starts the committer task; it ends when every handle is gone.
+    pub fn start(
+        online: Arc<OnlineStore>,
+        locator: Arc<Locator>,
+        duplicates: DuplicatePolicy,
+        enqueue_backup: bool,
+    ) -> Committer {
+        let (queue, received) = mpsc::channel(QUEUE);
+        let worker = Worker {
+            online,
+            locator,
+            replace: duplicates == DuplicatePolicy::Overwrite,
+            enqueue_backup,
+        };
+        tokio::spawn(worker.run(received));
+        Committer { queue }
+    }
+
+    /// Publishes and records one instance with whatever else is waiting; its outcome.
+    pub async fn commit(&self, finished: Finished) -> Outcome {
+        let (answer, answered) = oneshot::channel();
+        let temp = finished.written.path.clone();
+        if let Err(refused) = self.queue.send(Pending { finished, answer }).await {
+            // The committer is gone (the server is stopping): nothing was published.
+            remove_quietly(&refused.0.finished.written.path);
+            return Outcome::failure(Status::ProcessingFailure, "the server is stopping");
+        }
+        answered.await.unwrap_or_else(|_| {
+            warn!(temp = %temp.display(), "the committer dropped an instance");
+            Outcome::failure(Status::ProcessingFailure, "the commit was interrupted")
+        })
+    }
+}
+
+impl Worker {
+    async fn run(self, mut received: mpsc::Receiver<Pending>) {
+        let worker = Arc::new(self);
+        let mut batch = Vec::with_capacity(BATCH);
+        let (mut instances, mut batches) = (0u64, 0u64);
+        while received.recv_many(&mut batch, BATCH).await > 0 {
+            instances += batch.len() as u64;
+            batches += 1;
+            debug!(instances = batch.len(), "group commit");
+            worker
+                .clone()
+                .commit_batch(std::mem::take(&mut batch))
+                .await;
+        }
+        if batches > 0 {
+            info!(
+                instances,
+                batches,
+                per_batch = instances as f64 / batches as f64,
+                "group commit: stopped"
+            );
+        }
+    }
+
+    async fn commit_batch(self: Arc<Self>, batch: Vec<Pending>) {
+        let locations: Vec<String> = batch
+            .iter()
+            .map(|p| {
+                self.online.new_location(
+                    &p.finished.attributes.study.study_instance_uid,
+                    &p.finished.attributes.instance.sop_instance_uid,
+                )
+            })
+            .collect();
+        let published = {
+            let worker = self.clone();
+            let files: Vec<_> = batch
+                .iter()
+                .zip(&locations)
+                .map(|(p, l)| (p.finished.written.path.clone(), l.clone()))
+                .collect();
+            tokio::task::spawn_blocking(move || {
+                let files: Vec<(&Path, &str)> = files
+                    .iter()
+                    .map(|(t, l)| (t.as_path(), l.as_str()))
+                    .collect();
+                worker.online.publish_all(&files)
+            })
+            .await
+        };
+        let published: Vec<Result<(), Outcome>> = match published {
+            Ok(answers) => answers
+                .into_iter()
+                .map(|a| a.map_err(|e| Outcome::failure(io_status(e.io()), e.to_string())))
+                .collect(),
+            Err(join) => (0..batch.len())
+                .map(|_| {
+                    Err(Outcome::failure(
+                        Status::ProcessingFailure,
+                        join.to_string(),
+                    ))
+                })
+                .collect(),
+        };
+        let mut ready = Vec::with_capacity(batch.len());
+        for ((pending, location), published) in batch.into_iter().zip(locations).zip(published) {
+            match published {
+                Ok(()) => ready.push((pending, location)),
+                Err(failure) => {
+                    remove_quietly(&pending.finished.written.path);
+                    let _ = pending.answer.send(failure);
+                }
+            }
+        }
+        if ready.is_empty() {
+            return;
+        }
+        let objects: Vec<StoredObject> = ready
+            .iter()
+            .map(|(p, location)| StoredObject {
+                tier: Tier::Online,
+                location: location.clone(),
+                offset: 0,
+                length: p.finished.written.length,
+                crc32c: p.finished.written.crc32c,
+                transfer_syntax_uid: p.finished.transfer_syntax_uid.clone(),
+            })
+            .collect();
+        let received_at = now_millis();
+        let news: Vec<NewInstance<'_>> = ready
+            .iter()
+            .zip(&objects)
+            .map(|((p, _), object)| NewInstance {
+                attributes: &p.finished.attributes,
+                object,
+                source_ae: &p.finished.source_ae,
+                received_at,
+                enqueue_backup: self.enqueue_backup,
+            })
+            .collect();
+        let recorded = self.locator.record_instances(&news, self.replace).await;
+        drop(news);
+        match recorded {
+            Ok(answers) => {
+                for ((pending, location), recorded) in ready.into_iter().zip(answers) {
+                    let outcome = self.settle(&pending.finished, &location, recorded).await;
+                    let _ = pending.answer.send(outcome);
+                }
+            }
+            Err(e) => {
+                // One instance may spoil the batch, or the commit's answer was lost: each
+                // instance on its own, checking first whether the batch landed after all.
+                warn!(error = %e, instances = ready.len(), "group commit failed; recording one by one");
+                for ((pending, location), object) in ready.into_iter().zip(&objects) {
+                    let outcome = self
+                        .record_alone(&pending.finished, &location, object)
+                        .await;
+                    let _ = pending.answer.send(outcome);
+                }
+            }
+        }
+    }
+
+    /// Records one instance after its batch failed.
+    async fn record_alone(
+        &self,
+        instance: &Finished,
+        location: &str,
+        object: &StoredObject,
+    ) -> Outcome {
+        let uid = &instance.attributes.instance.sop_instance_uid;
+        match self.locator.find_instance(uid).await {
+            Ok(Some(found)) if found.tier == Tier::Online && found.location == location => {
+                warn!(sop_instance_uid = %uid, "the batch's commit answer was lost, but it landed");
+                return Outcome::success();
+            }
+            Ok(_) => {}
+            // Unknown: the file stays (unreferenced files are harmless; a referenced file
+            // must never go).
+            Err(e) => return Outcome::failure(Status::ProcessingFailure, e.to_string()),
+        }
+        let new = NewInstance {
+            attributes: &instance.attributes,
+            object,
+            source_ae: &instance.source_ae,
+            received_at: now_millis(),
+            enqueue_backup: self.enqueue_backup,
+        };
+        let recorded = self.locator.record_instance(&new, self.replace).await;
+        match recorded {
+            Ok(recorded) => self.settle(instance, location, recorded).await,
+            Err(e) => self.unsure(instance, location, e).await,
+        }
+    }
+
+    /// Removes the files no row points at once `recorded` is durable: the new copy when the
+    /// stored one was kept, the old copy once the row points at the new one.
+    async fn settle(&self, instance: &Finished, location: &str, recorded: Recorded) -> Outcome {
+        let uid = &instance.attributes.instance.sop_instance_uid;
+        match recorded {
+            Recorded::Stored => {}
+            Recorded::Kept => {
+                debug!(sop_instance_uid = %uid, "duplicate kept");
+                self.remove_location(location).await;
+            }
+            Recorded::Replaced(old) => {
+                info!(sop_instance_uid = %uid, calling_ae = %instance.source_ae, "replaced a stored instance");
+                if old.tier == Tier::Online && old.location != location {
+                    self.remove_location(&old.location).await;
+                }
+            }
+        }
+        debug!(sop_instance_uid = %uid, bytes = instance.written.length, "stored");
+        Outcome::success()
+    }
+
+    /// A commit whose answer was lost (the database went away mid-commit) may have landed:
+    /// the file is removed only when the locator is known not to point at it, and a landed
+    /// commit is a stored instance.
+    async fn unsure(&self, instance: &Finished, location: &str, e: LocatorError) -> Outcome {
+        let uid = &instance.attributes.instance.sop_instance_uid;
+        match self.locator.find_instance(uid).await {
+            Ok(Some(found)) if found.tier == Tier::Online && found.location == location => {
+                warn!(sop_instance_uid = %uid, error = %e, "the commit's answer was lost, but it landed");
+                Outcome::success()
+            }
+            Ok(_) => {
+                // Not acknowledged, so not kept: the sender will retry.
+                self.remove_location(location).await;
+                Outcome::failure(Status::ProcessingFailure, e.to_string())
+            }
+            // Unknown: the file stays.
+            Err(_) => Outcome::failure(Status::ProcessingFailure, e.to_string()),
+        }
+    }
+
+    async fn remove_location(&self, location: &str) {
+        let online = self.online.clone();
+        let target = location.to_string();
+        match tokio::task::spawn_blocking(move || online.remove(&target)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(error = %e, "cannot remove file"),
+            Err(e) => warn!(error = %e, "cannot remove file"),
+        }
+    }
+}
+
+/// Deletes a temporary that will not be published (best effort: a leftover is removed with
+/// the lease's other temporaries).
+fn remove_quietly(path: &Path) {
+    if let Err(e) = std::fs::remove_file(path) {
+        debug!(path = %path.display(), error = %e, "cannot remove temporary");
+    }
+}
