@@ -7,7 +7,12 @@
 # 1,000,000-instance locator. Prints the ratios against the targets at the end.
 #
 #   tools/bench.sh [--ct-studies N] [--ct-images N] [--mr-studies N] [--mr-images N] [--j2k-only]
-#                  [--backup-only] [--locator-only] [--tls-only] [--commit-only]
+#                  [--backup-only] [--locator-only] [--tls-only] [--commit-only] [--ingest-only]
+#
+# The ingest section (first; alone with --ingest-only) also measures Strata's group commit: the
+# corpus sent by 4 and then 8 parallel storescu processes, with the server's fsync and
+# fdatasync calls counted by `perf stat` (tracepoints; skipped without perf): syncs per
+# instance, against 4 (one data sync, two folder syncs, one WAL sync) without sharing.
 #
 # The JPEG 2000 section (last; alone with --j2k-only) times Strata's encoder
 # (examples/j2k_bench) against OpenJPEG's opj_compress on the same generated CT (512x512
@@ -50,7 +55,7 @@ cd "$(dirname "$0")/.."
 root=$PWD
 
 CT_STUDIES=10 CT_IMAGES=200 MR_STUDIES=3 MR_IMAGES=100 J2K_ONLY="" BACKUP_ONLY="" LOCATOR_ONLY=""
-TLS_ONLY="" COMMIT_ONLY=""
+TLS_ONLY="" COMMIT_ONLY="" INGEST_ONLY=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --j2k-only) J2K_ONLY=1; shift ;;
@@ -58,6 +63,7 @@ while [ $# -gt 0 ]; do
         --locator-only) LOCATOR_ONLY=1; shift ;;
         --tls-only) TLS_ONLY=1; shift ;;
         --commit-only) COMMIT_ONLY=1; shift ;;
+        --ingest-only) INGEST_ONLY=1; shift ;;
         --ct-studies) CT_STUDIES=$2; shift 2 ;;
         --ct-images) CT_IMAGES=$2; shift 2 ;;
         --mr-studies) MR_STUDIES=$2; shift 2 ;;
@@ -525,7 +531,7 @@ if [ -z "${STRATA_BENCH_NETNS:-}" ]; then
     install_venv
     cargo build --release --quiet --bins --examples
     exec unshare -n env STRATA_BENCH_NETNS=1 "$0" --ct-studies "$CT_STUDIES" --ct-images "$CT_IMAGES" \
-        --mr-studies "$MR_STUDIES" --mr-images "$MR_IMAGES"
+        --mr-studies "$MR_STUDIES" --mr-images "$MR_IMAGES" ${INGEST_ONLY:+--ingest-only}
 fi
 ip link set lo up
 export TCP_NODELAY=1   # DCMTK (and Orthanc, built on it) leave Nagle on otherwise
@@ -654,6 +660,59 @@ for name in strata storescp orthanc; do
     printf '%-9s sequential %7.1f MB/s   4 parallel %7.1f MB/s   CPU %6.0f us/instance   peak RSS %6.1f MiB\n' \
         "$name" "${seq_mbs[$name]}" "${par_mbs[$name]}" "${cpu_us[$name]}" "${rss_mib[$name]}"
 done
+
+# Group commit: syncs per instance with 4 and 8 associations storing at once.
+send_parallel() {   # lanes: every study, dealt round-robin over that many storescu processes
+    local lanes=$1 senders=()
+    for lane in $(seq 0 $((lanes - 1))); do
+        (for i in "${!studies[@]}"; do
+            if [ $((i % lanes)) -eq "$lane" ]; then send_study "${studies[$i]}"; fi
+        done) &
+        senders+=($!)
+    done
+    wait "${senders[@]}"
+}
+declare -A syncs_per_instance
+if command -v perf >/dev/null; then
+    for lanes in 4 8; do
+        start_server strata "gc$lanes"
+        perf stat -x, -e syscalls:sys_enter_fsync,syscalls:sys_enter_fdatasync -p "$pid" \
+            -o "$work/perf-gc$lanes.csv" &
+        perf_pid=$!
+        sleep 0.5
+        t0=$(date +%s.%N)
+        send_parallel "$lanes"
+        t1=$(date +%s.%N)
+        kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true
+        stop_server
+        syncs=$(awk -F, '/sys_enter/ {s += $1} END {print s}' "$work/perf-gc$lanes.csv")
+        syncs_per_instance[$lanes]=$(echo "$syncs / $instances" | bc -l)
+        printf 'strata %d parallel: %7.1f MB/s, %.2f syncs per instance (%.2f instances per sync)\n' \
+            "$lanes" "$(echo "$bytes / ($t1 - $t0) / 1048576" | bc -l)" "${syncs_per_instance[$lanes]}" \
+            "$(echo "$instances / $syncs" | bc -l)"
+    done
+else
+    echo "perf not found: group commit not measured"
+fi
+
+ingest_ratios() {
+    printf '  sequential strata/storescp   %5.2fx  [>= 1.0]\n' "$(echo "${seq_mbs[strata]} / ${seq_mbs[storescp]}" | bc -l)"
+    printf '  sequential strata/orthanc    %5.2fx  [>= 2.5]\n' "$(echo "${seq_mbs[strata]} / ${seq_mbs[orthanc]}" | bc -l)"
+    printf '  4 parallel strata/storescp   %5.2fx  [>= 1.0]\n' "$(echo "${par_mbs[strata]} / ${par_mbs[storescp]}" | bc -l)"
+    printf '  4 parallel strata/orthanc    %5.2fx  [>= 2.0]\n' "$(echo "${par_mbs[strata]} / ${par_mbs[orthanc]}" | bc -l)"
+    printf '  CPU/instance strata/storescp %5.2fx  [<= 1.0]\n' "$(echo "${cpu_us[strata]} / ${cpu_us[storescp]}" | bc -l)"
+    printf '  strata peak RSS              %5.1f MiB [<= 64]\n' "${rss_mib[strata]}"
+    for lanes in "${!syncs_per_instance[@]}"; do
+        printf '  syncs/instance, %d parallel  %5.2f   [< 4: shared]\n' "$lanes" "${syncs_per_instance[$lanes]}"
+    done
+}
+if [ -n "$INGEST_ONLY" ]; then
+    echo
+    echo "ratios (target in brackets):"
+    ingest_ratios
+    rm -rf "$work"
+    exit 0
+fi
 
 # C-FIND latency inside one association, on what each server stored in the parallel phase.
 first_pid=$("$root/.venv/bin/python" -c "import json,sys; print(json.load(open(sys.argv[1]))[0]['patient_id'])" "$corpus/manifest.json")
@@ -821,11 +880,7 @@ echo "stored in the parallel phase: strata $strata_count, storescp $storescp_cou
 ratio() { echo "$1 / $2" | bc -l; }
 echo
 echo "ratios (target in brackets):"
-printf '  sequential strata/storescp   %5.2fx  [>= 1.0]\n' "$(ratio "${seq_mbs[strata]}" "${seq_mbs[storescp]}")"
-printf '  sequential strata/orthanc    %5.2fx  [>= 2.5]\n' "$(ratio "${seq_mbs[strata]}" "${seq_mbs[orthanc]}")"
-printf '  4 parallel strata/orthanc    %5.2fx  [>= 2.0]\n' "$(ratio "${par_mbs[strata]}" "${par_mbs[orthanc]}")"
-printf '  CPU/instance strata/storescp %5.2fx  [<= 1.0]\n' "$(ratio "${cpu_us[strata]}" "${cpu_us[storescp]}")"
-printf '  strata peak RSS              %5.1f MiB [<= 64]\n' "${rss_mib[strata]}"
+ingest_ratios
 for q in patient-id name-M* year; do
     printf '  C-FIND %-10s p95 strata/orthanc %5.2fx pynetdicom, %5.2fx find_latency [<= 0.5]\n' "$q" \
         "$(ratio "${find_p95[strata-$q]}" "${find_p95[orthanc-$q]}")" \
