@@ -34,6 +34,16 @@ from scu import tls_args  # tools/ is on sys.path as this script's folder
 
 WELL_KNOWN_INSTANCE = "1.2.840.10008.1.20.1.1"
 
+_printing = threading.Lock()
+
+
+def say(line):
+    """Prints one whole line: reports arrive on pynetdicom's thread, possibly while the main
+    thread prints ACTION, and print() writes the text and its newline separately."""
+    with _printing:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
 
 def report_json(event):
     info = event.event_information
@@ -72,8 +82,8 @@ def cmd_request(args):
 
     def on_report(event):
         elapsed = (time.monotonic() - sent[0]) * 1000
-        print(f"REPORT {report_json(event)}", flush=True)
-        print(f"REPORT_AFTER_MS {elapsed:.1f}", flush=True)
+        say(f"REPORT {report_json(event)}")
+        say(f"REPORT_AFTER_MS {elapsed:.1f}")
         got.set()
         return 0x0000, None
 
@@ -85,21 +95,21 @@ def cmd_request(args):
     assoc = ae.associate(args.host, args.port, ae_title=args.aec, tls_args=tls_args(args),
                          evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_report)])
     if not assoc.is_established:
-        print("NOT_ESTABLISHED", flush=True)
+        say("NOT_ESTABLISHED")
         return 2
     sent[0] = time.monotonic()
     status, _ = assoc.send_n_action(info, 1, StorageCommitmentPushModel, WELL_KNOWN_INSTANCE)
     code = int(status.Status) if status is not None and "Status" in status else 0xFFFF
-    print(f"ACTION 0x{code:04X} {info.TransactionUID}", flush=True)
+    say(f"ACTION 0x{code:04X} {info.TransactionUID}")
     if args.wait > 0 and code == 0 and not got.wait(args.wait):
-        print("NO_REPORT", flush=True)
+        say("NO_REPORT")
     assoc.release()
     return 0
 
 
 def cmd_listen(args):
     def on_report(event):
-        print(f"REPORT {report_json(event)}", flush=True)
+        say(f"REPORT {report_json(event)}")
         return 0x0000, None
 
     ae = AE(ae_title=args.aet)
@@ -112,7 +122,7 @@ def cmd_listen(args):
         ssl_context.load_cert_chain(args.tls_cert, args.tls_key)
     server = ae.start_server(("127.0.0.1", args.port), block=False, ssl_context=ssl_context,
                              evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_report)])
-    print(f"LISTENING {server.server_address[1]}", flush=True)
+    say(f"LISTENING {server.server_address[1]}")
     try:
         threading.Event().wait()
     except KeyboardInterrupt:
