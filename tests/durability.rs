@@ -148,18 +148,7 @@ async fn kill_9_during_ingest_loses_nothing_acknowledged() {
     );
 
     // The sender retries the whole study; everything lands exactly once.
-    let out = server.storescu("MODALITY", &corpus.paths());
-    assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(server.instances(), 120);
-    let all: Vec<String> = corpus
-        .files
-        .iter()
-        .map(|f| f.sop_instance_uid.clone())
-        .collect();
-    assert_eq!(
-        assert_acknowledged_are_durable(dir.path(), &corpus, &all).await,
-        120
-    );
+    retry_lands_everything_once(&server, dir.path(), &corpus).await;
 }
 
 /// Group commit: instances of eight associations share folder syncs and locator commits.
@@ -255,6 +244,11 @@ async fn kill_9_while_eight_associations_store_loses_nothing_acknowledged() {
     );
 
     // The senders retry everything; each instance lands exactly once.
+    retry_lands_everything_once(&server, dir.path(), &corpus).await;
+}
+
+/// The whole corpus sent again after a crash: every instance stored exactly once, intact.
+async fn retry_lands_everything_once(server: &TestServer, dir: &Path, corpus: &Corpus) {
     let out = server.storescu("MODALITY", &corpus.paths());
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(server.instances(), corpus.files.len() as u64);
@@ -264,7 +258,7 @@ async fn kill_9_while_eight_associations_store_loses_nothing_acknowledged() {
         .map(|f| f.sop_instance_uid.clone())
         .collect();
     assert_eq!(
-        assert_acknowledged_are_durable(dir.path(), &corpus, &all).await,
+        assert_acknowledged_are_durable(dir, corpus, &all).await,
         corpus.files.len()
     );
 }
