@@ -162,7 +162,10 @@ impl Worker {
             match published {
                 Ok(()) => ready.push((pending, location)),
                 Err(failure) => {
+                    // Not recorded, so neither name may stay: the temporary, or the file
+                    // renamed before a folder sync failed (its name is never reused).
                     remove_quietly(&pending.finished.written.path);
+                    remove_quietly(&self.online.path(&location));
                     let _ = pending.answer.send(failure);
                 }
             }
@@ -224,12 +227,12 @@ impl Worker {
         object: &StoredObject,
     ) -> Outcome {
         let uid = &instance.attributes.instance.sop_instance_uid;
-        match self.locator.find_instance(uid).await {
-            Ok(Some(found)) if found.tier == Tier::Online && found.location == location => {
+        match self.landed(uid, location).await {
+            Ok(true) => {
                 warn!(sop_instance_uid = %uid, "the batch's commit answer was lost, but it landed");
                 return Outcome::success();
             }
-            Ok(_) => {}
+            Ok(false) => {}
             // Unknown: the file stays (unreferenced files are harmless; a referenced file
             // must never go).
             Err(e) => return Outcome::failure(Status::ProcessingFailure, e.to_string()),
@@ -241,11 +244,23 @@ impl Worker {
             received_at: now_millis(),
             enqueue_backup: self.enqueue_backup,
         };
-        let recorded = self.locator.record_instance(&new, self.replace).await;
-        match recorded {
+        match self.locator.record_instance(&new, self.replace).await {
+            // The stored copy may be this very file, recorded by the failed batch after all:
+            // the file goes only when the row is known to point elsewhere.
+            Ok(Recorded::Kept) => match self.landed(uid, location).await {
+                Ok(false) => self.settle(instance, location, Recorded::Kept).await,
+                Ok(true) | Err(_) => Outcome::success(),
+            },
             Ok(recorded) => self.settle(instance, location, recorded).await,
             Err(e) => self.unsure(instance, location, e).await,
         }
+    }
+
+    /// Whether the locator's row for `uid` points at `location`, read once no write deciding
+    /// that UID is in flight (so a commit whose answer was lost has landed or never will).
+    async fn landed(&self, uid: &str, location: &str) -> Result<bool, LocatorError> {
+        let found = self.locator.find_instance_settled(uid).await?;
+        Ok(found.is_some_and(|f| f.tier == Tier::Online && f.location == location))
     }
 
     /// Removes the files no row points at once `recorded` is durable: the new copy when the
@@ -274,12 +289,12 @@ impl Worker {
     /// commit is a stored instance.
     async fn unsure(&self, instance: &Finished, location: &str, e: LocatorError) -> Outcome {
         let uid = &instance.attributes.instance.sop_instance_uid;
-        match self.locator.find_instance(uid).await {
-            Ok(Some(found)) if found.tier == Tier::Online && found.location == location => {
+        match self.landed(uid, location).await {
+            Ok(true) => {
                 warn!(sop_instance_uid = %uid, error = %e, "the commit's answer was lost, but it landed");
                 Outcome::success()
             }
-            Ok(_) => {
+            Ok(false) => {
                 // Not acknowledged, so not kept: the sender will retry.
                 self.remove_location(location).await;
                 Outcome::failure(Status::ProcessingFailure, e.to_string())
@@ -300,8 +315,8 @@ impl Worker {
     }
 }
 
-/// Deletes a temporary that will not be published (best effort: a leftover is removed with
-/// the lease's other temporaries).
+/// Deletes a file no row points at (best effort: a leftover temporary is removed with the
+/// lease's other temporaries, a published one is an unreferenced file `verify` finds).
 fn remove_quietly(path: &Path) {
     if let Err(e) = std::fs::remove_file(path) {
         debug!(path = %path.display(), error = %e, "cannot remove temporary");

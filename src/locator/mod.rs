@@ -283,6 +283,31 @@ impl Locator {
             })
     }
 
+    /// Where an instance is stored once no write deciding its SOP Instance UID is in flight:
+    /// read inside a write transaction that first takes the UID's lock (SQLite: the write
+    /// lock; PostgreSQL: the advisory lock that [`Locator::record_instances`] holds until its
+    /// commit lands). For deciding whether a file may go after a commit's answer was lost:
+    /// a plain read could run before that commit becomes visible.
+    pub async fn find_instance_settled(
+        &self,
+        sop_instance_uid: &str,
+    ) -> Result<Option<StoredObject>, LocatorError> {
+        let lookup = |source| LocatorError::Lookup {
+            uid: sop_instance_uid.to_string(),
+            source,
+        };
+        let _writer = self.write_guard().await;
+        let mut tx = self.begin_write().await.map_err(lookup)?;
+        self.lock_key(&mut tx, sop_instance_uid)
+            .await
+            .map_err(lookup)?;
+        let found = select_object(&mut tx, sop_instance_uid)
+            .await
+            .map_err(lookup)?;
+        tx.rollback().await.map_err(lookup)?;
+        Ok(found)
+    }
+
     /// The attributes indexed for an instance, level by level, if it is stored.
     pub async fn indexed_attributes(
         &self,

@@ -59,8 +59,9 @@ pub struct OnlineStore {
     /// This process's lease, in temporaries' and new files' names.
     lease: LeaseToken,
     /// Study folders whose entry in their fan-out folder this process has made durable, so
-    /// that later files in them need only the study folder synced. Nothing removes a study
-    /// folder; whatever does must forget it here. Emptied when full.
+    /// that later files in them need only the study folder synced. Invariant: nothing (on
+    /// any node sharing the folder) removes a study folder; whatever comes to must forget it
+    /// here, or a re-created folder's entry would never be synced. Emptied when full.
     durable_dirs: std::sync::Mutex<HashSet<PathBuf>>,
 }
 
@@ -221,17 +222,27 @@ impl OnlineStore {
             let result = sync_dir(&dir);
             vec![(dir, result)]
         } else {
+            // One short-lived thread per folder (at most two per file of the batch); where
+            // the system refuses a thread, that folder is synced here, in turn.
             std::thread::scope(|scope| {
                 let running: Vec<_> = to_sync
                     .keys()
-                    .map(|dir| (dir.clone(), scope.spawn(move || sync_dir(dir))))
+                    .map(|dir| {
+                        let spawned = std::thread::Builder::new()
+                            .name("folder-sync".into())
+                            .spawn_scoped(scope, move || sync_dir(dir));
+                        (dir.clone(), spawned)
+                    })
                     .collect();
                 running
                     .into_iter()
-                    .map(|(dir, handle)| {
-                        let result = handle
-                            .join()
-                            .unwrap_or_else(|_| Err(io::Error::other("folder sync panicked")));
+                    .map(|(dir, spawned)| {
+                        let result = match spawned {
+                            Ok(handle) => handle.join().unwrap_or_else(|_| {
+                                Err(io::Error::other("folder sync panicked"))
+                            }),
+                            Err(_) => sync_dir(&dir),
+                        };
                         (dir, result)
                     })
                     .collect()
