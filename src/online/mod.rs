@@ -238,9 +238,9 @@ impl OnlineStore {
                     .into_iter()
                     .map(|(dir, spawned)| {
                         let result = match spawned {
-                            Ok(handle) => handle.join().unwrap_or_else(|_| {
-                                Err(io::Error::other("folder sync panicked"))
-                            }),
+                            Ok(handle) => handle
+                                .join()
+                                .unwrap_or_else(|_| Err(io::Error::other("folder sync panicked"))),
                             Err(_) => sync_dir(&dir),
                         };
                         (dir, result)
