@@ -52,6 +52,39 @@ pub struct Config {
     pub node: NodeConfig,
     #[serde(default)]
     pub commitment: CommitmentConfig,
+    #[serde(default)]
+    pub web: WebConfig,
+}
+
+/// `[web]`: the DICOMweb (HTTP) front end. No `listen`: no HTTP server.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebConfig {
+    /// Address of the HTTP listener; the DICOMweb root is `/dicom-web`.
+    pub listen: Option<SocketAddr>,
+    /// Absolute URL of the server as clients reach it (behind a proxy), used in the URLs
+    /// the server returns; absent: `http://` and the request's Host header.
+    pub public_url: Option<String>,
+    /// Requests without credentials are served as an anonymous user with every verb.
+    #[serde(default)]
+    pub allow_anonymous: bool,
+    /// `[[web.users]]`: who may log in (HTTP Basic), and what each may do.
+    #[serde(default)]
+    pub users: Vec<WebUserConfig>,
+    /// Most requests served at once; more wait for a slot.
+    #[serde(default = "defaults::web_max_requests")]
+    pub max_requests: usize,
+}
+
+/// One `[[web.users]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebUserConfig {
+    pub name: String,
+    /// Argon2 PHC string, as printed by `strata hash-password`.
+    pub password_hash: String,
+    /// Verbs this user may use: `find` (QIDO-RS), `get` (WADO-RS), `store` (STOW-RS).
+    pub allow: Vec<Service>,
 }
 
 /// `[commitment]`: Storage Commitment reports (N-EVENT-REPORT) that could not be delivered.
@@ -511,6 +544,9 @@ impl Default for LogConfig {
 
 mod defaults {
     use super::Service;
+    pub fn web_max_requests() -> usize {
+        64
+    }
     pub fn max_concurrent_retrieves() -> usize {
         16
     }
@@ -654,6 +690,37 @@ impl Config {
         }
     }
 
+    fn validate_web(&self) -> Result<(), String> {
+        let mut names = HashSet::new();
+        for user in &self.web.users {
+            if user.name.is_empty() || user.name.contains(':') {
+                return Err(format!(
+                    "web.users name {:?} must be non-empty, without ':'",
+                    user.name
+                ));
+            }
+            if !names.insert(user.name.as_str()) {
+                return Err(format!("web.users lists {:?} twice", user.name));
+            }
+            if !user.password_hash.starts_with("$argon2") {
+                return Err(format!(
+                    "web.users {:?}: password_hash must be an argon2 PHC string \
+                     (strata hash-password prints one)",
+                    user.name
+                ));
+            }
+        }
+        if self.web.max_requests == 0 {
+            return Err("web.max_requests must be at least 1".into());
+        }
+        if let Some(url) = &self.web.public_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(format!("web.public_url {url:?} must start with http(s)://"));
+            }
+        }
+        Ok(())
+    }
+
     fn validate(&self) -> Result<(), String> {
         let aet_ok = |aet: &str| !aet.trim().is_empty() && aet.len() <= 16 && aet.is_ascii();
         if !aet_ok(&self.dicom.aet) {
@@ -685,6 +752,7 @@ impl Config {
                 peer.aet
             ));
         }
+        self.validate_web()?;
         if !self.tiering.window.is_empty() && parse_window(&self.tiering.window).is_none() {
             return Err(format!(
                 "tiering.window {:?} must look like \"01:00-05:00\"",

@@ -25,6 +25,7 @@ pub mod retrieve;
 pub mod server;
 pub mod throttle;
 pub mod tiering;
+pub mod web;
 
 #[cfg(test)]
 mod hostile_paths;

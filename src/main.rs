@@ -118,6 +118,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Read a password from standard input (one line) and print its argon2 hash, for a
+    /// `[[web.users]] password_hash`.
+    HashPassword,
 }
 
 #[derive(Subcommand)]
@@ -235,6 +238,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     match cli.command {
+        Command::HashPassword => hash_password(),
         Command::Serve { config } => {
             let config = Config::load(&config)?;
             init_logging(&config.log.level)?;
@@ -581,6 +585,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+fn hash_password() -> anyhow::Result<()> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("cannot read the password from standard input")?;
+    let password = line.trim_end_matches(['\n', '\r']);
+    anyhow::ensure!(!password.is_empty(), "empty password on standard input");
+    println!("{}", strata::web::auth::hash_password(password)?);
+    Ok(())
+}
+
 async fn serve(config: Config) -> anyhow::Result<()> {
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -588,11 +603,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         tracing::info!("shutdown requested");
         let _ = stop.send(true);
     });
-    strata::server::run(config, shutdown, |addr, tls_addr| {
+    strata::server::run(config, shutdown, |at| {
         // Machine-readable: tests and scripts read the bound ports from these lines.
-        println!("listening on {addr}");
-        if let Some(tls_addr) = tls_addr {
-            println!("tls listening on {tls_addr}");
+        println!("listening on {}", at.dicom);
+        if let Some(tls) = at.tls {
+            println!("tls listening on {tls}");
+        }
+        if let Some(web) = at.web {
+            println!("web listening on {web}");
         }
         let _ = std::io::stdout().flush();
     })

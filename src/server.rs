@@ -32,6 +32,7 @@ use crate::query::{Matches, Query, QueryOptions, PATIENT_ROOT_FIND, STUDY_ROOT_F
 use crate::reader::Reader;
 use crate::retrieve::{Instances, Retrieve, RetrieveOptions};
 use crate::tiering::{self, TieringSchedule};
+use crate::web::{self, WebServices};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -53,12 +54,23 @@ pub enum ServerError {
     },
 }
 
-/// Runs the server until `shutdown` turns true. `on_listening` is told the bound addresses,
-/// plain and TLS (useful with port 0), once associations can be accepted.
+/// The addresses the server accepts connections on (useful with port 0).
+#[derive(Debug, Clone, Copy)]
+pub struct Listening {
+    /// DIMSE, plain.
+    pub dicom: SocketAddr,
+    /// DIMSE over TLS, when `[dicom] tls_listen` is set.
+    pub tls: Option<SocketAddr>,
+    /// HTTP (DICOMweb), when `[web] listen` is set.
+    pub web: Option<SocketAddr>,
+}
+
+/// Runs the server until `shutdown` turns true. `on_listening` is told the bound addresses
+/// once connections can be accepted.
 pub async fn run(
     config: Config,
     shutdown: watch::Receiver<bool>,
-    on_listening: impl FnOnce(SocketAddr, Option<SocketAddr>),
+    on_listening: impl FnOnce(Listening),
 ) -> Result<(), ServerError> {
     let locator =
         Arc::new(Locator::open(&config.locator, Owner::of(&config.node, Role::Server)).await?);
@@ -80,6 +92,14 @@ pub async fn run(
             Some((bind(*at).await?, tls))
         }
         _ => None,
+    };
+    let web_listener = match config.web.listen {
+        Some(at) => Some(
+            web::bind(at)
+                .await
+                .map_err(|source| ServerError::Bind { addr: at, source })?,
+        ),
+        None => None,
     };
     let commitment = Arc::new(StorageCommitment::new(
         locator.clone(),
@@ -185,8 +205,25 @@ pub async fn run(
         shutdown.clone(),
     ));
     let tls_addr = tls.as_ref().map(|((_, at), _)| *at);
-    info!(%addr, tls_addr = ?tls_addr, aet = %config.dicom.aet, online = %online.root().display(), "listening");
-    on_listening(addr, tls_addr);
+    let web_addr = web_listener.as_ref().map(|(_, at)| *at);
+    let http = web_listener.map(|(listener, _)| {
+        let services = WebServices {
+            query: services.query.clone(),
+            retrieve: services.retrieve.clone(),
+            our_aet: config.dicom.aet.clone(),
+        };
+        let (web_config, grace) = (config.web.clone(), net_config.shutdown_grace);
+        let shutdown = shutdown.clone();
+        tokio::spawn(
+            async move { web::serve(listener, &web_config, services, shutdown, grace).await },
+        )
+    });
+    info!(%addr, tls_addr = ?tls_addr, web_addr = ?web_addr, aet = %config.dicom.aet, online = %online.root().display(), "listening");
+    on_listening(Listening {
+        dicom: addr,
+        tls: tls_addr,
+        web: web_addr,
+    });
     let plain = net::serve(
         listener,
         None,
@@ -204,6 +241,9 @@ pub async fn run(
     if let Some(worker) = tiering {
         // It stops between two studies once shutdown is signalled.
         let _ = worker.await;
+    }
+    if let Some(http) = http {
+        let _ = http.await;
     }
     let _ = backup_worker.await;
     let _ = sweeper.await;

@@ -19,7 +19,7 @@ use crate::model::matching::Matcher;
 use crate::model::query::{Attribute, ComputedKeys, FindQuery, QueryLevel};
 use crate::net::{AssociationContext, FindRequest, FindResults, Outcome, Status};
 
-pub use keys::{attribute_for, Computed};
+pub use keys::{attribute_for, value as attribute_value, Computed};
 
 pub use crate::model::sop_class::{PATIENT_ROOT_FIND, STUDY_ROOT_FIND};
 
@@ -76,6 +76,23 @@ impl Query {
             locator,
             options: Arc::new(options),
         }
+    }
+
+    /// Runs a search that is already protocol-neutral (QIDO-RS): the matching rows, at most
+    /// `query.limit` and never more than `[query] max_matches`, plus one row when there are
+    /// more. Name matching follows `[query] case_insensitive_names`, as for C-FIND.
+    pub fn search(
+        &self,
+        mut query: FindQuery,
+    ) -> tokio::sync::mpsc::Receiver<Result<FindRow, crate::locator::LocatorError>> {
+        query.case_insensitive_names = self.options.case_insensitive_names;
+        query.limit = query.limit.min(self.options.max_matches);
+        self.locator.find(query)
+    }
+
+    /// `[query] max_matches`: the most rows one search returns.
+    pub fn max_matches(&self) -> usize {
+        self.options.max_matches
     }
 
     /// Checks the request and runs the query.

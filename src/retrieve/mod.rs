@@ -11,7 +11,8 @@ use dicom_dictionary_std::tags;
 use tokio::sync::mpsc;
 
 use crate::identifier::{self, Identifier};
-use crate::locator::retrieve::{required_key, RetrieveKeys, RetrieveRow};
+pub use crate::locator::retrieve::RetrieveKeys;
+use crate::locator::retrieve::{required_key, RetrieveRow};
 use crate::locator::Locator;
 use crate::model::matching::Matcher;
 use crate::model::query::QueryLevel;
@@ -56,6 +57,24 @@ fn refuse(status: Status, comment: impl Into<String>) -> Outcome {
     Outcome::failure(status, comment)
 }
 
+/// Why the instances of a retrieve could not be listed.
+#[derive(Debug, thiserror::Error)]
+pub enum RetrieveError {
+    #[error("more than {0} instances")]
+    TooMany(usize),
+    #[error(transparent)]
+    Locator(#[from] crate::locator::LocatorError),
+}
+
+impl RetrieveError {
+    fn outcome(self) -> Outcome {
+        match self {
+            RetrieveError::TooMany(_) => refuse(Status::SubOperationsRefused, self.to_string()),
+            RetrieveError::Locator(_) => refuse(Status::ProcessingFailure, self.to_string()),
+        }
+    }
+}
+
 impl Retrieve {
     pub fn new(locator: Arc<Locator>, reader: Reader, options: RetrieveOptions) -> Retrieve {
         Retrieve {
@@ -83,16 +102,18 @@ impl Retrieve {
             }
         };
         let keys = parse_identifier(&request, study_root)?;
+        self.instances(&keys).await.map_err(RetrieveError::outcome)
+    }
+
+    /// Lists the instances `keys` name, in sending order (protocol-neutral: C-MOVE, C-GET
+    /// and WADO-RS all start here).
+    pub async fn instances(&self, keys: &RetrieveKeys) -> Result<Instances, RetrieveError> {
         let rows = self
             .locator
-            .retrieve_instances(&keys, self.options.max_instances)
-            .await
-            .map_err(|e| refuse(Status::ProcessingFailure, e.to_string()))?;
+            .retrieve_instances(keys, self.options.max_instances)
+            .await?;
         if rows.len() > self.options.max_instances {
-            return Err(refuse(
-                Status::SubOperationsRefused,
-                format!("more than {} instances", self.options.max_instances),
-            ));
+            return Err(RetrieveError::TooMany(self.options.max_instances));
         }
         let (items, objects): (Vec<RetrieveItem>, Vec<StoredObject>) = rows
             .into_iter()

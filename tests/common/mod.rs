@@ -304,6 +304,8 @@ pub struct TestServer {
     pub port: u16,
     /// The TLS listener's port, when the config has `tls_listen`.
     pub tls_port: Option<u16>,
+    /// The HTTP (DICOMweb) listener's port, when the config has a `[web]` listen address.
+    pub web_port: Option<u16>,
     child: Option<Child>,
     stderr_log: PathBuf,
     _temp: Option<tempfile::TempDir>,
@@ -382,15 +384,18 @@ impl TestServer {
                 .unwrap_or_else(|| panic!("expected {prefix:?}, got {line:?}"))
         };
         let port = port_of(&line, "listening on ");
-        let tls_port = std::fs::read_to_string(&config)
-            .unwrap()
-            .contains("tls_listen")
-            .then(|| {
-                let line = rx.recv_timeout(Duration::from_secs(5)).unwrap();
-                port_of(&line, "tls listening on ")
-            });
+        let text = std::fs::read_to_string(&config).unwrap();
+        let tls_port = text.contains("tls_listen").then(|| {
+            let line = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+            port_of(&line, "tls listening on ")
+        });
+        let web_port = text.contains("[web]\nlisten").then(|| {
+            let line = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+            port_of(&line, "web listening on ")
+        });
         TestServer {
             tls_port,
+            web_port,
             dir: dir.to_owned(),
             config,
             port,

@@ -1,0 +1,215 @@
+//! Who is making an HTTP request, and what they may do: HTTP Basic against the
+//! `[[web.users]]` list (argon2 password hashes), or an anonymous user when
+//! `[web] allow_anonymous` is set. Verbs are the same [`Service`]s the AE-title policy uses:
+//! `find` for QIDO-RS, `get` for WADO-RS, `store` for STOW-RS.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use base64::Engine;
+use sha2::{Digest, Sha256};
+
+use crate::config::{Service, WebConfig};
+
+/// The user a request is served for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// No credentials, and `[web] allow_anonymous` is set.
+    Anonymous,
+    /// A `[[web.users]]` name whose password matched.
+    User(String),
+}
+
+/// Why a request's credentials were not accepted (answered with 401).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AuthError {
+    #[error("credentials required")]
+    Missing,
+    #[error("unsupported Authorization scheme (HTTP Basic only)")]
+    Scheme,
+    #[error("malformed Basic credentials")]
+    Malformed,
+    #[error("unknown user or wrong password")]
+    Wrong,
+}
+
+/// Why a password could not be hashed.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot hash the password: {0}")]
+pub struct HashError(String);
+
+struct User {
+    /// The PHC string, parsed at each verification (it borrows).
+    password_hash: String,
+    allow: HashSet<Service>,
+}
+
+/// At most this many verified credentials are remembered, so that a viewer's hundreds of
+/// requests cost one argon2 verification, not hundreds.
+const REMEMBERED: usize = 1024;
+
+/// The `[web]` users and the anonymous rule.
+pub struct Users {
+    allow_anonymous: bool,
+    users: HashMap<String, User>,
+    /// SHA-256 of `name:password` pairs that verified, with the name.
+    verified: Mutex<HashMap<[u8; 32], String>>,
+}
+
+impl std::fmt::Debug for Users {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Users")
+            .field("allow_anonymous", &self.allow_anonymous)
+            .field("users", &self.users.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Users {
+    pub fn from_config(config: &WebConfig) -> Users {
+        Users {
+            allow_anonymous: config.allow_anonymous,
+            users: config
+                .users
+                .iter()
+                .map(|u| {
+                    let user = User {
+                        password_hash: u.password_hash.clone(),
+                        allow: u.allow.iter().copied().collect(),
+                    };
+                    (u.name.clone(), user)
+                })
+                .collect(),
+            verified: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The principal of a request with this `Authorization` header value (if any). Runs an
+    /// argon2 verification for credentials not seen before: call it off the async runtime.
+    pub fn authenticate(&self, authorization: Option<&str>) -> Result<Principal, AuthError> {
+        let Some(header) = authorization else {
+            return if self.allow_anonymous {
+                Ok(Principal::Anonymous)
+            } else {
+                Err(AuthError::Missing)
+            };
+        };
+        let (scheme, credentials) = header.trim().split_once(' ').ok_or(AuthError::Malformed)?;
+        if !scheme.eq_ignore_ascii_case("basic") {
+            return Err(AuthError::Scheme);
+        }
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(credentials.trim())
+            .map_err(|_| AuthError::Malformed)?;
+        let decoded = String::from_utf8(decoded).map_err(|_| AuthError::Malformed)?;
+        let (name, password) = decoded.split_once(':').ok_or(AuthError::Malformed)?;
+        let fingerprint: [u8; 32] = Sha256::digest(decoded.as_bytes()).into();
+        if let Some(known) = self.lock().get(&fingerprint) {
+            return Ok(Principal::User(known.clone()));
+        }
+        let user = self.users.get(name).ok_or(AuthError::Wrong)?;
+        let hash = PasswordHash::new(&user.password_hash).map_err(|_| AuthError::Wrong)?;
+        Argon2::default()
+            .verify_password(password.as_bytes(), &hash)
+            .map_err(|_| AuthError::Wrong)?;
+        let mut verified = self.lock();
+        if verified.len() >= REMEMBERED {
+            verified.clear();
+        }
+        verified.insert(fingerprint, name.to_string());
+        Ok(Principal::User(name.to_string()))
+    }
+
+    /// Whether `principal` may use `verb`.
+    pub fn allows(&self, principal: &Principal, verb: Service) -> bool {
+        match principal {
+            Principal::Anonymous => self.allow_anonymous,
+            Principal::User(name) => self
+                .users
+                .get(name)
+                .is_some_and(|user| user.allow.contains(&verb)),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], String>> {
+        self.verified.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// An argon2id PHC string for `password`, with a random salt (`strata hash-password`).
+pub fn hash_password(password: &str) -> Result<String, HashError> {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|hash| hash.to_string())
+        .map_err(|e| HashError(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::WebUserConfig;
+
+    fn users(allow_anonymous: bool) -> Users {
+        Users::from_config(&WebConfig {
+            allow_anonymous,
+            users: vec![WebUserConfig {
+                name: "viewer".into(),
+                password_hash: hash_password("s3cret").unwrap(),
+                allow: vec![Service::Find, Service::Get],
+            }],
+            ..WebConfig::default()
+        })
+    }
+
+    fn basic(credentials: &str) -> String {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(credentials)
+        )
+    }
+
+    #[test]
+    fn basic_credentials_are_checked_against_the_hash() {
+        let users = users(false);
+        let viewer = Principal::User("viewer".into());
+        assert_eq!(
+            users.authenticate(Some(&basic("viewer:s3cret"))),
+            Ok(viewer.clone())
+        );
+        // Remembered: the second time needs no argon2, and gives the same answer.
+        assert_eq!(
+            users.authenticate(Some(&basic("viewer:s3cret"))),
+            Ok(viewer.clone())
+        );
+        assert_eq!(
+            users.authenticate(Some(&basic("viewer:wrong"))),
+            Err(AuthError::Wrong)
+        );
+        assert_eq!(
+            users.authenticate(Some(&basic("nobody:s3cret"))),
+            Err(AuthError::Wrong)
+        );
+        assert_eq!(
+            users.authenticate(Some("Basic !!!")),
+            Err(AuthError::Malformed)
+        );
+        assert_eq!(
+            users.authenticate(Some("Bearer abc")),
+            Err(AuthError::Scheme)
+        );
+        assert_eq!(users.authenticate(None), Err(AuthError::Missing));
+        assert!(users.allows(&viewer, Service::Get));
+        assert!(!users.allows(&viewer, Service::Store));
+    }
+
+    #[test]
+    fn anonymous_only_when_allowed() {
+        assert_eq!(users(true).authenticate(None), Ok(Principal::Anonymous));
+        assert!(users(true).allows(&Principal::Anonymous, Service::Store));
+        assert!(!users(false).allows(&Principal::Anonymous, Service::Find));
+    }
+}

@@ -1,0 +1,476 @@
+//! The DICOMweb front end (PS3.18) under `/dicom-web`: QIDO-RS searches and WADO-RS
+//! retrieval over HTTP. Like the DIMSE layer it is a thin adapter over the query and
+//! retrieve services and never touches storage; it runs in the same process as the DIMSE
+//! listener and stops with it.
+//!
+//! Every request is authenticated first ([`auth`]), then checked for its verb; at most
+//! `[web] max_requests` are served at once (a request waits up to [`SLOT_WAIT`] for a slot,
+//! then gets 503).
+
+pub mod auth;
+mod json;
+mod qido;
+mod wado;
+
+use std::future::IntoFuture;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, Query as QueryParams, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Extension, Router};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tracing::{info, warn};
+
+use crate::config::{Service, WebConfig};
+use crate::model::query::QueryLevel;
+use crate::query::Query;
+use crate::retrieve::{Retrieve, RetrieveError, RetrieveKeys};
+use auth::{AuthError, Principal, Users};
+use qido::{path_uid, Scope, Search};
+
+/// How long a request waits for one of the `[web] max_requests` slots.
+pub const SLOT_WAIT: Duration = Duration::from_secs(30);
+
+/// The services the HTTP front end adapts.
+#[derive(Debug, Clone)]
+pub struct WebServices {
+    pub query: Query,
+    pub retrieve: Retrieve,
+    /// Our AE title, written as Source AE Title into the files WADO-RS sends.
+    pub our_aet: String,
+}
+
+#[derive(Debug, Clone)]
+struct Web {
+    services: WebServices,
+    users: Arc<Users>,
+    public_url: Option<String>,
+    slots: Arc<Semaphore>,
+}
+
+/// An HTTP error answer: status and a one-line reason (text/plain).
+#[derive(Debug, PartialEq, Eq)]
+pub struct WebError {
+    status: StatusCode,
+    message: String,
+}
+
+impl WebError {
+    fn new(status: StatusCode, message: impl Into<String>) -> WebError {
+        WebError {
+            status,
+            message: message.into(),
+        }
+    }
+    pub fn bad_request(message: impl Into<String>) -> WebError {
+        WebError::new(StatusCode::BAD_REQUEST, message)
+    }
+    pub fn not_acceptable(message: impl Into<String>) -> WebError {
+        WebError::new(StatusCode::NOT_ACCEPTABLE, message)
+    }
+    pub fn internal(message: impl Into<String>) -> WebError {
+        WebError::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+    }
+}
+
+impl std::fmt::Display for WebError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.status.as_u16(), self.message)
+    }
+}
+
+impl std::error::Error for WebError {}
+
+impl IntoResponse for WebError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, format!("{}\n", self.message)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"Strata\", charset=\"UTF-8\""),
+            );
+        }
+        response
+    }
+}
+
+impl From<AuthError> for WebError {
+    fn from(e: AuthError) -> WebError {
+        WebError::new(StatusCode::UNAUTHORIZED, e.to_string())
+    }
+}
+
+/// Serves `/dicom-web` on `listener` until `shutdown` turns true; requests still running
+/// then get `grace` to finish before their connections are closed.
+pub async fn serve(
+    listener: TcpListener,
+    config: &WebConfig,
+    services: WebServices,
+    mut shutdown: watch::Receiver<bool>,
+    grace: Duration,
+) {
+    let web = Web {
+        services,
+        users: Arc::new(Users::from_config(config)),
+        public_url: config
+            .public_url
+            .as_ref()
+            .map(|u| u.trim_end_matches('/').to_string()),
+        slots: Arc::new(Semaphore::new(config.max_requests)),
+    };
+    let app = router(web);
+    let mut stop = shutdown.clone();
+    let server = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .into_future();
+    tokio::select! {
+        result = server => {
+            if let Err(e) = result {
+                warn!(error = %e, "HTTP server stopped");
+            }
+        }
+        _ = async {
+            let _ = shutdown.wait_for(|s| *s).await;
+            tokio::time::sleep(grace).await;
+        } => warn!(grace_secs = grace.as_secs(), "HTTP requests still running after the grace period: closed"),
+    }
+    info!("HTTP server stopped");
+}
+
+fn router(web: Web) -> Router {
+    let dicom_web = Router::new()
+        .route("/studies", get(search_studies))
+        .route("/series", get(search_all_series))
+        .route("/instances", get(search_all_instances))
+        .route("/studies/{study}", get(retrieve_study))
+        .route("/studies/{study}/series", get(search_series))
+        .route("/studies/{study}/instances", get(search_study_instances))
+        .route("/studies/{study}/series/{series}", get(retrieve_series))
+        .route(
+            "/studies/{study}/series/{series}/instances",
+            get(search_instances),
+        )
+        .route(
+            "/studies/{study}/series/{series}/instances/{instance}",
+            get(retrieve_instance),
+        );
+    Router::new()
+        .nest("/dicom-web", dicom_web)
+        .layer(middleware::from_fn_with_state(web.clone(), admit))
+        .with_state(web)
+}
+
+/// Takes a slot and authenticates the request; the principal goes into its extensions.
+async fn admit(State(web): State<Web>, mut request: Request, next: Next) -> Response {
+    let Ok(Ok(_slot)) = tokio::time::timeout(SLOT_WAIT, web.slots.clone().acquire_owned()).await
+    else {
+        return WebError::new(StatusCode::SERVICE_UNAVAILABLE, "too many requests at once")
+            .into_response();
+    };
+    let authorization = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let users = web.users.clone();
+    let principal =
+        tokio::task::spawn_blocking(move || users.authenticate(authorization.as_deref())).await;
+    match principal {
+        Ok(Ok(principal)) => {
+            request.extensions_mut().insert(principal);
+            next.run(request).await
+        }
+        Ok(Err(e)) => WebError::from(e).into_response(),
+        Err(e) => WebError::internal(e.to_string()).into_response(),
+    }
+}
+
+impl Web {
+    fn check(&self, principal: &Principal, verb: Service) -> Result<(), WebError> {
+        if self.users.allows(principal, verb) {
+            Ok(())
+        } else {
+            Err(WebError::new(
+                StatusCode::FORBIDDEN,
+                format!("not allowed to {verb:?}").to_lowercase(),
+            ))
+        }
+    }
+
+    /// The DICOMweb root as clients reach it: `[web] public_url`, else the Host header.
+    fn base(&self, headers: &HeaderMap) -> String {
+        let root = self.public_url.clone().unwrap_or_else(|| {
+            let host = headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("localhost");
+            format!("http://{host}")
+        });
+        format!("{root}/dicom-web")
+    }
+}
+
+type Params = QueryParams<Vec<(String, String)>>;
+
+async fn search(
+    web: &Web,
+    principal: &Principal,
+    headers: &HeaderMap,
+    level: QueryLevel,
+    scope: Scope,
+    params: &[(String, String)],
+) -> Result<Response, WebError> {
+    web.check(principal, Service::Find)?;
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    if let Some(accept) = accept {
+        let acceptable = accept.split(',').any(|range| {
+            let media = range.split(';').next().unwrap_or("").trim();
+            let q0 = range.replace(' ', "").contains("q=0") && !range.contains("q=0.");
+            !q0 && matches!(
+                media,
+                "*/*" | "application/*" | "application/dicom+json" | "application/json"
+            )
+        });
+        if !acceptable {
+            return Err(WebError::not_acceptable(format!(
+                "cannot answer with any of {accept:?}: application/dicom+json only"
+            )));
+        }
+    }
+    let search = Search::parse(level, &scope, params, web.services.query.max_matches())?;
+    let warnings = search.warnings.clone();
+    let answer = search.run(&web.services.query, &web.base(headers)).await?;
+    let body =
+        serde_json::to_vec(&answer.objects).map_err(|e| WebError::internal(e.to_string()))?;
+    let mut response = Response::new(Body::from(body));
+    let response_headers = response.headers_mut();
+    response_headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/dicom+json"),
+    );
+    let mut warnings = warnings;
+    if answer.truncated {
+        warnings.push(format!(
+            "There are more than {} matches: narrow the search",
+            web.services.query.max_matches()
+        ));
+    }
+    for warning in warnings {
+        if let Ok(value) = HeaderValue::from_str(&format!("299 strata \"{warning}\"")) {
+            response_headers.append(header::WARNING, value);
+        }
+    }
+    Ok(response)
+}
+
+async fn search_studies(
+    State(web): State<Web>,
+    Extension(principal): Extension<Principal>,
+    headers: HeaderMap,
+    QueryParams(params): Params,
+) -> Result<Response, WebError> {
+    let scope = Scope::default();
+    search(
+        &web,
+        &principal,
+        &headers,
+        QueryLevel::Study,
+        scope,
+        &params,
+    )
+    .await
+}
+
+async fn search_all_series(
+    State(web): State<Web>,
+    Extension(principal): Extension<Principal>,
+    headers: HeaderMap,
+    QueryParams(params): Params,
+) -> Result<Response, WebError> {
+    let scope = Scope::default();
+    search(
+        &web,
+        &principal,
+        &headers,
+        QueryLevel::Series,
+        scope,
+        &params,
+    )
+    .await
+}
+
+async fn search_all_instances(
+    State(web): State<Web>,
+    Extension(principal): Extension<Principal>,
+    headers: HeaderMap,
+    QueryParams(params): Params,
+) -> Result<Response, WebError> {
+    let scope = Scope::default();
+    search(
+        &web,
+        &principal,
+        &headers,
+        QueryLevel::Image,
+        scope,
+        &params,
+    )
+    .await
+}
+
+async fn search_series(
+    State(web): State<Web>,
+    Extension(principal): Extension<Principal>,
+    Path(study): Path<String>,
+    headers: HeaderMap,
+    QueryParams(params): Params,
+) -> Result<Response, WebError> {
+    let scope = Scope {
+        study: Some(path_uid(&study)?),
+        series: None,
+    };
+    search(
+        &web,
+        &principal,
+        &headers,
+        QueryLevel::Series,
+        scope,
+        &params,
+    )
+    .await
+}
+
+async fn search_study_instances(
+    State(web): State<Web>,
+    Extension(principal): Extension<Principal>,
+    Path(study): Path<String>,
+    headers: HeaderMap,
+    QueryParams(params): Params,
+) -> Result<Response, WebError> {
+    let scope = Scope {
+        study: Some(path_uid(&study)?),
+        series: None,
+    };
+    search(
+        &web,
+        &principal,
+        &headers,
+        QueryLevel::Image,
+        scope,
+        &params,
+    )
+    .await
+}
+
+async fn search_instances(
+    State(web): State<Web>,
+    Extension(principal): Extension<Principal>,
+    Path((study, series)): Path<(String, String)>,
+    headers: HeaderMap,
+    QueryParams(params): Params,
+) -> Result<Response, WebError> {
+    let scope = Scope {
+        study: Some(path_uid(&study)?),
+        series: Some(path_uid(&series)?),
+    };
+    search(
+        &web,
+        &principal,
+        &headers,
+        QueryLevel::Image,
+        scope,
+        &params,
+    )
+    .await
+}
+
+/// WADO-RS: the instances `keys` name as a multipart body, or 404 when there are none.
+async fn retrieve(
+    web: &Web,
+    principal: &Principal,
+    headers: &HeaderMap,
+    keys: RetrieveKeys,
+) -> Result<Response, WebError> {
+    web.check(principal, Service::Get)?;
+    let wanted = wado::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()))?;
+    let instances = web
+        .services
+        .retrieve
+        .instances(&keys)
+        .await
+        .map_err(|e| match e {
+            RetrieveError::TooMany(_) => {
+                WebError::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string())
+            }
+            RetrieveError::Locator(_) => WebError::internal(e.to_string()),
+        })?;
+    if crate::net::Retrieval::items(&instances).is_empty() {
+        return Err(WebError::new(StatusCode::NOT_FOUND, "no such instances"));
+    }
+    let (content_type, body) = wado::multipart(instances, &wanted, &web.services.our_aet)?;
+    let mut response = Response::new(Body::from_stream(body));
+    let value =
+        HeaderValue::from_str(&content_type).map_err(|e| WebError::internal(e.to_string()))?;
+    response.headers_mut().insert(header::CONTENT_TYPE, value);
+    Ok(response)
+}
+
+async fn retrieve_study(
+    State(web): State<Web>,
+    Extension(principal): Extension<Principal>,
+    Path(study): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, WebError> {
+    let keys = RetrieveKeys {
+        patient_id: None,
+        study_instance_uids: vec![path_uid(&study)?],
+        series_instance_uids: Vec::new(),
+        sop_instance_uids: Vec::new(),
+    };
+    retrieve(&web, &principal, &headers, keys).await
+}
+
+async fn retrieve_series(
+    State(web): State<Web>,
+    Extension(principal): Extension<Principal>,
+    Path((study, series)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, WebError> {
+    let keys = RetrieveKeys {
+        patient_id: None,
+        study_instance_uids: vec![path_uid(&study)?],
+        series_instance_uids: vec![path_uid(&series)?],
+        sop_instance_uids: Vec::new(),
+    };
+    retrieve(&web, &principal, &headers, keys).await
+}
+
+async fn retrieve_instance(
+    State(web): State<Web>,
+    Extension(principal): Extension<Principal>,
+    Path((study, series, instance)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, WebError> {
+    let keys = RetrieveKeys {
+        patient_id: None,
+        study_instance_uids: vec![path_uid(&study)?],
+        series_instance_uids: vec![path_uid(&series)?],
+        sop_instance_uids: vec![path_uid(&instance)?],
+    };
+    retrieve(&web, &principal, &headers, keys).await
+}
+
+/// Binds the `[web] listen` address.
+pub async fn bind(at: SocketAddr) -> std::io::Result<(TcpListener, SocketAddr)> {
+    let listener = TcpListener::bind(at).await?;
+    let addr = listener.local_addr()?;
+    Ok((listener, addr))
+}

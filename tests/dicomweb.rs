@@ -1,0 +1,229 @@
+//! DICOMweb (QIDO-RS, WADO-RS) against the real server: dicomweb-client drives every
+//! endpoint and compares the answers with what was stored (tools/dicomweb_check.py), and
+//! plain HTTP requests check the error answers and a client that disconnects mid-response.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+const VIEWER: (&str, &str) = ("viewer", "viewer pass");
+const FINDER: (&str, &str) = ("finder", "finder pass");
+
+/// `strata hash-password` of `password` (read from standard input).
+fn hash(password: &str) -> String {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .arg("hash-password")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let hash = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    hash
+}
+
+/// A server with an HTTP listener and two users: VIEWER may find and get, FINDER only find.
+fn web_server(dir: &std::path::Path) -> TestServer {
+    let web = format!(
+        "[web]\nlisten = \"127.0.0.1:0\"\n\
+         [[web.users]]\nname = \"{}\"\npassword_hash = \"{}\"\nallow = [\"find\", \"get\"]\n\
+         [[web.users]]\nname = \"{}\"\npassword_hash = \"{}\"\nallow = [\"find\"]\n",
+        VIEWER.0,
+        hash(VIEWER.1),
+        FINDER.0,
+        hash(FINDER.1)
+    );
+    let server = TestServer::start_in(dir, "", &web);
+    assert!(server.web_port.is_some());
+    server
+}
+
+fn basic((user, password): (&str, &str)) -> String {
+    use base64::Engine;
+    let credentials =
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    format!("Basic {credentials}")
+}
+
+/// One HTTP/1.1 GET: status line code, the response head, and the body as sent (not
+/// de-chunked).
+fn http_get(port: u16, path: &str, headers: &[(&str, &str)]) -> (u16, String, Vec<u8>) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut request =
+        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("no end of head");
+    let head = String::from_utf8_lossy(&response[..split]).into_owned();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, head, response[split + 4..].to_vec())
+}
+
+#[test]
+fn dicomweb_client_finds_and_retrieves_what_was_stored_online_and_archived() {
+    let corpus = Corpus::small(2, 3, 2, 2, 21);
+    let dir = tempfile::tempdir().unwrap();
+    let server = web_server(dir.path());
+    // The first study goes to the archive tier; the others stay online.
+    let archived = corpus.study_uids()[0].clone();
+    let out = server.storescu("MODALITY", &corpus.study_paths(&archived));
+    assert!(out.status.success(), "{}", text(&out));
+    let out = server.cli(&["tier", "run", "--min-age-days", "0", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(server
+        .locate(&archived)
+        .iter()
+        .all(|l| l["tier"] == "archive"));
+    let rest: Vec<PathBuf> = corpus
+        .files
+        .iter()
+        .filter(|f| f.study_instance_uid != archived)
+        .map(|f| corpus.path(f))
+        .collect();
+    let out = server.storescu("MODALITY", &rest);
+    assert!(out.status.success(), "{}", text(&out));
+
+    let out = Command::new(python())
+        .arg(repo().join("tools/dicomweb_check.py"))
+        .args([
+            "--url",
+            &format!("http://127.0.0.1:{}/dicom-web", server.web_port.unwrap()),
+        ])
+        .args([
+            "--user",
+            VIEWER.0,
+            "--password",
+            VIEWER.1,
+            "--archived",
+            &archived,
+        ])
+        .arg("--corpus")
+        .arg(corpus.dir.path())
+        .output()
+        .unwrap();
+    let log = text(&out);
+    assert!(out.status.success(), "{log}\n{}", server.log());
+    assert!(log.contains("checks passed"), "{log}");
+}
+
+#[test]
+fn http_errors_are_answered_with_their_status_and_the_server_keeps_serving() {
+    let corpus = Corpus::small(1, 3, 0, 0, 22);
+    let dir = tempfile::tempdir().unwrap();
+    let server = web_server(dir.path());
+    server.store(&corpus);
+    let port = server.web_port.unwrap();
+    let study = corpus.study_uids()[0].clone();
+    let viewer = basic(VIEWER);
+    let as_viewer = [("Authorization", viewer.as_str())];
+
+    // 401: no credentials, a wrong password, an unknown scheme; the challenge names Basic.
+    let (status, head, _) = http_get(port, "/dicom-web/studies", &[]);
+    assert_eq!(status, 401);
+    assert!(
+        head.to_lowercase().contains("www-authenticate: basic"),
+        "{head}"
+    );
+    let wrong = basic((VIEWER.0, "not the password"));
+    assert_eq!(
+        http_get(port, "/dicom-web/studies", &[("Authorization", &wrong)]).0,
+        401
+    );
+    let bearer = [("Authorization", "Bearer abc")];
+    assert_eq!(http_get(port, "/dicom-web/studies", &bearer).0, 401);
+
+    // 403: FINDER may search but not retrieve.
+    let finder = basic(FINDER);
+    let as_finder = [("Authorization", finder.as_str())];
+    assert_eq!(http_get(port, "/dicom-web/studies", &as_finder).0, 200);
+    let path = format!("/dicom-web/studies/{study}");
+    assert_eq!(http_get(port, &path, &as_finder).0, 403);
+
+    // 400: a bad UID in the path, an unknown query key, a bad range.
+    let (status, _, body) = http_get(port, "/dicom-web/studies/1.2.x/series", &as_viewer);
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(
+        http_get(port, "/dicom-web/studies?NoSuchKey=1", &as_viewer).0,
+        400
+    );
+    assert_eq!(
+        http_get(port, "/dicom-web/studies?limit=-1", &as_viewer).0,
+        400
+    );
+
+    // 404: nothing stored under that UID.
+    assert_eq!(
+        http_get(port, "/dicom-web/studies/1.2.3.4.5", &as_viewer).0,
+        404
+    );
+
+    // 406: an Accept header naming nothing the server can send.
+    let png = [as_viewer[0], ("Accept", "image/png")];
+    assert_eq!(http_get(port, &path, &png).0, 406);
+    let xml = [as_viewer[0], ("Accept", "application/xml")];
+    assert_eq!(http_get(port, "/dicom-web/studies", &xml).0, 406);
+    let jpeg_ls = [
+        as_viewer[0],
+        (
+            "Accept",
+            "multipart/related; type=\"application/dicom\"; transfer-syntax=1.2.840.10008.1.2.4.80",
+        ),
+    ];
+    assert_eq!(http_get(port, &path, &jpeg_ls).0, 406);
+
+    // fuzzymatching is said to be unsupported in a Warning header, and literal matching done.
+    let (status, head, _) = http_get(port, "/dicom-web/studies?fuzzymatching=true", &as_viewer);
+    assert_eq!(status, 200);
+    assert!(
+        head.contains("fuzzymatching parameter is not supported"),
+        "{head}"
+    );
+
+    // Clients that hang up part-way through a study leave the server serving.
+    for _ in 0..5 {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {viewer}\r\n\
+             Accept: multipart/related; type=\"application/dicom\"; transfer-syntax=*\r\n\r\n"
+        )
+        .unwrap();
+        let mut first = [0u8; 4096];
+        let n = stream.read(&mut first).unwrap();
+        assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
+    }
+    let (status, _, body) = http_get(port, &path, &as_viewer);
+    assert_eq!(status, 200);
+    let originals = corpus.study_paths(&study);
+    // Every instance of the study is in the body (chunked, so only a containment check).
+    for original in &originals {
+        let data_set = data_set_bytes(original);
+        let tail = &data_set[data_set.len() - 64..];
+        assert!(
+            body.windows(64).any(|w| w == tail),
+            "{} missing",
+            original.display()
+        );
+    }
+    assert!(server.log().contains("web_addr"));
+}

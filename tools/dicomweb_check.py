@@ -1,0 +1,218 @@
+#!/usr/bin/env python3
+"""Drives Strata's DICOMweb endpoints with dicomweb-client (the PyPI client viewers' tools
+use) and compares every answer with the files that were stored.
+
+    dicomweb_check.py --url http://127.0.0.1:PORT/dicom-web --user U --password P \
+        --corpus DIR [--archived STUDY_UID]
+
+DIR holds the corpus that was stored (tools/gen_corpus.py output, with manifest.json).
+Checks QIDO-RS at every level (all results, PatientID, name prefix, date range, UID list,
+limit/offset, includefield), WADO-RS study/series/instance retrieval as stored (data sets
+byte for byte, parsed from the raw multipart body) and in Explicit and Implicit VR Little
+Endian (every element equal, pixels equal). --archived names a study that has been moved
+to the archive tier: it must be found with InstanceAvailability NEARLINE and retrieved the
+same. Prints one line per check and "dicomweb: N checks passed"; exits 1 on the first
+failure.
+"""
+
+import argparse
+import io
+import json
+import os
+import sys
+
+import numpy as np
+import requests
+from dicomweb_client.api import DICOMwebClient
+from pydicom import dcmread
+
+EXPLICIT = "1.2.840.10008.1.2.1"
+IMPLICIT = "1.2.840.10008.1.2"
+checks = 0
+
+
+def check(condition, what):
+    global checks
+    if not condition:
+        print(f"FAIL {what}", flush=True)
+        sys.exit(1)
+    checks += 1
+    print(f"ok {what}", flush=True)
+
+
+def value(obj, tag):
+    """The first value of a DICOM JSON attribute, or None."""
+    values = obj.get(tag, {}).get("Value") or [None]
+    return values[0]
+
+
+def person_name(pn):
+    """A DICOM JSON person name back in its DICOM form (groups joined with '=')."""
+    groups = [pn.get("Alphabetic", ""), pn.get("Ideographic", ""), pn.get("Phonetic", "")]
+    while groups and not groups[-1]:
+        groups.pop()
+    return "=".join(groups)
+
+
+def data_set_bytes(part10):
+    """The bytes after the file meta group of a Part-10 file."""
+    assert part10[128:132] == b"DICM", "not Part-10"
+    group_len = int.from_bytes(part10[140:144], "little")
+    return part10[144 + group_len:]
+
+
+def multipart_parts(response):
+    """The parts of a multipart/related body: (headers dict, body bytes)."""
+    content_type = response.headers["Content-Type"]
+    boundary = [p.split("=", 1)[1].strip().strip('"') for p in content_type.split(";")
+                if p.strip().startswith("boundary=")][0].encode()
+    parts = []
+    for chunk in response.content.split(b"--" + boundary)[1:]:
+        if chunk.startswith(b"--"):
+            break
+        head, body = chunk.split(b"\r\n\r\n", 1)
+        headers = dict(line.split(": ", 1) for line in head.decode().strip().split("\r\n"))
+        parts.append((headers, body[:-2] if body.endswith(b"\r\n") else body))
+    return parts
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--url", required=True)
+    ap.add_argument("--user", required=True)
+    ap.add_argument("--password", required=True)
+    ap.add_argument("--corpus", required=True)
+    ap.add_argument("--archived")
+    args = ap.parse_args()
+
+    manifest = json.load(open(os.path.join(args.corpus, "manifest.json")))
+    files = {f["sop_instance_uid"]: os.path.join(args.corpus, f["path"]) for f in manifest}
+    originals = {uid: dcmread(path) for uid, path in files.items()}
+    studies = {}
+    for f in manifest:
+        studies.setdefault(f["study_instance_uid"], []).append(f)
+
+    session = requests.Session()
+    session.auth = (args.user, args.password)
+    client = DICOMwebClient(url=args.url, session=session)
+
+    # QIDO-RS, study level.
+    found = client.search_for_studies()
+    by_uid = {value(s, "0020000D"): s for s in found}
+    check(set(by_uid) == set(studies), f"search_for_studies finds the {len(studies)} studies")
+    for uid, study_files in studies.items():
+        ds = originals[study_files[0]["sop_instance_uid"]]
+        s = by_uid[uid]
+        check(value(s, "00100020") == ds.PatientID
+              and person_name(value(s, "00100010")) == str(ds.PatientName)
+              and value(s, "00080020") == ds.StudyDate
+              and value(s, "00201208") == len(study_files)
+              and (value(s, "00080056") == "ONLINE" or uid == args.archived),
+              f"study {uid}: patient, date, instance count, availability")
+        # dicomweb-client sends a Host header without the port: only the path can be checked.
+        check(value(s, "00081190").endswith(f"/dicom-web/studies/{uid}"),
+              f"study {uid}: RetrieveURL {value(s, '00081190')}")
+        modalities = set(s["00080061"]["Value"])
+        check(modalities == {f["modality"] for f in study_files}, f"study {uid}: ModalitiesInStudy")
+
+    some = originals[manifest[0]["sop_instance_uid"]]
+    same_patient = {u for u, fs in studies.items()
+                    if originals[fs[0]["sop_instance_uid"]].PatientID == some.PatientID}
+    found = client.search_for_studies(search_filters={"PatientID": some.PatientID})
+    check({value(s, "0020000D") for s in found} == same_patient, "search by PatientID")
+    prefix = str(some.PatientName)[:3]
+    expected = {u for u, fs in studies.items()
+                if str(originals[fs[0]["sop_instance_uid"]].PatientName).startswith(prefix)}
+    check(len(expected) < len(studies), "the name prefix does not match everything")
+    found = client.search_for_studies(search_filters={"PatientName": prefix + "*"})
+    check({value(s, "0020000D") for s in found} == expected, f"search by name prefix {prefix}*")
+    date = some.StudyDate
+    year = f"{date[:4]}0101-{date[:4]}1231"
+    expected = {u for u, fs in studies.items()
+                if originals[fs[0]["sop_instance_uid"]].StudyDate[:4] == date[:4]}
+    found = client.search_for_studies(search_filters={"StudyDate": year})
+    check({value(s, "0020000D") for s in found} == expected, f"search by date range {year}")
+    two = sorted(studies)[:2]
+    found = client.search_for_studies(search_filters={"StudyInstanceUID": ",".join(two)})
+    check({value(s, "0020000D") for s in found} == set(two), "search by a list of UIDs")
+    first = client.search_for_studies(limit=1, offset=0)
+    second = client.search_for_studies(limit=1, offset=1)
+    check(len(first) == 1 and len(second) == 1
+          and value(first[0], "0020000D") != value(second[0], "0020000D"), "limit and offset")
+    found = client.search_for_studies(fields=["all"], limit=1)
+    check("00080060" not in found[0] and "00100030" in found[0], "includefield=all at study level")
+
+    # Series and instance levels.
+    for uid, study_files in studies.items():
+        series = client.search_for_series(study_instance_uid=uid)
+        expected = {f["series_instance_uid"] for f in study_files}
+        check({value(s, "0020000E") for s in series} == expected, f"series of study {uid}")
+        for s in series:
+            se = value(s, "0020000E")
+            instances = client.search_for_instances(study_instance_uid=uid, series_instance_uid=se)
+            expected = {f["sop_instance_uid"] for f in study_files if f["series_instance_uid"] == se}
+            check({value(i, "00080018") for i in instances} == expected
+                  and value(s, "00201209") == len(expected), f"instances of series {se}")
+    check(len(client.search_for_series()) == len({f["series_instance_uid"] for f in manifest}),
+          "search_for_series across studies")
+    check(len(client.search_for_instances()) == len(manifest), "search_for_instances across studies")
+
+    # WADO-RS, as stored: data sets byte for byte.
+    for uid, study_files in studies.items():
+        response = session.get(f"{args.url}/studies/{uid}", headers={
+            "Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'})
+        check(response.status_code == 200, f"retrieve study {uid} as stored: 200")
+        parts = multipart_parts(response)
+        got = {}
+        for headers, body in parts:
+            check(int(headers["Content-Length"]) == len(body), "part length")
+            ds = dcmread(io.BytesIO(body))
+            got[ds.SOPInstanceUID] = body
+        check(set(got) == {f["sop_instance_uid"] for f in study_files},
+              f"study {uid}: every instance")
+        for sop, body in got.items():
+            with open(files[sop], "rb") as original:
+                check(data_set_bytes(body) == data_set_bytes(original.read()),
+                      f"instance {sop}: data set bit-identical")
+
+    # dicomweb-client's own retrieval, series and instance, in both uncompressed syntaxes.
+    for f in manifest[:3]:
+        uid, se, sop = f["study_instance_uid"], f["series_instance_uid"], f["sop_instance_uid"]
+        original = originals[sop]
+        for syntax in (EXPLICIT, "*"):
+            ds = client.retrieve_instance(uid, se, sop, media_types=(("application/dicom", syntax),))
+            check(ds.file_meta.TransferSyntaxUID == (syntax if syntax != "*" else f["transfer_syntax_uid"])
+                  and ds.SOPInstanceUID == sop
+                  and ds.PatientName == original.PatientName
+                  and np.array_equal(ds.pixel_array, original.pixel_array),
+                  f"retrieve_instance {sop} in {syntax}: elements and pixels")
+        # Implicit VR (dicomweb-client does not ask for it, older toolkits do).
+        response = session.get(f"{args.url}/studies/{uid}/series/{se}/instances/{sop}", headers={
+            "Accept": f"multipart/related; type=application/dicom; transfer-syntax={IMPLICIT}"})
+        [(headers, body)] = multipart_parts(response)
+        ds = dcmread(io.BytesIO(body))
+        check(headers["Content-Type"].endswith(f"transfer-syntax={IMPLICIT}")
+              and ds.file_meta.TransferSyntaxUID == IMPLICIT
+              and ds.PatientName == original.PatientName
+              and np.array_equal(ds.pixel_array, original.pixel_array),
+              f"instance {sop} in Implicit VR Little Endian: elements and pixels")
+        series = client.retrieve_series(uid, se)
+        expected = {g["sop_instance_uid"] for g in manifest if g["series_instance_uid"] == se}
+        check({ds.SOPInstanceUID for ds in series} == expected, f"retrieve_series {se}")
+        study = client.retrieve_study(uid)
+        check(len(study) == len(studies[uid]), f"retrieve_study {uid}")
+
+    if args.archived:
+        found = client.search_for_studies(search_filters={"StudyInstanceUID": args.archived})
+        check(len(found) == 1 and value(found[0], "00080056") == "NEARLINE",
+              "archived study found, NEARLINE")
+        instances = client.search_for_instances(study_instance_uid=args.archived)
+        check(len(instances) == len(studies[args.archived])
+              and all(value(i, "00080056") == "NEARLINE" for i in instances),
+              "archived study's instances, NEARLINE")
+
+    print(f"dicomweb: {checks} checks passed", flush=True)
+
+
+if __name__ == "__main__":
+    main()
