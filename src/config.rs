@@ -57,7 +57,7 @@ pub struct Config {
 }
 
 /// `[web]`: the DICOMweb (HTTP) front end. No `listen`: no HTTP server.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebConfig {
     /// Address of the HTTP listener; the DICOMweb root is `/dicom-web`.
@@ -74,6 +74,22 @@ pub struct WebConfig {
     /// Most requests served at once; more wait for a slot.
     #[serde(default = "defaults::web_max_requests")]
     pub max_requests: usize,
+    /// Largest STOW-RS request body in MiB; a larger one gets 413 and nothing is stored.
+    #[serde(default = "defaults::web_max_upload_mb")]
+    pub max_upload_mb: u64,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig {
+            listen: None,
+            public_url: None,
+            allow_anonymous: false,
+            users: Vec::new(),
+            max_requests: defaults::web_max_requests(),
+            max_upload_mb: defaults::web_max_upload_mb(),
+        }
+    }
 }
 
 /// One `[[web.users]]` entry.
@@ -546,6 +562,9 @@ mod defaults {
     use super::Service;
     pub fn web_max_requests() -> usize {
         64
+    }
+    pub fn web_max_upload_mb() -> u64 {
+        2048
     }
     pub fn max_concurrent_retrieves() -> usize {
         16

@@ -208,6 +208,7 @@ pub async fn run(
     let web_addr = web_listener.as_ref().map(|(_, at)| *at);
     let http = web_listener.map(|(listener, _)| {
         let services = WebServices {
+            ingest: services.ingest.clone(),
             query: services.query.clone(),
             retrieve: services.retrieve.clone(),
             our_aet: config.dicom.aet.clone(),

@@ -31,11 +31,12 @@ fn hash(password: &str) -> String {
     hash
 }
 
-/// A server with an HTTP listener and two users: VIEWER may find and get, FINDER only find.
-fn web_server(dir: &std::path::Path) -> TestServer {
+/// A server with an HTTP listener and two users: VIEWER may find, get and store, FINDER
+/// only find; `extra` goes into `[web]`.
+fn web_server(dir: &std::path::Path, extra: &str) -> TestServer {
     let web = format!(
-        "[web]\nlisten = \"127.0.0.1:0\"\n\
-         [[web.users]]\nname = \"{}\"\npassword_hash = \"{}\"\nallow = [\"find\", \"get\"]\n\
+        "[web]\nlisten = \"127.0.0.1:0\"\n{extra}\n\
+         [[web.users]]\nname = \"{}\"\npassword_hash = \"{}\"\nallow = [\"find\", \"get\", \"store\"]\n\
          [[web.users]]\nname = \"{}\"\npassword_hash = \"{}\"\nallow = [\"find\"]\n",
         VIEWER.0,
         hash(VIEWER.1),
@@ -54,22 +55,29 @@ fn basic((user, password): (&str, &str)) -> String {
     format!("Basic {credentials}")
 }
 
-/// One HTTP/1.1 GET: status line code, the response head, and the body as sent (not
-/// de-chunked).
-fn http_get(port: u16, path: &str, headers: &[(&str, &str)]) -> (u16, String, Vec<u8>) {
+/// One HTTP/1.1 request (`head` without the final blank line, `body` sent as it is):
+/// status code, the response head, and the body as sent (not de-chunked). A connection reset
+/// after the answer (a server answering before reading the whole body) still counts.
+fn http(port: u16, head: &str, body: &[u8]) -> (u16, String, Vec<u8>) {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
-    let mut request =
-        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    request.push_str("\r\n");
-    stream.write_all(request.as_bytes()).unwrap();
+    stream.write_all(format!("{head}\r\n").as_bytes()).unwrap();
+    let _ = stream.write_all(body);
     let mut response = Vec::new();
-    stream.read_to_end(&mut response).unwrap();
+    let mut buf = [0u8; 65536];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => response.extend_from_slice(&buf[..n]),
+            Err(e) if !response.is_empty() => {
+                eprintln!("after {} bytes: {e}", response.len());
+                break;
+            }
+            Err(e) => panic!("no answer: {e}"),
+        }
+    }
     let split = response
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -79,11 +87,77 @@ fn http_get(port: u16, path: &str, headers: &[(&str, &str)]) -> (u16, String, Ve
     (status, head, response[split + 4..].to_vec())
 }
 
+fn http_get(port: u16, path: &str, headers: &[(&str, &str)]) -> (u16, String, Vec<u8>) {
+    let mut head =
+        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    http(port, &head, b"")
+}
+
+const BOUNDARY: &str = "test-boundary-0a1b";
+
+/// A multipart/related body of these Part-10 files, bytes as they are.
+fn multipart(files: &[PathBuf]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for file in files {
+        body.extend_from_slice(
+            format!("--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n").as_bytes(),
+        );
+        body.extend_from_slice(&std::fs::read(file).unwrap());
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
+    body
+}
+
+/// `body` in chunked transfer coding, 64 KiB a chunk.
+fn chunked(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for chunk in body.chunks(65536) {
+        out.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        out.extend_from_slice(chunk);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"0\r\n\r\n");
+    out
+}
+
+/// The head of a STOW-RS POST to /dicom-web/studies as `authorization`.
+fn stow_head(port: u16, authorization: &str, length: Option<usize>) -> String {
+    let framing = match length {
+        Some(length) => format!("Content-Length: {length}"),
+        None => "Transfer-Encoding: chunked".to_string(),
+    };
+    format!(
+        "POST /dicom-web/studies HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\
+         Authorization: {authorization}\r\n{framing}\r\n\
+         Content-Type: multipart/related; type=\"application/dicom\"; boundary={BOUNDARY}\r\n"
+    )
+}
+
+/// Waits up to 10 s for the online tier's temporaries to be gone; true when they are.
+fn no_temporaries(server: &TestServer) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = files_below(&server.online_dir().join("tmp"));
+        if left.is_empty() {
+            return true;
+        }
+        if std::time::Instant::now() > deadline {
+            eprintln!("temporaries left: {left:?}");
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn dicomweb_client_finds_and_retrieves_what_was_stored_online_and_archived() {
     let corpus = Corpus::small(2, 3, 2, 2, 21);
     let dir = tempfile::tempdir().unwrap();
-    let server = web_server(dir.path());
+    let server = web_server(dir.path(), "");
     // The first study goes to the archive tier; the others stay online.
     let archived = corpus.study_uids()[0].clone();
     let out = server.storescu("MODALITY", &corpus.study_paths(&archived));
@@ -103,8 +177,11 @@ fn dicomweb_client_finds_and_retrieves_what_was_stored_online_and_archived() {
     let out = server.storescu("MODALITY", &rest);
     assert!(out.status.success(), "{}", text(&out));
 
+    let sent_by_stow = Corpus::small(1, 3, 1, 2, 23);
     let out = Command::new(python())
         .arg(repo().join("tools/dicomweb_check.py"))
+        .arg("--stow")
+        .arg(sent_by_stow.dir.path())
         .args([
             "--url",
             &format!("http://127.0.0.1:{}/dicom-web", server.web_port.unwrap()),
@@ -122,6 +199,7 @@ fn dicomweb_client_finds_and_retrieves_what_was_stored_online_and_archived() {
         .output()
         .unwrap();
     let log = text(&out);
+    eprintln!("{log}");
     assert!(out.status.success(), "{log}\n{}", server.log());
     assert!(log.contains("checks passed"), "{log}");
 }
@@ -130,7 +208,7 @@ fn dicomweb_client_finds_and_retrieves_what_was_stored_online_and_archived() {
 fn http_errors_are_answered_with_their_status_and_the_server_keeps_serving() {
     let corpus = Corpus::small(1, 3, 0, 0, 22);
     let dir = tempfile::tempdir().unwrap();
-    let server = web_server(dir.path());
+    let server = web_server(dir.path(), "max_upload_mb = 1");
     server.store(&corpus);
     let port = server.web_port.unwrap();
     let study = corpus.study_uids()[0].clone();
@@ -226,4 +304,59 @@ fn http_errors_are_answered_with_their_status_and_the_server_keeps_serving() {
         );
     }
     assert!(server.log().contains("web_addr"));
+}
+
+#[test]
+fn stow_rs_bodies_that_cannot_be_stored_leave_nothing() {
+    // max_upload_mb = 1: one CT slice (about 0.5 MiB) fits, three do not.
+    let corpus = Corpus::small(1, 3, 0, 0, 24);
+    let dir = tempfile::tempdir().unwrap();
+    let server = web_server(dir.path(), "max_upload_mb = 1");
+    let port = server.web_port.unwrap();
+    let viewer = basic(VIEWER);
+    let paths = corpus.paths();
+    let three = multipart(&paths);
+    assert!(three.len() > 1 << 20);
+
+    // FINDER may not store; a body that is not multipart/related of application/dicom: 415.
+    let (status, _, _) = http(
+        port,
+        &stow_head(port, &basic(FINDER), Some(three.len())),
+        &three,
+    );
+    assert_eq!(status, 403);
+    let head = stow_head(port, &viewer, Some(4)).replace("multipart/related", "application/json");
+    assert_eq!(http(port, &head, b"{}\r\n").0, 415);
+
+    // Over max_upload_mb, declared up front or found while a chunked body streams: 413.
+    let (status, _, body) = http(port, &stow_head(port, &viewer, Some(three.len())), &three);
+    assert_eq!(status, 413, "{}", String::from_utf8_lossy(&body));
+    let (status, _, body) = http(port, &stow_head(port, &viewer, None), &chunked(&three));
+    assert_eq!(status, 413, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("nothing stored"));
+
+    // A client that hangs up in the middle of its second instance.
+    let two = multipart(&paths[..2]);
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .write_all(format!("{}\r\n", stow_head(port, &viewer, None)).as_bytes())
+        .unwrap();
+    let sent = chunked(&two[..two.len() * 3 / 4]);
+    stream.write_all(&sent[..sent.len() - 5]).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    drop(stream);
+
+    assert!(no_temporaries(&server));
+    assert_eq!(
+        server.instances(),
+        0,
+        "nothing of the refused bodies is stored"
+    );
+
+    // And one that fits is stored whole and acknowledged only then.
+    let one = multipart(&paths[..1]);
+    let (status, _, body) = http(port, &stow_head(port, &viewer, None), &chunked(&one));
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(server.instances(), 1);
+    assert!(no_temporaries(&server));
 }

@@ -83,6 +83,7 @@ def main():
     ap.add_argument("--password", required=True)
     ap.add_argument("--corpus", required=True)
     ap.add_argument("--archived")
+    ap.add_argument("--stow", help="a corpus not yet stored: STOW-RS it, then check it")
     args = ap.parse_args()
 
     manifest = json.load(open(os.path.join(args.corpus, "manifest.json")))
@@ -211,7 +212,78 @@ def main():
               and all(value(i, "00080056") == "NEARLINE" for i in instances),
               "archived study's instances, NEARLINE")
 
+    if args.stow:
+        stow(args, session, client)
+
     print(f"dicomweb: {checks} checks passed", flush=True)
+
+
+def post_files(session, url, bodies, content_type="application/dicom"):
+    """POSTs Part-10 bodies as one multipart/related request, bytes as they are."""
+    boundary = "check-boundary-7d3f"
+    payload = b"".join(
+        f"--{boundary}\r\nContent-Type: {content_type}\r\n\r\n".encode() + body + b"\r\n"
+        for body in bodies) + f"--{boundary}--\r\n".encode()
+    return session.post(url, data=payload, headers={
+        "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+        "Accept": "application/dicom+json"})
+
+
+def sequence_uids(answer, tag):
+    return [value(item, "00081155") for item in answer.get(tag, {}).get("Value", [])]
+
+
+def stow(args, session, client):
+    """STOW-RS: raw bodies (stored and served byte for byte), dicomweb-client's own store,
+    a study mismatch (409, 0xA900), a mix (202) and a part that is not DICOM (0xC000)."""
+    manifest = json.load(open(os.path.join(args.stow, "manifest.json")))
+    studies = {}
+    for f in manifest:
+        studies.setdefault(f["study_instance_uid"], []).append(f)
+    (first, first_files), (second, second_files) = list(studies.items())[:2]
+    read = lambda f: open(os.path.join(args.stow, f["path"]), "rb").read()
+
+    # The second study's first instance, sent to the first study's URL: refused, nothing kept.
+    stray = second_files[0]
+    response = post_files(session, f"{args.url}/studies/{first}", [read(stray)])
+    answer = response.json()
+    check(response.status_code == 409
+          and sequence_uids(answer, "00081198") == [stray["sop_instance_uid"]]
+          and value(answer["00081198"]["Value"][0], "00081197") == 0xA900,
+          "STOW-RS of another study's instance to /studies/{study}: 409, 0xA900")
+
+    response = post_files(session, f"{args.url}/studies", [read(f) for f in first_files])
+    answer = response.json()
+    check(response.status_code == 200
+          and sorted(sequence_uids(answer, "00081199")) == sorted(f["sop_instance_uid"] for f in first_files)
+          and "00081198" not in answer, f"STOW-RS of study {first}: 200, every instance referenced")
+    response = session.get(f"{args.url}/studies/{first}", headers={
+        "Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'})
+    got = {dcmread(io.BytesIO(body)).SOPInstanceUID: body for _, body in multipart_parts(response)}
+    for f in first_files:
+        check(data_set_bytes(got[f["sop_instance_uid"]]) == data_set_bytes(read(f)),
+              f"STOW-RS instance {f['sop_instance_uid']} served bit-identical")
+
+    # dicomweb-client's store, and a mix of one good part and one that is not DICOM.
+    datasets = [dcmread(os.path.join(args.stow, f["path"])) for f in second_files[1:]]
+    result = client.store_instances(datasets)
+    referenced = [item.ReferencedSOPInstanceUID for item in result.ReferencedSOPSequence]
+    check(sorted(referenced) == sorted(ds.SOPInstanceUID for ds in datasets),
+          "dicomweb-client store_instances: every instance referenced")
+    response = post_files(session, f"{args.url}/studies", [read(stray), b"not DICOM at all" * 20])
+    answer = response.json()
+    check(response.status_code == 202
+          and sequence_uids(answer, "00081199") == [stray["sop_instance_uid"]]
+          and value(answer["00081198"]["Value"][0], "00081197") == 0xC000,
+          "STOW-RS of a good and a bad part: 202, the bad one failed with 0xC000")
+    for ds in client.retrieve_study(second):
+        original = next(d for d in datasets + [dcmread(os.path.join(args.stow, stray["path"]))]
+                        if d.SOPInstanceUID == ds.SOPInstanceUID)
+        check(ds.PatientName == original.PatientName
+              and np.array_equal(ds.pixel_array, original.pixel_array),
+              f"stored by dicomweb-client, retrieved: {ds.SOPInstanceUID}")
+    found = client.search_for_studies(search_filters={"StudyInstanceUID": f"{first},{second}"})
+    check(len(found) == 2, "STOW-RS studies found by QIDO-RS")
 
 
 if __name__ == "__main__":

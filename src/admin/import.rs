@@ -3,7 +3,6 @@
 //! are not readable DICOM are reported and skipped; nothing is half-indexed.
 
 use std::io::Read;
-use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -15,7 +14,7 @@ use crate::config::Config;
 use crate::ingest::Ingest;
 use crate::jobs::{JobKind, JobReport, JobRun, Trigger};
 use crate::locator::{Locator, LocatorError, Owner, Role};
-use crate::net::{AssociationContext, Outcome, StoreRequest, StoreSink, StoreStart};
+use crate::net::{Outcome, StoreRequest, StoreSink, StoreStart};
 use crate::online::{OnlineError, OnlineStore};
 
 /// Files ingested at once.
@@ -148,12 +147,7 @@ async fn import_file(ingest: &Ingest, path: &Path) -> Result<u64, String> {
         .await
         .map_err(|e| e.to_string())?;
     let (mut file, request, size) = opened?;
-    let association = AssociationContext {
-        id: 0,
-        calling_ae: IMPORT_AE.to_string(),
-        peer: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
-    };
-    let mut sink = match ingest.begin(&association, request).await {
+    let mut sink = match ingest.begin_from(IMPORT_AE, request) {
         StoreStart::Receive(sink) => sink,
         StoreStart::Answer(outcome) => return outcome_result(outcome, size),
     };
@@ -207,30 +201,8 @@ fn open_part10(path: &Path) -> Result<(std::fs::File, StoreRequest, u64), String
     Ok((file, request, size))
 }
 
-/// Reads the preamble and file meta of a Part-10 stream, leaving it at the data set; also
-/// returns the meta's Source Application Entity Title, if any.
 fn read_meta(r: &mut impl Read) -> Result<(StoreRequest, Option<String>), String> {
-    let mut preamble = [0u8; 128];
-    r.read_exact(&mut preamble)
-        .map_err(|_| "not a DICOM Part-10 file (too short)".to_string())?;
-    let meta =
-        crate::dataset::read_file_meta(r).map_err(|e| format!("not a DICOM Part-10 file ({e})"))?;
-    let trim = |s: &str| s.trim_end_matches(['\0', ' ']).to_string();
-    let request = StoreRequest {
-        sop_class_uid: trim(meta.media_storage_sop_class_uid()),
-        sop_instance_uid: trim(meta.media_storage_sop_instance_uid()),
-        transfer_syntax_uid: trim(meta.transfer_syntax()),
-        move_originator_ae: None,
-    };
-    if request.sop_instance_uid.is_empty() || request.transfer_syntax_uid.is_empty() {
-        return Err("file meta lacks SOP Instance UID or transfer syntax".into());
-    }
-    let source_ae = meta
-        .source_application_entity_title
-        .as_deref()
-        .map(trim)
-        .filter(|ae| !ae.is_empty());
-    Ok((request, source_ae))
+    crate::ingest::read_part10_meta(r).map_err(|e| e.to_string())
 }
 
 /// Ingests one Part-10 file held in memory (a member of an offline volume) like a C-STORE.
@@ -240,12 +212,8 @@ pub(super) async fn ingest_bytes(ingest: &Ingest, bytes: &[u8]) -> Result<(), St
     let mut cursor = std::io::Cursor::new(bytes);
     let (request, source_ae) = read_meta(&mut cursor)?;
     let data = &bytes[cursor.position() as usize..];
-    let association = AssociationContext {
-        id: 0,
-        calling_ae: source_ae.unwrap_or_else(|| IMPORT_AE.to_string()),
-        peer: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
-    };
-    let mut sink = match ingest.begin(&association, request).await {
+    let source_ae = source_ae.unwrap_or_else(|| IMPORT_AE.to_string());
+    let mut sink = match ingest.begin_from(&source_ae, request) {
         StoreStart::Receive(sink) => sink,
         StoreStart::Answer(outcome) => return outcome_result(outcome, 0).map(|_| ()),
     };

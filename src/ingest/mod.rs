@@ -91,6 +91,7 @@ impl Inner {
         parsed: Result<IndexedAttributes, AttributeError>,
         request: &StoreRequest,
         source_ae: &str,
+        expected_study: Option<&str>,
     ) -> Outcome {
         let attributes = match parsed {
             Ok(a) => a,
@@ -114,6 +115,18 @@ impl Inner {
                 Status::DataSetDoesNotMatchSopClass,
                 "SOP Class/Instance UID in the data set differ from the command",
             );
+        }
+        if let Some(study) = expected_study {
+            if attributes.study.study_instance_uid != study {
+                self.discard_temp(&written.path).await;
+                return Outcome::failure(
+                    Status::DataSetDoesNotMatchSopClass,
+                    format!(
+                        "StudyInstanceUID {} is not the study {study} the request names",
+                        attributes.study.study_instance_uid
+                    ),
+                );
+            }
         }
 
         let committer = self.committer.get_or_init(|| {
@@ -140,6 +153,44 @@ impl Inner {
     }
 }
 
+/// Why a Part-10 stream's preamble and file meta could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    #[error("not a DICOM Part-10 file (too short)")]
+    TooShort,
+    #[error("not a DICOM Part-10 file ({0})")]
+    NotPart10(crate::dataset::ScanError),
+    #[error("file meta lacks SOP Instance UID or transfer syntax")]
+    Incomplete,
+}
+
+/// Reads the preamble and file meta of a Part-10 stream, leaving it at the data set: the
+/// store request it makes, and the meta's Source Application Entity Title, if any.
+pub fn read_part10_meta(
+    r: &mut impl std::io::Read,
+) -> Result<(StoreRequest, Option<String>), MetaError> {
+    let mut preamble = [0u8; 128];
+    r.read_exact(&mut preamble)
+        .map_err(|_| MetaError::TooShort)?;
+    let meta = crate::dataset::read_file_meta(r).map_err(MetaError::NotPart10)?;
+    let trim = |s: &str| s.trim_end_matches(['\0', ' ']).to_string();
+    let request = StoreRequest {
+        sop_class_uid: trim(meta.media_storage_sop_class_uid()),
+        sop_instance_uid: trim(meta.media_storage_sop_instance_uid()),
+        transfer_syntax_uid: trim(meta.transfer_syntax()),
+        move_originator_ae: None,
+    };
+    if request.sop_instance_uid.is_empty() || request.transfer_syntax_uid.is_empty() {
+        return Err(MetaError::Incomplete);
+    }
+    let source_ae = meta
+        .source_application_entity_title
+        .as_deref()
+        .map(trim)
+        .filter(|ae| !ae.is_empty());
+    Ok((request, source_ae))
+}
+
 /// Maps an I/O failure to the C-STORE status a sender can act on.
 fn io_status(e: Option<&io::Error>) -> Status {
     match e.and_then(io::Error::raw_os_error) {
@@ -161,6 +212,15 @@ pub struct IngestSink {
     walk: Option<ElementWalk>,
     /// Data set bytes received so far.
     received: u64,
+    /// The study the instance must belong to (STOW-RS to `/studies/{study}`).
+    expected_study: Option<String>,
+}
+
+impl IngestSink {
+    /// Refuses the instance at `finish` unless its Study Instance UID is `study`.
+    pub fn expect_study(&mut self, study: String) {
+        self.expected_study = Some(study);
+    }
 }
 
 impl Ingest {
@@ -170,6 +230,12 @@ impl Ingest {
         association: &AssociationContext,
         request: StoreRequest,
     ) -> StoreStart<IngestSink> {
+        self.begin_from(&association.calling_ae, request)
+    }
+
+    /// Starts storing one instance, whatever brought it (C-STORE, STOW-RS, an import):
+    /// `source_ae` is written as the Source AE Title of its file meta (empty: none).
+    pub fn begin_from(&self, source_ae: &str, request: StoreRequest) -> StoreStart<IngestSink> {
         let inner = &self.inner;
         // Duplicates are decided when the instance is recorded, in the same transaction:
         // checking here as well would cost a locator round trip on every instance.
@@ -177,7 +243,7 @@ impl Ingest {
             &request.sop_class_uid,
             &request.sop_instance_uid,
             &request.transfer_syntax_uid,
-            &association.calling_ae,
+            source_ae,
         ) {
             Ok(h) => h,
             Err(e) => {
@@ -193,7 +259,8 @@ impl Ingest {
         tracing::debug!(sop_instance_uid = %request.sop_instance_uid, temp = %path.display(), "receiving a C-STORE data set");
         StoreStart::Receive(IngestSink {
             ingest: inner.clone(),
-            source_ae: association.calling_ae.clone(),
+            source_ae: source_ae.to_string(),
+            expected_study: None,
             walk: walk_for(&request.transfer_syntax_uid),
             request,
             writer: Part10Writer::new(path, header),
@@ -240,6 +307,7 @@ impl StoreSink for IngestSink {
             source_ae,
             writer,
             walk,
+            expected_study,
             ..
         } = self;
         if let Some(Err(truncated)) = walk.as_ref().map(ElementWalk::finish) {
@@ -254,7 +322,12 @@ impl StoreSink for IngestSink {
             read_attributes_with_head(path, head, length, native_pixel_bytes)
         };
         match writer.finish_then(parse).await {
-            Ok((written, parsed)) => ingest.commit(written, parsed, &request, &source_ae).await,
+            Ok((written, parsed)) => {
+                let expected = expected_study.as_deref();
+                ingest
+                    .commit(written, parsed, &request, &source_ae, expected)
+                    .await
+            }
             Err(e) => {
                 ingest.discard_temp(&temp).await;
                 Outcome::failure(io_status(Some(&e)), format!("writing: {e}"))

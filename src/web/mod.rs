@@ -10,6 +10,7 @@
 pub mod auth;
 mod json;
 mod qido;
+mod stow;
 mod wado;
 
 use std::future::IntoFuture;
@@ -29,6 +30,7 @@ use tokio::sync::{watch, Semaphore};
 use tracing::{info, warn};
 
 use crate::config::{Service, WebConfig};
+use crate::ingest::Ingest;
 use crate::model::query::QueryLevel;
 use crate::query::Query;
 use crate::retrieve::{Retrieve, RetrieveError, RetrieveKeys};
@@ -41,6 +43,7 @@ pub const SLOT_WAIT: Duration = Duration::from_secs(30);
 /// The services the HTTP front end adapts.
 #[derive(Debug, Clone)]
 pub struct WebServices {
+    pub ingest: Ingest,
     pub query: Query,
     pub retrieve: Retrieve,
     /// Our AE title, written as Source AE Title into the files WADO-RS sends.
@@ -53,6 +56,8 @@ struct Web {
     users: Arc<Users>,
     public_url: Option<String>,
     slots: Arc<Semaphore>,
+    /// `[web] max_upload_mb` in bytes.
+    max_upload: u64,
 }
 
 /// An HTTP error answer: status and a one-line reason (text/plain).
@@ -63,7 +68,7 @@ pub struct WebError {
 }
 
 impl WebError {
-    fn new(status: StatusCode, message: impl Into<String>) -> WebError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> WebError {
         WebError {
             status,
             message: message.into(),
@@ -124,6 +129,7 @@ pub async fn serve(
             .as_ref()
             .map(|u| u.trim_end_matches('/').to_string()),
         slots: Arc::new(Semaphore::new(config.max_requests)),
+        max_upload: config.max_upload_mb.saturating_mul(1 << 20),
     };
     let app = router(web);
     let mut stop = shutdown.clone();
@@ -148,10 +154,10 @@ pub async fn serve(
 
 fn router(web: Web) -> Router {
     let dicom_web = Router::new()
-        .route("/studies", get(search_studies))
+        .route("/studies", get(search_studies).post(store_studies))
         .route("/series", get(search_all_series))
         .route("/instances", get(search_all_instances))
-        .route("/studies/{study}", get(retrieve_study))
+        .route("/studies/{study}", get(retrieve_study).post(store_study))
         .route("/studies/{study}/series", get(search_series))
         .route("/studies/{study}/instances", get(search_study_instances))
         .route("/studies/{study}/series/{series}", get(retrieve_series))
@@ -466,6 +472,72 @@ async fn retrieve_instance(
         sop_instance_uids: vec![path_uid(&instance)?],
     };
     retrieve(&web, &principal, &headers, keys).await
+}
+
+/// STOW-RS: stores the instances of a multipart body (those of `study` only, when given).
+async fn store(
+    web: &Web,
+    principal: &Principal,
+    headers: &HeaderMap,
+    study: Option<String>,
+    body: Body,
+) -> Result<Response, WebError> {
+    web.check(principal, Service::Store)?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let boundary = stow::boundary(content_type)?;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > web.max_upload) {
+        return Err(WebError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "body over [web] max_upload_mb = {} (nothing stored)",
+                web.max_upload >> 20
+            ),
+        ));
+    }
+    let base = web.base(headers);
+    let (status, answer) = stow::store(
+        &web.services.ingest,
+        study,
+        boundary,
+        body,
+        web.max_upload,
+        &base,
+    )
+    .await?;
+    let body = serde_json::to_vec(&answer).map_err(|e| WebError::internal(e.to_string()))?;
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/dicom+json"),
+    );
+    Ok(response)
+}
+
+async fn store_studies(
+    State(web): State<Web>,
+    Extension(principal): Extension<Principal>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, WebError> {
+    store(&web, &principal, &headers, None, body).await
+}
+
+async fn store_study(
+    State(web): State<Web>,
+    Extension(principal): Extension<Principal>,
+    Path(study): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, WebError> {
+    let study = path_uid(&study)?;
+    store(&web, &principal, &headers, Some(study), body).await
 }
 
 /// Binds the `[web] listen` address.
