@@ -24,7 +24,7 @@ import sys
 import numpy as np
 import requests
 from dicomweb_client.api import DICOMwebClient
-from pydicom import dcmread
+from pydicom import Dataset, dcmread
 
 EXPLICIT = "1.2.840.10008.1.2.1"
 IMPLICIT = "1.2.840.10008.1.2"
@@ -88,6 +88,7 @@ def main():
 
     manifest = json.load(open(os.path.join(args.corpus, "manifest.json")))
     files = {f["sop_instance_uid"]: os.path.join(args.corpus, f["path"]) for f in manifest}
+    ORIGINALS.update(files)
     originals = {uid: dcmread(path) for uid, path in files.items()}
     studies = {}
     for f in manifest:
@@ -203,6 +204,19 @@ def main():
         study = client.retrieve_study(uid)
         check(len(study) == len(studies[uid]), f"retrieve_study {uid}")
 
+    # WADO-RS /metadata at every level, compared element by element with the files.
+    for uid, study_files in studies.items():
+        metadata = client.retrieve_study_metadata(uid)
+        check(len(metadata) == len(study_files), f"study {uid} metadata: one object per instance")
+        for obj in metadata:
+            same_as_file(Dataset.from_json(obj), f"metadata of study {uid}")
+        f = study_files[0]
+        series = client.retrieve_series_metadata(uid, f["series_instance_uid"])
+        expected = [g for g in study_files if g["series_instance_uid"] == f["series_instance_uid"]]
+        check(len(series) == len(expected), f"series {f['series_instance_uid']} metadata")
+        one = client.retrieve_instance_metadata(uid, f["series_instance_uid"], f["sop_instance_uid"])
+        same_as_file(Dataset.from_json(one), "instance metadata")
+
     if args.archived:
         found = client.search_for_studies(search_filters={"StudyInstanceUID": args.archived})
         check(len(found) == 1 and value(found[0], "00080056") == "NEARLINE",
@@ -216,6 +230,30 @@ def main():
         stow(args, session, client)
 
     print(f"dicomweb: {checks} checks passed", flush=True)
+
+
+def same_as_file(ds, what):
+    """Every element of the stored file below Pixel Data (long binary values aside) is in
+    the metadata `ds` with the same value; sequences with the same number of items."""
+    original = dcmread(ORIGINALS[ds.SOPInstanceUID], stop_before_pixels=True)
+    for element in original:
+        if element.VR in ("OB", "OW", "OF", "OD", "OL", "OV", "UN"):
+            continue
+        got = ds.get(element.tag)
+        if element.VR == "SQ":
+            ok = got is not None and len(got.value) == len(element.value)
+        elif element.tag == 0x00080005:
+            ok = got is not None and got.value == "ISO_IR 192"
+        else:
+            ok = got is not None and (got.value == element.value
+                                      or (not element.value and not got.value))
+        if not ok:
+            check(False, f"{what}: {ds.SOPInstanceUID} {element.tag} {element.keyword}: "
+                         f"{element.value!r} != {got.value if got is not None else None!r}")
+    check(True, f"{what}: {ds.SOPInstanceUID} every element as in the file")
+
+
+ORIGINALS = {}
 
 
 def post_files(session, url, bodies, content_type="application/dicom"):

@@ -3,11 +3,12 @@
 //! decode-and-compare check). `native` knows the byte layout of the three uncompressed
 //! syntaxes and `walk` follows a data set's elements as its bytes stream by (is it whole,
 //! where is its pixel data): ingest checks arrivals with them, retrieves re-encode with them.
-//! `pixels` checks what the third-party decoders are given (attributes, sizes, RLE headers)
+//! `json` writes the DICOM JSON model (PS3.18 F.2). `pixels` checks what the third-party decoders are given (attributes, sizes, RLE headers)
 //! and turns their panics into errors.
 
 pub mod dicom;
 pub mod j2k;
+pub mod json;
 pub mod native;
 pub mod pixels;
 pub mod walk;

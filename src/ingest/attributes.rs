@@ -112,7 +112,10 @@ pub fn read_attributes_with_head(
         .from_reader(head)
         .map_err(|e| AttributeError::Parse(error_chain(&e)))?;
     check_pixel_data(&object, native_pixel_bytes)?;
-    extract(&object)
+    let mut attributes = extract(&object)?;
+    let data_set = &data_set[cursor.position() as usize..];
+    attributes.metadata = metadata_from(head, data_set, ts, whole_file);
+    Ok(attributes)
 }
 
 /// Native Pixel Data of `declared` bytes must hold Rows x Columns x Samples per Pixel x
@@ -253,7 +256,38 @@ fn extract(object: &DefaultDicomObject) -> Result<IndexedAttributes, AttributeEr
             instance_number: integer(tags::INSTANCE_NUMBER),
             specific_character_set: text(tags::SPECIFIC_CHARACTER_SET),
         },
+        metadata: None,
     })
+}
+
+/// The data set below Pixel Data as DICOM JSON text, when `data_set` (the bytes after the
+/// file meta, in `ts`) holds all of it and it parses; `None` otherwise (a header longer
+/// than the head, say): metadata is a convenience, never a reason to refuse an instance.
+fn metadata_from(
+    head: &[u8],
+    data_set: &[u8],
+    ts: &dicom_encoding::TransferSyntax,
+    whole_file: bool,
+) -> Option<String> {
+    let rest = data_set.to_vec();
+    let limit = budget(ts, HEADER_LIMIT, rest.len() as u64);
+    match scan(
+        std::io::Cursor::new(rest),
+        ts,
+        Some(tags::PIXEL_DATA),
+        limit,
+    ) {
+        Ok(ScanEnd::ReachedStop) => {}
+        Ok(ScanEnd::End) if whole_file => {}
+        _ => return None,
+    }
+    let object = OpenFileOptions::new()
+        .read_until(tags::PIXEL_DATA)
+        .read_preamble(ReadPreamble::Always)
+        .from_reader(head)
+        .ok()?;
+    let json = crate::codec::json::data_set(&object);
+    serde_json::to_string(&json).ok()
 }
 
 /// One line with every cause, for logs and Error Comment.
@@ -325,7 +359,12 @@ mod tests {
         let path = dir.path().join("small.dcm");
         write_file(&path, 100);
         let (head, len) = head_of(&path);
-        let from_head = read_attributes_with_head(&path, &head, len, None).unwrap();
+        let mut from_head = read_attributes_with_head(&path, &head, len, None).unwrap();
+        // The head also gives the metadata (the whole header, as DICOM JSON).
+        let metadata = from_head.metadata.take().expect("metadata from the head");
+        let json: serde_json::Value = serde_json::from_str(&metadata).unwrap();
+        assert_eq!(json["00100010"]["Value"][0]["Alphabetic"], "张^伟");
+        assert_eq!(json["00080005"]["Value"][0], "ISO_IR 192");
         assert_eq!(from_head, read_attributes(&path).unwrap());
         assert_eq!(from_head.patient.patient_name, "张^伟");
         assert_eq!(from_head.instance.instance_number, Some(42));
@@ -341,5 +380,7 @@ mod tests {
         let attributes = read_attributes_with_head(&path, &head, len, None).unwrap();
         assert_eq!(attributes.instance.instance_number, Some(42));
         assert_eq!(attributes.series.series_instance_uid, "1.2.3.4");
+        // Metadata only comes from a head that holds the whole header.
+        assert_eq!(attributes.metadata, None);
     }
 }

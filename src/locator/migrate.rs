@@ -178,6 +178,11 @@ const TABLES: &[Table] = &[
         identity: true,
     },
     Table {
+        name: "instance_metadata",
+        columns: &[("sop_instance_uid", Text), ("json", Text)],
+        identity: false,
+    },
+    Table {
         name: "counters",
         columns: &[("name", Text), ("value", Int)],
         identity: false,

@@ -361,6 +361,7 @@ impl Locator {
                 instance_number: r.get("instance_number"),
                 specific_character_set: r.get("specific_character_set"),
             },
+            metadata: None,
         }))
     }
 
@@ -505,6 +506,7 @@ impl Locator {
                received_at = excluded.received_at, source_ae = excluded.source_ae",
         )
         .await?;
+        upsert_metadata(tx, uid, new.attributes.metadata.as_deref()).await?;
         let event = if existing.is_some() {
             "replaced"
         } else {
@@ -637,20 +639,46 @@ async fn insert_new_instance(
     new: &NewInstance<'_>,
 ) -> Result<bool, sqlx::Error> {
     let audit = "INSERT INTO audit_log (at, event, ae, sop_instance_uid, detail)";
+    let metadata = "INSERT INTO instance_metadata (sop_instance_uid, json)";
     let sql = match dialect {
         Dialect::Postgres => format!(
-            "WITH inserted AS ({INSTANCE_INSERT} DO NOTHING RETURNING sop_instance_uid) \
+            "WITH inserted AS ({INSTANCE_INSERT} DO NOTHING RETURNING sop_instance_uid), \
+             described AS ({metadata} SELECT sop_instance_uid, CAST($14 AS TEXT) FROM inserted \
+               WHERE CAST($14 AS TEXT) IS NOT NULL ON CONFLICT (sop_instance_uid) DO NOTHING) \
              {audit} SELECT $12, 'stored', $13, sop_instance_uid, '' FROM inserted"
         ),
         Dialect::Sqlite => format!(
             "{INSTANCE_INSERT} DO NOTHING; \
-             {audit} SELECT $12, 'stored', $13, $2, '' WHERE changes() = 1"
+             {audit} SELECT $12, 'stored', $13, $2, '' WHERE changes() = 1; \
+             {metadata} SELECT $2, $14 WHERE changes() = 1 AND $14 IS NOT NULL \
+               ON CONFLICT (sop_instance_uid) DO NOTHING"
         ),
     };
     let done = bind_instance(sql, series_fk, new)
+        .bind(new.attributes.metadata.as_deref())
         .execute(&mut **tx)
         .await?;
     Ok(done.rows_affected() > 0)
+}
+
+/// Writes (or replaces) an instance's metadata row; none kept when `json` is `None`.
+async fn upsert_metadata(
+    tx: &mut Transaction<'_, Any>,
+    sop_instance_uid: &str,
+    json: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM instance_metadata WHERE sop_instance_uid = $1")
+        .bind(sop_instance_uid)
+        .execute(&mut **tx)
+        .await?;
+    if let Some(json) = json {
+        sqlx::query("INSERT INTO instance_metadata (sop_instance_uid, json) VALUES ($1, $2)")
+            .bind(sop_instance_uid)
+            .bind(json)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
 }
 
 /// Where an instance is stored, read through any connection or transaction.
@@ -883,6 +911,7 @@ pub(crate) mod tests {
                 sop_class_uid: "1.2.840.10008.5.1.4.1.1.2".into(),
                 ..Default::default()
             },
+            metadata: None,
         }
     }
 

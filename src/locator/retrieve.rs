@@ -24,14 +24,21 @@ pub struct RetrieveRow {
     pub object: StoredObject,
 }
 
+/// One instance's WADO-RS metadata: its UIDs, and the DICOM JSON kept at ingest (`None`
+/// for an instance stored before metadata was kept, or whose header was too long).
+#[derive(Debug, Clone)]
+pub struct MetadataRow {
+    pub study_instance_uid: String,
+    pub series_instance_uid: String,
+    pub sop_instance_uid: String,
+    pub sop_class_uid: String,
+    pub json: Option<String>,
+}
+
 impl Locator {
-    /// Every instance under the given keys, study by study, series by series, in instance
-    /// number order. At most `limit + 1` rows.
-    pub async fn retrieve_instances(
-        &self,
-        keys: &RetrieveKeys,
-        limit: usize,
-    ) -> Result<Vec<RetrieveRow>, LocatorError> {
+    /// The `WHERE` condition of `keys` (placeholders `?`) and its bound values; `None` when
+    /// the keys restrict nothing.
+    fn key_clauses(&self, keys: &RetrieveKeys) -> Option<(String, Vec<String>)> {
         let mut clauses = Vec::new();
         let mut binds: Vec<String> = Vec::new();
         if let Some(pid) = &keys.patient_id {
@@ -48,19 +55,72 @@ impl Locator {
                 binds.push(serde_json::to_string(list).expect("strings serialize"));
             }
         }
-        if clauses.is_empty() {
+        (!clauses.is_empty()).then(|| (clauses.join(" AND "), binds))
+    }
+
+    /// The metadata of every instance under `keys`, in the order of
+    /// [`Locator::retrieve_instances`]; at most `limit + 1` rows. Reads no stored file.
+    pub async fn instance_metadata(
+        &self,
+        keys: &RetrieveKeys,
+        limit: usize,
+    ) -> Result<Vec<MetadataRow>, LocatorError> {
+        let Some((clauses, binds)) = self.key_clauses(keys) else {
+            return Ok(Vec::new());
+        };
+        let sql = format!(
+            "SELECT st.study_instance_uid, se.series_instance_uid, i.sop_instance_uid, \
+               i.sop_class_uid, m.json \
+             FROM instances i JOIN series se ON se.id = i.series_fk \
+             JOIN studies st ON st.id = se.study_fk JOIN patients p ON p.id = st.patient_fk \
+             LEFT JOIN instance_metadata m ON m.sop_instance_uid = i.sop_instance_uid \
+             WHERE {clauses} \
+             ORDER BY st.study_date DESC, st.id, se.series_number, se.id, i.instance_number, i.id \
+             LIMIT {}",
+            limit + 1
+        );
+        // Safe: the text is built from the fixed clauses above; values are bound.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(number_placeholders(&sql)));
+        for b in binds {
+            query = query.bind(b);
+        }
+        let rows = query
+            .fetch_all(&self.pool)
+            .await
+            .map_err(LocatorError::Find)?;
+        rows.iter()
+            .map(|row| {
+                Ok(MetadataRow {
+                    study_instance_uid: row.try_get("study_instance_uid")?,
+                    series_instance_uid: row.try_get("series_instance_uid")?,
+                    sop_instance_uid: row.try_get("sop_instance_uid")?,
+                    sop_class_uid: row.try_get("sop_class_uid")?,
+                    json: row.try_get("json")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(LocatorError::Find)
+    }
+
+    /// Every instance under the given keys, study by study, series by series, in instance
+    /// number order. At most `limit + 1` rows.
+    pub async fn retrieve_instances(
+        &self,
+        keys: &RetrieveKeys,
+        limit: usize,
+    ) -> Result<Vec<RetrieveRow>, LocatorError> {
+        let Some((clauses, binds)) = self.key_clauses(keys) else {
             // Never "everything": the service requires a unique key.
             return Ok(Vec::new());
-        }
+        };
         let sql = format!(
             "SELECT i.sop_class_uid, i.sop_instance_uid, i.tier, i.location, i.byte_offset, \
                i.byte_length, i.crc32c, i.transfer_syntax_uid \
              FROM instances i JOIN series se ON se.id = i.series_fk \
              JOIN studies st ON st.id = se.study_fk JOIN patients p ON p.id = st.patient_fk \
-             WHERE {} \
+             WHERE {clauses} \
              ORDER BY st.study_date DESC, st.id, se.series_number, se.id, i.instance_number, i.id \
              LIMIT {}",
-            clauses.join(" AND "),
             limit + 1
         );
         // Safe: the text is built from the fixed clauses above; values are bound.

@@ -125,6 +125,10 @@ pub struct IndexedAttributes {
     pub study: StudyAttributes,
     pub series: SeriesAttributes,
     pub instance: InstanceAttributes,
+    /// The whole data set as a DICOM JSON object (without Pixel Data and long binary
+    /// values), when ingest could read it from the received head; served as WADO-RS
+    /// `/metadata`.
+    pub metadata: Option<String>,
 }
 
 /// Where and how one instance is stored, as the locator records it.

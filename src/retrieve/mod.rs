@@ -11,8 +11,8 @@ use dicom_dictionary_std::tags;
 use tokio::sync::mpsc;
 
 use crate::identifier::{self, Identifier};
-pub use crate::locator::retrieve::RetrieveKeys;
 use crate::locator::retrieve::{required_key, RetrieveRow};
+pub use crate::locator::retrieve::{MetadataRow, RetrieveKeys};
 use crate::locator::Locator;
 use crate::model::matching::Matcher;
 use crate::model::query::QueryLevel;
@@ -103,6 +103,19 @@ impl Retrieve {
         };
         let keys = parse_identifier(&request, study_root)?;
         self.instances(&keys).await.map_err(RetrieveError::outcome)
+    }
+
+    /// The metadata of the instances `keys` name (WADO-RS `/metadata`), from the locator
+    /// alone: no stored file or archive container is read.
+    pub async fn metadata(&self, keys: &RetrieveKeys) -> Result<Vec<MetadataRow>, RetrieveError> {
+        let rows = self
+            .locator
+            .instance_metadata(keys, self.options.max_instances)
+            .await?;
+        if rows.len() > self.options.max_instances {
+            return Err(RetrieveError::TooMany(self.options.max_instances));
+        }
+        Ok(rows)
     }
 
     /// Lists the instances `keys` name, in sending order (protocol-neutral: C-MOVE, C-GET

@@ -168,6 +168,15 @@ fn router(web: Web) -> Router {
         .route(
             "/studies/{study}/series/{series}/instances/{instance}",
             get(retrieve_instance),
+        )
+        .route("/studies/{study}/metadata", get(study_metadata))
+        .route(
+            "/studies/{study}/series/{series}/metadata",
+            get(series_metadata),
+        )
+        .route(
+            "/studies/{study}/series/{series}/instances/{instance}/metadata",
+            get(instance_metadata),
         );
     Router::new()
         .nest("/dicom-web", dicom_web)
@@ -227,6 +236,37 @@ impl Web {
 
 type Params = QueryParams<Vec<(String, String)>>;
 
+/// 406 unless the Accept header (if any) takes `application/dicom+json`.
+fn accept_dicom_json(headers: &HeaderMap) -> Result<(), WebError> {
+    let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+        return Ok(());
+    };
+    let acceptable = accept.split(',').any(|range| {
+        let media = range.split(';').next().unwrap_or("").trim();
+        let q0 = range.replace(' ', "").contains("q=0") && !range.contains("q=0.");
+        !q0 && matches!(
+            media,
+            "*/*" | "application/*" | "application/dicom+json" | "application/json"
+        )
+    });
+    if acceptable {
+        Ok(())
+    } else {
+        Err(WebError::not_acceptable(format!(
+            "cannot answer with any of {accept:?}: application/dicom+json only"
+        )))
+    }
+}
+
+fn dicom_json_response(body: Vec<u8>) -> Response {
+    let mut response = Response::new(Body::from(body));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/dicom+json"),
+    );
+    response
+}
+
 async fn search(
     web: &Web,
     principal: &Principal,
@@ -236,22 +276,7 @@ async fn search(
     params: &[(String, String)],
 ) -> Result<Response, WebError> {
     web.check(principal, Service::Find)?;
-    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
-    if let Some(accept) = accept {
-        let acceptable = accept.split(',').any(|range| {
-            let media = range.split(';').next().unwrap_or("").trim();
-            let q0 = range.replace(' ', "").contains("q=0") && !range.contains("q=0.");
-            !q0 && matches!(
-                media,
-                "*/*" | "application/*" | "application/dicom+json" | "application/json"
-            )
-        });
-        if !acceptable {
-            return Err(WebError::not_acceptable(format!(
-                "cannot answer with any of {accept:?}: application/dicom+json only"
-            )));
-        }
-    }
+    accept_dicom_json(headers)?;
     let search = Search::parse(level, &scope, params, web.services.query.max_matches())?;
     let warnings = search.warnings.clone();
     let answer = search.run(&web.services.query, &web.base(headers)).await?;
@@ -472,6 +497,123 @@ async fn retrieve_instance(
         sop_instance_uids: vec![path_uid(&instance)?],
     };
     retrieve(&web, &principal, &headers, keys).await
+}
+
+/// WADO-RS `/metadata`: the DICOM JSON of every instance `keys` name, as kept at ingest.
+async fn metadata(
+    web: &Web,
+    principal: &Principal,
+    headers: &HeaderMap,
+    keys: RetrieveKeys,
+) -> Result<Response, WebError> {
+    web.check(principal, Service::Get)?;
+    accept_dicom_json(headers)?;
+    let rows = web
+        .services
+        .retrieve
+        .metadata(&keys)
+        .await
+        .map_err(|e| match e {
+            RetrieveError::TooMany(_) => {
+                WebError::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string())
+            }
+            RetrieveError::Locator(_) => WebError::internal(e.to_string()),
+        })?;
+    if rows.is_empty() {
+        return Err(WebError::new(StatusCode::NOT_FOUND, "no such instances"));
+    }
+    let mut partial = 0;
+    let mut body = Vec::with_capacity(rows.len() * 4096);
+    body.push(b'[');
+    for (n, row) in rows.iter().enumerate() {
+        if n > 0 {
+            body.push(b',');
+        }
+        match &row.json {
+            // Kept as JSON text at ingest: copied, not parsed again.
+            Some(json) => body.extend_from_slice(json.as_bytes()),
+            None => {
+                partial += 1;
+                let mut object = serde_json::Map::new();
+                for (tag, value) in [
+                    (
+                        dicom_dictionary_std::tags::STUDY_INSTANCE_UID,
+                        &row.study_instance_uid,
+                    ),
+                    (
+                        dicom_dictionary_std::tags::SERIES_INSTANCE_UID,
+                        &row.series_instance_uid,
+                    ),
+                    (
+                        dicom_dictionary_std::tags::SOP_INSTANCE_UID,
+                        &row.sop_instance_uid,
+                    ),
+                    (
+                        dicom_dictionary_std::tags::SOP_CLASS_UID,
+                        &row.sop_class_uid,
+                    ),
+                ] {
+                    json::put(&mut object, tag, dicom_core::VR::UI, value);
+                }
+                let text =
+                    serde_json::to_vec(&object).map_err(|e| WebError::internal(e.to_string()))?;
+                body.extend_from_slice(&text);
+            }
+        }
+    }
+    body.push(b']');
+    let mut response = dicom_json_response(body);
+    if partial > 0 {
+        let warning = format!(
+            "299 strata \"{partial} instances have only their UIDs: they were stored before metadata was kept\""
+        );
+        if let Ok(value) = HeaderValue::from_str(&warning) {
+            response.headers_mut().insert(header::WARNING, value);
+        }
+    }
+    Ok(response)
+}
+
+async fn study_metadata(
+    State(web): State<Web>,
+    Extension(principal): Extension<Principal>,
+    Path(study): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, WebError> {
+    let keys = RetrieveKeys {
+        study_instance_uids: vec![path_uid(&study)?],
+        ..RetrieveKeys::default()
+    };
+    metadata(&web, &principal, &headers, keys).await
+}
+
+async fn series_metadata(
+    State(web): State<Web>,
+    Extension(principal): Extension<Principal>,
+    Path((study, series)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, WebError> {
+    let keys = RetrieveKeys {
+        study_instance_uids: vec![path_uid(&study)?],
+        series_instance_uids: vec![path_uid(&series)?],
+        ..RetrieveKeys::default()
+    };
+    metadata(&web, &principal, &headers, keys).await
+}
+
+async fn instance_metadata(
+    State(web): State<Web>,
+    Extension(principal): Extension<Principal>,
+    Path((study, series, instance)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, WebError> {
+    let keys = RetrieveKeys {
+        patient_id: None,
+        study_instance_uids: vec![path_uid(&study)?],
+        series_instance_uids: vec![path_uid(&series)?],
+        sop_instance_uids: vec![path_uid(&instance)?],
+    };
+    metadata(&web, &principal, &headers, keys).await
 }
 
 /// STOW-RS: stores the instances of a multipart body (those of `study` only, when given).
