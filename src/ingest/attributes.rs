@@ -97,7 +97,17 @@ pub fn read_attributes_with_head(
         return read_attributes_checking(path, native_pixel_bytes);
     };
     let ts = transfer_syntax(&meta)?;
-    let rest = data_set[cursor.position() as usize..].to_vec();
+    let data_set = &data_set[cursor.position() as usize..];
+    // Usually the head holds the whole header: one parse gives the indexed attributes and
+    // the metadata.
+    if let Some(object) = whole_header(head, data_set, ts, whole_file) {
+        check_pixel_data(&object, native_pixel_bytes)?;
+        let mut attributes = extract(&object)?;
+        let json = crate::codec::json::data_set(&object);
+        attributes.metadata = serde_json::to_string(&json).ok();
+        return Ok(attributes);
+    }
+    let rest = data_set.to_vec();
     let limit = budget(ts, HEADER_LIMIT, rest.len() as u64);
     match scan(std::io::Cursor::new(rest), ts, Some(STOP_AT), limit) {
         Ok(ScanEnd::ReachedStop) => {}
@@ -112,10 +122,7 @@ pub fn read_attributes_with_head(
         .from_reader(head)
         .map_err(|e| AttributeError::Parse(error_chain(&e)))?;
     check_pixel_data(&object, native_pixel_bytes)?;
-    let mut attributes = extract(&object)?;
-    let data_set = &data_set[cursor.position() as usize..];
-    attributes.metadata = metadata_from(head, data_set, ts, whole_file);
-    Ok(attributes)
+    extract(&object)
 }
 
 /// Native Pixel Data of `declared` bytes must hold Rows x Columns x Samples per Pixel x
@@ -260,15 +267,16 @@ fn extract(object: &DefaultDicomObject) -> Result<IndexedAttributes, AttributeEr
     })
 }
 
-/// The data set below Pixel Data as DICOM JSON text, when `data_set` (the bytes after the
-/// file meta, in `ts`) holds all of it and it parses; `None` otherwise (a header longer
-/// than the head, say): metadata is a convenience, never a reason to refuse an instance.
-fn metadata_from(
+/// The data set below Pixel Data, parsed, when `data_set` (the bytes after the file meta,
+/// in `ts`) holds all of it and it scans and parses cleanly; `None` otherwise (a header
+/// longer than the head, a flaw after the indexed attributes): then the attributes come
+/// from the shorter parse, without metadata, which is never a reason to refuse an instance.
+fn whole_header(
     head: &[u8],
     data_set: &[u8],
     ts: &dicom_encoding::TransferSyntax,
     whole_file: bool,
-) -> Option<String> {
+) -> Option<DefaultDicomObject> {
     let rest = data_set.to_vec();
     let limit = budget(ts, HEADER_LIMIT, rest.len() as u64);
     match scan(
@@ -281,13 +289,11 @@ fn metadata_from(
         Ok(ScanEnd::End) if whole_file => {}
         _ => return None,
     }
-    let object = OpenFileOptions::new()
+    OpenFileOptions::new()
         .read_until(tags::PIXEL_DATA)
         .read_preamble(ReadPreamble::Always)
         .from_reader(head)
-        .ok()?;
-    let json = crate::codec::json::data_set(&object);
-    serde_json::to_string(&json).ok()
+        .ok()
 }
 
 /// One line with every cause, for logs and Error Comment.
