@@ -198,6 +198,12 @@ def main():
               and ds.PatientName == original.PatientName
               and np.array_equal(ds.pixel_array, original.pixel_array),
               f"instance {sop} in Implicit VR Little Endian: elements and pixels")
+        frames = client.retrieve_instance_frames(uid, se, sop, [1])
+        expected = original.pixel_array.astype(original.pixel_array.dtype.newbyteorder("<")).tobytes()
+        check(len(frames) == 1 and frames[0] == expected,
+              f"frame 1 of {sop}: the decoded pixels, little endian")
+        response = session.get(f"{args.url}/studies/{uid}/series/{se}/instances/{sop}/frames/2")
+        check(response.status_code == 404, f"frame 2 of single-frame {sop}: 404")
         series = client.retrieve_series(uid, se)
         expected = {g["sop_instance_uid"] for g in manifest if g["series_instance_uid"] == se}
         check({ds.SOPInstanceUID for ds in series} == expected, f"retrieve_series {se}")

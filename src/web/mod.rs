@@ -8,6 +8,7 @@
 //! then gets 503).
 
 pub mod auth;
+mod frames;
 mod json;
 mod qido;
 mod stow;
@@ -168,6 +169,10 @@ fn router(web: Web) -> Router {
         .route(
             "/studies/{study}/series/{series}/instances/{instance}",
             get(retrieve_instance),
+        )
+        .route(
+            "/studies/{study}/series/{series}/instances/{instance}/frames/{frames}",
+            get(instance_frames),
         )
         .route("/studies/{study}/metadata", get(study_metadata))
         .route(
@@ -614,6 +619,39 @@ async fn instance_metadata(
         sop_instance_uids: vec![path_uid(&instance)?],
     };
     metadata(&web, &principal, &headers, keys).await
+}
+
+/// WADO-RS `/frames/{list}`: uncompressed frames of one instance.
+async fn instance_frames(
+    State(web): State<Web>,
+    Extension(principal): Extension<Principal>,
+    Path((study, series, instance, list)): Path<(String, String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, WebError> {
+    web.check(&principal, Service::Get)?;
+    let numbers = frames::frame_list(&list)?;
+    frames::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()))?;
+    let keys = RetrieveKeys {
+        patient_id: None,
+        study_instance_uids: vec![path_uid(&study)?],
+        series_instance_uids: vec![path_uid(&series)?],
+        sop_instance_uids: vec![path_uid(&instance)?],
+    };
+    let instances = web
+        .services
+        .retrieve
+        .instances(&keys)
+        .await
+        .map_err(|e| WebError::internal(e.to_string()))?;
+    if crate::net::Retrieval::items(&instances).len() != 1 {
+        return Err(WebError::new(StatusCode::NOT_FOUND, "no such instance"));
+    }
+    let (content_type, body) = frames::frames(instances, &numbers).await?;
+    let mut response = Response::new(Body::from(body));
+    let value =
+        HeaderValue::from_str(&content_type).map_err(|e| WebError::internal(e.to_string()))?;
+    response.headers_mut().insert(header::CONTENT_TYPE, value);
+    Ok(response)
 }
 
 /// STOW-RS: stores the instances of a multipart body (those of `study` only, when given).
