@@ -360,3 +360,28 @@ fn stow_rs_bodies_that_cannot_be_stored_leave_nothing() {
     assert_eq!(server.instances(), 1);
     assert!(no_temporaries(&server));
 }
+
+#[test]
+fn stow_rs_acknowledged_instances_survive_kill_9() {
+    let corpus = Corpus::small(1, 4, 0, 0, 25);
+    let dir = tempfile::tempdir().unwrap();
+    let server = web_server(dir.path(), "");
+    let port = server.web_port.unwrap();
+    let body = multipart(&corpus.paths());
+    let (status, _, answer) = http(
+        port,
+        &stow_head(port, &basic(VIEWER), Some(body.len())),
+        &body,
+    );
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+    // The answer came: every instance is durable. Nothing gets a chance to flush now.
+    server.kill9();
+    let server = TestServer::start_in(dir.path(), "", "");
+    assert_eq!(server.instances(), 4);
+    let study = corpus.study_uids()[0].clone();
+    assert_same_data_sets(
+        &server.get_study(&study),
+        &originals(&corpus, &study),
+        "after kill -9",
+    );
+}
