@@ -36,9 +36,16 @@ pub struct MetadataRow {
 }
 
 impl Locator {
-    /// The `WHERE` condition of `keys` (placeholders `?`) and its bound values; `None` when
-    /// the keys restrict nothing.
-    fn key_clauses(&self, keys: &RetrieveKeys) -> Option<(String, Vec<String>)> {
+    /// The rows of `columns` (and `joins` beyond the instance, series, study and patient)
+    /// for every instance under `keys`, study by study, series by series, in instance number
+    /// order; at most `limit + 1`. None when the keys restrict nothing: never "everything".
+    async fn keyed_rows(
+        &self,
+        columns: &str,
+        joins: &str,
+        keys: &RetrieveKeys,
+        limit: usize,
+    ) -> Result<Vec<sqlx::any::AnyRow>, LocatorError> {
         let mut clauses = Vec::new();
         let mut binds: Vec<String> = Vec::new();
         if let Some(pid) = &keys.patient_id {
@@ -55,7 +62,28 @@ impl Locator {
                 binds.push(serde_json::to_string(list).expect("strings serialize"));
             }
         }
-        (!clauses.is_empty()).then(|| (clauses.join(" AND "), binds))
+        if clauses.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT {columns} \
+             FROM instances i JOIN series se ON se.id = i.series_fk \
+             JOIN studies st ON st.id = se.study_fk JOIN patients p ON p.id = st.patient_fk \
+             {joins} WHERE {} \
+             ORDER BY st.study_date DESC, st.id, se.series_number, se.id, i.instance_number, i.id \
+             LIMIT {}",
+            clauses.join(" AND "),
+            limit + 1
+        );
+        // Safe: the text is built from the fixed clauses above; values are bound.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(number_placeholders(&sql)));
+        for b in binds {
+            query = query.bind(b);
+        }
+        query
+            .fetch_all(&self.pool)
+            .await
+            .map_err(LocatorError::Find)
     }
 
     /// The metadata of every instance under `keys`, in the order of
@@ -65,29 +93,15 @@ impl Locator {
         keys: &RetrieveKeys,
         limit: usize,
     ) -> Result<Vec<MetadataRow>, LocatorError> {
-        let Some((clauses, binds)) = self.key_clauses(keys) else {
-            return Ok(Vec::new());
-        };
-        let sql = format!(
-            "SELECT st.study_instance_uid, se.series_instance_uid, i.sop_instance_uid, \
-               i.sop_class_uid, m.json \
-             FROM instances i JOIN series se ON se.id = i.series_fk \
-             JOIN studies st ON st.id = se.study_fk JOIN patients p ON p.id = st.patient_fk \
-             LEFT JOIN instance_metadata m ON m.sop_instance_uid = i.sop_instance_uid \
-             WHERE {clauses} \
-             ORDER BY st.study_date DESC, st.id, se.series_number, se.id, i.instance_number, i.id \
-             LIMIT {}",
-            limit + 1
-        );
-        // Safe: the text is built from the fixed clauses above; values are bound.
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(number_placeholders(&sql)));
-        for b in binds {
-            query = query.bind(b);
-        }
-        let rows = query
-            .fetch_all(&self.pool)
-            .await
-            .map_err(LocatorError::Find)?;
+        let rows = self
+            .keyed_rows(
+                "st.study_instance_uid, se.series_instance_uid, i.sop_instance_uid, \
+                 i.sop_class_uid, m.json",
+                "LEFT JOIN instance_metadata m ON m.sop_instance_uid = i.sop_instance_uid",
+                keys,
+                limit,
+            )
+            .await?;
         rows.iter()
             .map(|row| {
                 Ok(MetadataRow {
@@ -109,29 +123,15 @@ impl Locator {
         keys: &RetrieveKeys,
         limit: usize,
     ) -> Result<Vec<RetrieveRow>, LocatorError> {
-        let Some((clauses, binds)) = self.key_clauses(keys) else {
-            // Never "everything": the service requires a unique key.
-            return Ok(Vec::new());
-        };
-        let sql = format!(
-            "SELECT i.sop_class_uid, i.sop_instance_uid, i.tier, i.location, i.byte_offset, \
-               i.byte_length, i.crc32c, i.transfer_syntax_uid \
-             FROM instances i JOIN series se ON se.id = i.series_fk \
-             JOIN studies st ON st.id = se.study_fk JOIN patients p ON p.id = st.patient_fk \
-             WHERE {clauses} \
-             ORDER BY st.study_date DESC, st.id, se.series_number, se.id, i.instance_number, i.id \
-             LIMIT {}",
-            limit + 1
-        );
-        // Safe: the text is built from the fixed clauses above; values are bound.
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(number_placeholders(&sql)));
-        for b in binds {
-            query = query.bind(b);
-        }
-        let rows = query
-            .fetch_all(&self.pool)
-            .await
-            .map_err(LocatorError::Find)?;
+        let rows = self
+            .keyed_rows(
+                "i.sop_class_uid, i.sop_instance_uid, i.tier, i.location, i.byte_offset, \
+                 i.byte_length, i.crc32c, i.transfer_syntax_uid",
+                "",
+                keys,
+                limit,
+            )
+            .await?;
         rows.iter()
             .map(|row| {
                 Ok(RetrieveRow {

@@ -154,34 +154,32 @@ pub async fn serve(
 }
 
 fn router(web: Web) -> Router {
+    const STUDY: u8 = 0;
+    const SERIES: u8 = 1;
+    const INSTANCE: u8 = 2;
+    let instance = "/studies/{study}/series/{series}/instances/{instance}";
     let dicom_web = Router::new()
-        .route("/studies", get(search_studies).post(store_studies))
-        .route("/series", get(search_all_series))
-        .route("/instances", get(search_all_instances))
-        .route("/studies/{study}", get(retrieve_study).post(store_study))
-        .route("/studies/{study}/series", get(search_series))
-        .route("/studies/{study}/instances", get(search_study_instances))
-        .route("/studies/{study}/series/{series}", get(retrieve_series))
+        .route("/studies", get(search_at::<STUDY>).post(store_at))
+        .route("/series", get(search_at::<SERIES>))
+        .route("/instances", get(search_at::<INSTANCE>))
+        .route("/studies/{study}", get(retrieve_at).post(store_at))
+        .route("/studies/{study}/series", get(search_at::<SERIES>))
+        .route("/studies/{study}/instances", get(search_at::<INSTANCE>))
+        .route("/studies/{study}/metadata", get(metadata_at))
+        .route("/studies/{study}/series/{series}", get(retrieve_at))
         .route(
             "/studies/{study}/series/{series}/instances",
-            get(search_instances),
+            get(search_at::<INSTANCE>),
         )
-        .route(
-            "/studies/{study}/series/{series}/instances/{instance}",
-            get(retrieve_instance),
-        )
-        .route(
-            "/studies/{study}/series/{series}/instances/{instance}/frames/{frames}",
-            get(instance_frames),
-        )
-        .route("/studies/{study}/metadata", get(study_metadata))
         .route(
             "/studies/{study}/series/{series}/metadata",
-            get(series_metadata),
+            get(metadata_at),
         )
+        .route(instance, get(retrieve_at))
+        .route(&format!("{instance}/metadata"), get(metadata_at))
         .route(
-            "/studies/{study}/series/{series}/instances/{instance}/metadata",
-            get(instance_metadata),
+            &format!("{instance}/frames/{{frames}}"),
+            get(instance_frames),
         );
     Router::new()
         .nest("/dicom-web", dicom_web)
@@ -308,124 +306,81 @@ async fn search(
     Ok(response)
 }
 
-async fn search_studies(
-    State(web): State<Web>,
-    Extension(principal): Extension<Principal>,
-    headers: HeaderMap,
-    QueryParams(params): Params,
-) -> Result<Response, WebError> {
-    let scope = Scope::default();
-    search(
-        &web,
-        &principal,
-        &headers,
-        QueryLevel::Study,
-        scope,
-        &params,
-    )
-    .await
+/// The UIDs (and frame list) a route's path names; absent ones are `None`.
+#[derive(Debug, Default, serde::Deserialize)]
+struct Uids {
+    study: Option<String>,
+    series: Option<String>,
+    instance: Option<String>,
+    frames: Option<String>,
 }
 
-async fn search_all_series(
-    State(web): State<Web>,
-    Extension(principal): Extension<Principal>,
-    headers: HeaderMap,
-    QueryParams(params): Params,
-) -> Result<Response, WebError> {
-    let scope = Scope::default();
-    search(
-        &web,
-        &principal,
-        &headers,
-        QueryLevel::Series,
-        scope,
-        &params,
-    )
-    .await
+impl Uids {
+    fn of(path: Option<Path<Uids>>) -> Uids {
+        path.map(|Path(uids)| uids).unwrap_or_default()
+    }
+
+    /// Each UID checked (400 for a bad one).
+    fn checked(&self) -> Result<[Option<String>; 3], WebError> {
+        let check = |uid: &Option<String>| uid.as_deref().map(path_uid).transpose();
+        Ok([
+            check(&self.study)?,
+            check(&self.series)?,
+            check(&self.instance)?,
+        ])
+    }
+
+    fn scope(&self) -> Result<Scope, WebError> {
+        let [study, series, _] = self.checked()?;
+        Ok(Scope { study, series })
+    }
+
+    fn keys(&self) -> Result<RetrieveKeys, WebError> {
+        let [study, series, instance] = self.checked()?;
+        Ok(RetrieveKeys {
+            patient_id: None,
+            study_instance_uids: study.into_iter().collect(),
+            series_instance_uids: series.into_iter().collect(),
+            sop_instance_uids: instance.into_iter().collect(),
+        })
+    }
 }
 
-async fn search_all_instances(
+/// QIDO-RS at `LEVEL` (0 study, 1 series, 2 instance), inside what the path names.
+async fn search_at<const LEVEL: u8>(
     State(web): State<Web>,
     Extension(principal): Extension<Principal>,
+    uids: Option<Path<Uids>>,
     headers: HeaderMap,
     QueryParams(params): Params,
 ) -> Result<Response, WebError> {
-    let scope = Scope::default();
-    search(
-        &web,
-        &principal,
-        &headers,
-        QueryLevel::Image,
-        scope,
-        &params,
-    )
-    .await
-}
-
-async fn search_series(
-    State(web): State<Web>,
-    Extension(principal): Extension<Principal>,
-    Path(study): Path<String>,
-    headers: HeaderMap,
-    QueryParams(params): Params,
-) -> Result<Response, WebError> {
-    let scope = Scope {
-        study: Some(path_uid(&study)?),
-        series: None,
+    let level = match LEVEL {
+        0 => QueryLevel::Study,
+        1 => QueryLevel::Series,
+        _ => QueryLevel::Image,
     };
-    search(
-        &web,
-        &principal,
-        &headers,
-        QueryLevel::Series,
-        scope,
-        &params,
-    )
-    .await
+    let scope = Uids::of(uids).scope()?;
+    search(&web, &principal, &headers, level, scope, &params).await
 }
 
-async fn search_study_instances(
+/// WADO-RS retrieval of what the path names.
+async fn retrieve_at(
     State(web): State<Web>,
     Extension(principal): Extension<Principal>,
-    Path(study): Path<String>,
+    Path(uids): Path<Uids>,
     headers: HeaderMap,
-    QueryParams(params): Params,
 ) -> Result<Response, WebError> {
-    let scope = Scope {
-        study: Some(path_uid(&study)?),
-        series: None,
-    };
-    search(
-        &web,
-        &principal,
-        &headers,
-        QueryLevel::Image,
-        scope,
-        &params,
-    )
-    .await
+    retrieve(&web, &principal, &headers, uids.keys()?).await
 }
 
-async fn search_instances(
+/// WADO-RS `/metadata` of what the path names.
+async fn metadata_at(
     State(web): State<Web>,
     Extension(principal): Extension<Principal>,
-    Path((study, series)): Path<(String, String)>,
+    Path(uids): Path<Uids>,
     headers: HeaderMap,
-    QueryParams(params): Params,
 ) -> Result<Response, WebError> {
-    let scope = Scope {
-        study: Some(path_uid(&study)?),
-        series: Some(path_uid(&series)?),
-    };
-    search(
-        &web,
-        &principal,
-        &headers,
-        QueryLevel::Image,
-        scope,
-        &params,
-    )
-    .await
+    metadata(&web, &principal, &headers, uids.keys()?).await
 }
 
 /// WADO-RS: the instances `keys` name as a multipart body, or 404 when there are none.
@@ -457,51 +412,6 @@ async fn retrieve(
         HeaderValue::from_str(&content_type).map_err(|e| WebError::internal(e.to_string()))?;
     response.headers_mut().insert(header::CONTENT_TYPE, value);
     Ok(response)
-}
-
-async fn retrieve_study(
-    State(web): State<Web>,
-    Extension(principal): Extension<Principal>,
-    Path(study): Path<String>,
-    headers: HeaderMap,
-) -> Result<Response, WebError> {
-    let keys = RetrieveKeys {
-        patient_id: None,
-        study_instance_uids: vec![path_uid(&study)?],
-        series_instance_uids: Vec::new(),
-        sop_instance_uids: Vec::new(),
-    };
-    retrieve(&web, &principal, &headers, keys).await
-}
-
-async fn retrieve_series(
-    State(web): State<Web>,
-    Extension(principal): Extension<Principal>,
-    Path((study, series)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Result<Response, WebError> {
-    let keys = RetrieveKeys {
-        patient_id: None,
-        study_instance_uids: vec![path_uid(&study)?],
-        series_instance_uids: vec![path_uid(&series)?],
-        sop_instance_uids: Vec::new(),
-    };
-    retrieve(&web, &principal, &headers, keys).await
-}
-
-async fn retrieve_instance(
-    State(web): State<Web>,
-    Extension(principal): Extension<Principal>,
-    Path((study, series, instance)): Path<(String, String, String)>,
-    headers: HeaderMap,
-) -> Result<Response, WebError> {
-    let keys = RetrieveKeys {
-        patient_id: None,
-        study_instance_uids: vec![path_uid(&study)?],
-        series_instance_uids: vec![path_uid(&series)?],
-        sop_instance_uids: vec![path_uid(&instance)?],
-    };
-    retrieve(&web, &principal, &headers, keys).await
 }
 
 /// WADO-RS `/metadata`: the DICOM JSON of every instance `keys` name, as kept at ingest.
@@ -579,64 +489,17 @@ async fn metadata(
     Ok(response)
 }
 
-async fn study_metadata(
-    State(web): State<Web>,
-    Extension(principal): Extension<Principal>,
-    Path(study): Path<String>,
-    headers: HeaderMap,
-) -> Result<Response, WebError> {
-    let keys = RetrieveKeys {
-        study_instance_uids: vec![path_uid(&study)?],
-        ..RetrieveKeys::default()
-    };
-    metadata(&web, &principal, &headers, keys).await
-}
-
-async fn series_metadata(
-    State(web): State<Web>,
-    Extension(principal): Extension<Principal>,
-    Path((study, series)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Result<Response, WebError> {
-    let keys = RetrieveKeys {
-        study_instance_uids: vec![path_uid(&study)?],
-        series_instance_uids: vec![path_uid(&series)?],
-        ..RetrieveKeys::default()
-    };
-    metadata(&web, &principal, &headers, keys).await
-}
-
-async fn instance_metadata(
-    State(web): State<Web>,
-    Extension(principal): Extension<Principal>,
-    Path((study, series, instance)): Path<(String, String, String)>,
-    headers: HeaderMap,
-) -> Result<Response, WebError> {
-    let keys = RetrieveKeys {
-        patient_id: None,
-        study_instance_uids: vec![path_uid(&study)?],
-        series_instance_uids: vec![path_uid(&series)?],
-        sop_instance_uids: vec![path_uid(&instance)?],
-    };
-    metadata(&web, &principal, &headers, keys).await
-}
-
 /// WADO-RS `/frames/{list}`: uncompressed frames of one instance.
 async fn instance_frames(
     State(web): State<Web>,
     Extension(principal): Extension<Principal>,
-    Path((study, series, instance, list)): Path<(String, String, String, String)>,
+    Path(uids): Path<Uids>,
     headers: HeaderMap,
 ) -> Result<Response, WebError> {
     web.check(&principal, Service::Get)?;
-    let numbers = frames::frame_list(&list)?;
+    let numbers = frames::frame_list(uids.frames.as_deref().unwrap_or(""))?;
     frames::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()))?;
-    let keys = RetrieveKeys {
-        patient_id: None,
-        study_instance_uids: vec![path_uid(&study)?],
-        series_instance_uids: vec![path_uid(&series)?],
-        sop_instance_uids: vec![path_uid(&instance)?],
-    };
+    let keys = uids.keys()?;
     let instances = web
         .services
         .retrieve
@@ -700,24 +563,15 @@ async fn store(
     Ok(response)
 }
 
-async fn store_studies(
+async fn store_at(
     State(web): State<Web>,
     Extension(principal): Extension<Principal>,
+    uids: Option<Path<Uids>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, WebError> {
-    store(&web, &principal, &headers, None, body).await
-}
-
-async fn store_study(
-    State(web): State<Web>,
-    Extension(principal): Extension<Principal>,
-    Path(study): Path<String>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, WebError> {
-    let study = path_uid(&study)?;
-    store(&web, &principal, &headers, Some(study), body).await
+    let study = Uids::of(uids).scope()?.study;
+    store(&web, &principal, &headers, study, body).await
 }
 
 /// Binds the `[web] listen` address.
