@@ -88,11 +88,26 @@ impl Users {
     }
 
     /// The principal of a request with this `Authorization` header value (if any). Runs an
-    /// argon2 verification for credentials not seen before: call it off the async runtime.
+    /// argon2 verification for credentials not seen before: call it off the async runtime
+    /// (or try [`Users::remembered`] first).
     pub fn authenticate(&self, authorization: Option<&str>) -> Result<Principal, AuthError> {
+        self.decide(authorization, true)?.ok_or(AuthError::Wrong)
+    }
+
+    /// The principal when it is decided without an argon2 verification (no credentials, a
+    /// malformed header, credentials verified before); `Ok(None)` when one is needed.
+    pub fn remembered(&self, authorization: Option<&str>) -> Result<Option<Principal>, AuthError> {
+        self.decide(authorization, false)
+    }
+
+    fn decide(
+        &self,
+        authorization: Option<&str>,
+        verify: bool,
+    ) -> Result<Option<Principal>, AuthError> {
         let Some(header) = authorization else {
             return if self.allow_anonymous {
-                Ok(Principal::Anonymous)
+                Ok(Some(Principal::Anonymous))
             } else {
                 Err(AuthError::Missing)
             };
@@ -108,7 +123,10 @@ impl Users {
         let (name, password) = decoded.split_once(':').ok_or(AuthError::Malformed)?;
         let fingerprint: [u8; 32] = Sha256::digest(decoded.as_bytes()).into();
         if let Some(known) = self.lock().get(&fingerprint) {
-            return Ok(Principal::User(known.clone()));
+            return Ok(Some(Principal::User(known.clone())));
+        }
+        if !verify {
+            return Ok(None);
         }
         let user = self.users.get(name).ok_or(AuthError::Wrong)?;
         let hash = PasswordHash::new(&user.password_hash).map_err(|_| AuthError::Wrong)?;
@@ -120,7 +138,7 @@ impl Users {
             verified.clear();
         }
         verified.insert(fingerprint, name.to_string());
-        Ok(Principal::User(name.to_string()))
+        Ok(Some(Principal::User(name.to_string())))
     }
 
     /// Whether `principal` may use `verb`.

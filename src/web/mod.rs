@@ -199,9 +199,16 @@ async fn admit(State(web): State<Web>, mut request: Request, next: Next) -> Resp
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let users = web.users.clone();
-    let principal =
-        tokio::task::spawn_blocking(move || users.authenticate(authorization.as_deref())).await;
+    // Most requests carry credentials verified before: decided here, without a trip to the
+    // blocking pool; only a first verification (argon2, tens of ms) goes there.
+    let principal = match web.users.remembered(authorization.as_deref()) {
+        Ok(Some(principal)) => Ok(Ok(principal)),
+        Err(e) => Ok(Err(e)),
+        Ok(None) => {
+            let users = web.users.clone();
+            tokio::task::spawn_blocking(move || users.authenticate(authorization.as_deref())).await
+        }
+    };
     match principal {
         Ok(Ok(principal)) => {
             request.extensions_mut().insert(principal);
