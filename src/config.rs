@@ -77,6 +77,10 @@ pub struct WebConfig {
     /// Largest STOW-RS request body in MiB; a larger one gets 413 and nothing is stored.
     #[serde(default = "defaults::web_max_upload_mb")]
     pub max_upload_mb: u64,
+    /// Origins (`scheme://host[:port]`) whose pages may call the DICOMweb API from a
+    /// browser (CORS), e.g. a viewer served from another host; `"*"`: any origin.
+    #[serde(default)]
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for WebConfig {
@@ -88,6 +92,7 @@ impl Default for WebConfig {
             users: Vec::new(),
             max_requests: defaults::web_max_requests(),
             max_upload_mb: defaults::web_max_upload_mb(),
+            cors_origins: Vec::new(),
         }
     }
 }

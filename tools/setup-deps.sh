@@ -29,3 +29,20 @@ install_venv() {
     "$venv/bin/pip" install -q --disable-pip-version-check -r "$strata_root/tools/requirements.txt"
     cp "$strata_root/tools/requirements.txt" "$stamp"
 }
+
+# The OHIF viewer for the browser test (tests/ohif.rs): @ohif/app from npm ships its prebuilt
+# static site in dist/; kept in .cache/ohif/VERSION/dist without the onnxruntime folder and
+# source maps (about 60 MB of 210). Fetched once.
+ohif_version=3.13.2
+install_ohif() {
+    local dir="$strata_root/.cache/ohif/$ohif_version"
+    [ -f "$dir/.complete" ] && return 0
+    command -v npm >/dev/null || install_debian npm
+    echo "fetching @ohif/app $ohif_version from npm (50 MB, once)"
+    rm -rf "$dir" && mkdir -p "$dir"
+    (cd "$dir" && npm pack --silent "@ohif/app@$ohif_version" >/dev/null)
+    tar -xzf "$dir/ohif-app-$ohif_version.tgz" -C "$dir" --strip-components=1 \
+        --exclude='package/dist/ort' --exclude='*.map' package/dist
+    rm -f "$dir/ohif-app-$ohif_version.tgz"
+    touch "$dir/.complete"
+}

@@ -10,6 +10,10 @@ source tools/setup-deps.sh
 
 install_debian dcmtk orthanc iproute2 libopenjp2-tools postgresql openjph-tools
 install_venv
+# The browser test (tests/ohif.rs) drives Debian's chromium through Playwright (never a
+# downloaded browser) with the OHIF viewer from npm.
+install_debian chromium fonts-liberation
+install_ohif
 # The HDFS tests run a real Hadoop NameNode and DataNode (tools/hdfs-dev.sh) and compile
 # small Java programs against its jars: fetch those once, and a JDK if there is none.
 command -v javac >/dev/null || install_debian default-jdk-headless

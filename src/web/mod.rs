@@ -8,6 +8,7 @@
 //! then gets 503).
 
 pub mod auth;
+mod cors;
 mod frames;
 mod json;
 mod qido;
@@ -132,7 +133,7 @@ pub async fn serve(
         slots: Arc::new(Semaphore::new(config.max_requests)),
         max_upload: config.max_upload_mb.saturating_mul(1 << 20),
     };
-    let app = router(web);
+    let app = router(web, cors::Origins::new(&config.cors_origins));
     let mut stop = shutdown.clone();
     let server = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
@@ -153,7 +154,7 @@ pub async fn serve(
     info!("HTTP server stopped");
 }
 
-fn router(web: Web) -> Router {
+fn router(web: Web, origins: cors::Origins) -> Router {
     const STUDY: u8 = 0;
     const SERIES: u8 = 1;
     const INSTANCE: u8 = 2;
@@ -181,10 +182,19 @@ fn router(web: Web) -> Router {
             &format!("{instance}/frames/{{frames}}"),
             get(instance_frames),
         );
-    Router::new()
+    let app = Router::new()
         .nest("/dicom-web", dicom_web)
         .layer(middleware::from_fn_with_state(web.clone(), admit))
-        .with_state(web)
+        .with_state(web);
+    if origins.is_empty() {
+        app
+    } else {
+        // Outside `admit`: preflights carry no credentials and take no slot.
+        app.layer(middleware::from_fn_with_state(
+            Arc::new(origins),
+            cors::cors,
+        ))
+    }
 }
 
 /// Takes a slot and authenticates the request; the principal goes into its extensions.
