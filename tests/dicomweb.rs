@@ -269,6 +269,33 @@ fn http_errors_are_answered_with_their_status_and_the_server_keeps_serving() {
     ];
     assert_eq!(http_get(port, &path, &jpeg_ls).0, 406);
 
+    // Rendered images: 403 without `get`, 406 for a media type other than JPEG and PNG,
+    // 400 for a bad window or several frames, 404 for a frame the instance lacks.
+    let file = &corpus.files[0];
+    let instance = format!(
+        "/dicom-web/studies/{study}/series/{}/instances/{}",
+        file.series_instance_uid, file.sop_instance_uid
+    );
+    let thumbnail = format!("/dicom-web/studies/{study}/thumbnail");
+    assert_eq!(http_get(port, &thumbnail, &as_finder).0, 403);
+    let (status, head, _) = http_get(port, &thumbnail, &as_viewer);
+    assert_eq!(status, 200);
+    assert!(head.contains("content-type: image/jpeg"), "{head}");
+    let gif = [as_viewer[0], ("Accept", "image/gif")];
+    assert_eq!(http_get(port, &format!("{instance}/rendered"), &gif).0, 406);
+    for bad in [
+        "rendered?window=40",
+        "frames/1,2/rendered",
+        "rendered?viewport=9999,1",
+    ] {
+        let (status, _, body) = http_get(port, &format!("{instance}/{bad}"), &as_viewer);
+        assert_eq!(status, 400, "{bad}: {}", String::from_utf8_lossy(&body));
+    }
+    assert_eq!(
+        http_get(port, &format!("{instance}/frames/2/rendered"), &as_viewer).0,
+        404
+    );
+
     // fuzzymatching is said to be unsupported in a Warning header, and literal matching done.
     let (status, head, _) = http_get(port, "/dicom-web/studies?fuzzymatching=true", &as_viewer);
     assert_eq!(status, 200);

@@ -1,6 +1,7 @@
 //! The OHIF viewer in headless Chromium against the real server (tools/ohif_check.py): OHIF's
 //! prebuilt site is served from another origin (so CORS is exercised), logs in with HTTP
-//! Basic, lists the stored studies and draws a CT image it fetched over DICOMweb.
+//! Basic, lists the stored studies (with thumbnails from `/thumbnail`) and draws a CT image
+//! from the frames it fetched over DICOMweb.
 //! Screenshots are kept in target/test-artefacts/ohif.
 
 mod common;
@@ -104,7 +105,7 @@ fn ohif_lists_the_stored_studies_and_draws_a_ct_image() {
     let canvas = &report["seen"]["canvas"];
     assert!(canvas["distinct"].as_u64().unwrap() >= 16, "{report}");
     let kinds = report["request_kinds"].to_string();
-    for kind in ["studies", "series", "metadata", "frames"] {
+    for kind in ["studies", "series", "metadata", "frames", "thumbnail"] {
         assert!(
             kinds.contains(kind),
             "OHIF made no {kind} request: {report}"

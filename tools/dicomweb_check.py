@@ -76,6 +76,134 @@ def multipart_parts(response):
     return parts
 
 
+def expected_grey(ds, frame=0, window=None):
+    """What PS3.3 C.11 says a grey frame looks like in 8 bits: Modality LUT (rescale), VOI
+    window (given, else the data set's, else the frame's range with LINEAR_EXACT),
+    MONOCHROME1 inverted. Computed here, independently of the server."""
+    pixels = ds.pixel_array
+    if getattr(ds, "NumberOfFrames", 1) > 1:
+        pixels = pixels[frame]
+    x = pixels.astype(np.float64) * float(getattr(ds, "RescaleSlope", 1)) \
+        + float(getattr(ds, "RescaleIntercept", 0))
+    if window is None and "WindowCenter" in ds:
+        window = (float(ds.WindowCenter), float(ds.WindowWidth), "linear")
+    if window is None:
+        window = ((x.min() + x.max()) / 2, max(x.max() - x.min(), 1), "linear-exact")
+    c, w, function = window
+    if function == "linear":
+        y = np.where(x <= c - 0.5 - (w - 1) / 2, 0.0,
+                     np.where(x > c - 0.5 + (w - 1) / 2, 1.0, (x - (c - 0.5)) / (w - 1) + 0.5))
+    elif function == "linear-exact":
+        y = np.where(x <= c - w / 2, 0.0, np.where(x > c + w / 2, 1.0, (x - c) / w + 0.5))
+    else:
+        y = 1 / (1 + np.exp(-4 * (x - c) / w))
+    y = np.round(np.clip(y, 0, 1) * 255)
+    if ds.PhotometricInterpretation == "MONOCHROME1":
+        y = 255 - y
+    return y.astype(np.uint8)
+
+
+def image_of(body):
+    from PIL import Image
+    return np.asarray(Image.open(io.BytesIO(body)))
+
+
+def synthetic_images(base):
+    """Instances the corpus lacks, for rendering: signed 16-bit with rescale and no window,
+    8-bit MONOCHROME1 multi-frame, RGB with planar configuration 1. Part-10 bytes."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import generate_uid, ExplicitVRLittleEndian
+    rng = np.random.default_rng(7)
+    y, x = np.mgrid[0:96, 0:160]
+    made = []
+
+    def make(pixels, **attrs):
+        ds = Dataset()
+        for keyword in ("PatientName", "PatientID", "StudyInstanceUID", "StudyDate"):
+            setattr(ds, keyword, getattr(base, keyword))
+        ds.SeriesInstanceUID = generate_uid()
+        ds.SOPInstanceUID = generate_uid()
+        ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"  # Secondary Capture
+        ds.Modality = "OT"
+        ds.Rows, ds.Columns = pixels.shape[-3:-1] if attrs.get("SamplesPerPixel") == 3 else pixels.shape[-2:]
+        ds.SamplesPerPixel = 1
+        for k, v in attrs.items():
+            setattr(ds, k, v)
+        ds.PixelData = pixels.tobytes()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        out = io.BytesIO()
+        ds.save_as(out, enforce_file_format=True)
+        made.append(out.getvalue())
+        return ds
+
+    signed = ((x * 40 - 3000) + rng.integers(-50, 50, x.shape)).astype(np.int16)
+    make(signed, BitsAllocated=16, BitsStored=16, HighBit=15, PixelRepresentation=1,
+         PhotometricInterpretation="MONOCHROME2", RescaleSlope="0.5", RescaleIntercept="100")
+    frames = np.stack([((x + 20 * i) % 256) for i in range(3)]).astype(np.uint8)
+    make(frames, BitsAllocated=8, BitsStored=8, HighBit=7, PixelRepresentation=0,
+         PhotometricInterpretation="MONOCHROME1", NumberOfFrames=3)
+    rgb = np.stack([x % 256, y * 2, 255 - x % 256], axis=-1).astype(np.uint8)
+    make(np.ascontiguousarray(rgb.transpose(2, 0, 1)), BitsAllocated=8, BitsStored=8, HighBit=7,
+         PixelRepresentation=0, PhotometricInterpretation="RGB", PlanarConfiguration=1,
+         SamplesPerPixel=3, Rows=96, Columns=160)
+    return made
+
+
+def rendered(args, session, client, f):
+    """/rendered and /thumbnail: a corpus CT (stored window), synthetic signed, MONOCHROME1
+    multi-frame and planar RGB images, each compared with the pixels computed here."""
+    uid, se, sop = f["study_instance_uid"], f["series_instance_uid"], f["sop_instance_uid"]
+    original = dcmread(ORIGINALS[sop])
+    png = client.retrieve_instance_rendered(uid, se, sop, media_types=("image/png",))
+    got = image_of(png)
+    check(png[:8] == b"\x89PNG\r\n\x1a\n" and np.abs(got.astype(int) - expected_grey(original)).max() <= 1,
+          f"rendered PNG of {sop}: the stored window applied, pixel for pixel")
+    jpeg = client.retrieve_instance_rendered(uid, se, sop, media_types=("image/jpeg",),
+                                             params={"window": "-600,1500,linear", "quality": "95"})
+    got = image_of(jpeg).astype(int)
+    expected = expected_grey(original, window=(-600.0, 1500.0, "linear")).astype(int)
+    check(jpeg[:2] == b"\xff\xd8" and got.shape == expected.shape
+          and np.abs(got - expected).mean() < 2.0,
+          f"rendered JPEG of {sop} with window=-600,1500: within JPEG error "
+          f"(mean {np.abs(got - expected).mean():.2f})")
+    framed = client.retrieve_instance_frames_rendered(uid, se, sop, [1], media_types=("image/png",))
+    check(framed == png, f"frames/1/rendered of {sop}: the instance's rendering")
+    for url, what in ((f"{args.url}/studies/{uid}/thumbnail", "study"),
+                      (f"{args.url}/studies/{uid}/series/{se}/thumbnail", "series"),
+                      (f"{args.url}/studies/{uid}/series/{se}/instances/{sop}/thumbnail", "instance")):
+        response = session.get(url, headers={"Accept": "image/png"})
+        got = image_of(response.content)
+        check(response.status_code == 200 and response.headers["Content-Type"] == "image/png"
+              and max(got.shape) == 128 and got.std() > 5,
+              f"{what} thumbnail: 128 pixels on the long side, not uniform")
+    response = session.get(f"{args.url}/studies/{uid}/series/{se}/instances/{sop}/rendered",
+                           params={"viewport": "100,60"}, headers={"Accept": "image/png"})
+    check(image_of(response.content).shape == (60, 60), "viewport=100,60 of a square image: 60x60")
+
+    bodies = synthetic_images(original)
+    response = post_files(session, f"{args.url}/studies", bodies)
+    check(response.status_code == 200, "STOW-RS of the synthetic images for rendering")
+    for body in bodies:
+        ds = dcmread(io.BytesIO(body))
+        base = f"{args.url}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
+        kind = f"{ds.PhotometricInterpretation} {ds.BitsStored}-bit{' signed' if ds.PixelRepresentation else ''}"
+        if ds.PhotometricInterpretation == "RGB":
+            got = image_of(session.get(base + "/rendered", headers={"Accept": "image/png"}).content)
+            check(np.array_equal(got, ds.pixel_array), f"rendered {kind} planar: the RGB pixels")
+            continue
+        frames = int(getattr(ds, "NumberOfFrames", 1))
+        for frame in range(frames):
+            got = image_of(session.get(f"{base}/frames/{frame + 1}/rendered",
+                                       headers={"Accept": "image/png"}).content)
+            check(np.abs(got.astype(int) - expected_grey(ds, frame)).max() <= 1,
+                  f"rendered {kind} frame {frame + 1} of {frames}: pixel for pixel")
+        response = session.get(f"{base}/frames/{frames + 1}/rendered")
+        check(response.status_code == 404, f"rendered {kind}: frame {frames + 1} is 404")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--url", required=True)
@@ -234,6 +362,8 @@ def main():
 
     if args.stow:
         stow(args, session, client)
+
+    rendered(args, session, client, manifest[0])
 
     print(f"dicomweb: {checks} checks passed", flush=True)
 

@@ -43,7 +43,7 @@ def app_config(dicom_web):
             "qidoSupportsIncludeField": True,
             "supportsReject": False,
             "imageRendering": "wadors",
-            "thumbnailRendering": "wadors",
+            "thumbnailRendering": "thumbnail",
             "enableStudyLazyLoad": True,
             "supportsFuzzyMatching": True,
             "supportsWildcard": True,

@@ -11,6 +11,7 @@ use dicom_dictionary_std::tags;
 use dicom_encoding::TransferSyntaxIndex;
 use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+use tokio::sync::SemaphorePermit;
 
 use super::WebError;
 use crate::model::transfer_syntax::EXPLICIT_VR_LITTLE_ENDIAN;
@@ -91,21 +92,25 @@ pub fn negotiate(accept: Option<&str>) -> Result<(), WebError> {
     }
 }
 
-/// The frames `numbers` of the one instance in `instances`: the multipart content type and
-/// body.
-pub async fn frames(instances: Instances, numbers: &[u32]) -> Result<(String, Bytes), WebError> {
-    let _read = READS
+/// Entry `index` of `instances` as an Explicit VR Little Endian data set (decoded from a
+/// compressed syntax), read whole, and the permit that counts it among the
+/// [`READS_AT_ONCE`] of the node: hold it until done with the bytes.
+pub async fn read_whole(
+    instances: &Instances,
+    index: usize,
+) -> Result<(SemaphorePermit<'static>, Bytes), WebError> {
+    let read = READS
         .acquire()
         .await
         .map_err(|e| WebError::internal(e.to_string()))?;
-    let mut pieces = instances.read(vec![(0, EXPLICIT_VR_LITTLE_ENDIAN.to_string())]);
+    let mut pieces = instances.read(vec![(index, EXPLICIT_VR_LITTLE_ENDIAN.to_string())]);
     let mut data_set = BytesMut::new();
     while let Some(piece) = pieces.recv().await {
         match piece {
             Piece::Start { length, .. } if length > MAX_INSTANCE => {
                 return Err(WebError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("the instance is {length} bytes uncompressed: frames are served up to {MAX_INSTANCE}"),
+                    format!("the instance is {length} bytes uncompressed: images are served up to {MAX_INSTANCE}"),
                 ))
             }
             Piece::Start { length, .. } => data_set.reserve(length as usize),
@@ -113,7 +118,22 @@ pub async fn frames(instances: Instances, numbers: &[u32]) -> Result<(String, By
             Piece::Failed { reason, .. } => return Err(WebError::internal(reason)),
         }
     }
-    let data_set = data_set.freeze();
+    Ok((read, data_set.freeze()))
+}
+
+/// An Explicit VR Little Endian data set as read by [`read_whole`], parsed. Blocking.
+pub fn parse(data_set: &[u8]) -> Result<InMemDicomObject, WebError> {
+    let ts = TransferSyntaxRegistry
+        .get(EXPLICIT_VR_LITTLE_ENDIAN)
+        .expect("Explicit VR Little Endian is built in");
+    InMemDicomObject::read_dataset_with_ts(data_set, ts)
+        .map_err(|e| WebError::internal(format!("cannot parse the instance: {e}")))
+}
+
+/// The frames `numbers` of the one instance in `instances`: the multipart content type and
+/// body.
+pub async fn frames(instances: Instances, numbers: &[u32]) -> Result<(String, Bytes), WebError> {
+    let (_read, data_set) = read_whole(&instances, 0).await?;
     let (frame_len, pixels) = tokio::task::spawn_blocking(move || pixel_frames(&data_set))
         .await
         .map_err(|e| WebError::internal(e.to_string()))??;
@@ -146,11 +166,7 @@ pub async fn frames(instances: Instances, numbers: &[u32]) -> Result<(String, By
 /// The length of one frame and the native Pixel Data of an Explicit VR Little Endian data
 /// set. Blocking.
 fn pixel_frames(data_set: &[u8]) -> Result<(usize, Bytes), WebError> {
-    let ts = TransferSyntaxRegistry
-        .get(EXPLICIT_VR_LITTLE_ENDIAN)
-        .expect("Explicit VR Little Endian is built in");
-    let object = InMemDicomObject::read_dataset_with_ts(data_set, ts)
-        .map_err(|e| WebError::internal(format!("cannot parse the instance: {e}")))?;
+    let object = parse(data_set)?;
     let number = |tag: Tag| -> Option<usize> {
         let element = object.element_opt(tag).ok().flatten()?;
         element

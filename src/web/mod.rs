@@ -12,6 +12,7 @@ mod cors;
 mod frames;
 mod json;
 mod qido;
+mod rendered;
 mod stow;
 mod wado;
 
@@ -181,6 +182,21 @@ fn router(web: Web, origins: cors::Origins) -> Router {
         .route(
             &format!("{instance}/frames/{{frames}}"),
             get(instance_frames),
+        )
+        .route(&format!("{instance}/rendered"), get(image_at::<false>))
+        .route(&format!("{instance}/thumbnail"), get(image_at::<true>))
+        .route(
+            &format!("{instance}/frames/{{frames}}/rendered"),
+            get(image_at::<false>),
+        )
+        .route(
+            &format!("{instance}/frames/{{frames}}/thumbnail"),
+            get(image_at::<true>),
+        )
+        .route("/studies/{study}/thumbnail", get(image_at::<true>))
+        .route(
+            "/studies/{study}/series/{series}/thumbnail",
+            get(image_at::<true>),
         );
     let app = Router::new()
         .nest("/dicom-web", dicom_web)
@@ -414,12 +430,7 @@ async fn retrieve(
         .retrieve
         .instances(&keys)
         .await
-        .map_err(|e| match e {
-            RetrieveError::TooMany(_) => {
-                WebError::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string())
-            }
-            RetrieveError::Locator(_) => WebError::internal(e.to_string()),
-        })?;
+        .map_err(retrieve_error)?;
     if crate::net::Retrieval::items(&instances).is_empty() {
         return Err(WebError::new(StatusCode::NOT_FOUND, "no such instances"));
     }
@@ -445,12 +456,7 @@ async fn metadata(
         .retrieve
         .metadata(&keys)
         .await
-        .map_err(|e| match e {
-            RetrieveError::TooMany(_) => {
-                WebError::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string())
-            }
-            RetrieveError::Locator(_) => WebError::internal(e.to_string()),
-        })?;
+        .map_err(retrieve_error)?;
     if rows.is_empty() {
         return Err(WebError::new(StatusCode::NOT_FOUND, "no such instances"));
     }
@@ -522,7 +528,7 @@ async fn instance_frames(
         .retrieve
         .instances(&keys)
         .await
-        .map_err(|e| WebError::internal(e.to_string()))?;
+        .map_err(retrieve_error)?;
     if crate::net::Retrieval::items(&instances).len() != 1 {
         return Err(WebError::new(StatusCode::NOT_FOUND, "no such instance"));
     }
@@ -532,6 +538,55 @@ async fn instance_frames(
         HeaderValue::from_str(&content_type).map_err(|e| WebError::internal(e.to_string()))?;
     response.headers_mut().insert(header::CONTENT_TYPE, value);
     Ok(response)
+}
+
+/// WADO-RS `/rendered` (`THUMBNAIL` false) or `/thumbnail` of what the path names: an
+/// instance (its first frame, or the one frame named), or a series or study (its middle
+/// instance).
+async fn image_at<const THUMBNAIL: bool>(
+    State(web): State<Web>,
+    Extension(principal): Extension<Principal>,
+    Path(uids): Path<Uids>,
+    headers: HeaderMap,
+    QueryParams(params): Params,
+) -> Result<Response, WebError> {
+    web.check(&principal, Service::Get)?;
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let request = rendered::Request::parse(accept, &params)?;
+    let frame = match uids.frames.as_deref() {
+        None => 1,
+        Some(list) => match frames::frame_list(list)?.as_slice() {
+            [one] => *one,
+            _ => {
+                return Err(WebError::bad_request(
+                    "one frame at a time: a rendered frame is one image",
+                ))
+            }
+        },
+    };
+    let instances = web
+        .services
+        .retrieve
+        .instances(&uids.keys()?)
+        .await
+        .map_err(retrieve_error)?;
+    let count = crate::net::Retrieval::items(&instances).len();
+    if count == 0 {
+        return Err(WebError::new(StatusCode::NOT_FOUND, "no such instances"));
+    }
+    let resource = if THUMBNAIL {
+        rendered::Resource::Thumbnail
+    } else {
+        rendered::Resource::Rendered
+    };
+    rendered::render(instances, count / 2, frame, resource, request).await
+}
+
+fn retrieve_error(e: RetrieveError) -> WebError {
+    match e {
+        RetrieveError::TooMany(_) => WebError::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()),
+        RetrieveError::Locator(_) => WebError::internal(e.to_string()),
+    }
 }
 
 /// STOW-RS: stores the instances of a multipart body (those of `study` only, when given).

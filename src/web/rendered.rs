@@ -1,0 +1,302 @@
+//! WADO-RS rendered resources (PS3.18 10.4.1.1.3, 8.3.5.1): `/rendered` and `/thumbnail` of
+//! an instance or one of its frames, and `/thumbnail` of a series or study (its middle
+//! instance). The image is read whole through the retrieve service like `/frames` (and
+//! shares its bound on reads at once), decoded to native pixels and drawn by
+//! [`crate::codec::render`] as JPEG or PNG, whichever the client accepts.
+//!
+//! Query parameters: `window=center,width[,linear|linear-exact|sigmoid]`,
+//! `viewport=vw,vh[,sx,sy,sw,sh]`, `quality=1..100` (JPEG), `accept=image/png` (as the
+//! Accept header). Others (`annotation`, `charset`, `iccprofile`) are ignored with a
+//! `Warning` header.
+
+use axum::body::Body;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::Response;
+
+use super::{frames, WebError};
+use crate::codec::render::{self, Image, RenderError, Rendering, Viewport, VoiFunction, Window};
+use crate::net::Retrieval;
+use crate::retrieve::Instances;
+
+/// The size a thumbnail fits in, unless the request gives a viewport.
+pub const THUMBNAIL: u32 = 128;
+const DEFAULT_QUALITY: u8 = 90;
+
+/// Which resource was asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resource {
+    Rendered,
+    Thumbnail,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Media {
+    Jpeg,
+    Png,
+}
+
+impl Media {
+    fn content_type(self) -> &'static str {
+        match self {
+            Media::Jpeg => "image/jpeg",
+            Media::Png => "image/png",
+        }
+    }
+}
+
+/// What the query parameters and Accept header ask for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    pub media: Media,
+    pub window: Option<Window>,
+    pub viewport: Option<Viewport>,
+    pub quality: u8,
+    /// Parameters understood but not applied, for the `Warning` header.
+    pub ignored: Vec<String>,
+}
+
+impl Request {
+    pub fn parse(accept: Option<&str>, params: &[(String, String)]) -> Result<Request, WebError> {
+        let mut request = Request {
+            media: Media::Jpeg,
+            window: None,
+            viewport: None,
+            quality: DEFAULT_QUALITY,
+            ignored: Vec::new(),
+        };
+        let mut accept = accept.map(str::to_string);
+        for (key, value) in params {
+            match key.as_str() {
+                "window" => request.window = Some(window(value)?),
+                "viewport" => request.viewport = Some(viewport(value)?),
+                "quality" => {
+                    request.quality = value
+                        .trim()
+                        .parse::<u8>()
+                        .ok()
+                        .filter(|q| (1..=100).contains(q))
+                        .ok_or_else(|| {
+                            WebError::bad_request(format!("quality={value:?}: 1 to 100"))
+                        })?
+                }
+                "accept" => accept = Some(value.clone()),
+                "annotation" | "charset" | "iccprofile" => request.ignored.push(key.clone()),
+                other => {
+                    return Err(WebError::bad_request(format!(
+                        "unknown query parameter {other:?} for a rendered resource"
+                    )))
+                }
+            }
+        }
+        request.media = negotiate(accept.as_deref())?;
+        Ok(request)
+    }
+}
+
+/// `window=center,width[,function]`.
+fn window(value: &str) -> Result<Window, WebError> {
+    let bad = || {
+        WebError::bad_request(format!(
+            "window={value:?}: center,width[,linear|linear-exact|sigmoid] with width at least 1"
+        ))
+    };
+    let parts: Vec<&str> = value.split(',').map(str::trim).collect();
+    let number = |s: &str| s.parse::<f64>().ok().filter(|v| v.is_finite());
+    let (center, width, function) = match parts.as_slice() {
+        [c, w] => (number(c), number(w), Some(VoiFunction::Linear)),
+        [c, w, f] => (number(c), number(w), VoiFunction::parse(f)),
+        _ => return Err(bad()),
+    };
+    match (center, width.filter(|w| *w >= 1.0), function) {
+        (Some(center), Some(width), Some(function)) => Ok(Window {
+            center,
+            width,
+            function,
+        }),
+        _ => Err(bad()),
+    }
+}
+
+/// `viewport=vw,vh[,sx,sy,sw,sh]`.
+fn viewport(value: &str) -> Result<Viewport, WebError> {
+    let bad = || {
+        WebError::bad_request(format!(
+            "viewport={value:?}: vw,vh or vw,vh,sx,sy,sw,sh (whole numbers; vw and vh 1 to 4096)"
+        ))
+    };
+    let numbers: Vec<u32> = value
+        .split(',')
+        .map(|s| s.trim().parse::<u32>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| bad())?;
+    let size = |v: u32| (1..=4096).contains(&v);
+    match numbers.as_slice() {
+        [w, h] if size(*w) && size(*h) => Ok(Viewport {
+            width: *w,
+            height: *h,
+            region: None,
+        }),
+        [w, h, sx, sy, sw, sh] if size(*w) && size(*h) => Ok(Viewport {
+            width: *w,
+            height: *h,
+            region: Some((*sx, *sy, *sw, *sh)),
+        }),
+        _ => Err(bad()),
+    }
+}
+
+/// JPEG unless the Accept header prefers PNG; 406 when it takes neither.
+pub fn negotiate(accept: Option<&str>) -> Result<Media, WebError> {
+    let Some(accept) = accept.filter(|a| !a.trim().is_empty()) else {
+        return Ok(Media::Jpeg);
+    };
+    let mut best: Option<(f32, Media)> = None;
+    for range in accept.split(',') {
+        let mut parts = range.split(';');
+        let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        let q = parts
+            .filter_map(|p| p.split_once('='))
+            .find(|(k, _)| k.trim().eq_ignore_ascii_case("q"))
+            .map(|(_, v)| v.trim().parse::<f32>().unwrap_or(0.0))
+            .unwrap_or(1.0);
+        let media = match media.as_str() {
+            "image/jpeg" | "image/jpg" | "image/*" | "*/*" => Media::Jpeg,
+            "image/png" => Media::Png,
+            _ => continue,
+        };
+        if q > 0.0 && best.is_none_or(|(b, _)| q > b) {
+            best = Some((q, media));
+        }
+    }
+    best.map(|(_, media)| media).ok_or_else(|| {
+        WebError::not_acceptable(format!(
+            "rendered images are image/jpeg or image/png, not {accept:?}"
+        ))
+    })
+}
+
+/// Renders `frame` of entry `index` of `instances` as `request` and `resource` say.
+pub async fn render(
+    instances: Instances,
+    index: usize,
+    frame: u32,
+    resource: Resource,
+    request: Request,
+) -> Result<Response, WebError> {
+    if index >= instances.items().len() {
+        return Err(WebError::new(StatusCode::NOT_FOUND, "no such instance"));
+    }
+    let (_read, data_set) = frames::read_whole(&instances, index).await?;
+    let media = request.media;
+    let viewport = request.viewport.or(match resource {
+        Resource::Thumbnail => Some(Viewport {
+            width: THUMBNAIL,
+            height: THUMBNAIL,
+            region: None,
+        }),
+        Resource::Rendered => None,
+    });
+    let rendering = Rendering {
+        frame,
+        window: request.window,
+        viewport,
+    };
+    let quality = request.quality;
+    let encoded = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, WebError> {
+        let object = frames::parse(&data_set)?;
+        let image = Image::from_object(&object).map_err(render_error)?;
+        let raster = image.render(&rendering).map_err(render_error)?;
+        match media {
+            Media::Jpeg => render::encode_jpeg(&raster, quality),
+            Media::Png => render::encode_png(&raster),
+        }
+        .map_err(render_error)
+    })
+    .await
+    .map_err(|e| WebError::internal(e.to_string()))??;
+    let mut response = Response::new(Body::from(encoded));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(media.content_type()),
+    );
+    if !request.ignored.is_empty() {
+        let warning = format!("299 strata \"not applied: {}\"", request.ignored.join(", "));
+        if let Ok(value) = HeaderValue::from_str(&warning) {
+            response.headers_mut().insert(header::WARNING, value);
+        }
+    }
+    Ok(response)
+}
+
+fn render_error(e: RenderError) -> WebError {
+    match e {
+        RenderError::NoSuchFrame(_) => WebError::new(StatusCode::NOT_FOUND, e.to_string()),
+        RenderError::Parameter(_) => WebError::bad_request(e.to_string()),
+        // As for /frames: an instance without a usable image has no such resource.
+        RenderError::Attribute(_) => WebError::new(
+            StatusCode::NOT_FOUND,
+            format!("the instance has no image to render: {e}"),
+        ),
+        RenderError::Photometric(_) => WebError::new(
+            StatusCode::NOT_ACCEPTABLE,
+            format!("this instance cannot be rendered: {e}"),
+        ),
+        RenderError::Encode(_) => WebError::internal(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn parameters_and_accept_headers() {
+        let request = Request::parse(
+            Some("image/png"),
+            &params(&[
+                ("window", "40,400,sigmoid"),
+                ("viewport", "256,256"),
+                ("quality", "70"),
+                ("annotation", "patient"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(request.media, Media::Png);
+        assert_eq!(request.window.unwrap().function, VoiFunction::Sigmoid);
+        assert_eq!(request.viewport.unwrap().width, 256);
+        assert_eq!(request.quality, 70);
+        assert_eq!(request.ignored, vec!["annotation"]);
+        assert_eq!(
+            Request::parse(None, &params(&[("accept", "image/png")]))
+                .unwrap()
+                .media,
+            Media::Png
+        );
+        for bad in [
+            ("window", "40"),
+            ("window", "40,0"),
+            ("window", "40,400,cubic"),
+            ("viewport", "0,10"),
+            ("viewport", "10,10,1"),
+            ("quality", "0"),
+            ("frame", "1"),
+        ] {
+            assert!(Request::parse(None, &params(&[bad])).is_err(), "{bad:?}");
+        }
+        assert_eq!(negotiate(None).unwrap(), Media::Jpeg);
+        assert_eq!(negotiate(Some("*/*")).unwrap(), Media::Jpeg);
+        assert_eq!(
+            negotiate(Some("image/jpeg;q=0.5, image/png")).unwrap(),
+            Media::Png
+        );
+        assert!(negotiate(Some("image/gif")).is_err());
+        assert!(negotiate(Some("image/png;q=0")).is_err());
+    }
+}
