@@ -8,6 +8,7 @@
 #
 #   tools/bench.sh [--ct-studies N] [--ct-images N] [--mr-studies N] [--mr-images N] [--j2k-only]
 #                  [--backup-only] [--locator-only] [--tls-only] [--commit-only] [--ingest-only]
+#                  [--web-only]
 #
 # The ingest section (first; alone with --ingest-only) also measures Strata's group commit: the
 # corpus sent by 4 and then 8 parallel storescu processes, with the server's fsync and
@@ -45,6 +46,14 @@
 # a real HDFS (tools/hdfs-dev.sh) by `tier run`; median of 5 requests each, against the
 # targets of 1 s online and 3 s archived. Every instance is read back and its CRC-32C checked.
 #
+# The DICOMweb section (alone with --web-only) stores the corpus in Strata (HTTP listener on)
+# and in Orthanc with its DICOMweb plugin (Debian orthanc-dicomweb), then times both with the
+# same client (tools/bench_web.py): QIDO-RS study searches (Patient ID, name prefix, one-year
+# range) p50/p95, /metadata of the first CT study p50/p95, WADO-RS of that study (MB/s),
+# /rendered of its middle image (images/s); then Strata alone: /metadata again once the study
+# is archived on a real HDFS (the DataNode's BytesRead must not move), and STOW-RS of the CT
+# study beside storescu's C-STORE of it, each into an empty node.
+#
 # Everything runs inside a private network namespace (unshare -n) with only loopback, so
 # Orthanc, which cannot bind to 127.0.0.1 alone, is reachable from nothing else.
 # Sequential: one association per study, studies one after another.
@@ -55,7 +64,7 @@ cd "$(dirname "$0")/.."
 root=$PWD
 
 CT_STUDIES=10 CT_IMAGES=200 MR_STUDIES=3 MR_IMAGES=100 J2K_ONLY="" BACKUP_ONLY="" LOCATOR_ONLY=""
-TLS_ONLY="" COMMIT_ONLY="" INGEST_ONLY=""
+TLS_ONLY="" COMMIT_ONLY="" INGEST_ONLY="" WEB_ONLY=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --j2k-only) J2K_ONLY=1; shift ;;
@@ -64,6 +73,7 @@ while [ $# -gt 0 ]; do
         --tls-only) TLS_ONLY=1; shift ;;
         --commit-only) COMMIT_ONLY=1; shift ;;
         --ingest-only) INGEST_ONLY=1; shift ;;
+        --web-only) WEB_ONLY=1; shift ;;
         --ct-studies) CT_STUDIES=$2; shift 2 ;;
         --ct-images) CT_IMAGES=$2; shift 2 ;;
         --mr-studies) MR_STUDIES=$2; shift 2 ;;
@@ -457,6 +467,133 @@ commit_section() {
     rm -rf "$dir"
 }
 
+# DICOMweb beside Orthanc's plugin (see the header). Runs inside the namespace (Orthanc binds
+# every address). Prints its own ratios.
+web_section() {
+    local dir="$root/.cache/bench-web" strata="$root/target/release/strata"
+    rm -rf "$dir" && mkdir -p "$dir"
+    local ct_study ct_dir pid_id wport oport dport opid
+    ct_study=$(study_fact uid)
+    ct_dir=$(dirname "$(grep -l "$ct_study" "${studies[0]}"/*.dcm | head -1)")
+    pid_id=$("$root/.venv/bin/python" -c "import json,sys; print(json.load(open(sys.argv[1]))[0]['patient_id'])" "$corpus/manifest.json")
+    tools/hdfs-dev.sh start "$dir/hdfs" >/dev/null
+    source "$dir/hdfs/env"
+    web_node() {   # folder: a Strata node with an anonymous HTTP listener and an HDFS archive
+        mkdir -p "$1"
+        printf '[dicom]\naet = "STRATA"\nlisten = "127.0.0.1:0"\naccept_unknown_callers = true\n[storage]\nonline_dir = "online"\n[locator]\nurl = "sqlite://locator.db"\n[archive]\nbackend = "hdfs"\npath = "/strata-web-%s"\nhdfs_url = "%s"\n[web]\nlisten = "127.0.0.1:0"\nallow_anonymous = true\n[log]\nlevel = "warn"\n' \
+            "$(basename "$1")" "$HDFS_URL" > "$1/strata.toml"
+        "$strata" serve --config "$1/strata.toml" >"$1/out.log" 2>"$1/err.log" &
+        echo $! > "$1/pid"
+        for _ in $(seq 1 300); do grep -q "^web listening" "$1/out.log" && break; sleep 0.1; done
+    }
+    halt() { kill -TERM "$(cat "$1/pid")"; wait "$(cat "$1/pid")" 2>/dev/null || true; }
+    store_all() {   # aet port: the corpus, 4 storescu at once
+        local senders=() lane
+        for lane in 0 1 2 3; do
+            (for i in "${!studies[@]}"; do
+                if [ $((i % 4)) -eq $lane ]; then
+                    /usr/bin/storescu -aet MODALITY -aec "$1" 127.0.0.1 "$2" "${studies[$i]}"/*.dcm >/dev/null 2>&1
+                fi
+            done) &
+            senders+=($!)
+        done
+        wait "${senders[@]}"
+    }
+    dn_bytes_read() {   # the DataNode's BytesRead counter
+        curl -s "$HDFS_DN_JMX" | "$root/.venv/bin/python" -c 'import json,sys; print(sum(b.get("BytesRead", 0) for b in json.load(sys.stdin)["beans"] if "DataNodeActivity" in b["name"]))'
+    }
+    declare -A web
+    run_bench() {   # name url [bench_web.py options]: fills web[name-measure]
+        local name=$1 url=$2 line key
+        shift 2
+        while read -r line; do
+            key=${line%% *}
+            web[$name-$key]=${line#* }
+            printf '  %-15s %s\n' "$name" "$line"
+        done < <("$root/.venv/bin/python" tools/bench_web.py --url "$url" --study "$ct_study" --patient-id "$pid_id" "$@")
+    }
+    field() { cut -d' ' -f"$1" <<<"$2"; }
+    echo
+    echo "DICOMweb (tools/bench_web.py): qido p50 p95 ms matches; metadata p50 p95 ms instances; wado-study MB/s bytes; rendered images/s"
+    web_node "$dir/strata"
+    dport=$(grep '^listening on' "$dir/strata/out.log" | grep -o '[0-9]*$')
+    wport=$(grep '^web listening on' "$dir/strata/out.log" | grep -o '[0-9]*$')
+    store_all STRATA "$dport"
+    run_bench strata "http://127.0.0.1:$wport/dicom-web"
+
+    port=$((port + 1)); oport=$((port + 1000))
+    mkdir -p "$dir/orthanc"
+    cat > "$dir/orthanc/orthanc.json" <<JSON
+{
+  "Name": "bench", "StorageDirectory": "$dir/orthanc/storage", "IndexDirectory": "$dir/orthanc/index",
+  "DicomAet": "ORTHANC", "DicomPort": $port, "HttpPort": $oport,
+  "RemoteAccessAllowed": false, "AuthenticationEnabled": false, "HttpServerEnabled": true,
+  "DicomModalities": { "modality": ["MODALITY", "127.0.0.1", 1] },
+  "StorageCompression": false, "SyncStorageArea": true,
+  "Plugins": ["/usr/share/orthanc/plugins/libOrthancDicomWeb.so"],
+  "DicomWeb": { "Enable": true, "Root": "/dicom-web/" }
+}
+JSON
+    Orthanc "$dir/orthanc/orthanc.json" >"$dir/orthanc/out.log" 2>&1 &
+    opid=$!
+    wait_port ORTHANC "$port"
+    store_all ORTHANC "$port"
+    run_bench orthanc "http://127.0.0.1:$oport/dicom-web"
+    kill -TERM "$opid"; wait "$opid" 2>/dev/null || true
+
+    # The study archived on HDFS: /metadata again, and the DataNode read nothing for it.
+    "$strata" tier run --config "$dir/strata/strata.toml" --min-age-days 0 >/dev/null
+    local read0 read1
+    read0=$(dn_bytes_read)
+    run_bench strata-archived "http://127.0.0.1:$wport/dicom-web" --only metadata
+    read1=$(dn_bytes_read)
+    printf '  strata-archived DataNode BytesRead during /metadata: %s\n' "$((read1 - read0))"
+    # The control: retrieving the archived study does read the DataNode.
+    curl -s -o /dev/null "http://127.0.0.1:$wport/dicom-web/studies/$ct_study"
+    printf '  strata-archived DataNode BytesRead during WADO-RS of the study (control): %s\n' "$(($(dn_bytes_read) - read1))"
+    halt "$dir/strata"
+
+    # STOW-RS beside C-STORE of the same study, each into an empty node: median of 3.
+    local stow=() cstore=() n t0 t1 ct_bytes
+    ct_bytes=$(study_fact bytes)
+    for n in 1 2 3; do
+        web_node "$dir/cstore$n"
+        dport=$(grep '^listening on' "$dir/cstore$n/out.log" | grep -o '[0-9]*$')
+        t0=$(date +%s.%N)
+        /usr/bin/storescu -aet MODALITY -aec STRATA 127.0.0.1 "$dport" "$ct_dir"/*.dcm >/dev/null 2>&1
+        t1=$(date +%s.%N)
+        cstore+=("$(echo "$ct_bytes / ($t1 - $t0) / 1048576" | bc -l)")
+        halt "$dir/cstore$n"
+        web_node "$dir/stow$n"
+        wport=$(grep '^web listening on' "$dir/stow$n/out.log" | grep -o '[0-9]*$')
+        stow+=("$("$root/.venv/bin/python" tools/bench_web.py --url "http://127.0.0.1:$wport/dicom-web" \
+            --study "$ct_study" --stow "$ct_dir" | awk '{print $2}')")
+        halt "$dir/stow$n"
+    done
+    local stow_mbs cstore_mbs
+    stow_mbs=$(printf '%s\n' "${stow[@]}" | median)
+    cstore_mbs=$(printf '%s\n' "${cstore[@]}" | median)
+    printf '  strata   STOW-RS %7.1f MB/s   C-STORE (storescu, one association) %7.1f MB/s\n' "$stow_mbs" "$cstore_mbs"
+    tools/hdfs-dev.sh stop "$dir/hdfs"
+
+    echo
+    echo "DICOMweb ratios (target in brackets):"
+    for q in patient-id name-M* year; do
+        printf '  QIDO-RS %-10s p95 strata/orthanc %5.2fx  [<= 0.5]\n' "$q" \
+            "$(echo "$(field 2 "${web[strata-qido-$q]}") / $(field 2 "${web[orthanc-qido-$q]}")" | bc -l)"
+    done
+    printf '  /metadata p95: strata online %s ms, archived %s ms; orthanc %s ms  [<= 50 ms]\n' \
+        "$(field 2 "${web[strata-metadata]}")" "$(field 2 "${web[strata-archived-metadata]}")" \
+        "$(field 2 "${web[orthanc-metadata]}")"
+    printf '  archive bytes read by /metadata  %s  [0]\n' "$((read1 - read0))"
+    printf '  WADO-RS study MB/s strata/orthanc %5.2fx  [>= 1.5]\n' \
+        "$(echo "$(field 1 "${web[strata-wado-study]}") / $(field 1 "${web[orthanc-wado-study]}")" | bc -l)"
+    printf '  /rendered images/s strata/orthanc %5.2fx  [>= 1.5]\n' \
+        "$(echo "${web[strata-rendered]} / ${web[orthanc-rendered]}" | bc -l)"
+    printf '  STOW-RS/C-STORE MB/s             %5.2fx  [>= 0.9]\n' "$(echo "$stow_mbs / $cstore_mbs" | bc -l)"
+    rm -rf "$dir"
+}
+
 # The generated corpus, made once per size and kept in .cache: sets corpus and studies.
 make_corpus() {
     corpus="$root/.cache/bench-corpus-$CT_STUDIES-$CT_IMAGES-$MR_STUDIES-$MR_IMAGES"
@@ -526,12 +663,12 @@ if [ -n "$J2K_ONLY$BACKUP_ONLY$LOCATOR_ONLY$TLS_ONLY$COMMIT_ONLY" ]; then echo "
 
 if [ -z "${STRATA_BENCH_NETNS:-}" ]; then
     source tools/setup-deps.sh
-    install_debian dcmtk orthanc iproute2 bc libopenjp2-tools
+    install_debian dcmtk orthanc orthanc-dicomweb iproute2 bc libopenjp2-tools curl
     tools/hdfs-dev.sh fetch
     install_venv
     cargo build --release --quiet --bins --examples
     exec unshare -n env STRATA_BENCH_NETNS=1 "$0" --ct-studies "$CT_STUDIES" --ct-images "$CT_IMAGES" \
-        --mr-studies "$MR_STUDIES" --mr-images "$MR_IMAGES" ${INGEST_ONLY:+--ingest-only}
+        --mr-studies "$MR_STUDIES" --mr-images "$MR_IMAGES" ${INGEST_ONLY:+--ingest-only} ${WEB_ONLY:+--web-only}
 fi
 ip link set lo up
 export TCP_NODELAY=1   # DCMTK (and Orthanc, built on it) leave Nagle on otherwise
@@ -631,6 +768,10 @@ send_study() { /usr/bin/storescu -aet MODALITY -aec "$aet" 127.0.0.1 "$port" "$1
 # fsync) leaves in the page cache, while a server that syncs pays for its writes itself.
 machine_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8}' /proc/stat; }
 
+if [ -n "$WEB_ONLY" ]; then
+    web_section
+    exit 0
+fi
 declare -A seq_mbs par_mbs cpu_us machine_us rss_mib
 for name in strata storescp orthanc; do
     # Sequential: one association per study.
@@ -902,6 +1043,7 @@ printf '  strata first instance p95    C-GET %.1f ms, C-MOVE %.1f ms [<= 50]\n' 
 printf '  converter/FsShell -put      %5.2fx  [>= 0.8]\n' "$(ratio "$convert_mbs" "$put_mbs")"
 printf '  C-MOVE archived/online      %5.2fx  [>= 0.8]\n' "$(ratio "$move_archived" "$move_online")"
 rm -rf "$work"
+web_section
 backup_section
 locator_section
 tls_section

@@ -3,7 +3,8 @@
 # benchmarks. The server jars come from PyPI's pyspark 2.4.8 source distribution (the only
 # registry this machine reaches that carries them); they are cached in .cache/hadoop-jars.
 #
-#   tools/hdfs-dev.sh start [DIR]   format and start; prints HDFS_URL=... and HDFS_JMX=...
+#   tools/hdfs-dev.sh start [DIR]   format and start; prints HDFS_URL=..., HDFS_JMX=... (NameNode)
+#                                   and HDFS_DN_JMX=... (DataNode)
 #   tools/hdfs-dev.sh start-ha [DIR]  an HA pair instead: NameNodes nn1 (active) and nn2
 #                                   (standby) of name service ns1 sharing an edits folder,
 #                                   one DataNode; prints HDFS_URL=hdfs://ns1, HDFS_CONF_DIR
@@ -167,8 +168,8 @@ start)
         >"$dir/logs/format.log" 2>&1 || { cat "$dir/logs/format.log" >&2; exit 1; }
     daemon namenode "$conf" org.apache.hadoop.hdfs.server.namenode.NameNode
     daemon datanode "$conf" org.apache.hadoop.hdfs.server.datanode.DataNode
-    printf 'HDFS_URL=hdfs://127.0.0.1:%s\nHDFS_JMX=http://127.0.0.1:%s/jmx\nHDFS_CLASSPATH=%s\n' \
-        "$rpc" "$http" "$conf:$jars/*" > "$dir/env"
+    printf 'HDFS_URL=hdfs://127.0.0.1:%s\nHDFS_JMX=http://127.0.0.1:%s/jmx\nHDFS_DN_JMX=http://127.0.0.1:%s/jmx\nHDFS_CLASSPATH=%s\n' \
+        "$rpc" "$http" "$dnhttp" "$conf:$jars/*" > "$dir/env"
     wait_up "" ""
     cat "$dir/env"
     ;;

@@ -89,7 +89,8 @@ impl Window {
             }
             VoiFunction::Sigmoid => 1.0 / (1.0 + (-4.0 * (x - c) / w).exp()),
         };
-        (y.clamp(0.0, 1.0) * 255.0).round() as u8
+        // Non-negative: adding a half and truncating rounds.
+        (y.clamp(0.0, 1.0) * 255.0 + 0.5) as u8
     }
 }
 
@@ -272,40 +273,43 @@ impl<'a> Image<'a> {
         }
     }
 
-    /// The stored value of each sample, sign-extended from Bits Stored.
-    fn samples(&self, bytes: &[u8]) -> Vec<i32> {
+    /// The stored value a raw sample stands for: masked to Bits Stored, sign-extended.
+    fn stored_value(&self, raw: u32) -> i32 {
         let bits = self.bits_stored as u32;
         let mask: u32 = if bits >= 32 {
             u32::MAX
         } else {
             (1 << bits) - 1
         };
-        let decode = |raw: u32| -> i32 {
-            let v = raw & mask;
-            if self.signed && bits < 32 && v & (1 << (bits - 1)) != 0 {
-                (v | !mask) as i32
-            } else {
-                v as i32
-            }
-        };
-        if self.bits_allocated == 8 {
-            bytes.iter().map(|b| decode(*b as u32)).collect()
+        let v = raw & mask;
+        if self.signed && bits < 32 && v & (1 << (bits - 1)) != 0 {
+            (v | !mask) as i32
         } else {
-            bytes
-                .chunks_exact(2)
-                .map(|c| decode(u16::from_le_bytes([c[0], c[1]]) as u32))
-                .collect()
+            v as i32
+        }
+    }
+
+    /// Each raw sample of the frame (8 or 16 bits, little endian).
+    fn raw_samples<'b>(&self, bytes: &'b [u8]) -> Box<dyn Iterator<Item = u32> + 'b> {
+        if self.bits_allocated == 8 {
+            Box::new(bytes.iter().map(|b| *b as u32))
+        } else {
+            Box::new(
+                bytes
+                    .chunks_exact(2)
+                    .map(|c| u16::from_le_bytes([c[0], c[1]]) as u32),
+            )
         }
     }
 
     fn grey(&self, bytes: &[u8], window: Option<Window>) -> Raster {
-        let values = self.samples(bytes);
         let modality = |v: i32| v as f64 * self.slope + self.intercept;
         let window = window.or(self.stored_window).unwrap_or_else(|| {
             // No window anywhere: the frame's own range.
-            let (lo, hi) = values
-                .iter()
-                .fold((i32::MAX, i32::MIN), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
+            let (lo, hi) = self
+                .raw_samples(bytes)
+                .map(|raw| self.stored_value(raw))
+                .fold((i32::MAX, i32::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
             let (lo, hi) = (modality(lo), modality(hi));
             let (lo, hi) = (lo.min(hi), lo.max(hi));
             Window {
@@ -315,19 +319,17 @@ impl<'a> Image<'a> {
             }
         });
         let invert = self.photometric == Photometric::Monochrome1;
-        // One table entry per possible stored value: at most 65,536 evaluations of the
-        // window, instead of one a pixel.
-        let (lo, hi) = if self.signed {
-            (
-                -(1i32 << (self.bits_stored - 1)),
-                (1i32 << (self.bits_stored - 1)) - 1,
-            )
+        // One table entry per stored value (4,096 for 12 bits): the window is evaluated that
+        // many times instead of once a pixel, and each pixel is one lookup.
+        let bits = self.bits_stored as u32;
+        let lo = if self.signed {
+            -(1i32 << (bits - 1))
         } else {
-            (0, ((1u32 << self.bits_stored) - 1) as i32)
+            0
         };
-        let table: Vec<u8> = (lo..=hi)
-            .map(|v| {
-                let y = window.apply(modality(v));
+        let table: Vec<u8> = (0..1u32 << bits)
+            .map(|n| {
+                let y = window.apply(modality(lo + n as i32));
                 if invert {
                     255 - y
                 } else {
@@ -335,7 +337,10 @@ impl<'a> Image<'a> {
                 }
             })
             .collect();
-        let pixels = values.iter().map(|v| table[(v - lo) as usize]).collect();
+        let pixels = self
+            .raw_samples(bytes)
+            .map(|raw| table[(self.stored_value(raw) - lo) as usize])
+            .collect();
         Raster {
             width: self.columns,
             height: self.rows,
