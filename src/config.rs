@@ -81,6 +81,11 @@ pub struct WebConfig {
     /// browser (CORS), e.g. a viewer served from another host; `"*"`: any origin.
     #[serde(default)]
     pub cors_origins: Vec<String>,
+    /// PEM certificate chain for HTTPS (relative to the config file's folder); with
+    /// `tls_key`, the listener speaks HTTPS only.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for WebConfig {
@@ -93,6 +98,8 @@ impl Default for WebConfig {
             max_requests: defaults::web_max_requests(),
             max_upload_mb: defaults::web_max_upload_mb(),
             cors_origins: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -695,6 +702,8 @@ impl Config {
             &mut self.dicom.tls_cert,
             &mut self.dicom.tls_key,
             &mut self.dicom.tls_ca,
+            &mut self.web.tls_cert,
+            &mut self.web.tls_key,
         ]
         .into_iter()
         .flatten()
@@ -715,6 +724,9 @@ impl Config {
     }
 
     fn validate_web(&self) -> Result<(), String> {
+        if self.web.tls_cert.is_some() != self.web.tls_key.is_some() {
+            return Err("web.tls_cert and web.tls_key go together".into());
+        }
         let mut names = HashSet::new();
         for user in &self.web.users {
             if user.name.is_empty() || user.name.contains(':') {

@@ -93,6 +93,10 @@ pub async fn run(
         }
         _ => None,
     };
+    let web_tls = match (&config.web.tls_cert, &config.web.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::server_config(cert, key, None)?),
+        _ => None,
+    };
     let web_listener = match config.web.listen {
         Some(at) => Some(
             web::bind(at)
@@ -215,9 +219,9 @@ pub async fn run(
         };
         let (web_config, grace) = (config.web.clone(), net_config.shutdown_grace);
         let shutdown = shutdown.clone();
-        tokio::spawn(
-            async move { web::serve(listener, &web_config, services, shutdown, grace).await },
-        )
+        tokio::spawn(async move {
+            web::serve(listener, web_tls, &web_config, services, shutdown, grace).await
+        })
     });
     info!(%addr, tls_addr = ?tls_addr, web_addr = ?web_addr, aet = %config.dicom.aet, online = %online.root().display(), "listening");
     on_listening(Listening {

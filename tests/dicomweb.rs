@@ -412,3 +412,70 @@ fn stow_rs_acknowledged_instances_survive_kill_9() {
         "after kill -9",
     );
 }
+
+#[test]
+fn https_serves_dicomweb_and_a_client_that_never_shakes_hands_holds_up_no_one() {
+    let certs = tempfile::tempdir().unwrap();
+    let out = Command::new(repo().join("tools/make-test-certs.sh"))
+        .arg(certs.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let corpus = Corpus::small(1, 2, 0, 0, 26);
+    let dir = tempfile::tempdir().unwrap();
+    let server = web_server(
+        dir.path(),
+        &format!(
+            "tls_cert = \"{}\"\ntls_key = \"{}\"",
+            certs.path().join("server.crt").display(),
+            certs.path().join("server.key").display()
+        ),
+    );
+    server.store(&corpus);
+    let port = server.web_port.unwrap();
+    // Connections that never start a handshake.
+    let silent: Vec<TcpStream> = (0..3)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    let url = format!("https://127.0.0.1:{port}/dicom-web/studies");
+    let curl = |extra: &[&str]| {
+        Command::new("curl")
+            .args(["-s", "-S", "--max-time", "20", "-u", "viewer:viewer pass"])
+            .args(extra)
+            .arg(&url)
+            .output()
+            .unwrap()
+    };
+    let ca = certs.path().join("ca.crt");
+    let out = curl(&["--cacert", ca.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let studies: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        studies[0]["0020000D"]["Value"][0],
+        corpus.study_uids()[0].as_str()
+    );
+    // A client that does not trust the CA refuses the server; plain HTTP gets no answer.
+    assert_eq!(
+        curl(&[]).status.code(),
+        Some(60),
+        "certificate not verified"
+    );
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "20"])
+        .arg(format!("http://127.0.0.1:{port}/dicom-web/studies"))
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("0020000D"));
+    // The silent connections are closed once the handshake timeout passes.
+    for mut stream in silent {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut buf = [0u8; 16];
+        match stream.read(&mut buf) {
+            Ok(0) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            other => panic!("a silent connection stayed open: {other:?}"),
+        }
+    }
+}

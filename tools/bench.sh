@@ -499,7 +499,8 @@ web_section() {
         done
         wait "${senders[@]}"
     }
-    dn_bytes_read() {   # the DataNode's BytesRead counter
+    dn_bytes_read() {   # the DataNode's BytesRead counter (its JMX values are cached for 10 s)
+        sleep 11
         curl -s "$HDFS_DN_JMX" | "$root/.venv/bin/python" -c 'import json,sys; print(sum(b.get("BytesRead", 0) for b in json.load(sys.stdin)["beans"] if "DataNodeActivity" in b["name"]))'
     }
     declare -A web

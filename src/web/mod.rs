@@ -14,6 +14,7 @@ mod json;
 mod qido;
 mod rendered;
 mod stow;
+mod tls;
 mod wado;
 
 use std::future::IntoFuture;
@@ -115,13 +116,14 @@ impl From<AuthError> for WebError {
     }
 }
 
-/// Serves `/dicom-web` on `listener` until `shutdown` turns true; requests still running
-/// then get `grace` to finish before their connections are closed.
+/// Serves `/dicom-web` on `listener` (HTTPS with `tls`) until `shutdown` turns true;
+/// requests still running then get `grace` to finish before their connections are closed.
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
     config: &WebConfig,
     services: WebServices,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
     grace: Duration,
 ) {
     let web = Web {
@@ -135,6 +137,21 @@ pub async fn serve(
         max_upload: config.max_upload_mb.saturating_mul(1 << 20),
     };
     let app = router(web, cors::Origins::new(&config.cors_origins));
+    match tls {
+        None => run(listener, app, shutdown, grace).await,
+        Some(tls) => match tls::TlsListener::new(listener, tls) {
+            Ok(listener) => run(listener, app, shutdown, grace).await,
+            Err(e) => warn!(error = %e, "HTTPS listener failed"),
+        },
+    }
+    info!("HTTP server stopped");
+}
+
+async fn run<L>(listener: L, app: Router, mut shutdown: watch::Receiver<bool>, grace: Duration)
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     let mut stop = shutdown.clone();
     let server = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
@@ -152,7 +169,6 @@ pub async fn serve(
             tokio::time::sleep(grace).await;
         } => warn!(grace_secs = grace.as_secs(), "HTTP requests still running after the grace period: closed"),
     }
-    info!("HTTP server stopped");
 }
 
 fn router(web: Web, origins: cors::Origins) -> Router {
