@@ -109,8 +109,14 @@ impl Default for WebConfig {
 #[serde(deny_unknown_fields)]
 pub struct WebUserConfig {
     pub name: String,
-    /// Argon2 PHC string, as printed by `strata hash-password`.
-    pub password_hash: String,
+    /// Argon2 PHC string, as printed by `strata hash-password`; absent: no HTTP Basic login
+    /// (a user with bearer tokens only, e.g. a script or an AI pipeline).
+    #[serde(default)]
+    pub password_hash: Option<String>,
+    /// SHA-256 (hex) of this user's bearer tokens, as printed by `strata new-token`; several
+    /// for rotation.
+    #[serde(default)]
+    pub token_sha256: Vec<String>,
     /// Verbs this user may use: `find` (QIDO-RS), `get` (WADO-RS), `store` (STOW-RS).
     pub allow: Vec<Service>,
 }
@@ -738,10 +744,28 @@ impl Config {
             if !names.insert(user.name.as_str()) {
                 return Err(format!("web.users lists {:?} twice", user.name));
             }
-            if !user.password_hash.starts_with("$argon2") {
+            if user
+                .password_hash
+                .as_ref()
+                .is_some_and(|h| !h.starts_with("$argon2"))
+            {
                 return Err(format!(
                     "web.users {:?}: password_hash must be an argon2 PHC string \
                      (strata hash-password prints one)",
+                    user.name
+                ));
+            }
+            if user.password_hash.is_none() && user.token_sha256.is_empty() {
+                return Err(format!(
+                    "web.users {:?} needs a password_hash or a token_sha256",
+                    user.name
+                ));
+            }
+            let hex = |t: &String| t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit());
+            if let Some(bad) = user.token_sha256.iter().find(|t| !hex(t)) {
+                return Err(format!(
+                    "web.users {:?}: token_sha256 {bad:?} must be 64 hex digits \
+                     (strata new-token prints one)",
                     user.name
                 ));
             }

@@ -121,6 +121,9 @@ enum Command {
     /// Read a password from standard input (one line) and print its argon2 hash, for a
     /// `[[web.users]] password_hash`.
     HashPassword,
+    /// Print a new random bearer token and, on the next line, the SHA-256 to list in a
+    /// `[[web.users]] token_sha256` (the token itself is kept nowhere).
+    NewToken,
 }
 
 #[derive(Subcommand)]
@@ -239,6 +242,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     match cli.command {
         Command::HashPassword => hash_password(),
+        Command::NewToken => {
+            let (token, sha256) = strata::web::auth::new_token();
+            println!("{token}\n{sha256}");
+            Ok(())
+        }
         Command::Serve { config } => {
             let config = Config::load(&config)?;
             init_logging(&config.log.level)?;

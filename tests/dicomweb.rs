@@ -208,7 +208,21 @@ fn dicomweb_client_finds_and_retrieves_what_was_stored_online_and_archived() {
 fn http_errors_are_answered_with_their_status_and_the_server_keeps_serving() {
     let corpus = Corpus::small(1, 3, 0, 0, 22);
     let dir = tempfile::tempdir().unwrap();
-    let server = web_server(dir.path(), "max_upload_mb = 1");
+    // A script's user: a bearer token from `strata new-token`, no password.
+    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .arg("new-token")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let printed = String::from_utf8(out.stdout).unwrap();
+    let (token, sha256) = printed.trim().split_once('\n').unwrap();
+    let server = web_server(
+        dir.path(),
+        &format!(
+            "max_upload_mb = 1\n[[web.users]]\nname = \"pipeline\"\n\
+             token_sha256 = [\"{sha256}\"]\nallow = [\"find\"]"
+        ),
+    );
     server.store(&corpus);
     let port = server.web_port.unwrap();
     let study = corpus.study_uids()[0].clone();
@@ -227,8 +241,28 @@ fn http_errors_are_answered_with_their_status_and_the_server_keeps_serving() {
         http_get(port, "/dicom-web/studies", &[("Authorization", &wrong)]).0,
         401
     );
-    let bearer = [("Authorization", "Bearer abc")];
-    assert_eq!(http_get(port, "/dicom-web/studies", &bearer).0, 401);
+    let (status, head, _) = http_get(
+        port,
+        "/dicom-web/studies",
+        &[("Authorization", "Bearer strata_not-a-token")],
+    );
+    assert_eq!(status, 401);
+    assert!(
+        head.to_lowercase().contains("www-authenticate: bearer"),
+        "{head}"
+    );
+    let digest = [("Authorization", "Digest abc")];
+    assert_eq!(http_get(port, "/dicom-web/studies", &digest).0, 401);
+    // The token's user may search (its verb), not retrieve.
+    let bearer = format!("Bearer {token}");
+    let as_pipeline = [("Authorization", bearer.as_str())];
+    let (status, _, body) = http_get(port, "/dicom-web/studies", &as_pipeline);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains(&study));
+    assert_eq!(
+        http_get(port, &format!("/dicom-web/studies/{study}"), &as_pipeline).0,
+        403
+    );
 
     // 403: FINDER may search but not retrieve.
     let finder = basic(FINDER);

@@ -1,6 +1,7 @@
 //! Who is making an HTTP request, and what they may do: HTTP Basic against the
-//! `[[web.users]]` list (argon2 password hashes), or an anonymous user when
-//! `[web] allow_anonymous` is set. Verbs are the same [`Service`]s the AE-title policy uses:
+//! `[[web.users]]` list (argon2 password hashes), a bearer token whose SHA-256 a user lists
+//! (tokens are 256 random bits, so a fast hash is enough: nothing to guess), or an anonymous
+//! user when `[web] allow_anonymous` is set. Verbs are the same [`Service`]s the AE-title policy uses:
 //! `find` for QIDO-RS, `get` for WADO-RS, `store` for STOW-RS.
 
 use std::collections::{HashMap, HashSet};
@@ -28,12 +29,14 @@ pub enum Principal {
 pub enum AuthError {
     #[error("credentials required")]
     Missing,
-    #[error("unsupported Authorization scheme (HTTP Basic only)")]
+    #[error("unsupported Authorization scheme (Basic or Bearer)")]
     Scheme,
     #[error("malformed Basic credentials")]
     Malformed,
     #[error("unknown user or wrong password")]
     Wrong,
+    #[error("unknown bearer token")]
+    Token,
 }
 
 /// Why a password could not be hashed.
@@ -42,8 +45,8 @@ pub enum AuthError {
 pub struct HashError(String);
 
 struct User {
-    /// The PHC string, parsed at each verification (it borrows).
-    password_hash: String,
+    /// The PHC string, parsed at each verification (it borrows); `None`: tokens only.
+    password_hash: Option<String>,
     allow: HashSet<Service>,
 }
 
@@ -55,6 +58,8 @@ const REMEMBERED: usize = 1024;
 pub struct Users {
     allow_anonymous: bool,
     users: HashMap<String, User>,
+    /// SHA-256 of each bearer token, with its user's name.
+    tokens: HashMap<[u8; 32], String>,
     /// SHA-256 of `name:password` pairs that verified, with the name.
     verified: Mutex<HashMap<[u8; 32], String>>,
 }
@@ -81,6 +86,15 @@ impl Users {
                         allow: u.allow.iter().copied().collect(),
                     };
                     (u.name.clone(), user)
+                })
+                .collect(),
+            tokens: config
+                .users
+                .iter()
+                .flat_map(|u| {
+                    u.token_sha256
+                        .iter()
+                        .filter_map(|hex| Some((from_hex(hex)?, u.name.clone())))
                 })
                 .collect(),
             verified: Mutex::new(HashMap::new()),
@@ -113,6 +127,13 @@ impl Users {
             };
         };
         let (scheme, credentials) = header.trim().split_once(' ').ok_or(AuthError::Malformed)?;
+        if scheme.eq_ignore_ascii_case("bearer") {
+            let digest: [u8; 32] = Sha256::digest(credentials.trim().as_bytes()).into();
+            return match self.tokens.get(&digest) {
+                Some(name) => Ok(Some(Principal::User(name.clone()))),
+                None => Err(AuthError::Token),
+            };
+        }
         if !scheme.eq_ignore_ascii_case("basic") {
             return Err(AuthError::Scheme);
         }
@@ -129,7 +150,8 @@ impl Users {
             return Ok(None);
         }
         let user = self.users.get(name).ok_or(AuthError::Wrong)?;
-        let hash = PasswordHash::new(&user.password_hash).map_err(|_| AuthError::Wrong)?;
+        let phc = user.password_hash.as_deref().ok_or(AuthError::Wrong)?;
+        let hash = PasswordHash::new(phc).map_err(|_| AuthError::Wrong)?;
         Argon2::default()
             .verify_password(password.as_bytes(), &hash)
             .map_err(|_| AuthError::Wrong)?;
@@ -157,6 +179,32 @@ impl Users {
     }
 }
 
+/// A new bearer token (256 random bits, URL-safe base64 after `strata_`) and the SHA-256
+/// hex a `[[web.users]] token_sha256` lists for it (`strata new-token`).
+pub fn new_token() -> (String, String) {
+    use argon2::password_hash::rand_core::RngCore;
+    let mut secret = [0u8; 32];
+    OsRng.fill_bytes(&mut secret);
+    let token = format!(
+        "strata_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret)
+    );
+    let digest = Sha256::digest(token.as_bytes());
+    let hex = digest.iter().map(|b| format!("{b:02x}")).collect();
+    (token, hex)
+}
+
+fn from_hex(hex: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    if hex.len() != 64 {
+        return None;
+    }
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
 /// An argon2id PHC string for `password`, with a random salt (`strata hash-password`).
 pub fn hash_password(password: &str) -> Result<String, HashError> {
     let salt = SaltString::generate(&mut OsRng);
@@ -176,7 +224,8 @@ mod tests {
             allow_anonymous,
             users: vec![WebUserConfig {
                 name: "viewer".into(),
-                password_hash: hash_password("s3cret").unwrap(),
+                password_hash: Some(hash_password("s3cret").unwrap()),
+                token_sha256: Vec::new(),
                 allow: vec![Service::Find, Service::Get],
             }],
             ..WebConfig::default()
@@ -217,11 +266,46 @@ mod tests {
         );
         assert_eq!(
             users.authenticate(Some("Bearer abc")),
+            Err(AuthError::Token)
+        );
+        assert_eq!(
+            users.authenticate(Some("Digest abc")),
             Err(AuthError::Scheme)
         );
         assert_eq!(users.authenticate(None), Err(AuthError::Missing));
         assert!(users.allows(&viewer, Service::Get));
         assert!(!users.allows(&viewer, Service::Store));
+    }
+
+    #[test]
+    fn bearer_tokens_name_their_user_by_hash() {
+        let (token, hex) = new_token();
+        let (other, _) = new_token();
+        assert_ne!(token, other);
+        let users = Users::from_config(&WebConfig {
+            users: vec![WebUserConfig {
+                name: "pipeline".into(),
+                password_hash: None,
+                token_sha256: vec![hex],
+                allow: vec![Service::Store],
+            }],
+            ..WebConfig::default()
+        });
+        let pipeline = Principal::User("pipeline".into());
+        assert_eq!(
+            users.remembered(Some(&format!("Bearer {token}"))),
+            Ok(Some(pipeline.clone()))
+        );
+        assert_eq!(
+            users.authenticate(Some(&format!("bearer {other}"))),
+            Err(AuthError::Token)
+        );
+        // A token-only user has no password to log in with.
+        assert_eq!(
+            users.authenticate(Some(&basic(&format!("pipeline:{token}")))),
+            Err(AuthError::Wrong)
+        );
+        assert!(users.allows(&pipeline, Service::Store));
     }
 
     #[test]
