@@ -20,6 +20,7 @@ import io
 import json
 import os
 import sys
+import urllib.parse
 
 import numpy as np
 import requests
@@ -140,8 +141,10 @@ def synthetic_images(base):
         return ds
 
     signed = ((x * 40 - 3000) + rng.integers(-50, 50, x.shape)).astype(np.int16)
+    # With a long top-level binary value: its metadata gives a BulkDataURI for it.
     make(signed, BitsAllocated=16, BitsStored=16, HighBit=15, PixelRepresentation=1,
-         PhotometricInterpretation="MONOCHROME2", RescaleSlope="0.5", RescaleIntercept="100")
+         PhotometricInterpretation="MONOCHROME2", RescaleSlope="0.5", RescaleIntercept="100",
+         EncapsulatedDocument=bytes(range(256)) * 8)
     frames = np.stack([((x + 20 * i) % 256) for i in range(3)]).astype(np.uint8)
     make(frames, BitsAllocated=8, BitsStored=8, HighBit=7, PixelRepresentation=0,
          PhotometricInterpretation="MONOCHROME1", NumberOfFrames=3)
@@ -194,6 +197,21 @@ def rendered(args, session, client, f):
             got = image_of(session.get(base + "/rendered", headers={"Accept": "image/png"}).content)
             check(np.array_equal(got, ds.pixel_array), f"rendered {kind} planar: the RGB pixels")
             continue
+        # /metadata names Pixel Data (and a long binary value) by BulkDataURI, and
+        # /bulkdata serves those values.
+        meta = client.retrieve_instance_metadata(ds.StudyInstanceUID, ds.SeriesInstanceUID,
+                                                 ds.SOPInstanceUID)
+        # dicomweb-client sends a Host header without the port, and the server builds its
+        # URIs from that Host (no public_url here): compare paths, fetch from our netloc.
+        ours = lambda uri: args.url.split("/dicom-web")[0] + urllib.parse.urlparse(uri).path
+        pixel_uri = meta["7FE00010"]["BulkDataURI"]
+        [pixels] = client.retrieve_bulkdata(ours(pixel_uri))
+        check(ours(pixel_uri) == base + "/bulkdata/7FE00010" and pixels == ds.PixelData,
+              f"{kind}: Pixel Data by its BulkDataURI, byte for byte")
+        if "EncapsulatedDocument" in ds:
+            [document] = client.retrieve_bulkdata(ours(meta["00420011"]["BulkDataURI"]))
+            check(document == ds.EncapsulatedDocument,
+                  f"{kind}: a 2 KiB binary attribute by its BulkDataURI")
         frames = int(getattr(ds, "NumberOfFrames", 1))
         for frame in range(frames):
             got = image_of(session.get(f"{base}/frames/{frame + 1}/rendered",

@@ -9,9 +9,27 @@ use dicom_core::{Tag, VR};
 use dicom_object::InMemDicomObject;
 use serde_json::{Map, Value};
 
-/// Binary values up to this many bytes are kept inline (base64); longer ones are left out
-/// of the metadata (the attribute is there, without a value).
+/// Binary values up to this many bytes are kept inline (base64); longer ones at the top
+/// level get a [`BULK_DATA_PREFIX`] URI, inside sequences they are left out (the attribute
+/// is there, without a value).
 pub const INLINE_BINARY_LIMIT: usize = 1024;
+
+/// The BulkDataURI kept at ingest for a long top-level binary value: `bulkdata/GGGGEEEE`,
+/// relative to the instance's WADO-RS URL. The server makes it absolute when it answers
+/// (where the instance is reached depends on the request), see [`absolute_bulk_data`].
+pub const BULK_DATA_PREFIX: &str = "bulkdata/";
+
+/// `json` (an instance's kept metadata) with its relative BulkDataURIs made absolute under
+/// `instance_url`. Text values cannot hold the marker unescaped, so a plain replace is safe.
+pub fn absolute_bulk_data<'a>(json: &'a str, instance_url: &str) -> std::borrow::Cow<'a, str> {
+    let marker = format!("\"BulkDataURI\":\"{BULK_DATA_PREFIX}");
+    if json.contains(&marker) {
+        let absolute = format!("\"BulkDataURI\":\"{instance_url}/{BULK_DATA_PREFIX}");
+        std::borrow::Cow::Owned(json.replace(&marker, &absolute))
+    } else {
+        std::borrow::Cow::Borrowed(json)
+    }
+}
 
 /// One attribute of a DICOM JSON object: a `Value` array unless `value` is empty, person
 /// names as `Alphabetic` components, IS/DS/US/UL as JSON numbers, multiple values split at
@@ -66,6 +84,10 @@ fn person_name(value: &str) -> Value {
 /// The whole data set as a DICOM JSON object, Pixel Data and other long binary values left
 /// out. Text is the decoded Unicode, so Specific Character Set says `ISO_IR 192`.
 pub fn data_set(object: &InMemDicomObject) -> Map<String, Value> {
+    data_set_at(object, true)
+}
+
+fn data_set_at(object: &InMemDicomObject, top: bool) -> Map<String, Value> {
     let mut out = Map::new();
     for element in object.iter() {
         let tag = element.tag();
@@ -80,21 +102,27 @@ pub fn data_set(object: &InMemDicomObject) -> Map<String, Value> {
                 let items: Vec<Value> = sequence
                     .items()
                     .iter()
-                    .map(|item| Value::Object(data_set(item)))
+                    .map(|item| Value::Object(data_set_at(item, false)))
                     .collect();
                 if !items.is_empty() {
                     attribute.insert("Value".into(), Value::Array(items));
                 }
             }
             DicomValue::PixelSequence(_) => {}
-            DicomValue::Primitive(value) => primitive(&mut attribute, tag, vr, value),
+            DicomValue::Primitive(value) => primitive(&mut attribute, tag, vr, value, top),
         }
         out.insert(key(tag), Value::Object(attribute));
     }
     out
 }
 
-fn primitive(attribute: &mut Map<String, Value>, tag: Tag, vr: VR, value: &PrimitiveValue) {
+fn primitive(
+    attribute: &mut Map<String, Value>,
+    tag: Tag,
+    vr: VR,
+    value: &PrimitiveValue,
+    top: bool,
+) {
     if value.multiplicity() == 0 {
         return;
     }
@@ -104,6 +132,9 @@ fn primitive(attribute: &mut Map<String, Value>, tag: Tag, vr: VR, value: &Primi
             if bytes.len() <= INLINE_BINARY_LIMIT {
                 let inline = base64::engine::general_purpose::STANDARD.encode(&bytes);
                 attribute.insert("InlineBinary".into(), Value::String(inline));
+            } else if top {
+                let uri = format!("{BULK_DATA_PREFIX}{}", key(tag));
+                attribute.insert("BulkDataURI".into(), Value::String(uri));
             }
             return;
         }

@@ -137,8 +137,7 @@ pub async fn frames(instances: Instances, numbers: &[u32]) -> Result<(String, By
     let (frame_len, pixels) = tokio::task::spawn_blocking(move || pixel_frames(&data_set))
         .await
         .map_err(|e| WebError::internal(e.to_string()))??;
-    let boundary = format!("strata-frames-{:x}", std::process::id());
-    let mut body = BytesMut::new();
+    let mut parts = Vec::with_capacity(numbers.len());
     for &n in numbers {
         let start = (n as usize - 1) * frame_len;
         let frame = pixels.get(start..start + frame_len).ok_or_else(|| {
@@ -147,20 +146,55 @@ pub async fn frames(instances: Instances, numbers: &[u32]) -> Result<(String, By
                 format!("no frame {n} in this instance"),
             )
         })?;
+        parts.push(frame);
+    }
+    Ok(octet_stream_parts(parts.into_iter()))
+}
+
+/// WADO-RS `/bulkdata/{tag}`: the value of top-level attribute `tag` of the one instance in
+/// `instances` (Pixel Data native, as for frames), as a one-part multipart body.
+pub async fn bulk_data(instances: Instances, tag: Tag) -> Result<(String, Bytes), WebError> {
+    let (_read, data_set) = read_whole(&instances, 0).await?;
+    let value = tokio::task::spawn_blocking(move || -> Result<Bytes, WebError> {
+        let object = parse(&data_set)?;
+        let element = object.element_opt(tag).ok().flatten().ok_or_else(|| {
+            WebError::new(
+                StatusCode::NOT_FOUND,
+                format!("no attribute {tag} in this instance"),
+            )
+        })?;
+        let bytes = element.to_bytes().map_err(|_| {
+            WebError::new(
+                StatusCode::NOT_FOUND,
+                format!("{tag} is not a bulk data value"),
+            )
+        })?;
+        Ok(Bytes::from(bytes.into_owned()))
+    })
+    .await
+    .map_err(|e| WebError::internal(e.to_string()))??;
+    Ok(octet_stream_parts(std::iter::once(&value[..])))
+}
+
+/// A multipart/related body of `application/octet-stream` parts.
+fn octet_stream_parts<'a>(parts: impl Iterator<Item = &'a [u8]>) -> (String, Bytes) {
+    let boundary = format!("strata-frames-{:x}", std::process::id());
+    let mut body = BytesMut::new();
+    for part in parts {
         body.extend_from_slice(
             format!(
                 "\r\n--{boundary}\r\nContent-Type: application/octet-stream; \
                  transfer-syntax={EXPLICIT_VR_LITTLE_ENDIAN}\r\nContent-Length: {}\r\n\r\n",
-                frame.len()
+                part.len()
             )
             .as_bytes(),
         );
-        body.extend_from_slice(frame);
+        body.extend_from_slice(part);
     }
     body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
     let content_type =
         format!("multipart/related; type=\"application/octet-stream\"; boundary={boundary}");
-    Ok((content_type, body.freeze()))
+    (content_type, body.freeze())
 }
 
 /// The length of one frame and the native Pixel Data of an Explicit VR Little Endian data

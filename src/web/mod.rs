@@ -214,6 +214,10 @@ fn router(web: Web, origins: cors::Origins) -> Router {
             &format!("{instance}/frames/{{frames}}/thumbnail"),
             get(image_at::<true>),
         )
+        .route(
+            &format!("{instance}/bulkdata/{{tag}}"),
+            get(instance_bulk_data),
+        )
         .route("/studies/{study}/thumbnail", get(image_at::<true>))
         .route(
             "/studies/{study}/series/{series}/thumbnail",
@@ -367,6 +371,7 @@ struct Uids {
     series: Option<String>,
     instance: Option<String>,
     frames: Option<String>,
+    tag: Option<String>,
 }
 
 impl Uids {
@@ -481,6 +486,7 @@ async fn metadata(
     if rows.is_empty() {
         return Err(WebError::new(StatusCode::NOT_FOUND, "no such instances"));
     }
+    let base = web.base(headers);
     let mut partial = 0;
     let mut body = Vec::with_capacity(rows.len() * 4096);
     body.push(b'[');
@@ -489,8 +495,31 @@ async fn metadata(
             body.push(b',');
         }
         match &row.json {
-            // Kept as JSON text at ingest: copied, not parsed again.
-            Some(json) => body.extend_from_slice(json.as_bytes()),
+            // Kept as JSON text at ingest: copied, not parsed again; only the BulkDataURIs
+            // are made absolute, and Pixel Data's added.
+            Some(json) => {
+                let instance_url = format!(
+                    "{base}/studies/{}/series/{}/instances/{}",
+                    row.study_instance_uid, row.series_instance_uid, row.sop_instance_uid
+                );
+                let json = json::absolute_bulk_data(json, &instance_url);
+                match json.strip_suffix('}') {
+                    // An image (it has Rows): its Pixel Data, last of the top-level keys.
+                    Some(open)
+                        if json.contains("\"00280010\"") && !json.contains("\"7FE00010\"") =>
+                    {
+                        body.extend_from_slice(open.as_bytes());
+                        body.extend_from_slice(
+                            format!(
+                                ",\"7FE00010\":{{\"vr\":\"OW\",\"BulkDataURI\":\"{instance_url}/{}7FE00010\"}}}}",
+                                json::BULK_DATA_PREFIX
+                            )
+                            .as_bytes(),
+                        );
+                    }
+                    _ => body.extend_from_slice(json.as_bytes()),
+                }
+            }
             None => {
                 partial += 1;
                 let mut object = serde_json::Map::new();
@@ -554,6 +583,39 @@ async fn instance_frames(
         return Err(WebError::new(StatusCode::NOT_FOUND, "no such instance"));
     }
     let (content_type, body) = frames::frames(instances, &numbers).await?;
+    let mut response = Response::new(Body::from(body));
+    let value =
+        HeaderValue::from_str(&content_type).map_err(|e| WebError::internal(e.to_string()))?;
+    response.headers_mut().insert(header::CONTENT_TYPE, value);
+    Ok(response)
+}
+
+/// WADO-RS `/bulkdata/{tag}`: one top-level attribute's value, as metadata's BulkDataURIs
+/// name them.
+async fn instance_bulk_data(
+    State(web): State<Web>,
+    Extension(principal): Extension<Principal>,
+    Path(uids): Path<Uids>,
+    headers: HeaderMap,
+) -> Result<Response, WebError> {
+    web.check(&principal, Service::Get)?;
+    let text = uids.tag.as_deref().unwrap_or("");
+    let tag = (text.len() == 8)
+        .then(|| u32::from_str_radix(text, 16).ok())
+        .flatten()
+        .map(|t| dicom_core::Tag((t >> 16) as u16, t as u16))
+        .ok_or_else(|| WebError::bad_request(format!("{text:?} is not a tag (GGGGEEEE)")))?;
+    frames::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()))?;
+    let instances = web
+        .services
+        .retrieve
+        .instances(&uids.keys()?)
+        .await
+        .map_err(retrieve_error)?;
+    if crate::net::Retrieval::items(&instances).len() != 1 {
+        return Err(WebError::new(StatusCode::NOT_FOUND, "no such instance"));
+    }
+    let (content_type, body) = frames::bulk_data(instances, tag).await?;
     let mut response = Response::new(Body::from(body));
     let value =
         HeaderValue::from_str(&content_type).map_err(|e| WebError::internal(e.to_string()))?;
