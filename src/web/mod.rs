@@ -65,6 +65,15 @@ struct Web {
 }
 
 /// An HTTP error answer: status and a one-line reason (text/plain).
+/// Query parameters as a test writes them.
+#[cfg(test)]
+fn test_params(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub struct WebError {
     status: StatusCode,
@@ -572,20 +581,30 @@ async fn instance_frames(
     web.check(&principal, Service::Get)?;
     let numbers = frames::frame_list(uids.frames.as_deref().unwrap_or(""))?;
     frames::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()))?;
-    let keys = uids.keys()?;
+    let instance = one_instance(&web, &uids).await?;
+    let (content_type, body) = frames::frames(instance, &numbers).await?;
+    typed_response(body, &content_type)
+}
+
+/// The one instance the path names, or 404.
+async fn one_instance(web: &Web, uids: &Uids) -> Result<crate::retrieve::Instances, WebError> {
     let instances = web
         .services
         .retrieve
-        .instances(&keys)
+        .instances(&uids.keys()?)
         .await
         .map_err(retrieve_error)?;
     if crate::net::Retrieval::items(&instances).len() != 1 {
         return Err(WebError::new(StatusCode::NOT_FOUND, "no such instance"));
     }
-    let (content_type, body) = frames::frames(instances, &numbers).await?;
+    Ok(instances)
+}
+
+/// A 200 answer of `body` with `content_type`.
+fn typed_response(body: bytes::Bytes, content_type: &str) -> Result<Response, WebError> {
     let mut response = Response::new(Body::from(body));
     let value =
-        HeaderValue::from_str(&content_type).map_err(|e| WebError::internal(e.to_string()))?;
+        HeaderValue::from_str(content_type).map_err(|e| WebError::internal(e.to_string()))?;
     response.headers_mut().insert(header::CONTENT_TYPE, value);
     Ok(response)
 }
@@ -606,21 +625,9 @@ async fn instance_bulk_data(
         .map(|t| dicom_core::Tag((t >> 16) as u16, t as u16))
         .ok_or_else(|| WebError::bad_request(format!("{text:?} is not a tag (GGGGEEEE)")))?;
     frames::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()))?;
-    let instances = web
-        .services
-        .retrieve
-        .instances(&uids.keys()?)
-        .await
-        .map_err(retrieve_error)?;
-    if crate::net::Retrieval::items(&instances).len() != 1 {
-        return Err(WebError::new(StatusCode::NOT_FOUND, "no such instance"));
-    }
-    let (content_type, body) = frames::bulk_data(instances, tag).await?;
-    let mut response = Response::new(Body::from(body));
-    let value =
-        HeaderValue::from_str(&content_type).map_err(|e| WebError::internal(e.to_string()))?;
-    response.headers_mut().insert(header::CONTENT_TYPE, value);
-    Ok(response)
+    let instance = one_instance(&web, &uids).await?;
+    let (content_type, body) = frames::bulk_data(instance, tag).await?;
+    typed_response(body, &content_type)
 }
 
 /// WADO-RS `/rendered` (`THUMBNAIL` false) or `/thumbnail` of what the path names: an

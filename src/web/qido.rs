@@ -359,12 +359,7 @@ fn retrieve_url(row: &FindRow, level: QueryLevel, base: &str) -> String {
 mod tests {
     use super::*;
 
-    fn params(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::web::test_params as params;
 
     #[test]
     fn keywords_and_tags_become_the_same_conditions() {

@@ -249,12 +249,7 @@ fn render_error(e: RenderError) -> WebError {
 mod tests {
     use super::*;
 
-    fn params(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::web::test_params as params;
 
     #[test]
     fn parameters_and_accept_headers() {
