@@ -37,7 +37,7 @@ use crate::config::{Service, WebConfig};
 use crate::ingest::Ingest;
 use crate::model::query::QueryLevel;
 use crate::query::Query;
-use crate::retrieve::{Retrieve, RetrieveError, RetrieveKeys};
+use crate::retrieve::{Instances, Retrieve, RetrieveError, RetrieveKeys};
 use auth::{AuthError, Principal, Users};
 use qido::{path_uid, Scope, Search};
 
@@ -460,15 +460,7 @@ async fn retrieve(
 ) -> Result<Response, WebError> {
     web.check(principal, Service::Get)?;
     let wanted = wado::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()))?;
-    let instances = web
-        .services
-        .retrieve
-        .instances(&keys)
-        .await
-        .map_err(retrieve_error)?;
-    if crate::net::Retrieval::items(&instances).is_empty() {
-        return Err(WebError::new(StatusCode::NOT_FOUND, "no such instances"));
-    }
+    let instances = named_instances(web, &keys).await?;
     let (content_type, body) = wado::multipart(instances, &wanted, &web.services.our_aet)?;
     let mut response = Response::new(Body::from_stream(body));
     let value =
@@ -586,14 +578,23 @@ async fn instance_frames(
     typed_response(body, &content_type)
 }
 
-/// The one instance the path names, or 404.
-async fn one_instance(web: &Web, uids: &Uids) -> Result<crate::retrieve::Instances, WebError> {
+/// The instances `keys` name, or 404 when there are none.
+async fn named_instances(web: &Web, keys: &RetrieveKeys) -> Result<Instances, WebError> {
     let instances = web
         .services
         .retrieve
-        .instances(&uids.keys()?)
+        .instances(keys)
         .await
         .map_err(retrieve_error)?;
+    if crate::net::Retrieval::items(&instances).is_empty() {
+        return Err(WebError::new(StatusCode::NOT_FOUND, "no such instances"));
+    }
+    Ok(instances)
+}
+
+/// The one instance the path names, or 404.
+async fn one_instance(web: &Web, uids: &Uids) -> Result<Instances, WebError> {
+    let instances = named_instances(web, &uids.keys()?).await?;
     if crate::net::Retrieval::items(&instances).len() != 1 {
         return Err(WebError::new(StatusCode::NOT_FOUND, "no such instance"));
     }
@@ -654,16 +655,8 @@ async fn image_at<const THUMBNAIL: bool>(
             }
         },
     };
-    let instances = web
-        .services
-        .retrieve
-        .instances(&uids.keys()?)
-        .await
-        .map_err(retrieve_error)?;
+    let instances = named_instances(&web, &uids.keys()?).await?;
     let count = crate::net::Retrieval::items(&instances).len();
-    if count == 0 {
-        return Err(WebError::new(StatusCode::NOT_FOUND, "no such instances"));
-    }
     let resource = if THUMBNAIL {
         rendered::Resource::Thumbnail
     } else {
