@@ -117,7 +117,8 @@ pub struct WebUserConfig {
     /// for rotation.
     #[serde(default)]
     pub token_sha256: Vec<String>,
-    /// Verbs this user may use: `find` (QIDO-RS), `get` (WADO-RS), `store` (STOW-RS).
+    /// Verbs this user may use: `find` (QIDO-RS), `get` (WADO-RS), `store` (STOW-RS),
+    /// `admin`.
     pub allow: Vec<Service>,
 }
 
@@ -508,7 +509,7 @@ pub struct PeerConfig {
     pub tls: bool,
 }
 
-/// A DIMSE service a peer may be allowed to use.
+/// A verb a DIMSE peer or a web user may be allowed (see `service::access`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Service {
@@ -519,6 +520,22 @@ pub enum Service {
     Get,
     /// Storage Commitment (N-ACTION of the Push Model).
     Commit,
+    /// Administration endpoints (never granted by default).
+    Admin,
+}
+
+impl std::fmt::Display for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Service::Echo => "echo",
+            Service::Store => "store",
+            Service::Find => "find",
+            Service::Move => "move",
+            Service::Get => "get",
+            Service::Commit => "commit",
+            Service::Admin => "admin",
+        })
+    }
 }
 
 /// `[storage]`: the online tier.

@@ -7,7 +7,7 @@ use dicom_object::InMemDicomObject;
 
 use crate::dataset::decode_small;
 use crate::model::query::QueryLevel;
-use crate::net::{Outcome, Status};
+use crate::service::{Outcome, Status};
 
 /// Decoded identifier bytes we look through (a deflated one may expand).
 const MAX_IDENTIFIER_BYTES: u64 = 4 * 1024 * 1024;

@@ -23,6 +23,7 @@ pub mod query;
 pub mod reader;
 pub mod retrieve;
 pub mod server;
+pub mod service;
 pub mod throttle;
 pub mod tiering;
 pub mod web;

@@ -21,16 +21,18 @@ use crate::model::sop_class::{
     STUDY_ROOT_GET, STUDY_ROOT_MOVE,
 };
 use crate::model::transfer_syntax::{STORAGE_TRANSFER_SYNTAXES, VERIFICATION_SOP_CLASS};
-use crate::net::access::AccessPolicy;
+use crate::net::access::Admission;
 use crate::net::commitment::{deliver_reports, Outbox, ReportSettings};
 use crate::net::{
     self, tls, AssociationContext, CommitmentReport, CommitmentRequest, FindRequest, NetConfig,
-    Outcome, RetrieveRequest, RetrieveSettings, Services, StoreRequest, StoreStart, Timeouts,
+    RetrieveRequest, RetrieveSettings, Services, Timeouts,
 };
 use crate::online::{OnlineError, OnlineStore};
 use crate::query::{Matches, Query, QueryOptions, PATIENT_ROOT_FIND, STUDY_ROOT_FIND};
 use crate::reader::Reader;
 use crate::retrieve::{Instances, Retrieve, RetrieveOptions};
+use crate::service::{AccessPolicy, Principal};
+use crate::service::{Outcome, StoreRequest, StoreStart};
 use crate::tiering::{self, TieringSchedule};
 use crate::web::{self, WebServices};
 
@@ -140,7 +142,9 @@ pub async fn run(
             },
         ),
     });
-    let mut net_config = net_config(&config);
+    // One access policy for every front end.
+    let policy = Arc::new(AccessPolicy::from_config(&config));
+    let mut net_config = net_config(&config, policy.clone());
     if let (Some(ca), Some(cert), Some(key)) = (
         &config.dicom.tls_ca,
         &config.dicom.tls_cert,
@@ -196,7 +200,7 @@ pub async fn run(
         services.clone(),
         net_config.outbox.clone(),
         ReportSettings {
-            policy: net_config.policy.clone(),
+            admission: net_config.admission.clone(),
             retrieve: net_config.retrieve.clone(),
             dimse_timeout: net_config.timeouts.dimse,
         },
@@ -216,6 +220,7 @@ pub async fn run(
             query: services.query.clone(),
             retrieve: services.retrieve.clone(),
             our_aet: config.dicom.aet.clone(),
+            policy: policy.clone(),
         };
         let (web_config, grace) = (config.web.clone(), net_config.shutdown_grace);
         let shutdown = shutdown.clone();
@@ -288,7 +293,7 @@ async fn sweep_online_temporaries(
     }
 }
 
-fn net_config(config: &Config) -> NetConfig {
+fn net_config(config: &Config, policy: Arc<AccessPolicy>) -> NetConfig {
     let d = &config.dicom;
     let mut abstract_syntaxes: Vec<String> = [
         VERIFICATION_SOP_CLASS,
@@ -305,7 +310,7 @@ fn net_config(config: &Config) -> NetConfig {
     .collect();
     abstract_syntaxes.extend(STORAGE_SOP_CLASSES.iter().map(|(uid, _)| uid.to_string()));
     NetConfig {
-        policy: AccessPolicy::from_config(d),
+        admission: Admission::new(d, policy),
         abstract_syntaxes,
         transfer_syntaxes: STORAGE_TRANSFER_SYNTAXES
             .iter()
@@ -358,23 +363,24 @@ impl Services for Strata {
         association: &AssociationContext,
         request: StoreRequest,
     ) -> StoreStart<IngestSink> {
-        self.ingest.begin(association, request).await
+        self.ingest
+            .begin(&Principal::ae(&association.calling_ae), request)
     }
 
     async fn begin_find(
         &self,
-        association: &AssociationContext,
+        _association: &AssociationContext,
         request: FindRequest,
     ) -> Result<Matches, Outcome> {
-        self.query.begin(association, request).await
+        self.query.begin(request).await
     }
 
     async fn begin_retrieve(
         &self,
-        association: &AssociationContext,
+        _association: &AssociationContext,
         request: RetrieveRequest,
     ) -> Result<Instances, Outcome> {
-        self.retrieve.begin(association, request).await
+        self.retrieve.begin(request).await
     }
 
     async fn request_commitment(

@@ -14,15 +14,13 @@ use crate::config::Config;
 use crate::ingest::Ingest;
 use crate::jobs::{JobKind, JobReport, JobRun, Trigger};
 use crate::locator::{Locator, LocatorError, Owner, Role};
-use crate::net::{Outcome, StoreRequest, StoreSink, StoreStart};
 use crate::online::{OnlineError, OnlineStore};
+use crate::service::{Outcome, Principal, StoreRequest, StoreSink, StoreStart};
 
 /// Files ingested at once.
 pub(super) const PARALLEL: usize = 4;
 /// Bytes read from a file per write to the ingest sink.
 const CHUNK: usize = 256 * 1024;
-/// The calling AE title recorded for imported instances.
-pub const IMPORT_AE: &str = "STRATA-IMPORT";
 
 /// Why an import could not run at all (single files failing are counted, not errors).
 #[derive(Debug, thiserror::Error)]
@@ -147,7 +145,7 @@ async fn import_file(ingest: &Ingest, path: &Path) -> Result<u64, String> {
         .await
         .map_err(|e| e.to_string())?;
     let (mut file, request, size) = opened?;
-    let mut sink = match ingest.begin_from(IMPORT_AE, request) {
+    let mut sink = match ingest.begin(&Principal::Operator, request) {
         StoreStart::Receive(sink) => sink,
         StoreStart::Answer(outcome) => return outcome_result(outcome, size),
     };
@@ -212,8 +210,9 @@ pub(super) async fn ingest_bytes(ingest: &Ingest, bytes: &[u8]) -> Result<(), St
     let mut cursor = std::io::Cursor::new(bytes);
     let (request, source_ae) = read_meta(&mut cursor)?;
     let data = &bytes[cursor.position() as usize..];
-    let source_ae = source_ae.unwrap_or_else(|| IMPORT_AE.to_string());
-    let mut sink = match ingest.begin_from(&source_ae, request) {
+    // Stored as its original sender sent it, when the member says who that was.
+    let sender = source_ae.map_or(Principal::Operator, Principal::Ae);
+    let mut sink = match ingest.begin(&sender, request) {
         StoreStart::Receive(sink) => sink,
         StoreStart::Answer(outcome) => return outcome_result(outcome, 0).map(|_| ()),
     };

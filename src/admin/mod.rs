@@ -15,7 +15,7 @@ mod transcode;
 mod volume;
 
 pub use backup::{backup_run, enqueue_backup, verify, BackupCommandError, BackupSummary};
-pub use import::{import, ImportError, ImportSummary, IMPORT_AE};
+pub use import::{import, ImportError, ImportSummary};
 pub use locator::{migrate_locator, LocatorCommandError, MigrateSummary};
 pub use restore::{restore, RestoreSummary};
 pub use schedule::{schedule, ScheduleReport, WorkerSchedule};

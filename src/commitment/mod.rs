@@ -24,10 +24,9 @@ use tracing::{info, warn};
 use crate::dataset::decode_small;
 use crate::locator::commitments::{Commitment, CommitmentItem, CommitmentState};
 use crate::locator::Locator;
-use crate::net::{
-    AssociationContext, CommitmentReport, CommitmentRequest, Outcome, ReferencedSop, Status,
-};
+use crate::net::{AssociationContext, CommitmentReport, CommitmentRequest, ReferencedSop};
 use crate::reader::Reader;
+use crate::service::{Outcome, Status};
 
 /// Failure Reason (0008,1197): processing failure (unreadable, damaged, no intact copy).
 pub const PROCESSING_FAILURE: u16 = 0x0110;

@@ -16,8 +16,8 @@ use tracing::{debug, info, warn};
 use crate::config::DuplicatePolicy;
 use crate::locator::{now_millis, Locator, LocatorError, NewInstance, Recorded};
 use crate::model::{IndexedAttributes, StoredObject, Tier};
-use crate::net::{Outcome, Status};
 use crate::online::{OnlineStore, WrittenFile};
+use crate::service::{Outcome, Status};
 
 use super::io_status;
 

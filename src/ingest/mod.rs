@@ -26,8 +26,8 @@ use crate::config::DuplicatePolicy;
 use crate::locator::Locator;
 use crate::model::transfer_syntax::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN;
 use crate::model::IndexedAttributes;
-use crate::net::{AssociationContext, Outcome, Status, StoreRequest, StoreSink, StoreStart};
 use crate::online::{part10_header, OnlineStore, Part10Writer, WrittenFile};
+use crate::service::{Outcome, Principal, Status, StoreRequest, StoreSink, StoreStart};
 
 use commit::{Committer, Finished};
 
@@ -224,18 +224,12 @@ impl IngestSink {
 }
 
 impl Ingest {
-    /// Starts a C-STORE: the data set streams into a temporary file.
-    pub async fn begin(
-        &self,
-        association: &AssociationContext,
-        request: StoreRequest,
-    ) -> StoreStart<IngestSink> {
-        self.begin_from(&association.calling_ae, request)
-    }
-
-    /// Starts storing one instance, whatever brought it (C-STORE, STOW-RS, an import):
-    /// `source_ae` is written as the Source AE Title of its file meta (empty: none).
-    pub fn begin_from(&self, source_ae: &str, request: StoreRequest) -> StoreStart<IngestSink> {
+    /// Starts storing one instance, whatever brought it (C-STORE, STOW-RS, an import): the
+    /// data set streams into a temporary file. The principal's AE title (if any) is written
+    /// as the Source AE Title of its file meta. Whether `from` may store is its front end's
+    /// check, made before the data set is read.
+    pub fn begin(&self, from: &Principal, request: StoreRequest) -> StoreStart<IngestSink> {
+        let source_ae = from.source_ae();
         let inner = &self.inner;
         // Duplicates are decided when the instance is recorded, in the same transaction:
         // checking here as well would cost a locator round trip on every instance.

@@ -1,6 +1,8 @@
-//! Who may associate with us and which services each peer may use.
+//! Who may associate with us: the called AE title must be ours and the calling one accepted
+//! by the [`AccessPolicy`] (which also decides each request's verb), at the AE's request rate;
+//! and where known peers are, for C-MOVE.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use dicom_ul::association::server::AccessControl;
@@ -8,41 +10,25 @@ use dicom_ul::pdu::{AssociationRJServiceUserReason, UserIdentity};
 
 use crate::config::{DicomConfig, Service};
 use crate::net::rate::RequestRate;
+use crate::service::{AccessPolicy, Denied, Principal};
 
-/// The AE-title policy: the called AE must be ours; calling AEs must be known peers unless
-/// unknown callers are accepted, and each peer may use only the services it is allowed.
+/// Admission of associations and of each request on them.
 #[derive(Debug, Clone)]
-pub struct AccessPolicy {
+pub struct Admission {
     our_aet: String,
-    accept_unknown_callers: bool,
-    peers: HashMap<String, HashSet<Service>>,
+    policy: Arc<AccessPolicy>,
     /// Network addresses of known peers (host, port, over TLS): C-MOVE destinations.
     addresses: HashMap<String, (String, u16, bool)>,
     /// `[dicom] max_requests_per_sec_per_ae`, shared by every association of an AE title.
     rate: Option<Arc<RequestRate>>,
 }
 
-/// Services granted to callers missing from the peer list when they are accepted at all.
-/// C-MOVE is left out: a move needs a known destination anyway. A commitment report to an
-/// unknown caller can only come on the association the request came on.
-const UNKNOWN_CALLER_SERVICES: &[Service] = &[
-    Service::Echo,
-    Service::Store,
-    Service::Find,
-    Service::Get,
-    Service::Commit,
-];
-
-impl AccessPolicy {
-    pub fn from_config(config: &DicomConfig) -> AccessPolicy {
-        AccessPolicy {
+impl Admission {
+    /// `policy` is the process's one access policy, shared with the other front ends.
+    pub fn new(config: &DicomConfig, policy: Arc<AccessPolicy>) -> Admission {
+        Admission {
             our_aet: config.aet.trim().to_string(),
-            accept_unknown_callers: config.accept_unknown_callers,
-            peers: config
-                .peers
-                .iter()
-                .map(|p| (p.aet.trim().to_string(), p.allow.iter().copied().collect()))
-                .collect(),
+            policy,
             addresses: config
                 .peers
                 .iter()
@@ -64,16 +50,11 @@ impl AccessPolicy {
             .map(|(host, port, tls)| (host.as_str(), *port, *tls))
     }
 
-    /// Whether `calling_ae` may use `service`.
-    pub fn allows(&self, calling_ae: &str, service: Service) -> bool {
-        match self.peers.get(calling_ae.trim()) {
-            Some(allowed) => allowed.contains(&service),
-            None => self.accept_unknown_callers && UNKNOWN_CALLER_SERVICES.contains(&service),
-        }
+    /// Whether `calling_ae` may use `service`, by the access policy.
+    pub fn check(&self, calling_ae: &str, service: Service) -> Result<(), Denied> {
+        self.policy.check(&Principal::ae(calling_ae), service)
     }
-}
 
-impl AccessPolicy {
     /// `Err(limit)` when `calling_ae` is over `[dicom] max_requests_per_sec_per_ae`; the
     /// request is then counted against nothing and must be refused.
     pub fn admit_request(&self, calling_ae: &str) -> Result<(), u32> {
@@ -84,7 +65,7 @@ impl AccessPolicy {
     }
 }
 
-impl AccessControl for AccessPolicy {
+impl AccessControl for Admission {
     fn check_access(
         &self,
         _this_ae_title: &str,
@@ -95,7 +76,7 @@ impl AccessControl for AccessPolicy {
         if called_ae_title.trim() != self.our_aet {
             return Err(AssociationRJServiceUserReason::CalledAETitleNotRecognized);
         }
-        if !self.accept_unknown_callers && !self.peers.contains_key(calling_ae_title.trim()) {
+        if !self.policy.accepts_caller(calling_ae_title) {
             return Err(AssociationRJServiceUserReason::CallingAETitleNotRecognized);
         }
         Ok(())
@@ -105,56 +86,50 @@ impl AccessControl for AccessPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::PeerConfig;
+    use crate::config::Config;
 
-    fn config(accept_unknown: bool) -> DicomConfig {
-        DicomConfig {
-            aet: "STRATA".into(),
-            listen: "127.0.0.1:0".parse().unwrap(),
-            accept_unknown_callers: accept_unknown,
-            peers: vec![PeerConfig {
-                aet: "VIEWER".into(),
-                host: "127.0.0.1".into(),
-                port: 1,
-                allow: vec![Service::Echo, Service::Find],
-                tls: false,
-            }],
-            max_associations: 1,
-            max_requests_per_sec_per_ae: 0,
-            max_pdu_length: 16384,
-            artim_timeout_secs: 1,
-            dimse_timeout_secs: 1,
-            idle_timeout_secs: 1,
-            shutdown_grace_secs: 1,
-            tls_listen: None,
-            tls_cert: None,
-            tls_key: None,
-            tls_ca: None,
-        }
+    fn admission() -> Admission {
+        let config: Config = toml::from_str(
+            r#"
+            [dicom]
+            aet = "STRATA"
+            listen = "127.0.0.1:0"
+            [[dicom.peers]]
+            aet = "VIEWER"
+            host = "127.0.0.1"
+            port = 1
+            allow = ["echo", "find"]
+            [storage]
+            online_dir = "/nonexistent"
+            [locator]
+            url = "sqlite::memory:"
+            "#,
+        )
+        .expect("test configuration");
+        let policy = Arc::new(AccessPolicy::from_config(&config));
+        Admission::new(&config.dicom, policy)
     }
 
     #[test]
     fn called_and_calling_titles_are_checked() {
-        let policy = AccessPolicy::from_config(&config(false));
+        let admission = admission();
         assert_eq!(
-            policy.check_access("", "VIEWER", "OTHER", None),
+            admission.check_access("", "VIEWER", "OTHER", None),
             Err(AssociationRJServiceUserReason::CalledAETitleNotRecognized)
         );
         assert_eq!(
-            policy.check_access("", "NOBODY", "STRATA", None),
+            admission.check_access("", "NOBODY", "STRATA", None),
             Err(AssociationRJServiceUserReason::CallingAETitleNotRecognized)
         );
-        assert_eq!(policy.check_access("", "VIEWER ", "STRATA  ", None), Ok(()));
-        assert!(policy.allows("VIEWER", Service::Find));
-        assert!(!policy.allows("VIEWER", Service::Store));
-        assert!(!policy.allows("NOBODY", Service::Echo));
-    }
-
-    #[test]
-    fn unknown_callers_when_accepted_cannot_move() {
-        let policy = AccessPolicy::from_config(&config(true));
-        assert_eq!(policy.check_access("", "NOBODY", "STRATA", None), Ok(()));
-        assert!(policy.allows("NOBODY", Service::Store));
-        assert!(!policy.allows("NOBODY", Service::Move));
+        assert_eq!(
+            admission.check_access("", "VIEWER ", "STRATA  ", None),
+            Ok(())
+        );
+        assert!(admission.check("VIEWER", Service::Find).is_ok());
+        assert!(admission.check("VIEWER", Service::Store).is_err());
+        assert_eq!(
+            admission.destination("VIEWER "),
+            Some(("127.0.0.1", 1, false))
+        );
     }
 }

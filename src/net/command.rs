@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use super::status::Status;
+use crate::service::Status;
 
 /// (0000,0000) Command Group Length.
 const COMMAND_GROUP_LENGTH: u16 = 0x0000;

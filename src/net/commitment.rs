@@ -23,7 +23,7 @@ use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
-use super::access::AccessPolicy;
+use super::access::Admission;
 use super::association::{message_pdus, with_sources};
 use super::command::{CommandField, CommandSet};
 use super::dimse::{DimseEvent, MessageAssembler};
@@ -106,7 +106,7 @@ impl Outbox {
 /// Where and how reports are sent on new associations.
 #[derive(Debug, Clone)]
 pub struct ReportSettings {
-    pub policy: AccessPolicy,
+    pub admission: Admission,
     /// Connect timeout, PDU size and TLS client, as for C-MOVE destinations.
     pub retrieve: RetrieveSettings,
     /// How long the requestor may take to answer.
@@ -179,12 +179,12 @@ async fn on_new_association(
     report: &CommitmentReport,
 ) -> Result<(), String> {
     let (host, port, tls) = settings
-        .policy
+        .admission
         .destination(&report.calling_ae)
         .ok_or_else(|| format!("no [[dicom.peers]] address for {}", report.calling_ae))?;
     let address = format!("{host}:{port}");
     let options = ClientAssociationOptions::new()
-        .calling_ae_title(settings.policy.our_aet().to_string())
+        .calling_ae_title(settings.admission.our_aet().to_string())
         .called_ae_title(report.calling_ae.clone())
         .max_pdu_length(settings.retrieve.max_pdu_length)
         .with_presentation_context(

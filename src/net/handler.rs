@@ -1,11 +1,12 @@
-//! What the network layer asks of the services behind it. The network layer knows nothing of
-//! storage: it hands each C-STORE data set to a [`StoreSink`] fragment by fragment and sends
-//! back whatever [`Outcome`] the sink reports.
+//! What the network layer asks of the services behind it, in DIMSE terms (encoded
+//! identifiers, associations); the protocol-neutral parts are `crate::service`'s. The network
+//! layer knows nothing of storage: it hands each C-STORE data set to a [`StoreSink`] fragment
+//! by fragment and sends back whatever [`Outcome`] the sink reports.
 
 use std::future::Future;
 use std::net::SocketAddr;
 
-use super::status::Status;
+use crate::service::{Outcome, Retrieval, StoreRequest, StoreSink, StoreStart};
 
 /// Who is on the other end of an association.
 #[derive(Debug, Clone)]
@@ -16,54 +17,6 @@ pub struct AssociationContext {
     pub calling_ae: String,
     /// Remote socket address.
     pub peer: SocketAddr,
-}
-
-/// The command-level facts of one C-STORE request.
-#[derive(Debug, Clone)]
-pub struct StoreRequest {
-    pub sop_class_uid: String,
-    pub sop_instance_uid: String,
-    /// Transfer syntax negotiated for the presentation context, i.e. the data set's encoding.
-    pub transfer_syntax_uid: String,
-    /// Set when the store is a sub-operation of someone's C-MOVE.
-    pub move_originator_ae: Option<String>,
-}
-
-/// The result of an operation: a status and, for failures, a short reason for the peer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outcome {
-    pub status: Status,
-    pub comment: Option<String>,
-}
-
-impl Outcome {
-    pub fn success() -> Outcome {
-        Outcome {
-            status: Status::Success,
-            comment: None,
-        }
-    }
-
-    pub fn failure(status: Status, comment: impl Into<String>) -> Outcome {
-        Outcome {
-            status,
-            comment: Some(comment.into()),
-        }
-    }
-}
-
-/// Receives one data set as it arrives.
-pub trait StoreSink: Send + Sync + 'static {
-    /// Takes the next fragment. An error ends the write; the rest of the data set is drained
-    /// and discarded, and the error is the response.
-    fn write(&mut self, fragment: Vec<u8>) -> impl Future<Output = Result<(), Outcome>> + Send;
-
-    /// The last fragment arrived: make the instance durable and report the response status.
-    /// Success must only be reported once the data and its index are durable.
-    fn finish(self) -> impl Future<Output = Outcome> + Send;
-
-    /// The data set will never complete (abort, timeout, shutdown): drop everything written.
-    fn abandon(self) -> impl Future<Output = ()> + Send;
 }
 
 /// The command-level facts of one C-FIND request, with its identifier still encoded.
@@ -100,45 +53,6 @@ pub struct RetrieveRequest {
     pub identifier: Vec<u8>,
 }
 
-/// One instance a C-MOVE or C-GET will send.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RetrieveItem {
-    pub sop_class_uid: String,
-    pub sop_instance_uid: String,
-    /// The transfer syntax the instance is stored in.
-    pub transfer_syntax_uid: String,
-}
-
-/// The data set of one instance, as a retrieve's reader hands it over, in plan order.
-#[derive(Debug)]
-pub enum Piece {
-    /// The data set of plan entry `index` begins; `length` bytes of `Data` follow. `warning`
-    /// says why the data set is not the one stored (a lossy substitute for a lost original):
-    /// the sub-operation then counts as a warning even when the destination answers success.
-    Start {
-        index: usize,
-        length: u64,
-        warning: Option<String>,
-    },
-    /// The next bytes of the current data set.
-    Data(bytes::Bytes),
-    /// Plan entry `index` cannot be sent (unreadable, damaged, cannot be transcoded). Comes
-    /// instead of `Start`, or after some `Data` when damage is found late; the sub-operation
-    /// then fails.
-    Failed { index: usize, reason: String },
-}
-
-/// The instances of one C-MOVE or C-GET, and their bytes on demand.
-pub trait Retrieval: Send + Sync + 'static {
-    /// Every matching instance, in the order they should be sent.
-    fn items(&self) -> &[RetrieveItem];
-
-    /// Starts reading: for each plan entry `(item index, transfer syntax to send in)`, the
-    /// data set bytes in that syntax, as [`Piece`]s through a bounded channel. Reading runs
-    /// ahead of the network and stops when the receiver is dropped.
-    fn read(&self, plan: Vec<(usize, String)>) -> tokio::sync::mpsc::Receiver<Piece>;
-}
-
 /// One Storage Commitment request (N-ACTION, Action Type 1), its Action Information still
 /// encoded.
 #[derive(Debug, Clone)]
@@ -170,13 +84,6 @@ pub struct CommitmentReport {
     pub committed: Vec<ReferencedSop>,
     /// Instances not committed, with their Failure Reason (0x0110, 0x0112, 0x0119).
     pub failed: Vec<(ReferencedSop, u16)>,
-}
-
-/// How a C-STORE starts: receive the data set into a sink, or answer at once (the data set is
-/// then drained and discarded), e.g. for a duplicate that is kept or a refusal.
-pub enum StoreStart<K> {
-    Receive(K),
-    Answer(Outcome),
 }
 
 /// The DIMSE services behind the network layer.

@@ -19,7 +19,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
-use super::access::AccessPolicy;
+use super::access::Admission;
 use super::association::{self, RetrieveSettings, Timeouts};
 use super::handler::{AssociationContext, Services};
 use super::negotiation::Negotiator;
@@ -28,7 +28,7 @@ use super::Wire;
 /// Everything the network layer needs to know, decided by the caller.
 #[derive(Debug, Clone)]
 pub struct NetConfig {
-    pub policy: AccessPolicy,
+    pub admission: Admission,
     /// Abstract syntaxes (SOP classes) we accept presentation contexts for.
     pub abstract_syntaxes: Vec<String>,
     /// Transfer syntaxes we accept; the requestor's preference order picks among them.
@@ -49,7 +49,7 @@ pub struct NetConfig {
 /// their association by it).
 static NEXT_ASSOCIATION: AtomicU64 = AtomicU64::new(1);
 
-type Options = ServerAssociationOptions<'static, AccessPolicy, Negotiator>;
+type Options = ServerAssociationOptions<'static, Admission, Negotiator>;
 
 /// Serves associations on `listener` (over TLS with `tls`) until `shutdown` turns true, then
 /// waits up to the grace period for in-flight operations before returning.
@@ -61,8 +61,8 @@ pub async fn serve<S: Services>(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut options = ServerAssociationOptions::new()
-        .ae_access_control(config.policy.clone())
-        .ae_title(config.policy.our_aet().to_string())
+        .ae_access_control(config.admission.clone())
+        .ae_title(config.admission.our_aet().to_string())
         .max_pdu_length(config.max_pdu_length)
         // Strict: a PDU longer than we advertised aborts instead of growing a buffer.
         .strict(true)
@@ -78,7 +78,7 @@ pub async fn serve<S: Services>(
         options = options.tls_config(tls);
     }
     let options: Arc<Options> = Arc::new(options);
-    let policy = Arc::new(config.policy.clone());
+    let admission = Arc::new(config.admission.clone());
     let permits = config.permits.clone();
     // Connections turned away still get a proper A-ASSOCIATE-RJ, but only this many at once.
     let reject_permits = Arc::new(Semaphore::new(config.max_associations.max(4)));
@@ -113,7 +113,7 @@ pub async fn serve<S: Services>(
                     permit,
                     options.clone(),
                     services.clone(),
-                    policy.clone(),
+                    admission.clone(),
                     config.clone(),
                     shutdown.clone(),
                 ));
@@ -157,7 +157,7 @@ async fn handle_connection<S: Services>(
     _permit: OwnedSemaphorePermit,
     options: Arc<Options>,
     services: Arc<S>,
-    policy: Arc<AccessPolicy>,
+    admission: Arc<Admission>,
     config: NetConfig,
     shutdown: watch::Receiver<bool>,
 ) {
@@ -166,7 +166,7 @@ async fn handle_connection<S: Services>(
         id,
         peer,
         services,
-        policy,
+        admission,
         config,
         shutdown,
     };
@@ -209,7 +209,7 @@ struct Accepted<S> {
     id: u64,
     peer: SocketAddr,
     services: Arc<S>,
-    policy: Arc<AccessPolicy>,
+    admission: Arc<Admission>,
     config: NetConfig,
     shutdown: watch::Receiver<bool>,
 }
@@ -227,7 +227,7 @@ impl<S: Services> Accepted<S> {
             assoc,
             ctx,
             self.services,
-            self.policy,
+            self.admission,
             self.config.timeouts,
             self.config.retrieve.clone(),
             self.config.outbox.clone(),

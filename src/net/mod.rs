@@ -1,5 +1,5 @@
 //! The DICOM network layer: associations over `dicom-ul`, our own DIMSE layer (command sets,
-//! message assembly, typed statuses), AE access control, and the traits that services
+//! message assembly), admission of associations by AE title, and the traits that services
 //! implement. It knows nothing of storage.
 
 pub mod access;
@@ -11,17 +11,14 @@ pub mod handler;
 pub mod listener;
 pub mod negotiation;
 pub mod rate;
-pub mod status;
 pub mod tls;
 
 pub use association::{RetrieveSettings, Timeouts};
 pub use handler::{
-    AssociationContext, CommitmentReport, CommitmentRequest, FindRequest, FindResults, Outcome,
-    Piece, ReferencedSop, Retrieval, RetrieveItem, RetrieveRequest, Services, StoreRequest,
-    StoreSink, StoreStart,
+    AssociationContext, CommitmentReport, CommitmentRequest, FindRequest, FindResults,
+    ReferencedSop, RetrieveRequest, Services,
 };
 pub use listener::{serve, NetConfig};
-pub use status::Status;
 
 /// The byte stream under an association: plain TCP, or TLS over TCP (`[dicom] tls_listen`).
 pub trait Wire: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static {}

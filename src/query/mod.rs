@@ -17,7 +17,8 @@ use crate::locator::find::FindRow;
 use crate::locator::Locator;
 use crate::model::matching::Matcher;
 use crate::model::query::{Attribute, ComputedKeys, FindQuery, QueryLevel};
-use crate::net::{AssociationContext, FindRequest, FindResults, Outcome, Status};
+use crate::net::{FindRequest, FindResults};
+use crate::service::{Outcome, Status};
 
 pub use keys::{attribute_for, value as attribute_value, Computed};
 
@@ -96,11 +97,7 @@ impl Query {
     }
 
     /// Checks the request and runs the query.
-    pub async fn begin(
-        &self,
-        _association: &AssociationContext,
-        request: FindRequest,
-    ) -> Result<Matches, Outcome> {
+    pub async fn begin(&self, request: FindRequest) -> Result<Matches, Outcome> {
         let model = request.sop_class_uid.as_str();
         if model != PATIENT_ROOT_FIND && model != STUDY_ROOT_FIND {
             return Err(refuse(

@@ -20,10 +20,9 @@ use crate::model::sop_class::{
     PATIENT_ROOT_GET, PATIENT_ROOT_MOVE, STUDY_ROOT_GET, STUDY_ROOT_MOVE,
 };
 use crate::model::StoredObject;
-use crate::net::{
-    AssociationContext, Outcome, Piece, Retrieval, RetrieveItem, RetrieveRequest, Status,
-};
+use crate::net::RetrieveRequest;
 use crate::reader::Reader;
+use crate::service::{Outcome, Piece, Retrieval, RetrieveItem, Status};
 
 /// Settings of the retrieve service.
 #[derive(Debug, Clone)]
@@ -85,11 +84,7 @@ impl Retrieve {
     }
 
     /// Checks the identifier and lists the instances it names.
-    pub async fn begin(
-        &self,
-        _association: &AssociationContext,
-        request: RetrieveRequest,
-    ) -> Result<Instances, Outcome> {
+    pub async fn begin(&self, request: RetrieveRequest) -> Result<Instances, Outcome> {
         let model = request.sop_class_uid.as_str();
         let study_root = match model {
             STUDY_ROOT_MOVE | STUDY_ROOT_GET => true,

@@ -33,8 +33,8 @@ use crate::codec::native::{
 };
 use crate::codec::walk::ElementWalk;
 use crate::model::StoredObject;
-use crate::net::Piece;
 use crate::reader::{data_set_offset, Origin, ReadError, Reader, PART};
+use crate::service::Piece;
 use dicom_object::DefaultDicomObject;
 
 /// Size of the `Data` pieces handed to the network layer.

@@ -1,10 +1,10 @@
 //! Who is making an HTTP request, and what they may do: HTTP Basic against the
 //! `[[web.users]]` list (argon2 password hashes), a bearer token whose SHA-256 a user lists
 //! (tokens are 256 random bits, so a fast hash is enough: nothing to guess), or an anonymous
-//! user when `[web] allow_anonymous` is set. Verbs are the same [`Service`]s the AE-title policy uses:
-//! `find` for QIDO-RS, `get` for WADO-RS, `store` for STOW-RS.
+//! user when `[web] allow_anonymous` is set. What the principal may do is the one
+//! [`crate::service::AccessPolicy`]'s to say.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Mutex;
 
 use argon2::password_hash::rand_core::OsRng;
@@ -13,16 +13,8 @@ use argon2::Argon2;
 use base64::Engine;
 use sha2::{Digest, Sha256};
 
-use crate::config::{Service, WebConfig};
-
-/// The user a request is served for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Principal {
-    /// No credentials, and `[web] allow_anonymous` is set.
-    Anonymous,
-    /// A `[[web.users]]` name whose password matched.
-    User(String),
-}
+use crate::config::WebConfig;
+use crate::service::Principal;
 
 /// Why a request's credentials were not accepted (answered with 401).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -47,7 +39,6 @@ pub struct HashError(String);
 struct User {
     /// The PHC string, parsed at each verification (it borrows); `None`: tokens only.
     password_hash: Option<String>,
-    allow: HashSet<Service>,
 }
 
 /// At most this many verified credentials are remembered, so that a viewer's hundreds of
@@ -83,7 +74,6 @@ impl Users {
                 .map(|u| {
                     let user = User {
                         password_hash: u.password_hash.clone(),
-                        allow: u.allow.iter().copied().collect(),
                     };
                     (u.name.clone(), user)
                 })
@@ -163,17 +153,6 @@ impl Users {
         Ok(Some(Principal::User(name.to_string())))
     }
 
-    /// Whether `principal` may use `verb`.
-    pub fn allows(&self, principal: &Principal, verb: Service) -> bool {
-        match principal {
-            Principal::Anonymous => self.allow_anonymous,
-            Principal::User(name) => self
-                .users
-                .get(name)
-                .is_some_and(|user| user.allow.contains(&verb)),
-        }
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], String>> {
         self.verified.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -217,7 +196,7 @@ pub fn hash_password(password: &str) -> Result<String, HashError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::WebUserConfig;
+    use crate::config::{Service, WebUserConfig};
 
     fn users(allow_anonymous: bool) -> Users {
         Users::from_config(&WebConfig {
@@ -273,8 +252,6 @@ mod tests {
             Err(AuthError::Scheme)
         );
         assert_eq!(users.authenticate(None), Err(AuthError::Missing));
-        assert!(users.allows(&viewer, Service::Get));
-        assert!(!users.allows(&viewer, Service::Store));
     }
 
     #[test]
@@ -305,13 +282,11 @@ mod tests {
             users.authenticate(Some(&basic(&format!("pipeline:{token}")))),
             Err(AuthError::Wrong)
         );
-        assert!(users.allows(&pipeline, Service::Store));
     }
 
     #[test]
     fn anonymous_only_when_allowed() {
         assert_eq!(users(true).authenticate(None), Ok(Principal::Anonymous));
-        assert!(users(true).allows(&Principal::Anonymous, Service::Store));
-        assert!(!users(false).allows(&Principal::Anonymous, Service::Find));
+        assert_eq!(users(false).authenticate(None), Err(AuthError::Missing));
     }
 }

@@ -15,8 +15,8 @@ use tokio::sync::SemaphorePermit;
 
 use super::WebError;
 use crate::model::transfer_syntax::EXPLICIT_VR_LITTLE_ENDIAN;
-use crate::net::{Piece, Retrieval};
 use crate::retrieve::Instances;
+use crate::service::{Piece, Retrieval};
 use axum::http::StatusCode;
 
 /// Largest instance whose frames are served (its uncompressed data set, read whole).

@@ -38,7 +38,8 @@ use crate::ingest::Ingest;
 use crate::model::query::QueryLevel;
 use crate::query::Query;
 use crate::retrieve::{Instances, Retrieve, RetrieveError, RetrieveKeys};
-use auth::{AuthError, Principal, Users};
+use crate::service::{AccessPolicy, Principal};
+use auth::{AuthError, Users};
 use qido::{path_uid, Scope, Search};
 
 /// How long a request waits for one of the `[web] max_requests` slots.
@@ -52,6 +53,8 @@ pub struct WebServices {
     pub retrieve: Retrieve,
     /// Our AE title, written as Source AE Title into the files WADO-RS sends.
     pub our_aet: String,
+    /// The process's one access policy (the DIMSE listener's too).
+    pub policy: Arc<AccessPolicy>,
 }
 
 #[derive(Debug, Clone)]
@@ -281,14 +284,10 @@ async fn admit(State(web): State<Web>, mut request: Request, next: Next) -> Resp
 
 impl Web {
     fn check(&self, principal: &Principal, verb: Service) -> Result<(), WebError> {
-        if self.users.allows(principal, verb) {
-            Ok(())
-        } else {
-            Err(WebError::new(
-                StatusCode::FORBIDDEN,
-                format!("not allowed to {verb:?}").to_lowercase(),
-            ))
-        }
+        self.services
+            .policy
+            .check(principal, verb)
+            .map_err(|denied| WebError::new(StatusCode::FORBIDDEN, denied.to_string()))
     }
 
     /// The DICOMweb root as clients reach it: `[web] public_url`, else the Host header.
@@ -586,7 +585,7 @@ async fn named_instances(web: &Web, keys: &RetrieveKeys) -> Result<Instances, We
         .instances(keys)
         .await
         .map_err(retrieve_error)?;
-    if crate::net::Retrieval::items(&instances).is_empty() {
+    if crate::service::Retrieval::items(&instances).is_empty() {
         return Err(WebError::new(StatusCode::NOT_FOUND, "no such instances"));
     }
     Ok(instances)
@@ -595,7 +594,7 @@ async fn named_instances(web: &Web, keys: &RetrieveKeys) -> Result<Instances, We
 /// The one instance the path names, or 404.
 async fn one_instance(web: &Web, uids: &Uids) -> Result<Instances, WebError> {
     let instances = named_instances(web, &uids.keys()?).await?;
-    if crate::net::Retrieval::items(&instances).len() != 1 {
+    if crate::service::Retrieval::items(&instances).len() != 1 {
         return Err(WebError::new(StatusCode::NOT_FOUND, "no such instance"));
     }
     Ok(instances)
@@ -656,7 +655,7 @@ async fn image_at<const THUMBNAIL: bool>(
         },
     };
     let instances = named_instances(&web, &uids.keys()?).await?;
-    let count = crate::net::Retrieval::items(&instances).len();
+    let count = crate::service::Retrieval::items(&instances).len();
     let resource = if THUMBNAIL {
         rendered::Resource::Thumbnail
     } else {
@@ -701,6 +700,7 @@ async fn store(
     let base = web.base(headers);
     let (status, answer) = stow::store(
         &web.services.ingest,
+        principal,
         study,
         boundary,
         body,

@@ -15,8 +15,8 @@ use axum::response::Response;
 
 use super::{frames, WebError};
 use crate::codec::render::{self, Image, RenderError, Rendering, Viewport, VoiFunction, Window};
-use crate::net::Retrieval;
 use crate::retrieve::Instances;
+use crate::service::Retrieval;
 
 /// The size a thumbnail fits in, unless the request gives a viewport.
 pub const THUMBNAIL: u32 = 128;

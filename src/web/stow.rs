@@ -21,7 +21,7 @@ use serde_json::{Map, Value};
 use super::json;
 use super::WebError;
 use crate::ingest::{read_part10_meta, Ingest, IngestSink};
-use crate::net::{Outcome, Status, StoreRequest, StoreSink, StoreStart};
+use crate::service::{Outcome, Principal, Status, StoreRequest, StoreSink, StoreStart};
 use axum::http::StatusCode;
 
 /// Most instances one request may bring (each holds an open temporary until the body ends).
@@ -86,6 +86,7 @@ pub fn boundary(content_type: Option<&str>) -> Result<String, WebError> {
 /// Stores the parts of `body`; `study` is the study the path names, if any.
 pub async fn store(
     ingest: &Ingest,
+    from: &Principal,
     study: Option<String>,
     boundary: String,
     body: Body,
@@ -128,7 +129,7 @@ pub async fn store(
                 "each part must be application/dicom (nothing stored)",
             ));
         }
-        match receive(ingest, &mut field, study.as_deref()).await {
+        match receive(ingest, from, &mut field, study.as_deref()).await {
             Ok(Ok((request, sink))) => waiting.0.push((request, sink)),
             Ok(Err(part)) => failed.push(part),
             Err(e) => return Err(body_error(e)),
@@ -185,6 +186,7 @@ pub async fn store(
 /// is a failure of the body itself (the request ends).
 async fn receive(
     ingest: &Ingest,
+    from: &Principal,
     field: &mut multer::Field<'_>,
     study: Option<&str>,
 ) -> Result<Result<(StoreRequest, IngestSink), Part>, multer::Error> {
@@ -226,7 +228,7 @@ async fn receive(
                 return skip(field, outcome, None).await;
             }
         };
-        match ingest.begin_from("", request.clone()) {
+        match ingest.begin(from, request.clone()) {
             StoreStart::Receive(mut sink) => {
                 if let Some(study) = study {
                     sink.expect_study(study.to_string());

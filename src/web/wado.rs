@@ -10,9 +10,9 @@ use tracing::warn;
 
 use super::WebError;
 use crate::model::transfer_syntax::{EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN};
-use crate::net::{Piece, Retrieval, RetrieveItem};
 use crate::online::part10_header;
 use crate::retrieve::Instances;
+use crate::service::{Piece, Retrieval, RetrieveItem};
 
 /// The transfer syntax a client asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]

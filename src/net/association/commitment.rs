@@ -9,9 +9,10 @@ use super::{message_pdus, AwaitingReport, Header, Session};
 use crate::model::sop_class::{STORAGE_COMMITMENT_PUSH, STORAGE_COMMITMENT_PUSH_INSTANCE};
 use crate::net::command::CommandSet;
 use crate::net::commitment::{answer_of, event_report, Outgoing};
-use crate::net::handler::{CommitmentRequest, Outcome, Services};
-use crate::net::status::Status;
+use crate::net::handler::{CommitmentRequest, Services};
 use crate::net::Wire;
+use crate::service::Outcome;
+use crate::service::Status;
 
 /// The checks of an N-ACTION-RQ's command beyond access: the well-known instance, Action
 /// Type 1 (Request Storage Commitment), Action Information present.

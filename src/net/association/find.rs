@@ -14,8 +14,9 @@ use tracing::info;
 use super::{encode_response, Header, Session};
 use crate::net::command::CommandField;
 use crate::net::dimse::DimseEvent;
-use crate::net::handler::{FindRequest, FindResults, Outcome, Services};
-use crate::net::status::Status;
+use crate::net::handler::{FindRequest, FindResults, Services};
+use crate::service::Outcome;
+use crate::service::Status;
 
 /// Bytes of pending C-FIND responses written at once, at most (plus one response).
 const BATCH_BYTES: usize = 64 * 1024;

@@ -22,15 +22,16 @@ use dicom_ul::Pdu;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
-use super::access::AccessPolicy;
+use super::access::Admission;
 use super::command::{CommandField, CommandSet, Response, SubOperations};
 use super::commitment::{Outbox, Outgoing, Registration};
 use super::dimse::{DimseEvent, MessageAssembler};
-use super::handler::{AssociationContext, Outcome, Services, StoreRequest, StoreSink, StoreStart};
-use super::status::Status;
+use super::handler::{AssociationContext, Services};
 use crate::config::Service;
 use crate::model::sop_class::STORAGE_COMMITMENT_PUSH;
 use crate::model::transfer_syntax::VERIFICATION_SOP_CLASS;
+use crate::service::Status;
+use crate::service::{Outcome, StoreRequest, StoreSink, StoreStart};
 
 /// Timeouts that apply inside an association.
 #[derive(Debug, Clone, Copy)]
@@ -95,7 +96,7 @@ pub(crate) async fn serve<S: Services, W: Wire>(
     mut assoc: AsyncServerAssociation<W>,
     ctx: AssociationContext,
     services: Arc<S>,
-    policy: Arc<AccessPolicy>,
+    admission: Arc<Admission>,
     timeouts: Timeouts,
     retrieve: RetrieveSettings,
     outbox: Arc<Outbox>,
@@ -139,7 +140,7 @@ pub(crate) async fn serve<S: Services, W: Wire>(
         ctx,
         send_timeout: timeouts.dimse,
         services,
-        policy,
+        admission,
         retrieve,
         contexts,
         assembler: MessageAssembler::default(),
@@ -295,7 +296,7 @@ struct Session<S: Services> {
     /// A peer that stops reading must not hold the association forever.
     send_timeout: Duration,
     services: Arc<S>,
-    policy: Arc<AccessPolicy>,
+    admission: Arc<Admission>,
     retrieve: RetrieveSettings,
     contexts: HashMap<u8, Context>,
     assembler: MessageAssembler,
@@ -593,7 +594,7 @@ impl<S: Services> Session<S> {
         if field == CommandField::CEchoRq {
             return Ok(());
         }
-        self.policy
+        self.admission
             .admit_request(&self.ctx.calling_ae)
             .map_err(|limit| {
                 debug!(association = self.ctx.id, calling_ae = %self.ctx.calling_ae, limit, "request over the AE's rate");
@@ -607,12 +608,7 @@ impl<S: Services> Session<S> {
 
     /// Access and context checks shared by every command.
     fn check(&self, service: Service, context_matches: bool) -> Result<(), Outcome> {
-        if !self.policy.allows(&self.ctx.calling_ae, service) {
-            return Err(Outcome::failure(
-                Status::NotAuthorized,
-                format!("{:?} not allowed for this AE title", service),
-            ));
-        }
+        self.admission.check(&self.ctx.calling_ae, service)?;
         if !context_matches {
             return Err(Outcome::failure(
                 Status::SopClassNotSupported,

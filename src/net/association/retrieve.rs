@@ -25,8 +25,9 @@ use crate::model::transfer_syntax::{
 };
 use crate::net::command::{CommandField, SubOperations};
 use crate::net::dimse::{DimseEvent, MessageAssembler};
-use crate::net::handler::{Outcome, Piece, Retrieval, RetrieveItem, RetrieveRequest, Services};
-use crate::net::status::Status;
+use crate::net::handler::{RetrieveRequest, Services};
+use crate::service::Status;
+use crate::service::{Outcome, Piece, Retrieval, RetrieveItem};
 
 /// Settings of the retrieve side of the network layer.
 #[derive(Debug, Clone)]
@@ -139,7 +140,7 @@ impl<S: Services> Session<S> {
         };
         let destination = if is_move {
             let aet = header.move_destination.clone().unwrap_or_default();
-            match self.policy.destination(&aet) {
+            match self.admission.destination(&aet) {
                 Some((host, port, tls)) => Some(Destination {
                     address: format!("{host}:{port}"),
                     host: host.to_string(),
@@ -300,7 +301,7 @@ impl<S: Services> Session<S> {
             let job = MoveJob {
                 retrieval: retrieval.clone(),
                 share,
-                our_aet: self.policy.our_aet().to_string(),
+                our_aet: self.admission.our_aet().to_string(),
                 destination: destination.clone(),
                 originator: (self.ctx.calling_ae.clone(), header.message_id),
                 settings: self.retrieve.clone(),

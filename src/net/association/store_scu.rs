@@ -14,8 +14,8 @@ use crate::net::Wire;
 
 use crate::net::command::{CommandField, CommandSet};
 use crate::net::dimse::{DimseEvent, MessageAssembler};
-use crate::net::handler::Piece;
-use crate::net::status::Status;
+use crate::service::Piece;
+use crate::service::Status;
 
 /// Why a sub-operation could not complete.
 #[derive(Debug, thiserror::Error)]

@@ -1,4 +1,5 @@
-//! DIMSE status values (PS3.7 Annex C) as a type, so handlers never write raw hex.
+//! DICOM status values (PS3.7 Annex C) as a type, so no one writes raw hex. DIMSE responses
+//! carry them; STOW-RS reports them as Failure Reasons (PS3.18 10.5.3).
 
 /// A DIMSE response status. Codes are service-specific, so two variants may share a code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
