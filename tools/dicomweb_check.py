@@ -222,6 +222,107 @@ def rendered(args, session, client, f):
         check(response.status_code == 404, f"rendered {kind}: frame {frames + 1} is 404")
 
 
+def compressed_instances(base):
+    """Encapsulated multi-frame instances, as (label, Part-10 bytes, transfer syntax, frame
+    bitstreams, decoded frames or None): RLE, one fragment per frame and no offset table;
+    HTJ2K (OpenJPH), two fragments per frame with a Basic Offset Table, and the same without
+    one (frames then begin where a codestream does)."""
+    import subprocess
+    import tempfile
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.encaps import encapsulate, generate_frames
+    from pydicom.uid import generate_uid, RLELossless
+    HTJ2K = "1.2.840.10008.1.2.4.201"
+    y, x = np.mgrid[0:64, 0:80]
+    pixels = np.stack([((x * 7 + y * 3 + 40 * i) % 4096) for i in range(3)]).astype(np.uint16)
+
+    def dataset():
+        ds = Dataset()
+        for keyword in ("PatientName", "PatientID", "StudyInstanceUID", "StudyDate"):
+            setattr(ds, keyword, getattr(base, keyword))
+        ds.SeriesInstanceUID = generate_uid()
+        ds.SOPInstanceUID = generate_uid()
+        ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7.3"  # Multi-frame Grayscale Word SC
+        ds.Modality = "OT"
+        ds.Rows, ds.Columns = pixels.shape[1:]
+        ds.NumberOfFrames = pixels.shape[0]
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        return ds
+
+    def part10(ds, syntax, fragments_or_frames, **encapsulation):
+        ds.file_meta.TransferSyntaxUID = syntax
+        ds.PixelData = encapsulate(fragments_or_frames, **encapsulation)
+        ds["PixelData"].VR = "OB"
+        out = io.BytesIO()
+        ds.save_as(out, enforce_file_format=True)
+        return out.getvalue()
+
+    made = []
+    rle = dataset()
+    rle.PixelData = pixels.tobytes()
+    rle.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.1"
+    rle.compress(RLELossless, encoding_plugin="pydicom")
+    frames = list(generate_frames(rle.PixelData, number_of_frames=3))
+    made.append(("RLE", part10(rle, RLELossless, frames, has_bot=False), RLELossless, frames, pixels))
+    codestreams = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, frame in enumerate(pixels):
+            pgm, j2c = os.path.join(tmp, f"{i}.pgm"), os.path.join(tmp, f"{i}.j2c")
+            with open(pgm, "wb") as f:
+                f.write(b"P5\n80 64\n4095\n" + frame.astype(">u2").tobytes())
+            subprocess.run(["ojph_compress", "-i", pgm, "-o", j2c, "-reversible", "true"],
+                           check=True, stdout=subprocess.DEVNULL)
+            codestream = open(j2c, "rb").read()
+            # Fragments are of even length: the last one of an odd frame ends with a pad byte.
+            codestreams.append(codestream + b"\0" * (len(codestream) % 2))
+    made.append(("HTJ2K with offsets", part10(dataset(), HTJ2K, codestreams, has_bot=True,
+                                              fragments_per_frame=2), HTJ2K, codestreams, pixels))
+    made.append(("HTJ2K without offsets", part10(dataset(), HTJ2K, codestreams, has_bot=False,
+                                                 fragments_per_frame=2), HTJ2K, codestreams, pixels))
+    return made
+
+
+def compressed_frames(args, session, client, base):
+    """WADO-RS frames of encapsulated instances: as stored when asked for (the syntax's own
+    media type, or octet-stream with transfer-syntax=*, as OHIF asks), each the frame's
+    bitstream byte for byte; decoded when asked for uncompressed; 406 for another codec."""
+    from pydicom.uid import RLELossless
+    made = compressed_instances(base)
+    response = post_files(session, f"{args.url}/studies", [body for _, body, _, _, _ in made])
+    check(response.status_code == 200, f"STOW of encapsulated multi-frame instances: {response.status_code}")
+    media = {"1.2.840.10008.1.2.5": "image/dicom-rle", "1.2.840.10008.1.2.4.201": "image/jphc"}
+    for label, body, syntax, frames, decoded in made:
+        ds = dcmread(io.BytesIO(body))
+        url = (f"{args.url}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+               f"/instances/{ds.SOPInstanceUID}/frames/3,1")
+        for accept, part_type in (
+                (f'multipart/related; type="{media[syntax]}"', media[syntax]),
+                ("multipart/related; type=application/octet-stream; transfer-syntax=*",
+                 "application/octet-stream")):
+            response = session.get(url, headers={"Accept": accept})
+            parts = multipart_parts(response) if response.status_code == 200 else []
+            check(len(parts) == 2
+                  and all(h["Content-Type"] == f"{part_type}; transfer-syntax={syntax}" for h, _ in parts)
+                  and [b for _, b in parts] == [frames[2], frames[0]],
+                  f"{label}: frames 3,1 as stored for {accept!r}: {response.status_code}")
+        response = session.get(url, headers={"Accept": 'multipart/related; type="image/jp2"'})
+        check(response.status_code == 406, f"{label}: frames as JPEG 2000 (not stored so): 406")
+        if decoded is not None:
+            got = client.retrieve_instance_frames(ds.StudyInstanceUID, ds.SeriesInstanceUID,
+                                                  ds.SOPInstanceUID, [2])
+            check(got == [decoded[1].astype("<u2").tobytes()], f"{label}: frame 2 decoded")
+        if syntax == RLELossless:
+            got = client.retrieve_instance_frames(ds.StudyInstanceUID, ds.SeriesInstanceUID,
+                                                  ds.SOPInstanceUID, [2, 3],
+                                                  media_types=(("image/x-dicom-rle", syntax),))
+            check(got == frames[1:], f"{label}: dicomweb-client's RLE frames as stored")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--url", required=True)
@@ -382,6 +483,7 @@ def main():
         stow(args, session, client)
 
     rendered(args, session, client, manifest[0])
+    compressed_frames(args, session, client, originals[manifest[0]["sop_instance_uid"]])
 
     print(f"dicomweb: {checks} checks passed", flush=True)
 

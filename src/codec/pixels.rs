@@ -20,6 +20,97 @@ pub enum PixelError {
     DecoderPanicked(String),
 }
 
+/// Each frame's bitstream of encapsulated pixel data (PS3.5 A.4) from its `fragments` and
+/// Basic Offset Table (`offsets`), `count` frames: all fragments for one frame; otherwise
+/// split by the offset table, else one fragment per frame, else at the fragments that begin
+/// a JPEG, JPEG-LS or JPEG 2000 bitstream. `Err(why)` when the frames cannot be told apart.
+pub fn frame_bitstreams(
+    fragments: &[Vec<u8>],
+    offsets: &[u32],
+    count: usize,
+) -> Result<Vec<Vec<u8>>, String> {
+    if fragments.is_empty() {
+        return Err("no fragments".into());
+    }
+    // Which fragments start a frame.
+    let starts: Vec<usize> = if count == 1 {
+        vec![0]
+    } else if offsets.len() == count {
+        // Offsets count from the first fragment's item tag; each item has an 8-byte header.
+        let mut position = 0u64;
+        let mut at = std::collections::HashMap::new();
+        for (i, fragment) in fragments.iter().enumerate() {
+            at.insert(position, i);
+            position += 8 + fragment.len() as u64;
+        }
+        offsets
+            .iter()
+            .map(|o| at.get(&u64::from(*o)).copied())
+            .collect::<Option<_>>()
+            .ok_or("the Basic Offset Table points between fragments")?
+    } else if fragments.len() == count {
+        (0..count).collect()
+    } else {
+        let begins = |f: &Vec<u8>| {
+            f.starts_with(&[0xFF, 0xD8])
+                || f.starts_with(&[0xFF, 0x4F, 0xFF, 0x51])
+                || f.starts_with(&[0, 0, 0, 0x0C, 0x6A, 0x50, 0x20, 0x20])
+        };
+        let starts: Vec<usize> = (0..fragments.len())
+            .filter(|&i| begins(&fragments[i]))
+            .collect();
+        if starts.len() != count || starts.first() != Some(&0) {
+            return Err(format!(
+                "{} fragments for {count} frames, no offset table, and {} begin a bitstream",
+                fragments.len(),
+                starts.len()
+            ));
+        }
+        starts
+    };
+    if starts.windows(2).any(|w| w[0] >= w[1]) || starts.first() != Some(&0) {
+        return Err("the Basic Offset Table is not in frame order".into());
+    }
+    let ends = starts.iter().skip(1).copied().chain([fragments.len()]);
+    Ok(starts
+        .iter()
+        .zip(ends)
+        .map(|(&start, end)| fragments[start..end].concat())
+        .collect())
+}
+
+/// Several fragments per frame and no offset table (as some encoders write multi-frame
+/// images): the decoders cannot find the frames, so the fragments are regrouped one per
+/// frame (PS3.5 A.4 allows both). Nothing changes when they already are one per frame, when
+/// an offset table says where frames begin, or when the frames cannot be told apart (the
+/// decoder then says why it fails).
+pub fn regroup_fragments(object: &mut DefaultDicomObject) {
+    use dicom_core::value::PixelFragmentSequence;
+    use dicom_core::{DataElement, Length, VR};
+    let count = match object.element_opt(tags::NUMBER_OF_FRAMES) {
+        Ok(Some(e)) => e.to_int::<usize>().unwrap_or(1),
+        _ => 1,
+    };
+    let Ok(Some(pixel_data)) = object.element_opt(tags::PIXEL_DATA) else {
+        return;
+    };
+    let value = pixel_data.value();
+    let (Some(fragments), Some(offsets)) = (value.fragments(), value.offset_table()) else {
+        return;
+    };
+    if count <= 1 || fragments.len() == count || offsets.len() == count {
+        return;
+    }
+    if let Ok(frames) = frame_bitstreams(fragments, offsets, count) {
+        object.put(DataElement::new_with_len(
+            tags::PIXEL_DATA,
+            VR::OB,
+            Length::UNDEFINED,
+            PixelFragmentSequence::new(Vec::<u32>::new(), frames),
+        ));
+    }
+}
+
 /// Runs a third-party decoder, turning a panic into an error: on hostile input the
 /// dicom-rs 0.10 adapters index past their buffers (the RLE adapter on a segment that
 /// decodes short, the JPEG 2000 one on a codestream larger than Rows x Columns; fuzzing
@@ -327,5 +418,33 @@ mod tests {
         std::panic::set_hook(hook);
         assert!(matches!(caught, Err(PixelError::DecoderPanicked(m)) if m.contains("2050")));
         assert!(matches!(formatted, Err(PixelError::DecoderPanicked(m)) if m == "frame 3"));
+    }
+
+    #[test]
+    fn stored_frames_are_split_by_offsets_by_count_or_by_markers() {
+        let jpeg = |n: u8| vec![0xFF, 0xD8, n, n];
+        let tail = |n: u8| vec![n, 0xFF, 0xD9];
+        // One frame: every fragment.
+        assert_eq!(
+            frame_bitstreams(&[jpeg(1), tail(1)], &[], 1).unwrap(),
+            vec![[jpeg(1), tail(1)].concat()]
+        );
+        // Basic Offset Table: each item counts 8 bytes of header.
+        let fragments = [jpeg(1), tail(1), jpeg(2), tail(2)];
+        let both = vec![[jpeg(1), tail(1)].concat(), [jpeg(2), tail(2)].concat()];
+        assert_eq!(
+            frame_bitstreams(&fragments, &[0, 8 + 4 + 8 + 3], 2).unwrap(),
+            both
+        );
+        assert!(frame_bitstreams(&fragments, &[0, 5], 2).is_err());
+        // No table, two fragments per frame: split where a bitstream begins.
+        assert_eq!(frame_bitstreams(&fragments, &[], 2).unwrap(), both);
+        // One fragment per frame, whatever they hold (RLE has no marker).
+        assert_eq!(
+            frame_bitstreams(&[vec![1], vec![2]], &[], 2).unwrap(),
+            vec![vec![1], vec![2]]
+        );
+        assert!(frame_bitstreams(&[vec![1], vec![2], vec![3]], &[], 2).is_err());
+        assert!(frame_bitstreams(&[], &[], 1).is_err());
     }
 }

@@ -39,5 +39,24 @@ pub fn is_native(transfer_syntax_uid: &str) -> bool {
     )
 }
 
+/// The media type of one frame's bitstream in an encapsulated syntax (PS3.18 Table 8.7.3-2
+/// and 8.7.4-1), for WADO-RS frames sent as stored: `None` for syntaxes whose frames are
+/// only sent decoded.
+pub fn frame_media_type(transfer_syntax_uid: &str) -> Option<&'static str> {
+    Some(match transfer_syntax_uid {
+        "1.2.840.10008.1.2.4.50"
+        | "1.2.840.10008.1.2.4.51"
+        | "1.2.840.10008.1.2.4.57"
+        | "1.2.840.10008.1.2.4.70" => "image/jpeg",
+        "1.2.840.10008.1.2.4.80" | "1.2.840.10008.1.2.4.81" => "image/jls",
+        "1.2.840.10008.1.2.4.90" | "1.2.840.10008.1.2.4.91" => "image/jp2",
+        "1.2.840.10008.1.2.4.201" | "1.2.840.10008.1.2.4.202" | "1.2.840.10008.1.2.4.203" => {
+            "image/jphc"
+        }
+        "1.2.840.10008.1.2.5" => "image/dicom-rle",
+        _ => return None,
+    })
+}
+
 /// Verification SOP Class (C-ECHO).
 pub const VERIFICATION_SOP_CLASS: &str = "1.2.840.10008.1.1";

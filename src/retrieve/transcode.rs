@@ -9,7 +9,9 @@
 //! multi-frame instances and those over [`DECODE_WHOLE_LIMIT`] are decoded frame by frame),
 //! and an uncompressed data set over [`MAX_IN_MEMORY`] that cannot be re-encoded as a stream.
 
-use crate::codec::pixels::{check_decodable, guard_decoder, ImageAttributes, PixelError};
+use crate::codec::pixels::{
+    check_decodable, guard_decoder, regroup_fragments, ImageAttributes, PixelError,
+};
 use dicom_dictionary_std::tags;
 use dicom_encoding::{Codec, TransferSyntax, TransferSyntaxIndex};
 use dicom_object::{DefaultDicomObject, InMemDicomObject};
@@ -195,8 +197,9 @@ pub fn parse_for_decoding(
     }
     // Checked as untrusted input, although ingest checked it and its CRC-32C matched: the
     // parser reserves whatever a length declares.
-    let object = crate::dataset::open_part10(file, MAX_IN_MEMORY)
+    let mut object = crate::dataset::open_part10(file, MAX_IN_MEMORY)
         .map_err(|e| TranscodeError::Parse(e.to_string()))?;
+    regroup_fragments(&mut object);
     // Multi-frame too: dicom-pixeldata 0.10 fails to decode some whole multi-frame RLE
     // images (DCMTK's dcmcrle output) that it decodes frame by frame.
     let image = ImageAttributes::read(&object)?;

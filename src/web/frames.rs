@@ -1,9 +1,11 @@
-//! WADO-RS `/frames/{list}` (PS3.18 10.4.1.1.4): frames of an image instance as
-//! `multipart/related; type="application/octet-stream"`, uncompressed little endian, one
-//! part a frame. The instance comes through the retrieve service (any tier, transcoded from
-//! a compressed syntax as C-MOVE would), read whole: at most [`MAX_INSTANCE`] bytes, and at
-//! most [`READS_AT_ONCE`] instances at a time on the node, so memory stays bounded whatever
-//! the number of requests.
+//! WADO-RS `/frames/{list}` (PS3.18 10.4.1.1.4): frames of an image instance, one part a
+//! frame: `multipart/related; type="application/octet-stream"` uncompressed little endian
+//! (decoded from a compressed syntax as C-MOVE would), or, when the client asks, each
+//! frame's bitstream as stored (`image/jpeg`, `image/jls`, `image/jp2`, `image/jphc`,
+//! `image/dicom-rle`, or octet-stream with `transfer-syntax=*`), not decoded. The instance
+//! comes through the retrieve service (any tier), read whole: at most [`MAX_INSTANCE`]
+//! bytes, and at most [`READS_AT_ONCE`] instances at a time on the node, so memory stays
+//! bounded whatever the number of requests.
 
 use bytes::{Bytes, BytesMut};
 use dicom_core::Tag;
@@ -13,8 +15,10 @@ use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use tokio::sync::SemaphorePermit;
 
+use super::accept::media_ranges;
 use super::WebError;
-use crate::model::transfer_syntax::EXPLICIT_VR_LITTLE_ENDIAN;
+use crate::codec::pixels::frame_bitstreams;
+use crate::model::transfer_syntax::{frame_media_type, EXPLICIT_VR_LITTLE_ENDIAN};
 use crate::retrieve::Instances;
 use crate::service::{Piece, Retrieval};
 use axum::http::StatusCode;
@@ -46,71 +50,103 @@ pub fn frame_list(list: &str) -> Result<Vec<u32>, WebError> {
     Ok(frames)
 }
 
-/// 406 unless the Accept header takes uncompressed frames.
-pub fn negotiate(accept: Option<&str>) -> Result<(), WebError> {
-    let Some(accept) = accept.filter(|a| !a.trim().is_empty()) else {
-        return Ok(());
-    };
-    let acceptable = accept.split(',').any(|range| {
-        let mut parts = range.split(';');
-        let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
-        let mut kind = None;
-        let mut syntax = None;
-        let mut q = 1.0f32;
-        for param in parts {
-            if let Some((key, value)) = param.split_once('=') {
-                let value = value.trim().trim_matches('"').to_string();
-                match key.trim().to_ascii_lowercase().as_str() {
-                    "type" => kind = Some(value),
-                    "transfer-syntax" => syntax = Some(value),
-                    "q" => q = value.parse().unwrap_or(0.0),
-                    _ => {}
-                }
-            }
-        }
-        let uncompressed = syntax
-            .as_deref()
-            .is_none_or(|s| s == EXPLICIT_VR_LITTLE_ENDIAN || s == "*");
-        q > 0.0
-            && uncompressed
-            && match media.as_str() {
-                "*/*" | "multipart/*" => true,
-                "multipart/related" => kind.as_deref().is_none_or(|k| {
-                    matches!(k, "application/octet-stream" | "*/*" | "application/*")
-                }),
-                "application/octet-stream" => true,
-                _ => false,
-            }
-    });
-    if acceptable {
-        Ok(())
-    } else {
-        Err(WebError::not_acceptable(format!(
-            "frames are sent as multipart/related; type=\"application/octet-stream\" \
-             (uncompressed) only, not {accept:?}"
-        )))
-    }
+/// How frames are sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FrameEncoding {
+    /// Decoded: uncompressed little endian, `application/octet-stream`.
+    Native,
+    /// Each frame's bitstream as stored (an encapsulated syntax, not decoded), in parts of
+    /// `media` (the syntax's own media type, or `application/octet-stream` when the client
+    /// asked for that with `transfer-syntax=*` or the stored syntax).
+    Stored { media: &'static str },
 }
 
-/// Entry `index` of `instances` as an Explicit VR Little Endian data set (decoded from a
-/// compressed syntax), read whole, and the permit that counts it among the
+/// The encodings the Accept header takes for frames stored in `stored_syntax`, the client's
+/// preference first; 406 when none. Without an Accept header: decoded. As stored only on
+/// request: `transfer-syntax=*` or the stored syntax's UID, or the media type of the stored
+/// syntax (`image/jpeg`, `image/jls`, `image/jp2`, `image/jphc`, `image/dicom-rle`).
+pub fn negotiate(
+    accept: Option<&str>,
+    stored_syntax: &str,
+) -> Result<Vec<FrameEncoding>, WebError> {
+    let Some(accept) = accept.filter(|a| !a.trim().is_empty()) else {
+        return Ok(vec![FrameEncoding::Native]);
+    };
+    let stored_media = frame_media_type(stored_syntax);
+    let mut encodings = Vec::new();
+    for range in media_ranges(accept) {
+        let syntax = range.param("transfer-syntax");
+        let kind = match range.media_type.as_str() {
+            "multipart/related" => range.param("type").unwrap_or("application/octet-stream"),
+            "*/*" | "multipart/*" => "*/*",
+            other => other,
+        };
+        // The names before PS3.18 registered them (dicomweb-client still sends both).
+        let kind = match kind {
+            "image/x-dicom-rle" => "image/dicom-rle",
+            "image/x-jls" => "image/jls",
+            kind => kind,
+        };
+        let as_stored = syntax.is_some_and(|s| s == "*" || s == stored_syntax);
+        let stored = match stored_media {
+            Some(media)
+                if kind == media && syntax.is_none_or(|s| s == "*" || s == stored_syntax) =>
+            {
+                Some(FrameEncoding::Stored { media })
+            }
+            Some(_)
+                if as_stored
+                    && matches!(kind, "application/octet-stream" | "*/*" | "application/*") =>
+            {
+                Some(FrameEncoding::Stored {
+                    media: "application/octet-stream",
+                })
+            }
+            _ => None,
+        };
+        let native = matches!(kind, "application/octet-stream" | "*/*" | "application/*")
+            && syntax.is_none_or(|s| s == EXPLICIT_VR_LITTLE_ENDIAN || s == "*");
+        for encoding in stored
+            .into_iter()
+            .chain(native.then_some(FrameEncoding::Native))
+        {
+            if !encodings.contains(&encoding) {
+                encodings.push(encoding);
+            }
+        }
+    }
+    if encodings.is_empty() {
+        return Err(WebError::not_acceptable(format!(
+            "frames are sent as multipart/related; type=\"application/octet-stream\" \
+             (uncompressed){}, not {accept:?}",
+            stored_media.map_or(String::new(), |m| format!(
+                " or as stored ({m}, or transfer-syntax={stored_syntax} or *)"
+            ))
+        )));
+    }
+    Ok(encodings)
+}
+
+/// Entry `index` of `instances` as a data set in `syntax` (decoded from a compressed syntax
+/// for an uncompressed one), read whole, and the permit that counts it among the
 /// [`READS_AT_ONCE`] of the node: hold it until done with the bytes.
 pub async fn read_whole(
     instances: &Instances,
     index: usize,
+    syntax: &str,
 ) -> Result<(SemaphorePermit<'static>, Bytes), WebError> {
     let read = READS
         .acquire()
         .await
         .map_err(|e| WebError::internal(e.to_string()))?;
-    let mut pieces = instances.read(vec![(index, EXPLICIT_VR_LITTLE_ENDIAN.to_string())]);
+    let mut pieces = instances.read(vec![(index, syntax.to_string())]);
     let mut data_set = BytesMut::new();
     while let Some(piece) = pieces.recv().await {
         match piece {
             Piece::Start { length, .. } if length > MAX_INSTANCE => {
                 return Err(WebError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("the instance is {length} bytes uncompressed: images are served up to {MAX_INSTANCE}"),
+                    format!("the instance is {length} bytes in {syntax}: images are served up to {MAX_INSTANCE}"),
                 ))
             }
             Piece::Start { length, .. } => data_set.reserve(length as usize),
@@ -121,42 +157,121 @@ pub async fn read_whole(
     Ok((read, data_set.freeze()))
 }
 
-/// An Explicit VR Little Endian data set as read by [`read_whole`], parsed. Blocking.
-pub fn parse(data_set: &[u8]) -> Result<InMemDicomObject, WebError> {
+/// A data set as read by [`read_whole`] in `syntax`, parsed. Blocking.
+pub fn parse(data_set: &[u8], syntax: &str) -> Result<InMemDicomObject, WebError> {
     let ts = TransferSyntaxRegistry
-        .get(EXPLICIT_VR_LITTLE_ENDIAN)
-        .expect("Explicit VR Little Endian is built in");
+        .get(syntax)
+        .ok_or_else(|| WebError::internal(format!("unknown transfer syntax {syntax}")))?;
     InMemDicomObject::read_dataset_with_ts(data_set, ts)
         .map_err(|e| WebError::internal(format!("cannot parse the instance: {e}")))
 }
 
-/// The frames `numbers` of the one instance in `instances`: the multipart content type and
-/// body.
-pub async fn frames(instances: Instances, numbers: &[u32]) -> Result<(String, Bytes), WebError> {
-    let (_read, data_set) = read_whole(&instances, 0).await?;
+/// The frames `numbers` of the one instance in `instances`, in the first of `encodings`
+/// that can be had: the multipart content type and body. Frames stored in a way whose frame
+/// boundaries cannot be told are sent decoded if the client takes that.
+pub async fn frames(
+    instances: Instances,
+    numbers: &[u32],
+    encodings: &[FrameEncoding],
+) -> Result<(String, Bytes), WebError> {
+    let stored_syntax = instances.items()[0].transfer_syntax_uid.clone();
+    let mut reason = None;
+    for encoding in encodings {
+        let FrameEncoding::Stored { media } = *encoding else {
+            return native_frames(&instances, numbers).await;
+        };
+        let (_read, data_set) = read_whole(&instances, 0, &stored_syntax).await?;
+        let syntax = stored_syntax.clone();
+        let split = tokio::task::spawn_blocking(move || stored_frames(&data_set, &syntax))
+            .await
+            .map_err(|e| WebError::internal(e.to_string()))??;
+        let stored = match split {
+            Ok(stored) => stored,
+            Err(why) => {
+                reason = Some(why);
+                continue;
+            }
+        };
+        let parts = numbers
+            .iter()
+            .map(|&n| {
+                stored
+                    .get(n as usize - 1)
+                    .map(|f| &f[..])
+                    .ok_or_else(|| no_frame(n))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let content_type = format!("{media}; transfer-syntax={stored_syntax}");
+        return Ok(multipart_parts(media, &content_type, parts.into_iter()));
+    }
+    Err(WebError::not_acceptable(format!(
+        "the stored frames cannot be sent as they are ({}) and decoded ones were not accepted",
+        reason.unwrap_or_default()
+    )))
+}
+
+fn no_frame(n: u32) -> WebError {
+    WebError::new(
+        StatusCode::NOT_FOUND,
+        format!("no frame {n} in this instance"),
+    )
+}
+
+/// The frames `numbers` decoded, as `application/octet-stream` parts.
+async fn native_frames(
+    instances: &Instances,
+    numbers: &[u32],
+) -> Result<(String, Bytes), WebError> {
+    let (_read, data_set) = read_whole(instances, 0, EXPLICIT_VR_LITTLE_ENDIAN).await?;
     let (frame_len, pixels) = tokio::task::spawn_blocking(move || pixel_frames(&data_set))
         .await
         .map_err(|e| WebError::internal(e.to_string()))??;
     let mut parts = Vec::with_capacity(numbers.len());
     for &n in numbers {
         let start = (n as usize - 1) * frame_len;
-        let frame = pixels.get(start..start + frame_len).ok_or_else(|| {
-            WebError::new(
-                StatusCode::NOT_FOUND,
-                format!("no frame {n} in this instance"),
-            )
-        })?;
-        parts.push(frame);
+        parts.push(
+            pixels
+                .get(start..start + frame_len)
+                .ok_or_else(|| no_frame(n))?,
+        );
     }
     Ok(octet_stream_parts(parts.into_iter()))
+}
+
+/// Each frame's bitstream of an encapsulated data set (PS3.5 A.4): all fragments for one
+/// frame; otherwise split by the Basic Offset Table, else one fragment per frame, else at
+/// the fragments that begin a JPEG, JPEG-LS or JPEG 2000 bitstream. `Ok(Err(why))` when the
+/// frames cannot be told apart (or the instance has no such pixel data). Blocking.
+fn stored_frames(data_set: &[u8], syntax: &str) -> Result<Result<Vec<Vec<u8>>, String>, WebError> {
+    let object = parse(data_set, syntax)?;
+    let Some(pixel_data) = object.element_opt(tags::PIXEL_DATA).ok().flatten() else {
+        return Err(WebError::new(
+            StatusCode::NOT_FOUND,
+            "the instance has no image frames",
+        ));
+    };
+    let (Some(fragments), Some(offsets)) = (
+        pixel_data.value().fragments(),
+        pixel_data.value().offset_table(),
+    ) else {
+        return Ok(Err("the pixel data is not encapsulated".into()));
+    };
+    let count = object
+        .element_opt(tags::NUMBER_OF_FRAMES)
+        .ok()
+        .flatten()
+        .and_then(|e| e.to_int::<u32>().ok())
+        .unwrap_or(1)
+        .max(1) as usize;
+    Ok(frame_bitstreams(fragments, offsets, count))
 }
 
 /// WADO-RS `/bulkdata/{tag}`: the value of top-level attribute `tag` of the one instance in
 /// `instances` (Pixel Data native, as for frames), as a one-part multipart body.
 pub async fn bulk_data(instances: Instances, tag: Tag) -> Result<(String, Bytes), WebError> {
-    let (_read, data_set) = read_whole(&instances, 0).await?;
+    let (_read, data_set) = read_whole(&instances, 0, EXPLICIT_VR_LITTLE_ENDIAN).await?;
     let value = tokio::task::spawn_blocking(move || -> Result<Bytes, WebError> {
-        let object = parse(&data_set)?;
+        let object = parse(&data_set, EXPLICIT_VR_LITTLE_ENDIAN)?;
         let element = object.element_opt(tag).ok().flatten().ok_or_else(|| {
             WebError::new(
                 StatusCode::NOT_FOUND,
@@ -176,15 +291,25 @@ pub async fn bulk_data(instances: Instances, tag: Tag) -> Result<(String, Bytes)
     Ok(octet_stream_parts(std::iter::once(&value[..])))
 }
 
-/// A multipart/related body of `application/octet-stream` parts.
+/// A multipart/related body of uncompressed `application/octet-stream` parts.
 fn octet_stream_parts<'a>(parts: impl Iterator<Item = &'a [u8]>) -> (String, Bytes) {
+    let content_type =
+        format!("application/octet-stream; transfer-syntax={EXPLICIT_VR_LITTLE_ENDIAN}");
+    multipart_parts("application/octet-stream", &content_type, parts)
+}
+
+/// A multipart/related body of `kind` parts, each with `content_type`.
+fn multipart_parts<'a>(
+    kind: &str,
+    content_type: &str,
+    parts: impl Iterator<Item = &'a [u8]>,
+) -> (String, Bytes) {
     let boundary = format!("strata-frames-{:x}", std::process::id());
     let mut body = BytesMut::new();
     for part in parts {
         body.extend_from_slice(
             format!(
-                "\r\n--{boundary}\r\nContent-Type: application/octet-stream; \
-                 transfer-syntax={EXPLICIT_VR_LITTLE_ENDIAN}\r\nContent-Length: {}\r\n\r\n",
+                "\r\n--{boundary}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
                 part.len()
             )
             .as_bytes(),
@@ -192,15 +317,16 @@ fn octet_stream_parts<'a>(parts: impl Iterator<Item = &'a [u8]>) -> (String, Byt
         body.extend_from_slice(part);
     }
     body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    let content_type =
-        format!("multipart/related; type=\"application/octet-stream\"; boundary={boundary}");
-    (content_type, body.freeze())
+    (
+        format!("multipart/related; type=\"{kind}\"; boundary={boundary}"),
+        body.freeze(),
+    )
 }
 
 /// The length of one frame and the native Pixel Data of an Explicit VR Little Endian data
 /// set. Blocking.
 fn pixel_frames(data_set: &[u8]) -> Result<(usize, Bytes), WebError> {
-    let object = parse(data_set)?;
+    let object = parse(data_set, EXPLICIT_VR_LITTLE_ENDIAN)?;
     let number = |tag: Tag| -> Option<usize> {
         let element = object.element_opt(tag).ok().flatten()?;
         element
@@ -232,24 +358,53 @@ fn pixel_frames(data_set: &[u8]) -> Result<(usize, Bytes), WebError> {
 mod tests {
     use super::*;
 
+    const JPEG: &str = "1.2.840.10008.1.2.4.50";
+    const HTJ2K: &str = "1.2.840.10008.1.2.4.201";
+
     #[test]
     fn frame_lists_and_accept_headers() {
+        use FrameEncoding::{Native, Stored};
         assert_eq!(frame_list("1,3, 2").unwrap(), vec![1, 3, 2]);
         assert!(frame_list("0").is_err());
         assert!(frame_list("1,x").is_err());
         assert!(frame_list("").is_err());
-        assert!(negotiate(None).is_ok());
-        assert!(negotiate(Some("multipart/related; type=\"application/octet-stream\"")).is_ok());
-        assert!(negotiate(Some(
-            "multipart/related; type=application/octet-stream; transfer-syntax=*"
-        ))
-        .is_ok());
+        let ok = |accept: Option<&str>, stored: &str| negotiate(accept, stored).unwrap();
+        assert_eq!(ok(None, JPEG), vec![Native]);
+        let octets = "multipart/related; type=\"application/octet-stream\"";
+        assert_eq!(ok(Some(octets), JPEG), vec![Native]);
+        // OHIF's: as stored when compressed, and decoded otherwise.
+        let any = "multipart/related; type=application/octet-stream; transfer-syntax=*";
+        let as_octets = Stored {
+            media: "application/octet-stream",
+        };
+        assert_eq!(ok(Some(any), HTJ2K), vec![as_octets.clone(), Native]);
+        assert_eq!(ok(Some(any), EXPLICIT_VR_LITTLE_ENDIAN), vec![Native]);
         // dicomweb-client's default.
-        assert!(negotiate(Some("multipart/related; type=\"*/*\"")).is_ok());
-        assert!(negotiate(Some("multipart/related; type=\"image/jpeg\"")).is_err());
-        assert!(negotiate(Some(
-            "multipart/related; type=\"application/octet-stream\"; transfer-syntax=1.2.840.10008.1.2.4.50"
-        ))
-        .is_err());
+        assert_eq!(
+            ok(Some("multipart/related; type=\"*/*\""), JPEG),
+            vec![Native]
+        );
+        let jpeg = "multipart/related; type=\"image/jpeg\"";
+        assert_eq!(
+            ok(Some(jpeg), JPEG),
+            vec![Stored {
+                media: "image/jpeg"
+            }]
+        );
+        assert!(negotiate(Some(jpeg), HTJ2K).is_err());
+        assert!(negotiate(Some(jpeg), EXPLICIT_VR_LITTLE_ENDIAN).is_err());
+        let named = format!("{octets}; transfer-syntax={JPEG}");
+        assert_eq!(ok(Some(&named), JPEG), vec![as_octets]);
+        assert!(negotiate(Some(&named), HTJ2K).is_err());
+        let preferred = format!("{octets};q=0.5, multipart/related; type=image/jphc");
+        assert_eq!(
+            ok(Some(&preferred), HTJ2K),
+            vec![
+                Stored {
+                    media: "image/jphc"
+                },
+                Native
+            ]
+        );
     }
 }

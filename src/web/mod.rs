@@ -7,6 +7,7 @@
 //! `[web] max_requests` are served at once (a request waits up to [`SLOT_WAIT`] for a slot,
 //! then gets 503).
 
+mod accept;
 pub mod auth;
 mod cors;
 mod frames;
@@ -562,7 +563,7 @@ async fn metadata(
     Ok(response)
 }
 
-/// WADO-RS `/frames/{list}`: uncompressed frames of one instance.
+/// WADO-RS `/frames/{list}`: frames of one instance, decoded or as stored.
 async fn instance_frames(
     State(web): State<Web>,
     Extension(principal): Extension<Principal>,
@@ -571,9 +572,11 @@ async fn instance_frames(
 ) -> Result<Response, WebError> {
     web.check(&principal, Service::Get)?;
     let numbers = frames::frame_list(uids.frames.as_deref().unwrap_or(""))?;
-    frames::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()))?;
     let instance = one_instance(&web, &uids).await?;
-    let (content_type, body) = frames::frames(instance, &numbers).await?;
+    let stored = &crate::service::Retrieval::items(&instance)[0].transfer_syntax_uid;
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let encodings = frames::negotiate(accept, stored)?;
+    let (content_type, body) = frames::frames(instance, &numbers, &encodings).await?;
     typed_response(body, &content_type)
 }
 
@@ -624,7 +627,12 @@ async fn instance_bulk_data(
         .flatten()
         .map(|t| dicom_core::Tag((t >> 16) as u16, t as u16))
         .ok_or_else(|| WebError::bad_request(format!("{text:?} is not a tag (GGGGEEEE)")))?;
-    frames::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()))?;
+    // Bulk data is sent uncompressed: the negotiation of uncompressed frames.
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    frames::negotiate(
+        accept,
+        crate::model::transfer_syntax::EXPLICIT_VR_LITTLE_ENDIAN,
+    )?;
     let instance = one_instance(&web, &uids).await?;
     let (content_type, body) = frames::bulk_data(instance, tag).await?;
     typed_response(body, &content_type)

@@ -13,8 +13,10 @@ use axum::body::Body;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::Response;
 
+use super::accept::media_ranges;
 use super::{frames, WebError};
 use crate::codec::render::{self, Image, RenderError, Rendering, Viewport, VoiFunction, Window};
+use crate::model::transfer_syntax::EXPLICIT_VR_LITTLE_ENDIAN;
 use crate::retrieve::Instances;
 use crate::service::Retrieval;
 
@@ -150,25 +152,14 @@ pub fn negotiate(accept: Option<&str>) -> Result<Media, WebError> {
     let Some(accept) = accept.filter(|a| !a.trim().is_empty()) else {
         return Ok(Media::Jpeg);
     };
-    let mut best: Option<(f32, Media)> = None;
-    for range in accept.split(',') {
-        let mut parts = range.split(';');
-        let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
-        let q = parts
-            .filter_map(|p| p.split_once('='))
-            .find(|(k, _)| k.trim().eq_ignore_ascii_case("q"))
-            .map(|(_, v)| v.trim().parse::<f32>().unwrap_or(0.0))
-            .unwrap_or(1.0);
-        let media = match media.as_str() {
-            "image/jpeg" | "image/jpg" | "image/*" | "*/*" => Media::Jpeg,
-            "image/png" => Media::Png,
-            _ => continue,
-        };
-        if q > 0.0 && best.is_none_or(|(b, _)| q > b) {
-            best = Some((q, media));
-        }
-    }
-    best.map(|(_, media)| media).ok_or_else(|| {
+    let best = media_ranges(accept)
+        .iter()
+        .find_map(|range| match range.media_type.as_str() {
+            "image/jpeg" | "image/jpg" | "image/*" | "*/*" => Some(Media::Jpeg),
+            "image/png" => Some(Media::Png),
+            _ => None,
+        });
+    best.ok_or_else(|| {
         WebError::not_acceptable(format!(
             "rendered images are image/jpeg or image/png, not {accept:?}"
         ))
@@ -186,7 +177,8 @@ pub async fn render(
     if index >= instances.items().len() {
         return Err(WebError::new(StatusCode::NOT_FOUND, "no such instance"));
     }
-    let (_read, data_set) = frames::read_whole(&instances, index).await?;
+    let (_read, data_set) =
+        frames::read_whole(&instances, index, EXPLICIT_VR_LITTLE_ENDIAN).await?;
     let media = request.media;
     let viewport = request.viewport.or(match resource {
         Resource::Thumbnail => Some(Viewport {
@@ -203,7 +195,7 @@ pub async fn render(
     };
     let quality = request.quality;
     let encoded = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, WebError> {
-        let object = frames::parse(&data_set)?;
+        let object = frames::parse(&data_set, EXPLICIT_VR_LITTLE_ENDIAN)?;
         let image = Image::from_object(&object).map_err(render_error)?;
         let raster = image.render(&rendering).map_err(render_error)?;
         match media {

@@ -8,6 +8,7 @@ use futures_util::stream::{self, Stream};
 use tokio::sync::mpsc;
 use tracing::warn;
 
+use super::accept::media_ranges;
 use super::WebError;
 use crate::model::transfer_syntax::{EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN};
 use crate::online::part10_header;
@@ -22,47 +23,6 @@ pub enum Wanted {
     Syntax(String),
 }
 
-/// One media range of an Accept header: type, parameters and quality.
-#[derive(Debug)]
-struct MediaRange {
-    media_type: String,
-    params: Vec<(String, String)>,
-    q: f32,
-}
-
-fn media_ranges(accept: &str) -> Vec<MediaRange> {
-    let mut ranges: Vec<MediaRange> = accept
-        .split(',')
-        .filter_map(|range| {
-            let mut parts = range.split(';');
-            let media_type = parts.next()?.trim().to_ascii_lowercase();
-            let mut params = Vec::new();
-            let mut q = 1.0;
-            for param in parts {
-                let Some((key, value)) = param.split_once('=') else {
-                    continue;
-                };
-                let key = key.trim().to_ascii_lowercase();
-                let value = value.trim().trim_matches('"').to_string();
-                if key == "q" {
-                    q = value.parse().unwrap_or(0.0);
-                } else {
-                    params.push((key, value));
-                }
-            }
-            (!media_type.is_empty()).then_some(MediaRange {
-                media_type,
-                params,
-                q,
-            })
-        })
-        .filter(|r| r.q > 0.0)
-        .collect();
-    // Stable: equal qualities keep the client's order.
-    ranges.sort_by(|a, b| b.q.total_cmp(&a.q));
-    ranges
-}
-
 /// The transfer syntax of the first acceptable media range of `accept` (none: Explicit VR
 /// Little Endian, the default of PS3.18 for `application/dicom`), or 406.
 pub fn negotiate(accept: Option<&str>) -> Result<Wanted, WebError> {
@@ -71,13 +31,7 @@ pub fn negotiate(accept: Option<&str>) -> Result<Wanted, WebError> {
         return Ok(default());
     };
     for range in media_ranges(accept) {
-        let param = |name: &str| {
-            range
-                .params
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.as_str())
-        };
+        let param = |name: &str| range.param(name);
         let wanted = match range.media_type.as_str() {
             "*/*" | "multipart/*" => Some(default()),
             "multipart/related" => match param("type") {
