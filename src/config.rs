@@ -65,7 +65,7 @@ pub struct WebConfig {
     /// Absolute URL of the server as clients reach it (behind a proxy), used in the URLs
     /// the server returns; absent: `http://` and the request's Host header.
     pub public_url: Option<String>,
-    /// Requests without credentials are served as an anonymous user with every verb.
+    /// Requests without credentials are served as an anonymous user (find, get, store).
     #[serde(default)]
     pub allow_anonymous: bool,
     /// `[[web.users]]`: who may log in (HTTP Basic), and what each may do.
@@ -77,6 +77,14 @@ pub struct WebConfig {
     /// Largest STOW-RS request body in MiB; a larger one gets 413 and nothing is stored.
     #[serde(default = "defaults::web_max_upload_mb")]
     pub max_upload_mb: u64,
+    /// Most HTTP connections open at once; more wait in the listen backlog.
+    #[serde(default = "defaults::web_max_connections")]
+    pub max_connections: usize,
+    /// Seconds a connection has to send a whole request head, from when it opens and from
+    /// the end of each response: a client trickling its headers or keeping an idle
+    /// connection open is closed after this long.
+    #[serde(default = "defaults::web_header_timeout_secs")]
+    pub header_timeout_secs: u64,
     /// Origins (`scheme://host[:port]`) whose pages may call the DICOMweb API from a
     /// browser (CORS), e.g. a viewer served from another host; `"*"`: any origin.
     #[serde(default)]
@@ -97,6 +105,8 @@ impl Default for WebConfig {
             users: Vec::new(),
             max_requests: defaults::web_max_requests(),
             max_upload_mb: defaults::web_max_upload_mb(),
+            max_connections: defaults::web_max_connections(),
+            header_timeout_secs: defaults::web_header_timeout_secs(),
             cors_origins: Vec::new(),
             tls_cert: None,
             tls_key: None,
@@ -601,6 +611,12 @@ mod defaults {
     pub fn web_max_upload_mb() -> u64 {
         2048
     }
+    pub fn web_max_connections() -> usize {
+        1024
+    }
+    pub fn web_header_timeout_secs() -> u64 {
+        30
+    }
     pub fn max_concurrent_retrieves() -> usize {
         16
     }
@@ -789,6 +805,11 @@ impl Config {
         }
         if self.web.max_requests == 0 {
             return Err("web.max_requests must be at least 1".into());
+        }
+        if self.web.max_connections == 0 || self.web.header_timeout_secs == 0 {
+            return Err(
+                "web.max_connections and web.header_timeout_secs must be at least 1".into(),
+            );
         }
         if let Some(url) = &self.web.public_url {
             if !(url.starts_with("http://") || url.starts_with("https://")) {

@@ -447,6 +447,76 @@ fn stow_rs_acknowledged_instances_survive_kill_9() {
     );
 }
 
+/// When a connection's peer closes it (the read ends), seen from a thread of its own.
+fn closed_at(stream: &TcpStream) -> std::thread::JoinHandle<std::time::Instant> {
+    let mut stream = stream.try_clone().unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 256];
+        while matches!(stream.read(&mut buf), Ok(n) if n > 0) {}
+        std::time::Instant::now()
+    })
+}
+
+#[test]
+fn connections_are_bounded_and_one_that_never_completes_its_request_is_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = web_server(dir.path(), "max_connections = 2\nheader_timeout_secs = 2");
+    let port = server.web_port.unwrap();
+    let started = std::time::Instant::now();
+    // Both connections the server allows: one silent, one trickling its request head.
+    let silent = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut trickling = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let silent_closed = closed_at(&silent);
+    let trickling_closed = closed_at(&trickling);
+    std::thread::spawn(move || {
+        for byte in b"GET /dicom-web/studies HTTP/1.1\r\nHost: 127.0.0.1\r\n" {
+            if trickling.write_all(&[*byte]).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    });
+    // A third client waits for a slot, and gets one once the head timeout closed the others.
+    let (status, _, _) = http_get(
+        port,
+        "/dicom-web/studies",
+        &[("Authorization", &basic(VIEWER))],
+    );
+    let answered = started.elapsed();
+    assert_eq!(status, 200);
+    assert!(
+        answered >= Duration::from_millis(1500),
+        "the third connection was served after {answered:?}, before a slot was free"
+    );
+    for (what, closed) in [("silent", silent_closed), ("trickling", trickling_closed)] {
+        let after = closed.join().unwrap() - started;
+        assert!(
+            after >= Duration::from_millis(1500) && after < Duration::from_secs(15),
+            "the {what} connection was closed after {after:?}, not after header_timeout_secs"
+        );
+    }
+    // Idle after a response: closed too (keep-alive is not forever).
+    let mut kept = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let kept_closed = closed_at(&kept);
+    let asked = std::time::Instant::now();
+    kept.write_all(
+        format!(
+            "GET /dicom-web/studies HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {}\r\n\r\n",
+            basic(VIEWER)
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let idle = kept_closed.join().unwrap() - asked;
+    assert!(
+        idle >= Duration::from_millis(1500) && idle < Duration::from_secs(15),
+        "an idle keep-alive connection was closed after {idle:?}"
+    );
+}
+
 #[test]
 fn https_serves_dicomweb_and_a_client_that_never_shakes_hands_holds_up_no_one() {
     let certs = tempfile::tempdir().unwrap();

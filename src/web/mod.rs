@@ -9,6 +9,7 @@
 
 mod accept;
 pub mod auth;
+mod conn;
 mod cors;
 mod frames;
 mod json;
@@ -18,7 +19,6 @@ mod stow;
 mod tls;
 mod wado;
 
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -155,38 +155,19 @@ pub async fn serve(
         max_upload: config.max_upload_mb.saturating_mul(1 << 20),
     };
     let app = router(web, cors::Origins::new(&config.cors_origins));
+    let limits = conn::Limits {
+        max_connections: config.max_connections,
+        header_timeout: Duration::from_secs(config.header_timeout_secs),
+        grace,
+    };
     match tls {
-        None => run(listener, app, shutdown, grace).await,
+        None => conn::serve(listener, app, limits, shutdown).await,
         Some(tls) => match tls::TlsListener::new(listener, tls) {
-            Ok(listener) => run(listener, app, shutdown, grace).await,
+            Ok(listener) => conn::serve(listener, app, limits, shutdown).await,
             Err(e) => warn!(error = %e, "HTTPS listener failed"),
         },
     }
     info!("HTTP server stopped");
-}
-
-async fn run<L>(listener: L, app: Router, mut shutdown: watch::Receiver<bool>, grace: Duration)
-where
-    L: axum::serve::Listener,
-    L::Addr: std::fmt::Debug,
-{
-    let mut stop = shutdown.clone();
-    let server = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|s| *s).await;
-        })
-        .into_future();
-    tokio::select! {
-        result = server => {
-            if let Err(e) = result {
-                warn!(error = %e, "HTTP server stopped");
-            }
-        }
-        _ = async {
-            let _ = shutdown.wait_for(|s| *s).await;
-            tokio::time::sleep(grace).await;
-        } => warn!(grace_secs = grace.as_secs(), "HTTP requests still running after the grace period: closed"),
-    }
 }
 
 fn router(web: Web, origins: cors::Origins) -> Router {
