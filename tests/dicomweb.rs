@@ -447,6 +447,76 @@ fn stow_rs_acknowledged_instances_survive_kill_9() {
     );
 }
 
+#[test]
+fn metadata_of_an_instance_stored_without_it_is_described_once_from_its_file() {
+    let corpus = Corpus::small(1, 2, 0, 0, 31);
+    let dir = tempfile::tempdir().unwrap();
+    let server = web_server(dir.path(), "");
+    // A corpus instance with a 100 kB private value before Pixel Data: its header is longer
+    // than what ingest parses in one go, so it is stored without metadata, as instances
+    // stored before metadata was kept are.
+    let long = dir.path().join("long-header.dcm");
+    let script = "import sys\nfrom pydicom import dcmread\n\
+                  ds = dcmread(sys.argv[1])\n\
+                  ds.private_block(0x0029, 'STRATA TEST', create=True).add_new(0x10, 'OB', bytes(100000))\n\
+                  from pydicom.uid import generate_uid; ds.SOPInstanceUID = generate_uid()\n\
+                  ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID\n\
+                  ds.save_as(sys.argv[2])\nprint(ds.SOPInstanceUID)\n";
+    let out = Command::new(python())
+        .args(["-c", script])
+        .arg(corpus.path(&corpus.files[0]))
+        .arg(&long)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let long_uid = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let mut files = corpus.paths();
+    files.push(long.clone());
+    let out = server.storescu("MODALITY", &files);
+    assert!(out.status.success(), "{}\n{}", text(&out), server.log());
+
+    let study = corpus.study_uids()[0].clone();
+    let port = server.web_port.unwrap();
+    let path = format!("/dicom-web/studies/{study}/metadata");
+    let auth = basic(VIEWER);
+    let described = |server: &TestServer| {
+        server
+            .log()
+            .matches("described an instance stored without metadata")
+            .count()
+    };
+    for round in 0..2 {
+        let (status, head, body) = http_get(port, &path, &[("Authorization", &auth)]);
+        assert_eq!(status, 200, "{head}");
+        let body = String::from_utf8(body).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_str(body.trim()).unwrap_or_else(|e| panic!("{e}: {body}"));
+        let instances = json.as_array().unwrap();
+        assert_eq!(instances.len(), corpus.files.len() + 1);
+        let described_one = instances
+            .iter()
+            .find(|i| i["00080018"]["Value"][0] == long_uid.as_str())
+            .expect("the long-header instance");
+        assert_eq!(
+            described_one["00280010"]["Value"][0], 512,
+            "Rows, round {round}"
+        );
+        assert!(
+            described_one["00291010"]["BulkDataURI"]
+                .as_str()
+                .is_some_and(|uri| uri.ends_with("/bulkdata/00291010")),
+            "{described_one}"
+        );
+        assert_eq!(
+            described_one["00100020"]["Value"][0].as_str(),
+            Some(corpus.files[0].patient_id.as_str())
+        );
+        assert!(!head.to_ascii_lowercase().contains("warning:"), "{head}");
+        // Described from its file the first time only: then the locator answers.
+        assert_eq!(described(&server), 1, "round {round}");
+    }
+}
+
 /// When a connection's peer closes it (the read ends), seen from a thread of its own.
 fn closed_at(stream: &TcpStream) -> std::thread::JoinHandle<std::time::Instant> {
     let mut stream = stream.try_clone().unwrap();

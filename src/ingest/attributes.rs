@@ -267,6 +267,18 @@ fn extract(object: &DefaultDicomObject) -> Result<IndexedAttributes, AttributeEr
     })
 }
 
+/// The metadata (DICOM JSON of the data set below Pixel Data) of a Part-10 file whose first
+/// bytes are `head` (`whole_file`: all of it), for an instance stored without: `None` when
+/// the head does not hold the whole header or it does not parse. Blocking.
+pub fn metadata_from_head(head: &[u8], whole_file: bool) -> Option<String> {
+    let mut cursor = std::io::Cursor::new(head.get(128..)?);
+    let meta = read_file_meta(&mut cursor).ok()?;
+    let ts = transfer_syntax(&meta).ok()?;
+    let data_set = &head[128 + cursor.position() as usize..];
+    let object = whole_header(head, data_set, ts, whole_file)?;
+    serde_json::to_string(&crate::codec::json::data_set(&object)).ok()
+}
+
 /// The data set below Pixel Data, parsed, when `data_set` (the bytes after the file meta,
 /// in `ts`) holds all of it and it scans and parses cleanly; `None` otherwise (a header
 /// longer than the head, a flaw after the indexed attributes): then the attributes come

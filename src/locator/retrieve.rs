@@ -25,7 +25,8 @@ pub struct RetrieveRow {
 }
 
 /// One instance's WADO-RS metadata: its UIDs, and the DICOM JSON kept at ingest (`None`
-/// for an instance stored before metadata was kept, or whose header was too long).
+/// for an instance stored before metadata was kept, or whose header was too long, until
+/// the retrieve service describes it).
 #[derive(Debug, Clone)]
 pub struct MetadataRow {
     pub study_instance_uid: String,
@@ -114,6 +115,28 @@ impl Locator {
             })
             .collect::<Result<_, sqlx::Error>>()
             .map_err(LocatorError::Find)
+    }
+
+    /// Keeps the metadata of an instance that had none (described after the fact); an
+    /// instance described meanwhile keeps what it has.
+    pub async fn keep_metadata(
+        &self,
+        sop_instance_uid: &str,
+        json: &str,
+    ) -> Result<(), LocatorError> {
+        sqlx::query(
+            "INSERT INTO instance_metadata (sop_instance_uid, json) VALUES ($1, $2) \
+             ON CONFLICT (sop_instance_uid) DO NOTHING",
+        )
+        .bind(sop_instance_uid)
+        .bind(json)
+        .execute(&self.pool)
+        .await
+        .map_err(|source| LocatorError::Record {
+            uid: sop_instance_uid.to_string(),
+            source,
+        })?;
+        Ok(())
     }
 
     /// Every instance under the given keys, study by study, series by series, in instance

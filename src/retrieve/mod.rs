@@ -11,6 +11,7 @@ use dicom_dictionary_std::tags;
 use tokio::sync::mpsc;
 
 use crate::identifier::{self, Identifier};
+use crate::ingest::attributes::metadata_from_head;
 use crate::locator::retrieve::{required_key, RetrieveRow};
 pub use crate::locator::retrieve::{MetadataRow, RetrieveKeys};
 use crate::locator::Locator;
@@ -32,6 +33,9 @@ pub struct RetrieveOptions {
     /// Instances read ahead of the network, in parallel.
     pub prefetch: usize,
 }
+
+/// The most bytes of an instance held to describe it (its header must fit).
+pub const DESCRIBE_HEAD: usize = 16 << 20;
 
 /// The C-MOVE/C-GET service.
 #[derive(Debug, Clone)]
@@ -101,16 +105,104 @@ impl Retrieve {
     }
 
     /// The metadata of the instances `keys` name (WADO-RS `/metadata`), from the locator
-    /// alone: no stored file or archive container is read.
+    /// alone: no stored file or archive container is read, except once for instances
+    /// stored without metadata (see [`Retrieve::describe`]).
     pub async fn metadata(&self, keys: &RetrieveKeys) -> Result<Vec<MetadataRow>, RetrieveError> {
-        let rows = self
+        let mut rows = self
             .locator
             .instance_metadata(keys, self.options.max_instances)
             .await?;
         if rows.len() > self.options.max_instances {
             return Err(RetrieveError::TooMany(self.options.max_instances));
         }
+        if rows.iter().any(|row| row.json.is_none()) {
+            self.describe(&mut rows).await;
+        }
         Ok(rows)
+    }
+
+    /// Instances without metadata (stored before it was kept, or whose header was longer
+    /// than what ingest parses in one go) are read once from whichever tier holds them,
+    /// described, and the description kept: the next request needs the locator alone. Only
+    /// the first [`DESCRIBE_HEAD`] bytes of each are held. One that cannot be read or
+    /// described stays without (the answer then says so).
+    async fn describe(&self, rows: &mut [MetadataRow]) {
+        let keys = RetrieveKeys {
+            sop_instance_uids: rows
+                .iter()
+                .filter(|row| row.json.is_none())
+                .map(|row| row.sop_instance_uid.clone())
+                .collect(),
+            ..RetrieveKeys::default()
+        };
+        let instances = match self.instances(&keys).await {
+            Ok(instances) => instances,
+            Err(e) => return tracing::warn!(error = %e, "cannot list instances to describe"),
+        };
+        let plan = (instances.items.iter().enumerate())
+            .map(|(index, item)| (index, item.transfer_syntax_uid.clone()))
+            .collect();
+        let mut pieces = instances.read(plan);
+        // One instance's head at a time: (index, Part-10 head, data set bytes still to come).
+        let mut current: Option<(usize, Vec<u8>, u64)> = None;
+        loop {
+            let piece = pieces.recv().await;
+            if matches!(piece, None | Some(Piece::Start { .. })) {
+                if let Some((index, head, left)) = current.take() {
+                    let uid = &instances.items[index].sop_instance_uid;
+                    if let Some(json) = self.keep_description(uid, head, left == 0).await {
+                        if let Some(row) = rows.iter_mut().find(|row| row.sop_instance_uid == *uid)
+                        {
+                            row.json = Some(json);
+                        }
+                    }
+                }
+            }
+            match piece {
+                None => break,
+                Some(Piece::Start { index, length, .. }) => {
+                    let item = &instances.items[index];
+                    current = crate::online::part10_header(
+                        &item.sop_class_uid,
+                        &item.sop_instance_uid,
+                        &item.transfer_syntax_uid,
+                        "",
+                    )
+                    .ok()
+                    .map(|header| (index, header, length));
+                }
+                Some(Piece::Data(bytes)) => {
+                    if let Some((_, head, left)) = current.as_mut() {
+                        let room = DESCRIBE_HEAD.saturating_sub(head.len());
+                        head.extend_from_slice(&bytes[..bytes.len().min(room)]);
+                        *left = left.saturating_sub(bytes.len() as u64);
+                    }
+                }
+                Some(Piece::Failed { index, reason }) => {
+                    tracing::warn!(sop_instance_uid = %instances.items[index].sop_instance_uid, %reason, "cannot read an instance to describe it");
+                    current = None;
+                }
+            }
+        }
+    }
+
+    /// Describes one instance from its Part-10 `head` (`whole`: the entire file) and keeps
+    /// the description; `None` when it cannot be described.
+    async fn keep_description(&self, uid: &str, head: Vec<u8>, whole: bool) -> Option<String> {
+        let described = tokio::task::spawn_blocking(move || metadata_from_head(&head, whole)).await;
+        let Ok(Some(json)) = described else {
+            tracing::warn!(sop_instance_uid = %uid, "cannot describe an instance: its header does not parse or is too long");
+            return None;
+        };
+        match self.locator.keep_metadata(uid, &json).await {
+            Ok(()) => {
+                tracing::info!(sop_instance_uid = %uid, "described an instance stored without metadata")
+            }
+            Err(e) => {
+                tracing::warn!(sop_instance_uid = %uid, error = %e, "cannot keep an instance's metadata")
+            }
+        }
+        Some(json)
     }
 
     /// Lists the instances `keys` name, in sending order (protocol-neutral: C-MOVE, C-GET

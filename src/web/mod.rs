@@ -535,7 +535,7 @@ async fn metadata(
     let mut response = dicom_json_response(body);
     if partial > 0 {
         let warning = format!(
-            "299 strata \"{partial} instances have only their UIDs: they were stored before metadata was kept\""
+            "299 strata \"{partial} instances have only their UIDs: stored without metadata, they could not be read to describe them\""
         );
         if let Ok(value) = HeaderValue::from_str(&warning) {
             response.headers_mut().insert(header::WARNING, value);
