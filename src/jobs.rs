@@ -110,6 +110,8 @@ impl<T: JobReport> JobReport for &T {
 pub struct JobRun {
     id: Option<i64>,
     job: JobKind,
+    /// The lease the run's claims are taken under.
+    lease: i64,
 }
 
 impl JobRun {
@@ -132,12 +134,22 @@ impl JobRun {
                 None
             }
         };
-        JobRun { id, job }
+        JobRun {
+            id,
+            job,
+            lease: locator.lease(),
+        }
     }
 
     /// Records the outcome: `ok` with the summary, `failed` with the summary when it counts
     /// failures, or `failed` with `{"error": …}` when the job could not run.
+    /// A failed run whose lease expired meanwhile (the process stalled) says so: its
+    /// failure is then that loss, whatever error surfaced first.
     pub async fn finish<S: JobReport, E: Display>(self, locator: &Locator, result: &Result<S, E>) {
+        let failed = result.as_ref().map_or(true, |s| s.failed());
+        if failed && matches!(locator.lease_holds(self.lease).await, Ok(false)) {
+            crate::locator::leases::report_lost(self.lease);
+        }
         let Some(id) = self.id else { return };
         let (outcome, summary) = match result {
             Ok(s) => (

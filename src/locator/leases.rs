@@ -160,6 +160,15 @@ async fn renew(
     Ok(done.rows_affected() == 1)
 }
 
+/// Says that lease `id` was lost (the heartbeat found it expired, or a run that failed
+/// found it so): what ran under it does not commit.
+pub fn report_lost(id: i64) {
+    error!(
+        lease = id,
+        "this process's lease expired; its work in progress will not commit"
+    );
+}
+
 /// The heartbeat: renews the lease three times per lifetime. A lease found expired (the
 /// process stalled, or the database was away longer than the lease) is never revived, since
 /// another process may have taken over its claims: work under it fails its fenced commits,
@@ -177,7 +186,7 @@ pub(super) fn spawn_heartbeat(
             match renew(&pool, dialect, id, ttl).await {
                 Ok(true) => {}
                 Ok(false) => {
-                    error!(lease = id, "this process's lease expired; its work in progress will not commit; taking a new lease");
+                    report_lost(id);
                     match take(&pool, dialect, &held.owner).await {
                         Ok(new) => {
                             held.id.store(new, Ordering::SeqCst);
