@@ -289,16 +289,23 @@ impl<'a> Image<'a> {
         }
     }
 
-    /// Each raw sample of the frame (8 or 16 bits, little endian).
-    fn raw_samples<'b>(&self, bytes: &'b [u8]) -> Box<dyn Iterator<Item = u32> + 'b> {
-        if self.bits_allocated == 8 {
-            Box::new(bytes.iter().map(|b| *b as u32))
+    /// Hands each sample of the frame (8 or 16 bits, little endian), masked to Bits
+    /// Stored, to `f`.
+    fn each_sample(&self, bytes: &[u8], mut f: impl FnMut(usize)) {
+        let bits = self.bits_stored as u32;
+        let mask = if bits >= 32 {
+            u32::MAX
         } else {
-            Box::new(
-                bytes
-                    .chunks_exact(2)
-                    .map(|c| u16::from_le_bytes([c[0], c[1]]) as u32),
-            )
+            (1 << bits) - 1
+        } as usize;
+        if self.bits_allocated == 8 {
+            for b in bytes {
+                f(*b as usize & mask);
+            }
+        } else {
+            for c in bytes.chunks_exact(2) {
+                f(u16::from_le_bytes([c[0], c[1]]) as usize & mask);
+            }
         }
     }
 
@@ -306,10 +313,12 @@ impl<'a> Image<'a> {
         let modality = |v: i32| v as f64 * self.slope + self.intercept;
         let window = window.or(self.stored_window).unwrap_or_else(|| {
             // No window anywhere: the frame's own range.
-            let (lo, hi) = self
-                .raw_samples(bytes)
-                .map(|raw| self.stored_value(raw))
-                .fold((i32::MAX, i32::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
+            let (mut lo, mut hi) = (i32::MAX, i32::MIN);
+            self.each_sample(bytes, |n| {
+                let v = self.stored_value(n as u32);
+                lo = lo.min(v);
+                hi = hi.max(v);
+            });
             let (lo, hi) = (modality(lo), modality(hi));
             let (lo, hi) = (lo.min(hi), lo.max(hi));
             Window {
@@ -319,17 +328,12 @@ impl<'a> Image<'a> {
             }
         });
         let invert = self.photometric == Photometric::Monochrome1;
-        // One table entry per stored value (4,096 for 12 bits): the window is evaluated that
-        // many times instead of once a pixel, and each pixel is one lookup.
-        let bits = self.bits_stored as u32;
-        let lo = if self.signed {
-            -(1i32 << (bits - 1))
-        } else {
-            0
-        };
-        let table: Vec<u8> = (0..1u32 << bits)
+        // One table entry per masked sample (4,096 for 12 bits): the window is evaluated
+        // that many times instead of once a pixel, and each pixel is one lookup (a plain
+        // loop per sample size: this runs once a pixel).
+        let table: Vec<u8> = (0..1u32 << self.bits_stored)
             .map(|n| {
-                let y = window.apply(modality(lo + n as i32));
+                let y = window.apply(modality(self.stored_value(n)));
                 if invert {
                     255 - y
                 } else {
@@ -337,10 +341,14 @@ impl<'a> Image<'a> {
                 }
             })
             .collect();
-        let pixels = self
-            .raw_samples(bytes)
-            .map(|raw| table[(self.stored_value(raw) - lo) as usize])
-            .collect();
+        let mask = table.len() - 1;
+        let pixels = if self.bits_allocated == 8 {
+            bytes.iter().map(|b| table[*b as usize & mask]).collect()
+        } else {
+            (bytes.chunks_exact(2))
+                .map(|c| table[u16::from_le_bytes([c[0], c[1]]) as usize & mask])
+                .collect()
+        };
         Raster {
             width: self.columns,
             height: self.rows,
