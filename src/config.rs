@@ -977,6 +977,20 @@ fn lexical(path: &Path) -> PathBuf {
     out
 }
 
+/// A configuration for unit tests: our AE `STRATA` on port 0 with `dicom` more `[dicom]`
+/// keys, a peer `VIEWER` allowed echo and find, an in-memory locator, and `rest` (more
+/// tables) after them.
+#[cfg(test)]
+pub(crate) fn for_tests(dicom: &str, rest: &str) -> Config {
+    let text = format!(
+        "[dicom]\naet = \"STRATA\"\nlisten = \"127.0.0.1:0\"\n{dicom}\n\
+         [[dicom.peers]]\naet = \"VIEWER\"\nhost = \"127.0.0.1\"\nport = 1\n\
+         allow = [\"echo\", \"find\"]\n\
+         [storage]\nonline_dir = \"/nonexistent\"\n[locator]\nurl = \"sqlite::memory:\"\n{rest}"
+    );
+    toml::from_str(&text).expect("test configuration")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -86,26 +86,9 @@ impl AccessControl for Admission {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
 
     fn admission() -> Admission {
-        let config: Config = toml::from_str(
-            r#"
-            [dicom]
-            aet = "STRATA"
-            listen = "127.0.0.1:0"
-            [[dicom.peers]]
-            aet = "VIEWER"
-            host = "127.0.0.1"
-            port = 1
-            allow = ["echo", "find"]
-            [storage]
-            online_dir = "/nonexistent"
-            [locator]
-            url = "sqlite::memory:"
-            "#,
-        )
-        .expect("test configuration");
+        let config = crate::config::for_tests("", "");
         let policy = Arc::new(AccessPolicy::from_config(&config));
         Admission::new(&config.dicom, policy)
     }

@@ -145,33 +145,14 @@ mod tests {
     use super::*;
 
     fn policy(accept_unknown: bool, allow_anonymous: bool) -> AccessPolicy {
-        let config: Config = toml::from_str(&format!(
-            r#"
-            [dicom]
-            aet = "STRATA"
-            listen = "127.0.0.1:0"
-            accept_unknown_callers = {accept_unknown}
-            [[dicom.peers]]
-            aet = "VIEWER"
-            host = "127.0.0.1"
-            port = 1
-            allow = ["echo", "find"]
-            [storage]
-            online_dir = "/nonexistent"
-            [locator]
-            url = "sqlite::memory:"
-            [web]
-            allow_anonymous = {allow_anonymous}
-            [[web.users]]
-            name = "viewer"
-            password_hash = "x"
-            allow = ["find", "get"]
-            [[web.users]]
-            name = "admin"
-            allow = ["admin"]
-            "#
-        ))
-        .expect("test configuration");
+        let config = crate::config::for_tests(
+            &format!("accept_unknown_callers = {accept_unknown}"),
+            &format!(
+                "[web]\nallow_anonymous = {allow_anonymous}\n\
+                 [[web.users]]\nname = \"viewer\"\npassword_hash = \"x\"\nallow = [\"find\", \"get\"]\n\
+                 [[web.users]]\nname = \"admin\"\nallow = [\"admin\"]\n"
+            ),
+        );
         AccessPolicy::from_config(&config)
     }
 
