@@ -85,6 +85,11 @@ pub struct WebConfig {
     /// connection open is closed after this long.
     #[serde(default = "defaults::web_header_timeout_secs")]
     pub header_timeout_secs: u64,
+    /// Seconds a connection may go with nothing read or written either way, even in the
+    /// middle of a request (a stalled upload, an answer the client does not read): then it
+    /// is closed, and its request with it.
+    #[serde(default = "defaults::web_idle_timeout_secs")]
+    pub idle_timeout_secs: u64,
     /// Origins (`scheme://host[:port]`) whose pages may call the DICOMweb API from a
     /// browser (CORS), e.g. a viewer served from another host; `"*"`: any origin.
     #[serde(default)]
@@ -107,6 +112,7 @@ impl Default for WebConfig {
             max_upload_mb: defaults::web_max_upload_mb(),
             max_connections: defaults::web_max_connections(),
             header_timeout_secs: defaults::web_header_timeout_secs(),
+            idle_timeout_secs: defaults::web_idle_timeout_secs(),
             cors_origins: Vec::new(),
             tls_cert: None,
             tls_key: None,
@@ -617,6 +623,9 @@ mod defaults {
     pub fn web_header_timeout_secs() -> u64 {
         30
     }
+    pub fn web_idle_timeout_secs() -> u64 {
+        120
+    }
     pub fn max_concurrent_retrieves() -> usize {
         16
     }
@@ -806,9 +815,12 @@ impl Config {
         if self.web.max_requests == 0 {
             return Err("web.max_requests must be at least 1".into());
         }
-        if self.web.max_connections == 0 || self.web.header_timeout_secs == 0 {
+        if !(1..=1_000_000).contains(&self.web.max_connections) {
+            return Err("web.max_connections must be 1 to 1000000".into());
+        }
+        if self.web.header_timeout_secs == 0 || self.web.idle_timeout_secs == 0 {
             return Err(
-                "web.max_connections and web.header_timeout_secs must be at least 1".into(),
+                "web.header_timeout_secs and web.idle_timeout_secs must be at least 1".into(),
             );
         }
         if let Some(url) = &self.web.public_url {

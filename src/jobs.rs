@@ -147,17 +147,21 @@ impl JobRun {
     /// failure is then that loss, whatever error surfaced first.
     pub async fn finish<S: JobReport, E: Display>(self, locator: &Locator, result: &Result<S, E>) {
         let failed = result.as_ref().map_or(true, |s| s.failed());
-        if failed && matches!(locator.lease_holds(self.lease).await, Ok(false)) {
+        let lease_lost = failed && matches!(locator.lease_holds(self.lease).await, Ok(false));
+        if lease_lost {
             crate::locator::leases::report_lost(self.lease);
         }
         let Some(id) = self.id else { return };
-        let (outcome, summary) = match result {
+        let (outcome, mut summary) = match result {
             Ok(s) => (
                 if s.failed() { "failed" } else { "ok" },
                 bounded(serde_json::to_value(s).unwrap_or(Value::Null)),
             ),
             Err(e) => ("failed", serde_json::json!({ "error": e.to_string() })),
         };
+        if let (true, Value::Object(fields)) = (lease_lost, &mut summary) {
+            fields.insert("lease_lost".into(), true.into());
+        }
         if let Err(e) = locator
             .finish_run(id, now_millis(), outcome, &summary.to_string())
             .await

@@ -533,7 +533,10 @@ fn closed_at(stream: &TcpStream) -> std::thread::JoinHandle<std::time::Instant> 
 #[test]
 fn connections_are_bounded_and_one_that_never_completes_its_request_is_closed() {
     let dir = tempfile::tempdir().unwrap();
-    let server = web_server(dir.path(), "max_connections = 2\nheader_timeout_secs = 2");
+    let server = web_server(
+        dir.path(),
+        "max_connections = 2\nheader_timeout_secs = 2\nidle_timeout_secs = 3",
+    );
     let port = server.web_port.unwrap();
     let started = std::time::Instant::now();
     // Both connections the server allows: one silent, one trickling its request head.
@@ -585,6 +588,29 @@ fn connections_are_bounded_and_one_that_never_completes_its_request_is_closed() 
         idle >= Duration::from_millis(1500) && idle < Duration::from_secs(15),
         "an idle keep-alive connection was closed after {idle:?}"
     );
+    // An upload that stalls after its head: closed once nothing moved for idle_timeout_secs,
+    // and nothing of it is stored.
+    let before = server.instances();
+    let mut stalled = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let stalled_closed = closed_at(&stalled);
+    let sent = std::time::Instant::now();
+    stalled
+        .write_all(
+            format!(
+                "POST /dicom-web/studies HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {}\r\n\
+                 Content-Type: multipart/related; type=\"application/dicom\"; boundary={BOUNDARY}\r\n\
+                 Content-Length: 1000000\r\n\r\n--{BOUNDARY}\r\n",
+                basic(VIEWER)
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    let stalled_for = stalled_closed.join().unwrap() - sent;
+    assert!(
+        stalled_for >= Duration::from_millis(2500) && stalled_for < Duration::from_secs(15),
+        "a stalled upload was closed after {stalled_for:?}, not after idle_timeout_secs"
+    );
+    assert_eq!(server.instances(), before);
 }
 
 #[test]

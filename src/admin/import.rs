@@ -211,7 +211,7 @@ pub(super) async fn ingest_bytes(ingest: &Ingest, bytes: &[u8]) -> Result<(), St
     let (request, source_ae) = read_meta(&mut cursor)?;
     let data = &bytes[cursor.position() as usize..];
     // Stored as its original sender sent it, when the member says who that was.
-    let sender = source_ae.map_or(Principal::Operator, Principal::Ae);
+    let sender = source_ae.map_or(Principal::Operator, |aet| Principal::ae(&aet));
     let mut sink = match ingest.begin(&sender, request) {
         StoreStart::Receive(sink) => sink,
         StoreStart::Answer(outcome) => return outcome_result(outcome, 0).map(|_| ()),

@@ -36,6 +36,8 @@ pub struct RetrieveOptions {
 
 /// The most bytes of an instance held to describe it (its header must fit).
 pub const DESCRIBE_HEAD: usize = 16 << 20;
+/// Instances remembered as not describable (then forgotten all at once).
+const UNDESCRIBABLE_KEPT: usize = 10_000;
 
 /// The C-MOVE/C-GET service.
 #[derive(Debug, Clone)]
@@ -43,6 +45,8 @@ pub struct Retrieve {
     locator: Arc<Locator>,
     reader: Reader,
     options: RetrieveOptions,
+    /// Instances without metadata that could not be described: not read again.
+    undescribable: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 /// The instances of one C-MOVE or C-GET.
@@ -84,6 +88,7 @@ impl Retrieve {
             locator,
             reader,
             options,
+            undescribable: Arc::default(),
         }
     }
 
@@ -123,67 +128,98 @@ impl Retrieve {
 
     /// Instances without metadata (stored before it was kept, or whose header was longer
     /// than what ingest parses in one go) are read once from whichever tier holds them,
-    /// described, and the description kept: the next request needs the locator alone. Only
-    /// the first [`DESCRIBE_HEAD`] bytes of each are held. One that cannot be read or
-    /// described stays without (the answer then says so).
+    /// one at a time and only their first [`DESCRIBE_HEAD`] bytes (reading stops there),
+    /// described, and the description kept: the next request needs the locator alone. One
+    /// that cannot be read or described, or of which only a lossy substitute is left, stays
+    /// without (the answer then says so) and is not read again by this process.
     async fn describe(&self, rows: &mut [MetadataRow]) {
+        let undescribable =
+            |uid: &str| self.undescribable.lock().is_ok_and(|set| set.contains(uid));
         let keys = RetrieveKeys {
             sop_instance_uids: rows
                 .iter()
-                .filter(|row| row.json.is_none())
+                .filter(|row| row.json.is_none() && !undescribable(&row.sop_instance_uid))
                 .map(|row| row.sop_instance_uid.clone())
                 .collect(),
             ..RetrieveKeys::default()
         };
+        if keys.sop_instance_uids.is_empty() {
+            return;
+        }
         let instances = match self.instances(&keys).await {
             Ok(instances) => instances,
             Err(e) => return tracing::warn!(error = %e, "cannot list instances to describe"),
         };
-        let plan = (instances.items.iter().enumerate())
-            .map(|(index, item)| (index, item.transfer_syntax_uid.clone()))
-            .collect();
-        let mut pieces = instances.read(plan);
-        // One instance's head at a time: (index, Part-10 head, data set bytes still to come).
-        let mut current: Option<(usize, Vec<u8>, u64)> = None;
-        loop {
-            let piece = pieces.recv().await;
-            if matches!(piece, None | Some(Piece::Start { .. })) {
-                if let Some((index, head, left)) = current.take() {
-                    let uid = &instances.items[index].sop_instance_uid;
-                    if let Some(json) = self.keep_description(uid, head, left == 0).await {
-                        if let Some(row) = rows.iter_mut().find(|row| row.sop_instance_uid == *uid)
-                        {
-                            row.json = Some(json);
+        for (index, item) in instances.items.iter().enumerate() {
+            let described = match self.head_of(&instances, index).await {
+                Some((head, whole)) => {
+                    self.keep_description(&item.sop_instance_uid, head, whole)
+                        .await
+                }
+                None => None,
+            };
+            match described {
+                Some(json) => {
+                    if let Some(row) = rows
+                        .iter_mut()
+                        .find(|row| row.sop_instance_uid == item.sop_instance_uid)
+                    {
+                        row.json = Some(json);
+                    }
+                }
+                None => {
+                    if let Ok(mut set) = self.undescribable.lock() {
+                        if set.len() >= UNDESCRIBABLE_KEPT {
+                            set.clear();
                         }
+                        set.insert(item.sop_instance_uid.clone());
                     }
-                }
-            }
-            match piece {
-                None => break,
-                Some(Piece::Start { index, length, .. }) => {
-                    let item = &instances.items[index];
-                    current = crate::online::part10_header(
-                        &item.sop_class_uid,
-                        &item.sop_instance_uid,
-                        &item.transfer_syntax_uid,
-                        "",
-                    )
-                    .ok()
-                    .map(|header| (index, header, length));
-                }
-                Some(Piece::Data(bytes)) => {
-                    if let Some((_, head, left)) = current.as_mut() {
-                        let room = DESCRIBE_HEAD.saturating_sub(head.len());
-                        head.extend_from_slice(&bytes[..bytes.len().min(room)]);
-                        *left = left.saturating_sub(bytes.len() as u64);
-                    }
-                }
-                Some(Piece::Failed { index, reason }) => {
-                    tracing::warn!(sop_instance_uid = %instances.items[index].sop_instance_uid, %reason, "cannot read an instance to describe it");
-                    current = None;
                 }
             }
         }
+    }
+
+    /// The first [`DESCRIBE_HEAD`] bytes of entry `index` as a Part-10 file, as stored, and
+    /// whether that is the whole file; `None` when it cannot be read or only a lossy
+    /// substitute is left.
+    async fn head_of(&self, instances: &Instances, index: usize) -> Option<(Vec<u8>, bool)> {
+        let item = &instances.items[index];
+        let mut head = crate::online::part10_header(
+            &item.sop_class_uid,
+            &item.sop_instance_uid,
+            &item.transfer_syntax_uid,
+            "",
+        )
+        .ok()?;
+        let mut pieces = instances.read(vec![(index, item.transfer_syntax_uid.clone())]);
+        let mut whole = false;
+        while let Some(piece) = pieces.recv().await {
+            match piece {
+                Piece::Start {
+                    warning: Some(warning),
+                    ..
+                } => {
+                    tracing::warn!(sop_instance_uid = %item.sop_instance_uid, %warning, "not described from a substitute");
+                    return None;
+                }
+                Piece::Start { length, .. } => {
+                    whole = (head.len() as u64).saturating_add(length) <= DESCRIBE_HEAD as u64;
+                }
+                Piece::Data(bytes) => {
+                    let room = DESCRIBE_HEAD.saturating_sub(head.len());
+                    head.extend_from_slice(&bytes[..bytes.len().min(room)]);
+                    if head.len() >= DESCRIBE_HEAD {
+                        // Dropping the receiver stops the read.
+                        break;
+                    }
+                }
+                Piece::Failed { reason, .. } => {
+                    tracing::warn!(sop_instance_uid = %item.sop_instance_uid, %reason, "cannot read an instance to describe it");
+                    return None;
+                }
+            }
+        }
+        Some((head, whole))
     }
 
     /// Describes one instance from its Part-10 `head` (`whole`: the entire file) and keeps

@@ -6,7 +6,8 @@
 pub struct MediaRange {
     /// Lower case, e.g. `multipart/related`.
     pub media_type: String,
-    /// Other parameters than `q`, names in lower case, values unquoted.
+    /// Other parameters than `q`, names in lower case, values unquoted (`type` in lower
+    /// case too).
     pub params: Vec<(String, String)>,
     pub q: f32,
 }
@@ -35,7 +36,11 @@ pub fn media_ranges(accept: &str) -> Vec<MediaRange> {
                     continue;
                 };
                 let key = key.trim().to_ascii_lowercase();
-                let value = value.trim().trim_matches('"').to_string();
+                let mut value = value.trim().trim_matches('"').to_string();
+                if key == "type" {
+                    // Media types are case-insensitive (RFC 9110 8.3.1).
+                    value.make_ascii_lowercase();
+                }
                 if key == "q" {
                     q = value.parse().unwrap_or(0.0);
                 } else {
@@ -61,7 +66,7 @@ mod tests {
     #[test]
     fn ranges_come_best_first_with_their_parameters() {
         let ranges = media_ranges(
-            "image/png;q=0.5, multipart/related; type=\"application/dicom\"; \
+            "image/png;q=0.5, multipart/related; type=\"Application/DICOM\"; \
              transfer-syntax=*, image/gif;q=0",
         );
         assert_eq!(ranges.len(), 2);

@@ -2,18 +2,25 @@
 //! the listen backlog), and each closed when it does not send a whole request head within
 //! `[web] header_timeout_secs`, counted from when it opens and from the end of each
 //! response. A client that trickles its headers (slowloris) or keeps an idle keep-alive
-//! connection holds its slot that long at most. On shutdown no connection is accepted, each
-//! finishes the request it is serving, and whatever still runs after the grace period is
-//! dropped.
+//! connection holds its slot that long at most; one on which nothing moves either way for
+//! `[web] idle_timeout_secs`, even mid-request (a stalled upload, an answer nobody reads), is
+//! closed, and its request with it. On shutdown no connection is accepted, each finishes
+//! the request it is serving, and whatever still runs after the grace period is dropped.
 
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
+use tokio::time::{Instant, Sleep};
 use tracing::{debug, warn};
 
 /// The bounds of [`serve`].
@@ -21,6 +28,7 @@ use tracing::{debug, warn};
 pub struct Limits {
     pub max_connections: usize,
     pub header_timeout: Duration,
+    pub idle_timeout: Duration,
     /// How long requests still running at shutdown may take.
     pub grace: Duration,
 }
@@ -50,6 +58,7 @@ pub async fn serve<L>(
             accepted = listener.accept() => accepted,
             () = stopping(&mut shutdown) => break,
         };
+        let io = Idle::new(io, limits.idle_timeout);
         let connection =
             http1.serve_connection(TokioIo::new(io), TowerToHyperService::new(app.clone()));
         let mut stop = shutdown.clone();
@@ -85,4 +94,108 @@ pub async fn serve<L>(
 /// Returns once `shutdown` is true (or its sender is gone).
 async fn stopping(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// A connection's byte stream that fails with `TimedOut` once it has waited `idle` with
+/// nothing read or written.
+struct Idle<T> {
+    io: T,
+    idle: Duration,
+    deadline: Pin<Box<Sleep>>,
+}
+
+impl<T> Idle<T> {
+    fn new(io: T, idle: Duration) -> Idle<T> {
+        Idle {
+            io,
+            idle,
+            deadline: Box::pin(tokio::time::sleep(idle)),
+        }
+    }
+
+    fn moved(&mut self) {
+        let at = Instant::now() + self.idle;
+        self.deadline.as_mut().reset(at);
+    }
+
+    /// `Pending`, unless the deadline has passed: then the error that ends the connection.
+    fn waiting<R>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<R>> {
+        match self.deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "nothing read or written for [web] idle_timeout_secs",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Idle<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        match Pin::new(&mut self.io).poll_read(cx, buf) {
+            Poll::Ready(result) => {
+                if buf.filled().len() > before {
+                    self.moved();
+                }
+                Poll::Ready(result)
+            }
+            Poll::Pending => self.waiting(cx),
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Idle<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match Pin::new(&mut self.io).poll_write(cx, buf) {
+            Poll::Ready(Ok(n)) => {
+                if n > 0 {
+                    self.moved();
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => self.waiting(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match Pin::new(&mut self.io).poll_write_vectored(cx, bufs) {
+            Poll::Ready(Ok(n)) => {
+                if n > 0 {
+                    self.moved();
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => self.waiting(cx),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match Pin::new(&mut self.io).poll_flush(cx) {
+            Poll::Pending => self.waiting(cx),
+            ready => ready,
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
 }

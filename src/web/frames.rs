@@ -201,6 +201,7 @@ pub async fn frames(
                     .ok_or_else(|| no_frame(n))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        bounded(parts.iter().map(|p| p.len() as u64).sum())?;
         let content_type = format!("{media}; transfer-syntax={stored_syntax}");
         return Ok(multipart_parts(media, &content_type, parts.into_iter()));
     }
@@ -208,6 +209,18 @@ pub async fn frames(
         "the stored frames cannot be sent as they are ({}) and decoded ones were not accepted",
         reason.unwrap_or_default()
     )))
+}
+
+/// 413 when the frames asked for (a frame may be named more than once) add up to more than
+/// [`MAX_INSTANCE`]: the body is built in memory.
+fn bounded(total: u64) -> Result<(), WebError> {
+    if total > MAX_INSTANCE {
+        return Err(WebError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the frames asked for add up to {total} bytes: at most {MAX_INSTANCE} in one answer"),
+        ));
+    }
+    Ok(())
 }
 
 fn no_frame(n: u32) -> WebError {
@@ -226,6 +239,7 @@ async fn native_frames(
     let (frame_len, pixels) = tokio::task::spawn_blocking(move || pixel_frames(&data_set))
         .await
         .map_err(|e| WebError::internal(e.to_string()))??;
+    bounded(numbers.len() as u64 * frame_len as u64)?;
     let mut parts = Vec::with_capacity(numbers.len());
     for &n in numbers {
         let start = (n as usize - 1) * frame_len;

@@ -158,6 +158,7 @@ pub async fn serve(
     let limits = conn::Limits {
         max_connections: config.max_connections,
         header_timeout: Duration::from_secs(config.header_timeout_secs),
+        idle_timeout: Duration::from_secs(config.idle_timeout_secs),
         grace,
     };
     match tls {
