@@ -117,19 +117,24 @@ impl Locator {
             .map_err(LocatorError::Find)
     }
 
-    /// Keeps the metadata of an instance that had none (described after the fact); an
-    /// instance described meanwhile keeps what it has.
+    /// Keeps the metadata of an instance that had none, described after the fact from the
+    /// stored file whose CRC-32C is `crc32c`: only while that file is still the instance's
+    /// (an overwrite meanwhile keeps its own), and an instance described meanwhile keeps
+    /// what it has.
     pub async fn keep_metadata(
         &self,
         sop_instance_uid: &str,
+        crc32c: u32,
         json: &str,
     ) -> Result<(), LocatorError> {
         sqlx::query(
-            "INSERT INTO instance_metadata (sop_instance_uid, json) VALUES ($1, $2) \
+            "INSERT INTO instance_metadata (sop_instance_uid, json) SELECT $1, $2 \
+             WHERE EXISTS (SELECT 1 FROM instances WHERE sop_instance_uid = $1 AND crc32c = $3) \
              ON CONFLICT (sop_instance_uid) DO NOTHING",
         )
         .bind(sop_instance_uid)
         .bind(json)
+        .bind(i64::from(crc32c))
         .execute(&self.pool)
         .await
         .map_err(|source| LocatorError::Record {

@@ -153,7 +153,8 @@ impl Retrieve {
         for (index, item) in instances.items.iter().enumerate() {
             let described = match self.head_of(&instances, index).await {
                 Some((head, whole)) => {
-                    self.keep_description(&item.sop_instance_uid, head, whole)
+                    let crc32c = instances.objects[index].crc32c;
+                    self.keep_description(&item.sop_instance_uid, crc32c, head, whole)
                         .await
                 }
                 None => None,
@@ -222,15 +223,22 @@ impl Retrieve {
         Some((head, whole))
     }
 
-    /// Describes one instance from its Part-10 `head` (`whole`: the entire file) and keeps
-    /// the description; `None` when it cannot be described.
-    async fn keep_description(&self, uid: &str, head: Vec<u8>, whole: bool) -> Option<String> {
+    /// Describes one instance from its Part-10 `head` (`whole`: the entire file, whose
+    /// CRC-32C the locator gave as `crc32c`) and keeps the description; `None` when it
+    /// cannot be described.
+    async fn keep_description(
+        &self,
+        uid: &str,
+        crc32c: u32,
+        head: Vec<u8>,
+        whole: bool,
+    ) -> Option<String> {
         let described = tokio::task::spawn_blocking(move || metadata_from_head(&head, whole)).await;
         let Ok(Some(json)) = described else {
             tracing::warn!(sop_instance_uid = %uid, "cannot describe an instance: its header does not parse or is too long");
             return None;
         };
-        match self.locator.keep_metadata(uid, &json).await {
+        match self.locator.keep_metadata(uid, crc32c, &json).await {
             Ok(()) => {
                 tracing::info!(sop_instance_uid = %uid, "described an instance stored without metadata")
             }

@@ -175,11 +175,16 @@ pub async fn frames(
     encodings: &[FrameEncoding],
 ) -> Result<(String, Bytes), WebError> {
     let stored_syntax = instances.items()[0].transfer_syntax_uid.clone();
-    let mut reason = None;
+    // Why the stored frames cannot be told apart, once found: no other way of sending them
+    // as stored is tried.
+    let mut unsplittable: Option<String> = None;
     for encoding in encodings {
         let FrameEncoding::Stored { media } = *encoding else {
             return native_frames(&instances, numbers).await;
         };
+        if unsplittable.is_some() {
+            continue;
+        }
         let (_read, data_set) = read_whole(&instances, 0, &stored_syntax).await?;
         let syntax = stored_syntax.clone();
         let split = tokio::task::spawn_blocking(move || stored_frames(&data_set, &syntax))
@@ -188,7 +193,7 @@ pub async fn frames(
         let stored = match split {
             Ok(stored) => stored,
             Err(why) => {
-                reason = Some(why);
+                unsplittable = Some(why);
                 continue;
             }
         };
@@ -207,7 +212,7 @@ pub async fn frames(
     }
     Err(WebError::not_acceptable(format!(
         "the stored frames cannot be sent as they are ({}) and decoded ones were not accepted",
-        reason.unwrap_or_default()
+        unsplittable.unwrap_or_default()
     )))
 }
 
