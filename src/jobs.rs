@@ -25,6 +25,7 @@ use tracing::warn;
 
 use crate::locator::jobs::JobRunRow;
 use crate::locator::{now_millis, Locator, LocatorError};
+use crate::metrics;
 use crate::model::schedule::iso8601;
 
 /// Array fields of a stored summary keep at most this many items (failure lists can be
@@ -112,6 +113,7 @@ pub struct JobRun {
     job: JobKind,
     /// The lease the run's claims are taken under.
     lease: i64,
+    started: std::time::Instant,
 }
 
 impl JobRun {
@@ -138,6 +140,7 @@ impl JobRun {
             id,
             job,
             lease: locator.lease(),
+            started: std::time::Instant::now(),
         }
     }
 
@@ -151,6 +154,9 @@ impl JobRun {
         if lease_lost {
             crate::locator::leases::report_lost(self.lease);
         }
+        let job = self.job.as_str();
+        metrics::JOB_RUNS.inc(&[job, if failed { "failed" } else { "ok" }]);
+        metrics::JOB_DURATION.observe_duration(&[job], self.started.elapsed());
         let Some(id) = self.id else { return };
         let (outcome, mut summary) = match result {
             Ok(s) => (

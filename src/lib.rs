@@ -16,6 +16,7 @@ pub mod identifier;
 pub mod ingest;
 pub mod jobs;
 pub mod locator;
+pub mod metrics;
 pub mod model;
 pub mod net;
 pub mod online;

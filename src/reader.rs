@@ -21,6 +21,7 @@ use crate::archive::seqfile::Placed;
 use crate::archive::{Archive, ArchiveStore, ContainerWriter, LocalStore};
 use crate::locator::copies::{Copy, CopyKind};
 use crate::locator::Locator;
+use crate::metrics;
 use crate::model::{StoredObject, Tier};
 use crate::online::OnlineStore;
 use crate::throttle::Throttle;
@@ -202,6 +203,26 @@ struct Recovery {
 }
 
 impl Recovery {
+    /// Counts a read served from a backup copy: in this reader, in the process's metrics
+    /// and in the locator (so `strata status`, another process, can show it; counting must
+    /// not fail a read that succeeded). This reader's count and the locator's total.
+    async fn count_fallback(&self, uid: &str) -> (u64, Option<u64>) {
+        let count = self.fallbacks.fetch_add(1, Ordering::Relaxed) + 1;
+        metrics::READ_FALLBACKS.inc(&[]);
+        let total = match self
+            .locator
+            .add_to_counter(crate::locator::jobs::READ_FALLBACKS, 1)
+            .await
+        {
+            Ok(total) => Some(total),
+            Err(e) => {
+                warn!(sop_instance_uid = %uid, error = %e, "cannot count the fallback in the locator");
+                None
+            }
+        };
+        (count, total)
+    }
+
     /// Records in the locator that a copy is missing or damaged (for Instance Availability).
     async fn mark_bad(&self, copy: &Copy) {
         if let Err(e) = self.locator.mark_copy(copy, true).await {
@@ -308,20 +329,7 @@ impl Reader {
             Err(e) => return Err(e),
         };
         let copy = &found.1;
-        let count = recovery.fallbacks.fetch_add(1, Ordering::Relaxed) + 1;
-        // Persistent too, so `strata status` (another process) can show it; counting must
-        // not fail a read that succeeded.
-        let total = match recovery
-            .locator
-            .add_to_counter(crate::locator::jobs::READ_FALLBACKS, 1)
-            .await
-        {
-            Ok(total) => Some(total),
-            Err(e) => {
-                warn!(sop_instance_uid = %uid, error = %e, "cannot count the fallback in the locator");
-                None
-            }
-        };
+        let (count, total) = recovery.count_fallback(uid).await;
         warn!(sop_instance_uid = %uid, primary_tier = primary.tier.as_str(),
             primary = %primary.location, error = %failure, copy_kind = copy.kind.as_str(),
             copy = %copy.location, fallbacks = count, fallbacks_total = ?total,
@@ -437,14 +445,7 @@ impl Reader {
         for copy in copies.into_iter().filter(|c| !c.is_original()) {
             match self.read_copy(&copy).await {
                 Ok(bytes) => {
-                    let count = recovery.fallbacks.fetch_add(1, Ordering::Relaxed) + 1;
-                    if let Err(e) = recovery
-                        .locator
-                        .add_to_counter(crate::locator::jobs::READ_FALLBACKS, 1)
-                        .await
-                    {
-                        warn!(sop_instance_uid = %uid, error = %e, "cannot count the fallback in the locator");
-                    }
+                    let (count, _) = recovery.count_fallback(uid).await;
                     warn!(sop_instance_uid = %uid, copy_kind = copy.kind.as_str(), copy = %copy.location,
                         format = %copy.format, fallbacks = count,
                         "every lossless copy is lost; serving the lossy copy, marked lossy");
@@ -489,6 +490,7 @@ impl Reader {
                 location: copy.location.clone(),
             });
         }
+        metrics::READ_BYTES.add(&["nearline"], copy.length as f64);
         let bytes = recovery
             .nearline
             .read_at(&copy.location, copy.offset, copy.length)
@@ -505,6 +507,7 @@ impl Reader {
         length: u64,
     ) -> Result<Bytes, ReadError> {
         let offset = object.offset + at;
+        metrics::READ_BYTES.add(&[object.tier.as_str()], length as f64);
         match object.tier {
             Tier::Online => {
                 let path = self.online.path(&object.location);
@@ -552,6 +555,7 @@ impl Reader {
                 let recovery = self.recovery.as_ref().ok_or_else(|| ReadError::Offline {
                     location: copy.location.clone(),
                 })?;
+                metrics::READ_BYTES.add(&["nearline"], length as f64);
                 Ok(recovery
                     .nearline
                     .read_at(&copy.location, copy.offset + at, length)

@@ -31,6 +31,7 @@ use crate::online::{OnlineError, OnlineStore};
 use crate::query::{Matches, Query, QueryOptions, PATIENT_ROOT_FIND, STUDY_ROOT_FIND};
 use crate::reader::Reader;
 use crate::retrieve::{Instances, Retrieve, RetrieveOptions};
+use crate::service::metrics::Metrics;
 use crate::service::{AccessPolicy, Principal};
 use crate::service::{Outcome, StoreRequest, StoreStart};
 use crate::tiering::{self, TieringSchedule};
@@ -221,6 +222,7 @@ pub async fn run(
             retrieve: services.retrieve.clone(),
             our_aet: config.dicom.aet.clone(),
             policy: policy.clone(),
+            metrics: Arc::new(Metrics::new(locator.clone())),
         };
         let (web_config, grace) = (config.web.clone(), net_config.shutdown_grace);
         let shutdown = shutdown.clone();

@@ -55,47 +55,6 @@ fn basic((user, password): (&str, &str)) -> String {
     format!("Basic {credentials}")
 }
 
-/// One HTTP/1.1 request (`head` without the final blank line, `body` sent as it is):
-/// status code, the response head, and the body as sent (not de-chunked). A connection reset
-/// after the answer (a server answering before reading the whole body) still counts.
-fn http(port: u16, head: &str, body: &[u8]) -> (u16, String, Vec<u8>) {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    stream.write_all(format!("{head}\r\n").as_bytes()).unwrap();
-    let _ = stream.write_all(body);
-    let mut response = Vec::new();
-    let mut buf = [0u8; 65536];
-    loop {
-        match stream.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => response.extend_from_slice(&buf[..n]),
-            Err(e) if !response.is_empty() => {
-                eprintln!("after {} bytes: {e}", response.len());
-                break;
-            }
-            Err(e) => panic!("no answer: {e}"),
-        }
-    }
-    let split = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("no end of head");
-    let head = String::from_utf8_lossy(&response[..split]).into_owned();
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, head, response[split + 4..].to_vec())
-}
-
-fn http_get(port: u16, path: &str, headers: &[(&str, &str)]) -> (u16, String, Vec<u8>) {
-    let mut head =
-        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
-    for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    http(port, &head, b"")
-}
-
 const BOUNDARY: &str = "test-boundary-0a1b";
 
 /// A multipart/related body of these Part-10 files, bytes as they are.
@@ -209,13 +168,7 @@ fn http_errors_are_answered_with_their_status_and_the_server_keeps_serving() {
     let corpus = Corpus::small(1, 3, 0, 0, 22);
     let dir = tempfile::tempdir().unwrap();
     // A script's user: a bearer token from `strata new-token`, no password.
-    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .arg("new-token")
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let printed = String::from_utf8(out.stdout).unwrap();
-    let (token, sha256) = printed.trim().split_once('\n').unwrap();
+    let (token, sha256) = new_token();
     let server = web_server(
         dir.path(),
         &format!(

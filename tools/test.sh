@@ -8,7 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source tools/setup-deps.sh
 
-install_debian dcmtk orthanc iproute2 libopenjp2-tools postgresql openjph-tools curl
+# prometheus brings promtool, which checks the /metrics answer (tests/metrics.rs).
+install_debian dcmtk orthanc iproute2 libopenjp2-tools postgresql openjph-tools curl prometheus
 install_venv
 # The browser test (tests/ohif.rs) drives Debian's chromium through Playwright (never a
 # downloaded browser) with the OHIF viewer from npm.

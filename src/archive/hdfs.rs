@@ -59,6 +59,7 @@ pub struct HdfsWriter {
 }
 
 fn io(e: hdfs_native::HdfsError) -> std::io::Error {
+    crate::metrics::HDFS_ERRORS.inc(&[]);
     match e {
         hdfs_native::HdfsError::FileNotFound(_) => {
             std::io::Error::new(std::io::ErrorKind::NotFound, e.to_string())

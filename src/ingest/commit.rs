@@ -15,6 +15,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::DuplicatePolicy;
 use crate::locator::{now_millis, Locator, LocatorError, NewInstance, Recorded};
+use crate::metrics;
 use crate::model::{IndexedAttributes, StoredObject, Tier};
 use crate::online::{OnlineStore, WrittenFile};
 use crate::service::{Outcome, Status};
@@ -102,6 +103,7 @@ impl Worker {
             instances += batch.len() as u64;
             batches += 1;
             debug!(instances = batch.len(), "group commit");
+            metrics::COMMIT_BATCH.observe(&[], batch.len() as f64);
             worker
                 .clone()
                 .commit_batch(std::mem::take(&mut batch))
@@ -230,6 +232,7 @@ impl Worker {
         match self.landed(uid, location).await {
             Ok(true) => {
                 warn!(sop_instance_uid = %uid, "the batch's commit answer was lost, but it landed");
+                count_stored(instance);
                 return Outcome::success();
             }
             Ok(false) => {}
@@ -267,6 +270,9 @@ impl Worker {
     /// stored one was kept, the old copy once the row points at the new one.
     async fn settle(&self, instance: &Finished, location: &str, recorded: Recorded) -> Outcome {
         let uid = &instance.attributes.instance.sop_instance_uid;
+        if !matches!(recorded, Recorded::Kept) {
+            count_stored(instance);
+        }
         match recorded {
             Recorded::Stored => {}
             Recorded::Kept => {
@@ -321,4 +327,10 @@ fn remove_quietly(path: &Path) {
     if let Err(e) = std::fs::remove_file(path) {
         debug!(path = %path.display(), error = %e, "cannot remove temporary");
     }
+}
+
+/// Counts an instance made durable (`crate::metrics`).
+fn count_stored(instance: &Finished) {
+    metrics::INGEST_INSTANCES.inc(&[]);
+    metrics::INGEST_BYTES.add(&[], instance.written.length as f64);
 }

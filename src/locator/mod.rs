@@ -120,6 +120,17 @@ pub struct Totals {
     pub bytes: u64,
 }
 
+/// The locator's connection pool at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolState {
+    /// Connections open.
+    pub open: u32,
+    /// Of which idle.
+    pub idle: u32,
+    /// The most the pool opens.
+    pub max: u32,
+}
+
 /// Count and bytes held by one tier.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct TierTotals {
@@ -236,7 +247,12 @@ impl Locator {
     /// database); nothing on PostgreSQL.
     async fn write_guard(&self) -> Option<MutexGuard<'_, ()>> {
         match self.dialect {
-            Dialect::Sqlite => Some(self.write_lock.lock().await),
+            Dialect::Sqlite => {
+                let waiting = std::time::Instant::now();
+                let guard = self.write_lock.lock().await;
+                crate::metrics::LOCATOR_WAIT.observe_duration(&["writer"], waiting.elapsed());
+                Some(guard)
+            }
             Dialect::Postgres => None,
         }
     }
@@ -259,7 +275,19 @@ impl Locator {
 
     /// Opens a write transaction (see [`Dialect::begin_write`]).
     async fn begin_write(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
-        self.pool.begin_with(self.dialect.begin_write()).await
+        let waiting = std::time::Instant::now();
+        let tx = self.pool.begin_with(self.dialect.begin_write()).await;
+        crate::metrics::LOCATOR_WAIT.observe_duration(&["begin"], waiting.elapsed());
+        tx
+    }
+
+    /// The connection pool now: connections open, of which idle, and the most it opens.
+    pub fn pool_state(&self) -> PoolState {
+        PoolState {
+            open: self.pool.size(),
+            idle: self.pool.num_idle() as u32,
+            max: self.pool.options().get_max_connections(),
+        }
     }
 
     /// Ends this process's lease and closes the pool (on SQLite, checkpointing the WAL).

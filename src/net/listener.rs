@@ -24,6 +24,7 @@ use super::association::{self, RetrieveSettings, Timeouts};
 use super::handler::{AssociationContext, Services};
 use super::negotiation::Negotiator;
 use super::Wire;
+use crate::metrics;
 
 /// Everything the network layer needs to know, decided by the caller.
 #[derive(Debug, Clone)]
@@ -120,10 +121,14 @@ pub async fn serve<S: Services>(
             }
             Err(_) => match reject_permits.clone().try_acquire_owned() {
                 Ok(permit) => {
+                    metrics::DICOM_ASSOCIATIONS.inc(&["busy"]);
                     warn!(%peer, limit = config.max_associations, "association limit reached: rejecting");
                     tasks.spawn(reject_busy(stream, config.artim_timeout, permit));
                 }
-                Err(_) => drop(stream),
+                Err(_) => {
+                    metrics::DICOM_ASSOCIATIONS.inc(&["busy"]);
+                    drop(stream)
+                }
             },
         }
     }
@@ -189,7 +194,13 @@ async fn negotiate<W: Wire>(
     id: u64,
     peer: SocketAddr,
 ) -> Option<AsyncServerAssociation<W>> {
-    match tokio::time::timeout(artim, establish).await {
+    let negotiated = tokio::time::timeout(artim, establish).await;
+    let result = match &negotiated {
+        Ok(Ok(_)) => "accepted",
+        _ => "rejected",
+    };
+    metrics::DICOM_ASSOCIATIONS.inc(&[result]);
+    match negotiated {
         Err(_) => {
             info!(association = id, %peer, "ARTIM expired before A-ASSOCIATE-RQ");
             None
@@ -216,6 +227,7 @@ struct Accepted<S> {
 
 impl<S: Services> Accepted<S> {
     async fn run<W: Wire>(self, assoc: AsyncServerAssociation<W>) {
+        let _open = metrics::Held::new(&metrics::DICOM_ASSOCIATIONS_OPEN);
         let ctx = AssociationContext {
             id: self.id,
             calling_ae: dicom_ul::association::Association::peer_ae_title(&assoc)

@@ -5,6 +5,7 @@
 //! ([`Outcome`] with a DICOM [`Status`]). It knows no protocol and no storage.
 
 pub mod access;
+pub mod metrics;
 pub mod status;
 
 use std::future::Future;

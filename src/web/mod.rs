@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Path, Query as QueryParams, Request, State};
+use axum::extract::{MatchedPath, Path, Query as QueryParams, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -36,9 +36,11 @@ use tracing::{info, warn};
 
 use crate::config::{Service, WebConfig};
 use crate::ingest::Ingest;
+use crate::metrics;
 use crate::model::query::QueryLevel;
 use crate::query::Query;
 use crate::retrieve::{Instances, Retrieve, RetrieveError, RetrieveKeys};
+use crate::service::metrics::Metrics;
 use crate::service::{AccessPolicy, Principal};
 use auth::{AuthError, Users};
 use qido::{path_uid, Scope, Search};
@@ -56,6 +58,8 @@ pub struct WebServices {
     pub our_aet: String,
     /// The process's one access policy (the DIMSE listener's too).
     pub policy: Arc<AccessPolicy>,
+    /// The `/metrics` answer.
+    pub metrics: Arc<Metrics>,
 }
 
 #[derive(Debug, Clone)]
@@ -220,7 +224,9 @@ fn router(web: Web, origins: cors::Origins) -> Router {
         );
     let app = Router::new()
         .nest("/dicom-web", dicom_web)
+        .route("/metrics", get(metrics_at))
         .layer(middleware::from_fn_with_state(web.clone(), admit))
+        .layer(middleware::from_fn(count_request))
         .with_state(web);
     if origins.is_empty() {
         app
@@ -231,6 +237,36 @@ fn router(web: Web, origins: cors::Origins) -> Router {
             cors::cors,
         ))
     }
+}
+
+/// Counts every answered request and its latency by route pattern (`crate::metrics`).
+async fn count_request(request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let method = request.method().as_str().to_string();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_string();
+    let response = next.run(request).await;
+    let code = response.status().as_u16().to_string();
+    metrics::HTTP_REQUESTS.inc(&[&method, &route, &code]);
+    metrics::HTTP_DURATION.observe_duration(&[&method, &route], started.elapsed());
+    response
+}
+
+/// `GET /metrics`: Prometheus text format, for a user allowed `admin`.
+async fn metrics_at(
+    State(web): State<Web>,
+    Extension(principal): Extension<Principal>,
+) -> Result<Response, WebError> {
+    web.check(&principal, Service::Admin)?;
+    let mut response = Response::new(Body::from(web.services.metrics.render().await));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    Ok(response)
 }
 
 /// Takes a slot and authenticates the request; the principal goes into its extensions.

@@ -4,7 +4,8 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
@@ -1053,4 +1054,57 @@ pub fn explicit_element(tag: (u16, u16), vr: &[u8; 2], value: &[u8]) -> Vec<u8> 
     out.extend_from_slice(&(value.len() as u16).to_le_bytes());
     out.extend_from_slice(value);
     out
+}
+
+/// One HTTP/1.1 request (`head` without the final blank line, `body` sent as it is):
+/// status code, the response head, and the body as sent (not de-chunked). A connection reset
+/// after the answer (a server answering before reading the whole body) still counts.
+pub fn http(port: u16, head: &str, body: &[u8]) -> (u16, String, Vec<u8>) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    stream.write_all(format!("{head}\r\n").as_bytes()).unwrap();
+    let _ = stream.write_all(body);
+    let mut response = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => response.extend_from_slice(&buf[..n]),
+            Err(e) if !response.is_empty() => {
+                eprintln!("after {} bytes: {e}", response.len());
+                break;
+            }
+            Err(e) => panic!("no answer: {e}"),
+        }
+    }
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("no end of head");
+    let head = String::from_utf8_lossy(&response[..split]).into_owned();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, head, response[split + 4..].to_vec())
+}
+
+pub fn http_get(port: u16, path: &str, headers: &[(&str, &str)]) -> (u16, String, Vec<u8>) {
+    let mut head =
+        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    http(port, &head, b"")
+}
+
+/// A new bearer token from `strata new-token`, and the SHA-256 that goes in the config.
+pub fn new_token() -> (String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .arg("new-token")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let printed = String::from_utf8(out.stdout).unwrap();
+    let (token, sha256) = printed.trim().split_once('\n').unwrap();
+    (token.to_string(), sha256.to_string())
 }

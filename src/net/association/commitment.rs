@@ -104,6 +104,7 @@ impl<S: Services> Session<S> {
             sop_class_uid: None,
             sop_instance_uid: None,
             move_destination: None,
+            received: std::time::Instant::now(),
         };
         if let Err(reason) = self.send_wire(assoc, &header, &wire).await {
             let _ = outgoing.done.send(Err(reason.clone()));

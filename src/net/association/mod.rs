@@ -28,6 +28,7 @@ use super::commitment::{Outbox, Outgoing, Registration};
 use super::dimse::{DimseEvent, MessageAssembler};
 use super::handler::{AssociationContext, Services};
 use crate::config::Service;
+use crate::metrics;
 use crate::model::sop_class::STORAGE_COMMITMENT_PUSH;
 use crate::model::transfer_syntax::VERIFICATION_SOP_CLASS;
 use crate::service::Status;
@@ -343,6 +344,7 @@ impl<S: Services> Session<S> {
         context_id: u8,
         command: CommandSet,
     ) -> Result<(), String> {
+        let received = std::time::Instant::now();
         let field = command.command_field().map_err(|e| e.to_string())?;
         let has_data_set = command.has_data_set().map_err(|e| e.to_string())?;
         if field == CommandField::CCancelRq {
@@ -364,6 +366,7 @@ impl<S: Services> Session<S> {
                         sop_class_uid: None,
                         sop_instance_uid: None,
                         move_destination: None,
+                        received: std::time::Instant::now(),
                     },
                     state: Receiving::Ignoring,
                 });
@@ -491,6 +494,7 @@ impl<S: Services> Session<S> {
             sop_class_uid,
             sop_instance_uid,
             move_destination: command.move_destination(),
+            received,
         };
         if has_data_set {
             self.in_flight = Some(InFlight { header, state });
@@ -671,7 +675,11 @@ impl<S: Services> Session<S> {
             data_set,
             assoc.requestor_max_pdu_length(),
         )?;
-        self.send_wire(assoc, header, &wire).await
+        let sent = self.send_wire(assoc, header, &wire).await;
+        if outcome.status != Status::Pending {
+            count_operation(header, outcome.status);
+        }
+        sent
     }
 
     /// Writes already encoded PDUs in one go, within the send timeout: a response and its
@@ -694,6 +702,27 @@ impl<S: Services> Session<S> {
             Err(_) => Err(format!("sending {:?}: timed out", header.response)),
         }
     }
+}
+
+/// Counts a finished operation and its latency (`crate::metrics`).
+fn count_operation(header: &Header, status: Status) {
+    let operation = match header.response {
+        CommandField::CEchoRsp => "C-ECHO",
+        CommandField::CStoreRsp => "C-STORE",
+        CommandField::CFindRsp => "C-FIND",
+        CommandField::CMoveRsp => "C-MOVE",
+        CommandField::CGetRsp => "C-GET",
+        CommandField::NActionRsp => "N-ACTION",
+        _ => "other",
+    };
+    let class = match status {
+        Status::Success => "success",
+        Status::Cancel => "cancel",
+        s if s.is_failure() => "failure",
+        _ => "warning",
+    };
+    metrics::DIMSE_OPERATIONS.inc(&[operation, class]);
+    metrics::DIMSE_DURATION.observe_duration(&[operation], header.received.elapsed());
 }
 
 /// The "out of resources" status of each request (PS3.4 Annex B, C and CC).
@@ -784,4 +813,6 @@ struct Header {
     sop_instance_uid: Option<String>,
     /// C-MOVE only: where the instances go.
     move_destination: Option<String>,
+    /// When the request's command arrived (for the operation's latency).
+    received: std::time::Instant,
 }
