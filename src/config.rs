@@ -54,6 +54,29 @@ pub struct Config {
     pub commitment: CommitmentConfig,
     #[serde(default)]
     pub web: WebConfig,
+    #[serde(default)]
+    pub status: StatusConfig,
+}
+
+/// `[status]`: the history the status page plots.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusConfig {
+    /// Seconds between two samples of the tiers, queues and ingest counts.
+    #[serde(default = "defaults::status_sample_secs")]
+    pub sample_secs: u64,
+    /// Hours of samples kept (older ones are deleted as new ones are taken).
+    #[serde(default = "defaults::status_keep_hours")]
+    pub keep_hours: u64,
+}
+
+impl Default for StatusConfig {
+    fn default() -> Self {
+        StatusConfig {
+            sample_secs: defaults::status_sample_secs(),
+            keep_hours: defaults::status_keep_hours(),
+        }
+    }
 }
 
 /// `[web]`: the DICOMweb (HTTP) front end. No `listen`: no HTTP server.
@@ -611,6 +634,12 @@ impl Default for LogConfig {
 
 mod defaults {
     use super::Service;
+    pub fn status_sample_secs() -> u64 {
+        60
+    }
+    pub fn status_keep_hours() -> u64 {
+        48
+    }
     pub fn web_max_requests() -> usize {
         64
     }
@@ -925,6 +954,12 @@ impl Config {
         }
         if !(4096..=16_777_216).contains(&self.dicom.max_pdu_length) {
             return Err("dicom.max_pdu_length must be between 4096 and 16777216".into());
+        }
+        if !(1..=3600).contains(&self.status.sample_secs) {
+            return Err("status.sample_secs must be 1 to 3600".into());
+        }
+        if !(1..=24 * 366).contains(&self.status.keep_hours) {
+            return Err("status.keep_hours must be 1 to 8784 (a year)".into());
         }
         if !(self.commitment.give_up_hours > 0.0 && self.commitment.give_up_hours <= 24.0 * 365.0) {
             return Err("commitment.give_up_hours must be above 0 and at most a year".into());

@@ -32,6 +32,7 @@ use crate::query::{Matches, Query, QueryOptions, PATIENT_ROOT_FIND, STUDY_ROOT_F
 use crate::reader::Reader;
 use crate::retrieve::{Instances, Retrieve, RetrieveOptions};
 use crate::service::metrics::Metrics;
+use crate::service::site::Site;
 use crate::service::{AccessPolicy, Principal};
 use crate::service::{Outcome, StoreRequest, StoreStart};
 use crate::tiering::{self, TieringSchedule};
@@ -213,6 +214,8 @@ pub async fn run(
         config.node.lease() * 2,
         shutdown.clone(),
     ));
+    let site = Site::new(locator.clone(), Arc::new(config.clone()));
+    let sampler = tokio::spawn(site.sampler().run(shutdown.clone()));
     let tls_addr = tls.as_ref().map(|((_, at), _)| *at);
     let web_addr = web_listener.as_ref().map(|(_, at)| *at);
     let http = web_listener.map(|(listener, _)| {
@@ -223,6 +226,7 @@ pub async fn run(
             our_aet: config.dicom.aet.clone(),
             policy: policy.clone(),
             metrics: Arc::new(Metrics::new(locator.clone())),
+            site: site.clone(),
         };
         let (web_config, grace) = (config.web.clone(), net_config.shutdown_grace);
         let shutdown = shutdown.clone();
@@ -259,6 +263,7 @@ pub async fn run(
     }
     let _ = backup_worker.await;
     let _ = sweeper.await;
+    let _ = sampler.await;
     let _ = checks.await;
     let _ = reports.await;
     locator.close().await;

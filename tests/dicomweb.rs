@@ -7,29 +7,13 @@ mod common;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
 
 const VIEWER: (&str, &str) = ("viewer", "viewer pass");
 const FINDER: (&str, &str) = ("finder", "finder pass");
-
-/// `strata hash-password` of `password` (read from standard input).
-fn hash(password: &str) -> String {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .arg("hash-password")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    let hash = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    assert!(hash.starts_with("$argon2id$"), "{hash}");
-    hash
-}
 
 /// A server with an HTTP listener and two users: VIEWER may find, get and store, FINDER
 /// only find; `extra` goes into `[web]`.
@@ -39,20 +23,13 @@ fn web_server(dir: &std::path::Path, extra: &str) -> TestServer {
          [[web.users]]\nname = \"{}\"\npassword_hash = \"{}\"\nallow = [\"find\", \"get\", \"store\"]\n\
          [[web.users]]\nname = \"{}\"\npassword_hash = \"{}\"\nallow = [\"find\"]\n",
         VIEWER.0,
-        hash(VIEWER.1),
+        password_hash(VIEWER.1),
         FINDER.0,
-        hash(FINDER.1)
+        password_hash(FINDER.1)
     );
     let server = TestServer::start_in(dir, "", &web);
     assert!(server.web_port.is_some());
     server
-}
-
-fn basic((user, password): (&str, &str)) -> String {
-    use base64::Engine;
-    let credentials =
-        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-    format!("Basic {credentials}")
 }
 
 const BOUNDARY: &str = "test-boundary-0a1b";

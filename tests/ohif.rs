@@ -70,17 +70,7 @@ fn ohif_lists_the_stored_studies_and_draws_a_ct_image() {
         .to_string();
 
     let dir = tempfile::tempdir().unwrap();
-    let hash = {
-        let mut hasher = Command::new(env!("CARGO_BIN_EXE_strata"))
-            .arg("hash-password")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        writeln!(hasher.stdin.take().unwrap(), "viewer pass").unwrap();
-        let out = hasher.wait_with_output().unwrap();
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
-    };
+    let hash = password_hash("viewer pass");
     let web = format!(
         "[web]\nlisten = \"127.0.0.1:0\"\ncors_origins = [\"{origin}\"]\n\
          [[web.users]]\nname = \"viewer\"\npassword_hash = \"{hash}\"\nallow = [\"find\", \"get\"]\n"

@@ -2,7 +2,8 @@
 //! copied row for row, ids kept, in foreign-key order and in batches, into an empty target;
 //! then each table's row count and a SHA-256 over its rows in key order compared on both
 //! sides. Leases are not copied: the site is stopped meanwhile, and claims whose lease is
-//! unknown are recovered by the first run on the new locator, as after any crash.
+//! unknown are recovered by the first run on the new locator, as after any crash. Nor are
+//! the status page's samples: its history restarts on the new locator.
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};

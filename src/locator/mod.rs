@@ -17,6 +17,7 @@ pub mod jobs;
 pub mod leases;
 pub mod migrate;
 pub mod retrieve;
+pub mod samples;
 pub mod volumes;
 
 use std::collections::HashMap;
@@ -68,6 +69,8 @@ pub enum LocatorError {
     Jobs(#[source] sqlx::Error),
     #[error("cannot copy the locator: {0}")]
     Transfer(#[source] sqlx::Error),
+    #[error("cannot record or read the status page's samples: {0}")]
+    Samples(#[source] sqlx::Error),
     #[error("cannot record or read storage commitments: {0}")]
     Commitments(#[source] sqlx::Error),
     #[error("cannot take, renew or read leases: {0}")]

@@ -6,6 +6,7 @@
 
 pub mod access;
 pub mod metrics;
+pub mod site;
 pub mod status;
 
 use std::future::Future;

@@ -15,6 +15,7 @@ mod frames;
 mod json;
 mod qido;
 mod rendered;
+mod status_page;
 mod stow;
 mod tls;
 mod wado;
@@ -41,6 +42,7 @@ use crate::model::query::QueryLevel;
 use crate::query::Query;
 use crate::retrieve::{Instances, Retrieve, RetrieveError, RetrieveKeys};
 use crate::service::metrics::Metrics;
+use crate::service::site::Site;
 use crate::service::{AccessPolicy, Principal};
 use auth::{AuthError, Users};
 use qido::{path_uid, Scope, Search};
@@ -60,6 +62,8 @@ pub struct WebServices {
     pub policy: Arc<AccessPolicy>,
     /// The `/metrics` answer.
     pub metrics: Arc<Metrics>,
+    /// What the status page shows.
+    pub site: Site,
 }
 
 #[derive(Debug, Clone)]
@@ -225,6 +229,7 @@ fn router(web: Web, origins: cors::Origins) -> Router {
     let app = Router::new()
         .nest("/dicom-web", dicom_web)
         .route("/metrics", get(metrics_at))
+        .route("/", get(status_page_at))
         .layer(middleware::from_fn_with_state(web.clone(), admit))
         .layer(middleware::from_fn(count_request))
         .with_state(web);
@@ -265,6 +270,26 @@ async fn metrics_at(
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    Ok(response)
+}
+
+/// `GET /`: the status page (HTML), for a user allowed `admin`.
+async fn status_page_at(
+    State(web): State<Web>,
+    Extension(principal): Extension<Principal>,
+) -> Result<Response, WebError> {
+    web.check(&principal, Service::Admin)?;
+    let overview = web
+        .services
+        .site
+        .overview()
+        .await
+        .map_err(|e| WebError::internal(e.to_string()))?;
+    let mut response = Response::new(Body::from(status_page::render(&overview)));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
     );
     Ok(response)
 }

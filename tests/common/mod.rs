@@ -1108,3 +1108,27 @@ pub fn new_token() -> (String, String) {
     let (token, sha256) = printed.trim().split_once('\n').unwrap();
     (token.to_string(), sha256.to_string())
 }
+
+/// `strata hash-password` of `password` (read from standard input).
+pub fn password_hash(password: &str) -> String {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .arg("hash-password")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let hash = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    hash
+}
+
+/// An HTTP Basic `Authorization` value.
+pub fn basic((user, password): (&str, &str)) -> String {
+    use base64::Engine;
+    let credentials =
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    format!("Basic {credentials}")
+}

@@ -68,6 +68,14 @@ const RECENT_MS: i64 = 3600 * 1000;
 /// Builds the report from the locator.
 pub async fn status(config: &Config) -> Result<StatusReport, LocatorError> {
     let locator = Locator::open(&config.locator, Owner::of(&config.node, Role::Cli)).await?;
+    let result = report(&locator, Some(locator.lease())).await;
+    locator.close().await;
+    result
+}
+
+/// Builds the report with a locator already open; the process holding lease `skip` (the
+/// command's own) is left out of the nodes.
+pub async fn report(locator: &Locator, skip: Option<i64>) -> Result<StatusReport, LocatorError> {
     let totals = locator.totals().await?;
     let mut tiers = BTreeMap::new();
     tiers.insert(Tier::Online.as_str(), TierTotals::default());
@@ -85,12 +93,11 @@ pub async fn status(config: &Config) -> Result<StatusReport, LocatorError> {
     let commitments = locator.commitment_counts().await?;
     let last_runs = last_runs(&locator).await?;
     let read_fallbacks = locator.counter(READ_FALLBACKS).await?;
-    let own = locator.lease();
     let nodes = locator
         .recent_leases(RECENT_MS)
         .await?
         .into_iter()
-        .filter(|l| l.id != own)
+        .filter(|l| Some(l.id) != skip)
         .map(|l| NodeView {
             node: l.node,
             role: l.role,
@@ -104,7 +111,6 @@ pub async fn status(config: &Config) -> Result<StatusReport, LocatorError> {
             claims: l.claims,
         })
         .collect();
-    locator.close().await;
     Ok(StatusReport {
         patients: totals.patients,
         studies: totals.studies,

@@ -65,12 +65,13 @@ pub struct RepairSchedule {
 /// Builds the report from the config, the clock and the locator.
 pub async fn schedule(config: &Config) -> Result<ScheduleReport, LocatorError> {
     let locator = Locator::open(&config.locator, Owner::of(&config.node, Role::Cli)).await?;
-    let result = build(config, &locator).await;
+    let result = report(config, &locator).await;
     locator.close().await;
     result
 }
 
-async fn build(config: &Config, locator: &Locator) -> Result<ScheduleReport, LocatorError> {
+/// Builds the report with a locator already open.
+pub async fn report(config: &Config, locator: &Locator) -> Result<ScheduleReport, LocatorError> {
     let now = now_millis();
     let cutoff = now - i64::from(config.tiering.min_age_days) * 86_400_000;
     let due = locator.due_totals(cutoff).await?;
