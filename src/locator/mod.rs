@@ -121,6 +121,10 @@ pub struct Totals {
     pub series: u64,
     pub instances: u64,
     pub bytes: u64,
+    /// Instances and bytes per tier (those holding nothing are absent); the two above are
+    /// their sums.
+    #[serde(skip)]
+    pub tiers: Vec<(Tier, TierTotals)>,
 }
 
 /// The locator's connection pool at one moment.
@@ -567,20 +571,22 @@ impl Locator {
     pub async fn totals(&self) -> Result<Totals, LocatorError> {
         let row = sqlx::query(
             "SELECT (SELECT COUNT(*) FROM patients) AS patients, \
-               (SELECT COUNT(*) FROM studies) AS studies, (SELECT COUNT(*) FROM series) AS series, \
-               (SELECT COUNT(*) FROM instances) AS instances, \
-               (SELECT CAST(COALESCE(SUM(byte_length), 0) AS BIGINT) FROM instances) AS bytes",
+               (SELECT COUNT(*) FROM studies) AS studies, (SELECT COUNT(*) FROM series) AS series",
         )
         .fetch_one(&self.pool)
         .await
         .map_err(LocatorError::Stats)?;
         let n = |column| row.get::<i64, _>(column) as u64;
+        // One grouped scan of the instances gives both the per-tier and the whole totals
+        // (at a million instances, a second scan for the sum would cost as much again).
+        let tiers = self.tier_totals().await?;
         Ok(Totals {
             patients: n("patients"),
             studies: n("studies"),
             series: n("series"),
-            instances: n("instances"),
-            bytes: n("bytes"),
+            instances: tiers.iter().map(|(_, t)| t.instances).sum(),
+            bytes: tiers.iter().map(|(_, t)| t.bytes).sum(),
+            tiers,
         })
     }
 
@@ -1203,7 +1209,14 @@ pub(crate) mod tests {
                 studies: 1,
                 series: 2,
                 instances: 3,
-                bytes: 85
+                bytes: 85,
+                tiers: vec![(
+                    Tier::Online,
+                    TierTotals {
+                        instances: 3,
+                        bytes: 85
+                    }
+                )],
             }
         );
         let found = locator.find_instance("1.2.3.1.1").await.unwrap().unwrap();

@@ -193,7 +193,7 @@ async fn site_figures(locator: &Locator) -> Result<String, LocatorError> {
         .iter()
         .map(|t| (t.as_str(), (0, 0)))
         .collect();
-    for (tier, t) in locator.tier_totals().await? {
+    for (tier, t) in &totals.tiers {
         tiers.insert(tier.as_str(), (t.instances, t.bytes));
     }
     let per_tier = |pick: fn(&(u64, u64)) -> u64| -> Vec<Series> {
