@@ -65,19 +65,11 @@ fn promtool_accepts(text: &str) {
         .write_all(text.as_bytes())
         .unwrap();
     let out = child.wait_with_output().unwrap();
-    let said = text_of(&out);
+    let said = text(&out);
     assert!(
         out.status.success() && said.trim().is_empty(),
         "promtool: {said}\n{text}"
     );
-}
-
-fn text_of(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 #[test]
@@ -121,7 +113,7 @@ fn metrics_are_for_admins_pass_promtool_and_count_what_happens() {
     let (echoed, said) = server.echoscu("MODALITY", "STRATA");
     assert!(echoed, "{said}");
     let out = server.storescu("MODALITY", &corpus.paths());
-    assert!(out.status.success(), "{}", text_of(&out));
+    assert!(out.status.success(), "{}", text(&out));
     let found = server.findscu("VIEWER", &["QueryRetrieveLevel=STUDY", "StudyInstanceUID"]);
     assert!(found.contains("Received Final Find Response"), "{found}");
     let (echoed, _) = server.echoscu("MODALITY", "NOT-STRATA");
@@ -145,7 +137,7 @@ fn metrics_are_for_admins_pass_promtool_and_count_what_happens() {
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     // A job run by the CLI shows among the site's figures.
     let out = server.cli(&["verify", "--json"]);
-    assert!(out.status.success(), "{}", text_of(&out));
+    assert!(out.status.success(), "{}", text(&out));
 
     // The site's figures are read at most every 10 s.
     std::thread::sleep(Duration::from_secs(11).saturating_sub(site_read.elapsed()));
