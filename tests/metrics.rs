@@ -49,7 +49,7 @@ fn scrape(port: u16, authorization: &str) -> Scrape {
 
 /// `promtool check metrics` reads the exposition on standard input; it exits non-zero and
 /// names the problem for a malformed answer or one breaking the naming conventions.
-fn promtool_accepts(text: &str) {
+fn promtool_accepts(exposition: &str) {
     use std::io::Write;
     let mut child = Command::new("promtool")
         .args(["check", "metrics"])
@@ -62,13 +62,13 @@ fn promtool_accepts(text: &str) {
         .stdin
         .take()
         .unwrap()
-        .write_all(text.as_bytes())
+        .write_all(exposition.as_bytes())
         .unwrap();
     let out = child.wait_with_output().unwrap();
     let said = text(&out);
     assert!(
         out.status.success() && said.trim().is_empty(),
-        "promtool: {said}\n{text}"
+        "promtool: {said}\n{exposition}"
     );
 }
 

@@ -91,7 +91,7 @@ pub async fn report(locator: &Locator, skip: Option<i64>) -> Result<StatusReport
     }
     let queues = locator.queue_lengths().await?;
     let commitments = locator.commitment_counts().await?;
-    let last_runs = last_runs(&locator).await?;
+    let last_runs = last_runs(locator).await?;
     let read_fallbacks = locator.counter(READ_FALLBACKS).await?;
     let nodes = locator
         .recent_leases(RECENT_MS)
