@@ -14,6 +14,8 @@ pub enum PixelError {
     Attribute(&'static str),
     #[error("decoded pixel data would take {0} bytes, over the limit")]
     TooLarge(u64),
+    #[error("JPEG 2000 image larger than its attributes say: {0}")]
+    J2kSize(String),
     #[error("RLE frame {frame}: {reason} (PS3.5 G.3)")]
     Rle { frame: usize, reason: String },
     #[error("the decoder failed on this pixel data: {0}")]
@@ -198,10 +200,66 @@ pub fn check_decodable(
     if size > max_decoded {
         return Err(PixelError::TooLarge(size));
     }
-    if object.meta().transfer_syntax().trim_end_matches('\0') == RLE_LOSSLESS {
+    let syntax = object.meta().transfer_syntax().trim_end_matches('\0');
+    if syntax == RLE_LOSSLESS {
         check_rle(object, &image)?;
     }
+    if is_jpeg_2000(syntax) {
+        check_j2k_sizes(object, &image)?;
+    }
     Ok(image)
+}
+
+/// JPEG 2000 and High-Throughput JPEG 2000 transfer syntaxes (PS3.5 A.4.4, A.4.10).
+fn is_jpeg_2000(syntax: &str) -> bool {
+    matches!(
+        syntax,
+        "1.2.840.10008.1.2.4.90"
+            | "1.2.840.10008.1.2.4.91"
+            | "1.2.840.10008.1.2.4.92"
+            | "1.2.840.10008.1.2.4.93"
+            | "1.2.840.10008.1.2.4.201"
+            | "1.2.840.10008.1.2.4.202"
+            | "1.2.840.10008.1.2.4.203"
+    )
+}
+
+/// Each JPEG 2000 codestream's image size (its SIZ marker, ISO 15444-1 A.5.1) must fit in
+/// Rows x Columns x Samples per Pixel: the decoder allocates by the codestream's own size,
+/// so a 32x32 image whose codestream declares 21792x23840 would otherwise take gigabytes.
+fn check_j2k_sizes(object: &DefaultDicomObject, image: &ImageAttributes) -> Result<(), PixelError> {
+    let Some(fragments) = object
+        .element_opt(tags::PIXEL_DATA)
+        .ok()
+        .flatten()
+        .and_then(|e| e.value().fragments())
+    else {
+        return Ok(());
+    };
+    for fragment in fragments.iter() {
+        // SOC, then SIZ: Lsiz Rsiz Xsiz Ysiz XOsiz YOsiz XTsiz YTsiz XTOsiz YTOsiz Csiz (Xsiz
+        // at byte 8, Csiz at 40).
+        if fragment.len() < 4 + 38 || fragment[..4] != [0xFF, 0x4F, 0xFF, 0x51] {
+            continue;
+        }
+        let at = |i: usize| {
+            u64::from(u32::from_be_bytes(
+                fragment[i..i + 4].try_into().expect("4 bytes"),
+            ))
+        };
+        let (x, y, x0, y0) = (at(8), at(12), at(16), at(20));
+        let components = u64::from(u16::from_be_bytes([fragment[40], fragment[41]]));
+        let width = x.saturating_sub(x0);
+        let height = y.saturating_sub(y0);
+        if width > image.columns || height > image.rows || components > image.samples_per_pixel {
+            return Err(PixelError::J2kSize(format!(
+                "its codestream declares {width}x{height} with {components} components, the \
+                 data set {}x{} with {}",
+                image.columns, image.rows, image.samples_per_pixel
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Each RLE fragment (one per frame) starts with a 64-byte header: 1 to 15 segments, the

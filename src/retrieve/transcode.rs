@@ -60,12 +60,12 @@ impl From<PixelError> for TranscodeError {
         match e {
             PixelError::Attribute(name) => TranscodeError::Attribute(name),
             PixelError::TooLarge(size) => TranscodeError::TooLargeToDecode(size),
-            e @ (PixelError::Rle { .. } | PixelError::DecoderPanicked(_)) => {
-                TranscodeError::Decode {
-                    name: "the stored pixel data".into(),
-                    reason: e.to_string(),
-                }
-            }
+            e @ (PixelError::Rle { .. }
+            | PixelError::J2kSize(_)
+            | PixelError::DecoderPanicked(_)) => TranscodeError::Decode {
+                name: "the stored pixel data".into(),
+                reason: e.to_string(),
+            },
         }
     }
 }
