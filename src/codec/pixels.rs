@@ -224,18 +224,21 @@ fn is_jpeg_2000(syntax: &str) -> bool {
     )
 }
 
-/// Each JPEG 2000 codestream's image size (its SIZ marker, ISO 15444-1 A.5.1) must fit in
-/// Rows x Columns x Samples per Pixel: the decoder allocates by the codestream's own size,
-/// so a 32x32 image whose codestream declares 21792x23840 would otherwise take gigabytes.
-fn check_j2k_sizes(object: &DefaultDicomObject, image: &ImageAttributes) -> Result<(), PixelError> {
-    let Some(fragments) = object
+/// The fragments of encapsulated Pixel Data (none for native or absent Pixel Data).
+fn pixel_fragments(object: &DefaultDicomObject) -> &[Vec<u8>] {
+    object
         .element_opt(tags::PIXEL_DATA)
         .ok()
         .flatten()
         .and_then(|e| e.value().fragments())
-    else {
-        return Ok(());
-    };
+        .unwrap_or(&[])
+}
+
+/// Each JPEG 2000 codestream's image size (its SIZ marker, ISO 15444-1 A.5.1) must fit in
+/// Rows x Columns x Samples per Pixel: the decoder allocates by the codestream's own size,
+/// so a 32x32 image whose codestream declares 21792x23840 would otherwise take gigabytes.
+fn check_j2k_sizes(object: &DefaultDicomObject, image: &ImageAttributes) -> Result<(), PixelError> {
+    let fragments = pixel_fragments(object);
     for fragment in fragments.iter() {
         // SOC, then SIZ: Lsiz Rsiz Xsiz Ysiz XOsiz YOsiz XTsiz YTsiz XTOsiz YTOsiz Csiz (Xsiz
         // at byte 8, Csiz at 40).
@@ -266,14 +269,7 @@ fn check_j2k_sizes(object: &DefaultDicomObject, image: &ImageAttributes) -> Resu
 /// first at offset 64, offsets increasing and inside the fragment; each segment decodes to
 /// at least Rows x Columns bytes.
 fn check_rle(object: &DefaultDicomObject, image: &ImageAttributes) -> Result<(), PixelError> {
-    let Some(fragments) = object
-        .element_opt(tags::PIXEL_DATA)
-        .ok()
-        .flatten()
-        .and_then(|e| e.value().fragments())
-    else {
-        return Ok(());
-    };
+    let fragments = pixel_fragments(object);
     for (frame, fragment) in fragments.iter().enumerate() {
         let bad = |reason: String| PixelError::Rle { frame, reason };
         if fragment.len() < 64 {
