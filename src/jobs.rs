@@ -45,11 +45,12 @@ pub enum JobKind {
     Repair,
     ExportVolume,
     ImportVolume,
+    Delete,
 }
 
 impl JobKind {
     /// Every job, in the order reports list them.
-    pub const ALL: [JobKind; 8] = [
+    pub const ALL: [JobKind; 9] = [
         JobKind::Tier,
         JobKind::Backup,
         JobKind::Repair,
@@ -58,6 +59,7 @@ impl JobKind {
         JobKind::Restore,
         JobKind::ExportVolume,
         JobKind::ImportVolume,
+        JobKind::Delete,
     ];
 
     /// The locator's and JSON's spelling.
@@ -71,6 +73,7 @@ impl JobKind {
             JobKind::Repair => "repair",
             JobKind::ExportVolume => "export-volume",
             JobKind::ImportVolume => "import-volume",
+            JobKind::Delete => "delete",
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod durable;
 pub mod identifier;
 pub mod ingest;
 pub mod jobs;
+pub mod lifecycle;
 pub mod locator;
 pub mod metrics;
 pub mod model;

@@ -118,6 +118,28 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Delete a study, series or instance from every tier and copy (online files, archive
+    /// and near-line containers; offline copies are marked deleted). Audited.
+    #[command(group(clap::ArgGroup::new("scope").required(true).args(["study", "series", "instance"])))]
+    Delete {
+        #[arg(long)]
+        config: PathBuf,
+        /// Study Instance UID.
+        #[arg(long)]
+        study: Option<String>,
+        /// Series Instance UID.
+        #[arg(long)]
+        series: Option<String>,
+        /// SOP Instance UID.
+        #[arg(long)]
+        instance: Option<String>,
+        /// Why (kept in the audit log).
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Read a password from standard input (one line) and print its argon2 hash, for a
     /// `[[web.users]] password_hash`.
     HashPassword,
@@ -490,13 +512,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 println!(
                     "{} members of {} volumes: {} restored, {} ingested, {} intact, {} other \
-                     versions, {} damaged, {} failed; {} studies queued for backup ({:.1} s)",
+                     versions, {} deleted, {} damaged, {} failed; {} studies queued for backup \
+                     ({:.1} s)",
                     summary.members,
                     summary.volumes,
                     summary.restored,
                     summary.ingested,
                     summary.intact,
                     summary.other_version,
+                    summary.deleted,
                     summary.damaged,
                     summary.failed,
                     summary.queued_for_backup,
@@ -580,6 +604,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Delete {
+            config,
+            study,
+            series,
+            instance,
+            reason,
+            json,
+        } => {
+            use strata::locator::lifecycle::DeleteScope;
+            let scope = match (study, series, instance) {
+                (Some(uid), _, _) => DeleteScope::Study(uid),
+                (_, Some(uid), _) => DeleteScope::Series(uid),
+                (_, _, Some(uid)) => DeleteScope::Instance(uid),
+                _ => anyhow::bail!("name one of --study, --series, --instance"),
+            };
+            let config = Config::load(&config)?;
+            init_logging("warn")?;
+            let deleted = runtime.block_on(strata::admin::delete(&config, &scope, &reason))?;
+            print_deleted(&deleted, json)
+        }
         Command::Status { config, json } => {
             let config = Config::load(&config)?;
             let report = runtime.block_on(strata::admin::status(&config))?;
@@ -591,6 +635,43 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn print_deleted(d: &strata::lifecycle::Deleted, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(d)?);
+        return Ok(());
+    }
+    println!(
+        "deleted {} {}: {} instances, {:.1} MB in {:.1} s",
+        d.level.to_lowercase(),
+        d.uid,
+        d.instances,
+        d.bytes as f64 / 1e6,
+        d.seconds
+    );
+    println!(
+        "  online files {}, archive containers {} ({} rewritten), near-line containers {}{}",
+        d.online_files,
+        d.archive_containers,
+        d.archive_containers_rewritten,
+        d.nearline_containers,
+        if d.nearline_pending {
+            " (new copy of the rest queued)"
+        } else {
+            ""
+        }
+    );
+    if !d.offline_volumes.is_empty() {
+        println!(
+            "  offline copies marked deleted on volumes: {}",
+            d.offline_volumes.join(", ")
+        );
+    }
+    if d.study_gone {
+        println!("  study {} is gone", d.study);
+    }
+    Ok(())
 }
 
 fn hash_password() -> anyhow::Result<()> {

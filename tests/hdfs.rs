@@ -252,6 +252,66 @@ fn hdfs_containers_are_one_file_per_study_interoperate_with_hadoop_and_survive_k
     let listing = String::from_utf8_lossy(&listing.stdout).to_string();
     assert_eq!(listing.matches(".sdcm").count(), studies.len(), "{listing}");
     assert!(!listing.contains(".part"), "temporaries left: {listing}");
+
+    // `strata delete` on HDFS: an instance's container is written again without it (read
+    // back by Hadoop), a whole study's container goes.
+    let container_of = |study: &str| {
+        server.locate(study)[0]["location"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let before = hdfs.files_below("/strata-test");
+    let old = container_of(&studies[0]);
+    let gone = corpus
+        .files
+        .iter()
+        .find(|f| f.study_instance_uid == studies[0])
+        .unwrap();
+    let (ok, deleted) = cli_json(
+        &server,
+        &["delete", "--json", "--instance", &gone.sop_instance_uid],
+    );
+    assert!(ok, "{deleted}");
+    assert_eq!(deleted["archive_containers_rewritten"], 1, "{deleted}");
+    let new = container_of(&studies[0]);
+    let after = hdfs.files_below("/strata-test");
+    assert!(before.contains(&old) && !after.contains(&old), "{after:?}");
+    assert!(after.contains(&new), "{after:?}");
+    let dump = tempfile::tempdir().unwrap();
+    let url = format!("{}/strata-test/{new}", hdfs.url());
+    let out = hdfs.java(
+        classes.path(),
+        &["SeqRead", &url, dump.path().to_str().unwrap()],
+    );
+    let log = text(&out);
+    assert!(out.status.success(), "{log}");
+    let left = corpus
+        .files
+        .iter()
+        .filter(|f| f.study_instance_uid == studies[0])
+        .count()
+        - 1;
+    assert_eq!(log.matches("KEY ").count(), left, "{log}");
+    assert!(!log.contains(&gone.sop_instance_uid), "{log}");
+    let mut want = originals(&corpus, &studies[0]);
+    want.remove(&gone.sop_instance_uid);
+    assert_same_data_sets(
+        &server.get_study(&studies[0]),
+        &want,
+        "after a delete on HDFS",
+    );
+    let doomed = container_of(&studies[1]);
+    let (ok, deleted) = cli_json(&server, &["delete", "--json", "--study", &studies[1]]);
+    assert!(ok, "{deleted}");
+    assert_eq!(deleted["study_gone"], true, "{deleted}");
+    let after = hdfs.files_below("/strata-test");
+    assert!(!after.contains(&doomed), "{after:?}");
+    assert_eq!(
+        after.iter().filter(|f| f.ends_with(".sdcm")).count(),
+        studies.len() - 1,
+        "{after:?}"
+    );
 }
 
 #[test]

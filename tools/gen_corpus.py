@@ -17,6 +17,7 @@ corpus.
 """
 
 import argparse
+import copy
 import datetime
 import json
 import os
@@ -302,6 +303,8 @@ def main():
     p.add_argument("--ct-scale", type=int, default=1,
                    help="CT slices are 512*N pixels square (N=5: 2560x2560, 12.5 MiB; N=9: 42 MB, "
                         "beyond Strata's 32 MiB whole-read limit)")
+    p.add_argument("--series-per-study", type=int, default=1,
+                   help="spread each study's images over N series (image i in series i mod N)")
     p.add_argument("--transfer-syntax", choices=sorted(TRANSFER_SYNTAXES), default="explicit")
     p.add_argument("--extra-patients", action="store_true",
                    help="add patients with multi-group and sparse names")
@@ -322,7 +325,14 @@ def main():
         ds = base_dataset(args, study_no, patient, modality, study_date)
         folder = os.path.join(args.out, f"{study_no:03d}")
         os.makedirs(folder, exist_ok=True)
+        study_ds = ds
         for i in range(n):
+            if args.series_per_study > 1 and i % args.series_per_study > 0:
+                ds = copy.deepcopy(study_ds)
+                ds.SeriesInstanceUID = uid(args, "series", study_no, i % args.series_per_study)
+                ds.SeriesNumber = 1 + i % args.series_per_study
+            else:
+                ds = study_ds
             sop_uid = uid(args, "instance", study_no, i)
             path = os.path.join(folder, f"{i:04d}.dcm")
             if modality == "CT":

@@ -37,21 +37,23 @@ pub(super) struct Stack {
     pub locator: Arc<Locator>,
     pub reader: crate::reader::Reader,
     pub converter: Arc<Converter>,
-    pub backup: Backup,
+    pub backup: Arc<Backup>,
 }
 
 impl Stack {
     pub async fn open(config: &Config) -> Result<Stack, BackupCommandError> {
         let (locator, reader, converter) = super::tier::open_parts(config).await?;
         let converter = Arc::new(converter);
-        let backup = Backup::new(
-            locator.clone(),
-            reader.clone(),
-            &config.backup.nearline_dir,
-            converter.clone(),
-            config.backup.throttle_mb_s,
-        )?
-        .with_format(config.backup.format, config.backup.roi_ratio);
+        let backup = Arc::new(
+            Backup::new(
+                locator.clone(),
+                reader.clone(),
+                &config.backup.nearline_dir,
+                converter.clone(),
+                config.backup.throttle_mb_s,
+            )?
+            .with_format(config.backup.format, config.backup.roi_ratio),
+        );
         Ok(Stack {
             locator,
             reader,

@@ -86,6 +86,8 @@ pub struct ImportVolumeSummary {
     pub intact: u64,
     /// Members of another version than the one stored now: left alone.
     pub other_version: u64,
+    /// Members deleted (`strata delete`) after the volume was written: left out.
+    pub deleted: u64,
     /// Members whose bytes fail their SHA-256 or CRC-32C: not used.
     pub damaged: u64,
     pub failed: u64,
@@ -158,6 +160,7 @@ async fn import_volumes(
             source,
         })?;
         let mut good = Vec::new();
+        let deleted = locator.deleted_in_volume(&manifest.volume).await?;
         let mut ingests = tokio::task::JoinSet::new();
         let ingested = |joined: Result<IngestResult, tokio::task::JoinError>,
                         summary: &mut ImportVolumeSummary,
@@ -177,6 +180,10 @@ async fn import_volumes(
         };
         for (n, m) in manifest.members.iter().enumerate() {
             summary.members += 1;
+            if deleted.contains(&m.sop_instance_uid) {
+                summary.deleted += 1;
+                continue;
+            }
             let fail = |summary: &mut ImportVolumeSummary, reason: String| {
                 progress.note(&format!("{} {}: {reason}", manifest.volume, m.path));
                 summary

@@ -204,6 +204,19 @@ impl Backup {
         Ok(removed)
     }
 
+    /// Deletes those of `containers` no copy points at any more (after a delete); returns
+    /// how many went.
+    pub async fn delete_unreferenced(&self, containers: &[String]) -> Result<usize, BackupError> {
+        let mut deleted = 0;
+        for name in containers {
+            if !self.locator.nearline_container_in_use(name).await? {
+                self.nearline.delete(name).await?;
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
+    }
+
     /// Names of the published containers in the near-line folder (`<aa>/<name>.sdcm`).
     fn containers_on_disk(&self) -> Result<Vec<String>, BackupError> {
         let tidy = |path: &Path| {

@@ -123,13 +123,18 @@ impl Converter {
                 info!(job = job.id, study = %job.study_instance_uid, "finishing an interrupted move");
             } else {
                 warn!(job = job.id, study = %job.study_instance_uid, kind = %job.kind, "undoing an interrupted move");
-                if job.kind == "archive" {
+                if job.kind == "archive" || job.kind == "repack" {
                     self.delete_unreferenced(Tier::Archive, &job.container)
                         .await?;
                 }
             }
             // Committed: the old copies; not committed: the copies the job was creating.
-            self.finish(job.id, &job.old_locations).await?;
+            if job.committed && job.kind == "delete" {
+                self.finish_delete(job.id, &job.study_instance_uid, &job.old_locations)
+                    .await?;
+            } else {
+                self.finish(job.id, &job.old_locations).await?;
+            }
         }
         if temporaries > 0 || !jobs.is_empty() {
             info!(
@@ -194,33 +199,124 @@ impl Converter {
                 };
             }
         };
+        let moved = self
+            .write_and_switch(job, study_instance_uid, &instances, &temp, &name)
+            .await?;
+        info!(study = %study_instance_uid, container = %name, instances = moved.instances, bytes = moved.bytes, "study archived");
+        Ok(moved)
+    }
+
+    /// Writes `instances` into the new container `name` (through `temp`), switches them to
+    /// it and deletes what they left once nothing points at it; on failure, removes what
+    /// was written and forgets the job.
+    async fn write_and_switch(
+        &self,
+        job: i64,
+        study_instance_uid: &str,
+        instances: &[PlacedInstance],
+        temp: &str,
+        name: &str,
+    ) -> Result<Moved, ConvertError> {
         match self
-            .write_container(study_instance_uid, &instances, &temp, &name)
+            .write_container(study_instance_uid, instances, temp, name)
             .await
         {
             Ok((switches, moved)) => {
                 let committed = self
-                    .commit(job, &switches, &[(Tier::Archive, name.clone())])
+                    .commit(job, &switches, &[(Tier::Archive, name.to_string())])
                     .await?;
                 self.finish(job, &committed.old_locations).await?;
                 let switched = committed.switched;
                 if switched < switches.len() {
                     // Someone else moved some instances meanwhile (another converter, an
-                    // overwrite): the new container may hold nothing anyone points at.
+                    // overwrite, a delete): the new container may hold nothing anyone
+                    // points at.
                     warn!(study = %study_instance_uid, switched, of = switches.len(), "instances moved during archiving");
-                    self.delete_unreferenced(Tier::Archive, &name).await?;
+                    self.delete_unreferenced(Tier::Archive, name).await?;
                 }
-                info!(study = %study_instance_uid, container = %name, instances = moved.instances, bytes = moved.bytes, "study archived");
                 Ok(moved)
             }
             Err(e) => {
                 // Nothing points at what was written: remove it and forget the job.
-                let _ = self.archive.delete(&temp).await;
-                let _ = self.delete_unreferenced(Tier::Archive, &name).await;
+                let _ = self.archive.delete(temp).await;
+                let _ = self.delete_unreferenced(Tier::Archive, name).await;
                 let _ = self.locator.finish_job(job).await;
                 Err(e)
             }
         }
+    }
+
+    /// Rewrites the archive containers `containers` of a study with only the instances that
+    /// still point at them (after a delete took some out), under a new name, the move
+    /// journaled like archiving; the old containers go once nothing points at them.
+    pub async fn repack(
+        &self,
+        study_instance_uid: &str,
+        containers: &[String],
+    ) -> Result<Moved, ConvertError> {
+        let name = container_name(study_instance_uid);
+        let temp = temp_name(&name, self.locator.lease());
+        let job = self
+            .claim(
+                self.locator
+                    .begin_job("repack", study_instance_uid, &name, &[]),
+                study_instance_uid,
+            )
+            .await?;
+        let listed = self.locator.study_instances(study_instance_uid).await;
+        let instances: Vec<PlacedInstance> = match listed {
+            Ok(all) => all
+                .into_iter()
+                .filter(|i| {
+                    i.object.tier == Tier::Archive && containers.contains(&i.object.location)
+                })
+                .collect(),
+            Err(e) => {
+                self.locator.finish_job(job).await?;
+                return Err(e.into());
+            }
+        };
+        if instances.is_empty() {
+            self.locator.finish_job(job).await?;
+            return Ok(Moved::default());
+        }
+        let moved = self
+            .write_and_switch(job, study_instance_uid, &instances, &temp, &name)
+            .await?;
+        info!(study = %study_instance_uid, container = %name, instances = moved.instances, bytes = moved.bytes, "archive container rewritten");
+        Ok(moved)
+    }
+
+    /// The end of a committed delete (the index no longer has its instances): rewrites the
+    /// archive containers the study still uses without the deleted instances, then deletes
+    /// the old copies nothing references and drops the job. Returns the containers
+    /// rewritten.
+    pub async fn finish_delete(
+        &self,
+        job: i64,
+        study_instance_uid: &str,
+        old_locations: &[(Tier, String)],
+    ) -> Result<usize, ConvertError> {
+        let containers: Vec<String> = old_locations
+            .iter()
+            .filter(|(t, _)| *t == Tier::Archive)
+            .map(|(_, l)| l.clone())
+            .collect();
+        let mut rewritten = 0;
+        if !containers.is_empty() {
+            let in_use: Vec<String> = self
+                .locator
+                .locations_in_use(Tier::Archive, &containers)
+                .await?
+                .into_iter()
+                .collect();
+            if !in_use.is_empty() {
+                self.repack(study_instance_uid, &in_use).await?;
+                rewritten = in_use.len();
+            }
+        }
+        self.finish(job, old_locations).await?;
+        Ok(rewritten)
     }
 
     /// The job id of a claimed move, or [`ConvertError::Busy`].

@@ -187,17 +187,7 @@ impl Locator {
         let _guard = self.write_guard().await;
         let mut tx = self.begin_write().await.map_err(err)?;
         // The job's row stays locked until commit, so no recovery can take it in between.
-        let owned: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT id FROM archive_jobs WHERE id = $1 AND lease = $2 AND {}{}",
-            self.lease_holds_sql("$2"),
-            self.dialect.for_update()
-        )))
-        .bind(job)
-        .bind(self.lease())
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(err)?;
-        if owned.is_none() {
+        if !self.job_is_own(&mut tx, job).await.map_err(err)? {
             return Err(LocatorError::LeaseLost(self.lease()));
         }
         let mut old = Vec::new();

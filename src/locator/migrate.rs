@@ -163,6 +163,18 @@ const TABLES: &[Table] = &[
         identity: false,
     },
     Table {
+        name: "deleted_instances",
+        columns: &[
+            ("sop_instance_uid", Text),
+            ("study_instance_uid", Text),
+            ("series_instance_uid", Text),
+            ("deleted_at", Int),
+            ("reason", Text),
+            ("offline_volumes", Text),
+        ],
+        identity: false,
+    },
+    Table {
         name: "job_runs",
         columns: &[
             ("id", Int),

@@ -15,6 +15,7 @@ pub mod dialect;
 pub mod find;
 pub mod jobs;
 pub mod leases;
+pub mod lifecycle;
 pub mod migrate;
 pub mod retrieve;
 pub mod samples;
@@ -69,6 +70,8 @@ pub enum LocatorError {
     Jobs(#[source] sqlx::Error),
     #[error("cannot copy the locator: {0}")]
     Transfer(#[source] sqlx::Error),
+    #[error("cannot delete from the index: {0}")]
+    Lifecycle(#[source] sqlx::Error),
     #[error("cannot record or read the status page's samples: {0}")]
     Samples(#[source] sqlx::Error),
     #[error("cannot record or read storage commitments: {0}")]
@@ -148,6 +151,14 @@ pub struct TierTotals {
 /// Series ids remembered, at most; the cache is simply emptied when full.
 const SERIES_CACHE_LIMIT: usize = 4096;
 
+/// Series row ids known to be committed, valid while the locator's hierarchy-deletions
+/// counter (see `lifecycle`) reads `epoch`: a deleted series row's id may be reused.
+#[derive(Debug, Default)]
+struct SeriesCache {
+    epoch: i64,
+    ids: HashMap<String, i64>,
+}
+
 /// The locator database.
 #[derive(Debug)]
 pub struct Locator {
@@ -160,8 +171,9 @@ pub struct Locator {
     heartbeat: tokio::task::JoinHandle<()>,
     /// Series Instance UID -> series row id, for rows known to be committed. Instances arrive
     /// series by series, so this skips three lookups for all but the first of each series.
-    /// Nothing deletes series rows yet; whatever does must remove them from here.
-    series_ids: std::sync::Mutex<HashMap<String, i64>>,
+    /// Deleting series rows (any process, any node) bumps a counter; the cache is emptied
+    /// when the counter moved since it was filled (see [`SeriesCache`]).
+    series_ids: std::sync::Mutex<SeriesCache>,
 }
 
 impl Locator {
@@ -241,7 +253,7 @@ impl Locator {
             write_lock: Mutex::new(()),
             held,
             heartbeat,
-            series_ids: std::sync::Mutex::new(HashMap::new()),
+            series_ids: std::sync::Mutex::new(SeriesCache::default()),
         })
     }
 
@@ -455,6 +467,23 @@ impl Locator {
                     source,
                 })?;
         }
+        // Series rows deleted since the cache was filled: ids in it may be stale.
+        let epoch: i64 =
+            sqlx::query_scalar("SELECT COALESCE((SELECT value FROM counters WHERE name = $1), 0)")
+                .bind(lifecycle::HIERARCHY_COUNTER)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|source| LocatorError::Record {
+                    uid: first_uid(),
+                    source,
+                })?;
+        {
+            let mut cache = self.series_ids.lock().expect("series cache lock");
+            if cache.epoch != epoch {
+                cache.ids.clear();
+                cache.epoch = epoch;
+            }
+        }
         // Series rows made or found in this transaction: cached only once it commits.
         let mut new_series: HashMap<String, i64> = HashMap::new();
         let mut answers = Vec::with_capacity(batch.len());
@@ -465,10 +494,19 @@ impl Locator {
                 uid: uid.clone(),
                 source,
             };
-            let answer = self
-                .record_in(&mut tx, new, replace, &mut new_series)
-                .await
-                .map_err(record)?;
+            let answer = match self.record_in(&mut tx, new, replace, &mut new_series).await {
+                Ok(answer) => answer,
+                Err(e) => {
+                    // A series deleted after the counter was read (PostgreSQL) fails the
+                    // insert; the next attempt looks the hierarchy up afresh.
+                    self.series_ids
+                        .lock()
+                        .expect("series cache lock")
+                        .ids
+                        .clear();
+                    return Err(record(e));
+                }
+            };
             let study = new.attributes.study.study_instance_uid.as_str();
             if new.enqueue_backup && answer != Recorded::Kept && !enqueued.contains(&study) {
                 copies::enqueue_in(&mut tx, self.dialect, study, "received")
@@ -483,11 +521,13 @@ impl Locator {
             source,
         })?;
         if !new_series.is_empty() {
-            let mut ids = self.series_ids.lock().expect("series cache lock");
-            if ids.len() + new_series.len() > SERIES_CACHE_LIMIT {
-                ids.clear();
+            let mut cache = self.series_ids.lock().expect("series cache lock");
+            if cache.epoch == epoch {
+                if cache.ids.len() + new_series.len() > SERIES_CACHE_LIMIT {
+                    cache.ids.clear();
+                }
+                cache.ids.extend(new_series);
             }
-            ids.extend(new_series);
         }
         Ok(answers)
     }
@@ -563,6 +603,7 @@ impl Locator {
         self.series_ids
             .lock()
             .expect("series cache lock")
+            .ids
             .get(series_instance_uid)
             .copied()
     }
@@ -844,7 +885,7 @@ async fn upsert_hierarchy(
     }
 }
 
-async fn insert_audit(
+pub(super) async fn insert_audit(
     tx: &mut Transaction<'_, Any>,
     at: i64,
     event: &str,

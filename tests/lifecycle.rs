@@ -1,0 +1,339 @@
+//! Deleting (issue #18): `strata delete` takes a series, an instance or a whole study out of
+//! every tier and copy: online files, archive containers (rewritten without them, or removed
+//! with the study), near-line containers (written again for what is left), and marks their
+//! offline copies deleted so `import-volume` does not bring them back; C-FIND and C-GET
+//! (pynetdicom) stop showing them at once, the rest of the study is served unchanged, and
+//! the same objects can be stored again. A delete killed (-9) while it rewrites a container
+//! never shows a deleted instance again, and the next run finishes it.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+const BACKUP: &str = "[backup]\nenqueue_on_receive = true\npoll_secs = 3600\n";
+
+fn delete(server: &TestServer, args: &[&str]) -> Value {
+    let mut all = vec!["delete", "--json", "--reason", "wrong patient"];
+    all.extend(args);
+    let (ok, summary) = cli_json(server, &all);
+    assert!(ok, "{summary} {}", server.log());
+    summary
+}
+
+/// C-FIND (pynetdicom) matches at `level` for `keys`: each match's JSON.
+fn find(server: &TestServer, level: &str, keys: &[String]) -> Vec<Value> {
+    let mut args = vec!["--level".to_string(), level.to_string()];
+    for k in keys {
+        args.push("-k".into());
+        args.push(k.clone());
+    }
+    let out = text(&server.scu("find", "VIEWER", &args));
+    out.lines()
+        .filter_map(|l| l.strip_prefix("MATCH "))
+        .map(|m| serde_json::from_str(m).unwrap())
+        .collect()
+}
+
+fn series_of(server: &TestServer, study: &str) -> Vec<String> {
+    let mut uids: Vec<String> = find(
+        server,
+        "SERIES",
+        &[
+            format!("StudyInstanceUID={study}"),
+            "SeriesInstanceUID=".into(),
+        ],
+    )
+    .iter()
+    .map(|m| m["SeriesInstanceUID"].as_str().unwrap().to_string())
+    .collect();
+    uids.sort();
+    uids
+}
+
+/// Every stored file below the tiers' folders (not the locator, which names deleted UIDs).
+fn tier_files(server: &TestServer) -> Vec<PathBuf> {
+    ["online", "archive", "nearline"]
+        .iter()
+        .flat_map(|d| files_below(&server.dir.join(d)))
+        .collect()
+}
+
+/// The tier files holding any of `uids` (as the bytes of the UID text).
+fn holding(files: &[PathBuf], uids: &[String]) -> Vec<String> {
+    let mut found = Vec::new();
+    for f in files {
+        let bytes = std::fs::read(f).unwrap();
+        for uid in uids {
+            if bytes.windows(uid.len()).any(|w| w == uid.as_bytes()) {
+                found.push(format!("{} holds {uid}", f.display()));
+            }
+        }
+    }
+    found
+}
+
+fn containers(dir: &Path) -> Vec<PathBuf> {
+    files_below(dir)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "sdcm"))
+        .collect()
+}
+
+fn uids_of(corpus: &Corpus, series: &str) -> Vec<String> {
+    corpus
+        .files
+        .iter()
+        .filter(|f| f.series_instance_uid == series)
+        .map(|f| f.sop_instance_uid.clone())
+        .collect()
+}
+
+#[test]
+fn delete_takes_series_instances_and_studies_out_of_every_tier_and_copy() {
+    // Study A: 6 CT images in 3 series, archived; study B: 4 CT images in 2 series, online.
+    let a_corpus = Corpus::generate(&[
+        "--ct-studies",
+        "1",
+        "--ct-images",
+        "6",
+        "--mr-studies",
+        "0",
+        "--series-per-study",
+        "3",
+        "--seed",
+        "81",
+    ]);
+    let b_corpus = Corpus::generate(&[
+        "--ct-studies",
+        "1",
+        "--ct-images",
+        "4",
+        "--mr-studies",
+        "0",
+        "--series-per-study",
+        "2",
+        "--seed",
+        "82",
+    ]);
+    let server = TestServer::start(BACKUP);
+    server.store(&a_corpus);
+    let out = server.cli(&["tier", "run", "--min-age-days", "0", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    server.store(&b_corpus);
+    let (ok, backed) = cli_json(&server, &["backup", "run", "--json"]);
+    assert!(ok, "{backed}");
+    assert_eq!(backed["backed_up"], 2, "{backed}");
+    let volumes = tempfile::tempdir().unwrap();
+    let (ok, exported) = cli_json(
+        &server,
+        &[
+            "backup",
+            "export-volume",
+            "--json",
+            "--out",
+            volumes.path().to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{exported}");
+    let a = a_corpus.study_uids()[0].clone();
+    let b = b_corpus.study_uids()[0].clone();
+    let a_series = series_of(&server, &a);
+    assert_eq!(a_series.len(), 3);
+    let old_container = server.locate(&a)[0]["location"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // A series of the archived study: its container is written again without it.
+    let gone_series = a_series[1].clone();
+    let gone = uids_of(&a_corpus, &gone_series);
+    assert_eq!(gone.len(), 2);
+    let d = delete(&server, &["--series", &gone_series]);
+    assert_eq!(d["level"], "SERIES", "{d}");
+    assert_eq!(d["instances"], 2, "{d}");
+    assert_eq!(d["study_gone"], false, "{d}");
+    assert_eq!(d["archive_containers"], 1, "{d}");
+    assert_eq!(d["archive_containers_rewritten"], 1, "{d}");
+    assert_eq!(d["nearline_containers"], 1, "{d}");
+    assert_eq!(d["nearline_rewritten"], true, "{d}");
+    assert_eq!(d["offline_volumes"].as_array().unwrap().len(), 1, "{d}");
+    let remaining: Vec<String> = a_series
+        .iter()
+        .filter(|s| **s != gone_series)
+        .cloned()
+        .collect();
+    assert_eq!(series_of(&server, &a), remaining);
+    let study = find(
+        &server,
+        "STUDY",
+        &[
+            format!("StudyInstanceUID={a}"),
+            "NumberOfStudyRelatedInstances=".into(),
+            "NumberOfStudyRelatedSeries=".into(),
+        ],
+    );
+    assert_eq!(study[0]["NumberOfStudyRelatedInstances"], "4", "{study:?}");
+    assert_eq!(study[0]["NumberOfStudyRelatedSeries"], "2", "{study:?}");
+    let mut want = originals(&a_corpus, &a);
+    want.retain(|uid, _| !gone.contains(uid));
+    assert_same_data_sets(&server.get_study(&a), &want, "after the series delete");
+    let located = server.locate(&a);
+    assert!(located.iter().all(|l| l["tier"] == "archive"
+        && l["location"] != old_container.as_str()
+        && l["copies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["kind"] == "nearline")));
+    assert!(!server.dir.join("archive").join(&old_container).exists());
+    assert_eq!(holding(&tier_files(&server), &gone), Vec::<String>::new());
+
+    // An online instance.
+    let b_uids: Vec<String> = b_corpus
+        .files
+        .iter()
+        .map(|f| f.sop_instance_uid.clone())
+        .collect();
+    let d = delete(&server, &["--instance", &b_uids[0]]);
+    assert_eq!(
+        (d["instances"].as_u64(), d["online_files"].as_u64()),
+        (Some(1), Some(1)),
+        "{d}"
+    );
+    assert_eq!(d["nearline_rewritten"], true, "{d}");
+    assert_eq!(server.locate(&b).len(), 3);
+    assert_eq!(
+        holding(&tier_files(&server), &b_uids[..1]),
+        Vec::<String>::new()
+    );
+
+    // The whole archived study: container, near-line copy, rows and all.
+    let d = delete(&server, &["--study", &a]);
+    assert_eq!(
+        (d["instances"].as_u64(), d["study_gone"].as_bool()),
+        (Some(4), Some(true)),
+        "{d}"
+    );
+    assert!(find(&server, "STUDY", &[format!("StudyInstanceUID={a}")]).is_empty());
+    let a_uids: Vec<String> = a_corpus
+        .files
+        .iter()
+        .map(|f| f.sop_instance_uid.clone())
+        .collect();
+    assert_eq!(holding(&tier_files(&server), &a_uids), Vec::<String>::new());
+    assert_eq!(containers(&server.dir.join("archive")).len(), 0);
+    assert_eq!(
+        containers(&server.dir.join("nearline")).len(),
+        1,
+        "study B's"
+    );
+    // Recorded: the job history and the counts.
+    let status = server.status();
+    assert_eq!(status["last_runs"]["delete"]["outcome"], "ok", "{status}");
+    assert_eq!(
+        status["last_runs"]["delete"]["summary"]["instances"], 4,
+        "{status}"
+    );
+    assert_eq!(status["studies"], 1, "{status}");
+    assert_eq!(status["instances"], 3, "{status}");
+
+    let again = server.cli(&["delete", "--study", &a]);
+    assert!(!again.status.success());
+    assert!(
+        text(&again).contains(&format!("no STUDY with UID {a} is stored")),
+        "{}",
+        text(&again)
+    );
+
+    // The volume still holds them; importing it leaves them out.
+    let files: Vec<String> = files_below(volumes.path())
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "tar"))
+        .map(|p| p.display().to_string())
+        .collect();
+    let mut args = vec!["backup", "import-volume", "--json"];
+    args.extend(files.iter().map(String::as_str));
+    let (ok, imported) = cli_json(&server, &args);
+    assert!(ok, "{imported}");
+    assert_eq!(imported["deleted"], 7, "{imported}");
+    assert_eq!(imported["ingested"], 0, "{imported}");
+    assert!(find(&server, "STUDY", &[format!("StudyInstanceUID={a}")]).is_empty());
+
+    // The server cached the deleted series' rows when it stored them: storing the same
+    // objects again makes new ones, served in full.
+    server.store(&a_corpus);
+    assert_eq!(series_of(&server, &a).len(), 3);
+    assert_same_data_sets(
+        &server.get_study(&a),
+        &originals(&a_corpus, &a),
+        "stored again after the delete",
+    );
+}
+
+#[test]
+fn a_delete_killed_while_it_rewrites_a_container_is_finished_by_the_next_run() {
+    let corpus = Corpus::generate(&[
+        "--ct-studies",
+        "1",
+        "--ct-images",
+        "24",
+        "--mr-studies",
+        "0",
+        "--series-per-study",
+        "2",
+        "--seed",
+        "83",
+    ]);
+    // Container writes paced to 4 MB/s: the rewrite of the remaining 6 MB takes 1.5 s.
+    let server = TestServer::start(&format!("{SHORT_LEASES}[tiering]\nthrottle_mb_s = 4\n"));
+    server.store(&corpus);
+    let out = server.cli(&["tier", "run", "--min-age-days", "0", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let study = corpus.study_uids()[0].clone();
+    let series = series_of(&server, &study);
+    let gone = uids_of(&corpus, &series[0]);
+    let tmp = server.dir.join("archive/tmp");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["delete", "--series", &series[0], "--config"])
+        .arg(&server.config)
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_while_running(&mut child, || !files_below(&tmp).is_empty()),
+        "the delete ended before rewriting the container"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = child.kill();
+    let _ = child.wait();
+
+    // Gone from the index at once; the rest served from the old container meanwhile.
+    assert_eq!(series_of(&server, &study), series[1..].to_vec());
+    let mut want = originals(&corpus, &study);
+    want.retain(|uid, _| !gone.contains(uid));
+    assert_same_data_sets(&server.get_study(&study), &want, "after the kill");
+
+    // The next run (any converter) finishes it once the killed one's lease expired.
+    wait_for_lease_expiry(&server.config, child.id());
+    let out = server.cli(&["tier", "run", "--min-age-days", "0", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(containers(&server.dir.join("archive")).len(), 1);
+    assert!(files_below(&tmp).is_empty());
+    assert_eq!(holding(&tier_files(&server), &gone), Vec::<String>::new());
+    assert_same_data_sets(&server.get_study(&study), &want, "after recovery");
+    let located: HashMap<String, usize> =
+        server
+            .locate(&study)
+            .iter()
+            .fold(HashMap::new(), |mut m, l| {
+                *m.entry(l["location"].as_str().unwrap().to_string())
+                    .or_default() += 1;
+                m
+            });
+    assert_eq!(located.len(), 1, "{located:?}");
+}
