@@ -983,6 +983,16 @@ t0=$(date +%s.%N)
 t1=$(date +%s.%N)
 convert_mbs=$(echo "$bytes / ($t1 - $t0) / 1048576" | bc -l)
 move_archived=$(move_median)
+# strata delete on HDFS (issue #18): one instance of the archived study (its container is
+# written again without it), then the whole study, beside the time archiving one study took.
+one_uid=$(/usr/bin/dcmdump +P 0008,0018 "${studies[0]}"/0000.dcm | sed 's/.*\[\(.*\)\].*/\1/')
+t2=$(date +%s.%N)
+"$root/target/release/strata" delete --config "$arch/strata.toml" --instance "$one_uid" >/dev/null
+t3=$(date +%s.%N)
+"$root/target/release/strata" delete --config "$arch/strata.toml" --study "$ct_study" >/dev/null
+t4=$(date +%s.%N)
+delete_one=$(echo "$t3 - $t2" | bc -l); delete_study=$(echo "$t4 - $t3" | bc -l)
+archive_one=$(echo "($t1 - $t0) / ${#studies[@]}" | bc -l)
 kill -TERM "$dest_pid" 2>/dev/null || true; wait "$dest_pid" 2>/dev/null || true
 stop_server
 # The same bytes through Hadoop's client: one file per study.
@@ -998,6 +1008,8 @@ echo
 echo "Archive on HDFS ($instances instances, $((bytes / 1048576)) MiB, ${#studies[@]} studies; NameNode files now $files_total)"
 printf '  converter %7.1f MB/s   FsShell -put %7.1f MB/s (JVM start included)\n' "$convert_mbs" "$put_mbs"
 printf '  C-MOVE of one study: online %7.1f MB/s   archived %7.1f MB/s\n' "$move_online" "$move_archived"
+printf '  strata delete of the archived %d-image study: one instance %5.2f s (container rewritten), the study %5.2f s; archiving a study took %5.2f s\n' \
+    "$ct_count" "$delete_one" "$delete_study" "$archive_one"
 
 # The same on a locator of 1,000,000 instances in 50,000 studies (index only, no files).
 big="$work/strata-1m"
