@@ -56,6 +56,30 @@ pub struct Config {
     pub web: WebConfig,
     #[serde(default)]
     pub status: StatusConfig,
+    #[serde(default)]
+    pub lifecycle: LifecycleConfig,
+}
+
+/// `[lifecycle]`: how long studies are kept.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LifecycleConfig {
+    /// Years a study is kept after its Study Date (its newest instance's arrival when it
+    /// has none); then it is deleted from every tier and copy. 0: kept forever.
+    #[serde(default)]
+    pub retention_years: u32,
+    /// Per modality, instead of `retention_years`: a study is kept as long as the longest
+    /// retention of its modalities (Modalities in Study); 0 keeps it forever. Example:
+    /// `retention_years_by_modality = { MG = 10, CT = 10 }`.
+    #[serde(default)]
+    pub retention_years_by_modality: std::collections::BTreeMap<String, u32>,
+    /// When the server deletes expired studies by itself: `HH:MM-HH:MM` in UTC. Empty:
+    /// never; run `strata lifecycle run` instead (`strata schedule` lists them first).
+    #[serde(default)]
+    pub window: String,
+    /// How often the server looks for expired studies inside the window (seconds).
+    #[serde(default = "defaults::tiering_poll_secs")]
+    pub poll_secs: u64,
 }
 
 /// `[status]`: the history the status page plots.
@@ -896,6 +920,12 @@ impl Config {
             return Err(format!(
                 "tiering.window {:?} must look like \"01:00-05:00\"",
                 self.tiering.window
+            ));
+        }
+        if !self.lifecycle.window.is_empty() && parse_window(&self.lifecycle.window).is_none() {
+            return Err(format!(
+                "lifecycle.window {:?} must look like \"01:00-05:00\"",
+                self.lifecycle.window
             ));
         }
         if !self.backup.window.is_empty() && parse_window(&self.backup.window).is_none() {

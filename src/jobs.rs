@@ -46,11 +46,12 @@ pub enum JobKind {
     ExportVolume,
     ImportVolume,
     Delete,
+    Retention,
 }
 
 impl JobKind {
     /// Every job, in the order reports list them.
-    pub const ALL: [JobKind; 9] = [
+    pub const ALL: [JobKind; 10] = [
         JobKind::Tier,
         JobKind::Backup,
         JobKind::Repair,
@@ -60,6 +61,7 @@ impl JobKind {
         JobKind::ExportVolume,
         JobKind::ImportVolume,
         JobKind::Delete,
+        JobKind::Retention,
     ];
 
     /// The locator's and JSON's spelling.
@@ -74,6 +76,7 @@ impl JobKind {
             JobKind::ExportVolume => "export-volume",
             JobKind::ImportVolume => "import-volume",
             JobKind::Delete => "delete",
+            JobKind::Retention => "retention",
         }
     }
 }

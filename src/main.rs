@@ -17,6 +17,21 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum LifecycleAction {
+    /// Delete every study past retention now (as `strata delete --study` would), then exit.
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+        /// Only list the studies that would be deleted.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Run the DICOM server until SIGTERM or SIGINT.
     Serve {
@@ -139,6 +154,11 @@ enum Command {
         /// Print the summary as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Studies past `[lifecycle]` retention.
+    Lifecycle {
+        #[command(subcommand)]
+        action: LifecycleAction,
     },
     /// Read a password from standard input (one line) and print its argon2 hash, for a
     /// `[[web.users]] password_hash`.
@@ -624,6 +644,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let deleted = runtime.block_on(strata::admin::delete(&config, &scope, &reason))?;
             print_deleted(&deleted, json)
         }
+        Command::Lifecycle {
+            action:
+                LifecycleAction::Run {
+                    config,
+                    dry_run,
+                    json,
+                },
+        } => {
+            let config = Config::load(&config)?;
+            init_logging("warn")?;
+            let pass = runtime.block_on(strata::admin::lifecycle_run(&config, dry_run))?;
+            print_retention(&pass, json)?;
+            if pass.failed > 0 {
+                anyhow::bail!("{} studies were not deleted", pass.failed);
+            }
+            Ok(())
+        }
         Command::Status { config, json } => {
             let config = Config::load(&config)?;
             let report = runtime.block_on(strata::admin::status(&config))?;
@@ -670,6 +707,46 @@ fn print_deleted(d: &strata::lifecycle::Deleted, json: bool) -> anyhow::Result<(
     }
     if d.study_gone {
         println!("  study {} is gone", d.study);
+    }
+    Ok(())
+}
+
+fn print_retention(
+    p: &strata::lifecycle::retention::RetentionPass,
+    json: bool,
+) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(p)?);
+        return Ok(());
+    }
+    for e in &p.expired {
+        println!(
+            "{} patient {} {} {} ({} years)",
+            e.study_instance_uid,
+            e.patient_id,
+            e.date,
+            e.modalities.join("\\"),
+            e.retention_years
+        );
+    }
+    for failure in &p.failures {
+        println!("{failure}");
+    }
+    if p.dry_run {
+        println!(
+            "{} studies past retention (dry run: nothing deleted)",
+            p.expired.len()
+        );
+    } else {
+        println!(
+            "deleted {} of {} studies past retention ({} failed), {} instances, {:.1} MB in {:.1} s",
+            p.deleted,
+            p.expired.len(),
+            p.failed,
+            p.instances,
+            p.bytes as f64 / 1e6,
+            p.seconds
+        );
     }
     Ok(())
 }

@@ -184,11 +184,12 @@ pub async fn run(
             locator.clone(),
             reader.clone(),
             &config.backup.nearline_dir,
-            converter,
+            converter.clone(),
             config.backup.throttle_mb_s,
         )?
         .with_format(config.backup.format, config.backup.roi_ratio),
     );
+    let retention = spawn_retention(&config, &locator, converter, &backup, &shutdown);
     let backup_worker = tokio::spawn(backup::run(
         backup,
         BackupSchedule {
@@ -254,8 +255,8 @@ pub async fn run(
         }
         None => plain.await,
     }
-    if let Some(worker) = tiering {
-        // It stops between two studies once shutdown is signalled.
+    // They stop between two studies once shutdown is signalled.
+    for worker in [tiering, retention].into_iter().flatten() {
         let _ = worker.await;
     }
     if let Some(http) = http {
@@ -269,6 +270,33 @@ pub async fn run(
     locator.close().await;
     info!("stopped");
     Ok(())
+}
+
+/// The retention worker, when `[lifecycle]` has a window and a retention.
+fn spawn_retention(
+    config: &Config,
+    locator: &Arc<Locator>,
+    converter: Arc<Converter>,
+    backup: &Arc<Backup>,
+    shutdown: &watch::Receiver<bool>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    use crate::lifecycle::retention::{self, RetentionPolicy, RetentionSchedule};
+    let policy = RetentionPolicy::from(&config.lifecycle);
+    let window = crate::config::parse_window(&config.lifecycle.window)?;
+    if !policy.any() {
+        return None;
+    }
+    let deleter = crate::lifecycle::Deleter::new(locator.clone(), converter, backup.clone());
+    Some(tokio::spawn(retention::run(
+        Arc::new(deleter),
+        locator.clone(),
+        policy,
+        RetentionSchedule {
+            window,
+            poll: std::time::Duration::from_secs(config.lifecycle.poll_secs.max(1)),
+        },
+        shutdown.clone(),
+    )))
 }
 
 /// Every `every`, deletes the online temporaries of processes (of any node sharing the

@@ -337,3 +337,93 @@ fn a_delete_killed_while_it_rewrites_a_container_is_finished_by_the_next_run() {
             });
     assert_eq!(located.len(), 1, "{located:?}");
 }
+
+#[test]
+fn studies_past_retention_are_listed_first_then_deleted_by_the_server_in_its_window() {
+    // Generated Study Dates fall in 2019-2024: MR (1 year) is past retention, CT (100) not.
+    let corpus = Corpus::small(1, 2, 2, 2, 84);
+    let dir = tempfile::tempdir().unwrap();
+    let policy = "[lifecycle]\nretention_years = 100\nretention_years_by_modality = { MR = 1 }\npoll_secs = 1\n";
+    write_config(dir.path(), policy);
+    let server = TestServer::start_in(dir.path(), "", "");
+    server.store(&corpus);
+    let modality_of = |study: &str| {
+        corpus
+            .files
+            .iter()
+            .find(|f| f.study_instance_uid == study)
+            .unwrap()
+            .modality
+            .clone()
+    };
+    let mut mr: Vec<String> = corpus
+        .study_uids()
+        .into_iter()
+        .filter(|s| modality_of(s) == "MR")
+        .collect();
+    mr.sort();
+    let ct: Vec<String> = corpus
+        .study_uids()
+        .into_iter()
+        .filter(|s| modality_of(s) == "CT")
+        .collect();
+    assert_eq!((mr.len(), ct.len()), (2, 1));
+    let listed = |v: &Value| {
+        let mut uids: Vec<String> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["study_instance_uid"].as_str().unwrap().to_string())
+            .collect();
+        uids.sort();
+        uids
+    };
+
+    // Listed first: by `strata schedule` and a dry run, which deletes nothing.
+    let (ok, schedule) = cli_json(&server, &["schedule", "--json"]);
+    assert!(ok, "{schedule}");
+    let retention = &schedule["retention"];
+    assert_eq!(retention["queued"]["studies"], 2, "{retention}");
+    assert_eq!(listed(&retention["queued"]["listed"]), mr, "{retention}");
+    assert_eq!(retention["window"], Value::Null, "{retention}");
+    let (ok, dry) = cli_json(&server, &["lifecycle", "run", "--dry-run", "--json"]);
+    assert!(ok, "{dry}");
+    assert_eq!(listed(&dry["expired"]), mr, "{dry}");
+    assert!(
+        dry["expired"][0]["date"].as_str().unwrap() < "20251205",
+        "{dry}"
+    );
+    assert_eq!(dry["deleted"], 0, "{dry}");
+    assert_eq!(server.instances(), 6);
+
+    // The server's worker, inside its (all-day) window, deletes them.
+    server.terminate();
+    let config = dir.path().join("strata.toml");
+    let mut text_config = std::fs::read_to_string(&config).unwrap();
+    text_config = text_config.replace(
+        "poll_secs = 1\n",
+        "poll_secs = 1\nwindow = \"00:00-00:00\"\n",
+    );
+    std::fs::write(&config, text_config).unwrap();
+    let server = TestServer::start_in(dir.path(), "", "");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while server.instances() != 2 {
+        assert!(std::time::Instant::now() < deadline, "{}", server.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for study in &mr {
+        assert!(find(&server, "STUDY", &[format!("StudyInstanceUID={study}")]).is_empty());
+    }
+    assert_same_data_sets(
+        &server.get_study(&ct[0]),
+        &originals(&corpus, &ct[0]),
+        "the CT study is kept",
+    );
+    let status = server.status();
+    let run = &status["last_runs"]["retention"];
+    assert_eq!(run["trigger"], "server", "{status}");
+    assert_eq!(run["summary"]["deleted"], 2, "{status}");
+    let (ok, after) = cli_json(&server, &["lifecycle", "run", "--json"]);
+    assert!(ok, "{after}");
+    assert_eq!(after["expired"].as_array().unwrap().len(), 0, "{after}");
+}

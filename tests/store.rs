@@ -55,7 +55,8 @@ async fn dcmtk_store_keeps_data_sets_byte_identical_and_indexed() {
             "commitments": {"checking": 0, "ready": 0, "reported": 0, "given_up": 0},
             "last_runs": {
                 "tier": null, "backup": null, "repair": null, "verify": null, "import": null,
-                "restore": null, "export-volume": null, "import-volume": null
+                "restore": null, "export-volume": null, "import-volume": null,
+                "delete": null, "retention": null
             },
             "read_fallbacks": 0
         })

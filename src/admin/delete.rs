@@ -1,13 +1,16 @@
 //! `strata delete`: removes a study, series or instance from every tier and copy (see
-//! `crate::lifecycle`), recorded in the job history and, per instance, in the audit log.
+//! `crate::lifecycle`), recorded in the job history and, per instance, in the audit log;
+//! `strata lifecycle run`: the same for every study past retention (or only lists them).
 
 use std::sync::Arc;
 
 use super::backup::{BackupCommandError, Stack};
 use crate::config::Config;
 use crate::jobs::{JobKind, JobRun, Trigger};
+use crate::lifecycle::retention::{self, RetentionPass, RetentionPolicy};
 use crate::lifecycle::{Deleted, Deleter, LifecycleError};
 use crate::locator::lifecycle::DeleteScope;
+use crate::locator::LocatorError;
 
 /// Why `strata delete` did not delete.
 #[derive(Debug, thiserror::Error)]
@@ -16,6 +19,8 @@ pub enum DeleteCommandError {
     Open(#[from] BackupCommandError),
     #[error(transparent)]
     Lifecycle(#[from] LifecycleError),
+    #[error(transparent)]
+    Locator(#[from] LocatorError),
 }
 
 /// Deletes `scope` for `reason`; the audit names the operating-system user and node.
@@ -30,14 +35,38 @@ pub async fn delete(
         std::env::var("USER").unwrap_or_else(|_| "unknown".into()),
         stack.locator.node()
     );
-    let deleter = Deleter::new(
-        stack.locator.clone(),
-        stack.converter.clone(),
-        Arc::clone(&stack.backup),
-    );
+    let deleter = deleter(&stack);
     let run = JobRun::start(&stack.locator, JobKind::Delete, Trigger::Cli).await;
     let result = deleter.delete(scope, reason, &who).await;
     run.finish(&stack.locator, &result).await;
+    stack.locator.close().await;
+    Ok(result?)
+}
+
+fn deleter(stack: &Stack) -> Deleter {
+    Deleter::new(
+        stack.locator.clone(),
+        stack.converter.clone(),
+        Arc::clone(&stack.backup),
+    )
+}
+
+/// Deletes every study past `[lifecycle]` retention now; with `dry_run`, only lists them.
+pub async fn lifecycle_run(
+    config: &Config,
+    dry_run: bool,
+) -> Result<RetentionPass, DeleteCommandError> {
+    let stack = Stack::open(config).await?;
+    let policy = RetentionPolicy::from(&config.lifecycle);
+    let result = if dry_run {
+        retention::pass(&deleter(&stack), &stack.locator, &policy, true, || true).await
+    } else {
+        let run = JobRun::start(&stack.locator, JobKind::Retention, Trigger::Cli).await;
+        let result =
+            retention::pass(&deleter(&stack), &stack.locator, &policy, false, || true).await;
+        run.finish(&stack.locator, &result).await;
+        result
+    };
     stack.locator.close().await;
     Ok(result?)
 }

@@ -21,6 +21,8 @@
 //! finish step 4. Offline volumes cannot be rewritten: `strata backup import-volume` leaves
 //! their deleted members out.
 
+pub mod retention;
+
 use std::sync::Arc;
 use std::time::Instant;
 

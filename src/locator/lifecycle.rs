@@ -70,6 +70,19 @@ pub struct Removed {
     pub offline_volumes: Vec<String>,
 }
 
+/// What retention looks at for one study.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StudyAge {
+    pub study_instance_uid: String,
+    pub patient_id: String,
+    /// `YYYYMMDD`; empty when the study has none.
+    pub study_date: String,
+    pub modalities: Vec<String>,
+    /// When its newest instance arrived (Unix ms); only read for studies without a date.
+    #[serde(skip)]
+    pub newest_received_ms: Option<i64>,
+}
+
 /// One instance about to be deleted.
 struct Doomed {
     sop_instance_uid: String,
@@ -303,6 +316,38 @@ impl Locator {
         .execute(&mut **tx)
         .await?;
         Ok(studies > 0)
+    }
+
+    /// Every study with its Study Date and modalities (retention's input); the arrival of
+    /// the newest instance only for studies without a date.
+    pub async fn study_ages(&self) -> Result<Vec<StudyAge>, LocatorError> {
+        let rows = sqlx::query(
+            "SELECT st.study_instance_uid, st.study_date, st.modalities_in_study, p.patient_id, \
+               CASE WHEN st.study_date = '' THEN \
+                 (SELECT MAX(i.received_at) FROM series se JOIN instances i ON i.series_fk = se.id \
+                  WHERE se.study_fk = st.id) END AS newest_received \
+             FROM studies st JOIN patients p ON p.id = st.patient_fk ORDER BY st.id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err)?;
+        rows.iter()
+            .map(|r| {
+                let modalities: String = r.try_get("modalities_in_study")?;
+                Ok(StudyAge {
+                    study_instance_uid: r.try_get("study_instance_uid")?,
+                    patient_id: r.try_get("patient_id")?,
+                    study_date: r.try_get("study_date")?,
+                    modalities: modalities
+                        .split(',')
+                        .filter(|m| !m.is_empty())
+                        .map(str::to_string)
+                        .collect(),
+                    newest_received_ms: r.try_get("newest_received")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(err)
     }
 
     /// Whether the journal entry `job` is this process's and its lease holds; its row stays

@@ -257,6 +257,17 @@ fn schedules(page: &mut String, overview: &Overview) {
             &format!("{} primaries", sc.repair.queued),
         ],
     );
+    let r = &sc.retention;
+    worker(
+        page,
+        "retention",
+        &r.window,
+        r.open_now,
+        &r.next_open,
+        &r.next_close,
+        None,
+        format!("{} studies past retention", r.queued.studies),
+    );
     page.push_str("</table>\n");
 }
 

@@ -1,11 +1,13 @@
-//! `strata schedule`: when the server's tiering and backup workers run (window, throttle,
-//! open now or not, next opening and closing in UTC), what the next pass would take on
-//! (studies due for archiving, the backup and repair queues) and each worker's last run.
+//! `strata schedule`: when the server's tiering, backup and retention workers run (window,
+//! throttle, open now or not, next opening and closing in UTC), what the next pass would take
+//! on (studies due for archiving, the backup and repair queues, the studies past retention,
+//! listed before they are deleted) and each worker's last run.
 
 use serde::Serialize;
 
 use crate::config::{parse_window, Config};
 use crate::jobs::{last_runs, JobKind, RunView};
+use crate::lifecycle::retention::{list_expired, Expired, RetentionPolicy};
 use crate::locator::archive::DueTotals;
 use crate::locator::copies::QueueLengths;
 use crate::locator::{now_millis, Locator, LocatorError, Owner, Role};
@@ -21,7 +23,23 @@ pub struct ScheduleReport {
     /// Re-creation of damaged primaries: the server does it at every poll, whatever the
     /// window.
     pub repair: RepairSchedule,
+    /// Deleting studies past `[lifecycle]` retention.
+    pub retention: WorkerSchedule<RetentionQueue>,
 }
+
+/// Studies the next retention pass would delete.
+#[derive(Debug, Clone, Serialize)]
+pub struct RetentionQueue {
+    pub policy: RetentionPolicy,
+    /// Studies past retention now.
+    pub studies: u64,
+    /// The first of them (at most [`LISTED`]), in the order they were stored: `strata
+    /// lifecycle run --dry-run --json` lists them all.
+    pub listed: Vec<Expired>,
+}
+
+/// Studies past retention listed in the report, at most.
+pub const LISTED: usize = 100;
 
 /// When one worker runs, what it would take on next, and how its last run went.
 #[derive(Debug, Clone, Serialize)]
@@ -76,6 +94,10 @@ pub async fn report(config: &Config, locator: &Locator) -> Result<ScheduleReport
     let cutoff = now - i64::from(config.tiering.min_age_days) * 86_400_000;
     let due = locator.due_totals(cutoff).await?;
     let queues = locator.queue_lengths().await?;
+    let policy = RetentionPolicy::from(&config.lifecycle);
+    let mut expired = list_expired(locator, &policy).await?;
+    let studies = expired.len() as u64;
+    expired.truncate(LISTED);
     let mut runs = last_runs(locator).await?;
     let mut last = |job: JobKind| runs.remove(job.as_str()).flatten();
     Ok(ScheduleReport {
@@ -104,6 +126,18 @@ pub async fn report(config: &Config, locator: &Locator) -> Result<ScheduleReport
             queued: queues.repairs,
             last_run: last(JobKind::Repair),
         },
+        retention: worker(
+            &config.lifecycle.window,
+            None,
+            config.lifecycle.poll_secs,
+            now,
+            RetentionQueue {
+                policy,
+                studies,
+                listed: expired,
+            },
+            last(JobKind::Retention),
+        ),
     })
 }
 
@@ -201,6 +235,25 @@ impl std::fmt::Display for ScheduleReport {
             "  queued     {} primaries to re-create",
             self.repair.queued
         )?;
-        fmt_last(f, &self.repair.last_run)
+        fmt_last(f, &self.repair.last_run)?;
+        writeln!(f, "retention")?;
+        self.retention.fmt_timing(f)?;
+        let q = &self.retention.queued;
+        if !q.policy.any() {
+            writeln!(f, "  policy     none: studies are kept forever")?;
+        }
+        writeln!(f, "  queued     {} studies past retention", q.studies)?;
+        for e in &q.listed {
+            writeln!(
+                f,
+                "    {} patient {} {} {} ({} years)",
+                e.study_instance_uid,
+                e.patient_id,
+                e.date,
+                e.modalities.join("\\"),
+                e.retention_years
+            )?;
+        }
+        fmt_last(f, &self.retention.last_run)
     }
 }

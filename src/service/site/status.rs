@@ -31,7 +31,7 @@ pub struct StatusReport {
     /// reported, given up.
     pub commitments: CommitmentCounts,
     /// The last run of every job (`tier`, `backup`, `repair`, `verify`, `import`, `restore`,
-    /// `export-volume`, `import-volume`), `null` for a job that never ran.
+    /// `export-volume`, `import-volume`, `delete`, `retention`), `null` for a job that never ran.
     pub last_runs: BTreeMap<&'static str, Option<RunView>>,
     /// Reads served from a backup copy because the primary was missing or damaged, by every
     /// process, ever.
