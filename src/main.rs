@@ -155,6 +155,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Who touched a study: stores, replacements and deletes of its instances, from the
+    /// audit log.
+    Audit {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        study: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Studies past `[lifecycle]` retention.
     Lifecycle {
         #[command(subcommand)]
@@ -644,6 +655,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let deleted = runtime.block_on(strata::admin::delete(&config, &scope, &reason))?;
             print_deleted(&deleted, json)
         }
+        Command::Audit {
+            config,
+            study,
+            json,
+        } => {
+            let config = Config::load(&config)?;
+            let rows = runtime.block_on(strata::admin::audit(&config, &study))?;
+            if rows.is_empty() {
+                anyhow::bail!("no audit entries for study {study}");
+            }
+            print_audit(&study, &rows, json)
+        }
         Command::Lifecycle {
             action:
                 LifecycleAction::Run {
@@ -707,6 +730,50 @@ fn print_deleted(d: &strata::lifecycle::Deleted, json: bool) -> anyhow::Result<(
     }
     if d.study_gone {
         println!("  study {} is gone", d.study);
+    }
+    Ok(())
+}
+
+fn print_audit(
+    study: &str,
+    rows: &[strata::locator::lifecycle::AuditSummary],
+    json: bool,
+) -> anyhow::Result<()> {
+    use strata::model::schedule::iso8601;
+    if json {
+        let entries: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "event": r.event, "who": r.who, "instances": r.instances,
+                    "first": iso8601(r.first_ms), "last": iso8601(r.last_ms), "detail": r.detail,
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({ "study": study, "entries": entries })
+        );
+        return Ok(());
+    }
+    for r in rows {
+        let detail = if r.detail.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", r.detail)
+        };
+        println!(
+            "{} .. {}  {:<8} {:>6} instances by {}{detail}",
+            iso8601(r.first_ms),
+            iso8601(r.last_ms),
+            r.event,
+            r.instances,
+            if r.who.is_empty() {
+                "(unknown)"
+            } else {
+                &r.who
+            },
+        );
     }
     Ok(())
 }

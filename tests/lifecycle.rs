@@ -251,6 +251,32 @@ fn delete_takes_series_instances_and_studies_out_of_every_tier_and_copy() {
         text(&again)
     );
 
+    // Who touched the study: the modality that sent it, the admin who deleted it, and why.
+    let (ok, audit) = cli_json(&server, &["audit", "--json", "--study", &a]);
+    assert!(ok, "{audit}");
+    let entries = audit["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{audit}");
+    assert_eq!(
+        (
+            &entries[0]["event"],
+            &entries[0]["who"],
+            &entries[0]["instances"]
+        ),
+        (
+            &Value::from("stored"),
+            &Value::from("MODALITY"),
+            &Value::from(6)
+        ),
+        "{audit}"
+    );
+    assert_eq!(entries[1]["event"], "deleted", "{audit}");
+    assert!(
+        entries[1]["who"].as_str().unwrap().starts_with("cli:"),
+        "{audit}"
+    );
+    assert_eq!(entries[1]["instances"], 6, "{audit}");
+    assert_eq!(entries[1]["detail"], "wrong patient", "{audit}");
+
     // The volume still holds them; importing it leaves them out.
     let files: Vec<String> = files_below(volumes.path())
         .iter()

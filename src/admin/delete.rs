@@ -70,3 +70,16 @@ pub async fn lifecycle_run(
     stack.locator.close().await;
     Ok(result?)
 }
+
+/// Who touched a study (`strata audit --study`): the audit log's rows for its instances,
+/// stored now or deleted, folded per event, actor and detail.
+pub async fn audit(
+    config: &Config,
+    study: &str,
+) -> Result<Vec<crate::locator::lifecycle::AuditSummary>, DeleteCommandError> {
+    use crate::locator::{Locator, Owner, Role};
+    let locator = Locator::open(&config.locator, Owner::of(&config.node, Role::Cli)).await?;
+    let result = locator.study_audit(study).await;
+    locator.close().await;
+    Ok(result?)
+}

@@ -16,7 +16,7 @@ mod volume;
 pub use crate::service::site::schedule::{schedule, ScheduleReport, WorkerSchedule};
 pub use crate::service::site::status::{status, StatusReport};
 pub use backup::{backup_run, enqueue_backup, verify, BackupCommandError, BackupSummary};
-pub use delete::{delete, lifecycle_run, DeleteCommandError};
+pub use delete::{audit, delete, lifecycle_run, DeleteCommandError};
 pub use import::{import, ImportError, ImportSummary};
 pub use locator::{migrate_locator, LocatorCommandError, MigrateSummary};
 pub use restore::{restore, RestoreSummary};
