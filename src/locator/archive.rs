@@ -237,14 +237,7 @@ impl Locator {
             .await
             .map_err(err)?;
         }
-        sqlx::query(
-            "UPDATE archive_jobs SET state = 'committed', old_locations = $1 WHERE id = $2",
-        )
-        .bind(serde_json::to_string(&old).expect("strings serialize"))
-        .bind(job)
-        .execute(&mut *tx)
-        .await
-        .map_err(err)?;
+        mark_committed(&mut tx, job, &old).await.map_err(err)?;
         tx.commit().await.map_err(err)?;
         Ok(Committed {
             switched,
@@ -326,4 +319,19 @@ impl Locator {
         .map(|n| n == 1)
         .map_err(err)
     }
+}
+
+/// Marks journal entry `job` committed, with the copies (tier, location) to delete once
+/// nothing references them; inside the caller's transaction.
+pub(super) async fn mark_committed(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    job: i64,
+    old_locations: &[(&str, &str)],
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE archive_jobs SET state = 'committed', old_locations = $1 WHERE id = $2")
+        .bind(serde_json::to_string(old_locations).expect("strings serialize"))
+        .bind(job)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }

@@ -41,6 +41,16 @@ impl Dialect {
         }
     }
 
+    /// A subquery listing the integers of the JSON array bound at `param`, for `id IN (…)`.
+    pub fn json_ints(self, param: &str) -> String {
+        match self {
+            Dialect::Sqlite => format!("(SELECT value FROM json_each({param}))"),
+            Dialect::Postgres => {
+                format!("(SELECT CAST(json_array_elements_text({param}::json) AS BIGINT))")
+            }
+        }
+    }
+
     /// A subquery listing the strings of the JSON array bound at `param` (e.g. `$1`), for
     /// `x IN (…)` with any number of values in one bound parameter.
     pub fn json_strings(self, param: &str) -> String {

@@ -267,14 +267,9 @@ impl Locator {
             .iter()
             .map(|(t, l)| (t.as_str(), l.as_str()))
             .collect();
-        sqlx::query(
-            "UPDATE archive_jobs SET state = 'committed', old_locations = $1 WHERE id = $2",
-        )
-        .bind(serde_json::to_string(&old).expect("strings serialize"))
-        .bind(job)
-        .execute(&mut *tx)
-        .await
-        .map_err(err)?;
+        super::archive::mark_committed(&mut tx, job, &old)
+            .await
+            .map_err(err)?;
         tx.commit().await.map_err(err)?;
         Ok(removed)
     }
@@ -292,12 +287,7 @@ impl Locator {
             ids.dedup();
             serde_json::to_string(&ids).expect("numbers serialize")
         };
-        let in_list = match self.dialect {
-            super::dialect::Dialect::Sqlite => "(SELECT value FROM json_each($1))",
-            super::dialect::Dialect::Postgres => {
-                "(SELECT CAST(json_array_elements_text($1::json) AS BIGINT))"
-            }
-        };
+        let in_list = self.dialect.json_ints("$1");
         let series = sqlx::query(sqlx::AssertSqlSafe(format!(
             "DELETE FROM series WHERE id IN {in_list} \
              AND NOT EXISTS (SELECT 1 FROM instances WHERE series_fk = series.id)"
