@@ -83,21 +83,6 @@ pub struct StudyAge {
     pub newest_received_ms: Option<i64>,
 }
 
-/// Audit rows of one study, folded: one per event, actor and detail.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct AuditSummary {
-    /// `stored`, `replaced`, `deleted`.
-    pub event: String,
-    /// The calling AE title, or who ran the command (`cli:USER@node`, `retention`).
-    pub who: String,
-    pub instances: u64,
-    /// Unix ms of the first and the last such row.
-    pub first_ms: i64,
-    pub last_ms: i64,
-    /// The reason, for a delete.
-    pub detail: String,
-}
-
 /// One instance about to be deleted.
 struct Doomed {
     sop_instance_uid: String,
@@ -349,36 +334,6 @@ impl Locator {
                         .map(str::to_string)
                         .collect(),
                     newest_received_ms: r.try_get("newest_received")?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(err)
-    }
-
-    /// Who did what to the instances of a study, stored now or deleted (the audit log's rows
-    /// for them, folded per event, actor and detail, oldest first).
-    pub async fn study_audit(&self, study: &str) -> Result<Vec<AuditSummary>, LocatorError> {
-        let rows = sqlx::query(
-            "SELECT event, ae, detail, COUNT(*) AS instances, MIN(at) AS first_ms, \
-               MAX(at) AS last_ms FROM audit_log WHERE sop_instance_uid IN \
-               (SELECT i.sop_instance_uid FROM instances i JOIN series se ON se.id = i.series_fk \
-                  JOIN studies st ON st.id = se.study_fk WHERE st.study_instance_uid = $1 \
-                UNION SELECT sop_instance_uid FROM deleted_instances WHERE study_instance_uid = $1) \
-             GROUP BY event, ae, detail ORDER BY MIN(id)",
-        )
-        .bind(study)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(err)?;
-        rows.iter()
-            .map(|r| {
-                Ok(AuditSummary {
-                    event: r.try_get("event")?,
-                    who: r.try_get("ae")?,
-                    instances: r.try_get::<i64, _>("instances")? as u64,
-                    first_ms: r.try_get("first_ms")?,
-                    last_ms: r.try_get("last_ms")?,
-                    detail: r.try_get("detail")?,
                 })
             })
             .collect::<Result<_, sqlx::Error>>()

@@ -9,6 +9,7 @@
 //! transaction-scoped advisory lock. Statements use `$N` placeholders, which both accept.
 
 pub mod archive;
+pub mod audit;
 pub mod commitments;
 pub mod copies;
 pub mod dialect;
@@ -72,6 +73,8 @@ pub enum LocatorError {
     Transfer(#[source] sqlx::Error),
     #[error("cannot delete from the index: {0}")]
     Lifecycle(#[source] sqlx::Error),
+    #[error("cannot append to or read the audit log: {0}")]
+    Audit(#[source] sqlx::Error),
     #[error("cannot record or read the status page's samples: {0}")]
     Samples(#[source] sqlx::Error),
     #[error("cannot record or read storage commitments: {0}")]
