@@ -58,6 +58,19 @@ pub struct Config {
     pub status: StatusConfig,
     #[serde(default)]
     pub lifecycle: LifecycleConfig,
+    #[serde(default)]
+    pub audit: AuditConfig,
+}
+
+/// `[audit]`: where audit entries go besides the locator's audit log.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// `udp://HOST:PORT` of a syslog collector (an audit record repository): every entry is
+    /// also sent there as a DICOM audit message (PS3.15 A.5) in an RFC 5424 line. Empty:
+    /// none.
+    #[serde(default)]
+    pub syslog: String,
 }
 
 /// `[lifecycle]`: how long studies are kept.
@@ -920,6 +933,16 @@ impl Config {
             return Err(format!(
                 "tiering.window {:?} must look like \"01:00-05:00\"",
                 self.tiering.window
+            ));
+        }
+        let syslog = &self.audit.syslog;
+        if !syslog.is_empty()
+            && !syslog
+                .strip_prefix("udp://")
+                .is_some_and(|t| t.contains(':'))
+        {
+            return Err(format!(
+                "audit.syslog {syslog:?} must look like \"udp://127.0.0.1:514\""
             ));
         }
         if !self.lifecycle.window.is_empty() && parse_window(&self.lifecycle.window).is_none() {

@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod archive;
+pub mod audit;
 pub mod backup;
 pub mod codec;
 pub mod commitment;

@@ -378,6 +378,18 @@ pub static LOCATOR_WAIT: Family = Family::histogram(
     &["wait"],
     WAIT,
 );
+/// Audit entries.
+pub static AUDIT_ENTRIES: Family = Family::counter(
+    "strata_audit_entries_total",
+    "Audit entries recorded by this process apart from stores and deletes, by event.",
+    &["event"],
+);
+/// Audit entries not recorded.
+pub static AUDIT_FAILURES: Family = Family::counter(
+    "strata_audit_failures_total",
+    "Audit entries that could not be written, by sink: locator, syslog.",
+    &["sink"],
+);
 
 /// Every family of this process, in exposition order.
 pub static FAMILIES: &[&Family] = &[
@@ -396,6 +408,8 @@ pub static FAMILIES: &[&Family] = &[
     &JOB_RUNS,
     &JOB_DURATION,
     &LOCATOR_WAIT,
+    &AUDIT_ENTRIES,
+    &AUDIT_FAILURES,
 ];
 
 /// Makes the series an admin looks for first exist from the start, at 0.
