@@ -117,6 +117,7 @@ impl<T: JobReport> JobReport for &T {
 pub struct JobRun {
     id: Option<i64>,
     job: JobKind,
+    trigger: Trigger,
     /// The lease the run's claims are taken under.
     lease: i64,
     started: std::time::Instant,
@@ -145,6 +146,7 @@ impl JobRun {
         JobRun {
             id,
             job,
+            trigger,
             lease: locator.lease(),
             started: std::time::Instant::now(),
         }
@@ -161,6 +163,15 @@ impl JobRun {
             crate::locator::leases::report_lost(self.lease);
         }
         let job = self.job.as_str();
+        if self.trigger == Trigger::Cli {
+            audit_command(
+                locator,
+                job,
+                result.as_ref().err().map(ToString::to_string),
+                failed,
+            )
+            .await;
+        }
         metrics::JOB_RUNS.inc(&[job, if failed { "failed" } else { "ok" }]);
         metrics::JOB_DURATION.observe_duration(&[job], self.started.elapsed());
         let Some(id) = self.id else { return };
@@ -180,6 +191,27 @@ impl JobRun {
         {
             warn!(job = self.job.as_str(), run = id, error = %e, "cannot record the end of a job run");
         }
+    }
+}
+
+/// Appends an admin command's audit entry: who ran which job, and how it ended.
+async fn audit_command(locator: &Locator, job: &str, error: Option<String>, failed: bool) {
+    let who = crate::audit::operator(locator.node());
+    let detail = match error {
+        Some(error) => format!("{job}: {error}"),
+        None => job.to_string(),
+    };
+    let row = crate::locator::audit::AuditRow {
+        at: now_millis(),
+        event: crate::audit::Event::Admin.as_str(),
+        who: &who,
+        detail: &detail,
+        outcome: if failed { "failed" } else { "ok" },
+        ..Default::default()
+    };
+    if let Err(e) = locator.append_audit(&row).await {
+        metrics::AUDIT_FAILURES.inc(&["locator"]);
+        warn!(job, error = %e, "cannot audit an admin command");
     }
 }
 

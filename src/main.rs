@@ -155,13 +155,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Who touched a study: stores, replacements and deletes of its instances, from the
-    /// audit log.
+    /// Who touched a study (stores, replacements, queries, retrieves, deletes), or the
+    /// newest entries of the audit log (`--recent N`).
     Audit {
         #[arg(long)]
         config: PathBuf,
+        #[arg(long, required_unless_present = "recent", conflicts_with = "recent")]
+        study: Option<String>,
+        /// The newest N entries, one per line, whatever they touched.
         #[arg(long)]
-        study: String,
+        recent: Option<u32>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -658,14 +661,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit {
             config,
             study,
+            recent,
             json,
         } => {
             let config = Config::load(&config)?;
-            let rows = runtime.block_on(strata::admin::audit(&config, &study))?;
-            if rows.is_empty() {
-                anyhow::bail!("no audit entries for study {study}");
+            let rows = runtime.block_on(strata::admin::audit(
+                &config,
+                study.as_deref(),
+                recent.unwrap_or(0),
+            ))?;
+            match study {
+                Some(study) if rows.is_empty() => {
+                    anyhow::bail!("no audit entries for study {study}")
+                }
+                _ => print_audit(study.as_deref(), &rows, json),
             }
-            print_audit(&study, &rows, json)
         }
         Command::Lifecycle {
             action:
@@ -735,8 +745,8 @@ fn print_deleted(d: &strata::lifecycle::Deleted, json: bool) -> anyhow::Result<(
 }
 
 fn print_audit(
-    study: &str,
-    rows: &[strata::locator::lifecycle::AuditSummary],
+    study: Option<&str>,
+    rows: &[strata::locator::audit::AuditSummary],
     json: bool,
 ) -> anyhow::Result<()> {
     use strata::model::schedule::iso8601;
@@ -745,8 +755,10 @@ fn print_audit(
             .iter()
             .map(|r| {
                 serde_json::json!({
-                    "event": r.event, "who": r.who, "instances": r.instances,
-                    "first": iso8601(r.first_ms), "last": iso8601(r.last_ms), "detail": r.detail,
+                    "event": r.event, "who": r.who, "address": r.address,
+                    "instances": r.instances, "entries": r.entries,
+                    "first": iso8601(r.first_ms), "last": iso8601(r.last_ms),
+                    "detail": r.detail, "outcome": r.outcome, "object": r.object,
                 })
             })
             .collect();
@@ -762,12 +774,27 @@ fn print_audit(
         } else {
             format!(" ({})", r.detail)
         };
+        let what = if r.instances > 0 {
+            format!("{:>6} instances", r.instances)
+        } else {
+            format!("{:>6} times    ", r.entries)
+        };
+        let from = if r.address.is_empty() {
+            String::new()
+        } else {
+            format!(" from {}", r.address)
+        };
+        let failed = if r.outcome == "ok" { "" } else { " FAILED" };
+        let about = if r.object.is_empty() {
+            String::new()
+        } else {
+            format!(" of {}", r.object)
+        };
         println!(
-            "{} .. {}  {:<8} {:>6} instances by {}{detail}",
+            "{} .. {}  {:<9} {what}{about} by {}{from}{detail}{failed}",
             iso8601(r.first_ms),
             iso8601(r.last_ms),
             r.event,
-            r.instances,
             if r.who.is_empty() {
                 "(unknown)"
             } else {

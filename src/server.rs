@@ -9,6 +9,7 @@ use tokio::sync::watch;
 use tracing::info;
 
 use crate::archive::{Archive, ArchiveError, LocalStore};
+use crate::audit::{Auditor, Caller};
 use crate::backup::{self, Backup, BackupError, BackupSchedule};
 use crate::commitment::{CommitmentSettings, StorageCommitment};
 use crate::config::Config;
@@ -51,6 +52,8 @@ pub enum ServerError {
     Backup(#[from] BackupError),
     #[error(transparent)]
     Tls(#[from] crate::net::tls::TlsError),
+    #[error(transparent)]
+    Syslog(#[from] crate::audit::SyslogError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -118,6 +121,7 @@ pub async fn run(
             poll: std::time::Duration::from_secs(2),
         },
     ));
+    let auditor = Auditor::open(&config, locator.clone())?;
     let services = Arc::new(Strata {
         commitment: commitment.clone(),
         ingest: Ingest::new(
@@ -134,7 +138,8 @@ pub async fn run(
                 max_instances: config.retrieve.max_instances,
                 prefetch: config.retrieve.prefetch,
             },
-        ),
+        )
+        .with_auditor(auditor.clone()),
         query: Query::new(
             locator.clone(),
             QueryOptions {
@@ -142,7 +147,8 @@ pub async fn run(
                 max_matches: config.query.max_matches,
                 case_insensitive_names: config.query.case_insensitive_names,
             },
-        ),
+        )
+        .with_auditor(auditor.clone()),
     });
     // One access policy for every front end.
     let policy = Arc::new(AccessPolicy::from_config(&config));
@@ -189,7 +195,7 @@ pub async fn run(
         )?
         .with_format(config.backup.format, config.backup.roi_ratio),
     );
-    let retention = spawn_retention(&config, &locator, converter, &backup, &shutdown);
+    let retention = spawn_retention(&config, &locator, converter, &backup, &auditor, &shutdown);
     let backup_worker = tokio::spawn(backup::run(
         backup,
         BackupSchedule {
@@ -236,6 +242,15 @@ pub async fn run(
         })
     });
     info!(%addr, tls_addr = ?tls_addr, web_addr = ?web_addr, aet = %config.dicom.aet, online = %online.root().display(), "listening");
+    let who = crate::audit::operator(locator.node());
+    let started = format!("listening on {addr}");
+    let entry = |event, detail| crate::audit::Entry {
+        detail,
+        ..crate::audit::Entry::new(event, &who)
+    };
+    auditor
+        .record(&entry(crate::audit::Event::Started, &started))
+        .await;
     on_listening(Listening {
         dicom: addr,
         tls: tls_addr,
@@ -267,6 +282,9 @@ pub async fn run(
     let _ = sampler.await;
     let _ = checks.await;
     let _ = reports.await;
+    auditor
+        .record(&entry(crate::audit::Event::Stopped, "shut down"))
+        .await;
     locator.close().await;
     info!("stopped");
     Ok(())
@@ -278,6 +296,7 @@ fn spawn_retention(
     locator: &Arc<Locator>,
     converter: Arc<Converter>,
     backup: &Arc<Backup>,
+    auditor: &Auditor,
     shutdown: &watch::Receiver<bool>,
 ) -> Option<tokio::task::JoinHandle<()>> {
     use crate::lifecycle::retention::{self, RetentionPolicy, RetentionSchedule};
@@ -286,7 +305,8 @@ fn spawn_retention(
     if !policy.any() {
         return None;
     }
-    let deleter = crate::lifecycle::Deleter::new(locator.clone(), converter, backup.clone());
+    let deleter = crate::lifecycle::Deleter::new(locator.clone(), converter, backup.clone())
+        .with_auditor(auditor.clone());
     Some(tokio::spawn(retention::run(
         Arc::new(deleter),
         locator.clone(),
@@ -380,6 +400,14 @@ async fn bind(at: SocketAddr) -> Result<(TcpListener, SocketAddr), ServerError> 
     Ok((listener, addr))
 }
 
+/// The audit's caller of an association.
+fn caller(association: &AssociationContext) -> Caller {
+    Caller::new(
+        Principal::ae(&association.calling_ae),
+        Some(association.peer),
+    )
+}
+
 /// The DIMSE services Strata offers, each delegated to its module.
 struct Strata {
     commitment: Arc<StorageCommitment>,
@@ -404,18 +432,18 @@ impl Services for Strata {
 
     async fn begin_find(
         &self,
-        _association: &AssociationContext,
+        association: &AssociationContext,
         request: FindRequest,
     ) -> Result<Matches, Outcome> {
-        self.query.begin(request).await
+        self.query.begin(&caller(association), request).await
     }
 
     async fn begin_retrieve(
         &self,
-        _association: &AssociationContext,
+        association: &AssociationContext,
         request: RetrieveRequest,
     ) -> Result<Instances, Outcome> {
-        self.retrieve.begin(request).await
+        self.retrieve.begin(&caller(association), request).await
     }
 
     async fn request_commitment(

@@ -27,6 +27,8 @@ pub enum BackupCommandError {
     Backup(#[from] BackupError),
     #[error(transparent)]
     Open(#[from] super::TierError),
+    #[error(transparent)]
+    Syslog(#[from] crate::audit::SyslogError),
 }
 
 /// What `strata backup run` did: the same record as a server's backup pass.
@@ -38,6 +40,7 @@ pub(super) struct Stack {
     pub reader: crate::reader::Reader,
     pub converter: Arc<Converter>,
     pub backup: Arc<Backup>,
+    pub auditor: crate::audit::Auditor,
 }
 
 impl Stack {
@@ -54,11 +57,13 @@ impl Stack {
             )?
             .with_format(config.backup.format, config.backup.roi_ratio),
         );
+        let auditor = crate::audit::Auditor::open(config, locator.clone())?;
         Ok(Stack {
             locator,
             reader,
             converter,
             backup,
+            auditor,
         })
     }
 }

@@ -30,11 +30,7 @@ pub async fn delete(
     reason: &str,
 ) -> Result<Deleted, DeleteCommandError> {
     let stack = Stack::open(config).await?;
-    let who = format!(
-        "cli:{}@{}",
-        std::env::var("USER").unwrap_or_else(|_| "unknown".into()),
-        stack.locator.node()
-    );
+    let who = crate::audit::operator(stack.locator.node());
     let deleter = deleter(&stack);
     let run = JobRun::start(&stack.locator, JobKind::Delete, Trigger::Cli).await;
     let result = deleter.delete(scope, reason, &who).await;
@@ -49,6 +45,7 @@ fn deleter(stack: &Stack) -> Deleter {
         stack.converter.clone(),
         Arc::clone(&stack.backup),
     )
+    .with_auditor(stack.auditor.clone())
 }
 
 /// Deletes every study past `[lifecycle]` retention now; with `dry_run`, only lists them.
@@ -73,13 +70,18 @@ pub async fn lifecycle_run(
 
 /// Who touched a study (`strata audit --study`): the audit log's rows for its instances,
 /// stored now or deleted, folded per event, actor and detail.
+/// With `study` `None`, the newest `recent` entries instead, one per row.
 pub async fn audit(
     config: &Config,
-    study: &str,
-) -> Result<Vec<crate::locator::lifecycle::AuditSummary>, DeleteCommandError> {
+    study: Option<&str>,
+    recent: u32,
+) -> Result<Vec<crate::locator::audit::AuditSummary>, DeleteCommandError> {
     use crate::locator::{Locator, Owner, Role};
     let locator = Locator::open(&config.locator, Owner::of(&config.node, Role::Cli)).await?;
-    let result = locator.study_audit(study).await;
+    let result = match study {
+        Some(study) => locator.study_audit(study).await,
+        None => locator.recent_audit(recent).await,
+    };
     locator.close().await;
     Ok(result?)
 }

@@ -29,6 +29,7 @@ use std::time::Instant;
 use serde::Serialize;
 use tracing::{info, warn};
 
+use crate::audit::{Auditor, Entry, Event};
 use crate::backup::{Backup, BackupError};
 use crate::convert::{ConvertError, Converter};
 use crate::locator::lifecycle::DeleteScope;
@@ -88,6 +89,7 @@ pub struct Deleter {
     locator: Arc<Locator>,
     converter: Arc<Converter>,
     backup: Arc<Backup>,
+    auditor: Option<Auditor>,
 }
 
 impl Deleter {
@@ -96,7 +98,15 @@ impl Deleter {
             locator,
             converter,
             backup,
+            auditor: None,
         }
+    }
+
+    /// Sends each delete to `auditor`'s syslog too (the audit log's rows are written with
+    /// the delete).
+    pub fn with_auditor(mut self, auditor: Auditor) -> Deleter {
+        self.auditor = Some(auditor);
+        self
     }
 
     /// Deletes everything in `scope`; `who` (the audit's actor) and `reason` are recorded
@@ -140,6 +150,15 @@ impl Deleter {
         };
         info!(level = scope.level(), uid = %scope.uid(), study = %study, instances = removed.instances,
             bytes = removed.bytes, reason, who, "deleted from the index");
+        if let Some(auditor) = &self.auditor {
+            let detail = format!("{} instances ({reason})", removed.instances);
+            let entry = Entry {
+                study: Some(&study),
+                detail: &detail,
+                ..Entry::new(Event::Deleted, who)
+            };
+            auditor.send(&entry, crate::locator::now_millis());
+        }
         let count = |tier| removed.primaries.iter().filter(|(t, _)| *t == tier).count() as u64;
         let mut deleted = Deleted {
             level: scope.level(),

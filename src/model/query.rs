@@ -117,3 +117,38 @@ impl ComputedKeys {
         self.related_counts || self.modalities || self.sop_classes
     }
 }
+
+impl FindQuery {
+    /// What the query asks, for the audit: its level and each matching key with its value
+    /// (`STUDY PatientId=123 StudyDate=20240101-`); universal keys left out.
+    pub fn describe(&self) -> String {
+        let mut text = self.level.as_str().to_string();
+        for (attribute, matcher) in &self.conditions {
+            let value = match matcher {
+                Matcher::Universal => continue,
+                Matcher::Single(v) | Matcher::Wildcard(v) => v.clone(),
+                Matcher::UidList(list) => list.join("\\"),
+                Matcher::Range { low, high } => format!(
+                    "{}-{}",
+                    low.as_deref().unwrap_or(""),
+                    high.as_deref().unwrap_or("")
+                ),
+            };
+            text.push_str(&format!(" {attribute:?}={value}"));
+        }
+        text
+    }
+
+    /// The one study the query names by its UID, if it does.
+    pub fn study_instance_uid(&self) -> Option<&str> {
+        self.conditions
+            .iter()
+            .find_map(|(attribute, matcher)| match (attribute, matcher) {
+                (Attribute::StudyInstanceUid, Matcher::Single(uid)) => Some(uid.as_str()),
+                (Attribute::StudyInstanceUid, Matcher::UidList(list)) if list.len() == 1 => {
+                    Some(list[0].as_str())
+                }
+                _ => None,
+            })
+    }
+}

@@ -12,6 +12,7 @@ use dicom_core::header::Header;
 use dicom_core::{Tag, VR};
 use dicom_dictionary_std::tags;
 
+use crate::audit::{Auditor, Caller, Entry, Event};
 use crate::identifier::{self, Identifier};
 use crate::locator::find::FindRow;
 use crate::locator::Locator;
@@ -40,6 +41,7 @@ pub struct QueryOptions {
 pub struct Query {
     locator: Arc<Locator>,
     options: Arc<QueryOptions>,
+    auditor: Option<Auditor>,
 }
 
 /// A key of the identifier: the attribute asked for, the VR it is answered in (a computed
@@ -76,18 +78,50 @@ impl Query {
         Query {
             locator,
             options: Arc::new(options),
+            auditor: None,
         }
+    }
+
+    /// Records every query in `auditor`'s trail.
+    pub fn with_auditor(mut self, auditor: Auditor) -> Query {
+        self.auditor = Some(auditor);
+        self
+    }
+
+    /// Appends the audit entry of a query by `caller` (`via`: C-FIND, QIDO-RS).
+    async fn audit(&self, caller: &Caller, via: &str, query: Result<&FindQuery, &str>) {
+        let Some(auditor) = &self.auditor else { return };
+        let who = caller.who();
+        let address = caller.ip();
+        let (detail, study) = match query {
+            Ok(query) => (
+                format!("{via} {}", query.describe()),
+                query.study_instance_uid(),
+            ),
+            Err(why) => (format!("{via}: {why}"), None),
+        };
+        let entry = Entry {
+            address: &address,
+            study,
+            object: via,
+            detail: &detail,
+            failed: query.is_err(),
+            ..Entry::new(Event::Queried, &who)
+        };
+        auditor.record_access(&entry).await;
     }
 
     /// Runs a search that is already protocol-neutral (QIDO-RS): the matching rows, at most
     /// `query.limit` and never more than `[query] max_matches`, plus one row when there are
     /// more. Name matching follows `[query] case_insensitive_names`, as for C-FIND.
-    pub fn search(
+    pub async fn search(
         &self,
+        caller: &Caller,
         mut query: FindQuery,
     ) -> tokio::sync::mpsc::Receiver<Result<FindRow, crate::locator::LocatorError>> {
         query.case_insensitive_names = self.options.case_insensitive_names;
         query.limit = query.limit.min(self.options.max_matches);
+        self.audit(caller, "QIDO-RS", Ok(&query)).await;
         self.locator.find(query)
     }
 
@@ -96,8 +130,27 @@ impl Query {
         self.options.max_matches
     }
 
-    /// Checks the request and runs the query.
-    pub async fn begin(&self, request: FindRequest) -> Result<Matches, Outcome> {
+    /// Checks the request of `caller` and runs the query.
+    pub async fn begin(&self, caller: &Caller, request: FindRequest) -> Result<Matches, Outcome> {
+        let model = request.sop_class_uid.clone();
+        match self.prepare(request) {
+            Ok((query, matches)) => {
+                self.audit(caller, "C-FIND", Ok(&query)).await;
+                Ok(Matches {
+                    rows: self.locator.find(query),
+                    ..matches
+                })
+            }
+            Err(outcome) => {
+                let why = format!("{model}: {}", outcome.comment.as_deref().unwrap_or(""));
+                self.audit(caller, "C-FIND", Err(&why)).await;
+                Err(outcome)
+            }
+        }
+    }
+
+    /// The query of a request, and its matches still without rows.
+    fn prepare(&self, request: FindRequest) -> Result<(FindQuery, Matches), Outcome> {
         let model = request.sop_class_uid.as_str();
         if model != PATIENT_ROOT_FIND && model != STUDY_ROOT_FIND {
             return Err(refuse(
@@ -176,8 +229,9 @@ impl Query {
             computed,
             limit: self.options.max_matches,
         };
-        Ok(Matches {
-            rows: self.locator.find(query),
+        let (_, no_rows) = tokio::sync::mpsc::channel(1);
+        let matches = Matches {
+            rows: no_rows,
             sent: 0,
             keys,
             level,
@@ -185,7 +239,8 @@ impl Query {
             fast_syntax: encode::fast_syntax(&request.transfer_syntax_uid),
             transfer_syntax_uid: request.transfer_syntax_uid,
             options: self.options.clone(),
-        })
+        };
+        Ok((query, matches))
     }
 }
 

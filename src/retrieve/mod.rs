@@ -10,6 +10,7 @@ use std::sync::Arc;
 use dicom_dictionary_std::tags;
 use tokio::sync::mpsc;
 
+use crate::audit::{Auditor, Caller, Entry, Event};
 use crate::identifier::{self, Identifier};
 use crate::ingest::attributes::metadata_from_head;
 use crate::locator::retrieve::{required_key, RetrieveRow};
@@ -47,6 +48,7 @@ pub struct Retrieve {
     options: RetrieveOptions,
     /// Instances without metadata that could not be described: not read again.
     undescribable: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    auditor: Option<Auditor>,
 }
 
 /// The instances of one C-MOVE or C-GET.
@@ -89,11 +91,105 @@ impl Retrieve {
             reader,
             options,
             undescribable: Arc::default(),
+            auditor: None,
         }
     }
 
-    /// Checks the identifier and lists the instances it names.
-    pub async fn begin(&self, request: RetrieveRequest) -> Result<Instances, Outcome> {
+    /// Records every retrieve in `auditor`'s trail.
+    pub fn with_auditor(mut self, auditor: Auditor) -> Retrieve {
+        self.auditor = Some(auditor);
+        self
+    }
+
+    /// Appends the audit entries of a retrieve by `caller` (`via`: C-MOVE, WADO-RS, ...):
+    /// one per study the keys name, or one for the patient or the failure.
+    async fn audit(
+        &self,
+        caller: &Caller,
+        via: &str,
+        keys: &RetrieveKeys,
+        result: Result<usize, &str>,
+    ) {
+        let Some(auditor) = &self.auditor else { return };
+        let who = caller.who();
+        let address = caller.ip();
+        // Nothing to send is a failure too (404, or a C-MOVE of nothing).
+        let result = result.and_then(|count| match count {
+            0 => Err("no matching instances"),
+            n => Ok(n),
+        });
+        let detail = match result {
+            Ok(count) => format!("{via} {count} instances"),
+            Err(why) => format!("{via}: {why}"),
+        };
+        let entry = Entry {
+            address: &address,
+            patient: keys.patient_id.as_deref(),
+            detail: &detail,
+            failed: result.is_err(),
+            ..Entry::new(Event::Retrieved, &who)
+        };
+        if keys.study_instance_uids.is_empty() {
+            return auditor.record_access(&entry).await;
+        }
+        for study in &keys.study_instance_uids {
+            let entry = Entry {
+                study: Some(study),
+                ..entry
+            };
+            auditor.record_access(&entry).await;
+        }
+    }
+
+    /// Checks the identifier of `caller`'s request and lists the instances it names.
+    pub async fn begin(
+        &self,
+        caller: &Caller,
+        request: RetrieveRequest,
+    ) -> Result<Instances, Outcome> {
+        let via = match request.sop_class_uid.as_str() {
+            PATIENT_ROOT_GET | STUDY_ROOT_GET => "C-GET",
+            _ => "C-MOVE",
+        };
+        let keys = match self.parse(&request) {
+            Ok(keys) => keys,
+            Err(outcome) => {
+                let why = outcome.comment.clone().unwrap_or_default();
+                self.audit(caller, via, &RetrieveKeys::default(), Err(&why))
+                    .await;
+                return Err(outcome);
+            }
+        };
+        let result = self.instances(&keys).await;
+        match &result {
+            Ok(instances) => {
+                self.audit(caller, via, &keys, Ok(instances.items.len()))
+                    .await
+            }
+            Err(e) => self.audit(caller, via, &keys, Err(&e.to_string())).await,
+        }
+        result.map_err(RetrieveError::outcome)
+    }
+
+    /// The instances `keys` name, for `caller` (`via`: which WADO request).
+    pub async fn instances_for(
+        &self,
+        caller: &Caller,
+        via: &str,
+        keys: &RetrieveKeys,
+    ) -> Result<Instances, RetrieveError> {
+        let result = self.instances(keys).await;
+        match &result {
+            Ok(instances) => {
+                self.audit(caller, via, keys, Ok(instances.items.len()))
+                    .await
+            }
+            Err(e) => self.audit(caller, via, keys, Err(&e.to_string())).await,
+        }
+        result
+    }
+
+    fn parse(&self, request: &RetrieveRequest) -> Result<RetrieveKeys, Outcome> {
         let model = request.sop_class_uid.as_str();
         let study_root = match model {
             STUDY_ROOT_MOVE | STUDY_ROOT_GET => true,
@@ -105,21 +201,35 @@ impl Retrieve {
                 ))
             }
         };
-        let keys = parse_identifier(&request, study_root)?;
-        self.instances(&keys).await.map_err(RetrieveError::outcome)
+        parse_identifier(request, study_root)
     }
 
     /// The metadata of the instances `keys` name (WADO-RS `/metadata`), from the locator
     /// alone: no stored file or archive container is read, except once for instances
     /// stored without metadata (see [`Retrieve::describe`]).
-    pub async fn metadata(&self, keys: &RetrieveKeys) -> Result<Vec<MetadataRow>, RetrieveError> {
-        let mut rows = self
+    pub async fn metadata(
+        &self,
+        caller: &Caller,
+        keys: &RetrieveKeys,
+    ) -> Result<Vec<MetadataRow>, RetrieveError> {
+        let via = "WADO-RS metadata";
+        let mut rows = match self
             .locator
             .instance_metadata(keys, self.options.max_instances)
-            .await?;
-        if rows.len() > self.options.max_instances {
-            return Err(RetrieveError::TooMany(self.options.max_instances));
-        }
+            .await
+        {
+            Ok(rows) if rows.len() > self.options.max_instances => {
+                let e = RetrieveError::TooMany(self.options.max_instances);
+                self.audit(caller, via, keys, Err(&e.to_string())).await;
+                return Err(e);
+            }
+            Ok(rows) => rows,
+            Err(e) => {
+                self.audit(caller, via, keys, Err(&e.to_string())).await;
+                return Err(e.into());
+            }
+        };
+        self.audit(caller, via, keys, Ok(rows.len())).await;
         if rows.iter().any(|row| row.json.is_none()) {
             self.describe(&mut rows).await;
         }
@@ -251,7 +361,7 @@ impl Retrieve {
 
     /// Lists the instances `keys` name, in sending order (protocol-neutral: C-MOVE, C-GET
     /// and WADO-RS all start here).
-    pub async fn instances(&self, keys: &RetrieveKeys) -> Result<Instances, RetrieveError> {
+    async fn instances(&self, keys: &RetrieveKeys) -> Result<Instances, RetrieveError> {
         let rows = self
             .locator
             .retrieve_instances(keys, self.options.max_instances)

@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
@@ -34,6 +33,10 @@ pub struct Limits {
 }
 
 /// Serves `app` on the connections of `listener` until `shutdown` turns true.
+/// The remote address of a request's connection, in its extensions.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub std::net::SocketAddr);
+
 pub async fn serve<L>(
     mut listener: L,
     app: Router,
@@ -41,6 +44,7 @@ pub async fn serve<L>(
     mut shutdown: watch::Receiver<bool>,
 ) where
     L: axum::serve::Listener,
+    L::Addr: Into<std::net::SocketAddr>,
 {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let mut http1 = hyper::server::conn::http1::Builder::new();
@@ -54,13 +58,20 @@ pub async fn serve<L>(
             slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
             () = stopping(&mut shutdown) => break,
         };
-        let (io, _) = tokio::select! {
+        let (io, peer) = tokio::select! {
             accepted = listener.accept() => accepted,
             () = stopping(&mut shutdown) => break,
         };
         let io = Idle::new(io, limits.idle_timeout);
-        let connection =
-            http1.serve_connection(TokioIo::new(io), TowerToHyperService::new(app.clone()));
+        let peer = Peer(peer.into());
+        let app = hyper::service::service_fn({
+            let app = app.clone();
+            move |mut request: hyper::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(peer);
+                tower::ServiceExt::oneshot(app.clone(), request)
+            }
+        });
+        let connection = http1.serve_connection(TokioIo::new(io), app);
         let mut stop = shutdown.clone();
         connections.spawn(async move {
             let _slot = slot;

@@ -35,6 +35,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tracing::{info, warn};
 
+use crate::audit::Caller;
 use crate::config::{Service, WebConfig};
 use crate::ingest::Ingest;
 use crate::metrics;
@@ -263,9 +264,9 @@ async fn count_request(request: Request, next: Next) -> Response {
 /// `GET /metrics`: Prometheus text format, for a user allowed `admin`.
 async fn metrics_at(
     State(web): State<Web>,
-    Extension(principal): Extension<Principal>,
+    Extension(caller): Extension<Caller>,
 ) -> Result<Response, WebError> {
-    web.check(&principal, Service::Admin)?;
+    web.check(&caller.principal, Service::Admin)?;
     let mut response = Response::new(Body::from(web.services.metrics.render().await));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -277,9 +278,9 @@ async fn metrics_at(
 /// `GET /`: the status page (HTML), for a user allowed `admin`.
 async fn status_page_at(
     State(web): State<Web>,
-    Extension(principal): Extension<Principal>,
+    Extension(caller): Extension<Caller>,
 ) -> Result<Response, WebError> {
-    web.check(&principal, Service::Admin)?;
+    web.check(&caller.principal, Service::Admin)?;
     let overview = web
         .services
         .site
@@ -318,7 +319,10 @@ async fn admit(State(web): State<Web>, mut request: Request, next: Next) -> Resp
     };
     match principal {
         Ok(Ok(principal)) => {
-            request.extensions_mut().insert(principal);
+            let address = request.extensions().get::<conn::Peer>().map(|peer| peer.0);
+            request
+                .extensions_mut()
+                .insert(Caller::new(principal, address));
             next.run(request).await
         }
         Ok(Err(e)) => WebError::from(e).into_response(),
@@ -382,17 +386,19 @@ fn dicom_json_response(body: Vec<u8>) -> Response {
 
 async fn search(
     web: &Web,
-    principal: &Principal,
+    caller: &Caller,
     headers: &HeaderMap,
     level: QueryLevel,
     scope: Scope,
     params: &[(String, String)],
 ) -> Result<Response, WebError> {
-    web.check(principal, Service::Find)?;
+    web.check(&caller.principal, Service::Find)?;
     accept_dicom_json(headers)?;
     let search = Search::parse(level, &scope, params, web.services.query.max_matches())?;
     let warnings = search.warnings.clone();
-    let answer = search.run(&web.services.query, &web.base(headers)).await?;
+    let answer = search
+        .run(&web.services.query, caller, &web.base(headers))
+        .await?;
     let body =
         serde_json::to_vec(&answer.objects).map_err(|e| WebError::internal(e.to_string()))?;
     let mut response = Response::new(Body::from(body));
@@ -460,7 +466,7 @@ impl Uids {
 /// QIDO-RS at `LEVEL` (0 study, 1 series, 2 instance), inside what the path names.
 async fn search_at<const LEVEL: u8>(
     State(web): State<Web>,
-    Extension(principal): Extension<Principal>,
+    Extension(caller): Extension<Caller>,
     uids: Option<Path<Uids>>,
     headers: HeaderMap,
     QueryParams(params): Params,
@@ -471,39 +477,39 @@ async fn search_at<const LEVEL: u8>(
         _ => QueryLevel::Image,
     };
     let scope = Uids::of(uids).scope()?;
-    search(&web, &principal, &headers, level, scope, &params).await
+    search(&web, &caller, &headers, level, scope, &params).await
 }
 
 /// WADO-RS retrieval of what the path names.
 async fn retrieve_at(
     State(web): State<Web>,
-    Extension(principal): Extension<Principal>,
+    Extension(caller): Extension<Caller>,
     Path(uids): Path<Uids>,
     headers: HeaderMap,
 ) -> Result<Response, WebError> {
-    retrieve(&web, &principal, &headers, uids.keys()?).await
+    retrieve(&web, &caller, &headers, uids.keys()?).await
 }
 
 /// WADO-RS `/metadata` of what the path names.
 async fn metadata_at(
     State(web): State<Web>,
-    Extension(principal): Extension<Principal>,
+    Extension(caller): Extension<Caller>,
     Path(uids): Path<Uids>,
     headers: HeaderMap,
 ) -> Result<Response, WebError> {
-    metadata(&web, &principal, &headers, uids.keys()?).await
+    metadata(&web, &caller, &headers, uids.keys()?).await
 }
 
 /// WADO-RS: the instances `keys` name as a multipart body, or 404 when there are none.
 async fn retrieve(
     web: &Web,
-    principal: &Principal,
+    caller: &Caller,
     headers: &HeaderMap,
     keys: RetrieveKeys,
 ) -> Result<Response, WebError> {
-    web.check(principal, Service::Get)?;
+    web.check(&caller.principal, Service::Get)?;
     let wanted = wado::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()))?;
-    let instances = named_instances(web, &keys).await?;
+    let instances = named_instances(web, caller, "WADO-RS", &keys).await?;
     let (content_type, body) = wado::multipart(instances, &wanted, &web.services.our_aet)?;
     let mut response = Response::new(Body::from_stream(body));
     let value =
@@ -515,16 +521,16 @@ async fn retrieve(
 /// WADO-RS `/metadata`: the DICOM JSON of every instance `keys` name, as kept at ingest.
 async fn metadata(
     web: &Web,
-    principal: &Principal,
+    caller: &Caller,
     headers: &HeaderMap,
     keys: RetrieveKeys,
 ) -> Result<Response, WebError> {
-    web.check(principal, Service::Get)?;
+    web.check(&caller.principal, Service::Get)?;
     accept_dicom_json(headers)?;
     let rows = web
         .services
         .retrieve
-        .metadata(&keys)
+        .metadata(caller, &keys)
         .await
         .map_err(retrieve_error)?;
     if rows.is_empty() {
@@ -609,13 +615,13 @@ async fn metadata(
 /// WADO-RS `/frames/{list}`: frames of one instance, decoded or as stored.
 async fn instance_frames(
     State(web): State<Web>,
-    Extension(principal): Extension<Principal>,
+    Extension(caller): Extension<Caller>,
     Path(uids): Path<Uids>,
     headers: HeaderMap,
 ) -> Result<Response, WebError> {
-    web.check(&principal, Service::Get)?;
+    web.check(&caller.principal, Service::Get)?;
     let numbers = frames::frame_list(uids.frames.as_deref().unwrap_or(""))?;
-    let instance = one_instance(&web, &uids).await?;
+    let instance = one_instance(&web, &caller, "WADO-RS frames", &uids).await?;
     let stored = &crate::service::Retrieval::items(&instance)[0].transfer_syntax_uid;
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let encodings = frames::negotiate(accept, stored)?;
@@ -624,11 +630,16 @@ async fn instance_frames(
 }
 
 /// The instances `keys` name, or 404 when there are none.
-async fn named_instances(web: &Web, keys: &RetrieveKeys) -> Result<Instances, WebError> {
+async fn named_instances(
+    web: &Web,
+    caller: &Caller,
+    via: &str,
+    keys: &RetrieveKeys,
+) -> Result<Instances, WebError> {
     let instances = web
         .services
         .retrieve
-        .instances(keys)
+        .instances_for(caller, via, keys)
         .await
         .map_err(retrieve_error)?;
     if crate::service::Retrieval::items(&instances).is_empty() {
@@ -638,8 +649,13 @@ async fn named_instances(web: &Web, keys: &RetrieveKeys) -> Result<Instances, We
 }
 
 /// The one instance the path names, or 404.
-async fn one_instance(web: &Web, uids: &Uids) -> Result<Instances, WebError> {
-    let instances = named_instances(web, &uids.keys()?).await?;
+async fn one_instance(
+    web: &Web,
+    caller: &Caller,
+    via: &str,
+    uids: &Uids,
+) -> Result<Instances, WebError> {
+    let instances = named_instances(web, caller, via, &uids.keys()?).await?;
     if crate::service::Retrieval::items(&instances).len() != 1 {
         return Err(WebError::new(StatusCode::NOT_FOUND, "no such instance"));
     }
@@ -659,11 +675,11 @@ fn typed_response(body: bytes::Bytes, content_type: &str) -> Result<Response, We
 /// name them.
 async fn instance_bulk_data(
     State(web): State<Web>,
-    Extension(principal): Extension<Principal>,
+    Extension(caller): Extension<Caller>,
     Path(uids): Path<Uids>,
     headers: HeaderMap,
 ) -> Result<Response, WebError> {
-    web.check(&principal, Service::Get)?;
+    web.check(&caller.principal, Service::Get)?;
     let text = uids.tag.as_deref().unwrap_or("");
     let tag = (text.len() == 8)
         .then(|| u32::from_str_radix(text, 16).ok())
@@ -676,7 +692,7 @@ async fn instance_bulk_data(
         accept,
         crate::model::transfer_syntax::EXPLICIT_VR_LITTLE_ENDIAN,
     )?;
-    let instance = one_instance(&web, &uids).await?;
+    let instance = one_instance(&web, &caller, "WADO-RS bulk data", &uids).await?;
     let (content_type, body) = frames::bulk_data(instance, tag).await?;
     typed_response(body, &content_type)
 }
@@ -686,12 +702,12 @@ async fn instance_bulk_data(
 /// instance).
 async fn image_at<const THUMBNAIL: bool>(
     State(web): State<Web>,
-    Extension(principal): Extension<Principal>,
+    Extension(caller): Extension<Caller>,
     Path(uids): Path<Uids>,
     headers: HeaderMap,
     QueryParams(params): Params,
 ) -> Result<Response, WebError> {
-    web.check(&principal, Service::Get)?;
+    web.check(&caller.principal, Service::Get)?;
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let request = rendered::Request::parse(accept, &params)?;
     let frame = match uids.frames.as_deref() {
@@ -705,7 +721,17 @@ async fn image_at<const THUMBNAIL: bool>(
             }
         },
     };
-    let instances = named_instances(&web, &uids.keys()?).await?;
+    let instances = named_instances(
+        &web,
+        &caller,
+        if THUMBNAIL {
+            "WADO-RS thumbnail"
+        } else {
+            "WADO-RS rendered"
+        },
+        &uids.keys()?,
+    )
+    .await?;
     let count = crate::service::Retrieval::items(&instances).len();
     let resource = if THUMBNAIL {
         rendered::Resource::Thumbnail
@@ -725,12 +751,12 @@ fn retrieve_error(e: RetrieveError) -> WebError {
 /// STOW-RS: stores the instances of a multipart body (those of `study` only, when given).
 async fn store(
     web: &Web,
-    principal: &Principal,
+    caller: &Caller,
     headers: &HeaderMap,
     study: Option<String>,
     body: Body,
 ) -> Result<Response, WebError> {
-    web.check(principal, Service::Store)?;
+    web.check(&caller.principal, Service::Store)?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
@@ -751,7 +777,7 @@ async fn store(
     let base = web.base(headers);
     let (status, answer) = stow::store(
         &web.services.ingest,
-        principal,
+        &caller.principal,
         study,
         boundary,
         body,
@@ -771,13 +797,13 @@ async fn store(
 
 async fn store_at(
     State(web): State<Web>,
-    Extension(principal): Extension<Principal>,
+    Extension(caller): Extension<Caller>,
     uids: Option<Path<Uids>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, WebError> {
     let study = Uids::of(uids).scope()?.study;
-    store(&web, &principal, &headers, study, body).await
+    store(&web, &caller, &headers, study, body).await
 }
 
 /// Binds the `[web] listen` address.

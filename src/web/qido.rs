@@ -2,6 +2,7 @@
 //! locator alone (no stored file or archive container is opened, whatever the tier).
 //! Matching follows C-FIND's rules: the query parameters become the same [`FindQuery`].
 
+use crate::audit::Caller;
 use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
 use dicom_core::{Tag, VR};
 use dicom_dictionary_std::{tags, StandardDataDictionary};
@@ -255,9 +256,9 @@ impl Search {
     }
 
     /// Runs the search; `base` is the DICOMweb root for Retrieve URLs.
-    pub async fn run(self, query: &Query, base: &str) -> Result<Answer, WebError> {
+    pub async fn run(self, query: &Query, caller: &Caller, base: &str) -> Result<Answer, WebError> {
         let fetched = self.query.limit;
-        let mut rows = query.search(self.query.clone());
+        let mut rows = query.search(caller, self.query.clone()).await;
         let mut objects = Vec::new();
         let mut seen = 0usize;
         let mut truncated = false;
