@@ -2,6 +2,7 @@
 //! RFC 5424 syslog line. I/O-free: [`super::syslog`] sends what this writes.
 
 use super::{Entry, Event};
+use crate::model::markup::escape as attr;
 
 /// The facility and severity of every message: authpriv (10), notice (5).
 const PRIORITY: u8 = 10 * 8 + 5;
@@ -36,23 +37,6 @@ fn event_type(event: Event) -> Option<(&'static str, &'static str)> {
         Event::Stopped => Some(("110121", "Application Stop")),
         _ => None,
     }
-}
-
-/// Escapes text for an XML attribute value.
-fn attr(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            c if (c as u32) < 0x20 => out.push(' '),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// `YYYY-MM-DDThh:mm:ss.mmmZ` of Unix ms.

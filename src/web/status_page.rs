@@ -6,6 +6,7 @@
 
 use std::fmt::Write as _;
 
+use crate::model::markup::escape;
 use crate::model::schedule::iso8601;
 use crate::service::site::{Line, Overview};
 
@@ -391,22 +392,6 @@ fn count(v: f64) -> String {
     } else {
         format!("{v:.1}")
     }
-}
-
-/// Text for HTML content and attribute values.
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]
