@@ -130,7 +130,8 @@ pub async fn run(
             config.storage.duplicate_policy,
         )
         .backup_on_receive(config.backup.enqueue_on_receive)
-        .max_instance_mb(config.storage.max_instance_mb),
+        .max_instance_mb(config.storage.max_instance_mb)
+        .with_auditor(auditor.clone()),
         retrieve: Retrieve::new(
             locator.clone(),
             reader.clone(),
@@ -426,8 +427,7 @@ impl Services for Strata {
         association: &AssociationContext,
         request: StoreRequest,
     ) -> StoreStart<IngestSink> {
-        self.ingest
-            .begin(&Principal::ae(&association.calling_ae), request)
+        self.ingest.begin(&caller(association), request)
     }
 
     async fn begin_find(

@@ -116,6 +116,13 @@ fn stores_queries_retrieves_and_deletes_are_audited_in_the_locator_and_over_sysl
     );
 
     server.store(&corpus);
+    let stored = collector.until(|m| m["event_id"] == "110104" && m["action"] == "C");
+    let stored = stored.last().unwrap();
+    assert_eq!(requestor(stored), ("MODALITY".into(), "127.0.0.1".into()));
+    assert!(stored["objects"]
+        .as_array()
+        .unwrap()
+        .contains(&Value::from(study.as_str())));
     // C-FIND for the study, twice within a minute: one entry.
     for _ in 0..2 {
         let out = server.scu(
@@ -161,6 +168,37 @@ fn stores_queries_retrieves_and_deletes_are_audited_in_the_locator_and_over_sysl
     let missing = "/dicom-web/studies/1.2.3.999/metadata";
     assert_eq!(http_get(port, missing, &[]).0, 404);
 
+    // A STOW-RS by an anonymous web client.
+    let posted = Corpus::small(1, 1, 0, 0, 62);
+    let file = std::fs::read(posted.paths()[0].clone()).unwrap();
+    let mut body = b"--audit-boundary\r\nContent-Type: application/dicom\r\n\r\n".to_vec();
+    body.extend_from_slice(&file);
+    body.extend_from_slice(b"\r\n--audit-boundary--\r\n");
+    let head = format!(
+        "POST /dicom-web/studies HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\
+         Content-Length: {}\r\nContent-Type: multipart/related; type=\"application/dicom\"; \
+         boundary=audit-boundary\r\n",
+        body.len()
+    );
+    assert_eq!(http(port, &head, &body).0, 200);
+    let (ok, posted_audit) = cli_json(
+        &server,
+        &["audit", "--study", &posted.study_uids()[0], "--json"],
+    );
+    assert!(ok, "{posted_audit}");
+    let web_store = entry(
+        posted_audit["entries"].as_array().unwrap(),
+        "stored",
+        "anonymous",
+    );
+    assert_eq!(
+        (
+            web_store["instances"].as_u64(),
+            web_store["address"].as_str()
+        ),
+        (Some(1), Some("127.0.0.1"))
+    );
+
     // A delete by the operator.
     let instance = corpus
         .files
@@ -189,7 +227,10 @@ fn stores_queries_retrieves_and_deletes_are_audited_in_the_locator_and_over_sysl
     assert!(ok, "{audit}");
     let entries = audit["entries"].as_array().unwrap();
     let stored = entry(entries, "stored", "MODALITY");
-    assert_eq!(stored["instances"], 6);
+    assert_eq!(
+        (stored["instances"].as_u64(), stored["address"].as_str()),
+        (Some(6), Some("127.0.0.1"))
+    );
     let queried = entry(entries, "queried", "VIEWER");
     assert_eq!(
         (queried["entries"].as_u64(), queried["address"].as_str()),

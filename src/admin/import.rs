@@ -10,6 +10,7 @@ use serde::Serialize;
 use tokio::task::JoinSet;
 
 use super::progress::Progress;
+use crate::audit::Caller;
 use crate::config::Config;
 use crate::ingest::Ingest;
 use crate::jobs::{JobKind, JobReport, JobRun, Trigger};
@@ -145,7 +146,7 @@ async fn import_file(ingest: &Ingest, path: &Path) -> Result<u64, String> {
         .await
         .map_err(|e| e.to_string())?;
     let (mut file, request, size) = opened?;
-    let mut sink = match ingest.begin(&Principal::Operator, request) {
+    let mut sink = match ingest.begin(&Caller::new(Principal::Operator, None), request) {
         StoreStart::Receive(sink) => sink,
         StoreStart::Answer(outcome) => return outcome_result(outcome, size),
     };
@@ -212,7 +213,7 @@ pub(super) async fn ingest_bytes(ingest: &Ingest, bytes: &[u8]) -> Result<(), St
     let data = &bytes[cursor.position() as usize..];
     // Stored as its original sender sent it, when the member says who that was.
     let sender = source_ae.map_or(Principal::Operator, |aet| Principal::ae(&aet));
-    let mut sink = match ingest.begin(&sender, request) {
+    let mut sink = match ingest.begin(&Caller::new(sender, None), request) {
         StoreStart::Receive(sink) => sink,
         StoreStart::Answer(outcome) => return outcome_result(outcome, 0).map(|_| ()),
     };

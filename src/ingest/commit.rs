@@ -13,6 +13,8 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
+use super::Sender;
+use crate::audit::{Auditor, Entry, Event};
 use crate::config::DuplicatePolicy;
 use crate::locator::{now_millis, Locator, LocatorError, NewInstance, Recorded};
 use crate::metrics;
@@ -34,7 +36,7 @@ pub(super) struct Finished {
     pub written: WrittenFile,
     pub attributes: IndexedAttributes,
     pub transfer_syntax_uid: String,
-    pub source_ae: String,
+    pub sender: Sender,
 }
 
 /// A finished instance waiting for the committer, and where its outcome goes.
@@ -57,6 +59,7 @@ struct Worker {
     locator: Arc<Locator>,
     replace: bool,
     enqueue_backup: bool,
+    auditor: Option<Auditor>,
 }
 
 impl Committer {
@@ -66,6 +69,7 @@ impl Committer {
         locator: Arc<Locator>,
         duplicates: DuplicatePolicy,
         enqueue_backup: bool,
+        auditor: Option<Auditor>,
     ) -> Committer {
         let (queue, received) = mpsc::channel(QUEUE);
         let worker = Worker {
@@ -73,6 +77,7 @@ impl Committer {
             locator,
             replace: duplicates == DuplicatePolicy::Overwrite,
             enqueue_backup,
+            auditor,
         };
         tokio::spawn(worker.run(received));
         Committer { queue }
@@ -193,7 +198,9 @@ impl Worker {
             .map(|((p, _), object)| NewInstance {
                 attributes: &p.finished.attributes,
                 object,
-                source_ae: &p.finished.source_ae,
+                source_ae: &p.finished.sender.source_ae,
+                who: &p.finished.sender.who,
+                address: &p.finished.sender.address,
                 received_at,
                 enqueue_backup: self.enqueue_backup,
             })
@@ -202,6 +209,13 @@ impl Worker {
         drop(news);
         match recorded {
             Ok(answers) => {
+                let stored: Vec<&Finished> = ready
+                    .iter()
+                    .zip(&answers)
+                    .filter(|(_, recorded)| !matches!(recorded, Recorded::Kept))
+                    .map(|((pending, _), _)| &pending.finished)
+                    .collect();
+                self.announce(&stored);
                 for ((pending, location), recorded) in ready.into_iter().zip(answers) {
                     let outcome = self.settle(&pending.finished, &location, recorded).await;
                     let _ = pending.answer.send(outcome);
@@ -218,6 +232,36 @@ impl Worker {
                     let _ = pending.answer.send(outcome);
                 }
             }
+        }
+    }
+
+    /// Sends the stores of one commit to syslog: one message per study and sender.
+    fn announce(&self, stored: &[&Finished]) {
+        let Some(auditor) = &self.auditor else { return };
+        let mut groups: Vec<(&Finished, usize)> = Vec::new();
+        for finished in stored {
+            let same = |(g, _): &&mut (&Finished, usize)| {
+                g.attributes.study.study_instance_uid
+                    == finished.attributes.study.study_instance_uid
+                    && g.sender.who == finished.sender.who
+                    && g.sender.address == finished.sender.address
+            };
+            match groups.iter_mut().find(same) {
+                Some((_, count)) => *count += 1,
+                None => groups.push((finished, 1)),
+            }
+        }
+        let at = now_millis();
+        for (finished, count) in groups {
+            let detail = format!("{count} instances");
+            let entry = Entry {
+                address: &finished.sender.address,
+                study: Some(&finished.attributes.study.study_instance_uid),
+                patient: Some(&finished.attributes.patient.patient_id),
+                detail: &detail,
+                ..Entry::new(Event::Stored, &finished.sender.who)
+            };
+            auditor.send(&entry, at);
         }
     }
 
@@ -243,7 +287,9 @@ impl Worker {
         let new = NewInstance {
             attributes: &instance.attributes,
             object,
-            source_ae: &instance.source_ae,
+            source_ae: &instance.sender.source_ae,
+            who: &instance.sender.who,
+            address: &instance.sender.address,
             received_at: now_millis(),
             enqueue_backup: self.enqueue_backup,
         };
@@ -280,7 +326,7 @@ impl Worker {
                 self.remove_location(location).await;
             }
             Recorded::Replaced(old) => {
-                info!(sop_instance_uid = %uid, calling_ae = %instance.source_ae, "replaced a stored instance");
+                info!(sop_instance_uid = %uid, calling_ae = %instance.sender.source_ae, "replaced a stored instance");
                 if old.tier == Tier::Online && old.location != location {
                     self.remove_location(&old.location).await;
                 }

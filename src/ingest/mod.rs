@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 pub use attributes::{read_attributes, read_attributes_with_head, AttributeError};
 
+use crate::audit::{Auditor, Caller};
 use crate::codec::native::Native;
 use crate::codec::walk::ElementWalk;
 use crate::config::DuplicatePolicy;
@@ -27,7 +28,7 @@ use crate::locator::Locator;
 use crate::model::transfer_syntax::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN;
 use crate::model::IndexedAttributes;
 use crate::online::{part10_header, OnlineStore, Part10Writer, WrittenFile};
-use crate::service::{Outcome, Principal, Status, StoreRequest, StoreSink, StoreStart};
+use crate::service::{Outcome, Status, StoreRequest, StoreSink, StoreStart};
 
 use commit::{Committer, Finished};
 
@@ -46,8 +47,19 @@ struct Inner {
     enqueue_backup: bool,
     /// `[storage] max_instance_mb` in bytes (0: no limit).
     max_instance_bytes: u64,
+    /// Sends each commit's stores to syslog (their audit rows go with the instances').
+    auditor: Option<Auditor>,
     /// The group commit, started with the first instance (after the settings above).
     committer: std::sync::OnceLock<Committer>,
+}
+
+/// Who sent an instance: the Source AE Title its file meta gets, and the audit's caller and
+/// address.
+#[derive(Debug, Clone)]
+pub(crate) struct Sender {
+    pub source_ae: String,
+    pub who: String,
+    pub address: String,
 }
 
 impl Ingest {
@@ -63,9 +75,16 @@ impl Ingest {
                 duplicates,
                 enqueue_backup: false,
                 max_instance_bytes: 0,
+                auditor: None,
                 committer: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// Sends what each commit stored to `auditor`'s syslog.
+    pub fn with_auditor(mut self, auditor: Auditor) -> Ingest {
+        Arc::make_mut(&mut self.inner).auditor = Some(auditor);
+        self
     }
 
     /// Queues each received instance's study for a near-line copy, in the same locator
@@ -90,7 +109,7 @@ impl Inner {
         written: WrittenFile,
         parsed: Result<IndexedAttributes, AttributeError>,
         request: &StoreRequest,
-        source_ae: &str,
+        sender: &Sender,
         expected_study: Option<&str>,
     ) -> Outcome {
         let attributes = match parsed {
@@ -135,6 +154,7 @@ impl Inner {
                 self.locator.clone(),
                 self.duplicates,
                 self.enqueue_backup,
+                self.auditor.clone(),
             )
         });
         committer
@@ -142,7 +162,7 @@ impl Inner {
                 written,
                 attributes,
                 transfer_syntax_uid: request.transfer_syntax_uid.clone(),
-                source_ae: source_ae.to_string(),
+                sender: sender.clone(),
             })
             .await
     }
@@ -205,7 +225,7 @@ fn io_status(e: Option<&io::Error>) -> Status {
 pub struct IngestSink {
     ingest: Arc<Inner>,
     request: StoreRequest,
-    source_ae: String,
+    sender: Sender,
     writer: Part10Writer,
     /// Follows the element headers as the data set streams in: a data set that ends inside
     /// an element is refused (`None` for syntaxes it cannot follow).
@@ -228,8 +248,8 @@ impl Ingest {
     /// data set streams into a temporary file. The principal's AE title (if any) is written
     /// as the Source AE Title of its file meta. Whether `from` may store is its front end's
     /// check, made before the data set is read.
-    pub fn begin(&self, from: &Principal, request: StoreRequest) -> StoreStart<IngestSink> {
-        let source_ae = from.source_ae();
+    pub fn begin(&self, from: &Caller, request: StoreRequest) -> StoreStart<IngestSink> {
+        let source_ae = from.principal.source_ae();
         let inner = &self.inner;
         // Duplicates are decided when the instance is recorded, in the same transaction:
         // checking here as well would cost a locator round trip on every instance.
@@ -253,7 +273,11 @@ impl Ingest {
         tracing::debug!(sop_instance_uid = %request.sop_instance_uid, temp = %path.display(), "receiving a C-STORE data set");
         StoreStart::Receive(IngestSink {
             ingest: inner.clone(),
-            source_ae: source_ae.to_string(),
+            sender: Sender {
+                source_ae: source_ae.to_string(),
+                who: from.who(),
+                address: from.ip(),
+            },
             expected_study: None,
             walk: walk_for(&request.transfer_syntax_uid),
             request,
@@ -298,7 +322,7 @@ impl StoreSink for IngestSink {
         let IngestSink {
             ingest,
             request,
-            source_ae,
+            sender,
             writer,
             walk,
             expected_study,
@@ -319,7 +343,7 @@ impl StoreSink for IngestSink {
             Ok((written, parsed)) => {
                 let expected = expected_study.as_deref();
                 ingest
-                    .commit(written, parsed, &request, &source_ae, expected)
+                    .commit(written, parsed, &request, &sender, expected)
                     .await
             }
             Err(e) => {

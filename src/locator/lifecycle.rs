@@ -200,7 +200,7 @@ impl Locator {
                 &mut tx,
                 now,
                 "deleted",
-                who,
+                (who, ""),
                 Some(&d.sop_instance_uid),
                 reason,
             )

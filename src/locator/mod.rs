@@ -102,6 +102,9 @@ pub struct NewInstance<'a> {
     pub object: &'a StoredObject,
     /// Calling AE title of the sender.
     pub source_ae: &'a str,
+    /// The audit's name for the sender (the AE title, `user NAME`, ...) and its IP address.
+    pub who: &'a str,
+    pub address: &'a str,
     /// Unix milliseconds.
     pub received_at: i64,
     /// Queue the instance's study for a near-line copy in the same transaction.
@@ -590,7 +593,15 @@ impl Locator {
         } else {
             "stored"
         };
-        insert_audit(tx, new.received_at, event, new.source_ae, Some(uid), "").await?;
+        insert_audit(
+            tx,
+            new.received_at,
+            event,
+            (new.who, new.address),
+            Some(uid),
+            "",
+        )
+        .await?;
         Ok(match existing {
             Some(old) => Recorded::Replaced(old),
             None => Recorded::Stored,
@@ -719,24 +730,26 @@ async fn insert_new_instance(
     series_fk: i64,
     new: &NewInstance<'_>,
 ) -> Result<bool, sqlx::Error> {
-    let audit = "INSERT INTO audit_log (at, event, ae, sop_instance_uid, detail)";
+    let audit = "INSERT INTO audit_log (at, event, ae, address, sop_instance_uid, detail)";
     let metadata = "INSERT INTO instance_metadata (sop_instance_uid, json)";
     let sql = match dialect {
         Dialect::Postgres => format!(
             "WITH inserted AS ({INSTANCE_INSERT} DO NOTHING RETURNING sop_instance_uid), \
              described AS ({metadata} SELECT sop_instance_uid, CAST($14 AS TEXT) FROM inserted \
                WHERE CAST($14 AS TEXT) IS NOT NULL ON CONFLICT (sop_instance_uid) DO NOTHING) \
-             {audit} SELECT $12, 'stored', $13, sop_instance_uid, '' FROM inserted"
+             {audit} SELECT $12, 'stored', $15, $16, sop_instance_uid, '' FROM inserted"
         ),
         Dialect::Sqlite => format!(
             "{INSTANCE_INSERT} DO NOTHING; \
-             {audit} SELECT $12, 'stored', $13, $2, '' WHERE changes() = 1; \
+             {audit} SELECT $12, 'stored', $15, $16, $2, '' WHERE changes() = 1; \
              {metadata} SELECT $2, $14 WHERE changes() = 1 AND $14 IS NOT NULL \
                ON CONFLICT (sop_instance_uid) DO NOTHING"
         ),
     };
     let done = bind_instance(sql, series_fk, new)
         .bind(new.attributes.metadata.as_deref())
+        .bind(new.who)
+        .bind(new.address)
         .execute(&mut **tx)
         .await?;
     Ok(done.rows_affected() > 0)
@@ -892,16 +905,18 @@ pub(super) async fn insert_audit(
     tx: &mut Transaction<'_, Any>,
     at: i64,
     event: &str,
-    ae: &str,
+    (who, address): (&str, &str),
     sop_instance_uid: Option<&str>,
     detail: &str,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO audit_log (at, event, ae, sop_instance_uid, detail) VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO audit_log (at, event, ae, address, sop_instance_uid, detail) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(at)
     .bind(event)
-    .bind(ae)
+    .bind(who)
+    .bind(address)
     .bind(sop_instance_uid)
     .bind(detail)
     .execute(&mut **tx)
@@ -1154,6 +1169,8 @@ pub(crate) mod tests {
             attributes: a,
             object: o,
             source_ae: "MOD",
+            who: "MOD",
+            address: "10.0.0.9",
             received_at: 7,
             enqueue_backup: false,
         };
@@ -1201,6 +1218,14 @@ pub(crate) mod tests {
         .await
         .unwrap();
         assert_eq!(stored, ["1.2.3.1.1", "1.2.3.1.2", "1.2.3.2.1", "1.2.3.2.2"]);
+        // Each names its sender and the sender's address.
+        let senders: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT ae || ' ' || address FROM audit_log WHERE event = 'stored'",
+        )
+        .fetch_all(&locator.pool)
+        .await
+        .unwrap();
+        assert_eq!(senders, ["MOD 10.0.0.9"]);
     }
 
     #[tokio::test(flavor = "multi_thread")]
@@ -1219,6 +1244,8 @@ pub(crate) mod tests {
                         attributes: &a,
                         object: &o,
                         source_ae: "MOD",
+                        who: "MOD",
+                        address: "10.0.0.9",
                         received_at: 1,
                         enqueue_backup: false,
                     },
@@ -1235,6 +1262,8 @@ pub(crate) mod tests {
             attributes: &a,
             object: &o,
             source_ae: "MOD",
+            who: "MOD",
+            address: "10.0.0.9",
             received_at: 2,
             enqueue_backup: true,
         };

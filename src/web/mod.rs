@@ -777,7 +777,7 @@ async fn store(
     let base = web.base(headers);
     let (status, answer) = stow::store(
         &web.services.ingest,
-        &caller.principal,
+        caller,
         study,
         boundary,
         body,

@@ -20,8 +20,9 @@ use serde_json::{Map, Value};
 
 use super::json;
 use super::WebError;
+use crate::audit::Caller;
 use crate::ingest::{read_part10_meta, Ingest, IngestSink};
-use crate::service::{Outcome, Principal, Status, StoreRequest, StoreSink, StoreStart};
+use crate::service::{Outcome, Status, StoreRequest, StoreSink, StoreStart};
 use axum::http::StatusCode;
 
 /// Most instances one request may bring (each holds an open temporary until the body ends).
@@ -86,7 +87,7 @@ pub fn boundary(content_type: Option<&str>) -> Result<String, WebError> {
 /// Stores the parts of `body`; `study` is the study the path names, if any.
 pub async fn store(
     ingest: &Ingest,
-    from: &Principal,
+    from: &Caller,
     study: Option<String>,
     boundary: String,
     body: Body,
@@ -186,7 +187,7 @@ pub async fn store(
 /// is a failure of the body itself (the request ends).
 async fn receive(
     ingest: &Ingest,
-    from: &Principal,
+    from: &Caller,
     field: &mut multer::Field<'_>,
     study: Option<&str>,
 ) -> Result<Result<(StoreRequest, IngestSink), Part>, multer::Error> {
