@@ -23,6 +23,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tracing::warn;
 
+use crate::audit::Auditor;
 use crate::locator::jobs::JobRunRow;
 use crate::locator::{now_millis, Locator, LocatorError};
 use crate::metrics;
@@ -118,6 +119,8 @@ pub struct JobRun {
     id: Option<i64>,
     job: JobKind,
     trigger: Trigger,
+    /// Where an admin command's run is audited besides the locator (syslog).
+    auditor: Option<Auditor>,
     /// The lease the run's claims are taken under.
     lease: i64,
     started: std::time::Instant,
@@ -147,9 +150,16 @@ impl JobRun {
             id,
             job,
             trigger,
+            auditor: None,
             lease: locator.lease(),
             started: std::time::Instant::now(),
         }
+    }
+
+    /// Audits the end of this (CLI) run through `auditor`, its syslog included.
+    pub fn audited(mut self, auditor: &Auditor) -> JobRun {
+        self.auditor = Some(auditor.clone());
+        self
     }
 
     /// Records the outcome: `ok` with the summary, `failed` with the summary when it counts
@@ -164,13 +174,8 @@ impl JobRun {
         }
         let job = self.job.as_str();
         if self.trigger == Trigger::Cli {
-            audit_command(
-                locator,
-                job,
-                result.as_ref().err().map(ToString::to_string),
-                failed,
-            )
-            .await;
+            let error = result.as_ref().err().map(ToString::to_string);
+            audit_command(locator, self.auditor.as_ref(), job, error, failed).await;
         }
         metrics::JOB_RUNS.inc(&[job, if failed { "failed" } else { "ok" }]);
         metrics::JOB_DURATION.observe_duration(&[job], self.started.elapsed());
@@ -195,12 +200,26 @@ impl JobRun {
 }
 
 /// Appends an admin command's audit entry: who ran which job, and how it ended.
-async fn audit_command(locator: &Locator, job: &str, error: Option<String>, failed: bool) {
+async fn audit_command(
+    locator: &Locator,
+    auditor: Option<&Auditor>,
+    job: &str,
+    error: Option<String>,
+    failed: bool,
+) {
     let who = crate::audit::operator(locator.node());
     let detail = match error {
         Some(error) => format!("{job}: {error}"),
         None => job.to_string(),
     };
+    if let Some(auditor) = auditor {
+        let entry = crate::audit::Entry {
+            detail: &detail,
+            failed,
+            ..crate::audit::Entry::new(crate::audit::Event::Admin, &who)
+        };
+        return auditor.record(&entry).await;
+    }
     let row = crate::locator::audit::AuditRow {
         at: now_millis(),
         event: crate::audit::Event::Admin.as_str(),

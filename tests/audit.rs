@@ -221,6 +221,14 @@ fn stores_queries_retrieves_and_deletes_are_audited_in_the_locator_and_over_sysl
     let delete = delete.last().unwrap();
     assert_eq!(delete["action"], "D");
     assert!(requestor(delete).0.starts_with("cli:"));
+    // The command itself: a local service operation, by the same operator.
+    let command = collector.until(|m| m["event_type"] == "110142");
+    let command = command.last().unwrap();
+    assert_eq!(
+        (command["event_id"].as_str(), command["outcome"].as_str()),
+        (Some("110113"), Some("0"))
+    );
+    assert_eq!(requestor(command).0, requestor(delete).0);
 
     // The study's trail, folded.
     let (ok, audit) = cli_json(&server, &["audit", "--study", &study, "--json"]);

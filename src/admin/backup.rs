@@ -27,8 +27,6 @@ pub enum BackupCommandError {
     Backup(#[from] BackupError),
     #[error(transparent)]
     Open(#[from] super::TierError),
-    #[error(transparent)]
-    Syslog(#[from] crate::audit::SyslogError),
 }
 
 /// What `strata backup run` did: the same record as a server's backup pass.
@@ -57,7 +55,7 @@ impl Stack {
             )?
             .with_format(config.backup.format, config.backup.roi_ratio),
         );
-        let auditor = crate::audit::Auditor::open(config, locator.clone())?;
+        let auditor = crate::audit::Auditor::for_command(config, locator.clone());
         Ok(Stack {
             locator,
             reader,
@@ -88,7 +86,9 @@ pub async fn enqueue_backup(config: &Config, studies: &[String]) -> Result<(), B
 /// Backs up every queued study now.
 pub async fn backup_run(config: &Config) -> Result<BackupSummary, BackupCommandError> {
     let stack = Stack::open(config).await?;
-    let run = JobRun::start(&stack.locator, JobKind::Backup, Trigger::Cli).await;
+    let run = JobRun::start(&stack.locator, JobKind::Backup, Trigger::Cli)
+        .await
+        .audited(&stack.auditor);
     let result = back_up_queue(&stack).await;
     run.finish(&stack.locator, &result).await;
     stack.locator.close().await;
@@ -132,7 +132,9 @@ pub async fn verify(
     volumes: Option<&Path>,
 ) -> Result<VerifyReport, BackupCommandError> {
     let stack = Stack::open(config).await?;
-    let run = JobRun::start(&stack.locator, JobKind::Verify, Trigger::Cli).await;
+    let run = JobRun::start(&stack.locator, JobKind::Verify, Trigger::Cli)
+        .await
+        .audited(&stack.auditor);
     let result = scrub(&stack, repair, volumes).await;
     run.finish(&stack.locator, &result).await;
     stack.locator.close().await;

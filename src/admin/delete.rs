@@ -32,7 +32,9 @@ pub async fn delete(
     let stack = Stack::open(config).await?;
     let who = crate::audit::operator(stack.locator.node());
     let deleter = deleter(&stack);
-    let run = JobRun::start(&stack.locator, JobKind::Delete, Trigger::Cli).await;
+    let run = JobRun::start(&stack.locator, JobKind::Delete, Trigger::Cli)
+        .await
+        .audited(&stack.auditor);
     let result = deleter.delete(scope, reason, &who).await;
     run.finish(&stack.locator, &result).await;
     stack.locator.close().await;
@@ -58,7 +60,9 @@ pub async fn lifecycle_run(
     let result = if dry_run {
         retention::pass(&deleter(&stack), &stack.locator, &policy, true, || true).await
     } else {
-        let run = JobRun::start(&stack.locator, JobKind::Retention, Trigger::Cli).await;
+        let run = JobRun::start(&stack.locator, JobKind::Retention, Trigger::Cli)
+            .await
+            .audited(&stack.auditor);
         let result =
             retention::pass(&deleter(&stack), &stack.locator, &policy, false, || true).await;
         run.finish(&stack.locator, &result).await;

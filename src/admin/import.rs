@@ -65,7 +65,9 @@ pub async fn import(config: &Config, roots: &[PathBuf]) -> Result<ImportSummary,
     let ingest = Ingest::new(online, locator.clone(), config.storage.duplicate_policy)
         .backup_on_receive(config.backup.enqueue_on_receive)
         .max_instance_mb(config.storage.max_instance_mb);
-    let run = JobRun::start(&locator, JobKind::Import, Trigger::Cli).await;
+    let run = JobRun::start(&locator, JobKind::Import, Trigger::Cli)
+        .await
+        .audited(&crate::audit::Auditor::for_command(config, locator.clone()));
     let summary = import_files(&ingest, files).await;
     run.finish(&locator, &Ok::<_, ImportError>(&summary)).await;
     locator.close().await;

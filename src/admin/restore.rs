@@ -44,7 +44,9 @@ impl JobReport for RestoreSummary {
 /// are listed and make the run a failure (non-zero exit), recorded as such.
 pub async fn restore(config: &Config, study: &str) -> Result<RestoreSummary, BackupCommandError> {
     let stack = Stack::open(config).await?;
-    let run = JobRun::start(&stack.locator, JobKind::Restore, Trigger::Cli).await;
+    let run = JobRun::start(&stack.locator, JobKind::Restore, Trigger::Cli)
+        .await
+        .audited(&stack.auditor);
     let result = restore_study(&stack, study).await;
     run.finish(&stack.locator, &result).await;
     stack.locator.close().await;

@@ -79,7 +79,9 @@ async fn open(config: &Config) -> Result<(Arc<Locator>, Converter), TierError> {
 /// Archives every study whose newest instance is older than `min_age_days`.
 pub async fn tier_run(config: &Config, min_age_days: u32) -> Result<TierSummary, TierError> {
     let (locator, converter) = open(config).await?;
-    let run = JobRun::start(&locator, JobKind::Tier, Trigger::Cli).await;
+    let run = JobRun::start(&locator, JobKind::Tier, Trigger::Cli)
+        .await
+        .audited(&crate::audit::Auditor::for_command(config, locator.clone()));
     let result = archive_due(&locator, &converter, min_age_days).await;
     run.finish(&locator, &result).await;
     locator.close().await;

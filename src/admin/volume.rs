@@ -48,7 +48,9 @@ pub async fn export_volume(
     throttle_mb_s: f64,
 ) -> Result<ExportSummary, VolumeCommandError> {
     let (locator, reader, _) = super::tier::open_parts(config).await?;
-    let run = JobRun::start(&locator, JobKind::ExportVolume, Trigger::Cli).await;
+    let run = JobRun::start(&locator, JobKind::ExportVolume, Trigger::Cli)
+        .await
+        .audited(&crate::audit::Auditor::for_command(config, locator.clone()));
     let progress = Progress::start();
     let summary = volume::export(
         &locator,
@@ -116,7 +118,9 @@ pub async fn import_volume(
     files: &[PathBuf],
 ) -> Result<ImportVolumeSummary, VolumeCommandError> {
     let (locator, reader, converter) = super::tier::open_parts(config).await?;
-    let run = JobRun::start(&locator, JobKind::ImportVolume, Trigger::Cli).await;
+    let run = JobRun::start(&locator, JobKind::ImportVolume, Trigger::Cli)
+        .await
+        .audited(&crate::audit::Auditor::for_command(config, locator.clone()));
     let result = import_volumes(config, &locator, &reader, &converter, files).await;
     run.finish(&locator, &result).await;
     locator.close().await;

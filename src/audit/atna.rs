@@ -26,7 +26,9 @@ fn event_id(event: Event) -> (&'static str, &'static str, &'static str) {
         Event::Retrieved => ("110104", "DICOM Instances Transferred", "R"),
         Event::Queried => ("110112", "Query", "E"),
         Event::Deleted => ("110105", "DICOM Study Deleted", "D"),
-        Event::Admin | Event::Started | Event::Stopped => ("110100", "Application Activity", "E"),
+        // An admin command is a local service operation, a kind of Security Alert.
+        Event::Admin => ("110113", "Security Alert", "E"),
+        Event::Started | Event::Stopped => ("110100", "Application Activity", "E"),
     }
 }
 
@@ -35,6 +37,7 @@ fn event_type(event: Event) -> Option<(&'static str, &'static str)> {
     match event {
         Event::Started => Some(("110120", "Application Start")),
         Event::Stopped => Some(("110121", "Application Stop")),
+        Event::Admin => Some(("110142", "Local Service Operation Stopped")),
         _ => None,
     }
 }

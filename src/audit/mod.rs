@@ -155,6 +155,19 @@ impl Auditor {
         Ok(Auditor::new(locator, syslog))
     }
 
+    /// The auditor of an admin command: as [`Auditor::open`], but a syslog collector that
+    /// cannot be reached (its name does not resolve) only costs a warning: the command's
+    /// entries still go to the locator.
+    pub fn for_command(config: &crate::config::Config, locator: Arc<Locator>) -> Auditor {
+        match Auditor::open(config, locator.clone()) {
+            Ok(auditor) => auditor,
+            Err(error) => {
+                tracing::warn!(%error, "audit entries go to the locator only");
+                Auditor::new(locator, None)
+            }
+        }
+    }
+
     pub fn new(locator: Arc<Locator>, syslog: Option<Arc<Syslog>>) -> Auditor {
         Auditor {
             locator,
