@@ -126,12 +126,17 @@ impl<'a> Entry<'a> {
     }
 }
 
+/// An access, for folding repeats: event, caller, address, and the study (or, without one,
+/// what was asked).
+type AccessKey = (Event, String, String, String);
+
 /// Appends audit entries; one per process, shared by every service.
 #[derive(Debug, Clone)]
 pub struct Auditor {
     locator: Arc<Locator>,
     syslog: Option<Arc<Syslog>>,
-    recent: Arc<Mutex<HashMap<(Event, String, String, String), Instant>>>,
+    /// When each recent access was first recorded.
+    recent: Arc<Mutex<HashMap<AccessKey, Instant>>>,
 }
 
 /// How the audit names whoever runs a `strata` command: `cli:USER@node`.
