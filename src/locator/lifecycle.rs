@@ -83,22 +83,29 @@ pub struct StudyAge {
     pub newest_received_ms: Option<i64>,
 }
 
-/// One instance about to be deleted.
-struct Doomed {
-    sop_instance_uid: String,
-    series_instance_uid: String,
+/// One instance about to leave the index.
+pub(super) struct Doomed {
+    pub sop_instance_uid: String,
+    pub series_instance_uid: String,
+    pub study_instance_uid: String,
     series_id: i64,
     study_id: i64,
     patient_id: i64,
-    tier: Tier,
-    location: String,
-    length: u64,
+    pub tier: Tier,
+    pub location: String,
+    pub length: u64,
 }
 
-fn doomed(row: &AnyRow) -> Result<Doomed, sqlx::Error> {
+/// The columns [`doomed`] reads, from `instances i`, `series se` and `studies st`.
+pub(super) const DOOMED_COLUMNS: &str = "i.sop_instance_uid, i.tier, i.location, i.byte_length, \
+    se.series_instance_uid, st.study_instance_uid, se.id AS series_id, st.id AS study_id, \
+    st.patient_fk AS patient_id";
+
+pub(super) fn doomed(row: &AnyRow) -> Result<Doomed, sqlx::Error> {
     let tier: String = row.try_get("tier")?;
     Ok(Doomed {
         sop_instance_uid: row.try_get("sop_instance_uid")?,
+        study_instance_uid: row.try_get("study_instance_uid")?,
         series_instance_uid: row.try_get("series_instance_uid")?,
         series_id: row.try_get("series_id")?,
         study_id: row.try_get("study_id")?,
@@ -150,9 +157,7 @@ impl Locator {
             return Err(LocatorError::LeaseLost(self.lease()));
         }
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT i.sop_instance_uid, i.tier, i.location, i.byte_length, \
-               se.series_instance_uid, se.id AS series_id, st.id AS study_id, \
-               st.patient_fk AS patient_id \
+            "SELECT {DOOMED_COLUMNS} \
              FROM instances i JOIN series se ON se.id = i.series_fk \
              JOIN studies st ON st.id = se.study_fk \
              WHERE {} AND st.study_instance_uid = $2",
@@ -168,72 +173,12 @@ impl Locator {
             .map(doomed)
             .collect::<Result<_, _>>()
             .map_err(err)?;
-        let mut removed = Removed::default();
         if doomed.is_empty() {
             tx.commit().await.map_err(err)?;
-            return Ok(removed);
+            return Ok(Removed::default());
         }
-        let uids: Vec<&str> = doomed.iter().map(|d| d.sop_instance_uid.as_str()).collect();
-        let list = serde_json::to_string(&uids).expect("strings serialize");
-        let in_list = self.dialect.json_strings("$1");
-        let copies: Vec<(String, String, String)> = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT sop_instance_uid, kind, location FROM copies WHERE sop_instance_uid IN {in_list}"
-        )))
-        .bind(&list)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(err)?
-        .iter()
-        .map(|r| (r.get("sop_instance_uid"), r.get("kind"), r.get("location")))
-        .collect();
-        let now = now_millis();
-        for d in &doomed {
-            let volumes: Vec<&str> = copies
-                .iter()
-                .filter(|(uid, kind, _)| uid == &d.sop_instance_uid && kind == "offline")
-                .map(|(_, _, location)| location.as_str())
-                .collect();
-            record_deleted(&mut tx, study, d, now, reason, &volumes)
-                .await
-                .map_err(err)?;
-            super::insert_audit(
-                &mut tx,
-                now,
-                "deleted",
-                (who, ""),
-                Some(&d.sop_instance_uid),
-                reason,
-            )
-            .await
-            .map_err(err)?;
-            removed.bytes += d.length;
-            let primary = (d.tier, d.location.clone());
-            if !removed.primaries.contains(&primary) {
-                removed.primaries.push(primary);
-            }
-        }
-        removed.instances = doomed.len() as u64;
-        for (_, kind, location) in &copies {
-            let places = match kind.as_str() {
-                "nearline" => &mut removed.nearline,
-                _ => &mut removed.offline_volumes,
-            };
-            if !places.contains(location) {
-                places.push(location.clone());
-            }
-        }
-        for table in ["copies", "instance_metadata", "repairs", "instances"] {
-            // Only fixed table names and the dialect's list are spliced in.
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DELETE FROM {table} WHERE sop_instance_uid IN {in_list}"
-            )))
-            .bind(&list)
-            .execute(&mut *tx)
-            .await
-            .map_err(err)?;
-        }
-        removed.study_gone = self
-            .remove_empty_rows(&mut tx, &doomed)
+        let (removed, _) = self
+            .take_out(&mut tx, &doomed, "deleted", (who, ""), reason)
             .await
             .map_err(err)?;
         if removed.study_gone {
@@ -257,6 +202,76 @@ impl Locator {
             .map_err(err)?;
         tx.commit().await.map_err(err)?;
         Ok(removed)
+    }
+
+    /// Takes `doomed` (not empty) out of the index inside `tx`: records each in
+    /// `deleted_instances` (with the offline volumes holding it) and audits it as `event` by
+    /// `actor` with `detail`; deletes its rows, its copies', metadata and repairs, and the
+    /// series, study and patient rows left empty. Returns what went, and every copy row
+    /// (SOP Instance UID, kind, location) the instances had.
+    pub(super) async fn take_out(
+        &self,
+        tx: &mut Transaction<'_, Any>,
+        doomed: &[Doomed],
+        event: &str,
+        actor: (&str, &str),
+        detail: &str,
+    ) -> Result<(Removed, Vec<(String, String, String)>), sqlx::Error> {
+        let uids: Vec<&str> = doomed.iter().map(|d| d.sop_instance_uid.as_str()).collect();
+        let list = serde_json::to_string(&uids).expect("strings serialize");
+        let in_list = self.dialect.json_strings("$1");
+        let copies: Vec<(String, String, String)> = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT sop_instance_uid, kind, location FROM copies WHERE sop_instance_uid IN {in_list}"
+        )))
+        .bind(&list)
+        .fetch_all(&mut **tx)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok((
+                r.try_get("sop_instance_uid")?,
+                r.try_get("kind")?,
+                r.try_get("location")?,
+            ))
+        })
+        .collect::<Result<_, sqlx::Error>>()?;
+        let mut removed = Removed::default();
+        let now = now_millis();
+        for d in doomed {
+            let volumes: Vec<&str> = copies
+                .iter()
+                .filter(|(uid, kind, _)| uid == &d.sop_instance_uid && kind == "offline")
+                .map(|(_, _, location)| location.as_str())
+                .collect();
+            record_deleted(tx, d, now, detail, &volumes).await?;
+            super::insert_audit(tx, now, event, actor, Some(&d.sop_instance_uid), detail).await?;
+            removed.bytes += d.length;
+            let primary = (d.tier, d.location.clone());
+            if !removed.primaries.contains(&primary) {
+                removed.primaries.push(primary);
+            }
+        }
+        removed.instances = doomed.len() as u64;
+        for (_, kind, location) in &copies {
+            let places = match kind.as_str() {
+                "nearline" => &mut removed.nearline,
+                _ => &mut removed.offline_volumes,
+            };
+            if !places.contains(location) {
+                places.push(location.clone());
+            }
+        }
+        for table in ["copies", "instance_metadata", "repairs", "instances"] {
+            // Only fixed table names and the dialect's list are spliced in.
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE sop_instance_uid IN {in_list}"
+            )))
+            .bind(&list)
+            .execute(&mut **tx)
+            .await?;
+        }
+        removed.study_gone = self.remove_empty_rows(tx, doomed).await?;
+        Ok((removed, copies))
     }
 
     /// Removes the series, study and patient rows `doomed` leaves without instances; bumps
@@ -385,7 +400,6 @@ impl Locator {
 /// again since) stay listed.
 async fn record_deleted(
     tx: &mut Transaction<'_, Any>,
-    study: &str,
     d: &Doomed,
     at: i64,
     reason: &str,
@@ -414,7 +428,7 @@ async fn record_deleted(
            reason = excluded.reason, offline_volumes = excluded.offline_volumes",
     )
     .bind(&d.sop_instance_uid)
-    .bind(study)
+    .bind(&d.study_instance_uid)
     .bind(&d.series_instance_uid)
     .bind(at)
     .bind(reason)

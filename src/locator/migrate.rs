@@ -178,6 +178,22 @@ const TABLES: &[Table] = &[
         identity: false,
     },
     Table {
+        name: "rejected_instances",
+        columns: &[
+            ("sop_instance_uid", Text),
+            ("study_instance_uid", Text),
+            ("series_instance_uid", Text),
+            ("rejected_at", Int),
+            ("code", Text),
+            ("note_uid", Text),
+            ("tier", Text),
+            ("location", Text),
+            ("byte_length", Int),
+            ("nearline", Text),
+        ],
+        identity: false,
+    },
+    Table {
         name: "job_runs",
         columns: &[
             ("id", Int),

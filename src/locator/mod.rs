@@ -18,6 +18,7 @@ pub mod jobs;
 pub mod leases;
 pub mod lifecycle;
 pub mod migrate;
+pub mod rejection;
 pub mod retrieve;
 pub mod samples;
 pub mod volumes;

@@ -5,6 +5,7 @@ pub mod markup;
 pub mod matching;
 pub mod person_name;
 pub mod query;
+pub mod rejection;
 pub mod schedule;
 pub mod sop_class;
 pub mod transfer_syntax;
