@@ -74,7 +74,7 @@ pub struct AuditConfig {
 }
 
 /// `[lifecycle]`: how long studies are kept.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LifecycleConfig {
     /// Years a study is kept after its Study Date (its newest instance's arrival when it
@@ -86,6 +86,11 @@ pub struct LifecycleConfig {
     /// `retention_years_by_modality = { MG = 10, CT = 10 }`.
     #[serde(default)]
     pub retention_years_by_modality: std::collections::BTreeMap<String, u32>,
+    /// Days the bytes of instances hidden by an IOCM rejection note (a Key Object Selection
+    /// document titled with a CID 7011 code) are kept before the lifecycle pass deletes
+    /// them from every tier and copy. 0: at the next pass.
+    #[serde(default = "defaults::rejected_keep_days")]
+    pub rejected_keep_days: u32,
     /// When the server deletes expired studies by itself: `HH:MM-HH:MM` in UTC. Empty:
     /// never; run `strata lifecycle run` instead (`strata schedule` lists them first).
     #[serde(default)]
@@ -93,6 +98,18 @@ pub struct LifecycleConfig {
     /// How often the server looks for expired studies inside the window (seconds).
     #[serde(default = "defaults::tiering_poll_secs")]
     pub poll_secs: u64,
+}
+
+impl Default for LifecycleConfig {
+    fn default() -> LifecycleConfig {
+        LifecycleConfig {
+            retention_years: 0,
+            retention_years_by_modality: Default::default(),
+            rejected_keep_days: defaults::rejected_keep_days(),
+            window: String::new(),
+            poll_secs: defaults::tiering_poll_secs(),
+        }
+    }
 }
 
 /// `[status]`: the history the status page plots.
@@ -746,6 +763,9 @@ mod defaults {
     }
     pub fn min_age_days() -> u32 {
         90
+    }
+    pub fn rejected_keep_days() -> u32 {
+        30
     }
     pub fn tiering_poll_secs() -> u64 {
         60

@@ -18,11 +18,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum LifecycleAction {
-    /// Delete every study past retention now (as `strata delete --study` would), then exit.
+    /// Delete every study past retention and the bytes of instances rejected more than
+    /// `[lifecycle] rejected_keep_days` ago now (as `strata delete` would), then exit.
     Run {
         #[arg(long)]
         config: PathBuf,
-        /// Only list the studies that would be deleted.
+        /// Only list the studies and rejected instances that would be deleted.
         #[arg(long)]
         dry_run: bool,
         /// Print the summary as JSON.
@@ -169,7 +170,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Studies past `[lifecycle]` retention.
+    /// Studies past `[lifecycle]` retention, rejected instances due for deletion.
     Lifecycle {
         #[command(subcommand)]
         action: LifecycleAction,
@@ -823,19 +824,30 @@ fn print_retention(
             e.retention_years
         );
     }
+    for r in &p.rejected {
+        println!(
+            "{} {} rejected instances ({:.1} MB) since {}",
+            r.study_instance_uid,
+            r.instances,
+            r.bytes as f64 / 1e6,
+            strata::model::schedule::iso8601(r.first_rejected_ms)
+        );
+    }
     for failure in &p.failures {
         println!("{failure}");
     }
+    let rejected: u64 = p.rejected.iter().map(|r| r.instances).sum();
     if p.dry_run {
         println!(
-            "{} studies past retention (dry run: nothing deleted)",
+            "{} studies past retention, {rejected} rejected instances due (dry run: nothing deleted)",
             p.expired.len()
         );
     } else {
         println!(
-            "deleted {} of {} studies past retention ({} failed), {} instances, {:.1} MB in {:.1} s",
+            "deleted {} of {} studies past retention and {} of {rejected} rejected instances ({} failed), {} instances, {:.1} MB in {:.1} s",
             p.deleted,
             p.expired.len(),
+            p.rejected_deleted,
             p.failed,
             p.instances,
             p.bytes as f64 / 1e6,

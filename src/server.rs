@@ -291,7 +291,7 @@ pub async fn run(
     Ok(())
 }
 
-/// The retention worker, when `[lifecycle]` has a window and a retention.
+/// The lifecycle worker (retention, rejected instances), when `[lifecycle]` has a window.
 fn spawn_retention(
     config: &Config,
     locator: &Arc<Locator>,
@@ -303,9 +303,6 @@ fn spawn_retention(
     use crate::lifecycle::retention::{self, RetentionPolicy, RetentionSchedule};
     let policy = RetentionPolicy::from(&config.lifecycle);
     let window = crate::config::parse_window(&config.lifecycle.window)?;
-    if !policy.any() {
-        return None;
-    }
     let deleter = crate::lifecycle::Deleter::new(locator.clone(), converter, backup.clone())
         .with_auditor(auditor.clone());
     Some(tokio::spawn(retention::run(

@@ -455,3 +455,317 @@ fn studies_past_retention_are_listed_first_then_deleted_by_the_server_in_its_win
     assert!(ok, "{after}");
     assert_eq!(after["expired"].as_array().unwrap().len(), 0, "{after}");
 }
+
+/// 64 bytes from the end of a file's Pixel Data (noise: no other instance has them).
+fn pixel_needle(path: &Path) -> Vec<u8> {
+    let bytes = std::fs::read(path).unwrap();
+    bytes[bytes.len() - 1000..bytes.len() - 936].to_vec()
+}
+
+/// The tier files holding any of `needles`.
+fn holding_bytes(files: &[PathBuf], needles: &[Vec<u8>]) -> usize {
+    files
+        .iter()
+        .filter(|f| {
+            let bytes = std::fs::read(f).unwrap();
+            needles
+                .iter()
+                .any(|n| bytes.windows(n.len()).any(|w| w == n.as_slice()))
+        })
+        .count()
+}
+
+fn image_uids(server: &TestServer, study: &str) -> Vec<String> {
+    let mut uids: Vec<String> = series_of(server, study)
+        .iter()
+        .flat_map(|series| {
+            find(
+                server,
+                "IMAGE",
+                &[
+                    format!("StudyInstanceUID={study}"),
+                    format!("SeriesInstanceUID={series}"),
+                    "SOPInstanceUID=".into(),
+                ],
+            )
+        })
+        .map(|m| m["SOPInstanceUID"].as_str().unwrap().to_string())
+        .collect();
+    uids.sort();
+    uids
+}
+
+#[test]
+fn a_rejection_note_hides_instances_at_once_and_their_bytes_go_after_the_keep_days() {
+    // One CT study of 6 images in 3 series, archived and copied near-line.
+    let corpus = Corpus::generate(&[
+        "--ct-studies",
+        "1",
+        "--ct-images",
+        "6",
+        "--mr-studies",
+        "0",
+        "--series-per-study",
+        "3",
+        "--seed",
+        "86",
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let web = "[web]\nlisten = \"127.0.0.1:0\"\nallow_anonymous = true\n";
+    write_config(dir.path(), &format!("{BACKUP}{web}"));
+    let config = dir.path().join("strata.toml");
+    let server = TestServer::start_in(dir.path(), "", "");
+    server.store(&corpus);
+    let out = server.cli(&["tier", "run", "--min-age-days", "0", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let (ok, backed) = cli_json(&server, &["backup", "run", "--json"]);
+    assert!(ok, "{backed}");
+    let study = corpus.study_uids()[0].clone();
+    let series = series_of(&server, &study);
+    assert_eq!(series.len(), 3);
+
+    // The note rejects the first series and one image of the second (113037).
+    let mut rejected = uids_of(&corpus, &series[0]);
+    rejected.push(uids_of(&corpus, &series[1])[0].clone());
+    let by_uid = corpus.paths_by_uid();
+    let rejected_paths: Vec<PathBuf> = rejected.iter().map(|u| by_uid[u].clone()).collect();
+    let note = dir.path().join("rejection.dcm");
+    let made = Command::new(python())
+        .arg(repo().join("tools/rejection_note.py"))
+        .args(["--code", "113037", "--out"])
+        .arg(&note)
+        .args(&rejected_paths)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", text(&made));
+    let note_uid = String::from_utf8(made.stdout).unwrap().trim().to_string();
+    let needles: Vec<Vec<u8>> = rejected_paths.iter().map(|p| pixel_needle(p)).collect();
+    assert_eq!(
+        holding_bytes(&tier_files(&server), &needles),
+        2,
+        "archive and near-line"
+    );
+
+    let sent = server.storescu("MODALITY", std::slice::from_ref(&note));
+    assert!(sent.status.success(), "{} {}", text(&sent), server.log());
+
+    // At once: C-FIND and C-GET see the rest of the study and the note, nothing rejected.
+    let mut kept: Vec<String> = corpus
+        .files
+        .iter()
+        .map(|f| f.sop_instance_uid.clone())
+        .filter(|u| !rejected.contains(u))
+        .collect();
+    kept.push(note_uid.clone());
+    kept.sort();
+    assert_eq!(image_uids(&server, &study), kept);
+    let counts = find(
+        &server,
+        "STUDY",
+        &[
+            format!("StudyInstanceUID={study}"),
+            "NumberOfStudyRelatedInstances=".into(),
+            "NumberOfStudyRelatedSeries=".into(),
+        ],
+    );
+    assert_eq!(
+        counts[0]["NumberOfStudyRelatedInstances"], "4",
+        "{counts:?}"
+    );
+    assert_eq!(counts[0]["NumberOfStudyRelatedSeries"], "3", "{counts:?}");
+    // C-GET with a context for the note as well as the images.
+    let syntaxes = "1.2.840.10008.1.2.1,1.2.840.10008.1.2";
+    let contexts: Vec<String> = ["1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.88.59"]
+        .iter()
+        .flat_map(|class| ["--context".to_string(), format!("{class}:{syntaxes}")])
+        .collect();
+    let get_all = || {
+        let out = tempfile::tempdir().unwrap();
+        server.get_study_into(&study, out.path(), &contexts);
+        received(out.path())
+    };
+    let got = get_all();
+    let mut got_uids: Vec<String> = got.keys().cloned().collect();
+    got_uids.sort();
+    assert_eq!(got_uids, kept);
+    let mut want = originals(&corpus, &study);
+    want.retain(|uid, _| !rejected.contains(uid));
+    let mut got_images = got.clone();
+    got_images.remove(&note_uid);
+    assert_same_data_sets(&got_images, &want, "the rest of the study");
+    // QIDO-RS and WADO-RS too.
+    let port = server.web_port.unwrap();
+    let (status, _, body) = http_get(port, &format!("/dicom-web/studies/{study}/instances"), &[]);
+    assert_eq!(status, 200);
+    let listed: Vec<Value> = serde_json::from_slice(&body).unwrap();
+    let mut qido: Vec<String> = listed
+        .iter()
+        .map(|i| i["00080018"]["Value"][0].as_str().unwrap().to_string())
+        .collect();
+    qido.sort();
+    assert_eq!(qido, kept);
+    let wado = format!(
+        "/dicom-web/studies/{study}/series/{}/instances/{}",
+        series[0], rejected[0]
+    );
+    assert_eq!(http_get(port, &wado, &[]).0, 404);
+    // Their bytes are kept for now.
+    assert_eq!(holding_bytes(&tier_files(&server), &needles), 2);
+
+    // Sent again (a lost answer): accepted, nothing more hidden.
+    let again = server.storescu("MODALITY", std::slice::from_ref(&note));
+    assert!(again.status.success(), "{}", text(&again));
+    assert_eq!(image_uids(&server, &study), kept);
+
+    // The default keep (30 days): nothing is due.
+    let (ok, dry) = cli_json(&server, &["lifecycle", "run", "--dry-run", "--json"]);
+    assert!(ok, "{dry}");
+    assert_eq!(dry["policy"]["rejected_keep_days"], 30, "{dry}");
+    assert_eq!(dry["rejected"].as_array().unwrap().len(), 0, "{dry}");
+
+    // Kept 0 days: listed by a dry run, then deleted from the archive container (written
+    // again without them) and the near-line copy (written again for the rest).
+    let mut text_config = std::fs::read_to_string(&config).unwrap();
+    text_config.push_str("\n[lifecycle]\nrejected_keep_days = 0\n");
+    std::fs::write(&config, text_config).unwrap();
+    let (ok, dry) = cli_json(&server, &["lifecycle", "run", "--dry-run", "--json"]);
+    assert!(ok, "{dry}");
+    assert_eq!(
+        dry["rejected"][0]["study_instance_uid"],
+        study.as_str(),
+        "{dry}"
+    );
+    assert_eq!(dry["rejected"][0]["instances"], 3, "{dry}");
+    assert_eq!(holding_bytes(&tier_files(&server), &needles), 2);
+    let (ok, run) = cli_json(&server, &["lifecycle", "run", "--json"]);
+    assert!(ok, "{run}");
+    assert_eq!(run["rejected_deleted"], 3, "{run}");
+    assert_eq!(run["failed"], 0, "{run}");
+    assert_eq!(
+        holding_bytes(&tier_files(&server), &needles),
+        0,
+        "{}",
+        server.log()
+    );
+    assert_eq!(image_uids(&server, &study), kept);
+    let mut got = get_all();
+    assert!(got.remove(&note_uid).is_some());
+    assert_same_data_sets(&got, &want, "after the rejected bytes went");
+    let (ok, after) = cli_json(&server, &["lifecycle", "run", "--dry-run", "--json"]);
+    assert!(ok, "{after}");
+    assert_eq!(after["rejected"].as_array().unwrap().len(), 0, "{after}");
+
+    // The trail: who rejected what, and the deletion that followed.
+    let (ok, audit) = cli_json(&server, &["audit", "--json", "--study", &study]);
+    assert!(ok, "{audit}");
+    let entries = audit["entries"].as_array().unwrap();
+    let of =
+        |event: &str| -> Vec<&Value> { entries.iter().filter(|e| e["event"] == event).collect() };
+    let rejections = of("rejected");
+    assert_eq!(rejections.len(), 1, "{audit}");
+    assert_eq!(rejections[0]["who"], "MODALITY", "{audit}");
+    assert_eq!(rejections[0]["address"], "127.0.0.1", "{audit}");
+    assert_eq!(rejections[0]["instances"], 3, "{audit}");
+    assert!(
+        rejections[0]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("Rejected for Patient Safety Reasons (113037)"),
+        "{audit}"
+    );
+    let deletions = of("deleted");
+    assert_eq!(deletions.len(), 1, "{audit}");
+    assert_eq!(
+        (&deletions[0]["who"], &deletions[0]["instances"]),
+        (&Value::from("retention"), &Value::from(3)),
+        "{audit}"
+    );
+}
+
+#[test]
+fn deleting_rejected_instances_killed_mid_rewrite_is_finished_by_the_next_run() {
+    let corpus = Corpus::generate(&[
+        "--ct-studies",
+        "1",
+        "--ct-images",
+        "24",
+        "--mr-studies",
+        "0",
+        "--series-per-study",
+        "2",
+        "--seed",
+        "87",
+    ]);
+    // Container writes paced to 4 MB/s: the rewrite of the remaining 6 MB takes 1.5 s.
+    let server = TestServer::start(&format!(
+        "{SHORT_LEASES}[tiering]\nthrottle_mb_s = 4\n[lifecycle]\nrejected_keep_days = 0\n"
+    ));
+    server.store(&corpus);
+    let out = server.cli(&["tier", "run", "--min-age-days", "0", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let study = corpus.study_uids()[0].clone();
+    let series = series_of(&server, &study);
+    let rejected = uids_of(&corpus, &series[0]);
+    let by_uid = corpus.paths_by_uid();
+    let rejected_paths: Vec<PathBuf> = rejected.iter().map(|u| by_uid[u].clone()).collect();
+    let note = server.dir.join("rejection.dcm");
+    let made = Command::new(python())
+        .arg(repo().join("tools/rejection_note.py"))
+        .args(["--code", "113001", "--out"])
+        .arg(&note)
+        .args(&rejected_paths)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", text(&made));
+    let note_uid = String::from_utf8(made.stdout).unwrap().trim().to_string();
+    let sent = server.storescu("MODALITY", std::slice::from_ref(&note));
+    assert!(sent.status.success(), "{}", text(&sent));
+    assert_eq!(
+        series_of(&server, &study).len(),
+        2,
+        "the rest and the note's"
+    );
+
+    let tmp = server.dir.join("archive/tmp");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["lifecycle", "run", "--config"])
+        .arg(&server.config)
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_while_running(&mut child, || !files_below(&tmp).is_empty()),
+        "the pass ended before rewriting the container"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = child.kill();
+    let _ = child.wait();
+
+    // The journal holds the delete: no longer listed as due; the rest is served meanwhile.
+    let (ok, dry) = cli_json(&server, &["lifecycle", "run", "--dry-run", "--json"]);
+    assert!(ok, "{dry}");
+    assert_eq!(dry["rejected"].as_array().unwrap().len(), 0, "{dry}");
+    let mut want = originals(&corpus, &study);
+    want.retain(|uid, _| !rejected.contains(uid));
+    let contexts: Vec<String> = ["1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.88.59"]
+        .iter()
+        .map(|class| format!("--context={class}:1.2.840.10008.1.2.1,1.2.840.10008.1.2"))
+        .collect();
+    let get = || {
+        let out = tempfile::tempdir().unwrap();
+        server.get_study_into(&study, out.path(), &contexts);
+        let mut got = received(out.path());
+        assert!(got.remove(&note_uid).is_some(), "the note is served");
+        got
+    };
+    assert_same_data_sets(&get(), &want, "after the kill");
+
+    // The next run (any converter) finishes it once the killed one's lease expired.
+    wait_for_lease_expiry(&server.config, child.id());
+    let out = server.cli(&["tier", "run", "--min-age-days", "0", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(files_below(&tmp).is_empty());
+    assert_eq!(containers(&server.dir.join("archive")).len(), 1);
+    let needles: Vec<Vec<u8>> = rejected_paths.iter().map(|p| pixel_needle(p)).collect();
+    assert_eq!(holding_bytes(&tier_files(&server), &needles), 0);
+    assert_same_data_sets(&get(), &want, "after recovery");
+}

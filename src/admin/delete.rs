@@ -50,7 +50,8 @@ fn deleter(stack: &Stack) -> Deleter {
     .with_auditor(stack.auditor.clone())
 }
 
-/// Deletes every study past `[lifecycle]` retention now; with `dry_run`, only lists them.
+/// Deletes every study past `[lifecycle]` retention and the rejected instances due now; with
+/// `dry_run`, only lists them.
 pub async fn lifecycle_run(
     config: &Config,
     dry_run: bool,

@@ -26,6 +26,8 @@ fn event_id(event: Event) -> (&'static str, &'static str, &'static str) {
         Event::Retrieved => ("110104", "DICOM Instances Transferred", "R"),
         Event::Queried => ("110112", "Query", "E"),
         Event::Deleted => ("110105", "DICOM Study Deleted", "D"),
+        // IHE IOCM: instances made unavailable are "accessed" with action Delete.
+        Event::Rejected => ("110103", "DICOM Instances Accessed", "D"),
         // An admin command is a local service operation, a kind of Security Alert.
         Event::Admin => ("110113", "Security Alert", "E"),
         Event::Started | Event::Stopped => ("110100", "Application Activity", "E"),

@@ -34,6 +34,8 @@ pub enum Event {
     Queried,
     Retrieved,
     Deleted,
+    /// An IOCM rejection note hid instances.
+    Rejected,
     /// An admin command (job) ran.
     Admin,
     /// The server started or stopped.
@@ -49,6 +51,7 @@ impl Event {
             Event::Queried => "queried",
             Event::Retrieved => "retrieved",
             Event::Deleted => "deleted",
+            Event::Rejected => "rejected",
             Event::Admin => "admin",
             Event::Started => "started",
             Event::Stopped => "stopped",

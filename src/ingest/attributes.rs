@@ -175,7 +175,7 @@ fn check_pixel_data(
     Ok(())
 }
 
-fn transfer_syntax(
+pub(super) fn transfer_syntax(
     meta: &FileMetaTable,
 ) -> Result<&'static dicom_encoding::TransferSyntax, AttributeError> {
     let uid = meta.transfer_syntax().trim_end_matches(['\0', ' ']);

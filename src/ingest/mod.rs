@@ -13,6 +13,7 @@
 
 pub mod attributes;
 mod commit;
+pub mod rejection;
 
 use std::io;
 use std::path::PathBuf;
@@ -20,17 +21,19 @@ use std::sync::Arc;
 
 pub use attributes::{read_attributes, read_attributes_with_head, AttributeError};
 
-use crate::audit::{Auditor, Caller};
+use crate::audit::{Auditor, Caller, Entry, Event};
 use crate::codec::native::Native;
 use crate::codec::walk::ElementWalk;
 use crate::config::DuplicatePolicy;
 use crate::locator::Locator;
+use crate::model::rejection::KEY_OBJECT_SELECTION;
 use crate::model::transfer_syntax::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN;
 use crate::model::IndexedAttributes;
 use crate::online::{part10_header, OnlineStore, Part10Writer, WrittenFile};
 use crate::service::{Outcome, Status, StoreRequest, StoreSink, StoreStart};
 
 use commit::{Committer, Finished};
+use rejection::read_rejection_note;
 
 /// The store service: online tier plus locator.
 #[derive(Debug, Clone)]
@@ -147,6 +150,12 @@ impl Inner {
                 );
             }
         }
+        if instance.sop_class_uid == KEY_OBJECT_SELECTION {
+            if let Err(refused) = self.apply_rejection(&written.path, sender).await {
+                self.discard_temp(&written.path).await;
+                return refused;
+            }
+        }
 
         let committer = self.committer.get_or_init(|| {
             Committer::start(
@@ -165,6 +174,64 @@ impl Inner {
                 sender: sender.clone(),
             })
             .await
+    }
+
+    /// Applies the rejection note in the written file at `path`, if the Key Object Selection
+    /// document is one (IOCM): before the note itself is stored, so the sender's Success
+    /// means the instances it names are gone from every query and retrieve. A note resent
+    /// after a lost answer hides nothing more.
+    async fn apply_rejection(
+        &self,
+        path: &std::path::Path,
+        sender: &Sender,
+    ) -> Result<(), Outcome> {
+        let path = path.to_owned();
+        let note = match tokio::task::spawn_blocking(move || read_rejection_note(&path)).await {
+            Ok(Ok(Some(note))) => note,
+            Ok(Ok(None)) => return Ok(()),
+            Ok(Err(e)) => {
+                return Err(Outcome::failure(
+                    Status::DataSetDoesNotMatchSopClass,
+                    format!("rejection note: {e}"),
+                ))
+            }
+            Err(e) => {
+                return Err(Outcome::failure(
+                    Status::ProcessingFailure,
+                    format!("reading the rejection note: {e}"),
+                ))
+            }
+        };
+        let hidden = self
+            .locator
+            .reject(&note, &sender.who, &sender.address)
+            .await
+            .map_err(|e| {
+                Outcome::failure(
+                    Status::ProcessingFailure,
+                    format!("applying the rejection note: {e}"),
+                )
+            })?;
+        tracing::info!(note = %note.sop_instance_uid, code = note.code.code(), who = %sender.who,
+            hidden = hidden.instances, not_found = hidden.not_found, "rejection note applied");
+        if let Some(auditor) = &self.auditor {
+            let detail = format!(
+                "{} instances: {} ({})",
+                hidden.instances,
+                note.code.meaning(),
+                note.code.code()
+            );
+            for study in &hidden.studies {
+                let entry = Entry {
+                    address: &sender.address,
+                    study: Some(study),
+                    detail: &detail,
+                    ..Entry::new(Event::Rejected, &sender.who)
+                };
+                auditor.send(&entry, crate::locator::now_millis());
+            }
+        }
+        Ok(())
     }
 
     async fn discard_temp(&self, path: &std::path::Path) {

@@ -32,7 +32,7 @@ use tracing::{info, warn};
 use crate::audit::{Auditor, Entry, Event};
 use crate::backup::{Backup, BackupError};
 use crate::convert::{ConvertError, Converter};
-use crate::locator::lifecycle::DeleteScope;
+use crate::locator::lifecycle::{DeleteScope, Removed};
 use crate::locator::{Locator, LocatorError};
 use crate::model::Tier;
 
@@ -150,39 +150,105 @@ impl Deleter {
         };
         info!(level = scope.level(), uid = %scope.uid(), study = %study, instances = removed.instances,
             bytes = removed.bytes, reason, who, "deleted from the index");
+        self.announce(
+            &study,
+            who,
+            &format!("{} instances ({reason})", removed.instances),
+        );
+        let mut deleted = Deleted {
+            level: scope.level(),
+            uid: scope.uid().to_string(),
+            reason: reason.to_string(),
+            ..Deleted::default()
+        };
+        self.remove_bytes(job, &study, &removed, &mut deleted)
+            .await?;
+        deleted.seconds = started.elapsed().as_secs_f64();
+        Ok(deleted)
+    }
+
+    /// Deletes the bytes of `study`'s instances rejected at or before `cutoff_ms` (IOCM
+    /// rejection notes hid them from the index when they came), as [`Deleter::delete`]
+    /// deletes a study's: journaled, resumable. `Ok(None)`: none is due.
+    pub async fn purge_rejected(
+        &self,
+        study: &str,
+        cutoff_ms: i64,
+        who: &str,
+    ) -> Result<Option<Deleted>, LifecycleError> {
+        let started = Instant::now();
+        self.converter.recover().await?;
+        let job = self
+            .locator
+            .begin_job("delete", study, "", &[])
+            .await?
+            .ok_or_else(|| LifecycleError::Busy(study.to_string()))?;
+        let removed = match self
+            .locator
+            .take_due_rejections(job, study, cutoff_ms, who)
+            .await
+        {
+            Ok(removed) if removed.instances > 0 => removed,
+            other => {
+                let _ = self.locator.finish_job(job).await;
+                return other.map(|_| None).map_err(Into::into);
+            }
+        };
+        info!(study = %study, instances = removed.instances, bytes = removed.bytes,
+            "deleting rejected instances");
+        let detail = format!("{} rejected instances", removed.instances);
+        self.announce(study, who, &detail);
+        let mut deleted = Deleted {
+            level: "IMAGE",
+            uid: study.to_string(),
+            reason: "rejected".to_string(),
+            ..Deleted::default()
+        };
+        self.remove_bytes(job, study, &removed, &mut deleted)
+            .await?;
+        deleted.seconds = started.elapsed().as_secs_f64();
+        Ok(Some(deleted))
+    }
+
+    /// Sends a delete to the auditor's syslog (its audit rows went with the index change).
+    fn announce(&self, study: &str, who: &str, detail: &str) {
         if let Some(auditor) = &self.auditor {
-            let detail = format!("{} instances ({reason})", removed.instances);
             let entry = Entry {
-                study: Some(&study),
-                detail: &detail,
+                study: Some(study),
+                detail,
                 ..Entry::new(Event::Deleted, who)
             };
             auditor.send(&entry, crate::locator::now_millis());
         }
+    }
+
+    /// The byte phase of a committed delete `job` of `removed` (steps 3 and 4 above), with
+    /// its figures in `deleted`.
+    async fn remove_bytes(
+        &self,
+        job: i64,
+        study: &str,
+        removed: &Removed,
+        deleted: &mut Deleted,
+    ) -> Result<(), LifecycleError> {
         let count = |tier| removed.primaries.iter().filter(|(t, _)| *t == tier).count() as u64;
-        let mut deleted = Deleted {
-            level: scope.level(),
-            uid: scope.uid().to_string(),
-            study: study.clone(),
-            reason: reason.to_string(),
-            instances: removed.instances,
-            bytes: removed.bytes,
-            study_gone: removed.study_gone,
-            online_files: count(Tier::Online),
-            archive_containers: count(Tier::Archive),
-            offline_volumes: removed.offline_volumes.clone(),
-            ..Deleted::default()
-        };
+        deleted.study = study.to_string();
+        deleted.instances = removed.instances;
+        deleted.bytes = removed.bytes;
+        deleted.study_gone = removed.study_gone;
+        deleted.online_files = count(Tier::Online);
+        deleted.archive_containers = count(Tier::Archive);
+        deleted.offline_volumes = removed.offline_volumes.clone();
         deleted.archive_containers_rewritten = self
             .converter
-            .finish_delete(job, &study, &removed.primaries)
+            .finish_delete(job, study, &removed.primaries)
             .await? as u64;
         deleted.nearline_containers = removed.nearline.len() as u64;
         if !removed.nearline.is_empty() {
             if !removed.study_gone {
                 // Queued in the same transaction; written now so the deleted instances'
                 // bytes go at once. Left queued if that fails.
-                match self.backup.backup_study(&study).await {
+                match self.backup.backup_study(study).await {
                     Ok(_) => deleted.nearline_rewritten = true,
                     Err(e) => {
                         warn!(study = %study, error = %e, "near-line copy of the rest of the study left to the backup worker");
@@ -192,7 +258,6 @@ impl Deleter {
             }
             self.backup.delete_unreferenced(&removed.nearline).await?;
         }
-        deleted.seconds = started.elapsed().as_secs_f64();
-        Ok(deleted)
+        Ok(())
     }
 }

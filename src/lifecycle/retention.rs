@@ -1,6 +1,7 @@
 //! Retention (issue #18): which studies are past `[lifecycle]` retention, a pass that deletes
-//! them (the same delete as `strata delete --study`), and the server's worker that runs a
-//! pass inside its window. A study's age counts from its Study Date (from its newest
+//! them (the same delete as `strata delete --study`) and the bytes of instances rejected
+//! more than `rejected_keep_days` ago, and the server's worker that runs a pass inside its
+//! window. A study's age counts from its Study Date (from its newest
 //! instance's arrival when it has none); a study with a malformed Study Date never expires
 //! by itself (named in the log; an admin decides).
 
@@ -16,6 +17,7 @@ use super::{Deleter, LifecycleError};
 use crate::config::LifecycleConfig;
 use crate::jobs::{JobKind, JobReport, JobRun, Trigger};
 use crate::locator::lifecycle::{DeleteScope, StudyAge};
+use crate::locator::rejection::PendingRejection;
 use crate::locator::{now_millis, Locator, LocatorError};
 use crate::model::schedule::{in_window, iso8601, minute_now};
 
@@ -28,6 +30,8 @@ pub struct RetentionPolicy {
     /// 0: forever.
     pub retention_years: u32,
     pub by_modality: BTreeMap<String, u32>,
+    /// Days rejected instances' bytes are kept.
+    pub rejected_keep_days: u32,
 }
 
 impl From<&LifecycleConfig> for RetentionPolicy {
@@ -35,11 +39,17 @@ impl From<&LifecycleConfig> for RetentionPolicy {
         RetentionPolicy {
             retention_years: c.retention_years,
             by_modality: c.retention_years_by_modality.clone(),
+            rejected_keep_days: c.rejected_keep_days,
         }
     }
 }
 
 impl RetentionPolicy {
+    /// Instances rejected at or before this time (Unix ms) are due for deletion at `now_ms`.
+    pub fn rejected_cutoff(&self, now_ms: i64) -> i64 {
+        now_ms - i64::from(self.rejected_keep_days) * 86_400_000
+    }
+
     /// Whether anything can expire at all.
     pub fn any(&self) -> bool {
         self.retention_years > 0 || self.by_modality.values().any(|y| *y > 0)
@@ -135,6 +145,10 @@ pub struct RetentionPass {
     pub policy: RetentionPolicy,
     /// Studies past retention when the pass started.
     pub expired: Vec<Expired>,
+    /// Studies with rejected instances due for deletion when the pass started.
+    pub rejected: Vec<PendingRejection>,
+    /// Rejected instances deleted (also counted in `instances` and `bytes`).
+    pub rejected_deleted: u64,
     pub deleted: u64,
     pub instances: u64,
     pub bytes: u64,
@@ -164,6 +178,9 @@ pub async fn pass(
         dry_run,
         policy: policy.clone(),
         expired: list_expired(locator, policy).await?,
+        rejected: locator
+            .rejections(policy.rejected_cutoff(now_millis()))
+            .await?,
         ..RetentionPass::default()
     };
     if !dry_run {
@@ -192,9 +209,47 @@ pub async fn pass(
                 }
             }
         }
+        purge_rejected(deleter, policy, &mut pass, &keep_going).await;
     }
     pass.seconds = started.elapsed().as_secs_f64();
     Ok(pass)
+}
+
+/// Deletes the bytes of the rejected instances `pass` found due, study by study.
+async fn purge_rejected(
+    deleter: &Deleter,
+    policy: &RetentionPolicy,
+    pass: &mut RetentionPass,
+    keep_going: &impl Fn() -> bool,
+) {
+    let cutoff = policy.rejected_cutoff(now_millis());
+    for pending in pass.rejected.clone() {
+        if !keep_going() {
+            break;
+        }
+        let study = &pending.study_instance_uid;
+        match deleter.purge_rejected(study, cutoff, ACTOR).await {
+            Ok(Some(d)) => {
+                pass.rejected_deleted += d.instances;
+                pass.instances += d.instances;
+                pass.bytes += d.bytes;
+            }
+            // Purged meanwhile (another node's pass).
+            Ok(None) => {}
+            Err(e) => {
+                warn!(study = %study, error = %e, "rejected instances not deleted");
+                pass.failed += 1;
+                pass.failures.push(format!("{study}: {e}"));
+            }
+        }
+    }
+}
+
+/// Whether a pass would delete anything now.
+async fn has_work(locator: &Locator, policy: &RetentionPolicy) -> Result<bool, LocatorError> {
+    let cutoff = policy.rejected_cutoff(now_millis());
+    Ok(!list_expired(locator, policy).await?.is_empty()
+        || !locator.rejections(cutoff).await?.is_empty())
 }
 
 /// When the server's retention worker runs.
@@ -217,11 +272,11 @@ pub async fn run(
     info!(window = ?schedule.window, retention_years = policy.retention_years, "retention worker ready");
     loop {
         if in_window(schedule.window, minute_now()) {
-            match list_expired(&locator, &policy).await {
+            match has_work(&locator, &policy).await {
                 Err(e) => warn!(error = %e, "retention: cannot list expired studies"),
                 // Only passes that find work are recorded.
-                Ok(expired) if expired.is_empty() => debug!(expired = 0, "retention poll"),
-                Ok(_) => {
+                Ok(false) => debug!(expired = 0, "retention poll"),
+                Ok(true) => {
                     let run = JobRun::start(&locator, JobKind::Retention, Trigger::Server).await;
                     let keep_going =
                         || !*shutdown.borrow() && in_window(schedule.window, minute_now());
@@ -265,6 +320,7 @@ mod tests {
         let policy = RetentionPolicy {
             retention_years: 5,
             by_modality: BTreeMap::from([("MG".into(), 10), ("XA".into(), 0)]),
+            rejected_keep_days: 30,
         };
         // 2026-12-05.
         let now = 1_796_428_800_000;
