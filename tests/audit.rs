@@ -142,6 +142,11 @@ fn stores_queries_retrieves_and_deletes_are_audited_in_the_locator_and_over_sysl
     let query = collector.until(|m| m["event_id"] == "110112");
     let query = query.last().unwrap();
     assert_eq!(requestor(query), ("VIEWER".into(), "127.0.0.1".into()));
+    // The queried object: the information model's SOP Class UID (Study Root FIND).
+    assert!(query["objects"]
+        .as_array()
+        .unwrap()
+        .contains(&Value::from("1.2.840.10008.5.1.4.1.2.2.1")));
     assert!(query["objects"]
         .as_array()
         .unwrap()
@@ -198,6 +203,49 @@ fn stores_queries_retrieves_and_deletes_are_audited_in_the_locator_and_over_sysl
         ),
         (Some(1), Some("127.0.0.1"))
     );
+
+    // A rejection note for that instance, also by STOW-RS: 110103 with action D.
+    let note = dir.path().join("rejection.dcm");
+    let made = std::process::Command::new(python())
+        .arg(repo().join("tools/rejection_note.py"))
+        .args(["--code", "113001", "--out"])
+        .arg(&note)
+        .arg(posted.paths()[0].clone())
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", text(&made));
+    let mut body = b"--audit-boundary\r\nContent-Type: application/dicom\r\n\r\n".to_vec();
+    body.extend_from_slice(&std::fs::read(&note).unwrap());
+    body.extend_from_slice(b"\r\n--audit-boundary--\r\n");
+    let head = format!(
+        "POST /dicom-web/studies HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\
+         Content-Length: {}\r\nContent-Type: multipart/related; type=\"application/dicom\"; \
+         boundary=audit-boundary\r\n",
+        body.len()
+    );
+    assert_eq!(http(port, &head, &body).0, 200);
+    let rejected = collector.until(|m| m["event_id"] == "110103");
+    let rejected = rejected.last().unwrap();
+    assert_eq!(rejected["action"], "D");
+    assert_eq!(
+        requestor(rejected),
+        ("anonymous".into(), "127.0.0.1".into())
+    );
+    assert!(rejected["objects"]
+        .as_array()
+        .unwrap()
+        .contains(&Value::from(posted.study_uids()[0].as_str())));
+    let (ok, posted_audit) = cli_json(
+        &server,
+        &["audit", "--study", &posted.study_uids()[0], "--json"],
+    );
+    assert!(ok, "{posted_audit}");
+    let rejection = entry(
+        posted_audit["entries"].as_array().unwrap(),
+        "rejected",
+        "anonymous",
+    );
+    assert_eq!(rejection["instances"], 1, "{posted_audit}");
 
     // A delete by the operator.
     let instance = corpus

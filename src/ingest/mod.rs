@@ -10,6 +10,9 @@
 //!
 //! Duplicates are decided by the locator in the same transaction that records the instance,
 //! so concurrent stores of one SOP Instance UID, even from two processes, keep exactly one.
+//!
+//! An IOCM rejection note (a Key Object Selection document titled from CID 7011) is applied
+//! before it is committed like any other instance (`rejection`, [`Locator::reject`]).
 
 pub mod attributes;
 mod commit;

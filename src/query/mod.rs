@@ -88,8 +88,14 @@ impl Query {
         self
     }
 
-    /// Appends the audit entry of a query by `caller` (`via`: C-FIND, QIDO-RS).
-    async fn audit(&self, caller: &Caller, via: &str, query: Result<&FindQuery, &str>) {
+    /// Appends the audit entry of a query by `caller` (`via`: C-FIND, QIDO-RS) of the
+    /// information model `model` (its SOP Class UID, the audit's queried object).
+    async fn audit(
+        &self,
+        caller: &Caller,
+        (via, model): (&str, &str),
+        query: Result<&FindQuery, &str>,
+    ) {
         let Some(auditor) = &self.auditor else { return };
         let who = caller.who();
         let address = caller.ip();
@@ -103,7 +109,7 @@ impl Query {
         let entry = Entry {
             address: &address,
             study,
-            object: via,
+            object: model,
             detail: &detail,
             failed: query.is_err(),
             ..Entry::new(Event::Queried, &who)
@@ -121,7 +127,9 @@ impl Query {
     ) -> tokio::sync::mpsc::Receiver<Result<FindRow, crate::locator::LocatorError>> {
         query.case_insensitive_names = self.options.case_insensitive_names;
         query.limit = query.limit.min(self.options.max_matches);
-        self.audit(caller, "QIDO-RS", Ok(&query)).await;
+        // QIDO-RS searches the Study Root information model.
+        self.audit(caller, ("QIDO-RS", STUDY_ROOT_FIND), Ok(&query))
+            .await;
         self.locator.find(query)
     }
 
@@ -135,7 +143,7 @@ impl Query {
         let model = request.sop_class_uid.clone();
         match self.prepare(request) {
             Ok((query, matches)) => {
-                self.audit(caller, "C-FIND", Ok(&query)).await;
+                self.audit(caller, ("C-FIND", &model), Ok(&query)).await;
                 Ok(Matches {
                     rows: self.locator.find(query),
                     ..matches
@@ -143,7 +151,7 @@ impl Query {
             }
             Err(outcome) => {
                 let why = format!("{model}: {}", outcome.comment.as_deref().unwrap_or(""));
-                self.audit(caller, "C-FIND", Err(&why)).await;
+                self.audit(caller, ("C-FIND", &model), Err(&why)).await;
                 Err(outcome)
             }
         }
