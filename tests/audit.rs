@@ -88,6 +88,20 @@ fn entry<'a>(entries: &'a [Value], event: &str, who: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {event} by {who} in {entries:#?}"))
 }
 
+/// STOW-RS of one Part-10 file, anonymous: the HTTP status.
+fn stow(port: u16, file: &[u8]) -> u16 {
+    let mut body = b"--audit-boundary\r\nContent-Type: application/dicom\r\n\r\n".to_vec();
+    body.extend_from_slice(file);
+    body.extend_from_slice(b"\r\n--audit-boundary--\r\n");
+    let head = format!(
+        "POST /dicom-web/studies HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\
+         Content-Length: {}\r\nContent-Type: multipart/related; type=\"application/dicom\"; \
+         boundary=audit-boundary\r\n",
+        body.len()
+    );
+    http(port, &head, &body).0
+}
+
 #[test]
 fn stores_queries_retrieves_and_deletes_are_audited_in_the_locator_and_over_syslog() {
     let collector = Collector::start();
@@ -176,16 +190,7 @@ fn stores_queries_retrieves_and_deletes_are_audited_in_the_locator_and_over_sysl
     // A STOW-RS by an anonymous web client.
     let posted = Corpus::small(1, 1, 0, 0, 62);
     let file = std::fs::read(posted.paths()[0].clone()).unwrap();
-    let mut body = b"--audit-boundary\r\nContent-Type: application/dicom\r\n\r\n".to_vec();
-    body.extend_from_slice(&file);
-    body.extend_from_slice(b"\r\n--audit-boundary--\r\n");
-    let head = format!(
-        "POST /dicom-web/studies HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\
-         Content-Length: {}\r\nContent-Type: multipart/related; type=\"application/dicom\"; \
-         boundary=audit-boundary\r\n",
-        body.len()
-    );
-    assert_eq!(http(port, &head, &body).0, 200);
+    assert_eq!(stow(port, &file), 200);
     let (ok, posted_audit) = cli_json(
         &server,
         &["audit", "--study", &posted.study_uids()[0], "--json"],
@@ -206,24 +211,8 @@ fn stores_queries_retrieves_and_deletes_are_audited_in_the_locator_and_over_sysl
 
     // A rejection note for that instance, also by STOW-RS: 110103 with action D.
     let note = dir.path().join("rejection.dcm");
-    let made = std::process::Command::new(python())
-        .arg(repo().join("tools/rejection_note.py"))
-        .args(["--code", "113001", "--out"])
-        .arg(&note)
-        .arg(posted.paths()[0].clone())
-        .output()
-        .unwrap();
-    assert!(made.status.success(), "{}", text(&made));
-    let mut body = b"--audit-boundary\r\nContent-Type: application/dicom\r\n\r\n".to_vec();
-    body.extend_from_slice(&std::fs::read(&note).unwrap());
-    body.extend_from_slice(b"\r\n--audit-boundary--\r\n");
-    let head = format!(
-        "POST /dicom-web/studies HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\
-         Content-Length: {}\r\nContent-Type: multipart/related; type=\"application/dicom\"; \
-         boundary=audit-boundary\r\n",
-        body.len()
-    );
-    assert_eq!(http(port, &head, &body).0, 200);
+    rejection_note("113001", &posted.paths()[..1], &note);
+    assert_eq!(stow(port, &std::fs::read(&note).unwrap()), 200);
     let rejected = collector.until(|m| m["event_id"] == "110103");
     let rejected = rejected.last().unwrap();
     assert_eq!(rejected["action"], "D");

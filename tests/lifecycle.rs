@@ -530,15 +530,7 @@ fn a_rejection_note_hides_instances_at_once_and_their_bytes_go_after_the_keep_da
     let by_uid = corpus.paths_by_uid();
     let rejected_paths: Vec<PathBuf> = rejected.iter().map(|u| by_uid[u].clone()).collect();
     let note = dir.path().join("rejection.dcm");
-    let made = Command::new(python())
-        .arg(repo().join("tools/rejection_note.py"))
-        .args(["--code", "113037", "--out"])
-        .arg(&note)
-        .args(&rejected_paths)
-        .output()
-        .unwrap();
-    assert!(made.status.success(), "{}", text(&made));
-    let note_uid = String::from_utf8(made.stdout).unwrap().trim().to_string();
+    let note_uid = rejection_note("113037", &rejected_paths, &note);
     let needles: Vec<Vec<u8>> = rejected_paths.iter().map(|p| pixel_needle(p)).collect();
     assert_eq!(
         holding_bytes(&tier_files(&server), &needles),
@@ -709,15 +701,7 @@ fn deleting_rejected_instances_killed_mid_rewrite_is_finished_by_the_next_run() 
     let by_uid = corpus.paths_by_uid();
     let rejected_paths: Vec<PathBuf> = rejected.iter().map(|u| by_uid[u].clone()).collect();
     let note = server.dir.join("rejection.dcm");
-    let made = Command::new(python())
-        .arg(repo().join("tools/rejection_note.py"))
-        .args(["--code", "113001", "--out"])
-        .arg(&note)
-        .args(&rejected_paths)
-        .output()
-        .unwrap();
-    assert!(made.status.success(), "{}", text(&made));
-    let note_uid = String::from_utf8(made.stdout).unwrap().trim().to_string();
+    let note_uid = rejection_note("113001", &rejected_paths, &note);
     let sent = server.storescu("MODALITY", std::slice::from_ref(&note));
     assert!(sent.status.success(), "{}", text(&sent));
     assert_eq!(

@@ -56,6 +56,18 @@ fn read_attributes_checking(
     path: &Path,
     native_pixel_bytes: Option<u64>,
 ) -> Result<IndexedAttributes, AttributeError> {
+    scan_file(path, Some(STOP_AT), HEADER_LIMIT)?;
+    let object = OpenFileOptions::new()
+        .read_until(STOP_AT)
+        .open_file(path)
+        .map_err(|e| AttributeError::Parse(error_chain(&e)))?;
+    check_pixel_data(&object, native_pixel_bytes)?;
+    extract(&object)
+}
+
+/// Checks the data set of the Part-10 file at `path` (up to `stop`, within `limit` bytes)
+/// before anything parses it: hostile nesting or lengths are refused, not followed.
+pub(super) fn scan_file(path: &Path, stop: Option<Tag>, limit: u64) -> Result<(), AttributeError> {
     let parse = |e: &dyn std::fmt::Display| AttributeError::Parse(e.to_string());
     let file = std::fs::File::open(path).map_err(|e| parse(&e))?;
     let file_len = file.metadata().map_err(|e| parse(&e))?.len();
@@ -64,19 +76,11 @@ fn read_attributes_checking(
     file.read_exact(&mut preamble).map_err(|e| parse(&e))?;
     let meta = read_file_meta(&mut file).map_err(|e| parse(&e))?;
     let ts = transfer_syntax(&meta)?;
-    match scan(file, ts, Some(STOP_AT), budget(ts, HEADER_LIMIT, file_len)) {
-        Ok(ScanEnd::ReachedStop | ScanEnd::End) => {}
-        Ok(ScanEnd::Truncated) => {
-            return Err(AttributeError::Parse("data set is truncated".into()))
-        }
-        Err(e) => return Err(parse(&e)),
+    match scan(file, ts, stop, budget(ts, limit, file_len)) {
+        Ok(ScanEnd::ReachedStop | ScanEnd::End) => Ok(()),
+        Ok(ScanEnd::Truncated) => Err(AttributeError::Parse("data set is truncated".into())),
+        Err(e) => Err(parse(&e)),
     }
-    let object = OpenFileOptions::new()
-        .read_until(STOP_AT)
-        .open_file(path)
-        .map_err(|e| AttributeError::Parse(error_chain(&e)))?;
-    check_pixel_data(&object, native_pixel_bytes)?;
-    extract(&object)
 }
 
 /// Like [`read_attributes`], but parses `head` (the first bytes of the file, preamble
@@ -175,7 +179,7 @@ fn check_pixel_data(
     Ok(())
 }
 
-pub(super) fn transfer_syntax(
+fn transfer_syntax(
     meta: &FileMetaTable,
 ) -> Result<&'static dicom_encoding::TransferSyntax, AttributeError> {
     let uid = meta.transfer_syntax().trim_end_matches(['\0', ' ']);

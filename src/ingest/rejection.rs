@@ -2,15 +2,13 @@
 //! (Concept Name Code Sequence) and the instances it names (Current Requested Procedure
 //! Evidence Sequence). Other Key Object Selection documents are ordinary instances.
 
-use std::io::Read;
 use std::path::Path;
 
 use dicom_core::Tag;
 use dicom_dictionary_std::tags;
 use dicom_object::{InMemDicomObject, OpenFileOptions};
 
-use super::attributes::{transfer_syntax, AttributeError};
-use crate::dataset::{budget, read_file_meta, scan, ScanEnd};
+use super::attributes::{scan_file, AttributeError};
 use crate::model::rejection::{RejectedReference, RejectionCode, RejectionNote};
 
 /// The largest Key Object Selection document read whole (a reference takes about 150
@@ -22,26 +20,14 @@ const NOTE_LIMIT: u64 = 16 * 1024 * 1024;
 /// is parsed, like every received data set. Blocking.
 pub fn read_rejection_note(path: &Path) -> Result<Option<RejectionNote>, AttributeError> {
     let parse = |e: &dyn std::fmt::Display| AttributeError::Parse(e.to_string());
-    let file = std::fs::File::open(path).map_err(|e| parse(&e))?;
-    let file_len = file.metadata().map_err(|e| parse(&e))?.len();
+    let file_len = std::fs::metadata(path).map_err(|e| parse(&e))?.len();
     if file_len > NOTE_LIMIT {
         return Err(AttributeError::Parse(format!(
             "Key Object Selection document over {} MiB",
             NOTE_LIMIT >> 20
         )));
     }
-    let mut file = std::io::BufReader::new(file);
-    let mut preamble = [0u8; 128];
-    file.read_exact(&mut preamble).map_err(|e| parse(&e))?;
-    let meta = read_file_meta(&mut file).map_err(|e| parse(&e))?;
-    let ts = transfer_syntax(&meta)?;
-    match scan(file, ts, None, budget(ts, NOTE_LIMIT, file_len)) {
-        Ok(ScanEnd::ReachedStop | ScanEnd::End) => {}
-        Ok(ScanEnd::Truncated) => {
-            return Err(AttributeError::Parse("data set is truncated".into()))
-        }
-        Err(e) => return Err(parse(&e)),
-    }
+    scan_file(path, None, NOTE_LIMIT)?;
     let object = OpenFileOptions::new()
         .open_file(path)
         .map_err(|e| parse(&e))?;

@@ -70,6 +70,24 @@ pub struct Removed {
     pub offline_volumes: Vec<String>,
 }
 
+impl Removed {
+    /// Marks delete journal entry `job` committed with the primary copies (deleted by the
+    /// job's end once nothing points at them) and commits `tx`, which took them out.
+    pub(super) async fn commit(
+        &self,
+        mut tx: Transaction<'_, Any>,
+        job: i64,
+    ) -> Result<(), sqlx::Error> {
+        let old: Vec<(&str, &str)> = self
+            .primaries
+            .iter()
+            .map(|(t, l)| (t.as_str(), l.as_str()))
+            .collect();
+        super::archive::mark_committed(&mut tx, job, &old).await?;
+        tx.commit().await
+    }
+}
+
 /// What retention looks at for one study.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct StudyAge {
@@ -192,15 +210,7 @@ impl Locator {
                 .await
                 .map_err(err)?;
         }
-        let old: Vec<(&str, &str)> = removed
-            .primaries
-            .iter()
-            .map(|(t, l)| (t.as_str(), l.as_str()))
-            .collect();
-        super::archive::mark_committed(&mut tx, job, &old)
-            .await
-            .map_err(err)?;
-        tx.commit().await.map_err(err)?;
+        removed.commit(tx, job).await.map_err(err)?;
         Ok(removed)
     }
 

@@ -267,15 +267,7 @@ impl Locator {
         .execute(&mut *tx)
         .await
         .map_err(err)?;
-        let old: Vec<(&str, &str)> = removed
-            .primaries
-            .iter()
-            .map(|(t, l)| (t.as_str(), l.as_str()))
-            .collect();
-        super::archive::mark_committed(&mut tx, job, &old)
-            .await
-            .map_err(err)?;
-        tx.commit().await.map_err(err)?;
+        removed.commit(tx, job).await.map_err(err)?;
         Ok(removed)
     }
 }

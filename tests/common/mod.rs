@@ -631,6 +631,20 @@ impl Drop for TestServer {
     }
 }
 
+/// Writes an IOCM rejection note titled `code` (CID 7011) naming the instances of `files`
+/// to `out` (tools/rejection_note.py); returns its SOP Instance UID.
+pub fn rejection_note(code: &str, files: &[PathBuf], out: &Path) -> String {
+    let made = Command::new(python())
+        .arg(repo().join("tools/rejection_note.py"))
+        .args(["--code", code, "--out"])
+        .arg(out)
+        .args(files)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", text(&made));
+    String::from_utf8(made.stdout).unwrap().trim().to_string()
+}
+
 pub fn signal(pid: u32, name: &str) {
     let ok = Command::new("kill")
         .args([&format!("-{name}"), &pid.to_string()])
