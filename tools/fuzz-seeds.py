@@ -174,6 +174,42 @@ def part10(ds, syntax_uid, implicit):
     return fp.getvalue()
 
 
+def rejection_note():
+    """An IOCM rejection note (Key Object Selection, CID 7011 title) naming the CT seed."""
+    ds = Dataset()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.88.59"
+    ds.SOPInstanceUID = SOP_INSTANCE + ".99"
+    ds.Modality = "KO"
+    ds.PatientID = "FUZZ-1"
+    ds.StudyInstanceUID = STUDY
+    ds.SeriesInstanceUID = SERIES + ".99"
+    ds.ValueType = "CONTAINER"
+    title = Dataset()
+    title.CodeValue = "113001"
+    title.CodingSchemeDesignator = "DCM"
+    title.CodeMeaning = "Rejected for Quality Reasons"
+    ds.ConceptNameCodeSequence = Sequence([title])
+    sop = Dataset()
+    sop.ReferencedSOPClassUID = CTImageStorage
+    sop.ReferencedSOPInstanceUID = SOP_INSTANCE
+    series = Dataset()
+    series.SeriesInstanceUID = SERIES
+    series.ReferencedSOPSequence = Sequence([sop])
+    study = Dataset()
+    study.StudyInstanceUID = STUDY
+    study.ReferencedSeriesSequence = Sequence([series])
+    ds.CurrentRequestedProcedureEvidenceSequence = Sequence([study])
+    return ds
+
+
+def multipart(parts):
+    """A STOW-RS request: its Content-Type line, then the multipart/related body."""
+    out = b'multipart/related; type="application/dicom"; boundary=fuzz-boundary\n'
+    for part in parts:
+        out += b"--fuzz-boundary\r\nContent-Type: application/dicom\r\n\r\n" + part + b"\r\n"
+    return out + b"--fuzz-boundary--\r\n"
+
+
 def vint(n):
     """Hadoop's zero-compressed vint, for the small non-negative lengths used here."""
     assert 0 <= n < 128 or n < 256
@@ -251,6 +287,9 @@ def main():
         put("identifier", name + "-explicit", bytes([1]) + encode(ds, EXPLICIT))
 
     explicit_file = part10(ct(), ExplicitVRLittleEndian, False)
+    note_file = part10(rejection_note(), ExplicitVRLittleEndian, False)
+    put("stow", "one-image", multipart([explicit_file]))
+    put("stow", "image-and-rejection", multipart([explicit_file, note_file]))
     put("part10", "explicit", bytes([1]) + explicit_file)
     put("part10", "implicit", bytes([0]) + part10(ct(), ImplicitVRLittleEndian, True))
     put("part10", "encapsulated",

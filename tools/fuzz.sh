@@ -27,7 +27,7 @@ elif [[ "${1:-}" =~ ^[0-9]+$ ]]; then
 fi
 targets=("$@")
 if ((${#targets[@]} == 0)); then
-    targets=(pdu command dataset identifier part10 seqfile volume config transcode)
+    targets=(pdu command dataset identifier part10 seqfile volume config transcode stow)
 fi
 
 export RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
@@ -50,7 +50,11 @@ for t in "${targets[@]}"; do
     [[ -d "fuzz/regressions/$t" ]] && regressions=("fuzz/regressions/$t")
     work="$CARGO_TARGET_DIR/corpus/$t"
     artifacts="$CARGO_TARGET_DIR/artifacts/$t"
-    mkdir -p "$work" "$artifacts"
+    # Targets that write files (stow: a real online store and locator) do so below here,
+    # emptied before each run.
+    export TMPDIR="$CARGO_TARGET_DIR/tmp/$t"
+    rm -rf "$TMPDIR"
+    mkdir -p "$work" "$artifacts" "$TMPDIR"
     if $build_only; then
         # Replays the committed seeds: each must run without a crash.
         "$bin/$t" -runs=0 "$seeds" "${regressions[@]}" >"$CARGO_TARGET_DIR/$t.log" 2>&1 || {

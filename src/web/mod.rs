@@ -795,6 +795,36 @@ async fn store(
     Ok(response)
 }
 
+/// A STOW-RS body and its Content-Type stored through `ingest` as the route stores them
+/// (access already granted to `from`), answering the HTTP status the route would: the
+/// entry of the STOW-RS fuzz target, which runs no listener.
+pub async fn store_body(
+    ingest: &Ingest,
+    from: &Caller,
+    content_type: &str,
+    body: Vec<u8>,
+    max_bytes: u64,
+) -> StatusCode {
+    let stored = async {
+        let boundary = stow::boundary(Some(content_type))?;
+        let body = Body::from(body);
+        stow::store(
+            ingest,
+            from,
+            None,
+            boundary,
+            body,
+            max_bytes,
+            "http://127.0.0.1",
+        )
+        .await
+    };
+    match stored.await {
+        Ok((status, _)) => status,
+        Err(e) => e.status,
+    }
+}
+
 async fn store_at(
     State(web): State<Web>,
     Extension(caller): Extension<Caller>,
