@@ -604,10 +604,19 @@ fn a_rejection_note_hides_instances_at_once_and_their_bytes_go_after_the_keep_da
     // Their bytes are kept for now.
     assert_eq!(holding_bytes(&tier_files(&server), &needles), 2);
 
-    // Sent again (a lost answer): accepted, nothing more hidden.
+    // Sent again (a lost answer): accepted, nothing more hidden. A rejected image sent
+    // again is acknowledged and stays hidden.
     let again = server.storescu("MODALITY", std::slice::from_ref(&note));
     assert!(again.status.success(), "{}", text(&again));
+    let again = server.scu(
+        "store",
+        "MODALITY",
+        &[rejected_paths[0].display().to_string()],
+    );
+    let (acked, failed) = acknowledged(&text(&again));
+    assert_eq!(acked, rejected[..1].to_vec(), "{failed:?} {}", text(&again));
     assert_eq!(image_uids(&server, &study), kept);
+    assert_eq!(holding_bytes(&tier_files(&server), &needles), 2);
 
     // The default keep (30 days): nothing is due.
     let (ok, dry) = cli_json(&server, &["lifecycle", "run", "--dry-run", "--json"]);

@@ -491,6 +491,12 @@ impl Locator {
                 cache.epoch = epoch;
             }
         }
+        let rejected = rejection::rejected_among(&mut tx, self.dialect, batch)
+            .await
+            .map_err(|source| LocatorError::Record {
+                uid: first_uid(),
+                source,
+            })?;
         // Series rows made or found in this transaction: cached only once it commits.
         let mut new_series: HashMap<String, i64> = HashMap::new();
         let mut answers = Vec::with_capacity(batch.len());
@@ -501,6 +507,13 @@ impl Locator {
                 uid: uid.clone(),
                 source,
             };
+            if rejected.contains(uid.as_str()) {
+                // IOCM: an instance rejected earlier stays hidden when it is sent again
+                // (acknowledged, not indexed, like a duplicate kept).
+                tracing::info!(sop_instance_uid = %uid, "received again after its rejection: not indexed");
+                answers.push(Recorded::Kept);
+                continue;
+            }
             let answer = match self.record_in(&mut tx, new, replace, &mut new_series).await {
                 Ok(answer) => answer,
                 Err(e) => {

@@ -3,13 +3,13 @@
 //! with where their bytes still are), and later handing the due ones to a delete's journal
 //! entry, whose end removes the bytes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 use sqlx::Row;
 
 use super::lifecycle::{doomed, Doomed, Removed, DOOMED_COLUMNS};
-use super::{copies, now_millis, Locator, LocatorError};
+use super::{copies, now_millis, Dialect, Locator, LocatorError, NewInstance};
 use crate::model::rejection::RejectionNote;
 use crate::model::Tier;
 
@@ -270,4 +270,27 @@ impl Locator {
         removed.commit(tx, job).await.map_err(err)?;
         Ok(removed)
     }
+}
+
+/// Which instances of `batch` were rejected (and not yet purged): one query per group
+/// commit, inside its transaction.
+pub(super) async fn rejected_among(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    dialect: Dialect,
+    batch: &[NewInstance<'_>],
+) -> Result<HashSet<String>, sqlx::Error> {
+    let uids: Vec<&str> = batch
+        .iter()
+        .map(|n| n.attributes.instance.sop_instance_uid.as_str())
+        .collect();
+    let list = serde_json::to_string(&uids).expect("strings serialize");
+    // Only the dialect's list is spliced in; the UIDs are bound.
+    sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(format!(
+        "SELECT sop_instance_uid FROM rejected_instances WHERE sop_instance_uid IN {}",
+        dialect.json_strings("$1")
+    )))
+    .bind(list)
+    .fetch_all(&mut **tx)
+    .await
+    .map(|found| found.into_iter().collect())
 }
