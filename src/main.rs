@@ -156,6 +156,31 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Correct a study's or a patient's attributes in the index (`--set KEYWORD=VALUE`:
+    /// PatientName, PatientID, IssuerOfPatientID, PatientBirthDate, PatientSex, StudyDate,
+    /// StudyTime, AccessionNumber, StudyID, StudyDescription, ReferringPhysicianName).
+    /// A new PatientID on a study moves it to that patient; on a patient held by another
+    /// ID, merges the two. Retrieves then send the new values; stored files are unchanged.
+    #[command(group(clap::ArgGroup::new("target").required(true).args(["study", "patient"])))]
+    Update {
+        #[arg(long)]
+        config: PathBuf,
+        /// Study Instance UID.
+        #[arg(long)]
+        study: Option<String>,
+        /// Patient ID: every study of the patient.
+        #[arg(long)]
+        patient: Option<String>,
+        /// Issuer of Patient ID, when several patients share the ID.
+        #[arg(long, requires = "patient")]
+        issuer: Option<String>,
+        /// KEYWORD=VALUE, repeated.
+        #[arg(long = "set", required = true)]
+        set: Vec<String>,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Who touched a study (stores, replacements, queries, retrieves, deletes), or the
     /// newest entries of the audit log (`--recent N`).
     Audit {
@@ -659,6 +684,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let deleted = runtime.block_on(strata::admin::delete(&config, &scope, &reason))?;
             print_deleted(&deleted, json)
         }
+        Command::Update {
+            config,
+            study,
+            patient,
+            issuer,
+            set,
+            json,
+        } => {
+            use strata::admin::UpdateTarget;
+            let changes = strata::model::correction::Changes::parse(&set)?;
+            let target = match (study, patient) {
+                (Some(uid), _) => UpdateTarget::Study(uid),
+                (_, Some(id)) => UpdateTarget::Patient(id, issuer),
+                _ => anyhow::bail!("name one of --study, --patient"),
+            };
+            let config = Config::load(&config)?;
+            init_logging("warn")?;
+            let updated = runtime.block_on(strata::admin::update(&config, &target, &changes))?;
+            print_updated(&updated, json)
+        }
         Command::Audit {
             config,
             study,
@@ -706,6 +751,30 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn print_updated(u: &strata::locator::correction::Updated, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(u)?);
+        return Ok(());
+    }
+    if u.changes.is_empty() {
+        println!("nothing changed: every value already was so");
+        return Ok(());
+    }
+    for c in &u.changes {
+        println!("{}: {:?} -> {:?}", c.attribute, c.before, c.after);
+    }
+    if let Some(merged) = &u.merged {
+        println!("patient {merged} merged into {}", u.patient_id);
+    }
+    println!(
+        "{} studies of patient {} now answer with these values: {}",
+        u.studies.len(),
+        u.patient_id,
+        u.studies.join(", ")
+    );
+    Ok(())
 }
 
 fn print_deleted(d: &strata::lifecycle::Deleted, json: bool) -> anyhow::Result<()> {

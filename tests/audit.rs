@@ -267,6 +267,27 @@ fn stores_queries_retrieves_and_deletes_are_audited_in_the_locator_and_over_sysl
     );
     assert_eq!(requestor(command).0, requestor(delete).0);
 
+    // A correction by the operator: 110103 with action U, naming the study.
+    let (ok, updated) = cli_json(
+        &server,
+        &[
+            "update",
+            "--json",
+            "--study",
+            &study,
+            "--set",
+            "PatientName=Roe^Richard",
+        ],
+    );
+    assert!(ok, "{updated}");
+    let update = collector.until(|m| m["event_id"] == "110103" && m["action"] == "U");
+    let update = update.last().unwrap();
+    assert!(requestor(update).0.starts_with("cli:"));
+    assert!(update["objects"]
+        .as_array()
+        .unwrap()
+        .contains(&Value::from(study.as_str())));
+
     // The study's trail, folded.
     let (ok, audit) = cli_json(&server, &["audit", "--study", &study, "--json"]);
     assert!(ok, "{audit}");

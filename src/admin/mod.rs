@@ -11,6 +11,7 @@ mod progress;
 mod restore;
 mod tier;
 mod transcode;
+mod update;
 mod volume;
 
 pub use crate::service::site::schedule::{schedule, ScheduleReport, WorkerSchedule};
@@ -22,4 +23,5 @@ pub use locator::{migrate_locator, LocatorCommandError, MigrateSummary};
 pub use restore::{restore, RestoreSummary};
 pub use tier::{locate, tier_run, Located, LocatedCopy, TierError, TierSummary};
 pub use transcode::{parse_roi, transcode, TranscodeError, TranscodeSummary};
+pub use update::{update, UpdateCommandError, UpdateTarget};
 pub use volume::{export_volume, import_volume, volumes, ImportVolumeSummary, VolumeCommandError};

@@ -28,6 +28,8 @@ fn event_id(event: Event) -> (&'static str, &'static str, &'static str) {
         Event::Deleted => ("110105", "DICOM Study Deleted", "D"),
         // IHE IOCM: instances made unavailable are "accessed" with action Delete.
         Event::Rejected => ("110103", "DICOM Instances Accessed", "D"),
+        // A correction of the index: the study's instances are "accessed" with action Update.
+        Event::Updated => ("110103", "DICOM Instances Accessed", "U"),
         // An admin command is a local service operation, a kind of Security Alert.
         Event::Admin => ("110113", "Security Alert", "E"),
         Event::Started | Event::Stopped => ("110100", "Application Activity", "E"),

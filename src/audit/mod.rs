@@ -36,6 +36,8 @@ pub enum Event {
     Deleted,
     /// An IOCM rejection note hid instances.
     Rejected,
+    /// A study's or patient's attributes were corrected.
+    Updated,
     /// An admin command (job) ran.
     Admin,
     /// The server started or stopped.
@@ -52,6 +54,7 @@ impl Event {
             Event::Retrieved => "retrieved",
             Event::Deleted => "deleted",
             Event::Rejected => "rejected",
+            Event::Updated => "updated",
             Event::Admin => "admin",
             Event::Started => "started",
             Event::Stopped => "stopped",

@@ -62,6 +62,7 @@ const TABLES: &[Table] = &[
             ("referring_physician_name", Text),
             ("referring_physician_name_key", Text),
             ("modalities_in_study", Text),
+            ("corrected_at", Int),
         ],
         identity: true,
     },

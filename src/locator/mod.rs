@@ -12,6 +12,7 @@ pub mod archive;
 pub mod audit;
 pub mod commitments;
 pub mod copies;
+pub mod correction;
 pub mod dialect;
 pub mod find;
 pub mod jobs;
@@ -602,6 +603,11 @@ impl Locator {
         )
         .await?;
         upsert_metadata(tx, uid, new.attributes.metadata.as_deref()).await?;
+        if existing.is_some() {
+            let (patient, study) = (&new.attributes.patient, &new.attributes.study);
+            let who = (new.who, new.address);
+            correction::follow_resent(tx, patient, study, who, new.received_at).await?;
+        }
         let event = if existing.is_some() {
             "replaced"
         } else {
@@ -820,14 +826,11 @@ pub(crate) fn stored_object(row: &AnyRow) -> Result<StoredObject, sqlx::Error> {
     })
 }
 
-/// Finds or creates the patient, study and series rows; returns the series id.
-/// The first instance of a study or series sets its attributes. Another node may create the
-/// same row meanwhile: the insert then does nothing and the row is read again.
-async fn upsert_hierarchy(
+/// Finds or creates the patient row of `p`; its id.
+async fn patient_fk(
     tx: &mut Transaction<'_, Any>,
-    attributes: &IndexedAttributes,
+    p: &PatientAttributes,
 ) -> Result<i64, sqlx::Error> {
-    let p = &attributes.patient;
     let find_patient = || {
         sqlx::query_scalar::<_, i64>(
             "SELECT id FROM patients WHERE patient_id = $1 AND issuer_of_patient_id = $2",
@@ -852,11 +855,19 @@ async fn upsert_hierarchy(
         .fetch_optional(&mut **tx)
         .await?;
     }
-    let patient = match patient {
-        Some(id) => id,
-        None => find_patient().fetch_one(&mut **tx).await?,
-    };
+    match patient {
+        Some(id) => Ok(id),
+        None => find_patient().fetch_one(&mut **tx).await,
+    }
+}
 
+/// Finds or creates the patient, study and series rows; returns the series id.
+/// The first instance of a study or series sets its attributes. Another node may create the
+/// same row meanwhile: the insert then does nothing and the row is read again.
+async fn upsert_hierarchy(
+    tx: &mut Transaction<'_, Any>,
+    attributes: &IndexedAttributes,
+) -> Result<i64, sqlx::Error> {
     let s = &attributes.study;
     let find_study = || {
         sqlx::query_scalar::<_, i64>("SELECT id FROM studies WHERE study_instance_uid = $1")
@@ -864,6 +875,7 @@ async fn upsert_hierarchy(
     };
     let mut study = find_study().fetch_optional(&mut **tx).await?;
     if study.is_none() {
+        let patient = patient_fk(tx, &attributes.patient).await?;
         study = sqlx::query_scalar(
             "INSERT INTO studies (patient_fk, study_instance_uid, study_date, study_time, \
                accession_number, study_id, study_description, referring_physician_name, \

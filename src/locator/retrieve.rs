@@ -2,8 +2,12 @@
 
 use sqlx::Row;
 
+use std::sync::Arc;
+
+use super::correction::{Coercions, COERCION_COLUMNS};
 use super::dialect::number_placeholders;
 use super::{stored_object, Locator, LocatorError};
+use crate::model::correction::Coercion;
 use crate::model::query::QueryLevel;
 use crate::model::StoredObject;
 
@@ -22,6 +26,8 @@ pub struct RetrieveRow {
     pub sop_class_uid: String,
     pub sop_instance_uid: String,
     pub object: StoredObject,
+    /// The index's values to send it with, when its study was corrected.
+    pub coercion: Option<Arc<Coercion>>,
 }
 
 /// One instance's WADO-RS metadata: its UIDs, and the DICOM JSON kept at ingest (`None`
@@ -34,6 +40,8 @@ pub struct MetadataRow {
     pub sop_instance_uid: String,
     pub sop_class_uid: String,
     pub json: Option<String>,
+    /// The index's values to answer with, when its study was corrected.
+    pub coercion: Option<Arc<Coercion>>,
 }
 
 impl Locator {
@@ -94,18 +102,23 @@ impl Locator {
         keys: &RetrieveKeys,
         limit: usize,
     ) -> Result<Vec<MetadataRow>, LocatorError> {
+        let columns = format!(
+            "st.study_instance_uid, se.series_instance_uid, i.sop_instance_uid, \
+             i.sop_class_uid, m.json, {COERCION_COLUMNS}"
+        );
         let rows = self
             .keyed_rows(
-                "st.study_instance_uid, se.series_instance_uid, i.sop_instance_uid, \
-                 i.sop_class_uid, m.json",
+                &columns,
                 "LEFT JOIN instance_metadata m ON m.sop_instance_uid = i.sop_instance_uid",
                 keys,
                 limit,
             )
             .await?;
+        let mut coercions = Coercions::default();
         rows.iter()
             .map(|row| {
                 Ok(MetadataRow {
+                    coercion: coercions.of(row)?,
                     study_instance_uid: row.try_get("study_instance_uid")?,
                     series_instance_uid: row.try_get("series_instance_uid")?,
                     sop_instance_uid: row.try_get("sop_instance_uid")?,
@@ -151,18 +164,17 @@ impl Locator {
         keys: &RetrieveKeys,
         limit: usize,
     ) -> Result<Vec<RetrieveRow>, LocatorError> {
-        let rows = self
-            .keyed_rows(
-                "i.sop_class_uid, i.sop_instance_uid, i.tier, i.location, i.byte_offset, \
-                 i.byte_length, i.crc32c, i.transfer_syntax_uid",
-                "",
-                keys,
-                limit,
-            )
-            .await?;
+        let columns = format!(
+            "i.sop_class_uid, i.sop_instance_uid, i.tier, i.location, i.byte_offset, \
+             i.byte_length, i.crc32c, i.transfer_syntax_uid, st.study_instance_uid, \
+             {COERCION_COLUMNS}"
+        );
+        let rows = self.keyed_rows(&columns, "", keys, limit).await?;
+        let mut coercions = Coercions::default();
         rows.iter()
             .map(|row| {
                 Ok(RetrieveRow {
+                    coercion: coercions.of(row).map_err(LocatorError::Find)?,
                     sop_class_uid: row.get("sop_class_uid"),
                     sop_instance_uid: row.get("sop_instance_uid"),
                     object: stored_object(row).map_err(LocatorError::Find)?,

@@ -1,6 +1,7 @@
 //! Pure domain types: tiers, the attributes Strata indexes, the UID tables it negotiates, and
 //! the workers' daily windows. No I/O here (beyond reading the clock).
 
+pub mod correction;
 pub mod markup;
 pub mod matching;
 pub mod person_name;

@@ -2,6 +2,7 @@
 //! send (through the locator) and hands their data sets to the network layer through the
 //! [`Reader`], whichever tier holds them, prefetching ahead of the network.
 
+pub mod coerce;
 mod stream;
 pub mod transcode;
 
@@ -13,9 +14,10 @@ use tokio::sync::mpsc;
 use crate::audit::{Auditor, Caller, Entry, Event};
 use crate::identifier::{self, Identifier};
 use crate::ingest::attributes::metadata_from_head;
-use crate::locator::retrieve::{required_key, RetrieveRow};
+use crate::locator::retrieve::required_key;
 pub use crate::locator::retrieve::{MetadataRow, RetrieveKeys};
 use crate::locator::Locator;
+use crate::model::correction::Coercion;
 use crate::model::matching::Matcher;
 use crate::model::query::QueryLevel;
 use crate::model::sop_class::{
@@ -57,6 +59,8 @@ pub struct Instances {
     items: Vec<RetrieveItem>,
     uids: Arc<Vec<String>>,
     objects: Arc<Vec<StoredObject>>,
+    /// Per instance, the index's values to send it with when its study was corrected.
+    coercions: Arc<Vec<Option<Arc<Coercion>>>>,
     locator: Arc<Locator>,
     reader: Reader,
     prefetch: usize,
@@ -233,6 +237,11 @@ impl Retrieve {
         if rows.iter().any(|row| row.json.is_none()) {
             self.describe(&mut rows).await;
         }
+        for row in &mut rows {
+            if let (Some(json), Some(coercion)) = (&row.json, &row.coercion) {
+                row.json = Some(coerce::coerce_json(json, coercion));
+            }
+        }
         Ok(rows)
     }
 
@@ -256,10 +265,12 @@ impl Retrieve {
         if keys.sop_instance_uids.is_empty() {
             return;
         }
-        let instances = match self.instances(&keys).await {
+        let mut instances = match self.instances(&keys).await {
             Ok(instances) => instances,
             Err(e) => return tracing::warn!(error = %e, "cannot list instances to describe"),
         };
+        // Described as stored: a correction is applied when the metadata is answered.
+        instances.coercions = Arc::default();
         for (index, item) in instances.items.iter().enumerate() {
             let described = match self.head_of(&instances, index).await {
                 Some((head, whole)) => {
@@ -369,23 +380,18 @@ impl Retrieve {
         if rows.len() > self.options.max_instances {
             return Err(RetrieveError::TooMany(self.options.max_instances));
         }
-        let (items, objects): (Vec<RetrieveItem>, Vec<StoredObject>) = rows
-            .into_iter()
-            .map(
-                |RetrieveRow {
-                     sop_class_uid,
-                     sop_instance_uid,
-                     object,
-                 }| {
-                    let item = RetrieveItem {
-                        sop_class_uid,
-                        sop_instance_uid,
-                        transfer_syntax_uid: object.transfer_syntax_uid.clone(),
-                    };
-                    (item, object)
-                },
-            )
-            .unzip();
+        let mut items = Vec::with_capacity(rows.len());
+        let mut objects = Vec::with_capacity(rows.len());
+        let mut coercions = Vec::with_capacity(rows.len());
+        for row in rows {
+            items.push(RetrieveItem {
+                sop_class_uid: row.sop_class_uid,
+                sop_instance_uid: row.sop_instance_uid,
+                transfer_syntax_uid: row.object.transfer_syntax_uid.clone(),
+            });
+            objects.push(row.object);
+            coercions.push(row.coercion);
+        }
         let uids = items
             .iter()
             .map(|i: &RetrieveItem| i.sop_instance_uid.clone())
@@ -394,6 +400,7 @@ impl Retrieve {
             items,
             uids: Arc::new(uids),
             objects: Arc::new(objects),
+            coercions: Arc::new(coercions),
             locator: self.locator.clone(),
             reader: self.reader.clone(),
             prefetch: self.options.prefetch.max(1),
@@ -485,6 +492,7 @@ impl Retrieval for Instances {
                 reader: self.reader.clone(),
                 locator: self.locator.clone(),
                 sop_instance_uids: self.uids.clone(),
+                coercions: self.coercions.clone(),
             },
             self.objects.clone(),
             plan,

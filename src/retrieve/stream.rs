@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::debug;
 
+use super::coerce::{coerce, coerce_head, CoerceError};
 use super::transcode::{
     decode_by_frame, decode_whole, parse_for_decoding, reencode_elements, syntax_is_encapsulated,
     transcode, Decoded, TranscodeError, MAX_IN_MEMORY,
@@ -32,6 +33,7 @@ use crate::codec::native::{
     pixel_data_header, pixel_data_vr, swap_words, swaps, Native, PixelData,
 };
 use crate::codec::walk::ElementWalk;
+use crate::model::correction::Coercion;
 use crate::model::StoredObject;
 use crate::reader::{data_set_offset, Origin, ReadError, Reader, PART};
 use crate::service::Piece;
@@ -176,7 +178,7 @@ async fn stream_from(
     tx: &mpsc::Sender<Piece>,
 ) -> Streamed {
     if ts == object.transfer_syntax_uid {
-        stream_large(reader, origin, index, tx).await
+        stream_large(reader, origin, index, ts, tx).await
     } else {
         stream_reencoded(reader, object, origin, index, ts, tx).await
     }
@@ -225,9 +227,15 @@ pub(super) struct Relocating {
     pub reader: Reader,
     pub locator: Arc<crate::locator::Locator>,
     pub sop_instance_uids: Arc<Vec<String>>,
+    /// Per instance, the index's values to send it with (a corrected study); may be empty.
+    pub coercions: Arc<Vec<Option<Arc<Coercion>>>>,
 }
 
 impl Relocating {
+    fn coercion(&self, index: usize) -> Option<Arc<Coercion>> {
+        self.coercions.get(index).cloned().flatten()
+    }
+
     /// Instance `index`'s primary now, if it is no longer `object` (a tier move finished
     /// between listing the instances and reading this one).
     async fn moved(&self, index: usize, object: &StoredObject) -> Option<StoredObject> {
@@ -250,11 +258,12 @@ async fn prepare_whole(
 ) -> Result<Prepared, String> {
     match reader.reader.read_verified(&object).await {
         Ok(file) => {
+            let coercion = reader.coercion(index);
             finish(
                 file,
                 &object.location,
-                &object.transfer_syntax_uid,
-                &ts,
+                (&object.transfer_syntax_uid, &ts),
+                coercion,
                 None,
             )
             .await
@@ -280,15 +289,17 @@ async fn prepare_from_copy(
             .read_instance(uid, &now)
             .await
             .map_err(|e| e.to_string())?;
-        return finish(file, &now.location, &now.transfer_syntax_uid, ts, None).await;
+        let syntaxes = (now.transfer_syntax_uid.as_str(), ts);
+        return finish(file, &now.location, syntaxes, reader.coercion(index), None).await;
     }
     match reader.reader.read_fallback(uid, object, first).await {
         Ok(file) => {
+            let syntaxes = (object.transfer_syntax_uid.as_str(), ts);
             finish(
                 file,
                 &object.location,
-                &object.transfer_syntax_uid,
-                ts,
+                syntaxes,
+                reader.coercion(index),
                 None,
             )
             .await
@@ -317,18 +328,43 @@ async fn prepare_lossy(
          Image Compression 01)",
         copy.format, copy.location
     );
-    finish(file, &copy.location, JPEG_2000, ts, Some(warning)).await
+    let coercion = reader.coercion(index);
+    finish(
+        file,
+        &copy.location,
+        (JPEG_2000, ts),
+        coercion,
+        Some(warning),
+    )
+    .await
 }
 
-/// Cuts off the file meta of `file` (in syntax `from`) and transcodes it to `ts` if needed.
+/// Cuts off the file meta of `file` (in syntax `from`), sets the index's values of a
+/// corrected study, and transcodes it to `ts` if needed.
 async fn finish(
     file: Bytes,
     location: &str,
-    from: &str,
-    ts: &str,
+    (from, ts): (&str, &str),
+    coercion: Option<Arc<Coercion>>,
     warning: Option<String>,
 ) -> Result<Prepared, String> {
     let start = data_set_offset(&file).map_err(|e| format!("{location}: {e}"))?;
+    let file = match coercion {
+        None => file,
+        Some(coercion) => {
+            let from = from.to_string();
+            tokio::task::spawn_blocking(move || {
+                let data = coerce(&file[start..], &from, &coercion)?;
+                let mut coerced = BytesMut::with_capacity(start + data.len());
+                coerced.extend_from_slice(&file[..start]);
+                coerced.extend_from_slice(&data);
+                Ok::<_, CoerceError>(coerced.freeze())
+            })
+            .await
+            .map_err(|e| format!("correcting task failed: {e}"))?
+            .map_err(|e| format!("{location}: {e}"))?
+        }
+    };
     if ts == from {
         return Ok(Prepared {
             body: Body::Ready(file.slice(start..)),
@@ -491,6 +527,7 @@ async fn stream_large(
     relocating: &Relocating,
     origin: &Origin,
     index: usize,
+    ts: &str,
     tx: &mpsc::Sender<Piece>,
 ) -> Streamed {
     let reader: &Reader = &relocating.reader;
@@ -517,10 +554,29 @@ async fn stream_large(
                         .await
                 }
             };
-            if !outbox.start(index, length - start as u64).await {
+            let data = chunk.slice(start..);
+            let read = data.len() as u64;
+            let (head, rest) = match relocating.coercion(index) {
+                None => (Bytes::new(), data),
+                Some(coercion) => match coerce_head(&data, ts, &coercion) {
+                    Ok((head, consumed)) => (Bytes::from(head), data.slice(consumed..)),
+                    // Nothing sent yet: the caller reads it whole instead.
+                    Err(e @ CoerceError::Short(_)) => return Streamed::Whole(e.to_string()),
+                    Err(e) => {
+                        return outbox
+                            .fail(index, format!("{}: {e}", origin.location()))
+                            .await
+                    }
+                },
+            };
+            let announced = head.len() as u64 + (length - start as u64 - read) + rest.len() as u64;
+            if !outbox.start(index, announced).await {
                 return Streamed::Done(false);
             }
-            chunk.slice(start..)
+            if !head.is_empty() && !outbox.push(head).await {
+                return Streamed::Done(false);
+            }
+            rest
         };
         at += len;
         if !outbox.push(data).await {
@@ -633,7 +689,13 @@ async fn stream_reencoded(
         }
     };
     let (stored, wanted) = (object.transfer_syntax_uid.clone(), ts.to_string());
-    let elements = head.slice(start..start + pixel.header_at as usize);
+    let mut elements = head.slice(start..start + pixel.header_at as usize);
+    if let Some(coercion) = relocating.coercion(index) {
+        match coerce(&elements, &object.transfer_syntax_uid, &coercion) {
+            Ok(coerced) => elements = Bytes::from(coerced),
+            Err(e) => return Streamed::Whole(e.to_string()),
+        }
+    }
     let tail_elements = tail.clone();
     let reencoded = tokio::task::spawn_blocking(move || {
         let (before, bits) = reencode_elements(&elements, &stored, &wanted)?;
