@@ -288,6 +288,18 @@ fn stores_queries_retrieves_and_deletes_are_audited_in_the_locator_and_over_sysl
         .unwrap()
         .contains(&Value::from(study.as_str())));
 
+    // An import by the operator is a store like any other: 110104 with action C.
+    let imported = Corpus::small(1, 1, 0, 0, 44);
+    let file = imported.paths()[0].display().to_string();
+    let out = server.cli(&["import", &file]);
+    assert!(out.status.success(), "{}", text(&out));
+    let import = collector
+        .until(|m| m["event_id"] == "110104" && m["action"] == "C" && requestor(m).0 == "operator");
+    assert!(import.last().unwrap()["objects"]
+        .as_array()
+        .unwrap()
+        .contains(&Value::from(imported.study_uids()[0].as_str())));
+
     // The study's trail, folded.
     let (ok, audit) = cli_json(&server, &["audit", "--study", &study, "--json"]);
     assert!(ok, "{audit}");

@@ -62,12 +62,14 @@ pub async fn import(config: &Config, roots: &[PathBuf]) -> Result<ImportSummary,
     // An import is a receipt like a C-STORE, so it honours `[backup] enqueue_on_receive`
     // and `[storage] max_instance_mb` too. (A volume import restores what was acknowledged
     // once: no size limit there.)
+    let auditor = crate::audit::Auditor::for_command(config, locator.clone());
     let ingest = Ingest::new(online, locator.clone(), config.storage.duplicate_policy)
         .backup_on_receive(config.backup.enqueue_on_receive)
-        .max_instance_mb(config.storage.max_instance_mb);
+        .max_instance_mb(config.storage.max_instance_mb)
+        .with_auditor(auditor.clone());
     let run = JobRun::start(&locator, JobKind::Import, Trigger::Cli)
         .await
-        .audited(&crate::audit::Auditor::for_command(config, locator.clone()));
+        .audited(&auditor);
     let summary = import_files(&ingest, files).await;
     run.finish(&locator, &Ok::<_, ImportError>(&summary)).await;
     locator.close().await;

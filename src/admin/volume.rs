@@ -135,7 +135,8 @@ async fn import_volumes(
     files: &[PathBuf],
 ) -> Result<ImportVolumeSummary, VolumeCommandError> {
     let online = Arc::new(OnlineStore::open_for(&config.storage.online_dir, locator).await?);
-    let ingest = Ingest::new(online, locator.clone(), config.storage.duplicate_policy);
+    let ingest = Ingest::new(online, locator.clone(), config.storage.duplicate_policy)
+        .with_auditor(crate::audit::Auditor::for_command(config, locator.clone()));
     converter.recover().await?;
     let progress = Progress::start();
     let mut summary = ImportVolumeSummary::default();
