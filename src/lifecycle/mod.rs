@@ -109,6 +109,12 @@ impl Deleter {
         self
     }
 
+    /// Runs interrupted deletes and moves to their end: once before a series of deletes.
+    pub async fn recover(&self) -> Result<(), LifecycleError> {
+        self.converter.recover().await?;
+        Ok(())
+    }
+
     /// Deletes everything in `scope`; `who` (the audit's actor) and `reason` are recorded
     /// with each instance. Runs interrupted deletes and moves to their end first.
     pub async fn delete(
@@ -117,8 +123,18 @@ impl Deleter {
         reason: &str,
         who: &str,
     ) -> Result<Deleted, LifecycleError> {
+        self.recover().await?;
+        self.delete_recovered(scope, reason, who).await
+    }
+
+    /// [`Deleter::delete`] after [`Deleter::recover`] ran (a pass over many studies).
+    pub async fn delete_recovered(
+        &self,
+        scope: &DeleteScope,
+        reason: &str,
+        who: &str,
+    ) -> Result<Deleted, LifecycleError> {
         let started = Instant::now();
-        self.converter.recover().await?;
         let not_found = || LifecycleError::NotFound {
             level: scope.level(),
             uid: scope.uid().to_string(),
@@ -169,7 +185,8 @@ impl Deleter {
 
     /// Deletes the bytes of `study`'s instances rejected at or before `cutoff_ms` (IOCM
     /// rejection notes hid them from the index when they came), as [`Deleter::delete`]
-    /// deletes a study's: journaled, resumable. `Ok(None)`: none is due.
+    /// deletes a study's: journaled, resumable. `Ok(None)`: none is due. Call
+    /// [`Deleter::recover`] first (once per pass).
     pub async fn purge_rejected(
         &self,
         study: &str,
@@ -177,7 +194,6 @@ impl Deleter {
         who: &str,
     ) -> Result<Option<Deleted>, LifecycleError> {
         let started = Instant::now();
-        self.converter.recover().await?;
         let job = self
             .locator
             .begin_job("delete", study, "", &[])

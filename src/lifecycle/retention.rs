@@ -174,16 +174,24 @@ pub async fn pass(
     keep_going: impl Fn() -> bool,
 ) -> Result<RetentionPass, LocatorError> {
     let started = Instant::now();
+    // One cutoff for the listing and the purge: only what was listed is purged.
+    let cutoff = policy.rejected_cutoff(now_millis());
     let mut pass = RetentionPass {
         dry_run,
         policy: policy.clone(),
         expired: list_expired(locator, policy).await?,
-        rejected: locator
-            .rejections(policy.rejected_cutoff(now_millis()))
-            .await?,
+        rejected: locator.rejections(cutoff).await?,
         ..RetentionPass::default()
     };
-    if !dry_run {
+    if !dry_run && (!pass.expired.is_empty() || !pass.rejected.is_empty()) {
+        // Interrupted deletes and moves finish first, once for the whole pass.
+        if let Err(e) = deleter.recover().await {
+            warn!(error = %e, "retention: interrupted work not recovered; nothing deleted");
+            pass.failed += 1;
+            pass.failures.push(format!("recovery: {e}"));
+            pass.seconds = started.elapsed().as_secs_f64();
+            return Ok(pass);
+        }
         for study in pass.expired.clone() {
             if !keep_going() {
                 break;
@@ -193,7 +201,7 @@ pub async fn pass(
                 study.retention_years, study.date
             );
             let scope = DeleteScope::Study(study.study_instance_uid.clone());
-            match deleter.delete(&scope, &reason, ACTOR).await {
+            match deleter.delete_recovered(&scope, &reason, ACTOR).await {
                 Ok(d) => {
                     pass.deleted += 1;
                     pass.instances += d.instances;
@@ -209,7 +217,7 @@ pub async fn pass(
                 }
             }
         }
-        purge_rejected(deleter, policy, &mut pass, &keep_going).await;
+        purge_rejected(deleter, cutoff, &mut pass, &keep_going).await;
     }
     pass.seconds = started.elapsed().as_secs_f64();
     Ok(pass)
@@ -218,11 +226,10 @@ pub async fn pass(
 /// Deletes the bytes of the rejected instances `pass` found due, study by study.
 async fn purge_rejected(
     deleter: &Deleter,
-    policy: &RetentionPolicy,
+    cutoff: i64,
     pass: &mut RetentionPass,
     keep_going: &impl Fn() -> bool,
 ) {
-    let cutoff = policy.rejected_cutoff(now_millis());
     for pending in pass.rejected.clone() {
         if !keep_going() {
             break;
