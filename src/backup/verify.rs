@@ -132,18 +132,36 @@ impl Backup {
             let Some(last) = page.last() else { break };
             after = last.id;
             let reader = self.reader.clone();
+            let locator = self.locator.clone();
             let mut results = futures_util::stream::iter(page)
-                .map(|p| {
-                    let reader = reader.clone();
+                .map(|mut p| {
+                    let (reader, locator) = (reader.clone(), locator.clone());
                     async move {
-                        let result = reader.check_primary(&p.object).await;
-                        (p, result)
+                        let mut result = reader.check_primary(&p.object).await;
+                        if result.is_err() {
+                            // A move (the server's tiering, a repair) or a delete may have
+                            // finished since the page was read: what the row says now counts.
+                            match locator.find_instance(&p.sop_instance_uid).await {
+                                Ok(Some(now)) if now != p.object => {
+                                    result = reader.check_primary(&now).await;
+                                    p.object = now;
+                                }
+                                Ok(None) => return (p, None),
+                                _ => {}
+                            }
+                        }
+                        (p, Some(result))
                     }
                 })
                 .buffered(PARALLEL);
             while let Some((p, result)) = results.next().await {
                 checked += 1;
                 bytes += p.object.length;
+                let Some(result) = result else {
+                    // Deleted meanwhile.
+                    progress(checked, total, bytes);
+                    continue;
+                };
                 let tier = p.object.tier.as_str();
                 let counts = report.primaries.entry(tier).or_default();
                 if let Err(e) = &result {
@@ -166,10 +184,11 @@ impl Backup {
             let Some((last, _)) = page.last() else { break };
             after = *last;
             let reader = self.reader.clone();
+            let locator = self.locator.clone();
             let files = &volume_files;
             let mut results = futures_util::stream::iter(page)
                 .map(|(_, c)| {
-                    let reader = reader.clone();
+                    let (reader, locator) = (reader.clone(), locator.clone());
                     let file = match c.kind {
                         CopyKind::Nearline => None,
                         CopyKind::Offline => Some(
@@ -184,12 +203,27 @@ impl Backup {
                             Some(None) => None,
                             Some(Some(file)) => Some(check_offline(file, c.clone()).await),
                         };
-                        (c, result)
+                        // A near-line container written again since the page was read (the
+                        // backup worker after a move or a repair) replaced this copy: gone.
+                        let gone = matches!(result, Some(Err(_)))
+                            && c.kind == CopyKind::Nearline
+                            && locator
+                                .copies_of(&c.sop_instance_uid)
+                                .await
+                                .is_ok_and(|now| {
+                                    !now.iter()
+                                        .any(|n| n.location == c.location && n.offset == c.offset)
+                                });
+                        (c, result, gone)
                     }
                 })
                 .buffered(PARALLEL);
-            while let Some((c, result)) = results.next().await {
+            while let Some((c, result, gone)) = results.next().await {
                 checked += 1;
+                if gone {
+                    progress(checked, total, bytes);
+                    continue;
+                }
                 let Some(result) = result else {
                     report.offline_not_checked += 1;
                     if volume_files.is_some() {
