@@ -348,3 +348,58 @@ fn the_server_archives_due_studies_inside_its_window() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn a_tiering_pass_pauses_when_the_archive_store_fails_and_the_next_poll_archives() {
+    // The archive folder replaced by a file while the server runs: every container write
+    // fails. A pass over seven due studies stops after five failures in a row, with studies
+    // left untried; once the folder is back, the next poll archives them all.
+    let corpus = Corpus::small(7, 1, 0, 0, 58);
+    let server =
+        TestServer::start("[tiering]\nmin_age_days = 0\nwindow = \"00:00-00:00\"\npoll_secs = 2\n");
+    let archive = server.dir.join("archive");
+    std::fs::remove_dir_all(&archive).unwrap();
+    std::fs::write(&archive, b"not a folder").unwrap();
+    assert!(server
+        .storescu("MODALITY", &corpus.paths())
+        .status
+        .success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let log = server.log();
+        let paused = log
+            .lines()
+            .find(|l| l.contains("pass paused after consecutive failures"));
+        if let Some(line) = paused {
+            assert!(line.contains("failed=5"), "{line}");
+            assert!(!line.contains("left=0"), "{line}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no pause: {log}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // The folder back as it was (a NAS mount returning), its temporaries folder too.
+    std::fs::remove_file(&archive).unwrap();
+    std::fs::create_dir_all(archive.join("tmp")).unwrap();
+    let studies = corpus.study_uids();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while studies
+        .iter()
+        .any(|s| tiers(&server, s).contains_key("online"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not archived once the store was back: {}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for s in &studies {
+        assert_same_data_sets(
+            &server.get_study(s),
+            &originals(&corpus, s),
+            "archived late",
+        );
+    }
+}

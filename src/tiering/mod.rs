@@ -87,6 +87,11 @@ pub struct TieringPass {
 }
 
 impl TieringPass {
+    /// Studies tried so far.
+    fn attempted(&self) -> u64 {
+        self.archived + self.failed + self.busy
+    }
+
     /// Counts one study's outcome.
     pub fn record(&mut self, study: &str, result: &Result<Moved, ConvertError>) {
         match result {
@@ -110,7 +115,11 @@ impl JobReport for TieringPass {
     }
 }
 
-/// Archives `studies` one at a time until done, the window closes or the server stops.
+/// Studies failing one after another before a pass stops until the next poll.
+const FAILURES_BEFORE_PAUSE: u32 = 5;
+
+/// Archives `studies` one at a time until done, the window closes, the server stops or
+/// [`FAILURES_BEFORE_PAUSE`] fail in a row.
 async fn archive(
     converter: &Converter,
     studies: &[String],
@@ -122,8 +131,19 @@ async fn archive(
         studies: studies.len() as u64,
         ..TieringPass::default()
     };
+    let mut failed_in_a_row = 0;
     for study in studies {
         if *shutdown.borrow() || !in_window(schedule.window, minute_now()) {
+            break;
+        }
+        if failed_in_a_row == FAILURES_BEFORE_PAUSE {
+            // The archive store is most likely down (an HDFS DataNode or NameNode gone):
+            // failing every due study in turn only fills the log; the next poll tries again.
+            warn!(
+                failed = failed_in_a_row,
+                left = studies.len() as u64 - pass.attempted(),
+                "tiering: pass paused after consecutive failures; retried at the next poll"
+            );
             break;
         }
         let result = converter.archive_study(study).await;
@@ -131,8 +151,11 @@ async fn archive(
             Err(e @ ConvertError::Busy(_)) => {
                 info!(study = %study, reason = %e, "tiering: study skipped")
             }
-            Err(e) => warn!(study = %study, error = %e, "tiering: study not archived"),
-            Ok(_) => {}
+            Err(e) => {
+                failed_in_a_row += 1;
+                warn!(study = %study, error = %e, "tiering: study not archived")
+            }
+            Ok(_) => failed_in_a_row = 0,
         }
         pass.record(study, &result);
     }
