@@ -12,6 +12,8 @@
 #   tools/hdfs-dev.sh haadmin DIR ARGS...  Hadoop's DFSHAAdmin on that pair, e.g.
 #                                   `-transitionToActive nn2`, `-getServiceState nn1`
 #   tools/hdfs-dev.sh stop  [DIR]   stop the daemons (by PID)
+#   tools/hdfs-dev.sh kill-datanode DIR   kill -9 the DataNode (a crash, for the soak)
+#   tools/hdfs-dev.sh start-datanode DIR  start it again (same ports and data folder)
 #   tools/hdfs-dev.sh status [DIR [N]]  the NameNode's (nnN's) FSNamesystemState as JSON
 #   tools/hdfs-dev.sh fetch         only download and cache the jars (and Java)
 #
@@ -225,10 +227,18 @@ haadmin)
     haadmin "$@"
     ;;
 stop) stop ;;
+kill-datanode)
+    [ -f "$dir/datanode.pid" ] && kill -9 "$(cat "$dir/datanode.pid")" 2>/dev/null || true
+    rm -f "$dir/datanode.pid"
+    ;;
+start-datanode)
+    [ -f "$dir/datanode.pid" ] && kill -0 "$(cat "$dir/datanode.pid")" 2>/dev/null && exit 0
+    daemon datanode "$dir/conf" org.apache.hadoop.hdfs.server.datanode.DataNode
+    ;;
 fetch)
     command -v java >/dev/null || install_debian default-jre-headless
     fetch_jars
     ;;
 status) jmx "${3:-}" ;;
-*) echo "usage: $0 start|start-ha|stop|status|haadmin|fetch [DIR]" >&2; exit 2 ;;
+*) echo "usage: $0 start|start-ha|stop|status|haadmin|fetch|kill-datanode|start-datanode [DIR]" >&2; exit 2 ;;
 esac

@@ -9,10 +9,15 @@ GETS C-GET clients, and one C-ECHO probe every 100 ms.
 
 The server's backup worker copies every study to near-line as it arrives (all-day window).
 
-Faults (--faults): kill -9 and restart of the server every --kill-every seconds; a query
-client that stops reading (SIGSTOP) for 10 s every 20 s; the online tier (a 1 GiB tmpfs of
-its own, when run as root) filled to the last byte for 3 s every 30 s, then freed; a byte
-flipped in a near-line container every 10 s.
+With --hdfs DIR (a cluster of tools/hdfs-dev.sh), the server's tiering worker also moves
+every study into S-DICOM containers on that HDFS as it goes (all-day window, studies of any
+age, polled every 5 s), so stores, queries and retrieves meet studies being archived.
+
+Faults (--faults): kill -9 and restart of the server every --kill-every seconds (also in
+the middle of tier moves); a query client that stops reading (SIGSTOP) for 10 s every 20 s;
+the online tier (a 1 GiB tmpfs of its own, when run as root) filled to the last byte for
+3 s every 30 s, then freed; a byte flipped in a near-line container every 10 s; with
+--hdfs, the DataNode killed -9 every 40 s and started again 5 s later.
 
 At the end: every acknowledged instance is retrieved by C-GET, exactly once and bit-identical
 to what was sent; `strata verify --repair` mends the near-line damage and `strata verify` is
@@ -23,6 +28,7 @@ check holds.
 """
 
 import argparse
+import json
 import os
 import random
 import signal
@@ -109,7 +115,18 @@ class Server:
             return code
 
 
-def write_config(work, port, dest_port):
+def write_config(work, port, dest_port, hdfs_url=None, hdfs_path=None, log_level="warn"):
+    archive = "" if not hdfs_url else f"""
+[archive]
+backend = "hdfs"
+hdfs_url = "{hdfs_url}"
+path = "{hdfs_path}"
+
+[tiering]
+min_age_days = 0
+window = "00:00-00:00"
+poll_secs = 5
+"""
     text = f"""[dicom]
 aet = "STRATA"
 listen = "127.0.0.1:{port}"
@@ -136,8 +153,8 @@ poll_secs = 2
 url = "sqlite://locator.db"
 
 [log]
-level = "warn"
-"""
+level = "{log_level}"
+{archive}"""
     path = os.path.join(work, "strata.toml")
     with open(path, "w") as f:
         f.write(text)
@@ -192,6 +209,7 @@ class Soak:
         self.kills = 0
         self.fills = 0
         self.damaged = 0
+        self.datanode_kills = 0
         self.start = time.monotonic()
 
     def running(self):
@@ -367,6 +385,20 @@ class Soak:
                     return
                 time.sleep(0.2)
 
+    def datanode_worker(self):
+        """Kills the HDFS DataNode (-9) every 40 s and starts it again 5 s later."""
+        hdfs_dev = os.path.join(os.path.dirname(__file__), "hdfs-dev.sh")
+        time.sleep(20)
+        while self.running():
+            subprocess.run([hdfs_dev, "kill-datanode", self.args.hdfs], check=True)
+            self.datanode_kills += 1
+            time.sleep(5)
+            subprocess.run([hdfs_dev, "start-datanode", self.args.hdfs], check=True)
+            for _ in range(175):
+                if not self.running():
+                    return
+                time.sleep(0.2)
+
     def damage_worker(self):
         """Flips one byte in the middle of a random near-line container every 10 s."""
         folder = os.path.join(self.args.work, "nearline")
@@ -479,6 +511,8 @@ def main():
     p.add_argument("--queries", type=int, default=8)
     p.add_argument("--moves", type=int, default=4)
     p.add_argument("--gets", type=int, default=2)
+    p.add_argument("--log-level", default="warn", help="the server's [log] level")
+    p.add_argument("--hdfs", metavar="DIR", help="a tools/hdfs-dev.sh cluster to archive into")
     p.add_argument("--echo-probe", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.echo_probe:
@@ -497,7 +531,14 @@ def main():
         return 0x0000
 
     dest_server = dest.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, on_moved)])
-    config = write_config(args.work, args.port, dest_server.server_address[1])
+    hdfs_url = None
+    if args.hdfs:
+        with open(os.path.join(args.hdfs, "env")) as f:
+            env = dict(line.strip().split("=", 1) for line in f if "=" in line)
+        hdfs_url = env["HDFS_URL"]
+    hdfs_path = "/soak-" + ("faults" if args.faults else "clean")
+    config = write_config(args.work, args.port, dest_server.server_address[1], hdfs_url, hdfs_path,
+                          args.log_level)
     online = os.path.join(args.work, "online")
     os.makedirs(online, exist_ok=True)
     mounted = args.faults and os.geteuid() == 0 and subprocess.run(
@@ -527,6 +568,8 @@ def run(args, config, dest_server, moved, mounted):
                     threading.Thread(target=soak.damage_worker, daemon=True)]
         if mounted:
             threads.append(threading.Thread(target=soak.fill_worker))
+        if args.hdfs:
+            threads.append(threading.Thread(target=soak.datanode_worker))
     for t in threads:
         t.start()
     for t in threads:
@@ -534,7 +577,11 @@ def run(args, config, dest_server, moved, mounted):
             t.join()
     elapsed = time.monotonic() - soak.start
 
+    datanode_problem = wait_for_datanode(args.hdfs) if args.hdfs else ""
+    archived = archived_instances(args.strata, config) if args.hdfs else None
     problems = soak.verify(server)
+    if datanode_problem:
+        problems.append(datanode_problem)
     final_pid = server.pid()
     fds_end = len(os.listdir(f"/proc/{final_pid}/fd"))
     repair = subprocess.run([args.strata, "verify", "--config", config, "--repair", "--json"],
@@ -562,6 +609,11 @@ def run(args, config, dest_server, moved, mounted):
     print(f"acknowledged {len(soak.acked)} instances in {len(soak.studies)} studies; "
           f"{moved[0]} instances arrived by C-MOVE; online tier filled {soak.fills} times; "
           f"{soak.damaged} near-line containers damaged")
+    if archived is not None:
+        print(f"archived into HDFS containers meanwhile: {archived} instances; "
+              f"DataNode killed {soak.datanode_kills} times")
+        if archived == 0:
+            problems.append("the tiering worker archived nothing")
     print(f"strata verify --repair: {repair.stdout.strip()[:400]}")
     last = {}
     for t, pid, rss, fds, tmp in soak.samples:
@@ -578,6 +630,27 @@ def run(args, config, dest_server, moved, mounted):
         print("PROBLEM " + problem)
     print(f"soak: {1 if not problems else 0} passed, {1 if problems else 0} failed")
     return 1 if problems else 0
+
+
+def wait_for_datanode(hdfs):
+    """Starts the DataNode if a kill left it down and waits until the NameNode counts it."""
+    hdfs_dev = os.path.join(os.path.dirname(__file__), "hdfs-dev.sh")
+    subprocess.run([hdfs_dev, "start-datanode", hdfs], check=True)
+    for _ in range(300):
+        state = subprocess.run([hdfs_dev, "status", hdfs], capture_output=True, text=True).stdout
+        if '"NumLiveDataNodes": 1' in state:
+            return ""
+        time.sleep(0.2)
+    return "the DataNode did not come back within 60 s"
+
+
+def archived_instances(strata, config):
+    """Instances on the archive tier now (`strata status`)."""
+    out = subprocess.run([strata, "status", "--config", config, "--json"], capture_output=True, text=True)
+    try:
+        return json.loads(out.stdout)["tiers"]["archive"]["instances"]
+    except (ValueError, KeyError):
+        return 0
 
 
 if __name__ == "__main__":

@@ -8,6 +8,10 @@
 #   tools/soak.sh            two minutes each (CI)
 #   tools/soak.sh 3600       an hour each, by hand
 #   tools/soak.sh 600 faults only the run with faults
+#
+# When Hadoop's jars are cached (tools/hdfs-dev.sh fetch; tools/test.sh does it), a real
+# HDFS is started for the soak and the server archives into it as the load runs (the runs
+# with faults also kill its DataNode); SOAK_HDFS=0 leaves it out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-120}
@@ -17,6 +21,15 @@ bin=${STRATA_BIN:-target/release/strata}
 [[ -n "${STRATA_BIN:-}" ]] || cargo build --release --quiet
 python=${STRATA_PYTHON:-.venv/bin/python}
 status=0
+hdfs_flags=()
+if [[ "${SOAK_HDFS:-1}" != 0 && -f .cache/hadoop-jars/.complete ]] && command -v java >/dev/null; then
+    hdfs_dir=$(mktemp -d /tmp/strata-soak-hdfs.XXXXXX)
+    trap 'tools/hdfs-dev.sh stop "$hdfs_dir" >/dev/null 2>&1; rm -rf "$hdfs_dir"' EXIT
+    tools/hdfs-dev.sh start "$hdfs_dir" >/dev/null
+    hdfs_flags=(--hdfs "$hdfs_dir")
+else
+    echo "soak: no HDFS (Hadoop jars not fetched, no java, or SOAK_HDFS=0): tiering not soaked"
+fi
 for mode in clean faults; do
     [[ "$which" == both || "$which" == "$mode" ]] || continue
     work=$(mktemp -d /tmp/strata-soak.XXXXXX)
@@ -24,7 +37,7 @@ for mode in clean faults; do
     [[ $mode == faults ]] && flags=(--faults)
     # Bounded even if a client hangs: the load, the wind-down and the final checks.
     timeout --signal=KILL $((seconds * 2 + 300)) "$python" tools/soak.py --strata "$bin" --work "$work" \
-        --seconds "$seconds" "${flags[@]}" || { status=1; echo "soak $mode: see $work"; continue; }
+        --seconds "$seconds" "${flags[@]}" "${hdfs_flags[@]}" || { status=1; echo "soak $mode: see $work"; continue; }
     rm -rf "$work"
 done
 exit $status
