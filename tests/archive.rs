@@ -29,6 +29,22 @@ fn tiers(server: &TestServer, study: &str) -> HashMap<String, usize> {
     count
 }
 
+/// Waits (30 s at most) until no instance of `studies` is online any more.
+fn wait_until_archived(server: &TestServer, studies: &[String], what: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while studies
+        .iter()
+        .any(|s| tiers(server, s).contains_key("online"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not {what} in time: {}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 fn containers(server: &TestServer) -> Vec<PathBuf> {
     files_below(&server.dir.join("archive"))
         .into_iter()
@@ -308,18 +324,7 @@ fn the_server_archives_due_studies_inside_its_window() {
         .status
         .success());
     let studies = corpus.study_uids();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while studies
-        .iter()
-        .any(|s| tiers(&server, s).contains_key("online"))
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not archived in time: {}",
-            server.log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until_archived(&server, &studies, "archived by the server's worker");
     for s in &studies {
         assert_same_data_sets(
             &server.get_study(s),
@@ -383,18 +388,7 @@ fn a_tiering_pass_pauses_when_the_archive_store_fails_and_the_next_poll_archives
     std::fs::remove_file(&archive).unwrap();
     std::fs::create_dir_all(archive.join("tmp")).unwrap();
     let studies = corpus.study_uids();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while studies
-        .iter()
-        .any(|s| tiers(&server, s).contains_key("online"))
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not archived once the store was back: {}",
-            server.log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until_archived(&server, &studies, "archived once the store was back");
     for s in &studies {
         assert_same_data_sets(
             &server.get_study(s),

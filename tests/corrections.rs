@@ -10,22 +10,9 @@ mod common;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use common::c_find as find;
 use common::*;
 use serde_json::Value;
-
-/// C-FIND (pynetdicom) matches at `level` for `keys`, as JSON.
-fn find(server: &TestServer, level: &str, keys: &[String]) -> Vec<Value> {
-    let mut args = vec!["--level".to_string(), level.to_string()];
-    for k in keys {
-        args.push("-k".into());
-        args.push(k.clone());
-    }
-    let out = text(&server.scu("find", "VIEWER", &args));
-    out.lines()
-        .filter_map(|l| l.strip_prefix("MATCH "))
-        .map(|m| serde_json::from_str(m).unwrap())
-        .collect()
-}
 
 /// The study-level answer for `study`: patient and study attributes.
 fn study_row(server: &TestServer, study: &str) -> Value {

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use common::c_find as find;
 use common::*;
 use serde_json::Value;
 
@@ -24,20 +25,6 @@ fn delete(server: &TestServer, args: &[&str]) -> Value {
     let (ok, summary) = cli_json(server, &all);
     assert!(ok, "{summary} {}", server.log());
     summary
-}
-
-/// C-FIND (pynetdicom) matches at `level` for `keys`: each match's JSON.
-fn find(server: &TestServer, level: &str, keys: &[String]) -> Vec<Value> {
-    let mut args = vec!["--level".to_string(), level.to_string()];
-    for k in keys {
-        args.push("-k".into());
-        args.push(k.clone());
-    }
-    let out = text(&server.scu("find", "VIEWER", &args));
-    out.lines()
-        .filter_map(|l| l.strip_prefix("MATCH "))
-        .map(|m| serde_json::from_str(m).unwrap())
-        .collect()
 }
 
 fn series_of(server: &TestServer, study: &str) -> Vec<String> {

@@ -209,9 +209,32 @@ async fn patient_row(
     .await
 }
 
-/// The patient-level changes of `changes`.
-fn at_level(changes: &Changes, level: Level) -> Vec<(Attribute, &str)> {
-    changes.iter().filter(|(a, _)| a.level() == level).collect()
+/// The changes of `set` at `level`.
+fn at_level<'a>(set: &[(Attribute, &'a str)], level: Level) -> Vec<(Attribute, &'a str)> {
+    set.iter()
+        .copied()
+        .filter(|(a, _)| a.level() == level)
+        .collect()
+}
+
+/// The changes that differ from what the index holds (`held`): as recorded for the audit,
+/// and as (attribute, new value) to set.
+fn differing<'a>(
+    changes: &'a Changes,
+    held: (&PatientAttributes, &StudyAttributes),
+) -> (Vec<Change>, Vec<(Attribute, &'a str)>) {
+    changes
+        .iter()
+        .filter(|(a, after)| a.value_in(held.0, held.1) != *after)
+        .map(|(a, after)| {
+            let change = Change {
+                attribute: a.keyword(),
+                before: a.value_in(held.0, held.1).to_string(),
+                after: after.to_string(),
+            };
+            (change, (a, after))
+        })
+        .unzip()
 }
 
 /// Removes a patient row no study refers to any more.
@@ -360,25 +383,10 @@ async fn apply(
     who: (&str, &str),
     at: i64,
 ) -> Result<Updated, sqlx::Error> {
-    let recorded: Vec<Change> = changes
-        .iter()
-        .map(|(a, after)| Change {
-            attribute: a.keyword(),
-            before: a.value_in(&held.patient, &held.study).to_string(),
-            after: after.to_string(),
-        })
-        .filter(|c| c.before != c.after)
-        .collect();
+    let (recorded, set) = differing(changes, (&held.patient, &held.study));
     let uid = held.study.study_instance_uid.clone();
-    let differs = |a: &Attribute| recorded.iter().any(|c| c.attribute == a.keyword());
-    let patient_changes: Vec<_> = at_level(changes, Level::Patient)
-        .into_iter()
-        .filter(|(a, _)| differs(a))
-        .collect();
-    let study_changes: Vec<_> = at_level(changes, Level::Study)
-        .into_iter()
-        .filter(|(a, _)| differs(a))
-        .collect();
+    let patient_changes = at_level(&set, Level::Patient);
+    let study_changes = at_level(&set, Level::Study);
     let after = changed_patient(&held.patient, &patient_changes);
     let mut updated = Updated {
         patient_id: after.patient_id.clone(),
@@ -507,19 +515,7 @@ async fn merge_or_rename(
     who: (&str, &str),
 ) -> Result<Updated, sqlx::Error> {
     let none = StudyAttributes::default();
-    let recorded: Vec<Change> = changes
-        .iter()
-        .map(|(a, after)| Change {
-            attribute: a.keyword(),
-            before: a.value_in(before, &none).to_string(),
-            after: after.to_string(),
-        })
-        .filter(|c| c.before != c.after)
-        .collect();
-    let set: Vec<_> = changes
-        .iter()
-        .filter(|(a, _)| recorded.iter().any(|c| c.attribute == a.keyword()))
-        .collect();
+    let (recorded, set) = differing(changes, (before, &none));
     let after = changed_patient(before, &set);
     let mut updated = Updated {
         patient_id: after.patient_id.clone(),

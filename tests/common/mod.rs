@@ -1146,3 +1146,18 @@ pub fn basic((user, password): (&str, &str)) -> String {
         base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
     format!("Basic {credentials}")
 }
+
+/// C-FIND (pynetdicom, as VIEWER) matches at `level` for `keys` (`Keyword=value`), each as
+/// the JSON `tools/scu.py` prints.
+pub fn c_find(server: &TestServer, level: &str, keys: &[String]) -> Vec<serde_json::Value> {
+    let mut args = vec!["--level".to_string(), level.to_string()];
+    for k in keys {
+        args.push("-k".into());
+        args.push(k.clone());
+    }
+    let out = text(&server.scu("find", "VIEWER", &args));
+    out.lines()
+        .filter_map(|l| l.strip_prefix("MATCH "))
+        .map(|m| serde_json::from_str(m).unwrap())
+        .collect()
+}
