@@ -25,6 +25,8 @@ use crate::reader::ReadError;
 const PAGE: u32 = 1000;
 /// Copies read and checked at once.
 const PARALLEL: usize = 4;
+/// How long a repair waits for another process moving the same study.
+const BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// How many copies of one tier or kind were found intact, missing or damaged.
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
@@ -281,6 +283,23 @@ impl Backup {
 
     /// Primaries first (from backup copies), then the near-line containers of the studies
     /// with bad copies (from the primaries).
+    /// [`Backup::repair_instance`], waiting (up to [`BUSY_WAIT`]) while another process
+    /// (the server's repair worker, found the same damage on a read) moves the study: it
+    /// usually mends the very instance, which then reads back intact.
+    async fn repair_waiting_for_others(&self, uid: &str) -> Result<Repaired, BackupError> {
+        let deadline = std::time::Instant::now() + BUSY_WAIT;
+        loop {
+            match self.repair_instance(uid).await {
+                Err(BackupError::Convert(crate::convert::ConvertError::Busy(_)))
+                    if std::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await
+                }
+                other => return other,
+            }
+        }
+    }
+
     async fn repair(
         &self,
         report: &mut VerifyReport,
@@ -292,7 +311,7 @@ impl Backup {
             self.locator.enqueue_repair(uid, "found by verify").await?;
         }
         for uid in self.locator.pending_repairs().await? {
-            match self.repair_instance(&uid).await {
+            match self.repair_waiting_for_others(&uid).await {
                 Ok(Repaired::Recreated) => report.repaired_primaries += 1,
                 Ok(_) => {}
                 Err(e) => report
