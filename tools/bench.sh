@@ -608,6 +608,7 @@ make_corpus() {
 
 if [ -n "$J2K_ONLY" ]; then
     source tools/setup-deps.sh
+    install_build_deps
     install_debian libopenjp2-tools bc
     install_venv
     cargo build --release --quiet --example j2k_bench
@@ -617,6 +618,7 @@ fi
 
 if [ -n "$LOCATOR_ONLY" ]; then
     source tools/setup-deps.sh
+    install_build_deps
     install_debian dcmtk bc postgresql
     install_venv
     cargo build --release --quiet --bin strata --example find_latency
@@ -628,6 +630,7 @@ fi
 
 if [ -n "$TLS_ONLY" ]; then
     source tools/setup-deps.sh
+    install_build_deps
     install_debian dcmtk bc
     install_venv
     cargo build --release --quiet --bin strata
@@ -639,6 +642,7 @@ fi
 
 if [ -n "$COMMIT_ONLY" ]; then
     source tools/setup-deps.sh
+    install_build_deps
     install_debian dcmtk bc
     tools/hdfs-dev.sh fetch
     install_venv
@@ -651,6 +655,7 @@ fi
 
 if [ -n "$BACKUP_ONLY" ]; then
     source tools/setup-deps.sh
+    install_build_deps
     install_debian bc
     install_venv
     cargo build --release --quiet --bin strata
@@ -664,6 +669,7 @@ if [ -n "$J2K_ONLY$BACKUP_ONLY$LOCATOR_ONLY$TLS_ONLY$COMMIT_ONLY" ]; then echo "
 
 if [ -z "${STRATA_BENCH_NETNS:-}" ]; then
     source tools/setup-deps.sh
+    install_build_deps
     install_debian dcmtk orthanc orthanc-dicomweb iproute2 bc libopenjp2-tools curl
     tools/hdfs-dev.sh fetch
     install_venv

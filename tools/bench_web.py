@@ -4,7 +4,7 @@ with the same client, one keep-alive connection, Nagle off on both ends by defau
 requests/urllib3).
 
     bench_web.py --url http://127.0.0.1:PORT/dicom-web --study UID [--patient-id ID] [--runs N]
-        [--only metadata] [--stow DIR]
+        [--only metadata|rendered] [--stow DIR]
 
 Prints one line per measure, `name value...`:
   qido-<query> p50_ms p95_ms matches     study searches (PatientID, name prefix, date range)
@@ -47,7 +47,7 @@ def main():
     ap.add_argument("--study", required=True)
     ap.add_argument("--patient-id")
     ap.add_argument("--runs", type=int, default=50)
-    ap.add_argument("--only", choices=["metadata"])
+    ap.add_argument("--only", choices=["metadata", "rendered"])
     ap.add_argument("--stow")
     args = ap.parse_args()
     s = requests.Session()
@@ -68,7 +68,7 @@ def main():
         print(f"stow {len(body) / elapsed / 1048576:.1f} {len(body)}")
         return
 
-    if args.only != "metadata":
+    if args.only is None:
         queries = [("patient-id", {"PatientID": args.patient_id}),
                    ("name-M*", {"PatientName": "M*"}),
                    ("year", {"StudyDate": "20200101-20201231"})]
@@ -76,15 +76,16 @@ def main():
             p50, p95, last = timed(s, f"{args.url}/studies", args.runs, params=params, headers=json_accept)
             print(f"qido-{name} {p50:.2f} {p95:.2f} {len(last.json())}")
 
-    p50, p95, last = timed(s, f"{args.url}/studies/{args.study}/metadata", min(args.runs, 20),
-                           headers=json_accept)
-    print(f"metadata {p50:.2f} {p95:.2f} {len(last.json())}")
+    if args.only != "rendered":
+        p50, p95, last = timed(s, f"{args.url}/studies/{args.study}/metadata", min(args.runs, 20),
+                               headers=json_accept)
+        print(f"metadata {p50:.2f} {p95:.2f} {len(last.json())}")
     if args.only == "metadata":
         return
 
     # curl, not requests: Python's reading of a 1.5 GB/s body would be what is measured.
     rates, size = [], 0
-    for _ in range(3):
+    for _ in range(0 if args.only == "rendered" else 3):
         out = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code} %{size_download} %{time_total}",
                               "-H", 'Accept: multipart/related; type="application/dicom"',
                               f"{args.url}/studies/{args.study}"], capture_output=True, text=True, check=True)
@@ -93,7 +94,8 @@ def main():
             sys.exit(f"WADO-RS: {code}")
         size = int(size)
         rates.append(size / float(seconds) / 1048576)
-    print(f"wado-study {statistics.median(rates):.1f} {size}")
+    if rates:
+        print(f"wado-study {statistics.median(rates):.1f} {size}")
 
     instances = s.get(f"{args.url}/studies/{args.study}/instances", headers=json_accept).json()
     instances.sort(key=lambda i: int((i.get("00200013", {}).get("Value") or [0])[0]))

@@ -36,6 +36,8 @@ export RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4
 export CARGO_TARGET_DIR="$PWD/target/fuzz"
 # An explicit --target keeps RUSTFLAGS off build scripts and proc macros (as cargo-fuzz does):
 # they run on the host and must not be instrumented.
+source tools/setup-deps.sh
+install_build_deps
 host=$(rustc -vV | sed -n 's/^host: //p')
 cargo build --release --manifest-path fuzz/Cargo.toml --bins --target "$host"
 bin="$CARGO_TARGET_DIR/$host/release"

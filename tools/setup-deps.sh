@@ -19,6 +19,13 @@ install_debian() {
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
+# What building Strata needs beyond Rust: libjpeg-turbo's TurboJPEG library (the JPEG encoder
+# of WADO-RS /rendered and /thumbnail), found by pkg-config. Every script that runs cargo
+# calls this first.
+install_build_deps() {
+    install_debian pkg-config libturbojpeg0-dev
+}
+
 install_venv() {
     local venv="$strata_root/.venv" stamp="$strata_root/.venv/.requirements"
     if [ -x "$venv/bin/python" ] && cmp -s "$strata_root/tools/requirements.txt" "$stamp"; then

@@ -18,7 +18,11 @@ seconds=${1:-120}
 which=${2:-both}
 # STRATA_BIN: a server binary already built (tools/test.sh passes the one its tests ran).
 bin=${STRATA_BIN:-target/release/strata}
-[[ -n "${STRATA_BIN:-}" ]] || cargo build --release --quiet
+if [[ -z "${STRATA_BIN:-}" ]]; then
+    source tools/setup-deps.sh
+    install_build_deps
+    cargo build --release --quiet
+fi
 python=${STRATA_PYTHON:-.venv/bin/python}
 status=0
 hdfs_flags=()

@@ -7,6 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source tools/setup-deps.sh
+install_build_deps
 
 # prometheus brings promtool, which checks the /metrics answer (tests/metrics.rs).
 install_debian dcmtk orthanc iproute2 libopenjp2-tools postgresql openjph-tools curl prometheus

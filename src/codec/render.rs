@@ -446,27 +446,43 @@ fn fit(raster: &Raster, viewport: &Viewport) -> Result<Raster, RenderError> {
     })
 }
 
-/// `raster` as a baseline JPEG of `quality` (1-100).
+/// `raster` as a baseline JPEG of `quality` (1-100), by libjpeg-turbo (the system's
+/// TurboJPEG library, as the JPEG codecs of DCMTK and Orthanc): grey as one component, colour
+/// as YCbCr, 4:4:4 from quality 90 up and 4:2:0 below.
 pub fn encode_jpeg(raster: &Raster, quality: u8) -> Result<Vec<u8>, RenderError> {
-    let mut out = Vec::new();
-    let encoder = jpeg_encoder::Encoder::new(&mut out, quality.clamp(1, 100));
-    let colour = if raster.channels == 3 {
-        jpeg_encoder::ColorType::Rgb
+    let (format, subsampling) = if raster.channels == 3 {
+        let subsampling = if quality >= 90 {
+            turbojpeg::Subsamp::None
+        } else {
+            turbojpeg::Subsamp::Sub2x2
+        };
+        (turbojpeg::PixelFormat::RGB, subsampling)
     } else {
-        jpeg_encoder::ColorType::Luma
+        (turbojpeg::PixelFormat::GRAY, turbojpeg::Subsamp::Gray)
     };
-    let size = |v: u32| {
-        u16::try_from(v).map_err(|_| RenderError::Encode("over 65535 pixels wide or high".into()))
+    let width = raster.width as usize;
+    let height = raster.height as usize;
+    let pitch = width * raster.channels as usize;
+    if width > 65535 || height > 65535 || raster.pixels.len() < pitch * height {
+        return Err(RenderError::Encode(format!(
+            "a {width}x{height} raster of {} bytes cannot be a JPEG",
+            raster.pixels.len()
+        )));
+    }
+    let image = turbojpeg::Image {
+        pixels: raster.pixels.as_slice(),
+        width,
+        pitch,
+        height,
+        format,
     };
-    encoder
-        .encode(
-            &raster.pixels,
-            size(raster.width)?,
-            size(raster.height)?,
-            colour,
-        )
-        .map_err(|e| RenderError::Encode(e.to_string()))?;
-    Ok(out)
+    let encode = || -> Result<Vec<u8>, turbojpeg::Error> {
+        let mut compressor = turbojpeg::Compressor::new()?;
+        compressor.set_quality(quality.clamp(1, 100) as i32);
+        compressor.set_subsamp(subsampling);
+        compressor.compress_to_vec(image)
+    };
+    encode().map_err(|e| RenderError::Encode(e.to_string()))
 }
 
 /// `raster` as a PNG (lossless, 8 bits a sample).
