@@ -259,6 +259,20 @@ fn http_errors_are_answered_with_their_status_and_the_server_keeps_serving() {
         http_get(port, &format!("{instance}/frames/2/rendered"), &as_viewer).0,
         404
     );
+    // A study's /rendered: 403 without `get`, 406 for GIF, 404 for a study not stored.
+    let study_rendered = format!("/dicom-web/studies/{study}/rendered");
+    assert_eq!(http_get(port, &study_rendered, &as_finder).0, 403);
+    assert_eq!(http_get(port, &study_rendered, &gif).0, 406);
+    let (status, head, _) = http_get(port, &study_rendered, &as_viewer);
+    assert_eq!(status, 200);
+    assert!(
+        head.contains("content-type: multipart/related; type=\"image/jpeg\""),
+        "{head}"
+    );
+    assert_eq!(
+        http_get(port, "/dicom-web/studies/1.2.3.999/rendered", &as_viewer).0,
+        404
+    );
 
     // fuzzymatching is said to be unsupported in a Warning header, and literal matching done.
     let (status, head, _) = http_get(port, "/dicom-web/studies?fuzzymatching=true", &as_viewer);

@@ -186,6 +186,30 @@ def rendered(args, session, client, f):
                            params={"viewport": "100,60"}, headers={"Accept": "image/png"})
     check(image_of(response.content).shape == (60, 60), "viewport=100,60 of a square image: 60x60")
 
+    # Study and series /rendered: every image of it, one part each, each part the instance's
+    # own rendering (parts compared as a multiset: their order is the server's).
+    instances = client.search_for_instances(study_instance_uid=uid)
+    own = {value(i, "00080018"): client.retrieve_instance_rendered(
+        uid, value(i, "0020000E"), value(i, "00080018"), media_types=("image/png",))
+        for i in instances}
+    response = session.get(f"{args.url}/studies/{uid}/rendered",
+                           headers={"Accept": 'multipart/related; type="image/png"'})
+    parts = multipart_parts(response) if response.status_code == 200 else []
+    check(response.headers.get("Content-Type", "").startswith('multipart/related; type="image/png"')
+          and len(parts) == len(instances) and all(h["Content-Type"] == "image/png" for h, _ in parts)
+          and sorted(b for _, b in parts) == sorted(own.values()),
+          f"study rendered: {len(parts)} PNG parts, the {len(instances)} instances' renderings")
+    in_series = [value(i, "00080018") for i in instances if value(i, "0020000E") == se]
+    body = client.retrieve_series_rendered(uid, se, media_types=("image/jpeg",),
+                                           params={"viewport": "64,64"})
+    first = body.lstrip(b"\r\n")  # the body as sent: its first line is --boundary
+    boundary = first[2:first.index(b"\r\n")]
+    jpegs = [chunk.split(b"\r\n\r\n", 1)[1][:-2] for chunk in body.split(b"--" + boundary)[1:-1]]
+    check(len(jpegs) == len(in_series)
+          and all(j[:2] == b"\xff\xd8" and max(image_of(j).shape) == 64 for j in jpegs),
+          f"series rendered by dicomweb-client, viewport=64,64: {len(jpegs)} JPEG parts of 64 pixels "
+          f"for {len(in_series)} instances")
+
     bodies = synthetic_images(original)
     response = post_files(session, f"{args.url}/studies", bodies)
     check(response.status_code == 200, "STOW-RS of the synthetic images for rendering")

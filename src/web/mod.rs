@@ -103,6 +103,9 @@ impl WebError {
     pub fn bad_request(message: impl Into<String>) -> WebError {
         WebError::new(StatusCode::BAD_REQUEST, message)
     }
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
     pub fn not_acceptable(message: impl Into<String>) -> WebError {
         WebError::new(StatusCode::NOT_ACCEPTABLE, message)
     }
@@ -222,6 +225,8 @@ fn router(web: Web, origins: cors::Origins) -> Router {
             &format!("{instance}/bulkdata/{{tag}}"),
             get(instance_bulk_data),
         )
+        .route("/studies/{study}/rendered", get(images_at))
+        .route("/studies/{study}/series/{series}/rendered", get(images_at))
         .route("/studies/{study}/thumbnail", get(image_at::<true>))
         .route(
             "/studies/{study}/series/{series}/thumbnail",
@@ -739,6 +744,21 @@ async fn image_at<const THUMBNAIL: bool>(
         rendered::Resource::Rendered
     };
     rendered::render(instances, count / 2, frame, resource, request).await
+}
+
+/// WADO-RS `/rendered` of a study or series: every image in it, one part each.
+async fn images_at(
+    State(web): State<Web>,
+    Extension(caller): Extension<Caller>,
+    Path(uids): Path<Uids>,
+    headers: HeaderMap,
+    QueryParams(params): Params,
+) -> Result<Response, WebError> {
+    web.check(&caller.principal, Service::Get)?;
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let request = rendered::Request::parse(accept, &params)?;
+    let instances = named_instances(&web, &caller, "WADO-RS rendered", &uids.keys()?).await?;
+    rendered::render_all(instances, request).await
 }
 
 fn retrieve_error(e: RetrieveError) -> WebError {

@@ -1,8 +1,9 @@
 //! WADO-RS rendered resources (PS3.18 10.4.1.1.3, 8.3.5.1): `/rendered` and `/thumbnail` of
-//! an instance or one of its frames, and `/thumbnail` of a series or study (its middle
-//! instance). The image is read whole through the retrieve service like `/frames` (and
-//! shares its bound on reads at once), decoded to native pixels and drawn by
-//! [`crate::codec::render`] as JPEG or PNG, whichever the client accepts.
+//! an instance or one of its frames, `/rendered` of a series or study (every image, one part
+//! each of a multipart body) and `/thumbnail` of a series or study (its middle instance).
+//! Each image is read whole through the retrieve service like `/frames` (and shares its
+//! bound on reads at once), decoded to native pixels and drawn by [`crate::codec::render`]
+//! as JPEG or PNG, whichever the client accepts.
 //!
 //! Query parameters: `window=center,width[,linear|linear-exact|sigmoid]`,
 //! `viewport=vw,vh[,sx,sy,sw,sh]`, `quality=1..100` (JPEG), `accept=image/png` (as the
@@ -147,17 +148,26 @@ fn viewport(value: &str) -> Result<Viewport, WebError> {
     }
 }
 
-/// JPEG unless the Accept header prefers PNG; 406 when it takes neither.
+/// JPEG unless the Accept header prefers PNG; 406 when it takes neither. `multipart/related`
+/// with `type="image/jpeg"` or `"image/png"` (or no type: JPEG) is acceptable too: study
+/// and series `/rendered` answer with one, and clients ask for it at either level.
 pub fn negotiate(accept: Option<&str>) -> Result<Media, WebError> {
     let Some(accept) = accept.filter(|a| !a.trim().is_empty()) else {
         return Ok(Media::Jpeg);
     };
+    let image = |media_type: &str| match media_type {
+        "image/jpeg" | "image/jpg" | "image/*" | "*/*" => Some(Media::Jpeg),
+        "image/png" => Some(Media::Png),
+        _ => None,
+    };
     let best = media_ranges(accept)
         .iter()
         .find_map(|range| match range.media_type.as_str() {
-            "image/jpeg" | "image/jpg" | "image/*" | "*/*" => Some(Media::Jpeg),
-            "image/png" => Some(Media::Png),
-            _ => None,
+            "multipart/related" | "multipart/*" => match range.param("type") {
+                None => Some(Media::Jpeg),
+                Some(inner) => image(inner),
+            },
+            other => image(other),
         });
     best.ok_or_else(|| {
         WebError::not_acceptable(format!(
@@ -177,8 +187,136 @@ pub async fn render(
     if index >= instances.items().len() {
         return Err(WebError::new(StatusCode::NOT_FOUND, "no such instance"));
     }
-    let (_read, data_set) =
-        frames::read_whole(&instances, index, EXPLICIT_VR_LITTLE_ENDIAN).await?;
+    let encoded = encoded(&instances, index, frame, resource, &request).await?;
+    let mut response = Response::new(Body::from(encoded));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(request.media.content_type()),
+    );
+    warn_ignored(&mut response, &request);
+    Ok(response)
+}
+
+/// Study and series `/rendered`: the first frame of every image instance of `instances`, in
+/// their order, one part each of a `multipart/related` body of `request.media`. Instances
+/// with nothing to render (no Pixel Data, such as SR; a photometric interpretation that
+/// cannot be shown) are left out; when none is left, 404. Images are read, rendered and sent
+/// one at a time as the client takes them, so a study costs the memory of one image. An
+/// image that cannot be read once the answer has begun ends the body short (as WADO-RS
+/// retrieval does), so a client never takes a partial answer for a whole one.
+pub async fn render_all(instances: Instances, request: Request) -> Result<Response, WebError> {
+    let count = instances.items().len();
+    // The first image before answering: its failure (or no image at all) is the status.
+    let mut first = None;
+    let mut next = 0;
+    while first.is_none() && next < count {
+        first = skip_unrenderable(
+            encoded(&instances, next, 1, Resource::Rendered, &request).await,
+            &instances,
+            next,
+        )?;
+        next += 1;
+    }
+    let Some(first) = first else {
+        return Err(WebError::new(
+            StatusCode::NOT_FOUND,
+            "none of these instances has an image to render",
+        ));
+    };
+    let boundary = super::wado::boundary();
+    let media = request.media.content_type();
+    let part = move |image: Vec<u8>, boundary: &str| {
+        let mut out = Vec::with_capacity(image.len() + 96);
+        out.extend_from_slice(
+            format!(
+                "\r\n--{boundary}\r\nContent-Type: {media}\r\nContent-Length: {}\r\n\r\n",
+                image.len()
+            )
+            .as_bytes(),
+        );
+        out.extend_from_slice(&image);
+        bytes::Bytes::from(out)
+    };
+    // Two parts ahead at most: the renderer waits for a slow client.
+    let (parts, body) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, WebError>>(2);
+    parts
+        .send(Ok(part(first, &boundary)))
+        .await
+        .map_err(|_| WebError::internal("the response was dropped"))?;
+    let tail = boundary.clone();
+    let render_request = request.clone();
+    tokio::spawn(async move {
+        for index in next..count {
+            let image = encoded(&instances, index, 1, Resource::Rendered, &render_request).await;
+            let sent = match skip_unrenderable(image, &instances, index) {
+                Ok(None) => continue,
+                Ok(Some(image)) => parts.send(Ok(part(image, &tail))).await,
+                Err(e) => {
+                    tracing::warn!(
+                        sop_instance_uid = %instances.items()[index].sop_instance_uid,
+                        error = %e,
+                        "WADO-RS rendered: image unreadable, response aborted"
+                    );
+                    let _ = parts.send(Err(e)).await;
+                    return;
+                }
+            };
+            if sent.is_err() {
+                return; // the client hung up
+            }
+        }
+        let _ = parts
+            .send(Ok(bytes::Bytes::from(format!("\r\n--{tail}--\r\n"))))
+            .await;
+    });
+    let stream = futures_util::stream::unfold(body, |mut body| async move {
+        body.recv().await.map(|part| (part, body))
+    });
+    let mut response = Response::new(Body::from_stream(stream));
+    let content_type = format!("multipart/related; type=\"{media}\"; boundary={boundary}");
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(&content_type).map_err(|e| WebError::internal(e.to_string()))?,
+    );
+    warn_ignored(&mut response, &request);
+    Ok(response)
+}
+
+/// `Ok(None)` for an instance with nothing to render (left out of a study or series),
+/// the image when there is one, the error otherwise.
+fn skip_unrenderable(
+    image: Result<Vec<u8>, WebError>,
+    instances: &Instances,
+    index: usize,
+) -> Result<Option<Vec<u8>>, WebError> {
+    match image {
+        Ok(image) => Ok(Some(image)),
+        Err(e)
+            if matches!(
+                e.status(),
+                StatusCode::NOT_FOUND | StatusCode::NOT_ACCEPTABLE
+            ) =>
+        {
+            tracing::debug!(
+                sop_instance_uid = %instances.items()[index].sop_instance_uid,
+                reason = %e,
+                "WADO-RS rendered: instance left out"
+            );
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// `frame` of entry `index` rendered and encoded as `request` says.
+async fn encoded(
+    instances: &Instances,
+    index: usize,
+    frame: u32,
+    resource: Resource,
+    request: &Request,
+) -> Result<Vec<u8>, WebError> {
+    let (_read, data_set) = frames::read_whole(instances, index, EXPLICIT_VR_LITTLE_ENDIAN).await?;
     let media = request.media;
     let viewport = request.viewport.or(match resource {
         Resource::Thumbnail => Some(Viewport {
@@ -194,7 +332,7 @@ pub async fn render(
         viewport,
     };
     let quality = request.quality;
-    let encoded = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, WebError> {
+    tokio::task::spawn_blocking(move || -> Result<Vec<u8>, WebError> {
         let object = frames::parse(&data_set, EXPLICIT_VR_LITTLE_ENDIAN)?;
         let image = Image::from_object(&object).map_err(render_error)?;
         let raster = image.render(&rendering).map_err(render_error)?;
@@ -205,19 +343,17 @@ pub async fn render(
         .map_err(render_error)
     })
     .await
-    .map_err(|e| WebError::internal(e.to_string()))??;
-    let mut response = Response::new(Body::from(encoded));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(media.content_type()),
-    );
+    .map_err(|e| WebError::internal(e.to_string()))?
+}
+
+/// The `Warning` header naming the parameters not applied.
+fn warn_ignored(response: &mut Response, request: &Request) {
     if !request.ignored.is_empty() {
         let warning = format!("299 strata \"not applied: {}\"", request.ignored.join(", "));
         if let Ok(value) = HeaderValue::from_str(&warning) {
             response.headers_mut().insert(header::WARNING, value);
         }
     }
-    Ok(response)
 }
 
 fn render_error(e: RenderError) -> WebError {
@@ -283,6 +419,12 @@ mod tests {
             negotiate(Some("image/jpeg;q=0.5, image/png")).unwrap(),
             Media::Png
         );
+        assert_eq!(
+            negotiate(Some("multipart/related; type=\"image/png\"")).unwrap(),
+            Media::Png
+        );
+        assert_eq!(negotiate(Some("multipart/related")).unwrap(), Media::Jpeg);
+        assert!(negotiate(Some("multipart/related; type=\"application/dicom\"")).is_err());
         assert!(negotiate(Some("image/gif")).is_err());
         assert!(negotiate(Some("image/png;q=0")).is_err());
     }

@@ -70,7 +70,7 @@ fn syntax_for(item: &RetrieveItem, wanted: &Wanted) -> Option<String> {
 
 /// The boundary between parts: fixed text that cannot occur in a part's headers, and a
 /// per-response number so that nested bodies differ.
-fn boundary() -> String {
+pub(super) fn boundary() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(1);
     format!(
