@@ -131,6 +131,7 @@ pub async fn run(
         )
         .backup_on_receive(config.backup.enqueue_on_receive)
         .max_instance_mb(config.storage.max_instance_mb)
+        .receiving_ae(&config.dicom.aet)
         .with_auditor(auditor.clone()),
         retrieve: Retrieve::new(
             locator.clone(),

@@ -389,6 +389,52 @@ fn stow_rs_acknowledged_instances_survive_kill_9() {
         &originals(&corpus, &study),
         "after kill -9",
     );
+    // A web user has no AE title: the files name ours as their Source AE Title.
+    let mut files = Vec::new();
+    let mut folders = vec![dir.path().join("online")];
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                folders.push(path);
+            } else if path.extension().is_some_and(|e| e == "dcm") {
+                files.push(path);
+            }
+        }
+    }
+    assert_eq!(files.len(), 4, "{files:?}");
+    for file in files {
+        assert_eq!(
+            source_ae(&std::fs::read(&file).unwrap()),
+            "STRATA",
+            "{file:?}"
+        );
+    }
+}
+
+/// The Source AE Title (0002,0016) of a Part-10 file's meta (explicit VR little endian).
+fn source_ae(part10: &[u8]) -> String {
+    let mut at = 132;
+    while at + 8 <= part10.len() && part10[at..at + 2] == [2, 0] {
+        let element = u16::from_le_bytes([part10[at + 2], part10[at + 3]]);
+        let vr = &part10[at + 4..at + 6];
+        let (length, value) = if matches!(vr, b"OB" | b"OW" | b"UN" | b"SQ" | b"UT") {
+            let n = u32::from_le_bytes(part10[at + 8..at + 12].try_into().unwrap()) as usize;
+            (n, at + 12)
+        } else {
+            (
+                u16::from_le_bytes([part10[at + 6], part10[at + 7]]) as usize,
+                at + 8,
+            )
+        };
+        if element == 0x0016 {
+            return String::from_utf8_lossy(&part10[value..value + length])
+                .trim_end_matches([' ', '\0'])
+                .to_string();
+        }
+        at = value + length;
+    }
+    String::new()
 }
 
 #[test]

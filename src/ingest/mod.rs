@@ -55,6 +55,9 @@ struct Inner {
     max_instance_bytes: u64,
     /// Sends each commit's stores to syslog (their audit rows go with the instances').
     auditor: Option<Auditor>,
+    /// Our AE title: the Source AE Title of instances from principals without one (web
+    /// users), since the file is then first written by us.
+    receiving_ae: String,
     /// The group commit, started with the first instance (after the settings above).
     committer: std::sync::OnceLock<Committer>,
 }
@@ -82,6 +85,7 @@ impl Ingest {
                 enqueue_backup: false,
                 max_instance_bytes: 0,
                 auditor: None,
+                receiving_ae: String::new(),
                 committer: std::sync::OnceLock::new(),
             }),
         }
@@ -90,6 +94,13 @@ impl Ingest {
     /// Sends what each commit stored to `auditor`'s syslog.
     pub fn with_auditor(mut self, auditor: Auditor) -> Ingest {
         Arc::make_mut(&mut self.inner).auditor = Some(auditor);
+        self
+    }
+
+    /// Names `aet` (ours) as the Source AE Title of instances stored by principals without
+    /// an AE title of their own (STOW-RS from web users).
+    pub fn receiving_ae(mut self, aet: &str) -> Ingest {
+        Arc::make_mut(&mut self.inner).receiving_ae = aet.trim().to_string();
         self
     }
 
@@ -315,12 +326,15 @@ impl IngestSink {
 
 impl Ingest {
     /// Starts storing one instance, whatever brought it (C-STORE, STOW-RS, an import): the
-    /// data set streams into a temporary file. The principal's AE title (if any) is written
-    /// as the Source AE Title of its file meta. Whether `from` may store is its front end's
-    /// check, made before the data set is read.
+    /// data set streams into a temporary file. The principal's AE title is written as the
+    /// Source AE Title of its file meta (ours for web users, who have none). Whether `from`
+    /// may store is its front end's check, made before the data set is read.
     pub fn begin(&self, from: &Caller, request: StoreRequest) -> StoreStart<IngestSink> {
-        let source_ae = from.principal.source_ae();
         let inner = &self.inner;
+        let source_ae = match from.principal.source_ae() {
+            "" => inner.receiving_ae.as_str(),
+            aet => aet,
+        };
         // Duplicates are decided when the instance is recorded, in the same transaction:
         // checking here as well would cost a locator round trip on every instance.
         let header = match part10_header(
