@@ -7,6 +7,7 @@ pub mod admin;
 pub mod archive;
 pub mod audit;
 pub mod backup;
+pub mod buffers;
 pub mod codec;
 pub mod commitment;
 pub mod config;

@@ -9,7 +9,6 @@
 //! a lossy JPEG 2000 ROI copy is served only by [`Reader::read_lossy_copy`], for a retrieve
 //! whose every lossless copy is gone, and is never written back as a primary.
 
-use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -520,9 +519,7 @@ impl Reader {
                         source,
                     };
                     let file = std::fs::File::open(&path).map_err(io)?;
-                    let mut buf = vec![0u8; length as usize];
-                    file.read_exact_at(&mut buf, offset).map_err(io)?;
-                    Ok(Bytes::from(buf))
+                    crate::buffers::read_at(&file, offset, length).map_err(io)
                 })
                 .await
                 .expect("blocking read task")

@@ -20,6 +20,7 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.parse
 
 import requests
 
@@ -69,9 +70,11 @@ def main():
         return
 
     if args.only is None:
-        queries = [("patient-id", {"PatientID": args.patient_id}),
-                   ("name-M*", {"PatientName": "M*"}),
-                   ("year", {"StudyDate": "20200101-20201231"})]
+        # Query strings as viewers send them (JavaScript's encodeURIComponent leaves `*`
+        # alone): requests would send M%2A, which Orthanc does not decode to a wildcard.
+        queries = [("patient-id", f"PatientID={urllib.parse.quote(args.patient_id)}"),
+                   ("name-M*", "PatientName=M*"),
+                   ("year", "StudyDate=20200101-20201231")]
         for name, params in queries:
             p50, p95, last = timed(s, f"{args.url}/studies", args.runs, params=params, headers=json_accept)
             print(f"qido-{name} {p50:.2f} {p95:.2f} {len(last.json())}")

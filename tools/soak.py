@@ -115,7 +115,8 @@ class Server:
             return code
 
 
-def write_config(work, port, dest_port, hdfs_url=None, hdfs_path=None, log_level="warn"):
+def write_config(work, port, dest_port, hdfs_url=None, hdfs_path=None, log_level="warn",
+                 locator_url="sqlite://locator.db"):
     archive = "" if not hdfs_url else f"""
 [archive]
 backend = "hdfs"
@@ -150,7 +151,7 @@ window = "00:00-00:00"
 poll_secs = 2
 
 [locator]
-url = "sqlite://locator.db"
+url = "{locator_url}"
 
 [log]
 level = "{log_level}"
@@ -513,6 +514,8 @@ def main():
     p.add_argument("--gets", type=int, default=2)
     p.add_argument("--log-level", default="warn", help="the server's [log] level")
     p.add_argument("--hdfs", metavar="DIR", help="a tools/hdfs-dev.sh cluster to archive into")
+    p.add_argument("--locator-url", default="sqlite://locator.db",
+                   help="the server's [locator] url (an empty PostgreSQL database, or SQLite)")
     p.add_argument("--echo-probe", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.echo_probe:
@@ -538,7 +541,7 @@ def main():
         hdfs_url = env["HDFS_URL"]
     hdfs_path = "/soak-" + ("faults" if args.faults else "clean")
     config = write_config(args.work, args.port, dest_server.server_address[1], hdfs_url, hdfs_path,
-                          args.log_level)
+                          args.log_level, args.locator_url)
     online = os.path.join(args.work, "online")
     os.makedirs(online, exist_ok=True)
     mounted = args.faults and os.geteuid() == 0 and subprocess.run(

@@ -9,6 +9,9 @@
 #   tools/soak.sh 3600       an hour each, by hand
 #   tools/soak.sh 600 faults only the run with faults
 #
+# SOAK_LOCATOR=postgres runs the server on a PostgreSQL locator (a fresh database in the
+# private cluster of tools/pg-dev.sh, started if it is not running) instead of SQLite.
+#
 # When Hadoop's jars are cached (tools/hdfs-dev.sh fetch; tools/test.sh does it), a real
 # HDFS is started for the soak and the server archives into it as the load runs (the runs
 # with faults also kill its DataNode); SOAK_HDFS=0 leaves it out.
@@ -34,11 +37,18 @@ if [[ "${SOAK_HDFS:-1}" != 0 && -f .cache/hadoop-jars/.complete ]] && command -v
 else
     echo "soak: no HDFS (Hadoop jars not fetched, no java, or SOAK_HDFS=0): tiering not soaked"
 fi
+if [[ "${SOAK_LOCATOR:-sqlite}" == postgres ]]; then
+    tools/pg-dev.sh start >/dev/null
+fi
 for mode in clean faults; do
     [[ "$which" == both || "$which" == "$mode" ]] || continue
     work=$(mktemp -d /tmp/strata-soak.XXXXXX)
     flags=()
     [[ $mode == faults ]] && flags=(--faults)
+    if [[ "${SOAK_LOCATOR:-sqlite}" == postgres ]]; then
+        flags+=(--locator-url "$(tools/pg-dev.sh url "soak_${mode}_$$")")
+        echo "soak $mode: PostgreSQL locator"
+    fi
     # Bounded even if a client hangs: the load, the wind-down and the final checks.
     timeout --signal=KILL $((seconds * 2 + 300)) "$python" tools/soak.py --strata "$bin" --work "$work" \
         --seconds "$seconds" "${flags[@]}" "${hdfs_flags[@]}" || { status=1; echo "soak $mode: see $work"; continue; }

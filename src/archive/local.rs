@@ -3,7 +3,6 @@
 
 use std::collections::HashSet;
 use std::io::Write;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
@@ -118,9 +117,7 @@ impl ArchiveStore for LocalStore {
         let path = self.path(name);
         blocking(move || {
             let file = std::fs::File::open(&path)?;
-            let mut buf = vec![0u8; length as usize];
-            file.read_exact_at(&mut buf, offset)?;
-            Ok(Bytes::from(buf))
+            crate::buffers::read_at(&file, offset, length)
         })
         .await
         .map_err(|source| ArchiveError::Read {
