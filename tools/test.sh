@@ -53,6 +53,9 @@ fi
 # The soak: two minutes of load without faults, two with kill -9 every 30 s (tools/soak.sh).
 echo "== soak (tools/soak.sh, 2 minutes without and 2 with faults)"
 STRATA_BIN=target/release/strata tools/soak.sh 120 || status=$?
+# The same load and faults on the PostgreSQL locator (the server killed, the database not).
+echo "== soak on PostgreSQL (tools/soak.sh, 2 minutes with faults)"
+SOAK_LOCATOR=postgres STRATA_BIN=target/release/strata tools/soak.sh 120 faults || status=$?
 # Every fuzz target for 30 s (libFuzzer builds its C++ runtime: needs a C++ compiler).
 echo "== fuzzing (tools/fuzz.sh, 30 s a target)"
 command -v c++ >/dev/null || install_debian g++
