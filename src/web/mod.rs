@@ -712,9 +712,7 @@ async fn image_at<const THUMBNAIL: bool>(
     headers: HeaderMap,
     QueryParams(params): Params,
 ) -> Result<Response, WebError> {
-    web.check(&caller.principal, Service::Get)?;
-    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
-    let request = rendered::Request::parse(accept, &params)?;
+    let request = rendered_request(&web, &caller, &headers, &params)?;
     let frame = match uids.frames.as_deref() {
         None => 1,
         Some(list) => match frames::frame_list(list)?.as_slice() {
@@ -746,6 +744,18 @@ async fn image_at<const THUMBNAIL: bool>(
     rendered::render(instances, count / 2, frame, resource, request).await
 }
 
+/// What a rendered resource's request asks for, once the caller may `get`.
+fn rendered_request(
+    web: &Web,
+    caller: &Caller,
+    headers: &HeaderMap,
+    params: &[(String, String)],
+) -> Result<rendered::Request, WebError> {
+    web.check(&caller.principal, Service::Get)?;
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    rendered::Request::parse(accept, params)
+}
+
 /// WADO-RS `/rendered` of a study or series: every image in it, one part each.
 async fn images_at(
     State(web): State<Web>,
@@ -754,9 +764,7 @@ async fn images_at(
     headers: HeaderMap,
     QueryParams(params): Params,
 ) -> Result<Response, WebError> {
-    web.check(&caller.principal, Service::Get)?;
-    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
-    let request = rendered::Request::parse(accept, &params)?;
+    let request = rendered_request(&web, &caller, &headers, &params)?;
     let instances = named_instances(&web, &caller, "WADO-RS rendered", &uids.keys()?).await?;
     rendered::render_all(instances, request).await
 }
