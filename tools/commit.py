@@ -85,7 +85,9 @@ def cmd_request(args):
         say(f"REPORT {report_json(event)}")
         say(f"REPORT_AFTER_MS {elapsed:.1f}")
         got.set()
-        return 0x0000, None
+        # Processing Failure: the report is not taken on this association, so the SCP must
+        # deliver it on one of its own.
+        return (0x0110 if args.refuse_reports else 0x0000), None
 
     ae = AE(ae_title=args.aet)
     ae.acse_timeout = 10
@@ -141,6 +143,8 @@ def main():
     r.add_argument("--aec", default="STRATA")
     r.add_argument("--wait", type=float, default=0)
     r.add_argument("--transaction", default="")
+    r.add_argument("--refuse-reports", action="store_true",
+                   help="answer a report sent on this association with 0x0110")
     r.add_argument("--ref", action="append", default=[], metavar="CLASS:INSTANCE")
     r.add_argument("--tls-ca", default="")
     r.add_argument("--tls-cert", default="")
