@@ -368,6 +368,35 @@ fn cancel_stops_the_stream_and_max_matches_is_enforced() {
     let log = server.log_when(|l| l.contains("status=Cancel"));
     assert!(log.contains("status=Cancel"), "{log}");
 
+    // A result over several pages of the locator (2,048, then 4,096 rows per statement) comes
+    // whole, once each, newest first, with computed keys on every match.
+    let (m, last) = find(
+        &server,
+        &[],
+        &[
+            "StudyDate=20220101-",
+            "StudyTime=",
+            "StudyInstanceUID=",
+            "InstanceAvailability=",
+            "NumberOfStudyRelatedInstances=",
+        ],
+    );
+    assert_eq!(last, "FINAL 0x0000");
+    assert!(m.len() > 6144, "only {} matches: not three pages", m.len());
+    let keys: Vec<(&str, &str)> = m
+        .iter()
+        .map(|x| (field(x, "StudyDate"), field(x, "StudyTime")))
+        .collect();
+    assert!(keys.windows(2).all(|w| w[0] >= w[1]), "not newest first");
+    assert!(keys.iter().all(|(date, _)| *date >= "20220101"));
+    let uids: std::collections::HashSet<&str> =
+        m.iter().map(|x| field(x, "StudyInstanceUID")).collect();
+    assert_eq!(uids.len(), m.len(), "a study came twice");
+    for x in &m {
+        assert_eq!(field(x, "InstanceAvailability"), "ONLINE");
+        assert_eq!(field(x, "NumberOfStudyRelatedInstances"), "1");
+    }
+
     let corpus = Corpus::generate(&ten_patients());
     let dir = tempfile::tempdir().unwrap();
     write_config(dir.path(), "[query]\nmax_matches = 3");
