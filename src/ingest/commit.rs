@@ -1,6 +1,7 @@
-//! Group commit: instances whose bytes are written and fsynced wait here to be published
-//! into their study folders and recorded in the locator. One task takes every instance
-//! waiting, renames them all, syncs each folder once ([`OnlineStore::publish_all`]), records
+//! Group commit: instances whose bytes are written wait here to be published into their
+//! study folders and recorded in the locator. One task takes every instance waiting, renames
+//! them all, syncs each file's data and each folder once, all at once
+//! ([`OnlineStore::publish_all`]), records
 //! them all in one locator transaction ([`Locator::record_instances`]: one WAL sync on
 //! SQLite, one commit on PostgreSQL), and only then answers each: no Success before both the
 //! file and its row are durable. With one association sending, a batch is one instance; with
@@ -30,7 +31,7 @@ const QUEUE: usize = 64;
 /// Instances per batch, at most.
 const BATCH: usize = 32;
 
-/// A written, fsynced, checked instance, ready to be published and recorded.
+/// A written, checked instance, ready to be published (synced) and recorded.
 #[derive(Debug)]
 pub(super) struct Finished {
     pub written: WrittenFile,

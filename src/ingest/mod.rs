@@ -1,7 +1,8 @@
-//! C-STORE into the online tier: stream the data set to a temporary Part-10 file, fsync it,
-//! read and check its attributes, rename it into its study folder, commit the locator row,
-//! and only then answer Success. The last two steps are a group commit (`commit`): instances
-//! of every association that finish together share the folder syncs and one locator commit.
+//! C-STORE into the online tier: stream the data set to a temporary Part-10 file, read and
+//! check its attributes, rename it into its study folder, sync its data and the folder (at
+//! once), commit the locator row, and only then answer Success. The last three steps are a
+//! group commit (`commit`): instances of every association that finish together sync at
+//! once, share the folder syncs and one locator commit.
 //!
 //! A crash at any point leaves either nothing visible (the temporary is removed at the next
 //! start) or, between rename and commit, an unindexed file under a name no row refers to; the
@@ -120,7 +121,7 @@ impl Ingest {
 }
 
 impl Inner {
-    /// Turns a written, fsynced temporary file into an indexed, durable instance.
+    /// Turns a written temporary file into an indexed, durable instance.
     async fn commit(
         &self,
         written: WrittenFile,
@@ -418,7 +419,7 @@ impl StoreSink for IngestSink {
         }
         let native_pixel_bytes = walk.as_ref().and_then(ElementWalk::native_pixel_data_len);
         let temp = writer.path().to_owned();
-        // Parse in the same blocking call as the fsync, from memory when possible.
+        // Parse in the same blocking call as the last write, from memory when possible.
         let length = writer.length();
         let parse = move |path: &std::path::Path, head: &[u8]| {
             read_attributes_with_head(path, head, length, native_pixel_bytes)

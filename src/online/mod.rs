@@ -173,19 +173,22 @@ impl OnlineStore {
         self.root.join(location)
     }
 
-    /// Moves a fully written and fsynced temporary file to `location`, durably: the new
-    /// name survives a crash once this returns. Blocking.
+    /// Moves a fully written temporary file to `location`, durably: its bytes and the new
+    /// name survive a crash once this returns. Blocking.
     pub fn publish(&self, temp: &Path, location: &str) -> Result<(), OnlineError> {
         self.publish_all(&[(temp, location)])
             .pop()
             .expect("one answer per file")
     }
 
-    /// Moves fully written and fsynced temporary files to their locations, durably, sharing
-    /// the folder syncs: each study folder once, however many files went into it, and its
-    /// fan-out folder only the first time this process publishes into it (see
-    /// `durable_dirs`); the syncs of different folders run at once. One answer per file, in
-    /// order; a file's name survives a crash once its answer is `Ok`. Blocking.
+    /// Moves fully written temporary files to their locations and makes them durable, data
+    /// and names, sharing the folder syncs: each study folder once, however many files went
+    /// into it, and its fan-out folder only the first time this process publishes into it
+    /// (see `durable_dirs`); every sync (each file's `fdatasync`, each folder's `fsync`) runs
+    /// at once. One answer per file, in order; a file's bytes and name survive a crash once
+    /// its answer is `Ok`. A crash before that may leave a file under its final name whose
+    /// bytes are not all on disk: no row points at it (rows are recorded after the answer),
+    /// and `strata verify` reports such unreferenced files. Blocking.
     pub fn publish_all(&self, files: &[(&Path, &str)]) -> Vec<Result<(), OnlineError>> {
         let mut answers: Vec<Result<(), OnlineError>> = Vec::with_capacity(files.len());
         // Folder -> the files whose answer waits for its sync.
@@ -217,48 +220,32 @@ impl OnlineStore {
                 new_study_dirs.push(study_dir);
             }
         }
-        let synced: Vec<(PathBuf, io::Result<()>)> = if to_sync.len() == 1 {
-            let dir = to_sync.keys().next().expect("one").clone();
-            let result = sync_dir(&dir);
-            vec![(dir, result)]
-        } else {
-            // One short-lived thread per folder (at most two per file of the batch); where
-            // the system refuses a thread, that folder is synced here, in turn.
-            std::thread::scope(|scope| {
-                let running: Vec<_> = to_sync
-                    .keys()
-                    .map(|dir| {
-                        let spawned = std::thread::Builder::new()
-                            .name("folder-sync".into())
-                            .spawn_scoped(scope, move || sync_dir(dir));
-                        (dir.clone(), spawned)
-                    })
-                    .collect();
-                running
-                    .into_iter()
-                    .map(|(dir, spawned)| {
-                        let result = match spawned {
-                            Ok(handle) => handle
-                                .join()
-                                .unwrap_or_else(|_| Err(io::Error::other("folder sync panicked"))),
-                            Err(_) => sync_dir(&dir),
-                        };
-                        (dir, result)
-                    })
-                    .collect()
-            })
-        };
-        for (dir, result) in synced {
-            if let Err(source) = result {
-                for &i in &to_sync[&dir] {
-                    if answers[i].is_ok() {
-                        answers[i] = Err(OnlineError::Publish {
-                            path: dir.clone(),
-                            source: io::Error::new(source.kind(), source.to_string()),
-                        });
-                    }
+        // Each folder once and each renamed file's data, all at once: a file's data sync and
+        // its folder's overlap instead of following each other (the device may even serve
+        // them with one cache flush).
+        let mut jobs: Vec<SyncJob<'_>> = to_sync.keys().map(|d| SyncJob::Folder(d)).collect();
+        for (i, (_, location)) in files.iter().enumerate() {
+            if answers[i].is_ok() {
+                jobs.push(SyncJob::Data(i, self.path(location)));
+            }
+        }
+        let results = run_at_once(&jobs, SyncJob::run);
+        for (job, result) in jobs.iter().zip(results) {
+            let Err(source) = result else { continue };
+            let (path, failed): (&Path, &[usize]) = match job {
+                SyncJob::Folder(dir) => {
+                    new_study_dirs.retain(|d| d != dir && d.parent() != Some(*dir));
+                    (dir, &to_sync[*dir])
                 }
-                new_study_dirs.retain(|d| d != &dir && d.parent() != Some(dir.as_path()));
+                SyncJob::Data(i, path) => (path, std::slice::from_ref(i)),
+            };
+            for &i in failed {
+                if answers[i].is_ok() {
+                    answers[i] = Err(OnlineError::Publish {
+                        path: path.to_owned(),
+                        source: io::Error::new(source.kind(), source.to_string()),
+                    });
+                }
             }
         }
         self.remember_durable(new_study_dirs);
@@ -358,9 +345,106 @@ fn remove_temporaries(tmp: &Path, in_use: &HashSet<i64>) -> Result<usize, Online
     Ok(removed)
 }
 
+/// One sync of [`OnlineStore::publish_all`].
+enum SyncJob<'a> {
+    Folder(&'a Path),
+    /// The data of the `usize`th file, at its published path.
+    Data(usize, PathBuf),
+}
+
+impl SyncJob<'_> {
+    fn run(&self) -> io::Result<()> {
+        match self {
+            SyncJob::Folder(dir) => sync_dir(dir),
+            // fdatasync: the data and the size needed to read it back; no timestamps.
+            SyncJob::Data(_, path) => std::fs::File::open(path)?.sync_data(),
+        }
+    }
+}
+
+/// Runs every job at once, one short-lived thread each but the last, which runs here; where
+/// the system refuses a thread, that job runs here too, in turn. Results in job order.
+fn run_at_once<T: Sync>(
+    jobs: &[T],
+    run: impl Fn(&T) -> io::Result<()> + Sync,
+) -> Vec<io::Result<()>> {
+    let Some((last, rest)) = jobs.split_last() else {
+        return Vec::new();
+    };
+    let run = &run;
+    std::thread::scope(|scope| {
+        let running: Vec<_> = rest
+            .iter()
+            .map(|job| {
+                let spawned = std::thread::Builder::new()
+                    .name("sync".into())
+                    .spawn_scoped(scope, move || run(job));
+                (job, spawned)
+            })
+            .collect();
+        let here = run(last);
+        let mut results: Vec<io::Result<()>> = running
+            .into_iter()
+            .map(|(job, spawned)| match spawned {
+                Ok(handle) => handle
+                    .join()
+                    .unwrap_or_else(|_| Err(io::Error::other("sync panicked"))),
+                Err(_) => run(job),
+            })
+            .collect();
+        results.push(here);
+        results
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn publishing_answers_each_file_and_syncs_run_at_once_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = OnlineStore::open(dir.path(), LeaseToken::fixed(1), &HashSet::new()).unwrap();
+        let temps: Vec<PathBuf> = (0..3)
+            .map(|i| {
+                let t = dir.path().join(format!("t{i}"));
+                std::fs::write(&t, [i as u8; 10]).unwrap();
+                t
+            })
+            .collect();
+        let locations = [
+            store.new_location("1.2.3", "1.2.3.1"),
+            store.new_location("1.2.3", "1.2.3.2"),
+            store.new_location("1.2.4", "1.2.4.1"),
+        ];
+        // The third temporary is gone: only its answer fails.
+        std::fs::remove_file(&temps[2]).unwrap();
+        let files: Vec<(&Path, &str)> = temps
+            .iter()
+            .zip(&locations)
+            .map(|(t, l)| (t.as_path(), l.as_str()))
+            .collect();
+        let answers = store.publish_all(&files);
+        assert!(answers[0].is_ok() && answers[1].is_ok(), "{answers:?}");
+        assert!(answers[2].is_err());
+        assert_eq!(std::fs::read(store.path(&locations[1])).unwrap(), [1u8; 10]);
+
+        let results = run_at_once(&[0, 1, 2, 3], |i| {
+            if i % 2 == 1 {
+                Err(io::Error::other(format!("job {i}")))
+            } else {
+                Ok(())
+            }
+        });
+        let shown: Vec<String> = results
+            .iter()
+            .map(|r| match r {
+                Ok(()) => "ok".to_string(),
+                Err(e) => e.to_string(),
+            })
+            .collect();
+        assert_eq!(shown, ["ok", "job 1", "ok", "job 3"]);
+    }
 
     #[test]
     fn locations_are_opaque_grouped_by_study_and_never_reused() {

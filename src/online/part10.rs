@@ -187,15 +187,16 @@ impl Part10Writer {
         result
     }
 
-    /// Writes what is buffered and fsyncs the file.
+    /// Writes what is buffered. The file is not synced: publishing it
+    /// ([`super::OnlineStore::publish_all`]) does that, beside its folder's sync.
     pub async fn finish(self) -> io::Result<WrittenFile> {
         self.finish_then(|_, _| ())
             .await
             .map(|(written, ())| written)
     }
 
-    /// Writes what is buffered, fsyncs the file, then runs `after` on the durable file and
-    /// its first [`HEAD_LEN`] bytes, all in one trip to the blocking pool.
+    /// Writes what is buffered, then runs `after` on the written file and its first
+    /// [`HEAD_LEN`] bytes, all in one trip to the blocking pool. Not synced (see `finish`).
     pub async fn finish_then<T, F>(mut self, after: F) -> io::Result<(WrittenFile, T)>
     where
         T: Send + 'static,
@@ -209,8 +210,6 @@ impl Part10Writer {
             let mut file = target.open(&path)?;
             file.write_all(&buffer)?;
             give_back(buffer);
-            // fdatasync: the data and the size needed to read it back; no timestamps.
-            file.sync_data()?;
             Ok::<_, io::Error>(after(&path, &head))
         })
         .await
