@@ -223,7 +223,7 @@ impl OnlineStore {
         // Each folder once and each renamed file's data, all at once: a file's data sync and
         // its folder's overlap instead of following each other (the device may even serve
         // them with one cache flush).
-        let mut jobs: Vec<SyncJob<'_>> = to_sync.keys().map(|d| SyncJob::Folder(d)).collect();
+        let mut jobs: Vec<SyncJob> = to_sync.keys().cloned().map(SyncJob::Folder).collect();
         for (i, (_, location)) in files.iter().enumerate() {
             if answers[i].is_ok() {
                 jobs.push(SyncJob::Data(i, self.path(location)));
@@ -234,8 +234,8 @@ impl OnlineStore {
             let Err(source) = result else { continue };
             let (path, failed): (&Path, &[usize]) = match job {
                 SyncJob::Folder(dir) => {
-                    new_study_dirs.retain(|d| d != dir && d.parent() != Some(*dir));
-                    (dir, &to_sync[*dir])
+                    new_study_dirs.retain(|d| d != dir && d.parent() != Some(dir.as_path()));
+                    (dir, &to_sync[dir])
                 }
                 SyncJob::Data(i, path) => (path, std::slice::from_ref(i)),
             };
@@ -346,13 +346,14 @@ fn remove_temporaries(tmp: &Path, in_use: &HashSet<i64>) -> Result<usize, Online
 }
 
 /// One sync of [`OnlineStore::publish_all`].
-enum SyncJob<'a> {
-    Folder(&'a Path),
+#[derive(Clone)]
+enum SyncJob {
+    Folder(PathBuf),
     /// The data of the `usize`th file, at its published path.
     Data(usize, PathBuf),
 }
 
-impl SyncJob<'_> {
+impl SyncJob {
     fn run(&self) -> io::Result<()> {
         match self {
             SyncJob::Folder(dir) => sync_dir(dir),
@@ -362,39 +363,59 @@ impl SyncJob<'_> {
     }
 }
 
-/// Runs every job at once, one short-lived thread each but the last, which runs here; where
-/// the system refuses a thread, that job runs here too, in turn. Results in job order.
-fn run_at_once<T: Sync>(
+/// Runs every job at once, the last one here, the others on the threads of the tokio
+/// runtime's blocking pool when there is one (kept between batches: no thread is created per
+/// sync), else on short-lived threads of their own; a job no thread took runs here, in turn.
+/// Results in job order.
+fn run_at_once<T: Clone + Send + Sync + 'static>(
     jobs: &[T],
-    run: impl Fn(&T) -> io::Result<()> + Sync,
+    run: fn(&T) -> io::Result<()>,
 ) -> Vec<io::Result<()>> {
     let Some((last, rest)) = jobs.split_last() else {
         return Vec::new();
     };
-    let run = &run;
-    std::thread::scope(|scope| {
-        let running: Vec<_> = rest
-            .iter()
-            .map(|job| {
-                let spawned = std::thread::Builder::new()
-                    .name("sync".into())
-                    .spawn_scoped(scope, move || run(job));
-                (job, spawned)
-            })
-            .collect();
-        let here = run(last);
-        let mut results: Vec<io::Result<()>> = running
-            .into_iter()
-            .map(|(job, spawned)| match spawned {
-                Ok(handle) => handle
-                    .join()
-                    .unwrap_or_else(|_| Err(io::Error::other("sync panicked"))),
-                Err(_) => run(job),
-            })
-            .collect();
-        results.push(here);
-        results
-    })
+    let mut results: Vec<Option<io::Result<()>>> = (0..jobs.len()).map(|_| None).collect();
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        let (done, answers) = std::sync::mpsc::channel();
+        for (i, job) in rest.iter().enumerate() {
+            let (done, job) = (done.clone(), job.clone());
+            // Not awaited: the answer comes through the channel (a job the runtime drops
+            // unrun, shutting down, drops its sender instead and runs here below).
+            drop(runtime.spawn_blocking(move || {
+                let _ = done.send((i, run(&job)));
+            }));
+        }
+        drop(done);
+        results[rest.len()] = Some(run(last));
+        for (i, result) in answers {
+            results[i] = Some(result);
+        }
+    } else {
+        std::thread::scope(|scope| {
+            let running: Vec<_> = rest
+                .iter()
+                .map(|job| {
+                    std::thread::Builder::new()
+                        .name("sync".into())
+                        .spawn_scoped(scope, move || run(job))
+                })
+                .collect();
+            results[rest.len()] = Some(run(last));
+            for (i, spawned) in running.into_iter().enumerate() {
+                if let Ok(handle) = spawned {
+                    results[i] = Some(
+                        handle
+                            .join()
+                            .unwrap_or_else(|_| Err(io::Error::other("sync panicked"))),
+                    );
+                }
+            }
+        });
+    }
+    jobs.iter()
+        .zip(results)
+        .map(|(job, result)| result.unwrap_or_else(|| run(job)))
+        .collect()
 }
 
 #[cfg(test)]
@@ -429,13 +450,14 @@ mod tests {
         assert!(answers[2].is_err());
         assert_eq!(std::fs::read(store.path(&locations[1])).unwrap(), [1u8; 10]);
 
-        let results = run_at_once(&[0, 1, 2, 3], |i| {
+        fn odd_fails(i: &i32) -> io::Result<()> {
             if i % 2 == 1 {
                 Err(io::Error::other(format!("job {i}")))
             } else {
                 Ok(())
             }
-        });
+        }
+        let results = run_at_once(&[0, 1, 2, 3], odd_fails);
         let shown: Vec<String> = results
             .iter()
             .map(|r| match r {
@@ -444,6 +466,12 @@ mod tests {
             })
             .collect();
         assert_eq!(shown, ["ok", "job 1", "ok", "job 3"]);
+        // The same on a runtime's blocking pool.
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let pooled = runtime.spawn_blocking(|| run_at_once(&[0, 1, 2, 3, 4], odd_fails));
+        let results = runtime.block_on(pooled).unwrap();
+        let failed: Vec<bool> = results.iter().map(|r| r.is_err()).collect();
+        assert_eq!(failed, [false, true, false, true, false]);
     }
 
     #[test]
