@@ -188,7 +188,8 @@ impl OnlineStore {
     /// at once. One answer per file, in order; a file's bytes and name survive a crash once
     /// its answer is `Ok`. A crash before that may leave a file under its final name whose
     /// bytes are not all on disk: no row points at it (rows are recorded after the answer),
-    /// and `strata verify` reports such unreferenced files. Blocking.
+    /// so nothing serves it; like any unreferenced file it stays until removed by hand (no
+    /// scrub looks for them yet). Blocking.
     pub fn publish_all(&self, files: &[(&Path, &str)]) -> Vec<Result<(), OnlineError>> {
         let mut answers: Vec<Result<(), OnlineError>> = Vec::with_capacity(files.len());
         // Folder -> the files whose answer waits for its sync.
