@@ -17,7 +17,7 @@ use tracing::{debug, warn};
 
 use crate::archive::container::ContainerBuilder;
 use crate::archive::seqfile::Placed;
-use crate::archive::{Archive, ArchiveStore, ContainerWriter, LocalStore};
+use crate::archive::{Archive, ContainerWriter, LocalStore};
 use crate::locator::copies::{Copy, CopyKind};
 use crate::locator::Locator;
 use crate::metrics;
@@ -490,10 +490,14 @@ impl Reader {
             });
         }
         metrics::READ_BYTES.add(&["nearline"], copy.length as f64);
-        let bytes = recovery
-            .nearline
-            .read_at(&copy.location, copy.offset, copy.length)
-            .await?;
+        let bytes = crate::archive::read_file_range(
+            &recovery.nearline,
+            &copy.location,
+            (copy.offset, copy.length),
+            0,
+            copy.length,
+        )
+        .await?;
         check(&copy.location, &bytes, copy.crc32c)?;
         Ok(bytes)
     }
@@ -505,12 +509,12 @@ impl Reader {
         at: u64,
         length: u64,
     ) -> Result<Bytes, ReadError> {
-        let offset = object.offset + at;
         metrics::READ_BYTES.add(&[object.tier.as_str()], length as f64);
         match object.tier {
             Tier::Online => {
                 let path = self.online.path(&object.location);
                 let location = object.location.clone();
+                let offset = object.offset + at;
                 tokio::task::spawn_blocking(move || {
                     let io = |source| ReadError::Io {
                         location: location.clone(),
@@ -524,11 +528,16 @@ impl Reader {
                 .await
                 .expect("blocking read task")
             }
-            // One positioned read inside the study's container.
-            Tier::Archive => Ok(self
-                .archive
-                .read_at(&object.location, offset, length)
-                .await?),
+            // One positioned read inside the study's container (one per part crossed of a
+            // file over 2 GiB).
+            Tier::Archive => Ok(crate::archive::read_file_range(
+                self.archive.as_ref(),
+                &object.location,
+                (object.offset, object.length),
+                at,
+                length,
+            )
+            .await?),
         }
     }
 
@@ -553,10 +562,14 @@ impl Reader {
                     location: copy.location.clone(),
                 })?;
                 metrics::READ_BYTES.add(&["nearline"], length as f64);
-                Ok(recovery
-                    .nearline
-                    .read_at(&copy.location, copy.offset + at, length)
-                    .await?)
+                Ok(crate::archive::read_file_range(
+                    &recovery.nearline,
+                    &copy.location,
+                    (copy.offset, copy.length),
+                    at,
+                    length,
+                )
+                .await?)
             }
         }
     }

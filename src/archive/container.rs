@@ -7,6 +7,10 @@ use super::{ArchiveError, ArchiveStore, ContainerWriter};
 pub struct ContainerBuilder<W: ContainerWriter> {
     writer: W,
     records: RecordWriter,
+    /// Bytes still due in the record being written.
+    in_record: u64,
+    /// Bytes of the file being written beyond that record (a split file's further parts).
+    after_record: u64,
 }
 
 impl<W: ContainerWriter> ContainerBuilder<W> {
@@ -41,6 +45,8 @@ impl<W: ContainerWriter> ContainerBuilder<W> {
         Ok(ContainerBuilder {
             writer,
             records: RecordWriter::new(sync, header.len() as u64),
+            in_record: 0,
+            after_record: 0,
         })
     }
 
@@ -57,26 +63,52 @@ impl<W: ContainerWriter> ContainerBuilder<W> {
 
     /// Starts the record of an instance of `length` bytes, which follow in
     /// [`ContainerBuilder::write_part`] calls (for an instance too large to hold whole);
-    /// returns where its bytes will be. The caller writes exactly `length` bytes.
+    /// returns where its bytes will be (split over records past 2 GiB, see
+    /// [`seqfile::value_extents`]). The caller writes exactly `length` bytes.
     pub async fn begin(
         &mut self,
         sop_instance_uid: &str,
         length: u64,
     ) -> Result<Placed, ArchiveError> {
-        if !RecordWriter::fits(sop_instance_uid, length) {
-            return Err(ArchiveError::TooLargeForRecord {
+        debug_assert_eq!(
+            self.in_record + self.after_record,
+            0,
+            "previous file complete"
+        );
+        if !RecordWriter::fits(sop_instance_uid, length.min(seqfile::MAX_WHOLE_VALUE)) {
+            return Err(ArchiveError::KeyTooLong {
                 sop_instance_uid: sop_instance_uid.to_string(),
-                length,
             });
         }
-        let (head, placed) = self.records.begin_record(sop_instance_uid, length);
+        let (head, placed) = self.records.begin_file(sop_instance_uid, length);
+        self.in_record = length.min(if length > seqfile::MAX_WHOLE_VALUE {
+            seqfile::PART_VALUE
+        } else {
+            length
+        });
+        self.after_record = length - self.in_record;
         self.writer.write(&head).await?;
         Ok(placed)
     }
 
-    /// The next bytes of the record begun last.
-    pub async fn write_part(&mut self, part: &[u8]) -> Result<(), ArchiveError> {
-        self.writer.write(part).await
+    /// The next bytes of the file begun last (a split file's further record heads are
+    /// written between them where its parts end).
+    pub async fn write_part(&mut self, mut part: &[u8]) -> Result<(), ArchiveError> {
+        while !part.is_empty() {
+            if self.in_record == 0 {
+                assert!(self.after_record > 0, "more bytes than the file's length");
+                let next = self.after_record.min(seqfile::PART_VALUE);
+                let head = self.records.continuation(next);
+                self.writer.write(&head).await?;
+                self.in_record = next;
+                self.after_record -= next;
+            }
+            let take = (self.in_record as usize).min(part.len());
+            self.writer.write(&part[..take]).await?;
+            self.in_record -= take as u64;
+            part = &part[take..];
+        }
+        Ok(())
     }
 
     /// Makes the container durable; returns its length.
@@ -152,31 +184,43 @@ async fn check_records(
     let header = seqfile::decode_header(&window.bytes).map_err(|e| format!("{name}: {e}"))?;
     let mut at = header.length;
     for e in expected {
-        // Sync marker, lengths, key and value length: well under 1 KiB.
-        window.cover(at, (length - at).min(1024)).await?;
-        let record = seqfile::next_record(&window.bytes, window.base, at, length, &header.sync)
-            .map_err(|err| format!("{name}: {err}"))?
-            .ok_or_else(|| format!("{name}: ends before {}", e.sop_instance_uid))?;
-        if record.key != e.sop_instance_uid || record.value != e.placed {
-            return Err(format!(
-                "{name}: record for {} misplaced",
-                e.sop_instance_uid
-            ));
-        }
+        let extents = seqfile::value_extents(e.placed.offset, e.placed.length, 0, e.placed.length);
         let mut crc = 0u32;
-        let mut cur = e.placed.offset;
-        let end = e.placed.offset + e.placed.length;
-        while cur < end {
-            window.cover(cur, 1).await?;
-            let from = (cur - window.base) as usize;
-            let take = ((end - cur) as usize).min(window.bytes.len() - from);
-            crc = crc32c::crc32c_append(crc, &window.bytes[from..from + take]);
-            cur += take as u64;
+        for (part, &(offset, part_length)) in extents.iter().enumerate() {
+            // Sync marker, lengths, key and value length: well under 1 KiB.
+            window.cover(at, (length - at).min(1024)).await?;
+            let record = seqfile::next_record(&window.bytes, window.base, at, length, &header.sync)
+                .map_err(|err| format!("{name}: {err}"))?
+                .ok_or_else(|| format!("{name}: ends before {}", e.sop_instance_uid))?;
+            let key = if part == 0 {
+                e.sop_instance_uid.as_str()
+            } else {
+                ""
+            };
+            let place = Placed {
+                offset,
+                length: part_length,
+            };
+            if record.key != key || record.value != place {
+                return Err(format!(
+                    "{name}: record {part} of {} misplaced",
+                    e.sop_instance_uid
+                ));
+            }
+            let mut cur = offset;
+            let end = offset + part_length;
+            while cur < end {
+                window.cover(cur, 1).await?;
+                let from = (cur - window.base) as usize;
+                let take = ((end - cur) as usize).min(window.bytes.len() - from);
+                crc = crc32c::crc32c_append(crc, &window.bytes[from..from + take]);
+                cur += take as u64;
+            }
+            at = record.next;
         }
         if crc != e.crc32c {
             return Err(format!("{name}: {} fails its checksum", e.sop_instance_uid));
         }
-        at = record.next;
     }
     if at != length {
         return Err(format!(
@@ -223,5 +267,77 @@ impl Window {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Keeps the small writes (record heads) with their positions and only counts the rest:
+    /// a 2 GiB payload is not worth holding to check where the heads went.
+    #[derive(Default)]
+    struct Heads {
+        position: u64,
+        heads: Vec<(u64, Vec<u8>)>,
+    }
+
+    impl ContainerWriter for Heads {
+        async fn write(&mut self, bytes: &[u8]) -> Result<(), ArchiveError> {
+            if bytes.len() < 1024 {
+                self.heads.push((self.position, bytes.to_vec()));
+            }
+            self.position += bytes.len() as u64;
+            Ok(())
+        }
+
+        async fn finish(self) -> Result<u64, ArchiveError> {
+            Ok(self.position)
+        }
+    }
+
+    /// Written in parts that do not line up with the records' ends, a file over 2 GiB gets
+    /// its continuation heads exactly where its parts end, and the next file follows it.
+    #[tokio::test]
+    async fn a_file_over_2_gib_written_in_parts_gets_its_continuation_heads() {
+        let mut builder = ContainerBuilder::start(Heads::default(), "1.2.9", 2)
+            .await
+            .unwrap();
+        let length = 2 * seqfile::PART_VALUE + 5_000_000;
+        let placed = builder.begin("1.2.9.1", length).await.unwrap();
+        let part = vec![0u8; 7 << 20];
+        let mut left = length;
+        while left > 0 {
+            let n = left.min(part.len() as u64) as usize;
+            builder.write_part(&part[..n]).await.unwrap();
+            left -= n as u64;
+        }
+        let after = builder.add("1.2.9.2", b"small").await.unwrap();
+        let header = seqfile::decode_header(&builder.writer.heads[0].1).unwrap();
+        let heads = builder.writer.heads.clone();
+        let end = builder.finish().await.unwrap();
+        // header, first head; continuation, continuation; the small file's head and its 5
+        // bytes (a small write too).
+        let records: Vec<&(u64, Vec<u8>)> = heads.iter().filter(|(_, b)| b.len() > 5).collect();
+        assert_eq!(
+            records.len(),
+            5,
+            "{:?}",
+            heads.iter().map(|h| h.0).collect::<Vec<_>>()
+        );
+        let extents = seqfile::value_extents(placed.offset, length, 0, length);
+        assert_eq!(extents.len(), 3);
+        let mut found = Vec::new();
+        for (at, bytes) in &records[1..] {
+            let record = seqfile::next_record(bytes, *at, *at, end, &header.sync)
+                .unwrap()
+                .unwrap();
+            found.push((record.key, (record.value.offset, record.value.length)));
+        }
+        assert_eq!(found[0], ("1.2.9.1".to_string(), extents[0]));
+        assert_eq!(found[1], (String::new(), extents[1]));
+        assert_eq!(found[2], (String::new(), extents[2]));
+        assert_eq!(found[3], ("1.2.9.2".to_string(), (after.offset, 5)));
+        assert_eq!(end, after.offset + 5);
     }
 }

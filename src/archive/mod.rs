@@ -25,15 +25,9 @@ pub enum ArchiveError {
         path: String,
         source: std::io::Error,
     },
-    /// Stays where it is (online): the S-DICOM format cannot hold it.
-    #[error(
-        "{sop_instance_uid} ({length} bytes) is too large for an S-DICOM container record \
-         (SequenceFile lengths are 32-bit: under 2 GiB)"
-    )]
-    TooLargeForRecord {
-        sop_instance_uid: String,
-        length: u64,
-    },
+    /// A key no SequenceFile record can hold beside a 2 GiB part (never a valid UID).
+    #[error("{sop_instance_uid:.80} is too long for an S-DICOM container key")]
+    KeyTooLong { sop_instance_uid: String },
     #[error("cannot write container {name}: {source}")]
     Write {
         name: String,
@@ -103,6 +97,27 @@ pub trait ArchiveStore: Send + Sync + 'static {
         &self,
         in_use: &HashSet<i64>,
     ) -> impl Future<Output = Result<usize, ArchiveError>> + Send;
+}
+
+/// Bytes `[at, at + len)` of the file placed at `offset` with `length` bytes in container
+/// `name`: one positioned read, or one per part when the range crosses the end of a part of
+/// a split file (see [`seqfile::value_extents`]), joined.
+pub async fn read_file_range<S: ArchiveStore>(
+    store: &S,
+    name: &str,
+    (offset, length): (u64, u64),
+    at: u64,
+    len: u64,
+) -> Result<Bytes, ArchiveError> {
+    let extents = seqfile::value_extents(offset, length, at, len);
+    if let [(offset, len)] = extents[..] {
+        return store.read_at(name, offset, len).await;
+    }
+    let mut joined = bytes::BytesMut::with_capacity(len as usize);
+    for (offset, len) in extents {
+        joined.extend_from_slice(&store.read_at(name, offset, len).await?);
+    }
+    Ok(joined.freeze())
 }
 
 /// The configured archive store.

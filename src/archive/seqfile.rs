@@ -16,6 +16,11 @@
 //!   key   = Text: vint length + UTF-8 SOP Instance UID
 //!   value = BytesWritable: i32 length + the Part-10 file bytes
 //! ```
+//! A file longer than [`MAX_WHOLE_VALUE`] (about 2 GiB: record lengths are 32-bit) is split
+//! into consecutive records: the first keyed by its SOP Instance UID, each further one by the
+//! empty key (a continuation, [`CONTINUATION_HEAD`] bytes of head, never preceded by a sync
+//! marker); every value but the last holds [`PART_VALUE`] bytes, and the values concatenated
+//! in order are the file. [`value_extents`] maps a range of the file to container ranges.
 //! Integers are big-endian; `Text` lengths are Hadoop's zero-compressed vints. Metadata
 //! carries `strata.format` = [`FORMAT`], `strata.study_instance_uid` and
 //! `strata.instance_count`.
@@ -30,6 +35,15 @@ const SYNC_ESCAPE: i32 = -1;
 const SYNC_INTERVAL: u64 = 100 * (4 + 16);
 /// Records larger than this are refused when reading (BytesWritable holds an i32 anyway).
 const MAX_RECORD: usize = i32::MAX as usize;
+/// The longest file held in one record, whatever its key: record lengths are signed 32-bit
+/// and hold the key (a UID: at most 64 characters and a one-byte length) and the value's own
+/// 4-byte length. Longer files are split (see the module's documentation).
+pub const MAX_WHOLE_VALUE: u64 = i32::MAX as u64 - 4 - 65;
+/// The value length of each record of a split file but its last.
+pub const PART_VALUE: u64 = 1 << 30;
+/// Bytes between two values of a split file: record length, key length, the empty key's
+/// length byte, value length.
+pub const CONTINUATION_HEAD: u64 = 4 + 4 + 1 + 4;
 
 /// Why bytes are not a container we can read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -113,11 +127,44 @@ impl RecordWriter {
     }
 
     /// Whether a record with this key and value length fits the format: SequenceFile record
-    /// lengths are signed 32-bit, so a value (a Part-10 file) stays under 2 GiB.
+    /// lengths are signed 32-bit, so a value stays under 2 GiB.
     pub fn fits(key: &str, value_len: u64) -> bool {
         let mut key_bytes = Vec::with_capacity(key.len() + 5);
         put_text(&mut key_bytes, key);
         key_bytes.len() as u64 + 4 + value_len <= i32::MAX as u64
+    }
+
+    /// The bytes that precede a file of `length` bytes stored under `key` (the head of its
+    /// first record, see [`RecordWriter::begin_record`]), and where the file will be: from
+    /// the returned offset, `length` bytes spread as [`value_extents`] says. A split file's
+    /// further heads come from [`RecordWriter::continuation`] after each full part.
+    pub fn begin_file(&mut self, key: &str, length: u64) -> (Vec<u8>, Placed) {
+        let first = if length > MAX_WHOLE_VALUE {
+            PART_VALUE
+        } else {
+            length
+        };
+        let (head, placed) = self.begin_record(key, first);
+        (
+            head,
+            Placed {
+                offset: placed.offset,
+                length,
+            },
+        )
+    }
+
+    /// The head of the next record of a split file, holding `value_len` bytes (at most
+    /// [`PART_VALUE`]): no sync marker, the empty key.
+    pub fn continuation(&mut self, value_len: u64) -> Vec<u8> {
+        debug_assert!(value_len <= PART_VALUE);
+        let mut out = Vec::with_capacity(CONTINUATION_HEAD as usize);
+        out.extend_from_slice(&((1 + 4 + value_len) as i32).to_be_bytes());
+        out.extend_from_slice(&1i32.to_be_bytes());
+        put_text(&mut out, "");
+        out.extend_from_slice(&(value_len as i32).to_be_bytes());
+        self.position += CONTINUATION_HEAD + value_len;
+        out
     }
 
     /// The bytes that precede the value payload of a record with this key and value length
@@ -153,6 +200,25 @@ impl RecordWriter {
     pub fn position(&self) -> u64 {
         self.position
     }
+}
+
+/// The container ranges (offset, length) that hold bytes `[at, at + len)` of a file placed
+/// at `offset` with `length` bytes: one range unless the file is split and the bytes cross
+/// a part's end. `at + len` must not pass `length`.
+pub fn value_extents(offset: u64, length: u64, at: u64, len: u64) -> Vec<(u64, u64)> {
+    debug_assert!(at + len <= length);
+    if length <= MAX_WHOLE_VALUE {
+        return vec![(offset + at, len)];
+    }
+    let mut out = Vec::new();
+    let (mut at, end) = (at, at + len);
+    while at < end {
+        let part = at / PART_VALUE;
+        let take = ((part + 1) * PART_VALUE).min(end) - at;
+        out.push((offset + at + part * CONTINUATION_HEAD, take));
+        at += take;
+    }
+    out
 }
 
 /// Parses the header from the start of a container; `bytes` must hold all of it (a few
@@ -444,5 +510,69 @@ mod tests {
         assert!(RecordWriter::fits("1.2.3", (1 << 31) - 100));
         assert!(!RecordWriter::fits("1.2.3", (1 << 31) - 4));
         assert!(!RecordWriter::fits("1.2.3", 4 << 30));
+    }
+
+    /// A file over 2 GiB is split into records that Hadoop's reader walks (the heads parse
+    /// where the writer put them) and [`value_extents`] finds every byte of it, across the
+    /// parts' ends. Only the heads are materialised: the payloads would be 5 GiB.
+    #[test]
+    fn files_over_2_gib_are_split_into_records_and_found_again() {
+        let sync = [9u8; 16];
+        let header = encode_header(&[], sync);
+        let mut writer = RecordWriter::new(sync, header.len() as u64);
+        let (small_head, small) = writer.begin_file("1.2.1", 3000);
+        let length = 2 * PART_VALUE + 123_456;
+        let (head, placed) = writer.begin_file("1.2.2", length);
+        // The head of the first record comes after the small file and a sync marker.
+        let first_head_at = small.offset + small.length;
+        assert_eq!(placed.offset, first_head_at + head.len() as u64);
+        assert_eq!(placed.length, length);
+        let mut heads = vec![(first_head_at, head)];
+        for value_len in [PART_VALUE, 123_456] {
+            let at = writer.position();
+            heads.push((at, writer.continuation(value_len)));
+        }
+        let end = writer.position();
+        assert_eq!(end, placed.offset + length + 2 * CONTINUATION_HEAD);
+        let (_, after) = writer.begin_file("1.2.3", 10);
+        assert!(after.offset > end);
+
+        // Each head parses where it was written, and the records chain.
+        let mut values = Vec::new();
+        for (i, (at, bytes)) in heads.iter().enumerate() {
+            let record = next_record(bytes, *at, *at, end + 1000, &sync)
+                .unwrap()
+                .unwrap();
+            assert_eq!(record.key, if i == 0 { "1.2.2" } else { "" });
+            if let Some((next_at, _)) = heads.get(i + 1) {
+                assert_eq!(record.next, *next_at);
+            } else {
+                assert_eq!(record.next, end);
+            }
+            values.push((record.value.offset, record.value.length));
+        }
+        assert_eq!(values[0], (placed.offset, PART_VALUE));
+        assert_eq!(values[1].1, PART_VALUE);
+        assert_eq!(values[2].1, 123_456);
+        // The whole file, and a range crossing the first part's end, map onto those values.
+        assert_eq!(value_extents(placed.offset, length, 0, length), values);
+        assert_eq!(
+            value_extents(placed.offset, length, PART_VALUE - 10, 30),
+            vec![(values[0].0 + PART_VALUE - 10, 10), (values[1].0, 20)]
+        );
+        assert_eq!(
+            value_extents(placed.offset, length, 2 * PART_VALUE + 6, 50),
+            vec![(values[2].0 + 6, 50)]
+        );
+        // A file that fits stays one record, its range one read.
+        assert_eq!(small_head.len() as u64 + header.len() as u64, small.offset);
+        assert_eq!(
+            value_extents(small.offset, small.length, 100, 200),
+            vec![(small.offset + 100, 200)]
+        );
+        assert!(RecordWriter::fits(
+            "1.2.840.10008.5.1.4.1.1.2.12345678901234567890123456789012345678",
+            MAX_WHOLE_VALUE
+        ));
     }
 }
