@@ -680,12 +680,15 @@ impl ReadError {
     }
 
     /// The bytes were read and are wrong, or the file or container is not there (or ends
-    /// early): a statement about the data, not about reaching it.
+    /// early, or a container's record is not where the locator says): a statement about the
+    /// data, not about reaching it.
     fn is_damage(&self) -> bool {
         let gone = |e: &std::io::Error| {
             matches!(
                 e.kind(),
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::UnexpectedEof
+                std::io::ErrorKind::NotFound
+                    | std::io::ErrorKind::UnexpectedEof
+                    | std::io::ErrorKind::InvalidData
             )
         };
         match self {

@@ -75,17 +75,12 @@ impl<W: ContainerWriter> ContainerBuilder<W> {
             0,
             "previous file complete"
         );
-        if !RecordWriter::fits(sop_instance_uid, length.min(seqfile::MAX_WHOLE_VALUE)) {
-            return Err(ArchiveError::KeyTooLong {
-                sop_instance_uid: sop_instance_uid.to_string(),
-            });
-        }
         let (head, placed) = self.records.begin_file(sop_instance_uid, length);
-        self.in_record = length.min(if length > seqfile::MAX_WHOLE_VALUE {
+        self.in_record = if seqfile::is_split(sop_instance_uid, length) {
             seqfile::PART_VALUE
         } else {
             length
-        });
+        };
         self.after_record = length - self.in_record;
         self.writer.write(&head).await?;
         Ok(placed)
@@ -184,7 +179,9 @@ async fn check_records(
     let header = seqfile::decode_header(&window.bytes).map_err(|e| format!("{name}: {e}"))?;
     let mut at = header.length;
     for e in expected {
-        let extents = seqfile::value_extents(e.placed.offset, e.placed.length, 0, e.placed.length);
+        let split = seqfile::is_split(&e.sop_instance_uid, e.placed.length);
+        let (file_at, file_length) = (e.placed.offset, e.placed.length);
+        let extents = seqfile::value_extents(file_at, file_length, split, 0, file_length);
         let mut crc = 0u32;
         for (part, &(offset, part_length)) in extents.iter().enumerate() {
             // Sync marker, lengths, key and value length: well under 1 KiB.
@@ -303,7 +300,8 @@ mod tests {
         let mut builder = ContainerBuilder::start(Heads::default(), "1.2.9", 2)
             .await
             .unwrap();
-        let length = 2 * seqfile::PART_VALUE + 5_000_000;
+        let length = 4 * seqfile::PART_VALUE + 5_000_000;
+        assert!(seqfile::is_split("1.2.9.1", length));
         let placed = builder.begin("1.2.9.1", length).await.unwrap();
         let part = vec![0u8; 7 << 20];
         let mut left = length;
@@ -316,17 +314,17 @@ mod tests {
         let header = seqfile::decode_header(&builder.writer.heads[0].1).unwrap();
         let heads = builder.writer.heads.clone();
         let end = builder.finish().await.unwrap();
-        // header, first head; continuation, continuation; the small file's head and its 5
-        // bytes (a small write too).
+        // header, first head, four continuations, the small file's head (and its 5 bytes, a
+        // small write too).
         let records: Vec<&(u64, Vec<u8>)> = heads.iter().filter(|(_, b)| b.len() > 5).collect();
         assert_eq!(
             records.len(),
-            5,
+            7,
             "{:?}",
             heads.iter().map(|h| h.0).collect::<Vec<_>>()
         );
-        let extents = seqfile::value_extents(placed.offset, length, 0, length);
-        assert_eq!(extents.len(), 3);
+        let extents = seqfile::value_extents(placed.offset, length, true, 0, length);
+        assert_eq!(extents.len(), 5);
         let mut found = Vec::new();
         for (at, bytes) in &records[1..] {
             let record = seqfile::next_record(bytes, *at, *at, end, &header.sync)
@@ -335,9 +333,48 @@ mod tests {
             found.push((record.key, (record.value.offset, record.value.length)));
         }
         assert_eq!(found[0], ("1.2.9.1".to_string(), extents[0]));
-        assert_eq!(found[1], (String::new(), extents[1]));
-        assert_eq!(found[2], (String::new(), extents[2]));
-        assert_eq!(found[3], ("1.2.9.2".to_string(), (after.offset, 5)));
+        for part in 1..5 {
+            assert_eq!(found[part], (String::new(), extents[part]));
+        }
+        assert_eq!(found[5], ("1.2.9.2".to_string(), (after.offset, 5)));
         assert_eq!(end, after.offset + 5);
+    }
+
+    /// A file over one part (512 MiB) that one record holds stays whole: written to a real
+    /// container, checked by `verify`, and a read across the 512 MiB mark finds it whole by
+    /// the probe of its record's value length.
+    #[tokio::test]
+    async fn a_file_over_one_part_that_one_record_holds_is_read_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::archive::LocalStore::open(dir.path()).unwrap();
+        let writer = store.create_temp("c.tmp").await.unwrap();
+        let mut builder = ContainerBuilder::start(writer, "1.2.8", 1).await.unwrap();
+        let length = seqfile::PART_VALUE + (1 << 20);
+        assert_eq!(seqfile::layout(length), seqfile::Layout::Probe);
+        let placed = builder.begin("1.2.8.1", length).await.unwrap();
+        let pattern = |i: u64| ((i % (1 << 20)) % 251) as u8;
+        let part: Vec<u8> = (0..1u64 << 20).map(pattern).collect();
+        let mut crc = 0;
+        for _ in 0..length >> 20 {
+            builder.write_part(&part).await.unwrap();
+            crc = crc32c::crc32c_append(crc, &part);
+        }
+        let end = builder.finish().await.unwrap();
+        let expected = [Expected {
+            sop_instance_uid: "1.2.8.1".into(),
+            placed,
+            crc32c: crc,
+        }];
+        verify(&store, "c.tmp", &expected, end).await.unwrap();
+        let at = seqfile::PART_VALUE - 100;
+        let read =
+            crate::archive::read_file_range(&store, "c.tmp", (placed.offset, length), at, 200)
+                .await
+                .unwrap();
+        let want: Vec<u8> = (at..at + 200).map(pattern).collect();
+        assert_eq!(&read[..], &want[..]);
+        // Read as if split, the same range would come from elsewhere.
+        let as_split = seqfile::value_extents(placed.offset, length, true, at, 200);
+        assert_eq!(as_split.len(), 2);
     }
 }

@@ -25,9 +25,6 @@ pub enum ArchiveError {
         path: String,
         source: std::io::Error,
     },
-    /// A key no SequenceFile record can hold beside a 2 GiB part (never a valid UID).
-    #[error("{sop_instance_uid:.80} is too long for an S-DICOM container key")]
-    KeyTooLong { sop_instance_uid: String },
     #[error("cannot write container {name}: {source}")]
     Write {
         name: String,
@@ -109,7 +106,18 @@ pub async fn read_file_range<S: ArchiveStore>(
     at: u64,
     len: u64,
 ) -> Result<Bytes, ArchiveError> {
-    let extents = seqfile::value_extents(offset, length, at, len);
+    let split = match seqfile::layout(length) {
+        seqfile::Layout::Whole => false,
+        seqfile::Layout::Split => true,
+        // Between 512 MiB and 2 GiB: whole unless its key was too long for one record; the
+        // first record's value length says which.
+        seqfile::Layout::Probe => {
+            let stored = store.read_at(name, offset - 4, 4).await?;
+            let stored: [u8; 4] = stored[..].try_into().map_err(|_| short(name, offset))?;
+            seqfile::split_by_value_length(stored, length).ok_or_else(|| short(name, offset))?
+        }
+    };
+    let extents = seqfile::value_extents(offset, length, split, at, len);
     if let [(offset, len)] = extents[..] {
         return store.read_at(name, offset, len).await;
     }
@@ -118,6 +126,19 @@ pub async fn read_file_range<S: ArchiveStore>(
         joined.extend_from_slice(&store.read_at(name, offset, len).await?);
     }
     Ok(joined.freeze())
+}
+
+/// The error for a file whose record head is not where the locator says.
+fn short(name: &str, offset: u64) -> ArchiveError {
+    ArchiveError::Read {
+        name: name.to_string(),
+        offset: offset - 4,
+        length: 4,
+        source: std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "no record's value length before the file's first byte",
+        ),
+    }
 }
 
 /// The configured archive store.

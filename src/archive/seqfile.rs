@@ -16,11 +16,13 @@
 //!   key   = Text: vint length + UTF-8 SOP Instance UID
 //!   value = BytesWritable: i32 length + the Part-10 file bytes
 //! ```
-//! A file longer than [`MAX_WHOLE_VALUE`] (about 2 GiB: record lengths are 32-bit) is split
-//! into consecutive records: the first keyed by its SOP Instance UID, each further one by the
-//! empty key (a continuation, [`CONTINUATION_HEAD`] bytes of head, never preceded by a sync
-//! marker); every value but the last holds [`PART_VALUE`] bytes, and the values concatenated
-//! in order are the file. [`value_extents`] maps a range of the file to container ranges.
+//! A file one record cannot hold (about 2 GiB with its key: record lengths are signed 32-bit,
+//! see [`is_split`]) is split into consecutive records: the first keyed by its SOP Instance
+//! UID, each further one by the empty key (a continuation, [`CONTINUATION_HEAD`] bytes of
+//! head, never preceded by a sync marker, unlike Hadoop's writer would); every value but the
+//! last holds [`PART_VALUE`] bytes, and the values concatenated in order are the file.
+//! [`value_extents`] maps a range of the file to container ranges; [`layout`] tells a reader
+//! without the key whether a file of some length is split.
 //! Integers are big-endian; `Text` lengths are Hadoop's zero-compressed vints. Metadata
 //! carries `strata.format` = [`FORMAT`], `strata.study_instance_uid` and
 //! `strata.instance_count`.
@@ -35,12 +37,12 @@ const SYNC_ESCAPE: i32 = -1;
 const SYNC_INTERVAL: u64 = 100 * (4 + 16);
 /// Records larger than this are refused when reading (BytesWritable holds an i32 anyway).
 const MAX_RECORD: usize = i32::MAX as usize;
-/// The longest file held in one record, whatever its key: record lengths are signed 32-bit
-/// and hold the key (a UID: at most 64 characters and a one-byte length) and the value's own
-/// 4-byte length. Longer files are split (see the module's documentation).
-pub const MAX_WHOLE_VALUE: u64 = i32::MAX as u64 - 4 - 65;
-/// The value length of each record of a split file but its last.
-pub const PART_VALUE: u64 = 1 << 30;
+/// The value length of each record of a split file but its last: 512 MiB, so that Hadoop
+/// 2.7's `BytesWritable`, which grows its buffer to 1.5 times the value in `int` arithmetic
+/// (HADOOP-11901, fixed in 2.8), reads it.
+pub const PART_VALUE: u64 = 512 << 20;
+/// The longest value any record can hold (with a one-byte key, the empty one).
+const LONGEST_VALUE: u64 = i32::MAX as u64 - 4 - 1;
 /// Bytes between two values of a split file: record length, key length, the empty key's
 /// length byte, value length.
 pub const CONTINUATION_HEAD: u64 = 4 + 4 + 1 + 4;
@@ -139,7 +141,7 @@ impl RecordWriter {
     /// the returned offset, `length` bytes spread as [`value_extents`] says. A split file's
     /// further heads come from [`RecordWriter::continuation`] after each full part.
     pub fn begin_file(&mut self, key: &str, length: u64) -> (Vec<u8>, Placed) {
-        let first = if length > MAX_WHOLE_VALUE {
+        let first = if is_split(key, length) {
             PART_VALUE
         } else {
             length
@@ -202,12 +204,54 @@ impl RecordWriter {
     }
 }
 
+/// Whether a file of `length` bytes stored under `key` is split over several records: exactly
+/// when one record cannot hold it (as writers before the split was introduced refused it).
+pub fn is_split(key: &str, length: u64) -> bool {
+    !RecordWriter::fits(key, length)
+}
+
+/// What a file's length alone says of its records, for a reader without its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    Whole,
+    Split,
+    /// Either, by the key's length: [`split_by_value_length`] on the 4 bytes before the
+    /// file's first byte (the first record's value length) tells.
+    Probe,
+}
+
+/// See [`Layout`]: a file up to [`PART_VALUE`] is whole under any key, one over the longest
+/// value a record can hold is split, one in between is whole if its key is short enough.
+pub fn layout(length: u64) -> Layout {
+    if length <= PART_VALUE {
+        Layout::Whole
+    } else if length > LONGEST_VALUE {
+        Layout::Split
+    } else {
+        Layout::Probe
+    }
+}
+
+/// Whether a file of `length` bytes is split, from the value length stored in the 4 bytes
+/// before its first byte: a whole file's record holds all of it, a split file's first
+/// record [`PART_VALUE`] bytes. `None` when those bytes are neither (not a file's start).
+pub fn split_by_value_length(value_length: [u8; 4], length: u64) -> Option<bool> {
+    let stored = i32::from_be_bytes(value_length) as u64;
+    if stored == length {
+        Some(false)
+    } else if stored == PART_VALUE && length > PART_VALUE {
+        Some(true)
+    } else {
+        None
+    }
+}
+
 /// The container ranges (offset, length) that hold bytes `[at, at + len)` of a file placed
-/// at `offset` with `length` bytes: one range unless the file is split and the bytes cross
-/// a part's end. `at + len` must not pass `length`.
-pub fn value_extents(offset: u64, length: u64, at: u64, len: u64) -> Vec<(u64, u64)> {
+/// at `offset` with `length` bytes (`split` as [`is_split`] says): one range unless the file
+/// is split and the bytes cross a part's end. `at + len` must not pass `length`.
+pub fn value_extents(offset: u64, length: u64, split: bool, at: u64, len: u64) -> Vec<(u64, u64)> {
     debug_assert!(at + len <= length);
-    if length <= MAX_WHOLE_VALUE {
+    if !split {
         return vec![(offset + at, len)];
     }
     let mut out = Vec::new();
@@ -521,19 +565,19 @@ mod tests {
         let header = encode_header(&[], sync);
         let mut writer = RecordWriter::new(sync, header.len() as u64);
         let (small_head, small) = writer.begin_file("1.2.1", 3000);
-        let length = 2 * PART_VALUE + 123_456;
+        let length = 4 * PART_VALUE + 123_456;
         let (head, placed) = writer.begin_file("1.2.2", length);
         // The head of the first record comes after the small file and a sync marker.
         let first_head_at = small.offset + small.length;
         assert_eq!(placed.offset, first_head_at + head.len() as u64);
         assert_eq!(placed.length, length);
         let mut heads = vec![(first_head_at, head)];
-        for value_len in [PART_VALUE, 123_456] {
+        for value_len in [PART_VALUE, PART_VALUE, PART_VALUE, 123_456] {
             let at = writer.position();
             heads.push((at, writer.continuation(value_len)));
         }
         let end = writer.position();
-        assert_eq!(end, placed.offset + length + 2 * CONTINUATION_HEAD);
+        assert_eq!(end, placed.offset + length + 4 * CONTINUATION_HEAD);
         let (_, after) = writer.begin_file("1.2.3", 10);
         assert!(after.offset > end);
 
@@ -553,26 +597,77 @@ mod tests {
         }
         assert_eq!(values[0], (placed.offset, PART_VALUE));
         assert_eq!(values[1].1, PART_VALUE);
-        assert_eq!(values[2].1, 123_456);
-        // The whole file, and a range crossing the first part's end, map onto those values.
-        assert_eq!(value_extents(placed.offset, length, 0, length), values);
+        assert_eq!(values[4].1, 123_456);
+        // The whole file, and ranges crossing parts' ends, map onto those values.
+        assert!(is_split("1.2.2", length));
+        assert_eq!(layout(length), Layout::Split);
         assert_eq!(
-            value_extents(placed.offset, length, PART_VALUE - 10, 30),
-            vec![(values[0].0 + PART_VALUE - 10, 10), (values[1].0, 20)]
+            value_extents(placed.offset, length, true, 0, length),
+            values
         );
         assert_eq!(
-            value_extents(placed.offset, length, 2 * PART_VALUE + 6, 50),
-            vec![(values[2].0 + 6, 50)]
+            value_extents(
+                placed.offset,
+                length,
+                true,
+                PART_VALUE - 10,
+                PART_VALUE + 30
+            ),
+            vec![
+                (values[0].0 + PART_VALUE - 10, 10),
+                (values[1].0, PART_VALUE),
+                (values[2].0, 20)
+            ]
+        );
+        assert_eq!(
+            value_extents(placed.offset, length, true, 4 * PART_VALUE + 6, 50),
+            vec![(values[4].0 + 6, 50)]
+        );
+        // A reader without the key finds the split from the first record's value length.
+        let first = &heads[0].1;
+        let first_value_length: [u8; 4] = first[first.len() - 4..].try_into().unwrap();
+        assert_eq!(
+            split_by_value_length(first_value_length, length),
+            Some(true)
         );
         // A file that fits stays one record, its range one read.
         assert_eq!(small_head.len() as u64 + header.len() as u64, small.offset);
+        assert!(!is_split("1.2.1", small.length));
         assert_eq!(
-            value_extents(small.offset, small.length, 100, 200),
+            value_extents(small.offset, small.length, false, 100, 200),
             vec![(small.offset + 100, 200)]
         );
-        assert!(RecordWriter::fits(
-            "1.2.840.10008.5.1.4.1.1.2.12345678901234567890123456789012345678",
-            MAX_WHOLE_VALUE
-        ));
+    }
+
+    /// The split rule is the old writer's refusal, so every container written before it
+    /// reads the same: a file under a short key stays whole up to the last byte a record
+    /// holds, and a reader without the key tells the two apart by the stored value length.
+    #[test]
+    fn only_files_no_record_can_hold_are_split() {
+        let uid = "1.2.840.10008.5.1.4.1.1.2.12345678901234567890123456789012345678";
+        assert_eq!(uid.len(), 64);
+        // A record holds: 4 (value length) + 1 (key length byte) + key + value.
+        let most_for_uid = i32::MAX as u64 - 4 - 65;
+        assert!(!is_split(uid, most_for_uid));
+        assert!(is_split(uid, most_for_uid + 1));
+        assert!(!is_split("1.2.3", most_for_uid + 59));
+        assert!(is_split("1.2.3", most_for_uid + 60));
+        assert_eq!(layout(PART_VALUE), Layout::Whole);
+        assert_eq!(layout(PART_VALUE + 1), Layout::Probe);
+        assert_eq!(layout(LONGEST_VALUE), Layout::Probe);
+        assert_eq!(layout(LONGEST_VALUE + 1), Layout::Split);
+        let whole = (most_for_uid + 30) as i32;
+        assert_eq!(
+            split_by_value_length(whole.to_be_bytes(), most_for_uid + 30),
+            Some(false)
+        );
+        assert_eq!(
+            split_by_value_length((PART_VALUE as i32).to_be_bytes(), most_for_uid + 30),
+            Some(true)
+        );
+        assert_eq!(
+            split_by_value_length(7i32.to_be_bytes(), most_for_uid),
+            None
+        );
     }
 }

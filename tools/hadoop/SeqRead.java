@@ -1,6 +1,8 @@
-// Reads a SequenceFile with Hadoop's own SequenceFile.Reader and prints, per record,
-// `KEY <key> <value length> <CRC-32C of the value, hex>`, then `META <key>=<value>` lines;
-// with OUTDIR, also writes each value to OUTDIR/<key>. Used by Strata's tests to show that
+// Reads a SequenceFile with Hadoop's own SequenceFile.Reader and prints, per file,
+// `KEY <key> <file length> <CRC-32C of the file, hex>`, then `META <key>=<value>` lines;
+// with OUTDIR, also writes each file to OUTDIR/<key>. A record with the empty key continues
+// the file of the record before it (S-DICOM splits files of 2 GiB or more that way), so a
+// file is the values of its records concatenated. Used by Strata's tests to show that
 // Hadoop reads S-DICOM containers unmodified.
 //
 //   java -cp CONF:JARS/* SeqRead hdfs://127.0.0.1:PORT/path/to/container [OUTDIR]
@@ -22,14 +24,39 @@ public class SeqRead {
                 new SequenceFile.Reader(conf, SequenceFile.Reader.file(new Path(args[0])))) {
             Text key = new Text();
             BytesWritable value = new BytesWritable();
+            String file = null;
+            long length = 0;
+            CRC32C crc = new CRC32C();
+            java.io.OutputStream out = null;
             while (reader.next(key, value)) {
-                CRC32C crc = new CRC32C();
-                crc.update(value.getBytes(), 0, value.getLength());
-                System.out.printf("KEY %s %d %08x%n", key, value.getLength(), crc.getValue());
-                if (args.length > 1) {
-                    java.nio.file.Files.write(java.nio.file.Paths.get(args[1], key.toString()),
-                            java.util.Arrays.copyOf(value.getBytes(), value.getLength()));
+                if (key.getLength() > 0) {
+                    if (file != null) {
+                        System.out.printf("KEY %s %d %08x%n", file, length, crc.getValue());
+                    }
+                    if (out != null) {
+                        out.close();
+                        out = null;
+                    }
+                    file = key.toString();
+                    length = 0;
+                    crc = new CRC32C();
+                    out = args.length > 1
+                            ? java.nio.file.Files.newOutputStream(java.nio.file.Paths.get(args[1], file))
+                            : null;
+                } else if (file == null) {
+                    throw new IllegalStateException("a continuation record opens the container");
                 }
+                crc.update(value.getBytes(), 0, value.getLength());
+                length += value.getLength();
+                if (out != null) {
+                    out.write(value.getBytes(), 0, value.getLength());
+                }
+            }
+            if (file != null) {
+                System.out.printf("KEY %s %d %08x%n", file, length, crc.getValue());
+            }
+            if (out != null) {
+                out.close();
             }
             for (Map.Entry<Text, Text> e : reader.getMetadata().getMetadata().entrySet()) {
                 System.out.printf("META %s=%s%n", e.getKey(), e.getValue());
