@@ -75,15 +75,16 @@ impl<W: ContainerWriter> ContainerBuilder<W> {
             0,
             "previous file complete"
         );
-        let (head, placed) = self.records.begin_file(sop_instance_uid, length);
-        self.in_record = if seqfile::is_split(sop_instance_uid, length) {
-            seqfile::PART_VALUE
-        } else {
-            length
-        };
+        if sop_instance_uid.len() > seqfile::LONGEST_KEY {
+            return Err(ArchiveError::KeyTooLong {
+                key: sop_instance_uid.to_string(),
+            });
+        }
+        let file = self.records.begin_file(sop_instance_uid, length);
+        self.in_record = file.first_record;
         self.after_record = length - self.in_record;
-        self.writer.write(&head).await?;
-        Ok(placed)
+        self.writer.write(&file.head).await?;
+        Ok(file.placed)
     }
 
     /// The next bytes of the file begun last (a split file's further record heads are
@@ -341,8 +342,8 @@ mod tests {
     }
 
     /// A file over one part (512 MiB) that one record holds stays whole: written to a real
-    /// container, checked by `verify`, and a read across the 512 MiB mark finds it whole by
-    /// the probe of its record's value length.
+    /// container, checked by `verify`, and a read across the 512 MiB mark finds it whole from
+    /// its length alone (keys are at most 64 characters, so no probe is needed).
     #[tokio::test]
     async fn a_file_over_one_part_that_one_record_holds_is_read_whole() {
         let dir = tempfile::tempdir().unwrap();
@@ -350,7 +351,12 @@ mod tests {
         let writer = store.create_temp("c.tmp").await.unwrap();
         let mut builder = ContainerBuilder::start(writer, "1.2.8", 1).await.unwrap();
         let length = seqfile::PART_VALUE + (1 << 20);
-        assert_eq!(seqfile::layout(length), seqfile::Layout::Probe);
+        assert_eq!(seqfile::layout(length), seqfile::Layout::Whole);
+        let too_long = "1.".repeat(32) + "9";
+        assert!(matches!(
+            builder.begin(&too_long, length).await,
+            Err(ArchiveError::KeyTooLong { .. })
+        ));
         let placed = builder.begin("1.2.8.1", length).await.unwrap();
         let pattern = |i: u64| ((i % (1 << 20)) % 251) as u8;
         let part: Vec<u8> = (0..1u64 << 20).map(pattern).collect();

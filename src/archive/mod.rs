@@ -48,6 +48,8 @@ pub enum ArchiveError {
         name: String,
         source: std::io::Error,
     },
+    #[error("record key {key:?} is longer than a SOP Instance UID may be (64 characters)")]
+    KeyTooLong { key: String },
 }
 
 /// A container being written: bytes go out in order, `finish` makes them durable.
@@ -109,8 +111,8 @@ pub async fn read_file_range<S: ArchiveStore>(
     let split = match seqfile::layout(length) {
         seqfile::Layout::Whole => false,
         seqfile::Layout::Split => true,
-        // Between 512 MiB and 2 GiB: whole unless its key was too long for one record; the
-        // first record's value length says which.
+        // Within a key's length of 2 GiB: whole unless its key was too long for one record;
+        // the first record's value length says which.
         seqfile::Layout::Probe => {
             let stored = store.read_at(name, offset - 4, 4).await?;
             let stored: [u8; 4] = stored[..].try_into().map_err(|_| short(name, offset))?;

@@ -43,6 +43,13 @@ const MAX_RECORD: usize = i32::MAX as usize;
 pub const PART_VALUE: u64 = 512 << 20;
 /// The longest value any record can hold (with a one-byte key, the empty one).
 const LONGEST_VALUE: u64 = i32::MAX as u64 - 4 - 1;
+/// The longest key a file's record takes: a SOP Instance UID (PS3.5 9.1); a container
+/// builder refuses longer, so a reader knows the layout from the length alone up to
+/// [`LONGEST_WHOLE`].
+pub const LONGEST_KEY: usize = 64;
+/// The longest file that one record holds under any key up to [`LONGEST_KEY`]: value
+/// length, key length byte, key.
+const LONGEST_WHOLE: u64 = i32::MAX as u64 - 4 - 1 - LONGEST_KEY as u64;
 /// Bytes between two values of a split file: record length, key length, the empty key's
 /// length byte, value length.
 pub const CONTINUATION_HEAD: u64 = 4 + 4 + 1 + 4;
@@ -140,20 +147,21 @@ impl RecordWriter {
     /// first record, see [`RecordWriter::begin_record`]), and where the file will be: from
     /// the returned offset, `length` bytes spread as [`value_extents`] says. A split file's
     /// further heads come from [`RecordWriter::continuation`] after each full part.
-    pub fn begin_file(&mut self, key: &str, length: u64) -> (Vec<u8>, Placed) {
-        let first = if is_split(key, length) {
+    pub fn begin_file(&mut self, key: &str, length: u64) -> FileHead {
+        let first_record = if is_split(key, length) {
             PART_VALUE
         } else {
             length
         };
-        let (head, placed) = self.begin_record(key, first);
-        (
+        let (head, placed) = self.begin_record(key, first_record);
+        FileHead {
             head,
-            Placed {
+            placed: Placed {
                 offset: placed.offset,
                 length,
             },
-        )
+            first_record,
+        }
     }
 
     /// The head of the next record of a split file, holding `value_len` bytes (at most
@@ -210,20 +218,33 @@ pub fn is_split(key: &str, length: u64) -> bool {
     !RecordWriter::fits(key, length)
 }
 
+/// The start of a file in a container ([`RecordWriter::begin_file`]).
+#[derive(Debug, Clone)]
+pub struct FileHead {
+    /// The first record's head, written before the file's bytes.
+    pub head: Vec<u8>,
+    /// Where the file's bytes will be.
+    pub placed: Placed,
+    /// How many of them the first record holds (all, or [`PART_VALUE`] of a split file).
+    pub first_record: u64,
+}
+
 /// What a file's length alone says of its records, for a reader without its key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layout {
     Whole,
     Split,
-    /// Either, by the key's length: [`split_by_value_length`] on the 4 bytes before the
-    /// file's first byte (the first record's value length) tells.
+    /// Either, by the key's length (only within [`LONGEST_KEY`] bytes of 2 GiB):
+    /// [`split_by_value_length`] on the 4 bytes before the file's first byte (the first
+    /// record's value length) tells.
     Probe,
 }
 
-/// See [`Layout`]: a file up to [`PART_VALUE`] is whole under any key, one over the longest
-/// value a record can hold is split, one in between is whole if its key is short enough.
+/// See [`Layout`]: a file that one record holds under any key up to [`LONGEST_KEY`] is
+/// whole, one over the longest value a record can hold is split, one in between is whole if
+/// its key is short enough.
 pub fn layout(length: u64) -> Layout {
-    if length <= PART_VALUE {
+    if length <= LONGEST_WHOLE {
         Layout::Whole
     } else if length > LONGEST_VALUE {
         Layout::Split
@@ -564,9 +585,12 @@ mod tests {
         let sync = [9u8; 16];
         let header = encode_header(&[], sync);
         let mut writer = RecordWriter::new(sync, header.len() as u64);
-        let (small_head, small) = writer.begin_file("1.2.1", 3000);
+        let small = writer.begin_file("1.2.1", 3000);
+        let (small_head, small) = (small.head, small.placed);
         let length = 4 * PART_VALUE + 123_456;
-        let (head, placed) = writer.begin_file("1.2.2", length);
+        let file = writer.begin_file("1.2.2", length);
+        assert_eq!(file.first_record, PART_VALUE);
+        let (head, placed) = (file.head, file.placed);
         // The head of the first record comes after the small file and a sync marker.
         let first_head_at = small.offset + small.length;
         assert_eq!(placed.offset, first_head_at + head.len() as u64);
@@ -578,7 +602,7 @@ mod tests {
         }
         let end = writer.position();
         assert_eq!(end, placed.offset + length + 4 * CONTINUATION_HEAD);
-        let (_, after) = writer.begin_file("1.2.3", 10);
+        let after = writer.begin_file("1.2.3", 10).placed;
         assert!(after.offset > end);
 
         // Each head parses where it was written, and the records chain.
@@ -652,8 +676,9 @@ mod tests {
         assert!(is_split(uid, most_for_uid + 1));
         assert!(!is_split("1.2.3", most_for_uid + 59));
         assert!(is_split("1.2.3", most_for_uid + 60));
-        assert_eq!(layout(PART_VALUE), Layout::Whole);
-        assert_eq!(layout(PART_VALUE + 1), Layout::Probe);
+        assert_eq!(layout(PART_VALUE + 1), Layout::Whole);
+        assert_eq!(layout(most_for_uid), Layout::Whole);
+        assert_eq!(layout(most_for_uid + 1), Layout::Probe);
         assert_eq!(layout(LONGEST_VALUE), Layout::Probe);
         assert_eq!(layout(LONGEST_VALUE + 1), Layout::Split);
         let whole = (most_for_uid + 30) as i32;

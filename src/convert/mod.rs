@@ -494,10 +494,9 @@ impl Converter {
         Ok(moved)
     }
 
-    /// Writes one Part-10 file to `target` on the online tier through the atomic path:
-    /// temporary file, fsync, rename, folder fsync.
-    /// Writes `payload` to a new online file at `target`, durably (tmp, fsync, rename); a
-    /// payload read in parts is checked against its CRC-32C before it is published.
+    /// Writes `payload` to a new online file at `target` through the atomic path (temporary
+    /// file, then [`OnlineStore::publish`]: fdatasync, rename, folder fsync); a payload read in
+    /// parts is checked against its CRC-32C before it is published.
     async fn write_online(&self, target: &str, payload: &Payload) -> Result<(), ConvertError> {
         use tokio::io::AsyncWriteExt;
         let (path, file) = self.online.create_temp()?;
@@ -515,7 +514,8 @@ impl Converter {
                 }
             }
         }
-        file.sync_all().await.map_err(io)?;
+        // Hands the written bytes to the kernel; `publish` makes them durable.
+        file.flush().await.map_err(io)?;
         let online = self.online.clone();
         let target = target.to_string();
         tokio::task::spawn_blocking(move || online.publish(&path, &target))
