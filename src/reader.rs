@@ -9,6 +9,7 @@
 //! a lossy JPEG 2000 ROI copy is served only by [`Reader::read_lossy_copy`], for a retrieve
 //! whose every lossless copy is gone, and is never written back as a primary.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -126,12 +127,14 @@ impl Payload {
     }
 }
 
-/// Where the bytes of one instance's Part-10 file are read from: its primary, or a
-/// near-line copy of the same bytes.
+/// Where the bytes of one instance's Part-10 file are read from: its primary, a near-line
+/// copy of the same bytes, or an offline copy in a volume file at hand (`file`: where the
+/// volume is now, e.g. mounted for `backup import-volume`).
 #[derive(Debug, Clone)]
 pub enum Origin {
     Primary(StoredObject),
     Nearline(Copy),
+    Offline { file: PathBuf, copy: Copy },
 }
 
 impl Origin {
@@ -139,6 +142,7 @@ impl Origin {
         match self {
             Origin::Primary(object) => &object.location,
             Origin::Nearline(copy) => &copy.location,
+            Origin::Offline { copy, .. } => &copy.member,
         }
     }
 
@@ -146,7 +150,7 @@ impl Origin {
     pub fn length(&self) -> u64 {
         match self {
             Origin::Primary(object) => object.length,
-            Origin::Nearline(copy) => copy.length,
+            Origin::Nearline(copy) | Origin::Offline { copy, .. } => copy.length,
         }
     }
 
@@ -154,7 +158,7 @@ impl Origin {
     pub fn crc32c(&self) -> u32 {
         match self {
             Origin::Primary(object) => object.crc32c,
-            Origin::Nearline(copy) => copy.crc32c,
+            Origin::Nearline(copy) | Origin::Offline { copy, .. } => copy.crc32c,
         }
     }
 }
@@ -182,6 +186,27 @@ impl Parts<'_> {
         self.at += len;
         Ok(Some(part))
     }
+}
+
+/// `length` bytes at `offset` in the local file at `path` (named `location` in errors).
+async fn read_local(
+    path: PathBuf,
+    location: String,
+    offset: u64,
+    length: u64,
+) -> Result<Bytes, ReadError> {
+    tokio::task::spawn_blocking(move || {
+        let io = |source| ReadError::Io {
+            location: location.clone(),
+            offset,
+            length,
+            source,
+        };
+        let file = std::fs::File::open(&path).map_err(io)?;
+        crate::buffers::read_at(&file, offset, length).map_err(io)
+    })
+    .await
+    .expect("blocking read task")
 }
 
 /// How a good copy is taken once found: its bytes read whole, or only checked in parts.
@@ -513,20 +538,7 @@ impl Reader {
         match object.tier {
             Tier::Online => {
                 let path = self.online.path(&object.location);
-                let location = object.location.clone();
-                let offset = object.offset + at;
-                tokio::task::spawn_blocking(move || {
-                    let io = |source| ReadError::Io {
-                        location: location.clone(),
-                        offset,
-                        length,
-                        source,
-                    };
-                    let file = std::fs::File::open(&path).map_err(io)?;
-                    crate::buffers::read_at(&file, offset, length).map_err(io)
-                })
-                .await
-                .expect("blocking read task")
+                read_local(path, object.location.clone(), object.offset + at, length).await
             }
             // One positioned read inside the study's container (one per part crossed of a
             // file over 2 GiB).
@@ -570,6 +582,11 @@ impl Reader {
                     length,
                 )
                 .await?)
+            }
+            Origin::Offline { file, copy } => {
+                metrics::READ_BYTES.add(&["offline"], length as f64);
+                let location = format!("{}:{}", file.display(), copy.member);
+                read_local(file.clone(), location, copy.offset + at, length).await
             }
         }
     }

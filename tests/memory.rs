@@ -3,7 +3,8 @@
 //! is stored, then retrieved as stored and re-encoded to the other uncompressed syntaxes,
 //! online, archived and from a near-line backup copy, and decoded from RLE, with the
 //! server's peak RSS (VmHWM) checked against a bound far below the instance size after every
-//! step; the CLI runs that archive, back up and verify it are held to the same bound.
+//! step; the CLI runs that archive, back up, verify, write it to an offline volume and
+//! restore it from there are held to the same bound, and so are STOW-RS and WADO-RS.
 
 mod common;
 
@@ -165,8 +166,194 @@ fn a_very_large_instance_is_stored_and_retrieved_in_each_uncompressed_syntax_in_
     assert_eq!(report["repaired_primaries"], 1, "{report}");
     assert_eq!(server.locate(&study)[0]["tier"], "online", "{report}");
     get_and_check(EXPLICIT_LE, "explicit", "the repaired primary");
+
+    // Written to an offline volume part by part (the export and its read-back hash each
+    // member as it goes): GNU tar extracts the member byte for byte as stored.
+    let stored = server
+        .online_dir()
+        .join(server.locate(&study)[0]["location"].as_str().unwrap());
+    let volumes = tempfile::tempdir().unwrap();
+    let out = cli_bounded(
+        &server,
+        &[
+            "backup",
+            "export-volume",
+            "--json",
+            "--out",
+            volumes.path().to_str().unwrap(),
+        ],
+    );
+    let summary: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+    assert_eq!(summary["instances"], 1, "{summary}");
+    let volume = PathBuf::from(summary["volumes"][0]["path"].as_str().unwrap());
+    let extracted = tempfile::tempdir().unwrap();
+    let tar = std::process::Command::new("tar")
+        .arg("-xf")
+        .arg(&volume)
+        .arg("-C")
+        .arg(extracted.path())
+        .output()
+        .unwrap();
+    assert!(tar.status.success(), "{}", text(&tar));
+    let member = extracted
+        .path()
+        .join(&study)
+        .read_dir()
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+        .join(format!("{sop_instance_uid}.dcm"));
+    let cmp = std::process::Command::new("cmp")
+        .arg(&stored)
+        .arg(&member)
+        .output()
+        .unwrap();
+    assert!(cmp.status.success(), "{}", text(&cmp));
+    drop(extracted);
+
+    // The primary damaged: `import-volume` checks the member and re-creates the primary from
+    // it, both in parts.
+    flip_one_byte(&stored);
+    let out = cli_bounded(
+        &server,
+        &[
+            "backup",
+            "import-volume",
+            "--json",
+            volume.to_str().unwrap(),
+        ],
+    );
+    let summary: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+    assert_eq!(summary["restored"], 1, "{summary}");
+    assert_eq!(summary["damaged"], 0, "{summary}");
+    get_and_check(
+        EXPLICIT_LE,
+        "explicit",
+        "the primary restored from a volume",
+    );
+
     // Re-encoding streamed: the server said so, and nothing fell back to memory.
+    let log = server.log();
     assert!(!log.contains("re-encoding in memory"), "{log}");
+}
+
+/// STOW-RS and WADO-RS stream too: the same very large instance stored by a chunked STOW-RS
+/// POST (curl reads the body from a pipe) and retrieved by WADO-RS as stored (byte for byte)
+/// and re-encoded, with the server's peak RSS under the same bound after each.
+#[test]
+fn a_very_large_instance_goes_through_stow_rs_and_wado_rs_in_bounded_memory() {
+    let mb = big_mb();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("big.dcm");
+    let (_, study) = make(&file, mb, "ramp");
+    let server_dir = tempfile::tempdir().unwrap();
+    let web = format!(
+        "[web]\nlisten = \"127.0.0.1:0\"\nmax_upload_mb = {}\n\
+         [[web.users]]\nname = \"viewer\"\npassword_hash = \"{}\"\n\
+         allow = [\"find\", \"get\", \"store\"]\n",
+        mb * 2 + 64,
+        password_hash("viewer pass")
+    );
+    let server = TestServer::start_in(server_dir.path(), "", &web);
+    let url = format!("http://127.0.0.1:{}/dicom-web", server.web_port.unwrap());
+    const STOW: &str = "b=big-boundary-5c1d; \
+        { printf -- '--%s\\r\\nContent-Type: application/dicom\\r\\n\\r\\n' $b; cat \"$1\"; \
+          printf -- '\\r\\n--%s--\\r\\n' $b; } \
+        | curl -sS --fail-with-body -u 'viewer:viewer pass' -X POST -T - \
+          -H \"Content-Type: multipart/related; type=\\\"application/dicom\\\"; boundary=$b\" \
+          -H 'Accept: application/dicom+json' \"$2/studies\"";
+    let out = std::process::Command::new("bash")
+        .args(["-c", STOW, "stow"])
+        .arg(&file)
+        .arg(&url)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}\n{}", text(&out), server.log());
+    assert_eq!(server.instances(), 1, "{}", text(&out));
+    assert_bounded(&server, "STOW-RS");
+
+    let wado = |transfer_syntax: &str| {
+        let body = dir.path().join("wado.multipart");
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "--fail", "-u", "viewer:viewer pass", "-H"])
+            .arg(format!(
+                "Accept: multipart/related; type=\"application/dicom\"; transfer-syntax={transfer_syntax}"
+            ))
+            .arg("-o")
+            .arg(&body)
+            .arg(format!("{url}/studies/{study}"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}\n{}", text(&out), server.log());
+        let part = dir.path().join(format!("wado.{transfer_syntax}.dcm"));
+        single_part(&body, &part);
+        std::fs::remove_file(&body).unwrap();
+        part
+    };
+    // As stored: the stored file byte for byte (its file meta is Strata's).
+    let stored = server
+        .online_dir()
+        .join(server.locate(&study)[0]["location"].as_str().unwrap());
+    let as_stored = wado("*");
+    let cmp = std::process::Command::new("cmp")
+        .arg(&stored)
+        .arg(&as_stored)
+        .output()
+        .unwrap();
+    assert!(cmp.status.success(), "{}", text(&cmp));
+    check(&as_stored, mb, "explicit", "ramp");
+    assert_bounded(&server, "WADO-RS as stored");
+    let implicit = wado(IMPLICIT_LE);
+    check(&implicit, mb, "implicit", "ramp");
+    assert_bounded(&server, "WADO-RS in Implicit VR Little Endian");
+}
+
+/// Copies the one part of the multipart/related body at `body` into `out`, streaming: from
+/// the end of its headers to the closing delimiter.
+fn single_part(body: &Path, out: &Path) {
+    use std::io::{Read, Seek, SeekFrom};
+    let find = |hay: &[u8], needle: &[u8], last: bool| {
+        let mut at = hay
+            .windows(needle.len())
+            .enumerate()
+            .filter(|(_, w)| *w == needle);
+        let found = if last { at.last() } else { at.next() };
+        found.map(|(i, _)| i as u64).expect("multipart framing")
+    };
+    let mut f = std::fs::File::open(body).unwrap();
+    let len = f.metadata().unwrap().len();
+    let mut head = vec![0u8; 4096.min(len) as usize];
+    f.read_exact(&mut head).unwrap();
+    let start = find(&head, b"\r\n\r\n", false) + 4;
+    let tail_len = 256.min(len);
+    let mut tail = vec![0u8; tail_len as usize];
+    f.seek(SeekFrom::Start(len - tail_len)).unwrap();
+    f.read_exact(&mut tail).unwrap();
+    let end = len - tail_len + find(&tail, b"\r\n--", true);
+    f.seek(SeekFrom::Start(start)).unwrap();
+    let mut to = std::fs::File::create(out).unwrap();
+    std::io::copy(&mut f.take(end - start), &mut to).unwrap();
+}
+
+/// Flips the byte in the middle of the file at `path`, in place.
+fn flip_one_byte(path: &Path) {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("{path:?}: {e}"));
+    let middle = file.metadata().unwrap().len() / 2;
+    let mut byte = [0u8];
+    file.seek(SeekFrom::Start(middle)).unwrap();
+    file.read_exact(&mut byte).unwrap();
+    byte[0] ^= 0xFF;
+    file.seek(SeekFrom::Start(middle)).unwrap();
+    file.write_all(&byte).unwrap();
 }
 
 /// Runs a `strata` command with its peak RSS checked against the

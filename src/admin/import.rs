@@ -149,23 +149,34 @@ async fn import_file(ingest: &Ingest, path: &Path) -> Result<u64, String> {
     let opened = tokio::task::spawn_blocking(move || open_part10(&path_owned))
         .await
         .map_err(|e| e.to_string())?;
-    let (mut file, request, size) = opened?;
-    let mut sink = match ingest.begin(&Caller::new(Principal::Operator, None), request) {
+    let (file, request, size) = opened?;
+    let sink = match ingest.begin(&Caller::new(Principal::Operator, None), request) {
         StoreStart::Receive(sink) => sink,
         StoreStart::Answer(outcome) => return outcome_result(outcome, size),
     };
+    send(sink, file)
+        .await
+        .and_then(|outcome| outcome_result(outcome, size))
+}
+
+/// Sends the rest of `data` (positioned at the data set) into `sink` a chunk at a time;
+/// the outcome, or why it could not be read.
+async fn send<R: Read + Send + 'static>(
+    mut sink: crate::ingest::IngestSink,
+    mut data: R,
+) -> Result<Outcome, String> {
     loop {
         let read = tokio::task::spawn_blocking(move || {
             let mut buf = vec![0u8; CHUNK];
-            let n = file.read(&mut buf).map(|n| {
+            let n = data.read(&mut buf).map(|n| {
                 buf.truncate(n);
                 buf
             });
-            (file, n)
+            (data, n)
         })
         .await
         .map_err(|e| e.to_string())?;
-        file = read.0;
+        data = read.0;
         let chunk = match read.1 {
             Ok(chunk) => chunk,
             Err(e) => {
@@ -178,10 +189,10 @@ async fn import_file(ingest: &Ingest, path: &Path) -> Result<u64, String> {
         }
         if let Err(outcome) = sink.write(chunk).await {
             sink.abandon().await;
-            return outcome_result(outcome, size);
+            return Ok(outcome);
         }
     }
-    outcome_result(sink.finish().await, size)
+    Ok(sink.finish().await)
 }
 
 fn outcome_result(outcome: Outcome, size: u64) -> Result<u64, String> {
@@ -208,24 +219,37 @@ fn read_meta(r: &mut impl Read) -> Result<(StoreRequest, Option<String>), String
     crate::ingest::read_part10_meta(r).map_err(|e| e.to_string())
 }
 
-/// Ingests one Part-10 file held in memory (a member of an offline volume) like a C-STORE.
-/// The member is a file Strata wrote, so its sender (Source AE in the file meta) is kept:
-/// the stored file is then the member byte for byte, and the volume's copy of it still counts.
-pub(super) async fn ingest_bytes(ingest: &Ingest, bytes: &[u8]) -> Result<(), String> {
-    let mut cursor = std::io::Cursor::new(bytes);
-    let (request, source_ae) = read_meta(&mut cursor)?;
-    let data = &bytes[cursor.position() as usize..];
+/// Ingests one Part-10 file that is a member of an offline volume (`length` bytes at
+/// `offset` in the volume file `volume`) like a C-STORE, read a chunk at a time. The member
+/// is a file Strata wrote, so its sender (Source AE in the file meta) is kept: the stored
+/// file is then the member byte for byte, and the volume's copy of it still counts.
+pub(super) async fn ingest_member(
+    ingest: &Ingest,
+    volume: &Path,
+    offset: u64,
+    length: u64,
+) -> Result<(), String> {
+    use std::io::{Seek, SeekFrom};
+    let volume = volume.to_owned();
+    let opened = tokio::task::spawn_blocking(move || {
+        let mut file = std::fs::File::open(&volume).map_err(|e| format!("cannot open: {e}"))?;
+        file.seek(SeekFrom::Start(offset))
+            .map_err(|e| format!("cannot seek: {e}"))?;
+        let mut member = file.take(length);
+        let (request, source_ae) = read_meta(&mut member)?;
+        Ok::<_, String>((member, request, source_ae))
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    let (member, request, source_ae) = opened?;
     // Stored as its original sender sent it, when the member says who that was.
     let sender = source_ae.map_or(Principal::Operator, |aet| Principal::ae(&aet));
-    let mut sink = match ingest.begin(&Caller::new(sender, None), request) {
+    let sink = match ingest.begin(&Caller::new(sender, None), request) {
         StoreStart::Receive(sink) => sink,
         StoreStart::Answer(outcome) => return outcome_result(outcome, 0).map(|_| ()),
     };
-    for chunk in data.chunks(CHUNK) {
-        if let Err(outcome) = sink.write(chunk.to_vec()).await {
-            sink.abandon().await;
-            return outcome_result(outcome, 0).map(|_| ());
-        }
-    }
-    outcome_result(sink.finish().await, 0).map(|_| ())
+    send(sink, member)
+        .await
+        .and_then(|outcome| outcome_result(outcome, 0))
+        .map(|_| ())
 }

@@ -21,7 +21,7 @@ use crate::locator::archive::PlacedInstance;
 use crate::locator::volumes::Volume;
 use crate::locator::{Locator, Owner, Role};
 use crate::online::OnlineStore;
-use crate::reader::Payload;
+use crate::reader::{Origin, Payload};
 
 /// Why a volume command could not run at all (single instances failing are counted).
 #[derive(Debug, thiserror::Error)]
@@ -195,17 +195,19 @@ async fn import_volumes(
                     .failures
                     .push(format!("{} {}: {reason}", manifest.volume, m.path));
             };
-            let read = volume::read_member(&mut file, path, m);
-            if !matches!(&read, Ok(bytes) if volume::intact(m, bytes)) {
+            // Checked a MiB at a time, then read again in parts where it is used: a member of
+            // any size takes bounded memory.
+            let checked = volume::member_intact(&mut file, path, m);
+            if !matches!(checked, Ok(true)) {
                 // The locator's copy of it (if it has one) no longer counts, and the next
                 // export-volume writes the instance again.
                 for copy in volume::copies_of(&manifest.volume, std::slice::from_ref(m)) {
                     locator.mark_copy(&copy, true).await?;
                 }
             }
-            let bytes = match read {
-                Ok(bytes) if volume::intact(m, &bytes) => bytes,
-                Ok(_) => {
+            match checked {
+                Ok(true) => {}
+                Ok(false) => {
                     summary.damaged += 1;
                     warn!(volume = %manifest.volume, member = %m.path, "volume member damaged: not used");
                     fail(&mut summary, "damaged (SHA-256 mismatch)".into());
@@ -216,7 +218,7 @@ async fn import_volumes(
                     fail(&mut summary, e.to_string());
                     continue;
                 }
-            };
+            }
             good.push(m.clone());
             match locator.find_instance(&m.sop_instance_uid).await? {
                 Some(primary) if primary.crc32c != m.crc32c => summary.other_version += 1,
@@ -232,7 +234,14 @@ async fn import_volumes(
                             .replace_with_online(
                                 &m.study_instance_uid,
                                 &instance,
-                                Payload::Whole(bytes.into()),
+                                Payload::Parts(Origin::Offline {
+                                    file: path.clone(),
+                                    copy: volume::copies_of(
+                                        &manifest.volume,
+                                        std::slice::from_ref(m),
+                                    )
+                                    .remove(0),
+                                }),
                             )
                             .await
                         {
@@ -260,8 +269,15 @@ async fn import_volumes(
                     let ingest = ingest.clone();
                     let member = m.clone();
                     let label = format!("{} {}", manifest.volume, m.path);
+                    let file = path.clone();
                     ingests.spawn(async move {
-                        let result = super::import::ingest_bytes(&ingest, &bytes).await;
+                        let result = super::import::ingest_member(
+                            &ingest,
+                            &file,
+                            member.offset,
+                            member.length,
+                        )
+                        .await;
                         (member, label, result)
                     });
                 }

@@ -508,6 +508,8 @@ impl<'a> Outbox<'a> {
                     relocating.reader.report_damaged(uid, &reason).await;
                 }
                 Origin::Nearline(copy) => relocating.reader.report_bad_copy(copy).await,
+                // Retrieves never read a volume file.
+                Origin::Offline { .. } => {}
             }
             return Streamed::Done(self.tx.send(Piece::Failed { index, reason }).await.is_ok());
         }

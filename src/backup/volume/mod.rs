@@ -19,7 +19,6 @@ use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use crc32c::crc32c;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
@@ -27,7 +26,7 @@ use tracing::{info, warn};
 use crate::locator::copies::{Copy, CopyKind, ORIGINAL};
 use crate::locator::volumes::{Unvolumed, Volume};
 use crate::locator::{now_millis, Locator, LocatorError};
-use crate::reader::{ReadError, Reader};
+use crate::reader::{Payload, ReadError, Reader};
 
 /// Name of the manifest member.
 pub const MANIFEST: &str = "MANIFEST.json";
@@ -268,17 +267,18 @@ pub async fn export(
                 skip(&mut summary, &e);
                 continue;
             }
-            let bytes = match reader
-                .read_instance(&instance.sop_instance_uid, &instance.object)
+            // Held whole up to `HOLD_LIMIT`, else read in parts while it is written.
+            let payload = match reader
+                .payload(&instance.sop_instance_uid, &instance.object)
                 .await
             {
-                Ok(bytes) => bytes,
+                Ok(payload) => payload,
                 Err(e) => {
                     skip(&mut summary, &e);
                     continue;
                 }
             };
-            let len = bytes.len() as u64;
+            let len = payload.len();
             if let Some(v) = &open {
                 if !v.members.is_empty() && v.projected(&path, len) > max_size {
                     let v = open.take().expect("open volume");
@@ -302,7 +302,17 @@ pub async fn export(
             if v.members.is_empty() && v.projected(&path, len) > max_size {
                 warn!(sop_instance_uid = %instance.sop_instance_uid, bytes = len, max_size, "instance larger than a volume: written alone");
             }
-            add(v, instance, path, &bytes)?;
+            let uid = instance.sop_instance_uid.clone();
+            match add(v, reader, instance, path, &payload).await {
+                Ok(()) => {}
+                Err(Failed::Read(e)) => {
+                    warn!(sop_instance_uid = %uid, error = %e, "not exported to a volume");
+                    summary.failed += 1;
+                    summary.failures.push(format!("{uid}: {e}"));
+                    continue;
+                }
+                Err(Failed::Write(e)) => return Err(e),
+            }
             progress(done, total, summary.bytes + v.written);
             throttle.pace(len).await;
         }
@@ -353,23 +363,73 @@ async fn start(locator: &Locator, id: &str, out: &Path) -> Result<Open, VolumeEr
     })
 }
 
-/// Appends one member. Blocking writes: volumes go to local or tape-staging disks, and the
-/// export is a command-line job.
-fn add(v: &mut Open, i: Unvolumed, path: String, bytes: &[u8]) -> Result<(), VolumeError> {
-    let len = bytes.len() as u64;
-    let header = tar::header(&path, len, (v.created_at / 1000) as u64)?;
+/// Why a member was not added: its instance could not be read (the export goes on without
+/// it), or the volume could not be written (the export stops).
+enum Failed {
+    Read(ReadError),
+    Write(VolumeError),
+}
+
+impl From<VolumeError> for Failed {
+    fn from(e: VolumeError) -> Failed {
+        Failed::Write(e)
+    }
+}
+
+/// Appends one member with `payload`'s bytes: held ones at once, a large instance's part by
+/// part from its intact origin, hashed as they go, so a member of any size takes one part of
+/// memory. A read that fails part-way (the origin found damaged at its end) cuts the volume
+/// back to where the member began. Blocking writes: volumes go to local or tape-staging
+/// disks, and the export is a command-line job.
+async fn add(
+    v: &mut Open,
+    reader: &Reader,
+    i: Unvolumed,
+    path: String,
+    payload: &Payload,
+) -> Result<(), Failed> {
+    let len = payload.len();
+    let header =
+        tar::header(&path, len, (v.created_at / 1000) as u64).map_err(VolumeError::from)?;
+    let start = v.written;
+    let mut digest = MemberDigest::default();
+    v.write(&header)?;
+    match payload {
+        Payload::Whole(bytes) => {
+            digest.update(bytes);
+            v.write(bytes)?;
+        }
+        Payload::Parts(origin) => {
+            let mut parts = reader.parts(origin);
+            loop {
+                match parts.next().await {
+                    Ok(Some(part)) => {
+                        digest.update(&part);
+                        v.write(&part)?;
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        v.cut_back(start)?;
+                        return Err(Failed::Read(e));
+                    }
+                }
+            }
+        }
+    }
+    v.write(&[0u8; 512][..(tar::padded(len) - len) as usize])?;
+    v.written = start + tar::member_size(len);
+    let (sha256, crc32c) = digest.finish();
     let member = Member {
-        offset: v.written + tar::BLOCK,
+        offset: start + tar::BLOCK,
         length: len,
-        sha256: hex(&Sha256::digest(bytes)),
-        crc32c: crc32c(bytes),
+        sha256,
+        crc32c,
         path,
         sop_instance_uid: i.sop_instance_uid,
         series_instance_uid: i.series_instance_uid,
         study_instance_uid: i.study_instance_uid,
         transfer_syntax_uid: i.object.transfer_syntax_uid,
     };
-    write_member(v, &header, bytes)?;
     let entry = serde_json::to_string(&member).expect("member JSON");
     v.manifest_len += entry.len() as u64 + if v.members.is_empty() { 0 } else { 2 };
     v.sums_len += 67 + member.path.len() as u64;
@@ -377,16 +437,54 @@ fn add(v: &mut Open, i: Unvolumed, path: String, bytes: &[u8]) -> Result<(), Vol
     Ok(())
 }
 
+impl Open {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), VolumeError> {
+        self.file
+            .write_all(bytes)
+            .map_err(|source| VolumeError::Write {
+                path: self.temp.clone(),
+                source,
+            })
+    }
+
+    /// Drops everything written after `at` bytes (a member abandoned part-way).
+    fn cut_back(&mut self, at: u64) -> Result<(), VolumeError> {
+        let cut = (|| {
+            self.file.flush()?;
+            self.file.get_ref().set_len(at)?;
+            self.file.seek(SeekFrom::Start(at)).map(|_| ())
+        })();
+        self.written = at;
+        cut.map_err(|source| VolumeError::Write {
+            path: self.temp.clone(),
+            source,
+        })
+    }
+}
+
+/// SHA-256 and CRC-32C of a member's bytes, fed in pieces.
+#[derive(Default)]
+struct MemberDigest {
+    sha256: Sha256,
+    crc32c: u32,
+}
+
+impl MemberDigest {
+    fn update(&mut self, bytes: &[u8]) {
+        self.sha256.update(bytes);
+        self.crc32c = crc32c::crc32c_append(self.crc32c, bytes);
+    }
+
+    fn finish(self) -> (String, u32) {
+        (hex(&self.sha256.finalize()), self.crc32c)
+    }
+}
+
 fn write_member(v: &mut Open, header: &[u8; 512], data: &[u8]) -> Result<(), VolumeError> {
     let len = data.len() as u64;
-    let pad = (tar::padded(len) - len) as usize;
-    let io = |source| VolumeError::Write {
-        path: v.temp.clone(),
-        source,
-    };
-    v.file.write_all(header).map_err(io)?;
-    v.file.write_all(data).map_err(io)?;
-    v.file.write_all(&[0u8; 512][..pad]).map_err(io)?;
+    v.write(header)?;
+    v.write(data)?;
+    v.write(&[0u8; 512][..(tar::padded(len) - len) as usize])?;
     v.written += tar::member_size(len);
     Ok(())
 }
@@ -519,8 +617,7 @@ fn check(path: &Path, members: &[Member]) -> Result<String, VolumeError> {
         source,
     })?;
     for m in members {
-        let bytes = read_member(&mut file, path, m)?;
-        if hex(&Sha256::digest(&bytes)) != m.sha256 {
+        if !member_intact(&mut file, path, m)? {
             return Err(invalid(format!("{} reads back damaged", m.path)));
         }
     }
@@ -610,25 +707,37 @@ pub fn scan(path: &Path) -> Result<Scanned, VolumeError> {
     Ok(Scanned { manifest, entries })
 }
 
-/// The bytes of one member. Blocking.
-pub fn read_member(
+/// Whether a member's bytes are what the manifest says (SHA-256 and CRC-32C), read a MiB
+/// at a time so a member of any size is checked in bounded memory. A file cut short is an
+/// error. Blocking.
+pub fn member_intact(
     file: &mut std::fs::File,
     path: &Path,
     m: &Member,
-) -> Result<Vec<u8>, VolumeError> {
+) -> Result<bool, VolumeError> {
     let read_err = |source| VolumeError::Read {
         path: path.to_owned(),
         source,
     };
-    let mut bytes = vec![0u8; m.length as usize];
     file.seek(SeekFrom::Start(m.offset)).map_err(read_err)?;
-    file.read_exact(&mut bytes).map_err(read_err)?;
-    Ok(bytes)
-}
-
-/// Whether a member's bytes are what the manifest says.
-pub fn intact(m: &Member, bytes: &[u8]) -> bool {
-    hex(&Sha256::digest(bytes)) == m.sha256 && crc32c(bytes) == m.crc32c
+    let mut data = Read::take(&mut *file, m.length);
+    let mut buf = vec![0u8; (1 << 20).min(m.length.max(1) as usize)];
+    let (mut digest, mut read) = (MemberDigest::default(), 0u64);
+    loop {
+        let n = data.read(&mut buf).map_err(read_err)?;
+        if n == 0 {
+            break;
+        }
+        digest.update(&buf[..n]);
+        read += n as u64;
+    }
+    if read < m.length {
+        return Err(read_err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("{} is cut short", m.path),
+        )));
+    }
+    Ok(digest.finish() == (m.sha256.clone(), m.crc32c))
 }
 
 /// The file a volume is written as, in whatever folder holds it now.
