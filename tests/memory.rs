@@ -173,15 +173,10 @@ fn a_very_large_instance_is_stored_and_retrieved_in_each_uncompressed_syntax_in_
         .online_dir()
         .join(server.locate(&study)[0]["location"].as_str().unwrap());
     let volumes = tempfile::tempdir().unwrap();
+    let into = volumes.path().to_str().unwrap();
     let out = cli_bounded(
         &server,
-        &[
-            "backup",
-            "export-volume",
-            "--json",
-            "--out",
-            volumes.path().to_str().unwrap(),
-        ],
+        &["backup", "export-volume", "--json", "--out", into],
     );
     let summary: serde_json::Value =
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
@@ -206,12 +201,7 @@ fn a_very_large_instance_is_stored_and_retrieved_in_each_uncompressed_syntax_in_
         .unwrap()
         .path()
         .join(format!("{sop_instance_uid}.dcm"));
-    let cmp = std::process::Command::new("cmp")
-        .arg(&stored)
-        .arg(&member)
-        .output()
-        .unwrap();
-    assert!(cmp.status.success(), "{}", text(&cmp));
+    assert_same_file(&stored, &member);
     drop(extracted);
 
     // The primary damaged: `import-volume` checks the member and re-creates the primary from
@@ -299,12 +289,7 @@ fn a_very_large_instance_goes_through_stow_rs_and_wado_rs_in_bounded_memory() {
         .online_dir()
         .join(server.locate(&study)[0]["location"].as_str().unwrap());
     let as_stored = wado("*");
-    let cmp = std::process::Command::new("cmp")
-        .arg(&stored)
-        .arg(&as_stored)
-        .output()
-        .unwrap();
-    assert!(cmp.status.success(), "{}", text(&cmp));
+    assert_same_file(&stored, &as_stored);
     check(&as_stored, mb, "explicit", "ramp");
     assert_bounded(&server, "WADO-RS as stored");
     let implicit = wado(IMPLICIT_LE);
@@ -337,6 +322,16 @@ fn single_part(body: &Path, out: &Path) {
     f.seek(SeekFrom::Start(start)).unwrap();
     let mut to = std::fs::File::create(out).unwrap();
     std::io::copy(&mut f.take(end - start), &mut to).unwrap();
+}
+
+/// The two files hold the same bytes (`cmp`, which streams them).
+fn assert_same_file(a: &Path, b: &Path) {
+    let cmp = std::process::Command::new("cmp")
+        .arg(a)
+        .arg(b)
+        .output()
+        .unwrap();
+    assert!(cmp.status.success(), "{}", text(&cmp));
 }
 
 /// Flips the byte in the middle of the file at `path`, in place.
