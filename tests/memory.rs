@@ -102,7 +102,12 @@ fn a_very_large_instance_is_stored_and_retrieved_in_each_uncompressed_syntax_in_
 
     // The server's own repair worker would mend the lost primary from the backup copy at
     // its next poll, racing the `verify` steps below that check the CLI's repair: pushed out.
-    let server = TestServer::start("[backup]\npoll_secs = 86400\n");
+    // A C-GET requestor (pynetdicom) answers each sub-operation once it has taken the whole
+    // instance in: given time in proportion to its size (the test default is 10 s).
+    let server = TestServer::start(&format!(
+        "dimse_timeout_secs = {}\n[backup]\npoll_secs = 86400\n",
+        10 + mb / 40
+    ));
     // pynetdicom sends the file's bytes unchanged (DCMTK's storescu drops the trailing
     // padding).
     let out = text(&server.scu("store", "MODALITY", std::slice::from_ref(&file)));
