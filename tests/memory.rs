@@ -102,8 +102,9 @@ fn a_very_large_instance_is_stored_and_retrieved_in_each_uncompressed_syntax_in_
 
     // The server's own repair worker would mend the lost primary from the backup copy at
     // its next poll, racing the `verify` steps below that check the CLI's repair: pushed out.
-    // A C-GET requestor (pynetdicom) answers each sub-operation once it has taken the whole
-    // instance in: given time in proportion to its size (the test default is 10 s).
+    // Both ends of a C-GET wait for a whole instance to pass (the requestor for its
+    // message, the server for the sub-operation's answer): given time in proportion to its
+    // size (the test defaults are 10 and 30 s).
     let server = TestServer::start(&format!(
         "dimse_timeout_secs = {}\n[backup]\npoll_secs = 86400\n",
         10 + mb / 40
@@ -120,7 +121,12 @@ fn a_very_large_instance_is_stored_and_retrieved_in_each_uncompressed_syntax_in_
         server.get_study_into(
             &study,
             got.path(),
-            &["--context".into(), format!("{CT_IMAGE}:{ts}")],
+            &[
+                "--context".into(),
+                format!("{CT_IMAGE}:{ts}"),
+                "--dimse-timeout".into(),
+                (10 + mb / 40).to_string(),
+            ],
         );
         check(
             &got.path().join(format!("{sop_instance_uid}.{ts}")),

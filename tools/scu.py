@@ -241,8 +241,8 @@ def cmd_get(args):
     ae = AE(ae_title=args.aet)
     ae.acse_timeout = 10
     # After our own A-ABORT there is nothing left to wait for.
-    ae.dimse_timeout = 3 if args.abort_after else 30
-    ae.network_timeout = 3 if args.abort_after else 30
+    ae.dimse_timeout = 3 if args.abort_after else args.dimse_timeout
+    ae.network_timeout = 3 if args.abort_after else args.dimse_timeout
     ae.add_requested_context(model)
     # Each --context is a presentation context of its own; without any, CT and MR.
     contexts = [(c.split(":", 1)[0], c.split(":", 1)[1].split(",")) for c in args.context]
@@ -322,6 +322,8 @@ def main():
             s.add_argument("--context", action="append", default=[], metavar="SOP:TS[,TS...]",
                            help="propose this SOP class in these syntaxes (repeatable)")
             s.add_argument("--abort-after", type=int, default=0, help="A-ABORT after N instances")
+            s.add_argument("--dimse-timeout", type=float, default=30,
+                           help="seconds to wait for a message, including taking in a whole instance")
     args = p.parse_args()
     return {"store": cmd_store, "propose": cmd_propose, "echo": cmd_echo, "find": cmd_find,
             "move": cmd_move, "get": cmd_get}[args.cmd](args)

@@ -542,8 +542,9 @@ impl TestServer {
         assert_eq!(
             out.status.code(),
             Some(code),
-            "scu.py {sub} ended otherwise than expected: {}",
-            text(&out)
+            "scu.py {sub} ended otherwise than expected: {}\nthe server's log ends:\n{}",
+            text(&out),
+            log_tail(&self.log(), 40)
         );
         out
     }
@@ -629,6 +630,12 @@ impl Drop for TestServer {
             let _ = child.wait();
         }
     }
+}
+
+/// The last `lines` lines of `log`.
+pub fn log_tail(log: &str, lines: usize) -> String {
+    let all: Vec<&str> = log.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 /// Writes an IOCM rejection note titled `code` (CID 7011) naming the instances of `files`
