@@ -309,6 +309,10 @@ pub async fn export(
                     warn!(sop_instance_uid = %uid, error = %e, "not exported to a volume");
                     summary.failed += 1;
                     summary.failures.push(format!("{uid}: {e}"));
+                    // A volume begun for this member alone is given up, not written empty.
+                    if v.members.is_empty() {
+                        abandon(locator, open.take().expect("open volume")).await?;
+                    }
                     continue;
                 }
                 Err(Failed::Write(e)) => return Err(e),
@@ -361,6 +365,20 @@ async fn start(locator: &Locator, id: &str, out: &Path) -> Result<Open, VolumeEr
         sums_len: 0,
         created_at,
     })
+}
+
+/// Gives up a volume that holds no member: its temporary removed, its journal entry
+/// dropped (what [`recover`] does for an interrupted export's).
+async fn abandon(locator: &Locator, v: Open) -> Result<(), VolumeError> {
+    let Open { id, temp, file, .. } = v;
+    drop(file);
+    match std::fs::remove_file(&temp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => return Err(VolumeError::Write { path: temp, source }),
+    }
+    locator.drop_volume(&id).await?;
+    Ok(())
 }
 
 /// Why a member was not added: its instance could not be read (the export goes on without
@@ -789,6 +807,78 @@ pub fn check_copy(path: &Path, copy: &Copy) -> Result<(), ReadError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A member whose origin fails part-way (its bytes do not match its CRC-32C, found after
+    /// the last part) is cut back out of the volume file, and a volume left with no member is
+    /// abandoned: no file, no journal entry.
+    #[tokio::test]
+    async fn a_member_failing_part_way_is_cut_back_and_an_empty_volume_abandoned() {
+        use crate::model::{StoredObject, Tier};
+        use crate::reader::Origin;
+        let (_locator_dir, locator) = crate::locator::tests::temp_locator().await;
+        let dir = tempfile::tempdir().unwrap();
+        let online = crate::online::OnlineStore::open(
+            &dir.path().join("online"),
+            locator.lease_token(),
+            &Default::default(),
+        )
+        .unwrap();
+        let archive = crate::archive::LocalStore::open(&dir.path().join("archive")).unwrap();
+        let reader = Reader::new(
+            std::sync::Arc::new(online),
+            std::sync::Arc::new(crate::archive::Archive::Local(archive)),
+        );
+        let length = 3 * crate::reader::PART + 100;
+        let source = dir.path().join("source.dcm");
+        std::fs::write(&source, vec![7u8; length as usize]).unwrap();
+        let copy = Copy {
+            sop_instance_uid: "1.2.3".into(),
+            kind: CopyKind::Offline,
+            location: "v".into(),
+            member: "m".into(),
+            offset: 0,
+            length,
+            crc32c: 1,
+            format: ORIGINAL.into(),
+            source_crc32c: 1,
+            created_at: 0,
+        };
+        let instance = Unvolumed {
+            id: 1,
+            sop_instance_uid: "1.2.3".into(),
+            series_instance_uid: "1.2".into(),
+            study_instance_uid: "1".into(),
+            object: StoredObject {
+                tier: Tier::Online,
+                location: "x".into(),
+                offset: 0,
+                length,
+                crc32c: 1,
+                transfer_syntax_uid: "1.2.840.10008.1.2.1".into(),
+            },
+        };
+        let out = dir.path().join("out");
+        std::fs::create_dir(&out).unwrap();
+        let mut v = start(&locator, "strata-vol-test", &out).await.unwrap();
+        let payload = Payload::Parts(Origin::Offline { file: source, copy });
+        let added = add(
+            &mut v,
+            &reader,
+            instance,
+            "1/1.2/1.2.3.dcm".into(),
+            &payload,
+        )
+        .await;
+        assert!(matches!(added, Err(Failed::Read(_))));
+        assert_eq!((v.written, v.members.len()), (0, 0));
+        v.file.flush().unwrap();
+        assert_eq!(std::fs::metadata(&v.temp).unwrap().len(), 0);
+        assert_eq!(locator.volumes().await.unwrap().len(), 1);
+        let temp = v.temp.clone();
+        abandon(&locator, v).await.unwrap();
+        assert!(!temp.exists());
+        assert!(locator.volumes().await.unwrap().is_empty());
+    }
 
     #[test]
     fn sizes_and_names() {
