@@ -496,12 +496,30 @@ impl Converter {
 
     /// Writes `payload` to a new online file at `target` through the atomic path (temporary
     /// file, then [`OnlineStore::publish`]: fdatasync, rename, folder fsync); a payload read in
-    /// parts is checked against its CRC-32C before it is published.
+    /// parts is checked against its CRC-32C before it is published. A write that fails (a
+    /// full disk, a damaged origin) removes its temporary: left, it would take space until
+    /// the next start.
     async fn write_online(&self, target: &str, payload: &Payload) -> Result<(), ConvertError> {
-        use tokio::io::AsyncWriteExt;
         let (path, file) = self.online.create_temp()?;
+        let written = self.publish_online(&path, file, target, payload).await;
+        if written.is_err() {
+            // Gone already if the rename happened before the failure.
+            let _ = std::fs::remove_file(&path);
+        }
+        written
+    }
+
+    /// See [`Converter::write_online`]: fills the temporary at `path` and publishes it.
+    async fn publish_online(
+        &self,
+        path: &std::path::Path,
+        file: std::fs::File,
+        target: &str,
+        payload: &Payload,
+    ) -> Result<(), ConvertError> {
+        use tokio::io::AsyncWriteExt;
         let io = |source| OnlineError::CreateTemp {
-            path: path.clone(),
+            path: path.to_owned(),
             source,
         };
         let mut file = tokio::fs::File::from_std(file);
@@ -517,7 +535,7 @@ impl Converter {
         // Hands the written bytes to the kernel; `publish` makes them durable.
         file.flush().await.map_err(io)?;
         let online = self.online.clone();
-        let target = target.to_string();
+        let (path, target) = (path.to_owned(), target.to_string());
         tokio::task::spawn_blocking(move || online.publish(&path, &target))
             .await
             .expect("blocking publish")?;
