@@ -618,9 +618,10 @@ pub fn copies_of(volume: &str, members: &[Member]) -> Vec<Copy> {
         .collect()
 }
 
-/// Reads a written volume back: every header parses, every member listed is where the
-/// manifest says with the right SHA-256, and the manifest and checksums are there. Returns
-/// the SHA-256 of the whole file. Blocking.
+/// Reads a written volume back in one pass: every header parses, every member listed is
+/// where the manifest says with the right SHA-256 and CRC-32C, and the manifest and
+/// checksums are there. Returns the SHA-256 of the whole file, hashed on the same pass.
+/// Blocking.
 fn check(path: &Path, members: &[Member]) -> Result<String, VolumeError> {
     let scanned = scan(path)?;
     let invalid = |detail: String| VolumeError::Invalid {
@@ -630,36 +631,70 @@ fn check(path: &Path, members: &[Member]) -> Result<String, VolumeError> {
     if scanned.manifest.members != members {
         return Err(invalid("manifest differs from what was written".into()));
     }
-    let mut file = std::fs::File::open(path).map_err(|source| VolumeError::Read {
+    let read_err = |source| VolumeError::Read {
         path: path.to_owned(),
         source,
-    })?;
-    for m in members {
-        if !member_intact(&mut file, path, m)? {
+    };
+    let mut file = std::fs::File::open(path).map_err(read_err)?;
+    let size = file.metadata().map_err(read_err)?.len();
+    let mut ordered: Vec<&Member> = members.iter().collect();
+    ordered.sort_by_key(|m| m.offset);
+    let mut whole = Sha256::new();
+    let mut at = 0u64;
+    for m in ordered {
+        // The headers and padding before the member, then the member itself.
+        let gap = m
+            .offset
+            .checked_sub(at)
+            .ok_or_else(|| invalid(format!("{} overlaps the member before it", m.path)))?;
+        stream_range(&mut file, at, gap, |bytes| whole.update(bytes)).map_err(read_err)?;
+        let mut digest = MemberDigest::default();
+        stream_range(&mut file, m.offset, m.length, |bytes| {
+            whole.update(bytes);
+            digest.update(bytes);
+        })
+        .map_err(read_err)?;
+        if digest.finish() != (m.sha256.clone(), m.crc32c) {
             return Err(invalid(format!("{} reads back damaged", m.path)));
         }
+        at = m.offset + m.length;
     }
-    whole_sha256(path)
+    let rest = size.saturating_sub(at);
+    stream_range(&mut file, at, rest, |bytes| whole.update(bytes)).map_err(read_err)?;
+    Ok(hex(&whole.finalize()))
 }
 
-fn whole_sha256(path: &Path) -> Result<String, VolumeError> {
-    let mut file = std::fs::File::open(path).map_err(|source| VolumeError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
+/// Feeds `length` bytes of `file` from `offset` to `each`, a MiB at a time, so a range of
+/// any size is read in bounded memory. A file that ends first is `UnexpectedEof`. Blocking.
+fn stream_range(
+    file: &mut std::fs::File,
+    offset: u64,
+    length: u64,
+    mut each: impl FnMut(&[u8]),
+) -> std::io::Result<()> {
+    file.seek(SeekFrom::Start(offset))?;
+    let mut data = Read::take(&mut *file, length);
+    let mut buf = vec![0u8; (1 << 20).min(length.max(1) as usize)];
+    let mut read = 0u64;
     loop {
-        let n = file.read(&mut buf).map_err(|source| VolumeError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let n = match data.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
         if n == 0 {
             break;
         }
-        hasher.update(&buf[..n]);
+        each(&buf[..n]);
+        read += n as u64;
     }
-    Ok(hex(&hasher.finalize()))
+    if read < length {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("the file ends {read} bytes into the {length} bytes at offset {offset}"),
+        ));
+    }
+    Ok(())
 }
 
 /// What a volume holds, from its own headers and manifest.
@@ -733,28 +768,13 @@ pub fn member_intact(
     path: &Path,
     m: &Member,
 ) -> Result<bool, VolumeError> {
-    let read_err = |source| VolumeError::Read {
-        path: path.to_owned(),
-        source,
-    };
-    file.seek(SeekFrom::Start(m.offset)).map_err(read_err)?;
-    let mut data = Read::take(&mut *file, m.length);
-    let mut buf = vec![0u8; (1 << 20).min(m.length.max(1) as usize)];
-    let (mut digest, mut read) = (MemberDigest::default(), 0u64);
-    loop {
-        let n = data.read(&mut buf).map_err(read_err)?;
-        if n == 0 {
-            break;
+    let mut digest = MemberDigest::default();
+    stream_range(file, m.offset, m.length, |bytes| digest.update(bytes)).map_err(|source| {
+        VolumeError::Read {
+            path: path.to_owned(),
+            source,
         }
-        digest.update(&buf[..n]);
-        read += n as u64;
-    }
-    if read < m.length {
-        return Err(read_err(std::io::Error::new(
-            std::io::ErrorKind::UnexpectedEof,
-            format!("{} is cut short", m.path),
-        )));
-    }
+    })?;
     Ok(digest.finish() == (m.sha256.clone(), m.crc32c))
 }
 
@@ -776,24 +796,11 @@ pub fn check_copy(path: &Path, copy: &Copy) -> Result<(), ReadError> {
         source,
     };
     let mut file = std::fs::File::open(path).map_err(io)?;
-    file.seek(SeekFrom::Start(copy.offset)).map_err(io)?;
-    let mut data = file.take(copy.length);
-    let mut buf = vec![0u8; (1 << 20).min(copy.length.max(1) as usize)];
-    let (mut crc, mut read) = (0u32, 0u64);
-    loop {
-        let n = data.read(&mut buf).map_err(io)?;
-        if n == 0 {
-            break;
-        }
-        crc = crc32c::crc32c_append(crc, &buf[..n]);
-        read += n as u64;
-    }
-    if read < copy.length {
-        return Err(io(std::io::Error::new(
-            std::io::ErrorKind::UnexpectedEof,
-            format!("the volume file ends {} bytes into the copy", read),
-        )));
-    }
+    let mut crc = 0u32;
+    stream_range(&mut file, copy.offset, copy.length, |bytes| {
+        crc = crc32c::crc32c_append(crc, bytes)
+    })
+    .map_err(io)?;
     if crc != copy.crc32c {
         return Err(ReadError::Checksum {
             location,
@@ -878,6 +885,22 @@ mod tests {
         abandon(&locator, v).await.unwrap();
         assert!(!temp.exists());
         assert!(locator.volumes().await.unwrap().is_empty());
+    }
+
+    /// A range is fed whole across several reads; a file that ends inside it is an error.
+    #[test]
+    fn a_range_is_streamed_whole_or_reported_cut_short() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let bytes: Vec<u8> = (0..(3u32 << 20)).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &bytes).unwrap();
+        let mut file = std::fs::File::open(&path).unwrap();
+        let mut got = Vec::new();
+        stream_range(&mut file, 7, (2 << 20) + 5, |b| got.extend_from_slice(b)).unwrap();
+        assert_eq!(got, bytes[7..7 + (2 << 20) + 5]);
+        let short = stream_range(&mut file, 1 << 20, 3 << 20, |_| {}).unwrap_err();
+        assert_eq!(short.kind(), std::io::ErrorKind::UnexpectedEof, "{short}");
+        stream_range(&mut file, 3 << 20, 0, |_| panic!("nothing to feed")).unwrap();
     }
 
     #[test]
