@@ -518,7 +518,7 @@ impl Converter {
         payload: &Payload,
     ) -> Result<(), ConvertError> {
         use tokio::io::AsyncWriteExt;
-        let io = |source| OnlineError::CreateTemp {
+        let io = |source| OnlineError::WriteTemp {
             path: path.to_owned(),
             source,
         };

@@ -29,6 +29,8 @@ pub enum OnlineError {
     Prepare { path: PathBuf, source: io::Error },
     #[error("cannot create temporary file in {path}: {source}")]
     CreateTemp { path: PathBuf, source: io::Error },
+    #[error("cannot write temporary file {path}: {source}")]
+    WriteTemp { path: PathBuf, source: io::Error },
     #[error("cannot publish {path}: {source}")]
     Publish { path: PathBuf, source: io::Error },
     #[error("cannot remove {path}: {source}")]
@@ -43,6 +45,7 @@ impl OnlineError {
         match self {
             OnlineError::Prepare { source, .. }
             | OnlineError::CreateTemp { source, .. }
+            | OnlineError::WriteTemp { source, .. }
             | OnlineError::Publish { source, .. }
             | OnlineError::Remove { source, .. } => Some(source),
             OnlineError::Leases(_) => None,
