@@ -548,13 +548,18 @@ fn stalled_query_clients_hold_no_database_connection() {
     // about 400 bytes (more than loopback's socket buffers hold, so the server's writes to
     // them block), on a server whose
     // locator pool has two connections: a C-ECHO, a C-STORE, a C-FIND and a C-GET by others
-    // are still served, and the stalled queries finish once resumed.
+    // are still served, and the stalled queries finish once resumed. The server gives up on
+    // a peer that takes no data for `dimse_timeout_secs`; that is set well beyond how long
+    // the others take here, even on a loaded machine (the default 60 s cut the first stalled
+    // queries off once while CI shared the cores).
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(dir.path(), "[query]\nmax_matches = 100000");
     let config = std::fs::read_to_string(&path).unwrap();
     std::fs::write(
         &path,
-        config.replace("[locator]\n", "[locator]\nmax_connections = 2\n"),
+        config
+            .replace("[locator]\n", "[locator]\nmax_connections = 2\n")
+            .replace("[dicom]\n", "[dicom]\ndimse_timeout_secs = 600\n"),
     )
     .unwrap();
     let server = TestServer::start_in(dir.path(), "", "");
