@@ -67,6 +67,7 @@ pub async fn migrate_locator(
     let target = LocatorConfig {
         url: to.to_string(),
         max_connections: 4,
+        sqlite_cache_mib: config.locator.sqlite_cache_mib,
     };
     let to_locator = Locator::open(&target, Owner::of(&config.node, Role::Cli)).await?;
     let result = copy_site(&from, &to_locator, &mut progress).await;

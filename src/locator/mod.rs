@@ -225,6 +225,7 @@ impl Locator {
             .map_err(LocatorError::Connect)?;
             let _ = first.close().await;
         }
+        let cache_kib = u64::from(config.sqlite_cache_mib.max(1)) * 1024;
         let pool = AnyPoolOptions::new()
             .max_connections(config.max_connections.max(1))
             .acquire_timeout(Duration::from_secs(30))
@@ -233,12 +234,15 @@ impl Locator {
                     if dialect == Dialect::Sqlite {
                         // C-FIND wildcards are case-sensitive except where a query folds case
                         // itself; PostgreSQL's LIKE already is.
-                        conn.execute(
+                        // A negative cache_size is in KiB: each connection's page cache
+                        // is bounded, so the server's memory is too (the operating system
+                        // caches the file itself).
+                        let pragmas = format!(
                             "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
                              PRAGMA foreign_keys = ON; PRAGMA case_sensitive_like = ON; \
-                             PRAGMA busy_timeout = 30000; PRAGMA cache_size = -16384;",
-                        )
-                        .await?;
+                             PRAGMA busy_timeout = 30000; PRAGMA cache_size = -{cache_kib};"
+                        );
+                        conn.execute(sqlx::AssertSqlSafe(pragmas)).await?;
                     }
                     Ok(())
                 })
@@ -1075,6 +1079,7 @@ pub(crate) mod tests {
         let config = LocatorConfig {
             url,
             max_connections: 2,
+            sqlite_cache_mib: 4,
         };
         let locator = Locator::open(&config, test_owner()).await.unwrap();
         (dir, locator)

@@ -732,6 +732,7 @@ pub async fn locator(server_dir: &Path) -> strata::locator::Locator {
         &strata::config::LocatorConfig {
             url: locator_url(server_dir),
             max_connections: 2,
+            sqlite_cache_mib: 4,
         },
         strata::locator::Owner {
             node: "test".into(),
