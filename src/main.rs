@@ -1,7 +1,6 @@
 //! The `strata` command line. Errors end here as one line on stderr and a non-zero exit.
 
-// One unsafe call, allowed where it is made: `bound_malloc` (glibc's `mallopt`).
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -278,36 +277,12 @@ enum BackupAction {
 }
 
 fn main() {
-    bound_malloc();
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
         eprintln!("strata: error: {}", one_line(&e));
         std::process::exit(1);
     }
 }
-
-/// Keeps glibc's malloc from holding on to freed memory (#20, the soak's RSS). By default it
-/// gives each thread that allocates an arena of its own (up to 8 per core) and, each time a
-/// large buffer is freed, raises the size below which buffers come from those arenas instead
-/// of their own mappings; the server's per-association PDU, ingest, read and archive buffers
-/// (up to a few MiB each, freed as soon as they are used) then fragment the arenas, and the
-/// memory stays resident. Measured in a 10-minute soak without faults (32 storing
-/// associations, 8 C-FIND, 4 C-MOVE, 2 C-GET): RSS 34 -> 111 MiB by default, 34 -> 75 MiB with
-/// two arenas and a fixed 128 KiB threshold, while heaptrack put the live heap's peak at
-/// 58 MiB. Called first, before any thread exists.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[allow(unsafe_code)]
-fn bound_malloc() {
-    // SAFETY: mallopt only sets allocator parameters; no other thread exists yet.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
-    }
-}
-
-/// Other C libraries: their allocator's defaults.
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn bound_malloc() {}
 
 /// The error and its causes on one line, skipping causes a message already quotes (our
 /// error types name their source in their own message).
