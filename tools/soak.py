@@ -23,11 +23,13 @@ At the end: every acknowledged instance is retrieved by C-GET, exactly once and 
 to what was sent; `strata verify --repair` mends the near-line damage and `strata verify` is
 then clean; after SIGTERM nothing is left in online/tmp.
 Printed: a summary table (instances/s stored, queries/s, p50/p99 of C-STORE, C-FIND and
-C-ECHO), the server's RSS every 10 s and its file descriptors. Exit status 0 only when every
+C-ECHO), failures by status or exception, the server's RSS curve (every 10 s, or sixty
+points over a longer run; every second in WORK/samples.csv) and its file descriptors. Exit status 0 only when every
 check holds.
 """
 
 import argparse
+import hashlib
 import json
 import os
 import random
@@ -64,12 +66,16 @@ class Stats:
         self.lock = threading.Lock()
         self.latency = defaultdict(list)
         self.counts = defaultdict(int)
+        self.failures = defaultdict(int)  # (operation, kind) -> count
 
-    def record(self, what, seconds=None, ok=True):
+    def record(self, what, seconds=None, ok=True, kind=None):
+        """`kind` says why a failed operation failed: its final status, or the exception."""
         with self.lock:
             self.counts[(what, ok)] += 1
             if ok and seconds is not None:
                 self.latency[what].append(seconds)
+            if not ok:
+                self.failures[(what, kind or "no response")] += 1
 
     def pct(self, what, p):
         values = sorted(self.latency.get(what, []))
@@ -191,6 +197,15 @@ def ct_file(folder, patient, study, series, number):
     return ds.SOPInstanceUID, path
 
 
+def failure_kind(status=None, error=None):
+    """A failed operation's reason for the summary: a status code or an exception's class."""
+    if error is not None:
+        return type(error).__name__
+    if status is None:
+        return "no response"
+    return f"0x{status:04X}"
+
+
 def data_set_bytes(path):
     """The data set of a Part-10 file (after its meta group)."""
     raw = open(path, "rb").read()
@@ -251,12 +266,14 @@ class Soak:
                 number += 1
                 uid, path = ct_file(folder, n, study, series, number)
                 t = time.monotonic()
+                error = None
                 try:
                     status = assoc.send_c_store(path)
-                except Exception:
-                    status = None
-                ok = status is not None and "Status" in status and int(status.Status) == 0
-                self.stats.record("C-STORE", time.monotonic() - t, ok)
+                except Exception as e:
+                    status, error = None, e
+                code = int(status.Status) if status is not None and "Status" in status else None
+                ok = code == 0
+                self.stats.record("C-STORE", time.monotonic() - t, ok, failure_kind(code, error))
                 if ok:
                     with self.acked_lock:
                         self.acked[uid] = (study, path)
@@ -284,14 +301,14 @@ class Soak:
                 q.StudyInstanceUID = ""
                 q.NumberOfStudyRelatedInstances = ""
                 t = time.monotonic()
-                final = None
+                final, error = None, None
                 try:
                     for status, _ in assoc.send_c_find(q, FIND):
                         if status is not None and "Status" in status and int(status.Status) not in (0xFF00, 0xFF01):
                             final = int(status.Status)
-                except Exception:
-                    final = None
-                self.stats.record("C-FIND", time.monotonic() - t, final == 0)
+                except Exception as e:
+                    final, error = None, e
+                self.stats.record("C-FIND", time.monotonic() - t, final == 0, failure_kind(final, error))
             if assoc.is_established:
                 assoc.release()
 
@@ -316,15 +333,15 @@ class Soak:
             q.QueryRetrieveLevel = "STUDY"
             q.StudyInstanceUID = study
             t = time.monotonic()
-            final = None
+            final, error = None, None
             try:
                 responses = assoc.send_c_move(q, "SOAK", MOVE) if move else assoc.send_c_get(q, GET)
                 for status, _ in responses:
                     if status is not None and "Status" in status and int(status.Status) not in (0xFF00, 0xFF01):
                         final = int(status.Status)
-            except Exception:
-                final = None
-            self.stats.record(what, time.monotonic() - t, final == 0)
+            except Exception as e:
+                final, error = None, e
+            self.stats.record(what, time.monotonic() - t, final == 0, failure_kind(final, error))
             if assoc.is_established:
                 assoc.release()
 
@@ -424,6 +441,10 @@ class Soak:
                 pass  # rewritten meanwhile
 
     def sample_worker(self, server):
+        """RSS, descriptors and temporaries every second; also appended to WORK/samples.csv
+        as they are taken, so that the curve of a run cut short is kept."""
+        csv = open(os.path.join(self.args.work, "samples.csv"), "a", buffering=1)
+        csv.write("t_s,pid,rss_mib,fds,temps\n")
         while self.running():
             pid = server.pid()
             try:
@@ -433,43 +454,63 @@ class Soak:
                         rss = int(line.split()[1]) / 1024
                 fds = len(os.listdir(f"/proc/{pid}/fd"))
                 temps = len(os.listdir(os.path.join(self.args.work, "online", "tmp")))
-                self.samples.append((time.monotonic() - self.start, pid, rss, fds, temps))
+                sample = (time.monotonic() - self.start, pid, rss, fds, temps)
+                self.samples.append(sample)
+                csv.write("%.0f,%d,%.1f,%d,%d\n" % sample)
             except (OSError, TypeError):
                 pass
             time.sleep(1)
 
-    def verify(self, server):
-        """Every acknowledged instance served by C-GET exactly once, bit-identical."""
+    def verify(self, server, parallel=4):
+        """Every acknowledged instance served by C-GET exactly once, bit-identical (compared
+        by SHA-256, so that an hour's instances need not be held); `parallel` associations."""
         got = defaultdict(list)
+        got_lock = threading.Lock()
+        problems = []
+        studies = list(self.studies)
 
         def on_store(event):
-            got[event.request.AffectedSOPInstanceUID].append(event.request.DataSet.getvalue())
+            digest = hashlib.sha256(event.request.DataSet.getvalue()).digest()
+            with got_lock:
+                got[event.request.AffectedSOPInstanceUID].append(digest)
             return 0x0000
 
-        ae = AE(ae_title="SOAK")
-        ae.add_requested_context(GET)
-        ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
-        ae.dimse_timeout = 60
-        problems = []
-        for study in self.studies:
-            assoc = ae.associate("127.0.0.1", self.args.port, ae_title="STRATA",
-                                 ext_neg=[build_role(CTImageStorage, scp_role=True)],
-                                 evt_handlers=[(evt.EVT_C_STORE, on_store)])
-            if not assoc.is_established:
-                problems.append(f"C-GET association for {study} refused")
-                continue
-            q = Dataset()
-            q.QueryRetrieveLevel = "STUDY"
-            q.StudyInstanceUID = study
-            for status, _ in assoc.send_c_get(q, GET):
-                if status is not None and "Status" in status and int(status.Status) not in (0xFF00, 0xFF01, 0):
-                    problems.append(f"C-GET of {study} ended 0x{int(status.Status):04X}")
-            assoc.release()
+        def worker():
+            ae = AE(ae_title="SOAK")
+            ae.add_requested_context(GET)
+            ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+            ae.dimse_timeout = 60
+            while True:
+                with got_lock:
+                    if not studies:
+                        return
+                    study = studies.pop()
+                assoc = ae.associate("127.0.0.1", self.args.port, ae_title="STRATA",
+                                     ext_neg=[build_role(CTImageStorage, scp_role=True)],
+                                     evt_handlers=[(evt.EVT_C_STORE, on_store)])
+                if not assoc.is_established:
+                    with got_lock:
+                        problems.append(f"C-GET association for {study} refused")
+                    continue
+                q = Dataset()
+                q.QueryRetrieveLevel = "STUDY"
+                q.StudyInstanceUID = study
+                for status, _ in assoc.send_c_get(q, GET):
+                    if status is not None and "Status" in status and int(status.Status) not in (0xFF00, 0xFF01, 0):
+                        with got_lock:
+                            problems.append(f"C-GET of {study} ended 0x{int(status.Status):04X}")
+                assoc.release()
+
+        threads = [threading.Thread(target=worker) for _ in range(parallel)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
         for uid, (_, path) in self.acked.items():
             copies = got.get(uid, [])
             if len(copies) != 1:
                 problems.append(f"{uid} acknowledged, served {len(copies)} times")
-            elif copies[0] != data_set_bytes(path):
+            elif copies[0] != hashlib.sha256(data_set_bytes(path)).digest():
                 problems.append(f"{uid} served with other bytes than were sent")
         return problems
 
@@ -609,6 +650,8 @@ def run(args, config, dest_server, moved, mounted):
     for what in ("C-STORE", "C-FIND", "C-MOVE", "C-GET", "C-ECHO"):
         ok, bad = s.counts[(what, True)], s.counts[(what, False)]
         print(f"| {what} | {ok} | {bad} | {ok / args.seconds:.1f} | {s.pct(what, 0.5):.1f} | {s.pct(what, 0.99):.1f} |")
+    for (what, kind), count in sorted(s.failures.items()):
+        print(f"failed {what}: {count} x {kind}")
     print(f"acknowledged {len(soak.acked)} instances in {len(soak.studies)} studies; "
           f"{moved[0]} instances arrived by C-MOVE; online tier filled {soak.fills} times; "
           f"{soak.damaged} near-line containers damaged")
@@ -619,9 +662,10 @@ def run(args, config, dest_server, moved, mounted):
             problems.append("the tiering worker archived nothing")
     print(f"strata verify --repair: {repair.stdout.strip()[:400]}")
     last = {}
+    every = max(10, int(args.seconds) // 60)  # about sixty lines whatever the duration
     for t, pid, rss, fds, tmp in soak.samples:
-        if int(t) // 10 != last.get("slot"):
-            last["slot"] = int(t) // 10
+        if int(t) // every != last.get("slot"):
+            last["slot"] = int(t) // every
             print(f"  t={t:5.0f}s pid={pid} rss={rss:6.1f} MiB fds={fds} temps={tmp}")
     final = [x for x in soak.samples if x[1] == final_pid]
     if final:
