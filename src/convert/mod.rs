@@ -500,13 +500,14 @@ impl Converter {
     /// full disk, a damaged origin) removes its temporary: left, it would take space until
     /// the next start.
     async fn write_online(&self, target: &str, payload: &Payload) -> Result<(), ConvertError> {
-        let (path, file) = self.online.create_temp()?;
-        let written = self.publish_online(&path, file, target, payload).await;
-        if written.is_err() {
-            // Gone already if the rename happened before the failure.
-            let _ = std::fs::remove_file(&path);
+        let (mut temp, file) = self.online.create_temp()?;
+        let written = self
+            .publish_online(temp.path(), file, target, payload)
+            .await;
+        if written.is_ok() {
+            temp.published();
         }
-        written
+        written // on failure, dropping `temp` removes it (if the rename did not happen)
     }
 
     /// See [`Converter::write_online`]: fills the temporary at `path` and publishes it.

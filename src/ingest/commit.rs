@@ -87,10 +87,10 @@ impl Committer {
     /// Publishes and records one instance with whatever else is waiting; its outcome.
     pub async fn commit(&self, finished: Finished) -> Outcome {
         let (answer, answered) = oneshot::channel();
-        let temp = finished.written.path.clone();
+        let temp = finished.written.path.path().to_owned();
         if let Err(refused) = self.queue.send(Pending { finished, answer }).await {
             // The committer is gone (the server is stopping): nothing was published.
-            remove_quietly(&refused.0.finished.written.path);
+            drop(refused); // removes the temporary
             return Outcome::failure(Status::ProcessingFailure, "the server is stopping");
         }
         answered.await.unwrap_or_else(|_| {
@@ -140,7 +140,7 @@ impl Worker {
             let files: Vec<_> = batch
                 .iter()
                 .zip(&locations)
-                .map(|(p, l)| (p.finished.written.path.clone(), l.clone()))
+                .map(|(p, l)| (p.finished.written.path.path().to_owned(), l.clone()))
                 .collect();
             tokio::task::spawn_blocking(move || {
                 let files: Vec<(&Path, &str)> = files
@@ -166,15 +166,21 @@ impl Worker {
                 .collect(),
         };
         let mut ready = Vec::with_capacity(batch.len());
-        for ((pending, location), published) in batch.into_iter().zip(locations).zip(published) {
+        for ((mut pending, location), published) in batch.into_iter().zip(locations).zip(published)
+        {
             match published {
-                Ok(()) => ready.push((pending, location)),
+                Ok(()) => {
+                    pending.finished.written.path.published();
+                    ready.push((pending, location));
+                }
                 Err(failure) => {
-                    // Not recorded, so neither name may stay: the temporary, or the file
-                    // renamed before a folder sync failed (its name is never reused).
-                    remove_quietly(&pending.finished.written.path);
+                    // Not recorded, so neither name may stay: the temporary (dropped with
+                    // the instance), or the file renamed before a folder sync failed (its
+                    // name is never reused).
+                    let Pending { finished, answer } = pending;
+                    drop(finished);
                     remove_quietly(&self.online.path(&location));
-                    let _ = pending.answer.send(failure);
+                    let _ = answer.send(failure);
                 }
             }
         }
@@ -368,8 +374,8 @@ impl Worker {
     }
 }
 
-/// Deletes a file no row points at (best effort: a leftover temporary is removed with the
-/// lease's other temporaries, a published one is an unreferenced file `verify` finds).
+/// Deletes a published file no row points at (best effort: one left is an unreferenced file
+/// `verify` finds).
 fn remove_quietly(path: &Path) {
     if let Err(e) = std::fs::remove_file(path) {
         debug!(path = %path.display(), error = %e, "cannot remove temporary");

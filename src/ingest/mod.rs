@@ -20,7 +20,6 @@ mod commit;
 pub mod rejection;
 
 use std::io;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use attributes::{read_attributes, read_attributes_with_head, AttributeError};
@@ -133,7 +132,7 @@ impl Inner {
         let attributes = match parsed {
             Ok(a) => a,
             Err(e) => {
-                self.discard_temp(&written.path).await;
+                drop(written); // removes the temporary
                 let status = match e {
                     AttributeError::Parse(_) => Status::CannotUnderstand,
                     AttributeError::Missing(_) | AttributeError::BadUid { .. } => {
@@ -147,7 +146,7 @@ impl Inner {
         if instance.sop_instance_uid != request.sop_instance_uid
             || instance.sop_class_uid != request.sop_class_uid
         {
-            self.discard_temp(&written.path).await;
+            drop(written); // removes the temporary
             return Outcome::failure(
                 Status::DataSetDoesNotMatchSopClass,
                 "SOP Class/Instance UID in the data set differ from the command",
@@ -155,7 +154,7 @@ impl Inner {
         }
         if let Some(study) = expected_study {
             if attributes.study.study_instance_uid != study {
-                self.discard_temp(&written.path).await;
+                drop(written); // removes the temporary
                 return Outcome::failure(
                     Status::DataSetDoesNotMatchSopClass,
                     format!(
@@ -166,8 +165,8 @@ impl Inner {
             }
         }
         if instance.sop_class_uid == KEY_OBJECT_SELECTION {
-            if let Err(refused) = self.apply_rejection(&written.path, sender).await {
-                self.discard_temp(&written.path).await;
+            if let Err(refused) = self.apply_rejection(written.path.path(), sender).await {
+                drop(written); // removes the temporary
                 return refused;
             }
         }
@@ -247,11 +246,6 @@ impl Inner {
             }
         }
         Ok(())
-    }
-
-    async fn discard_temp(&self, path: &std::path::Path) {
-        let path: PathBuf = path.to_owned();
-        let _ = tokio::task::spawn_blocking(move || std::fs::remove_file(path)).await;
     }
 }
 
@@ -354,8 +348,8 @@ impl Ingest {
         };
         // The temporary is created with the first write (one trip to the blocking pool for an
         // instance written in one go).
-        let path = inner.online.temp_path();
-        tracing::debug!(sop_instance_uid = %request.sop_instance_uid, temp = %path.display(), "receiving a C-STORE data set");
+        let temp = inner.online.temp_file();
+        tracing::debug!(sop_instance_uid = %request.sop_instance_uid, temp = %temp.path().display(), "receiving a C-STORE data set");
         StoreStart::Receive(IngestSink {
             ingest: inner.clone(),
             sender: Sender {
@@ -366,7 +360,7 @@ impl Ingest {
             expected_study: None,
             walk: walk_for(&request.transfer_syntax_uid),
             request,
-            writer: Part10Writer::new(path, header),
+            writer: Part10Writer::new(temp, header),
             received: 0,
         })
     }
@@ -414,11 +408,10 @@ impl StoreSink for IngestSink {
             ..
         } = self;
         if let Some(Err(truncated)) = walk.as_ref().map(ElementWalk::finish) {
-            writer.discard().await;
+            drop(writer); // removes the temporary
             return Outcome::failure(Status::CannotUnderstand, truncated.to_string());
         }
         let native_pixel_bytes = walk.as_ref().and_then(ElementWalk::native_pixel_data_len);
-        let temp = writer.path().to_owned();
         // Parse in the same blocking call as the last write, from memory when possible.
         let length = writer.length();
         let parse = move |path: &std::path::Path, head: &[u8]| {
@@ -431,14 +424,12 @@ impl StoreSink for IngestSink {
                     .commit(written, parsed, &request, &sender, expected)
                     .await
             }
-            Err(e) => {
-                ingest.discard_temp(&temp).await;
-                Outcome::failure(io_status(Some(&e)), format!("writing: {e}"))
-            }
+            // The temporary went with the writer.
+            Err(e) => Outcome::failure(io_status(Some(&e)), format!("writing: {e}")),
         }
     }
 
     async fn abandon(self) {
-        self.writer.discard().await;
+        // Dropping the writer removes the temporary.
     }
 }

@@ -8,6 +8,7 @@
 //! leaves a visible partial file.
 
 mod part10;
+mod temp;
 
 use std::collections::{BTreeMap, HashSet};
 use std::io;
@@ -21,6 +22,7 @@ use crate::locator::leases::LeaseToken;
 use crate::locator::{Locator, LocatorError};
 
 pub use part10::{part10_header, Part10Writer, WrittenFile, HEAD_LEN};
+pub use temp::TempFile;
 
 /// Why an online-tier operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -132,20 +134,21 @@ impl OnlineStore {
         &self.root
     }
 
-    /// A new name for a temporary file, never used before (no I/O: the writer creates it).
-    pub fn temp_path(&self) -> PathBuf {
+    /// A new name for a temporary file, never used before (no I/O: the writer creates it);
+    /// the file goes when the [`TempFile`] does, unless published.
+    pub fn temp_file(&self) -> TempFile {
         let n = self.next_temp.fetch_add(1, Ordering::Relaxed);
-        self.tmp.join(format!("{}-{n}.part", self.lease.get()))
+        TempFile::new(self.tmp.join(format!("{}-{n}.part", self.lease.get())))
     }
 
     /// Creates a new, empty temporary file. Blocking.
-    pub fn create_temp(&self) -> Result<(PathBuf, std::fs::File), OnlineError> {
-        let path = self.temp_path();
+    pub fn create_temp(&self) -> Result<(TempFile, std::fs::File), OnlineError> {
+        let temp = self.temp_file();
         std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
-            .open(&path)
-            .map(|file| (path, file))
+            .open(temp.path())
+            .map(|file| (temp, file))
             .map_err(|source| OnlineError::CreateTemp {
                 path: self.tmp.clone(),
                 source,
@@ -506,12 +509,14 @@ mod tests {
             .collect();
         assert_eq!(left, vec![std::ffi::OsString::from("8-0.part")]);
 
-        let (temp, file) = store.create_temp().unwrap();
+        let (mut temp, file) = store.create_temp().unwrap();
         drop(file);
-        std::fs::write(&temp, b"complete").unwrap();
+        std::fs::write(temp.path(), b"complete").unwrap();
         let location = store.new_location("1.2", "1.2.3");
-        store.publish(&temp, &location).unwrap();
-        assert!(!temp.exists());
+        store.publish(temp.path(), &location).unwrap();
+        assert!(!temp.path().exists());
+        temp.published();
+        drop(temp);
         assert_eq!(std::fs::read(store.path(&location)).unwrap(), b"complete");
         store.remove(&location).unwrap();
         assert!(!store.path(&location).exists());

@@ -1,9 +1,11 @@
 //! Writing a Part-10 file from a data set that arrives in fragments, with bounded memory.
 
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use dicom_object::meta::FileMetaTableBuilder;
+
+use super::TempFile;
 
 /// Fragments are gathered up to this size before one write to the file. Large enough that a
 /// typical CT/MR image is written in one go when it completes, which saves thread hand-offs;
@@ -73,9 +75,10 @@ pub fn part10_header(
 }
 
 /// The result of a finished write.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct WrittenFile {
-    pub path: PathBuf,
+    /// The temporary written: removed when this is dropped, unless published.
+    pub path: TempFile,
     /// Total file length in bytes.
     pub length: u64,
     /// CRC-32C of the whole file.
@@ -88,7 +91,7 @@ pub struct WrittenFile {
 /// File I/O runs on the blocking pool; at most [`WRITE_CHUNK`] bytes are held in memory.
 #[derive(Debug)]
 pub struct Part10Writer {
-    path: PathBuf,
+    path: TempFile,
     file: Target,
     buffer: Vec<u8>,
     /// The first [`HEAD_LEN`] bytes of the file (fewer if the file is shorter).
@@ -124,8 +127,9 @@ impl Target {
 
 impl Part10Writer {
     /// Starts a new file at `path` (which must not exist) with its header already buffered;
-    /// the file is created with the first write.
-    pub fn new(path: PathBuf, header: Vec<u8>) -> Part10Writer {
+    /// the file is created with the first write. Dropping the writer, or an error in
+    /// [`Part10Writer::finish_then`], removes the file.
+    pub fn new(path: TempFile, header: Vec<u8>) -> Part10Writer {
         let mut buffer = take_buffer();
         buffer.extend_from_slice(&header);
         Part10Writer {
@@ -146,7 +150,7 @@ impl Part10Writer {
 
     /// The temporary path being written.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.path.path()
     }
 
     /// Appends a fragment of the data set.
@@ -168,7 +172,7 @@ impl Part10Writer {
     async fn flush_buffer(&mut self) -> io::Result<()> {
         let target = std::mem::replace(&mut self.file, Target::Closed);
         let buffer = std::mem::take(&mut self.buffer);
-        let path = self.path.clone();
+        let path = self.path.path().to_owned();
         let (file, mut buffer, result) =
             tokio::task::spawn_blocking(move || match target.open(&path) {
                 Ok(mut file) => {
@@ -205,7 +209,7 @@ impl Part10Writer {
         let target = std::mem::replace(&mut self.file, Target::Closed);
         let buffer = std::mem::take(&mut self.buffer);
         let head = std::mem::take(&mut self.head);
-        let path = self.path.clone();
+        let path = self.path.path().to_owned();
         let after = tokio::task::spawn_blocking(move || {
             let mut file = target.open(&path)?;
             file.write_all(&buffer)?;
@@ -215,24 +219,12 @@ impl Part10Writer {
         .await
         .map_err(io::Error::other)??;
         let written = WrittenFile {
-            path: self.path.clone(),
+            path: self.path,
             length: self.length,
             crc32c: self.crc32c,
             data_set_offset: self.data_set_offset,
         };
         Ok((written, after))
-    }
-
-    /// Gives up: closes and deletes the temporary file.
-    pub async fn discard(mut self) {
-        if matches!(
-            std::mem::replace(&mut self.file, Target::Closed),
-            Target::NotCreated
-        ) {
-            return;
-        }
-        let path = self.path.clone();
-        let _ = tokio::task::spawn_blocking(move || std::fs::remove_file(path)).await;
     }
 }
 
@@ -248,6 +240,7 @@ mod tests {
     async fn writes_header_then_fragments_with_running_crc() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.part");
+        let temp = TempFile::new(path.clone());
         let header = part10_header(
             "1.2.840.10008.5.1.4.1.1.2",
             "1.2.3",
@@ -256,7 +249,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(&header[128..132], b"DICM");
-        let mut writer = Part10Writer::new(path.clone(), header.clone());
+        let mut writer = Part10Writer::new(temp, header.clone());
         let big = vec![7u8; WRITE_CHUNK + 10];
         writer.write(&big).await.unwrap();
         writer.write(b"tail").await.unwrap();
@@ -267,5 +260,10 @@ mod tests {
         assert_eq!(&bytes[..header.len()], &header[..]);
         assert_eq!(written.data_set_offset, header.len() as u64);
         assert!(bytes.ends_with(b"tail"));
+        drop(written);
+        assert!(
+            !path.exists(),
+            "an unpublished temporary goes with its WrittenFile"
+        );
     }
 }
