@@ -1,8 +1,8 @@
 //! `strata import`: walks folders of Part-10 files and ingests each through the same code
-//! path as a C-STORE (temp file, fsync, parse, rename, commit), several at a time. Files that
+//! path as a C-STORE (`ingest::import`: temp file, fsync, parse, rename, commit), several
+//! at a time. Files that
 //! are not readable DICOM are reported and skipped; nothing is half-indexed.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -10,18 +10,12 @@ use serde::Serialize;
 use tokio::task::JoinSet;
 
 use super::progress::Progress;
-use crate::audit::Caller;
 use crate::config::Config;
+use crate::ingest::import::PARALLEL;
 use crate::ingest::Ingest;
 use crate::jobs::{JobKind, JobReport, JobRun, Trigger};
 use crate::locator::{Locator, LocatorError, Owner, Role};
 use crate::online::{OnlineError, OnlineStore};
-use crate::service::{Outcome, Principal, StoreRequest, StoreSink, StoreStart};
-
-/// Files ingested at once.
-pub(super) const PARALLEL: usize = 4;
-/// Bytes read from a file per write to the ingest sink.
-const CHUNK: usize = 256 * 1024;
 
 /// Why an import could not run at all (single files failing are counted, not errors).
 #[derive(Debug, thiserror::Error)]
@@ -91,7 +85,7 @@ async fn import_files(ingest: &Ingest, files: Vec<PathBuf>) -> ImportSummary {
             let Some(path) = pending.next() else { break };
             let ingest = ingest.clone();
             tasks.spawn(async move {
-                let result = import_file(&ingest, &path).await;
+                let result = crate::ingest::import::store_file(&ingest, &path).await;
                 (path, result)
             });
         }
@@ -141,115 +135,4 @@ fn walk(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), ImportError> {
         }
     }
     Ok(())
-}
-
-/// Ingests one file like a C-STORE; returns its size or why it was not stored.
-async fn import_file(ingest: &Ingest, path: &Path) -> Result<u64, String> {
-    let path_owned = path.to_owned();
-    let opened = tokio::task::spawn_blocking(move || open_part10(&path_owned))
-        .await
-        .map_err(|e| e.to_string())?;
-    let (file, request, size) = opened?;
-    let sink = match ingest.begin(&Caller::new(Principal::Operator, None), request) {
-        StoreStart::Receive(sink) => sink,
-        StoreStart::Answer(outcome) => return outcome_result(outcome, size),
-    };
-    send(sink, file)
-        .await
-        .and_then(|outcome| outcome_result(outcome, size))
-}
-
-/// Sends the rest of `data` (positioned at the data set) into `sink` a chunk at a time;
-/// the outcome, or why it could not be read.
-async fn send<R: Read + Send + 'static>(
-    mut sink: crate::ingest::IngestSink,
-    mut data: R,
-) -> Result<Outcome, String> {
-    loop {
-        let read = tokio::task::spawn_blocking(move || {
-            let mut buf = vec![0u8; CHUNK];
-            let n = data.read(&mut buf).map(|n| {
-                buf.truncate(n);
-                buf
-            });
-            (data, n)
-        })
-        .await
-        .map_err(|e| e.to_string())?;
-        data = read.0;
-        let chunk = match read.1 {
-            Ok(chunk) => chunk,
-            Err(e) => {
-                sink.abandon().await;
-                return Err(format!("read failed: {e}"));
-            }
-        };
-        if chunk.is_empty() {
-            break;
-        }
-        if let Err(outcome) = sink.write(chunk).await {
-            sink.abandon().await;
-            return Ok(outcome);
-        }
-    }
-    Ok(sink.finish().await)
-}
-
-fn outcome_result(outcome: Outcome, size: u64) -> Result<u64, String> {
-    if outcome.status.is_failure() {
-        Err(format!(
-            "{} {}",
-            outcome.status,
-            outcome.comment.unwrap_or_default()
-        ))
-    } else {
-        Ok(size)
-    }
-}
-
-/// Opens a Part-10 file and positions it at the data set. Blocking.
-fn open_part10(path: &Path) -> Result<(std::fs::File, StoreRequest, u64), String> {
-    let mut file = std::fs::File::open(path).map_err(|e| format!("cannot open: {e}"))?;
-    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let (request, _) = read_meta(&mut file)?;
-    Ok((file, request, size))
-}
-
-fn read_meta(r: &mut impl Read) -> Result<(StoreRequest, Option<String>), String> {
-    crate::ingest::read_part10_meta(r).map_err(|e| e.to_string())
-}
-
-/// Ingests one Part-10 file that is a member of an offline volume (`length` bytes at
-/// `offset` in the volume file `volume`) like a C-STORE, read a chunk at a time. The member
-/// is a file Strata wrote, so its sender (Source AE in the file meta) is kept: the stored
-/// file is then the member byte for byte, and the volume's copy of it still counts.
-pub(super) async fn ingest_member(
-    ingest: &Ingest,
-    volume: &Path,
-    offset: u64,
-    length: u64,
-) -> Result<(), String> {
-    use std::io::{Seek, SeekFrom};
-    let volume = volume.to_owned();
-    let opened = tokio::task::spawn_blocking(move || {
-        let mut file = std::fs::File::open(&volume).map_err(|e| format!("cannot open: {e}"))?;
-        file.seek(SeekFrom::Start(offset))
-            .map_err(|e| format!("cannot seek: {e}"))?;
-        let mut member = file.take(length);
-        let (request, source_ae) = read_meta(&mut member)?;
-        Ok::<_, String>((member, request, source_ae))
-    })
-    .await
-    .map_err(|e| e.to_string())?;
-    let (member, request, source_ae) = opened?;
-    // Stored as its original sender sent it, when the member says who that was.
-    let sender = source_ae.map_or(Principal::Operator, |aet| Principal::ae(&aet));
-    let sink = match ingest.begin(&Caller::new(sender, None), request) {
-        StoreStart::Receive(sink) => sink,
-        StoreStart::Answer(outcome) => return outcome_result(outcome, 0).map(|_| ()),
-    };
-    send(sink, member)
-        .await
-        .and_then(|outcome| outcome_result(outcome, 0))
-        .map(|_| ())
 }

@@ -17,6 +17,8 @@
 
 pub mod attributes;
 mod commit;
+pub mod import;
+pub mod import_volume;
 pub mod rejection;
 
 use std::io;

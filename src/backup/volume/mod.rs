@@ -760,14 +760,51 @@ pub fn scan(path: &Path) -> Result<Scanned, VolumeError> {
     Ok(Scanned { manifest, entries })
 }
 
+/// A member read for import ([`read_member`]).
+#[derive(Debug)]
+pub enum MemberRead {
+    /// Intact, and read whole: used from memory, not read again.
+    Whole(bytes::Bytes),
+    /// Intact, checked a MiB at a time (it is larger than the caller holds): read again in
+    /// parts where it is used.
+    Intact,
+    /// Its bytes fail the manifest's SHA-256 or CRC-32C.
+    Damaged,
+}
+
+/// Reads and checks one member against the manifest (SHA-256 and CRC-32C): held whole if
+/// it is at most `hold` bytes, else only checked, in bounded memory. A file cut short is an
+/// error. Blocking.
+pub fn read_member(path: &Path, m: &Member, hold: u64) -> Result<MemberRead, VolumeError> {
+    let read_err = |source| VolumeError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = std::fs::File::open(path).map_err(read_err)?;
+    if m.length > hold {
+        return Ok(match member_intact(&mut file, path, m)? {
+            true => MemberRead::Intact,
+            false => MemberRead::Damaged,
+        });
+    }
+    let mut bytes = Vec::with_capacity(m.length as usize);
+    let mut digest = MemberDigest::default();
+    stream_range(&mut file, m.offset, m.length, |part| {
+        digest.update(part);
+        bytes.extend_from_slice(part);
+    })
+    .map_err(read_err)?;
+    Ok(if digest.finish() == (m.sha256.clone(), m.crc32c) {
+        MemberRead::Whole(bytes.into())
+    } else {
+        MemberRead::Damaged
+    })
+}
+
 /// Whether a member's bytes are what the manifest says (SHA-256 and CRC-32C), read a MiB
 /// at a time so a member of any size is checked in bounded memory. A file cut short is an
 /// error. Blocking.
-pub fn member_intact(
-    file: &mut std::fs::File,
-    path: &Path,
-    m: &Member,
-) -> Result<bool, VolumeError> {
+fn member_intact(file: &mut std::fs::File, path: &Path, m: &Member) -> Result<bool, VolumeError> {
     let mut digest = MemberDigest::default();
     stream_range(file, m.offset, m.length, |bytes| digest.update(bytes)).map_err(|source| {
         VolumeError::Read {
@@ -901,6 +938,49 @@ mod tests {
         let short = stream_range(&mut file, 1 << 20, 3 << 20, |_| {}).unwrap_err();
         assert_eq!(short.kind(), std::io::ErrorKind::UnexpectedEof, "{short}");
         stream_range(&mut file, 3 << 20, 0, |_| panic!("nothing to feed")).unwrap();
+    }
+
+    /// A member is held whole up to the limit, only checked beyond it, and damaged when a
+    /// byte differs from what the manifest's digests say, either way.
+    #[test]
+    fn a_member_is_read_once_when_small_and_checked_either_way() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.tar");
+        let mut bytes: Vec<u8> = (0..5000u32).map(|i| (i % 253) as u8).collect();
+        std::fs::write(&path, &bytes).unwrap();
+        let data = &bytes[100..1100];
+        let mut digest = MemberDigest::default();
+        digest.update(data);
+        let (sha256, crc32c) = digest.finish();
+        let m = Member {
+            path: "1.2/3.4/5.dcm".into(),
+            sop_instance_uid: "5".into(),
+            series_instance_uid: "3.4".into(),
+            study_instance_uid: "1.2".into(),
+            transfer_syntax_uid: "1.2.840.10008.1.2.1".into(),
+            offset: 100,
+            length: 1000,
+            sha256,
+            crc32c,
+        };
+        match read_member(&path, &m, 1000).unwrap() {
+            MemberRead::Whole(held) => assert_eq!(&held[..], data),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            read_member(&path, &m, 999).unwrap(),
+            MemberRead::Intact
+        ));
+        bytes[600] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        for hold in [1000, 999] {
+            assert!(matches!(
+                read_member(&path, &m, hold).unwrap(),
+                MemberRead::Damaged
+            ));
+        }
+        let past_the_end = Member { offset: 4500, ..m };
+        assert!(read_member(&path, &past_the_end, 1000).is_err());
     }
 
     #[test]
