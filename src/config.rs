@@ -274,7 +274,8 @@ impl NodeConfig {
 /// This machine's host name (the kernel's, as `hostname` prints it), or `strata` when it has
 /// none.
 pub fn host_name() -> String {
-    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let uname = rustix::system::uname();
+    let name = uname.nodename().to_string_lossy();
     match name.trim() {
         "" | "(none)" => "strata".to_string(),
         name => name.to_string(),
@@ -1126,6 +1127,16 @@ pub(crate) fn for_tests(dicom: &str, rest: &str) -> Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_host_name_is_the_one_uname_prints() {
+        let out = std::process::Command::new("uname")
+            .arg("-n")
+            .output()
+            .unwrap();
+        let expected = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(host_name(), expected.trim());
+    }
 
     #[test]
     fn relative_paths_follow_the_config_file() {
