@@ -122,7 +122,8 @@ class Server:
 
 
 def write_config(work, port, dest_port, hdfs_url=None, hdfs_path=None, log_level="warn",
-                 locator_url="sqlite://locator.db"):
+                 locator_url="sqlite://locator.db", sqlite_cache_mib=None):
+    cache = "" if sqlite_cache_mib is None else f"sqlite_cache_mib = {sqlite_cache_mib}\n"
     archive = "" if not hdfs_url else f"""
 [archive]
 backend = "hdfs"
@@ -158,7 +159,7 @@ poll_secs = 2
 
 [locator]
 url = "{locator_url}"
-
+{cache}
 [log]
 level = "{log_level}"
 {archive}"""
@@ -444,19 +445,24 @@ class Soak:
         """RSS, descriptors and temporaries every second; also appended to WORK/samples.csv
         as they are taken, so that the curve of a run cut short is kept."""
         csv = open(os.path.join(self.args.work, "samples.csv"), "a", buffering=1)
-        csv.write("t_s,pid,rss_mib,fds,temps\n")
+        # RSS split as the kernel counts it (anonymous: heap and arenas; file: the mapped
+        # binary and libraries) and the thread count (glibc gives threads arenas of their own).
+        csv.write("t_s,pid,rss_mib,fds,temps,rss_anon_mib,rss_file_mib,threads\n")
         while self.running():
             pid = server.pid()
             try:
-                rss = 0
+                status = {}
                 for line in open(f"/proc/{pid}/status"):
-                    if line.startswith("VmRSS:"):
-                        rss = int(line.split()[1]) / 1024
+                    key, _, value = line.partition(":")
+                    status[key] = value.split()
+                mib = lambda key: int(status.get(key, ["0"])[0]) / 1024
+                rss = mib("VmRSS")
                 fds = len(os.listdir(f"/proc/{pid}/fd"))
                 temps = len(os.listdir(os.path.join(self.args.work, "online", "tmp")))
                 sample = (time.monotonic() - self.start, pid, rss, fds, temps)
                 self.samples.append(sample)
-                csv.write("%.0f,%d,%.1f,%d,%d\n" % sample)
+                csv.write("%.0f,%d,%.1f,%d,%d,%.1f,%.1f,%s\n" % (
+                    sample + (mib("RssAnon"), mib("RssFile"), status.get("Threads", ["?"])[0])))
             except (OSError, TypeError):
                 pass
             time.sleep(1)
@@ -557,6 +563,8 @@ def main():
     p.add_argument("--hdfs", metavar="DIR", help="a tools/hdfs-dev.sh cluster to archive into")
     p.add_argument("--locator-url", default="sqlite://locator.db",
                    help="the server's [locator] url (an empty PostgreSQL database, or SQLite)")
+    p.add_argument("--sqlite-cache-mib", type=int,
+                   help="the server's [locator] sqlite_cache_mib (default: the server's own)")
     p.add_argument("--echo-probe", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.echo_probe:
@@ -582,7 +590,7 @@ def main():
         hdfs_url = env["HDFS_URL"]
     hdfs_path = "/soak-" + ("faults" if args.faults else "clean")
     config = write_config(args.work, args.port, dest_server.server_address[1], hdfs_url, hdfs_path,
-                          args.log_level, args.locator_url)
+                          args.log_level, args.locator_url, args.sqlite_cache_mib)
     online = os.path.join(args.work, "online")
     os.makedirs(online, exist_ok=True)
     mounted = args.faults and os.geteuid() == 0 and subprocess.run(

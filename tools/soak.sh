@@ -15,6 +15,9 @@
 # When Hadoop's jars are cached (tools/hdfs-dev.sh fetch; tools/test.sh does it), a real
 # HDFS is started for the soak and the server archives into it as the load runs (the runs
 # with faults also kill its DataNode); SOAK_HDFS=0 leaves it out.
+#
+# SOAK_SQLITE_CACHE_MIB=N sets the server's [locator] sqlite_cache_mib; SOAK_KEEP=1 keeps a
+# passing run's folder (its samples.csv has the RSS curve second by second).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-120}
@@ -45,6 +48,7 @@ for mode in clean faults; do
     work=$(mktemp -d /tmp/strata-soak.XXXXXX)
     flags=()
     [[ $mode == faults ]] && flags=(--faults)
+    [[ -n "${SOAK_SQLITE_CACHE_MIB:-}" ]] && flags+=(--sqlite-cache-mib "$SOAK_SQLITE_CACHE_MIB")
     if [[ "${SOAK_LOCATOR:-sqlite}" == postgres ]]; then
         flags+=(--locator-url "$(tools/pg-dev.sh url "soak_${mode}_$$")")
         echo "soak $mode: PostgreSQL locator"
@@ -52,6 +56,6 @@ for mode in clean faults; do
     # Bounded even if a client hangs: the load, the wind-down and the final checks.
     timeout --signal=KILL $((seconds * 2 + 300)) "$python" tools/soak.py --strata "$bin" --work "$work" \
         --seconds "$seconds" "${flags[@]}" "${hdfs_flags[@]}" || { status=1; echo "soak $mode: see $work"; continue; }
-    rm -rf "$work"
+    if [[ -n "${SOAK_KEEP:-}" ]]; then echo "soak $mode: kept $work"; else rm -rf "$work"; fi
 done
 exit $status
