@@ -144,15 +144,13 @@ impl Metrics {
                 &[(vec![], rss as f64)],
             );
         }
-        if let Some(cpu) = cpu_seconds() {
-            header(
-                out,
-                "process_cpu_seconds_total",
-                "User and system CPU time spent.",
-                Kind::Counter,
-            );
-            sample(out, "process_cpu_seconds_total", &[], cpu);
-        }
+        header(
+            out,
+            "process_cpu_seconds_total",
+            "User and system CPU time spent.",
+            Kind::Counter,
+        );
+        sample(out, "process_cpu_seconds_total", &[], cpu_seconds());
         if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
             gauge(
                 out,
@@ -343,18 +341,11 @@ fn resident_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
-/// User plus system CPU time from `/proc/self/stat`, in seconds. Linux reports it in clock
-/// ticks of `USER_HZ`, which is 100 on every architecture Strata runs on.
-fn cpu_seconds() -> Option<f64> {
-    const USER_HZ: f64 = 100.0;
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the command name (which may hold spaces) in parentheses; utime and stime
-    // are fields 14 and 15, the 12th and 13th after it.
-    let after = stat.rsplit_once(')')?.1;
-    let mut fields = after.split_whitespace().skip(11);
-    let user: f64 = fields.next()?.parse().ok()?;
-    let system: f64 = fields.next()?.parse().ok()?;
-    Some((user + system) / USER_HZ)
+/// User plus system CPU time of every thread of this process, in seconds
+/// (`CLOCK_PROCESS_CPUTIME_ID`).
+fn cpu_seconds() -> f64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
 }
 
 #[cfg(test)]
@@ -362,6 +353,20 @@ mod tests {
     #[test]
     fn this_process_reads_its_memory_and_cpu_time() {
         assert!(super::resident_bytes().unwrap() > 1 << 20);
-        assert!(super::cpu_seconds().unwrap() >= 0.0);
+        // Spinning shows as CPU time: 20 ms of it within 10 s, however loaded the machine.
+        let before = super::cpu_seconds();
+        let start = std::time::Instant::now();
+        let mut x = 0u64;
+        while super::cpu_seconds() - before < 0.02 && start.elapsed().as_secs() < 10 {
+            for _ in 0..10_000 {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
+        }
+        let spent = super::cpu_seconds() - before;
+        assert!(
+            spent >= 0.02,
+            "{spent} s of CPU after spinning for {:?}",
+            start.elapsed()
+        );
     }
 }
