@@ -3,7 +3,7 @@
 #![forbid(unsafe_code)]
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -322,6 +322,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    let rt = &runtime;
     match cli.command {
         Command::HashPassword => hash_password(),
         Command::NewToken => {
@@ -338,27 +339,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             config,
             json,
             paths,
-        } => {
-            let config = Config::load(&config)?;
-            init_logging("warn")?;
-            let summary = runtime.block_on(strata::admin::import(&config, &paths))?;
-            if json {
-                println!("{}", serde_json::to_string(&summary)?);
-            } else {
-                println!(
-                    "imported {} of {} files ({} failed), {:.1} MB in {:.1} s",
-                    summary.stored,
-                    summary.files,
-                    summary.failed,
-                    summary.bytes as f64 / 1e6,
-                    summary.seconds
-                );
-            }
-            if summary.failed > 0 {
-                anyhow::bail!("{} files were not imported", summary.failed);
-            }
-            Ok(())
-        }
+        } => import(rt, &config, &paths, json),
         Command::Tier {
             action:
                 TierAction::Run {
@@ -366,72 +347,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     min_age_days,
                     json,
                 },
-        } => {
-            let config = Config::load(&config)?;
-            init_logging("warn")?;
-            let age = min_age_days.unwrap_or(config.tiering.min_age_days);
-            let summary = runtime.block_on(strata::admin::tier_run(&config, age))?;
-            if json {
-                println!("{}", serde_json::to_string(&summary)?);
-            } else {
-                println!(
-                    "archived {} of {} studies ({} failed), {} instances, {:.1} MB in {:.1} s",
-                    summary.archived,
-                    summary.studies,
-                    summary.failed,
-                    summary.instances,
-                    summary.bytes as f64 / 1e6,
-                    summary.seconds
-                );
-            }
-            if summary.failed > 0 {
-                anyhow::bail!("{} studies were not archived", summary.failed);
-            }
-            Ok(())
-        }
+        } => tier_run(rt, &config, min_age_days, json),
         Command::Restore {
             config,
             study,
             json,
-        } => {
-            let config = Config::load(&config)?;
-            init_logging("warn")?;
-            let summary = runtime.block_on(strata::admin::restore(&config, &study))?;
-            if json {
-                println!("{}", serde_json::to_string(&summary)?);
-            } else {
-                print!("{summary}");
-            }
-            if !summary.unrecoverable.is_empty() {
-                anyhow::bail!(
-                    "{} instances of {study} have no intact lossless copy on disk",
-                    summary.unrecoverable.len()
-                );
-            }
-            Ok(())
-        }
+        } => restore(rt, &config, &study, json),
         Command::Locate {
             config,
             study,
             json,
-        } => {
-            let config = Config::load(&config)?;
-            let located = runtime.block_on(strata::admin::locate(&config, &study))?;
-            if located.is_empty() {
-                anyhow::bail!("study {study} is not stored");
-            }
-            if json {
-                println!("{}", serde_json::to_string(&located)?);
-            } else {
-                for l in &located {
-                    println!(
-                        "{} {} {} {}+{}",
-                        l.sop_instance_uid, l.tier, l.location, l.offset, l.length
-                    );
-                }
-            }
-            Ok(())
-        }
+        } => locate(rt, &config, &study, json),
         Command::Transcode {
             to,
             roi,
@@ -439,173 +365,271 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             json,
             input,
             output,
-        } => {
-            // Our own info lines (the automatic ROI's size); the decoder's chatter stays out.
-            init_logging("strata=info,warn")?;
-            let target = match to.as_str() {
-                "j2k-lossless" => strata::codec::dicom::Target::Lossless,
-                _ => strata::codec::dicom::Target::Roi {
-                    roi: strata::admin::parse_roi(&roi).map_err(anyhow::Error::msg)?,
-                    ratio,
-                },
-            };
-            let summary = strata::admin::transcode(&input, &output, &target)?;
-            if json {
-                println!("{}", serde_json::to_string(&summary)?);
-            } else {
-                let roi = summary
-                    .roi_fraction
-                    .map(|(lo, hi)| {
-                        format!(", ROI {:.1}-{:.1}% of the image", lo * 100.0, hi * 100.0)
-                    })
-                    .unwrap_or_default();
-                println!(
-                    "wrote {} ({}, {}), ratio {:.2}:1{roi}",
-                    summary.output.display(),
-                    summary.transfer_syntax_uid,
-                    if summary.lossless {
-                        "lossless"
-                    } else {
-                        "lossy, marked"
-                    },
-                    summary.ratio
-                );
-            }
-            Ok(())
+        } => transcode(&to, &roi, ratio, &input, &output, json),
+        Command::Backup { action } => backup(rt, action),
+        Command::Verify {
+            config,
+            repair,
+            volumes,
+            json,
+        } => verify(rt, &config, repair, volumes.as_deref(), json),
+        Command::Schedule { config, json } => {
+            let config = load(&config, None)?;
+            let report = runtime.block_on(strata::admin::schedule(&config))?;
+            emit(&report, json, |r| print!("{r}"))
         }
-        Command::Backup {
+        Command::Locator {
+            action: LocatorAction::Migrate { config, to, json },
+        } => migrate_locator(rt, &config, &to, json),
+        Command::Delete {
+            config,
+            study,
+            series,
+            instance,
+            reason,
+            json,
+        } => delete(rt, &config, (study, series, instance), &reason, json),
+        Command::Update {
+            config,
+            study,
+            patient,
+            issuer,
+            set,
+            json,
+        } => update(rt, &config, (study, patient, issuer), &set, json),
+        Command::Audit {
+            config,
+            study,
+            recent,
+            json,
+        } => audit(rt, &config, study.as_deref(), recent.unwrap_or(0), json),
+        Command::Lifecycle {
             action:
-                BackupAction::Run {
+                LifecycleAction::Run {
                     config,
-                    study,
+                    dry_run,
                     json,
                 },
-        } => {
-            let config = Config::load(&config)?;
-            init_logging("warn")?;
-            runtime.block_on(strata::admin::enqueue_backup(&config, &study))?;
-            let summary = runtime.block_on(strata::admin::backup_run(&config))?;
-            if json {
-                println!("{}", serde_json::to_string(&summary)?);
-            } else {
-                println!(
-                    "backed up {} of {} studies ({} failed), {} instances, {:.1} MB in {:.1} s",
-                    summary.backed_up,
-                    summary.studies,
-                    summary.failed,
-                    summary.instances,
-                    summary.bytes as f64 / 1e6,
-                    summary.seconds
-                );
-            }
-            if summary.failed > 0 {
-                anyhow::bail!("{} studies were not backed up", summary.failed);
-            }
-            if summary.lost_instances > 0 {
-                anyhow::bail!(
-                    "{} instances have no lossless bytes left and were left out of their study's copy",
-                    summary.lost_instances
-                );
-            }
-            Ok(())
+        } => lifecycle_run(rt, &config, dry_run, json),
+        Command::Status { config, json } => {
+            let config = load(&config, None)?;
+            let report = runtime.block_on(strata::admin::status(&config))?;
+            emit(&report, json, |r| print!("{r}"))
         }
-        Command::Backup {
-            action:
-                BackupAction::ExportVolume {
-                    config,
-                    out,
-                    max_size,
-                    throttle_mb_s,
-                    json,
-                },
-        } => {
-            let config = Config::load(&config)?;
-            init_logging("warn")?;
-            let summary = runtime.block_on(strata::admin::export_volume(
-                &config,
-                &out,
-                max_size,
-                throttle_mb_s,
-            ))?;
-            if json {
-                println!("{}", serde_json::to_string(&summary)?);
-            } else if summary.volumes.is_empty() && summary.failed == 0 {
-                println!("nothing to export: every instance is on a volume");
-            } else {
-                for v in &summary.volumes {
-                    println!(
-                        "{}  {} instances, {:.1} MB",
-                        v.path.display(),
-                        v.instances,
-                        v.size as f64 / 1e6
-                    );
-                }
-                println!(
-                    "exported {} instances into {} volumes ({} failed) in {:.1} s",
-                    summary.instances,
-                    summary.volumes.len(),
-                    summary.failed,
-                    summary.seconds
-                );
-            }
-            if summary.failed > 0 {
-                anyhow::bail!("{} instances were not exported", summary.failed);
-            }
-            Ok(())
+    }
+}
+
+type Runtime = tokio::runtime::Runtime;
+
+fn verify(
+    rt: &Runtime,
+    config: &Path,
+    repair: bool,
+    volumes: Option<&Path>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let config = load(config, Some("error"))?;
+    let report = rt.block_on(strata::admin::verify(&config, repair, volumes))?;
+    emit(&report, json, |r| print!("{r}"))?;
+    if report.remaining > 0 {
+        anyhow::bail!("{} damaged or missing copies remain", report.remaining);
+    }
+    Ok(())
+}
+
+fn migrate_locator(rt: &Runtime, config: &Path, to: &str, json: bool) -> anyhow::Result<()> {
+    let config = load(config, None)?;
+    let summary = rt.block_on(strata::admin::migrate_locator(&config, to, |t| {
+        if !json {
+            eprintln!("{}: {} rows copied and checked", t.table, t.rows);
         }
-        Command::Backup {
-            action:
-                BackupAction::ImportVolume {
-                    config,
-                    json,
-                    files,
-                },
-        } => {
-            let config = Config::load(&config)?;
-            init_logging("warn")?;
-            let summary = runtime.block_on(strata::admin::import_volume(&config, &files))?;
-            if json {
-                println!("{}", serde_json::to_string(&summary)?);
-            } else {
-                for failure in &summary.failures {
-                    println!("{failure}");
-                }
-                println!(
-                    "{} members of {} volumes: {} restored, {} ingested, {} intact, {} other \
-                     versions, {} deleted, {} damaged, {} failed; {} studies queued for backup \
-                     ({:.1} s)",
-                    summary.members,
-                    summary.volumes,
-                    summary.restored,
-                    summary.ingested,
-                    summary.intact,
-                    summary.other_version,
-                    summary.deleted,
-                    summary.damaged,
-                    summary.failed,
-                    summary.queued_for_backup,
-                    summary.seconds
-                );
-            }
-            if summary.failed + summary.damaged > 0 {
-                anyhow::bail!(
-                    "{} members damaged, {} failed",
-                    summary.damaged,
-                    summary.failed
-                );
-            }
-            Ok(())
+    }))?;
+    emit(&summary, json, |s| print!("{s}"))
+}
+
+fn audit(
+    rt: &Runtime,
+    config: &Path,
+    study: Option<&str>,
+    recent: u32,
+    json: bool,
+) -> anyhow::Result<()> {
+    let config = load(config, None)?;
+    let rows = rt.block_on(strata::admin::audit(&config, study, recent))?;
+    match study {
+        Some(study) if rows.is_empty() => anyhow::bail!("no audit entries for study {study}"),
+        _ => print_audit(study, &rows, json),
+    }
+}
+
+fn lifecycle_run(rt: &Runtime, config: &Path, dry_run: bool, json: bool) -> anyhow::Result<()> {
+    let config = load(config, Some("warn"))?;
+    let pass = rt.block_on(strata::admin::lifecycle_run(&config, dry_run))?;
+    print_retention(&pass, json)?;
+    if pass.failed > 0 {
+        anyhow::bail!("{} studies were not deleted", pass.failed);
+    }
+    Ok(())
+}
+
+/// Reads the config; `log` sets the log filter of a one-shot command (`None`: no logging).
+fn load(path: &Path, log: Option<&str>) -> anyhow::Result<Config> {
+    let config = Config::load(path)?;
+    if let Some(filter) = log {
+        init_logging(filter)?;
+    }
+    Ok(config)
+}
+
+/// Prints `value` as one line of JSON with `--json`, else as `text` prints it.
+fn emit<T: serde::Serialize + ?Sized>(
+    value: &T,
+    json: bool,
+    text: impl FnOnce(&T),
+) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(value)?);
+    } else {
+        text(value);
+    }
+    Ok(())
+}
+
+fn import(rt: &Runtime, config: &Path, paths: &[PathBuf], json: bool) -> anyhow::Result<()> {
+    let config = load(config, Some("warn"))?;
+    let summary = rt.block_on(strata::admin::import(&config, paths))?;
+    emit(&summary, json, |s| {
+        println!(
+            "imported {} of {} files ({} failed), {:.1} MB in {:.1} s",
+            s.stored,
+            s.files,
+            s.failed,
+            s.bytes as f64 / 1e6,
+            s.seconds
+        )
+    })?;
+    if summary.failed > 0 {
+        anyhow::bail!("{} files were not imported", summary.failed);
+    }
+    Ok(())
+}
+
+fn tier_run(
+    rt: &Runtime,
+    config: &Path,
+    min_age_days: Option<u32>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let config = load(config, Some("warn"))?;
+    let age = min_age_days.unwrap_or(config.tiering.min_age_days);
+    let summary = rt.block_on(strata::admin::tier_run(&config, age))?;
+    emit(&summary, json, |s| {
+        println!(
+            "archived {} of {} studies ({} failed), {} instances, {:.1} MB in {:.1} s",
+            s.archived,
+            s.studies,
+            s.failed,
+            s.instances,
+            s.bytes as f64 / 1e6,
+            s.seconds
+        )
+    })?;
+    if summary.failed > 0 {
+        anyhow::bail!("{} studies were not archived", summary.failed);
+    }
+    Ok(())
+}
+
+fn restore(rt: &Runtime, config: &Path, study: &str, json: bool) -> anyhow::Result<()> {
+    let config = load(config, Some("warn"))?;
+    let summary = rt.block_on(strata::admin::restore(&config, study))?;
+    emit(&summary, json, |s| print!("{s}"))?;
+    if !summary.unrecoverable.is_empty() {
+        anyhow::bail!(
+            "{} instances of {study} have no intact lossless copy on disk",
+            summary.unrecoverable.len()
+        );
+    }
+    Ok(())
+}
+
+fn locate(rt: &Runtime, config: &Path, study: &str, json: bool) -> anyhow::Result<()> {
+    let config = load(config, None)?;
+    let located = rt.block_on(strata::admin::locate(&config, study))?;
+    if located.is_empty() {
+        anyhow::bail!("study {study} is not stored");
+    }
+    emit(&located, json, |located| {
+        for l in located {
+            println!(
+                "{} {} {} {}+{}",
+                l.sop_instance_uid, l.tier, l.location, l.offset, l.length
+            );
         }
-        Command::Backup {
-            action: BackupAction::Volumes { config, json },
-        } => {
-            let config = Config::load(&config)?;
-            init_logging("warn")?;
-            let volumes = runtime.block_on(strata::admin::volumes(&config))?;
-            if json {
-                println!("{}", serde_json::to_string(&volumes)?);
-            } else {
-                for v in &volumes {
+    })
+}
+
+fn transcode(
+    to: &str,
+    roi: &str,
+    ratio: f32,
+    input: &Path,
+    output: &Path,
+    json: bool,
+) -> anyhow::Result<()> {
+    // Our own info lines (the automatic ROI's size); the decoder's chatter stays out.
+    init_logging("strata=info,warn")?;
+    let target = match to {
+        "j2k-lossless" => strata::codec::dicom::Target::Lossless,
+        _ => strata::codec::dicom::Target::Roi {
+            roi: strata::admin::parse_roi(roi).map_err(anyhow::Error::msg)?,
+            ratio,
+        },
+    };
+    let summary = strata::admin::transcode(input, output, &target)?;
+    emit(&summary, json, |s| {
+        let roi = s
+            .roi_fraction
+            .map(|(lo, hi)| format!(", ROI {:.1}-{:.1}% of the image", lo * 100.0, hi * 100.0))
+            .unwrap_or_default();
+        let kind = if s.lossless {
+            "lossless"
+        } else {
+            "lossy, marked"
+        };
+        println!(
+            "wrote {} ({}, {kind}), ratio {:.2}:1{roi}",
+            s.output.display(),
+            s.transfer_syntax_uid,
+            s.ratio
+        );
+    })
+}
+
+fn backup(rt: &Runtime, action: BackupAction) -> anyhow::Result<()> {
+    match action {
+        BackupAction::Run {
+            config,
+            study,
+            json,
+        } => backup_run(rt, &config, &study, json),
+        BackupAction::ExportVolume {
+            config,
+            out,
+            max_size,
+            throttle_mb_s,
+            json,
+        } => export_volume(rt, &config, &out, max_size, throttle_mb_s, json),
+        BackupAction::ImportVolume {
+            config,
+            json,
+            files,
+        } => import_volume(rt, &config, &files, json),
+        BackupAction::Volumes { config, json } => {
+            let config = load(&config, Some("warn"))?;
+            let volumes = rt.block_on(strata::admin::volumes(&config))?;
+            emit(&volumes, json, |volumes| {
+                for v in volumes {
                     println!(
                         "{}  {}  {} instances  {:.1} MB  {}",
                         v.id,
@@ -615,142 +639,150 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         v.directory
                     );
                 }
-            }
-            Ok(())
-        }
-        Command::Verify {
-            config,
-            repair,
-            volumes,
-            json,
-        } => {
-            let config = Config::load(&config)?;
-            init_logging("error")?;
-            let report =
-                runtime.block_on(strata::admin::verify(&config, repair, volumes.as_deref()))?;
-            if json {
-                println!("{}", serde_json::to_string(&report)?);
-            } else {
-                print!("{report}");
-            }
-            if report.remaining > 0 {
-                anyhow::bail!("{} damaged or missing copies remain", report.remaining);
-            }
-            Ok(())
-        }
-        Command::Schedule { config, json } => {
-            let config = Config::load(&config)?;
-            let report = runtime.block_on(strata::admin::schedule(&config))?;
-            if json {
-                println!("{}", serde_json::to_string(&report)?);
-            } else {
-                print!("{report}");
-            }
-            Ok(())
-        }
-        Command::Locator {
-            action: LocatorAction::Migrate { config, to, json },
-        } => {
-            let config = Config::load(&config)?;
-            let summary = runtime.block_on(strata::admin::migrate_locator(&config, &to, |t| {
-                if !json {
-                    eprintln!("{}: {} rows copied and checked", t.table, t.rows);
-                }
-            }))?;
-            if json {
-                println!("{}", serde_json::to_string(&summary)?);
-            } else {
-                print!("{summary}");
-            }
-            Ok(())
-        }
-        Command::Delete {
-            config,
-            study,
-            series,
-            instance,
-            reason,
-            json,
-        } => {
-            use strata::locator::lifecycle::DeleteScope;
-            let scope = match (study, series, instance) {
-                (Some(uid), _, _) => DeleteScope::Study(uid),
-                (_, Some(uid), _) => DeleteScope::Series(uid),
-                (_, _, Some(uid)) => DeleteScope::Instance(uid),
-                _ => anyhow::bail!("name one of --study, --series, --instance"),
-            };
-            let config = Config::load(&config)?;
-            init_logging("warn")?;
-            let deleted = runtime.block_on(strata::admin::delete(&config, &scope, &reason))?;
-            print_deleted(&deleted, json)
-        }
-        Command::Update {
-            config,
-            study,
-            patient,
-            issuer,
-            set,
-            json,
-        } => {
-            use strata::admin::UpdateTarget;
-            let changes = strata::model::correction::Changes::parse(&set)?;
-            let target = match (study, patient) {
-                (Some(uid), _) => UpdateTarget::Study(uid),
-                (_, Some(id)) => UpdateTarget::Patient(id, issuer),
-                _ => anyhow::bail!("name one of --study, --patient"),
-            };
-            let config = Config::load(&config)?;
-            init_logging("warn")?;
-            let updated = runtime.block_on(strata::admin::update(&config, &target, &changes))?;
-            print_updated(&updated, json)
-        }
-        Command::Audit {
-            config,
-            study,
-            recent,
-            json,
-        } => {
-            let config = Config::load(&config)?;
-            let rows = runtime.block_on(strata::admin::audit(
-                &config,
-                study.as_deref(),
-                recent.unwrap_or(0),
-            ))?;
-            match study {
-                Some(study) if rows.is_empty() => {
-                    anyhow::bail!("no audit entries for study {study}")
-                }
-                _ => print_audit(study.as_deref(), &rows, json),
-            }
-        }
-        Command::Lifecycle {
-            action:
-                LifecycleAction::Run {
-                    config,
-                    dry_run,
-                    json,
-                },
-        } => {
-            let config = Config::load(&config)?;
-            init_logging("warn")?;
-            let pass = runtime.block_on(strata::admin::lifecycle_run(&config, dry_run))?;
-            print_retention(&pass, json)?;
-            if pass.failed > 0 {
-                anyhow::bail!("{} studies were not deleted", pass.failed);
-            }
-            Ok(())
-        }
-        Command::Status { config, json } => {
-            let config = Config::load(&config)?;
-            let report = runtime.block_on(strata::admin::status(&config))?;
-            if json {
-                println!("{}", serde_json::to_string(&report)?);
-            } else {
-                print!("{report}");
-            }
-            Ok(())
+            })
         }
     }
+}
+
+fn backup_run(rt: &Runtime, config: &Path, study: &[String], json: bool) -> anyhow::Result<()> {
+    let config = load(config, Some("warn"))?;
+    rt.block_on(strata::admin::enqueue_backup(&config, study))?;
+    let summary = rt.block_on(strata::admin::backup_run(&config))?;
+    emit(&summary, json, |s| {
+        println!(
+            "backed up {} of {} studies ({} failed), {} instances, {:.1} MB in {:.1} s",
+            s.backed_up,
+            s.studies,
+            s.failed,
+            s.instances,
+            s.bytes as f64 / 1e6,
+            s.seconds
+        )
+    })?;
+    if summary.failed > 0 {
+        anyhow::bail!("{} studies were not backed up", summary.failed);
+    }
+    if summary.lost_instances > 0 {
+        anyhow::bail!(
+            "{} instances have no lossless bytes left and were left out of their study's copy",
+            summary.lost_instances
+        );
+    }
+    Ok(())
+}
+
+fn export_volume(
+    rt: &Runtime,
+    config: &Path,
+    out: &Path,
+    max_size: u64,
+    throttle_mb_s: f64,
+    json: bool,
+) -> anyhow::Result<()> {
+    let config = load(config, Some("warn"))?;
+    let summary = rt.block_on(strata::admin::export_volume(
+        &config,
+        out,
+        max_size,
+        throttle_mb_s,
+    ))?;
+    emit(&summary, json, |s| {
+        if s.volumes.is_empty() && s.failed == 0 {
+            println!("nothing to export: every instance is on a volume");
+            return;
+        }
+        for v in &s.volumes {
+            println!(
+                "{}  {} instances, {:.1} MB",
+                v.path.display(),
+                v.instances,
+                v.size as f64 / 1e6
+            );
+        }
+        println!(
+            "exported {} instances into {} volumes ({} failed) in {:.1} s",
+            s.instances,
+            s.volumes.len(),
+            s.failed,
+            s.seconds
+        );
+    })?;
+    if summary.failed > 0 {
+        anyhow::bail!("{} instances were not exported", summary.failed);
+    }
+    Ok(())
+}
+
+fn import_volume(rt: &Runtime, config: &Path, files: &[PathBuf], json: bool) -> anyhow::Result<()> {
+    let config = load(config, Some("warn"))?;
+    let summary = rt.block_on(strata::admin::import_volume(&config, files))?;
+    emit(&summary, json, |s| {
+        for failure in &s.failures {
+            println!("{failure}");
+        }
+        println!(
+            "{} members of {} volumes: {} restored, {} ingested, {} intact, {} other \
+             versions, {} deleted, {} damaged, {} failed; {} studies queued for backup \
+             ({:.1} s)",
+            s.members,
+            s.volumes,
+            s.restored,
+            s.ingested,
+            s.intact,
+            s.other_version,
+            s.deleted,
+            s.damaged,
+            s.failed,
+            s.queued_for_backup,
+            s.seconds
+        );
+    })?;
+    if summary.failed + summary.damaged > 0 {
+        anyhow::bail!(
+            "{} members damaged, {} failed",
+            summary.damaged,
+            summary.failed
+        );
+    }
+    Ok(())
+}
+
+fn delete(
+    rt: &Runtime,
+    config: &Path,
+    (study, series, instance): (Option<String>, Option<String>, Option<String>),
+    reason: &str,
+    json: bool,
+) -> anyhow::Result<()> {
+    use strata::locator::lifecycle::DeleteScope;
+    let scope = match (study, series, instance) {
+        (Some(uid), _, _) => DeleteScope::Study(uid),
+        (_, Some(uid), _) => DeleteScope::Series(uid),
+        (_, _, Some(uid)) => DeleteScope::Instance(uid),
+        _ => anyhow::bail!("name one of --study, --series, --instance"),
+    };
+    let config = load(config, Some("warn"))?;
+    let deleted = rt.block_on(strata::admin::delete(&config, &scope, reason))?;
+    print_deleted(&deleted, json)
+}
+
+fn update(
+    rt: &Runtime,
+    config: &Path,
+    (study, patient, issuer): (Option<String>, Option<String>, Option<String>),
+    set: &[String],
+    json: bool,
+) -> anyhow::Result<()> {
+    use strata::admin::UpdateTarget;
+    let changes = strata::model::correction::Changes::parse(set)?;
+    let target = match (study, patient) {
+        (Some(uid), _) => UpdateTarget::Study(uid),
+        (_, Some(id)) => UpdateTarget::Patient(id, issuer),
+        _ => anyhow::bail!("name one of --study, --patient"),
+    };
+    let config = load(config, Some("warn"))?;
+    let updated = rt.block_on(strata::admin::update(&config, &target, &changes))?;
+    print_updated(&updated, json)
 }
 
 fn print_updated(u: &strata::locator::correction::Updated, json: bool) -> anyhow::Result<()> {
