@@ -100,6 +100,15 @@ impl Trigger {
     }
 }
 
+/// Where a long job reports as it goes: the command line's progress line (a terminal's
+/// redrawn line, failures kept above it).
+pub trait Progress {
+    /// A line that stays, e.g. why something was skipped.
+    fn note(&self, line: &str);
+    /// `done` of `total` handled; `counts` says what so far, `bytes` how much was moved.
+    fn update(&self, done: u64, total: u64, counts: &str, bytes: u64);
+}
+
 /// A job's summary as recorded: its JSON form, and whether anything in it failed (the
 /// run's outcome is then `failed`, like the CLI's non-zero exit).
 pub trait JobReport: Serialize {

@@ -32,10 +32,9 @@ pub enum BackupCommandError {
 /// What `strata backup run` did: the same record as a server's backup pass.
 pub type BackupSummary = crate::backup::BackupPass;
 
-/// The stores, locator, reader (with recovery), converter and backup worker of a config.
+/// The stores, locator, converter and backup worker (with its reader) of a config.
 pub(super) struct Stack {
     pub locator: Arc<Locator>,
-    pub reader: crate::reader::Reader,
     pub converter: Arc<Converter>,
     pub backup: Arc<Backup>,
     pub auditor: crate::audit::Auditor,
@@ -48,7 +47,7 @@ impl Stack {
         let backup = Arc::new(
             Backup::new(
                 locator.clone(),
-                reader.clone(),
+                reader,
                 &config.backup.nearline_dir,
                 converter.clone(),
                 config.backup.throttle_mb_s,
@@ -58,7 +57,6 @@ impl Stack {
         let auditor = crate::audit::Auditor::for_command(config, locator.clone());
         Ok(Stack {
             locator,
-            reader,
             converter,
             backup,
             auditor,

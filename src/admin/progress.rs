@@ -46,3 +46,13 @@ impl Progress {
         self.started.elapsed().as_secs_f64()
     }
 }
+
+impl crate::jobs::Progress for Progress {
+    fn note(&self, line: &str) {
+        Progress::note(self, line)
+    }
+
+    fn update(&self, done: u64, total: u64, counts: &str, bytes: u64) {
+        Progress::update(self, done, total, counts, bytes)
+    }
+}

@@ -8,7 +8,7 @@ use super::backup::BackupCommandError;
 use super::progress::Progress;
 use crate::backup::volume::{self, ExportSummary, VolumeError};
 use crate::config::Config;
-use crate::ingest::import_volume::{ImportProgress, ImportVolumeError, VolumeImport};
+use crate::ingest::import_volume::{ImportVolumeError, VolumeImport};
 use crate::ingest::Ingest;
 use crate::jobs::{JobKind, JobRun, Trigger};
 use crate::locator::volumes::Volume;
@@ -108,14 +108,4 @@ async fn import_volumes(
     .await;
     progress.finish();
     Ok(summary?)
-}
-
-impl ImportProgress for Progress {
-    fn note(&self, line: &str) {
-        Progress::note(self, line)
-    }
-
-    fn update(&self, done: u64, total: u64) {
-        Progress::update(self, done, total, "imported", 0)
-    }
 }

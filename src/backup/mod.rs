@@ -27,6 +27,7 @@
 //! [`verify`]) is re-created on the online tier from an intact copy through the converter's
 //! journaled online write, and the locator switched to it.
 
+pub mod restore;
 pub mod verify;
 pub mod volume;
 

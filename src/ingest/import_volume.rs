@@ -22,7 +22,7 @@ use super::import::{store_member, store_member_bytes, FileStoreError, PARALLEL};
 use super::Ingest;
 use crate::backup::volume::{self, Manifest, Member, MemberRead};
 use crate::convert::{ConvertError, Converter};
-use crate::jobs::JobReport;
+use crate::jobs::{JobReport, Progress};
 use crate::locator::archive::PlacedInstance;
 use crate::locator::volumes::Volume;
 use crate::locator::{Locator, LocatorError};
@@ -75,21 +75,13 @@ impl JobReport for ImportVolumeSummary {
     }
 }
 
-/// Where an import reports as it goes (the command line's progress line).
-pub trait ImportProgress {
-    /// A line that stays: why a member or a volume was not used.
-    fn note(&self, line: &str);
-    /// `done` of `total` members of the current volume handled.
-    fn update(&self, done: u64, total: u64);
-}
-
 /// What an import works with.
 pub struct VolumeImport<'a> {
     pub locator: &'a Arc<Locator>,
     pub reader: &'a Reader,
     pub converter: &'a Converter,
     pub ingest: &'a Ingest,
-    pub progress: &'a dyn ImportProgress,
+    pub progress: &'a dyn Progress,
 }
 
 /// A member handed to a store task, its label for messages, and how the store went.
@@ -104,16 +96,12 @@ struct Account {
 }
 
 impl Account {
-    fn fail(&mut self, progress: &dyn ImportProgress, label: &str, reason: &str) {
+    fn fail(&mut self, progress: &dyn Progress, label: &str, reason: &str) {
         progress.note(&format!("{label}: {reason}"));
         self.summary.failures.push(format!("{label}: {reason}"));
     }
 
-    fn stored(
-        &mut self,
-        progress: &dyn ImportProgress,
-        joined: Result<Stored, tokio::task::JoinError>,
-    ) {
+    fn stored(&mut self, progress: &dyn Progress, joined: Result<Stored, tokio::task::JoinError>) {
         let (member, label, result) = joined.expect("volume store task panicked");
         match result {
             Ok(()) => {
@@ -179,7 +167,7 @@ impl VolumeImport<'_> {
                 self.use_member(path, &manifest, m, read, &mut stores, account)
                     .await?;
             }
-            self.progress.update(n as u64 + 1, total);
+            self.progress.update(n as u64 + 1, total, "imported", 0);
         }
         // Every member is indexed before the volume's copies are recorded against them.
         while let Some(joined) = stores.join_next().await {
@@ -209,7 +197,7 @@ impl VolumeImport<'_> {
                 self.locator.mark_copy(&copy, true).await?;
             }
         }
-        let label = format!("{} {}", manifest.volume, m.path);
+        let label = label(manifest, m);
         match read {
             Ok(MemberRead::Damaged) => {
                 account.summary.damaged += 1;
@@ -237,13 +225,6 @@ impl VolumeImport<'_> {
         stores: &mut JoinSet<Stored>,
         account: &mut Account,
     ) -> Result<(), ImportVolumeError> {
-        let payload = match read {
-            MemberRead::Whole(bytes) => Payload::Whole(bytes),
-            _ => Payload::Parts(Origin::Offline {
-                file: path.to_owned(),
-                copy: volume::copies_of(&manifest.volume, std::slice::from_ref(m)).remove(0),
-            }),
-        };
         match self.locator.find_instance(&m.sop_instance_uid).await? {
             Some(primary) if primary.crc32c != m.crc32c => account.summary.other_version += 1,
             Some(primary) if self.reader.check_primary(&primary).await.is_ok() => {
@@ -254,7 +235,7 @@ impl VolumeImport<'_> {
                     sop_instance_uid: m.sop_instance_uid.clone(),
                     object: primary,
                 };
-                self.restore_primary(manifest, m, &instance, payload, account)
+                self.restore_primary(path, manifest, m, &instance, read, account)
                     .await?
             }
             None => {
@@ -266,14 +247,12 @@ impl VolumeImport<'_> {
                 }
                 let ingest = self.ingest.clone();
                 let member = m.clone();
-                let label = format!("{} {}", manifest.volume, m.path);
+                let label = label(manifest, m);
                 let file = path.to_owned();
                 stores.spawn(async move {
-                    let result = match payload {
-                        Payload::Whole(bytes) => store_member_bytes(&ingest, bytes).await,
-                        Payload::Parts(_) => {
-                            store_member(&ingest, &file, member.offset, member.length).await
-                        }
+                    let result = match read {
+                        MemberRead::Whole(bytes) => store_member_bytes(&ingest, bytes).await,
+                        _ => store_member(&ingest, &file, member.offset, member.length).await,
                     };
                     (member, label, result)
                 });
@@ -282,15 +261,24 @@ impl VolumeImport<'_> {
         Ok(())
     }
 
-    /// Re-creates a missing or damaged primary online from the member.
+    /// Re-creates a missing or damaged primary online from the member: from memory when it
+    /// was read whole, else from the volume file in parts.
     async fn restore_primary(
         &self,
+        path: &Path,
         manifest: &Manifest,
         m: &Member,
         instance: &PlacedInstance,
-        payload: Payload,
+        read: MemberRead,
         account: &mut Account,
     ) -> Result<(), ImportVolumeError> {
+        let payload = match read {
+            MemberRead::Whole(bytes) => Payload::Whole(bytes),
+            _ => Payload::Parts(Origin::Offline {
+                file: path.to_owned(),
+                copy: volume::copies_of(&manifest.volume, std::slice::from_ref(m)).remove(0),
+            }),
+        };
         match self
             .converter
             .replace_with_online(&m.study_instance_uid, instance, payload)
@@ -305,8 +293,7 @@ impl VolumeImport<'_> {
             }
             Err(e) => {
                 account.summary.failed += 1;
-                let label = format!("{} {}", manifest.volume, m.path);
-                account.fail(self.progress, &label, &e.to_string());
+                account.fail(self.progress, &label(manifest, m), &e.to_string());
             }
         }
         Ok(())
@@ -349,4 +336,9 @@ impl VolumeImport<'_> {
             .await?;
         Ok(())
     }
+}
+
+/// How a member is named in progress and failure lines: its volume, then its path there.
+fn label(manifest: &Manifest, m: &Member) -> String {
+    format!("{} {}", manifest.volume, m.path)
 }
