@@ -100,6 +100,41 @@ impl Trigger {
     }
 }
 
+/// A batch job's closing line, the same shape for every job over many items: `imported 9 of
+/// 10 files (1 failed), 12.3 MB in 4.5 s`, with `, N instances` after the failures when the
+/// items are studies.
+pub struct BatchLine<'a> {
+    /// What was done to an item: "imported", "archived", "backed up".
+    pub done_verb: &'a str,
+    pub done: u64,
+    pub total: u64,
+    /// What the items are: "files", "studies".
+    pub items: &'a str,
+    pub failed: u64,
+    pub instances: Option<u64>,
+    pub bytes: u64,
+    pub seconds: f64,
+}
+
+impl std::fmt::Display for BatchLine<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {} of {} {} ({} failed)",
+            self.done_verb, self.done, self.total, self.items, self.failed
+        )?;
+        if let Some(instances) = self.instances {
+            write!(f, ", {instances} instances")?;
+        }
+        writeln!(
+            f,
+            ", {:.1} MB in {:.1} s",
+            self.bytes as f64 / 1e6,
+            self.seconds
+        )
+    }
+}
+
 /// Where a long job reports as it goes: the command line's progress line (a terminal's
 /// redrawn line, failures kept above it).
 pub trait Progress {

@@ -498,16 +498,7 @@ fn emit<T: serde::Serialize + ?Sized>(
 fn import(rt: &Runtime, config: &Path, paths: &[PathBuf], json: bool) -> anyhow::Result<()> {
     let config = load(config, Some("warn"))?;
     let summary = rt.block_on(strata::admin::import(&config, paths))?;
-    emit(&summary, json, |s| {
-        println!(
-            "imported {} of {} files ({} failed), {:.1} MB in {:.1} s",
-            s.stored,
-            s.files,
-            s.failed,
-            s.bytes as f64 / 1e6,
-            s.seconds
-        )
-    })?;
+    emit(&summary, json, |s| print!("{s}"))?;
     if summary.failed > 0 {
         anyhow::bail!("{} files were not imported", summary.failed);
     }
@@ -523,17 +514,7 @@ fn tier_run(
     let config = load(config, Some("warn"))?;
     let age = min_age_days.unwrap_or(config.tiering.min_age_days);
     let summary = rt.block_on(strata::admin::tier_run(&config, age))?;
-    emit(&summary, json, |s| {
-        println!(
-            "archived {} of {} studies ({} failed), {} instances, {:.1} MB in {:.1} s",
-            s.archived,
-            s.studies,
-            s.failed,
-            s.instances,
-            s.bytes as f64 / 1e6,
-            s.seconds
-        )
-    })?;
+    emit(&summary, json, |s| print!("{s}"))?;
     if summary.failed > 0 {
         anyhow::bail!("{} studies were not archived", summary.failed);
     }
@@ -648,17 +629,7 @@ fn backup_run(rt: &Runtime, config: &Path, study: &[String], json: bool) -> anyh
     let config = load(config, Some("warn"))?;
     rt.block_on(strata::admin::enqueue_backup(&config, study))?;
     let summary = rt.block_on(strata::admin::backup_run(&config))?;
-    emit(&summary, json, |s| {
-        println!(
-            "backed up {} of {} studies ({} failed), {} instances, {:.1} MB in {:.1} s",
-            s.backed_up,
-            s.studies,
-            s.failed,
-            s.instances,
-            s.bytes as f64 / 1e6,
-            s.seconds
-        )
-    })?;
+    emit(&summary, json, |s| print!("{s}"))?;
     if summary.failed > 0 {
         anyhow::bail!("{} studies were not backed up", summary.failed);
     }

@@ -8,7 +8,7 @@ use crate::archive::ArchiveError;
 use crate::backup::{Backup, BackupError, VerifyReport};
 use crate::config::Config;
 use crate::convert::{ConvertError, Converter};
-use crate::jobs::{JobKind, JobReport, JobRun, Trigger};
+use crate::jobs::{JobKind, JobReport, JobRun, Progress as _, Trigger};
 use crate::locator::{Locator, LocatorError, Owner, Role};
 use crate::online::OnlineError;
 

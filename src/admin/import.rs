@@ -13,7 +13,7 @@ use super::progress::Progress;
 use crate::config::Config;
 use crate::ingest::import::PARALLEL;
 use crate::ingest::Ingest;
-use crate::jobs::{JobKind, JobReport, JobRun, Trigger};
+use crate::jobs::{JobKind, JobReport, JobRun, Progress as _, Trigger};
 use crate::locator::{Locator, LocatorError, Owner, Role};
 use crate::online::{OnlineError, OnlineStore};
 
@@ -41,6 +41,22 @@ pub struct ImportSummary {
     pub seconds: f64,
     /// `path: reason` for every file that was not stored.
     pub failures: Vec<String>,
+}
+
+impl std::fmt::Display for ImportSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        crate::jobs::BatchLine {
+            done_verb: "imported",
+            done: self.stored,
+            total: self.files,
+            items: "files",
+            failed: self.failed,
+            instances: None,
+            bytes: self.bytes,
+            seconds: self.seconds,
+        }
+        .fmt(f)
+    }
 }
 
 /// Imports every regular file below `roots`.

@@ -17,27 +17,6 @@ impl Progress {
         }
     }
 
-    /// A line that stays, e.g. why something was skipped.
-    pub fn note(&self, line: &str) {
-        if self.on_terminal {
-            eprint!("\r\x1b[K");
-        }
-        eprintln!("{line}");
-    }
-
-    /// Redraws the progress line: `[done/total] counts MB/s`.
-    pub fn update(&self, done: u64, total: u64, counts: &str, bytes: u64) {
-        if !self.on_terminal {
-            return;
-        }
-        let secs = self.started.elapsed().as_secs_f64().max(1e-3);
-        eprint!(
-            "\r\x1b[K[{done}/{total}] {counts} {:.1} MB/s",
-            bytes as f64 / secs / 1e6
-        );
-        let _ = std::io::stderr().flush();
-    }
-
     /// Ends the progress line; returns the seconds since the start.
     pub fn finish(&self) -> f64 {
         if self.on_terminal {
@@ -47,12 +26,25 @@ impl Progress {
     }
 }
 
+/// Notes above the line; the line itself only on a terminal.
 impl crate::jobs::Progress for Progress {
     fn note(&self, line: &str) {
-        Progress::note(self, line)
+        if self.on_terminal {
+            eprint!("\r\x1b[K");
+        }
+        eprintln!("{line}");
     }
 
+    /// Redraws the progress line: `[done/total] counts MB/s`.
     fn update(&self, done: u64, total: u64, counts: &str, bytes: u64) {
-        Progress::update(self, done, total, counts, bytes)
+        if !self.on_terminal {
+            return;
+        }
+        let secs = self.started.elapsed().as_secs_f64().max(1e-3);
+        eprint!(
+            "\r\x1b[K[{done}/{total}] {counts} {:.1} MB/s",
+            bytes as f64 / secs / 1e6
+        );
+        let _ = std::io::stderr().flush();
     }
 }

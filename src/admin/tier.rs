@@ -9,7 +9,7 @@ use super::progress::Progress;
 use crate::archive::{Archive, ArchiveError};
 use crate::config::Config;
 use crate::convert::{ConvertError, Converter};
-use crate::jobs::{JobKind, JobRun, Trigger};
+use crate::jobs::{JobKind, JobRun, Progress as _, Trigger};
 use crate::locator::{now_millis, Locator, LocatorError, Owner, Role};
 use crate::online::{OnlineError, OnlineStore};
 use crate::reader::Reader;

@@ -10,7 +10,7 @@ use crate::backup::volume::{self, ExportSummary, VolumeError};
 use crate::config::Config;
 use crate::ingest::import_volume::{ImportVolumeError, VolumeImport};
 use crate::ingest::Ingest;
-use crate::jobs::{JobKind, JobRun, Trigger};
+use crate::jobs::{JobKind, JobRun, Progress as _, Trigger};
 use crate::locator::volumes::Volume;
 use crate::locator::{Locator, Owner, Role};
 use crate::online::OnlineStore;

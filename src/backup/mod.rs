@@ -558,6 +558,22 @@ pub struct BackupPass {
     pub failures: Vec<String>,
 }
 
+impl std::fmt::Display for BackupPass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        crate::jobs::BatchLine {
+            done_verb: "backed up",
+            done: self.backed_up,
+            total: self.studies,
+            items: "studies",
+            failed: self.failed,
+            instances: Some(self.instances),
+            bytes: self.bytes,
+            seconds: self.seconds,
+        }
+        .fmt(f)
+    }
+}
+
 impl BackupPass {
     /// Counts one study's outcome.
     pub fn record(&mut self, study: &str, result: &Result<BackedUp, BackupError>) {

@@ -86,6 +86,22 @@ pub struct TieringPass {
     pub failures: Vec<String>,
 }
 
+impl std::fmt::Display for TieringPass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        crate::jobs::BatchLine {
+            done_verb: "archived",
+            done: self.archived,
+            total: self.studies,
+            items: "studies",
+            failed: self.failed,
+            instances: Some(self.instances),
+            bytes: self.bytes,
+            seconds: self.seconds,
+        }
+        .fmt(f)
+    }
+}
+
 impl TieringPass {
     /// Studies tried so far.
     fn attempted(&self) -> u64 {
