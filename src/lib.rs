@@ -3,13 +3,6 @@
 
 #![forbid(unsafe_code)]
 
-/// jemalloc for every binary built on this crate (the server, the CLI, the tests): it gives
-/// freed pages back to the system within seconds (`dirty_decay_ms`), where glibc's malloc
-/// kept them in up to 16 arenas and the server's RSS climbed through an hour's soak; and it
-/// says how much it holds (`/metrics`' `strata_heap_*`).
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
 pub mod admin;
 pub mod archive;
 pub mod audit;
