@@ -106,6 +106,10 @@ fn metrics_are_for_admins_pass_promtool_and_count_what_happens() {
     zero("strata_tier_instances{tier=\"online\"}");
     assert_eq!(before.value("strata_site_up"), 1.0);
     assert!(before.value("process_resident_memory_bytes") > 1e6);
+    // The server's allocator reports what it holds; what is live is resident.
+    let heap = before.value("strata_heap_allocated_bytes");
+    assert!(heap > 1e5, "{heap}");
+    assert!(before.value("strata_heap_resident_bytes") >= heap);
 
     // DIMSE: an echo, three instances on one association, a search, and an association
     // refused for a called AE title that is not ours.

@@ -20,10 +20,11 @@ install_debian() {
 }
 
 # What building Strata needs beyond Rust: libjpeg-turbo's TurboJPEG library (the JPEG encoder
-# of WADO-RS /rendered and /thumbnail), found by pkg-config. Every script that runs cargo
+# of WADO-RS /rendered and /thumbnail), found by pkg-config, and make for jemalloc (built from
+# its C source by tikv-jemalloc-sys). Every script that runs cargo
 # calls this first.
 install_build_deps() {
-    install_debian pkg-config libturbojpeg0-dev
+    install_debian pkg-config libturbojpeg0-dev make
 }
 
 install_venv() {

@@ -144,6 +144,21 @@ impl Metrics {
                 &[(vec![], rss as f64)],
             );
         }
+        if let Some(heap) = heap_bytes() {
+            gauge(
+                out,
+                "strata_heap_allocated_bytes",
+                "Bytes the allocator (jemalloc) has handed out and not had back.",
+                &[(vec![], heap.allocated as f64)],
+            );
+            gauge(
+                out,
+                "strata_heap_resident_bytes",
+                "Bytes of the allocator's pages in memory: live data, metadata, and freed \
+                 pages not yet given back to the system.",
+                &[(vec![], heap.resident as f64)],
+            );
+        }
         header(
             out,
             "process_cpu_seconds_total",
@@ -341,6 +356,23 @@ fn resident_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// What the allocator holds, from jemalloc's statistics.
+struct Heap {
+    allocated: u64,
+    resident: u64,
+}
+
+/// jemalloc's `stats.allocated` and `stats.resident`, refreshed (they are cached until the
+/// statistics epoch advances).
+fn heap_bytes() -> Option<Heap> {
+    use tikv_jemalloc_ctl::{epoch, stats};
+    epoch::advance().ok()?;
+    Some(Heap {
+        allocated: stats::allocated::read().ok()? as u64,
+        resident: stats::resident::read().ok()? as u64,
+    })
+}
+
 /// User plus system CPU time of every thread of this process, in seconds
 /// (`CLOCK_PROCESS_CPUTIME_ID`).
 fn cpu_seconds() -> f64 {
@@ -353,6 +385,19 @@ mod tests {
     #[test]
     fn this_process_reads_its_memory_and_cpu_time() {
         assert!(super::resident_bytes().unwrap() > 1 << 20);
+        // jemalloc is the allocator here too: what it holds is counted, and what is live
+        // is resident.
+        // black_box: LLVM may elide an allocation it sees unused, and now it sees malloc.
+        let kept = std::hint::black_box(vec![1u8; 8 << 20]);
+        let heap = super::heap_bytes().unwrap();
+        assert!(heap.allocated >= kept.len() as u64, "{}", heap.allocated);
+        assert!(
+            heap.resident >= heap.allocated,
+            "{} {}",
+            heap.resident,
+            heap.allocated
+        );
+        drop(kept);
         // Spinning shows as CPU time: 20 ms of it within 10 s, however loaded the machine.
         let before = super::cpu_seconds();
         let start = std::time::Instant::now();
