@@ -3,13 +3,17 @@
 
 #![forbid(unsafe_code)]
 
-// jemalloc is the process's malloc (built with unprefixed symbols), for every binary built on
-// this crate: Rust's allocations (through the system allocator), SQLite's and OpenJPEG's alike.
-// It gives freed pages back to the system within seconds (`dirty_decay_ms`), where glibc's
-// malloc kept them in up to 16 arenas and the server's RSS climbed through an hour's soak; and
-// it says how much it holds (`/metrics`' `strata_heap_*`). Not `tikv-jemallocator` as Rust's
-// global allocator: openjp2's wavelet code asks Rust's allocator for zero bytes, which that
-// allocator may not be asked for, and jemalloc's sized free then corrupted its heap.
+// jemalloc is the process's malloc (built with unprefixed symbols): Rust's allocations (through
+// the system allocator), SQLite's and OpenJPEG's alike. It gives freed pages back to the system
+// within seconds (`dirty_decay_ms`), where glibc's malloc kept them in up to 16 arenas and the
+// server's RSS climbed through an hour's soak; and it says how much it holds (`/metrics`'
+// `strata_heap_*`). The linker takes jemalloc's `malloc` from its static archive with the
+// object that holds `mallctl`, which those gauges call, so it replaces libc's in the `strata`
+// binary and in any other that reaches the metrics code; elsewhere it depends on the link
+// order. `nm -D BINARY | grep -w malloc` tells: a `T` line is jemalloc's. Not
+// `tikv-jemallocator` as Rust's global allocator: openjp2's wavelet code asks Rust's allocator
+// for zero bytes, which that allocator may not be asked for, and jemalloc's sized free then
+// corrupted its heap.
 use tikv_jemalloc_sys as _;
 
 pub mod admin;
