@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use strata::codec::j2k::prefix::resolution_prefix;
 use strata::codec::j2k::{encode, EncodeParams, Encoded, Image, Mask, Mode, Samples};
 
 #[path = "common/j2k_images.rs"]
@@ -31,12 +32,28 @@ fn write_j2c(dir: &Path, name: &str, enc: &Encoded) -> PathBuf {
 
 /// `opj_decompress` to little-endian raw (component planes, 1 or 2 bytes per sample).
 fn decode_opj_cli(j2c: &Path, w: u32, h: u32, comps: u32, bits: u8, signed: bool) -> Decoded {
+    decode_opj_cli_reduced(j2c, 0, w, h, comps, bits, signed)
+}
+
+/// `opj_decompress -r reduce`: `w` and `h` are the full size.
+fn decode_opj_cli_reduced(
+    j2c: &Path,
+    reduce: u32,
+    w: u32,
+    h: u32,
+    comps: u32,
+    bits: u8,
+    signed: bool,
+) -> Decoded {
+    let (w, h) = (w.div_ceil(1 << reduce), h.div_ceil(1 << reduce));
     let out = j2c.with_extension("rawl");
     let res = Command::new("/usr/bin/opj_decompress")
         .arg("-i")
         .arg(j2c)
         .arg("-o")
         .arg(&out)
+        .arg("-r")
+        .arg(reduce.to_string())
         .output()
         .unwrap_or_else(|e| {
             panic!("cannot run /usr/bin/opj_decompress (apt-get install libopenjp2-tools): {e}")
@@ -87,11 +104,17 @@ fn decode_opj_cli(j2c: &Path, w: u32, h: u32, comps: u32, bits: u8, signed: bool
 
 /// The openjp2 crate (pure Rust port of OpenJPEG), through its safe codec API.
 fn decode_openjp2_crate(j2c: &Path) -> Decoded {
+    decode_openjp2_crate_reduced(j2c, 0)
+}
+
+/// The openjp2 crate with its `cp_reduce` option: the highest `reduce` levels discarded.
+fn decode_openjp2_crate_reduced(j2c: &Path, reduce: u32) -> Decoded {
     use openjp2::openjpeg::{opj_dparameters_t, OPJ_CODEC_J2K};
     use openjp2::{Codec, Stream};
     let mut stream = Stream::new_file(j2c, 1 << 16, true).expect("open codestream");
     let mut codec = Codec::new_decoder(OPJ_CODEC_J2K).expect("openjp2 decoder");
     let mut params = opj_dparameters_t::default();
+    params.cp_reduce = reduce;
     assert!(codec.setup_decoder(&mut params) != 0, "openjp2 setup");
     let mut image = codec.read_header(&mut stream).expect("openjp2 read_header");
     assert!(
@@ -997,4 +1020,103 @@ fn roi_near_the_decoder_bit_plane_limit_never_breaks() {
             }
         }
     }
+}
+
+// ---------- resolution-major codestreams ----------
+
+/// Every resolution's prefix, cut by `prefix::resolution_prefix` from only the bytes up to
+/// `resolution_ends[r]`, decodes (OpenJPEG's CLI and the openjp2 crate, both asked to discard
+/// the levels above `r`) to exactly what the whole codestream decodes to at that size.
+fn check_resolution_prefixes(dir: &Path, name: &str, img: &Image<'_>, params: &EncodeParams<'_>) {
+    let enc = encode(img, params).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let whole = write_j2c(dir, name, &enc);
+    let levels = enc.levels as u32;
+    assert_eq!(enc.resolution_ends.len(), levels as usize + 1, "{name}");
+    let comps = img.components as u32;
+    for (r, &end) in enc.resolution_ends.iter().enumerate() {
+        let reduce = levels - r as u32;
+        let cut = resolution_prefix(&enc.codestream[..end], r + 1)
+            .unwrap_or_else(|e| panic!("{name}: resolution {r}: {e}"));
+        let part = dir.join(format!("{name}-r{r}.j2c"));
+        std::fs::write(&part, &cut).unwrap();
+        let (w, h, bits, signed) = (img.width, img.height, img.bits_stored, img.signed);
+        let want = decode_openjp2_crate_reduced(&whole, reduce);
+        assert_eq!(
+            (want.w, want.h),
+            (w.div_ceil(1 << reduce), h.div_ceil(1 << reduce)),
+            "{name}: size at reduce {reduce}"
+        );
+        let from_cli = decode_opj_cli_reduced(&part, reduce, w, h, comps, bits, signed);
+        let from_crate = decode_openjp2_crate_reduced(&part, reduce);
+        assert!(
+            from_cli == want,
+            "{name}: opj_decompress -r {reduce} of the prefix differs"
+        );
+        assert!(
+            from_crate == want,
+            "{name}: openjp2 reduce {reduce} of the prefix differs"
+        );
+        println!(
+            "{name}: resolution {r} ({}x{}): {end} of {} bytes ({:.1} %)",
+            want.w,
+            want.h,
+            enc.codestream.len(),
+            100.0 * end as f64 / enc.codestream.len() as f64
+        );
+    }
+}
+
+#[test]
+fn resolution_prefixes_decode_like_the_whole_codestream_reduced() {
+    let dir = tempfile::tempdir().unwrap();
+    let px = ct_phantom(512, 512);
+    let ct = gray(512, 512, 12, &px);
+    check_resolution_prefixes(dir.path(), "ct", &ct, &EncodeParams::default());
+    let rgb_px = rgb_image(301, 199);
+    let rgb = Image {
+        width: 301,
+        height: 199,
+        components: 3,
+        bits_stored: 8,
+        signed: false,
+        samples: Samples::U8(&rgb_px),
+    };
+    check_resolution_prefixes(dir.path(), "rgb", &rgb, &EncodeParams::default());
+    // Several quality layers, lossy: the layers of a resolution stay together.
+    check_resolution_prefixes(
+        dir.path(),
+        "ct-lossy-layers",
+        &ct,
+        &EncodeParams {
+            mode: Mode::Lossy { ratio: 12.0 },
+            layers: 4,
+            ..EncodeParams::default()
+        },
+    );
+    let mask = {
+        let mut m = Mask::new(512, 512);
+        m.add_rect(100, 120, 200, 150);
+        m
+    };
+    check_resolution_prefixes(
+        dir.path(),
+        "ct-roi",
+        &ct,
+        &EncodeParams {
+            mode: Mode::Roi {
+                mask: &mask,
+                background_ratio: 20.0,
+            },
+            ..EncodeParams::default()
+        },
+    );
+    // A 128-pixel thumbnail of a 512x512 CT (two levels discarded) needs the bytes up to
+    // resolution levels - 2: at most an eighth of the codestream (#19's target).
+    let enc = encode(&ct, &EncodeParams::default()).unwrap();
+    let thumb = enc.resolution_ends[enc.levels as usize - 2];
+    assert!(
+        thumb * 8 <= enc.codestream.len(),
+        "128-pixel thumbnail needs {thumb} of {} bytes",
+        enc.codestream.len()
+    );
 }

@@ -1,5 +1,7 @@
 //! Codestream syntax (ISO/IEC 15444-1 Annex A): main-header markers SOC, SIZ, COD, QCD, RGN,
-//! COM; one tile-part per tile (SOT, SOD, packet data); EOC. Only what the encoder emits.
+//! COM, TLM; one tile-part per tile (SOT, PLT, SOD, packet data); EOC. Only what the encoder
+//! emits. TLM (every tile-part's length) and PLT (every packet's length) let a reader find
+//! where a resolution ends without decoding packet headers.
 
 /// Parameters of the SIZ marker.
 pub struct Siz {
@@ -11,7 +13,10 @@ pub struct Siz {
     pub comps: Vec<(u8, bool)>,
 }
 
-/// Parameters of the COD marker (default precincts, LRCP, default code-block style).
+/// Progression order resolution-position-component-layer (Table A.16).
+pub const RPCL: u8 = 2;
+
+/// Parameters of the COD marker (default precincts, RPCL, default code-block style).
 pub struct Cod {
     pub layers: u16,
     pub mct: bool,
@@ -61,7 +66,7 @@ pub fn main_header(
 
     let body = [
         0u8, // Scod: default precincts, no SOP/EPH
-        0,   // LRCP
+        RPCL,
         (cod.layers >> 8) as u8,
         cod.layers as u8,
         cod.mct as u8,
@@ -97,18 +102,91 @@ pub fn main_header(
     out
 }
 
+/// TLM entries per marker segment: Ltlm (16 bits) holds 4 bytes and 6 a tile-part.
+const TLM_PER_MARKER: usize = (u16::MAX as usize - 4) / 6;
+
+/// TLM marker segments (A.7.1) giving each tile-part's tile index (16 bits) and length
+/// (32 bits), in codestream order.
+pub fn tlm(tile_parts: &[(u16, u32)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(tlm_len(tile_parts.len()));
+    for (z, chunk) in tile_parts.chunks(TLM_PER_MARKER).enumerate() {
+        // Stlm: ST = 2 (16-bit Ttlm), SP = 1 (32-bit Ptlm).
+        let mut b = vec![u8::try_from(z).unwrap_or(u8::MAX), 0b0110_0000];
+        for &(tile, len) in chunk {
+            b.extend_from_slice(&tile.to_be_bytes());
+            b.extend_from_slice(&len.to_be_bytes());
+        }
+        marker(&mut out, 0xFF55, &b);
+    }
+    out
+}
+
+/// Length of [`tlm`] for `n` tile-parts.
+pub fn tlm_len(n: usize) -> usize {
+    n.div_ceil(TLM_PER_MARKER) * 6 + n * 6
+}
+
+/// Most Iplt bytes in one PLT marker segment (Lplt and Zplt take 3 of its 65,535).
+const PLT_BYTES_PER_MARKER: usize = u16::MAX as usize - 3;
+
+/// PLT marker segments (A.7.3) giving each packet's length, seven bits a byte, most
+/// significant first, the high bit set on every byte but a length's last.
+pub fn plt(packet_lens: &[u32]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut z = 0u8;
+    let mut body = vec![z];
+    for &len in packet_lens {
+        let mut groups = [0u8; 5];
+        let mut n = 0;
+        let mut v = len;
+        loop {
+            groups[n] = (v & 0x7F) as u8;
+            n += 1;
+            v >>= 7;
+            if v == 0 {
+                break;
+            }
+        }
+        if body.len() - 1 + n > PLT_BYTES_PER_MARKER {
+            marker(&mut out, 0xFF58, &body);
+            z = z.saturating_add(1);
+            body = vec![z];
+        }
+        for i in (0..n).rev() {
+            body.push(groups[i] | if i > 0 { 0x80 } else { 0 });
+        }
+    }
+    if body.len() > 1 {
+        marker(&mut out, 0xFF58, &body);
+    }
+    out
+}
+
+/// An upper bound of [`plt`]'s length for `packets` packets shorter than 2 MiB each (three
+/// bytes a length), for rate control before the packets exist.
+pub fn plt_len_estimate(packets: usize) -> usize {
+    let bytes = packets * 3;
+    bytes + bytes.div_ceil(PLT_BYTES_PER_MARKER) * 5
+}
+
 /// Length of one tile-part's SOT + SOD overhead.
 pub const TILE_PART_OVERHEAD: usize = 14;
 
-/// Appends one complete tile-part (SOT, SOD, body).
-pub fn tile_part(out: &mut Vec<u8>, tile_index: u16, body: &[u8]) {
-    let psot = (TILE_PART_OVERHEAD + body.len()) as u32;
+/// Length of the tile-part [`tile_part`] writes.
+pub fn tile_part_len(plt: &[u8], body: &[u8]) -> usize {
+    TILE_PART_OVERHEAD + plt.len() + body.len()
+}
+
+/// Appends one complete tile-part (SOT, the PLT segments `plt`, SOD, body).
+pub fn tile_part(out: &mut Vec<u8>, tile_index: u16, plt: &[u8], body: &[u8]) {
+    let psot = tile_part_len(plt, body) as u32;
     let mut b = Vec::with_capacity(8);
     b.extend_from_slice(&tile_index.to_be_bytes());
     b.extend_from_slice(&psot.to_be_bytes());
     b.push(0); // TPsot
     b.push(1); // TNsot: one tile-part per tile
     marker(out, 0xFF90, &b);
+    out.extend_from_slice(plt);
     out.extend_from_slice(&[0xFF, 0x93]);
     out.extend_from_slice(body);
 }
@@ -144,6 +222,45 @@ mod tests {
                 "{step} -> {e},{m} -> {actual}"
             );
         }
+    }
+
+    #[test]
+    fn plt_lengths_are_seven_bits_a_byte_most_significant_first() {
+        let p = plt(&[1, 127, 128, 300, 16_384]);
+        assert_eq!(&p[..2], &[0xFF, 0x58]);
+        assert_eq!(u16::from_be_bytes([p[2], p[3]]) as usize, p.len() - 2);
+        assert_eq!(
+            &p[4..],
+            &[0, 1, 0x7F, 0x81, 0x00, 0x82, 0x2C, 0x81, 0x80, 0x00]
+        );
+        assert!(plt(&[]).is_empty());
+        // Many lengths split over several segments, numbered, none over 65,535 bytes.
+        let many = plt(&vec![1 << 20; 30_000]);
+        let (mut at, mut z) = (0, 0u8);
+        while at < many.len() {
+            let len = u16::from_be_bytes([many[at + 2], many[at + 3]]) as usize;
+            assert_eq!(many[at + 4], z);
+            at += 2 + len;
+            z += 1;
+        }
+        assert_eq!((at, z), (many.len(), 2));
+        assert!(many.len() <= plt_len_estimate(30_000));
+    }
+
+    #[test]
+    fn tlm_lists_tile_parts_and_its_length_is_known() {
+        let t = tlm(&[(0, 100), (1, 70_000)]);
+        assert_eq!(t.len(), tlm_len(2));
+        assert_eq!(
+            t,
+            [
+                &[0xFF, 0x55, 0, 16, 0, 0x60][..],
+                &[0, 0, 0, 0, 0, 100],
+                &[0, 1, 0, 1, 0x11, 0x70]
+            ]
+            .concat()
+        );
+        assert_eq!(tlm(&vec![(7, 1); 20_000]).len(), tlm_len(20_000));
     }
 
     #[test]

@@ -10,13 +10,15 @@
 //! tier-2 packets -> codestream markers.
 //!
 //! Module map: `dwt` transforms, `mq`/`t1` tier-1 coding, `tagtree`/`t2` packets, `rate`
-//! PCRD-opt, `codestream` markers, `color` RCT/ICT, `roi` MAXSHIFT, [`mask`] ROI masks.
+//! PCRD-opt, `codestream` markers, `color` RCT/ICT, `roi` MAXSHIFT, [`mask`] ROI masks,
+//! [`prefix`] reduced-resolution codestreams cut from a stored one's first bytes.
 
 mod codestream;
 mod color;
 mod dwt;
 pub mod mask;
 mod mq;
+pub mod prefix;
 mod rate;
 mod roi;
 mod t1;
@@ -241,6 +243,11 @@ pub struct Encoded {
     pub reversible: bool,
     /// Decomposition levels actually used.
     pub levels: u8,
+    /// For a single-tile codestream (the default), where the packets of resolutions `0..=r`
+    /// end, from the codestream's first byte: `resolution_ends[r]` bytes hold what decoding
+    /// at `1 / 2^(levels - r)` of the size needs (see [`prefix::resolution_prefix`]).
+    /// Empty when tiled (each tile's resolutions are in its own tile-part).
+    pub resolution_ends: Vec<usize>,
 }
 
 /// Encodes `image` as a JPEG 2000 codestream.
@@ -734,8 +741,12 @@ fn encode_planes(
     };
     let roi_shift = (shift > 0).then_some(shift);
     let header = codestream::main_header(&siz, &cod, &qcd, roi_shift, "Strata J2K");
-    let overhead =
-        header.len() + tiles.len() * codestream::TILE_PART_OVERHEAD + codestream::EOC.len();
+    let packets_per_tile = (levels as usize + 1) * nc * params.layers as usize;
+    let overhead = header.len()
+        + codestream::tlm_len(tiles.len())
+        + tiles.len()
+            * (codestream::TILE_PART_OVERHEAD + codestream::plt_len_estimate(packets_per_tile))
+        + codestream::EOC.len();
     let nl = params.layers as usize;
     let raw = image.raw_bytes();
     let final_budget = match params.mode {
@@ -779,10 +790,27 @@ fn encode_planes(
         .collect();
     rate::allocate(&mut t2tiles, &budgets, overhead);
 
+    let bodies: Vec<(Vec<u8>, t2::TileBody)> = t2tiles
+        .iter()
+        .map(|tile| {
+            let body = t2::encode_tile(tile, nl);
+            (codestream::plt(&body.packet_lens), body)
+        })
+        .collect();
+    let lengths: Vec<(u16, u32)> = bodies
+        .iter()
+        .enumerate()
+        .map(|(t, (plt, body))| (t as u16, codestream::tile_part_len(plt, &body.bytes) as u32))
+        .collect();
     let mut out = header;
-    for (t, tile) in t2tiles.iter().enumerate() {
-        let body = t2::encode_tile(tile, nl);
-        codestream::tile_part(&mut out, t as u16, &body);
+    out.extend_from_slice(&codestream::tlm(&lengths));
+    let mut resolution_ends = Vec::new();
+    for (t, (plt, body)) in bodies.iter().enumerate() {
+        codestream::tile_part(&mut out, t as u16, plt, &body.bytes);
+        if bodies.len() == 1 {
+            let data = out.len() - body.bytes.len();
+            resolution_ends = body.resolution_ends.iter().map(|e| data + e).collect();
+        }
     }
     out.extend_from_slice(&codestream::EOC);
 
@@ -806,6 +834,7 @@ fn encode_planes(
         lossless: reversible && complete,
         reversible,
         levels,
+        resolution_ends,
     }))
 }
 

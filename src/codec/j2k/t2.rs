@@ -1,7 +1,8 @@
 //! Tier-2 (ISO/IEC 15444-1 Annex B): the tile / component / resolution / band / code-block
 //! tree of coded data, and packet formation for it — packet headers with inclusion and
-//! zero-bit-plane tag trees, pass counts, Lblock-signalled segment lengths — in LRCP order
-//! with one precinct per resolution (default maximal precincts).
+//! zero-bit-plane tag trees, pass counts, Lblock-signalled segment lengths — in RPCL order
+//! with one precinct per resolution (default maximal precincts): every packet of resolution
+//! `r` comes before any of `r + 1`, so a prefix of the tile's data decodes at reduced size.
 
 use super::t1::CodedBlock;
 use super::tagtree::{BitWriter, TagTree};
@@ -106,19 +107,48 @@ fn write_num_passes(bw: &mut BitWriter, n: usize) {
     }
 }
 
-/// Forms the packets of layers `0..nlayers` of one tile in LRCP order and returns the
-/// concatenated packet bytes (the tile-part body).
-pub fn encode_tile(tile: &Tile, nlayers: usize) -> Vec<u8> {
-    let mut out = Vec::new();
-    form_packets(tile, nlayers, &mut Sink::Bytes(&mut out));
-    out
+/// One tile's packets, as [`encode_tile`] forms them.
+#[derive(Clone, Debug, Default)]
+pub struct TileBody {
+    /// The concatenated packets (the tile-part body).
+    pub bytes: Vec<u8>,
+    /// Each packet's length in codestream order (what a PLT marker lists).
+    pub packet_lens: Vec<u32>,
+    /// For each resolution `r`, the offset in `bytes` where the packets of resolutions
+    /// `0..=r` end.
+    pub resolution_ends: Vec<usize>,
+}
+
+/// Forms the packets of layers `0..nlayers` of one tile in RPCL order.
+pub fn encode_tile(tile: &Tile, nlayers: usize) -> TileBody {
+    let mut bytes = Vec::new();
+    let mut packet_lens = Vec::new();
+    let mut resolution_ends = Vec::new();
+    let mut start = 0;
+    form_packets(
+        tile,
+        nlayers,
+        &mut Sink::Bytes(&mut bytes),
+        |end, res_done| {
+            packet_lens.push((end - start) as u32);
+            start = end;
+            if res_done {
+                resolution_ends.push(end);
+            }
+        },
+    );
+    TileBody {
+        bytes,
+        packet_lens,
+        resolution_ends,
+    }
 }
 
 /// Length of what [`encode_tile`] would return, without copying packet bodies: rate
 /// control calls this many times per layer.
 pub fn tile_len(tile: &Tile, nlayers: usize) -> usize {
     let mut n = 0;
-    form_packets(tile, nlayers, &mut Sink::Count(&mut n));
+    form_packets(tile, nlayers, &mut Sink::Count(&mut n), |_, _| {});
     n
 }
 
@@ -134,9 +164,23 @@ impl Sink<'_> {
             Sink::Count(n) => **n += b.len(),
         }
     }
+
+    fn len(&self) -> usize {
+        match self {
+            Sink::Bytes(v) => v.len(),
+            Sink::Count(n) => **n,
+        }
+    }
 }
 
-fn form_packets(tile: &Tile, nlayers: usize, out: &mut Sink) {
+/// Writes every packet to `out`, calling `packet_done(end, last_of_resolution)` after each
+/// with `out`'s length.
+fn form_packets(
+    tile: &Tile,
+    nlayers: usize,
+    out: &mut Sink,
+    mut packet_done: impl FnMut(usize, bool),
+) {
     let mut states: Vec<Vec<Vec<BandState>>> = tile
         .comps
         .iter()
@@ -183,11 +227,20 @@ fn form_packets(tile: &Tile, nlayers: usize, out: &mut Sink) {
         .map(|c| c.resolutions.len())
         .max()
         .unwrap_or(0);
-    for layer in 0..nlayers {
-        for r in 0..nres {
-            for (comp, state) in tile.comps.iter().zip(states.iter_mut()) {
-                if let (Some(res), Some(st)) = (comp.resolutions.get(r), state.get_mut(r)) {
+    // RPCL with one precinct (position) per resolution: resolution, component, layer. A
+    // packet's header depends only on earlier layers of its own component and resolution, so
+    // this order gives the same packets as LRCP, rearranged.
+    for r in 0..nres {
+        let last = tile
+            .comps
+            .iter()
+            .rposition(|c| c.resolutions.len() > r)
+            .unwrap_or(0);
+        for (c, (comp, state)) in tile.comps.iter().zip(states.iter_mut()).enumerate() {
+            if let (Some(res), Some(st)) = (comp.resolutions.get(r), state.get_mut(r)) {
+                for layer in 0..nlayers {
                     encode_packet(res, st, layer, out);
+                    packet_done(out.len(), c == last && layer + 1 == nlayers);
                 }
             }
         }
@@ -273,7 +326,10 @@ mod tests {
                 }],
             }],
         };
-        assert_eq!(encode_tile(&tile, 2), vec![0, 0]);
+        let body = encode_tile(&tile, 2);
+        assert_eq!(body.bytes, vec![0, 0]);
+        assert_eq!(body.packet_lens, vec![1, 1]);
+        assert_eq!(body.resolution_ends, vec![2]);
         assert_eq!(tile_len(&tile, 2), 2);
     }
 
@@ -306,7 +362,9 @@ mod tests {
                 }],
             }],
         };
-        let out = encode_tile(&tile, 1);
+        let body = encode_tile(&tile, 1);
+        assert_eq!(body.packet_lens, vec![12]);
+        let out = body.bytes;
         assert_eq!(tile_len(&tile, 1), out.len());
         // 1 (non-empty) | 1 (included, tag tree) | 001 (zbp=2) | 10 (2 passes) | 0 (no Lblock
         // increase) | 1010 (len 10 in 3+1 bits) -> 1100 1100 1010 + pad.
