@@ -1120,3 +1120,59 @@ fn resolution_prefixes_decode_like_the_whole_codestream_reduced() {
         enc.codestream.len()
     );
 }
+
+/// The cut is not tied to our encoder: OpenJPEG's own resolution-major codestream with PLT
+/// (`opj_compress -p RPCL -PLT -TLM`) cuts the same way.
+#[test]
+fn openjpeg_rpcl_codestreams_with_plt_cut_the_same_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let (w, h) = (200u32, 150u32);
+    let px = ct_phantom(w, h);
+    let pgm = dir.path().join("ct.pgm");
+    let mut bytes = format!("P5\n{w} {h}\n4095\n").into_bytes();
+    for v in &px {
+        bytes.extend_from_slice(&v.to_be_bytes());
+    }
+    std::fs::write(&pgm, bytes).unwrap();
+    let whole = dir.path().join("ct.j2k");
+    let res = Command::new("/usr/bin/opj_compress")
+        .arg("-i")
+        .arg(&pgm)
+        .arg("-o")
+        .arg(&whole)
+        .args(["-p", "RPCL", "-PLT", "-TLM", "-n", "5"])
+        .output()
+        .expect("run /usr/bin/opj_compress (apt-get install libopenjp2-tools)");
+    assert!(
+        res.status.success(),
+        "opj_compress: {}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let codestream = std::fs::read(&whole).unwrap();
+    for r in 0..5usize {
+        let reduce = 4 - r as u32;
+        let cut = resolution_prefix(&codestream, r + 1)
+            .unwrap_or_else(|e| panic!("resolution {r} of OpenJPEG's codestream: {e}"));
+        assert!(cut.len() < codestream.len(), "the cut drops TLM at least");
+        let part = dir.path().join(format!("ct-r{r}.j2k"));
+        std::fs::write(&part, &cut).unwrap();
+        let want = decode_openjp2_crate_reduced(&whole, reduce);
+        assert_eq!(
+            (want.w, want.h),
+            (w.div_ceil(1 << reduce), h.div_ceil(1 << reduce))
+        );
+        assert!(
+            decode_openjp2_crate_reduced(&part, reduce) == want,
+            "openjp2 reduce {reduce} of OpenJPEG's cut differs"
+        );
+        assert!(
+            decode_opj_cli_reduced(&part, reduce, w, h, 1, 12, false) == want,
+            "opj_decompress -r {reduce} of OpenJPEG's cut differs"
+        );
+        println!(
+            "OpenJPEG resolution {r}: {} of {} bytes",
+            cut.len(),
+            codestream.len()
+        );
+    }
+}
