@@ -11,7 +11,9 @@ import io
 import json
 import os
 import struct
+import subprocess
 import sys
+import tempfile
 import tarfile
 import zlib
 
@@ -314,6 +316,18 @@ def main():
     pixels = numpy.array([(i * 37) % 4096 for i in range(32 * 32)], dtype="<u2").reshape(32, 32)
     j2k.PixelData = encapsulate([openjpeg.encode(pixels, bits_stored=12)])
     put("transcode", "from-j2k", bytes([2]) + part10(j2k, JPEG2000Lossless, False))
+
+    # A resolution-major codestream with packet lengths, as OpenJPEG writes one (ours are
+    # alike); the first byte is how many resolutions to keep.
+    with tempfile.TemporaryDirectory() as tmp:
+        pgm, j2c = os.path.join(tmp, "seed.pgm"), os.path.join(tmp, "seed.j2k")
+        with open(pgm, "wb") as f:
+            f.write(b"P5\n32 32\n255\n" +
+                    bytes((x * 37 + y * 11) % 256 for y in range(32) for x in range(32)))
+        subprocess.run(["/usr/bin/opj_compress", "-i", pgm, "-o", j2c, "-p", "RPCL", "-PLT",
+                        "-TLM", "-n", "3"], check=True, stdout=subprocess.DEVNULL)
+        with open(j2c, "rb") as f:
+            put("j2k_prefix", "openjpeg-rpcl-plt", bytes([2]) + f.read())
 
     data_set = encode(native, EXPLICIT)
     stream = associate_rq()

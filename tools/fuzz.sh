@@ -27,7 +27,7 @@ elif [[ "${1:-}" =~ ^[0-9]+$ ]]; then
 fi
 targets=("$@")
 if ((${#targets[@]} == 0)); then
-    targets=(pdu command dataset identifier part10 seqfile volume config transcode stow)
+    targets=(pdu command dataset identifier part10 seqfile volume config transcode stow j2k_prefix)
 fi
 
 export RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
