@@ -268,6 +268,17 @@ fn gray<'a>(w: u32, h: u32, bits: u8, px: &'a [u16]) -> Image<'a> {
     }
 }
 
+fn rgb<'a>(w: u32, h: u32, px: &'a [u8]) -> Image<'a> {
+    Image {
+        width: w,
+        height: h,
+        components: 3,
+        bits_stored: 8,
+        signed: false,
+        samples: Samples::U8(px),
+    }
+}
+
 // ---------- lossless ----------
 
 #[test]
@@ -303,15 +314,12 @@ fn lossless_mr_16bit_and_multiple_layers() {
 fn lossless_rgb_8bit_with_rct() {
     let dir = tempfile::tempdir().unwrap();
     let px = rgb_image(200, 150);
-    let img = Image {
-        width: 200,
-        height: 150,
-        components: 3,
-        bits_stored: 8,
-        signed: false,
-        samples: Samples::U8(&px),
-    };
-    assert_lossless(dir.path(), "rgb", &img, &EncodeParams::default());
+    assert_lossless(
+        dir.path(),
+        "rgb",
+        &rgb(200, 150, &px),
+        &EncodeParams::default(),
+    );
 }
 
 #[test]
@@ -1073,15 +1081,8 @@ fn resolution_prefixes_decode_like_the_whole_codestream_reduced() {
     let ct = gray(512, 512, 12, &px);
     check_resolution_prefixes(dir.path(), "ct", &ct, &EncodeParams::default());
     let rgb_px = rgb_image(301, 199);
-    let rgb = Image {
-        width: 301,
-        height: 199,
-        components: 3,
-        bits_stored: 8,
-        signed: false,
-        samples: Samples::U8(&rgb_px),
-    };
-    check_resolution_prefixes(dir.path(), "rgb", &rgb, &EncodeParams::default());
+    let colour = rgb(301, 199, &rgb_px);
+    check_resolution_prefixes(dir.path(), "rgb", &colour, &EncodeParams::default());
     // Several quality layers, lossy: the layers of a resolution stay together.
     check_resolution_prefixes(
         dir.path(),

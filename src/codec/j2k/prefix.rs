@@ -223,17 +223,21 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn each_resolution_end_cuts_a_prefix_and_the_last_one_is_the_whole() {
-        let px = ramp(64, 48);
-        let image = Image {
-            width: 64,
-            height: 48,
+    fn gray12(w: u32, h: u32, px: &[u16]) -> Image<'_> {
+        Image {
+            width: w,
+            height: h,
             components: 1,
             bits_stored: 12,
             signed: false,
-            samples: Samples::U16(&px),
-        };
+            samples: Samples::U16(px),
+        }
+    }
+
+    #[test]
+    fn each_resolution_end_cuts_a_prefix_and_the_last_one_is_the_whole() {
+        let px = ramp(64, 48);
+        let image = gray12(64, 48, &px);
         let enc = encode(&image, &EncodeParams::default()).unwrap();
         let cs = &enc.codestream;
         let ends = &enc.resolution_ends;
@@ -268,14 +272,7 @@ mod tests {
     #[test]
     fn tiled_and_foreign_input_is_refused_not_panicked_on() {
         let px = ramp(64, 64);
-        let image = Image {
-            width: 64,
-            height: 64,
-            components: 1,
-            bits_stored: 12,
-            signed: false,
-            samples: Samples::U16(&px),
-        };
+        let image = gray12(64, 64, &px);
         let tiled = encode(
             &image,
             &EncodeParams {
