@@ -13,7 +13,8 @@ mod temp;
 use std::collections::{BTreeMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
 use crate::model::uid::digest_key;
 
@@ -372,8 +373,10 @@ impl SyncJob {
 
 /// Runs every job at once, the last one here, the others on the threads of the tokio
 /// runtime's blocking pool when there is one (kept between batches: no thread is created per
-/// sync), else on short-lived threads of their own; a job no thread took runs here, in turn.
-/// Results in job order.
+/// sync), else on short-lived threads of their own. Each job is claimed once: after its own,
+/// this thread runs every job no pool thread has started yet, so it only ever waits for jobs
+/// that are running (a full pool, even one whose every thread is here, queues rather than
+/// deadlocks). Results in job order.
 fn run_at_once<T: Clone + Send + Sync + 'static>(
     jobs: &[T],
     run: fn(&T) -> io::Result<()>,
@@ -383,18 +386,32 @@ fn run_at_once<T: Clone + Send + Sync + 'static>(
     };
     let mut results: Vec<Option<io::Result<()>>> = (0..jobs.len()).map(|_| None).collect();
     if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        let claimed: Arc<Vec<AtomicBool>> =
+            Arc::new(rest.iter().map(|_| AtomicBool::new(false)).collect());
         let (done, answers) = std::sync::mpsc::channel();
         for (i, job) in rest.iter().enumerate() {
-            let (done, job) = (done.clone(), job.clone());
-            // Not awaited: the answer comes through the channel (a job the runtime drops
-            // unrun, shutting down, drops its sender instead and runs here below).
+            let (done, job, claimed) = (done.clone(), job.clone(), claimed.clone());
+            // Not awaited: the answer comes through the channel. A job the runtime drops
+            // unrun (shutting down) was never claimed, so it runs here below.
             drop(runtime.spawn_blocking(move || {
-                let _ = done.send((i, run(&job)));
+                if !claimed[i].swap(true, Ordering::AcqRel) {
+                    let _ = done.send((i, run(&job)));
+                }
             }));
         }
         drop(done);
         results[rest.len()] = Some(run(last));
-        for (i, result) in answers {
+        let mut running = 0;
+        for (i, job) in rest.iter().enumerate() {
+            if claimed[i].swap(true, Ordering::AcqRel) {
+                running += 1;
+            } else {
+                results[i] = Some(run(job));
+            }
+        }
+        // A pool thread that claimed a job answers unless it panicked; then every sender
+        // is gone once the queued tasks have run, and its job runs again below.
+        for (i, result) in answers.iter().take(running) {
             results[i] = Some(result);
         }
     } else {
@@ -479,6 +496,37 @@ mod tests {
         let results = runtime.block_on(pooled).unwrap();
         let failed: Vec<bool> = results.iter().map(|r| r.is_err()).collect();
         assert_eq!(failed, [false, true, false, true, false]);
+    }
+
+    #[test]
+    fn syncs_finish_on_a_blocking_pool_whose_only_thread_waits_for_them() {
+        // One blocking thread, taken by the batch itself: its other jobs queue behind it,
+        // so they must run here rather than be waited for.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .max_blocking_threads(1)
+            .enable_time()
+            .build()
+            .unwrap();
+        fn slow_odd_fails(i: &i32) -> io::Result<()> {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            if i % 2 == 1 {
+                Err(io::Error::other(format!("job {i}")))
+            } else {
+                Ok(())
+            }
+        }
+        let jobs: Vec<i32> = (0..6).collect();
+        let pooled = runtime.spawn_blocking(move || run_at_once(&jobs, slow_odd_fails));
+        let outcome = runtime.block_on(async {
+            tokio::time::timeout(std::time::Duration::from_secs(20), pooled).await
+        });
+        // A deadlocked batch would hold the thread forever: do not wait for it.
+        runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+        let results = outcome
+            .expect("a full blocking pool deadlocked the batch")
+            .unwrap();
+        let failed: Vec<bool> = results.iter().map(|r| r.is_err()).collect();
+        assert_eq!(failed, [false, true, false, true, false, true]);
     }
 
     #[test]
