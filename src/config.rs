@@ -1079,6 +1079,21 @@ impl Config {
     }
 }
 
+impl RetrieveConfig {
+    /// Threads of the runtime's blocking pool the server needs: one for each C-MOVE/C-GET
+    /// association that may wait, decoding frame by frame, on a peer that reads slowly, and
+    /// [`SHORT_BLOCKING_THREADS`] for short work. Beyond that, blocking work queues: without a
+    /// bound each thread (and its allocator cache) stays for the process's life once a peak
+    /// has made it.
+    pub fn blocking_threads(&self) -> usize {
+        self.max_concurrent * self.move_associations + SHORT_BLOCKING_THREADS
+    }
+}
+
+/// Blocking-pool threads for short work that never waits on a peer: file syncs, reads,
+/// parsing, decoding, password checks. Also the bound for one-shot commands.
+pub const SHORT_BLOCKING_THREADS: usize = 32;
+
 impl DicomConfig {
     pub fn artim_timeout(&self) -> Duration {
         Duration::from_secs(self.artim_timeout_secs)

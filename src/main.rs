@@ -317,24 +317,35 @@ enum LocatorAction {
     },
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+/// The async runtime, its blocking pool bounded by `blocking_threads`.
+fn runtime(blocking_threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .max_blocking_threads(blocking_threads)
         .enable_all()
         .build()
-        .context("cannot start the async runtime")?;
+        .context("cannot start the async runtime")
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let command = match cli.command {
+        // The server sizes its runtime from its config.
+        Command::Serve { config } => {
+            let config = Config::load(&config)?;
+            init_logging(&config.log.level)?;
+            return runtime(config.retrieve.blocking_threads())?.block_on(serve(config));
+        }
+        command => command,
+    };
+    let runtime = runtime(strata::config::SHORT_BLOCKING_THREADS)?;
     let rt = &runtime;
-    match cli.command {
+    match command {
         Command::HashPassword => hash_password(),
         Command::NewToken => {
             let (token, sha256) = strata::web::auth::new_token();
             println!("{token}\n{sha256}");
             Ok(())
         }
-        Command::Serve { config } => {
-            let config = Config::load(&config)?;
-            init_logging(&config.log.level)?;
-            runtime.block_on(serve(config))
-        }
+        Command::Serve { .. } => unreachable!("served above"),
         Command::Import {
             config,
             json,
