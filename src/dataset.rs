@@ -10,6 +10,7 @@ use std::io::Read;
 use std::rc::Rc;
 
 use dicom_core::Tag;
+use dicom_dictionary_std::tags;
 use dicom_encoding::transfer_syntax::Codec;
 use dicom_encoding::TransferSyntax;
 use dicom_encoding::TransferSyntaxIndex;
@@ -79,14 +80,7 @@ pub fn decode_small(
 /// checked ([`read_file_meta`]), the data set scanned (nesting; no length past the end;
 /// deflated, at most `max_bytes` once inflated; not truncated), then built.
 pub fn open_part10(file: &[u8], max_bytes: u64) -> Result<DefaultDicomObject, ScanError> {
-    let mut rest = file
-        .get(128..)
-        .ok_or_else(|| ScanError::Parse("not a DICOM file: shorter than its preamble".into()))?;
-    let meta = read_file_meta(&mut rest)?;
-    let uid = meta.transfer_syntax().trim_end_matches('\0');
-    let ts = TransferSyntaxRegistry
-        .get(uid)
-        .ok_or_else(|| ScanError::Parse(format!("unknown transfer syntax {uid}")))?;
+    let (rest, ts) = data_set_of(file)?;
     let budget = budget(ts, max_bytes, rest.len() as u64);
     if scan(std::io::Cursor::new(rest.to_vec()), ts, None, budget)? == ScanEnd::Truncated {
         return Err(ScanError::Parse("the data set is truncated".into()));
@@ -95,6 +89,37 @@ pub fn open_part10(file: &[u8], max_bytes: u64) -> Result<DefaultDicomObject, Sc
         .read_preamble(ReadPreamble::Always)
         .from_reader(file)
         .map_err(|e| ScanError::Parse(e.to_string()))
+}
+
+/// Opens the first bytes of a Part-10 file whose bytes are not trusted, up to its Pixel
+/// Data (a head read to decode a reduced image from): preamble and file meta checked, the
+/// data set scanned up to Pixel Data, which must be within `head`, then built without it.
+pub fn open_part10_head(head: &[u8]) -> Result<DefaultDicomObject, ScanError> {
+    let (rest, ts) = data_set_of(head)?;
+    let budget = budget(ts, rest.len() as u64, rest.len() as u64);
+    let stop = Some(tags::PIXEL_DATA);
+    if scan(std::io::Cursor::new(rest.to_vec()), ts, stop, budget)? != ScanEnd::ReachedStop {
+        return Err(ScanError::Parse("no Pixel Data in the head read".into()));
+    }
+    OpenFileOptions::new()
+        .read_preamble(ReadPreamble::Always)
+        .read_until(tags::PIXEL_DATA)
+        .from_reader(head)
+        .map_err(|e| ScanError::Parse(e.to_string()))
+}
+
+/// A Part-10 file's data set bytes and transfer syntax, once its preamble and file meta
+/// are checked ([`read_file_meta`]).
+fn data_set_of(file: &[u8]) -> Result<(&[u8], &'static TransferSyntax), ScanError> {
+    let mut rest = file
+        .get(128..)
+        .ok_or_else(|| ScanError::Parse("not a DICOM file: shorter than its preamble".into()))?;
+    let meta = read_file_meta(&mut rest)?;
+    let uid = meta.transfer_syntax().trim_end_matches('\0');
+    let ts = TransferSyntaxRegistry
+        .get(uid)
+        .ok_or_else(|| ScanError::Parse(format!("unknown transfer syntax {uid}")))?;
+    Ok((rest, ts))
 }
 
 /// The `max_bytes` to [`scan`] a data set of `stored_len` bytes with: undeflated, a data set
@@ -215,6 +240,8 @@ pub fn scan<R: Read + 'static>(
         let stops_here = match &token {
             DataToken::ElementHeader(h) => at_stop(h.tag),
             DataToken::SequenceStart { tag, .. } => at_stop(*tag),
+            // Encapsulated Pixel Data: its fragments are not looked into.
+            DataToken::PixelSequenceStart => at_stop(tags::PIXEL_DATA),
             _ => false,
         };
         let left = max_bytes.saturating_sub(count.get());
@@ -230,6 +257,7 @@ pub fn scan<R: Read + 'static>(
             DataToken::SequenceStart { tag, .. } if at_stop(tag) => {
                 return Ok(ScanEnd::ReachedStop)
             }
+            DataToken::PixelSequenceStart if stops_here => return Ok(ScanEnd::ReachedStop),
             DataToken::SequenceStart { .. }
             | DataToken::PixelSequenceStart
             | DataToken::ItemStart { .. } => {
@@ -371,6 +399,31 @@ mod tests {
             .unwrap(),
             ScanEnd::ReachedStop
         );
+    }
+
+    #[test]
+    fn the_stop_at_pixel_data_holds_for_encapsulated_pixel_data() {
+        let ts = EXPLICIT_VR_LITTLE_ENDIAN.erased();
+        // (0028,0010) US 512, then encapsulated (7FE0,0010): an empty offset table and the
+        // first 8 bytes of a 1000-byte fragment, as a head read of an instance holds them.
+        let mut head = vec![0x28, 0x00, 0x10, 0x00, b'U', b'S', 2, 0, 0x00, 0x02];
+        head.extend_from_slice(&[
+            0xE0, 0x7F, 0x10, 0x00, b'O', b'B', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF,
+        ]);
+        head.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0, 0, 0, 0]);
+        head.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0xE8, 0x03, 0, 0]);
+        head.extend_from_slice(&[0xFF, 0x4F, 0xFF, 0x51, 0, 0, 0, 0]);
+        let len = head.len() as u64;
+        let stop = Some(tags::PIXEL_DATA);
+        assert_eq!(
+            scan(std::io::Cursor::new(head.clone()), &ts, stop, len).unwrap(),
+            ScanEnd::ReachedStop
+        );
+        // Without a stop, the fragment's length is checked against what is left.
+        assert!(matches!(
+            scan(std::io::Cursor::new(head), &ts, None, len),
+            Err(ScanError::LengthPastEnd { len: 1000, .. })
+        ));
     }
 
     /// Found by fuzzing (fuzz/regressions/identifier): a 97-byte identifier whose last

@@ -278,3 +278,222 @@ fn the_converter_can_archive_images_as_checked_jpeg_2000_lossless() {
         }
     }
 }
+
+/// `opj_decompress -r reduce` of `j2c` to a PGM file's bytes.
+fn opj_reduced(j2c: &Path, reduce: usize) -> Vec<u8> {
+    let out = j2c.with_extension(format!("r{reduce}.pgm"));
+    let done = Command::new("/usr/bin/opj_decompress")
+        .arg("-i")
+        .arg(j2c)
+        .args(["-r", &reduce.to_string(), "-o"])
+        .arg(&out)
+        .output()
+        .expect("run /usr/bin/opj_decompress (apt-get install libopenjp2-tools)");
+    assert!(done.status.success(), "opj_decompress: {}", text(&done));
+    std::fs::read(&out).unwrap()
+}
+
+#[test]
+fn archived_codestreams_record_where_each_resolution_ends() {
+    use strata::codec::j2k::prefix::resolution_prefix;
+    let corpus = corpus();
+    let dir = tempfile::tempdir().unwrap();
+    write_config(
+        dir.path(),
+        "[archive]\nbackend = \"local\"\npath = \"archive\"\ncompression = \"j2k-lossless\"\n",
+    );
+    let server = TestServer::start_in(dir.path(), "", "");
+    assert!(server
+        .storescu("MODALITY", &corpus.paths())
+        .status
+        .success());
+    let out = server.cli(&["tier", "run", "--min-age-days", "0", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let work = tempfile::tempdir().unwrap();
+    let mut checked = 0;
+    for study in corpus.study_uids() {
+        let (ok, located) = cli_json(&server, &["locate", "--json", "--study", &study]);
+        assert!(ok, "{located}");
+        for instance in located.as_array().unwrap() {
+            assert_eq!(instance["tier"], "archive", "{instance}");
+            let container = server
+                .dir
+                .join("archive")
+                .join(instance["location"].as_str().unwrap());
+            let bytes = std::fs::read(&container).unwrap();
+            let at = instance["offset"].as_u64().unwrap() as usize;
+            let length = instance["length"].as_u64().unwrap() as usize;
+            let levels = instance["resolution_levels"].as_array().unwrap();
+            assert_eq!(levels.len(), 1, "one frame, one codestream: {instance}");
+            let frame = &levels[0];
+            assert_eq!(frame["frame"], 1);
+            let start = at + frame["codestream_offset"].as_u64().unwrap() as usize;
+            let ends: Vec<usize> = frame["resolution_ends"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e.as_u64().unwrap() as usize)
+                .collect();
+            assert!(ends.windows(2).all(|w| w[0] < w[1]), "{ends:?}");
+            let whole_end = start + ends[ends.len() - 1];
+            assert_eq!(&bytes[start..start + 2], [0xFF, 0x4F], "SOC where recorded");
+            assert_eq!(
+                &bytes[whole_end..whole_end + 2],
+                [0xFF, 0xD9],
+                "EOC after the last"
+            );
+            assert!(whole_end + 2 <= at + length, "inside the instance");
+            let whole = work.path().join(format!("{checked}.j2c"));
+            std::fs::write(&whole, &bytes[start..whole_end + 2]).unwrap();
+            // Each level cut from the first bytes decodes to what the whole codestream
+            // gives at that size.
+            for (r, &end) in ends.iter().enumerate() {
+                let cut = resolution_prefix(&bytes[start..start + end], r + 1)
+                    .unwrap_or_else(|e| panic!("level {r} of {instance}: {e}"));
+                let part = work.path().join(format!("{checked}-{r}.j2c"));
+                std::fs::write(&part, cut).unwrap();
+                let reduce = ends.len() - 1 - r;
+                assert!(
+                    opj_reduced(&part, reduce) == opj_reduced(&whole, reduce),
+                    "level {r} of {instance}"
+                );
+            }
+            // The 128-pixel level of a 512x512 CT: at most 1/8 of the instance's bytes.
+            let file = corpus
+                .files
+                .iter()
+                .find(|f| f.sop_instance_uid == instance["sop_instance_uid"])
+                .unwrap();
+            if file.modality == "CT" && ends.len() >= 3 {
+                let thumbnail =
+                    frame["codestream_offset"].as_u64().unwrap() as usize + ends[ends.len() - 3];
+                assert!(thumbnail * 8 <= length, "{thumbnail} of {length} bytes");
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, corpus.files.len());
+}
+
+/// A PNG's size and 8-bit samples.
+fn png_pixels(bytes: &[u8]) -> (u32, u32, Vec<u8>) {
+    let mut reader = png::Decoder::new(std::io::Cursor::new(bytes))
+        .read_info()
+        .expect("a PNG");
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    buf.truncate(info.buffer_size());
+    (info.width, info.height, buf)
+}
+
+/// `strata_read_bytes_total{tier}` of the server, from `/metrics`.
+fn read_bytes(port: u16, admin: &str, tier: &str) -> f64 {
+    let (status, _, body) = http_get(port, "/metrics", &[("Authorization", admin)]);
+    assert_eq!(status, 200);
+    let series = format!("strata_read_bytes_total{{tier=\"{tier}\"}} ");
+    String::from_utf8(body)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(&series).map(|v| v.parse().unwrap()))
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn thumbnails_of_archived_images_read_and_decode_only_their_lowest_resolutions() {
+    let corpus = corpus();
+    let dir = tempfile::tempdir().unwrap();
+    let (token, sha256) = new_token();
+    let bearer = format!("Bearer {token}");
+    write_config(
+        dir.path(),
+        &format!(
+            "[archive]\nbackend = \"local\"\npath = \"archive\"\ncompression = \"j2k-lossless\"\n\
+             [web]\nlisten = \"127.0.0.1:0\"\n\
+             [[web.users]]\nname = \"viewer\"\ntoken_sha256 = [\"{sha256}\"]\n\
+             allow = [\"find\", \"get\", \"admin\"]\n"
+        ),
+    );
+    let server = TestServer::start_in(dir.path(), "", "");
+    let port = server.web_port.unwrap();
+    assert!(server
+        .storescu("MODALITY", &corpus.paths())
+        .status
+        .success());
+    let png = [("Authorization", bearer.as_str()), ("Accept", "image/png")];
+    let url = |f: &CorpusFile, what: &str| {
+        format!(
+            "/dicom-web/studies/{}/series/{}/instances/{}/{what}",
+            f.study_instance_uid, f.series_instance_uid, f.sop_instance_uid
+        )
+    };
+    // Online and uncompressed: drawn from the whole image.
+    let get = |path: &str| {
+        let (status, head, body) = http_get(port, path, &png);
+        assert_eq!(status, 200, "{path}: {head}");
+        body
+    };
+    let before: Vec<Vec<u8>> = corpus
+        .files
+        .iter()
+        .map(|f| get(&url(f, "thumbnail")))
+        .collect();
+    let out = server.cli(&["tier", "run", "--min-age-days", "0", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let mut lengths = std::collections::HashMap::new();
+    for study in corpus.study_uids() {
+        let (ok, located) = cli_json(&server, &["locate", "--json", "--study", &study]);
+        assert!(ok, "{located}");
+        for i in located.as_array().unwrap() {
+            assert!(
+                !i["resolution_levels"].as_array().unwrap().is_empty(),
+                "{i}"
+            );
+            let uid = i["sop_instance_uid"].as_str().unwrap().to_string();
+            lengths.insert(uid, i["length"].as_f64().unwrap());
+        }
+    }
+    for (f, before) in corpus.files.iter().zip(&before) {
+        let length = lengths[&f.sop_instance_uid];
+        let read = |path: &str| {
+            let start = read_bytes(port, &bearer, "archive");
+            let body = get(path);
+            (body, read_bytes(port, &bearer, "archive") - start)
+        };
+        let (after, thumbnail_bytes) = read(&url(f, "thumbnail"));
+        let (w, h, old) = png_pixels(before);
+        let (w2, h2, new) = png_pixels(&after);
+        assert_eq!((w, h), (w2, h2), "the same size from the lower resolutions");
+        let diff = old
+            .iter()
+            .zip(&new)
+            .map(|(a, b)| (i32::from(*a) - i32::from(*b)).abs() as f64)
+            .sum::<f64>()
+            / old.len() as f64;
+        eprintln!(
+            "{} {}: thumbnail {w}x{h} read {thumbnail_bytes} of {length} bytes; mean difference {diff:.2} of 255",
+            f.modality, f.sop_instance_uid
+        );
+        // A lossless codestream's low-pass bands are the image averaged (about 5 of 255 from
+        // our scaling of the whole image, for these phantoms); a wrong level or a broken
+        // decode is far off.
+        assert!(
+            diff < 8.0,
+            "thumbnail drawn from the lowest resolutions differs by {diff}"
+        );
+        if f.modality == "CT" {
+            // 512x512: the 128-pixel level, at most 1/8 of the stored bytes.
+            assert!(
+                thumbnail_bytes > 0.0 && thumbnail_bytes * 8.0 <= length,
+                "{thumbnail_bytes} of {length}"
+            );
+            let (_, viewport_bytes) = read(&url(f, "rendered?viewport=256,256"));
+            assert!(
+                viewport_bytes > thumbnail_bytes && viewport_bytes * 2.0 < length,
+                "{viewport_bytes} of {length}"
+            );
+        }
+        // The full size is read whole, checked against its checksum.
+        let (_, whole) = read(&url(f, "rendered"));
+        assert!(whole >= length, "{whole} of {length}");
+    }
+}

@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::convert::{ConvertError, Converter};
 use crate::jobs::{JobKind, JobRun, Progress as _, Trigger};
 use crate::locator::{now_millis, Locator, LocatorError, Owner, Role};
+use crate::model::levels::FrameLevels;
 use crate::online::{OnlineError, OnlineStore};
 use crate::reader::Reader;
 
@@ -40,6 +41,8 @@ pub struct Located {
     pub length: u64,
     /// Backup copies (near-line, offline) besides the primary.
     pub copies: Vec<LocatedCopy>,
+    /// Where the primary's JPEG 2000 resolution levels end, when recorded for its bytes.
+    pub resolution_levels: Vec<FrameLevels>,
 }
 
 /// Where one backup copy of an instance is (`strata locate --json`).
@@ -132,7 +135,11 @@ pub async fn locate(config: &Config, study: &str) -> Result<Vec<Located>, TierEr
                     length: c.length,
                 })
                 .collect();
+            let resolution_levels = locator
+                .resolution_levels(&i.sop_instance_uid, i.object.crc32c)
+                .await?;
             located.push(Located {
+                resolution_levels,
                 sop_instance_uid: i.sop_instance_uid,
                 tier: i.object.tier.as_str(),
                 location: i.object.location,

@@ -13,11 +13,12 @@ use dicom_core::value::{PixelFragmentSequence, PrimitiveValue};
 use dicom_core::{DataElement, Length, VR};
 use dicom_dictionary_std::tags;
 use dicom_encoding::TransferSyntaxIndex;
-use dicom_object::DefaultDicomObject;
+use dicom_object::{DefaultDicomObject, InMemDicomObject};
 use dicom_pixeldata::{PixelDecoder, PlanarConfiguration};
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
 use super::j2k::{self, EncodeParams, Image, Mask, Mode, Samples};
+use crate::model::levels::FrameLevels;
 
 /// JPEG 2000 Image Compression (Lossless Only).
 pub const JPEG_2000_LOSSLESS: &str = "1.2.840.10008.1.2.4.90";
@@ -76,6 +77,9 @@ pub struct Transcoded {
     pub roi_fraction: Option<(f64, f64)>,
     /// Encoder remarks for the log (ROI fallback to lossless and the like).
     pub notes: Vec<String>,
+    /// Where each frame's codestream and its resolution levels are in `file`; empty when
+    /// they cannot be told (a tiled codestream, or an element after the pixel data).
+    pub levels: Vec<FrameLevels>,
 }
 
 /// Raw samples of every frame, as the encoder takes them.
@@ -196,6 +200,7 @@ pub fn to_j2k(part10: &[u8], target: &Target) -> Result<Transcoded, CodecError> 
     let mut lossless = true;
     let mut roi_fraction: Option<(f64, f64)> = None;
     let mut compressed = 0usize;
+    let mut resolution_ends = Vec::with_capacity(source.frames.len());
     for samples in &source.frames {
         let image = Image {
             width: source.width,
@@ -241,6 +246,7 @@ pub fn to_j2k(part10: &[u8], target: &Target) -> Result<Transcoded, CodecError> 
                 notes.push(note);
             }
         }
+        resolution_ends.push(encoded.resolution_ends);
         let mut fragment = encoded.codestream;
         // Fragments have even lengths (PS3.5 A.4); decoders stop at EOC.
         if fragment.len() % 2 == 1 {
@@ -260,6 +266,7 @@ pub fn to_j2k(part10: &[u8], target: &Target) -> Result<Transcoded, CodecError> 
     } else {
         JPEG_2000
     };
+    let lengths: Vec<usize> = fragments.iter().map(Vec::len).collect();
     encapsulate(&mut object, fragments, source.components, lossless, ts_uid)?;
     if !lossless {
         mark_lossy(&mut object, ratio, target);
@@ -271,7 +278,10 @@ pub fn to_j2k(part10: &[u8], target: &Target) -> Result<Transcoded, CodecError> 
     if lossless {
         check_lossless(&source, &file)?;
     }
+    let size = (source.width, source.height);
+    let levels = frame_levels(&file, &lengths, resolution_ends, size);
     Ok(Transcoded {
+        levels,
         file,
         transfer_syntax_uid: ts_uid,
         ratio,
@@ -279,6 +289,43 @@ pub fn to_j2k(part10: &[u8], target: &Target) -> Result<Transcoded, CodecError> 
         roi_fraction,
         notes,
     })
+}
+
+/// Where each frame's codestream starts in `file`, written with one fragment per frame of
+/// `lengths` as its last element (the items, then the sequence delimiter, end the file),
+/// and where its resolutions end; empty when a codestream has no resolution ends (tiled) or
+/// the bytes found there are not an item holding a codestream (something followed the pixel
+/// data).
+fn frame_levels(
+    file: &[u8],
+    lengths: &[usize],
+    ends: Vec<Vec<usize>>,
+    (columns, rows): (u32, u32),
+) -> Vec<FrameLevels> {
+    const ITEM: [u8; 4] = [0xFE, 0xFF, 0x00, 0xE0];
+    const SOC: [u8; 2] = [0xFF, 0x4F];
+    let items: usize = lengths.iter().map(|l| 8 + l).sum();
+    let Some(mut at) = file.len().checked_sub(8 + items) else {
+        return Vec::new();
+    };
+    let mut levels = Vec::with_capacity(lengths.len());
+    for (n, (length, ends)) in lengths.iter().zip(ends).enumerate() {
+        let start = at + 8;
+        let holds_codestream =
+            file.get(at..at + 4) == Some(&ITEM[..]) && file.get(start..start + 2) == Some(&SOC[..]);
+        if ends.is_empty() || !holds_codestream {
+            return Vec::new();
+        }
+        levels.push(FrameLevels {
+            frame: n as u32 + 1,
+            columns,
+            rows,
+            codestream_offset: start as u64,
+            resolution_ends: ends.into_iter().map(|e| e as u64).collect(),
+        });
+        at = start + length;
+    }
+    levels
 }
 
 /// Replaces the pixel data with `fragments` (one per frame) and sets the attributes and
@@ -420,4 +467,101 @@ fn check_lossless(source: &Frames, file: &[u8]) -> Result<(), CodecError> {
 pub fn same_pixels(original: &[u8], compressed: &[u8]) -> Result<(), CodecError> {
     let source = frames(&open(original)?)?;
     check_lossless(&source, compressed)
+}
+
+/// Frame `levels.frame` of a stored JPEG 2000 instance at resolution `r` (see
+/// [`FrameLevels`]), from the instance's first [`FrameLevels::bytes_for`]`(r)` bytes: its
+/// data set up to the Pixel Data, with the image cut from the codestream's first bytes and
+/// decoded at that size as one native frame (Rows and Columns those of the reduced image;
+/// colour as RGB, the decoder undoing the component transform). Blocking.
+pub fn reduced_image(
+    head: &[u8],
+    levels: &FrameLevels,
+    r: usize,
+) -> Result<InMemDicomObject, CodecError> {
+    let r = r.min(levels.levels());
+    let object =
+        crate::dataset::open_part10_head(head).map_err(|e| CodecError::Parse(e.to_string()))?;
+    let prefix = head
+        .get(levels.codestream_offset as usize..levels.bytes_for(r) as usize)
+        .ok_or_else(|| CodecError::Parse("shorter than its recorded resolution levels".into()))?;
+    let cut = j2k::prefix::resolution_prefix(prefix, r + 1)
+        .map_err(|e| CodecError::Decode(e.to_string()))?;
+    let (columns, rows, planes) = decode_reduced(cut, (levels.levels() - r) as u32)?;
+    let mut object = object.into_inner();
+    let bits_allocated = object
+        .element_opt(tags::BITS_ALLOCATED)
+        .ok()
+        .flatten()
+        .and_then(|e| e.to_int::<u16>().ok())
+        .unwrap_or(16);
+    let pixels = interleave(&planes, bits_allocated);
+    let int = |v: u32| PrimitiveValue::from(v as u16);
+    object.put(DataElement::new(tags::ROWS, VR::US, int(rows)));
+    object.put(DataElement::new(tags::COLUMNS, VR::US, int(columns)));
+    object.remove_element(tags::NUMBER_OF_FRAMES);
+    if planes.len() == 3 {
+        object.put(DataElement::new(
+            tags::PHOTOMETRIC_INTERPRETATION,
+            VR::CS,
+            "RGB",
+        ));
+        object.put(DataElement::new(tags::PLANAR_CONFIGURATION, VR::US, int(0)));
+    }
+    let vr = if bits_allocated > 8 { VR::OW } else { VR::OB };
+    object.put(DataElement::new(
+        tags::PIXEL_DATA,
+        vr,
+        PrimitiveValue::from(pixels),
+    ));
+    Ok(object)
+}
+
+/// Decodes `codestream` with its highest `reduce` resolutions left out (OpenJPEG's
+/// `cp_reduce`): the size and each component's samples.
+fn decode_reduced(
+    codestream: Vec<u8>,
+    reduce: u32,
+) -> Result<(u32, u32, Vec<Vec<i32>>), CodecError> {
+    let params = jpeg2k::DecodeParameters::new().reduce(reduce);
+    let image = jpeg2k::Image::from_bytes_with(&codestream, params)
+        .map_err(|e| CodecError::Decode(format!("OpenJPEG: {e}")))?;
+    let comps = image.components();
+    let (w, h) = comps
+        .first()
+        .map(|c| (c.width(), c.height()))
+        .ok_or_else(|| CodecError::Decode("OpenJPEG: no components".into()))?;
+    let planes = comps
+        .iter()
+        .map(|c| {
+            let data = c.data();
+            if c.width() == w && c.height() == h && data.len() >= (w * h) as usize {
+                Ok(data[..(w * h) as usize].to_vec())
+            } else {
+                Err(CodecError::Decode(
+                    "OpenJPEG: components of different sizes".into(),
+                ))
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((w, h, planes))
+}
+
+/// Component planes as native pixel bytes: samples interleaved, little endian, in
+/// `bits_allocated` (8 or 16) bits (a signed sample keeps its two's complement bits).
+fn interleave(planes: &[Vec<i32>], bits_allocated: u16) -> Vec<u8> {
+    let pixels = planes.first().map_or(0, Vec::len);
+    let width = if bits_allocated > 8 { 2 } else { 1 };
+    let mut out = Vec::with_capacity(pixels * planes.len() * width);
+    for i in 0..pixels {
+        for plane in planes {
+            let v = plane[i];
+            if width == 2 {
+                out.extend_from_slice(&(v as u16).to_le_bytes());
+            } else {
+                out.push(v as u8);
+            }
+        }
+    }
+    out
 }

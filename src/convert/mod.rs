@@ -31,6 +31,7 @@ use crate::archive::{container_name, temp_name, Archive, ArchiveError, ArchiveSt
 use crate::config::ArchiveCompression;
 use crate::locator::archive::{Committed, PlacedInstance, Switch};
 use crate::locator::{Locator, LocatorError};
+use crate::model::levels::FrameLevels;
 use crate::model::{StoredObject, Tier};
 use crate::online::{OnlineError, OnlineStore};
 use crate::reader::{Payload, ReadError, Reader};
@@ -360,18 +361,17 @@ impl Converter {
                     // would need it whole).
                     let payload = reader.payload(&uid, &object).await?;
                     let Payload::Whole(bytes) = payload else {
-                        return Ok::<_, ConvertError>((payload, object.transfer_syntax_uid));
+                        return Ok::<_, ConvertError>((payload, StoredAs::unchanged(&object)));
                     };
-                    let (bytes, syntax) = compress(compression, &object, bytes).await;
-                    Ok((Payload::Whole(bytes), syntax))
+                    let (bytes, stored_as) = compress(compression, &object, bytes).await;
+                    Ok((Payload::Whole(bytes), stored_as))
                 }
             })
             .buffered(READ_AHEAD);
         let mut stored_as = Vec::with_capacity(instances.len());
         let mut throttle = crate::throttle::Throttle::new(self.throttle_mb_s);
         for instance in instances {
-            let (payload, transfer_syntax_uid) =
-                files.next().await.expect("one read per instance")?;
+            let (payload, as_stored) = files.next().await.expect("one read per instance")?;
             let uid = &instance.sop_instance_uid;
             let (placed, crc32c) = self
                 .reader
@@ -382,7 +382,7 @@ impl Converter {
                 placed,
                 crc32c,
             });
-            stored_as.push(transfer_syntax_uid);
+            stored_as.push(as_stored);
         }
         let length = builder.finish().await?;
         let written = started.elapsed();
@@ -396,7 +396,7 @@ impl Converter {
             .iter()
             .zip(&expected)
             .zip(stored_as)
-            .map(|((instance, e), transfer_syntax_uid)| Switch {
+            .map(|((instance, e), as_stored)| Switch {
                 sop_instance_uid: instance.sop_instance_uid.clone(),
                 from_tier: instance.object.tier,
                 from_location: instance.object.location.clone(),
@@ -406,8 +406,9 @@ impl Converter {
                     offset: e.placed.offset,
                     length: e.placed.length,
                     crc32c: e.crc32c,
-                    transfer_syntax_uid,
+                    transfer_syntax_uid: as_stored.transfer_syntax_uid,
                 },
+                levels: as_stored.levels,
             })
             .collect();
         let moved = Moved {
@@ -474,6 +475,7 @@ impl Converter {
                         crc32c: payload.crc32c(),
                         transfer_syntax_uid: instance.object.transfer_syntax_uid.clone(),
                     },
+                    levels: Vec::new(),
                 });
             }
             Ok(())
@@ -584,6 +586,7 @@ impl Converter {
                 crc32c: payload.crc32c(),
                 transfer_syntax_uid: instance.object.transfer_syntax_uid.clone(),
             },
+            levels: Vec::new(),
         };
         let committed = self
             .commit(job, &[switch], &[(Tier::Online, target.clone())])
@@ -654,20 +657,35 @@ impl Converter {
     }
 }
 
-/// An instance's bytes as they go into the container, and their transfer syntax: unchanged,
-/// or JPEG 2000 lossless when configured, the image is uncompressed, and the result is
-/// smaller (the encoder checks every sample by decoding before it returns). An image that
-/// cannot be compressed goes in unchanged, with the reason in the log.
+/// How an instance goes into the container.
+struct StoredAs {
+    transfer_syntax_uid: String,
+    /// Where its frames' resolution levels end, when the converter encoded it.
+    levels: Vec<FrameLevels>,
+}
+
+impl StoredAs {
+    fn unchanged(object: &StoredObject) -> StoredAs {
+        StoredAs {
+            transfer_syntax_uid: object.transfer_syntax_uid.clone(),
+            levels: Vec::new(),
+        }
+    }
+}
+
+/// An instance's bytes as they go into the container: unchanged, or JPEG 2000 lossless when
+/// configured, the image is uncompressed, and the result is smaller (the encoder checks
+/// every sample by decoding before it returns). An image that cannot be compressed goes in
+/// unchanged, with the reason in the log.
 async fn compress(
     compression: ArchiveCompression,
     object: &StoredObject,
     bytes: bytes::Bytes,
-) -> (bytes::Bytes, String) {
-    let unchanged = |bytes| (bytes, object.transfer_syntax_uid.clone());
+) -> (bytes::Bytes, StoredAs) {
     if compression == ArchiveCompression::None
         || !crate::model::transfer_syntax::is_native(&object.transfer_syntax_uid)
     {
-        return unchanged(bytes);
+        return (bytes, StoredAs::unchanged(object));
     }
     let input = bytes.clone();
     let result = tokio::task::spawn_blocking(move || {
@@ -676,17 +694,20 @@ async fn compress(
     .await
     .expect("compression task");
     match result {
-        Ok(done) if done.lossless && done.file.len() < bytes.len() => (
-            bytes::Bytes::from(done.file),
-            done.transfer_syntax_uid.to_string(),
-        ),
+        Ok(done) if done.lossless && done.file.len() < bytes.len() => {
+            let stored_as = StoredAs {
+                transfer_syntax_uid: done.transfer_syntax_uid.to_string(),
+                levels: done.levels,
+            };
+            (bytes::Bytes::from(done.file), stored_as)
+        }
         Ok(done) => {
             debug!(location = %object.location, ratio = done.ratio, "JPEG 2000 not smaller; archived as stored");
-            unchanged(bytes)
+            (bytes, StoredAs::unchanged(object))
         }
         Err(e) => {
             info!(location = %object.location, reason = %e, "not compressed; archived as stored");
-            unchanged(bytes)
+            (bytes, StoredAs::unchanged(object))
         }
     }
 }

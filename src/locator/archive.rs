@@ -5,6 +5,7 @@
 use sqlx::Row;
 
 use super::{stored_object, Locator, LocatorError};
+use crate::model::levels::FrameLevels;
 use crate::model::{StoredObject, Tier};
 
 /// One instance of a study with where it is now.
@@ -44,6 +45,9 @@ pub struct Switch {
     pub from_tier: Tier,
     pub from_location: String,
     pub to: StoredObject,
+    /// Where the new copy's resolution levels end, when the converter encoded it; recorded
+    /// for the new copy's bytes (`to.crc32c`). Other copies' levels stay, for their bytes.
+    pub levels: Vec<FrameLevels>,
 }
 
 /// Studies due for archiving, one row each (`uid`, `newest`, `online_instances`,
@@ -213,6 +217,11 @@ impl Locator {
             .rows_affected();
             if done == 1 {
                 switched += 1;
+                if !s.levels.is_empty() {
+                    record_levels(&mut tx, &s.sop_instance_uid, s.to.crc32c, &s.levels)
+                        .await
+                        .map_err(err)?;
+                }
                 let entry = (s.from_tier.as_str(), s.from_location.as_str());
                 if !old.contains(&entry) {
                     old.push(entry);
@@ -334,4 +343,54 @@ pub(super) async fn mark_committed(
         .execute(&mut **tx)
         .await?;
     Ok(())
+}
+
+/// Records where the resolution levels of an instance's bytes with CRC-32C `crc32c` end,
+/// replacing what was recorded for other bytes; inside the caller's transaction.
+async fn record_levels(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    sop_instance_uid: &str,
+    crc32c: u32,
+    levels: &[FrameLevels],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO resolution_levels (sop_instance_uid, crc32c, frames) VALUES ($1, $2, $3) \
+         ON CONFLICT (sop_instance_uid) DO UPDATE SET crc32c = excluded.crc32c, \
+         frames = excluded.frames",
+    )
+    .bind(sop_instance_uid)
+    .bind(i64::from(crc32c))
+    .bind(serde_json::to_string(levels).expect("numbers serialize"))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+impl Locator {
+    /// Where the resolution levels of an instance's frames end in its bytes with CRC-32C
+    /// `crc32c` (its current copy's); empty when none were recorded for those bytes, which
+    /// are then read whole.
+    pub async fn resolution_levels(
+        &self,
+        sop_instance_uid: &str,
+        crc32c: u32,
+    ) -> Result<Vec<FrameLevels>, LocatorError> {
+        let frames: Option<String> = sqlx::query_scalar(
+            "SELECT frames FROM resolution_levels WHERE sop_instance_uid = $1 AND crc32c = $2",
+        )
+        .bind(sop_instance_uid)
+        .bind(i64::from(crc32c))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(err)?;
+        Ok(frames
+            .and_then(|json| match serde_json::from_str(&json) {
+                Ok(levels) => Some(levels),
+                Err(e) => {
+                    tracing::warn!(sop_instance_uid, error = %e, "unreadable resolution levels; read whole");
+                    None
+                }
+            })
+            .unwrap_or_default())
+    }
 }

@@ -271,7 +271,13 @@ impl Locator {
                 places.push(location.clone());
             }
         }
-        for table in ["copies", "instance_metadata", "repairs", "instances"] {
+        for table in [
+            "copies",
+            "instance_metadata",
+            "resolution_levels",
+            "repairs",
+            "instances",
+        ] {
             // Only fixed table names and the dialect's list are spliced in.
             sqlx::query(sqlx::AssertSqlSafe(format!(
                 "DELETE FROM {table} WHERE sop_instance_uid IN {in_list}"

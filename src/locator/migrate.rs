@@ -216,6 +216,15 @@ const TABLES: &[Table] = &[
         identity: false,
     },
     Table {
+        name: "resolution_levels",
+        columns: &[
+            ("sop_instance_uid", Text),
+            ("crc32c", Int),
+            ("frames", Text),
+        ],
+        identity: false,
+    },
+    Table {
         name: "counters",
         columns: &[("name", Text), ("value", Int)],
         identity: false,

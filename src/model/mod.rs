@@ -2,6 +2,7 @@
 //! the workers' daily windows. No I/O here (beyond reading the clock).
 
 pub mod correction;
+pub mod levels;
 pub mod markup;
 pub mod matching;
 pub mod person_name;

@@ -18,6 +18,7 @@ use crate::locator::retrieve::required_key;
 pub use crate::locator::retrieve::{MetadataRow, RetrieveKeys};
 use crate::locator::Locator;
 use crate::model::correction::Coercion;
+use crate::model::levels::FrameLevels;
 use crate::model::matching::Matcher;
 use crate::model::query::QueryLevel;
 use crate::model::sop_class::{
@@ -498,5 +499,55 @@ impl Retrieval for Instances {
             plan,
             self.prefetch,
         )
+    }
+}
+
+/// An instance's first bytes, enough for one frame at a reduced resolution: see
+/// [`Instances::reduced_head`].
+pub struct ReducedHead {
+    pub levels: FrameLevels,
+    /// The resolution chosen (0 the lowest).
+    pub resolution: usize,
+    /// The instance's first `levels.bytes_for(resolution)` bytes.
+    pub head: bytes::Bytes,
+}
+
+impl Instances {
+    /// For frame `frame` of entry `index`, when the resolution levels of its current copy
+    /// are recorded (the converter encoded it): the lowest resolution at least `width` x
+    /// `height`, and the instance's bytes up to that resolution's end, in one positioned
+    /// read. `None` otherwise, or when that read fails: the caller then reads the instance
+    /// whole, a path that checks its checksum and falls back on backup copies.
+    pub async fn reduced_head(
+        &self,
+        index: usize,
+        frame: u32,
+        width: u32,
+        height: u32,
+    ) -> Option<ReducedHead> {
+        let (uid, object) = (self.uids.get(index)?, self.objects.get(index)?);
+        let levels = match self.locator.resolution_levels(uid, object.crc32c).await {
+            Ok(all) => all.into_iter().find(|l| l.frame == frame)?,
+            Err(e) => {
+                tracing::debug!(sop_instance_uid = %uid, error = %e, "resolution levels unread");
+                return None;
+            }
+        };
+        let resolution = levels.resolution_for(width, height);
+        let length = levels.bytes_for(resolution);
+        if length > object.length {
+            return None;
+        }
+        match self.reader.read_range(object, 0, length).await {
+            Ok(head) => Some(ReducedHead {
+                levels,
+                resolution,
+                head,
+            }),
+            Err(e) => {
+                tracing::debug!(sop_instance_uid = %uid, error = %e, "reduced read failed; reading whole");
+                None
+            }
+        }
     }
 }

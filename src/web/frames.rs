@@ -19,7 +19,7 @@ use super::accept::media_ranges;
 use super::WebError;
 use crate::codec::pixels::frame_bitstreams;
 use crate::model::transfer_syntax::{frame_media_type, EXPLICIT_VR_LITTLE_ENDIAN};
-use crate::retrieve::Instances;
+use crate::retrieve::{Instances, ReducedHead};
 use crate::service::{Piece, Retrieval};
 use axum::http::StatusCode;
 
@@ -155,6 +155,27 @@ pub async fn read_whole(
         }
     }
     Ok((read, data_set.freeze()))
+}
+
+/// For frame `frame` of entry `index` of `instances`, the first bytes of the instance
+/// holding it at the lowest resolution at least `width` x `height` (see
+/// [`Instances::reduced_head`]), and the permit that counts the read among the
+/// [`READS_AT_ONCE`] of the node; `None` when its resolution levels are not known.
+pub async fn read_reduced(
+    instances: &Instances,
+    index: usize,
+    frame: u32,
+    width: u32,
+    height: u32,
+) -> Result<Option<(SemaphorePermit<'static>, ReducedHead)>, WebError> {
+    let read = READS
+        .acquire()
+        .await
+        .map_err(|e| WebError::internal(e.to_string()))?;
+    Ok(instances
+        .reduced_head(index, frame, width, height)
+        .await
+        .map(|head| (read, head)))
 }
 
 /// A data set as read by [`read_whole`] in `syntax`, parsed. Blocking.

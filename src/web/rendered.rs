@@ -1,9 +1,12 @@
 //! WADO-RS rendered resources (PS3.18 10.4.1.1.3, 8.3.5.1): `/rendered` and `/thumbnail` of
 //! an instance or one of its frames, `/rendered` of a series or study (every image, one part
 //! each of a multipart body) and `/thumbnail` of a series or study (its middle instance).
-//! Each image is read whole through the retrieve service like `/frames` (and shares its
-//! bound on reads at once), decoded to native pixels and drawn by [`crate::codec::render`]
-//! as JPEG or PNG, whichever the client accepts.
+//! Each image is read through the retrieve service like `/frames` (and shares its bound on
+//! reads at once), decoded to native pixels and drawn by [`crate::codec::render`] as JPEG or
+//! PNG, whichever the client accepts. A view smaller than the image (a thumbnail, a
+//! `viewport` without a region) of an instance whose JPEG 2000 resolution levels are
+//! recorded reads only the instance's first bytes and decodes only its lower resolutions;
+//! any other is read whole.
 //!
 //! Query parameters: `window=center,width[,linear|linear-exact|sigmoid]`,
 //! `viewport=vw,vh[,sx,sy,sw,sh]`, `quality=1..100` (JPEG), `accept=image/png` (as the
@@ -13,9 +16,11 @@
 use axum::body::Body;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::Response;
+use dicom_object::InMemDicomObject;
 
 use super::accept::media_ranges;
 use super::{frames, WebError};
+use crate::codec::dicom::reduced_image;
 use crate::codec::render::{self, Image, RenderError, Rendering, Viewport, VoiFunction, Window};
 use crate::model::transfer_syntax::EXPLICIT_VR_LITTLE_ENDIAN;
 use crate::retrieve::Instances;
@@ -308,7 +313,9 @@ fn skip_unrenderable(
     }
 }
 
-/// `frame` of entry `index` rendered and encoded as `request` says.
+/// `frame` of entry `index` rendered and encoded as `request` says: from its lower
+/// resolutions only when the view is smaller than the image and the instance's resolution
+/// levels are recorded, else read and decoded whole.
 async fn encoded(
     instances: &Instances,
     index: usize,
@@ -316,8 +323,6 @@ async fn encoded(
     resource: Resource,
     request: &Request,
 ) -> Result<Vec<u8>, WebError> {
-    let (_read, data_set) = frames::read_whole(instances, index, EXPLICIT_VR_LITTLE_ENDIAN).await?;
-    let media = request.media;
     let viewport = request.viewport.or(match resource {
         Resource::Thumbnail => Some(Viewport {
             width: THUMBNAIL,
@@ -331,19 +336,58 @@ async fn encoded(
         window: request.window,
         viewport,
     };
-    let quality = request.quality;
+    let (media, quality) = (request.media, request.quality);
+    if let Some(Viewport {
+        width,
+        height,
+        region: None,
+    }) = viewport
+    {
+        if let Some((_read, reduced)) =
+            frames::read_reduced(instances, index, frame, width, height).await?
+        {
+            let drawn = tokio::task::spawn_blocking(move || {
+                let object = reduced_image(&reduced.head, &reduced.levels, reduced.resolution)
+                    .map_err(|e| e.to_string())?;
+                let rendering = Rendering {
+                    frame: 1,
+                    ..rendering
+                };
+                draw(&object, &rendering, media, quality).map_err(|e| e.to_string())
+            })
+            .await;
+            match drawn {
+                Ok(Ok(image)) => return Ok(image),
+                Ok(Err(reason)) => tracing::warn!(
+                    sop_instance_uid = %instances.items()[index].sop_instance_uid,
+                    reason, "reduced image not drawn; reading whole"),
+                Err(e) => return Err(WebError::internal(e.to_string())),
+            }
+        }
+    }
+    let (_read, data_set) = frames::read_whole(instances, index, EXPLICIT_VR_LITTLE_ENDIAN).await?;
     tokio::task::spawn_blocking(move || -> Result<Vec<u8>, WebError> {
         let object = frames::parse(&data_set, EXPLICIT_VR_LITTLE_ENDIAN)?;
-        let image = Image::from_object(&object).map_err(render_error)?;
-        let raster = image.render(&rendering).map_err(render_error)?;
-        match media {
-            Media::Jpeg => render::encode_jpeg(&raster, quality),
-            Media::Png => render::encode_png(&raster),
-        }
-        .map_err(render_error)
+        draw(&object, &rendering, media, quality)
     })
     .await
     .map_err(|e| WebError::internal(e.to_string()))?
+}
+
+/// A native image drawn as `rendering` says and encoded as `media`. Blocking.
+fn draw(
+    object: &InMemDicomObject,
+    rendering: &Rendering,
+    media: Media,
+    quality: u8,
+) -> Result<Vec<u8>, WebError> {
+    let image = Image::from_object(object).map_err(render_error)?;
+    let raster = image.render(rendering).map_err(render_error)?;
+    match media {
+        Media::Jpeg => render::encode_jpeg(&raster, quality),
+        Media::Png => render::encode_png(&raster),
+    }
+    .map_err(render_error)
 }
 
 /// The `Warning` header naming the parameters not applied.
