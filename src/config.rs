@@ -1080,13 +1080,19 @@ impl Config {
 }
 
 impl RetrieveConfig {
-    /// Threads of the runtime's blocking pool the server needs: one for each C-MOVE/C-GET
-    /// association that may wait, decoding frame by frame, on a peer that reads slowly, and
-    /// [`SHORT_BLOCKING_THREADS`] for short work. Beyond that, blocking work queues: without a
-    /// bound each thread (and its allocator cache) stays for the process's life once a peak
-    /// has made it.
+    /// Retrieves (C-MOVE/C-GET associations and WADO-RS answers alike) that may decode an
+    /// instance frame by frame at once: each holds a blocking thread while it waits on a
+    /// peer that reads slowly. More wait for a turn, holding no thread.
+    pub fn frame_decoders(&self) -> usize {
+        self.max_concurrent * self.move_associations
+    }
+
+    /// Threads of the runtime's blocking pool the server needs: one for each
+    /// [`frame_decoders`](Self::frame_decoders) turn and [`SHORT_BLOCKING_THREADS`] for short
+    /// work. Beyond that, blocking work queues: without a bound each thread (and its
+    /// allocator cache) stays for the process's life once a peak has made it.
     pub fn blocking_threads(&self) -> usize {
-        self.max_concurrent * self.move_associations + SHORT_BLOCKING_THREADS
+        self.frame_decoders() + SHORT_BLOCKING_THREADS
     }
 }
 

@@ -139,6 +139,7 @@ pub async fn run(
             RetrieveOptions {
                 max_instances: config.retrieve.max_instances,
                 prefetch: config.retrieve.prefetch,
+                frame_decoders: config.retrieve.frame_decoders(),
             },
         )
         .with_auditor(auditor.clone()),

@@ -211,3 +211,93 @@ fn retrieves_over_max_concurrent_get_a702_and_run_again_once_a_slot_frees() {
     assert!(finals(&out)[0].starts_with("0x0000"), "{}", text(&out));
     assert_eq!(files_below(out_dir.path()).len(), 1);
 }
+
+/// Web clients that ask for a compressed instance uncompressed (decoded frame by frame, the
+/// decoding thread waiting on the client as it reads) and then read nothing: more of them
+/// than the blocking pool has threads. Each waits for a turn without a thread, so stores
+/// (whose writes and syncs need the pool) are still answered. Without the turns, the stalled
+/// decodes take every thread and the store below never finishes.
+#[test]
+fn stalled_clients_of_frame_by_frame_decodes_do_not_hold_up_stores() {
+    use std::io::Write;
+    let files = tempfile::tempdir().unwrap();
+    let plain = files.path().join("big.dcm");
+    let rle = files.path().join("big-rle.dcm");
+    let made = std::process::Command::new(python())
+        .arg(repo().join("tools/big_instance.py"))
+        .args([
+            "make",
+            plain.to_str().unwrap(),
+            "--mb",
+            "64",
+            "--pattern",
+            "rows",
+        ])
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", text(&made));
+    let made = String::from_utf8(made.stdout).unwrap();
+    let (_, study) = made.trim().split_once(' ').unwrap();
+    let out = dcmtk("dcmcrle").arg(&plain).arg(&rle).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+
+    let dir = tempfile::tempdir().unwrap();
+    // One retrieve at a time: the pool has 1 x move_associations turns plus 32 threads for
+    // short work, fewer than the 40 stalled clients below.
+    let server = TestServer::start_in(
+        dir.path(),
+        "",
+        "[retrieve]\nmax_concurrent = 1\n\
+         [web]\nlisten = \"127.0.0.1:0\"\nallow_anonymous = true\nidle_timeout_secs = 300\n",
+    );
+    let out = text(&server.scu("store", "MODALITY", std::slice::from_ref(&rle)));
+    assert_eq!(acknowledged(&out).0.len(), 1, "{out}");
+
+    let web = server.web_port.unwrap();
+    let request = format!(
+        "GET /dicom-web/studies/{study} HTTP/1.1\r\n\
+         Host: 127.0.0.1\r\n\
+         Accept: multipart/related; type=\"application/dicom\"; \
+         transfer-syntax={EXPLICIT_LE}\r\n\r\n"
+    );
+    let stalled: Vec<std::net::TcpStream> = (0..40)
+        .map(|_| {
+            let mut client = std::net::TcpStream::connect(("127.0.0.1", web)).unwrap();
+            client.write_all(request.as_bytes()).unwrap();
+            client
+        })
+        .collect();
+    // Every stalled answer has started: its decode has filled what the socket and the
+    // channel hold, or waits for a turn.
+    let started = Instant::now();
+    while server.log().matches("retrieve read ahead").count() < stalled.len()
+        && started.elapsed() < Duration::from_secs(30)
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+
+    let small = ct_file(files.path(), "1.2.3.77.1.9", 64);
+    let stored = std::process::Command::new("timeout")
+        .args([
+            "30",
+            "/usr/bin/storescu",
+            "-aet",
+            "MODALITY",
+            "-aec",
+            "STRATA",
+        ])
+        .arg("127.0.0.1")
+        .arg(server.port.to_string())
+        .arg(&small)
+        .env("TCP_NODELAY", "1")
+        .output()
+        .unwrap();
+    assert!(
+        stored.status.success(),
+        "a store waited behind stalled decodes: {}\n{}",
+        text(&stored),
+        log_tail(&server.log(), 40)
+    );
+    drop(stalled);
+}

@@ -9,7 +9,7 @@ pub mod transcode;
 use std::sync::Arc;
 
 use dicom_dictionary_std::tags;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 
 use crate::audit::{Auditor, Caller, Entry, Event};
 use crate::identifier::{self, Identifier};
@@ -36,6 +36,9 @@ pub struct RetrieveOptions {
     pub max_instances: usize,
     /// Instances read ahead of the network, in parallel.
     pub prefetch: usize,
+    /// Instances decoded frame by frame at once, over all retrieves (each holds a blocking
+    /// thread while its peer reads); more wait for a turn.
+    pub frame_decoders: usize,
 }
 
 /// The most bytes of an instance held to describe it (its header must fit).
@@ -52,6 +55,8 @@ pub struct Retrieve {
     /// Instances without metadata that could not be described: not read again.
     undescribable: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
     auditor: Option<Auditor>,
+    /// Turns to decode frame by frame (`RetrieveOptions::frame_decoders`).
+    decoders: Arc<Semaphore>,
 }
 
 /// The instances of one C-MOVE or C-GET.
@@ -65,6 +70,7 @@ pub struct Instances {
     locator: Arc<Locator>,
     reader: Reader,
     prefetch: usize,
+    decoders: Arc<Semaphore>,
 }
 
 fn refuse(status: Status, comment: impl Into<String>) -> Outcome {
@@ -91,12 +97,14 @@ impl RetrieveError {
 
 impl Retrieve {
     pub fn new(locator: Arc<Locator>, reader: Reader, options: RetrieveOptions) -> Retrieve {
+        let decoders = Arc::new(Semaphore::new(options.frame_decoders.max(1)));
         Retrieve {
             locator,
             reader,
             options,
             undescribable: Arc::default(),
             auditor: None,
+            decoders,
         }
     }
 
@@ -405,6 +413,7 @@ impl Retrieve {
             locator: self.locator.clone(),
             reader: self.reader.clone(),
             prefetch: self.options.prefetch.max(1),
+            decoders: self.decoders.clone(),
         })
     }
 }
@@ -494,6 +503,7 @@ impl Retrieval for Instances {
                 locator: self.locator.clone(),
                 sop_instance_uids: self.uids.clone(),
                 coercions: self.coercions.clone(),
+                decoders: self.decoders.clone(),
             },
             self.objects.clone(),
             plan,

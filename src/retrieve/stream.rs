@@ -19,7 +19,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 use tracing::debug;
 
@@ -108,7 +108,7 @@ async fn produce(
                 let prepared = handle
                     .await
                     .unwrap_or_else(|e| Err(format!("reader task failed: {e}")));
-                send_prepared(&tx, index, prepared).await
+                send_prepared(&tx, &reader.decoders, index, prepared).await
             }
             None => stream_instance(&reader, &objects[index], index, &ts, &tx).await,
         };
@@ -145,7 +145,7 @@ async fn stream_instance(
             Ok(copy) => stream_from(reader, &object, &copy, index, ts, tx).await,
             Err(ReadError::OnlyLossy { .. }) => {
                 let prepared = prepare_lossy(reader, index, &object, ts).await;
-                return send_prepared(tx, index, prepared).await;
+                return send_prepared(tx, &reader.decoders, index, prepared).await;
             }
             Err(e) => Streamed::Unreadable(e),
         };
@@ -163,7 +163,7 @@ async fn stream_instance(
         Streamed::Whole(why) => {
             debug!(instance = index, why, "re-encoding in memory");
             let prepared = prepare_whole(reader.clone(), index, object, ts.to_string()).await;
-            send_prepared(tx, index, prepared).await
+            send_prepared(tx, &reader.decoders, index, prepared).await
         }
     }
 }
@@ -186,6 +186,7 @@ async fn stream_from(
 
 async fn send_prepared(
     tx: &mpsc::Sender<Piece>,
+    decoders: &Arc<Semaphore>,
     index: usize,
     prepared: Result<Prepared, String>,
 ) -> bool {
@@ -197,7 +198,7 @@ async fn send_prepared(
         Ok(Prepared {
             body: Body::ByFrame(object, ts),
             warning,
-        }) => return send_by_frame(tx, index, object, ts, warning).await,
+        }) => return send_by_frame(tx, decoders, index, object, ts, warning).await,
         Err(reason) => return tx.send(Piece::Failed { index, reason }).await.is_ok(),
     };
     let length = data.len() as u64;
@@ -229,6 +230,8 @@ pub(super) struct Relocating {
     pub sop_instance_uids: Arc<Vec<String>>,
     /// Per instance, the index's values to send it with (a corrected study); may be empty.
     pub coercions: Arc<Vec<Option<Arc<Coercion>>>>,
+    /// Turns to decode frame by frame, shared by every retrieve of the node.
+    pub decoders: Arc<Semaphore>,
 }
 
 impl Relocating {
@@ -391,16 +394,26 @@ async fn finish(
 }
 
 /// Sends an instance decoded frame by frame ([`decode_by_frame`]) from a blocking thread:
-/// one decoded frame is held at a time, plus the pieces in flight.
+/// one decoded frame is held at a time, plus the pieces in flight. The thread waits on the
+/// peer as it reads, so it is taken only with one of `decoders`' turns (waited for without a
+/// thread; given up when the peer goes): stalled peers hold at most those threads, never the
+/// ones stores and short reads need.
 async fn send_by_frame(
     tx: &mpsc::Sender<Piece>,
+    decoders: &Arc<Semaphore>,
     index: usize,
     object: Box<DefaultDicomObject>,
     ts: String,
     mut warning: Option<String>,
 ) -> bool {
+    let turn = tokio::select! {
+        turn = decoders.clone().acquire_owned() => turn,
+        () = tx.closed() => return false,
+    };
+    let Ok(turn) = turn else { return false };
     let tx = tx.clone();
     tokio::task::spawn_blocking(move || {
+        let _turn = turn;
         let mut sink = |decoded: Decoded| match decoded {
             Decoded::Length(length) => {
                 let warning = warning.take();
