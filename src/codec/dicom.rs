@@ -482,12 +482,22 @@ pub fn reduced_image(
     let r = r.min(levels.levels());
     let object =
         crate::dataset::open_part10_head(head).map_err(|e| CodecError::Parse(e.to_string()))?;
-    let prefix = head
-        .get(levels.codestream_offset as usize..levels.bytes_for(r) as usize)
-        .ok_or_else(|| CodecError::Parse("shorter than its recorded resolution levels".into()))?;
+    let short = || CodecError::Parse("shorter than its recorded resolution levels".into());
+    let end = usize::try_from(levels.bytes_for(r).ok_or_else(short)?).map_err(|_| short())?;
+    let start = usize::try_from(levels.codestream_offset).map_err(|_| short())?;
+    let prefix = head.get(start..end).ok_or_else(short)?;
     let cut = j2k::prefix::resolution_prefix(prefix, r + 1)
         .map_err(|e| CodecError::Decode(e.to_string()))?;
-    let (columns, rows, planes) = decode_reduced(cut, (levels.levels() - r) as u32)?;
+    // The stored bytes are untrusted: OpenJPEG must give the size the levels promise.
+    let (columns, rows, planes) =
+        crate::codec::pixels::guard_decoder(|| decode_reduced(cut, (levels.levels() - r) as u32))
+            .map_err(|e| CodecError::Decode(e.to_string()))??;
+    if (columns, rows) != levels.size_at(r) {
+        return Err(CodecError::Decode(format!(
+            "OpenJPEG decoded {columns}x{rows}, resolution {r} is {:?}",
+            levels.size_at(r)
+        )));
+    }
     let mut object = object.into_inner();
     let bits_allocated = object
         .element_opt(tags::BITS_ALLOCATED)
@@ -496,9 +506,13 @@ pub fn reduced_image(
         .and_then(|e| e.to_int::<u16>().ok())
         .unwrap_or(16);
     let pixels = interleave(&planes, bits_allocated);
-    let int = |v: u32| PrimitiveValue::from(v as u16);
-    object.put(DataElement::new(tags::ROWS, VR::US, int(rows)));
-    object.put(DataElement::new(tags::COLUMNS, VR::US, int(columns)));
+    let int = |v: u32| {
+        u16::try_from(v)
+            .map(PrimitiveValue::from)
+            .map_err(|_| CodecError::Decode(format!("{v} pixels do not fit Rows/Columns")))
+    };
+    object.put(DataElement::new(tags::ROWS, VR::US, int(rows)?));
+    object.put(DataElement::new(tags::COLUMNS, VR::US, int(columns)?));
     object.remove_element(tags::NUMBER_OF_FRAMES);
     if planes.len() == 3 {
         object.put(DataElement::new(
@@ -506,7 +520,11 @@ pub fn reduced_image(
             VR::CS,
             "RGB",
         ));
-        object.put(DataElement::new(tags::PLANAR_CONFIGURATION, VR::US, int(0)));
+        object.put(DataElement::new(
+            tags::PLANAR_CONFIGURATION,
+            VR::US,
+            int(0)?,
+        ));
     }
     let vr = if bits_allocated > 8 { VR::OW } else { VR::OB };
     object.put(DataElement::new(
@@ -531,12 +549,13 @@ fn decode_reduced(
         .first()
         .map(|c| (c.width(), c.height()))
         .ok_or_else(|| CodecError::Decode("OpenJPEG: no components".into()))?;
+    let samples = (w as usize).saturating_mul(h as usize);
     let planes = comps
         .iter()
         .map(|c| {
             let data = c.data();
-            if c.width() == w && c.height() == h && data.len() >= (w * h) as usize {
-                Ok(data[..(w * h) as usize].to_vec())
+            if c.width() == w && c.height() == h && data.len() >= samples {
+                Ok(data[..samples].to_vec())
             } else {
                 Err(CodecError::Decode(
                     "OpenJPEG: components of different sizes".into(),

@@ -45,9 +45,11 @@ impl FrameLevels {
             .unwrap_or(self.levels())
     }
 
-    /// Bytes of the instance to read for resolution `r`: up to that resolution's end.
-    pub fn bytes_for(&self, r: usize) -> u64 {
-        self.codestream_offset + self.resolution_ends[r.min(self.levels())]
+    /// Bytes of the instance to read for resolution `r`: up to that resolution's end;
+    /// `None` for a resolution the codestream does not have.
+    pub fn bytes_for(&self, r: usize) -> Option<u64> {
+        let end = self.resolution_ends.get(r)?;
+        self.codestream_offset.checked_add(*end)
     }
 }
 
@@ -72,7 +74,8 @@ mod tests {
         assert_eq!(ct.resolution_for(128, 128), 4);
         assert_eq!(ct.resolution_for(10, 10), 0);
         assert_eq!(ct.resolution_for(4000, 10), 5);
-        assert_eq!(ct.bytes_for(3), 4000);
-        assert_eq!(ct.bytes_for(9), 41000);
+        assert_eq!(ct.bytes_for(3), Some(4000));
+        assert_eq!(ct.bytes_for(5), Some(41000));
+        assert_eq!(ct.bytes_for(6), None);
     }
 }

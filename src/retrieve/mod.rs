@@ -544,7 +544,11 @@ impl Instances {
             }
         };
         let resolution = levels.resolution_for(width, height);
-        let length = levels.bytes_for(resolution);
+        // The full resolution is the whole codestream: read whole, checked.
+        if resolution >= levels.levels() {
+            return None;
+        }
+        let length = levels.bytes_for(resolution)?;
         if length > object.length {
             return None;
         }
