@@ -223,6 +223,8 @@ impl JobRun {
         }
         metrics::JOB_RUNS.inc(&[job, if failed { "failed" } else { "ok" }]);
         metrics::JOB_DURATION.observe_duration(&[job], self.started.elapsed());
+        // A command's reads count once it is done (a server's count every few seconds too).
+        crate::reader::count_reads_in_locator(locator).await;
         let Some(id) = self.id else { return };
         let (outcome, mut summary) = match result {
             Ok(s) => (

@@ -8,18 +8,23 @@
 //! Only copies of the instance's exact bytes (`original` format) stand in for a primary;
 //! a lossy JPEG 2000 ROI copy is served only by [`Reader::read_lossy_copy`], for a retrieve
 //! whose every lossless copy is gone, and is never written back as a primary.
+//!
+//! Every byte read is counted per tier (and kind of copy): in the process's metrics, and in
+//! the locator's counters that every process adds to ([`count_reads_in_locator`]).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use crate::archive::container::ContainerBuilder;
 use crate::archive::seqfile::Placed;
 use crate::archive::{Archive, ContainerWriter, LocalStore};
 use crate::locator::copies::{Copy, CopyKind};
+use crate::locator::jobs::{bytes_read_counter, READ_FROM};
 use crate::locator::Locator;
 use crate::metrics;
 use crate::model::{StoredObject, Tier};
@@ -207,6 +212,54 @@ async fn read_local(
     })
     .await
     .expect("blocking read task")
+}
+
+/// Bytes this process read from each of [`READ_FROM`] and has not yet added to the
+/// locator's counters (see [`count_reads_in_locator`]).
+static NOT_IN_LOCATOR: [AtomicU64; READ_FROM.len()] =
+    [const { AtomicU64::new(0) }; READ_FROM.len()];
+
+/// How often a server adds its reads to the locator's counters.
+const READS_TO_LOCATOR_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Counts `bytes` read from `from` (a tier or a kind of copy): in the process's metrics now,
+/// in the locator at the next [`count_reads_in_locator`].
+fn count_read(from: &str, bytes: u64) {
+    metrics::READ_BYTES.add(&[from], bytes as f64);
+    if let Some(at) = READ_FROM.iter().position(|f| *f == from) {
+        NOT_IN_LOCATOR[at].fetch_add(bytes, Ordering::Relaxed);
+    }
+}
+
+/// Adds the bytes this process read since the last call to the locator's counters, which
+/// every process adds to (`strata status` shows their sums). What cannot be added now stays
+/// for the next call: counting never fails a read.
+pub async fn count_reads_in_locator(locator: &Locator) {
+    for (at, from) in READ_FROM.iter().enumerate() {
+        let bytes = NOT_IN_LOCATOR[at].swap(0, Ordering::Relaxed);
+        if bytes == 0 {
+            continue;
+        }
+        if let Err(e) = locator
+            .add_to_counter(&bytes_read_counter(from), bytes)
+            .await
+        {
+            NOT_IN_LOCATOR[at].fetch_add(bytes, Ordering::Relaxed);
+            warn!(from, bytes, error = %e, "cannot add the bytes read to the locator");
+        }
+    }
+}
+
+/// A server's counting: its reads go to the locator every few seconds, and once more when
+/// `shutdown` turns true.
+pub async fn count_reads_until(locator: Arc<Locator>, mut shutdown: watch::Receiver<bool>) {
+    while !*shutdown.borrow() {
+        tokio::select! {
+            () = tokio::time::sleep(READS_TO_LOCATOR_EVERY) => {}
+            _ = shutdown.changed() => {}
+        }
+        count_reads_in_locator(&locator).await;
+    }
 }
 
 /// How a good copy is taken once found: its bytes read whole, or only checked in parts.
@@ -514,7 +567,7 @@ impl Reader {
                 location: copy.location.clone(),
             });
         }
-        metrics::READ_BYTES.add(&["nearline"], copy.length as f64);
+        count_read("nearline", copy.length);
         let bytes = crate::archive::read_file_range(
             &recovery.nearline,
             &copy.location,
@@ -534,7 +587,7 @@ impl Reader {
         at: u64,
         length: u64,
     ) -> Result<Bytes, ReadError> {
-        metrics::READ_BYTES.add(&[object.tier.as_str()], length as f64);
+        count_read(object.tier.as_str(), length);
         match object.tier {
             Tier::Online => {
                 let path = self.online.path(&object.location);
@@ -573,7 +626,7 @@ impl Reader {
                 let recovery = self.recovery.as_ref().ok_or_else(|| ReadError::Offline {
                     location: copy.location.clone(),
                 })?;
-                metrics::READ_BYTES.add(&["nearline"], length as f64);
+                count_read("nearline", length);
                 Ok(crate::archive::read_file_range(
                     &recovery.nearline,
                     &copy.location,
@@ -584,7 +637,7 @@ impl Reader {
                 .await?)
             }
             Origin::Offline { file, copy } => {
-                metrics::READ_BYTES.add(&["offline"], length as f64);
+                count_read("offline", length);
                 let location = format!("{}:{}", file.display(), copy.member);
                 read_local(file.clone(), location, copy.offset + at, length).await
             }

@@ -226,6 +226,10 @@ pub async fn run(
     ));
     let site = Site::new(locator.clone(), Arc::new(config.clone()));
     let sampler = tokio::spawn(site.sampler().run(shutdown.clone()));
+    let reads = tokio::spawn(crate::reader::count_reads_until(
+        locator.clone(),
+        shutdown.clone(),
+    ));
     let tls_addr = tls.as_ref().map(|((_, at), _)| *at);
     let web_addr = web_listener.as_ref().map(|(_, at)| *at);
     let http = web_listener.map(|(listener, _)| {
@@ -283,6 +287,9 @@ pub async fn run(
     let _ = backup_worker.await;
     let _ = sweeper.await;
     let _ = sampler.await;
+    let _ = reads.await;
+    // Reads of retrieves that ended after the last count.
+    crate::reader::count_reads_in_locator(&locator).await;
     let _ = checks.await;
     let _ = reports.await;
     auditor

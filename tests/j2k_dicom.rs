@@ -437,6 +437,12 @@ fn thumbnails_of_archived_images_read_and_decode_only_their_lowest_resolutions()
         .iter()
         .map(|f| get(&url(f, "thumbnail")))
         .collect();
+    let mut online_bytes = 0.0;
+    for study in corpus.study_uids() {
+        for i in server.locate(&study) {
+            online_bytes += i["length"].as_f64().unwrap();
+        }
+    }
     let out = server.cli(&["tier", "run", "--min-age-days", "0", "--json"]);
     assert!(out.status.success(), "{}", text(&out));
     let mut lengths = std::collections::HashMap::new();
@@ -496,4 +502,34 @@ fn thumbnails_of_archived_images_read_and_decode_only_their_lowest_resolutions()
         let (_, whole) = read(&url(f, "rendered"));
         assert!(whole >= length, "{whole} of {length}");
     }
+    // Every process adds what it read to the locator's counters: the tier run (which read
+    // each online file whole) when it ended, the server every few seconds.
+    let served = read_bytes(port, &bearer, "archive");
+    let site = |tier: &str| server.status()["bytes_read"][tier].as_f64().unwrap();
+    let started = std::time::Instant::now();
+    while site("archive") < served && started.elapsed() < std::time::Duration::from_secs(20) {
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    assert!(site("archive") >= served, "{} < {served}", site("archive"));
+    assert!(
+        site("online") >= online_bytes,
+        "{} < {online_bytes}",
+        site("online")
+    );
+    let in_metrics = || {
+        let (_, _, body) = http_get(port, "/metrics", &[("Authorization", &bearer)]);
+        String::from_utf8(body)
+            .unwrap()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("strata_site_read_bytes_total{tier=\"archive\"} ")
+                    .map(|v| v.parse::<f64>().unwrap())
+            })
+            .unwrap_or(0.0)
+    };
+    // The site's series are read from the locator at most every 10 s.
+    while in_metrics() < served && started.elapsed() < std::time::Duration::from_secs(40) {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    assert!(in_metrics() >= served, "{} < {served}", in_metrics());
 }

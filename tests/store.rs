@@ -58,7 +58,8 @@ async fn dcmtk_store_keeps_data_sets_byte_identical_and_indexed() {
                 "restore": null, "export-volume": null, "import-volume": null,
                 "delete": null, "retention": null
             },
-            "read_fallbacks": 0
+            "read_fallbacks": 0,
+            "bytes_read": {"online": 0, "archive": 0, "nearline": 0, "offline": 0}
         })
     );
 

@@ -1,5 +1,6 @@
 //! The locator side of job history and counters: one `job_runs` row per run of a long job
-//! (CLI or server worker), and named counters every process adds to (read fallbacks).
+//! (CLI or server worker), and named counters every process adds to (read fallbacks, bytes
+//! read from each tier).
 //! Judging whether a running row's process is still alive is the caller's business
 //! (`crate::jobs`); this module only stores and reads.
 
@@ -11,6 +12,15 @@ use super::{Locator, LocatorError};
 /// The counter of reads served from a backup copy because the primary was missing or
 /// damaged (every process, since the locator was created).
 pub const READ_FALLBACKS: &str = "read_fallbacks";
+
+/// Where stored bytes are read from, each with a counter of the bytes every process read
+/// there: the two tiers of primaries and the two kinds of backup copy.
+pub const READ_FROM: [&str; 4] = ["online", "archive", "nearline", "offline"];
+
+/// The counter of bytes read from `from` (one of [`READ_FROM`]).
+pub fn bytes_read_counter(from: &str) -> String {
+    format!("bytes_read_{from}")
+}
 
 /// Rows kept per job; older ones are pruned when a run starts, so the table stays bounded.
 const RUNS_KEPT_PER_JOB: i64 = 200;

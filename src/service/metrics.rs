@@ -278,6 +278,22 @@ async fn site_figures(locator: &Locator) -> Result<String, LocatorError> {
         &[],
         fallbacks as f64,
     );
+    let read = crate::service::site::status::bytes_read(locator).await?;
+    header(
+        &mut out,
+        "strata_site_read_bytes_total",
+        "Bytes of stored instances read by every process of the site, ever, by tier: online, \
+         archive, nearline, offline.",
+        Kind::Counter,
+    );
+    for (from, bytes) in read {
+        sample(
+            &mut out,
+            "strata_site_read_bytes_total",
+            &[("tier", from.to_string())],
+            bytes as f64,
+        );
+    }
     job_runs(&mut out, locator).await?;
     leases(&mut out, locator).await?;
     Ok(out)

@@ -9,6 +9,7 @@ use crate::config::Config;
 use crate::jobs::{last_runs, RunView, READ_FALLBACKS};
 use crate::locator::commitments::CommitmentCounts;
 use crate::locator::copies::{CopyKind, QueueLengths};
+use crate::locator::jobs::{bytes_read_counter, READ_FROM};
 use crate::locator::{Locator, LocatorError, Owner, Role, TierTotals};
 use crate::model::schedule::iso8601;
 use crate::model::Tier;
@@ -36,6 +37,10 @@ pub struct StatusReport {
     /// Reads served from a backup copy because the primary was missing or damaged, by every
     /// process, ever.
     pub read_fallbacks: u64,
+    /// Bytes of stored instances read by every process, ever, per tier (`online`, `archive`)
+    /// and kind of backup copy (`nearline`, `offline`); a server adds its reads every few
+    /// seconds, a command when it is done.
+    pub bytes_read: BTreeMap<&'static str, u64>,
     /// The processes of every node that held a lease in the last hour (this command's own
     /// left out), newest first.
     pub nodes: Vec<NodeView>,
@@ -93,6 +98,7 @@ pub async fn report(locator: &Locator, skip: Option<i64>) -> Result<StatusReport
     let commitments = locator.commitment_counts().await?;
     let last_runs = last_runs(locator).await?;
     let read_fallbacks = locator.counter(READ_FALLBACKS).await?;
+    let bytes_read = bytes_read(locator).await?;
     let nodes = locator
         .recent_leases(RECENT_MS)
         .await?
@@ -123,8 +129,18 @@ pub async fn report(locator: &Locator, skip: Option<i64>) -> Result<StatusReport
         commitments,
         last_runs,
         read_fallbacks,
+        bytes_read,
         nodes,
     })
+}
+
+/// The locator's counters of bytes read, by tier and kind of copy.
+pub async fn bytes_read(locator: &Locator) -> Result<BTreeMap<&'static str, u64>, LocatorError> {
+    let mut read = BTreeMap::new();
+    for from in READ_FROM {
+        read.insert(from, locator.counter(&bytes_read_counter(from)).await?);
+    }
+    Ok(read)
 }
 
 impl std::fmt::Display for StatusReport {
@@ -160,6 +176,12 @@ impl std::fmt::Display for StatusReport {
             "fallbacks  {} reads served from a backup copy",
             self.read_fallbacks
         )?;
+        let read: Vec<String> = self
+            .bytes_read
+            .iter()
+            .map(|(from, bytes)| format!("{from} {bytes}"))
+            .collect();
+        writeln!(f, "bytes read {}", read.join(", "))?;
         for n in &self.nodes {
             writeln!(
                 f,
