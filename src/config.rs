@@ -502,6 +502,11 @@ pub struct RetrieveConfig {
     /// (one association runs one at a time); more are refused with 0xA702.
     #[serde(default = "defaults::max_concurrent_retrieves")]
     pub max_concurrent: usize,
+    /// WADO-RS thumbnails and viewport renders of an instance whose JPEG 2000 resolution
+    /// levels are recorded (archived with `compression = "j2k-lossless"`) read and decode
+    /// only the resolutions they need; false reads and decodes it whole (to compare).
+    #[serde(default = "defaults::resolution_levels")]
+    pub resolution_levels: bool,
 }
 
 impl Default for RetrieveConfig {
@@ -512,6 +517,7 @@ impl Default for RetrieveConfig {
             max_instances: defaults::max_retrieve_instances(),
             connect_timeout_secs: defaults::connect_timeout_secs(),
             max_concurrent: defaults::max_concurrent_retrieves(),
+            resolution_levels: defaults::resolution_levels(),
         }
     }
 }
@@ -785,6 +791,9 @@ mod defaults {
     }
     pub fn prefetch() -> usize {
         4
+    }
+    pub fn resolution_levels() -> bool {
+        true
     }
     pub fn max_retrieve_instances() -> usize {
         100_000

@@ -140,6 +140,7 @@ pub async fn run(
                 max_instances: config.retrieve.max_instances,
                 prefetch: config.retrieve.prefetch,
                 frame_decoders: config.retrieve.frame_decoders(),
+                resolution_levels: config.retrieve.resolution_levels,
             },
         )
         .with_auditor(auditor.clone()),

@@ -8,7 +8,7 @@
 #
 #   tools/bench.sh [--ct-studies N] [--ct-images N] [--mr-studies N] [--mr-images N] [--j2k-only]
 #                  [--backup-only] [--locator-only] [--tls-only] [--commit-only] [--ingest-only]
-#                  [--web-only]
+#                  [--web-only] [--levels-only]
 #
 # The ingest section (first; alone with --ingest-only) also measures Strata's group commit: the
 # corpus sent by 4 and then 8 parallel storescu processes, with the server's fsync and
@@ -54,6 +54,13 @@
 # is archived on a real HDFS (the DataNode's BytesRead must not move), and STOW-RS of the CT
 # study beside storescu's C-STORE of it, each into an empty node.
 #
+# The resolution-levels section (alone with --levels-only) archives the first CT study with
+# `compression = "j2k-lossless"` on a local archive, then fetches every instance's WADO-RS
+# /thumbnail and /rendered?viewport=256,256 once each (tools/bench_web.py): p50/p95 and the
+# archive bytes read (`strata status --json`, bytes_read), with the resolution levels used
+# and with them switched off (`[retrieve] resolution_levels = false`: read and decode whole),
+# against the targets of 1/8 of the stored bytes and 3x faster for thumbnails.
+#
 # Everything runs inside a private network namespace (unshare -n) with only loopback, so
 # Orthanc, which cannot bind to 127.0.0.1 alone, is reachable from nothing else.
 # Sequential: one association per study, studies one after another.
@@ -64,7 +71,7 @@ cd "$(dirname "$0")/.."
 root=$PWD
 
 CT_STUDIES=10 CT_IMAGES=200 MR_STUDIES=3 MR_IMAGES=100 J2K_ONLY="" BACKUP_ONLY="" LOCATOR_ONLY=""
-TLS_ONLY="" COMMIT_ONLY="" INGEST_ONLY="" WEB_ONLY=""
+TLS_ONLY="" COMMIT_ONLY="" INGEST_ONLY="" WEB_ONLY="" LEVELS_ONLY=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --j2k-only) J2K_ONLY=1; shift ;;
@@ -74,6 +81,7 @@ while [ $# -gt 0 ]; do
         --commit-only) COMMIT_ONLY=1; shift ;;
         --ingest-only) INGEST_ONLY=1; shift ;;
         --web-only) WEB_ONLY=1; shift ;;
+        --levels-only) LEVELS_ONLY=1; shift ;;
         --ct-studies) CT_STUDIES=$2; shift 2 ;;
         --ct-images) CT_IMAGES=$2; shift 2 ;;
         --mr-studies) MR_STUDIES=$2; shift 2 ;;
@@ -595,6 +603,61 @@ JSON
     rm -rf "$dir"
 }
 
+levels_section() {
+    local dir="$root/.cache/bench-levels" strata="$root/target/release/strata"
+    rm -rf "$dir" && mkdir -p "$dir"
+    local ct_study ct_dir
+    ct_study=$(study_fact uid)
+    ct_dir=$(dirname "$(grep -l "$ct_study" "${studies[0]}"/*.dcm | head -1)")
+    levels_node() {   # on|off: (re)starts the node over the same folder
+        printf '[dicom]\naet = "STRATA"\nlisten = "127.0.0.1:0"\naccept_unknown_callers = true\n[storage]\nonline_dir = "online"\n[locator]\nurl = "sqlite://locator.db"\n[archive]\nbackend = "local"\npath = "archive"\ncompression = "j2k-lossless"\n[retrieve]\nresolution_levels = %s\n[web]\nlisten = "127.0.0.1:0"\nallow_anonymous = true\n[log]\nlevel = "warn"\n' \
+            "$([ "$1" = on ] && echo true || echo false)" > "$dir/strata.toml"
+        : > "$dir/out.log"
+        "$strata" serve --config "$dir/strata.toml" >"$dir/out.log" 2>"$dir/err.log" &
+        echo $! > "$dir/pid"
+        for _ in $(seq 1 300); do grep -q "^web listening" "$dir/out.log" && break; sleep 0.1; done
+    }
+    halt() { kill -TERM "$(cat "$dir/pid")"; wait "$(cat "$dir/pid")" 2>/dev/null || true; }
+    archive_read() {   # bytes every process read from the archive (a server adds its own every 5 s)
+        sleep 6
+        "$strata" status --config "$dir/strata.toml" --json | "$root/.venv/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["bytes_read"]["archive"])'
+    }
+    declare -A lv
+    echo
+    echo "Resolution levels (tools/bench_web.py, archived CT study): p50 p95 ms images; archive bytes read per image"
+    levels_node on
+    local dport wport
+    dport=$(grep '^listening on' "$dir/out.log" | grep -o '[0-9]*$')
+    /usr/bin/storescu -aet MODALITY -aec STRATA 127.0.0.1 "$dport" "$ct_dir"/*.dcm >/dev/null 2>&1
+    halt
+    "$strata" tier run --config "$dir/strata.toml" --min-age-days 0 >/dev/null
+    local stored mode what before line images
+    stored=$("$strata" status --config "$dir/strata.toml" --json | "$root/.venv/bin/python" -c 'import json,sys; s=json.load(sys.stdin); print(s["tiers"]["archive"]["bytes"] / s["tiers"]["archive"]["instances"])')
+    printf '  archived: %.0f bytes per instance\n' "$stored"
+    for mode in on off; do
+        levels_node "$mode"
+        wport=$(grep '^web listening on' "$dir/out.log" | grep -o '[0-9]*$')
+        for what in thumbnail viewport; do
+            before=$(archive_read)
+            line=$("$root/.venv/bin/python" tools/bench_web.py --url "http://127.0.0.1:$wport/dicom-web" \
+                --study "$ct_study" --only "$what")
+            images=$(cut -d' ' -f4 <<<"$line")
+            lv[$mode-$what]="$(cut -d' ' -f2,3 <<<"$line") $(( ($(archive_read) - before) / images ))"
+            printf '  levels %-3s %-9s %s\n' "$mode" "$what" "${lv[$mode-$what]}"
+        done
+        halt
+    done
+    f() { cut -d' ' -f"$1" <<<"${lv[$2]}"; }
+    echo
+    echo "Resolution levels ratios (target in brackets):"
+    printf '  thumbnail bytes read / stored     %5.3f  [<= 0.125]\n' "$(echo "$(f 3 on-thumbnail) / $stored" | bc -l)"
+    printf '  thumbnail p50 whole/levels        %5.2fx  [>= 3]\n' "$(echo "$(f 1 off-thumbnail) / $(f 1 on-thumbnail)" | bc -l)"
+    printf '  thumbnail p95 whole/levels        %5.2fx\n' "$(echo "$(f 2 off-thumbnail) / $(f 2 on-thumbnail)" | bc -l)"
+    printf '  viewport-256 bytes read / stored  %5.3f\n' "$(echo "$(f 3 on-viewport) / $stored" | bc -l)"
+    printf '  viewport-256 p50 whole/levels     %5.2fx\n' "$(echo "$(f 1 off-viewport) / $(f 1 on-viewport)" | bc -l)"
+    rm -rf "$dir"
+}
+
 # The generated corpus, made once per size and kept in .cache: sets corpus and studies.
 make_corpus() {
     corpus="$root/.cache/bench-corpus-$CT_STUDIES-$CT_IMAGES-$MR_STUDIES-$MR_IMAGES"
@@ -653,6 +716,18 @@ if [ -n "$COMMIT_ONLY" ]; then
     exit 0
 fi
 
+if [ -n "$LEVELS_ONLY" ]; then
+    source tools/setup-deps.sh
+    install_build_deps
+    install_debian dcmtk bc
+    install_venv
+    cargo build --release --quiet --bin strata
+    export TCP_NODELAY=1
+    make_corpus
+    levels_section
+    exit 0
+fi
+
 if [ -n "$BACKUP_ONLY" ]; then
     source tools/setup-deps.sh
     install_build_deps
@@ -665,7 +740,7 @@ if [ -n "$BACKUP_ONLY" ]; then
 fi
 # Bash abandons a whole compound command on an expansion error and goes on with the next one:
 # never fall through from a section run alone into the full benchmark.
-if [ -n "$J2K_ONLY$BACKUP_ONLY$LOCATOR_ONLY$TLS_ONLY$COMMIT_ONLY" ]; then echo "a section failed" >&2; exit 1; fi
+if [ -n "$J2K_ONLY$BACKUP_ONLY$LOCATOR_ONLY$TLS_ONLY$COMMIT_ONLY$LEVELS_ONLY" ]; then echo "a section failed" >&2; exit 1; fi
 
 if [ -z "${STRATA_BENCH_NETNS:-}" ]; then
     source tools/setup-deps.sh
@@ -1063,6 +1138,7 @@ printf '  converter/FsShell -put      %5.2fx  [>= 0.8]\n' "$(ratio "$convert_mbs
 printf '  C-MOVE archived/online      %5.2fx  [>= 0.8]\n' "$(ratio "$move_archived" "$move_online")"
 rm -rf "$work"
 web_section
+levels_section
 backup_section
 locator_section
 tls_section

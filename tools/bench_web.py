@@ -4,7 +4,7 @@ with the same client, one keep-alive connection, Nagle off on both ends by defau
 requests/urllib3).
 
     bench_web.py --url http://127.0.0.1:PORT/dicom-web --study UID [--patient-id ID] [--runs N]
-        [--only metadata|rendered] [--stow DIR]
+        [--only metadata|rendered|thumbnail|viewport] [--stow DIR]
 
 Prints one line per measure, `name value...`:
   qido-<query> p50_ms p95_ms matches     study searches (PatientID, name prefix, date range)
@@ -12,6 +12,9 @@ Prints one line per measure, `name value...`:
   wado-study mb_s bytes                 the study as multipart/related, median of 3
   rendered images_s                     /rendered of the study's middle instance, sequential
   stow mb_s bytes                       --stow DIR: every .dcm file there in one STOW-RS request
+  thumbnail p50_ms p95_ms images        --only thumbnail: /thumbnail (PNG) of every instance of
+                                          the study, once each
+  viewport-256 p50_ms p95_ms images     --only viewport: /rendered?viewport=256,256 (PNG), the same
 """
 import argparse
 import glob
@@ -48,7 +51,7 @@ def main():
     ap.add_argument("--study", required=True)
     ap.add_argument("--patient-id")
     ap.add_argument("--runs", type=int, default=50)
-    ap.add_argument("--only", choices=["metadata", "rendered"])
+    ap.add_argument("--only", choices=["metadata", "rendered", "thumbnail", "viewport"])
     ap.add_argument("--stow")
     args = ap.parse_args()
     s = requests.Session()
@@ -67,6 +70,10 @@ def main():
         if r.status_code != 200:
             sys.exit(f"STOW-RS: {r.status_code} {r.text[:300]}")
         print(f"stow {len(body) / elapsed / 1048576:.1f} {len(body)}")
+        return
+
+    if args.only in ("thumbnail", "viewport"):
+        reduced(s, args)
         return
 
     if args.only is None:
@@ -113,6 +120,27 @@ def main():
         if r.status_code != 200 or r.content[:2] != b"\xff\xd8":
             sys.exit(f"/rendered: {r.status_code} {r.headers.get('Content-Type')}")
     print(f"rendered {runs / (time.perf_counter() - t0):.1f}")
+
+
+def reduced(s, args):
+    """Thumbnails, or 256-pixel viewport renders, of every instance of the study, each once
+    (a viewer's first look: nothing cached)."""
+    json_accept = {"Accept": "application/dicom+json"}
+    instances = s.get(f"{args.url}/studies/{args.study}/instances", headers=json_accept).json()
+    uid = lambda obj, tag: obj[tag]["Value"][0]
+    urls = [f"{args.url}/studies/{args.study}/series/{uid(i, '0020000E')}/instances/{uid(i, '00080018')}"
+            for i in instances]
+    name, what = {"thumbnail": ("thumbnail", "thumbnail"),
+                  "viewport": ("viewport-256", "rendered?viewport=256,256")}[args.only]
+    times = []
+    for url in urls:
+        t0 = time.perf_counter()
+        r = s.get(f"{url}/{what}", headers={"Accept": "image/png"})
+        r.content
+        times.append((time.perf_counter() - t0) * 1000)
+        if r.status_code != 200 or r.content[:4] != b"\x89PNG":
+            sys.exit(f"{url}/{what}: {r.status_code} {r.headers.get('Content-Type')}")
+    print(f"{name} {percentile(times, 50):.2f} {percentile(times, 95):.2f} {len(times)}")
 
 
 if __name__ == "__main__":

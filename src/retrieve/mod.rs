@@ -39,6 +39,9 @@ pub struct RetrieveOptions {
     /// Instances decoded frame by frame at once, over all retrieves (each holds a blocking
     /// thread while its peer reads); more wait for a turn.
     pub frame_decoders: usize,
+    /// Whether reduced views read only the resolution levels they need
+    /// ([`Instances::reduced_head`]); false: always whole.
+    pub resolution_levels: bool,
 }
 
 /// The most bytes of an instance held to describe it (its header must fit).
@@ -71,6 +74,7 @@ pub struct Instances {
     reader: Reader,
     prefetch: usize,
     decoders: Arc<Semaphore>,
+    resolution_levels: bool,
 }
 
 fn refuse(status: Status, comment: impl Into<String>) -> Outcome {
@@ -414,6 +418,7 @@ impl Retrieve {
             reader: self.reader.clone(),
             prefetch: self.options.prefetch.max(1),
             decoders: self.decoders.clone(),
+            resolution_levels: self.options.resolution_levels,
         })
     }
 }
@@ -526,8 +531,10 @@ impl Instances {
     /// For frame `frame` of entry `index`, when the resolution levels of its current copy
     /// are recorded (the converter encoded it): the lowest resolution at least `width` x
     /// `height`, and the instance's bytes up to that resolution's end, in one positioned
-    /// read. `None` otherwise, or when that read fails: the caller then reads the instance
-    /// whole, a path that checks its checksum and falls back on backup copies.
+    /// read. `None` otherwise (no levels, only the full resolution covers the size, or
+    /// `[retrieve] resolution_levels` is off), or when that read fails: the caller then
+    /// reads the instance whole, a path that checks its checksum and falls back on backup
+    /// copies.
     pub async fn reduced_head(
         &self,
         index: usize,
@@ -535,6 +542,9 @@ impl Instances {
         width: u32,
         height: u32,
     ) -> Option<ReducedHead> {
+        if !self.resolution_levels {
+            return None;
+        }
         let (uid, object) = (self.uids.get(index)?, self.objects.get(index)?);
         let levels = match self.locator.resolution_levels(uid, object.crc32c).await {
             Ok(all) => all.into_iter().find(|l| l.frame == frame)?,
