@@ -679,65 +679,35 @@ if [ -n "$J2K_ONLY" ]; then
     exit 0
 fi
 
-if [ -n "$LOCATOR_ONLY" ]; then
+# A section run alone over the corpus: its Debian packages, the venv, the strata binary (and
+# any example named with --example), TCP_NODELAY for DCMTK, the corpus, then the section.
+alone() {   # section [--hdfs] [--example NAME] [debian package...]
+    local section=$1 hdfs="" examples=()
+    shift
+    while [ $# -gt 0 ]; do
+        case "$1" in
+            --hdfs) hdfs=1; shift ;;
+            --example) examples+=(--example "$2"); shift 2 ;;
+            *) break ;;
+        esac
+    done
     source tools/setup-deps.sh
     install_build_deps
-    install_debian dcmtk bc postgresql
+    install_debian bc "$@"
+    if [ -n "$hdfs" ]; then tools/hdfs-dev.sh fetch; fi
     install_venv
-    cargo build --release --quiet --bin strata --example find_latency
+    cargo build --release --quiet --bin strata "${examples[@]}"
     export TCP_NODELAY=1
     make_corpus
-    locator_section
+    "$section"
     exit 0
-fi
+}
 
-if [ -n "$TLS_ONLY" ]; then
-    source tools/setup-deps.sh
-    install_build_deps
-    install_debian dcmtk bc
-    install_venv
-    cargo build --release --quiet --bin strata
-    export TCP_NODELAY=1
-    make_corpus
-    tls_section
-    exit 0
-fi
-
-if [ -n "$COMMIT_ONLY" ]; then
-    source tools/setup-deps.sh
-    install_build_deps
-    install_debian dcmtk bc
-    tools/hdfs-dev.sh fetch
-    install_venv
-    cargo build --release --quiet --bin strata
-    export TCP_NODELAY=1
-    make_corpus
-    commit_section
-    exit 0
-fi
-
-if [ -n "$LEVELS_ONLY" ]; then
-    source tools/setup-deps.sh
-    install_build_deps
-    install_debian dcmtk bc
-    install_venv
-    cargo build --release --quiet --bin strata
-    export TCP_NODELAY=1
-    make_corpus
-    levels_section
-    exit 0
-fi
-
-if [ -n "$BACKUP_ONLY" ]; then
-    source tools/setup-deps.sh
-    install_build_deps
-    install_debian bc
-    install_venv
-    cargo build --release --quiet --bin strata
-    make_corpus
-    backup_section
-    exit 0
-fi
+if [ -n "$LOCATOR_ONLY" ]; then alone locator_section --example find_latency dcmtk postgresql; fi
+if [ -n "$TLS_ONLY" ]; then alone tls_section dcmtk; fi
+if [ -n "$COMMIT_ONLY" ]; then alone commit_section --hdfs dcmtk; fi
+if [ -n "$LEVELS_ONLY" ]; then alone levels_section dcmtk; fi
+if [ -n "$BACKUP_ONLY" ]; then alone backup_section; fi
 # Bash abandons a whole compound command on an expansion error and goes on with the next one:
 # never fall through from a section run alone into the full benchmark.
 if [ -n "$J2K_ONLY$BACKUP_ONLY$LOCATOR_ONLY$TLS_ONLY$COMMIT_ONLY$LEVELS_ONLY" ]; then echo "a section failed" >&2; exit 1; fi
