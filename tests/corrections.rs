@@ -339,14 +339,8 @@ fn a_large_corrected_instance_is_streamed_with_the_new_values_in_each_uncompress
     // re-encoded between the uncompressed syntaxes).
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("big.dcm");
-    let out = std::process::Command::new(python())
-        .arg(repo().join("tools/big_instance.py"))
-        .args(["make", file.to_str().unwrap(), "--mb", "40"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-    let made = String::from_utf8(out.stdout).unwrap();
-    let (sop, study) = made.trim().split_once(' ').unwrap();
+    let (sop, study) = make_big_instance(&file, 40, "ramp");
+    let (sop, study) = (sop.as_str(), study.as_str());
     let server = TestServer::start("");
     let sent = text(&server.scu("store", "MODALITY", std::slice::from_ref(&file)));
     assert_eq!(acknowledged(&sent).0.len(), 1, "{sent}");

@@ -223,21 +223,7 @@ fn stalled_clients_of_frame_by_frame_decodes_do_not_hold_up_stores() {
     let files = tempfile::tempdir().unwrap();
     let plain = files.path().join("big.dcm");
     let rle = files.path().join("big-rle.dcm");
-    let made = std::process::Command::new(python())
-        .arg(repo().join("tools/big_instance.py"))
-        .args([
-            "make",
-            plain.to_str().unwrap(),
-            "--mb",
-            "64",
-            "--pattern",
-            "rows",
-        ])
-        .output()
-        .unwrap();
-    assert!(made.status.success(), "{}", text(&made));
-    let made = String::from_utf8(made.stdout).unwrap();
-    let (_, study) = made.trim().split_once(' ').unwrap();
+    let (_, study) = make_big_instance(&plain, 64, "rows");
     let out = dcmtk("dcmcrle").arg(&plain).arg(&rle).output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
 

@@ -36,22 +36,6 @@ fn big_instance(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-/// Makes the instance at `path`: its SOP Instance UID and Study Instance UID.
-fn make(path: &Path, mb: u64, pattern: &str) -> (String, String) {
-    let out = big_instance(&[
-        "make",
-        path.to_str().unwrap(),
-        "--mb",
-        &mb.to_string(),
-        "--pattern",
-        pattern,
-    ]);
-    assert!(out.status.success(), "{}", text(&out));
-    let made = String::from_utf8(out.stdout).unwrap();
-    let (sop_instance_uid, study) = made.trim().split_once(' ').unwrap();
-    (sop_instance_uid.to_string(), study.to_string())
-}
-
 /// Checks every frame of the instance received at `path` in `syntax`.
 fn check(path: &Path, mb: u64, syntax: &str, pattern: &str) {
     let out = big_instance(&[
@@ -97,7 +81,7 @@ fn a_very_large_instance_is_stored_and_retrieved_in_each_uncompressed_syntax_in_
     let mb = big_mb();
     let dir = tempfile::tempdir().unwrap();
     let file: PathBuf = dir.path().join("big.dcm");
-    let (sop_instance_uid, study) = make(&file, mb, "ramp");
+    let (sop_instance_uid, study) = make_big_instance(&file, mb, "ramp");
     assert!(std::fs::metadata(&file).unwrap().len() > mb << 20);
 
     // The server's own repair worker would mend the lost primary from the backup copy at
@@ -250,7 +234,7 @@ fn a_very_large_instance_goes_through_stow_rs_and_wado_rs_in_bounded_memory() {
     let mb = big_mb();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("big.dcm");
-    let (_, study) = make(&file, mb, "ramp");
+    let (_, study) = make_big_instance(&file, mb, "ramp");
     let server_dir = tempfile::tempdir().unwrap();
     let web = format!(
         "[web]\nlisten = \"127.0.0.1:0\"\nmax_upload_mb = {}\n\
@@ -404,7 +388,7 @@ fn a_very_large_compressed_instance_is_decoded_frame_by_frame_in_bounded_memory(
     let dir = tempfile::tempdir().unwrap();
     let plain = dir.path().join("big.dcm");
     let rle = dir.path().join("big-rle.dcm");
-    let (sop_instance_uid, study) = make(&plain, mb, "rows");
+    let (sop_instance_uid, study) = make_big_instance(&plain, mb, "rows");
     let out = dcmtk("dcmcrle").arg(&plain).arg(&rle).output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
     std::fs::remove_file(&plain).unwrap();

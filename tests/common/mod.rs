@@ -140,6 +140,22 @@ pub fn python() -> PathBuf {
 }
 
 /// A DCMTK tool from Debian (not pynetdicom's same-named scripts), with Nagle off.
+/// Makes a very large multi-frame CT at `path` with `tools/big_instance.py` (`mb` MiB of
+/// pixel data; `pattern` `ramp` or `rows`, which RLE makes small): its SOP Instance UID and
+/// Study Instance UID.
+pub fn make_big_instance(path: &Path, mb: u64, pattern: &str) -> (String, String) {
+    let out = Command::new(python())
+        .arg(repo().join("tools/big_instance.py"))
+        .args(["make", path.to_str().unwrap(), "--mb", &mb.to_string()])
+        .args(["--pattern", pattern])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let made = String::from_utf8(out.stdout).unwrap();
+    let (sop_instance_uid, study) = made.trim().split_once(' ').unwrap();
+    (sop_instance_uid.to_string(), study.to_string())
+}
+
 pub fn dcmtk(tool: &str) -> Command {
     let path = Path::new("/usr/bin").join(tool);
     assert!(
