@@ -253,12 +253,16 @@ pub async fn count_reads_in_locator(locator: &Locator) {
 /// A server's counting: its reads go to the locator every few seconds, and once more when
 /// `shutdown` turns true.
 pub async fn count_reads_until(locator: Arc<Locator>, mut shutdown: watch::Receiver<bool>) {
-    while !*shutdown.borrow() {
-        tokio::select! {
-            () = tokio::time::sleep(READS_TO_LOCATOR_EVERY) => {}
-            _ = shutdown.changed() => {}
-        }
+    loop {
+        // A sender gone counts as shutdown too: never a loop that does not wait.
+        let stop = tokio::select! {
+            () = tokio::time::sleep(READS_TO_LOCATOR_EVERY) => false,
+            _ = shutdown.wait_for(|stop| *stop) => true,
+        };
         count_reads_in_locator(&locator).await;
+        if stop {
+            return;
+        }
     }
 }
 
