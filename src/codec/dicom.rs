@@ -488,7 +488,18 @@ pub fn reduced_image(
     let prefix = head.get(start..end).ok_or_else(short)?;
     let cut = j2k::prefix::resolution_prefix(prefix, r + 1)
         .map_err(|e| CodecError::Decode(e.to_string()))?;
-    // The stored bytes are untrusted: OpenJPEG must give the size the levels promise.
+    // The head's bytes are not checked against the instance's CRC-32C: before OpenJPEG
+    // allocates for the size its header declares, that size must be the recorded one.
+    let (columns, rows, components) =
+        j2k::prefix::declared_size(&cut).map_err(|e| CodecError::Decode(e.to_string()))?;
+    if (columns, rows) != (levels.columns, levels.rows) || !matches!(components, 1 | 3) {
+        return Err(CodecError::Decode(format!(
+            "the codestream declares {columns}x{rows} with {components} components, \
+             recorded {}x{}",
+            levels.columns, levels.rows
+        )));
+    }
+    // And OpenJPEG must give the size the levels promise.
     let (columns, rows, planes) =
         crate::codec::pixels::guard_decoder(|| decode_reduced(cut, (levels.levels() - r) as u32))
             .map_err(|e| CodecError::Decode(e.to_string()))??;

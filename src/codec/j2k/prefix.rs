@@ -66,6 +66,9 @@ struct Layout {
     components: usize,
     layers: usize,
     resolutions: usize,
+    /// The image area's size (Xsiz - XOsiz, Ysiz - YOsiz).
+    columns: u32,
+    rows: u32,
 }
 
 /// Parses the main header; returns it without TLM, the layout and where SOT starts.
@@ -106,6 +109,8 @@ fn main_header(b: &[u8]) -> Result<(Vec<u8>, Layout, usize), PrefixError> {
                     return Err(PrefixError::Unsupported("more than one tile"));
                 }
                 layout.components = u16_at(body, 34)? as usize;
+                layout.columns = w.saturating_sub(x0);
+                layout.rows = h.saturating_sub(y0);
             }
             COD => {
                 let scod = *body.first().ok_or(PrefixError::Truncated)?;
@@ -154,6 +159,13 @@ fn packet_lengths(iplt: &[u8]) -> Result<Vec<u32>, PrefixError> {
         return Err(PrefixError::BadMarker(PLT));
     }
     Ok(lens)
+}
+
+/// The full size (columns, rows) and the components a single-tile RPCL codestream's main
+/// header declares: what a decoder would allocate for, read before it is trusted to.
+pub fn declared_size(codestream: &[u8]) -> Result<(u32, u32, usize), PrefixError> {
+    let (_, layout, _) = main_header(codestream)?;
+    Ok((layout.columns, layout.rows, layout.components))
 }
 
 /// Cuts a codestream holding resolutions `0..resolutions` (the lowest first) from `prefix`,
