@@ -1093,7 +1093,7 @@ impl RetrieveConfig {
     /// instance frame by frame at once: each holds a blocking thread while it waits on a
     /// peer that reads slowly. More wait for a turn, holding no thread.
     pub fn frame_decoders(&self) -> usize {
-        self.max_concurrent * self.move_associations
+        (self.max_concurrent * self.move_associations).min(MAX_FRAME_DECODERS)
     }
 
     /// Threads of the runtime's blocking pool the server needs: one for each
@@ -1104,6 +1104,10 @@ impl RetrieveConfig {
         self.frame_decoders() + SHORT_BLOCKING_THREADS
     }
 }
+
+/// The most turns to decode frame by frame, whatever `max_concurrent` x `move_associations`
+/// (up to 16,384 by their own bounds): more threads than that would only contend.
+pub const MAX_FRAME_DECODERS: usize = 256;
 
 /// Blocking-pool threads for short work that never waits on a peer: file syncs, reads,
 /// parsing, decoding, password checks. Also the bound for one-shot commands.

@@ -261,7 +261,30 @@ fn stalled_clients_of_frame_by_frame_decodes_do_not_hold_up_stores() {
     {
         std::thread::sleep(Duration::from_millis(100));
     }
-    std::thread::sleep(Duration::from_secs(2));
+    let log = server.log();
+    assert_eq!(
+        log.matches("retrieve read ahead").count(),
+        stalled.len(),
+        "every client's retrieve started: {}",
+        log_tail(&log, 40)
+    );
+    // One turn (max_concurrent 1 x move_associations 1): every other decode waits for it
+    // without a thread.
+    let waiting = || {
+        server
+            .log()
+            .matches("frame-by-frame decode waits for a turn")
+            .count()
+    };
+    while waiting() < stalled.len() - 1 && started.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        waiting(),
+        stalled.len() - 1,
+        "{}",
+        log_tail(&server.log(), 40)
+    );
 
     let small = ct_file(files.path(), "1.2.3.77.1.9", 64);
     let stored = std::process::Command::new("timeout")

@@ -45,6 +45,9 @@ const CHUNK: usize = 1 << 20;
 const PIECES_IN_FLIGHT: usize = 16;
 /// Instances up to this size are read whole and verified before sending.
 const WHOLE_LIMIT: u64 = 32 << 20;
+/// The longest a frame-by-frame decode waits for its peer to take one piece (up to
+/// [`CHUNK`] bytes, about 17 KB/s at the least) before it stops and gives its turn back.
+const PEER_TAKES_A_PIECE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Starts the reader task for `plan` (item index, transfer syntax to send in).
 pub(super) fn start(
@@ -396,8 +399,8 @@ async fn finish(
 /// Sends an instance decoded frame by frame ([`decode_by_frame`]) from a blocking thread:
 /// one decoded frame is held at a time, plus the pieces in flight. The thread waits on the
 /// peer as it reads, so it is taken only with one of `decoders`' turns (waited for without a
-/// thread; given up when the peer goes): stalled peers hold at most those threads, never the
-/// ones stores and short reads need.
+/// thread; given up when the peer goes, or takes nothing for [`PEER_TAKES_A_PIECE`]):
+/// stalled peers hold at most those threads, never the ones stores and short reads need.
 async fn send_by_frame(
     tx: &mpsc::Sender<Piece>,
     decoders: &Arc<Semaphore>,
@@ -406,29 +409,47 @@ async fn send_by_frame(
     ts: String,
     mut warning: Option<String>,
 ) -> bool {
-    let turn = tokio::select! {
-        turn = decoders.clone().acquire_owned() => turn,
-        () = tx.closed() => return false,
+    let turn = match decoders.clone().try_acquire_owned() {
+        Ok(turn) => turn,
+        Err(_) => {
+            debug!(instance = index, "frame-by-frame decode waits for a turn");
+            let turn = tokio::select! {
+                turn = decoders.clone().acquire_owned() => turn,
+                () = tx.closed() => return false,
+            };
+            let Ok(turn) = turn else { return false };
+            turn
+        }
     };
-    let Ok(turn) = turn else { return false };
     let tx = tx.clone();
+    let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
         let _turn = turn;
+        // A peer that takes no piece for PEER_TAKES_A_PIECE gives its turn back.
+        let send = |piece: Piece| {
+            let sent = runtime.block_on(tokio::time::timeout(PEER_TAKES_A_PIECE, tx.send(piece)));
+            if sent.is_err() {
+                tracing::warn!(
+                    instance = index,
+                    "peer took no data for 60 s; frame-by-frame decode stopped"
+                );
+            }
+            matches!(sent, Ok(Ok(())))
+        };
         let mut sink = |decoded: Decoded| match decoded {
             Decoded::Length(length) => {
                 let warning = warning.take();
-                tx.blocking_send(Piece::Start {
+                send(Piece::Start {
                     index,
                     length,
                     warning,
                 })
-                .is_ok()
             }
             Decoded::Bytes(bytes) => {
                 let bytes = Bytes::from(bytes);
                 (0..bytes.len()).step_by(CHUNK).all(|at| {
                     let end = (at + CHUNK).min(bytes.len());
-                    tx.blocking_send(Piece::Data(bytes.slice(at..end))).is_ok()
+                    send(Piece::Data(bytes.slice(at..end)))
                 })
             }
         };
@@ -436,7 +457,7 @@ async fn send_by_frame(
             Ok(sent) => sent,
             Err(e) => {
                 let reason = e.to_string();
-                tx.blocking_send(Piece::Failed { index, reason }).is_ok()
+                send(Piece::Failed { index, reason })
             }
         }
     })
