@@ -342,7 +342,7 @@ pub static COMMIT_BATCH: Family = Family::histogram(
 /// Bytes read, by tier.
 pub static READ_BYTES: Family = Family::counter(
     "strata_read_bytes_total",
-    "Bytes of stored instances read, by tier: online, archive, nearline.",
+    "Bytes of stored instances this process read, by tier: online, archive, nearline, offline.",
     &["tier"],
 );
 /// Reads that fell back to a backup copy.

@@ -222,8 +222,8 @@ static NOT_IN_LOCATOR: [AtomicU64; READ_FROM.len()] =
 /// How often a server adds its reads to the locator's counters.
 const READS_TO_LOCATOR_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Counts `bytes` read from `from` (a tier or a kind of copy): in the process's metrics now,
-/// in the locator at the next [`count_reads_in_locator`].
+/// Counts `bytes` read from `from` (a tier or a kind of copy), once read: in the process's
+/// metrics now, in the locator at the next [`count_reads_in_locator`].
 fn count_read(from: &str, bytes: u64) {
     metrics::READ_BYTES.add(&[from], bytes as f64);
     if let Some(at) = READ_FROM.iter().position(|f| *f == from) {
@@ -571,7 +571,6 @@ impl Reader {
                 location: copy.location.clone(),
             });
         }
-        count_read("nearline", copy.length);
         let bytes = crate::archive::read_file_range(
             &recovery.nearline,
             &copy.location,
@@ -580,6 +579,7 @@ impl Reader {
             copy.length,
         )
         .await?;
+        count_read("nearline", copy.length);
         check(&copy.location, &bytes, copy.crc32c)?;
         Ok(bytes)
     }
@@ -591,23 +591,26 @@ impl Reader {
         at: u64,
         length: u64,
     ) -> Result<Bytes, ReadError> {
-        count_read(object.tier.as_str(), length);
-        match object.tier {
+        let bytes = match object.tier {
             Tier::Online => {
                 let path = self.online.path(&object.location);
-                read_local(path, object.location.clone(), object.offset + at, length).await
+                read_local(path, object.location.clone(), object.offset + at, length).await?
             }
             // One positioned read inside the study's container (one per part crossed of a
             // file over 2 GiB).
-            Tier::Archive => Ok(crate::archive::read_file_range(
-                self.archive.as_ref(),
-                &object.location,
-                (object.offset, object.length),
-                at,
-                length,
-            )
-            .await?),
-        }
+            Tier::Archive => {
+                crate::archive::read_file_range(
+                    self.archive.as_ref(),
+                    &object.location,
+                    (object.offset, object.length),
+                    at,
+                    length,
+                )
+                .await?
+            }
+        };
+        count_read(object.tier.as_str(), length);
+        Ok(bytes)
     }
 
     /// The whole Part-10 file, checked against its stored CRC-32C.
@@ -630,20 +633,22 @@ impl Reader {
                 let recovery = self.recovery.as_ref().ok_or_else(|| ReadError::Offline {
                     location: copy.location.clone(),
                 })?;
-                count_read("nearline", length);
-                Ok(crate::archive::read_file_range(
+                let bytes = crate::archive::read_file_range(
                     &recovery.nearline,
                     &copy.location,
                     (copy.offset, copy.length),
                     at,
                     length,
                 )
-                .await?)
+                .await?;
+                count_read("nearline", length);
+                Ok(bytes)
             }
             Origin::Offline { file, copy } => {
-                count_read("offline", length);
                 let location = format!("{}:{}", file.display(), copy.member);
-                read_local(file.clone(), location, copy.offset + at, length).await
+                let bytes = read_local(file.clone(), location, copy.offset + at, length).await?;
+                count_read("offline", length);
+                Ok(bytes)
             }
         }
     }

@@ -289,10 +289,10 @@ pub async fn run(
     let _ = sweeper.await;
     let _ = sampler.await;
     let _ = reads.await;
-    // Reads of retrieves that ended after the last count.
-    crate::reader::count_reads_in_locator(&locator).await;
     let _ = checks.await;
     let _ = reports.await;
+    // Reads that ended after the last count (retrieves, commitment checks).
+    crate::reader::count_reads_in_locator(&locator).await;
     auditor
         .record(&entry(crate::audit::Event::Stopped, "shut down"))
         .await;

@@ -59,6 +59,7 @@ async fn dcmtk_store_keeps_data_sets_byte_identical_and_indexed() {
                 "delete": null, "retention": null
             },
             "read_fallbacks": 0,
+            // Nothing has read a stored instance yet (storing reads none back).
             "bytes_read": {"online": 0, "archive": 0, "nearline": 0, "offline": 0}
         })
     );
