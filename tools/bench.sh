@@ -616,6 +616,7 @@ levels_section() {
         "$strata" serve --config "$dir/strata.toml" >"$dir/out.log" 2>"$dir/err.log" &
         echo $! > "$dir/pid"
         for _ in $(seq 1 300); do grep -q "^web listening" "$dir/out.log" && break; sleep 0.1; done
+        grep -q "^web listening" "$dir/out.log" || { echo "strata did not start: $(cat "$dir/err.log")" >&2; return 1; }
     }
     halt() { kill -TERM "$(cat "$dir/pid")"; wait "$(cat "$dir/pid")" 2>/dev/null || true; }
     archive_read() {   # bytes every process read from the archive (a server adds its own every 5 s)

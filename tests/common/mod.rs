@@ -139,7 +139,6 @@ pub fn python() -> PathBuf {
     path
 }
 
-/// A DCMTK tool from Debian (not pynetdicom's same-named scripts), with Nagle off.
 /// Makes a very large multi-frame CT at `path` with `tools/big_instance.py` (`mb` MiB of
 /// pixel data; `pattern` `ramp` or `rows`, which RLE makes small): its SOP Instance UID and
 /// Study Instance UID.
@@ -156,6 +155,7 @@ pub fn make_big_instance(path: &Path, mb: u64, pattern: &str) -> (String, String
     (sop_instance_uid.to_string(), study.to_string())
 }
 
+/// A DCMTK tool from Debian (not pynetdicom's same-named scripts), with Nagle off.
 pub fn dcmtk(tool: &str) -> Command {
     let path = Path::new("/usr/bin").join(tool);
     assert!(
