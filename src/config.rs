@@ -60,6 +60,35 @@ pub struct Config {
     pub lifecycle: LifecycleConfig,
     #[serde(default)]
     pub audit: AuditConfig,
+    #[serde(default)]
+    pub renditions: RenditionsConfig,
+}
+
+/// `[renditions]`: the rendition cache (rendered images and thumbnails kept for the next
+/// request; see `crate::renditions`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenditionsConfig {
+    /// MiB of renditions kept; 0 (the default): no cache, every view is drawn again.
+    #[serde(default)]
+    pub cache_mb: u64,
+    /// The cache's folder (a local disk; emptied when the server starts). Required with
+    /// `cache_mb`.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// `value` (the default: requests x cost per byte) or `lru` (least recently used, to
+    /// compare with).
+    #[serde(default)]
+    pub policy: RenditionPolicy,
+}
+
+/// `[renditions] policy`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RenditionPolicy {
+    #[default]
+    Value,
+    Lru,
 }
 
 /// `[audit]`: where audit entries go besides the locator's audit log.
@@ -864,6 +893,9 @@ impl Config {
             *file = base.join(&*file);
         }
         self.storage.online_dir = base.join(&self.storage.online_dir);
+        if let Some(dir) = &mut self.renditions.dir {
+            *dir = base.join(&*dir);
+        }
         self.backup.nearline_dir = base.join(&self.backup.nearline_dir);
         if self.archive.backend == ArchiveBackend::Local {
             self.archive.path = base.join(&self.archive.path);
@@ -940,6 +972,9 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), String> {
+        if self.renditions.cache_mb > 0 && self.renditions.dir.is_none() {
+            return Err("renditions.cache_mb needs renditions.dir, the cache's folder".into());
+        }
         let aet_ok = |aet: &str| !aet.trim().is_empty() && aet.len() <= 16 && aet.is_ascii();
         if !aet_ok(&self.dicom.aet) {
             return Err(format!(

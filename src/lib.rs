@@ -38,6 +38,7 @@ pub mod net;
 pub mod online;
 pub mod query;
 pub mod reader;
+pub mod renditions;
 pub mod retrieve;
 pub mod server;
 pub mod service;

@@ -345,6 +345,24 @@ pub static READ_BYTES: Family = Family::counter(
     "Bytes of stored instances this process read, by tier: online, archive, nearline, offline.",
     &["tier"],
 );
+/// Rendition cache requests, by result.
+pub static RENDITION_REQUESTS: Family = Family::counter(
+    "strata_rendition_cache_requests_total",
+    "Rendered images and thumbnails asked of the rendition cache, by result: hit or miss.",
+    &["result"],
+);
+/// Bytes the rendition cache holds.
+pub static RENDITION_BYTES: Family = Family::gauge(
+    "strata_rendition_cache_bytes",
+    "Bytes of renditions the rendition cache holds.",
+    &[],
+);
+/// CPU time the rendition cache's hits saved.
+pub static RENDITION_CPU_SAVED: Family = Family::counter(
+    "strata_rendition_cache_cpu_saved_seconds_total",
+    "CPU seconds of decoding and drawing that rendition cache hits saved.",
+    &[],
+);
 /// Reads that fell back to a backup copy.
 pub static READ_FALLBACKS: Family = Family::counter(
     "strata_read_fallbacks_total",
@@ -404,6 +422,9 @@ pub static FAMILIES: &[&Family] = &[
     &COMMIT_BATCH,
     &READ_BYTES,
     &READ_FALLBACKS,
+    &RENDITION_REQUESTS,
+    &RENDITION_BYTES,
+    &RENDITION_CPU_SAVED,
     &HDFS_ERRORS,
     &JOB_RUNS,
     &JOB_DURATION,

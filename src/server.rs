@@ -13,6 +13,7 @@ use crate::audit::{Auditor, Caller};
 use crate::backup::{self, Backup, BackupError, BackupSchedule};
 use crate::commitment::{CommitmentSettings, StorageCommitment};
 use crate::config::Config;
+use crate::config::RenditionPolicy;
 use crate::convert::Converter;
 use crate::ingest::Ingest;
 use crate::ingest::IngestSink;
@@ -31,6 +32,7 @@ use crate::net::{
 use crate::online::{OnlineError, OnlineStore};
 use crate::query::{Matches, Query, QueryOptions, PATIENT_ROOT_FIND, STUDY_ROOT_FIND};
 use crate::reader::Reader;
+use crate::renditions::{Policy, Renditions};
 use crate::retrieve::{Instances, Retrieve, RetrieveOptions};
 use crate::service::metrics::Metrics;
 use crate::service::site::Site;
@@ -54,6 +56,8 @@ pub enum ServerError {
     Tls(#[from] crate::net::tls::TlsError),
     #[error(transparent)]
     Syslog(#[from] crate::audit::SyslogError),
+    #[error(transparent)]
+    Renditions(#[from] crate::renditions::RenditionError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -122,6 +126,21 @@ pub async fn run(
         },
     ));
     let auditor = Auditor::open(&config, locator.clone())?;
+    let renditions = open_renditions(&config)?;
+    let mut retrieve = Retrieve::new(
+        locator.clone(),
+        reader.clone(),
+        RetrieveOptions {
+            max_instances: config.retrieve.max_instances,
+            prefetch: config.retrieve.prefetch,
+            frame_decoders: config.retrieve.frame_decoders(),
+            resolution_levels: config.retrieve.resolution_levels,
+        },
+    )
+    .with_auditor(auditor.clone());
+    if let Some(cache) = &renditions {
+        retrieve = retrieve.with_renditions(cache.clone());
+    }
     let services = Arc::new(Strata {
         commitment: commitment.clone(),
         ingest: Ingest::new(
@@ -133,17 +152,7 @@ pub async fn run(
         .max_instance_mb(config.storage.max_instance_mb)
         .receiving_ae(&config.dicom.aet)
         .with_auditor(auditor.clone()),
-        retrieve: Retrieve::new(
-            locator.clone(),
-            reader.clone(),
-            RetrieveOptions {
-                max_instances: config.retrieve.max_instances,
-                prefetch: config.retrieve.prefetch,
-                frame_decoders: config.retrieve.frame_decoders(),
-                resolution_levels: config.retrieve.resolution_levels,
-            },
-        )
-        .with_auditor(auditor.clone()),
+        retrieve,
         query: Query::new(
             locator.clone(),
             QueryOptions {
@@ -231,6 +240,8 @@ pub async fn run(
         locator.clone(),
         shutdown.clone(),
     ));
+    let renditions =
+        renditions.map(|cache| tokio::spawn(cache.run(locator.clone(), shutdown.clone())));
     let tls_addr = tls.as_ref().map(|((_, at), _)| *at);
     let web_addr = web_listener.as_ref().map(|(_, at)| *at);
     let http = web_listener.map(|(listener, _)| {
@@ -289,6 +300,9 @@ pub async fn run(
     let _ = sweeper.await;
     let _ = sampler.await;
     let _ = reads.await;
+    if let Some(renditions) = renditions {
+        let _ = renditions.await;
+    }
     let _ = checks.await;
     let _ = reports.await;
     // Reads that ended after the last count (retrieves, commitment checks).
@@ -299,6 +313,23 @@ pub async fn run(
     locator.close().await;
     info!("stopped");
     Ok(())
+}
+
+/// The rendition cache, when `[renditions] cache_mb` is set.
+fn open_renditions(config: &Config) -> Result<Option<Renditions>, ServerError> {
+    let settings = &config.renditions;
+    let Some(dir) = settings.dir.as_deref().filter(|_| settings.cache_mb > 0) else {
+        return Ok(None);
+    };
+    let policy = match settings.policy {
+        RenditionPolicy::Value => Policy::Value,
+        RenditionPolicy::Lru => Policy::Lru,
+    };
+    Ok(Some(Renditions::open(
+        dir,
+        settings.cache_mb << 20,
+        policy,
+    )?))
 }
 
 /// The lifecycle worker (retention, rejected instances), when `[lifecycle]` has a window.

@@ -669,3 +669,134 @@ fn https_serves_dicomweb_and_a_client_that_never_shakes_hands_holds_up_no_one() 
         }
     }
 }
+
+/// The value of one series of the server's `/metrics` (0 when absent).
+fn metric(port: u16, authorization: &str, series: &str) -> f64 {
+    let (status, head, body) = http_get(port, "/metrics", &[("Authorization", authorization)]);
+    assert_eq!(status, 200, "{head}");
+    String::from_utf8(body)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn rendered_images_come_from_the_rendition_cache_until_their_instance_changes() {
+    let corpus = Corpus::small(1, 1, 0, 0, 43);
+    let dir = tempfile::tempdir().unwrap();
+    let (token, sha256) = new_token();
+    let bearer = format!("Bearer {token}");
+    let server = TestServer::start_in(
+        dir.path(),
+        "",
+        &format!(
+            "duplicate_policy = \"overwrite\"\n\
+             [renditions]\ncache_mb = 8\ndir = \"renditions\"\n\
+             [web]\nlisten = \"127.0.0.1:0\"\n\
+             [[web.users]]\nname = \"viewer\"\ntoken_sha256 = [\"{sha256}\"]\n\
+             allow = [\"find\", \"get\", \"store\", \"admin\"]\n"
+        ),
+    );
+    let port = server.web_port.unwrap();
+    assert!(server
+        .storescu("MODALITY", &corpus.paths())
+        .status
+        .success());
+    let f = &corpus.files[0];
+    let url = |what: &str| {
+        format!(
+            "/dicom-web/studies/{}/series/{}/instances/{}/{what}",
+            f.study_instance_uid, f.series_instance_uid, f.sop_instance_uid
+        )
+    };
+    let png = [("Authorization", bearer.as_str()), ("Accept", "image/png")];
+    let get = |path: &str| {
+        let (status, head, body) = http_get(port, path, &png);
+        assert_eq!(status, 200, "{path}: {head}");
+        body
+    };
+    let count = |result: &str| {
+        metric(
+            port,
+            &bearer,
+            &format!("strata_rendition_cache_requests_total{{result=\"{result}\"}} "),
+        )
+    };
+    let files = || {
+        std::fs::read_dir(dir.path().join("renditions"))
+            .unwrap()
+            .count()
+    };
+    let thumbnail = get(&url("thumbnail"));
+    let rendered = get(&url("rendered"));
+    assert_eq!((count("hit"), count("miss")), (0.0, 2.0));
+    assert_eq!(files(), 2, "both kept");
+    assert_eq!(get(&url("thumbnail")), thumbnail, "the same image");
+    assert_eq!(get(&url("rendered")), rendered);
+    assert_eq!(
+        (count("hit"), count("miss")),
+        (2.0, 2.0),
+        "both from the cache"
+    );
+    // Another view is another rendition.
+    assert!(get(&url("rendered?viewport=64,64")) != thumbnail);
+    assert_eq!(count("miss"), 3.0);
+
+    // The instance stored again with other pixels: its new image, never the cached one, and
+    // its old renditions go when the new one is kept.
+    let changed = dir.path().join("changed.dcm");
+    let script = "import sys\nfrom pydicom import dcmread\n\
+                  ds = dcmread(sys.argv[1])\n\
+                  ds.PixelData = bytes(255 - b for b in ds.PixelData)\n\
+                  ds.save_as(sys.argv[2])\n";
+    let out = Command::new(python())
+        .args(["-c", script])
+        .arg(corpus.path(f))
+        .arg(&changed)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(server.storescu("MODALITY", &[changed]).status.success());
+    let new_thumbnail = get(&url("thumbnail"));
+    assert!(
+        new_thumbnail != thumbnail,
+        "the cached image of the old version"
+    );
+    assert_eq!(count("miss"), 4.0);
+    assert_eq!(files(), 1, "the old version's three renditions went");
+    assert_eq!(get(&url("thumbnail")), new_thumbnail);
+    assert_eq!(count("hit"), 3.0);
+    assert!(
+        metric(
+            port,
+            &bearer,
+            "strata_rendition_cache_cpu_saved_seconds_total "
+        ) > 0.0,
+        "hits save the CPU time their drawing took"
+    );
+    let held = metric(port, &bearer, "strata_rendition_cache_bytes ");
+    assert_eq!(held, new_thumbnail.len() as f64);
+
+    // Every server's counts reach the locator: `strata status` shows them.
+    let started = std::time::Instant::now();
+    let renditions = loop {
+        let renditions = server.status()["renditions"].clone();
+        let settled = renditions["hits"] == 3 && renditions["bytes"].as_f64() == Some(held);
+        if settled || started.elapsed() > Duration::from_secs(20) {
+            break renditions;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert_eq!(renditions["hits"], 3, "{renditions}");
+    assert_eq!(renditions["misses"], 4, "{renditions}");
+    assert_eq!(renditions["hit_ratio"].as_f64(), Some(3.0 / 7.0));
+    assert_eq!(renditions["bytes"].as_f64(), Some(held), "{renditions}");
+    assert!(renditions["cpu_seconds_saved"].as_f64().unwrap() > 0.0);
+    let out = server.cli(&["status"]);
+    assert!(
+        text(&out).contains("renditions 3 hits, 4 misses (42.9% hits)"),
+        "{}",
+        text(&out)
+    );
+}

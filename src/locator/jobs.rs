@@ -22,6 +22,14 @@ pub fn bytes_read_counter(from: &str) -> String {
     format!("bytes_read_{from}")
 }
 
+/// Rendition cache counters, every server's sums: requests answered from the cache, requests
+/// that were not, and CPU microseconds the hits saved.
+pub const RENDITION_HITS: &str = "rendition_hits";
+pub const RENDITION_MISSES: &str = "rendition_misses";
+pub const RENDITION_CPU_SAVED_US: &str = "rendition_cpu_saved_us";
+/// Followed by a node id: the bytes that node's rendition cache holds (set, not added).
+pub const RENDITION_BYTES_OF: &str = "rendition_bytes@";
+
 /// Rows kept per job; older ones are pruned when a run starts, so the table stays bounded.
 const RUNS_KEPT_PER_JOB: i64 = 200;
 
@@ -191,6 +199,38 @@ impl Locator {
         .await
         .map(|v| v as u64)
         .map_err(err)
+    }
+
+    /// Sets counter `name` to `value` (a gauge one process owns).
+    pub async fn set_counter(&self, name: &str, value: u64) -> Result<(), LocatorError> {
+        let _guard = self.write_guard().await;
+        sqlx::query(
+            "INSERT INTO counters (name, value) VALUES ($1, $2) \
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        )
+        .bind(name)
+        .bind(value as i64)
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+        .map_err(err)
+    }
+
+    /// The sum of the counters whose names begin with `prefix`.
+    pub async fn counter_sum(&self, prefix: &str) -> Result<u64, LocatorError> {
+        let rows = sqlx::query("SELECT name, value FROM counters WHERE name >= $1")
+            .bind(prefix)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(err)?;
+        let mut sum = 0u64;
+        for row in rows {
+            let name: String = row.try_get("name").map_err(err)?;
+            if name.starts_with(prefix) {
+                sum += row.try_get::<i64, _>("value").map_err(err)?.max(0) as u64;
+            }
+        }
+        Ok(sum)
     }
 
     /// The value of counter `name` (0 when it never counted).

@@ -27,6 +27,7 @@ use crate::model::sop_class::{
 use crate::model::StoredObject;
 use crate::net::RetrieveRequest;
 use crate::reader::Reader;
+use crate::renditions::{self, Renditions};
 use crate::service::{Outcome, Piece, Retrieval, RetrieveItem, Status};
 
 /// Settings of the retrieve service.
@@ -60,6 +61,8 @@ pub struct Retrieve {
     auditor: Option<Auditor>,
     /// Turns to decode frame by frame (`RetrieveOptions::frame_decoders`).
     decoders: Arc<Semaphore>,
+    /// Rendered images and thumbnails kept for the next request.
+    renditions: Option<Renditions>,
 }
 
 /// The instances of one C-MOVE or C-GET.
@@ -75,6 +78,7 @@ pub struct Instances {
     prefetch: usize,
     decoders: Arc<Semaphore>,
     resolution_levels: bool,
+    renditions: Option<Renditions>,
 }
 
 fn refuse(status: Status, comment: impl Into<String>) -> Outcome {
@@ -109,7 +113,14 @@ impl Retrieve {
             undescribable: Arc::default(),
             auditor: None,
             decoders,
+            renditions: None,
         }
+    }
+
+    /// Keeps rendered images and thumbnails in `renditions` (see [`Instances::rendition`]).
+    pub fn with_renditions(mut self, renditions: Renditions) -> Retrieve {
+        self.renditions = Some(renditions);
+        self
     }
 
     /// Records every retrieve in `auditor`'s trail.
@@ -419,6 +430,7 @@ impl Retrieve {
             prefetch: self.options.prefetch.max(1),
             decoders: self.decoders.clone(),
             resolution_levels: self.options.resolution_levels,
+            renditions: self.renditions.clone(),
         })
     }
 }
@@ -528,6 +540,31 @@ pub struct ReducedHead {
 }
 
 impl Instances {
+    /// The key of `view` (frame, size, window, media: anything the image depends on besides
+    /// the instance) of entry `index`'s stored copy, when a rendition cache is configured.
+    pub fn rendition_key(&self, index: usize, view: String) -> Option<renditions::Key> {
+        self.renditions.as_ref()?;
+        let (uid, object) = (self.uids.get(index)?, self.objects.get(index)?);
+        Some(renditions::Key::new(uid, object, view))
+    }
+
+    /// The cached rendition of `key`, counted as a hit or a miss.
+    pub async fn rendition(&self, key: &renditions::Key) -> Option<bytes::Bytes> {
+        self.renditions.as_ref()?.get(key).await
+    }
+
+    /// Offers a rendition just computed to the cache.
+    pub async fn keep_rendition(
+        &self,
+        key: &renditions::Key,
+        image: bytes::Bytes,
+        cost: renditions::Cost,
+    ) {
+        if let Some(cache) = &self.renditions {
+            cache.keep(key, image, cost).await;
+        }
+    }
+
     /// For frame `frame` of entry `index`, when the resolution levels of its current copy
     /// are recorded (the converter encoded it): the lowest resolution at least `width` x
     /// `height`, and the instance's bytes up to that resolution's end, in one positioned

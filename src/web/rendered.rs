@@ -6,16 +6,21 @@
 //! PNG, whichever the client accepts. A view smaller than the image (a thumbnail, a
 //! `viewport` without a region) of an instance whose JPEG 2000 resolution levels are
 //! recorded reads only the instance's first bytes and decodes only its lower resolutions;
-//! any other is read whole.
+//! any other is read whole. With `[renditions] cache_mb`, an image drawn is offered to the
+//! rendition cache ([`crate::renditions`]) and a request for the same view of the same
+//! stored copy is answered from it.
 //!
 //! Query parameters: `window=center,width[,linear|linear-exact|sigmoid]`,
 //! `viewport=vw,vh[,sx,sy,sw,sh]`, `quality=1..100` (JPEG), `accept=image/png` (as the
 //! Accept header). Others (`annotation`, `charset`, `iccprofile`) are ignored with a
 //! `Warning` header.
 
+use std::time::Duration;
+
 use axum::body::Body;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::Response;
+use bytes::Bytes;
 use dicom_object::InMemDicomObject;
 
 use super::accept::media_ranges;
@@ -23,6 +28,7 @@ use super::{frames, WebError};
 use crate::codec::dicom::reduced_image;
 use crate::codec::render::{self, Image, RenderError, Rendering, Viewport, VoiFunction, Window};
 use crate::model::transfer_syntax::EXPLICIT_VR_LITTLE_ENDIAN;
+use crate::renditions::{thread_cpu, Cost};
 use crate::retrieve::Instances;
 use crate::service::Retrieval;
 
@@ -230,7 +236,7 @@ pub async fn render_all(instances: Instances, request: Request) -> Result<Respon
     };
     let boundary = super::wado::boundary();
     let media = request.media.content_type();
-    let part = move |image: Vec<u8>, boundary: &str| {
+    let part = move |image: Bytes, boundary: &str| {
         let mut out = Vec::with_capacity(image.len() + 96);
         out.extend_from_slice(
             format!(
@@ -290,10 +296,10 @@ pub async fn render_all(instances: Instances, request: Request) -> Result<Respon
 /// `Ok(None)` for an instance with nothing to render (left out of a study or series),
 /// the image when there is one, the error otherwise.
 fn skip_unrenderable(
-    image: Result<Vec<u8>, WebError>,
+    image: Result<Bytes, WebError>,
     instances: &Instances,
     index: usize,
-) -> Result<Option<Vec<u8>>, WebError> {
+) -> Result<Option<Bytes>, WebError> {
     match image {
         Ok(image) => Ok(Some(image)),
         Err(e)
@@ -313,16 +319,15 @@ fn skip_unrenderable(
     }
 }
 
-/// `frame` of entry `index` rendered and encoded as `request` says: from its lower
-/// resolutions only when the view is smaller than the image and the instance's resolution
-/// levels are recorded, else read and decoded whole.
+/// `frame` of entry `index` rendered and encoded as `request` says: from the rendition
+/// cache when it holds it, else drawn (and offered to the cache).
 async fn encoded(
     instances: &Instances,
     index: usize,
     frame: u32,
     resource: Resource,
     request: &Request,
-) -> Result<Vec<u8>, WebError> {
+) -> Result<Bytes, WebError> {
     let viewport = request.viewport.or(match resource {
         Resource::Thumbnail => Some(Viewport {
             width: THUMBNAIL,
@@ -336,24 +341,56 @@ async fn encoded(
         window: request.window,
         viewport,
     };
+    // Everything the image depends on besides the instance.
+    let view = format!("{rendering:?} {:?} {}", request.media, request.quality);
+    let key = instances.rendition_key(index, view);
+    if let Some(key) = &key {
+        if let Some(image) = instances.rendition(key).await {
+            return Ok(image);
+        }
+    }
+    let started = std::time::Instant::now();
+    let (image, cpu) = drawn(instances, index, rendering, request).await?;
+    let image = Bytes::from(image);
+    if let Some(key) = &key {
+        let cost = Cost {
+            elapsed: started.elapsed(),
+            cpu,
+        };
+        instances.keep_rendition(key, image.clone(), cost).await;
+    }
+    Ok(image)
+}
+
+/// The image drawn: from its lower resolutions only when the view is smaller than the image
+/// and the instance's resolution levels are recorded, else read and decoded whole; with the
+/// CPU time its decoding and drawing took.
+async fn drawn(
+    instances: &Instances,
+    index: usize,
+    rendering: Rendering,
+    request: &Request,
+) -> Result<(Vec<u8>, Duration), WebError> {
     let (media, quality) = (request.media, request.quality);
     if let Some(Viewport {
         width,
         height,
         region: None,
-    }) = viewport
+    }) = rendering.viewport
     {
         if let Some((_read, reduced)) =
-            frames::read_reduced(instances, index, frame, width, height).await?
+            frames::read_reduced(instances, index, rendering.frame, width, height).await?
         {
             let drawn = tokio::task::spawn_blocking(move || {
+                let cpu = thread_cpu();
                 let object = reduced_image(&reduced.head, &reduced.levels, reduced.resolution)
                     .map_err(|e| e.to_string())?;
                 let rendering = Rendering {
                     frame: 1,
                     ..rendering
                 };
-                draw(&object, &rendering, media, quality).map_err(|e| e.to_string())
+                let image = draw(&object, &rendering, media, quality).map_err(|e| e.to_string())?;
+                Ok::<_, String>((image, thread_cpu().saturating_sub(cpu)))
             })
             .await;
             match drawn {
@@ -366,9 +403,11 @@ async fn encoded(
         }
     }
     let (_read, data_set) = frames::read_whole(instances, index, EXPLICIT_VR_LITTLE_ENDIAN).await?;
-    tokio::task::spawn_blocking(move || -> Result<Vec<u8>, WebError> {
+    tokio::task::spawn_blocking(move || {
+        let cpu = thread_cpu();
         let object = frames::parse(&data_set, EXPLICIT_VR_LITTLE_ENDIAN)?;
-        draw(&object, &rendering, media, quality)
+        let image = draw(&object, &rendering, media, quality)?;
+        Ok((image, thread_cpu().saturating_sub(cpu)))
     })
     .await
     .map_err(|e| WebError::internal(e.to_string()))?

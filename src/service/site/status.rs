@@ -9,7 +9,10 @@ use crate::config::Config;
 use crate::jobs::{last_runs, RunView, READ_FALLBACKS};
 use crate::locator::commitments::CommitmentCounts;
 use crate::locator::copies::{CopyKind, QueueLengths};
-use crate::locator::jobs::{bytes_read_counter, READ_FROM};
+use crate::locator::jobs::{
+    bytes_read_counter, READ_FROM, RENDITION_BYTES_OF, RENDITION_CPU_SAVED_US, RENDITION_HITS,
+    RENDITION_MISSES,
+};
 use crate::locator::{Locator, LocatorError, Owner, Role, TierTotals};
 use crate::model::schedule::iso8601;
 use crate::model::Tier;
@@ -41,9 +44,44 @@ pub struct StatusReport {
     /// and kind of backup copy (`nearline`, `offline`); a server adds its reads every few
     /// seconds, a command when it is done.
     pub bytes_read: BTreeMap<&'static str, u64>,
+    /// The rendition caches of every server (`[renditions]`).
+    pub renditions: RenditionCounts,
     /// The processes of every node that held a lease in the last hour (this command's own
     /// left out), newest first.
     pub nodes: Vec<NodeView>,
+}
+
+/// The rendition caches' counts: every server's sums since the locator was created, and
+/// the bytes they hold now.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct RenditionCounts {
+    /// Rendered images and thumbnails answered from a cache.
+    pub hits: u64,
+    /// Those drawn because no cache held them.
+    pub misses: u64,
+    /// hits / (hits + misses); 0 before any request.
+    pub hit_ratio: f64,
+    /// Bytes the caches hold (each server's, as it last said).
+    pub bytes: u64,
+    /// CPU seconds of decoding and drawing that the hits saved.
+    pub cpu_seconds_saved: f64,
+}
+
+/// The rendition caches' counters.
+pub async fn rendition_counts(locator: &Locator) -> Result<RenditionCounts, LocatorError> {
+    let hits = locator.counter(RENDITION_HITS).await?;
+    let misses = locator.counter(RENDITION_MISSES).await?;
+    Ok(RenditionCounts {
+        hits,
+        misses,
+        hit_ratio: if hits + misses == 0 {
+            0.0
+        } else {
+            hits as f64 / (hits + misses) as f64
+        },
+        bytes: locator.counter_sum(RENDITION_BYTES_OF).await?,
+        cpu_seconds_saved: locator.counter(RENDITION_CPU_SAVED_US).await? as f64 / 1e6,
+    })
 }
 
 /// One process's lease as `status` shows it.
@@ -99,6 +137,7 @@ pub async fn report(locator: &Locator, skip: Option<i64>) -> Result<StatusReport
     let last_runs = last_runs(locator).await?;
     let read_fallbacks = locator.counter(READ_FALLBACKS).await?;
     let bytes_read = bytes_read(locator).await?;
+    let renditions = rendition_counts(locator).await?;
     let nodes = locator
         .recent_leases(RECENT_MS)
         .await?
@@ -130,6 +169,7 @@ pub async fn report(locator: &Locator, skip: Option<i64>) -> Result<StatusReport
         last_runs,
         read_fallbacks,
         bytes_read,
+        renditions,
         nodes,
     })
 }
@@ -182,6 +222,16 @@ impl std::fmt::Display for StatusReport {
             .map(|(from, bytes)| format!("{from} {bytes}"))
             .collect();
         writeln!(f, "bytes read {}", read.join(", "))?;
+        let r = &self.renditions;
+        writeln!(
+            f,
+            "renditions {} hits, {} misses ({:.1}% hits), {} bytes cached, {:.1} CPU seconds saved",
+            r.hits,
+            r.misses,
+            r.hit_ratio * 100.0,
+            r.bytes,
+            r.cpu_seconds_saved
+        )?;
         for n in &self.nodes {
             writeln!(
                 f,
