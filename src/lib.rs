@@ -45,6 +45,7 @@ pub mod service;
 pub mod throttle;
 pub mod tiering;
 pub mod web;
+pub mod wsi;
 
 #[cfg(test)]
 mod hostile_paths;

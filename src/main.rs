@@ -200,12 +200,47 @@ enum Command {
         #[command(subcommand)]
         action: LifecycleAction,
     },
+    /// Whole-slide microscopy images.
+    Wsi {
+        #[command(subcommand)]
+        action: WsiAction,
+    },
     /// Read a password from standard input (one line) and print its argon2 hash, for a
     /// `[[web.users]] password_hash`.
     HashPassword,
     /// Print a new random bearer token and, on the next line, the SHA-256 to list in a
     /// `[[web.users]] token_sha256` (the token itself is kept nowhere).
     NewToken,
+}
+
+#[derive(Subcommand)]
+enum WsiAction {
+    /// Make a large image (PNG, not interlaced) into a VL Whole Slide Microscopy Image series
+    /// (one TILED_FULL instance per pyramid level) and store it, as `import` would.
+    Import {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        patient_id: String,
+        #[arg(long, default_value = "")]
+        patient_name: String,
+        /// Tile width and height, pixels (a multiple of 16).
+        #[arg(long, default_value_t = 256)]
+        tile: u32,
+        /// `jpeg` (baseline, lossy, marked so) or `j2k` (JPEG 2000 lossless).
+        #[arg(long, default_value = "jpeg")]
+        codec: String,
+        /// JPEG quality, 1-100.
+        #[arg(long, default_value_t = 90)]
+        quality: u8,
+        /// Micrometres per pixel at full resolution.
+        #[arg(long, default_value_t = 0.25)]
+        mpp: f64,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+        image: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -427,7 +462,39 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let report = runtime.block_on(strata::admin::status(&config))?;
             emit(&report, json, |r| print!("{r}"))
         }
+        Command::Wsi { action } => wsi(rt, action),
     }
+}
+
+fn wsi(rt: &Runtime, action: WsiAction) -> anyhow::Result<()> {
+    let WsiAction::Import {
+        config,
+        patient_id,
+        patient_name,
+        tile,
+        codec,
+        quality,
+        mpp,
+        json,
+        image,
+    } = action;
+    let codec = match codec.as_str() {
+        "jpeg" => strata::wsi::WsiCodec::Jpeg,
+        "j2k" => strata::wsi::WsiCodec::J2k,
+        other => anyhow::bail!("--codec {other:?}: jpeg or j2k"),
+    };
+    anyhow::ensure!(mpp > 0.0 && mpp.is_finite(), "--mpp must be above 0");
+    let config = load(&config, Some("warn"))?;
+    let options = strata::wsi::WsiOptions {
+        patient_id,
+        patient_name,
+        tile,
+        codec,
+        quality,
+        mpp,
+    };
+    let summary = rt.block_on(strata::admin::wsi_import(&config, &image, options))?;
+    emit(&summary, json, |s| print!("{s}"))
 }
 
 type Runtime = tokio::runtime::Runtime;

@@ -13,6 +13,7 @@ mod tier;
 mod transcode;
 mod update;
 mod volume;
+mod wsi;
 
 pub use crate::service::site::schedule::{schedule, ScheduleReport, WorkerSchedule};
 pub use crate::service::site::status::{status, StatusReport};
@@ -25,3 +26,4 @@ pub use tier::{locate, tier_run, Located, LocatedCopy, TierError, TierSummary};
 pub use transcode::{parse_roi, transcode, TranscodeError, TranscodeSummary};
 pub use update::{update, UpdateCommandError, UpdateTarget};
 pub use volume::{export_volume, import_volume, volumes, ImportVolumeSummary, VolumeCommandError};
+pub use wsi::{wsi_import, WsiImportError, WsiLevel, WsiSummary};

@@ -275,6 +275,7 @@ impl Locator {
             "copies",
             "instance_metadata",
             "resolution_levels",
+            "frame_offsets",
             "repairs",
             "instances",
         ] {

@@ -225,6 +225,17 @@ const TABLES: &[Table] = &[
         identity: false,
     },
     Table {
+        name: "frame_offsets",
+        columns: &[
+            ("sop_instance_uid", Text),
+            ("frame", Int),
+            ("crc32c", Int),
+            ("byte_offset", Int),
+            ("byte_length", Int),
+        ],
+        identity: false,
+    },
+    Table {
         name: "counters",
         columns: &[("name", Text), ("value", Int)],
         identity: false,

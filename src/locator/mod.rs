@@ -15,6 +15,7 @@ pub mod copies;
 pub mod correction;
 pub mod dialect;
 pub mod find;
+pub mod frames;
 pub mod jobs;
 pub mod leases;
 pub mod lifecycle;
@@ -81,6 +82,8 @@ pub enum LocatorError {
     Samples(#[source] sqlx::Error),
     #[error("cannot record or read storage commitments: {0}")]
     Commitments(#[source] sqlx::Error),
+    #[error("cannot record or read frame offsets: {0}")]
+    Frames(#[source] sqlx::Error),
     #[error("cannot take, renew or read leases: {0}")]
     Lease(#[source] sqlx::Error),
     #[error(

@@ -565,6 +565,49 @@ impl Instances {
         }
     }
 
+    /// The bitstreams of `frames` of entry `index`, each read alone from where the locator
+    /// recorded it for the current copy's bytes (`frame_offsets`: the tiles of a whole-slide
+    /// level). A read is not checked against the instance's CRC-32C (only whole reads are),
+    /// but each must be the fragment item recorded: its item tag and length just before it.
+    /// `None` when not recorded, or a read fails or does not hold the item: the caller then
+    /// reads the instance whole.
+    pub async fn recorded_frames(&self, index: usize, frames: &[u32]) -> Option<Vec<bytes::Bytes>> {
+        let (uid, object) = (self.uids.get(index)?, self.objects.get(index)?);
+        let places = match self.locator.frame_offsets(uid, object.crc32c, frames).await {
+            Ok(places) => places?,
+            Err(e) => {
+                tracing::debug!(sop_instance_uid = %uid, error = %e, "frame offsets unread");
+                return None;
+            }
+        };
+        let mut out = Vec::with_capacity(places.len());
+        for place in places {
+            let start = place.offset.checked_sub(8)?;
+            if place.offset.checked_add(place.length)? > object.length {
+                return None;
+            }
+            let item = match self
+                .reader
+                .read_range(object, start, place.length + 8)
+                .await
+            {
+                Ok(item) => item,
+                Err(e) => {
+                    tracing::debug!(sop_instance_uid = %uid, error = %e, "frame read failed; reading whole");
+                    return None;
+                }
+            };
+            let declared = u32::from_le_bytes([item[4], item[5], item[6], item[7]]) as u64;
+            // Odd lengths are padded to even in the item.
+            if item[..4] != [0xFE, 0xFF, 0x00, 0xE0] || declared != (place.length + 1) & !1 {
+                tracing::warn!(sop_instance_uid = %uid, frame = place.frame, "recorded frame place does not hold its item; reading whole");
+                return None;
+            }
+            out.push(item.slice(8..));
+        }
+        Some(out)
+    }
+
     /// For frame `frame` of entry `index`, when the resolution levels of its current copy
     /// are recorded (the converter encoded it): the lowest resolution at least `width` x
     /// `height`, and the instance's bytes up to that resolution's end, in one positioned

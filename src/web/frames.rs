@@ -3,7 +3,8 @@
 //! (decoded from a compressed syntax as C-MOVE would), or, when the client asks, each
 //! frame's bitstream as stored (`image/jpeg`, `image/jls`, `image/jp2`, `image/jphc`,
 //! `image/dicom-rle`, or octet-stream with `transfer-syntax=*`), not decoded. The instance
-//! comes through the retrieve service (any tier), read whole: at most [`MAX_INSTANCE`]
+//! comes through the retrieve service (any tier), read whole (unless the locator records
+//! where each frame is, as for whole-slide tiles: then only those frames): at most [`MAX_INSTANCE`]
 //! bytes, and at most [`READS_AT_ONCE`] instances at a time on the node, so memory stays
 //! bounded whatever the number of requests.
 
@@ -206,6 +207,15 @@ pub async fn frames(
         if unsplittable.is_some() {
             continue;
         }
+        let content_type = format!("{media}; transfer-syntax={stored_syntax}");
+        if let Some(parts) = instances.recorded_frames(0, numbers).await {
+            bounded(parts.iter().map(|p| p.len() as u64).sum())?;
+            return Ok(multipart_parts(
+                media,
+                &content_type,
+                parts.iter().map(|p| &p[..]),
+            ));
+        }
         let (_read, data_set) = read_whole(&instances, 0, &stored_syntax).await?;
         let syntax = stored_syntax.clone();
         let split = tokio::task::spawn_blocking(move || stored_frames(&data_set, &syntax))
@@ -228,7 +238,6 @@ pub async fn frames(
             })
             .collect::<Result<Vec<_>, _>>()?;
         bounded(parts.iter().map(|p| p.len() as u64).sum())?;
-        let content_type = format!("{media}; transfer-syntax={stored_syntax}");
         return Ok(multipart_parts(media, &content_type, parts.into_iter()));
     }
     Err(WebError::not_acceptable(format!(
