@@ -2,7 +2,8 @@
 //! started by tools/hdfs-dev.sh): containers are one file per study on the NameNode, served
 //! bit-identically, and interoperate with Hadoop's own SequenceFile reader, writer and
 //! `FsShell -text`; kill -9 of the converter and of restore loses nothing on HDFS either; a
-//! container truncated by Hadoop is served from its near-line copy and repaired.
+//! container truncated by Hadoop is served from its near-line copy and repaired; a thumbnail
+//! of an image archived as JPEG 2000 reads only the head of the instance from its container.
 
 mod common;
 #[path = "common/hdfs.rs"]
@@ -495,4 +496,79 @@ fn a_container_truncated_on_hdfs_is_served_from_its_near_line_copy_and_repaired(
         &originals(&corpus, &study),
         "repaired",
     );
+}
+
+/// Bytes this server read from the archive tier (its /metrics).
+fn archive_read(port: u16, authorization: &str) -> f64 {
+    let (status, _, body) = http_get(port, "/metrics", &[("Authorization", authorization)]);
+    assert_eq!(status, 200);
+    String::from_utf8(body)
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("strata_read_bytes_total{tier=\"archive\"} ")
+                .map(|v| v.parse().unwrap())
+        })
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn thumbnails_of_images_archived_on_hdfs_read_only_the_head_of_each_instance() {
+    let hdfs = Hdfs::start();
+    let corpus = Corpus::small(1, 3, 0, 0, 23);
+    let dir = tempfile::tempdir().unwrap();
+    let (token, sha256) = new_token();
+    let bearer = format!("Bearer {token}");
+    write_config(
+        dir.path(),
+        &format!(
+            "[archive]\nbackend = \"hdfs\"\npath = \"/strata-levels\"\nhdfs_url = \"{}\"\n\
+             compression = \"j2k-lossless\"\n\
+             [web]\nlisten = \"127.0.0.1:0\"\n\
+             [[web.users]]\nname = \"viewer\"\ntoken_sha256 = [\"{sha256}\"]\n\
+             allow = [\"get\", \"admin\"]\n{SHORT_LEASES}",
+            hdfs.url()
+        ),
+    );
+    let server = TestServer::start_in(dir.path(), "", "");
+    let port = server.web_port.unwrap();
+    assert!(server
+        .storescu("MODALITY", &corpus.paths())
+        .status
+        .success());
+    let out = server.cli(&["tier", "run", "--min-age-days", "0"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let study = &corpus.files[0].study_instance_uid;
+    let (ok, located) = cli_json(&server, &["locate", "--json", "--study", study]);
+    assert!(ok, "{located}");
+    let png = [("Authorization", bearer.as_str()), ("Accept", "image/png")];
+    for i in located.as_array().unwrap() {
+        assert_eq!(i["tier"], "archive", "{i}");
+        assert!(!i["resolution_levels"].as_array().unwrap().is_empty(), "{i}");
+        let f = corpus
+            .files
+            .iter()
+            .find(|f| i["sop_instance_uid"] == f.sop_instance_uid.as_str())
+            .unwrap();
+        let url = |what: &str| {
+            format!(
+                "/dicom-web/studies/{}/series/{}/instances/{}/{what}",
+                f.study_instance_uid, f.series_instance_uid, f.sop_instance_uid
+            )
+        };
+        let length = i["length"].as_f64().unwrap();
+        let before = archive_read(port, &bearer);
+        let (status, head, thumbnail) = http_get(port, &url("thumbnail"), &png);
+        assert_eq!(status, 200, "{head}\n{}", server.log());
+        let read = archive_read(port, &bearer) - before;
+        // A 512x512 CT's 128-pixel level: at most 1/8 of its bytes, from the container.
+        assert!(read > 0.0 && read * 8.0 <= length, "{read} of {length}");
+        assert_eq!(&thumbnail[..8], b"\x89PNG\r\n\x1a\n");
+        // The whole image still reads whole, from the same container.
+        let before = archive_read(port, &bearer);
+        let (status, head, _) = http_get(port, &url("rendered"), &png);
+        assert_eq!(status, 200, "{head}");
+        assert!(archive_read(port, &bearer) - before >= length);
+    }
+    assert!(!server.log().contains("reading whole"), "{}", server.log());
 }
