@@ -670,17 +670,6 @@ fn https_serves_dicomweb_and_a_client_that_never_shakes_hands_holds_up_no_one() 
     }
 }
 
-/// The value of one series of the server's `/metrics` (0 when absent).
-fn metric(port: u16, authorization: &str, series: &str) -> f64 {
-    let (status, head, body) = http_get(port, "/metrics", &[("Authorization", authorization)]);
-    assert_eq!(status, 200, "{head}");
-    String::from_utf8(body)
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 #[test]
 fn rendered_images_come_from_the_rendition_cache_until_their_instance_changes() {
     let corpus = Corpus::small(1, 1, 0, 0, 43);

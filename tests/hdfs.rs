@@ -498,20 +498,6 @@ fn a_container_truncated_on_hdfs_is_served_from_its_near_line_copy_and_repaired(
     );
 }
 
-/// Bytes this server read from the archive tier (its /metrics).
-fn archive_read(port: u16, authorization: &str) -> f64 {
-    let (status, _, body) = http_get(port, "/metrics", &[("Authorization", authorization)]);
-    assert_eq!(status, 200);
-    String::from_utf8(body)
-        .unwrap()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("strata_read_bytes_total{tier=\"archive\"} ")
-                .map(|v| v.parse().unwrap())
-        })
-        .unwrap_or(0.0)
-}
-
 #[test]
 fn thumbnails_of_images_archived_on_hdfs_read_only_the_head_of_each_instance() {
     let hdfs = Hdfs::start();
@@ -544,7 +530,10 @@ fn thumbnails_of_images_archived_on_hdfs_read_only_the_head_of_each_instance() {
     let png = [("Authorization", bearer.as_str()), ("Accept", "image/png")];
     for i in located.as_array().unwrap() {
         assert_eq!(i["tier"], "archive", "{i}");
-        assert!(!i["resolution_levels"].as_array().unwrap().is_empty(), "{i}");
+        assert!(
+            !i["resolution_levels"].as_array().unwrap().is_empty(),
+            "{i}"
+        );
         let f = corpus
             .files
             .iter()
@@ -557,18 +546,18 @@ fn thumbnails_of_images_archived_on_hdfs_read_only_the_head_of_each_instance() {
             )
         };
         let length = i["length"].as_f64().unwrap();
-        let before = archive_read(port, &bearer);
+        let before = read_bytes(port, &bearer, "archive");
         let (status, head, thumbnail) = http_get(port, &url("thumbnail"), &png);
         assert_eq!(status, 200, "{head}\n{}", server.log());
-        let read = archive_read(port, &bearer) - before;
+        let read = read_bytes(port, &bearer, "archive") - before;
         // A 512x512 CT's 128-pixel level: at most 1/8 of its bytes, from the container.
         assert!(read > 0.0 && read * 8.0 <= length, "{read} of {length}");
         assert_eq!(&thumbnail[..8], b"\x89PNG\r\n\x1a\n");
         // The whole image still reads whole, from the same container.
-        let before = archive_read(port, &bearer);
+        let before = read_bytes(port, &bearer, "archive");
         let (status, head, _) = http_get(port, &url("rendered"), &png);
         assert_eq!(status, 200, "{head}");
-        assert!(archive_read(port, &bearer) - before >= length);
+        assert!(read_bytes(port, &bearer, "archive") - before >= length);
     }
     assert!(!server.log().contains("reading whole"), "{}", server.log());
 }

@@ -386,18 +386,6 @@ fn png_pixels(bytes: &[u8]) -> (u32, u32, Vec<u8>) {
     (info.width, info.height, buf)
 }
 
-/// `strata_read_bytes_total{tier}` of the server, from `/metrics`.
-fn read_bytes(port: u16, admin: &str, tier: &str) -> f64 {
-    let (status, _, body) = http_get(port, "/metrics", &[("Authorization", admin)]);
-    assert_eq!(status, 200);
-    let series = format!("strata_read_bytes_total{{tier=\"{tier}\"}} ");
-    String::from_utf8(body)
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix(&series).map(|v| v.parse().unwrap()))
-        .unwrap_or(0.0)
-}
-
 #[test]
 fn thumbnails_of_archived_images_read_and_decode_only_their_lowest_resolutions() {
     let corpus = corpus();

@@ -88,22 +88,6 @@ fn check(
     assert!(out.status.success(), "{}\n{}", text(&out), server.log());
 }
 
-/// Bytes this server read from `tier` (its /metrics).
-fn read_bytes(server: &TestServer, bearer: &str, tier: &str) -> f64 {
-    let (status, _, body) = http_get(
-        server.web_port.unwrap(),
-        "/metrics",
-        &[("Authorization", bearer)],
-    );
-    assert_eq!(status, 200);
-    let series = format!("strata_read_bytes_total{{tier=\"{tier}\"}} ");
-    String::from_utf8(body)
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix(&series).map(|v| v.parse().unwrap()))
-        .unwrap_or(0.0)
-}
-
 /// Frame `frame` of level `level` as stored (JPEG or JPEG 2000), and the bytes the server
 /// read from `tier` for it.
 fn tile(
@@ -121,11 +105,14 @@ fn tile(
         summary["series_instance_uid"].as_str().unwrap(),
         instance["sop_instance_uid"].as_str().unwrap()
     );
-    let before = read_bytes(server, bearer, tier);
+    let before = read_bytes(server.web_port.unwrap(), bearer, tier);
     let accept = "multipart/related; type=\"image/jpeg\"; transfer-syntax=1.2.840.10008.1.2.4.50";
     let (status, head, body) = http_get(server.web_port.unwrap(), &path, &[("Accept", accept)]);
     assert_eq!(status, 200, "{head}");
-    (body, read_bytes(server, bearer, tier) - before)
+    (
+        body,
+        read_bytes(server.web_port.unwrap(), bearer, tier) - before,
+    )
 }
 
 #[test]

@@ -66,17 +66,7 @@ pub async fn import(config: &Config, roots: &[PathBuf]) -> Result<ImportSummary,
         walk(root, &mut files)?;
     }
     files.sort();
-    let locator =
-        Arc::new(Locator::open(&config.locator, Owner::of(&config.node, Role::Cli)).await?);
-    let online = Arc::new(OnlineStore::open_for(&config.storage.online_dir, &locator).await?);
-    // An import is a receipt like a C-STORE, so it honours `[backup] enqueue_on_receive`
-    // and `[storage] max_instance_mb` too. (A volume import restores what was acknowledged
-    // once: no size limit there.)
-    let auditor = crate::audit::Auditor::for_command(config, locator.clone());
-    let ingest = Ingest::new(online, locator.clone(), config.storage.duplicate_policy)
-        .backup_on_receive(config.backup.enqueue_on_receive)
-        .max_instance_mb(config.storage.max_instance_mb)
-        .with_auditor(auditor.clone());
+    let (locator, ingest, auditor) = receiving(config).await?;
     let run = JobRun::start(&locator, JobKind::Import, Trigger::Cli)
         .await
         .audited(&auditor);
@@ -84,6 +74,24 @@ pub async fn import(config: &Config, roots: &[PathBuf]) -> Result<ImportSummary,
     run.finish(&locator, &Ok::<_, ImportError>(&summary)).await;
     locator.close().await;
     Ok(summary)
+}
+
+/// What a command storing instances needs: the locator, the ingest service as a receipt
+/// like a C-STORE's (so it honours `[backup] enqueue_on_receive` and `[storage]
+/// max_instance_mb` too; a volume import restores what was acknowledged once and has no
+/// size limit), and the command's auditor.
+pub(super) async fn receiving(
+    config: &Config,
+) -> Result<(Arc<Locator>, Ingest, crate::audit::Auditor), ImportError> {
+    let locator =
+        Arc::new(Locator::open(&config.locator, Owner::of(&config.node, Role::Cli)).await?);
+    let online = Arc::new(OnlineStore::open_for(&config.storage.online_dir, &locator).await?);
+    let auditor = crate::audit::Auditor::for_command(config, locator.clone());
+    let ingest = Ingest::new(online, locator.clone(), config.storage.duplicate_policy)
+        .backup_on_receive(config.backup.enqueue_on_receive)
+        .max_instance_mb(config.storage.max_instance_mb)
+        .with_auditor(auditor.clone());
+    Ok((locator, ingest, auditor))
 }
 
 /// Ingests `files`, [`PARALLEL`] at a time; single files failing are counted.

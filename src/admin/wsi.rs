@@ -3,7 +3,6 @@
 //! path as `strata import`; the job is recorded as an import.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -11,8 +10,7 @@ use crate::config::Config;
 use crate::ingest::Ingest;
 use crate::jobs::{JobKind, JobReport, JobRun, Trigger};
 use crate::locator::frames::FramePlace;
-use crate::locator::{Locator, LocatorError, Owner, Role};
-use crate::online::{OnlineError, OnlineStore};
+use crate::locator::{Locator, LocatorError};
 use crate::wsi::{self, WsiError, WsiOptions};
 
 #[derive(Debug, thiserror::Error)]
@@ -20,7 +18,7 @@ pub enum WsiImportError {
     #[error(transparent)]
     Build(#[from] WsiError),
     #[error(transparent)]
-    Online(#[from] OnlineError),
+    Receiving(#[from] super::ImportError),
     #[error(transparent)]
     Locator(#[from] LocatorError),
     #[error("work folder {path}: {source}")]
@@ -124,14 +122,7 @@ async fn build_and_store(
         .await
         .map_err(|e| WsiError::Encode(e.to_string()))??;
     let build_seconds = started.elapsed().as_secs_f64();
-    let locator =
-        Arc::new(Locator::open(&config.locator, Owner::of(&config.node, Role::Cli)).await?);
-    let online = Arc::new(OnlineStore::open_for(&config.storage.online_dir, &locator).await?);
-    let auditor = crate::audit::Auditor::for_command(config, locator.clone());
-    let ingest = Ingest::new(online, locator.clone(), config.storage.duplicate_policy)
-        .backup_on_receive(config.backup.enqueue_on_receive)
-        .max_instance_mb(config.storage.max_instance_mb)
-        .with_auditor(auditor.clone());
+    let (locator, ingest, auditor) = super::import::receiving(config).await?;
     let run = JobRun::start(&locator, JobKind::Import, Trigger::Cli)
         .await
         .audited(&auditor);

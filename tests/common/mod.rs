@@ -1136,6 +1136,27 @@ pub fn http_get(port: u16, path: &str, headers: &[(&str, &str)]) -> (u16, String
 }
 
 /// A new bearer token from `strata new-token`, and the SHA-256 that goes in the config.
+/// The value of one series of a server's `/metrics` (`series` ends with the space before
+/// the value; 0 when absent), asked with `authorization` (an admin's).
+pub fn metric(port: u16, authorization: &str, series: &str) -> f64 {
+    let (status, head, body) = http_get(port, "/metrics", &[("Authorization", authorization)]);
+    assert_eq!(status, 200, "{head}");
+    String::from_utf8(body)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Bytes of stored instances a server read from `tier` (its `/metrics`).
+pub fn read_bytes(port: u16, authorization: &str, tier: &str) -> f64 {
+    metric(
+        port,
+        authorization,
+        &format!("strata_read_bytes_total{{tier=\"{tier}\"}} "),
+    )
+}
+
 pub fn new_token() -> (String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_strata"))
         .arg("new-token")
