@@ -8,7 +8,7 @@
 #
 #   tools/bench.sh [--ct-studies N] [--ct-images N] [--mr-studies N] [--mr-images N] [--j2k-only]
 #                  [--backup-only] [--locator-only] [--tls-only] [--commit-only] [--ingest-only]
-#                  [--web-only] [--levels-only]
+#                  [--web-only] [--levels-only] [--renditions-only] [--wsi-only]
 #
 # The ingest section (first; alone with --ingest-only) also measures Strata's group commit: the
 # corpus sent by 4 and then 8 parallel storescu processes, with the server's fsync and
@@ -61,6 +61,24 @@
 # and with them switched off (`[retrieve] resolution_levels = false`: read and decode whole),
 # against the targets of 1/8 of the stored bytes and 3x faster for thumbnails.
 #
+# The rendition-cache section (alone with --renditions-only) stores the corpus, archives it as
+# JPEG 2000 lossless (`tier run`) and replays
+# 20,000 requests (tools/bench_renditions.py: Zipf(1.0) popularity over the renditions of the
+# first 2,000 instances, thumbnails and full-size images, two clients) with no cache, with
+# `[renditions] policy = "lru"` and with `policy = "value"`, each cache 10% of the renditions'
+# total size: mean/p50/p95 latency, hit ratio and server CPU seconds, against the targets of
+# 5x lower mean latency than no cache and lower than LRU's.
+#
+# The whole-slide section (alone with --wsi-only) makes a 20,000 x 20,000 RGB slide-like PNG once
+# (tools/gen_slide.py, kept in .cache) and turns it into 256-pixel JPEG q90 tiles with libvips
+# (`vips dzsave`, a Deep Zoom pyramid) and with `strata wsi import` (a DICOM VL Whole Slide
+# Microscopy series, one TILED_FULL instance a level, into a fresh node): MB/s of source pixels
+# (W x H x 3 over the wall clock, process start and PNG decode included) and the import's peak
+# RSS; the series read back through wsidicom (tools/wsi_check.py: levels, pixels against the
+# pyramid rule); then random level-0 tiles fetched by WADO-RS /frames one a request
+# (tools/bench_tiles.py), online and once archived by `tier run`, against the targets of
+# strata/vips >= 1.0 and tile p95 < 20 ms online, < 60 ms archived.
+#
 # Everything runs inside a private network namespace (unshare -n) with only loopback, so
 # Orthanc, which cannot bind to 127.0.0.1 alone, is reachable from nothing else.
 # Sequential: one association per study, studies one after another.
@@ -71,7 +89,7 @@ cd "$(dirname "$0")/.."
 root=$PWD
 
 CT_STUDIES=10 CT_IMAGES=200 MR_STUDIES=3 MR_IMAGES=100 J2K_ONLY="" BACKUP_ONLY="" LOCATOR_ONLY=""
-TLS_ONLY="" COMMIT_ONLY="" INGEST_ONLY="" WEB_ONLY="" LEVELS_ONLY=""
+TLS_ONLY="" COMMIT_ONLY="" INGEST_ONLY="" WEB_ONLY="" LEVELS_ONLY="" RENDITIONS_ONLY="" WSI_ONLY=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --j2k-only) J2K_ONLY=1; shift ;;
@@ -82,6 +100,8 @@ while [ $# -gt 0 ]; do
         --ingest-only) INGEST_ONLY=1; shift ;;
         --web-only) WEB_ONLY=1; shift ;;
         --levels-only) LEVELS_ONLY=1; shift ;;
+        --renditions-only) RENDITIONS_ONLY=1; shift ;;
+        --wsi-only) WSI_ONLY=1; shift ;;
         --ct-studies) CT_STUDIES=$2; shift 2 ;;
         --ct-images) CT_IMAGES=$2; shift 2 ;;
         --mr-studies) MR_STUDIES=$2; shift 2 ;;
@@ -659,6 +679,181 @@ levels_section() {
     rm -rf "$dir"
 }
 
+# The rendition cache: a Zipf replay (tools/bench_renditions.py) over the renditions of the
+# corpus's first 2,000 instances (archived with compression = "j2k-lossless"), with no cache, LRU and the value policy, each in a
+# cache of 10% of the renditions' total size: mean/p50/p95 latency, hit ratio and server CPU.
+renditions_section() {
+    local dir="$root/.cache/bench-renditions" strata="$root/target/release/strata"
+    local count=2000 requests=20000 ticks
+    ticks=$(getconf CLK_TCK)
+    rm -rf "$dir" && mkdir -p "$dir"
+    renditions_node() {   # cache_mb policy: (re)starts the node over the same folder
+        printf '[dicom]\naet = "STRATA"\nlisten = "127.0.0.1:0"\naccept_unknown_callers = true\n[storage]\nonline_dir = "online"\n[locator]\nurl = "sqlite://locator.db"\n[archive]\nbackend = "local"\npath = "archive"\ncompression = "j2k-lossless"\n[renditions]\ncache_mb = %s\ndir = "renditions"\npolicy = "%s"\n[web]\nlisten = "127.0.0.1:0"\nallow_anonymous = true\n[log]\nlevel = "warn"\n' \
+            "$1" "$2" > "$dir/strata.toml"
+        : > "$dir/out.log"
+        "$strata" serve --config "$dir/strata.toml" >"$dir/out.log" 2>"$dir/err.log" &
+        echo $! > "$dir/pid"
+        for _ in $(seq 1 300); do grep -q "^web listening" "$dir/out.log" && break; sleep 0.1; done
+        grep -q "^web listening" "$dir/out.log" || { echo "strata did not start: $(cat "$dir/err.log")" >&2; return 1; }
+    }
+    halt() { kill -TERM "$(cat "$dir/pid")"; wait "$(cat "$dir/pid")" 2>/dev/null || true; }
+    counts() {   # hits misses: the locator's sums (a stopped server has added its own)
+        "$strata" status --config "$dir/strata.toml" --json | "$root/.venv/bin/python" -c 'import json,sys; r=json.load(sys.stdin)["renditions"]; print(r["hits"], r["misses"])'
+    }
+    echo
+    echo "Rendition cache (tools/bench_renditions.py, Zipf 1.0, $requests requests, 2 clients):"
+    renditions_node 0 value
+    local dport wport study
+    dport=$(grep '^listening on' "$dir/out.log" | grep -o '[0-9]*$')
+    for study in "${studies[@]}"; do
+        /usr/bin/storescu -aet MODALITY -aec STRATA 127.0.0.1 "$dport" "$study"/*.dcm >/dev/null 2>&1
+    done
+    halt
+    # Archived as JPEG 2000: a full-size image costs a whole decode, a thumbnail its lowest
+    # resolutions.
+    "$strata" tier run --config "$dir/strata.toml" --min-age-days 0 >/dev/null
+    renditions_node 0 value
+    wport=$(grep '^web listening on' "$dir/out.log" | grep -o '[0-9]*$')
+    local replay=("$root/.venv/bin/python" tools/bench_renditions.py --url "http://127.0.0.1:$wport/dicom-web"
+                  --manifest "$corpus/manifest.json" --instances "$count")
+    local sizes total n budget
+    sizes=$("${replay[@]}" --sizes)
+    read -r _ total n <<<"$sizes"
+    budget=$(( (total / 10 + 524288) / 1048576 ))
+    [ "$budget" -ge 1 ] || budget=1
+    printf '  %s renditions, %s bytes; budget %s MiB (%.1f%%)\n' "$n" "$total" "$budget" \
+        "$(echo "$budget * 1048576 * 100 / $total" | bc -l)"
+    halt
+    declare -A rc
+    local mode cpu0 line before after
+    for mode in none lru value; do
+        if [ "$mode" = none ]; then renditions_node 0 value; else renditions_node "$budget" "$mode"; fi
+        wport=$(grep '^web listening on' "$dir/out.log" | grep -o '[0-9]*$')
+        replay[3]="http://127.0.0.1:$wport/dicom-web"
+        before=$(counts)
+        cpu0=$(awk '{print $14 + $15}' "/proc/$(cat "$dir/pid")/stat")
+        line=$("${replay[@]}" --requests "$requests" --record "$dir/$mode.json")
+        local cpu=$(( $(awk '{print $14 + $15}' "/proc/$(cat "$dir/pid")/stat") - cpu0 ))
+        halt
+        after=$(counts)
+        local hits=$(( $(cut -d' ' -f1 <<<"$after") - $(cut -d' ' -f1 <<<"$before") ))
+        local misses=$(( $(cut -d' ' -f2 <<<"$after") - $(cut -d' ' -f2 <<<"$before") ))
+        rc[$mode]="$(cut -d' ' -f2-4 <<<"$line") $(echo "$hits / ($hits + $misses + 0.000001)" | bc -l) $(echo "$cpu / $ticks" | bc -l)"
+        read -r mean p50 p95 ratio secs <<<"${rc[$mode]}"
+        printf '  %-5s mean %7.2f ms  p50 %7.2f  p95 %7.2f  hit ratio %.3f  server CPU %6.1f s\n' \
+            "$mode" "$mean" "$p50" "$p95" "$ratio" "$secs"
+    done
+    m() { cut -d' ' -f1 <<<"${rc[$1]}"; }
+    # The best any cache of this budget could do with this sequence (each rendition's
+    # requests known in advance; a hit as fast as the value run's median).
+    local best
+    best=$("${replay[@]}" --bound "$dir/none.json" --budget $((budget * 1048576)) \
+        --hit-ms "$(cut -d' ' -f2 <<<"${rc[value]}")")
+    printf '  bound mean %7.2f ms  hit ratio %.3f  (a cache knowing every request count in advance)\n' \
+        "$(cut -d' ' -f2 <<<"$best")" "$(cut -d' ' -f3 <<<"$best")"
+    echo
+    echo "Rendition cache ratios (target in brackets):"
+    printf '  mean latency none/value   %5.2fx  [>= 5]\n' "$(echo "$(m none) / $(m value)" | bc -l)"
+    printf '  mean latency lru/value    %5.2fx  [> 1]\n' "$(echo "$(m lru) / $(m value)" | bc -l)"
+    printf '  mean latency none/bound   %5.2fx  (the most any policy could reach here)\n' \
+        "$(echo "$(m none) / $(cut -d' ' -f2 <<<"$best")" | bc -l)"
+    rm -rf "$dir"
+}
+
+# Whole-slide import beside libvips (see the header): one generated slide, kept in .cache.
+wsi_section() {
+    local dir="$root/.cache/bench-wsi" strata="$root/target/release/strata"
+    local side=20000 seed=1 tile=256 requests=200
+    local src="$root/.cache/wsi-slide-$side-$seed.png"
+    rm -rf "$dir" && mkdir -p "$dir"
+    if [ ! -f "$src" ]; then
+        "$root/.venv/bin/python" tools/gen_slide.py --out "$src.part" --width $side --height $side --seed $seed >/dev/null
+        mv "$src.part" "$src"
+    fi
+    cat "$src" >/dev/null   # both tools start from a warm page cache
+    measured() {   # name command...: wall seconds in $dir/name.secs, peak RSS (KiB) in $dir/name.rss
+        local name=$1 t0 t1
+        shift
+        t0=$(date +%s.%N)
+        if [ -x /usr/bin/time ]; then
+            /usr/bin/time -f %M -o "$dir/$name.rss" "$@" >"$dir/$name.out" 2>"$dir/$name.err" \
+                || { echo "failed: $*" >&2; cat "$dir/$name.err" >&2; return 1; }
+        else   # VmHWM sampled until the process ends
+            "$@" >"$dir/$name.out" 2>"$dir/$name.err" &
+            local p=$! hwm=0 v
+            while kill -0 "$p" 2>/dev/null; do
+                v=$(awk '/VmHWM/ {print $2}' "/proc/$p/status" 2>/dev/null || true)
+                [ -n "$v" ] && hwm=$v
+                sleep 0.05
+            done
+            wait "$p" || { echo "failed: $*" >&2; cat "$dir/$name.err" >&2; return 1; }
+            echo "$hwm" > "$dir/$name.rss"
+        fi
+        t1=$(date +%s.%N)
+        echo "$t1 - $t0" | bc -l > "$dir/$name.secs"
+    }
+    local bytes=$((side * side * 3))
+    mbs() { echo "$bytes / $(cat "$dir/$1.secs") / 1048576" | bc -l; }
+    measured vips vips dzsave "$src" "$dir/dz" --tile-size $tile --overlap 0 --suffix ".jpg[Q=90]"
+    mkdir -p "$dir/node"
+    printf '[dicom]\naet = "STRATA"\nlisten = "127.0.0.1:0"\naccept_unknown_callers = true\n[storage]\nonline_dir = "online"\n[locator]\nurl = "sqlite://locator.db"\n[archive]\nbackend = "local"\npath = "archive"\n[web]\nlisten = "127.0.0.1:0"\nallow_anonymous = true\n[log]\nlevel = "warn"\n' \
+        > "$dir/node/strata.toml"
+    measured strata "$strata" wsi import --config "$dir/node/strata.toml" --patient-id WSI-BENCH \
+        --tile $tile --codec jpeg --quality 90 --json "$src"
+    local study series instance frames levels
+    read -r study series instance frames levels < <("$root/.venv/bin/python" -c '
+import json, sys
+r = json.load(open(sys.argv[1]))
+print(r["study_instance_uid"], r["series_instance_uid"], r["levels"][0]["sop_instance_uid"], r["levels"][0]["frames"], len(r["levels"]))' "$dir/strata.out")
+    wsi_node() {   # starts the node; sets wport
+        : > "$dir/node/out.log"
+        "$strata" serve --config "$dir/node/strata.toml" >"$dir/node/out.log" 2>"$dir/node/err.log" &
+        echo $! > "$dir/node/pid"
+        for _ in $(seq 1 300); do grep -q "^web listening" "$dir/node/out.log" && break; sleep 0.1; done
+        grep -q "^web listening" "$dir/node/out.log" || { echo "strata did not start: $(cat "$dir/node/err.log")" >&2; return 1; }
+        wport=$(grep '^web listening on' "$dir/node/out.log" | grep -o '[0-9]*$')
+    }
+    halt() { kill -TERM "$(cat "$dir/node/pid")"; wait "$(cat "$dir/node/pid")" 2>/dev/null || true; }
+    tiles_p95() {   # p95 ms of level-0 tile fetches
+        "$root/.venv/bin/python" tools/bench_tiles.py --url "http://127.0.0.1:$wport/dicom-web" \
+            --study "$study" --series "$series" --instance "$instance" --frames "$frames" \
+            --requests $requests --codec jpeg | cut -d' ' -f3
+    }
+    local wport online archived stored
+    echo
+    echo "Whole slide ($side x $side RGB, $((bytes / 1048576)) MiB of pixels; $tile-pixel JPEG q90 tiles; wall clock incl. process start and PNG decode)"
+    printf '  vips dzsave       %7.1f MB/s  (%.1f s, peak RSS %.0f MiB, %d tiles)\n' "$(mbs vips)" \
+        "$(cat "$dir/vips.secs")" "$(echo "$(cat "$dir/vips.rss") / 1024" | bc -l)" "$(find "$dir/dz_files" -name '*.jpg' | wc -l)"
+    printf '  strata wsi import %7.1f MB/s  (%.1f s, peak RSS %.0f MiB, %d levels, %d level-0 frames)\n' "$(mbs strata)" \
+        "$(cat "$dir/strata.secs")" "$(echo "$(cat "$dir/strata.rss") / 1024" | bc -l)" "$levels" "$frames"
+    wsi_node
+    # The series must be right before its speed counts.
+    if ! "$root/.venv/bin/python" tools/wsi_check.py --url "http://127.0.0.1:$wport/dicom-web" --study "$study" \
+        --series "$series" --source-width $side --source-height $side --seed $seed --tile $tile \
+        --codec jpeg >"$dir/check.log" 2>&1; then
+        cat "$dir/check.log" >&2
+        halt
+        return 1
+    fi
+    sed 's/^/  wsi_check /' "$dir/check.log"
+    online=$(tiles_p95)
+    halt
+    "$strata" tier run --config "$dir/node/strata.toml" --min-age-days 0 >/dev/null
+    stored=$("$strata" status --config "$dir/node/strata.toml" --json | "$root/.venv/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["tiers"]["archive"]["instances"])')
+    wsi_node
+    archived=$(tiles_p95)
+    halt
+    printf '  level-0 tile p95 (%d random frames, one a request): online %.2f ms, archived %.2f ms (%d instances archived)\n' \
+        "$requests" "$online" "$archived" "$stored"
+    echo
+    echo "Whole slide ratios (target in brackets):"
+    printf '  import MB/s strata/vips   %5.2fx  [>= 1.0]\n' "$(echo "$(mbs strata) / $(mbs vips)" | bc -l)"
+    printf '  tile p95 online           %6.2f ms [< 20]\n' "$online"
+    printf '  tile p95 archived         %6.2f ms [< 60]\n' "$archived"
+    printf '  import peak RSS           %6.0f MiB\n' "$(echo "$(cat "$dir/strata.rss") / 1024" | bc -l)"
+    rm -rf "$dir"
+}
+
 # The generated corpus, made once per size and kept in .cache: sets corpus and studies.
 make_corpus() {
     corpus="$root/.cache/bench-corpus-$CT_STUDIES-$CT_IMAGES-$MR_STUDIES-$MR_IMAGES"
@@ -708,15 +903,17 @@ if [ -n "$LOCATOR_ONLY" ]; then alone locator_section --example find_latency dcm
 if [ -n "$TLS_ONLY" ]; then alone tls_section dcmtk; fi
 if [ -n "$COMMIT_ONLY" ]; then alone commit_section --hdfs dcmtk; fi
 if [ -n "$LEVELS_ONLY" ]; then alone levels_section dcmtk; fi
+if [ -n "$RENDITIONS_ONLY" ]; then alone renditions_section dcmtk; fi
+if [ -n "$WSI_ONLY" ]; then alone wsi_section libvips-tools time; fi
 if [ -n "$BACKUP_ONLY" ]; then alone backup_section; fi
 # Bash abandons a whole compound command on an expansion error and goes on with the next one:
 # never fall through from a section run alone into the full benchmark.
-if [ -n "$J2K_ONLY$BACKUP_ONLY$LOCATOR_ONLY$TLS_ONLY$COMMIT_ONLY$LEVELS_ONLY" ]; then echo "a section failed" >&2; exit 1; fi
+if [ -n "$J2K_ONLY$BACKUP_ONLY$LOCATOR_ONLY$TLS_ONLY$COMMIT_ONLY$LEVELS_ONLY$RENDITIONS_ONLY$WSI_ONLY" ]; then echo "a section failed" >&2; exit 1; fi
 
 if [ -z "${STRATA_BENCH_NETNS:-}" ]; then
     source tools/setup-deps.sh
     install_build_deps
-    install_debian dcmtk orthanc orthanc-dicomweb iproute2 bc libopenjp2-tools curl
+    install_debian dcmtk orthanc orthanc-dicomweb iproute2 bc libopenjp2-tools curl libvips-tools time
     tools/hdfs-dev.sh fetch
     install_venv
     cargo build --release --quiet --bins --examples
@@ -1110,6 +1307,8 @@ printf '  C-MOVE archived/online      %5.2fx  [>= 0.8]\n' "$(ratio "$move_archiv
 rm -rf "$work"
 web_section
 levels_section
+renditions_section
+wsi_section
 backup_section
 locator_section
 tls_section
