@@ -975,6 +975,9 @@ impl Config {
         if self.renditions.cache_mb > 0 && self.renditions.dir.is_none() {
             return Err("renditions.cache_mb needs renditions.dir, the cache's folder".into());
         }
+        if self.renditions.cache_mb > 1 << 30 {
+            return Err("renditions.cache_mb must be at most 1073741824 (1 PiB)".into());
+        }
         let aet_ok = |aet: &str| !aet.trim().is_empty() && aet.len() <= 16 && aet.is_ascii();
         if !aet_ok(&self.dicom.aet) {
             return Err(format!(
@@ -1054,6 +1057,10 @@ impl Config {
         ];
         if self.archive.backend == ArchiveBackend::Local {
             folders.push(("archive.path", &self.archive.path));
+        }
+        // The rendition cache empties its folder at start.
+        if let Some(dir) = &self.renditions.dir {
+            folders.push(("renditions.dir", dir));
         }
         for (i, (a, path_a)) in folders.iter().enumerate() {
             for (b, path_b) in &folders[i + 1..] {

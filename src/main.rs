@@ -483,7 +483,7 @@ fn wsi(rt: &Runtime, action: WsiAction) -> anyhow::Result<()> {
         "j2k" => strata::wsi::WsiCodec::J2k,
         other => anyhow::bail!("--codec {other:?}: jpeg or j2k"),
     };
-    anyhow::ensure!(mpp > 0.0 && mpp.is_finite(), "--mpp must be above 0");
+
     let config = load(&config, Some("warn"))?;
     let options = strata::wsi::WsiOptions {
         patient_id,

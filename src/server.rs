@@ -325,11 +325,8 @@ fn open_renditions(config: &Config) -> Result<Option<Renditions>, ServerError> {
         RenditionPolicy::Value => Policy::Value,
         RenditionPolicy::Lru => Policy::Lru,
     };
-    Ok(Some(Renditions::open(
-        dir,
-        settings.cache_mb << 20,
-        policy,
-    )?))
+    let budget = settings.cache_mb.saturating_mul(1 << 20);
+    Ok(Some(Renditions::open(dir, budget, policy)?))
 }
 
 /// The lifecycle worker (retention, rejected instances), when `[lifecycle]` has a window.

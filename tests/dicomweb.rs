@@ -712,15 +712,33 @@ fn rendered_images_come_from_the_rendition_cache_until_their_instance_changes() 
             &format!("strata_rendition_cache_requests_total{{result=\"{result}\"}} "),
         )
     };
+    // Renditions kept (files, not temporaries) and their bytes.
     let files = || {
-        std::fs::read_dir(dir.path().join("renditions"))
+        let sizes: Vec<u64> = std::fs::read_dir(dir.path().join("renditions"))
             .unwrap()
-            .count()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_none())
+            .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+            .collect();
+        (sizes.len(), sizes.iter().sum::<u64>() as f64)
+    };
+    // A rendition is written by a task of its own after the answer: wait until `n` are
+    // kept and the cache counts their bytes (it does once they may be served).
+    let settle = |n: usize| {
+        let started = std::time::Instant::now();
+        let kept = || {
+            let (count, bytes) = files();
+            count == n && metric(port, &bearer, "strata_rendition_cache_bytes ") == bytes
+        };
+        while !kept() && started.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(kept(), "{n} renditions kept: {:?}", files());
     };
     let thumbnail = get(&url("thumbnail"));
     let rendered = get(&url("rendered"));
     assert_eq!((count("hit"), count("miss")), (0.0, 2.0));
-    assert_eq!(files(), 2, "both kept");
+    settle(2);
     assert_eq!(get(&url("thumbnail")), thumbnail, "the same image");
     assert_eq!(get(&url("rendered")), rendered);
     assert_eq!(
@@ -731,6 +749,7 @@ fn rendered_images_come_from_the_rendition_cache_until_their_instance_changes() 
     // Another view is another rendition.
     assert!(get(&url("rendered?viewport=64,64")) != thumbnail);
     assert_eq!(count("miss"), 3.0);
+    settle(3);
 
     // The instance stored again with other pixels: its new image, never the cached one, and
     // its old renditions go when the new one is kept.
@@ -753,7 +772,7 @@ fn rendered_images_come_from_the_rendition_cache_until_their_instance_changes() 
         "the cached image of the old version"
     );
     assert_eq!(count("miss"), 4.0);
-    assert_eq!(files(), 1, "the old version's three renditions went");
+    settle(1); // the old version's three renditions went
     assert_eq!(get(&url("thumbnail")), new_thumbnail);
     assert_eq!(count("hit"), 3.0);
     assert!(

@@ -92,7 +92,8 @@ pub async fn wsi_import(
 ) -> Result<WsiSummary, WsiImportError> {
     let started = std::time::Instant::now();
     let work = work_folder(image);
-    std::fs::create_dir_all(&work).map_err(|source| WsiImportError::WorkFolder {
+    // A new folder, never one that exists (another import's, or a link planted there).
+    std::fs::create_dir(&work).map_err(|source| WsiImportError::WorkFolder {
         path: work.clone(),
         source,
     })?;
@@ -101,13 +102,15 @@ pub async fn wsi_import(
     result
 }
 
-/// `<image>.wsi-work-<pid>` beside the image: room for its encoded levels, not in /tmp.
+/// `<image>.wsi-work-<random>` beside the image: room for its encoded levels, not in /tmp.
 fn work_folder(image: &Path) -> PathBuf {
     let name = image
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or("slide");
-    image.with_file_name(format!("{name}.wsi-work-{}", std::process::id()))
+    let random = wsi::new_uid();
+    let tail = &random[random.len().saturating_sub(12)..];
+    image.with_file_name(format!("{name}.wsi-work-{tail}"))
 }
 
 async fn build_and_store(

@@ -13,6 +13,8 @@ fn err(e: sqlx::Error) -> LocatorError {
 
 /// Rows one INSERT writes (five values each).
 const ROWS_PER_INSERT: usize = 500;
+/// Distinct frames one lookup takes (one placeholder each); more: not looked up.
+const MOST_FRAMES: usize = 8192;
 
 /// One frame's bytes: its fragment's value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,19 +83,27 @@ impl Locator {
         crc32c: u32,
         frames: &[u32],
     ) -> Result<Option<Vec<FramePlace>>, LocatorError> {
-        let (Some(&low), Some(&high)) = (frames.iter().min(), frames.iter().max()) else {
+        let mut wanted: Vec<u32> = frames.to_vec();
+        wanted.sort_unstable();
+        wanted.dedup();
+        if wanted.is_empty() {
             return Ok(Some(Vec::new()));
-        };
-        let rows = sqlx::query(
+        }
+        if wanted.len() > MOST_FRAMES {
+            return Ok(None);
+        }
+        // Only placeholders are spliced in.
+        let list: Vec<String> = (0..wanted.len()).map(|i| format!("${}", i + 2)).collect();
+        let sql = format!(
             "SELECT frame, crc32c, byte_offset, byte_length FROM frame_offsets \
-             WHERE sop_instance_uid = $1 AND frame >= $2 AND frame <= $3",
-        )
-        .bind(sop_instance_uid)
-        .bind(i64::from(low))
-        .bind(i64::from(high))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(err)?;
+             WHERE sop_instance_uid = $1 AND frame IN ({})",
+            list.join(", ")
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(sop_instance_uid);
+        for frame in &wanted {
+            query = query.bind(i64::from(*frame));
+        }
+        let rows = query.fetch_all(&self.pool).await.map_err(err)?;
         let mut found = std::collections::HashMap::with_capacity(rows.len());
         for row in rows {
             if row.try_get::<i64, _>("crc32c").map_err(err)? != i64::from(crc32c) {

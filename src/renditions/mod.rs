@@ -120,6 +120,8 @@ struct Inner {
     unsent: [AtomicU64; 3],
     /// Where the next sweep starts (an SOP Instance UID; empty: the first).
     swept_to: Mutex<String>,
+    /// The bytes the metrics gauge shows now.
+    gauged: AtomicU64,
 }
 
 impl Renditions {
@@ -155,6 +157,7 @@ impl Renditions {
                 cpu_saved_us: AtomicU64::new(0),
                 unsent: [const { AtomicU64::new(0) }; 3],
                 swept_to: Mutex::new(String::new()),
+                gauged: AtomicU64::new(0),
             }),
         })
     }
@@ -176,7 +179,10 @@ impl Renditions {
                 Ok(image) => Some((image, hit.cpu_us)),
                 Err(e) => {
                     debug!(id = hit.id, error = %e, "cached rendition unreadable; dropped");
-                    self.index().remove(&text);
+                    if self.index().remove_id(&text, hit.id) {
+                        let _ = tokio::fs::remove_file(self.path(hit.id)).await;
+                    }
+                    self.gauge();
                     None
                 }
             },
@@ -211,7 +217,6 @@ impl Renditions {
     /// a file that cannot be written is left out.
     pub async fn keep(&self, key: &Key, image: Bytes, cost: Cost) {
         let text = key.text();
-        let before = self.index().used();
         let Offered { id, evicted } = self.index().offer(
             &text,
             &key.sop_instance_uid,
@@ -233,7 +238,7 @@ impl Renditions {
                 Err(e) => {
                     warn!(path = %tmp.display(), error = %e, "rendition not cached");
                     let _ = tokio::fs::remove_file(&tmp).await;
-                    self.index().remove(&text);
+                    self.index().remove_id(&text, id);
                     false
                 }
             };
@@ -241,13 +246,22 @@ impl Renditions {
                 let _ = tokio::fs::remove_file(&path).await;
             }
         }
-        self.gauge(before);
+        self.gauge();
     }
 
-    /// Moves the bytes gauge by what the index holds now against `before`.
-    fn gauge(&self, before: u64) {
-        let after = self.index().used();
-        metrics::RENDITION_BYTES.add(&[], after as f64 - before as f64);
+    /// Offers a rendition in a task of its own, so a request that ends (its client gone)
+    /// never leaves an entry admitted but not written.
+    pub fn keep_detached(&self, key: &Key, image: Bytes, cost: Cost) {
+        let (cache, key) = (self.clone(), key.clone());
+        tokio::spawn(async move { cache.keep(&key, image, cost).await });
+    }
+
+    /// Sets the bytes gauge to what the index holds now.
+    fn gauge(&self) {
+        let index = self.index();
+        let now = index.used();
+        let before = self.inner.gauged.swap(now, Ordering::Relaxed);
+        metrics::RENDITION_BYTES.add(&[], now as f64 - before as f64);
     }
 
     async fn delete(&self, ids: Vec<u64>) {
@@ -292,11 +306,10 @@ impl Renditions {
                     continue;
                 }
             };
-            let before = self.index().used();
             let gone = self.index().forget(&uid, current.as_deref());
             dropped += gone.len();
             self.delete(gone).await;
-            self.gauge(before);
+            self.gauge();
         }
         dropped
     }

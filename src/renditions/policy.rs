@@ -263,6 +263,16 @@ impl Index {
         Some(entry.id)
     }
 
+    /// Drops `key` if its entry is still the one with file `id` (not a newer one since).
+    pub fn remove_id(&mut self, key: &str, id: u64) -> bool {
+        if self.entries.get(key).is_some_and(|e| e.id == id) {
+            self.remove(key);
+            true
+        } else {
+            false
+        }
+    }
+
     /// Drops every entry of instance `uid` whose version is not `keep` (all of them when
     /// `None`): the ids of their files.
     pub fn forget(&mut self, uid: &str, keep: Option<&str>) -> Vec<u64> {

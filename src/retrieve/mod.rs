@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, Semaphore};
 use crate::audit::{Auditor, Caller, Entry, Event};
 use crate::identifier::{self, Identifier};
 use crate::ingest::attributes::metadata_from_head;
+use crate::locator::frames::FramePlace;
 use crate::locator::retrieve::required_key;
 pub use crate::locator::retrieve::{MetadataRow, RetrieveKeys};
 use crate::locator::Locator;
@@ -553,35 +554,50 @@ impl Instances {
         self.renditions.as_ref()?.get(key).await
     }
 
-    /// Offers a rendition just computed to the cache.
-    pub async fn keep_rendition(
+    /// Offers a rendition just computed to the cache (written by a task of its own).
+    pub fn keep_rendition(
         &self,
         key: &renditions::Key,
         image: bytes::Bytes,
         cost: renditions::Cost,
     ) {
         if let Some(cache) = &self.renditions {
-            cache.keep(key, image, cost).await;
+            cache.keep_detached(key, image, cost);
         }
     }
 
-    /// The bitstreams of `frames` of entry `index`, each read alone from where the locator
-    /// recorded it for the current copy's bytes (`frame_offsets`: the tiles of a whole-slide
-    /// level). A read is not checked against the instance's CRC-32C (only whole reads are),
-    /// but each must be the fragment item recorded: its item tag and length just before it.
-    /// `None` when not recorded, or a read fails or does not hold the item: the caller then
-    /// reads the instance whole.
-    pub async fn recorded_frames(&self, index: usize, frames: &[u32]) -> Option<Vec<bytes::Bytes>> {
+    /// Where `frames` of entry `index` are in its current copy's bytes, when the locator
+    /// recorded it (`frame_offsets`: the tiles of a whole-slide level); `None` otherwise.
+    pub async fn recorded_frames(&self, index: usize, frames: &[u32]) -> Option<Vec<FramePlace>> {
         let (uid, object) = (self.uids.get(index)?, self.objects.get(index)?);
-        let places = match self.locator.frame_offsets(uid, object.crc32c, frames).await {
-            Ok(places) => places?,
+        match self.locator.frame_offsets(uid, object.crc32c, frames).await {
+            Ok(places) => places,
             Err(e) => {
                 tracing::debug!(sop_instance_uid = %uid, error = %e, "frame offsets unread");
-                return None;
+                None
             }
-        };
+        }
+    }
+
+    /// The bitstreams at `places` of entry `index` (from [`Instances::recorded_frames`]),
+    /// each frame read once however often it is named. A read is not checked against the
+    /// instance's CRC-32C (only whole reads are), but each must be the fragment item
+    /// recorded: its item tag and length just before it. `None` when a read fails or does
+    /// not hold the item: the caller then reads the instance whole.
+    pub async fn read_frames(
+        &self,
+        index: usize,
+        places: &[FramePlace],
+    ) -> Option<Vec<bytes::Bytes>> {
+        let (uid, object) = (self.uids.get(index)?, self.objects.get(index)?);
+        let mut read: std::collections::HashMap<u32, bytes::Bytes> =
+            std::collections::HashMap::new();
         let mut out = Vec::with_capacity(places.len());
         for place in places {
+            if let Some(bytes) = read.get(&place.frame) {
+                out.push(bytes.clone());
+                continue;
+            }
             let start = place.offset.checked_sub(8)?;
             if place.offset.checked_add(place.length)? > object.length {
                 return None;
@@ -603,7 +619,9 @@ impl Instances {
                 tracing::warn!(sop_instance_uid = %uid, frame = place.frame, "recorded frame place does not hold its item; reading whole");
                 return None;
             }
-            out.push(item.slice(8..));
+            let bytes = item.slice(8..);
+            read.insert(place.frame, bytes.clone());
+            out.push(bytes);
         }
         Some(out)
     }

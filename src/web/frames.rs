@@ -208,13 +208,20 @@ pub async fn frames(
             continue;
         }
         let content_type = format!("{media}; transfer-syntax={stored_syntax}");
-        if let Some(parts) = instances.recorded_frames(0, numbers).await {
-            bounded(parts.iter().map(|p| p.len() as u64).sum())?;
-            return Ok(multipart_parts(
-                media,
-                &content_type,
-                parts.iter().map(|p| &p[..]),
-            ));
+        if let Some(places) = instances.recorded_frames(0, numbers).await {
+            // Bounded before anything is read, and counted among the reads at once.
+            bounded(places.iter().map(|p| p.length).sum())?;
+            let _permit = READS
+                .acquire()
+                .await
+                .map_err(|_| WebError::internal("reads closed"))?;
+            if let Some(parts) = instances.read_frames(0, &places).await {
+                return Ok(multipart_parts(
+                    media,
+                    &content_type,
+                    parts.iter().map(|p| &p[..]),
+                ));
+            }
         }
         let (_read, data_set) = read_whole(&instances, 0, &stored_syntax).await?;
         let syntax = stored_syntax.clone();

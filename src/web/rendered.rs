@@ -357,7 +357,7 @@ async fn encoded(
             elapsed: started.elapsed(),
             cpu,
         };
-        instances.keep_rendition(key, image.clone(), cost).await;
+        instances.keep_rendition(key, image.clone(), cost);
     }
     Ok(image)
 }

@@ -149,6 +149,11 @@ impl Rows {
     }
 }
 
+/// Encoder threads at most (one per core up to this).
+const MOST_ENCODERS: usize = 8;
+/// Strips waiting for an encoder.
+const QUEUED_STRIPS: usize = 2;
+
 /// A strip's tiles, encoded.
 struct Encoded {
     level: usize,
@@ -289,9 +294,10 @@ fn encode_levels(
     let (width, height, tile) = (rows.width, rows.height, options.tile);
     let mut pyramid = Pyramid::new(width, height, tile);
     let mut files = TileFiles::create(dir, pyramid.levels())?;
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    // Memory is about (QUEUED_STRIPS + workers + levels) strips of width x tile x 3 bytes.
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get().min(MOST_ENCODERS));
     // Strips waiting for an encoder and tiles waiting for the writer: a few each.
-    let (send_job, jobs) = sync_channel::<Strip>(workers);
+    let (send_job, jobs) = sync_channel::<Strip>(QUEUED_STRIPS);
     let (send_result, results) = sync_channel::<Result<Encoded, WsiError>>(2 * workers);
     // Only the encoders hold the strips' receiver: if they all stop (the writer failed),
     // sending a strip fails instead of waiting forever.
@@ -338,6 +344,15 @@ fn encode_levels(
 
 /// Builds the slide of `image` as Part-10 files in `dir` (which holds the work files too).
 pub fn build(image: &Path, dir: &Path, options: &WsiOptions) -> Result<BuiltSlide, WsiError> {
+    if !(0.001..=1000.0).contains(&options.mpp) {
+        return Err(WsiError::Source(format!(
+            "mpp {}: 0.001 to 1000 micrometres a pixel",
+            options.mpp
+        )));
+    }
+    if options.patient_id.trim().is_empty() || options.patient_id.chars().count() > 64 {
+        return Err(WsiError::Source("patient id: 1 to 64 characters".into()));
+    }
     if !(16..=4096).contains(&options.tile) || options.tile % 16 != 0 {
         return Err(WsiError::Source(format!(
             "tile {}: a multiple of 16 from 16 to 4096",
@@ -388,7 +403,9 @@ pub fn build(image: &Path, dir: &Path, options: &WsiOptions) -> Result<BuiltSlid
         let path = dir.join(format!("level-{level}.dcm"));
         let frames = instance::write_level(&slide, &header, tiles, lengths, &path)?;
         let _ = std::fs::remove_file(tiles);
-        let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let bytes = std::fs::metadata(&path)
+            .map_err(|e| WsiError::Io(format!("{}: {e}", path.display())))?
+            .len();
         levels.push(BuiltLevel {
             header,
             path,
