@@ -60,7 +60,11 @@ async fn dcmtk_store_keeps_data_sets_byte_identical_and_indexed() {
             },
             "read_fallbacks": 0,
             // Nothing has read a stored instance yet (storing reads none back).
-            "bytes_read": {"online": 0, "archive": 0, "nearline": 0, "offline": 0}
+            "bytes_read": {"online": 0, "archive": 0, "nearline": 0, "offline": 0},
+            // No rendition cache configured: nothing counted.
+            "renditions": {
+                "hits": 0, "misses": 0, "hit_ratio": 0.0, "bytes": 0, "cpu_seconds_saved": 0.0
+            }
         })
     );
 
