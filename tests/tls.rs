@@ -294,9 +294,12 @@ fn storage_commitment_over_tls_both_ways_with_client_certificates() {
     let report = report.expect("no report on the TLS association");
     assert_eq!(report["transaction_uid"], transaction.as_str());
     assert_eq!(report["event_type"], 1, "{report}");
-    // Released at once: the report comes on a new TLS association to the peer.
+    // Released at once: the report comes on a new TLS association to the peer. The request's
+    // association refuses it, should the check finish before the release (it takes a
+    // millisecond): otherwise the report may be delivered there and never reach the peer.
+    let refusing: Vec<&str> = tls.iter().copied().chain(["--refuse-reports"]).collect();
     let (status, transaction, _) =
-        commit_request(port, "LISTENER", &corpus.paths(), &[], 0.0, &tls);
+        commit_request(port, "LISTENER", &corpus.paths(), &[], 0.0, &refusing);
     assert_eq!(status, 0x0000);
     let report = listener
         .next_report(std::time::Duration::from_secs(20))
