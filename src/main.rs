@@ -215,7 +215,7 @@ enum Command {
 
 #[derive(Subcommand)]
 enum WsiAction {
-    /// Make a large image (PNG, not interlaced) into a VL Whole Slide Microscopy Image series
+    /// Make a large image (PNG not interlaced, or TIFF) into a VL Whole Slide Microscopy Image series
     /// (one TILED_FULL instance per pyramid level) and store it, as `import` would.
     Import {
         #[arg(long)]

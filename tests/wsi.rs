@@ -4,6 +4,8 @@
 //! source downscaled by the same rule (tools/wsi_check.py); DCMTK's dcmdump parses every
 //! stored instance; a tile is read alone (its bytes, not the level's); and all of it again
 //! once the study is archived. JPEG 2000 lossless tiles, on a smaller image, read back exact.
+//! TIFF sources, tiled (Deflate) or in strips (JPEG, YCbCr), make the same pyramid, and an
+//! embedded ICC profile is carried into every level; dicom3tools' dciodvfy validates the IOD.
 
 mod common;
 
@@ -12,9 +14,28 @@ use std::process::Command;
 
 use common::*;
 
-/// Generates a slide image of `width` x `height` with `seed`.
+/// Generates a slide image of `width` x `height` with `seed` as PNG.
 fn slide(dir: &Path, width: u32, height: u32, seed: u32) -> std::path::PathBuf {
-    let path = dir.join(format!("slide-{width}x{height}.png"));
+    generate(
+        dir,
+        &format!("slide-{width}x{height}.png"),
+        width,
+        height,
+        seed,
+        &[],
+    )
+}
+
+/// Generates a slide image in file `name` of `dir`, with gen_slide.py's `extra` options.
+fn generate(
+    dir: &Path,
+    name: &str,
+    width: u32,
+    height: u32,
+    seed: u32,
+    extra: &[&str],
+) -> std::path::PathBuf {
+    let path = dir.join(name);
     let out = Command::new(python())
         .arg(tools_dir().join("gen_slide.py"))
         .args(["--out"])
@@ -26,10 +47,34 @@ fn slide(dir: &Path, width: u32, height: u32, seed: u32) -> std::path::PathBuf {
             &height.to_string(),
         ])
         .args(["--seed", &seed.to_string()])
+        .args(extra)
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
     path
+}
+
+/// tools/wsi_check.py --dcmdump over the level files of the series in `summary`: DCMTK
+/// parses them, dciodvfy finds no error, the ICC profile opens (and is `icc`'s, given).
+fn check_files(server: &TestServer, summary: &serde_json::Value, icc: Option<&Path>) {
+    let mut command = Command::new(python());
+    command
+        .arg(tools_dir().join("wsi_check.py"))
+        .arg("--dcmdump")
+        .arg(server.online_dir())
+        .args(["--series", summary["series_instance_uid"].as_str().unwrap()]);
+    if let Some(icc) = icc {
+        command.arg("--icc").arg(icc);
+    }
+    let out = command.output().unwrap();
+    eprintln!("{}", String::from_utf8_lossy(&out.stdout));
+    assert!(out.status.success(), "{}", text(&out));
+    let checked = format!("{} files ok", summary["levels"].as_array().unwrap().len());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&checked),
+        "{}",
+        text(&out)
+    );
 }
 
 fn tools_dir() -> std::path::PathBuf {
@@ -165,14 +210,9 @@ fn a_whole_slide_image_is_built_stored_and_read_back_at_every_level_online_and_a
             .contains(".wsi-work")),
         "the work folder is removed"
     );
-    // DCMTK parses every stored instance.
-    let out = Command::new(python())
-        .arg(tools_dir().join("wsi_check.py"))
-        .arg("--dcmdump")
-        .arg(server.online_dir())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
+    // DCMTK parses every stored instance, dciodvfy finds it a valid IOD; a PNG without a
+    // profile gets sRGB's.
+    check_files(&server, &summary, None);
     check(&server, &summary, (width, height), seed, "jpeg");
     // A tile of the 20,000-pixel level is read alone, not its 100 MB level.
     let (body, read) = tile(&server, &bearer, &summary, 0, 79 * 40 + 40, "online");
@@ -201,4 +241,89 @@ fn a_whole_slide_image_is_built_stored_and_read_back_at_every_level_online_and_a
     let summary = import(&server, &small, "j2k");
     assert_eq!(summary["levels"].as_array().unwrap().len(), 5);
     check(&server, &summary, (3000, 2000), 9, "j2k");
+}
+
+#[test]
+fn tiff_sources_tiled_or_in_strips_make_the_same_pyramid_and_keep_their_icc_profile() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(
+        dir.path(),
+        "[web]\nlisten = \"127.0.0.1:0\"\nallow_anonymous = true\n",
+    );
+    let server = TestServer::start_in(dir.path(), "", "");
+    // The scanner's profile: littleCMS's own sRGB, not the one strata writes by default.
+    let icc = dir.path().join("scanner.icc");
+    let out = Command::new(python())
+        .args([
+            "-c",
+            "import sys; from PIL import ImageCms; \
+             open(sys.argv[1], 'wb').write(ImageCms.ImageCmsProfile(ImageCms.createProfile('sRGB')).tobytes())",
+        ])
+        .arg(&icc)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+
+    // Deflate tiles of 512 (edge tiles padded), a profile in tag 34675: exact at every level.
+    let tiled = generate(
+        dir.path(),
+        "tiled.tif",
+        3000,
+        2000,
+        11,
+        &[
+            "--tile",
+            "512",
+            "--compression",
+            "deflate",
+            "--icc",
+            icc.to_str().unwrap(),
+        ],
+    );
+    let summary = import(&server, &tiled, "j2k");
+    assert_eq!(summary["levels"].as_array().unwrap().len(), 5);
+    check(&server, &summary, (3000, 2000), 11, "j2k");
+    check_files(&server, &summary, Some(&icc));
+
+    // Strips of 64 rows, each a JPEG in YCbCr as scanners write them: converted to RGB,
+    // then JPEG tiles, within the JPEG bound of the exact pixels.
+    let strips = generate(
+        dir.path(),
+        "strips.tif",
+        1500,
+        1100,
+        12,
+        &["--tile", "0", "--compression", "jpeg"],
+    );
+    let summary = import(&server, &strips, "jpeg");
+    assert_eq!(summary["levels"].as_array().unwrap().len(), 4);
+    check(&server, &summary, (1500, 1100), 12, "jpeg");
+    check_files(&server, &summary, None);
+
+    // Neither PNG nor TIFF, or a TIFF cut short: a clear error, nothing stored.
+    let before = server.status()["tiers"]["online"]["instances"].clone();
+    let junk = dir.path().join("slide.bmp");
+    std::fs::write(&junk, b"BM not a slide").unwrap();
+    let cut = dir.path().join("cut.tif");
+    let bytes = std::fs::read(&tiled).unwrap();
+    // The IFD is at the end: keep the header's pointer, drop the middle.
+    let mut short = bytes[..bytes.len() / 2].to_vec();
+    short.extend_from_slice(&bytes[bytes.len() - 400..]);
+    std::fs::write(&cut, short).unwrap();
+    for (bad, why) in [(&junk, "neither PNG nor TIFF"), (&cut, "cut.tif")] {
+        let out = server.cli(&[
+            "wsi",
+            "import",
+            "--patient-id",
+            "WSI-2",
+            bad.to_str().unwrap(),
+        ]);
+        assert!(!out.status.success(), "{}", text(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(why),
+            "{}",
+            text(&out)
+        );
+    }
+    assert_eq!(server.status()["tiers"]["online"]["instances"], before);
 }

@@ -2,8 +2,13 @@
 """A synthetic slide-like RGB image for the whole-slide benchmark (tools/bench.sh, wsi section).
 
     gen_slide.py --out PATH.png --width W --height H [--seed 1]
+    gen_slide.py --out PATH.tif --width W --height H [--seed 1] [--tile 0|T]
+                 [--compression none|deflate|jpeg] [--icc PROFILE.icc]
 
-Writes an 8-bit RGB PNG: a near-white background with pink (eosin) tissue blobs dotted with
+Writes an 8-bit RGB PNG, or (by the extension .tif/.tiff) a baseline TIFF: strips of 64 rows
+(--tile 0) or T x T tiles, uncompressed, Deflate (zlib) or JPEG (each strip or tile a whole
+JFIF stream, quality 95, 4:4:4, Photometric YCbCr, as scanners write them), with the ICC profile
+of --icc in tag 34675. Either is: a near-white background with pink (eosin) tissue blobs dotted with
 purple (haematoxylin) nuclei and a fine fibre-like texture, so that JPEG tiles look like a
 real slide's rather than flat colour. Prints `slide W H bytes seconds` (bytes of the PNG).
 
@@ -144,17 +149,113 @@ def write_png(path, slide):
         return out.tell()
 
 
+TIFF_TYPES = {"SHORT": (3, "H"), "LONG": (4, "I"), "UNDEFINED": (7, "B"), "RATIONAL": (5, "II")}
+
+
+def encode_chunk(pixels, compression):
+    """One strip or tile's bytes as stored."""
+    if compression == "deflate":
+        return zlib.compress(pixels.tobytes(), 1)
+    if compression == "jpeg":
+        import io
+        from PIL import Image
+        out = io.BytesIO()
+        Image.fromarray(pixels).save(out, "JPEG", quality=95, subsampling=0)
+        return out.getvalue()
+    return pixels.tobytes()
+
+
+def write_tiff(path, slide, tile, compression, icc):
+    """A little-endian classic TIFF, written chunk by chunk (two threads encode); the IFD and
+    the offset tables at the end."""
+    w, h = slide.width, slide.height
+    if tile:
+        if tile % 16:
+            sys.exit("--tile: a multiple of 16")
+        # Tiles are whole: the right and bottom ones padded with black.
+        boxes = [(x, y, tile, tile) for y in range(0, h, tile) for x in range(0, w, tile)]
+    else:
+        boxes = [(0, y, w, min(BAND, h - y)) for y in range(0, h, BAND)]
+
+    def chunk_bytes(box):
+        x, y, cw, ch = box
+        pixels = np.zeros((ch, cw, 3), dtype=np.uint8)
+        rw, rh = min(cw, w - x), min(ch, h - y)
+        pixels[:rh, :rw] = slide.region(x, y, rw, rh)
+        return encode_chunk(pixels, compression)
+
+    offsets, lengths = [], []
+    with open(path, "wb") as out, ThreadPoolExecutor(2) as pool:
+        out.write(b"II*\0" + struct.pack("<I", 0))  # IFD offset patched at the end
+        pending = collections.deque()
+        for box in boxes + [None]:
+            if box is not None:
+                pending.append(pool.submit(chunk_bytes, box))
+            while pending and (len(pending) >= 4 or box is None):
+                data = pending.popleft().result()
+                offsets.append(out.tell())
+                lengths.append(len(data))
+                out.write(data)
+                if out.tell() % 2:
+                    out.write(b"\0")
+        entries = [
+            (256, "LONG", [w]), (257, "LONG", [h]), (258, "SHORT", [8, 8, 8]),
+            (259, "SHORT", [{"none": 1, "deflate": 8, "jpeg": 7}[compression]]),
+            (262, "SHORT", [6 if compression == "jpeg" else 2]),
+            (277, "SHORT", [3]), (284, "SHORT", [1]),
+        ]
+        if tile:
+            entries += [(322, "LONG", [tile]), (323, "LONG", [tile]),
+                        (324, "LONG", offsets), (325, "LONG", lengths)]
+        else:
+            entries += [(273, "LONG", offsets), (278, "LONG", [BAND]), (279, "LONG", lengths)]
+        if compression == "jpeg":
+            entries.append((530, "SHORT", [1, 1]))  # YCbCr subsampling as the JPEG has it: none
+        if icc:
+            entries.append((34675, "UNDEFINED", list(icc)))
+        entries.sort()
+        # Values too long for the entry go before the IFD.
+        placed = []
+        for tag, kind, values in entries:
+            code, fmt = TIFF_TYPES[kind]
+            data = struct.pack("<%d%s" % (len(values), fmt), *values)
+            if len(data) > 4:
+                if out.tell() % 2:
+                    out.write(b"\0")
+                at = out.tell()
+                out.write(data)
+                data = struct.pack("<I", at)
+            placed.append(struct.pack("<HHI", tag, code, len(values)) + data.ljust(4, b"\0"))
+        if out.tell() % 2:
+            out.write(b"\0")
+        ifd = out.tell()
+        out.write(struct.pack("<H", len(placed)) + b"".join(placed) + struct.pack("<I", 0))
+        size = out.tell()
+        out.seek(4)
+        out.write(struct.pack("<I", ifd))
+        return size
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
     ap.add_argument("--width", type=int, required=True)
     ap.add_argument("--height", type=int, required=True)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--tile", type=int, default=0, help="TIFF: tile side, 0 for strips")
+    ap.add_argument("--compression", choices=["none", "deflate", "jpeg"], default="deflate",
+                    help="TIFF: how strips or tiles are compressed")
+    ap.add_argument("--icc", help="TIFF: an ICC profile file to embed")
     args = ap.parse_args()
     if args.width < 1 or args.height < 1:
         sys.exit("width and height must be positive")
     t0 = time.perf_counter()
-    size = write_png(args.out, Slide(args.width, args.height, args.seed))
+    slide = Slide(args.width, args.height, args.seed)
+    if args.out.lower().endswith((".tif", ".tiff")):
+        icc = open(args.icc, "rb").read() if args.icc else None
+        size = write_tiff(args.out, slide, args.tile, args.compression, icc)
+    else:
+        size = write_png(args.out, slide)
     print(f"slide {args.width} {args.height} {size} {time.perf_counter() - t0:.2f}")
 
 

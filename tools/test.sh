@@ -9,8 +9,9 @@ cd "$(dirname "$0")/.."
 source tools/setup-deps.sh
 install_build_deps
 
-# prometheus brings promtool, which checks the /metrics answer (tests/metrics.rs).
-install_debian dcmtk orthanc iproute2 libopenjp2-tools postgresql openjph-tools curl prometheus
+# prometheus brings promtool, which checks the /metrics answer (tests/metrics.rs);
+# dicom3tools brings dciodvfy, which validates the whole-slide IOD (tests/wsi.rs).
+install_debian dcmtk orthanc iproute2 libopenjp2-tools postgresql openjph-tools curl prometheus dicom3tools
 install_venv
 # The browser test (tests/ohif.rs) drives Debian's chromium through Playwright (never a
 # downloaded browser) with the OHIF viewer from npm.

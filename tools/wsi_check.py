@@ -4,7 +4,7 @@ back over DICOMweb by wsidicom, against the pixels the pyramid rule gives.
 
     wsi_check.py --url URL --study UID --series UID --source-width W --source-height H
                  --seed N --tile T [--codec jpeg|j2k] [--mpp 0.25] [--max-mad 6.0]
-    wsi_check.py --dcmdump DIR
+    wsi_check.py --dcmdump DIR [--series UID] [--icc PROFILE.icc]
 
 The pyramid rule: level 0 is the source; level k+1 is ceil(w/2) x ceil(h/2), each pixel the
 (sum + 2) // 4 of its 2x2 level-k pixels (coordinates clamped to the level), channel by channel;
@@ -29,7 +29,10 @@ under 4.0 and 4:2:0 under 5.6. A mislabelled colour space or a tile out of place
 level made from the next one up 7-11; smaller pyramid mistakes are left to JPEG 2000 lossless,
 which must be exact.
 
---dcmdump DIR runs DCMTK's `dcmdump -q` on every .dcm under DIR and fails on a non-zero exit.
+--dcmdump DIR checks every .dcm under DIR (of series --series, if given): DCMTK's `dcmdump -q` parses it (exit 0); dicom3tools'
+`dciodvfy` (the IOD validator) reports no error against the VL Whole Slide Microscopy Image IOD
+(warnings are printed, not failed); and its Optical Path carries an ICC profile that littleCMS
+(Pillow's ImageCms) opens, byte for byte the file of --icc when given.
 """
 import argparse
 import math
@@ -101,11 +104,16 @@ def regions(slide, k, size, seed):
     return list(dict.fromkeys([(x, y, w, h), (cx, cy, w, h), (lw - w, lh - h, w, h)]))
 
 
-def dcmdump_all(folder):
-    if not os.path.exists("/usr/bin/dcmdump"):
-        sys.exit("--dcmdump: /usr/bin/dcmdump (DCMTK) is not installed")
+def dcmdump_all(folder, series, icc):
+    for tool in ("/usr/bin/dcmdump", "/usr/bin/dciodvfy"):
+        if not os.path.exists(tool):
+            sys.exit(f"--dcmdump: {tool} (DCMTK, dicom3tools) is not installed")
+    import pydicom
     files = sorted(os.path.join(d, f) for d, _, names in os.walk(folder)
                    for f in names if f.endswith(".dcm"))
+    if series:
+        files = [f for f in files
+                 if pydicom.dcmread(f, stop_before_pixels=True).SeriesInstanceUID == series]
     if not files:
         sys.exit(f"--dcmdump: no .dcm file under {folder}")
     for path in files:
@@ -113,7 +121,33 @@ def dcmdump_all(folder):
         if run.returncode != 0:  # -q says nothing: the reason, from a run without it
             why = subprocess.run(["/usr/bin/dcmdump", path], capture_output=True, text=True)
             sys.exit(f"dcmdump -q {path} exited {run.returncode}: {why.stderr.strip()[-500:]}")
-    print(f"dcmdump {len(files)} files ok")
+        run = subprocess.run(["/usr/bin/dciodvfy", path], capture_output=True, text=True)
+        report = [line for line in (run.stdout + run.stderr).splitlines() if line.strip()]
+        errors = [line for line in report if line.startswith("Error")]
+        for line in report:
+            if line.startswith("Warning"):
+                print(f"dciodvfy {os.path.basename(path)}: {line}")
+        if errors or "WholeSlideMicroscopy" not in "".join(report):
+            sys.exit(f"dciodvfy {path}:\n  " + "\n  ".join(errors or report[-20:]))
+        check_icc(path, icc)
+    print(f"dcmdump and dciodvfy {len(files)} files ok")
+
+
+def check_icc(path, icc):
+    """The Optical Path's ICC profile opens with littleCMS (and is --icc's, given)."""
+    import io
+    import pydicom
+    from PIL import ImageCms
+    paths = pydicom.dcmread(path, stop_before_pixels=True).get("OpticalPathSequence") or []
+    profile = paths[0].get("ICCProfile") if paths else None
+    if not profile:
+        sys.exit(f"{path}: no ICC Profile in the Optical Path Sequence")
+    try:
+        ImageCms.ImageCmsProfile(io.BytesIO(profile))
+    except (OSError, ImageCms.PyCMSError) as e:
+        sys.exit(f"{path}: littleCMS cannot open its ICC profile: {e}")
+    if icc is not None and bytes(profile) != icc:
+        sys.exit(f"{path}: ICC profile of {len(profile)} bytes is not the source's ({len(icc)})")
 
 
 def main():
@@ -130,9 +164,10 @@ def main():
     ap.add_argument("--max-mad", type=float, default=6.0,
                     help="JPEG: largest per-channel mean absolute difference allowed (of 255)")
     ap.add_argument("--dcmdump", metavar="DIR")
+    ap.add_argument("--icc", help="--dcmdump: the ICC profile every instance must carry")
     args = ap.parse_args()
     if args.dcmdump:
-        dcmdump_all(args.dcmdump)
+        dcmdump_all(args.dcmdump, args.series, open(args.icc, "rb").read() if args.icc else None)
         if not args.url:
             return
     needed = ("url", "study", "series", "source_width", "source_height")

@@ -42,6 +42,9 @@ pub struct Slide {
     /// `YYYYMMDD`, `HHMMSS`.
     pub date: String,
     pub time: String,
+    /// The source's ICC profile, or sRGB's ([`super::icc::srgb`]); required of colour
+    /// images in the Optical Path (PS3.3 C.8.12.5).
+    pub icc_profile: Vec<u8>,
 }
 
 /// One level: which, its size and its tiles.
@@ -190,6 +193,12 @@ fn common(slide: &Slide, o: &mut InMemDicomObject) {
         &mut path,
         tags::ILLUMINATION_COLOR_CODE_SEQUENCE,
         vec![code("414298005", "SCT", "Full Spectrum")],
+    );
+    put(
+        &mut path,
+        tags::ICC_PROFILE,
+        VR::OB,
+        PrimitiveValue::U8(slide.icc_profile.clone().into()),
     );
     sequence(o, tags::OPTICAL_PATH_SEQUENCE, vec![path]);
 }

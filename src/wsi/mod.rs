@@ -1,4 +1,4 @@
-//! Whole-slide images: a large RGB image (PNG) made into a DICOM VL Whole Slide Microscopy
+//! Whole-slide images: a large image (PNG or TIFF, [`source`]) made into a DICOM VL Whole Slide Microscopy
 //! Image series, one TILED_FULL multi-frame instance per pyramid level ([`pyramid`]: each
 //! level half the previous until one tile holds it), written as Part-10 files ready for
 //! ingest ([`instance`]). The image is read row by row and never held whole: memory is a
@@ -6,8 +6,10 @@
 //! every core while the next rows are read; each level's tiles are appended in order to a
 //! file of their own, and the Part-10 file is written around them at the end.
 
+pub mod icc;
 pub mod instance;
 pub mod pyramid;
+pub mod source;
 
 use std::collections::BTreeMap;
 use std::io::{BufWriter, Write};
@@ -17,6 +19,7 @@ use std::sync::{Arc, Mutex};
 
 use instance::{FramePlace, LevelHeader, Slide};
 use pyramid::{Pyramid, Strip, CHANNELS};
+use source::Source;
 
 /// How tiles are encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,68 +88,6 @@ pub fn new_uid() -> String {
         bytes = (now ^ ((std::process::id() as u128) << 96)).to_le_bytes();
     }
     format!("2.25.{}", u128::from_le_bytes(bytes))
-}
-
-/// Rows of the source image, one at a time, as RGB.
-struct Rows {
-    reader: png::Reader<std::io::BufReader<std::fs::File>>,
-    width: u32,
-    height: u32,
-    /// Source samples per pixel after expansion (1 grey, 2 grey+alpha, 3 RGB, 4 RGBA).
-    samples: usize,
-}
-
-impl Rows {
-    fn open(path: &Path) -> Result<Rows, WsiError> {
-        let bad = |e: &dyn std::fmt::Display| WsiError::Source(format!("{}: {e}", path.display()));
-        let file = std::fs::File::open(path).map_err(|e| bad(&e))?;
-        let mut decoder = png::Decoder::new(std::io::BufReader::with_capacity(1 << 20, file));
-        decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
-        let reader = decoder.read_info().map_err(|e| bad(&e))?;
-        let info = reader.info();
-        if info.interlaced {
-            return Err(bad(
-                &"an interlaced PNG cannot be read row by row; write it without interlacing",
-            ));
-        }
-        let (width, height) = (info.width, info.height);
-        let samples = match reader.output_color_type().0 {
-            png::ColorType::Grayscale => 1,
-            png::ColorType::GrayscaleAlpha => 2,
-            png::ColorType::Rgb => 3,
-            png::ColorType::Rgba => 4,
-            png::ColorType::Indexed => return Err(bad(&"an indexed PNG was not expanded")),
-        };
-        Ok(Rows {
-            reader,
-            width,
-            height,
-            samples,
-        })
-    }
-
-    /// The next row as RGB (alpha dropped, grey repeated).
-    fn next(&mut self) -> Result<Option<Vec<u8>>, WsiError> {
-        let Some(row) = self
-            .reader
-            .next_row()
-            .map_err(|e| WsiError::Source(e.to_string()))?
-        else {
-            return Ok(None);
-        };
-        let data = row.data();
-        if self.samples == 3 {
-            return Ok(Some(data.to_vec()));
-        }
-        let mut out = Vec::with_capacity(self.width as usize * CHANNELS);
-        for pixel in data.chunks_exact(self.samples) {
-            match self.samples {
-                1 | 2 => out.extend_from_slice(&[pixel[0]; 3]),
-                _ => out.extend_from_slice(&pixel[..3]),
-            }
-        }
-        Ok(Some(out))
-    }
 }
 
 /// Encoder threads at most (one per core up to this).
@@ -283,15 +224,20 @@ impl TileFiles {
     }
 }
 
+/// What [`encode_levels`] made: per level, the file of its tiles and their lengths.
+struct Levels {
+    width: u32,
+    height: u32,
+    icc_profile: Option<Vec<u8>>,
+    tiles: Vec<PathBuf>,
+    lengths: Vec<Vec<u32>>,
+}
+
 /// Reads `image` row by row into the pyramid, `workers` threads encoding its strips; each
 /// level's tiles end in a file in `dir`.
-fn encode_levels(
-    image: &Path,
-    dir: &Path,
-    options: &WsiOptions,
-) -> Result<(u32, u32, Vec<PathBuf>, Vec<Vec<u32>>), WsiError> {
-    let mut rows = Rows::open(image)?;
-    let (width, height, tile) = (rows.width, rows.height, options.tile);
+fn encode_levels(image: &Path, dir: &Path, options: &WsiOptions) -> Result<Levels, WsiError> {
+    let mut source = Source::open(image)?;
+    let (width, height, tile) = (source.width, source.height, options.tile);
     let mut pyramid = Pyramid::new(width, height, tile);
     let mut files = TileFiles::create(dir, pyramid.levels())?;
     // Memory is about (QUEUED_STRIPS + workers + levels) strips of width x tile x 3 bytes.
@@ -317,7 +263,7 @@ fn encode_levels(
             Ok(files)
         });
         let read = (|| -> Result<(), WsiError> {
-            while let Some(row) = rows.next()? {
+            while let Some(row) = source.next_row()? {
                 for strip in pyramid.push_row(&row) {
                     if send_job.send(strip).is_err() {
                         return Ok(()); // the writer failed: its error is the one to report
@@ -337,8 +283,14 @@ fn encode_levels(
             .join()
             .map_err(|_| WsiError::Encode("the tile writer panicked".into()))?;
         read?;
-        let (paths, lengths) = files?.finish()?;
-        Ok((width, height, paths, lengths))
+        let (tiles, lengths) = files?.finish()?;
+        Ok(Levels {
+            width,
+            height,
+            icc_profile: source.icc_profile.take(),
+            tiles,
+            lengths,
+        })
     })
 }
 
@@ -359,7 +311,13 @@ pub fn build(image: &Path, dir: &Path, options: &WsiOptions) -> Result<BuiltSlid
             options.tile
         )));
     }
-    let (width, height, tiles, lengths) = encode_levels(image, dir, options)?;
+    let Levels {
+        width,
+        height,
+        icc_profile,
+        tiles,
+        lengths,
+    } = encode_levels(image, dir, options)?;
     let (date, time) = today();
     let container = image
         .file_stem()
@@ -385,6 +343,7 @@ pub fn build(image: &Path, dir: &Path, options: &WsiOptions) -> Result<BuiltSlid
         quality: options.quality,
         date,
         time,
+        icc_profile: icc_profile.unwrap_or_else(icc::srgb),
     };
     let mut levels = Vec::new();
     for (level, ((w, h), (tiles, lengths))) in pyramid::level_sizes(width, height, options.tile)
