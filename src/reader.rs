@@ -584,6 +584,34 @@ impl Reader {
         Ok(bytes)
     }
 
+    /// `length` bytes at `at` bytes into a near-line copy (unchecked: a part cannot be
+    /// checked against the whole copy's CRC-32C, so the caller parses it as untrusted).
+    pub async fn read_copy_range(
+        &self,
+        copy: &Copy,
+        at: u64,
+        length: u64,
+    ) -> Result<Bytes, ReadError> {
+        let recovery = self.recovery.as_ref().ok_or_else(|| ReadError::Offline {
+            location: copy.location.clone(),
+        })?;
+        if copy.kind != CopyKind::Nearline {
+            return Err(ReadError::Offline {
+                location: copy.location.clone(),
+            });
+        }
+        let bytes = crate::archive::read_file_range(
+            &recovery.nearline,
+            &copy.location,
+            (copy.offset, copy.length),
+            at,
+            length,
+        )
+        .await?;
+        count_read("nearline", length);
+        Ok(bytes)
+    }
+
     /// `length` bytes at `at` bytes into the instance's Part-10 file.
     pub async fn read_range(
         &self,

@@ -3,7 +3,9 @@
 //! near-line copy (a lossy copy never replaces the last lossless one), C-MOVE returns
 //! bit-identical originals wherever a lossless copy survives, and when only the lossy copy is
 //! left it is sent marked lossy, counted as a warning and named in the log, and `verify`
-//! reports it without pretending `--repair` can mend it.
+//! reports it without pretending `--repair` can mend it. Its thumbnail then reads only the
+//! first resolutions of the lossy copy (whose levels are recorded like the archive's), and is
+//! not kept in the rendition cache as the instance's.
 
 mod common;
 
@@ -87,9 +89,13 @@ fn roi_copies_are_lossy_marked_extra_copies_and_served_only_when_nothing_lossles
     let dest_dir = tempfile::tempdir().unwrap();
     let dest = py_storescp("DEST", dest_dir.path(), &[]);
     let dest_port = dest.port;
+    let (token, sha256) = new_token();
+    let bearer = format!("Bearer {token}");
     let server = TestServer::start(&format!(
         "[[dicom.peers]]\naet = \"DEST\"\nhost = \"127.0.0.1\"\nport = {dest_port}\n\
-         {BACKUP}"
+         {BACKUP}[renditions]\ncache_mb = 8\ndir = \"renditions\"\n\
+         [web]\nlisten = \"127.0.0.1:0\"\nallow_anonymous = true\n\
+         [[web.users]]\nname = \"admin\"\ntoken_sha256 = [\"{sha256}\"]\nallow = [\"admin\"]\n"
     ));
     let study = corpus.study_uids()[0].clone();
     let paths: Vec<PathBuf> = corpus.study_paths(&study);
@@ -184,6 +190,35 @@ fn roi_copies_are_lossy_marked_extra_copies_and_served_only_when_nothing_lossles
         log.contains("every lossless copy is lost") && log.contains(&y),
         "the log says a lossy copy was served: {log}"
     );
+
+    // y's thumbnail (y is known lost: queued for repair) reads only the first resolutions
+    // of its lossy copy, each time: a view of a lossy copy is not cached as y's.
+    let web = server.web_port.unwrap();
+    let series = &corpus
+        .files
+        .iter()
+        .find(|f| f.sop_instance_uid == y)
+        .unwrap()
+        .series_instance_uid;
+    let thumbnail = format!("/dicom-web/studies/{study}/series/{series}/instances/{y}/thumbnail");
+    let copy_length = locate(&server, &study)[&y]["copies"][0]["length"]
+        .as_f64()
+        .unwrap();
+    for _ in 0..2 {
+        let before = read_bytes(web, &bearer, "nearline");
+        let (status, head, body) = http_get(web, &thumbnail, &[("Accept", "image/jpeg")]);
+        assert_eq!(status, 200, "{head}");
+        assert!(body.starts_with(&[0xFF, 0xD8]), "a JPEG");
+        let read = read_bytes(web, &bearer, "nearline") - before;
+        eprintln!("thumbnail of y: {read} of the lossy copy's {copy_length} bytes read");
+        assert!(
+            read > 0.0 && read * 4.0 < copy_length,
+            "{read} of the lossy copy's {copy_length} bytes read"
+        );
+    }
+    assert!(server
+        .log()
+        .contains("reduced view drawn from the lossy copy"));
     let received_y = files_below(dest_dir.path())
         .into_iter()
         .find(|p| p.to_string_lossy().contains(&y))

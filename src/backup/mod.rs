@@ -51,6 +51,7 @@ use crate::jobs::{JobKind, JobReport, JobRun, Trigger};
 use crate::locator::archive::PlacedInstance;
 use crate::locator::copies::{Copy, CopyKind, J2K_ROI, ORIGINAL};
 use crate::locator::{now_millis, Locator, LocatorError};
+use crate::model::levels::FrameLevels;
 use crate::model::schedule::{in_window, minute_now};
 use crate::model::StoredObject;
 use crate::reader::{Origin, Payload, ReadError, Reader, HOLD_LIMIT};
@@ -121,6 +122,8 @@ pub struct Backup {
 struct Prepared {
     payload: Payload,
     format: &'static str,
+    /// Where the resolution levels of a `j2k-roi` copy's frames end (empty otherwise).
+    levels: Vec<FrameLevels>,
     /// CRC-32C of the primary's bytes the copy was made from.
     source_crc32c: u32,
 }
@@ -346,7 +349,7 @@ impl Backup {
         instances: &[PlacedInstance],
         temp: &str,
         name: &str,
-    ) -> Result<(Vec<Copy>, BackedUp), BackupError> {
+    ) -> Result<(Vec<(Copy, Vec<FrameLevels>)>, BackedUp), BackupError> {
         // The temporaries' folder goes with a lost near-line folder; bring it back.
         LocalStore::open(&self.nearline_dir)?;
         let started = Instant::now();
@@ -381,7 +384,7 @@ impl Backup {
                 placed,
                 crc32c,
             });
-            formats.push((prepared.format, prepared.source_crc32c));
+            formats.push((prepared.format, prepared.source_crc32c, prepared.levels));
         }
         let length = builder.finish().await?;
         verify_container(&self.nearline, temp, &expected, length)
@@ -393,17 +396,20 @@ impl Backup {
         let copies = expected
             .into_iter()
             .zip(formats)
-            .map(|(e, (format, source_crc32c))| Copy {
-                sop_instance_uid: e.sop_instance_uid,
-                kind: CopyKind::Nearline,
-                location: name.to_string(),
-                member: String::new(),
-                offset: e.placed.offset,
-                length: e.placed.length,
-                crc32c: e.crc32c,
-                format: format.into(),
-                source_crc32c,
-                created_at,
+            .map(|(e, (format, source_crc32c, levels))| {
+                let copy = Copy {
+                    sop_instance_uid: e.sop_instance_uid,
+                    kind: CopyKind::Nearline,
+                    location: name.to_string(),
+                    member: String::new(),
+                    offset: e.placed.offset,
+                    length: e.placed.length,
+                    crc32c: e.crc32c,
+                    format: format.into(),
+                    source_crc32c,
+                    created_at,
+                };
+                (copy, levels)
             })
             .collect::<Vec<_>>();
         let backed = BackedUp {
@@ -484,6 +490,7 @@ async fn prepare(
         source_crc32c: crc32c(&bytes),
         payload: Payload::Whole(bytes),
         format: ORIGINAL,
+        levels: Vec::new(),
     };
     if object.length > HOLD_LIMIT {
         // Copied in parts as stored (a JPEG 2000 copy would need it whole).
@@ -492,6 +499,7 @@ async fn prepare(
             source_crc32c: payload.crc32c(),
             payload,
             format: ORIGINAL,
+            levels: Vec::new(),
         });
     }
     if format == BackupFormat::Original || !roi_source(&object.transfer_syntax_uid) {
@@ -518,6 +526,7 @@ async fn prepare(
                 source_crc32c: object.crc32c,
                 payload: Payload::Whole(Bytes::from(done.file)),
                 format: J2K_ROI,
+                levels: done.levels,
             })
         }
         Ok(_) => Ok(original(bytes)),

@@ -4,6 +4,7 @@
 
 use sqlx::Row;
 
+use super::copies::{copy_row, Copy, COPY_COLUMNS, J2K_ROI, ORIGINAL};
 use super::{stored_object, Locator, LocatorError};
 use crate::model::levels::FrameLevels;
 use crate::model::{StoredObject, Tier};
@@ -345,9 +346,11 @@ pub(super) async fn mark_committed(
     Ok(())
 }
 
-/// Records where the resolution levels of an instance's bytes with CRC-32C `crc32c` end,
-/// replacing what was recorded for other bytes; inside the caller's transaction.
-async fn record_levels(
+/// Records where the resolution levels of an instance's bytes with CRC-32C `crc32c` end (its
+/// primary's, or a near-line copy's), and forgets those of bytes that are neither its
+/// primary nor one of its copies any more; inside the caller's transaction, after the
+/// primary or copies were recorded.
+pub(super) async fn record_levels(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     sop_instance_uid: &str,
     crc32c: u32,
@@ -355,15 +358,33 @@ async fn record_levels(
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO resolution_levels (sop_instance_uid, crc32c, frames) VALUES ($1, $2, $3) \
-         ON CONFLICT (sop_instance_uid) DO UPDATE SET crc32c = excluded.crc32c, \
-         frames = excluded.frames",
+         ON CONFLICT (sop_instance_uid, crc32c) DO UPDATE SET frames = excluded.frames",
     )
     .bind(sop_instance_uid)
     .bind(i64::from(crc32c))
     .bind(serde_json::to_string(levels).expect("numbers serialize"))
     .execute(&mut **tx)
     .await?;
+    sqlx::query(
+        "DELETE FROM resolution_levels WHERE sop_instance_uid = $1 AND crc32c <> $2 \
+         AND crc32c NOT IN (SELECT crc32c FROM instances WHERE sop_instance_uid = $1) \
+         AND crc32c NOT IN (SELECT crc32c FROM copies WHERE sop_instance_uid = $1)",
+    )
+    .bind(sop_instance_uid)
+    .bind(i64::from(crc32c))
+    .execute(&mut **tx)
+    .await?;
     Ok(())
+}
+
+fn parse_levels(sop_instance_uid: &str, json: &str) -> Option<Vec<FrameLevels>> {
+    match serde_json::from_str(json) {
+        Ok(levels) => Some(levels),
+        Err(e) => {
+            tracing::warn!(sop_instance_uid, error = %e, "unreadable resolution levels; read whole");
+            None
+        }
+    }
 }
 
 impl Locator {
@@ -384,13 +405,43 @@ impl Locator {
         .await
         .map_err(err)?;
         Ok(frames
-            .and_then(|json| match serde_json::from_str(&json) {
-                Ok(levels) => Some(levels),
-                Err(e) => {
-                    tracing::warn!(sop_instance_uid, error = %e, "unreadable resolution levels; read whole");
-                    None
-                }
-            })
+            .and_then(|json| parse_levels(sop_instance_uid, &json))
             .unwrap_or_default())
+    }
+
+    /// When the primary with CRC-32C `source_crc32c` is known lost (queued for repair) and
+    /// no lossless copy of it is left, the near-line `j2k-roi` copy made from it whose
+    /// resolution levels are recorded, with those levels: what a reduced view of the
+    /// instance can read instead of decoding that lossy copy whole. `None` otherwise.
+    pub async fn lossy_copy_levels(
+        &self,
+        sop_instance_uid: &str,
+        source_crc32c: u32,
+    ) -> Result<Option<(Copy, Vec<FrameLevels>)>, LocatorError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {}, l.frames AS frames FROM copies c \
+             JOIN resolution_levels l \
+               ON l.sop_instance_uid = c.sop_instance_uid AND l.crc32c = c.crc32c \
+             WHERE c.sop_instance_uid = $1 AND c.source_crc32c = $2 AND c.kind = 'nearline' \
+               AND c.format = '{J2K_ROI}' AND c.bad_since IS NULL \
+               AND EXISTS (SELECT 1 FROM repairs WHERE sop_instance_uid = $1) \
+               AND NOT EXISTS (SELECT 1 FROM copies o WHERE o.sop_instance_uid = $1 \
+                 AND o.source_crc32c = $2 AND o.format = '{ORIGINAL}' AND o.bad_since IS NULL) \
+             LIMIT 1",
+            COPY_COLUMNS
+                .split(", ")
+                .map(|c| format!("c.{c}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )))
+        .bind(sop_instance_uid)
+        .bind(i64::from(source_crc32c))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(err)?;
+        let Some(row) = row else { return Ok(None) };
+        let copy = copy_row(&row).map_err(err)?;
+        let frames: String = row.try_get("frames").map_err(err)?;
+        Ok(parse_levels(sop_instance_uid, &frames).map(|levels| (copy, levels)))
     }
 }

@@ -9,6 +9,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use super::{now_millis, stored_object, Dialect, Locator, LocatorError};
+use crate::model::levels::FrameLevels;
 use crate::model::StoredObject;
 
 fn err(e: sqlx::Error) -> LocatorError {
@@ -94,7 +95,7 @@ pub struct QueueLengths {
     pub repairs: u64,
 }
 
-fn copy_row(row: &AnyRow) -> Result<Copy, sqlx::Error> {
+pub(super) fn copy_row(row: &AnyRow) -> Result<Copy, sqlx::Error> {
     Ok(Copy {
         sop_instance_uid: row.try_get("sop_instance_uid")?,
         kind: CopyKind::parse(row.try_get("kind")?)?,
@@ -109,7 +110,8 @@ fn copy_row(row: &AnyRow) -> Result<Copy, sqlx::Error> {
     })
 }
 
-const COPY_COLUMNS: &str = "sop_instance_uid, kind, location, member, byte_offset, byte_length, \
+pub(super) const COPY_COLUMNS: &str =
+    "sop_instance_uid, kind, location, member, byte_offset, byte_length, \
      crc32c, format, created_at, source_crc32c";
 
 /// The format of copies that hold the instance's bytes unchanged.
@@ -362,7 +364,7 @@ impl Locator {
     }
 
     /// In one transaction: records `copies` (all in `container`, whose bytes are durable and
-    /// verified) in place of the instances' older near-line copies, and takes the study off
+    /// verified; with the resolution levels of those encoded resolution first) in place of the instances' older near-line copies, and takes the study off
     /// the queue unless it was queued again after `mark` (from [`Locator::backup_mark`]; `None`
     /// keeps any queue entry). A copy whose source CRC no
     /// longer matches its instance (overwritten meanwhile) is not recorded. Returns the old near-line
@@ -372,7 +374,7 @@ impl Locator {
         study_instance_uid: &str,
         container: &str,
         mark: Option<i64>,
-        copies: &[Copy],
+        copies: &[(Copy, Vec<FrameLevels>)],
     ) -> Result<Vec<String>, LocatorError> {
         let _guard = self.write_guard().await;
         let mut tx = self.begin_write().await.map_err(err)?;
@@ -413,7 +415,7 @@ impl Locator {
             });
         }
         let mut old: Vec<String> = Vec::new();
-        for c in copies {
+        for (c, levels) in copies {
             let replaced: Vec<String> = sqlx::query_scalar(
                 "DELETE FROM copies WHERE sop_instance_uid = $1 AND kind = 'nearline' \
                  AND EXISTS (SELECT 1 FROM instances WHERE sop_instance_uid = $2 AND crc32c = $3) \
@@ -431,6 +433,11 @@ impl Locator {
                 }
             }
             insert_copy(&mut tx, c).await.map_err(err)?;
+            if !levels.is_empty() {
+                super::archive::record_levels(&mut tx, &c.sop_instance_uid, c.crc32c, levels)
+                    .await
+                    .map_err(err)?;
+            }
         }
         sqlx::query("DELETE FROM backup_queue WHERE study_instance_uid = $1 AND enqueued_at <= $2")
             .bind(study_instance_uid)

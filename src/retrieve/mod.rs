@@ -538,6 +538,27 @@ pub struct ReducedHead {
     pub resolution: usize,
     /// The instance's first `levels.bytes_for(resolution)` bytes.
     pub head: bytes::Bytes,
+    /// The bytes are of the near-line `j2k-roi` copy (lossy), every lossless copy being lost:
+    /// a view drawn from them is not cached as the instance's.
+    pub lossy_copy: bool,
+}
+
+/// For `levels` of `frame`, the lowest resolution at least `width` x `height` and the bytes
+/// up to its end, when that is less than the whole (`length` bytes) codestream.
+fn reduced_cut(
+    levels: Vec<FrameLevels>,
+    frame: u32,
+    (width, height): (u32, u32),
+    length: u64,
+) -> Option<(FrameLevels, usize, u64)> {
+    let levels = levels.into_iter().find(|l| l.frame == frame)?;
+    let resolution = levels.resolution_for(width, height);
+    // The full resolution is the whole codestream: read whole, checked.
+    if resolution >= levels.levels() {
+        return None;
+    }
+    let end = levels.bytes_for(resolution)?;
+    (end <= length).then_some((levels, resolution, end))
 }
 
 impl Instances {
@@ -629,7 +650,9 @@ impl Instances {
     /// For frame `frame` of entry `index`, when the resolution levels of its current copy
     /// are recorded (the converter encoded it): the lowest resolution at least `width` x
     /// `height`, and the instance's bytes up to that resolution's end, in one positioned
-    /// read. `None` otherwise (no levels, only the full resolution covers the size, or
+    /// read. When the primary is known lost with only a lossy near-line copy left, the
+    /// same from that copy if its levels are recorded ([`ReducedHead::lossy_copy`]).
+    /// `None` otherwise (no levels, only the full resolution covers the size, or
     /// `[retrieve] resolution_levels` is off), or when that read fails: the caller then
     /// reads the instance whole, a path that checks its checksum and falls back on backup
     /// copies.
@@ -645,29 +668,65 @@ impl Instances {
         }
         let (uid, object) = (self.uids.get(index)?, self.objects.get(index)?);
         let levels = match self.locator.resolution_levels(uid, object.crc32c).await {
-            Ok(all) => all.into_iter().find(|l| l.frame == frame)?,
+            Ok(all) => all,
             Err(e) => {
                 tracing::debug!(sop_instance_uid = %uid, error = %e, "resolution levels unread");
                 return None;
             }
         };
-        let resolution = levels.resolution_for(width, height);
-        // The full resolution is the whole codestream: read whole, checked.
-        if resolution >= levels.levels() {
-            return None;
+        if levels.is_empty() {
+            return self
+                .lossy_reduced_head(uid, object, frame, (width, height))
+                .await;
         }
-        let length = levels.bytes_for(resolution)?;
-        if length > object.length {
-            return None;
-        }
+        let (levels, resolution, length) =
+            reduced_cut(levels, frame, (width, height), object.length)?;
         match self.reader.read_range(object, 0, length).await {
             Ok(head) => Some(ReducedHead {
                 levels,
                 resolution,
                 head,
+                lossy_copy: false,
             }),
             Err(e) => {
-                tracing::debug!(sop_instance_uid = %uid, error = %e, "reduced read failed; reading whole");
+                tracing::debug!(sop_instance_uid = %uid, error = %e, "reduced read failed");
+                self.lossy_reduced_head(uid, object, frame, (width, height))
+                    .await
+            }
+        }
+    }
+
+    /// [`Instances::reduced_head`] from the near-line `j2k-roi` copy of `object`, when the
+    /// locator knows the primary lost and no lossless copy left
+    /// ([`Locator::lossy_copy_levels`]).
+    async fn lossy_reduced_head(
+        &self,
+        uid: &str,
+        object: &StoredObject,
+        frame: u32,
+        size: (u32, u32),
+    ) -> Option<ReducedHead> {
+        let (copy, levels) = match self.locator.lossy_copy_levels(uid, object.crc32c).await {
+            Ok(found) => found?,
+            Err(e) => {
+                tracing::debug!(sop_instance_uid = %uid, error = %e, "lossy copy levels unread");
+                return None;
+            }
+        };
+        let (levels, resolution, length) = reduced_cut(levels, frame, size, copy.length)?;
+        match self.reader.read_copy_range(&copy, 0, length).await {
+            Ok(head) => {
+                tracing::warn!(sop_instance_uid = %uid, copy = %copy.location, bytes = length,
+                    "every lossless copy is lost; reduced view drawn from the lossy copy");
+                Some(ReducedHead {
+                    levels,
+                    resolution,
+                    head,
+                    lossy_copy: true,
+                })
+            }
+            Err(e) => {
+                tracing::debug!(sop_instance_uid = %uid, error = %e, "lossy copy head unread");
                 None
             }
         }

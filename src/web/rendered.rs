@@ -350,9 +350,11 @@ async fn encoded(
         }
     }
     let started = std::time::Instant::now();
-    let (image, cpu) = drawn(instances, index, rendering, request).await?;
+    let (image, cpu, lossy_copy) = drawn(instances, index, rendering, request).await?;
     let image = Bytes::from(image);
-    if let Some(key) = &key {
+    // Drawn from a lossy copy (the primary lost): not kept as the instance's rendition,
+    // which a repaired primary would find again.
+    if let Some(key) = key.as_ref().filter(|_| !lossy_copy) {
         let cost = Cost {
             elapsed: started.elapsed(),
             cpu,
@@ -364,13 +366,14 @@ async fn encoded(
 
 /// The image drawn: from its lower resolutions only when the view is smaller than the image
 /// and the instance's resolution levels are recorded, else read and decoded whole; with the
-/// CPU time its decoding and drawing took.
+/// CPU time its decoding and drawing took, and whether it was drawn from a lossy copy's
+/// lower resolutions.
 async fn drawn(
     instances: &Instances,
     index: usize,
     rendering: Rendering,
     request: &Request,
-) -> Result<(Vec<u8>, Duration), WebError> {
+) -> Result<(Vec<u8>, Duration, bool), WebError> {
     let (media, quality) = (request.media, request.quality);
     if let Some(Viewport {
         width,
@@ -381,6 +384,7 @@ async fn drawn(
         if let Some((_read, reduced)) =
             frames::read_reduced(instances, index, rendering.frame, width, height).await?
         {
+            let lossy_copy = reduced.lossy_copy;
             let drawn = tokio::task::spawn_blocking(move || {
                 let cpu = thread_cpu();
                 let object = reduced_image(&reduced.head, &reduced.levels, reduced.resolution)
@@ -394,7 +398,7 @@ async fn drawn(
             })
             .await;
             match drawn {
-                Ok(Ok(image)) => return Ok(image),
+                Ok(Ok((image, cpu))) => return Ok((image, cpu, lossy_copy)),
                 Ok(Err(reason)) => tracing::warn!(
                     sop_instance_uid = %instances.items()[index].sop_instance_uid,
                     reason, "reduced image not drawn; reading whole"),
@@ -407,7 +411,7 @@ async fn drawn(
         let cpu = thread_cpu();
         let object = frames::parse(&data_set, EXPLICIT_VR_LITTLE_ENDIAN)?;
         let image = draw(&object, &rendering, media, quality)?;
-        Ok((image, thread_cpu().saturating_sub(cpu)))
+        Ok((image, thread_cpu().saturating_sub(cpu), false))
     })
     .await
     .map_err(|e| WebError::internal(e.to_string()))?
