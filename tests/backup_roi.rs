@@ -219,6 +219,15 @@ fn roi_copies_are_lossy_marked_extra_copies_and_served_only_when_nothing_lossles
     assert!(server
         .log()
         .contains("reduced view drawn from the lossy copy"));
+    // Its full-size rendering reads the lossy copy whole, each time (not cached either).
+    let rendered = format!("/dicom-web/studies/{study}/series/{series}/instances/{y}/rendered");
+    for _ in 0..2 {
+        let before = read_bytes(web, &bearer, "nearline");
+        let (status, head, _) = http_get(web, &rendered, &[("Accept", "image/png")]);
+        assert_eq!(status, 200, "{head}");
+        let read = read_bytes(web, &bearer, "nearline") - before;
+        assert!(read >= copy_length, "{read} of {copy_length} bytes read");
+    }
     let received_y = files_below(dest_dir.path())
         .into_iter()
         .find(|p| p.to_string_lossy().contains(&y))

@@ -136,12 +136,25 @@ pub async fn read_whole(
     index: usize,
     syntax: &str,
 ) -> Result<(SemaphorePermit<'static>, Bytes), WebError> {
+    read_whole_noting(instances, index, syntax)
+        .await
+        .map(|(read, data_set, _)| (read, data_set))
+}
+
+/// [`read_whole`], and why the data set is not the one stored, when it is not (a lossy copy
+/// read because every lossless copy is lost).
+pub async fn read_whole_noting(
+    instances: &Instances,
+    index: usize,
+    syntax: &str,
+) -> Result<(SemaphorePermit<'static>, Bytes, Option<String>), WebError> {
     let read = READS
         .acquire()
         .await
         .map_err(|e| WebError::internal(e.to_string()))?;
     let mut pieces = instances.read(vec![(index, syntax.to_string())]);
     let mut data_set = BytesMut::new();
+    let mut substitute = None;
     while let Some(piece) = pieces.recv().await {
         match piece {
             Piece::Start { length, .. } if length > MAX_INSTANCE => {
@@ -150,12 +163,17 @@ pub async fn read_whole(
                     format!("the instance is {length} bytes in {syntax}: images are served up to {MAX_INSTANCE}"),
                 ))
             }
-            Piece::Start { length, .. } => data_set.reserve(length as usize),
+            Piece::Start {
+                length, warning, ..
+            } => {
+                data_set.reserve(length as usize);
+                substitute = warning;
+            }
             Piece::Data(bytes) => data_set.extend_from_slice(&bytes),
             Piece::Failed { reason, .. } => return Err(WebError::internal(reason)),
         }
     }
-    Ok((read, data_set.freeze()))
+    Ok((read, data_set.freeze(), substitute))
 }
 
 /// For frame `frame` of entry `index` of `instances`, the first bytes of the instance

@@ -352,8 +352,8 @@ async fn encoded(
     let started = std::time::Instant::now();
     let (image, cpu, lossy_copy) = drawn(instances, index, rendering, request).await?;
     let image = Bytes::from(image);
-    // Drawn from a lossy copy (the primary lost): not kept as the instance's rendition,
-    // which a repaired primary would find again.
+    // Drawn from a lossy copy (every lossless copy lost): not kept as the instance's
+    // rendition, which a repaired primary would find again.
     if let Some(key) = key.as_ref().filter(|_| !lossy_copy) {
         let cost = Cost {
             elapsed: started.elapsed(),
@@ -366,8 +366,8 @@ async fn encoded(
 
 /// The image drawn: from its lower resolutions only when the view is smaller than the image
 /// and the instance's resolution levels are recorded, else read and decoded whole; with the
-/// CPU time its decoding and drawing took, and whether it was drawn from a lossy copy's
-/// lower resolutions.
+/// CPU time its decoding and drawing took, and whether it was drawn from a lossy copy (every
+/// lossless copy being lost).
 async fn drawn(
     instances: &Instances,
     index: usize,
@@ -406,12 +406,14 @@ async fn drawn(
             }
         }
     }
-    let (_read, data_set) = frames::read_whole(instances, index, EXPLICIT_VR_LITTLE_ENDIAN).await?;
+    let (_read, data_set, substitute) =
+        frames::read_whole_noting(instances, index, EXPLICIT_VR_LITTLE_ENDIAN).await?;
+    let lossy_copy = substitute.is_some();
     tokio::task::spawn_blocking(move || {
         let cpu = thread_cpu();
         let object = frames::parse(&data_set, EXPLICIT_VR_LITTLE_ENDIAN)?;
         let image = draw(&object, &rendering, media, quality)?;
-        Ok((image, thread_cpu().saturating_sub(cpu), false))
+        Ok((image, thread_cpu().saturating_sub(cpu), lossy_copy))
     })
     .await
     .map_err(|e| WebError::internal(e.to_string()))?
