@@ -563,23 +563,7 @@ impl Reader {
 
     /// An extra copy's bytes, checked against its CRC-32C.
     pub async fn read_copy(&self, copy: &Copy) -> Result<Bytes, ReadError> {
-        let recovery = self.recovery.as_ref().ok_or_else(|| ReadError::Offline {
-            location: copy.location.clone(),
-        })?;
-        if copy.kind != CopyKind::Nearline {
-            return Err(ReadError::Offline {
-                location: copy.location.clone(),
-            });
-        }
-        let bytes = crate::archive::read_file_range(
-            &recovery.nearline,
-            &copy.location,
-            (copy.offset, copy.length),
-            0,
-            copy.length,
-        )
-        .await?;
-        count_read("nearline", copy.length);
+        let bytes = self.read_copy_range(copy, 0, copy.length).await?;
         check(&copy.location, &bytes, copy.crc32c)?;
         Ok(bytes)
     }
