@@ -365,13 +365,21 @@ pub(super) async fn record_levels(
     .bind(serde_json::to_string(levels).expect("numbers serialize"))
     .execute(&mut **tx)
     .await?;
+    forget_stale_levels(tx, sop_instance_uid).await
+}
+
+/// Forgets the resolution levels of an instance's bytes that are neither its primary nor
+/// one of its copies (any more); inside the caller's transaction.
+pub(super) async fn forget_stale_levels(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    sop_instance_uid: &str,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "DELETE FROM resolution_levels WHERE sop_instance_uid = $1 AND crc32c <> $2 \
+        "DELETE FROM resolution_levels WHERE sop_instance_uid = $1 \
          AND crc32c NOT IN (SELECT crc32c FROM instances WHERE sop_instance_uid = $1) \
          AND crc32c NOT IN (SELECT crc32c FROM copies WHERE sop_instance_uid = $1)",
     )
     .bind(sop_instance_uid)
-    .bind(i64::from(crc32c))
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -432,9 +432,14 @@ impl Locator {
                     old.push(l);
                 }
             }
-            insert_copy(&mut tx, c).await.map_err(err)?;
-            if !levels.is_empty() {
+            let inserted = insert_copy(&mut tx, c).await.map_err(err)?;
+            if inserted && !levels.is_empty() {
                 super::archive::record_levels(&mut tx, &c.sop_instance_uid, c.crc32c, levels)
+                    .await
+                    .map_err(err)?;
+            } else {
+                // A replaced ROI copy's levels go with it.
+                super::archive::forget_stale_levels(&mut tx, &c.sop_instance_uid)
                     .await
                     .map_err(err)?;
             }
