@@ -300,17 +300,17 @@ fn tiff_sources_tiled_or_in_strips_make_the_same_pyramid_and_keep_their_icc_prof
     check(&server, &summary, (1500, 1100), 12, "jpeg");
     check_files(&server, &summary, None);
 
-    // Neither PNG nor TIFF, or a TIFF cut short: a clear error, nothing stored.
+    // Neither PNG nor TIFF, or a TIFF whose tiles are damaged half-way through: a clear
+    // error naming the file, nothing stored.
     let before = server.status()["tiers"]["online"]["instances"].clone();
     let junk = dir.path().join("slide.bmp");
     std::fs::write(&junk, b"BM not a slide").unwrap();
-    let cut = dir.path().join("cut.tif");
-    let bytes = std::fs::read(&tiled).unwrap();
-    // The IFD is at the end: keep the header's pointer, drop the middle.
-    let mut short = bytes[..bytes.len() / 2].to_vec();
-    short.extend_from_slice(&bytes[bytes.len() - 400..]);
-    std::fs::write(&cut, short).unwrap();
-    for (bad, why) in [(&junk, "neither PNG nor TIFF"), (&cut, "cut.tif")] {
+    let damaged = dir.path().join("damaged.tif");
+    let mut bytes = std::fs::read(&tiled).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle..middle + 65536].fill(0);
+    std::fs::write(&damaged, bytes).unwrap();
+    for (bad, why) in [(&junk, "neither PNG nor TIFF"), (&damaged, "damaged.tif")] {
         let out = server.cli(&[
             "wsi",
             "import",

@@ -13,11 +13,15 @@ use super::pyramid::CHANNELS;
 use super::WsiError;
 
 /// Largest decoded strip or tile (bytes): a TIFF written as a few huge strips is refused
-/// rather than read into memory whole.
+/// rather than read into memory whole. (A JPEG-compressed one is decoded by the crate from
+/// its own header's size, at most 16,384 x 16,384.)
 const LARGEST_CHUNK: usize = 256 << 20;
-/// Largest TIFF tag value (bytes): the strip or tile offsets of a 200,000-pixel-wide slide in
-/// 256-pixel tiles need about 5 MB.
-const LARGEST_TAG: usize = 64 << 20;
+/// Largest band (a strip, or a row of tiles, as stored): checked against the header before
+/// anything is read, since a row of tall narrow tiles passes the per-tile limit. A band is
+/// held twice at most (as stored and as RGB rows).
+const LARGEST_BAND: u64 = 512 << 20;
+/// Largest ICC profile taken from a source (bytes); a bigger one is refused.
+const LARGEST_ICC: usize = 4 << 20;
 
 /// An open source image.
 pub struct Source {
@@ -26,6 +30,8 @@ pub struct Source {
     /// The embedded ICC profile (PNG `iCCP`, TIFF tag 34675), if any.
     pub icc_profile: Option<Vec<u8>>,
     rows: Rows,
+    /// For errors.
+    path: std::path::PathBuf,
 }
 
 enum Rows {
@@ -45,33 +51,41 @@ impl Source {
         File::open(path)
             .and_then(|mut f| f.read_exact(&mut magic))
             .map_err(|e| bad(&e))?;
-        match magic {
-            [0x89, b'P', b'N', b'G'] => open_png(path).map_err(|e| bad(&e)),
-            [b'I', b'I', 42 | 43, 0] | [b'M', b'M', 0, 42 | 43] => {
-                open_tiff(path).map_err(|e| bad(&e))
-            }
-            _ => Err(bad(&"neither PNG nor TIFF")),
-        }
+        let rows = match magic {
+            [0x89, b'P', b'N', b'G'] => open_png(path),
+            [b'I', b'I', 42 | 43, 0] | [b'M', b'M', 0, 42 | 43] => open_tiff(path),
+            _ => Err("neither PNG nor TIFF".to_string()),
+        };
+        let (width, height, icc_profile, rows) = rows.map_err(|e| bad(&e))?;
+        Ok(Source {
+            width,
+            height,
+            icc_profile,
+            rows,
+            path: path.to_path_buf(),
+        })
     }
 
     /// The next row as RGB, `None` after the last.
     pub fn next_row(&mut self) -> Result<Option<Vec<u8>>, WsiError> {
-        match &mut self.rows {
+        let row = match &mut self.rows {
             Rows::Png { reader, samples } => {
-                let Some(row) = reader
+                let samples = *samples;
+                reader
                     .next_row()
-                    .map_err(|e| WsiError::Source(e.to_string()))?
-                else {
-                    return Ok(None);
-                };
-                Ok(Some(to_rgb(row.data(), *samples, false)))
+                    .map(|row| row.map(|row| to_rgb(row.data(), samples, false)))
+                    .map_err(|e| e.to_string())
             }
             Rows::Tiff(tiff) => tiff.next_row(),
-        }
+        };
+        row.map_err(|e| WsiError::Source(format!("{}: {e}", self.path.display())))
     }
 }
 
-fn open_png(path: &Path) -> Result<Source, String> {
+/// What opening a source gives: width, height, ICC profile, rows.
+type Opened = (u32, u32, Option<Vec<u8>>, Rows);
+
+fn open_png(path: &Path) -> Result<Opened, String> {
     let file = File::open(path).map_err(|e| e.to_string())?;
     let mut decoder = png::Decoder::new(BufReader::with_capacity(1 << 20, file));
     decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
@@ -83,7 +97,7 @@ fn open_png(path: &Path) -> Result<Source, String> {
         );
     }
     let (width, height) = (info.width, info.height);
-    let icc_profile = info.icc_profile.as_ref().map(|p| p.to_vec());
+    let icc_profile = info.icc_profile.as_ref().and_then(|p| rgb_profile(p));
     let samples = match reader.output_color_type().0 {
         png::ColorType::Grayscale => 1,
         png::ColorType::GrayscaleAlpha => 2,
@@ -91,15 +105,31 @@ fn open_png(path: &Path) -> Result<Source, String> {
         png::ColorType::Rgba => 4,
         png::ColorType::Indexed => return Err("an indexed PNG was not expanded".into()),
     };
-    Ok(Source {
-        width,
-        height,
-        icc_profile,
-        rows: Rows::Png {
-            reader: Box::new(reader),
-            samples,
-        },
-    })
+    let rows = Rows::Png {
+        reader: Box::new(reader),
+        samples,
+    };
+    Ok((width, height, icc_profile, rows))
+}
+
+/// `profile` when it is a whole ICC profile of RGB data (its header's size, signature and
+/// colour space), else `None` with a warning: the slide then gets sRGB's. A grey source's
+/// grey profile does not describe the RGB tiles made of it.
+fn rgb_profile(profile: &[u8]) -> Option<Vec<u8>> {
+    let field = |at: usize| profile.get(at..at + 4);
+    let size = field(0).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize);
+    if profile.len() >= 132
+        && size == Some(profile.len())
+        && field(36) == Some(b"acsp")
+        && field(16) == Some(b"RGB ")
+    {
+        return Some(profile.to_vec());
+    }
+    tracing::warn!(
+        bytes = profile.len(),
+        "the source's ICC profile is not a whole RGB profile; sRGB's is written instead"
+    );
+    None
 }
 
 /// `samples`-per-pixel 8-bit pixels as RGB; `ycbcr`: three samples are YCbCr (full range,
@@ -146,18 +176,29 @@ struct TiffRows {
     ready: VecDeque<Vec<u8>>,
 }
 
-fn open_tiff(path: &Path) -> Result<Source, String> {
+fn open_tiff(path: &Path) -> Result<Opened, String> {
     use tiff::decoder::{ChunkType, Decoder, Limits};
     use tiff::tags::Tag;
     use tiff::ColorType;
     let file = File::open(path).map_err(|e| e.to_string())?;
-    let mut limits = Limits::default();
-    limits.decoding_buffer_size = LARGEST_CHUNK;
-    limits.intermediate_buffer_size = LARGEST_CHUNK;
-    limits.ifd_value_size = LARGEST_TAG;
+    let limits = |bytes: usize| {
+        let mut limits = Limits::default();
+        limits.decoding_buffer_size = bytes;
+        limits.intermediate_buffer_size = bytes;
+        limits
+    };
+    // The ICC tag is read as one value per byte: its limit counts those values.
     let mut decoder = Decoder::new(BufReader::with_capacity(1 << 20, file))
         .map_err(|e| e.to_string())?
-        .with_limits(limits);
+        .with_limits(limits(
+            LARGEST_ICC * std::mem::size_of::<tiff::decoder::ifd::Value>(),
+        ));
+    let icc_profile = match decoder.find_tag(Tag::IccProfile) {
+        Ok(Some(value)) => rgb_profile(&value.into_u8_vec().map_err(|e| e.to_string())?),
+        Ok(None) => None,
+        Err(e) => return Err(format!("ICC profile (tag 34675): {e}")),
+    };
+    let mut decoder = decoder.with_limits(limits(LARGEST_CHUNK));
     let (width, height) = decoder.dimensions().map_err(|e| e.to_string())?;
     let planar = decoder
         .find_tag_unsigned::<u16>(Tag::PlanarConfiguration)
@@ -168,7 +209,12 @@ fn open_tiff(path: &Path) -> Result<Source, String> {
     let color = decoder.colortype().map_err(|e| e.to_string())?;
     let (samples, ycbcr) = match color {
         ColorType::Gray(8) => (1, false),
-        ColorType::GrayA(8) => (2, false),
+        // Grey and alpha: the crate names two 8-bit samples so.
+        ColorType::GrayA(8)
+        | ColorType::Multiband {
+            bit_depth: 8,
+            num_samples: 2,
+        } => (2, false),
         ColorType::RGB(8) => (3, false),
         ColorType::RGBA(8) => (4, false),
         ColorType::YCbCr(8) => (3, true),
@@ -178,15 +224,16 @@ fn open_tiff(path: &Path) -> Result<Source, String> {
             ))
         }
     };
-    let icc_profile = match decoder.find_tag(Tag::IccProfile) {
-        Ok(Some(value)) => Some(value.into_u8_vec().map_err(|e| e.to_string())?),
-        Ok(None) => None,
-        Err(e) => return Err(e.to_string()),
-    };
     let tiled = decoder.get_chunk_type() == ChunkType::Tile;
     let chunk = decoder.chunk_dimensions();
     if chunk.0 == 0 || chunk.1 == 0 {
         return Err("strips or tiles of no size".into());
+    }
+    let band = u64::from(chunk.1.min(height)) * u64::from(width) * samples as u64;
+    if band > LARGEST_BAND {
+        return Err(format!(
+            "strips or rows of tiles of {band} bytes: at most {LARGEST_BAND} are read at once"
+        ));
     }
     let bands = height.div_ceil(chunk.1);
     let count = if tiled {
@@ -205,33 +252,29 @@ fn open_tiff(path: &Path) -> Result<Source, String> {
             "{count} strips or tiles listed, {needed} needed for its size"
         ));
     }
-    Ok(Source {
+    let rows = Rows::Tiff(Box::new(TiffRows {
+        decoder,
         width,
-        height,
-        icc_profile,
-        rows: Rows::Tiff(Box::new(TiffRows {
-            decoder,
-            width,
-            samples,
-            ycbcr,
-            tiled,
-            chunk,
-            next_band: 0,
-            bands,
-            ready: VecDeque::new(),
-        })),
-    })
+        samples,
+        ycbcr,
+        tiled,
+        chunk,
+        next_band: 0,
+        bands,
+        ready: VecDeque::new(),
+    }));
+    Ok((width, height, icc_profile, rows))
 }
 
 impl TiffRows {
-    fn next_row(&mut self) -> Result<Option<Vec<u8>>, WsiError> {
+    fn next_row(&mut self) -> Result<Option<Vec<u8>>, String> {
         if self.ready.is_empty() && self.next_band < self.bands {
             self.read_band().map_err(|e| {
-                WsiError::Source(format!(
+                format!(
                     "TIFF {} {}: {e}",
                     if self.tiled { "tile row" } else { "strip" },
                     self.next_band
-                ))
+                )
             })?;
             self.next_band += 1;
         }
@@ -308,6 +351,77 @@ mod tests {
     fn grey_and_alpha_become_rgb() {
         assert_eq!(to_rgb(&[7, 200, 9, 100], 2, false), [7, 7, 7, 9, 9, 9]);
         assert_eq!(to_rgb(&[1, 2, 3, 4], 4, false), [1, 2, 3]);
+    }
+
+    #[test]
+    fn only_a_whole_rgb_icc_profile_is_kept() {
+        let srgb = crate::wsi::icc::srgb();
+        assert_eq!(rgb_profile(&srgb), Some(srgb.clone()));
+        let mut grey = srgb.clone();
+        grey[16..20].copy_from_slice(b"GRAY");
+        assert_eq!(rgb_profile(&grey), None);
+        assert_eq!(rgb_profile(&srgb[..srgb.len() - 1]), None, "cut short");
+        assert_eq!(rgb_profile(b"acsp"), None);
+    }
+
+    /// A little-endian TIFF header and IFD of `entries` (tag, type, values), values that do
+    /// not fit in an entry stored after the IFD; no pixel data.
+    fn tiff_header(entries: &[(u16, u16, Vec<u32>)]) -> Vec<u8> {
+        let mut out = b"II*\0".to_vec();
+        out.extend_from_slice(&8u32.to_le_bytes());
+        let after = 8 + 2 + 12 * entries.len() + 4;
+        let mut extra: Vec<u8> = Vec::new();
+        out.extend_from_slice(&(entries.len() as u16).to_le_bytes());
+        for (tag, kind, values) in entries {
+            let mut data: Vec<u8> = Vec::new();
+            for v in values {
+                match kind {
+                    3 => data.extend_from_slice(&(*v as u16).to_le_bytes()),
+                    _ => data.extend_from_slice(&v.to_le_bytes()),
+                }
+            }
+            out.extend_from_slice(&tag.to_le_bytes());
+            out.extend_from_slice(&kind.to_le_bytes());
+            out.extend_from_slice(&(values.len() as u32).to_le_bytes());
+            if data.len() <= 4 {
+                data.resize(4, 0);
+                out.extend_from_slice(&data);
+            } else {
+                out.extend_from_slice(&((after + extra.len()) as u32).to_le_bytes());
+                extra.extend_from_slice(&data);
+            }
+        }
+        out.extend_from_slice(&0u32.to_le_bytes());
+        out.extend_from_slice(&extra);
+        out
+    }
+
+    #[test]
+    fn a_row_of_tall_narrow_tiles_is_refused_before_it_is_read() {
+        // 100,000 x 100,000 RGB in tiles 16 wide and the image's height: each tile is
+        // 4.8 MB, their row 30 GB.
+        let (side, tile_width) = (100_000u32, 16u32);
+        let across = side.div_ceil(tile_width);
+        let header = tiff_header(&[
+            (256, 4, vec![side]),
+            (257, 4, vec![side]),
+            (258, 3, vec![8, 8, 8]),
+            (259, 3, vec![1]),
+            (262, 3, vec![2]),
+            (277, 3, vec![3]),
+            (284, 3, vec![1]),
+            (322, 4, vec![tile_width]),
+            (323, 4, vec![side]),
+            (324, 4, vec![8; across as usize]),
+            (325, 4, vec![16; across as usize]),
+        ]);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tall.tif");
+        std::fs::write(&path, header).unwrap();
+        let Err(e) = Source::open(&path) else {
+            panic!("opened")
+        };
+        assert!(e.to_string().contains("at most"), "{e}");
     }
 
     #[test]
