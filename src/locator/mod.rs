@@ -174,6 +174,9 @@ struct SeriesCache {
 #[derive(Debug)]
 pub struct Locator {
     pool: AnyPool,
+    /// SQLite only: the connection write transactions ([`Locator::begin_write`]) run on,
+    /// so its page cache stays valid from one commit to the next.
+    writer: Option<AnyPool>,
     dialect: Dialect,
     /// SQLite only: one writer at a time within this process.
     write_lock: Mutex<()>,
@@ -229,30 +232,28 @@ impl Locator {
             let _ = first.close().await;
         }
         let cache_kib = u64::from(config.sqlite_cache_mib.max(1)) * 1024;
-        let pool = AnyPoolOptions::new()
+        let pool = pool_options(dialect, cache_kib)
             .max_connections(config.max_connections.max(1))
-            .acquire_timeout(Duration::from_secs(30))
-            .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    if dialect == Dialect::Sqlite {
-                        // C-FIND wildcards are case-sensitive except where a query folds case
-                        // itself; PostgreSQL's LIKE already is.
-                        // A negative cache_size is in KiB: each connection's page cache
-                        // is bounded, so the server's memory is too (the operating system
-                        // caches the file itself).
-                        let pragmas = format!(
-                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-                             PRAGMA foreign_keys = ON; PRAGMA case_sensitive_like = ON; \
-                             PRAGMA busy_timeout = 30000; PRAGMA cache_size = -{cache_kib};"
-                        );
-                        conn.execute(sqlx::AssertSqlSafe(pragmas)).await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(LocatorError::Connect)?;
+        // SQLite: every write transaction runs on this one connection. A connection whose
+        // page cache another connection's commit made stale drops its whole cache and reads
+        // the pages back (WAL); writes taken from the pool in turn did that on every commit
+        // (25 page reads and a 16 MiB cache emptied per instance received, a third of the
+        // server's CPU with one association sending).
+        let writer = match dialect {
+            Dialect::Sqlite => Some(
+                pool_options(dialect, cache_kib)
+                    .max_connections(1)
+                    .idle_timeout(None)
+                    .max_lifetime(None)
+                    .connect_with(options)
+                    .await
+                    .map_err(LocatorError::Connect)?,
+            ),
+            Dialect::Postgres => None,
+        };
         match dialect {
             Dialect::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
             Dialect::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,
@@ -264,6 +265,7 @@ impl Locator {
         let heartbeat = leases::spawn_heartbeat(pool.clone(), dialect, held.clone());
         Ok(Locator {
             pool,
+            writer,
             dialect,
             write_lock: Mutex::new(()),
             held,
@@ -310,17 +312,19 @@ impl Locator {
     /// Opens a write transaction (see [`Dialect::begin_write`]).
     async fn begin_write(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
         let waiting = std::time::Instant::now();
-        let tx = self.pool.begin_with(self.dialect.begin_write()).await;
+        let pool = self.writer.as_ref().unwrap_or(&self.pool);
+        let tx = pool.begin_with(self.dialect.begin_write()).await;
         crate::metrics::LOCATOR_WAIT.observe_duration(&["begin"], waiting.elapsed());
         tx
     }
 
     /// The connection pool now: connections open, of which idle, and the most it opens.
     pub fn pool_state(&self) -> PoolState {
+        let writer = self.writer.as_ref();
         PoolState {
-            open: self.pool.size(),
-            idle: self.pool.num_idle() as u32,
-            max: self.pool.options().get_max_connections(),
+            open: self.pool.size() + writer.map_or(0, |w| w.size()),
+            idle: (self.pool.num_idle() + writer.map_or(0, |w| w.num_idle())) as u32,
+            max: self.pool.options().get_max_connections() + u32::from(writer.is_some()),
         }
     }
 
@@ -328,6 +332,9 @@ impl Locator {
     pub async fn close(&self) {
         self.heartbeat.abort();
         self.end_lease().await;
+        if let Some(writer) = &self.writer {
+            writer.close().await;
+        }
         self.pool.close().await;
     }
 
@@ -694,6 +701,30 @@ impl Locator {
             })
             .collect()
     }
+}
+
+/// A pool's options with its connections' settings: on SQLite WAL, `synchronous = FULL`,
+/// foreign keys, case-sensitive LIKE (C-FIND wildcards are case-sensitive except where a
+/// query folds case itself; PostgreSQL's LIKE already is), a busy timeout, and a page cache
+/// of `cache_kib` (bounded, so the server's memory is too; the operating system caches the
+/// file itself).
+fn pool_options(dialect: Dialect, cache_kib: u64) -> AnyPoolOptions {
+    AnyPoolOptions::new()
+        .acquire_timeout(Duration::from_secs(30))
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                if dialect == Dialect::Sqlite {
+                    // A negative cache_size is in KiB.
+                    let pragmas = format!(
+                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                         PRAGMA foreign_keys = ON; PRAGMA case_sensitive_like = ON; \
+                         PRAGMA busy_timeout = 30000; PRAGMA cache_size = -{cache_kib};"
+                    );
+                    conn.execute(sqlx::AssertSqlSafe(pragmas)).await?;
+                }
+                Ok(())
+            })
+        })
 }
 
 impl Drop for Locator {
