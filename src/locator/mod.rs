@@ -237,11 +237,12 @@ impl Locator {
             .connect_with(options.clone())
             .await
             .map_err(LocatorError::Connect)?;
-        // SQLite: every write transaction runs on this one connection. A connection whose
-        // page cache another connection's commit made stale drops its whole cache and reads
-        // the pages back (WAL); writes taken from the pool in turn did that on every commit
-        // (25 page reads and a 16 MiB cache emptied per instance received, a third of the
-        // server's CPU with one association sending).
+        // SQLite: every write transaction ([`Locator::begin_write`]) runs on this one
+        // connection. A connection whose page cache another connection's commit made stale
+        // drops its whole cache and reads the pages back (WAL); write transactions taken
+        // from the pool in turn did that on every commit (25 page reads and a 16 MiB cache
+        // emptied per instance received, a third of the server's CPU with one association
+        // sending). Single-statement writes on the pool still make it stale now and then.
         let writer = match dialect {
             Dialect::Sqlite => Some(
                 pool_options(dialect, cache_kib)
@@ -318,13 +319,13 @@ impl Locator {
         tx
     }
 
-    /// The connection pool now: connections open, of which idle, and the most it opens.
+    /// The connection pool now: connections open, of which idle, and the most it opens
+    /// (SQLite's write connection apart: it is never what a query waits for).
     pub fn pool_state(&self) -> PoolState {
-        let writer = self.writer.as_ref();
         PoolState {
-            open: self.pool.size() + writer.map_or(0, |w| w.size()),
-            idle: (self.pool.num_idle() + writer.map_or(0, |w| w.num_idle())) as u32,
-            max: self.pool.options().get_max_connections() + u32::from(writer.is_some()),
+            open: self.pool.size(),
+            idle: self.pool.num_idle() as u32,
+            max: self.pool.options().get_max_connections(),
         }
     }
 
@@ -708,9 +709,12 @@ impl Locator {
 /// query folds case itself; PostgreSQL's LIKE already is), a busy timeout, and a page cache
 /// of `cache_kib` (bounded, so the server's memory is too; the operating system caches the
 /// file itself).
+/// SQLite's connections are files in this process and never go away, so they are not
+/// pinged before each use (a round trip to sqlx's SQLite thread per transaction).
 fn pool_options(dialect: Dialect, cache_kib: u64) -> AnyPoolOptions {
     AnyPoolOptions::new()
         .acquire_timeout(Duration::from_secs(30))
+        .test_before_acquire(dialect == Dialect::Postgres)
         .after_connect(move |conn, _| {
             Box::pin(async move {
                 if dialect == Dialect::Sqlite {

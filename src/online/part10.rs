@@ -23,7 +23,7 @@ const BUFFER_CAPACITY: usize = WRITE_CHUNK + 2 * BLOCK;
 /// zeroed pages and copies as it grows, more than the instance's own bytes (`perf`).
 const SPARE_BUFFERS: usize = 8;
 
-/// Spare write buffers (capacity `WRITE_CHUNK`, empty), shared by every writer.
+/// Spare write buffers (capacity `BUFFER_CAPACITY`, empty), shared by every writer.
 static SPARE: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
 
 /// A buffer of [`BUFFER_CAPACITY`] bytes, reused when one is spare, holding only the
@@ -268,7 +268,7 @@ impl Part10Writer {
             self.head.extend_from_slice(&fragment[..take]);
         }
         // Written before it would outgrow its capacity, so the buffer is never reallocated.
-        let buffered = self.buffer.len() - self.pad;
+        let buffered = self.buffer.len().saturating_sub(self.pad);
         if buffered > 0 && buffered + fragment.len() > WRITE_CHUNK {
             self.flush_buffer().await?;
         }

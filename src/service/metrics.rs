@@ -112,7 +112,8 @@ impl Metrics {
         gauge(
             out,
             "strata_locator_connections_max",
-            "The most locator connections this process opens.",
+            "The most connections this process's locator pool opens (SQLite keeps one more, \
+             for write transactions).",
             &[(vec![], f64::from(pool.max))],
         );
     }
