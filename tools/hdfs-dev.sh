@@ -55,7 +55,45 @@ fetch_jars() {
     touch "$jars/.complete"
 }
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# N distinct free loopback ports for one start. A port picked with port 0 and released stays
+# free only by luck until Java binds it, which takes minutes on a loaded machine; two picks
+# once gave the same port to both NameNodes of a pair (one died, the DataNode saw a split
+# brain). So: all N are held at once (none repeats), drawn below the kernel's ephemeral range
+# (no port-0 socket or outgoing connection takes one meanwhile), and marked in a shared
+# folder that other starts skip for 30 minutes (no concurrent start takes one).
+free_ports() {
+    python3 - "$1" <<'PY'
+import os, random, socket, sys, time
+wanted = int(sys.argv[1])
+ephemeral = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+low, high = (10000, ephemeral) if ephemeral > 20000 else (ephemeral, 65536)
+marks = os.path.join("/tmp", f"strata-hdfs-ports-{os.getuid()}")
+os.makedirs(marks, exist_ok=True)
+held = []
+for _ in range(100000):
+    if len(held) == wanted:
+        break
+    port = random.randrange(low, high)
+    mark = os.path.join(marks, str(port))
+    try:
+        if time.time() - os.stat(mark).st_mtime < 1800:
+            continue
+        os.unlink(mark)
+    except FileNotFoundError:
+        pass
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+        os.close(os.open(mark, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except OSError:
+        s.close()
+        continue
+    held.append(s)
+if len(held) < wanted:
+    sys.exit("no free ports to reserve")
+print(" ".join(str(s.getsockname()[1]) for s in held))
+PY
+}
 
 prop() { printf '  <property><name>%s</name><value>%s</value></property>\n' "$1" "$2"; }
 
@@ -122,8 +160,24 @@ daemon() {   # $1: pid file name, $2: conf folder, $3: class, rest: arguments
     echo $! > "$dir/$name.pid"
 }
 
+give_up() {   # $1: why; prints the logs' tails, stops the daemons, exits 1
+    echo "HDFS did not come up ($1); logs in $dir/logs" >&2
+    tail -n 20 "$dir"/logs/*.log >&2
+    stop
+    exit 1
+}
+
+check_alive() {   # fails at once when a daemon started here has exited
+    local pid
+    for pid in "$dir"/*.pid; do
+        [ -f "$pid" ] || continue
+        kill -0 "$(cat "$pid")" 2>/dev/null || give_up "$(basename "$pid" .pid) exited"
+    done
+}
+
 wait_up() {   # $1: NameNode number for an HA pair, empty otherwise; $2: wanted HAState
     for _ in $(seq 1 600); do
+        check_alive
         state=$(jmx "$1" 2>/dev/null || true)
         if [[ "$state" == *'"NumLiveDataNodes": 1'* && "$state" == *'"FSState": "Operational"'* ]]; then
             [ -z "$2" ] && return 0
@@ -131,10 +185,7 @@ wait_up() {   # $1: NameNode number for an HA pair, empty otherwise; $2: wanted 
         fi
         sleep 0.2
     done
-    echo "HDFS did not come up; logs in $dir/logs" >&2
-    tail -n 20 "$dir"/logs/*.log >&2
-    stop
-    exit 1
+    give_up "NameNode${1:+ nn$1} not ${2:-operational} with its DataNode"
 }
 
 fresh() {
@@ -143,7 +194,9 @@ fresh() {
     [ -d "$dir" ] && stop
     rm -rf "$dir"
     mkdir -p "$dir/data" "$dir/logs"
-    xfer=$(free_port); ipc=$(free_port); dnhttp=$(free_port)
+    local ports
+    ports=$(free_ports 9)
+    read -r xfer ipc dnhttp rpc http rpc1 http1 rpc2 http2 <<<"$ports"
 }
 
 conf_dir() {   # makes $dir/$1 with the webapps folders the daemons look for
@@ -156,7 +209,6 @@ start)
     fresh
     conf=$(conf_dir conf)
     mkdir -p "$dir/name"
-    rpc=$(free_port); http=$(free_port)
     core_site "$conf" "hdfs://127.0.0.1:$rpc"
     {
         echo '<?xml version="1.0"?><configuration>'
@@ -178,7 +230,6 @@ start)
 start-ha)
     fresh
     mkdir -p "$dir/name1" "$dir/name2" "$dir/shared"
-    rpc1=$(free_port); http1=$(free_port); rpc2=$(free_port); http2=$(free_port)
     # Both NameNodes listen on 127.0.0.1, so each is told which one it is (dfs.ha.namenode.id)
     # in a conf folder of its own; clients and the DataNode use conf/, which names neither.
     for nn in "" 1 2; do
@@ -215,7 +266,12 @@ start-ha)
         "$dir/conf" "$http1" "$http2" "$dir/conf:$jars/*" > "$dir/env"
     daemon namenode2 "$dir/conf-nn2" org.apache.hadoop.hdfs.server.namenode.NameNode
     daemon datanode "$dir/conf" org.apache.hadoop.hdfs.server.datanode.DataNode
-    for _ in $(seq 1 300); do jmx 1 >/dev/null 2>&1 && jmx 2 >/dev/null 2>&1 && break; sleep 0.2; done
+    for i in $(seq 1 600); do
+        check_alive
+        jmx 1 >/dev/null 2>&1 && jmx 2 >/dev/null 2>&1 && break
+        [ "$i" = 600 ] && give_up "the NameNodes' web servers did not answer"
+        sleep 0.2
+    done
     haadmin -transitionToActive nn1 >"$dir/logs/haadmin.log" 2>&1 \
         || { cat "$dir/logs/haadmin.log" >&2; stop; exit 1; }
     wait_up 1 active
