@@ -55,46 +55,6 @@ fetch_jars() {
     touch "$jars/.complete"
 }
 
-# N distinct free loopback ports for one start. A port picked with port 0 and released stays
-# free only by luck until Java binds it, which takes minutes on a loaded machine; two picks
-# once gave the same port to both NameNodes of a pair (one died, the DataNode saw a split
-# brain). So: all N are held at once (none repeats), drawn below the kernel's ephemeral range
-# (no port-0 socket or outgoing connection takes one meanwhile), and marked in a shared
-# folder that other starts skip for 30 minutes (no concurrent start takes one).
-free_ports() {
-    python3 - "$1" <<'PY'
-import os, random, socket, sys, time
-wanted = int(sys.argv[1])
-ephemeral = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
-low, high = (10000, ephemeral) if ephemeral > 20000 else (ephemeral, 65536)
-marks = os.path.join("/tmp", f"strata-hdfs-ports-{os.getuid()}")
-os.makedirs(marks, exist_ok=True)
-held = []
-for _ in range(100000):
-    if len(held) == wanted:
-        break
-    port = random.randrange(low, high)
-    mark = os.path.join(marks, str(port))
-    try:
-        if time.time() - os.stat(mark).st_mtime < 1800:
-            continue
-        os.unlink(mark)
-    except FileNotFoundError:
-        pass
-    s = socket.socket()
-    try:
-        s.bind(("127.0.0.1", port))
-        os.close(os.open(mark, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-    except OSError:
-        s.close()
-        continue
-    held.append(s)
-if len(held) < wanted:
-    sys.exit("no free ports to reserve")
-print(" ".join(str(s.getsockname()[1]) for s in held))
-PY
-}
-
 prop() { printf '  <property><name>%s</name><value>%s</value></property>\n' "$1" "$2"; }
 
 jmx() {   # a NameNode bean as JSON (of nn$1 for an HA pair; $2 names it, FSNamesystemState)
@@ -195,7 +155,7 @@ fresh() {
     rm -rf "$dir"
     mkdir -p "$dir/data" "$dir/logs"
     local ports
-    ports=$(free_ports 9)
+    ports=$(python3 "$root/tools/free_ports.py" 9)   # reserved: see there
     read -r xfer ipc dnhttp rpc http rpc1 http1 rpc2 http2 <<<"$ports"
 }
 

@@ -34,7 +34,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -51,14 +50,12 @@ from pynetdicom.sop_class import (
     Verification,
 )
 
+import free_ports  # tools/, beside this script
+
 _config.STORE_SEND_CHUNKED_DATASET = True
 ROOT = "1.2.826.0.1.3680043.10.511.77."
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Stats:
@@ -571,7 +568,8 @@ def main():
         echo_probe(args.echo_probe, args.seconds)
         return 0
     random.seed(7)
-    args.port = free_port()
+    # Reserved below the ephemeral range: the server binds it again after each kill -9.
+    (args.port,) = free_ports.reserve(1)
 
     # The C-MOVE destination: counts what arrives.
     dest = AE(ae_title="SOAK")
