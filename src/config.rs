@@ -700,12 +700,12 @@ pub struct LocatorConfig {
     /// `sqlite://PATH` (relative to the config file's folder, created if missing), or
     /// `postgres://USER:PASSWORD@HOST:PORT/DATABASE` (also `?host=/socket/folder`).
     pub url: String,
-    /// Connections in the pool (SQLite opens one more, for write transactions only).
+    /// Connections in the pool (SQLite opens two more, for writes only).
     #[serde(default = "defaults::max_connections")]
     pub max_connections: u32,
     /// SQLite only: the page cache of each pooled connection, in MiB (SQLite's own default
     /// is 2; with it C-FIND at a million instances re-read index pages). The server's
-    /// resident memory holds up to `max_connections` + 1 of these once the database outgrows
+    /// resident memory holds up to `max_connections` + 2 of these once the database outgrows
     /// them; the operating system's page cache still holds the file.
     #[serde(default = "defaults::sqlite_cache_mib")]
     pub sqlite_cache_mib: u32,

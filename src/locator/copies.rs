@@ -127,6 +127,16 @@ impl Copy {
     }
 }
 
+/// Queues a study (`$1`) at `$2` for `$3`, or moves its place in the queue on.
+pub(super) fn enqueue_sql(dialect: Dialect) -> String {
+    // Only the dialect's spelling of "the larger" is spliced in; values are bound.
+    format!(
+        "INSERT INTO backup_queue (study_instance_uid, enqueued_at, reason) VALUES ($1, $2, $3) \
+         ON CONFLICT (study_instance_uid) DO UPDATE SET enqueued_at = {}",
+        dialect.greatest("excluded.enqueued_at", "backup_queue.enqueued_at + 1")
+    )
+}
+
 /// Adds a study to the backup queue, or moves its mark forward: `enqueued_at` strictly grows
 /// with every enqueue (even if the clock steps back or two land in one millisecond), so a
 /// backup that read the mark before listing the study's instances dequeues it only if
@@ -138,17 +148,12 @@ pub(super) async fn enqueue_in(
     study_instance_uid: &str,
     reason: &str,
 ) -> Result<(), sqlx::Error> {
-    // Only the dialect's spelling of "the larger" is spliced in; values are bound.
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO backup_queue (study_instance_uid, enqueued_at, reason) VALUES ($1, $2, $3) \
-         ON CONFLICT (study_instance_uid) DO UPDATE SET enqueued_at = {}",
-        dialect.greatest("excluded.enqueued_at", "backup_queue.enqueued_at + 1")
-    )))
-    .bind(study_instance_uid)
-    .bind(now_millis())
-    .bind(reason)
-    .execute(&mut *conn)
-    .await?;
+    sqlx::query(sqlx::AssertSqlSafe(enqueue_sql(dialect)))
+        .bind(study_instance_uid)
+        .bind(now_millis())
+        .bind(reason)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 

@@ -14,6 +14,7 @@ pub mod commitments;
 pub mod copies;
 pub mod correction;
 pub mod dialect;
+mod direct;
 pub mod find;
 pub mod frames;
 pub mod jobs;
@@ -60,6 +61,13 @@ pub enum LocatorError {
     Lookup { uid: String, source: sqlx::Error },
     #[error("cannot record instance {uid}: {source}")]
     Record { uid: String, source: sqlx::Error },
+    #[error("cannot record instance {uid}: {source}")]
+    RecordDirect {
+        uid: String,
+        source: rusqlite::Error,
+    },
+    #[error("cannot open the locator's write connection: {0}")]
+    OpenDirect(#[source] rusqlite::Error),
     #[error("cannot run the query: {0}")]
     Find(#[source] sqlx::Error),
     #[error("cannot read locator statistics: {0}")]
@@ -175,8 +183,12 @@ struct SeriesCache {
 pub struct Locator {
     pool: AnyPool,
     /// SQLite only: the connection write transactions ([`Locator::begin_write`]) run on,
-    /// so its page cache stays valid from one commit to the next.
+    /// so no other transaction's commit empties its page cache (single-statement writes on
+    /// the pool and the direct writer's commits still do).
     writer: Option<AnyPool>,
+    /// SQLite on a file only: received instances of known series are recorded here, on the
+    /// committer's thread (see `direct`).
+    direct: Option<direct::DirectWriter>,
     dialect: Dialect,
     /// SQLite only: one writer at a time within this process.
     write_lock: Mutex<()>,
@@ -262,11 +274,27 @@ impl Locator {
         fill_person_name_keys(&pool)
             .await
             .map_err(LocatorError::Backfill)?;
+        let direct = match dialect {
+            Dialect::Sqlite
+                if !config.url.contains(":memory:") && !config.url.contains("mode=memory") =>
+            {
+                let path = SqliteConnectOptions::from_str(&config.url)
+                    .map_err(url_error)?
+                    .get_filename()
+                    .to_owned();
+                Some(
+                    direct::DirectWriter::open(&path, &sqlite_pragmas(cache_kib))
+                        .map_err(LocatorError::OpenDirect)?,
+                )
+            }
+            _ => None,
+        };
         let held = Locator::take_first_lease(&pool, dialect, owner).await?;
         let heartbeat = leases::spawn_heartbeat(pool.clone(), dialect, held.clone());
         Ok(Locator {
             pool,
             writer,
+            direct,
             dialect,
             write_lock: Mutex::new(()),
             held,
@@ -333,6 +361,10 @@ impl Locator {
     pub async fn close(&self) {
         self.heartbeat.abort();
         self.end_lease().await;
+        if let Some(direct) = &self.direct {
+            let _writer = self.write_guard().await; // not in the middle of a commit
+            direct.close();
+        }
         if let Some(writer) = &self.writer {
             writer.close().await;
         }
@@ -467,6 +499,11 @@ impl Locator {
                 .map(|n| n.attributes.instance.sop_instance_uid.clone())
                 .unwrap_or_default()
         };
+        if let Some(direct) = &self.direct {
+            if let Some(done) = self.record_direct(direct, batch, replace).await {
+                return done;
+            }
+        }
         let _writer = self.write_guard().await;
         let mut tx = self
             .begin_write()
@@ -491,15 +528,14 @@ impl Locator {
                 })?;
         }
         // Series rows deleted since the cache was filled: ids in it may be stale.
-        let epoch: i64 =
-            sqlx::query_scalar("SELECT COALESCE((SELECT value FROM counters WHERE name = $1), 0)")
-                .bind(lifecycle::HIERARCHY_COUNTER)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(|source| LocatorError::Record {
-                    uid: first_uid(),
-                    source,
-                })?;
+        let epoch: i64 = sqlx::query_scalar(HIERARCHY_EPOCH)
+            .bind(lifecycle::HIERARCHY_COUNTER)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|source| LocatorError::Record {
+                uid: first_uid(),
+                source,
+            })?;
         {
             let mut cache = self.series_ids.lock().expect("series cache lock");
             if cache.epoch != epoch {
@@ -566,6 +602,50 @@ impl Locator {
             }
         }
         Ok(answers)
+    }
+
+    /// [`Locator::record_instances`] on the direct writer, when it takes the batch: every
+    /// instance of a series whose row id is cached, and no overwrite. `None`: nothing was
+    /// written; the sqlx path must record the batch.
+    async fn record_direct(
+        &self,
+        direct: &direct::DirectWriter,
+        batch: &[NewInstance<'_>],
+        replace: bool,
+    ) -> Option<Result<Vec<Recorded>, LocatorError>> {
+        if replace || batch.is_empty() {
+            return None;
+        }
+        let (epoch, series) = {
+            let cache = self.series_ids.lock().expect("series cache lock");
+            let series: Option<Vec<i64>> = batch
+                .iter()
+                .map(|n| {
+                    cache
+                        .ids
+                        .get(&n.attributes.series.series_instance_uid)
+                        .copied()
+                })
+                .collect();
+            (cache.epoch, series?)
+        };
+        let batch: Vec<(&NewInstance<'_>, i64)> = batch.iter().zip(series).collect();
+        let _writer = self.write_guard().await;
+        match run_here(|| direct.record(&batch, epoch)) {
+            Ok(direct::Direct::Committed(answers)) => Some(Ok(answers)),
+            // Series rows were deleted meanwhile (the sqlx path empties the cache), or the
+            // locator is closing.
+            Ok(direct::Direct::NotTaken) => None,
+            Err(source) => {
+                self.series_ids
+                    .lock()
+                    .expect("series cache lock")
+                    .ids
+                    .clear();
+                let uid = batch[0].0.attributes.instance.sop_instance_uid.clone();
+                Some(Err(LocatorError::RecordDirect { uid, source }))
+            }
+        }
     }
 
     /// One instance of [`Locator::record_instances`], inside its transaction.
@@ -718,17 +798,33 @@ fn pool_options(dialect: Dialect, cache_kib: u64) -> AnyPoolOptions {
         .after_connect(move |conn, _| {
             Box::pin(async move {
                 if dialect == Dialect::Sqlite {
-                    // A negative cache_size is in KiB.
-                    let pragmas = format!(
-                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-                         PRAGMA foreign_keys = ON; PRAGMA case_sensitive_like = ON; \
-                         PRAGMA busy_timeout = 30000; PRAGMA cache_size = -{cache_kib};"
-                    );
-                    conn.execute(sqlx::AssertSqlSafe(pragmas)).await?;
+                    conn.execute(sqlx::AssertSqlSafe(sqlite_pragmas(cache_kib)))
+                        .await?;
                 }
                 Ok(())
             })
         })
+}
+
+/// Runs blocking `work` on this thread. On tokio's multi-thread runtime (the server) the
+/// worker's other tasks move to another thread meanwhile; elsewhere (a current-thread
+/// runtime: tests, the command line) it simply runs.
+fn run_here<T>(work: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => work(),
+    }
+}
+
+/// Every SQLite connection's settings (`cache_kib`: its page cache).
+fn sqlite_pragmas(cache_kib: u64) -> String {
+    // A negative cache_size is in KiB.
+    format!(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+         PRAGMA foreign_keys = ON; PRAGMA case_sensitive_like = ON; \
+         PRAGMA busy_timeout = 30000; PRAGMA cache_size = -{cache_kib};"
+    )
 }
 
 impl Drop for Locator {
@@ -737,6 +833,18 @@ impl Drop for Locator {
         self.heartbeat.abort();
     }
 }
+
+/// The hierarchy-deletions counter (`$1`: its name), 0 before the first deletion.
+const HIERARCHY_EPOCH: &str = "SELECT COALESCE((SELECT value FROM counters WHERE name = $1), 0)";
+
+/// An audit row: at, event, ae, address, sop_instance_uid, detail.
+const AUDIT_INSERT: &str =
+    "INSERT INTO audit_log (at, event, ae, address, sop_instance_uid, detail) \
+     VALUES ($1, $2, $3, $4, $5, $6)";
+
+/// A new instance's metadata row (`$1` its UID, `$2` the JSON), unless one is there.
+const METADATA_INSERT_NEW: &str = "INSERT INTO instance_metadata (sop_instance_uid, json) \
+     VALUES ($1, $2) ON CONFLICT (sop_instance_uid) DO NOTHING";
 
 /// The columns of an instance's row, bound as `$1`..`$13` by [`bind_instance`].
 const INSTANCE_INSERT: &str = "INSERT INTO instances (series_fk, sop_instance_uid, \
@@ -977,19 +1085,16 @@ pub(super) async fn insert_audit(
     sop_instance_uid: Option<&str>,
     detail: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO audit_log (at, event, ae, address, sop_instance_uid, detail) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(at)
-    .bind(event)
-    .bind(who)
-    .bind(address)
-    .bind(sop_instance_uid)
-    .bind(detail)
-    .execute(&mut **tx)
-    .await
-    .map(|_| ())
+    sqlx::query(AUDIT_INSERT)
+        .bind(at)
+        .bind(event)
+        .bind(who)
+        .bind(address)
+        .bind(sop_instance_uid)
+        .bind(detail)
+        .execute(&mut **tx)
+        .await
+        .map(|_| ())
 }
 
 /// A locator URL with any password replaced by `***`, for messages and reports.
@@ -1132,6 +1237,132 @@ pub(crate) mod tests {
             crc32c: 0xDEADBEEF,
             transfer_syntax_uid: "1.2.840.10008.1.2.1".into(),
         }
+    }
+
+    /// The direct writer (SQLite) records what the sqlx path records: the instance row,
+    /// its audit entry and metadata, the backup queue's mark; a duplicate and a rejected
+    /// instance are kept out; after a hierarchy deletion it takes nothing.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_direct_writer_records_what_the_sqlx_path_records() {
+        let (_dir, locator) = temp_locator().await;
+        let Some(direct) = &locator.direct else {
+            assert_eq!(
+                locator.dialect(),
+                Dialect::Postgres,
+                "SQLite on a file has one"
+            );
+            return;
+        };
+        let mut first = attributes("1.2.3.1", "1.2.3.9");
+        first.metadata = Some(r#"{"first":1}"#.into());
+        let mut second = attributes("1.2.3.2", "1.2.3.9");
+        second.metadata = Some(r#"{"second":2}"#.into());
+        let (one, two) = (object("aa/one.dcm", 10), object("aa/two.dcm", 20));
+        let new = |attributes, object| NewInstance {
+            attributes,
+            object,
+            source_ae: "MODALITY",
+            who: "MODALITY",
+            address: "127.0.0.1",
+            received_at: 1_000,
+            enqueue_backup: true,
+        };
+        // The series' first instance: not taken (its series id is not cached yet).
+        let a = new(&first, &one);
+        assert!(locator
+            .record_direct(direct, &[a.clone()], false)
+            .await
+            .is_none());
+        assert_eq!(
+            locator.record_instance(&a, false).await.unwrap(),
+            Recorded::Stored
+        );
+        let mark = locator.backup_mark("1.2.3").await.unwrap();
+        let b = new(&second, &two);
+        let taken = locator.record_direct(direct, &[b.clone()], false).await;
+        assert_eq!(taken.unwrap().unwrap(), vec![Recorded::Stored]);
+        assert!(
+            locator.backup_mark("1.2.3").await.unwrap() > mark,
+            "queued again"
+        );
+        let row = |uid: &str| {
+            let sql = "SELECT i.series_fk, i.sop_class_uid, i.tier, i.byte_length, i.crc32c, \
+                 i.received_at, i.source_ae, m.json, \
+                 (SELECT COUNT(*) FROM audit_log a WHERE a.sop_instance_uid = i.sop_instance_uid \
+                    AND a.event = 'stored' AND a.ae = 'MODALITY' AND a.address = '127.0.0.1') AS audits \
+                 FROM instances i JOIN instance_metadata m USING (sop_instance_uid) \
+                 WHERE i.sop_instance_uid = $1";
+            let pool = locator.pool.clone();
+            let uid = uid.to_string();
+            async move {
+                let r = sqlx::query(sql).bind(uid).fetch_one(&pool).await.unwrap();
+                let common = (
+                    r.get::<i64, _>("series_fk"),
+                    r.get::<String, _>("sop_class_uid"),
+                    r.get::<String, _>("tier"),
+                    r.get::<i64, _>("crc32c"),
+                    r.get::<i64, _>("received_at"),
+                    r.get::<String, _>("source_ae"),
+                    r.get::<i64, _>("audits"),
+                );
+                (
+                    common,
+                    r.get::<i64, _>("byte_length"),
+                    r.get::<String, _>("json"),
+                )
+            }
+        };
+        let (by_sqlx, by_direct) = (row("1.2.3.1").await, row("1.2.3.2").await);
+        assert_eq!(by_direct.2, r#"{"second":2}"#);
+        assert_eq!((by_sqlx.1, by_direct.1), (10, 20));
+        assert_eq!(by_sqlx.0, by_direct.0, "the same columns");
+        assert_eq!(by_direct.0 .6, 1, "one audit entry");
+        // The same UID again: kept, nothing new.
+        let again = locator.record_direct(direct, &[b.clone()], false).await;
+        assert_eq!(again.unwrap().unwrap(), vec![Recorded::Kept]);
+        assert_eq!(row("1.2.3.2").await.0 .6, 1, "still one audit entry");
+        // A rejected UID sent again: kept out of the index.
+        sqlx::query(
+            "INSERT INTO rejected_instances (sop_instance_uid, study_instance_uid, \
+               series_instance_uid, rejected_at, code, note_uid, tier, location, byte_length) \
+             VALUES ('1.2.3.3', '1.2.3', '1.2.3.9', 1, '113001', '1.9', 'online', 'x', 1)",
+        )
+        .execute(&locator.pool)
+        .await
+        .unwrap();
+        let third = attributes("1.2.3.3", "1.2.3.9");
+        let three = object("aa/three.dcm", 30);
+        let c = new(&third, &three);
+        let rejected = locator.record_direct(direct, &[c], false).await;
+        assert_eq!(rejected.unwrap().unwrap(), vec![Recorded::Kept]);
+        assert!(locator.find_instance("1.2.3.3").await.unwrap().is_none());
+        // Series rows deleted since the ids were cached: not taken, nothing written.
+        sqlx::query("INSERT INTO counters (name, value) VALUES ($1, 1)")
+            .bind(lifecycle::HIERARCHY_COUNTER)
+            .execute(&locator.pool)
+            .await
+            .unwrap();
+        let fourth = attributes("1.2.3.4", "1.2.3.9");
+        let four = object("aa/four.dcm", 40);
+        let d = new(&fourth, &four);
+        assert!(locator
+            .record_direct(direct, &[d.clone()], false)
+            .await
+            .is_none());
+        assert!(locator.find_instance("1.2.3.4").await.unwrap().is_none());
+        assert_eq!(
+            locator.record_instance(&d, false).await.unwrap(),
+            Recorded::Stored
+        );
+        // Closed: not taken.
+        direct.close();
+        let mut fifth = attributes("1.2.3.5", "1.2.3.9");
+        fifth.metadata = None;
+        let five = object("aa/five.dcm", 50);
+        assert!(locator
+            .record_direct(direct, &[new(&fifth, &five)], false)
+            .await
+            .is_none());
     }
 
     /// A backup claim is released only for its own container, keeps its container "in use"

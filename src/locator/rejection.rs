@@ -272,6 +272,10 @@ impl Locator {
     }
 }
 
+/// Whether the instance `$1` was rejected (a row, or none).
+pub(super) const IS_REJECTED: &str =
+    "SELECT 1 AS rejected FROM rejected_instances WHERE sop_instance_uid = $1";
+
 /// Which instances of `batch` were rejected (and not yet purged): one query per group
 /// commit, inside its transaction.
 pub(super) async fn rejected_among(

@@ -1,0 +1,163 @@
+//! SQLite's hot write without sqlx's worker thread: recording a batch of received instances
+//! of series already known, in one transaction on a connection of its own, on the thread
+//! that asks.
+//!
+//! sqlx runs each SQLite connection on a worker thread of its own, and every statement is a
+//! round trip to it: a group commit through [`Locator::record_instances`] is five (BEGIN,
+//! the hierarchy counter, the rejected list, the insert, COMMIT), two thread wake-ups each.
+//! Here the same statements run where the committer already is. Only the common case comes
+//! here: every instance of the batch belongs to a series whose row id is cached, and a
+//! duplicate is kept, not overwritten. Anything else (a series' first instance, the
+//! overwrite policy, a hierarchy deletion since the ids were cached) takes the sqlx path,
+//! which stays the reference: the statements here are its own text (shared constants), and
+//! the same durability holds (WAL, `synchronous = FULL`, the in-process write lock held).
+//!
+//! [`Locator::record_instances`]: super::Locator::record_instances
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use tracing::info;
+
+use super::{
+    copies, Dialect, NewInstance, Recorded, AUDIT_INSERT, HIERARCHY_EPOCH, INSTANCE_INSERT,
+    METADATA_INSERT_NEW,
+};
+
+/// The write connection for [`DirectWriter::record`].
+pub(super) struct DirectWriter {
+    /// `None` once closed.
+    connection: Mutex<Option<Connection>>,
+}
+
+impl std::fmt::Debug for DirectWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DirectWriter").finish_non_exhaustive()
+    }
+}
+
+/// What one direct commit did.
+#[derive(Debug)]
+pub(super) enum Direct {
+    /// Committed: one answer per instance, in order.
+    Committed(Vec<Recorded>),
+    /// Nothing was written: series rows were deleted since the ids were cached, or the
+    /// writer is closed.
+    NotTaken,
+}
+
+impl DirectWriter {
+    /// Opens the (migrated) database at `path` with the pool's pragmas.
+    pub(super) fn open(path: &Path, pragmas: &str) -> rusqlite::Result<DirectWriter> {
+        let connection = Connection::open(path)?;
+        connection.execute_batch(pragmas)?;
+        Ok(DirectWriter {
+            connection: Mutex::new(Some(connection)),
+        })
+    }
+
+    /// Closes the connection (the pools' closing then checkpoints the WAL); later batches
+    /// are not taken.
+    pub(super) fn close(&self) {
+        let connection = self.lock().take();
+        if let Some(Err((_, e))) = connection.map(Connection::close) {
+            tracing::warn!(error = %e, "cannot close the locator's direct write connection");
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Connection>> {
+        // A panic while it was held left no transaction open (dropping it rolled back).
+        self.connection.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records `batch` (each instance with its series' row id, cached while the hierarchy
+    /// counter read `epoch`) in one transaction; the caller holds the write lock. Blocking:
+    /// the commit syncs the WAL.
+    pub(super) fn record(
+        &self,
+        batch: &[(&NewInstance<'_>, i64)],
+        epoch: i64,
+    ) -> rusqlite::Result<Direct> {
+        let mut connection = self.lock();
+        let Some(connection) = connection.as_mut() else {
+            return Ok(Direct::NotTaken);
+        };
+        let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let now: i64 = tx
+            .prepare_cached(HIERARCHY_EPOCH)?
+            .query_row(params![super::lifecycle::HIERARCHY_COUNTER], |row| {
+                row.get(0)
+            })?;
+        if now != epoch {
+            return Ok(Direct::NotTaken); // rolled back when dropped
+        }
+        let mut answers = Vec::with_capacity(batch.len());
+        let mut enqueued: Vec<&str> = Vec::new();
+        for (new, series_fk) in batch {
+            let answer = record_one(&tx, new, *series_fk)?;
+            let study = new.attributes.study.study_instance_uid.as_str();
+            if new.enqueue_backup && answer != Recorded::Kept && !enqueued.contains(&study) {
+                tx.prepare_cached(&copies::enqueue_sql(Dialect::Sqlite))?
+                    .execute(params![study, super::now_millis(), "received"])?;
+                enqueued.push(study);
+            }
+            answers.push(answer);
+        }
+        tx.commit()?;
+        Ok(Direct::Committed(answers))
+    }
+}
+
+/// One instance of a batch, inside its transaction: what the sqlx path's
+/// `insert_new_instance` does, statement by statement.
+fn record_one(
+    tx: &rusqlite::Transaction<'_>,
+    new: &NewInstance<'_>,
+    series_fk: i64,
+) -> rusqlite::Result<Recorded> {
+    let a = &new.attributes.instance;
+    let o = new.object;
+    let rejected = tx
+        .prepare_cached(super::rejection::IS_REJECTED)?
+        .query_row(params![a.sop_instance_uid], |_| Ok(()))
+        .optional()?
+        .is_some();
+    if rejected {
+        info!(sop_instance_uid = %a.sop_instance_uid, "received again after its rejection: not indexed");
+        return Ok(Recorded::Kept);
+    }
+    let inserted = tx
+        .prepare_cached(&format!("{INSTANCE_INSERT} DO NOTHING"))?
+        .execute(params![
+            series_fk,
+            a.sop_instance_uid,
+            a.sop_class_uid,
+            a.instance_number,
+            a.specific_character_set,
+            o.transfer_syntax_uid,
+            o.tier.as_str(),
+            o.location,
+            o.offset as i64,
+            o.length as i64,
+            i64::from(o.crc32c),
+            new.received_at,
+            new.source_ae,
+        ])?;
+    if inserted == 0 {
+        return Ok(Recorded::Kept);
+    }
+    tx.prepare_cached(AUDIT_INSERT)?.execute(params![
+        new.received_at,
+        "stored",
+        new.who,
+        new.address,
+        a.sop_instance_uid,
+        ""
+    ])?;
+    if let Some(json) = new.attributes.metadata.as_deref() {
+        tx.prepare_cached(METADATA_INSERT_NEW)?
+            .execute(params![a.sop_instance_uid, json])?;
+    }
+    Ok(Recorded::Stored)
+}
