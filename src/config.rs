@@ -700,7 +700,7 @@ pub struct LocatorConfig {
     /// `sqlite://PATH` (relative to the config file's folder, created if missing), or
     /// `postgres://USER:PASSWORD@HOST:PORT/DATABASE` (also `?host=/socket/folder`).
     pub url: String,
-    /// Connections in the pool (SQLite opens two more, for writes only).
+    /// Connections in the pool (SQLite on a file opens two more, for writes only).
     #[serde(default = "defaults::max_connections")]
     pub max_connections: u32,
     /// SQLite only: the page cache of each pooled connection, in MiB (SQLite's own default

@@ -157,6 +157,7 @@ fresh() {
     local ports
     ports=$(python3 "$root/tools/free_ports.py" 9)   # reserved: see there
     read -r xfer ipc dnhttp rpc http rpc1 http1 rpc2 http2 <<<"$ports"
+    echo "$xfer $ipc $dnhttp" > "$dir/datanode.ports"
 }
 
 conf_dir() {   # makes $dir/$1 with the webapps folders the daemons look for
@@ -249,6 +250,9 @@ kill-datanode)
     ;;
 start-datanode)
     [ -f "$dir/datanode.pid" ] && kill -0 "$(cat "$dir/datanode.pid")" 2>/dev/null && exit 0
+    # Its ports were free since the kill: still ours for another 30 minutes.
+    read -ra dnports < "$dir/datanode.ports"
+    python3 "$root/tools/free_ports.py" --renew "${dnports[@]}"
     daemon datanode "$dir/conf" org.apache.hadoop.hdfs.server.datanode.DataNode
     ;;
 fetch)

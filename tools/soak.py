@@ -56,8 +56,6 @@ _config.STORE_SEND_CHUNKED_DATASET = True
 ROOT = "1.2.826.0.1.3680043.10.511.77."
 
 
-
-
 class Stats:
     def __init__(self):
         self.lock = threading.Lock()
@@ -84,13 +82,14 @@ class Stats:
 class Server:
     """strata serve, restartable on the same port."""
 
-    def __init__(self, strata, config, log):
-        self.strata, self.config, self.log = strata, config, log
+    def __init__(self, strata, config, log, port):
+        self.strata, self.config, self.log, self.port = strata, config, log, port
         self.proc = None
         self.lock = threading.Lock()
 
     def start(self):
         with self.lock:
+            free_ports.renew([self.port])  # still ours for the next 30 minutes
             self.proc = subprocess.Popen(
                 [self.strata, "serve", "--config", self.config],
                 stdout=subprocess.PIPE, stderr=open(self.log, "ab"), text=True)
@@ -603,7 +602,7 @@ def main():
 
 
 def run(args, config, dest_server, moved, mounted):
-    server = Server(args.strata, config, os.path.join(args.work, "server.log"))
+    server = Server(args.strata, config, os.path.join(args.work, "server.log"), args.port)
     server.start()
 
     soak = Soak(args)

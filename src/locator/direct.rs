@@ -3,18 +3,22 @@
 //! that asks.
 //!
 //! sqlx runs each SQLite connection on a worker thread of its own, and every statement is a
-//! round trip to it: a group commit through [`Locator::record_instances`] is five (BEGIN,
-//! the hierarchy counter, the rejected list, the insert, COMMIT), two thread wake-ups each.
-//! Here the same statements run where the committer already is. Only the common case comes
-//! here: every instance of the batch belongs to a series whose row id is cached, and a
-//! duplicate is kept, not overwritten. Anything else (a series' first instance, the
-//! overwrite policy, a hierarchy deletion since the ids were cached) takes the sqlx path,
-//! which stays the reference: the statements here are its own text (shared constants), and
-//! the same durability holds (WAL, `synchronous = FULL`, the in-process write lock held).
+//! round trip to it: a group commit through [`Locator::record_instances`] is five or more
+//! (BEGIN, the hierarchy counter, the rejected list, the insert, a backup-queue mark per
+//! study when backups are on, COMMIT), two thread wake-ups each. Here equivalent statements
+//! run where the committer already is. Only the common case comes here: every instance of
+//! the batch belongs to a series whose row id is cached, and a duplicate is kept, not
+//! overwritten. Anything else (a series' first instance, the overwrite policy, a hierarchy
+//! deletion since the ids were cached) takes the sqlx path, which stays the reference. The
+//! instance row, audit entry, counter and queue statements are its own text (shared
+//! constants); the rejected check is one UID at a time and the metadata row a plain insert,
+//! where sqlx's path folds them into fewer round trips. The same durability holds (WAL,
+//! `synchronous = FULL`, the in-process write lock held).
 //!
 //! [`Locator::record_instances`]: super::Locator::record_instances
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
@@ -27,8 +31,10 @@ use super::{
 
 /// The write connection for [`DirectWriter::record`].
 pub(super) struct DirectWriter {
-    /// `None` once closed.
+    /// `None` once closed (or given up, see [`DirectWriter::record`]).
     connection: Mutex<Option<Connection>>,
+    /// Transactions committed here.
+    commits: AtomicU64,
 }
 
 impl std::fmt::Debug for DirectWriter {
@@ -54,6 +60,7 @@ impl DirectWriter {
         connection.execute_batch(pragmas)?;
         Ok(DirectWriter {
             connection: Mutex::new(Some(connection)),
+            commits: AtomicU64::new(0),
         })
     }
 
@@ -64,6 +71,11 @@ impl DirectWriter {
         if let Some(Err((_, e))) = connection.map(Connection::close) {
             tracing::warn!(error = %e, "cannot close the locator's direct write connection");
         }
+    }
+
+    /// Transactions committed here so far.
+    pub(super) fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Connection>> {
@@ -79,34 +91,59 @@ impl DirectWriter {
         batch: &[(&NewInstance<'_>, i64)],
         epoch: i64,
     ) -> rusqlite::Result<Direct> {
-        let mut connection = self.lock();
-        let Some(connection) = connection.as_mut() else {
+        let mut slot = self.lock();
+        let Some(connection) = slot.as_mut() else {
             return Ok(Direct::NotTaken);
         };
-        let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let now: i64 = tx
-            .prepare_cached(HIERARCHY_EPOCH)?
-            .query_row(params![super::lifecycle::HIERARCHY_COUNTER], |row| {
-                row.get(0)
-            })?;
-        if now != epoch {
-            return Ok(Direct::NotTaken); // rolled back when dropped
-        }
-        let mut answers = Vec::with_capacity(batch.len());
-        let mut enqueued: Vec<&str> = Vec::new();
-        for (new, series_fk) in batch {
-            let answer = record_one(&tx, new, *series_fk)?;
-            let study = new.attributes.study.study_instance_uid.as_str();
-            if new.enqueue_backup && answer != Recorded::Kept && !enqueued.contains(&study) {
-                tx.prepare_cached(&copies::enqueue_sql(Dialect::Sqlite))?
-                    .execute(params![study, super::now_millis(), "received"])?;
-                enqueued.push(study);
+        let done = record_batch(connection, batch, epoch);
+        match &done {
+            Ok(Direct::Committed(_)) => {
+                self.commits.fetch_add(1, Ordering::Relaxed);
             }
-            answers.push(answer);
+            Err(e) if !connection.is_autocommit() => {
+                // A failed commit whose rollback failed too (an I/O error) leaves the
+                // transaction open, holding the database's write lock: the connection is
+                // given up, and later batches take the sqlx path.
+                tracing::warn!(error = %e, "the direct write connection is stuck in a transaction: closed");
+                if let Some(Err((_, e))) = slot.take().map(Connection::close) {
+                    tracing::warn!(error = %e, "cannot close the direct write connection");
+                }
+            }
+            _ => {}
         }
-        tx.commit()?;
-        Ok(Direct::Committed(answers))
+        done
     }
+}
+
+/// [`DirectWriter::record`]'s transaction.
+fn record_batch(
+    connection: &mut Connection,
+    batch: &[(&NewInstance<'_>, i64)],
+    epoch: i64,
+) -> rusqlite::Result<Direct> {
+    let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let now: i64 = tx
+        .prepare_cached(HIERARCHY_EPOCH)?
+        .query_row(params![super::lifecycle::HIERARCHY_COUNTER], |row| {
+            row.get(0)
+        })?;
+    if now != epoch {
+        return Ok(Direct::NotTaken); // rolled back when dropped
+    }
+    let mut answers = Vec::with_capacity(batch.len());
+    let mut enqueued: Vec<&str> = Vec::new();
+    for (new, series_fk) in batch {
+        let answer = record_one(&tx, new, *series_fk)?;
+        let study = new.attributes.study.study_instance_uid.as_str();
+        if new.enqueue_backup && answer != Recorded::Kept && !enqueued.contains(&study) {
+            tx.prepare_cached(&copies::enqueue_sql(Dialect::Sqlite))?
+                .execute(params![study, super::now_millis(), "received"])?;
+            enqueued.push(study);
+        }
+        answers.push(answer);
+    }
+    tx.commit()?;
+    Ok(Direct::Committed(answers))
 }
 
 /// One instance of a batch, inside its transaction: what the sqlx path's

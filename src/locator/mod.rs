@@ -254,7 +254,9 @@ impl Locator {
         // drops its whole cache and reads the pages back (WAL); write transactions taken
         // from the pool in turn did that on every commit (25 page reads and a 16 MiB cache
         // emptied per instance received, a third of the server's CPU with one association
-        // sending). Single-statement writes on the pool still make it stale now and then.
+        // sending). Single-statement writes on the pool, and the direct writer's commits
+        // (received instances, below), still make it stale; the transactions it runs are
+        // rarer now, and it keeps them off the pool's connections.
         let writer = match dialect {
             Dialect::Sqlite => Some(
                 pool_options(dialect, cache_kib)
@@ -1240,8 +1242,9 @@ pub(crate) mod tests {
     }
 
     /// The direct writer (SQLite) records what the sqlx path records: the instance row,
-    /// its audit entry and metadata, the backup queue's mark; a duplicate and a rejected
-    /// instance are kept out; after a hierarchy deletion it takes nothing.
+    /// its audit entry and metadata, the backup queue's mark; a duplicate (also within one
+    /// batch) and a rejected instance are kept out; after a hierarchy deletion, and once
+    /// closed, it takes nothing and the sqlx path records.
     #[tokio::test(flavor = "multi_thread")]
     async fn the_direct_writer_records_what_the_sqlx_path_records() {
         let (_dir, locator) = temp_locator().await;
@@ -1253,21 +1256,72 @@ pub(crate) mod tests {
             );
             return;
         };
-        let mut first = attributes("1.2.3.1", "1.2.3.9");
-        first.metadata = Some(r#"{"first":1}"#.into());
-        let mut second = attributes("1.2.3.2", "1.2.3.9");
-        second.metadata = Some(r#"{"second":2}"#.into());
-        let (one, two) = (object("aa/one.dcm", 10), object("aa/two.dcm", 20));
+        let instance = |sop: &str, metadata: Option<&str>| {
+            let mut a = attributes(sop, "1.2.3.9");
+            a.instance.instance_number = Some(sop.len() as i64);
+            a.metadata = metadata.map(str::to_string);
+            a
+        };
+        let stored = |n: u32| StoredObject {
+            tier: Tier::Online,
+            location: format!("aa/{n}.dcm"),
+            offset: u64::from(n),
+            length: 100 + u64::from(n),
+            crc32c: 0xDEAD_0000 + n,
+            transfer_syntax_uid: format!("1.2.840.10008.1.2.{n}"),
+        };
         let new = |attributes, object| NewInstance {
             attributes,
             object,
             source_ae: "MODALITY",
-            who: "MODALITY",
+            who: "user alice",
             address: "127.0.0.1",
             received_at: 1_000,
             enqueue_backup: true,
         };
+        // What the index holds for `uid`: its row, its metadata, its "stored" audit entries.
+        let row = |uid: &str| {
+            let (pool, uid) = (locator.pool.clone(), uid.to_string());
+            async move {
+                let r = sqlx::query(
+                    "SELECT i.series_fk, i.sop_class_uid, i.instance_number, i.tier, i.location, \
+                       i.byte_offset, i.byte_length, i.crc32c, i.transfer_syntax_uid, \
+                       i.received_at, i.source_ae, \
+                       (SELECT json FROM instance_metadata m \
+                          WHERE m.sop_instance_uid = i.sop_instance_uid) AS json, \
+                       (SELECT COUNT(*) FROM audit_log a WHERE a.sop_instance_uid = $1 \
+                          AND a.event = 'stored' AND a.at = 1000 AND a.ae = 'user alice' \
+                          AND a.address = '127.0.0.1') AS audits \
+                     FROM instances i WHERE i.sop_instance_uid = $1",
+                )
+                .bind(uid)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+                let text = |c: &str| r.get::<String, _>(c);
+                let int = |c: &str| r.get::<i64, _>(c);
+                let json: Option<String> = r.get("json");
+                let columns = [
+                    text("sop_class_uid"),
+                    text("tier"),
+                    text("location"),
+                    text("transfer_syntax_uid"),
+                    text("source_ae"),
+                ];
+                let numbers = [
+                    int("series_fk"),
+                    int("instance_number"),
+                    int("byte_offset"),
+                    int("byte_length"),
+                    int("crc32c"),
+                    int("received_at"),
+                    int("audits"),
+                ];
+                (columns, numbers, json)
+            }
+        };
         // The series' first instance: not taken (its series id is not cached yet).
+        let (first, one) = (instance("1.2.3.1", Some(r#"{"a":1}"#)), stored(1));
         let a = new(&first, &one);
         assert!(locator
             .record_direct(direct, &[a.clone()], false)
@@ -1277,92 +1331,110 @@ pub(crate) mod tests {
             locator.record_instance(&a, false).await.unwrap(),
             Recorded::Stored
         );
+        assert_eq!(direct.commits(), 0);
+        let by_sqlx = row("1.2.3.1").await;
         let mark = locator.backup_mark("1.2.3").await.unwrap();
-        let b = new(&second, &two);
-        let taken = locator.record_direct(direct, &[b.clone()], false).await;
-        assert_eq!(taken.unwrap().unwrap(), vec![Recorded::Stored]);
-        assert!(
-            locator.backup_mark("1.2.3").await.unwrap() > mark,
-            "queued again"
-        );
-        let row = |uid: &str| {
-            let sql = "SELECT i.series_fk, i.sop_class_uid, i.tier, i.byte_length, i.crc32c, \
-                 i.received_at, i.source_ae, m.json, \
-                 (SELECT COUNT(*) FROM audit_log a WHERE a.sop_instance_uid = i.sop_instance_uid \
-                    AND a.event = 'stored' AND a.ae = 'MODALITY' AND a.address = '127.0.0.1') AS audits \
-                 FROM instances i JOIN instance_metadata m USING (sop_instance_uid) \
-                 WHERE i.sop_instance_uid = $1";
-            let pool = locator.pool.clone();
-            let uid = uid.to_string();
-            async move {
-                let r = sqlx::query(sql).bind(uid).fetch_one(&pool).await.unwrap();
-                let common = (
-                    r.get::<i64, _>("series_fk"),
-                    r.get::<String, _>("sop_class_uid"),
-                    r.get::<String, _>("tier"),
-                    r.get::<i64, _>("crc32c"),
-                    r.get::<i64, _>("received_at"),
-                    r.get::<String, _>("source_ae"),
-                    r.get::<i64, _>("audits"),
-                );
-                (
-                    common,
-                    r.get::<i64, _>("byte_length"),
-                    r.get::<String, _>("json"),
-                )
-            }
-        };
-        let (by_sqlx, by_direct) = (row("1.2.3.1").await, row("1.2.3.2").await);
-        assert_eq!(by_direct.2, r#"{"second":2}"#);
-        assert_eq!((by_sqlx.1, by_direct.1), (10, 20));
-        assert_eq!(by_sqlx.0, by_direct.0, "the same columns");
-        assert_eq!(by_direct.0 .6, 1, "one audit entry");
-        // The same UID again: kept, nothing new.
-        let again = locator.record_direct(direct, &[b.clone()], false).await;
-        assert_eq!(again.unwrap().unwrap(), vec![Recorded::Kept]);
-        assert_eq!(row("1.2.3.2").await.0 .6, 1, "still one audit entry");
-        // A rejected UID sent again: kept out of the index.
+        // A batch of the same series through `record_instances`: taken, in one commit.
+        let (second, two) = (instance("1.2.3.22", Some(r#"{"b":2}"#)), stored(2));
+        let (third, three) = (instance("1.2.3.333", None), stored(3));
+        let (rejected, four) = (instance("1.2.3.4444", None), stored(4));
         sqlx::query(
             "INSERT INTO rejected_instances (sop_instance_uid, study_instance_uid, \
                series_instance_uid, rejected_at, code, note_uid, tier, location, byte_length) \
-             VALUES ('1.2.3.3', '1.2.3', '1.2.3.9', 1, '113001', '1.9', 'online', 'x', 1)",
+             VALUES ('1.2.3.4444', '1.2.3', '1.2.3.9', 1, '113001', '1.9', 'online', 'x', 1)",
         )
         .execute(&locator.pool)
         .await
         .unwrap();
-        let third = attributes("1.2.3.3", "1.2.3.9");
-        let three = object("aa/three.dcm", 30);
-        let c = new(&third, &three);
-        let rejected = locator.record_direct(direct, &[c], false).await;
-        assert_eq!(rejected.unwrap().unwrap(), vec![Recorded::Kept]);
-        assert!(locator.find_instance("1.2.3.3").await.unwrap().is_none());
+        let (b, c, d) = (
+            new(&second, &two),
+            new(&third, &three),
+            new(&rejected, &four),
+        );
+        let answers = locator
+            .record_instances(&[b.clone(), b.clone(), c, d], false)
+            .await
+            .unwrap();
+        assert_eq!(
+            answers,
+            [
+                Recorded::Stored,
+                Recorded::Kept,
+                Recorded::Stored,
+                Recorded::Kept
+            ],
+            "the repeated UID and the rejected one kept out"
+        );
+        assert_eq!(direct.commits(), 1);
+        assert!(
+            locator.backup_mark("1.2.3").await.unwrap() > mark,
+            "queued again"
+        );
+        assert!(locator.find_instance("1.2.3.4444").await.unwrap().is_none());
+        let by_direct = row("1.2.3.22").await;
+        assert_eq!(by_sqlx.1[0], by_direct.1[0], "the same series row");
+        for (row, n, json) in [
+            (by_sqlx, 1, Some(r#"{"a":1}"#)),
+            (by_direct, 2, Some(r#"{"b":2}"#)),
+        ] {
+            let o = stored(n);
+            let uid_len = if n == 1 { 7 } else { 8 };
+            assert_eq!(
+                row.0,
+                [
+                    "1.2.840.10008.5.1.4.1.1.2".to_string(),
+                    "online".into(),
+                    o.location,
+                    o.transfer_syntax_uid,
+                    "MODALITY".into()
+                ]
+            );
+            let numbers = [
+                uid_len,
+                o.offset as i64,
+                o.length as i64,
+                i64::from(o.crc32c),
+                1_000,
+                1,
+            ];
+            assert_eq!(row.1[1..], numbers, "instance {n}");
+            assert_eq!(row.2.as_deref(), json);
+        }
+        assert_eq!(row("1.2.3.333").await.2, None, "no metadata row");
+        // The same UID again: kept, nothing new.
+        let again = locator.record_direct(direct, &[b.clone()], false).await;
+        assert_eq!(again.unwrap().unwrap(), vec![Recorded::Kept]);
+        assert_eq!(row("1.2.3.22").await.1[6], 1, "still one audit entry");
         // Series rows deleted since the ids were cached: not taken, nothing written.
         sqlx::query("INSERT INTO counters (name, value) VALUES ($1, 1)")
             .bind(lifecycle::HIERARCHY_COUNTER)
             .execute(&locator.pool)
             .await
             .unwrap();
-        let fourth = attributes("1.2.3.4", "1.2.3.9");
-        let four = object("aa/four.dcm", 40);
-        let d = new(&fourth, &four);
+        let (fifth, five) = (instance("1.2.3.5", None), stored(5));
+        let e = new(&fifth, &five);
         assert!(locator
-            .record_direct(direct, &[d.clone()], false)
+            .record_direct(direct, &[e.clone()], false)
             .await
             .is_none());
-        assert!(locator.find_instance("1.2.3.4").await.unwrap().is_none());
+        assert!(locator.find_instance("1.2.3.5").await.unwrap().is_none());
         assert_eq!(
-            locator.record_instance(&d, false).await.unwrap(),
+            locator.record_instance(&e, false).await.unwrap(),
             Recorded::Stored
         );
-        // Closed: not taken.
+        // Closed: not taken; the sqlx path records.
         direct.close();
-        let mut fifth = attributes("1.2.3.5", "1.2.3.9");
-        fifth.metadata = None;
-        let five = object("aa/five.dcm", 50);
+        let (sixth, six) = (instance("1.2.3.6", None), stored(6));
+        let f = new(&sixth, &six);
         assert!(locator
-            .record_direct(direct, &[new(&fifth, &five)], false)
+            .record_direct(direct, &[f.clone()], false)
             .await
             .is_none());
+        assert_eq!(
+            locator.record_instance(&f, false).await.unwrap(),
+            Recorded::Stored
+        );
+        assert_eq!(direct.commits(), 2, "the repeated UID's commit, no other");
     }
 
     /// A backup claim is released only for its own container, keeps its container "in use"
