@@ -1322,15 +1322,7 @@ pub(crate) mod tests {
         };
         // The series' first instance: not taken (its series id is not cached yet).
         let (first, one) = (instance("1.2.3.1", Some(r#"{"a":1}"#)), stored(1));
-        let a = new(&first, &one);
-        assert!(locator
-            .record_direct(direct, &[a.clone()], false)
-            .await
-            .is_none());
-        assert_eq!(
-            locator.record_instance(&a, false).await.unwrap(),
-            Recorded::Stored
-        );
+        stored_by_sqlx(&locator, direct, &new(&first, &one)).await;
         assert_eq!(direct.commits(), 0);
         let by_sqlx = row("1.2.3.1").await;
         let mark = locator.backup_mark("1.2.3").await.unwrap();
@@ -1412,29 +1404,31 @@ pub(crate) mod tests {
             .await
             .unwrap();
         let (fifth, five) = (instance("1.2.3.5", None), stored(5));
-        let e = new(&fifth, &five);
-        assert!(locator
-            .record_direct(direct, &[e.clone()], false)
-            .await
-            .is_none());
-        assert!(locator.find_instance("1.2.3.5").await.unwrap().is_none());
-        assert_eq!(
-            locator.record_instance(&e, false).await.unwrap(),
-            Recorded::Stored
-        );
+        stored_by_sqlx(&locator, direct, &new(&fifth, &five)).await;
         // Closed: not taken; the sqlx path records.
         direct.close();
         let (sixth, six) = (instance("1.2.3.6", None), stored(6));
-        let f = new(&sixth, &six);
-        assert!(locator
-            .record_direct(direct, &[f.clone()], false)
-            .await
-            .is_none());
-        assert_eq!(
-            locator.record_instance(&f, false).await.unwrap(),
-            Recorded::Stored
-        );
+        stored_by_sqlx(&locator, direct, &new(&sixth, &six)).await;
         assert_eq!(direct.commits(), 2, "the repeated UID's commit, no other");
+    }
+
+    /// `new` is not taken by the direct writer (nothing is written); the sqlx path stores it.
+    async fn stored_by_sqlx(
+        locator: &Locator,
+        direct: &direct::DirectWriter,
+        new: &NewInstance<'_>,
+    ) {
+        let taken = locator
+            .record_direct(direct, std::slice::from_ref(new), false)
+            .await;
+        assert!(taken.is_none(), "{taken:?}");
+        let uid = &new.attributes.instance.sop_instance_uid;
+        assert!(
+            locator.find_instance(uid).await.unwrap().is_none(),
+            "nothing written"
+        );
+        let recorded = locator.record_instance(new, false).await.unwrap();
+        assert_eq!(recorded, Recorded::Stored);
     }
 
     /// A backup claim is released only for its own container, keeps its container "in use"

@@ -112,8 +112,8 @@ impl Metrics {
         gauge(
             out,
             "strata_locator_connections_max",
-            "The most connections this process's locator pool opens (SQLite keeps one more, \
-             for write transactions).",
+            "The most connections this process's locator pool opens (SQLite on a file keeps \
+             two more, for writes).",
             &[(vec![], f64::from(pool.max))],
         );
     }
