@@ -53,6 +53,15 @@ pub(super) struct Committer {
     queue: mpsc::Sender<Pending>,
 }
 
+/// A batch after its trip to the blocking pool: the instances published (each with its
+/// location), where each is, and their answers from the locator when it could record them
+/// on that thread.
+struct Published {
+    ready: Vec<(Pending, String)>,
+    objects: Vec<StoredObject>,
+    recorded: Option<Result<Vec<Recorded>, LocatorError>>,
+}
+
 /// What the committer task owns.
 #[derive(Debug)]
 struct Worker {
@@ -126,94 +135,27 @@ impl Worker {
     }
 
     async fn commit_batch(self: Arc<Self>, batch: Vec<Pending>) {
-        let locations: Vec<String> = batch
-            .iter()
-            .map(|p| {
-                self.online.new_location(
-                    &p.finished.attributes.study.study_instance_uid,
-                    &p.finished.attributes.instance.sop_instance_uid,
-                )
-            })
-            .collect();
-        let published = {
-            let worker = self.clone();
-            let files: Vec<_> = batch
-                .iter()
-                .zip(&locations)
-                .map(|(p, l)| (p.finished.written.path.path().to_owned(), l.clone()))
-                .collect();
-            tokio::task::spawn_blocking(move || {
-                let files: Vec<(&Path, &str)> = files
-                    .iter()
-                    .map(|(t, l)| (t.as_path(), l.as_str()))
-                    .collect();
-                worker.online.publish_all(&files)
-            })
-            .await
+        let worker = self.clone();
+        // A trip that panicked (or never ran: the runtime is stopping) dropped its
+        // instances' answers: each association reports an interrupted commit.
+        let Ok(Published {
+            ready,
+            objects,
+            recorded,
+        }) = tokio::task::spawn_blocking(move || worker.publish_then_record(batch)).await
+        else {
+            return;
         };
-        let published: Vec<Result<(), Outcome>> = match published {
-            Ok(answers) => answers
-                .into_iter()
-                .map(|a| a.map_err(|e| Outcome::failure(io_status(e.io()), e.to_string())))
-                .collect(),
-            Err(join) => (0..batch.len())
-                .map(|_| {
-                    Err(Outcome::failure(
-                        Status::ProcessingFailure,
-                        join.to_string(),
-                    ))
-                })
-                .collect(),
-        };
-        let mut ready = Vec::with_capacity(batch.len());
-        for ((mut pending, location), published) in batch.into_iter().zip(locations).zip(published)
-        {
-            match published {
-                Ok(()) => {
-                    pending.finished.written.path.published();
-                    ready.push((pending, location));
-                }
-                Err(failure) => {
-                    // Not recorded, so neither name may stay: the temporary (dropped with
-                    // the instance), or the file renamed before a folder sync failed (its
-                    // name is never reused).
-                    let Pending { finished, answer } = pending;
-                    drop(finished);
-                    remove_quietly(&self.online.path(&location));
-                    let _ = answer.send(failure);
-                }
-            }
-        }
         if ready.is_empty() {
             return;
         }
-        let objects: Vec<StoredObject> = ready
-            .iter()
-            .map(|(p, location)| StoredObject {
-                tier: Tier::Online,
-                location: location.clone(),
-                offset: 0,
-                length: p.finished.written.length,
-                crc32c: p.finished.written.crc32c,
-                transfer_syntax_uid: p.finished.transfer_syntax_uid.clone(),
-            })
-            .collect();
-        let received_at = now_millis();
-        let news: Vec<NewInstance<'_>> = ready
-            .iter()
-            .zip(&objects)
-            .map(|((p, _), object)| NewInstance {
-                attributes: &p.finished.attributes,
-                object,
-                source_ae: &p.finished.sender.source_ae,
-                who: &p.finished.sender.who,
-                address: &p.finished.sender.address,
-                received_at,
-                enqueue_backup: self.enqueue_backup,
-            })
-            .collect();
-        let recorded = self.locator.record_instances(&news, self.replace).await;
-        drop(news);
+        let recorded = match recorded {
+            Some(recorded) => recorded,
+            None => {
+                let news = self.news(&ready, &objects, now_millis());
+                self.locator.record_instances(&news, self.replace).await
+            }
+        };
         match recorded {
             Ok(answers) => {
                 let stored: Vec<&Finished> = ready
@@ -240,6 +182,92 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// On the blocking pool: publishes every instance of `batch` (answering those that fail
+    /// at once), then records the rest when the locator can do that on this thread
+    /// ([`Locator::record_instances_here`]), so a batch costs one trip.
+    fn publish_then_record(&self, batch: Vec<Pending>) -> Published {
+        let locations: Vec<String> = batch
+            .iter()
+            .map(|p| {
+                self.online.new_location(
+                    &p.finished.attributes.study.study_instance_uid,
+                    &p.finished.attributes.instance.sop_instance_uid,
+                )
+            })
+            .collect();
+        let files: Vec<(&Path, &str)> = batch
+            .iter()
+            .zip(&locations)
+            .map(|(p, l)| (p.finished.written.path.path(), l.as_str()))
+            .collect();
+        let published = self.online.publish_all(&files);
+        drop(files);
+        let mut ready = Vec::with_capacity(batch.len());
+        for ((mut pending, location), published) in batch.into_iter().zip(locations).zip(published)
+        {
+            match published {
+                Ok(()) => {
+                    pending.finished.written.path.published();
+                    ready.push((pending, location));
+                }
+                Err(e) => {
+                    // Not recorded, so neither name may stay: the temporary (dropped with
+                    // the instance), or the file renamed before a folder sync failed (its
+                    // name is never reused).
+                    let failure = Outcome::failure(io_status(e.io()), e.to_string());
+                    let Pending { finished, answer } = pending;
+                    drop(finished);
+                    remove_quietly(&self.online.path(&location));
+                    let _ = answer.send(failure);
+                }
+            }
+        }
+        let objects: Vec<StoredObject> = ready
+            .iter()
+            .map(|(p, location)| StoredObject {
+                tier: Tier::Online,
+                location: location.clone(),
+                offset: 0,
+                length: p.finished.written.length,
+                crc32c: p.finished.written.crc32c,
+                transfer_syntax_uid: p.finished.transfer_syntax_uid.clone(),
+            })
+            .collect();
+        let recorded = if ready.is_empty() {
+            None
+        } else {
+            let news = self.news(&ready, &objects, now_millis());
+            self.locator.record_instances_here(&news, self.replace)
+        };
+        Published {
+            ready,
+            objects,
+            recorded,
+        }
+    }
+
+    /// The locator's view of published instances (`objects`: where each is, in order).
+    fn news<'a>(
+        &self,
+        ready: &'a [(Pending, String)],
+        objects: &'a [StoredObject],
+        received_at: i64,
+    ) -> Vec<NewInstance<'a>> {
+        ready
+            .iter()
+            .zip(objects)
+            .map(|((p, _), object)| NewInstance {
+                attributes: &p.finished.attributes,
+                object,
+                source_ae: &p.finished.sender.source_ae,
+                who: &p.finished.sender.who,
+                address: &p.finished.sender.address,
+                received_at,
+                enqueue_backup: self.enqueue_backup,
+            })
+            .collect()
     }
 
     /// Sends the stores of one commit to syslog: one message per study and sender.

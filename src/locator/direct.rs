@@ -74,6 +74,7 @@ impl DirectWriter {
     }
 
     /// Transactions committed here so far.
+    #[cfg(test)]
     pub(super) fn commits(&self) -> u64 {
         self.commits.load(Ordering::Relaxed)
     }

@@ -615,25 +615,58 @@ impl Locator {
         batch: &[NewInstance<'_>],
         replace: bool,
     ) -> Option<Result<Vec<Recorded>, LocatorError>> {
+        let (epoch, series) = self.direct_series(batch, replace)?;
+        let _writer = self.write_guard().await;
+        run_here(|| self.record_direct_locked(direct, batch, &series, epoch))
+    }
+
+    /// [`Locator::record_instances`] for a blocking thread (never a runtime's worker): the
+    /// batch is recorded here when the direct writer can take it (SQLite on a file, no
+    /// `replace`, every series' row known), so publishing and recording a batch is one trip
+    /// to the blocking pool. `None`: nothing was written; use `record_instances`.
+    pub fn record_instances_here(
+        &self,
+        batch: &[NewInstance<'_>],
+        replace: bool,
+    ) -> Option<Result<Vec<Recorded>, LocatorError>> {
+        let direct = self.direct.as_ref()?;
+        let (epoch, series) = self.direct_series(batch, replace)?;
+        let waiting = std::time::Instant::now();
+        let _writer = self.write_lock.blocking_lock();
+        crate::metrics::LOCATOR_WAIT.observe_duration(&["writer"], waiting.elapsed());
+        self.record_direct_locked(direct, batch, &series, epoch)
+    }
+
+    /// The cached hierarchy epoch and each instance's series row id, when the direct writer
+    /// may take `batch`.
+    fn direct_series(&self, batch: &[NewInstance<'_>], replace: bool) -> Option<(i64, Vec<i64>)> {
         if replace || batch.is_empty() {
             return None;
         }
-        let (epoch, series) = {
-            let cache = self.series_ids.lock().expect("series cache lock");
-            let series: Option<Vec<i64>> = batch
-                .iter()
-                .map(|n| {
-                    cache
-                        .ids
-                        .get(&n.attributes.series.series_instance_uid)
-                        .copied()
-                })
-                .collect();
-            (cache.epoch, series?)
-        };
-        let batch: Vec<(&NewInstance<'_>, i64)> = batch.iter().zip(series).collect();
-        let _writer = self.write_guard().await;
-        match run_here(|| direct.record(&batch, epoch)) {
+        let cache = self.series_ids.lock().expect("series cache lock");
+        let series: Option<Vec<i64>> = batch
+            .iter()
+            .map(|n| {
+                cache
+                    .ids
+                    .get(&n.attributes.series.series_instance_uid)
+                    .copied()
+            })
+            .collect();
+        Some((cache.epoch, series?))
+    }
+
+    /// The direct commit, under the write lock; blocking (the commit syncs the WAL).
+    fn record_direct_locked(
+        &self,
+        direct: &direct::DirectWriter,
+        batch: &[NewInstance<'_>],
+        series: &[i64],
+        epoch: i64,
+    ) -> Option<Result<Vec<Recorded>, LocatorError>> {
+        let batch: Vec<(&NewInstance<'_>, i64)> =
+            batch.iter().zip(series.iter().copied()).collect();
+        match direct.record(&batch, epoch) {
             Ok(direct::Direct::Committed(answers)) => Some(Ok(answers)),
             // Series rows were deleted meanwhile (the sqlx path empties the cache), or the
             // locator is closing.
