@@ -19,7 +19,7 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{LazyLock, Mutex};
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tracing::info;
@@ -28,6 +28,11 @@ use super::{
     copies, Dialect, NewInstance, Recorded, AUDIT_INSERT, HIERARCHY_EPOCH, INSTANCE_INSERT,
     METADATA_INSERT_NEW,
 };
+
+/// Statements built once (the statement cache looks them up by text every batch).
+static INSTANCE_INSERT_NEW: LazyLock<String> =
+    LazyLock::new(|| format!("{INSTANCE_INSERT} DO NOTHING"));
+static ENQUEUE_BACKUP: LazyLock<String> = LazyLock::new(|| copies::enqueue_sql(Dialect::Sqlite));
 
 /// The write connection for [`DirectWriter::record`].
 pub(super) struct DirectWriter {
@@ -137,8 +142,11 @@ fn record_batch(
         let answer = record_one(&tx, new, *series_fk)?;
         let study = new.attributes.study.study_instance_uid.as_str();
         if new.enqueue_backup && answer != Recorded::Kept && !enqueued.contains(&study) {
-            tx.prepare_cached(&copies::enqueue_sql(Dialect::Sqlite))?
-                .execute(params![study, super::now_millis(), "received"])?;
+            tx.prepare_cached(&ENQUEUE_BACKUP)?.execute(params![
+                study,
+                super::now_millis(),
+                "received"
+            ])?;
             enqueued.push(study);
         }
         answers.push(answer);
@@ -165,23 +173,21 @@ fn record_one(
         info!(sop_instance_uid = %a.sop_instance_uid, "received again after its rejection: not indexed");
         return Ok(Recorded::Kept);
     }
-    let inserted = tx
-        .prepare_cached(&format!("{INSTANCE_INSERT} DO NOTHING"))?
-        .execute(params![
-            series_fk,
-            a.sop_instance_uid,
-            a.sop_class_uid,
-            a.instance_number,
-            a.specific_character_set,
-            o.transfer_syntax_uid,
-            o.tier.as_str(),
-            o.location,
-            o.offset as i64,
-            o.length as i64,
-            i64::from(o.crc32c),
-            new.received_at,
-            new.source_ae,
-        ])?;
+    let inserted = tx.prepare_cached(&INSTANCE_INSERT_NEW)?.execute(params![
+        series_fk,
+        a.sop_instance_uid,
+        a.sop_class_uid,
+        a.instance_number,
+        a.specific_character_set,
+        o.transfer_syntax_uid,
+        o.tier.as_str(),
+        o.location,
+        o.offset as i64,
+        o.length as i64,
+        i64::from(o.crc32c),
+        new.received_at,
+        new.source_ae,
+    ])?;
     if inserted == 0 {
         return Ok(Recorded::Kept);
     }

@@ -216,6 +216,9 @@ impl Locator {
                 "the scheme must be sqlite://, postgres:// or postgresql://".into(),
             ))
         })?;
+        // SQLite on a file: where it is, for the direct writer (an in-memory database has
+        // no second connection to it).
+        let mut database_file = None;
         let options = match dialect {
             Dialect::Sqlite => {
                 let sqlite = SqliteConnectOptions::from_str(&config.url)
@@ -224,6 +227,9 @@ impl Locator {
                 if let Some(parent) = std::path::Path::new(sqlite.get_filename()).parent() {
                     // A missing folder is the most common first-run failure; create it.
                     let _ = std::fs::create_dir_all(parent);
+                }
+                if !config.url.contains(":memory:") && !config.url.contains("mode=memory") {
+                    database_file = Some(sqlite.get_filename().to_owned());
                 }
                 AnyConnectOptions::from_url(&sqlite.to_url_lossy())
             }
@@ -276,21 +282,10 @@ impl Locator {
         fill_person_name_keys(&pool)
             .await
             .map_err(LocatorError::Backfill)?;
-        let direct = match dialect {
-            Dialect::Sqlite
-                if !config.url.contains(":memory:") && !config.url.contains("mode=memory") =>
-            {
-                let path = SqliteConnectOptions::from_str(&config.url)
-                    .map_err(url_error)?
-                    .get_filename()
-                    .to_owned();
-                Some(
-                    direct::DirectWriter::open(&path, &sqlite_pragmas(cache_kib))
-                        .map_err(LocatorError::OpenDirect)?,
-                )
-            }
-            _ => None,
-        };
+        let direct = database_file
+            .map(|path| direct::DirectWriter::open(&path, &sqlite_pragmas(cache_kib)))
+            .transpose()
+            .map_err(LocatorError::OpenDirect)?;
         let held = Locator::take_first_lease(&pool, dialect, owner).await?;
         let heartbeat = leases::spawn_heartbeat(pool.clone(), dialect, held.clone());
         Ok(Locator {
