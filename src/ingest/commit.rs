@@ -2,9 +2,12 @@
 //! study folders and recorded in the locator. One task takes every instance waiting, renames
 //! them all, syncs each file's data and each folder once, all at once
 //! ([`OnlineStore::publish_all`]), records
-//! them all in one locator transaction ([`Locator::record_instances`]: one WAL sync on
-//! SQLite, one commit on PostgreSQL), and only then answers each: no Success before both the
-//! file and its row are durable. With one association sending, a batch is one instance; with
+//! them all in one locator transaction (one WAL sync on SQLite, one commit on PostgreSQL),
+//! and only then answers each: no Success before both the file and its row are durable.
+//! Publishing and, on SQLite, recording run in one trip to the blocking pool
+//! ([`Locator::record_instances_here`]); where the locator declines that (PostgreSQL, a
+//! series' first instance, `overwrite`), the batch is recorded by
+//! [`Locator::record_instances`] back on the runtime. With one association sending, a batch is one instance; with
 //! N sending at once, up to N share the syncs, without any waiting window: instances that
 //! finish while a batch commits form the next one.
 
@@ -12,7 +15,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::Sender;
 use crate::audit::{Auditor, Entry, Event};
@@ -136,15 +139,21 @@ impl Worker {
 
     async fn commit_batch(self: Arc<Self>, batch: Vec<Pending>) {
         let worker = self.clone();
-        // A trip that panicked (or never ran: the runtime is stopping) dropped its
-        // instances' answers: each association reports an interrupted commit.
-        let Ok(Published {
+        let instances = batch.len();
+        let published = tokio::task::spawn_blocking(move || worker.publish_then_record(batch));
+        let Published {
             ready,
             objects,
             recorded,
-        }) = tokio::task::spawn_blocking(move || worker.publish_then_record(batch)).await
-        else {
-            return;
+        } = match published.await {
+            Ok(published) => published,
+            Err(failed) => {
+                // A trip that panicked (or never ran: the runtime is stopping) dropped its
+                // instances' answers: each association reports an interrupted commit. Files
+                // it renamed but did not record are left unreferenced, as after a crash.
+                error!(error = %failed, instances, "group commit: the publish and record trip failed");
+                return;
+            }
         };
         if ready.is_empty() {
             return;

@@ -187,7 +187,8 @@ pub struct Locator {
     /// the pool and the direct writer's commits still do).
     writer: Option<AnyPool>,
     /// SQLite on a file only: received instances of known series are recorded here, on the
-    /// committer's thread (see `direct`).
+    /// committer's trip to the blocking pool (see `direct` and
+    /// [`Locator::record_instances_here`]).
     direct: Option<direct::DirectWriter>,
     dialect: Dialect,
     /// SQLite only: one writer at a time within this process.
@@ -568,11 +569,7 @@ impl Locator {
                 Err(e) => {
                     // A series deleted after the counter was read (PostgreSQL) fails the
                     // insert; the next attempt looks the hierarchy up afresh.
-                    self.series_ids
-                        .lock()
-                        .expect("series cache lock")
-                        .ids
-                        .clear();
+                    self.forget_series();
                     return Err(record(e));
                 }
             };
@@ -663,15 +660,15 @@ impl Locator {
             batch.iter().zip(series.iter().copied()).collect();
         match direct.record(&batch, epoch) {
             Ok(direct::Direct::Committed(answers)) => Some(Ok(answers)),
-            // Series rows were deleted meanwhile (the sqlx path empties the cache), or the
-            // locator is closing.
-            Ok(direct::Direct::NotTaken) => None,
+            // Series rows were deleted meanwhile, or the locator is closing. The cached ids
+            // are forgotten, so the sqlx path that records the batch instead does not try
+            // this writer again first; it fills the cache afresh.
+            Ok(direct::Direct::NotTaken) => {
+                self.forget_series();
+                None
+            }
             Err(source) => {
-                self.series_ids
-                    .lock()
-                    .expect("series cache lock")
-                    .ids
-                    .clear();
+                self.forget_series();
                 let uid = batch[0].0.attributes.instance.sop_instance_uid.clone();
                 Some(Err(LocatorError::RecordDirect { uid, source }))
             }
@@ -756,6 +753,15 @@ impl Locator {
     /// The SQL condition "this process's lease holds now" (its token bound at `param`).
     pub(crate) fn lease_holds_sql(&self, param: &str) -> String {
         leases::holds(self.dialect, param)
+    }
+
+    /// Empties the series cache (its ids may be stale).
+    fn forget_series(&self) {
+        self.series_ids
+            .lock()
+            .expect("series cache lock")
+            .ids
+            .clear();
     }
 
     fn cached_series(&self, series_instance_uid: &str) -> Option<i64> {
@@ -1438,6 +1444,95 @@ pub(crate) mod tests {
         let (sixth, six) = (instance("1.2.3.6", None), stored(6));
         stored_by_sqlx(&locator, direct, &new(&sixth, &six)).await;
         assert_eq!(direct.commits(), 2, "the repeated UID's commit, no other");
+    }
+
+    /// `record_instances_here` (the committer's blocking trip) waits for the write lock an
+    /// async writer holds, then records in one direct commit; after a hierarchy deletion it
+    /// declines, writes nothing, and the sqlx path that records instead does not try the
+    /// direct writer again. On PostgreSQL it always declines.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_blocking_trip_records_after_the_write_lock_and_declines_after_a_deletion() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let (_dir, locator) = temp_locator().await;
+        let new = |attributes, object| NewInstance {
+            attributes,
+            object,
+            source_ae: "MODALITY",
+            who: "MODALITY",
+            address: "127.0.0.1",
+            received_at: 1_000,
+            enqueue_backup: false,
+        };
+        let (first, one) = (attributes("1.2.3.1", "1.2.3.9"), object("aa/1.dcm", 10));
+        locator
+            .record_instance(&new(&first, &one), false)
+            .await
+            .unwrap();
+        let (second, two) = (attributes("1.2.3.2", "1.2.3.9"), object("aa/2.dcm", 20));
+        let batch = [new(&second, &two)];
+        let Some(direct) = &locator.direct else {
+            assert_eq!(
+                locator.dialect(),
+                Dialect::Postgres,
+                "SQLite on a file has one"
+            );
+            assert!(locator.record_instances_here(&batch, false).is_none());
+            return;
+        };
+        // On a thread of its own, as on the blocking pool (never a runtime worker).
+        let here = |batch: &[NewInstance<'_>]| {
+            std::thread::scope(|scope| {
+                scope
+                    .spawn(|| locator.record_instances_here(batch, false))
+                    .join()
+                    .unwrap()
+            })
+        };
+        let held = locator.write_guard().await;
+        let done = AtomicBool::new(false);
+        let recorded = std::thread::scope(|scope| {
+            let trip = scope.spawn(|| {
+                let recorded = locator.record_instances_here(&batch, false);
+                done.store(true, Ordering::SeqCst);
+                recorded
+            });
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            assert!(!done.load(Ordering::SeqCst), "it waited for the write lock");
+            drop(held);
+            trip.join().unwrap()
+        });
+        assert_eq!(recorded.unwrap().unwrap(), vec![Recorded::Stored]);
+        assert_eq!(direct.commits(), 1);
+        assert!(locator.find_instance("1.2.3.2").await.unwrap().is_some());
+        // Series rows deleted since the ids were cached: declined, nothing written.
+        sqlx::query("INSERT INTO counters (name, value) VALUES ($1, 1)")
+            .bind(lifecycle::HIERARCHY_COUNTER)
+            .execute(&locator.pool)
+            .await
+            .unwrap();
+        let (third, three) = (attributes("1.2.3.3", "1.2.3.9"), object("aa/3.dcm", 30));
+        let batch = [new(&third, &three)];
+        assert!(here(&batch).is_none());
+        assert!(locator.find_instance("1.2.3.3").await.unwrap().is_none());
+        // The cached ids are forgotten, so the fallback goes straight to sqlx (no second
+        // direct attempt), which caches the series afresh.
+        assert_eq!(locator.cached_series("1.2.3.9"), None);
+        let answers = locator.record_instances(&batch, false).await.unwrap();
+        assert_eq!(answers, vec![Recorded::Stored]);
+        assert_eq!(
+            direct.commits(),
+            1,
+            "no direct commit for the declined batch"
+        );
+        assert!(locator.cached_series("1.2.3.9").is_some());
+        let (fourth, four) = (attributes("1.2.3.4", "1.2.3.9"), object("aa/4.dcm", 40));
+        let batch = [new(&fourth, &four)];
+        assert!(here(&batch).is_some());
+        assert_eq!(
+            direct.commits(),
+            2,
+            "taken again once the cache is filled afresh"
+        );
     }
 
     /// `new` is not taken by the direct writer (nothing is written); the sqlx path stores it.
