@@ -7,9 +7,9 @@
 //! Publishing and, on SQLite, recording run in one trip to the blocking pool
 //! ([`Locator::record_instances_here`]); where the locator declines that (PostgreSQL, a
 //! series' first instance, `overwrite`), the batch is recorded by
-//! [`Locator::record_instances`] back on the runtime. With one association sending, a batch is one instance; with
-//! N sending at once, up to N share the syncs, without any waiting window: instances that
-//! finish while a batch commits form the next one.
+//! [`Locator::record_instances`] back on the runtime. With one association sending, a
+//! batch is one instance; with N sending at once, up to N share the syncs, without any
+//! waiting window: instances that finish while a batch commits form the next one.
 
 use std::path::Path;
 use std::sync::Arc;
